@@ -1,0 +1,195 @@
+#include "ca/authority.h"
+
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+#include <system_error>
+#include <vector>
+
+#include "ca/files.h"
+
+namespace onboard {
+namespace {
+
+constexpr UnixTime kDay = 86400;
+
+// Removes files written by a CA creation that did not finish.
+class Rollback {
+ public:
+  ~Rollback() {
+    for (const auto& path : written_) {
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+    }
+  }
+  Status write(const std::filesystem::path& path, std::string_view data, mode_t mode) {
+    ONBOARD_CHECK(write_file_atomic(path, data, mode, Overwrite::refuse));
+    written_.push_back(path);
+    return ok_status();
+  }
+  void commit() { written_.clear(); }
+
+ private:
+  std::vector<std::filesystem::path> written_;
+};
+
+Result<ossl::Ptr<X509>> read_certificate(const std::filesystem::path& path) {
+  ONBOARD_TRY(std::string pem, read_file(path));
+  auto cert = certificate_from_pem(pem);
+  if (!cert.ok()) return make_error(Errc::corrupt, path.string() + ": " + cert.error().message);
+  return cert;
+}
+
+Status check_days(int days, const char* what) {
+  if (days < 1 || days > 36500) {
+    return make_error(Errc::invalid_input, std::string(what) + " validity must be 1 to 36500 days");
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+CaPaths::CaPaths(const std::filesystem::path& data_dir)
+    : dir(data_dir / "ca"),
+      root_cert(dir / "root.crt"),
+      root_key(dir / "root.key"),
+      issuing_cert(dir / "issuing.crt"),
+      issuing_key(dir / "issuing.key"),
+      settings(dir / "ca.json") {}
+
+IssuedCertificate make_issued(ossl::Ptr<X509> cert) {
+  IssuedCertificate issued;
+  issued.pem = certificate_to_pem(cert.get());
+  issued.info = describe_certificate(cert.get());
+  issued.cert = std::move(cert);
+  return issued;
+}
+
+Result<Authority> Authority::create(const std::filesystem::path& data_dir, const CaInitOptions& options,
+                                    UnixTime now) {
+  CaPaths paths(data_dir);
+  if (std::filesystem::exists(paths.root_cert) || std::filesystem::exists(paths.root_key)) {
+    return make_error(Errc::conflict, "a CA is already initialised in " + paths.dir.string() +
+                                          "; refusing to overwrite it");
+  }
+  ONBOARD_CHECK(check_days(options.root_days, "root CA"));
+  if (options.intermediate) ONBOARD_CHECK(check_days(options.intermediate_days, "issuing CA"));
+  if (!options.crl_url.empty()) {
+    if (auto problem = crl_url_problem(options.crl_url)) return make_error(Errc::invalid_input, *problem);
+  }
+  if (!options.intermediate && options.root_days < 2) {
+    return make_error(Errc::invalid_input, "root CA validity is too short to issue anything");
+  }
+
+  std::error_code ec;
+  std::filesystem::create_directories(paths.dir, ec);
+  if (ec) return make_error(Errc::io, "cannot create " + paths.dir.string() + ": " + ec.message());
+  // Certificates in here must be readable by the broker after it drops privileges; keys are 0600.
+  ::chmod(paths.dir.c_str(), 0755);
+
+  ONBOARD_TRY(auto root_key, generate_key(options.root_key_alg));
+  CertificateRequest root_request;
+  root_request.profile = Profile::root_ca;
+  root_request.common_name = options.common_name;
+  root_request.organization = options.organization;
+  root_request.public_key = root_key.get();
+  root_request.not_before = now - 300;  // tolerate clock skew between the CA and relying parties
+  root_request.not_after = now + options.root_days * kDay;
+  root_request.path_length = options.intermediate ? 1 : 0;
+  ONBOARD_TRY(Secret root_key_pem, private_key_to_pem(root_key.get(), options.passphrase));
+  auto root_signer = std::make_unique<KeySigner>(std::move(root_key));
+  ONBOARD_TRY(auto root, issue_certificate(root_request, nullptr, *root_signer));
+
+  Authority ca(paths);
+  ca.crl_url_ = options.crl_url;
+  Rollback rollback;
+  ONBOARD_CHECK(rollback.write(paths.root_key, root_key_pem.view(), 0600));
+  ONBOARD_CHECK(rollback.write(paths.root_cert, certificate_to_pem(root.get()), 0644));
+
+  if (options.intermediate) {
+    ONBOARD_TRY(auto issuing_key, generate_key(options.intermediate_key_alg));
+    CertificateRequest request;
+    request.profile = Profile::intermediate_ca;
+    request.common_name = options.intermediate_common_name;
+    request.organization = options.organization;
+    request.public_key = issuing_key.get();
+    request.not_before = now - 300;
+    request.not_after = std::min(now + options.intermediate_days * kDay, root_request.not_after);
+    request.path_length = 0;
+    request.crl_url = options.crl_url;
+    ONBOARD_TRY(auto issuing, issue_certificate(request, root.get(), *root_signer));
+    ONBOARD_TRY(Secret issuing_key_pem, private_key_to_pem(issuing_key.get(), options.passphrase));
+    ONBOARD_CHECK(rollback.write(paths.issuing_key, issuing_key_pem.view(), 0600));
+    ONBOARD_CHECK(rollback.write(paths.issuing_cert, certificate_to_pem(issuing.get()), 0644));
+    ca.issuing_ = std::move(issuing);
+    ca.signer_ = std::make_unique<KeySigner>(std::move(issuing_key));
+  } else {
+    ca.signer_ = std::move(root_signer);
+  }
+  nlohmann::json settings = {{"crl_url", options.crl_url}};
+  ONBOARD_CHECK(rollback.write(paths.settings, settings.dump(2) + "\n", 0644));
+  rollback.commit();
+  ca.root_ = std::move(root);
+  return ca;
+}
+
+Result<Authority> Authority::open(const std::filesystem::path& data_dir) {
+  CaPaths paths(data_dir);
+  if (!std::filesystem::exists(paths.root_cert)) {
+    return make_error(Errc::not_found, "no CA in " + paths.dir.string() + "; run 'onboardctl ca init' first");
+  }
+  Authority ca(paths);
+  ONBOARD_TRY(ca.root_, read_certificate(paths.root_cert));
+  if (std::filesystem::exists(paths.issuing_cert)) {
+    ONBOARD_TRY(ca.issuing_, read_certificate(paths.issuing_cert));
+  }
+  if (std::filesystem::exists(paths.settings)) {
+    ONBOARD_TRY(std::string text, read_file(paths.settings, 65536));
+    nlohmann::json settings = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!settings.is_object() || !settings.value("crl_url", nlohmann::json("")).is_string()) {
+      return make_error(Errc::corrupt, paths.settings.string() + " is not valid CA settings JSON");
+    }
+    ca.crl_url_ = settings.value("crl_url", "");
+  }
+  return ca;
+}
+
+Status Authority::load_signing_key(const Secret* passphrase) {
+  const auto& path = issuing_ ? paths_.issuing_key : paths_.root_key;
+  ONBOARD_TRY(std::string pem, read_file(path, 1 << 20));
+  auto key = private_key_from_pem(pem, passphrase);
+  std::fill(pem.begin(), pem.end(), '\0');
+  if (!key.ok()) {
+    Error e = std::move(key).error();
+    e.message = path.string() + ": " + e.message;
+    if (e.code == Errc::bad_passphrase && (passphrase == nullptr || passphrase->empty())) {
+      e.message += " (pass --passphrase-env VAR or --passphrase-file FILE)";
+    }
+    return e;
+  }
+  if (X509_check_private_key(issuer(), key.value().get()) != 1) {
+    ossl::clear_errors();
+    return make_error(Errc::corrupt, path.string() + " does not hold the key of the CA certificate");
+  }
+  signer_ = std::make_unique<KeySigner>(std::move(key).value());
+  return ok_status();
+}
+
+std::string Authority::chain_pem() const {
+  std::string pem;
+  if (issuing_) pem += certificate_to_pem(issuing_.get());
+  pem += certificate_to_pem(root_.get());
+  return pem;
+}
+
+Result<IssuedCertificate> Authority::issue(CertificateRequest request) const {
+  if (!signer_) return make_error(Errc::internal, "the CA signing key is not loaded");
+  if (request.profile != Profile::device && request.profile != Profile::server) {
+    return make_error(Errc::internal, "the CA issues device and server certificates only");
+  }
+  if (request.crl_url.empty()) request.crl_url = crl_url_;
+  ONBOARD_TRY(auto cert, issue_certificate(request, issuer(), *signer_));
+  return make_issued(std::move(cert));
+}
+
+}  // namespace onboard

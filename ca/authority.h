@@ -1,0 +1,88 @@
+// The certificate authority as it lives in a data directory:
+//   <dir>/ca/root.crt      the self-signed root (0644: the broker and clients trust it)
+//   <dir>/ca/root.key      its PKCS#8 key (0600, optionally passphrase-encrypted)
+//   <dir>/ca/issuing.crt   an optional intermediate that signs devices and servers
+//   <dir>/ca/issuing.key
+//   <dir>/ca/ca.json       settings: the CRL distribution point URL
+// With an intermediate, the root key is needed only to make the intermediate: it can be moved
+// offline afterwards.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "ca/certificate.h"
+#include "ca/keys.h"
+#include "ca/secret.h"
+#include "ca/signer.h"
+
+namespace onboard {
+
+struct CaInitOptions {
+  std::string common_name = "mosquitto-onboard Root CA";
+  std::string organization;
+  // CA keys outlive device keys by years: 3072-bit RSA by default (NIST SP 800-57 past 2030).
+  KeyAlg root_key_alg = KeyAlg::rsa3072;
+  int root_days = 3650;
+  bool intermediate = false;
+  std::string intermediate_common_name = "mosquitto-onboard Issuing CA";
+  KeyAlg intermediate_key_alg = KeyAlg::rsa3072;
+  int intermediate_days = 1825;
+  std::string crl_url;             // written into device and server certificates when set
+  const Secret* passphrase = nullptr;  // encrypts the CA key files when set
+};
+
+struct CaPaths {
+  explicit CaPaths(const std::filesystem::path& data_dir);
+  std::filesystem::path dir, root_cert, root_key, issuing_cert, issuing_key, settings;
+};
+
+// What issuance returns: the certificate and what the registry stores about it.
+struct IssuedCertificate {
+  ossl::Ptr<X509> cert;
+  std::string pem;
+  CertificateInfo info;
+};
+
+class Authority {
+ public:
+  // Creates a new CA under `data_dir`. Refuses (Errc::conflict) if one exists already; on failure
+  // nothing of the new CA is left behind.
+  static Result<Authority> create(const std::filesystem::path& data_dir, const CaInitOptions& options,
+                                  UnixTime now);
+  // Opens an existing CA's certificates; the signing key is loaded by load_signing_key().
+  static Result<Authority> open(const std::filesystem::path& data_dir);
+
+  // Loads the issuing CA's private key (the intermediate's if there is one, else the root's).
+  Status load_signing_key(const Secret* passphrase);
+  bool can_sign() const noexcept { return signer_ != nullptr; }
+
+  const X509* root() const noexcept { return root_.get(); }
+  const X509* issuer() const noexcept { return issuing_ ? issuing_.get() : root_.get(); }
+  bool has_intermediate() const noexcept { return issuing_ != nullptr; }
+  // Issuing CA first, then the root: what a relying party needs to build the chain.
+  std::string chain_pem() const;
+  const std::string& crl_url() const noexcept { return crl_url_; }
+  const CaPaths& paths() const noexcept { return paths_; }
+  const Signer* signer() const noexcept { return signer_.get(); }
+
+  // Issues a device or server certificate under the issuing CA, with the CRL distribution point
+  // filled in. Requires load_signing_key().
+  Result<IssuedCertificate> issue(CertificateRequest request) const;
+
+ private:
+  explicit Authority(CaPaths paths) : paths_(std::move(paths)) {}
+
+  CaPaths paths_;
+  ossl::Ptr<X509> root_;
+  ossl::Ptr<X509> issuing_;
+  std::string crl_url_;
+  std::unique_ptr<Signer> signer_;
+};
+
+// Builds the IssuedCertificate view of a certificate.
+IssuedCertificate make_issued(ossl::Ptr<X509> cert);
+
+}  // namespace onboard

@@ -1,0 +1,140 @@
+#include "ca/files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace onboard {
+namespace {
+
+Error io_error(std::string_view what, const std::filesystem::path& path, int err) {
+  return make_error(Errc::io, std::string(what) + " " + path.string() + ": " + std::strerror(err));
+}
+
+// Closes a file descriptor and unlinks its temporary path unless released.
+class TempFile {
+ public:
+  TempFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  int fd() const { return fd_; }
+  const std::string& path() const { return path_; }
+  int close() {
+    int rc = ::close(fd_);
+    fd_ = -1;
+    return rc;
+  }
+  void keep() { path_.clear(); }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+Status write_all(int fd, std::string_view data, const std::filesystem::path& path) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return io_error("cannot write", path, errno);
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return ok_status();
+}
+
+}  // namespace
+
+Status write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode,
+                         Overwrite overwrite) {
+  std::filesystem::path dir = path.parent_path();
+  if (dir.empty()) dir = ".";
+  if (overwrite == Overwrite::refuse && ::access(path.c_str(), F_OK) == 0) {
+    return make_error(Errc::conflict, path.string() + " exists already; refusing to overwrite it");
+  }
+  std::string pattern = (dir / ("." + path.filename().string() + ".XXXXXX")).string();
+  std::vector<char> name(pattern.begin(), pattern.end());
+  name.push_back('\0');
+  int fd = ::mkostemp(name.data(), O_CLOEXEC);  // created 0600 whatever the umask
+  if (fd < 0) return io_error("cannot create a file in", dir, errno);
+  TempFile temp(fd, name.data());
+
+  if (::fchmod(fd, mode) != 0) return io_error("cannot set the mode of", path, errno);
+  ONBOARD_CHECK(write_all(fd, data, path));
+  if (::fsync(fd) != 0) return io_error("cannot flush", path, errno);
+  if (temp.close() != 0) return io_error("cannot close", path, errno);
+
+  if (overwrite == Overwrite::refuse) {
+    if (::renameat2(AT_FDCWD, temp.path().c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST) {
+        return make_error(Errc::conflict, path.string() + " exists already; refusing to overwrite it");
+      }
+      return io_error("cannot create", path, errno);
+    }
+  } else if (::rename(temp.path().c_str(), path.c_str()) != 0) {
+    return io_error("cannot replace", path, errno);
+  }
+  temp.keep();
+
+  // The rename is durable only once the directory entry is on disk.
+  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+  return ok_status();
+}
+
+Result<std::string> read_file(const std::filesystem::path& path, std::size_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return io_error("cannot open", path, errno);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return io_error("cannot read", path, err);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > max_bytes) {
+      ::close(fd);
+      return make_error(Errc::invalid_input, path.string() + " is larger than " +
+                                                 std::to_string(max_bytes) + " bytes");
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+Result<Secret> read_secret_file(const std::filesystem::path& path) {
+  ONBOARD_TRY(std::string raw, read_file(path, 4096));
+  Secret secret(raw);
+  std::fill(raw.begin(), raw.end(), '\0');
+  secret.trim_line_end();
+  if (secret.empty()) return make_error(Errc::invalid_input, "passphrase file " + path.string() + " is empty");
+  return secret;
+}
+
+Result<Secret> read_secret_env(const std::string& variable) {
+  const char* value = std::getenv(variable.c_str());
+  if (value == nullptr || *value == '\0') {
+    return make_error(Errc::invalid_input, "environment variable " + variable + " is not set or empty");
+  }
+  return Secret(value);
+}
+
+}  // namespace onboard

@@ -1,0 +1,34 @@
+// File writes that other programs read: whole or not at all, with the mode chosen up front.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "ca/error.h"
+#include "ca/secret.h"
+
+namespace onboard {
+
+enum class Overwrite { refuse, replace };
+
+// Writes `data` to `path` atomically: a temporary file in the same directory (created 0600, then
+// set to `mode`), fsync, rename, fsync of the directory. With Overwrite::refuse an existing file is
+// an Errc::conflict and is left untouched (no race: the rename itself refuses). On any failure the
+// temporary file is removed and `path` is as it was.
+Status write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode,
+                         Overwrite overwrite);
+
+// Reads a whole file, refusing anything larger than `max_bytes`.
+Result<std::string> read_file(const std::filesystem::path& path,
+                              std::size_t max_bytes = 16 * 1024 * 1024);
+
+// Reads a secret (a passphrase) from a file: one line, trailing newline removed, never empty.
+Result<Secret> read_secret_file(const std::filesystem::path& path);
+
+// Reads a secret from an environment variable, which must be set and non-empty.
+Result<Secret> read_secret_env(const std::string& variable);
+
+}  // namespace onboard
