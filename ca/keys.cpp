@@ -74,6 +74,9 @@ std::string describe_key(const EVP_PKEY* key) {
   if (is_rsa(key)) return "RSA-" + std::to_string(EVP_PKEY_get_bits(key));
   if (EVP_PKEY_is_a(key, "EC") == 1) {
     std::string group = ec_group_name(key);
+    // OpenSSL names the NIST curves by their SECG/X9.62 names; operators know them as P-256/P-384.
+    if (group == "prime256v1") group = "P-256";
+    if (group == "secp384r1") group = "P-384";
     return "EC " + (group.empty() ? std::string("(unknown curve)") : group);
   }
   if (EVP_PKEY_is_a(key, "ED25519") == 1) return "Ed25519";

@@ -1,0 +1,90 @@
+#include "ca/files.h"
+
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "tests/support/temp_dir.h"
+
+using namespace onboard;
+using onboard::test::TempDir;
+
+namespace {
+
+mode_t mode_of(const std::filesystem::path& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+
+std::size_t entries_in(const std::filesystem::path& dir) {
+  return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator(dir), {}));
+}
+
+}  // namespace
+
+TEST_CASE("an atomic write creates the file with the requested mode and content") {
+  TempDir dir;
+  REQUIRE(write_file_atomic(dir / "key.pem", "secret", 0600, Overwrite::refuse).ok());
+  CHECK(mode_of(dir / "key.pem") == 0600);
+  CHECK(read_file(dir / "key.pem").value() == "secret");
+  REQUIRE(write_file_atomic(dir / "cert.pem", "public", 0644, Overwrite::refuse).ok());
+  CHECK(mode_of(dir / "cert.pem") == 0644);
+  CHECK(entries_in(dir.path()) == 2);  // no temporary file left
+}
+
+TEST_CASE("an atomic write refuses to overwrite unless told to, and leaves the old content") {
+  TempDir dir;
+  REQUIRE(write_file_atomic(dir / "f", "one", 0644, Overwrite::refuse).ok());
+  auto again = write_file_atomic(dir / "f", "two", 0644, Overwrite::refuse);
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().code == Errc::conflict);
+  CHECK(read_file(dir / "f").value() == "one");
+  REQUIRE(write_file_atomic(dir / "f", "two", 0644, Overwrite::replace).ok());
+  CHECK(read_file(dir / "f").value() == "two");
+  CHECK(entries_in(dir.path()) == 1);
+}
+
+TEST_CASE("an atomic write into a directory that cannot be written fails with an I/O error") {
+  if (::geteuid() == 0) {
+    // root ignores directory permissions; a missing directory shows the same failure path.
+    auto missing = write_file_atomic("/nonexistent-dir/f", "x", 0644, Overwrite::refuse);
+    REQUIRE_FALSE(missing.ok());
+    CHECK(missing.error().code == Errc::io);
+    return;
+  }
+  TempDir dir;
+  std::filesystem::create_directory(dir / "ro");
+  std::filesystem::permissions(dir / "ro", std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+  auto result = write_file_atomic(dir / "ro" / "f", "x", 0644, Overwrite::refuse);
+  REQUIRE_FALSE(result.ok());
+  CHECK(result.error().code == Errc::io);
+}
+
+TEST_CASE("a secret file's trailing newline is dropped and an empty one is refused") {
+  TempDir dir;
+  REQUIRE(write_file_atomic(dir / "pass", "hunter2\r\n", 0600, Overwrite::refuse).ok());
+  CHECK(read_secret_file(dir / "pass").value().view() == "hunter2");
+  REQUIRE(write_file_atomic(dir / "empty", "\n", 0600, Overwrite::refuse).ok());
+  auto empty = read_secret_file(dir / "empty");
+  REQUIRE_FALSE(empty.ok());
+  CHECK(empty.error().message.find("is empty") != std::string::npos);
+  auto missing = read_secret_file(dir / "missing");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().code == Errc::io);
+}
+
+TEST_CASE("a secret from an unset environment variable is refused") {
+  ::unsetenv("ONBOARD_TEST_UNSET");
+  CHECK_FALSE(read_secret_env("ONBOARD_TEST_UNSET").ok());
+  ::setenv("ONBOARD_TEST_SET", "s3cret", 1);
+  CHECK(read_secret_env("ONBOARD_TEST_SET").value().view() == "s3cret");
+}
+
+TEST_CASE("reading a file larger than the limit is refused") {
+  TempDir dir;
+  REQUIRE(write_file_atomic(dir / "big", std::string(100, 'x'), 0644, Overwrite::refuse).ok());
+  CHECK_FALSE(read_file(dir / "big", 99).ok());
+  CHECK(read_file(dir / "big", 100).ok());
+}
