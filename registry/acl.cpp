@@ -1,0 +1,125 @@
+#include "registry/acl.h"
+
+#include <array>
+#include <utility>
+
+namespace onboard::acl {
+namespace {
+
+constexpr std::array<std::pair<std::string_view, std::uint8_t>, 4> kAccessNames{{
+    {"publish", kPublish},
+    {"subscribe", kSubscribe},
+    {"read", kRead},
+    {"readwrite", kReadWrite},
+}};
+
+// Would this rule, if it applied, change the current decision? Only a higher priority, or a deny
+// where an allow holds at the same priority; ties keep the first rule, which is the one reported.
+bool could_overrule(const Rule& rule, const Rule* best) noexcept {
+  if (best == nullptr || rule.priority > best->priority) return true;
+  return rule.priority == best->priority && rule.effect == Effect::deny &&
+         best->effect == Effect::allow;
+}
+
+// An allow must be certain to apply; a deny applies unless it is certain not to. So an
+// undecidable match (malformed pattern, unusable substitution) never grants and never lifts a deny.
+bool applies(const Rule& rule, bool subscribe, std::string_view topic_or_filter,
+             const Substitutions& subs) noexcept {
+  Match match = Match::no;
+  if (!subscribe) {
+    match = detail::match_topic(rule.pattern, topic_or_filter, subs);
+  } else if (rule.effect == Effect::allow) {
+    match = detail::match_covers(rule.pattern, topic_or_filter, subs);
+  } else {
+    match = detail::match_intersects(rule.pattern, topic_or_filter, subs);
+  }
+  return rule.effect == Effect::allow ? match == Match::yes : match != Match::no;
+}
+
+}  // namespace
+
+std::optional<std::uint8_t> parse_access(std::string_view text) noexcept {
+  std::uint8_t mask = 0;
+  for (;;) {
+    const std::size_t bar = text.find('|');
+    const std::string_view word = text.substr(0, bar);
+    bool known = false;
+    for (const auto& [name, bits] : kAccessNames) {
+      if (word == name) {
+        mask |= bits;
+        known = true;
+      }
+    }
+    if (!known) return std::nullopt;
+    if (bar == text.npos) return mask;
+    text.remove_prefix(bar + 1);
+  }
+}
+
+std::string access_name(std::uint8_t mask) {
+  if (mask == 0 || mask > kReadWrite) return "invalid";
+  if (mask == kReadWrite) return "readwrite";
+  std::string name;
+  for (const auto& [word, bits] : kAccessNames) {
+    if (bits != kReadWrite && (mask & bits) != 0) {
+      if (!name.empty()) name += '|';
+      name += word;
+    }
+  }
+  return name;
+}
+
+std::optional<Effect> parse_effect(std::string_view text) noexcept {
+  if (text == "allow") return Effect::allow;
+  if (text == "deny") return Effect::deny;
+  return std::nullopt;
+}
+
+std::string_view to_string(Effect effect) noexcept {
+  return effect == Effect::allow ? "allow" : "deny";
+}
+
+std::string_view to_string(Decision decision) noexcept {
+  switch (decision) {
+    case Decision::allow:
+      return "allow";
+    case Decision::deny:
+      return "deny";
+    case Decision::no_match:
+      return "no_match";
+  }
+  return "invalid";
+}
+
+Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access access,
+                    std::string_view topic_or_filter, const Substitutions& subs) noexcept {
+  // Decision table. Every step fails closed.
+  //  1. `access` must be exactly one of publish, subscribe or read, and the topic (publish, read)
+  //     or the filter (subscribe) must be valid; otherwise deny, with no rule.
+  //  2. Only rules whose access mask includes `access` are considered.
+  //  3. Publish and read: a rule applies if its pattern matches the topic. Subscribe: an allow rule
+  //     applies if its pattern covers the filter (every topic the filter can match), a deny rule if
+  //     its pattern intersects the filter (some topic both match); a partial grant is no grant.
+  //     When a pattern is malformed or needs an unusable substitution, an allow rule does not
+  //     apply and a deny rule does.
+  //  4. Of the applicable rules, those with the highest priority decide; at equal priority deny
+  //     beats allow. The deciding rule is the first such rule in `rule_sets` order.
+  //  5. Nothing applies: no_match, which the caller treats as deny.
+  const bool subscribe = access == kSubscribe;
+  if (access != kPublish && access != kRead && !subscribe) return {Decision::deny, nullptr};
+  if (subscribe ? !is_valid_filter(topic_or_filter) : !is_valid_topic(topic_or_filter)) {
+    return {Decision::deny, nullptr};
+  }
+
+  const Rule* best = nullptr;
+  for (const std::span<const Rule> rules : rule_sets) {
+    for (const Rule& rule : rules) {
+      if ((rule.access & access) == 0 || !could_overrule(rule, best)) continue;
+      if (applies(rule, subscribe, topic_or_filter, subs)) best = &rule;
+    }
+  }
+  if (best == nullptr) return {Decision::no_match, nullptr};
+  return {best->effect == Effect::allow ? Decision::allow : Decision::deny, best};
+}
+
+}  // namespace onboard::acl
