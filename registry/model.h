@@ -1,0 +1,150 @@
+// The registry's data model: plain values the Store reads and writes. No SQL and no behaviour
+// beyond naming the enums, so the CLI, the REST layer and the plugin can share them freely.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ca/certificate.h"
+#include "ca/crl.h"
+
+namespace onboard::registry {
+
+// active: may connect. disabled: refused at connect, may be enabled again. revoked: final; its
+// certificates are on the CRL and it can neither be enabled nor receive a new certificate.
+enum class DeviceStatus { active, disabled, revoked };
+std::string_view to_string(DeviceStatus status) noexcept;
+std::optional<DeviceStatus> parse_device_status(std::string_view text) noexcept;
+
+struct Device {
+  std::string id;  // the identity: certificate CN, MQTT client id and username
+  std::string name;
+  std::string type;  // empty, or the name of the group the device is implicitly in
+  std::string location;
+  std::string firmware;
+  DeviceStatus status = DeviceStatus::active;
+  UnixTime created_at = 0;
+  UnixTime updated_at = 0;
+  std::string metadata = "{}";  // a JSON object, stored compact
+};
+
+// What the operator supplies for a new device; the store fills in status and times.
+struct NewDevice {
+  std::string id;
+  std::string name;  // empty means "same as id"
+  std::string type;  // empty, or a valid group name (same characters as a device id)
+  std::string location;
+  std::string firmware;
+  std::string metadata = "{}";  // must parse as a JSON object
+};
+
+enum class CertificateStatus { active, revoked };
+std::string_view to_string(CertificateStatus status) noexcept;
+
+struct Certificate {
+  std::string serial_hex;          // upper-case hex; unique together with issuer
+  std::string issuer;              // RFC 2253
+  std::string sha256_fingerprint;  // lower-case hex of the DER's SHA-256; unique
+  std::string device_id;
+  std::string subject;  // RFC 2253
+  UnixTime not_before = 0;
+  UnixTime not_after = 0;
+  CertificateStatus status = CertificateStatus::active;
+  std::optional<UnixTime> revoked_at;                 // set exactly when status is revoked
+  std::optional<RevocationReason> revocation_reason;  // likewise
+  std::string pem;
+};
+
+// A freshly issued certificate to record; it always starts active.
+struct NewCertificate {
+  std::string serial_hex;
+  std::string issuer;
+  std::string sha256_fingerprint;
+  std::string subject;
+  UnixTime not_before = 0;
+  UnixTime not_after = 0;
+  std::string pem;
+};
+// The record for a certificate the CA just issued, from describe_certificate() and its PEM.
+NewCertificate new_certificate(const CertificateInfo& info, std::string pem);
+
+struct Group {
+  std::string name;  // same characters as a device id
+  std::string description;
+  UnixTime created_at = 0;
+};
+// Every device is in this group; a fresh registry gives it one rule: allow readwrite devices/%d/#.
+inline constexpr std::string_view kDefaultGroup = "default";
+
+// Access bits, as in acl::Rule: readwrite means all three, as in Mosquitto's acl_file.
+inline constexpr std::uint8_t kAccessPublish = 1;
+inline constexpr std::uint8_t kAccessSubscribe = 2;
+inline constexpr std::uint8_t kAccessRead = 4;
+inline constexpr std::uint8_t kAccessReadWrite = 7;
+
+enum class SubjectKind { device, group };
+std::string_view to_string(SubjectKind kind) noexcept;
+enum class RuleEffect { allow, deny };
+std::string_view to_string(RuleEffect effect) noexcept;
+
+// An ACL rule as stored. id, pattern, access, effect and priority map 1:1 onto acl::Rule; the
+// subject says whom it applies to (and, in rules_for_device, where the rule came from).
+struct RuleRecord {
+  std::int64_t id = 0;
+  SubjectKind subject_kind = SubjectKind::group;
+  std::string subject;  // device id or group name
+  std::string pattern;  // validated by the caller with acl::pattern_problem
+  std::uint8_t access = 0;
+  RuleEffect effect = RuleEffect::allow;
+  int priority = 0;
+  UnixTime created_at = 0;
+};
+
+struct NewRule {
+  SubjectKind subject_kind = SubjectKind::group;
+  std::string subject;
+  std::string pattern;
+  std::uint8_t access = 0;  // 1..7
+  RuleEffect effect = RuleEffect::allow;
+  int priority = 0;
+};
+
+struct CrlState {
+  std::uint64_t number = 0;  // the last number handed out; 0 before the first CRL
+  std::optional<UnixTime> last_issued_at;
+};
+
+// One row of the hash-chained audit log (see audit.h for how `hash` is computed).
+struct AuditEvent {
+  std::int64_t seq = 0;  // 1, 2, 3, ... without gaps
+  UnixTime at = 0;
+  std::string actor;
+  std::string action;   // "device.register", "device.revoke", "acl.grant", ...
+  std::string subject;  // what it acted on: device id, group name, rule id, ...
+  std::string details;  // a JSON object
+  std::string prev_hash;
+  std::string hash;
+};
+
+// One entry of the change feed: what to reload. `device` covers the device row, its certificates
+// and its own rules; `group` covers the group and its rules; `crl` a new CRL number.
+enum class ChangeKind { device, group, crl };
+std::string_view to_string(ChangeKind kind) noexcept;
+
+struct Change {
+  std::int64_t seq = 0;  // strictly increasing, one per change row
+  UnixTime at = 0;
+  ChangeKind kind = ChangeKind::device;
+  std::string subject;  // device id or group name; empty for crl
+};
+
+// Who makes a change, and when: written to the audit row, and the time every timestamp of the
+// change uses (passed in, so the store never reads the clock itself).
+struct Actor {
+  std::string name;  // e.g. the operator's login, "rest:<client>"; must not be empty
+  UnixTime now = 0;
+};
+
+}  // namespace onboard::registry

@@ -1,0 +1,161 @@
+#include "registry/schema.h"
+
+#include <SQLiteCpp/Statement.h>
+
+namespace onboard::registry::schema {
+namespace {
+
+// Version 1. Notes on choices:
+// - meta is a single typed row: the schema version, the change-feed counter, the audit chain's
+//   head and the CRL state are all updated in the transaction that changes them.
+// - Certificates are keyed by issuer + serial as X.509 identifies them; the fingerprint is unique
+//   too because the plugin looks certificates up by it.
+// - A rule's subject is a device or a group through two nullable foreign keys (exactly one set),
+//   so the database itself refuses a rule for a subject that does not exist.
+// - AUTOINCREMENT on rules so that a removed rule's id, which the audit log names, is never reused.
+// - Times are unix seconds; statuses and reasons are text the CHECKs pin down.
+constexpr const char* kVersion1 = R"sql(
+CREATE TABLE meta (
+  id                 INTEGER PRIMARY KEY CHECK (id = 1),
+  schema_version     INTEGER NOT NULL,
+  change_seq         INTEGER NOT NULL,
+  audit_head_seq     INTEGER NOT NULL,
+  audit_head_hash    TEXT    NOT NULL,
+  crl_number         INTEGER NOT NULL,
+  crl_last_issued_at INTEGER
+);
+
+CREATE TABLE groups (
+  name        TEXT    PRIMARY KEY,
+  description TEXT    NOT NULL,
+  created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE devices (
+  id         TEXT    PRIMARY KEY,
+  name       TEXT    NOT NULL,
+  type       TEXT    NOT NULL,
+  location   TEXT    NOT NULL,
+  firmware   TEXT    NOT NULL,
+  status     TEXT    NOT NULL CHECK (status IN ('active', 'disabled', 'revoked')),
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  metadata   TEXT    NOT NULL CHECK (json_valid(metadata))
+);
+CREATE INDEX devices_by_status ON devices (status, id);
+CREATE INDEX devices_by_type ON devices (type, id);
+
+CREATE TABLE certificates (
+  serial_hex         TEXT    NOT NULL,
+  issuer             TEXT    NOT NULL,
+  sha256_fingerprint TEXT    NOT NULL UNIQUE,
+  device_id          TEXT    NOT NULL REFERENCES devices (id),
+  subject            TEXT    NOT NULL,
+  not_before         INTEGER NOT NULL,
+  not_after          INTEGER NOT NULL,
+  status             TEXT    NOT NULL CHECK (status IN ('active', 'revoked')),
+  revoked_at         INTEGER,
+  revocation_reason  TEXT,
+  pem                TEXT    NOT NULL,
+  PRIMARY KEY (issuer, serial_hex),
+  CHECK ((status = 'revoked') = (revoked_at IS NOT NULL AND revocation_reason IS NOT NULL))
+);
+CREATE INDEX certificates_by_device ON certificates (device_id);
+
+CREATE TABLE acl_rules (
+  id         INTEGER PRIMARY KEY AUTOINCREMENT,
+  device_id  TEXT    REFERENCES devices (id),
+  group_name TEXT    REFERENCES groups (name),
+  access     INTEGER NOT NULL CHECK (access BETWEEN 1 AND 7),
+  pattern    TEXT    NOT NULL CHECK (pattern <> ''),
+  effect     TEXT    NOT NULL CHECK (effect IN ('allow', 'deny')),
+  priority   INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  CHECK ((device_id IS NULL) <> (group_name IS NULL))
+);
+CREATE INDEX acl_rules_by_device ON acl_rules (device_id) WHERE device_id IS NOT NULL;
+CREATE INDEX acl_rules_by_group ON acl_rules (group_name) WHERE group_name IS NOT NULL;
+
+CREATE TABLE audit_events (
+  seq       INTEGER PRIMARY KEY,
+  at        INTEGER NOT NULL,
+  actor     TEXT    NOT NULL,
+  action    TEXT    NOT NULL,
+  subject   TEXT    NOT NULL,
+  details   TEXT    NOT NULL,
+  prev_hash TEXT    NOT NULL,
+  hash      TEXT    NOT NULL
+);
+
+CREATE TABLE changes (
+  seq     INTEGER PRIMARY KEY,
+  at      INTEGER NOT NULL,
+  kind    TEXT    NOT NULL CHECK (kind IN ('device', 'group', 'crl')),
+  subject TEXT    NOT NULL
+);
+)sql";
+
+void migrate_to_1(SQLite::Database& db, UnixTime now) {
+  db.exec(kVersion1);
+  db.exec("PRAGMA application_id = " + std::to_string(kApplicationId));  // a constant, not input
+  SQLite::Statement meta(db,
+                         "INSERT INTO meta (id, schema_version, change_seq, audit_head_seq, "
+                         "audit_head_hash, crl_number) VALUES (1, 1, 0, 0, ?, 0)");
+  meta.bind(1, std::string(64, '0'));
+  meta.exec();
+  SQLite::Statement group(db,
+                          "INSERT INTO groups (name, description, created_at) "
+                          "VALUES ('default', 'every device is a member', ?)");
+  group.bind(1, now);
+  group.exec();
+  // The documented default: each device may publish, subscribe and read below its own subtree.
+  SQLite::Statement rule(db,
+                         "INSERT INTO acl_rules (group_name, access, pattern, effect, priority, "
+                         "created_at) VALUES ('default', 7, 'devices/%d/#', 'allow', 0, ?)");
+  rule.bind(1, now);
+  rule.exec();
+}
+
+}  // namespace
+
+Result<int> stored_version(SQLite::Database& db, const std::string& path) {
+  // Reading sqlite_schema is the first real read: SQLITE_NOTADB surfaces here as an exception.
+  const auto tables = db.execAndGet("SELECT count(*) FROM sqlite_schema").getInt64();
+  const auto app_id = db.execAndGet("PRAGMA application_id").getInt64();
+  if (tables == 0 && app_id == 0) return 0;
+  if (app_id != kApplicationId) {
+    return make_error(Errc::corrupt,
+                      path + " is an SQLite database but not a mosquitto-onboard registry");
+  }
+  if (!db.tableExists("meta")) {
+    return make_error(Errc::corrupt, path + " is damaged: its meta table is missing");
+  }
+  SQLite::Statement query(db, "SELECT schema_version FROM meta WHERE id = 1");
+  if (!query.executeStep()) {
+    return make_error(Errc::corrupt, path + " is damaged: its meta row is missing");
+  }
+  const auto version = query.getColumn(0).getInt64();
+  query.reset();
+  if (version > kCurrentVersion) {
+    return make_error(Errc::corrupt, path + " has schema version " + std::to_string(version) +
+                                         ", newer than this build understands (" +
+                                         std::to_string(kCurrentVersion) + "); upgrade onboardctl");
+  }
+  if (version < 1) {
+    return make_error(Errc::corrupt,
+                      path + " has an unknown schema version " + std::to_string(version));
+  }
+  return static_cast<int>(version);
+}
+
+void migrate(SQLite::Database& db, int from_version, UnixTime now) {
+  // One step per version; each later step goes here as `if (from_version < N) migrate_to_N(...)`.
+  if (from_version < 1) migrate_to_1(db, now);
+  if (from_version < kCurrentVersion) {
+    SQLite::Statement bump(db, "UPDATE meta SET schema_version = ?");
+    bump.bind(1, kCurrentVersion);
+    bump.exec();
+  }
+}
+
+}  // namespace onboard::registry::schema

@@ -1,0 +1,943 @@
+#include "registry/sqlite_store.h"
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
+#include <sqlite3.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+#include <utility>
+
+#include "ca/identity.h"
+#include "registry/audit.h"
+#include "registry/schema.h"
+
+namespace onboard::registry {
+
+namespace detail {
+
+Error sqlite_error(int code, std::string_view what) {
+  const std::string prefix = std::string(what) + ": ";
+  auto io = [&](std::string_view why) { return make_error(Errc::io, prefix + std::string(why)); };
+  switch (code & 0xff) {  // the primary code; extended codes add detail in the high bits
+    case SQLITE_FULL:
+      return io("the disk is full");
+    case SQLITE_IOERR:
+      return io("an I/O error occurred on the registry file");
+    case SQLITE_READONLY:
+      return io("the registry is read-only (check the permissions of the file and its directory)");
+    case SQLITE_CANTOPEN:
+      return io("the registry cannot be opened (check the path and the directory's permissions)");
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      return io("permission denied");
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return io("the registry stayed locked by another writer for too long");
+    case SQLITE_NOTADB:
+      return make_error(Errc::corrupt, prefix + "the file is not an SQLite database");
+    case SQLITE_CORRUPT:
+      return make_error(Errc::corrupt, prefix + "the registry file is damaged");
+    case SQLITE_CONSTRAINT:
+      if (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return make_error(Errc::conflict, prefix + "it already exists");
+      }
+      if (code == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        return make_error(Errc::not_found, prefix + "it refers to something that does not exist");
+      }
+      return make_error(Errc::internal, prefix + "a registry constraint was violated");
+    default:
+      // sqlite3_errstr is a fixed English phrase per code: nothing from the data leaks through it.
+      return make_error(Errc::internal, prefix + "unexpected SQLite error (" +
+                                            (code >= 0 ? sqlite3_errstr(code) : "misuse") + ")");
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+// A stored value that the schema's CHECKs should have made impossible.
+struct CorruptValue : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Turns the exception being handled into an Error; call only inside a catch block. Nothing else
+// may leave the Store API, so this catches everything.
+Error current_exception_error(std::string_view what) {
+  try {
+    throw;
+  } catch (const SQLite::Exception& e) {
+    const int code = e.getExtendedErrorCode() != -1 ? e.getExtendedErrorCode() : e.getErrorCode();
+    return detail::sqlite_error(code, what);
+  } catch (const CorruptValue& e) {
+    return make_error(Errc::corrupt, std::string(what) + ": the registry holds " + e.what());
+  } catch (const std::bad_alloc&) {
+    return make_error(Errc::internal, std::string(what) + ": out of memory");
+  } catch (...) {
+    return make_error(Errc::internal, std::string(what) + ": internal error");
+  }
+}
+
+// --- Binding and reading -------------------------------------------------------------------------
+// Values are only ever bound, never spliced into SQL text.
+
+void bind_one(SQLite::Statement& s, int i, std::string_view v) { s.bind(i, std::string(v)); }
+void bind_one(SQLite::Statement& s, int i, std::int64_t v) { s.bind(i, v); }
+void bind_one(SQLite::Statement& s, int i, int v) { s.bind(i, v); }
+template <class T>
+void bind_one(SQLite::Statement& s, int i, const std::optional<T>& v) {
+  if (v) {
+    bind_one(s, i, *v);
+  } else {
+    s.bind(i);  // NULL
+  }
+}
+
+// A statement with `args` bound to ?1, ?2, ... in order. Statements are locals: they are
+// finalized when the caller's scope ends, so none can keep a read transaction open (the
+// reference doc's pitfall E).
+template <class... Args>
+SQLite::Statement prepare(SQLite::Database& db, const char* sql, const Args&... args) {
+  SQLite::Statement statement(db, sql);
+  int index = 0;
+  (bind_one(statement, ++index, args), ...);
+  return statement;
+}
+
+std::optional<std::string> text_or_null(const SQLite::Column& column) {
+  if (column.isNull()) return std::nullopt;
+  return column.getString();
+}
+
+DeviceStatus device_status_from(const std::string& text) {
+  if (auto status = parse_device_status(text)) return *status;
+  throw CorruptValue("an unknown device status");
+}
+
+RevocationReason reason_from(const std::string& text) {
+  if (auto reason = parse_revocation_reason(text)) return *reason;
+  throw CorruptValue("an unknown revocation reason");
+}
+
+ChangeKind change_kind_from(const std::string& text) {
+  for (auto kind : {ChangeKind::device, ChangeKind::group, ChangeKind::crl}) {
+    if (text == to_string(kind)) return kind;
+  }
+  throw CorruptValue("an unknown change kind");
+}
+
+// Columns in the order of `SELECT id, name, type, location, firmware, status, created_at,
+// updated_at, metadata`.
+Device device_from(const SQLite::Statement& s) {
+  return Device{s.getColumn(0).getString(), s.getColumn(1).getString(),
+                s.getColumn(2).getString(), s.getColumn(3).getString(),
+                s.getColumn(4).getString(), device_status_from(s.getColumn(5).getString()),
+                s.getColumn(6).getInt64(),  s.getColumn(7).getInt64(),
+                s.getColumn(8).getString()};
+}
+
+// Columns: serial_hex, issuer, sha256_fingerprint, device_id, subject, not_before, not_after,
+// status, revoked_at, revocation_reason, pem.
+Certificate certificate_from(const SQLite::Statement& s) {
+  Certificate c;
+  c.serial_hex = s.getColumn(0).getString();
+  c.issuer = s.getColumn(1).getString();
+  c.sha256_fingerprint = s.getColumn(2).getString();
+  c.device_id = s.getColumn(3).getString();
+  c.subject = s.getColumn(4).getString();
+  c.not_before = s.getColumn(5).getInt64();
+  c.not_after = s.getColumn(6).getInt64();
+  c.status = s.getColumn(7).getString() == "revoked" ? CertificateStatus::revoked
+                                                     : CertificateStatus::active;
+  if (!s.getColumn(8).isNull()) c.revoked_at = s.getColumn(8).getInt64();
+  if (auto reason = text_or_null(s.getColumn(9))) c.revocation_reason = reason_from(*reason);
+  c.pem = s.getColumn(10).getString();
+  return c;
+}
+
+// Columns: id, device_id, group_name, access, pattern, effect, priority, created_at.
+RuleRecord rule_from(const SQLite::Statement& s) {
+  RuleRecord r;
+  r.id = s.getColumn(0).getInt64();
+  if (auto device = text_or_null(s.getColumn(1))) {
+    r.subject_kind = SubjectKind::device;
+    r.subject = *device;
+  } else {
+    r.subject_kind = SubjectKind::group;
+    r.subject = s.getColumn(2).getString();
+  }
+  const auto access = s.getColumn(3).getInt();
+  if (access < 1 || access > kAccessReadWrite) throw CorruptValue("an invalid access mask");
+  r.access = static_cast<std::uint8_t>(access);
+  r.pattern = s.getColumn(4).getString();
+  r.effect = s.getColumn(5).getString() == "deny" ? RuleEffect::deny : RuleEffect::allow;
+  r.priority = s.getColumn(6).getInt();
+  r.created_at = s.getColumn(7).getInt64();
+  return r;
+}
+
+AuditEvent audit_event_from(const SQLite::Statement& s) {
+  return AuditEvent{s.getColumn(0).getInt64(),  s.getColumn(1).getInt64(),
+                    s.getColumn(2).getString(), s.getColumn(3).getString(),
+                    s.getColumn(4).getString(), s.getColumn(5).getString(),
+                    s.getColumn(6).getString(), s.getColumn(7).getString()};
+}
+
+// --- Input checks ----------------------------------------------------------------------------
+// Everything that is echoed in a message is checked first, so messages stay one clean line.
+
+bool is_hex(std::string_view text, bool upper) {
+  return std::all_of(text.begin(), text.end(), [upper](char c) {
+    return (c >= '0' && c <= '9') || (upper ? (c >= 'A' && c <= 'F') : (c >= 'a' && c <= 'f'));
+  });
+}
+
+// Accepts upper or lower case and the colon-separated form `openssl x509 -fingerprint` prints.
+std::optional<std::string> normalize_fingerprint(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == ':') continue;
+    out.push_back(c >= 'A' && c <= 'F' ? static_cast<char>(c - 'A' + 'a') : c);
+  }
+  if (out.size() != 64 || !is_hex(out, false)) return std::nullopt;
+  return out;
+}
+
+Status check_device_id(std::string_view id) {
+  if (auto problem = device_id_problem(id)) return make_error(Errc::invalid_input, *problem);
+  return ok_status();
+}
+
+Status check_group_name(std::string_view name) {
+  if (auto problem = group_name_problem(name)) return make_error(Errc::invalid_input, *problem);
+  return ok_status();
+}
+
+Status check_subject(SubjectKind kind, std::string_view name) {
+  return kind == SubjectKind::device ? check_device_id(name) : check_group_name(name);
+}
+
+Result<NewCertificate> checked_certificate(NewCertificate c) {
+  auto bad = [](std::string why) { return make_error(Errc::invalid_input, std::move(why)); };
+  // 20 octets is RFC 5280's limit for a serial number.
+  if (c.serial_hex.empty() || c.serial_hex.size() > 40 || !is_hex(c.serial_hex, true)) {
+    return bad("certificate serial must be 1 to 40 upper-case hex digits");
+  }
+  auto fingerprint = normalize_fingerprint(c.sha256_fingerprint);
+  if (!fingerprint) return bad("certificate fingerprint must be 64 hex digits (SHA-256)");
+  c.sha256_fingerprint = *fingerprint;
+  if (c.issuer.empty() || c.subject.empty())
+    return bad("certificate issuer and subject are required");
+  if (c.not_after < c.not_before) return bad("certificate expires before it becomes valid");
+  if (!c.pem.starts_with("-----BEGIN CERTIFICATE-----")) return bad("certificate PEM is missing");
+  return c;
+}
+
+Result<std::string> compact_metadata(std::string_view json) {
+  if (auto problem = metadata_problem(json)) return make_error(Errc::invalid_input, *problem);
+  return nlohmann::json::parse(json).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// --- The store -------------------------------------------------------------------------------
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(SQLite::Database db, std::string path, bool read_only)
+      : db_(std::move(db)), path_(std::move(path)), read_only_(read_only) {}
+
+  Status create_or_upgrade(UnixTime now);
+
+  Result<Device> register_device(const NewDevice& device, const NewCertificate& certificate,
+                                 const Actor& actor) override;
+  Result<Device> get_device(std::string_view id) override;
+  Result<std::vector<Device>> list_devices(const DeviceFilter& filter) override;
+  Result<std::int64_t> count_devices(const DeviceFilter& filter) override;
+  Result<bool> set_device_enabled(std::string_view id, bool enabled, const Actor& actor) override;
+  Result<RevokeOutcome> revoke_device(std::string_view id, RevocationReason reason,
+                                      const Actor& actor) override;
+
+  Result<std::vector<Certificate>> certificates_of(std::string_view device_id) override;
+  Result<Certificate> find_certificate_by_fingerprint(std::string_view sha256_hex) override;
+  Result<AddedCertificate> add_certificate(std::string_view device_id,
+                                           const NewCertificate& certificate, bool supersede_active,
+                                           const Actor& actor) override;
+  Result<std::vector<RevokedEntry>> revoked_certificates() override;
+
+  Result<RuleRecord> add_rule(const NewRule& rule, const Actor& actor) override;
+  Status remove_rule(std::int64_t rule_id, const Actor& actor) override;
+  Result<std::vector<RuleRecord>> rules_for_subject(SubjectKind kind,
+                                                    std::string_view name) override;
+  Result<std::vector<RuleRecord>> rules_for_device(std::string_view device_id) override;
+
+  Result<Group> create_group(std::string_view name, std::string_view description,
+                             const Actor& actor) override;
+  Result<std::vector<Group>> list_groups() override;
+
+  Result<std::uint64_t> next_crl_number(const Actor& actor) override;
+  Result<CrlState> crl_state() override;
+
+  Result<std::vector<AuditEvent>> audit_list(std::size_t limit, std::int64_t after_seq) override;
+  Result<AuditCheck> verify_audit() override;
+
+  Result<std::int64_t> change_seq() override;
+  Result<std::vector<Change>> changes_since(std::int64_t seq) override;
+
+ private:
+  // Runs `body` in one read transaction, so that several statements see one snapshot.
+  template <class F>
+  auto read(std::string_view what, F&& body) -> decltype(body());
+  // Runs `body` in one write transaction, committed only if it returns ok.
+  template <class F>
+  auto write(std::string_view what, const Actor& actor, F&& body) -> decltype(body());
+
+  // Helpers for use inside read()/write(); they throw SQLite::Exception.
+  std::optional<Device> load_device(std::string_view id);
+  bool group_exists(std::string_view name);
+  bool subject_exists(SubjectKind kind, std::string_view name);
+  void insert_group(std::string_view name, std::string_view description, UnixTime now);
+  Status insert_certificate(std::string_view device_id, const NewCertificate& c);
+  std::vector<std::string> revoke_active_certificates(std::string_view device_id,
+                                                      RevocationReason reason, UnixTime now);
+  void set_device_status(std::string_view id, DeviceStatus status, UnixTime now);
+  void record_change(ChangeKind kind, std::string_view subject, UnixTime now);
+  void record_audit(const Actor& actor, std::string_view action, std::string_view subject,
+                    const nlohmann::json& details);
+  std::vector<RuleRecord> query_rules(SQLite::Statement& statement);
+
+  SQLite::Database db_;
+  std::string path_;
+  bool read_only_;
+};
+
+template <class F>
+auto SqliteStore::read(std::string_view what, F&& body) -> decltype(body()) {
+  try {
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::DEFERRED);
+    auto result = body();
+    transaction.commit();
+    return result;
+  } catch (...) {
+    return current_exception_error(what);
+  }
+}
+
+template <class F>
+auto SqliteStore::write(std::string_view what, const Actor& actor, F&& body) -> decltype(body()) {
+  if (read_only_) {
+    return make_error(Errc::io, std::string(what) + ": the registry is open read-only");
+  }
+  if (actor.name.empty()) {
+    return make_error(Errc::invalid_input,
+                      std::string(what) + ": no actor named for the audit log");
+  }
+  try {
+    // IMMEDIATE: take the write lock now, waiting up to the busy timeout behind another writer.
+    SQLite::Transaction transaction(db_, SQLite::TransactionBehavior::IMMEDIATE);
+    auto result = body();
+    if (result.ok()) transaction.commit();
+    return result;  // not committed: the Transaction's destructor rolls everything back
+  } catch (...) {
+    return current_exception_error(what);
+  }
+}
+
+// --- helpers ---
+
+std::optional<Device> SqliteStore::load_device(std::string_view id) {
+  auto query = prepare(db_,
+                       "SELECT id, name, type, location, firmware, status, created_at, updated_at, "
+                       "metadata FROM devices WHERE id = ?1",
+                       id);
+  if (!query.executeStep()) return std::nullopt;
+  return device_from(query);
+}
+
+bool SqliteStore::group_exists(std::string_view name) {
+  auto query = prepare(db_, "SELECT 1 FROM groups WHERE name = ?1", name);
+  return query.executeStep();
+}
+
+bool SqliteStore::subject_exists(SubjectKind kind, std::string_view name) {
+  if (kind == SubjectKind::group) return group_exists(name);
+  auto query = prepare(db_, "SELECT 1 FROM devices WHERE id = ?1", name);
+  return query.executeStep();
+}
+
+void SqliteStore::insert_group(std::string_view name, std::string_view description, UnixTime now) {
+  prepare(db_, "INSERT INTO groups (name, description, created_at) VALUES (?1, ?2, ?3)", name,
+          description, now)
+      .exec();
+  record_change(ChangeKind::group, name, now);
+}
+
+// The duplicate checks come first so the operator reads which certificate clashes; the UNIQUE
+// constraints stay as the backstop.
+Status SqliteStore::insert_certificate(std::string_view device_id, const NewCertificate& c) {
+  auto same_fingerprint = prepare(db_, "SELECT 1 FROM certificates WHERE sha256_fingerprint = ?1",
+                                  c.sha256_fingerprint);
+  if (same_fingerprint.executeStep()) {
+    return make_error(Errc::conflict,
+                      "a certificate with fingerprint " + c.sha256_fingerprint + " already exists");
+  }
+  auto same_serial =
+      prepare(db_, "SELECT 1 FROM certificates WHERE issuer = ?1 AND serial_hex = ?2", c.issuer,
+              c.serial_hex);
+  if (same_serial.executeStep()) {
+    return make_error(Errc::conflict, "a certificate with serial " + c.serial_hex +
+                                          " from the same issuer already exists");
+  }
+  prepare(db_,
+          "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, device_id, subject, "
+          "not_before, not_after, status, pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8)",
+          c.serial_hex, c.issuer, c.sha256_fingerprint, device_id, c.subject, c.not_before,
+          c.not_after, c.pem)
+      .exec();
+  return ok_status();
+}
+
+std::vector<std::string> SqliteStore::revoke_active_certificates(std::string_view device_id,
+                                                                 RevocationReason reason,
+                                                                 UnixTime now) {
+  std::vector<std::string> serials;
+  auto active = prepare(db_,
+                        "SELECT serial_hex FROM certificates WHERE device_id = ?1 AND "
+                        "status = 'active' ORDER BY rowid",
+                        device_id);
+  while (active.executeStep()) serials.push_back(active.getColumn(0).getString());
+  prepare(db_,
+          "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 "
+          "WHERE device_id = ?3 AND status = 'active'",
+          now, revocation_reason_name(reason), device_id)
+      .exec();
+  return serials;
+}
+
+void SqliteStore::set_device_status(std::string_view id, DeviceStatus status, UnixTime now) {
+  prepare(db_, "UPDATE devices SET status = ?1, updated_at = ?2 WHERE id = ?3", to_string(status),
+          now, id)
+      .exec();
+}
+
+// The change counter lives in meta and is bumped in the caller's transaction; a reader that saw
+// seq N loads exactly the rows after N.
+void SqliteStore::record_change(ChangeKind kind, std::string_view subject, UnixTime now) {
+  db_.exec("UPDATE meta SET change_seq = change_seq + 1 WHERE id = 1");
+  prepare(db_,
+          "INSERT INTO changes (seq, at, kind, subject) "
+          "SELECT change_seq, ?1, ?2, ?3 FROM meta WHERE id = 1",
+          now, to_string(kind), subject)
+      .exec();
+}
+
+void SqliteStore::record_audit(const Actor& actor, std::string_view action,
+                               std::string_view subject, const nlohmann::json& details) {
+  auto head = prepare(db_, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
+  if (!head.executeStep()) throw CorruptValue("no meta row");
+  AuditEvent event;
+  event.seq = head.getColumn(0).getInt64() + 1;
+  event.prev_hash = head.getColumn(1).getString();
+  event.at = actor.now;
+  event.actor = actor.name;
+  event.action = std::string(action);
+  event.subject = std::string(subject);
+  // Sorted keys and compact output: the same details always hash alike. Invalid UTF-8 in
+  // operator-supplied text is replaced rather than failing the whole change.
+  event.details = details.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  event.hash = audit_hash(event);
+  prepare(db_,
+          "INSERT INTO audit_events (seq, at, actor, action, subject, details, prev_hash, hash) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+          event.seq, event.at, event.actor, event.action, event.subject, event.details,
+          event.prev_hash, event.hash)
+      .exec();
+  prepare(db_, "UPDATE meta SET audit_head_seq = ?1, audit_head_hash = ?2 WHERE id = 1", event.seq,
+          event.hash)
+      .exec();
+}
+
+std::vector<RuleRecord> SqliteStore::query_rules(SQLite::Statement& statement) {
+  std::vector<RuleRecord> rules;
+  while (statement.executeStep()) rules.push_back(rule_from(statement));
+  return rules;
+}
+
+// --- migrations ---
+
+Status SqliteStore::create_or_upgrade(UnixTime now) {
+  const Actor system{"onboard:migration", now};
+  return write("prepare registry " + path_, system, [&]() -> Status {
+    // Checked again under the write lock: another process may have migrated meanwhile.
+    ONBOARD_TRY(const int version, schema::stored_version(db_, path_));
+    if (version == schema::kCurrentVersion) return ok_status();
+    schema::migrate(db_, version, now);
+    nlohmann::json details = {{"from_version", version}, {"to_version", schema::kCurrentVersion}};
+    record_audit(system, version == 0 ? "registry.create" : "registry.migrate", path_, details);
+    return ok_status();
+  });
+}
+
+// --- devices ---
+
+Result<Device> SqliteStore::register_device(const NewDevice& input,
+                                            const NewCertificate& certificate, const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(input.id));
+  if (!input.type.empty()) ONBOARD_CHECK(check_group_name(input.type));
+  ONBOARD_TRY(std::string metadata, compact_metadata(input.metadata));
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+
+  return write("register device", actor, [&]() -> Result<Device> {
+    if (load_device(input.id)) {
+      return make_error(Errc::conflict, "device " + input.id + " already exists");
+    }
+    const Device device{input.id,       input.name.empty() ? input.id : input.name,
+                        input.type,     input.location,
+                        input.firmware, DeviceStatus::active,
+                        actor.now,      actor.now,
+                        metadata};
+    prepare(db_,
+            "INSERT INTO devices (id, name, type, location, firmware, status, created_at, "
+            "updated_at, metadata) VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6, ?7)",
+            device.id, device.name, device.type, device.location, device.firmware, actor.now,
+            device.metadata)
+        .exec();
+    const bool new_group = !device.type.empty() && !group_exists(device.type);
+    if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now);
+    // Fails on a duplicate certificate after the device row exists: returning the error makes
+    // write() roll the device row back with it.
+    ONBOARD_CHECK(insert_certificate(device.id, cert));
+    record_change(ChangeKind::device, device.id, actor.now);
+    record_audit(actor, "device.register", device.id,
+                 {{"name", device.name},
+                  {"type", device.type},
+                  {"serial", cert.serial_hex},
+                  {"fingerprint", cert.sha256_fingerprint},
+                  {"created_group", new_group}});
+    return device;
+  });
+}
+
+Result<Device> SqliteStore::get_device(std::string_view id) {
+  ONBOARD_CHECK(check_device_id(id));
+  return read("get device", [&]() -> Result<Device> {
+    if (auto device = load_device(id)) return *device;
+    return make_error(Errc::not_found, "device " + std::string(id) + " does not exist");
+  });
+}
+
+// `?1 IS NULL OR ...` keeps one fixed statement for every filter combination; keyset paging on
+// the primary key stays fast however deep the page.
+Result<std::vector<Device>> SqliteStore::list_devices(const DeviceFilter& filter) {
+  std::optional<std::string_view> status;
+  if (filter.status) status = to_string(*filter.status);
+  const std::int64_t limit = filter.limit == 0 ? -1 : static_cast<std::int64_t>(filter.limit);
+  return read("list devices", [&]() -> Result<std::vector<Device>> {
+    auto query = prepare(db_,
+                         "SELECT id, name, type, location, firmware, status, created_at, "
+                         "updated_at, metadata FROM devices "
+                         "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2) "
+                         "AND id > ?3 ORDER BY id LIMIT ?4",
+                         status, filter.type, std::string_view(filter.after_id), limit);
+    std::vector<Device> devices;
+    while (query.executeStep()) devices.push_back(device_from(query));
+    return devices;
+  });
+}
+
+Result<std::int64_t> SqliteStore::count_devices(const DeviceFilter& filter) {
+  std::optional<std::string_view> status;
+  if (filter.status) status = to_string(*filter.status);
+  return read("count devices", [&]() -> Result<std::int64_t> {
+    auto query = prepare(db_,
+                         "SELECT count(*) FROM devices "
+                         "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2)",
+                         status, filter.type);
+    query.executeStep();
+    return query.getColumn(0).getInt64();
+  });
+}
+
+Result<bool> SqliteStore::set_device_enabled(std::string_view id, bool enabled,
+                                             const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  const std::string name(id);
+  return write(enabled ? "enable device" : "disable device", actor, [&]() -> Result<bool> {
+    auto device = load_device(id);
+    if (!device) return make_error(Errc::not_found, "device " + name + " does not exist");
+    if (device->status == DeviceStatus::revoked) {
+      return make_error(Errc::conflict,
+                        "device " + name + " is revoked; it can no longer be enabled or disabled");
+    }
+    const auto target = enabled ? DeviceStatus::active : DeviceStatus::disabled;
+    if (device->status == target) return false;
+    set_device_status(id, target, actor.now);
+    record_change(ChangeKind::device, id, actor.now);
+    record_audit(actor, enabled ? "device.enable" : "device.disable", id, nlohmann::json::object());
+    return true;
+  });
+}
+
+Result<RevokeOutcome> SqliteStore::revoke_device(std::string_view id, RevocationReason reason,
+                                                 const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  return write("revoke device", actor, [&]() -> Result<RevokeOutcome> {
+    auto device = load_device(id);
+    if (!device)
+      return make_error(Errc::not_found, "device " + std::string(id) + " does not exist");
+    RevokeOutcome outcome;
+    if (device->status == DeviceStatus::revoked) {
+      outcome.already_revoked = true;  // idempotent: an answer, and nothing written
+      return outcome;
+    }
+    outcome.revoked_serials = revoke_active_certificates(id, reason, actor.now);
+    set_device_status(id, DeviceStatus::revoked, actor.now);
+    record_change(ChangeKind::device, id, actor.now);
+    record_audit(
+        actor, "device.revoke", id,
+        {{"reason", revocation_reason_name(reason)}, {"serials", outcome.revoked_serials}});
+    return outcome;
+  });
+}
+
+// --- certificates ---
+
+Result<std::vector<Certificate>> SqliteStore::certificates_of(std::string_view device_id) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  return read("list certificates", [&]() -> Result<std::vector<Certificate>> {
+    if (!subject_exists(SubjectKind::device, device_id)) {
+      return make_error(Errc::not_found, "device " + std::string(device_id) + " does not exist");
+    }
+    auto query = prepare(db_,
+                         "SELECT serial_hex, issuer, sha256_fingerprint, device_id, subject, "
+                         "not_before, not_after, status, revoked_at, revocation_reason, pem "
+                         "FROM certificates WHERE device_id = ?1 ORDER BY rowid",
+                         device_id);
+    std::vector<Certificate> certificates;
+    while (query.executeStep()) certificates.push_back(certificate_from(query));
+    return certificates;
+  });
+}
+
+Result<Certificate> SqliteStore::find_certificate_by_fingerprint(std::string_view sha256_hex) {
+  auto fingerprint = normalize_fingerprint(sha256_hex);
+  if (!fingerprint) {
+    return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
+  }
+  return read("find certificate", [&]() -> Result<Certificate> {
+    auto query = prepare(db_,
+                         "SELECT serial_hex, issuer, sha256_fingerprint, device_id, subject, "
+                         "not_before, not_after, status, revoked_at, revocation_reason, pem "
+                         "FROM certificates WHERE sha256_fingerprint = ?1",
+                         *fingerprint);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "no certificate has fingerprint " + *fingerprint);
+    }
+    return certificate_from(query);
+  });
+}
+
+Result<AddedCertificate> SqliteStore::add_certificate(std::string_view device_id,
+                                                      const NewCertificate& certificate,
+                                                      bool supersede_active, const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+  const std::string id(device_id);
+  return write("add certificate", actor, [&]() -> Result<AddedCertificate> {
+    auto device = load_device(id);
+    if (!device) return make_error(Errc::not_found, "device " + id + " does not exist");
+    if (device->status == DeviceStatus::revoked) {
+      return make_error(Errc::conflict,
+                        "device " + id + " is revoked; it cannot receive a new certificate");
+    }
+    AddedCertificate added;
+    if (supersede_active) {
+      added.superseded_serials =
+          revoke_active_certificates(id, RevocationReason::superseded, actor.now);
+    }
+    ONBOARD_CHECK(insert_certificate(id, cert));
+    record_change(ChangeKind::device, id, actor.now);
+    record_audit(actor, "certificate.add", id,
+                 {{"serial", cert.serial_hex},
+                  {"fingerprint", cert.sha256_fingerprint},
+                  {"superseded", added.superseded_serials}});
+    added.certificate = Certificate{
+        cert.serial_hex, cert.issuer,    cert.sha256_fingerprint,   id,           cert.subject,
+        cert.not_before, cert.not_after, CertificateStatus::active, std::nullopt, std::nullopt,
+        cert.pem};
+    return added;
+  });
+}
+
+Result<std::vector<RevokedEntry>> SqliteStore::revoked_certificates() {
+  return read("list revoked certificates", [&]() -> Result<std::vector<RevokedEntry>> {
+    auto query = prepare(db_,
+                         "SELECT serial_hex, revoked_at, revocation_reason FROM certificates "
+                         "WHERE status = 'revoked' ORDER BY serial_hex");
+    std::vector<RevokedEntry> entries;
+    while (query.executeStep()) {
+      entries.push_back(RevokedEntry{query.getColumn(0).getString(), query.getColumn(1).getInt64(),
+                                     reason_from(query.getColumn(2).getString())});
+    }
+    return entries;
+  });
+}
+
+// --- rules and groups ---
+
+Result<RuleRecord> SqliteStore::add_rule(const NewRule& rule, const Actor& actor) {
+  ONBOARD_CHECK(check_subject(rule.subject_kind, rule.subject));
+  if (rule.access < 1 || rule.access > kAccessReadWrite) {
+    return make_error(Errc::invalid_input, "access must combine publish, subscribe and read");
+  }
+  if (rule.pattern.empty()) return make_error(Errc::invalid_input, "a rule needs a topic pattern");
+  const bool device = rule.subject_kind == SubjectKind::device;
+  return write("add rule", actor, [&]() -> Result<RuleRecord> {
+    if (!subject_exists(rule.subject_kind, rule.subject)) {
+      return make_error(Errc::not_found, std::string(to_string(rule.subject_kind)) + " " +
+                                             rule.subject + " does not exist");
+    }
+    std::optional<std::string_view> device_id;
+    std::optional<std::string_view> group_name;
+    if (device) {
+      device_id = rule.subject;
+    } else {
+      group_name = rule.subject;
+    }
+    prepare(db_,
+            "INSERT INTO acl_rules (device_id, group_name, access, pattern, effect, priority, "
+            "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            device_id, group_name, static_cast<int>(rule.access), rule.pattern,
+            to_string(rule.effect), rule.priority, actor.now)
+        .exec();
+    const RuleRecord record{db_.getLastInsertRowid(),
+                            rule.subject_kind,
+                            rule.subject,
+                            rule.pattern,
+                            rule.access,
+                            rule.effect,
+                            rule.priority,
+                            actor.now};
+    record_change(device ? ChangeKind::device : ChangeKind::group, rule.subject, actor.now);
+    record_audit(actor, rule.effect == RuleEffect::allow ? "acl.grant" : "acl.deny",
+                 std::to_string(record.id),
+                 {{std::string(to_string(rule.subject_kind)), rule.subject},
+                  {"access", rule.access},
+                  {"pattern", rule.pattern},
+                  {"priority", rule.priority}});
+    return record;
+  });
+}
+
+Status SqliteStore::remove_rule(std::int64_t rule_id, const Actor& actor) {
+  return write("remove rule", actor, [&]() -> Status {
+    auto query = prepare(db_,
+                         "SELECT id, device_id, group_name, access, pattern, effect, priority, "
+                         "created_at FROM acl_rules WHERE id = ?1",
+                         rule_id);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "rule " + std::to_string(rule_id) + " does not exist");
+    }
+    const RuleRecord rule = rule_from(query);
+    query.reset();
+    prepare(db_, "DELETE FROM acl_rules WHERE id = ?1", rule_id).exec();
+    const bool device = rule.subject_kind == SubjectKind::device;
+    record_change(device ? ChangeKind::device : ChangeKind::group, rule.subject, actor.now);
+    record_audit(actor, "acl.remove", std::to_string(rule_id),
+                 {{std::string(to_string(rule.subject_kind)), rule.subject},
+                  {"access", rule.access},
+                  {"pattern", rule.pattern},
+                  {"effect", to_string(rule.effect)},
+                  {"priority", rule.priority}});
+    return ok_status();
+  });
+}
+
+Result<std::vector<RuleRecord>> SqliteStore::rules_for_subject(SubjectKind kind,
+                                                               std::string_view name) {
+  ONBOARD_CHECK(check_subject(kind, name));
+  return read("list rules", [&]() -> Result<std::vector<RuleRecord>> {
+    if (!subject_exists(kind, name)) {
+      return make_error(Errc::not_found,
+                        std::string(to_string(kind)) + " " + std::string(name) + " does not exist");
+    }
+    auto query = prepare(db_,
+                         kind == SubjectKind::device
+                             ? "SELECT id, device_id, group_name, access, pattern, effect, "
+                               "priority, created_at FROM acl_rules WHERE device_id = ?1 "
+                               "ORDER BY priority DESC, id"
+                             : "SELECT id, device_id, group_name, access, pattern, effect, "
+                               "priority, created_at FROM acl_rules WHERE group_name = ?1 "
+                               "ORDER BY priority DESC, id",
+                         name);
+    return query_rules(query);
+  });
+}
+
+Result<std::vector<RuleRecord>> SqliteStore::rules_for_device(std::string_view device_id) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  return read("list rules", [&]() -> Result<std::vector<RuleRecord>> {
+    auto device = load_device(device_id);
+    if (!device) {
+      return make_error(Errc::not_found, "device " + std::string(device_id) + " does not exist");
+    }
+    // The type's group is NULL-bound for an untyped device so that it matches nothing.
+    std::optional<std::string_view> type;
+    if (!device->type.empty()) type = device->type;
+    auto query = prepare(db_,
+                         "SELECT id, device_id, group_name, access, pattern, effect, priority, "
+                         "created_at FROM acl_rules "
+                         "WHERE device_id = ?1 OR group_name = ?2 OR group_name = ?3 "
+                         "ORDER BY priority DESC, id",
+                         device_id, kDefaultGroup, type);
+    return query_rules(query);
+  });
+}
+
+Result<Group> SqliteStore::create_group(std::string_view name, std::string_view description,
+                                        const Actor& actor) {
+  ONBOARD_CHECK(check_group_name(name));
+  return write("create group", actor, [&]() -> Result<Group> {
+    if (group_exists(name)) {
+      return make_error(Errc::conflict, "group " + std::string(name) + " already exists");
+    }
+    insert_group(name, description, actor.now);
+    record_audit(actor, "group.create", name, {{"description", description}});
+    return Group{std::string(name), std::string(description), actor.now};
+  });
+}
+
+Result<std::vector<Group>> SqliteStore::list_groups() {
+  return read("list groups", [&]() -> Result<std::vector<Group>> {
+    auto query = prepare(db_, "SELECT name, description, created_at FROM groups ORDER BY name");
+    std::vector<Group> groups;
+    while (query.executeStep()) {
+      groups.push_back(Group{query.getColumn(0).getString(), query.getColumn(1).getString(),
+                             query.getColumn(2).getInt64()});
+    }
+    return groups;
+  });
+}
+
+// --- CRL ---
+
+Result<std::uint64_t> SqliteStore::next_crl_number(const Actor& actor) {
+  return write("next CRL number", actor, [&]() -> Result<std::uint64_t> {
+    prepare(db_,
+            "UPDATE meta SET crl_number = crl_number + 1, crl_last_issued_at = ?1 WHERE id = 1",
+            actor.now)
+        .exec();
+    const auto number = db_.execAndGet("SELECT crl_number FROM meta WHERE id = 1").getInt64();
+    record_change(ChangeKind::crl, "", actor.now);
+    record_audit(actor, "crl.issue", std::to_string(number), nlohmann::json::object());
+    return static_cast<std::uint64_t>(number);
+  });
+}
+
+Result<CrlState> SqliteStore::crl_state() {
+  return read("read CRL state", [&]() -> Result<CrlState> {
+    auto query = prepare(db_, "SELECT crl_number, crl_last_issued_at FROM meta WHERE id = 1");
+    if (!query.executeStep()) throw CorruptValue("no meta row");
+    CrlState state{static_cast<std::uint64_t>(query.getColumn(0).getInt64()), std::nullopt};
+    if (!query.getColumn(1).isNull()) state.last_issued_at = query.getColumn(1).getInt64();
+    return state;
+  });
+}
+
+// --- audit and change feed ---
+
+Result<std::vector<AuditEvent>> SqliteStore::audit_list(std::size_t limit, std::int64_t after_seq) {
+  const std::int64_t sql_limit = limit == 0 ? -1 : static_cast<std::int64_t>(limit);
+  return read("list audit events", [&]() -> Result<std::vector<AuditEvent>> {
+    auto query = prepare(db_,
+                         "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
+                         "FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                         after_seq, sql_limit);
+    std::vector<AuditEvent> events;
+    while (query.executeStep()) events.push_back(audit_event_from(query));
+    return events;
+  });
+}
+
+// One read transaction: the rows and the head come from the same snapshot, so a concurrent
+// append cannot look like tampering.
+Result<AuditCheck> SqliteStore::verify_audit() {
+  return read("verify audit log", [&]() -> Result<AuditCheck> {
+    AuditChainVerifier verifier;
+    auto rows = prepare(db_,
+                        "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
+                        "FROM audit_events ORDER BY seq");
+    while (rows.executeStep()) {
+      if (!verifier.add(audit_event_from(rows))) break;  // the first problem is the answer
+    }
+    rows.reset();
+    auto head_query = prepare(db_, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
+    if (!head_query.executeStep()) throw CorruptValue("no meta row");
+    const AuditHead head{head_query.getColumn(0).getInt64(), head_query.getColumn(1).getString()};
+    return verifier.finish(head);
+  });
+}
+
+Result<std::int64_t> SqliteStore::change_seq() {
+  return read("read change sequence", [&]() -> Result<std::int64_t> {
+    return db_.execAndGet("SELECT change_seq FROM meta WHERE id = 1").getInt64();
+  });
+}
+
+Result<std::vector<Change>> SqliteStore::changes_since(std::int64_t seq) {
+  return read("read changes", [&]() -> Result<std::vector<Change>> {
+    auto query =
+        prepare(db_, "SELECT seq, at, kind, subject FROM changes WHERE seq > ?1 ORDER BY seq", seq);
+    std::vector<Change> changes;
+    while (query.executeStep()) {
+      changes.push_back(Change{query.getColumn(0).getInt64(), query.getColumn(1).getInt64(),
+                               change_kind_from(query.getColumn(2).getString()),
+                               query.getColumn(3).getString()});
+    }
+    return changes;
+  });
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& path, OpenMode mode) {
+  const std::string where = path.string();
+  const bool read_only = mode == OpenMode::read_only;
+  std::error_code ignored;
+  if (read_only && !std::filesystem::exists(path, ignored)) {
+    return make_error(Errc::not_found, "no registry at " + where);
+  }
+  try {
+    const int flags =
+        read_only ? SQLite::OPEN_READONLY : (SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    SQLite::Database db(where, flags, kBusyTimeoutMs);
+    // Recognise the file before changing anything in it: a foreign file is left untouched.
+    ONBOARD_TRY(const int version, schema::stored_version(db, where));
+    if (read_only) {
+      if (version == 0)
+        return make_error(Errc::not_found, where + " is not an initialised registry");
+      if (version < schema::kCurrentVersion) {
+        return make_error(Errc::corrupt, where + " has the old schema version " +
+                                             std::to_string(version) +
+                                             "; open it once with onboardctl to upgrade it");
+      }
+      return std::unique_ptr<Store>(std::make_unique<SqliteStore>(std::move(db), where, true));
+    }
+    if (db.execAndGet("PRAGMA journal_mode = WAL").getString() != "wal") {
+      return make_error(Errc::io, "open registry " + where + ": cannot switch to WAL mode");
+    }
+    db.exec("PRAGMA foreign_keys = ON");
+    auto store = std::make_unique<SqliteStore>(std::move(db), where, false);
+    ONBOARD_CHECK(store->create_or_upgrade(unix_now()));
+    return std::unique_ptr<Store>(std::move(store));
+  } catch (...) {
+    return current_exception_error("open registry " + where);
+  }
+}
+
+}  // namespace onboard::registry

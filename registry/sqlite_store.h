@@ -1,0 +1,34 @@
+// The SQLite implementation of the Store seam.
+//
+// One file, WAL mode (a reader never blocks the writer, and sees a whole transaction or none of
+// it), foreign keys on, busy timeout 5 s so that two writing processes queue instead of failing.
+// Writes take the write lock up front (BEGIN IMMEDIATE): a deferred transaction that reads first
+// could not upgrade to a write while another writer commits, and would fail with SQLITE_BUSY
+// without the busy handler ever waiting.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "ca/error.h"
+#include "registry/store.h"
+
+namespace onboard::registry {
+
+enum class OpenMode {
+  read_write,  // creates the file if needed and runs the migrations (onboardctl)
+  read_only,   // never writes and never migrates; the file must be a current registry (plugin)
+};
+
+// Errc::not_found when read_only and there is no registry at `path`; Errc::corrupt for a file
+// that is not an SQLite database, not ours, or of an unknown or newer schema version; Errc::io
+// when the file or its directory cannot be opened or written.
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& path, OpenMode mode);
+
+namespace detail {
+// The Error for an SQLite result code (primary or extended) met while doing `what`. Exposed for
+// the tests: disk full and I/O errors are hard to provoke on demand.
+Error sqlite_error(int code, std::string_view what);
+}  // namespace detail
+
+}  // namespace onboard::registry

@@ -1,0 +1,117 @@
+// The Store seam: everything the rest of the project may ask of the registry's storage. SQLite
+// implements it now (sqlite_store.h), PostgreSQL later; callers never see SQL.
+//
+// Contract for every implementation:
+// - Every mutating method is ONE transaction that also appends its audit row and its change row:
+//   either all of it is written or nothing is. A method that finds nothing to change (revoking a
+//   revoked device, disabling a disabled one) writes nothing at all, audit included.
+// - No exception escapes: failures are Result errors with a message safe to show an operator.
+//   Errc::not_found for an unknown device, certificate, group or rule; Errc::conflict for a
+//   duplicate or a state that forbids the change; Errc::invalid_input for malformed values;
+//   Errc::io for disk, permission and lock problems; Errc::corrupt for a damaged or foreign file.
+// - A Store object belongs to one thread at a time; open one per thread or process.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ca/crl.h"
+#include "ca/error.h"
+#include "registry/model.h"
+
+namespace onboard::registry {
+
+struct DeviceFilter {
+  std::optional<DeviceStatus> status;
+  std::optional<std::string> type;
+  std::size_t limit = 100;  // list_devices only; 0 means no limit
+  std::string after_id;     // keyset paging: only ids sorting after this one (list_devices only)
+};
+
+struct RevokeOutcome {
+  bool already_revoked = false;              // then nothing was changed or written
+  std::vector<std::string> revoked_serials;  // certificates this call revoked
+};
+
+struct AddedCertificate {
+  Certificate certificate;
+  std::vector<std::string> superseded_serials;  // revoked with reason superseded
+};
+
+// verify_audit's answer: ok, or the first bad row and what is wrong with it.
+struct AuditCheck {
+  std::int64_t rows_checked = 0;
+  std::optional<std::int64_t> bad_seq;
+  std::string problem;    // "row 17 was edited", "row 18 is missing", ...
+  std::string head_hash;  // worth recording elsewhere: it pins the whole chain
+  bool ok() const noexcept { return !bad_seq.has_value(); }
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Devices. register_device writes the device, its first certificate, its type's group if that
+  // is new, the audit row and the change rows, or nothing. A duplicate id is Errc::conflict.
+  virtual Result<Device> register_device(const NewDevice& device, const NewCertificate& certificate,
+                                         const Actor& actor) = 0;
+  virtual Result<Device> get_device(std::string_view id) = 0;
+  // Sorted by id; page with filter.after_id = the last id of the previous page.
+  virtual Result<std::vector<Device>> list_devices(const DeviceFilter& filter) = 0;
+  virtual Result<std::int64_t> count_devices(const DeviceFilter& filter) = 0;
+  // false when the device already was in that state (nothing written). A revoked device is
+  // Errc::conflict.
+  virtual Result<bool> set_device_enabled(std::string_view id, bool enabled,
+                                          const Actor& actor) = 0;
+  // Revokes every active certificate of the device at actor.now and marks the device revoked.
+  virtual Result<RevokeOutcome> revoke_device(std::string_view id, RevocationReason reason,
+                                              const Actor& actor) = 0;
+
+  // Certificates. add_certificate is renewal: with supersede_active, the device's active
+  // certificates are revoked (reason superseded) in the same transaction. A revoked device is
+  // Errc::conflict; a duplicate fingerprint or issuer+serial too.
+  virtual Result<std::vector<Certificate>> certificates_of(std::string_view device_id) = 0;
+  virtual Result<Certificate> find_certificate_by_fingerprint(std::string_view sha256_hex) = 0;
+  virtual Result<AddedCertificate> add_certificate(std::string_view device_id,
+                                                   const NewCertificate& certificate,
+                                                   bool supersede_active, const Actor& actor) = 0;
+  // Every revoked certificate, for building the CRL.
+  virtual Result<std::vector<RevokedEntry>> revoked_certificates() = 0;
+
+  // ACL rules. The pattern is the caller's to validate (acl::pattern_problem); the store refuses
+  // an unknown subject (Errc::not_found) and an access mask outside 1..7.
+  virtual Result<RuleRecord> add_rule(const NewRule& rule, const Actor& actor) = 0;
+  virtual Status remove_rule(std::int64_t rule_id, const Actor& actor) = 0;
+  virtual Result<std::vector<RuleRecord>> rules_for_subject(SubjectKind kind,
+                                                            std::string_view name) = 0;
+  // The device's own rules, those of "default" and those of its type's group; each record's
+  // subject says where it came from. Sorted by priority (highest first), then id.
+  virtual Result<std::vector<RuleRecord>> rules_for_device(std::string_view device_id) = 0;
+
+  virtual Result<Group> create_group(std::string_view name, std::string_view description,
+                                     const Actor& actor) = 0;
+  virtual Result<std::vector<Group>> list_groups() = 0;
+
+  // CRL numbering: next_crl_number increments the stored number atomically and returns it.
+  virtual Result<std::uint64_t> next_crl_number(const Actor& actor) = 0;
+  virtual Result<CrlState> crl_state() = 0;
+
+  // Audit log, oldest first: the rows with seq > after_seq, at most `limit` (0: all).
+  virtual Result<std::vector<AuditEvent>> audit_list(std::size_t limit,
+                                                     std::int64_t after_seq = 0) = 0;
+  virtual Result<AuditCheck> verify_audit() = 0;
+
+  // Change feed: the latest change seq (0 for none), and the changes after `seq`, oldest first.
+  virtual Result<std::int64_t> change_seq() = 0;
+  virtual Result<std::vector<Change>> changes_since(std::int64_t seq) = 0;
+};
+
+// Input checks the store applies, exposed so the CLI can check at the edge with the same words.
+std::optional<std::string> group_name_problem(std::string_view name);
+std::optional<std::string> metadata_problem(std::string_view json);
+
+}  // namespace onboard::registry
