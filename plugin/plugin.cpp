@@ -1,0 +1,428 @@
+// mosquitto_onboard: a Mosquitto v5 plugin that takes every connect and topic decision from the
+// device registry, live.
+//
+// Threads: every callback runs on the broker's single thread and reads an immutable Snapshot, with
+// no lock and no I/O. A watcher thread polls the registry's change feed, builds the next Snapshot
+// and hands it over, with the devices to disconnect and the lines to log; the broker thread takes
+// them on its tick (~10 Hz idle, faster under load), because broker functions must not be called
+// from other threads and a client must not be kicked from inside its own callback.
+//
+// Nothing throws across the C boundary: every callback catches everything and denies.
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ca/ossl.h"
+#include "plugin/config.h"
+#include "registry/snapshot_loader.h"
+#include "registry/sqlite_store.h"
+
+namespace {
+
+using namespace onboard;
+using registry::Snapshot;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kPrefix = "onboard: ";
+
+void log(int level, const std::string& message) { mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str()); }
+
+std::string hex(const unsigned char* data, unsigned int size) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(size * 2);
+  for (unsigned int i = 0; i < size; ++i) {
+    out += digits[data[i] >> 4];
+    out += digits[data[i] & 15];
+  }
+  return out;
+}
+
+std::string common_name(X509* cert) {
+  const X509_NAME* name = X509_get_subject_name(cert);
+  int index = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+  if (index < 0) return {};
+  const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
+  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
+                     static_cast<std::size_t>(ASN1_STRING_length(value)));
+}
+
+std::string serial_hex(X509* cert) {
+  ossl::Ptr<BIGNUM> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+  if (!bn) return "?";
+  char* text = BN_bn2hex(bn.get());
+  std::string out = text != nullptr ? text : "?";
+  OPENSSL_free(text);
+  return out;
+}
+
+// Identifies the registry file, so that a deleted or replaced file is noticed: an open SQLite
+// connection would otherwise go on reading the old, unlinked one.
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool operator==(const FileId&) const = default;
+};
+std::optional<FileId> file_id(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileId{st.st_dev, st.st_ino};
+}
+
+// What the watcher thread hands to the broker thread.
+struct Handover {
+  std::mutex mutex;
+  std::atomic<bool> pending{false};  // lets the tick skip the lock when there is nothing
+  std::shared_ptr<const Snapshot> snapshot;
+  std::vector<std::string> kicks;
+  std::vector<std::pair<int, std::string>> logs;
+
+  void post(std::shared_ptr<const Snapshot> next, std::vector<std::string> new_kicks) {
+    std::lock_guard lock(mutex);
+    if (next) snapshot = std::move(next);
+    kicks.insert(kicks.end(), new_kicks.begin(), new_kicks.end());
+    pending = true;
+  }
+  void post_log(int level, std::string line) {
+    std::lock_guard lock(mutex);
+    logs.emplace_back(level, std::move(line));
+    pending = true;
+  }
+};
+
+// Owns the registry connection; lives on the watcher thread.
+class Watcher {
+ public:
+  Watcher(plugin::Config config, std::unique_ptr<registry::Store> store, FileId id,
+          std::shared_ptr<const Snapshot> snapshot, Handover& handover, std::atomic<Clock::rep>& last_ok)
+      : config_(std::move(config)), store_(std::move(store)), file_(id), current_(std::move(snapshot)),
+        handover_(handover), last_ok_(last_ok) {}
+
+  void run(std::stop_token stop) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    while (!stop.stop_requested()) {
+      cv.wait_for(lock, stop, config_.refresh_interval, [] { return false; });
+      if (stop.stop_requested()) break;
+      poll();
+    }
+  }
+
+ private:
+  void poll() {
+    auto id = file_id(config_.registry);
+    if (!id || !store_ || !(*id == file_)) {
+      reopen(id);
+      return;
+    }
+    auto refresh = registry::refresh_snapshot(*store_, *current_);
+    if (!refresh.ok()) return failed(refresh.error().message);
+    succeeded();
+    if (!refresh.value()) return;
+    auto& r = *refresh.value();
+    current_ = r.snapshot;
+    handover_.post(current_, std::move(r.kicks));
+  }
+
+  // The file was deleted or replaced: open whatever is at the path now and reload it in full.
+  void reopen(const std::optional<FileId>& id) {
+    store_.reset();
+    if (!id) return failed("registry " + config_.registry + " is missing");
+    auto store = registry::open_sqlite_store(config_.registry, registry::OpenMode::read_only);
+    if (!store.ok()) return failed(store.error().message);
+    auto snapshot = registry::load_snapshot(*store.value());
+    if (!snapshot.ok()) return failed(snapshot.error().message);
+    std::vector<std::string> kicks;
+    const Snapshot& next = *snapshot.value();
+    current_->for_each_device([&](const registry::DeviceAccess& before) {
+      if (registry::must_disconnect(before, next.find_device(before.id))) kicks.push_back(before.id);
+    });
+    store_ = std::move(store).value();
+    file_ = *id;
+    current_ = std::move(snapshot).value();
+    handover_.post_log(MOSQ_LOG_NOTICE, "registry " + config_.registry + " reopened: " +
+                                            std::to_string(current_->device_count()) + " devices");
+    succeeded();
+    handover_.post(current_, std::move(kicks));
+  }
+
+  void failed(const std::string& why) {
+    if (!failing_) {
+      handover_.post_log(MOSQ_LOG_ERR, "cannot read the registry (keeping the last good snapshot): " + why);
+    }
+    failing_ = true;
+  }
+  void succeeded() {
+    if (failing_) handover_.post_log(MOSQ_LOG_NOTICE, "registry readable again");
+    failing_ = false;
+    last_ok_.store(Clock::now().time_since_epoch().count());
+  }
+
+  plugin::Config config_;
+  std::unique_ptr<registry::Store> store_;
+  FileId file_;
+  std::shared_ptr<const Snapshot> current_;
+  Handover& handover_;
+  std::atomic<Clock::rep>& last_ok_;
+  bool failing_ = false;
+};
+
+class Plugin {
+ public:
+  static Result<std::unique_ptr<Plugin>> create(plugin::Config config) {
+    auto id = file_id(config.registry);
+    if (!id) return make_error(Errc::not_found, "registry " + config.registry + " does not exist or cannot be read");
+    ONBOARD_TRY(auto store, registry::open_sqlite_store(config.registry, registry::OpenMode::read_only));
+    ONBOARD_TRY(auto snapshot, registry::load_snapshot(*store));
+    auto plugin = std::unique_ptr<Plugin>(new Plugin(config));
+    plugin->snapshot_ = snapshot;
+    plugin->last_ok_.store(Clock::now().time_since_epoch().count());
+    log(MOSQ_LOG_NOTICE, "registry " + config.registry + ": " + std::to_string(snapshot->device_count()) +
+                             " devices, change " + std::to_string(snapshot->change_seq()));
+    auto watcher = std::make_shared<Watcher>(config, std::move(store), *id, snapshot, plugin->handover_,
+                                             plugin->last_ok_);
+    plugin->worker_ = std::jthread([watcher](std::stop_token stop) { watcher->run(stop); });
+    return plugin;
+  }
+
+  int on_basic_auth(const mosquitto_evt_basic_auth& event) {
+    ossl::Ptr<X509> cert(static_cast<X509*>(mosquitto_client_certificate(event.client)));
+    std::string fingerprint, cn;
+    if (cert) {
+      unsigned char md[EVP_MAX_MD_SIZE];
+      unsigned int md_len = 0;
+      if (X509_digest(cert.get(), EVP_sha256(), md, &md_len) == 1) fingerprint = hex(md, md_len);
+      cn = common_name(cert.get());
+    }
+    const char* id = mosquitto_client_id(event.client);
+    const std::string client_id = id != nullptr ? id : "";
+    auto verdict = snapshot_->connect_verdict({fingerprint, cn, client_id}, std::time(nullptr), stale());
+    if (!verdict.accepted()) {
+      if (config_.log_connections) {
+        log(MOSQ_LOG_WARNING, "refused client '" + client_id + "' (device '" +
+                                  std::string(verdict.device_id.empty() ? cn : verdict.device_id) + "', serial " +
+                                  (cert ? serial_hex(cert.get()) : std::string("none")) +
+                                  "): " + std::string(registry::to_string(verdict.reason)));
+      }
+      return MOSQ_ERR_AUTH;
+    }
+    // The username becomes the device id, whatever the client sent: ACL checks key on it.
+    if (mosquitto_set_username(event.client, std::string(verdict.device_id).c_str()) != MOSQ_ERR_SUCCESS) {
+      log(MOSQ_LOG_ERR, "cannot set the username of client '" + client_id + "'; refusing it");
+      return MOSQ_ERR_AUTH;
+    }
+    if (config_.log_connections) log(MOSQ_LOG_INFO, "accepted device '" + client_id + "'");
+    return MOSQ_ERR_SUCCESS;
+  }
+
+  int on_acl_check(const mosquitto_evt_acl_check& event) {
+    acl::Access access;
+    switch (event.access) {
+      case MOSQ_ACL_WRITE: access = acl::kPublish; break;
+      case MOSQ_ACL_READ: access = acl::kRead; break;
+      case MOSQ_ACL_SUBSCRIBE: access = acl::kSubscribe; break;
+      case MOSQ_ACL_UNSUBSCRIBE: return MOSQ_ERR_SUCCESS;  // dropping a subscription grants nothing
+      default: return MOSQ_ERR_ACL_DENIED;
+    }
+    const char* username = mosquitto_client_username(event.client);
+    const char* client_id = mosquitto_client_id(event.client);
+    if (username == nullptr || event.topic == nullptr) return MOSQ_ERR_ACL_DENIED;
+    auto evaluation = snapshot_->check_access(username, client_id != nullptr ? client_id : "", access, event.topic);
+    const bool allowed = evaluation.decision == acl::Decision::allow;
+    if (config_.log_acl == plugin::AclLogging::all || (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
+      log(MOSQ_LOG_INFO, std::string(allowed ? "allowed " : "denied ") + acl::access_name(access) + " '" +
+                             event.topic + "' for '" + username + "' (" +
+                             (evaluation.rule != nullptr ? "rule " + std::to_string(evaluation.rule->id)
+                                                         : std::string("no rule")) +
+                             ")");
+    }
+    return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+  }
+
+  int on_tick() {
+    if (handover_.pending.load(std::memory_order_acquire)) take_handover();
+    const bool now_stale = stale();
+    if (now_stale != reported_stale_) {
+      reported_stale_ = now_stale;
+      if (now_stale) log(MOSQ_LOG_ERR, "registry not read for longer than the staleness limit: refusing new connections");
+    }
+    return MOSQ_ERR_SUCCESS;
+  }
+
+  // MQTT v5 enhanced authentication would bypass the certificate check in BASIC_AUTH.
+  int on_ext_auth(const mosquitto_evt_extended_auth& event) {
+    const char* id = mosquitto_client_id(event.client);
+    log(MOSQ_LOG_WARNING, std::string("refused client '") + (id != nullptr ? id : "") +
+                              "': MQTT v5 enhanced authentication is not supported; devices authenticate with their certificate");
+    return MOSQ_ERR_AUTH;
+  }
+
+  ~Plugin() {
+    worker_.request_stop();
+    if (worker_.joinable()) worker_.join();
+  }
+
+ private:
+  explicit Plugin(plugin::Config config) : config_(std::move(config)) {}
+
+  bool stale() const noexcept {
+    auto last = Clock::time_point(Clock::duration(last_ok_.load()));
+    return Clock::now() - last > config_.staleness_limit;
+  }
+
+  void take_handover() {
+    std::shared_ptr<const Snapshot> next;
+    std::vector<std::string> kicks;
+    std::vector<std::pair<int, std::string>> logs;
+    {
+      std::lock_guard lock(handover_.mutex);
+      next = std::move(handover_.snapshot);
+      kicks.swap(handover_.kicks);
+      logs.swap(handover_.logs);
+      handover_.pending.store(false, std::memory_order_release);
+    }
+    for (const auto& [level, line] : logs) log(level, line);
+    if (next) snapshot_ = std::move(next);
+    for (const auto& device : kicks) {
+      log(MOSQ_LOG_NOTICE, "disconnecting device '" + device + "': no longer allowed to connect");
+      mosquitto_kick_client_by_username(device.c_str(), false);
+    }
+  }
+
+  plugin::Config config_;
+  std::shared_ptr<const Snapshot> snapshot_;  // broker thread only
+  Handover handover_;
+  std::atomic<Clock::rep> last_ok_{0};
+  bool reported_stale_ = false;
+  std::jthread worker_;
+};
+
+// The C callbacks: catch everything, deny on any failure.
+template <class Event, int (Plugin::*Method)(const Event&)>
+int callback(int /*event*/, void* event_data, void* userdata) noexcept {
+  try {
+    return (static_cast<Plugin*>(userdata)->*Method)(*static_cast<const Event*>(event_data));
+  } catch (...) {
+    return MOSQ_ERR_AUTH;
+  }
+}
+
+int tick_callback(int, void*, void* userdata) noexcept {
+  try {
+    return static_cast<Plugin*>(userdata)->on_tick();
+  } catch (...) {
+    return MOSQ_ERR_SUCCESS;
+  }
+}
+
+int reload_callback(int, void*, void*) noexcept { return MOSQ_ERR_PLUGIN_DEFER; }
+
+// ACL denials must be MOSQ_ERR_ACL_DENIED, not AUTH: wrap the ACL callback separately.
+int acl_callback(int, void* event_data, void* userdata) noexcept {
+  try {
+    return static_cast<Plugin*>(userdata)->on_acl_check(*static_cast<const mosquitto_evt_acl_check*>(event_data));
+  } catch (...) {
+    return MOSQ_ERR_ACL_DENIED;
+  }
+}
+
+struct Registration {
+  int event;
+  MOSQ_FUNC_generic_callback callback;
+};
+constexpr Registration kCallbacks[] = {
+    {MOSQ_EVT_BASIC_AUTH, callback<mosquitto_evt_basic_auth, &Plugin::on_basic_auth>},
+    {MOSQ_EVT_EXT_AUTH_START, callback<mosquitto_evt_extended_auth, &Plugin::on_ext_auth>},
+    {MOSQ_EVT_ACL_CHECK, acl_callback},
+    {MOSQ_EVT_TICK, tick_callback},
+    {MOSQ_EVT_RELOAD, reload_callback},
+};
+
+mosquitto_plugin_id_t* g_identifier = nullptr;
+
+void unregister_all(mosquitto_plugin_id_t* identifier) {
+  for (const auto& r : kCallbacks) mosquitto_callback_unregister(identifier, r.event, r.callback, nullptr);
+}
+
+// In Mosquitto 2.0 the identifier holds the listener a plugin belongs to: NULL when plugins are
+// global, a listener with `per_listener_settings true`, where the broker never sends TICK and this
+// plugin could neither apply registry changes nor disconnect revoked devices.
+bool per_listener(mosquitto_plugin_id_t* identifier) {
+  return *reinterpret_cast<void* const*>(identifier) != nullptr;
+}
+
+}  // namespace
+
+extern "C" {
+
+__attribute__((visibility("default"))) int mosquitto_plugin_version(int supported_version_count,
+                                                                    const int* supported_versions) {
+  for (int i = 0; i < supported_version_count; ++i) {
+    if (supported_versions[i] == 5) return 5;
+  }
+  return -1;
+}
+
+__attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
+                                                                  struct mosquitto_opt* options, int option_count) {
+  try {
+    if (per_listener(identifier)) {
+      log(MOSQ_LOG_ERR, "per_listener_settings true is not supported: set it to false (the plugin needs the broker tick)");
+      return MOSQ_ERR_NOT_SUPPORTED;
+    }
+    std::vector<std::pair<std::string, std::string>> pairs;
+    for (int i = 0; i < option_count; ++i) {
+      pairs.emplace_back(options[i].key != nullptr ? options[i].key : "", options[i].value != nullptr ? options[i].value : "");
+    }
+    auto config = plugin::parse_config(pairs);
+    if (!config.ok()) {
+      log(MOSQ_LOG_ERR, "cannot start: " + config.error().message);
+      return MOSQ_ERR_INVAL;
+    }
+    auto plugin = Plugin::create(config.value());
+    if (!plugin.ok()) {
+      log(MOSQ_LOG_ERR, "cannot start: " + plugin.error().message);
+      return MOSQ_ERR_UNKNOWN;
+    }
+    for (const auto& r : kCallbacks) {
+      int rc = mosquitto_callback_register(identifier, r.event, r.callback, nullptr, plugin.value().get());
+      if (rc != MOSQ_ERR_SUCCESS) {
+        log(MOSQ_LOG_ERR, "cannot register callback for event " + std::to_string(r.event) + ": " + mosquitto_strerror(rc));
+        unregister_all(identifier);
+        return rc;
+      }
+    }
+    g_identifier = identifier;
+    *userdata = plugin.value().release();
+    return MOSQ_ERR_SUCCESS;
+  } catch (const std::exception& e) {
+    log(MOSQ_LOG_ERR, std::string("cannot start: ") + e.what());
+  } catch (...) {
+    log(MOSQ_LOG_ERR, "cannot start: unknown error");
+  }
+  return MOSQ_ERR_UNKNOWN;
+}
+
+__attribute__((visibility("default"))) int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, int) {
+  try {
+    if (g_identifier != nullptr) unregister_all(g_identifier);
+    delete static_cast<Plugin*>(userdata);
+  } catch (...) {
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+}  // extern "C"

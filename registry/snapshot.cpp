@@ -1,0 +1,184 @@
+#include "registry/snapshot.h"
+
+#include <array>
+
+namespace onboard::registry {
+namespace {
+
+const CertificateAccess* certificate_of(const DeviceAccess& device, std::string_view fingerprint) noexcept {
+  for (const auto& cert : device.certificates) {
+    if (cert.sha256_fingerprint == fingerprint) return &cert;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+acl::Rule to_acl_rule(const RuleRecord& record) {
+  return acl::Rule{record.id, record.pattern, record.access,
+                   record.effect == RuleEffect::allow ? acl::Effect::allow : acl::Effect::deny,
+                   record.priority};
+}
+
+std::string_view to_string(ConnectReason reason) noexcept {
+  switch (reason) {
+    case ConnectReason::accepted: return "accepted";
+    case ConnectReason::registry_stale: return "registry not read for too long";
+    case ConnectReason::no_certificate: return "no client certificate";
+    case ConnectReason::unknown_certificate: return "certificate not in the registry";
+    case ConnectReason::certificate_revoked: return "certificate revoked";
+    case ConnectReason::certificate_not_yet_valid: return "certificate not yet valid";
+    case ConnectReason::certificate_expired: return "certificate expired";
+    case ConnectReason::common_name_mismatch: return "certificate CN is not its registered device";
+    case ConnectReason::unknown_device: return "device not registered";
+    case ConnectReason::device_disabled: return "device disabled";
+    case ConnectReason::device_revoked: return "device revoked";
+    case ConnectReason::client_id_mismatch: return "client id is not the device id";
+  }
+  return "refused";
+}
+
+std::shared_ptr<const Snapshot> Snapshot::build(std::vector<DeviceAccess> devices,
+                                                std::vector<GroupAccess> groups,
+                                                std::int64_t change_seq) {
+  auto snapshot = std::make_shared<Snapshot>();
+  std::array<std::shared_ptr<DeviceShard>, kShards> device_shards;
+  std::array<std::shared_ptr<CertificateShard>, kShards> cert_shards;
+  for (std::size_t i = 0; i < kShards; ++i) {
+    device_shards[i] = std::make_shared<DeviceShard>();
+    cert_shards[i] = std::make_shared<CertificateShard>();
+  }
+  for (auto& device : devices) {
+    auto entry = std::make_shared<const DeviceAccess>(std::move(device));
+    for (const auto& cert : entry->certificates) {
+      (*cert_shards[shard_of(cert.sha256_fingerprint)])[cert.sha256_fingerprint] = entry;
+    }
+    auto [it, inserted] = device_shards[shard_of(entry->id)]->emplace(entry->id, entry);
+    if (inserted) ++snapshot->device_count_;
+    else it->second = entry;
+  }
+  for (std::size_t i = 0; i < kShards; ++i) {
+    snapshot->devices_[i] = std::move(device_shards[i]);
+    snapshot->certificates_[i] = std::move(cert_shards[i]);
+  }
+  auto group_map = std::make_shared<Groups>();
+  for (auto& group : groups) {
+    std::string name = group.name;
+    (*group_map)[name] = std::make_shared<const GroupAccess>(std::move(group));
+  }
+  snapshot->groups_ = std::move(group_map);
+  snapshot->change_seq_ = change_seq;
+  return snapshot;
+}
+
+std::shared_ptr<const Snapshot> Snapshot::with_changes(std::vector<DeviceAccess> devices,
+                                                       std::span<const std::string> removed,
+                                                       std::vector<GroupAccess> groups,
+                                                       std::int64_t change_seq) const {
+  auto next = std::make_shared<Snapshot>(*this);  // shares every shard
+  std::array<std::shared_ptr<DeviceShard>, kShards> device_copies;
+  std::array<std::shared_ptr<CertificateShard>, kShards> cert_copies;
+  auto device_shard = [&](std::string_view key) -> DeviceShard& {
+    std::size_t i = shard_of(key);
+    if (!device_copies[i]) {
+      device_copies[i] = std::make_shared<DeviceShard>(*devices_[i]);
+      next->devices_[i] = device_copies[i];
+    }
+    return *device_copies[i];
+  };
+  auto cert_shard = [&](std::string_view key) -> CertificateShard& {
+    std::size_t i = shard_of(key);
+    if (!cert_copies[i]) {
+      cert_copies[i] = std::make_shared<CertificateShard>(*certificates_[i]);
+      next->certificates_[i] = cert_copies[i];
+    }
+    return *cert_copies[i];
+  };
+  auto drop = [&](std::string_view id) {
+    auto& shard = device_shard(id);
+    auto it = shard.find(id);
+    if (it == shard.end()) return;
+    for (const auto& cert : it->second->certificates) {
+      auto& certs = cert_shard(cert.sha256_fingerprint);
+      auto owner = certs.find(cert.sha256_fingerprint);
+      if (owner != certs.end() && owner->second == it->second) certs.erase(owner);
+    }
+    shard.erase(it);
+    --next->device_count_;
+  };
+
+  for (const auto& id : removed) drop(id);
+  for (auto& device : devices) {
+    drop(device.id);
+    auto entry = std::make_shared<const DeviceAccess>(std::move(device));
+    for (const auto& cert : entry->certificates) cert_shard(cert.sha256_fingerprint)[cert.sha256_fingerprint] = entry;
+    device_shard(entry->id).emplace(entry->id, entry);
+    ++next->device_count_;
+  }
+  if (!groups.empty()) {
+    auto group_map = std::make_shared<Groups>(*groups_);
+    for (auto& group : groups) {
+      std::string name = group.name;
+      (*group_map)[name] = std::make_shared<const GroupAccess>(std::move(group));
+    }
+    next->groups_ = std::move(group_map);
+  }
+  next->change_seq_ = change_seq;
+  return next;
+}
+
+const DeviceAccess* Snapshot::find_device(std::string_view id) const noexcept {
+  const auto& shard = *devices_[shard_of(id)];
+  auto it = shard.find(id);
+  return it == shard.end() ? nullptr : it->second.get();
+}
+
+std::optional<Snapshot::CertificateOwner> Snapshot::find_certificate(std::string_view fingerprint) const noexcept {
+  const auto& shard = *certificates_[shard_of(fingerprint)];
+  auto it = shard.find(fingerprint);
+  if (it == shard.end()) return std::nullopt;
+  const CertificateAccess* cert = certificate_of(*it->second, fingerprint);
+  if (cert == nullptr) return std::nullopt;
+  return CertificateOwner{it->second.get(), cert};
+}
+
+const GroupAccess* Snapshot::find_group(std::string_view name) const noexcept {
+  auto it = groups_->find(name);
+  return it == groups_->end() ? nullptr : it->second.get();
+}
+
+ConnectVerdict Snapshot::connect_verdict(const ConnectRequest& request, UnixTime now, bool stale) const noexcept {
+  if (stale) return {ConnectReason::registry_stale, {}};
+  if (request.sha256_fingerprint.empty()) return {ConnectReason::no_certificate, {}};
+  auto owner = find_certificate(request.sha256_fingerprint);
+  if (!owner) return {ConnectReason::unknown_certificate, {}};
+  const DeviceAccess& device = *owner->device;
+  const CertificateAccess& cert = *owner->certificate;
+  if (cert.status != CertificateStatus::active) return {ConnectReason::certificate_revoked, device.id};
+  if (now < cert.not_before) return {ConnectReason::certificate_not_yet_valid, device.id};
+  if (now > cert.not_after) return {ConnectReason::certificate_expired, device.id};
+  if (request.common_name != device.id) return {ConnectReason::common_name_mismatch, device.id};
+  if (device.status == DeviceStatus::disabled) return {ConnectReason::device_disabled, device.id};
+  if (device.status == DeviceStatus::revoked) return {ConnectReason::device_revoked, device.id};
+  if (request.client_id != device.id) return {ConnectReason::client_id_mismatch, device.id};
+  return {ConnectReason::accepted, device.id};
+}
+
+acl::Evaluation Snapshot::check_access(std::string_view username, std::string_view client_id,
+                                       acl::Access access, std::string_view topic_or_filter) const noexcept {
+  const DeviceAccess* device = find_device(username);
+  if (device == nullptr || device->status != DeviceStatus::active) {
+    return acl::Evaluation{acl::Decision::deny, nullptr};
+  }
+  std::array<std::span<const acl::Rule>, 3> sets;
+  std::size_t n = 0;
+  sets[n++] = device->rules;
+  if (!device->type.empty()) {
+    if (const GroupAccess* group = find_group(device->type)) sets[n++] = group->rules;
+  }
+  if (const GroupAccess* group = find_group(kDefaultGroup)) sets[n++] = group->rules;
+  acl::Substitutions subs{device->id, client_id, username};
+  return acl::evaluate(std::span<const std::span<const acl::Rule>>(sets.data(), n), access, topic_or_filter, subs);
+}
+
+}  // namespace onboard::registry

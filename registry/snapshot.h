@@ -1,0 +1,153 @@
+// The immutable picture of the registry that the broker plugin decides from. Built off the broker's
+// thread, swapped in on its tick, read by every callback without locks or I/O.
+//
+// Devices and certificates are split into shards by hash. A change to a few devices copies only the
+// shards they live in (a few thousand pointers each) and shares every other shard with the previous
+// snapshot, so applying a change costs the same at a thousand devices and at a million.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "registry/acl.h"
+#include "registry/model.h"
+
+namespace onboard::registry {
+
+// What the snapshot keeps of one certificate: enough for the connect check.
+struct CertificateAccess {
+  std::string sha256_fingerprint;
+  std::string serial_hex;
+  CertificateStatus status = CertificateStatus::active;
+  UnixTime not_before = 0;
+  UnixTime not_after = 0;
+};
+
+// What the snapshot keeps of one device: status, type, its own rules and its certificates.
+struct DeviceAccess {
+  std::string id;
+  DeviceStatus status = DeviceStatus::active;
+  std::string type;
+  std::vector<acl::Rule> rules;  // the device's own rules
+  std::vector<CertificateAccess> certificates;
+};
+
+// A group's rules ("default", or a device type).
+struct GroupAccess {
+  std::string name;
+  std::vector<acl::Rule> rules;
+};
+
+acl::Rule to_acl_rule(const RuleRecord& record);
+
+// Why a connection was refused; `accepted` when it was not.
+enum class ConnectReason {
+  accepted,
+  registry_stale,            // the plugin has not read the registry for too long
+  no_certificate,            // the client presented none (should not pass TLS)
+  unknown_certificate,       // signed by the CA but not in the registry
+  certificate_revoked,
+  certificate_not_yet_valid,
+  certificate_expired,
+  common_name_mismatch,      // the certificate's CN is not the device it is registered to
+  unknown_device,
+  device_disabled,
+  device_revoked,
+  client_id_mismatch,        // the MQTT client id is not the device id
+};
+std::string_view to_string(ConnectReason reason) noexcept;
+
+struct ConnectRequest {
+  std::string_view sha256_fingerprint;  // of the presented certificate; empty when there is none
+  std::string_view common_name;         // its subject CN
+  std::string_view client_id;           // the MQTT client id
+};
+
+struct ConnectVerdict {
+  ConnectReason reason = ConnectReason::accepted;
+  std::string_view device_id;  // the registered device, when the certificate is known
+  bool accepted() const noexcept { return reason == ConnectReason::accepted; }
+};
+
+class Snapshot {
+ public:
+  static constexpr std::size_t kShards = 256;
+
+  // A snapshot of everything. Later snapshots are derived with with_changes().
+  static std::shared_ptr<const Snapshot> build(std::vector<DeviceAccess> devices,
+                                               std::vector<GroupAccess> groups,
+                                               std::int64_t change_seq);
+
+  // A new snapshot with these devices replaced (or added), `removed` devices dropped, these groups
+  // replaced and the given change seq. Shares every untouched shard with *this.
+  std::shared_ptr<const Snapshot> with_changes(std::vector<DeviceAccess> devices,
+                                               std::span<const std::string> removed,
+                                               std::vector<GroupAccess> groups,
+                                               std::int64_t change_seq) const;
+
+  const DeviceAccess* find_device(std::string_view id) const noexcept;
+  // The device a certificate is registered to, with the certificate's own record.
+  struct CertificateOwner {
+    const DeviceAccess* device;
+    const CertificateAccess* certificate;
+  };
+  std::optional<CertificateOwner> find_certificate(std::string_view sha256_fingerprint) const noexcept;
+  const GroupAccess* find_group(std::string_view name) const noexcept;
+
+  // Calls f(const DeviceAccess&) for every device, in no particular order.
+  template <class F>
+  void for_each_device(F&& f) const {
+    for (const auto& shard : devices_) {
+      for (const auto& [id, device] : *shard) f(*device);
+    }
+  }
+
+  std::int64_t change_seq() const noexcept { return change_seq_; }
+  std::size_t device_count() const noexcept { return device_count_; }
+
+  // Decision table, in order (the first that applies decides):
+  //  1. stale registry → registry_stale (fail closed: the registry may have revoked this device)
+  //  2. no certificate → no_certificate
+  //  3. fingerprint not registered → unknown_certificate
+  //  4. certificate revoked → certificate_revoked
+  //  5. now before not_before / after not_after → not_yet_valid / expired
+  //  6. CN differs from the device the certificate is registered to → common_name_mismatch
+  //  7. device disabled / revoked → device_disabled / device_revoked
+  //  8. client id differs from the device id → client_id_mismatch
+  //  9. otherwise accepted.
+  ConnectVerdict connect_verdict(const ConnectRequest& request, UnixTime now, bool stale) const noexcept;
+
+  // Topic decision for a connected device (`username` is its device id). A device that is not
+  // active, or unknown, is denied everything. Its own rules, its type group's and "default"'s are
+  // evaluated together by acl::evaluate. Allocates nothing.
+  acl::Evaluation check_access(std::string_view username, std::string_view client_id,
+                               acl::Access access, std::string_view topic_or_filter) const noexcept;
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  using DeviceShard = std::unordered_map<std::string, std::shared_ptr<const DeviceAccess>, Hash, std::equal_to<>>;
+  // fingerprint → the owning device; the certificate record is found in the device.
+  using CertificateShard = std::unordered_map<std::string, std::shared_ptr<const DeviceAccess>, Hash, std::equal_to<>>;
+  using Groups = std::unordered_map<std::string, std::shared_ptr<const GroupAccess>, Hash, std::equal_to<>>;
+
+  static std::size_t shard_of(std::string_view key) noexcept { return Hash{}(key) % kShards; }
+
+  std::array<std::shared_ptr<const DeviceShard>, kShards> devices_;
+  std::array<std::shared_ptr<const CertificateShard>, kShards> certificates_;
+  std::shared_ptr<const Groups> groups_;
+  std::int64_t change_seq_ = 0;
+  std::size_t device_count_ = 0;
+};
+
+}  // namespace onboard::registry

@@ -1,0 +1,37 @@
+// Reads the registry into Snapshots: once in full, then only what the change feed says changed.
+// Runs on the plugin's own thread, never on the broker's.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ca/error.h"
+#include "registry/snapshot.h"
+#include "registry/store.h"
+
+namespace onboard::registry {
+
+Result<std::shared_ptr<const Snapshot>> load_snapshot(Store& store);
+
+// One device's or group's part of a snapshot (nullopt: no such device).
+Result<std::optional<DeviceAccess>> load_device_access(Store& store, std::string_view id);
+Result<GroupAccess> load_group_access(Store& store, std::string_view name);
+
+struct Refresh {
+  std::shared_ptr<const Snapshot> snapshot;
+  // Devices to disconnect now: no longer registered or active, or one of whose certificates that
+  // was active is not any more (revoked, superseded, removed).
+  std::vector<std::string> kicks;
+  std::size_t devices_reloaded = 0;
+  std::size_t groups_reloaded = 0;
+};
+
+// nullopt when nothing changed since current->change_seq().
+Result<std::optional<Refresh>> refresh_snapshot(Store& store, const Snapshot& current);
+
+// Would a device that was `before` have to be disconnected now that it is `after` (nullptr: gone)?
+bool must_disconnect(const DeviceAccess& before, const DeviceAccess* after) noexcept;
+
+}  // namespace onboard::registry

@@ -1,0 +1,150 @@
+#include "tests/support/broker.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace onboard::test {
+namespace {
+
+bool can_connect(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    throw std::runtime_error("cannot bind a loopback port");
+  }
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options) : log_path_(dir / "mosquitto.log") {
+  port_ = free_port();
+  const auto conf = dir / "mosquitto.conf";
+  {
+    std::ofstream out(conf);
+    auto plugin_lines = [&] {
+      out << "plugin " << options.plugin.string() << "\n"
+          << "plugin_opt_registry " << options.registry.string() << "\n";
+      for (const auto& opt : options.plugin_options) out << "plugin_opt_" << opt << "\n";
+    };
+    out << "per_listener_settings " << (options.per_listener_settings ? "true" : "false") << "\n"
+        << "allow_anonymous false\n"
+        << "log_dest stderr\n"
+        << "log_type all\n";
+    for (const auto& line : options.extra_lines) out << line << "\n";
+    // A plugin line before the first listener would, with per-listener settings, create Mosquitto's
+    // default listener on every interface: keep it after the loopback listener in that case.
+    if (!options.per_listener_settings) plugin_lines();
+    out << "listener " << port_ << " 127.0.0.1\n";
+    if (options.per_listener_settings) plugin_lines();
+    out << "cafile " << options.cafile.string() << "\n"
+        << "certfile " << options.certfile.string() << "\n"
+        << "keyfile " << options.keyfile.string() << "\n"
+        << "require_certificate true\n"
+        << "use_identity_as_username false\n";
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::string program = "/usr/sbin/mosquitto", c = "-c", conf_path = conf.string();
+  char* argv[] = {program.data(), c.data(), conf_path.data(), nullptr};
+  int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("cannot start mosquitto");
+
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      pid_ = -1;
+      return;
+    }
+    if (can_connect(port_)) {
+      started_ = true;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+Broker::~Broker() { stop(); }
+
+void Broker::stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  for (int i = 0; i < 250; ++i) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+int Broker::wait_exit(int timeout_ms) {
+  if (pid_ <= 0) return exit_code_;
+  for (int waited = 0; waited < timeout_ms; waited += 20) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      pid_ = -1;
+      return exit_code_;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+std::string Broker::log() const {
+  std::ifstream in(log_path_);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool Broker::wait_for_log(const std::string& text, int timeout_ms) const {
+  for (int waited = 0; waited <= timeout_ms; waited += 20) {
+    if (log().find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace onboard::test

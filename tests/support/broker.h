@@ -1,0 +1,51 @@
+// A real Mosquitto broker with the built plugin, on a free loopback port, for one test.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace onboard::test {
+
+// A free TCP port on 127.0.0.1 (bound and released; the window for a clash is tiny).
+int free_port();
+
+struct BrokerOptions {
+  std::filesystem::path plugin;     // the built mosquitto_onboard.so
+  std::filesystem::path registry;
+  std::filesystem::path cafile, certfile, keyfile;
+  std::vector<std::string> plugin_options;  // extra "key value" lines, without "plugin_opt_"
+  std::vector<std::string> extra_lines;     // extra global configuration lines
+  // Plugins then belong to the listener they follow (and get no TICK): the plugin must refuse it.
+  bool per_listener_settings = false;
+};
+
+class Broker {
+ public:
+  // Writes the configuration into `dir` and starts mosquitto. Use started() to see whether it
+  // came up (listening) or exited (a refused configuration).
+  Broker(const std::filesystem::path& dir, const BrokerOptions& options);
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+  ~Broker();
+
+  bool started() const { return started_; }
+  int port() const { return port_; }
+  // Waits for the broker to exit (after a refused start) and returns its exit code.
+  int wait_exit(int timeout_ms = 5000);
+  std::string log() const;
+  // Waits until the log contains `text`.
+  bool wait_for_log(const std::string& text, int timeout_ms = 5000) const;
+  void stop();
+
+ private:
+  std::filesystem::path log_path_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  bool started_ = false;
+  int exit_code_ = -1;
+};
+
+}  // namespace onboard::test

@@ -1,0 +1,67 @@
+// A real MQTT client over mTLS (libmosquitto), with blocking helpers for tests.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+
+struct mosquitto;
+struct mosquitto_message;
+
+namespace onboard::test {
+
+struct Credentials {
+  std::filesystem::path cafile, certfile, keyfile;
+};
+
+struct Message {
+  std::string topic;
+  std::string payload;
+};
+
+class MqttClient {
+ public:
+  MqttClient(const std::string& client_id, const Credentials& credentials, int protocol_version = 4);
+  MqttClient(const MqttClient&) = delete;
+  MqttClient& operator=(const MqttClient&) = delete;
+  ~MqttClient();
+
+  // The CONNACK code (0 = accepted; 5 / 135 = not authorised), or -1 when no CONNACK came (TLS
+  // refused, timeout).
+  int connect(int port, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // The granted QoS, or 128 (0x80, v3.1.1) / the v5 reason code (>= 0x80) when refused; -1 on timeout.
+  int subscribe(const std::string& filter, int qos = 1);
+  // Publishes with QoS 1 and waits for the PUBACK: true when it came.
+  bool publish(const std::string& topic, const std::string& payload, int qos = 1);
+  std::optional<Message> next_message(std::chrono::milliseconds timeout = std::chrono::seconds(2));
+  // True when the broker closed the connection within the timeout.
+  bool wait_disconnected(std::chrono::milliseconds timeout);
+  bool connected() const;
+  // When the last disconnect was seen.
+  std::chrono::steady_clock::time_point disconnected_at() const;
+
+ private:
+  static void on_connect(struct mosquitto*, void* self, int rc);
+  static void on_disconnect(struct mosquitto*, void* self, int rc);
+  static void on_subscribe(struct mosquitto*, void* self, int mid, int count, const int* granted);
+  static void on_publish(struct mosquitto*, void* self, int mid);
+  static void on_message(struct mosquitto*, void* self, const struct mosquitto_message* message);
+
+  struct mosquitto* mosq_ = nullptr;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  int connack_ = -2;
+  bool connected_ = false;
+  bool disconnected_ = false;
+  std::chrono::steady_clock::time_point disconnected_at_{};
+  int sub_mid_ = -1, sub_granted_ = -1;
+  int pub_mid_done_ = -1;
+  std::deque<Message> messages_;
+  bool loop_started_ = false;
+};
+
+}  // namespace onboard::test
