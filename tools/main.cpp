@@ -6,6 +6,7 @@
 
 #include "tools/ca_commands.h"
 #include "tools/cli.h"
+#include "tools/registry_commands.h"
 
 int main(int argc, char** argv) {
   // Every file this tool creates starts private; group access is granted explicitly where needed.
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
       ->envname("ONBOARD_DATA_DIR");
 
   int exit_code = kExitOk;
+  add_registry_commands(app, global, exit_code);
   add_ca_commands(app, global, exit_code);
 
   try {
