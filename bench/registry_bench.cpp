@@ -1,0 +1,506 @@
+// Registry benchmark: what the broker plugin's snapshot costs at 1k, 100k and 1M devices.
+//
+//   build_pure/N      Snapshot::build from DeviceAccess values already in memory
+//   load_sqlite/N     load_snapshot from an SQLite registry (Store::read_access + build)
+//   check_access/N    one ACL decision, ns; a mix of allowed, denied and unmatched topics
+//   connect_verdict/N one connect check, ns
+//   with_changes/N    deriving the next snapshot with one device changed
+//   refresh_sqlite/N  one registry change (a device disabled or enabled) picked up end to end:
+//                     refresh_snapshot reading the change feed and the device, then with_changes
+//
+// Every device has ten rules of its own and one certificate; ten type groups have two rules each
+// and "default" has its usual one, so a decision weighs thirteen rules. The build and load
+// benchmarks report the resident memory the snapshot added (from /proc/self/statm, after
+// malloc_trim), in MiB and per device.
+//
+// The SQLite registry is made by the Store (open_sqlite_store creates the schema) and then filled
+// with one raw INSERT transaction: the Store's one-transaction-per-change API with its audit chain
+// would take hours for ten million rules. Rows are what the Store would write, with a realistic
+// 1 KiB PEM per certificate so that the file is as large as a real one.
+//
+// Sizes: --sizes=1000,100000,1000000 (the default); the other flags are Google Benchmark's.
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <SQLiteCpp/Transaction.h>
+#include <benchmark/benchmark.h>
+#include <malloc.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "registry/snapshot.h"
+#include "registry/snapshot_loader.h"
+#include "registry/sqlite_store.h"
+
+namespace {
+
+using namespace onboard;
+using namespace onboard::registry;
+using Clock = std::chrono::steady_clock;
+
+constexpr UnixTime kNow = 1'700'000'000;
+constexpr int kRulesPerDevice = 10;
+constexpr int kTypes = 10;
+constexpr std::size_t kQueries = 8192;  // decisions cycled through, on random devices
+
+[[noreturn]] void die(const std::string& message) {
+  std::fprintf(stderr, "registry_bench: %s\n", message.c_str());
+  std::exit(2);
+}
+
+template <class T>
+T must(Result<T> result) {
+  if (!result.ok()) die(result.error().message);
+  return std::move(result).value();
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Resident set size in bytes, after handing freed memory back to the system so that what is left
+// is what is in use.
+double resident_bytes() {
+  ::malloc_trim(0);
+  std::ifstream statm("/proc/self/statm");
+  long size = 0, resident = 0;
+  statm >> size >> resident;
+  return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+}
+
+// --- the fleet --------------------------------------------------------------------------------
+
+std::string device_id(std::size_t i) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "dev-%07zu", i);
+  return buffer;
+}
+std::string type_of(std::size_t i) { return "type-" + std::to_string(i % kTypes); }
+std::string hex(std::size_t value, int width, bool upper) {
+  char buffer[80];
+  std::snprintf(buffer, sizeof buffer, upper ? "%0*zX" : "%0*zx", width, value);
+  return buffer;
+}
+std::string fingerprint_of(std::size_t i) { return hex(i + 1, 64, false); }
+
+acl::Rule rule(std::int64_t id, std::string pattern, std::uint8_t access, acl::Effect effect,
+               int priority = 0) {
+  return acl::Rule{id, std::move(pattern), access, effect, priority};
+}
+
+DeviceAccess make_device(std::size_t i) {
+  using acl::Effect;
+  DeviceAccess d;
+  d.id = device_id(i);
+  d.type = type_of(i);
+  const auto base = static_cast<std::int64_t>(i) * kRulesPerDevice + 100;
+  d.rules = {
+      rule(base + 0, "telemetry/%d/+", acl::kPublish, Effect::allow),
+      rule(base + 1, "telemetry/%d/+/raw", acl::kPublish, Effect::allow),
+      rule(base + 2, "commands/%d/#", acl::kSubscribe | acl::kRead, Effect::allow),
+      rule(base + 3, "fleet/firmware/" + d.type + "/+", acl::kRead, Effect::allow),
+      rule(base + 4, "events/%d/alarm", acl::kPublish, Effect::allow),
+      rule(base + 5, "telemetry/%d/debug", acl::kPublish, Effect::deny, 1),
+      rule(base + 6, "shadow/%d/state", acl::kReadWrite, Effect::allow),
+      rule(base + 7, "commands/%d/factory-reset", acl::kReadWrite, Effect::deny, 1),
+      rule(base + 8, "config/%d/+", acl::kSubscribe | acl::kRead, Effect::allow),
+      rule(base + 9, "logs/%d/+/+", acl::kPublish, Effect::allow),
+  };
+  d.certificates.push_back(CertificateAccess{fingerprint_of(i), hex(i + 1, 32, true),
+                                             CertificateStatus::active, kNow - 86'400,
+                                             kNow + 365 * 86'400});
+  return d;
+}
+
+std::vector<GroupAccess> make_groups() {
+  std::vector<GroupAccess> groups;
+  groups.push_back(
+      GroupAccess{"default", {rule(1, "devices/%d/#", acl::kReadWrite, acl::Effect::allow)}});
+  for (int t = 0; t < kTypes; ++t) {
+    groups.push_back(GroupAccess{
+        "type-" + std::to_string(t),
+        {rule(2 + 2 * t, "fleet/broadcast/#", acl::kSubscribe | acl::kRead, acl::Effect::allow),
+         rule(3 + 2 * t, "fleet/#", acl::kPublish, acl::Effect::deny, 2)}});
+  }
+  return groups;
+}
+
+std::vector<DeviceAccess> make_devices(std::size_t n) {
+  std::vector<DeviceAccess> devices;
+  devices.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) devices.push_back(make_device(i));
+  return devices;
+}
+
+// --- an SQLite registry holding the same fleet
+// ------------------------------------------------------
+
+class SqliteFleet {
+ public:
+  explicit SqliteFleet(std::size_t n) {
+    char pattern[] = "/tmp/onboard-registry-bench-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr) die("mkdtemp failed");
+    dir_ = pattern;
+    path_ = dir_ / "registry.db";
+    must(open_sqlite_store(path_, OpenMode::read_write));  // the schema, as the Store makes it
+    const auto start = Clock::now();
+    fill(n);
+    std::fprintf(stderr, "registry_bench: wrote %zu devices to %s in %.1f s (%.0f MiB)\n", n,
+                 path_.c_str(), seconds_since(start),
+                 static_cast<double>(std::filesystem::file_size(path_)) / (1 << 20));
+  }
+  SqliteFleet(const SqliteFleet&) = delete;
+  SqliteFleet& operator=(const SqliteFleet&) = delete;
+  ~SqliteFleet() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  void fill(std::size_t n) {
+    SQLite::Database db(path_.string(), SQLite::OPEN_READWRITE);
+    db.exec("PRAGMA synchronous = OFF");  // this connection only: filling, not measuring
+    SQLite::Transaction transaction(db, SQLite::TransactionBehavior::IMMEDIATE);
+    const std::string pem =
+        "-----BEGIN CERTIFICATE-----\n" + std::string(960, 'A') + "\n-----END CERTIFICATE-----\n";
+    SQLite::Statement group(db,
+                            "INSERT INTO groups (name, description, created_at) VALUES (?, '', ?)");
+    SQLite::Statement group_rule(db,
+                                 "INSERT INTO acl_rules (group_name, access, pattern, effect, "
+                                 "priority, created_at) VALUES (?, ?, ?, ?, ?, ?)");
+    for (const auto& g : make_groups()) {
+      if (g.name != kDefaultGroup) {
+        group.reset();
+        group.bind(1, g.name);
+        group.bind(2, kNow);
+        group.exec();
+        for (const auto& r : g.rules) {
+          group_rule.reset();
+          group_rule.bind(1, g.name);
+          group_rule.bind(2, r.access);
+          group_rule.bind(3, r.pattern);
+          group_rule.bind(4, r.effect == acl::Effect::allow ? "allow" : "deny");
+          group_rule.bind(5, r.priority);
+          group_rule.bind(6, kNow);
+          group_rule.exec();
+        }
+      }
+    }
+    SQLite::Statement device(db,
+                             "INSERT INTO devices (id, name, type, location, firmware, status, "
+                             "created_at, updated_at, metadata) "
+                             "VALUES (?1, ?1, ?2, '', '1.0.0', 'active', ?3, ?3, '{}')");
+    SQLite::Statement certificate(db,
+                                  "INSERT INTO certificates (serial_hex, issuer, "
+                                  "sha256_fingerprint, device_id, subject, not_before, not_after, "
+                                  "status, pem) VALUES (?, 'CN=Bench CA', ?, ?, ?, ?, ?, "
+                                  "'active', ?)");
+    SQLite::Statement device_rule(db,
+                                  "INSERT INTO acl_rules (device_id, access, pattern, effect, "
+                                  "priority, created_at) VALUES (?, ?, ?, ?, ?, ?)");
+    for (std::size_t i = 0; i < n; ++i) {
+      const DeviceAccess d = make_device(i);
+      device.reset();
+      device.bind(1, d.id);
+      device.bind(2, d.type);
+      device.bind(3, kNow);
+      device.exec();
+      const auto& c = d.certificates.front();
+      certificate.reset();
+      certificate.bind(1, c.serial_hex);
+      certificate.bind(2, c.sha256_fingerprint);
+      certificate.bind(3, d.id);
+      certificate.bind(4, "CN=" + d.id);
+      certificate.bind(5, c.not_before);
+      certificate.bind(6, c.not_after);
+      certificate.bind(7, pem);
+      certificate.exec();
+      for (const auto& r : d.rules) {
+        device_rule.reset();
+        device_rule.bind(1, d.id);
+        device_rule.bind(2, r.access);
+        device_rule.bind(3, r.pattern);
+        device_rule.bind(4, r.effect == acl::Effect::allow ? "allow" : "deny");
+        device_rule.bind(5, r.priority);
+        device_rule.bind(6, kNow);
+        device_rule.exec();
+      }
+    }
+    db.exec("UPDATE meta SET change_seq = change_seq + 1 WHERE id = 1");
+    db.exec(
+        "INSERT INTO changes (seq, at, kind, subject) SELECT change_seq, 0, 'group', 'default' "
+        "FROM meta WHERE id = 1");
+    transaction.commit();
+    db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+
+  std::filesystem::path dir_;
+  std::filesystem::path path_;
+};
+
+// --- fixtures, one size at a time
+// -------------------------------------------------------------------
+
+// The snapshot and registry of the size being measured; asking for another size drops these first,
+// so that at most one fleet is in memory.
+struct Fixtures {
+  std::size_t size = 0;
+  std::shared_ptr<const Snapshot> snapshot;
+  std::unique_ptr<SqliteFleet> sqlite;
+
+  void use(std::size_t n) {
+    if (size == n) return;
+    snapshot.reset();
+    sqlite.reset();
+    size = n;
+  }
+  const Snapshot& pure(std::size_t n) {
+    use(n);
+    if (!snapshot) snapshot = Snapshot::build(make_devices(n), make_groups(), 1);
+    return *snapshot;
+  }
+  const SqliteFleet& registry(std::size_t n) {
+    use(n);
+    if (!sqlite) sqlite = std::make_unique<SqliteFleet>(n);
+    return *sqlite;
+  }
+};
+Fixtures fixtures;
+
+void report_memory(benchmark::State& state, double added_bytes, std::size_t n) {
+  state.counters["rss_added_MiB"] = added_bytes / (1 << 20);
+  state.counters["bytes_per_device"] = added_bytes / static_cast<double>(n);
+}
+
+// --- benchmarks ---------------------------------------------------------------------------------
+
+void build_pure(benchmark::State& state, std::size_t n) {
+  fixtures.use(n);
+  fixtures.snapshot.reset();  // the memory measured is this benchmark's snapshot alone
+  double added = 0;
+  for (auto _ : state) {
+    const double before = resident_bytes();
+    auto devices = make_devices(n);
+    auto groups = make_groups();
+    const auto start = Clock::now();
+    auto snapshot = Snapshot::build(std::move(devices), std::move(groups), 1);
+    state.SetIterationTime(seconds_since(start));
+    devices = {};
+    added = resident_bytes() - before;
+    if (snapshot->device_count() != n) die("build_pure: wrong device count");
+  }
+  report_memory(state, added, n);
+}
+
+void load_sqlite(benchmark::State& state, std::size_t n) {
+  const auto& fleet = fixtures.registry(n);
+  auto store = must(open_sqlite_store(fleet.path(), OpenMode::read_only));
+  double added = 0;
+  for (auto _ : state) {
+    const double before = resident_bytes();
+    const auto start = Clock::now();
+    auto snapshot = must(load_snapshot(*store));
+    state.SetIterationTime(seconds_since(start));
+    added = resident_bytes() - before;
+    if (snapshot->device_count() != n) die("load_sqlite: wrong device count");
+  }
+  report_memory(state, added, n);
+}
+
+struct CheckQuery {
+  std::string username;
+  acl::Access access;
+  std::string topic;
+};
+
+void check_access(benchmark::State& state, std::size_t n) {
+  const Snapshot& snapshot = fixtures.pure(n);
+  std::mt19937_64 random(7);
+  std::vector<CheckQuery> queries;
+  queries.reserve(kQueries);
+  for (std::size_t q = 0; q < kQueries; ++q) {
+    const std::size_t i = random() % n;
+    const std::string id = device_id(i);
+    const std::string other = device_id((i + 1) % n);
+    switch (q % 10) {
+      case 0:
+        queries.push_back({id, acl::kPublish, "telemetry/" + id + "/temp"});
+        break;
+      case 1:
+        queries.push_back({id, acl::kPublish, "telemetry/" + id + "/debug"});
+        break;
+      case 2:
+        queries.push_back({id, acl::kPublish, "telemetry/" + other + "/temp"});
+        break;
+      case 3:
+        queries.push_back({id, acl::kRead, "commands/" + id + "/reboot"});
+        break;
+      case 4:
+        queries.push_back({id, acl::kPublish, "commands/" + id + "/factory-reset"});
+        break;
+      case 5:
+        queries.push_back({id, acl::kSubscribe, "config/" + id + "/+"});
+        break;
+      case 6:
+        queries.push_back({id, acl::kRead, "fleet/broadcast/all"});
+        break;
+      case 7:
+        queries.push_back({id, acl::kPublish, "fleet/x"});
+        break;
+      case 8:
+        queries.push_back({id, acl::kPublish, "devices/" + id + "/status"});
+        break;
+      default:
+        queries.push_back({id, acl::kPublish, "logs/" + id + "/app/error"});
+        break;
+    }
+  }
+  std::size_t q = 0, allowed = 0, decisions = 0;
+  for (auto _ : state) {
+    const auto& query = queries[q];
+    auto e = snapshot.check_access(query.username, query.username, query.access, query.topic);
+    benchmark::DoNotOptimize(e);
+    allowed += e.decision == acl::Decision::allow;
+    ++decisions;
+    q = (q + 1) % kQueries;
+  }
+  state.counters["allowed_share"] = static_cast<double>(allowed) / static_cast<double>(decisions);
+}
+
+void connect_verdict(benchmark::State& state, std::size_t n) {
+  const Snapshot& snapshot = fixtures.pure(n);
+  std::mt19937_64 random(11);
+  std::vector<std::pair<std::string, std::string>> queries;  // fingerprint, device id
+  for (std::size_t q = 0; q < kQueries; ++q) {
+    const std::size_t i = random() % n;
+    queries.emplace_back(fingerprint_of(i), device_id(i));
+  }
+  std::size_t q = 0, accepted = 0, checks = 0;
+  for (auto _ : state) {
+    const auto& [fp, id] = queries[q];
+    auto v = snapshot.connect_verdict({fp, id, id}, kNow, false);
+    benchmark::DoNotOptimize(v);
+    accepted += v.accepted();
+    ++checks;
+    q = (q + 1) % kQueries;
+  }
+  if (accepted != checks) die("connect_verdict: a registered device was refused");
+}
+
+// The time to derive the next snapshot; the time to free the replaced one (which the plugin does
+// on the broker's thread when it swaps snapshots) is reported beside it as release_us.
+void with_changes(benchmark::State& state, std::size_t n) {
+  const Snapshot& snapshot = fixtures.pure(n);
+  std::mt19937_64 random(13);
+  double release_seconds = 0;
+  for (auto _ : state) {
+    DeviceAccess changed = make_device(random() % n);
+    changed.rules.push_back(rule(1, "extra/%d", acl::kPublish, acl::Effect::allow));
+    std::vector<DeviceAccess> devices;
+    devices.push_back(std::move(changed));
+    const auto start = Clock::now();
+    auto next = snapshot.with_changes(std::move(devices), {}, {}, snapshot.change_seq() + 1);
+    state.SetIterationTime(seconds_since(start));
+    const auto release = Clock::now();
+    next.reset();
+    release_seconds += seconds_since(release);
+  }
+  state.counters["release_us"] =
+      benchmark::Counter(release_seconds * 1e6 / static_cast<double>(state.iterations()));
+}
+
+// One change end to end: a writer disables or enables a device (not timed), then the timed
+// refresh_snapshot reads the change feed and the device and derives the next snapshot.
+void refresh_sqlite(benchmark::State& state, std::size_t n) {
+  const auto& fleet = fixtures.registry(n);
+  auto writer = must(open_sqlite_store(fleet.path(), OpenMode::read_write));
+  auto reader = must(open_sqlite_store(fleet.path(), OpenMode::read_only));
+  auto current = must(load_snapshot(*reader));
+  std::mt19937_64 random(17);
+  std::int64_t kicks = 0;
+  for (auto _ : state) {
+    const std::string id = device_id(random() % n);
+    const bool enable = current->find_device(id)->status != DeviceStatus::active;
+    must(writer->set_device_enabled(id, enable, Actor{"bench", kNow}));
+    const auto start = Clock::now();
+    auto refresh = must(refresh_snapshot(*reader, *current));
+    state.SetIterationTime(seconds_since(start));
+    if (!refresh) die("refresh_sqlite: the change was not seen");
+    kicks += static_cast<std::int64_t>(refresh->kicks.size());
+    current = refresh->snapshot;
+  }
+  state.counters["kicks"] = static_cast<double>(kicks);
+}
+
+std::vector<std::size_t> parse_sizes(int& argc, char** argv) {
+  std::vector<std::size_t> sizes{1'000, 100'000, 1'000'000};
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--sizes=", 0) == 0) {
+      sizes.clear();
+      std::string list = arg.substr(8);
+      for (std::size_t pos = 0; pos <= list.size();) {
+        const std::size_t comma = std::min(list.find(',', pos), list.size());
+        const std::string item = list.substr(pos, comma - pos);
+        char* end = nullptr;
+        const unsigned long long value = std::strtoull(item.c_str(), &end, 10);
+        if (item.empty() || *end != '\0' || value == 0) die("--sizes takes positive numbers");
+        sizes.push_back(value);
+        pos = comma + 1;
+      }
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  argc = out;
+  return sizes;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto sizes = parse_sizes(argc, argv);
+  // Grouped by size, so that each fleet is made once and dropped before the next one.
+  for (const std::size_t n : sizes) {
+    const std::string suffix = "/" + std::to_string(n);
+    benchmark::RegisterBenchmark(("build_pure" + suffix).c_str(), build_pure, n)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(1)
+        ->Repetitions(3)
+        ->ReportAggregatesOnly(false);
+    benchmark::RegisterBenchmark(("load_sqlite" + suffix).c_str(), load_sqlite, n)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(1)
+        ->Repetitions(3);
+    benchmark::RegisterBenchmark(("refresh_sqlite" + suffix).c_str(), refresh_sqlite, n)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->Iterations(200);
+    benchmark::RegisterBenchmark(("check_access" + suffix).c_str(), check_access, n);
+    benchmark::RegisterBenchmark(("connect_verdict" + suffix).c_str(), connect_verdict, n);
+    benchmark::RegisterBenchmark(("with_changes" + suffix).c_str(), with_changes, n)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  fixtures = {};
+  return 0;
+}
