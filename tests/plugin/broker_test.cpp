@@ -71,6 +71,7 @@ class Fleet {
     options.certfile = data() / "server.crt";
     options.keyfile = data() / "server.key";
     options.plugin_options = std::move(plugin_options);
+    options.preload = BROKER_PRELOAD;
     return options;
   }
   std::unique_ptr<Broker> start(std::vector<std::string> plugin_options = {}) {
@@ -273,6 +274,18 @@ TEST_CASE("connections the registry does not vouch for are refused") {
     MqttClient outsider("dev-k", Credentials{creds.cafile, foreign / "f.crt", foreign / "f.key"});
     CHECK(outsider.connect(broker->port(), 2s) == -1);
   }
+}
+
+TEST_CASE("an MQTT v5 client asking for enhanced authentication is refused, not let past the certificate check") {
+  Fleet fleet;
+  auto creds = fleet.add_device("dev-v5");
+  auto broker = fleet.start();
+  MqttClient client("dev-v5", creds, 5);
+  const int reason = client.connect_with_auth_method(broker->port(), "SCRAM-SHA-256");
+  CHECK(reason >= 0x80);  // a CONNACK failure reason, not success
+  CHECK(broker->wait_for_log("enhanced authentication is not supported"));
+  MqttClient plain("dev-v5", creds, 5);
+  CHECK(plain.connect(broker->port()) == 0);
 }
 
 TEST_CASE("a registry deleted while the broker runs: no crash, last snapshot kept, refusal after the staleness limit") {

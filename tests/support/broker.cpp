@@ -80,7 +80,17 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options) :
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   std::string program = "/usr/sbin/mosquitto", c = "-c", conf_path = conf.string();
   char* argv[] = {program.data(), c.data(), conf_path.data(), nullptr};
-  int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv, environ);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+  if (!options.preload.empty()) {
+    env_strings.push_back("LD_PRELOAD=" + options.preload);
+    // Mosquitto's own allocations at exit are not the plugin's to answer for.
+    env_strings.push_back("ASAN_OPTIONS=detect_leaks=0");
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv, envp.data());
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw std::runtime_error("cannot start mosquitto");
 

@@ -20,6 +20,8 @@ struct BrokerOptions {
   std::vector<std::string> extra_lines;     // extra global configuration lines
   // Plugins then belong to the listener they follow (and get no TICK): the plugin must refuse it.
   bool per_listener_settings = false;
+  // Libraries to preload into the broker: the sanitizer runtimes when the plugin is instrumented.
+  std::string preload;
 };
 
 class Broker {

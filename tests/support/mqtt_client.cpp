@@ -1,6 +1,7 @@
 #include "tests/support/mqtt_client.h"
 
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 
 #include <stdexcept>
 
@@ -38,13 +39,25 @@ MqttClient::~MqttClient() {
   mosquitto_destroy(mosq_);
 }
 
-int MqttClient::connect(int port, std::chrono::milliseconds timeout) {
+int MqttClient::connect_with_auth_method(int port, const std::string& method) {
+  mosquitto_property* props = nullptr;
+  if (mosquitto_property_add_string(&props, MQTT_PROP_AUTHENTICATION_METHOD, method.c_str()) != MOSQ_ERR_SUCCESS) {
+    return -1;
+  }
+  int rc = connect_impl(port, std::chrono::seconds(5), props);
+  mosquitto_property_free_all(&props);
+  return rc;
+}
+
+int MqttClient::connect(int port, std::chrono::milliseconds timeout) { return connect_impl(port, timeout, nullptr); }
+
+int MqttClient::connect_impl(int port, std::chrono::milliseconds timeout, const mosquitto_property* props) {
   {
     std::lock_guard lock(mutex_);
     connack_ = -2;
     disconnected_ = false;
   }
-  if (mosquitto_connect(mosq_, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) return -1;
+  if (mosquitto_connect_bind_v5(mosq_, "127.0.0.1", port, 30, nullptr, props) != MOSQ_ERR_SUCCESS) return -1;
   // No automatic reconnect: a test must see exactly the connections it makes.
   mosquitto_reconnect_delay_set(mosq_, 3600, 3600, false);
   if (!loop_started_) {
