@@ -309,16 +309,9 @@ Result<ossl::Ptr<X509>> issue_certificate(const CertificateRequest& request, con
 
 CertificateInfo describe_certificate(const X509* cert) {
   CertificateInfo info;
-  if (ossl::Ptr<BIGNUM> bn{ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)}) {
-    if (char* text = BN_bn2hex(bn.get())) {
-      info.serial_hex = text;
-      OPENSSL_free(text);
-    }
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  if (X509_digest(cert, EVP_sha256(), md, &md_len) == 1) info.sha256_fingerprint = hex(md, md_len);
-  info.subject_cn = common_name(X509_get_subject_name(cert));
+  info.serial_hex = serial_hex(cert);
+  info.sha256_fingerprint = sha256_fingerprint(cert);
+  info.subject_cn = subject_common_name(cert);
   info.subject = name_to_string(X509_get_subject_name(cert));
   info.issuer = name_to_string(X509_get_issuer_name(cert));
   info.not_before = to_unix_time(X509_get0_notBefore(cert)).value_or(0);
@@ -327,6 +320,30 @@ CertificateInfo describe_certificate(const X509* cert) {
   ossl::clear_errors();
   return info;
 }
+
+std::string sha256_fingerprint(const X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  if (X509_digest(cert, EVP_sha256(), md, &md_len) != 1) {
+    ossl::clear_errors();
+    return {};
+  }
+  return hex(md, md_len);
+}
+
+std::string serial_hex(const X509* cert) {
+  std::string out;
+  if (ossl::Ptr<BIGNUM> bn{ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)}) {
+    if (char* text = BN_bn2hex(bn.get())) {
+      out = text;
+      OPENSSL_free(text);
+    }
+  }
+  ossl::clear_errors();
+  return out;
+}
+
+std::string subject_common_name(const X509* cert) { return common_name(X509_get_subject_name(cert)); }
 
 std::string certificate_to_pem(const X509* cert) {
   ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));

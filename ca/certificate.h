@@ -59,6 +59,10 @@ struct CertificateInfo {
   std::string key;                 // describe_key() of the public key
 };
 CertificateInfo describe_certificate(const X509* cert);
+// The parts of describe_certificate() the broker needs on every connect, one at a time.
+std::string sha256_fingerprint(const X509* cert);
+std::string serial_hex(const X509* cert);
+std::string subject_common_name(const X509* cert);
 
 std::string certificate_to_pem(const X509* cert);
 Result<ossl::Ptr<X509>> certificate_from_pem(std::string_view pem);

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "ca/certificate.h"
 #include "ca/ossl.h"
 #include "plugin/config.h"
 #include "registry/snapshot_loader.h"
@@ -38,35 +39,6 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kPrefix = "onboard: ";
 
 void log(int level, const std::string& message) { mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str()); }
-
-std::string hex(const unsigned char* data, unsigned int size) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (unsigned int i = 0; i < size; ++i) {
-    out += digits[data[i] >> 4];
-    out += digits[data[i] & 15];
-  }
-  return out;
-}
-
-std::string common_name(X509* cert) {
-  const X509_NAME* name = X509_get_subject_name(cert);
-  int index = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-  if (index < 0) return {};
-  const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
-  return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
-                     static_cast<std::size_t>(ASN1_STRING_length(value)));
-}
-
-std::string serial_hex(X509* cert) {
-  ossl::Ptr<BIGNUM> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
-  if (!bn) return "?";
-  char* text = BN_bn2hex(bn.get());
-  std::string out = text != nullptr ? text : "?";
-  OPENSSL_free(text);
-  return out;
-}
 
 // Identifies the registry file, so that a deleted or replaced file is noticed: an open SQLite
 // connection would otherwise go on reading the old, unlinked one.
@@ -202,10 +174,8 @@ class Plugin {
     ossl::Ptr<X509> cert(static_cast<X509*>(mosquitto_client_certificate(event.client)));
     std::string fingerprint, cn;
     if (cert) {
-      unsigned char md[EVP_MAX_MD_SIZE];
-      unsigned int md_len = 0;
-      if (X509_digest(cert.get(), EVP_sha256(), md, &md_len) == 1) fingerprint = hex(md, md_len);
-      cn = common_name(cert.get());
+      fingerprint = sha256_fingerprint(cert.get());
+      cn = subject_common_name(cert.get());
     }
     const char* id = mosquitto_client_id(event.client);
     const std::string client_id = id != nullptr ? id : "";
