@@ -17,51 +17,26 @@
 #include <unordered_map>
 #include <vector>
 
+#include "registry/access.h"
 #include "registry/acl.h"
 #include "registry/model.h"
 
 namespace onboard::registry {
 
-// What the snapshot keeps of one certificate: enough for the connect check.
-struct CertificateAccess {
-  std::string sha256_fingerprint;
-  std::string serial_hex;
-  CertificateStatus status = CertificateStatus::active;
-  UnixTime not_before = 0;
-  UnixTime not_after = 0;
-};
-
-// What the snapshot keeps of one device: status, type, its own rules and its certificates.
-struct DeviceAccess {
-  std::string id;
-  DeviceStatus status = DeviceStatus::active;
-  std::string type;
-  std::vector<acl::Rule> rules;  // the device's own rules
-  std::vector<CertificateAccess> certificates;
-};
-
-// A group's rules ("default", or a device type).
-struct GroupAccess {
-  std::string name;
-  std::vector<acl::Rule> rules;
-};
-
-acl::Rule to_acl_rule(const RuleRecord& record);
-
 // Why a connection was refused; `accepted` when it was not.
 enum class ConnectReason {
   accepted,
-  registry_stale,            // the plugin has not read the registry for too long
-  no_certificate,            // the client presented none (should not pass TLS)
-  unknown_certificate,       // signed by the CA but not in the registry
+  registry_stale,       // the plugin has not read the registry for too long
+  no_certificate,       // the client presented none (should not pass TLS)
+  unknown_certificate,  // signed by the CA but not in the registry
   certificate_revoked,
   certificate_not_yet_valid,
   certificate_expired,
-  common_name_mismatch,      // the certificate's CN is not the device it is registered to
+  common_name_mismatch,  // the certificate's CN is not the device it is registered to
   unknown_device,
   device_disabled,
   device_revoked,
-  client_id_mismatch,        // the MQTT client id is not the device id
+  client_id_mismatch,  // the MQTT client id is not the device id
 };
 std::string_view to_string(ConnectReason reason) noexcept;
 
@@ -99,7 +74,8 @@ class Snapshot {
     const DeviceAccess* device;
     const CertificateAccess* certificate;
   };
-  std::optional<CertificateOwner> find_certificate(std::string_view sha256_fingerprint) const noexcept;
+  std::optional<CertificateOwner> find_certificate(
+      std::string_view sha256_fingerprint) const noexcept;
   const GroupAccess* find_group(std::string_view name) const noexcept;
 
   // Calls f(const DeviceAccess&) for every device, in no particular order.
@@ -123,7 +99,8 @@ class Snapshot {
   //  7. device disabled / revoked → device_disabled / device_revoked
   //  8. client id differs from the device id → client_id_mismatch
   //  9. otherwise accepted.
-  ConnectVerdict connect_verdict(const ConnectRequest& request, UnixTime now, bool stale) const noexcept;
+  ConnectVerdict connect_verdict(const ConnectRequest& request, UnixTime now,
+                                 bool stale) const noexcept;
 
   // Topic decision for a connected device (`username` is its device id). A device that is not
   // active, or unknown, is denied everything. Its own rules, its type group's and "default"'s are
@@ -134,12 +111,17 @@ class Snapshot {
  private:
   struct Hash {
     using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
   };
-  using DeviceShard = std::unordered_map<std::string, std::shared_ptr<const DeviceAccess>, Hash, std::equal_to<>>;
+  using DeviceShard =
+      std::unordered_map<std::string, std::shared_ptr<const DeviceAccess>, Hash, std::equal_to<>>;
   // fingerprint → the owning device; the certificate record is found in the device.
-  using CertificateShard = std::unordered_map<std::string, std::shared_ptr<const DeviceAccess>, Hash, std::equal_to<>>;
-  using Groups = std::unordered_map<std::string, std::shared_ptr<const GroupAccess>, Hash, std::equal_to<>>;
+  using CertificateShard =
+      std::unordered_map<std::string, std::shared_ptr<const DeviceAccess>, Hash, std::equal_to<>>;
+  using Groups =
+      std::unordered_map<std::string, std::shared_ptr<const GroupAccess>, Hash, std::equal_to<>>;
 
   static std::size_t shard_of(std::string_view key) noexcept { return Hash{}(key) % kShards; }
 

@@ -13,9 +13,12 @@
 
 namespace onboard::registry {
 
+// Everything, in one read transaction (Store::read_access): the snapshot's change seq is exactly
+// the registry the rows were read from.
 Result<std::shared_ptr<const Snapshot>> load_snapshot(Store& store);
 
-// One device's or group's part of a snapshot (nullopt: no such device).
+// One device's or group's part of a snapshot (nullopt: no such device; a group that does not exist
+// has no rules).
 Result<std::optional<DeviceAccess>> load_device_access(Store& store, std::string_view id);
 Result<GroupAccess> load_group_access(Store& store, std::string_view name);
 
@@ -28,7 +31,8 @@ struct Refresh {
   std::size_t groups_reloaded = 0;
 };
 
-// nullopt when nothing changed since current->change_seq().
+// The devices and groups the change feed names after current.change_seq(), read with the feed in
+// one transaction, applied with Snapshot::with_changes. nullopt when nothing changed.
 Result<std::optional<Refresh>> refresh_snapshot(Store& store, const Snapshot& current);
 
 // Would a device that was `before` have to be disconnected now that it is `after` (nullptr: gone)?

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <set>
 #include <stdexcept>
 #include <utility>
 
@@ -190,6 +191,62 @@ AuditEvent audit_event_from(const SQLite::Statement& s) {
                     s.getColumn(6).getString(), s.getColumn(7).getString()};
 }
 
+// --- Reading access data ---------------------------------------------------------------------
+// The columns the broker needs; strict about values, so that a damaged row fails the load (and the
+// plugin keeps its last good snapshot) rather than turning into an allow.
+
+// A text column as a view, valid until the statement steps again.
+std::string_view text_view(const SQLite::Statement& s, int index) {
+  const SQLite::Column column = s.getColumn(index);
+  return {column.getText(), static_cast<std::size_t>(column.getBytes())};
+}
+
+CertificateStatus certificate_status_from(std::string_view text) {
+  if (text == "active") return CertificateStatus::active;
+  if (text == "revoked") return CertificateStatus::revoked;
+  throw CorruptValue("an unknown certificate status");
+}
+
+// Columns from `first`: id, access, pattern, effect, priority.
+acl::Rule access_rule_from(const SQLite::Statement& s, int first) {
+  const auto access = s.getColumn(first + 1).getInt();
+  if (access < 1 || access > kAccessReadWrite) throw CorruptValue("an invalid access mask");
+  const std::string_view effect = text_view(s, first + 3);
+  if (effect != "allow" && effect != "deny") throw CorruptValue("an unknown rule effect");
+  return acl::Rule{s.getColumn(first).getInt64(), s.getColumn(first + 2).getString(),
+                   static_cast<std::uint8_t>(access),
+                   effect == "allow" ? acl::Effect::allow : acl::Effect::deny,
+                   s.getColumn(first + 4).getInt()};
+}
+
+// Columns from `first`: sha256_fingerprint, serial_hex, status, not_before, not_after.
+CertificateAccess certificate_access_from(const SQLite::Statement& s, int first) {
+  return CertificateAccess{s.getColumn(first).getString(), s.getColumn(first + 1).getString(),
+                           certificate_status_from(text_view(s, first + 2)),
+                           s.getColumn(first + 3).getInt64(), s.getColumn(first + 4).getInt64()};
+}
+
+// Columns: id, status, type.
+DeviceAccess device_access_from(const SQLite::Statement& s) {
+  DeviceAccess device;
+  device.id = s.getColumn(0).getString();
+  device.status = device_status_from(s.getColumn(1).getString());
+  device.type = s.getColumn(2).getString();
+  return device;
+}
+
+// For a merge join: `rows` is ordered by its column 0 like the keys the caller walks through, in
+// the same (binary) order. Skips rows whose key sorts before `key` (orphans, which foreign keys
+// forbid), then passes every row with this key to `take` and leaves `rows` on the first row after.
+template <class F>
+void take_rows_of(SQLite::Statement& rows, bool& has_row, std::string_view key, F&& take) {
+  while (has_row && text_view(rows, 0) < key) has_row = rows.executeStep();
+  while (has_row && text_view(rows, 0) == key) {
+    take(rows);
+    has_row = rows.executeStep();
+  }
+}
+
 // --- Input checks ----------------------------------------------------------------------------
 // Everything that is echoed in a message is checked first, so messages stay one clean line.
 
@@ -289,6 +346,8 @@ class SqliteStore final : public Store {
   Result<std::int64_t> change_seq() override;
   Result<std::vector<Change>> changes_since(std::int64_t seq) override;
 
+  Result<AccessData> read_access(const AccessQuery& query) override;
+
  private:
   // Runs `body` in one read transaction, so that several statements see one snapshot.
   template <class F>
@@ -310,6 +369,9 @@ class SqliteStore final : public Store {
   void record_audit(const Actor& actor, std::string_view action, std::string_view subject,
                     const nlohmann::json& details);
   std::vector<RuleRecord> query_rules(SQLite::Statement& statement);
+  void read_all_access(AccessData& data);
+  void read_listed_access(const std::set<std::string, std::less<>>& device_ids,
+                          const std::set<std::string, std::less<>>& group_names, AccessData& data);
 
   SQLite::Database db_;
   std::string path_;
@@ -901,6 +963,122 @@ Result<std::vector<Change>> SqliteStore::changes_since(std::int64_t seq) {
     }
     return changes;
   });
+}
+
+// --- access data for the broker ---
+
+Result<AccessData> SqliteStore::read_access(const AccessQuery& query) {
+  return read("read access data", [&]() -> Result<AccessData> {
+    AccessData data;
+    // The first read fixes the transaction's view: every row below is as of this seq.
+    data.change_seq = db_.execAndGet("SELECT change_seq FROM meta WHERE id = 1").getInt64();
+    switch (query.scope) {
+      case AccessQuery::Scope::everything:
+        read_all_access(data);
+        break;
+      case AccessQuery::Scope::listed:
+        read_listed_access(
+            std::set<std::string, std::less<>>(query.device_ids.begin(), query.device_ids.end()),
+            std::set<std::string, std::less<>>(query.group_names.begin(), query.group_names.end()),
+            data);
+        break;
+      case AccessQuery::Scope::changed_since: {
+        std::set<std::string, std::less<>> device_ids, group_names;
+        auto changes =
+            prepare(db_, "SELECT kind, subject FROM changes WHERE seq > ?1", query.after_seq);
+        while (changes.executeStep()) {
+          const ChangeKind kind = change_kind_from(changes.getColumn(0).getString());
+          if (kind == ChangeKind::device) device_ids.insert(changes.getColumn(1).getString());
+          if (kind == ChangeKind::group) group_names.insert(changes.getColumn(1).getString());
+        }
+        changes.reset();
+        read_listed_access(device_ids, group_names, data);
+        break;
+      }
+    }
+    return data;
+  });
+}
+
+// A handful of set-based reads, merged in id order: the same six statements at any fleet size.
+void SqliteStore::read_all_access(AccessData& data) {
+  data.devices.reserve(
+      static_cast<std::size_t>(db_.execAndGet("SELECT count(*) FROM devices").getInt64()));
+  auto devices = prepare(db_, "SELECT id, status, type FROM devices ORDER BY id");
+  auto rules = prepare(db_,
+                       "SELECT device_id, id, access, pattern, effect, priority FROM acl_rules "
+                       "WHERE device_id IS NOT NULL ORDER BY device_id, priority DESC, id");
+  auto certificates = prepare(db_,
+                              "SELECT device_id, sha256_fingerprint, serial_hex, status, "
+                              "not_before, not_after FROM certificates ORDER BY device_id, rowid");
+  bool rule_row = rules.executeStep();
+  bool cert_row = certificates.executeStep();
+  while (devices.executeStep()) {
+    DeviceAccess device = device_access_from(devices);
+    take_rows_of(rules, rule_row, device.id, [&](const SQLite::Statement& row) {
+      device.rules.push_back(access_rule_from(row, 1));
+    });
+    take_rows_of(certificates, cert_row, device.id, [&](const SQLite::Statement& row) {
+      device.certificates.push_back(certificate_access_from(row, 1));
+    });
+    data.devices.push_back(std::move(device));
+  }
+
+  auto groups = prepare(db_, "SELECT name FROM groups ORDER BY name");
+  auto group_rules = prepare(db_,
+                             "SELECT group_name, id, access, pattern, effect, priority FROM "
+                             "acl_rules WHERE group_name IS NOT NULL "
+                             "ORDER BY group_name, priority DESC, id");
+  bool group_rule_row = group_rules.executeStep();
+  while (groups.executeStep()) {
+    GroupAccess group{groups.getColumn(0).getString(), {}};
+    take_rows_of(group_rules, group_rule_row, group.name, [&](const SQLite::Statement& row) {
+      group.rules.push_back(access_rule_from(row, 1));
+    });
+    data.groups.push_back(std::move(group));
+  }
+}
+
+// Three indexed lookups per device and one per group, each statement prepared once.
+void SqliteStore::read_listed_access(const std::set<std::string, std::less<>>& device_ids,
+                                     const std::set<std::string, std::less<>>& group_names,
+                                     AccessData& data) {
+  SQLite::Statement device_row(db_, "SELECT id, status, type FROM devices WHERE id = ?1");
+  SQLite::Statement rules(db_,
+                          "SELECT id, access, pattern, effect, priority FROM acl_rules "
+                          "WHERE device_id = ?1 ORDER BY priority DESC, id");
+  SQLite::Statement certificates(db_,
+                                 "SELECT sha256_fingerprint, serial_hex, status, not_before, "
+                                 "not_after FROM certificates WHERE device_id = ?1 ORDER BY rowid");
+  for (const auto& id : device_ids) {
+    device_row.reset();
+    device_row.bind(1, id);
+    if (!device_row.executeStep()) {
+      data.missing_devices.push_back(id);
+      continue;
+    }
+    DeviceAccess device = device_access_from(device_row);
+    rules.reset();
+    rules.bind(1, id);
+    while (rules.executeStep()) device.rules.push_back(access_rule_from(rules, 0));
+    certificates.reset();
+    certificates.bind(1, id);
+    while (certificates.executeStep()) {
+      device.certificates.push_back(certificate_access_from(certificates, 0));
+    }
+    data.devices.push_back(std::move(device));
+  }
+
+  SQLite::Statement group_rules(db_,
+                                "SELECT id, access, pattern, effect, priority FROM acl_rules "
+                                "WHERE group_name = ?1 ORDER BY priority DESC, id");
+  for (const auto& name : group_names) {
+    GroupAccess group{name, {}};
+    group_rules.reset();
+    group_rules.bind(1, name);
+    while (group_rules.executeStep()) group.rules.push_back(access_rule_from(group_rules, 0));
+    data.groups.push_back(std::move(group));
+  }
 }
 
 }  // namespace

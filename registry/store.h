@@ -21,6 +21,7 @@
 
 #include "ca/crl.h"
 #include "ca/error.h"
+#include "registry/access.h"
 #include "registry/model.h"
 
 namespace onboard::registry {
@@ -108,6 +109,12 @@ class Store {
   // Change feed: the latest change seq (0 for none), and the changes after `seq`, oldest first.
   virtual Result<std::int64_t> change_seq() = 0;
   virtual Result<std::vector<Change>> changes_since(std::int64_t seq) = 0;
+
+  // What the broker decides from, read in ONE read transaction so that the change seq and the
+  // data agree: everything (a few set-based reads, never one query per device), the listed
+  // devices and groups, or those the change feed names after query.after_seq (then
+  // change_seq == after_seq means nothing changed). See AccessData for what comes back.
+  virtual Result<AccessData> read_access(const AccessQuery& query) = 0;
 };
 
 // Input checks the store applies, exposed so the CLI can check at the edge with the same words.
