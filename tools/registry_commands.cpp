@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -77,6 +79,17 @@ struct Material {
   const EVP_PKEY* key() const { return private_key ? private_key.get() : public_key.get(); }
 };
 
+bool same_path(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::error_code ec_a, ec_b;
+  const auto canonical_a = std::filesystem::weakly_canonical(a, ec_a);
+  const auto canonical_b = std::filesystem::weakly_canonical(b, ec_b);
+  if (ec_a || ec_b) {
+    return std::filesystem::absolute(a).lexically_normal() ==
+           std::filesystem::absolute(b).lexically_normal();
+  }
+  return canonical_a == canonical_b;
+}
+
 Result<Material> key_material(const KeySource& source, const std::string& device_id) {
   if (source.days < 1 || source.days > 3650) return make_error(Errc::invalid_input, "--days must be 1 to 3650");
   Material m;
@@ -95,12 +108,18 @@ Result<Material> key_material(const KeySource& source, const std::string& device
     return make_error(Errc::invalid_input,
                       "a key made here must go somewhere: give --key-out FILE (or use --csr for a device-held key)");
   }
+  if (!source.cert_out.empty() && same_path(source.key_out, source.cert_out)) {
+    // With --force the certificate would silently replace the only copy of the key.
+    return make_error(Errc::invalid_input, "--key-out and --cert-out name the same file");
+  }
   ONBOARD_TRY(KeyAlg alg, key_alg_option(source.key_alg));
   ONBOARD_TRY(m.private_key, generate_key(alg));
   return m;
 }
 
-// Writes the requested files: both or neither. Returns the paths written, to undo on failure.
+// Writes the requested files: both or neither. Remembers what it wrote, to undo on failure; a
+// file that --force replaced is put back as it was, so a failed command loses none of the
+// operator's files.
 class Outputs {
  public:
   Status write(const KeySource& source, const IssuedCertificate& issued, const Material& m) {
@@ -111,12 +130,22 @@ class Outputs {
       files.push_back({source.key_out, {std::string(pem.view()), 0600}});
     }
     if (!source.cert_out.empty()) files.push_back({source.cert_out, {issued.pem, 0644}});
-    if (!source.force) {
-      for (const auto& [path, content] : files) {
-        if (std::filesystem::exists(path)) {
-          return make_error(Errc::conflict, path.string() + " exists already; pass --force to replace it");
-        }
+    for (const auto& [path, content] : files) {
+      std::error_code ec;
+      const bool exists = std::filesystem::exists(path, ec);
+      if (ec) return make_error(Errc::io, "cannot reach " + path.string() + ": " + ec.message());
+      if (!exists) continue;
+      if (!source.force) {
+        return make_error(Errc::conflict,
+                          path.string() + " exists already; pass --force to replace it");
       }
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0) {
+        return make_error(Errc::io, "cannot read " + path.string() + ": " + std::strerror(errno));
+      }
+      ONBOARD_TRY(std::string old, read_file(path));
+      replaced_.push_back({path, Secret(old), static_cast<mode_t>(st.st_mode & 07777)});
+      std::fill(old.begin(), old.end(), '\0');
     }
     for (auto& [path, content] : files) {
       auto status = write_file_atomic(path, content.first, content.second, mode);
@@ -131,15 +160,27 @@ class Outputs {
   }
   void undo() {
     for (const auto& path : written_) {
-      std::error_code ignored;
-      std::filesystem::remove(path, ignored);
+      auto old = std::find_if(replaced_.begin(), replaced_.end(),
+                              [&](const Replaced& r) { return r.path == path; });
+      if (old != replaced_.end()) {
+        (void)write_file_atomic(path, old->content.view(), old->mode, Overwrite::replace);
+      } else {
+        std::error_code ignored;
+        std::filesystem::remove(path, ignored);
+      }
     }
     written_.clear();
   }
   const std::vector<std::filesystem::path>& written() const { return written_; }
 
  private:
+  struct Replaced {
+    std::filesystem::path path;
+    Secret content;  // may be a private key
+    mode_t mode;
+  };
   std::vector<std::filesystem::path> written_;
+  std::vector<Replaced> replaced_;
 };
 
 Result<IssuedCertificate> issue_device_certificate(const Authority& ca, const std::string& id, const Material& m, int days) {
@@ -192,6 +233,19 @@ void print_rules(const std::vector<registry::RuleRecord>& rules) {
                std::string(to_string(r.effect)), acl::access_name(r.access), r.pattern, std::to_string(r.priority)});
   }
   table.print(std::cout);
+}
+
+// Rewrites the CRL after a committed revocation. If that fails the registry has changed already
+// (and a second revoke finds nothing to do), so the operator must learn both facts and the remedy.
+Result<std::uint64_t> crl_after_change(Store& store, const Authority& ca, const Workspace& ws,
+                                       const std::string& done) {
+  auto number = write_crl(store, ca, ws.crl);
+  if (!number.ok()) {
+    return make_error(number.error().code,
+                      done + " in the registry, but the CRL was not rewritten: " +
+                          number.error().message + "; fix that and run 'onboardctl crl'");
+  }
+  return number;
 }
 
 // Registers `cmd`'s action: open the workspace, run, map errors to exit codes.
@@ -338,7 +392,9 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     auto* cmd = device->add_subcommand("list", "List devices, sorted by id, one page at a time");
     cmd->add_option("--status", o->status, "Only devices with this status: active, disabled or revoked");
     cmd->add_option("--type", o->type, "Only devices of this type");
-    cmd->add_option("--limit", o->limit, "Page size (0: everything)")->capture_default_str();
+    cmd->add_option("--limit", o->limit, "Page size (0: everything)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     cmd->add_option("--after", o->after, "Start after this device id (the last id of the previous page)");
     cmd->add_flag("--json", o->json_out, "Print JSON");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
@@ -446,7 +502,7 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         std::cout << o->id << " already revoked; nothing changed\n";
         return kExitOk;
       }
-      ONBOARD_TRY(std::uint64_t number, write_crl(*store, ca, ws.crl));
+      ONBOARD_TRY(std::uint64_t number, crl_after_change(*store, ca, ws, "revoked " + o->id));
       std::cout << "revoked " << o->id << " (" << outcome.revoked_serials.size() << " certificate"
                 << (outcome.revoked_serials.size() == 1 ? "" : "s") << "); CRL " << number << " written to " << ws.crl.string() << "\n";
       return kExitOk;
@@ -485,7 +541,7 @@ void add_cert(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       outputs.undo();
       return std::move(added).error();
     }
-    ONBOARD_TRY(std::uint64_t number, write_crl(*store, ca, ws.crl));
+    ONBOARD_TRY(std::uint64_t number, crl_after_change(*store, ca, ws, "renewed " + o->id));
     std::cout << "renewed " << o->id << ": serial " << issued.info.serial_hex << "; superseded "
               << added->superseded_serials.size() << "; CRL " << number << "\n";
     for (const auto& path : outputs.written()) std::cout << "  wrote " << path.string() << "\n";
@@ -594,6 +650,16 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       if (!access || (*access != acl::kPublish && *access != acl::kSubscribe && *access != acl::kRead)) {
         return make_error(Errc::invalid_input, "ACCESS must be one of publish, subscribe or read");
       }
+      // The broker refuses these before any ACL check; "no rule matches" would mislead.
+      if (*access == acl::kSubscribe ? !acl::is_valid_filter(o->topic)
+                                     : !acl::is_valid_topic(o->topic)) {
+        return make_error(
+            Errc::invalid_input,
+            *access == acl::kSubscribe
+                ? "TOPIC is not a valid subscription filter ('+' and '#' must be whole "
+                  "levels, '#' the last)"
+                : "TOPIC is not a valid topic name (empty, or holds '+' or '#')");
+      }
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(auto device, registry::load_device_access(*store, o->device));
       if (!device) return make_error(Errc::not_found, "device " + o->device + " does not exist");
@@ -692,7 +758,9 @@ void add_audit(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     };
     auto o = std::make_shared<Opts>();
     auto* cmd = audit->add_subcommand("list", "List audit events, oldest first");
-    cmd->add_option("--limit", o->limit, "How many (0: all)")->capture_default_str();
+    cmd->add_option("--limit", o->limit, "How many (0: all)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     cmd->add_option("--after", o->after, "Only events after this sequence number");
     cmd->add_flag("--json", o->json_out, "Print JSON");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {

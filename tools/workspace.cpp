@@ -14,8 +14,24 @@ Workspace::Workspace(const std::filesystem::path& d)
     : dir(d), registry(d / "registry.db"), crl(d / "crl.pem") {}
 
 Result<std::unique_ptr<registry::Store>> open_registry(const Workspace& workspace) {
-  if (!std::filesystem::exists(workspace.registry)) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(workspace.registry, ec);
+  if (status.type() == std::filesystem::file_type::not_found) {
     return make_error(Errc::not_found, "no registry in " + workspace.dir.string() + "; run 'onboardctl init' first");
+  }
+  if (ec) {
+    return make_error(Errc::io,
+                      "cannot reach " + workspace.registry.string() + ": " + ec.message());
+  }
+  // SQLite takes an empty file for a new database, and the store would quietly initialise it: a
+  // registry truncated by a crash or a full disk would come back empty instead of being reported.
+  // Only `onboardctl init` creates a registry.
+  if (std::filesystem::is_regular_file(status) &&
+      std::filesystem::file_size(workspace.registry, ec) == 0 && !ec) {
+    return make_error(Errc::corrupt,
+                      workspace.registry.string() +
+                          " is empty (truncated?); restore it from a backup, or remove it and run "
+                          "'onboardctl init'");
   }
   return registry::open_sqlite_store(workspace.registry, registry::OpenMode::read_write);
 }
