@@ -65,8 +65,8 @@ IssuedCertificate make_issued(ossl::Ptr<X509> cert) {
   return issued;
 }
 
-Result<Authority> Authority::create(const std::filesystem::path& data_dir, const CaInitOptions& options,
-                                    UnixTime now) {
+Result<Authority> Authority::create(const std::filesystem::path& data_dir,
+                                    const CaInitOptions& options, UnixTime now) {
   CaPaths paths(data_dir);
   if (std::filesystem::exists(paths.root_cert) || std::filesystem::exists(paths.root_key)) {
     return make_error(Errc::conflict, "a CA is already initialised in " + paths.dir.string() +
@@ -75,7 +75,8 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir, const
   ONBOARD_CHECK(check_days(options.root_days, "root CA"));
   if (options.intermediate) ONBOARD_CHECK(check_days(options.intermediate_days, "issuing CA"));
   if (!options.crl_url.empty()) {
-    if (auto problem = crl_url_problem(options.crl_url)) return make_error(Errc::invalid_input, *problem);
+    if (auto problem = crl_url_problem(options.crl_url))
+      return make_error(Errc::invalid_input, *problem);
   }
   if (!options.intermediate && options.root_days < 2) {
     return make_error(Errc::invalid_input, "root CA validity is too short to issue anything");
@@ -136,7 +137,8 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir, const
 Result<Authority> Authority::open(const std::filesystem::path& data_dir) {
   CaPaths paths(data_dir);
   if (!std::filesystem::exists(paths.root_cert)) {
-    return make_error(Errc::not_found, "no CA in " + paths.dir.string() + "; run 'onboardctl ca init' first");
+    return make_error(Errc::not_found,
+                      "no CA in " + paths.dir.string() + "; run 'onboardctl ca init' first");
   }
   Authority ca(paths);
   ONBOARD_TRY(ca.root_, read_certificate(paths.root_cert));
@@ -169,7 +171,8 @@ Status Authority::load_signing_key(const Secret* passphrase) {
   }
   if (X509_check_private_key(issuer(), key.value().get()) != 1) {
     ossl::clear_errors();
-    return make_error(Errc::corrupt, path.string() + " does not hold the key of the CA certificate");
+    return make_error(Errc::corrupt,
+                      path.string() + " does not hold the key of the CA certificate");
   }
   signer_ = std::make_unique<KeySigner>(std::move(key).value());
   return ok_status();

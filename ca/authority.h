@@ -30,7 +30,7 @@ struct CaInitOptions {
   std::string intermediate_common_name = "mosquitto-onboard Issuing CA";
   KeyAlg intermediate_key_alg = KeyAlg::rsa3072;
   int intermediate_days = 1825;
-  std::string crl_url;             // written into device and server certificates when set
+  std::string crl_url;                 // written into device and server certificates when set
   const Secret* passphrase = nullptr;  // encrypts the CA key files when set
 };
 
@@ -50,8 +50,8 @@ class Authority {
  public:
   // Creates a new CA under `data_dir`. Refuses (Errc::conflict) if one exists already; on failure
   // nothing of the new CA is left behind.
-  static Result<Authority> create(const std::filesystem::path& data_dir, const CaInitOptions& options,
-                                  UnixTime now);
+  static Result<Authority> create(const std::filesystem::path& data_dir,
+                                  const CaInitOptions& options, UnixTime now);
   // Opens an existing CA's certificates; the signing key is loaded by load_signing_key().
   static Result<Authority> open(const std::filesystem::path& data_dir);
 

@@ -62,7 +62,8 @@ Status add_subject_alt_names(X509* cert, const CertificateRequest& request) {
   for (const auto& dns : request.dns_names) {
     ossl::Ptr<GENERAL_NAME> gn(GENERAL_NAME_new());
     ASN1_IA5STRING* ia5 = ASN1_IA5STRING_new();
-    if (!gn || ia5 == nullptr || ASN1_STRING_set(ia5, dns.data(), static_cast<int>(dns.size())) != 1) {
+    if (!gn || ia5 == nullptr ||
+        ASN1_STRING_set(ia5, dns.data(), static_cast<int>(dns.size())) != 1) {
       ASN1_IA5STRING_free(ia5);
       return ossl::error("cannot encode DNS name");
     }
@@ -78,7 +79,8 @@ Status add_subject_alt_names(X509* cert, const CertificateRequest& request) {
       return ossl::error(Errc::invalid_input, "cannot encode IP address " + ip);
     }
     GENERAL_NAME_set0_value(gn.get(), GEN_IPADD, octets);
-    if (sk_GENERAL_NAME_push(names.get(), gn.get()) == 0) return ossl::error("cannot add IP address");
+    if (sk_GENERAL_NAME_push(names.get(), gn.get()) == 0)
+      return ossl::error("cannot add IP address");
     gn.release();
   }
   if (X509_add1_ext_i2d(cert, NID_subject_alt_name, names.get(), 0, X509V3_ADD_DEFAULT) != 1) {
@@ -88,7 +90,8 @@ Status add_subject_alt_names(X509* cert, const CertificateRequest& request) {
 }
 
 Status check_request(const CertificateRequest& request, const X509* issuer) {
-  if (request.public_key == nullptr) return make_error(Errc::invalid_input, "no subject public key");
+  if (request.public_key == nullptr)
+    return make_error(Errc::invalid_input, "no subject public key");
   ONBOARD_CHECK(check_acceptable_key(request.public_key));
   if (request.profile == Profile::device) {
     if (auto problem = device_id_problem(request.common_name)) {
@@ -116,7 +119,8 @@ Status check_request(const CertificateRequest& request, const X509* issuer) {
   }
   if (request.profile == Profile::server) {
     if (request.dns_names.empty() && request.ip_addresses.empty()) {
-      return make_error(Errc::invalid_input, "a server certificate needs at least one DNS name or IP address");
+      return make_error(Errc::invalid_input,
+                        "a server certificate needs at least one DNS name or IP address");
     }
     for (const auto& dns : request.dns_names) {
       if (auto problem = dns_name_problem(dns)) return make_error(Errc::invalid_input, *problem);
@@ -125,10 +129,12 @@ Status check_request(const CertificateRequest& request, const X509* issuer) {
       if (auto problem = ip_address_problem(ip)) return make_error(Errc::invalid_input, *problem);
     }
   } else if (!request.dns_names.empty() || !request.ip_addresses.empty()) {
-    return make_error(Errc::invalid_input, "DNS names and IP addresses belong in server certificates only");
+    return make_error(Errc::invalid_input,
+                      "DNS names and IP addresses belong in server certificates only");
   }
   if (!request.crl_url.empty()) {
-    if (auto problem = crl_url_problem(request.crl_url)) return make_error(Errc::invalid_input, *problem);
+    if (auto problem = crl_url_problem(request.crl_url))
+      return make_error(Errc::invalid_input, *problem);
   }
   if (request.path_length < 0 || request.path_length > 8) {
     return make_error(Errc::invalid_input, "CA path length must be between 0 and 8");
@@ -138,28 +144,31 @@ Status check_request(const CertificateRequest& request, const X509* issuer) {
 
 Status add_profile_extensions(X509* cert, const CertificateRequest& request, const X509* issuer) {
   X509V3_CTX ctx;
-  X509V3_set_ctx(&ctx, issuer != nullptr ? const_cast<X509*>(issuer) : cert, cert, nullptr, nullptr, 0);
+  X509V3_set_ctx(&ctx, issuer != nullptr ? const_cast<X509*>(issuer) : cert, cert, nullptr, nullptr,
+                 0);
   const bool rsa = is_rsa(request.public_key);
   switch (request.profile) {
     case Profile::root_ca:
     case Profile::intermediate_ca:
-      ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_basic_constraints,
-                                       "critical,CA:TRUE,pathlen:" + std::to_string(request.path_length)));
+      ONBOARD_CHECK(
+          add_conf_extension(cert, &ctx, NID_basic_constraints,
+                             "critical,CA:TRUE,pathlen:" + std::to_string(request.path_length)));
       ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign"));
       break;
     case Profile::device:
       ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_basic_constraints, "critical,CA:FALSE"));
-      // keyEncipherment is meaningful for RSA key transport only; on EC or Ed25519 keys it is wrong.
-      ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_key_usage,
-                                       rsa ? "critical,digitalSignature,keyEncipherment"
-                                           : "critical,digitalSignature"));
+      // keyEncipherment is meaningful for RSA key transport only; on EC or Ed25519 keys it is
+      // wrong.
+      ONBOARD_CHECK(add_conf_extension(
+          cert, &ctx, NID_key_usage,
+          rsa ? "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature"));
       ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_ext_key_usage, "clientAuth"));
       break;
     case Profile::server:
       ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_basic_constraints, "critical,CA:FALSE"));
-      ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_key_usage,
-                                       rsa ? "critical,digitalSignature,keyEncipherment"
-                                           : "critical,digitalSignature"));
+      ONBOARD_CHECK(add_conf_extension(
+          cert, &ctx, NID_key_usage,
+          rsa ? "critical,digitalSignature,keyEncipherment" : "critical,digitalSignature"));
       ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_ext_key_usage, "serverAuth"));
       ONBOARD_CHECK(add_subject_alt_names(cert, request));
       break;
@@ -167,7 +176,8 @@ Status add_profile_extensions(X509* cert, const CertificateRequest& request, con
   ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_subject_key_identifier, "hash"));
   ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_authority_key_identifier, "keyid:always"));
   if (!request.crl_url.empty() && request.profile != Profile::root_ca) {
-    ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_crl_distribution_points, "URI:" + request.crl_url));
+    ONBOARD_CHECK(
+        add_conf_extension(cert, &ctx, NID_crl_distribution_points, "URI:" + request.crl_url));
   }
   return ok_status();
 }
@@ -223,11 +233,13 @@ UnixTime unix_now() noexcept {
 }
 
 std::optional<std::string> dns_name_problem(std::string_view name) {
-  if (name.empty() || name.size() > 253) return "DNS name '" + std::string(name) + "' has a bad length";
+  if (name.empty() || name.size() > 253)
+    return "DNS name '" + std::string(name) + "' has a bad length";
   std::size_t label = 0;
   for (std::size_t i = 0; i <= name.size(); ++i) {
     if (i == name.size() || name[i] == '.') {
-      if (label == 0 || label > 63) return "DNS name '" + std::string(name) + "' has an empty or overlong label";
+      if (label == 0 || label > 63)
+        return "DNS name '" + std::string(name) + "' has an empty or overlong label";
       if (name[i - 1] == '-' || name[i - label] == '-') {
         return "DNS name '" + std::string(name) + "' has a label starting or ending with '-'";
       }
@@ -235,8 +247,10 @@ std::optional<std::string> dns_name_problem(std::string_view name) {
       continue;
     }
     char c = name[i];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
-    if (!ok) return "DNS name '" + std::string(name) + "' may hold only letters, digits, '-' and '.'";
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+    if (!ok)
+      return "DNS name '" + std::string(name) + "' may hold only letters, digits, '-' and '.'";
     ++label;
   }
   return std::nullopt;
@@ -257,9 +271,12 @@ std::optional<std::string> crl_url_problem(std::string_view url) {
   }
   if (url.size() > 2048) return "CRL URL is longer than 2048 characters";
   for (char c : url) {
-    // A comma would end the URI in OpenSSL's extension syntax; whitespace and quotes are never valid.
-    if (c == ',' || c == '"' || c == '\\' || c == '<' || c == '>' || !is_printable_ascii({&c, 1}) || c == ' ') {
-      return "CRL URL contains a character that is not allowed in a URI: '" + std::string(1, c) + "'";
+    // A comma would end the URI in OpenSSL's extension syntax; whitespace and quotes are never
+    // valid.
+    if (c == ',' || c == '"' || c == '\\' || c == '<' || c == '>' || !is_printable_ascii({&c, 1}) ||
+        c == ' ') {
+      return "CRL URL contains a character that is not allowed in a URI: '" + std::string(1, c) +
+             "'";
     }
   }
   return std::nullopt;
@@ -279,7 +296,8 @@ Result<ossl::Ptr<X509>> issue_certificate(const CertificateRequest& request, con
   ONBOARD_CHECK(check_request(request, issuer));
   if (issuer != nullptr && X509_check_private_key(issuer, signer.public_key()) != 1) {
     ossl::clear_errors();
-    return make_error(Errc::internal, "the signing key does not belong to the issuing CA certificate");
+    return make_error(Errc::internal,
+                      "the signing key does not belong to the issuing CA certificate");
   }
   if (issuer == nullptr && !same_public_key(request.public_key, signer.public_key())) {
     return make_error(Errc::internal, "a self-signed certificate must be signed with its own key");
@@ -287,16 +305,21 @@ Result<ossl::Ptr<X509>> issue_certificate(const CertificateRequest& request, con
 
   ossl::Ptr<X509> cert(X509_new());
   if (!cert) return ossl::error("cannot allocate a certificate");
-  if (X509_set_version(cert.get(), X509_VERSION_3) != 1) return ossl::error("cannot set the version");
+  if (X509_set_version(cert.get(), X509_VERSION_3) != 1)
+    return ossl::error("cannot set the version");
   ONBOARD_CHECK(set_random_serial(cert.get()));
 
   ONBOARD_TRY(auto subject, make_name(request));
-  if (X509_set_subject_name(cert.get(), subject.get()) != 1) return ossl::error("cannot set the subject");
+  if (X509_set_subject_name(cert.get(), subject.get()) != 1)
+    return ossl::error("cannot set the subject");
   const X509_NAME* issuer_name = issuer != nullptr ? X509_get_subject_name(issuer) : subject.get();
-  if (X509_set_issuer_name(cert.get(), issuer_name) != 1) return ossl::error("cannot set the issuer");
+  if (X509_set_issuer_name(cert.get(), issuer_name) != 1)
+    return ossl::error("cannot set the issuer");
 
-  if (ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(request.not_before)) == nullptr ||
-      ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(request.not_after)) == nullptr) {
+  if (ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(request.not_before)) ==
+          nullptr ||
+      ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(request.not_after)) ==
+          nullptr) {
     return ossl::error("cannot set the validity period");
   }
   if (X509_set_pubkey(cert.get(), const_cast<EVP_PKEY*>(request.public_key)) != 1) {
@@ -343,7 +366,9 @@ std::string serial_hex(const X509* cert) {
   return out;
 }
 
-std::string subject_common_name(const X509* cert) { return common_name(X509_get_subject_name(cert)); }
+std::string subject_common_name(const X509* cert) {
+  return common_name(X509_get_subject_name(cert));
+}
 
 std::string certificate_to_pem(const X509* cert) {
   ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
@@ -365,7 +390,8 @@ Result<std::vector<ossl::Ptr<X509>>> certificates_from_pem(std::string_view pem)
   auto bio = ossl::mem_reader(pem);
   if (!bio) return ossl::error("cannot read certificates");
   std::vector<ossl::Ptr<X509>> out;
-  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(cert);
+  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr))
+    out.emplace_back(cert);
   ossl::clear_errors();  // the read that ends the loop always leaves "no start line" queued
   if (out.empty()) return make_error(Errc::invalid_input, "no PEM certificate found");
   return out;

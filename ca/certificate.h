@@ -27,8 +27,8 @@ enum class Profile {
 struct CertificateRequest {
   Profile profile = Profile::device;
   std::string common_name;
-  std::string organization;               // optional O= in the subject
-  const EVP_PKEY* public_key = nullptr;   // borrowed: the subject's key
+  std::string organization;              // optional O= in the subject
+  const EVP_PKEY* public_key = nullptr;  // borrowed: the subject's key
   UnixTime not_before = 0;
   UnixTime not_after = 0;
   std::vector<std::string> dns_names;     // server profile
@@ -52,11 +52,11 @@ struct CertificateInfo {
   std::string serial_hex;          // upper-case hex, no separators
   std::string sha256_fingerprint;  // lower-case hex of the DER's SHA-256
   std::string subject_cn;
-  std::string subject;             // RFC 2253 one-line form
+  std::string subject;  // RFC 2253 one-line form
   std::string issuer;
   UnixTime not_before = 0;
   UnixTime not_after = 0;
-  std::string key;                 // describe_key() of the public key
+  std::string key;  // describe_key() of the public key
 };
 CertificateInfo describe_certificate(const X509* cert);
 // The parts of describe_certificate() the broker needs on every connect, one at a time.

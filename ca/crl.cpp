@@ -33,7 +33,8 @@ Result<ossl::Ptr<X509_REVOKED>> make_entry(const RevokedEntry& entry) {
   ossl::Ptr<X509_REVOKED> revoked(X509_REVOKED_new());
   ossl::Ptr<ASN1_INTEGER> serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
   ossl::Ptr<ASN1_TIME> when(ASN1_TIME_set(nullptr, static_cast<time_t>(entry.revoked_at)));
-  if (!revoked || !serial || !when || X509_REVOKED_set_serialNumber(revoked.get(), serial.get()) != 1 ||
+  if (!revoked || !serial || !when ||
+      X509_REVOKED_set_serialNumber(revoked.get(), serial.get()) != 1 ||
       X509_REVOKED_set_revocationDate(revoked.get(), when.get()) != 1) {
     return ossl::error("cannot build a CRL entry");
   }
@@ -65,7 +66,8 @@ std::string_view revocation_reason_name(RevocationReason reason) noexcept {
 }
 
 Result<ossl::Ptr<X509_CRL>> build_crl(const X509* issuer, const Signer& signer,
-                                      std::span<const RevokedEntry> revoked, const CrlParams& params) {
+                                      std::span<const RevokedEntry> revoked,
+                                      const CrlParams& params) {
   if (params.next_update <= params.this_update) {
     return make_error(Errc::invalid_input, "CRL next update must come after this update");
   }
@@ -76,7 +78,8 @@ Result<ossl::Ptr<X509_CRL>> build_crl(const X509* issuer, const Signer& signer,
   ossl::Ptr<X509_CRL> crl(X509_CRL_new());
   ossl::Ptr<ASN1_TIME> this_update(ASN1_TIME_set(nullptr, static_cast<time_t>(params.this_update)));
   ossl::Ptr<ASN1_TIME> next_update(ASN1_TIME_set(nullptr, static_cast<time_t>(params.next_update)));
-  if (!crl || !this_update || !next_update || X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
+  if (!crl || !this_update || !next_update ||
+      X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2) != 1 ||
       X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(issuer)) != 1 ||
       X509_CRL_set1_lastUpdate(crl.get(), this_update.get()) != 1 ||
       X509_CRL_set1_nextUpdate(crl.get(), next_update.get()) != 1) {
@@ -84,7 +87,8 @@ Result<ossl::Ptr<X509_CRL>> build_crl(const X509* issuer, const Signer& signer,
   }
   for (const auto& entry : revoked) {
     ONBOARD_TRY(auto item, make_entry(entry));
-    if (X509_CRL_add0_revoked(crl.get(), item.get()) != 1) return ossl::error("cannot add a CRL entry");
+    if (X509_CRL_add0_revoked(crl.get(), item.get()) != 1)
+      return ossl::error("cannot add a CRL entry");
     item.release();
   }
 
@@ -95,7 +99,8 @@ Result<ossl::Ptr<X509_CRL>> build_crl(const X509* issuer, const Signer& signer,
   }
   X509V3_CTX ctx;
   X509V3_set_ctx(&ctx, const_cast<X509*>(issuer), nullptr, nullptr, crl.get(), 0);
-  ossl::Ptr<X509_EXTENSION> aki(X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
+  ossl::Ptr<X509_EXTENSION> aki(
+      X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
   if (!aki || X509_CRL_add_ext(crl.get(), aki.get(), -1) != 1) {
     return ossl::error("cannot set the CRL authority key identifier");
   }
@@ -127,7 +132,8 @@ std::string crl_to_der(const X509_CRL* crl) {
 
 Result<ossl::Ptr<X509_CRL>> crl_from_pem(std::string_view pem) {
   auto bio = ossl::mem_reader(pem);
-  ossl::Ptr<X509_CRL> crl(bio ? PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  ossl::Ptr<X509_CRL> crl(bio ? PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)
+                              : nullptr);
   if (!crl) return ossl::error(Errc::invalid_input, "not a PEM CRL");
   return crl;
 }

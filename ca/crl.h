@@ -44,7 +44,8 @@ struct CrlParams {
 // A v2 CRL signed by `signer` for `issuer`, with CRL Number, AKI and a reason code on every
 // entry other than unspecified. Entries are sorted by serial.
 Result<ossl::Ptr<X509_CRL>> build_crl(const X509* issuer, const Signer& signer,
-                                      std::span<const RevokedEntry> revoked, const CrlParams& params);
+                                      std::span<const RevokedEntry> revoked,
+                                      const CrlParams& params);
 
 std::string crl_to_pem(const X509_CRL* crl);
 std::string crl_to_der(const X509_CRL* crl);

@@ -13,7 +13,8 @@ Result<ossl::Ptr<X509_REQ>> csr_from_pem(std::string_view pem) {
     return make_error(Errc::invalid_input, "malformed CSR: no PEM 'CERTIFICATE REQUEST' block");
   }
   auto bio = ossl::mem_reader(pem);
-  ossl::Ptr<X509_REQ> req(bio ? PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  ossl::Ptr<X509_REQ> req(bio ? PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr)
+                              : nullptr);
   if (!req) return ossl::error(Errc::invalid_input, "malformed CSR");
   return req;
 }

@@ -31,7 +31,8 @@ inline Error make_error(Errc code, std::string message) { return Error{code, std
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit on purpose
+  Result(T value)
+      : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit on purpose
   Result(Error error) : state_(std::in_place_index<1>, std::move(error)) {}  // NOLINT
 
   bool ok() const noexcept { return state_.index() == 0; }
@@ -61,13 +62,13 @@ inline Status ok_status() { return Ok{}; }
 //   ONBOARD_TRY(auto key, load_key(path));
 #define ONBOARD_CONCAT_INNER(a, b) a##b
 #define ONBOARD_CONCAT(a, b) ONBOARD_CONCAT_INNER(a, b)
-#define ONBOARD_TRY_IMPL(tmp, decl, expr) \
-  auto tmp = (expr);                      \
+#define ONBOARD_TRY_IMPL(tmp, decl, expr)       \
+  auto tmp = (expr);                            \
   if (!tmp.ok()) return std::move(tmp).error(); \
   decl = std::move(tmp).value()
 #define ONBOARD_TRY(decl, expr) ONBOARD_TRY_IMPL(ONBOARD_CONCAT(onboard_try_, __LINE__), decl, expr)
-#define ONBOARD_CHECK(expr)                              \
-  do {                                                   \
-    auto onboard_status_ = (expr);                       \
+#define ONBOARD_CHECK(expr)                                               \
+  do {                                                                    \
+    auto onboard_status_ = (expr);                                        \
     if (!onboard_status_.ok()) return std::move(onboard_status_).error(); \
   } while (0)

@@ -77,7 +77,8 @@ Status write_file_atomic(const std::filesystem::path& path, std::string_view dat
   if (overwrite == Overwrite::refuse) {
     if (::renameat2(AT_FDCWD, temp.path().c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
       if (errno == EEXIST) {
-        return make_error(Errc::conflict, path.string() + " exists already; refusing to overwrite it");
+        return make_error(Errc::conflict,
+                          path.string() + " exists already; refusing to overwrite it");
       }
       return io_error("cannot create", path, errno);
     }
@@ -112,8 +113,8 @@ Result<std::string> read_file(const std::filesystem::path& path, std::size_t max
     out.append(buf, static_cast<std::size_t>(n));
     if (out.size() > max_bytes) {
       ::close(fd);
-      return make_error(Errc::invalid_input, path.string() + " is larger than " +
-                                                 std::to_string(max_bytes) + " bytes");
+      return make_error(Errc::invalid_input,
+                        path.string() + " is larger than " + std::to_string(max_bytes) + " bytes");
     }
   }
   ::close(fd);
@@ -125,14 +126,16 @@ Result<Secret> read_secret_file(const std::filesystem::path& path) {
   Secret secret(raw);
   std::fill(raw.begin(), raw.end(), '\0');
   secret.trim_line_end();
-  if (secret.empty()) return make_error(Errc::invalid_input, "passphrase file " + path.string() + " is empty");
+  if (secret.empty())
+    return make_error(Errc::invalid_input, "passphrase file " + path.string() + " is empty");
   return secret;
 }
 
 Result<Secret> read_secret_env(const std::string& variable) {
   const char* value = std::getenv(variable.c_str());
   if (value == nullptr || *value == '\0') {
-    return make_error(Errc::invalid_input, "environment variable " + variable + " is not set or empty");
+    return make_error(Errc::invalid_input,
+                      "environment variable " + variable + " is not set or empty");
   }
   return Secret(value);
 }

@@ -6,14 +6,20 @@ namespace {
 constexpr bool is_alnum(char c) noexcept {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
-constexpr bool is_id_char(char c) noexcept { return is_alnum(c) || c == '.' || c == '_' || c == '-'; }
+constexpr bool is_id_char(char c) noexcept {
+  return is_alnum(c) || c == '.' || c == '_' || c == '-';
+}
 
 std::string describe(char c) {
   switch (c) {
-    case ' ': return "a space";
-    case '\0': return "a NUL byte";
-    case '\t': return "a tab";
-    default: break;
+    case ' ':
+      return "a space";
+    case '\0':
+      return "a NUL byte";
+    case '\t':
+      return "a tab";
+    default:
+      break;
   }
   unsigned char u = static_cast<unsigned char>(c);
   if (u < 0x20 || u >= 0x7f) {

@@ -9,8 +9,9 @@ namespace onboard {
 
 inline constexpr std::size_t kMaxDeviceIdLength = 64;
 
-// A device id is [A-Za-z0-9][A-Za-z0-9._-]{0,63}: it becomes a certificate CN, an MQTT client id and
-// username, and is substituted into topic patterns, so it can never hold / + # $, spaces or NUL.
+// A device id is [A-Za-z0-9][A-Za-z0-9._-]{0,63}: it becomes a certificate CN, an MQTT client id
+// and username, and is substituted into topic patterns, so it can never hold / + # $, spaces or
+// NUL.
 bool is_valid_device_id(std::string_view id) noexcept;
 
 // Why `id` is not a valid device id, in words for the operator; nullopt when it is valid.

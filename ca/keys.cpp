@@ -23,7 +23,8 @@ constexpr std::array<AlgInfo, 6> kAlgs{{{KeyAlg::rsa2048, "rsa2048"},
 std::string ec_group_name(const EVP_PKEY* key) {
   char name[64] = {};
   std::size_t len = 0;
-  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof name, &len) != 1) {
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof name, &len) !=
+      1) {
     ossl::clear_errors();
     return {};
   }
@@ -33,7 +34,8 @@ std::string ec_group_name(const EVP_PKEY* key) {
 // The passphrase callback: hands over the passphrase, or fails instead of prompting on a terminal.
 int passphrase_cb(char* buf, int size, int /*rwflag*/, void* userdata) {
   const auto* secret = static_cast<const Secret*>(userdata);
-  if (secret == nullptr || secret->empty() || secret->size() > static_cast<std::size_t>(size)) return -1;
+  if (secret == nullptr || secret->empty() || secret->size() > static_cast<std::size_t>(size))
+    return -1;
   std::memcpy(buf, secret->view().data(), secret->size());
   return static_cast<int>(secret->size());
 }
@@ -57,14 +59,27 @@ std::string_view key_alg_name(KeyAlg alg) noexcept {
 Result<ossl::Ptr<EVP_PKEY>> generate_key(KeyAlg alg) {
   EVP_PKEY* key = nullptr;
   switch (alg) {
-    case KeyAlg::rsa2048: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{2048}); break;
-    case KeyAlg::rsa3072: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{3072}); break;
-    case KeyAlg::rsa4096: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{4096}); break;
-    case KeyAlg::p256: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
-    case KeyAlg::p384: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
-    case KeyAlg::ed25519: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"); break;
+    case KeyAlg::rsa2048:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{2048});
+      break;
+    case KeyAlg::rsa3072:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{3072});
+      break;
+    case KeyAlg::rsa4096:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{4096});
+      break;
+    case KeyAlg::p256:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+      break;
+    case KeyAlg::p384:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+      break;
+    case KeyAlg::ed25519:
+      key = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+      break;
   }
-  if (key == nullptr) return ossl::error("cannot generate a " + std::string(key_alg_name(alg)) + " key");
+  if (key == nullptr)
+    return ossl::error("cannot generate a " + std::string(key_alg_name(alg)) + " key");
   return ossl::Ptr<EVP_PKEY>(key);
 }
 
@@ -89,8 +104,9 @@ Status check_acceptable_key(const EVP_PKEY* key) {
   if (is_rsa(key)) {
     int bits = EVP_PKEY_get_bits(key);
     if (bits < 2048) {
-      return make_error(Errc::invalid_input, "RSA key of " + std::to_string(bits) +
-                                                 " bits is too weak; at least 2048 bits are required");
+      return make_error(Errc::invalid_input,
+                        "RSA key of " + std::to_string(bits) +
+                            " bits is too weak; at least 2048 bits are required");
     }
     if (bits > 16384) return make_error(Errc::invalid_input, "RSA key larger than 16384 bits");
     return ok_status();
@@ -106,8 +122,9 @@ Status check_acceptable_key(const EVP_PKEY* key) {
                           " is not accepted; use P-256 or P-384");
   }
   if (EVP_PKEY_is_a(key, "ED25519") == 1) return ok_status();
-  return make_error(Errc::invalid_input, "key type " + describe_key(key) +
-                                             " is not accepted; use RSA, EC P-256/P-384 or Ed25519");
+  return make_error(
+      Errc::invalid_input,
+      "key type " + describe_key(key) + " is not accepted; use RSA, EC P-256/P-384 or Ed25519");
 }
 
 const EVP_MD* signing_digest(const EVP_PKEY* key) noexcept {
@@ -127,7 +144,8 @@ Result<Secret> private_key_to_pem(const EVP_PKEY* key, const Secret* passphrase)
     pass = passphrase->c_str();
     pass_len = static_cast<int>(passphrase->size());
   }
-  if (PEM_write_bio_PKCS8PrivateKey(bio.get(), key, cipher, pass, pass_len, nullptr, nullptr) != 1) {
+  if (PEM_write_bio_PKCS8PrivateKey(bio.get(), key, cipher, pass, pass_len, nullptr, nullptr) !=
+      1) {
     return ossl::error("cannot encode the private key");
   }
   char* data = nullptr;
@@ -147,8 +165,8 @@ std::string public_key_to_pem(const EVP_PKEY* key) {
 Result<ossl::Ptr<EVP_PKEY>> private_key_from_pem(std::string_view pem, const Secret* passphrase) {
   auto bio = ossl::mem_reader(pem);
   if (!bio) return ossl::error("cannot read the private key");
-  ossl::Ptr<EVP_PKEY> key(PEM_read_bio_PrivateKey(bio.get(), nullptr, passphrase_cb,
-                                                  const_cast<Secret*>(passphrase)));
+  ossl::Ptr<EVP_PKEY> key(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, passphrase_cb, const_cast<Secret*>(passphrase)));
   if (key) return key;
   const bool encrypted = pem.find("ENCRYPTED") != std::string_view::npos;
   if (encrypted) {

@@ -21,10 +21,10 @@ namespace onboard::ossl {
 template <class T>
 struct Free;
 
-#define ONBOARD_OSSL_FREE(type, fn)                              \
-  template <>                                                    \
-  struct Free<type> {                                            \
-    void operator()(type* p) const noexcept { fn(p); }           \
+#define ONBOARD_OSSL_FREE(type, fn)                    \
+  template <>                                          \
+  struct Free<type> {                                  \
+    void operator()(type* p) const noexcept { fn(p); } \
   }
 ONBOARD_OSSL_FREE(X509, X509_free);
 ONBOARD_OSSL_FREE(X509_REQ, X509_REQ_free);

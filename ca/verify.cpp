@@ -33,8 +33,10 @@ VerifyOutcome verify_certificate(const X509* leaf, std::span<X509* const> interm
   if (options.check_crl) flags |= X509_V_FLAG_CRL_CHECK;
   X509_STORE_CTX_set_flags(ctx.get(), flags);
   if (options.at != 0) X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(options.at));
-  if (options.purpose == Purpose::tls_client) X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_CLIENT);
-  if (options.purpose == Purpose::tls_server) X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
+  if (options.purpose == Purpose::tls_client)
+    X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_CLIENT);
+  if (options.purpose == Purpose::tls_server)
+    X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
 
   int rc = X509_verify_cert(ctx.get());
   int code = X509_STORE_CTX_get_error(ctx.get());

@@ -19,7 +19,8 @@ Result<long> parse_number(const std::string& key, const std::string& value, long
 Result<bool> parse_bool(const std::string& key, const std::string& value) {
   if (value == "true" || value == "1" || value == "yes") return true;
   if (value == "false" || value == "0" || value == "no") return false;
-  return make_error(Errc::invalid_input, "plugin_opt_" + key + " must be true or false, not '" + value + "'");
+  return make_error(Errc::invalid_input,
+                    "plugin_opt_" + key + " must be true or false, not '" + value + "'");
 }
 
 }  // namespace
@@ -29,11 +30,13 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
   for (const auto& [key, raw] : options) {
     // Mosquitto keeps trailing spaces in option values; they are never meaningful here.
     std::string value = raw;
-    while (!value.empty() && (value.back() == ' ' || value.back() == '\t' || value.back() == '\r')) value.pop_back();
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t' || value.back() == '\r'))
+      value.pop_back();
     if (key == "registry") {
       if (value.empty() || value.front() != '/') {
         return make_error(Errc::invalid_input,
-                          "plugin_opt_registry must be an absolute path (the broker's working directory is not ours)");
+                          "plugin_opt_registry must be an absolute path (the broker's working "
+                          "directory is not ours)");
       }
       config.registry = value;
     } else if (key == "refresh_interval_ms") {
@@ -43,10 +46,15 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
       ONBOARD_TRY(long s, parse_number(key, value, 1, 86400));
       config.staleness_limit = std::chrono::seconds(s);
     } else if (key == "log_acl") {
-      if (value == "none") config.log_acl = AclLogging::none;
-      else if (value == "denied") config.log_acl = AclLogging::denied;
-      else if (value == "all") config.log_acl = AclLogging::all;
-      else return make_error(Errc::invalid_input, "plugin_opt_log_acl must be none, denied or all, not '" + value + "'");
+      if (value == "none")
+        config.log_acl = AclLogging::none;
+      else if (value == "denied")
+        config.log_acl = AclLogging::denied;
+      else if (value == "all")
+        config.log_acl = AclLogging::all;
+      else
+        return make_error(Errc::invalid_input,
+                          "plugin_opt_log_acl must be none, denied or all, not '" + value + "'");
     } else if (key == "log_connections") {
       ONBOARD_TRY(config.log_connections, parse_bool(key, value));
     } else {
@@ -54,10 +62,12 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
     }
   }
   if (config.registry.empty()) {
-    return make_error(Errc::invalid_input, "plugin_opt_registry is required: the path of the registry database");
+    return make_error(Errc::invalid_input,
+                      "plugin_opt_registry is required: the path of the registry database");
   }
   if (config.staleness_limit <= config.refresh_interval) {
-    return make_error(Errc::invalid_input, "plugin_opt_staleness_limit_s must be longer than the refresh interval");
+    return make_error(Errc::invalid_input,
+                      "plugin_opt_staleness_limit_s must be longer than the refresh interval");
   }
   return config;
 }

@@ -14,11 +14,11 @@ namespace onboard::plugin {
 enum class AclLogging { none, denied, all };
 
 struct Config {
-  std::string registry;                                     // plugin_opt_registry (required)
-  std::chrono::milliseconds refresh_interval{50};           // plugin_opt_refresh_interval_ms
-  std::chrono::seconds staleness_limit{60};                 // plugin_opt_staleness_limit_s
-  AclLogging log_acl = AclLogging::none;                    // plugin_opt_log_acl
-  bool log_connections = true;                              // plugin_opt_log_connections
+  std::string registry;                            // plugin_opt_registry (required)
+  std::chrono::milliseconds refresh_interval{50};  // plugin_opt_refresh_interval_ms
+  std::chrono::seconds staleness_limit{60};        // plugin_opt_staleness_limit_s
+  AclLogging log_acl = AclLogging::none;           // plugin_opt_log_acl
+  bool log_connections = true;                     // plugin_opt_log_connections
 };
 
 // Unknown keys, bad values and a missing registry are errors: a typo in a security setting must

@@ -38,7 +38,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kPrefix = "onboard: ";
 
-void log(int level, const std::string& message) { mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str()); }
+void log(int level, const std::string& message) {
+  mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str());
+}
 
 // Identifies the registry file, so that a deleted or replaced file is noticed: an open SQLite
 // connection would otherwise go on reading the old, unlinked one.
@@ -78,9 +80,14 @@ struct Handover {
 class Watcher {
  public:
   Watcher(plugin::Config config, std::unique_ptr<registry::Store> store, FileId id,
-          std::shared_ptr<const Snapshot> snapshot, Handover& handover, std::atomic<Clock::rep>& last_ok)
-      : config_(std::move(config)), store_(std::move(store)), file_(id), current_(std::move(snapshot)),
-        handover_(handover), last_ok_(last_ok) {}
+          std::shared_ptr<const Snapshot> snapshot, Handover& handover,
+          std::atomic<Clock::rep>& last_ok)
+      : config_(std::move(config)),
+        store_(std::move(store)),
+        file_(id),
+        current_(std::move(snapshot)),
+        handover_(handover),
+        last_ok_(last_ok) {}
 
   void run(std::stop_token stop) {
     std::mutex m;
@@ -120,7 +127,8 @@ class Watcher {
     std::vector<std::string> kicks;
     const Snapshot& next = *snapshot.value();
     current_->for_each_device([&](const registry::DeviceAccess& before) {
-      if (registry::must_disconnect(before, next.find_device(before.id))) kicks.push_back(before.id);
+      if (registry::must_disconnect(before, next.find_device(before.id)))
+        kicks.push_back(before.id);
     });
     store_ = std::move(store).value();
     file_ = *id;
@@ -133,7 +141,8 @@ class Watcher {
 
   void failed(const std::string& why) {
     if (!failing_) {
-      handover_.post_log(MOSQ_LOG_ERR, "cannot read the registry (keeping the last good snapshot): " + why);
+      handover_.post_log(MOSQ_LOG_ERR,
+                         "cannot read the registry (keeping the last good snapshot): " + why);
     }
     failing_ = true;
   }
@@ -156,16 +165,20 @@ class Plugin {
  public:
   static Result<std::unique_ptr<Plugin>> create(plugin::Config config) {
     auto id = file_id(config.registry);
-    if (!id) return make_error(Errc::not_found, "registry " + config.registry + " does not exist or cannot be read");
-    ONBOARD_TRY(auto store, registry::open_sqlite_store(config.registry, registry::OpenMode::read_only));
+    if (!id)
+      return make_error(Errc::not_found,
+                        "registry " + config.registry + " does not exist or cannot be read");
+    ONBOARD_TRY(auto store,
+                registry::open_sqlite_store(config.registry, registry::OpenMode::read_only));
     ONBOARD_TRY(auto snapshot, registry::load_snapshot(*store));
     auto plugin = std::unique_ptr<Plugin>(new Plugin(config));
     plugin->snapshot_ = snapshot;
     plugin->last_ok_.store(Clock::now().time_since_epoch().count());
-    log(MOSQ_LOG_NOTICE, "registry " + config.registry + ": " + std::to_string(snapshot->device_count()) +
-                             " devices, change " + std::to_string(snapshot->change_seq()));
-    auto watcher = std::make_shared<Watcher>(config, std::move(store), *id, snapshot, plugin->handover_,
-                                             plugin->last_ok_);
+    log(MOSQ_LOG_NOTICE, "registry " + config.registry + ": " +
+                             std::to_string(snapshot->device_count()) + " devices, change " +
+                             std::to_string(snapshot->change_seq()));
+    auto watcher = std::make_shared<Watcher>(config, std::move(store), *id, snapshot,
+                                             plugin->handover_, plugin->last_ok_);
     plugin->worker_ = std::jthread([watcher](std::stop_token stop) { watcher->run(stop); });
     return plugin;
   }
@@ -179,18 +192,21 @@ class Plugin {
     }
     const char* id = mosquitto_client_id(event.client);
     const std::string client_id = id != nullptr ? id : "";
-    auto verdict = snapshot_->connect_verdict({fingerprint, cn, client_id}, std::time(nullptr), stale());
+    auto verdict =
+        snapshot_->connect_verdict({fingerprint, cn, client_id}, std::time(nullptr), stale());
     if (!verdict.accepted()) {
       if (config_.log_connections) {
         log(MOSQ_LOG_WARNING, "refused client '" + client_id + "' (device '" +
-                                  std::string(verdict.device_id.empty() ? cn : verdict.device_id) + "', serial " +
+                                  std::string(verdict.device_id.empty() ? cn : verdict.device_id) +
+                                  "', serial " +
                                   (cert ? serial_hex(cert.get()) : std::string("none")) +
                                   "): " + std::string(registry::to_string(verdict.reason)));
       }
       return MOSQ_ERR_AUTH;
     }
     // The username becomes the device id, whatever the client sent: ACL checks key on it.
-    if (mosquitto_set_username(event.client, std::string(verdict.device_id).c_str()) != MOSQ_ERR_SUCCESS) {
+    if (mosquitto_set_username(event.client, std::string(verdict.device_id).c_str()) !=
+        MOSQ_ERR_SUCCESS) {
       log(MOSQ_LOG_ERR, "cannot set the username of client '" + client_id + "'; refusing it");
       return MOSQ_ERR_AUTH;
     }
@@ -201,23 +217,34 @@ class Plugin {
   int on_acl_check(const mosquitto_evt_acl_check& event) {
     acl::Access access;
     switch (event.access) {
-      case MOSQ_ACL_WRITE: access = acl::kPublish; break;
-      case MOSQ_ACL_READ: access = acl::kRead; break;
-      case MOSQ_ACL_SUBSCRIBE: access = acl::kSubscribe; break;
-      case MOSQ_ACL_UNSUBSCRIBE: return MOSQ_ERR_SUCCESS;  // dropping a subscription grants nothing
-      default: return MOSQ_ERR_ACL_DENIED;
+      case MOSQ_ACL_WRITE:
+        access = acl::kPublish;
+        break;
+      case MOSQ_ACL_READ:
+        access = acl::kRead;
+        break;
+      case MOSQ_ACL_SUBSCRIBE:
+        access = acl::kSubscribe;
+        break;
+      case MOSQ_ACL_UNSUBSCRIBE:
+        return MOSQ_ERR_SUCCESS;  // dropping a subscription grants nothing
+      default:
+        return MOSQ_ERR_ACL_DENIED;
     }
     const char* username = mosquitto_client_username(event.client);
     const char* client_id = mosquitto_client_id(event.client);
     if (username == nullptr || event.topic == nullptr) return MOSQ_ERR_ACL_DENIED;
-    auto evaluation = snapshot_->check_access(username, client_id != nullptr ? client_id : "", access, event.topic);
+    auto evaluation = snapshot_->check_access(username, client_id != nullptr ? client_id : "",
+                                              access, event.topic);
     const bool allowed = evaluation.decision == acl::Decision::allow;
-    if (config_.log_acl == plugin::AclLogging::all || (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
-      log(MOSQ_LOG_INFO, std::string(allowed ? "allowed " : "denied ") + acl::access_name(access) + " '" +
-                             event.topic + "' for '" + username + "' (" +
-                             (evaluation.rule != nullptr ? "rule " + std::to_string(evaluation.rule->id)
-                                                         : std::string("no rule")) +
-                             ")");
+    if (config_.log_acl == plugin::AclLogging::all ||
+        (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
+      log(MOSQ_LOG_INFO,
+          std::string(allowed ? "allowed " : "denied ") + acl::access_name(access) + " '" +
+              event.topic + "' for '" + username + "' (" +
+              (evaluation.rule != nullptr ? "rule " + std::to_string(evaluation.rule->id)
+                                          : std::string("no rule")) +
+              ")");
     }
     return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
   }
@@ -227,7 +254,9 @@ class Plugin {
     const bool now_stale = stale();
     if (now_stale != reported_stale_) {
       reported_stale_ = now_stale;
-      if (now_stale) log(MOSQ_LOG_ERR, "registry not read for longer than the staleness limit: refusing new connections");
+      if (now_stale)
+        log(MOSQ_LOG_ERR,
+            "registry not read for longer than the staleness limit: refusing new connections");
     }
     return MOSQ_ERR_SUCCESS;
   }
@@ -236,7 +265,8 @@ class Plugin {
   int on_ext_auth(const mosquitto_evt_extended_auth& event) {
     const char* id = mosquitto_client_id(event.client);
     log(MOSQ_LOG_WARNING, std::string("refused client '") + (id != nullptr ? id : "") +
-                              "': MQTT v5 enhanced authentication is not supported; devices authenticate with their certificate");
+                              "': MQTT v5 enhanced authentication is not supported; devices "
+                              "authenticate with their certificate");
     return MOSQ_ERR_AUTH;
   }
 
@@ -303,7 +333,8 @@ int reload_callback(int, void*, void*) noexcept { return MOSQ_ERR_PLUGIN_DEFER; 
 // ACL denials must be MOSQ_ERR_ACL_DENIED, not AUTH: wrap the ACL callback separately.
 int acl_callback(int, void* event_data, void* userdata) noexcept {
   try {
-    return static_cast<Plugin*>(userdata)->on_acl_check(*static_cast<const mosquitto_evt_acl_check*>(event_data));
+    return static_cast<Plugin*>(userdata)->on_acl_check(
+        *static_cast<const mosquitto_evt_acl_check*>(event_data));
   } catch (...) {
     return MOSQ_ERR_ACL_DENIED;
   }
@@ -324,7 +355,8 @@ constexpr Registration kCallbacks[] = {
 mosquitto_plugin_id_t* g_identifier = nullptr;
 
 void unregister_all(mosquitto_plugin_id_t* identifier) {
-  for (const auto& r : kCallbacks) mosquitto_callback_unregister(identifier, r.event, r.callback, nullptr);
+  for (const auto& r : kCallbacks)
+    mosquitto_callback_unregister(identifier, r.event, r.callback, nullptr);
 }
 
 // In Mosquitto 2.0 the identifier holds the listener a plugin belongs to: NULL when plugins are
@@ -346,16 +378,21 @@ __attribute__((visibility("default"))) int mosquitto_plugin_version(int supporte
   return -1;
 }
 
-__attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
-                                                                  struct mosquitto_opt* options, int option_count) {
+__attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier,
+                                                                 void** userdata,
+                                                                 struct mosquitto_opt* options,
+                                                                 int option_count) {
   try {
     if (per_listener(identifier)) {
-      log(MOSQ_LOG_ERR, "per_listener_settings true is not supported: set it to false (the plugin needs the broker tick)");
+      log(MOSQ_LOG_ERR,
+          "per_listener_settings true is not supported: set it to false (the plugin needs the "
+          "broker tick)");
       return MOSQ_ERR_NOT_SUPPORTED;
     }
     std::vector<std::pair<std::string, std::string>> pairs;
     for (int i = 0; i < option_count; ++i) {
-      pairs.emplace_back(options[i].key != nullptr ? options[i].key : "", options[i].value != nullptr ? options[i].value : "");
+      pairs.emplace_back(options[i].key != nullptr ? options[i].key : "",
+                         options[i].value != nullptr ? options[i].value : "");
     }
     auto config = plugin::parse_config(pairs);
     if (!config.ok()) {
@@ -368,9 +405,11 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
       return MOSQ_ERR_UNKNOWN;
     }
     for (const auto& r : kCallbacks) {
-      int rc = mosquitto_callback_register(identifier, r.event, r.callback, nullptr, plugin.value().get());
+      int rc = mosquitto_callback_register(identifier, r.event, r.callback, nullptr,
+                                           plugin.value().get());
       if (rc != MOSQ_ERR_SUCCESS) {
-        log(MOSQ_LOG_ERR, "cannot register callback for event " + std::to_string(r.event) + ": " + mosquitto_strerror(rc));
+        log(MOSQ_LOG_ERR, "cannot register callback for event " + std::to_string(r.event) + ": " +
+                              mosquitto_strerror(rc));
         unregister_all(identifier);
         return rc;
       }
@@ -386,7 +425,8 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
   return MOSQ_ERR_UNKNOWN;
 }
 
-__attribute__((visibility("default"))) int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt*, int) {
+__attribute__((visibility("default"))) int mosquitto_plugin_cleanup(void* userdata,
+                                                                    struct mosquitto_opt*, int) {
   try {
     if (g_identifier != nullptr) unregister_all(g_identifier);
     delete static_cast<Plugin*>(userdata);

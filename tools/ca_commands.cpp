@@ -10,6 +10,7 @@
 #include "ca/files.h"
 #include "ca/identity.h"
 #include "ca/verify.h"
+#include "tools/credentials.h"
 
 namespace onboard::cli {
 namespace {
@@ -21,44 +22,18 @@ std::string key_alg_help(const char* what, const char* default_alg) {
          default_alg + ")";
 }
 
-Result<KeyAlg> key_alg_option(const std::string& name) {
-  if (auto alg = parse_key_alg(name)) return *alg;
-  return make_error(Errc::invalid_input,
-                    "unknown key algorithm '" + name + "'; choose one of " + std::string(kKeyAlgNames));
+Result<Authority> open_signing_ca(const GlobalOptions& global, const PassphraseSource& source) {
+  return cli::open_signing_ca(data_dir(global), source);
 }
 
-Status check_validity_days(int days) {
-  if (days < 1 || days > 3650) return make_error(Errc::invalid_input, "--days must be 1 to 3650");
-  return ok_status();
-}
-
-// Writes a private key (0600) and its certificate (0644), the key first. If the certificate cannot
-// be written the key is removed again: the operator never finds half a credential.
+// A key made here (0600) and its certificate (0644), both or neither.
 Status write_credential(const std::filesystem::path& cert_path, const std::string& cert_pem,
                         const std::filesystem::path* key_path, const Secret* key_pem, bool force) {
-  const Overwrite mode = force ? Overwrite::replace : Overwrite::refuse;
-  if (!force) {
-    // Check both before writing either, so a refusal leaves nothing behind.
-    for (const auto* path : {&cert_path, key_path}) {
-      if (path != nullptr && std::filesystem::exists(*path)) {
-        return make_error(Errc::conflict, path->string() + " exists already; pass --force to replace it");
-      }
-    }
-  }
-  if (key_path != nullptr) ONBOARD_CHECK(write_file_atomic(*key_path, key_pem->view(), 0600, mode));
-  auto written = write_file_atomic(cert_path, cert_pem, 0644, mode);
-  if (!written.ok() && key_path != nullptr) {
-    std::error_code ignored;
-    std::filesystem::remove(*key_path, ignored);
-  }
-  return written;
-}
-
-Result<Authority> open_signing_ca(const GlobalOptions& global, const PassphraseSource& source) {
-  ONBOARD_TRY(auto ca, Authority::open(data_dir(global)));
-  ONBOARD_TRY(auto passphrase, source.read());
-  ONBOARD_CHECK(ca.load_signing_key(passphrase ? &*passphrase : nullptr));
-  return ca;
+  std::vector<OutputFile> files;
+  if (key_path != nullptr) files.push_back({*key_path, Secret(key_pem->view()), 0600});
+  files.push_back({cert_path, Secret(cert_pem), 0644});
+  CredentialWriter writer;
+  return writer.write(std::move(files), force);
 }
 
 void print_issued(const IssuedCertificate& issued, const std::filesystem::path& cert_path) {
@@ -76,20 +51,26 @@ void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
     PassphraseSource passphrase;
   };
   auto opts = std::make_shared<Opts>();
-  auto* cmd = ca.add_subcommand("init", "Create the root CA (and optionally an issuing intermediate)");
+  auto* cmd =
+      ca.add_subcommand("init", "Create the root CA (and optionally an issuing intermediate)");
   cmd->add_option("--key-alg", opts->key_alg, key_alg_help("the root CA key", "rsa3072"));
-  cmd->add_option("--name", opts->init.common_name, "Common name of the root CA")->capture_default_str();
+  cmd->add_option("--name", opts->init.common_name, "Common name of the root CA")
+      ->capture_default_str();
   cmd->add_option("--org", opts->init.organization, "Organization (O) in the CA subjects");
-  cmd->add_option("--days", opts->init.root_days, "Validity of the root CA in days")->capture_default_str();
-  cmd->add_flag("--intermediate", opts->init.intermediate,
-                "Also create an issuing CA signed by the root; it signs devices and servers, so the "
-                "root key can be kept offline");
+  cmd->add_option("--days", opts->init.root_days, "Validity of the root CA in days")
+      ->capture_default_str();
+  cmd->add_flag(
+      "--intermediate", opts->init.intermediate,
+      "Also create an issuing CA signed by the root; it signs devices and servers, so the "
+      "root key can be kept offline");
   cmd->add_option("--intermediate-key-alg", opts->intermediate_key_alg,
                   key_alg_help("the issuing CA key", "rsa3072"));
-  cmd->add_option("--intermediate-days", opts->init.intermediate_days, "Validity of the issuing CA in days")
+  cmd->add_option("--intermediate-days", opts->init.intermediate_days,
+                  "Validity of the issuing CA in days")
       ->capture_default_str();
-  cmd->add_option("--crl-url", opts->init.crl_url,
-                  "CRL distribution point URL written into every certificate issued (http or https)");
+  cmd->add_option(
+      "--crl-url", opts->init.crl_url,
+      "CRL distribution point URL written into every certificate issued (http or https)");
   opts->passphrase.add_to(*cmd, "the new CA keys (they are encrypted when given)");
   cmd->callback([&global, &exit_code, opts] {
     exit_code = run_action([&]() -> Result<int> {
@@ -113,7 +94,8 @@ void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
 }
 
 void add_cert(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
-  auto* cmd = ca.add_subcommand("cert", "Print the CA chain (PEM) that the broker and clients trust");
+  auto* cmd =
+      ca.add_subcommand("cert", "Print the CA chain (PEM) that the broker and clients trust");
   cmd->callback([&global, &exit_code] {
     exit_code = run_action([&]() -> Result<int> {
       ONBOARD_TRY(auto authority, Authority::open(data_dir(global)));
@@ -131,15 +113,17 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
     PassphraseSource passphrase;
   };
   auto opts = std::make_shared<Opts>();
-  auto* cmd = ca.add_subcommand(
-      "issue",
-      "Issue a device certificate, from the device's CSR (--csr) or with a key made here (--device)");
-  auto* csr = cmd->add_option("--csr", opts->csr, "PEM CSR made by the device; its CN is the device id");
+  auto* cmd = ca.add_subcommand("issue",
+                                "Issue a device certificate, from the device's CSR (--csr) or with "
+                                "a key made here (--device)");
+  auto* csr =
+      cmd->add_option("--csr", opts->csr, "PEM CSR made by the device; its CN is the device id");
   auto* device = cmd->add_option("--device", opts->device, "Device id, when the key is made here");
   csr->excludes(device);
   cmd->add_option("--key-alg", opts->key_alg, key_alg_help("a key made here", "rsa2048"));
   cmd->add_option("--cert-out", opts->cert_out, "Where to write the certificate (PEM)")->required();
-  cmd->add_option("--key-out", opts->key_out, "Where to write a key made here (PKCS#8 PEM, mode 0600)");
+  cmd->add_option("--key-out", opts->key_out,
+                  "Where to write a key made here (PKCS#8 PEM, mode 0600)");
   cmd->add_option("--days", opts->days, "Validity in days")->capture_default_str();
   cmd->add_flag("--force", opts->force, "Replace existing output files");
   opts->passphrase.add_to(*cmd, "the CA key");
@@ -149,10 +133,12 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
         return make_error(Errc::invalid_input, "give either --csr FILE or --device ID");
       }
       if (!opts->csr.empty() && !opts->key_out.empty()) {
-        return make_error(Errc::invalid_input, "--key-out goes with --device: with --csr the key stays on the device");
+        return make_error(Errc::invalid_input,
+                          "--key-out goes with --device: with --csr the key stays on the device");
       }
       if (!opts->device.empty() && opts->key_out.empty()) {
-        return make_error(Errc::invalid_input, "--device makes a key here; say where it goes with --key-out FILE");
+        return make_error(Errc::invalid_input,
+                          "--device makes a key here; say where it goes with --key-out FILE");
       }
       ONBOARD_CHECK(check_validity_days(opts->days));
       ONBOARD_TRY(KeyAlg alg, key_alg_option(opts->key_alg));
@@ -169,7 +155,8 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
         device_id = checked->device_id;
         public_key = std::move(checked->public_key);
       } else {
-        if (auto problem = device_id_problem(opts->device)) return make_error(Errc::invalid_input, *problem);
+        if (auto problem = device_id_problem(opts->device))
+          return make_error(Errc::invalid_input, *problem);
         device_id = opts->device;
       }
       ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
@@ -189,7 +176,8 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       std::filesystem::path key_path = opts->key_out;
       if (key) {
         ONBOARD_TRY(Secret key_pem, private_key_to_pem(key.get()));
-        ONBOARD_CHECK(write_credential(opts->cert_out, issued.pem, &key_path, &key_pem, opts->force));
+        ONBOARD_CHECK(
+            write_credential(opts->cert_out, issued.pem, &key_path, &key_pem, opts->force));
       } else {
         ONBOARD_CHECK(write_credential(opts->cert_out, issued.pem, nullptr, nullptr, opts->force));
       }
@@ -209,13 +197,15 @@ void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code)
     PassphraseSource passphrase;
   };
   auto opts = std::make_shared<Opts>();
-  auto* cmd = ca.add_subcommand("issue-server", "Issue the broker's TLS server certificate and key");
+  auto* cmd =
+      ca.add_subcommand("issue-server", "Issue the broker's TLS server certificate and key");
   cmd->add_option("--dns", opts->dns, "DNS name the broker is reached by (repeatable)");
   cmd->add_option("--ip", opts->ip, "IP address the broker is reached by (repeatable)");
   cmd->add_option("--name", opts->name, "Subject common name (default: the first DNS name or IP)");
   cmd->add_option("--key-alg", opts->key_alg, key_alg_help("the server key", "rsa2048"));
   cmd->add_option("--cert-out", opts->cert_out, "Where to write the certificate (PEM)")->required();
-  cmd->add_option("--key-out", opts->key_out, "Where to write the key (PKCS#8 PEM, mode 0600)")->required();
+  cmd->add_option("--key-out", opts->key_out, "Where to write the key (PKCS#8 PEM, mode 0600)")
+      ->required();
   cmd->add_option("--days", opts->days, "Validity in days")->capture_default_str();
   cmd->add_flag("--force", opts->force, "Replace existing output files");
   opts->passphrase.add_to(*cmd, "the CA key");
@@ -237,7 +227,9 @@ void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code)
 
       CertificateRequest request;
       request.profile = Profile::server;
-      request.common_name = !opts->name.empty() ? opts->name : !opts->dns.empty() ? opts->dns.front() : opts->ip.front();
+      request.common_name = !opts->name.empty()  ? opts->name
+                            : !opts->dns.empty() ? opts->dns.front()
+                                                 : opts->ip.front();
       request.public_key = key.get();
       request.dns_names = opts->dns;
       request.ip_addresses = opts->ip;
@@ -260,7 +252,8 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
     std::string cert, crl;
   };
   auto opts = std::make_shared<Opts>();
-  auto* cmd = ca.add_subcommand("verify", "Check a certificate against this CA, as a relying party would");
+  auto* cmd =
+      ca.add_subcommand("verify", "Check a certificate against this CA, as a relying party would");
   cmd->add_option("CERT", opts->cert, "PEM certificate to check")->required();
   cmd->add_option("--crl", opts->crl, "Also check revocation against this PEM CRL");
   cmd->callback([&global, &exit_code, opts] {
@@ -269,7 +262,8 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(std::string pem, read_file(opts->cert, 1 << 20));
       ONBOARD_TRY(auto cert, certificate_from_pem(pem));
       std::vector<X509*> intermediates;
-      if (authority.has_intermediate()) intermediates.push_back(const_cast<X509*>(authority.issuer()));
+      if (authority.has_intermediate())
+        intermediates.push_back(const_cast<X509*>(authority.issuer()));
       std::vector<X509*> roots{const_cast<X509*>(authority.root())};
       ossl::Ptr<X509_CRL> crl;
       std::vector<X509_CRL*> crls;
@@ -286,7 +280,8 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
         return make_error(Errc::invalid_input, opts->cert + ": " + info.subject_cn + " (serial " +
                                                    info.serial_hex + "): " + outcome.message);
       }
-      std::cout << opts->cert << ": OK (" << info.subject_cn << ", serial " << info.serial_hex << ")\n";
+      std::cout << opts->cert << ": OK (" << info.subject_cn << ", serial " << info.serial_hex
+                << ")\n";
       return kExitOk;
     });
   });
@@ -295,7 +290,8 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
 }  // namespace
 
 void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
-  auto* ca = app.add_subcommand("ca", "The certificate authority: create it, issue and verify certificates");
+  auto* ca = app.add_subcommand(
+      "ca", "The certificate authority: create it, issue and verify certificates");
   ca->require_subcommand(1);
   add_init(*ca, global, exit_code);
   add_cert(*ca, global, exit_code);

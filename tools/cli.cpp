@@ -9,14 +9,21 @@ namespace onboard::cli {
 
 int exit_code_for(Errc code) noexcept {
   switch (code) {
-    case Errc::invalid_input: return kExitInvalid;
-    case Errc::not_found: return kExitNotFound;
-    case Errc::conflict: return kExitConflict;
-    case Errc::io: return kExitIo;
-    case Errc::bad_passphrase: return kExitPassphrase;
-    case Errc::corrupt: return kExitCorrupt;
+    case Errc::invalid_input:
+      return kExitInvalid;
+    case Errc::not_found:
+      return kExitNotFound;
+    case Errc::conflict:
+      return kExitConflict;
+    case Errc::io:
+      return kExitIo;
+    case Errc::bad_passphrase:
+      return kExitPassphrase;
+    case Errc::corrupt:
+      return kExitCorrupt;
     case Errc::crypto:
-    case Errc::internal: return kExitInternal;
+    case Errc::internal:
+      return kExitInternal;
   }
   return kExitInternal;
 }
@@ -33,8 +40,8 @@ std::filesystem::path data_dir(const GlobalOptions& global) {
 }
 
 void PassphraseSource::add_to(CLI::App& command, const std::string& what) {
-  auto* env_opt = command.add_option("--passphrase-env", env,
-                                     "Name of an environment variable holding the passphrase of " + what);
+  auto* env_opt = command.add_option(
+      "--passphrase-env", env, "Name of an environment variable holding the passphrase of " + what);
   auto* file_opt = command.add_option("--passphrase-file", file,
                                       "File holding the passphrase of " + what + " (first line)");
   env_opt->excludes(file_opt);

@@ -1,4 +1,5 @@
-// What every onboardctl command shares: exit codes, error reporting, the data directory and secrets.
+// What every onboardctl command shares: exit codes, error reporting, the data directory and
+// secrets.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -16,14 +17,14 @@ namespace onboard::cli {
 // Exit codes, documented in the README; scripts rely on them.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitInternal = 1,      // a bug, or OpenSSL/SQLite failing where it should not
-  kExitUsage = 2,         // bad command line
-  kExitInvalid = 3,       // bad input: a malformed CSR, an invalid device id, a weak key...
-  kExitNotFound = 4,      // no such CA, device, rule...
-  kExitConflict = 5,      // exists already, or the state forbids it
-  kExitIo = 6,            // a file or directory could not be read or written
-  kExitPassphrase = 7,    // the CA key could not be decrypted
-  kExitCorrupt = 8,       // stored data is damaged or of an unknown version
+  kExitInternal = 1,    // a bug, or OpenSSL/SQLite failing where it should not
+  kExitUsage = 2,       // bad command line
+  kExitInvalid = 3,     // bad input: a malformed CSR, an invalid device id, a weak key...
+  kExitNotFound = 4,    // no such CA, device, rule...
+  kExitConflict = 5,    // exists already, or the state forbids it
+  kExitIo = 6,          // a file or directory could not be read or written
+  kExitPassphrase = 7,  // the CA key could not be decrypted
+  kExitCorrupt = 8,     // stored data is damaged or of an unknown version
 };
 
 int exit_code_for(Errc code) noexcept;

@@ -13,8 +13,9 @@ int main(int argc, char** argv) {
   ::umask(077);
   using namespace onboard::cli;
 
-  CLI::App app{"onboardctl: onboard IoT devices onto a Mosquitto broker with an internal CA and a "
-               "live device registry"};
+  CLI::App app{
+      "onboardctl: onboard IoT devices onto a Mosquitto broker with an internal CA and a "
+      "live device registry"};
   app.name("onboardctl");
   app.require_subcommand(1);
   app.set_version_flag("--version", "onboardctl 0.1.0");

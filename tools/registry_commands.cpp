@@ -20,6 +20,7 @@
 #include "registry/snapshot.h"
 #include "registry/snapshot_loader.h"
 #include "registry/sqlite_store.h"
+#include "tools/credentials.h"
 #include "tools/table.h"
 #include "tools/workspace.h"
 
@@ -39,21 +40,13 @@ std::string iso_time(UnixTime t) {
   return buf;
 }
 
-Result<KeyAlg> key_alg_option(const std::string& name) {
-  if (auto alg = parse_key_alg(name)) return *alg;
-  return make_error(Errc::invalid_input, "unknown key algorithm '" + name + "'; choose one of " + std::string(kKeyAlgNames));
-}
-
 Status check_device_id(const std::string& id) {
   if (auto problem = device_id_problem(id)) return make_error(Errc::invalid_input, *problem);
   return ok_status();
 }
 
 Result<Authority> open_signing_ca(const Workspace& ws, const PassphraseSource& source) {
-  ONBOARD_TRY(auto ca, Authority::open(ws.dir));
-  ONBOARD_TRY(auto passphrase, source.read());
-  ONBOARD_CHECK(ca.load_signing_key(passphrase ? &*passphrase : nullptr));
-  return ca;
+  return cli::open_signing_ca(ws.dir, source);
 }
 
 // Key material for a new certificate: the device's CSR, or a key made here.
@@ -63,9 +56,12 @@ struct KeySource {
   bool force = false;
 
   void add_to(CLI::App& cmd) {
-    auto* csr_opt = cmd.add_option("--csr", csr, "PEM CSR made by the device (its key never leaves it); CN = device id");
-    auto* alg_opt = cmd.add_option("--key-alg", key_alg, "Key made here: " + std::string(kKeyAlgNames) + " (default rsa2048)");
-    auto* key_opt = cmd.add_option("--key-out", key_out, "Where the key made here goes (PKCS#8 PEM, 0600)");
+    auto* csr_opt = cmd.add_option(
+        "--csr", csr, "PEM CSR made by the device (its key never leaves it); CN = device id");
+    auto* alg_opt = cmd.add_option(
+        "--key-alg", key_alg, "Key made here: " + std::string(kKeyAlgNames) + " (default rsa2048)");
+    auto* key_opt =
+        cmd.add_option("--key-out", key_out, "Where the key made here goes (PKCS#8 PEM, 0600)");
     csr_opt->excludes(alg_opt)->excludes(key_opt);
     cmd.add_option("--cert-out", cert_out, "Also write the certificate (PEM) here");
     cmd.add_option("--days", days, "Certificate validity in days")->capture_default_str();
@@ -91,22 +87,25 @@ bool same_path(const std::filesystem::path& a, const std::filesystem::path& b) {
 }
 
 Result<Material> key_material(const KeySource& source, const std::string& device_id) {
-  if (source.days < 1 || source.days > 3650) return make_error(Errc::invalid_input, "--days must be 1 to 3650");
+  ONBOARD_CHECK(check_validity_days(source.days));
   Material m;
   if (!source.csr.empty()) {
     ONBOARD_TRY(std::string pem, read_file(source.csr, 1 << 20));
     auto checked = read_device_csr(pem);
-    if (!checked.ok()) return make_error(checked.error().code, source.csr + ": " + checked.error().message);
+    if (!checked.ok())
+      return make_error(checked.error().code, source.csr + ": " + checked.error().message);
     if (checked->device_id != device_id) {
-      return make_error(Errc::invalid_input, source.csr + ": the CSR's CN is '" + checked->device_id +
-                                                 "', not the device id '" + device_id + "'");
+      return make_error(Errc::invalid_input, source.csr + ": the CSR's CN is '" +
+                                                 checked->device_id + "', not the device id '" +
+                                                 device_id + "'");
     }
     m.public_key = std::move(checked->public_key);
     return m;
   }
   if (source.key_out.empty()) {
     return make_error(Errc::invalid_input,
-                      "a key made here must go somewhere: give --key-out FILE (or use --csr for a device-held key)");
+                      "a key made here must go somewhere: give --key-out FILE (or use --csr for a "
+                      "device-held key)");
   }
   if (!source.cert_out.empty() && same_path(source.key_out, source.cert_out)) {
     // With --force the certificate would silently replace the only copy of the key.
@@ -120,85 +119,27 @@ Result<Material> key_material(const KeySource& source, const std::string& device
 // Writes the requested files: both or neither. Remembers what it wrote, to undo on failure; a
 // file that --force replaced is put back as it was, so a failed command loses none of the
 // operator's files.
-class Outputs {
- public:
-  Status write(const KeySource& source, const IssuedCertificate& issued, const Material& m) {
-    const Overwrite mode = source.force ? Overwrite::replace : Overwrite::refuse;
-    std::vector<std::pair<std::filesystem::path, std::pair<std::string, mode_t>>> files;
-    if (m.private_key) {
-      ONBOARD_TRY(Secret pem, private_key_to_pem(m.private_key.get()));
-      files.push_back({source.key_out, {std::string(pem.view()), 0600}});
-    }
-    if (!source.cert_out.empty()) files.push_back({source.cert_out, {issued.pem, 0644}});
-    for (const auto& [path, content] : files) {
-      std::error_code ec;
-      const bool exists = std::filesystem::exists(path, ec);
-      if (ec) return make_error(Errc::io, "cannot reach " + path.string() + ": " + ec.message());
-      if (!exists) continue;
-      if (!source.force) {
-        return make_error(Errc::conflict,
-                          path.string() + " exists already; pass --force to replace it");
-      }
-      struct stat st {};
-      if (::stat(path.c_str(), &st) != 0) {
-        return make_error(Errc::io, "cannot read " + path.string() + ": " + std::strerror(errno));
-      }
-      ONBOARD_TRY(std::string old, read_file(path));
-      replaced_.push_back({path, Secret(old), static_cast<mode_t>(st.st_mode & 07777)});
-      std::fill(old.begin(), old.end(), '\0');
-    }
-    for (auto& [path, content] : files) {
-      auto status = write_file_atomic(path, content.first, content.second, mode);
-      std::fill(content.first.begin(), content.first.end(), '\0');
-      if (!status.ok()) {
-        undo();
-        return status;
-      }
-      written_.push_back(path);
-    }
-    return ok_status();
+// Writes the requested key and certificate files, both or neither.
+Status write_outputs(CredentialWriter& writer, const KeySource& source,
+                     const IssuedCertificate& issued, const Material& m) {
+  std::vector<OutputFile> files;
+  if (m.private_key) {
+    ONBOARD_TRY(Secret pem, private_key_to_pem(m.private_key.get()));
+    files.push_back({source.key_out, std::move(pem), 0600});
   }
-  void undo() {
-    for (const auto& path : written_) {
-      auto old = std::find_if(replaced_.begin(), replaced_.end(),
-                              [&](const Replaced& r) { return r.path == path; });
-      if (old != replaced_.end()) {
-        (void)write_file_atomic(path, old->content.view(), old->mode, Overwrite::replace);
-      } else {
-        std::error_code ignored;
-        std::filesystem::remove(path, ignored);
-      }
-    }
-    written_.clear();
-  }
-  const std::vector<std::filesystem::path>& written() const { return written_; }
-
- private:
-  struct Replaced {
-    std::filesystem::path path;
-    Secret content;  // may be a private key
-    mode_t mode;
-  };
-  std::vector<std::filesystem::path> written_;
-  std::vector<Replaced> replaced_;
-};
-
-Result<IssuedCertificate> issue_device_certificate(const Authority& ca, const std::string& id, const Material& m, int days) {
-  CertificateRequest request;
-  request.profile = Profile::device;
-  request.common_name = id;
-  request.public_key = m.key();
-  const UnixTime now = unix_now();
-  request.not_before = now - 300;
-  request.not_after = now + days * kDay;
-  return ca.issue(std::move(request));
+  if (!source.cert_out.empty()) files.push_back({source.cert_out, Secret(issued.pem), 0644});
+  return writer.write(std::move(files), source.force);
 }
 
 json device_json(const registry::Device& d) {
-  return json{{"id", d.id},           {"name", d.name},
-              {"type", d.type},       {"location", d.location},
-              {"firmware", d.firmware}, {"status", std::string(to_string(d.status))},
-              {"created_at", iso_time(d.created_at)}, {"updated_at", iso_time(d.updated_at)},
+  return json{{"id", d.id},
+              {"name", d.name},
+              {"type", d.type},
+              {"location", d.location},
+              {"firmware", d.firmware},
+              {"status", std::string(to_string(d.status))},
+              {"created_at", iso_time(d.created_at)},
+              {"updated_at", iso_time(d.updated_at)},
               {"metadata", json::parse(d.metadata, nullptr, false)}};
 }
 
@@ -211,7 +152,8 @@ json certificate_json(const registry::Certificate& c, bool with_pem) {
          {"not_after", iso_time(c.not_after)},
          {"status", std::string(to_string(c.status))}};
   if (c.revoked_at) j["revoked_at"] = iso_time(*c.revoked_at);
-  if (c.revocation_reason) j["revocation_reason"] = std::string(revocation_reason_name(*c.revocation_reason));
+  if (c.revocation_reason)
+    j["revocation_reason"] = std::string(revocation_reason_name(*c.revocation_reason));
   if (with_pem) j["pem"] = c.pem;
   return j;
 }
@@ -230,7 +172,8 @@ void print_rules(const std::vector<registry::RuleRecord>& rules) {
   Table table({"RULE", "FROM", "EFFECT", "ACCESS", "PATTERN", "PRIORITY"});
   for (const auto& r : rules) {
     table.add({std::to_string(r.id), std::string(to_string(r.subject_kind)) + " " + r.subject,
-               std::string(to_string(r.effect)), acl::access_name(r.access), r.pattern, std::to_string(r.priority)});
+               std::string(to_string(r.effect)), acl::access_name(r.access), r.pattern,
+               std::to_string(r.priority)});
   }
   table.print(std::cout);
 }
@@ -260,7 +203,8 @@ void on_run(CLI::App* cmd, const GlobalOptions& global, int& exit_code, F body) 
 
 Status set_group_access(const std::filesystem::path& path, gid_t gid, mode_t mode) {
   if (::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0 || ::chmod(path.c_str(), mode) != 0) {
-    return make_error(Errc::io, "cannot set the group or mode of " + path.string() + ": " + std::strerror(errno));
+    return make_error(
+        Errc::io, "cannot set the group or mode of " + path.string() + ": " + std::strerror(errno));
   }
   return ok_status();
 }
@@ -273,20 +217,27 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     PassphraseSource passphrase;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand("init", "Create the data directory: registry, CA and an empty CRL");
+  auto* cmd =
+      app.add_subcommand("init", "Create the data directory: registry, CA and an empty CRL");
   cmd->add_option("--group", o->group,
-                  "Group that may read the registry (the broker's user is in it); the directory is made setgid "
+                  "Group that may read the registry (the broker's user is in it); the directory is "
+                  "made setgid "
                   "and group-writable, because an SQLite WAL reader must create the -shm file")
       ->capture_default_str();
-  cmd->add_flag("--no-group", o->no_group, "Keep everything private to the operator (the broker cannot read it)");
-  cmd->add_option("--key-alg", o->key_alg, "CA key algorithm: " + std::string(kKeyAlgNames) + " (default rsa3072)");
-  cmd->add_flag("--intermediate", o->ca.intermediate, "Also create an issuing CA (the root key can then go offline)");
-  cmd->add_option("--crl-url", o->ca.crl_url, "CRL distribution point URL written into issued certificates");
+  cmd->add_flag("--no-group", o->no_group,
+                "Keep everything private to the operator (the broker cannot read it)");
+  cmd->add_option("--key-alg", o->key_alg,
+                  "CA key algorithm: " + std::string(kKeyAlgNames) + " (default rsa3072)");
+  cmd->add_flag("--intermediate", o->ca.intermediate,
+                "Also create an issuing CA (the root key can then go offline)");
+  cmd->add_option("--crl-url", o->ca.crl_url,
+                  "CRL distribution point URL written into issued certificates");
   cmd->add_option("--org", o->ca.organization, "Organization (O) in the CA subjects");
   o->passphrase.add_to(*cmd, "the new CA keys");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
     if (std::filesystem::exists(ws.registry)) {
-      return make_error(Errc::conflict, "a registry already exists in " + ws.dir.string() + "; refusing to touch it");
+      return make_error(Errc::conflict, "a registry already exists in " + ws.dir.string() +
+                                            "; refusing to touch it");
     }
     ONBOARD_TRY(o->ca.root_key_alg, key_alg_option(o->key_alg));
     o->ca.intermediate_key_alg = o->ca.root_key_alg;
@@ -294,15 +245,20 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     if (!o->no_group) {
       const group* g = ::getgrnam(o->group.c_str());
       if (g == nullptr) {
-        return make_error(Errc::not_found, "group '" + o->group + "' does not exist; create it, choose another with --group, or pass --no-group");
+        return make_error(
+            Errc::not_found,
+            "group '" + o->group +
+                "' does not exist; create it, choose another with --group, or pass --no-group");
       }
       gid = g->gr_gid;
     }
     std::error_code ec;
     std::filesystem::create_directories(ws.dir, ec);
     if (ec) return make_error(Errc::io, "cannot create " + ws.dir.string() + ": " + ec.message());
-    if (gid) ONBOARD_CHECK(set_group_access(ws.dir, *gid, 02770));
-    else ::chmod(ws.dir.c_str(), 0700);
+    if (gid)
+      ONBOARD_CHECK(set_group_access(ws.dir, *gid, 02770));
+    else
+      ::chmod(ws.dir.c_str(), 0700);
 
     bool made_ca = false;
     if (!std::filesystem::exists(CaPaths(ws.dir).root_cert)) {
@@ -314,18 +270,24 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     }
     ONBOARD_TRY(auto ca, open_signing_ca(ws, o->passphrase));
     CaPaths paths(ws.dir);
-    ONBOARD_CHECK(write_file_atomic(paths.dir / "chain.pem", ca.chain_pem(), 0644, Overwrite::replace));
+    ONBOARD_CHECK(
+        write_file_atomic(paths.dir / "chain.pem", ca.chain_pem(), 0644, Overwrite::replace));
     if (gid) ONBOARD_CHECK(set_group_access(paths.dir, *gid, 0750));
 
-    ONBOARD_TRY(auto store, registry::open_sqlite_store(ws.registry, registry::OpenMode::read_write));
+    ONBOARD_TRY(auto store,
+                registry::open_sqlite_store(ws.registry, registry::OpenMode::read_write));
     if (gid) ONBOARD_CHECK(set_group_access(ws.registry, *gid, 0660));
     ONBOARD_TRY(std::uint64_t crl_number, write_crl(*store, ca, ws.crl));
     std::cout << "initialised " << ws.dir.string() << "\n"
               << "  registry  " << ws.registry.string() << "\n"
-              << "  CA        " << paths.dir.string() << (made_ca ? " (new)" : " (existing)") << "\n"
+              << "  CA        " << paths.dir.string() << (made_ca ? " (new)" : " (existing)")
+              << "\n"
               << "  chain     " << (paths.dir / "chain.pem").string() << "\n"
               << "  CRL       " << ws.crl.string() << " (number " << crl_number << ")\n"
-              << "  access    " << (gid ? "group " + o->group + " may read the registry, certificates and CRL" : std::string("operator only")) << "\n";
+              << "  access    "
+              << (gid ? "group " + o->group + " may read the registry, certificates and CRL"
+                      : std::string("operator only"))
+              << "\n";
     return kExitOk;
   });
 }
@@ -333,7 +295,8 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
 // ---- device ----------------------------------------------------------------------------------
 
 void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
-  auto* device = app.add_subcommand("device", "Register, list, show, enable, disable and revoke devices");
+  auto* device =
+      app.add_subcommand("device", "Register, list, show, enable, disable and revoke devices");
   device->require_subcommand(1);
 
   {
@@ -343,8 +306,12 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       PassphraseSource passphrase;
     };
     auto o = std::make_shared<Opts>();
-    auto* cmd = device->add_subcommand("register", "Register a device and issue its first certificate");
-    cmd->add_option("ID", o->id, "Device id: [A-Za-z0-9][A-Za-z0-9._-]{0,63}; certificate CN, MQTT client id and username")->required();
+    auto* cmd =
+        device->add_subcommand("register", "Register a device and issue its first certificate");
+    cmd->add_option("ID", o->id,
+                    "Device id: [A-Za-z0-9][A-Za-z0-9._-]{0,63}; certificate CN, MQTT client id "
+                    "and username")
+        ->required();
     cmd->add_option("--type", o->type, "Device type; the device is in the group of that name");
     cmd->add_option("--location", o->location, "Where the device is");
     cmd->add_option("--firmware", o->firmware, "Firmware version");
@@ -355,29 +322,35 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       ONBOARD_CHECK(check_device_id(o->id));
       if (!o->type.empty()) {
-        if (auto problem = registry::group_name_problem(o->type)) return make_error(Errc::invalid_input, "--type: " + *problem);
+        if (auto problem = registry::group_name_problem(o->type))
+          return make_error(Errc::invalid_input, "--type: " + *problem);
       }
-      if (auto problem = registry::metadata_problem(o->metadata)) return make_error(Errc::invalid_input, "--metadata: " + *problem);
+      if (auto problem = registry::metadata_problem(o->metadata))
+        return make_error(Errc::invalid_input, "--metadata: " + *problem);
       ONBOARD_TRY(auto store, open_registry(ws));
       if (auto existing = store->get_device(o->id); existing.ok()) {
         return make_error(Errc::conflict, "device " + o->id + " already exists");
       }
       ONBOARD_TRY(auto material, key_material(o->key, o->id));
       ONBOARD_TRY(auto ca, open_signing_ca(ws, o->passphrase));
-      ONBOARD_TRY(auto issued, issue_device_certificate(ca, o->id, material, o->key.days));
-      Outputs outputs;
-      ONBOARD_CHECK(outputs.write(o->key, issued, material));
+      ONBOARD_TRY(auto issued, issue_device_certificate(ca, o->id, material.key(), o->key.days));
+      CredentialWriter outputs;
+      ONBOARD_CHECK(write_outputs(outputs, o->key, issued, material));
       registry::NewDevice nd{o->id, o->name, o->type, o->location, o->firmware, o->metadata};
-      auto registered = store->register_device(nd, registry::new_certificate(issued.info, issued.pem), make_actor());
+      auto registered = store->register_device(
+          nd, registry::new_certificate(issued.info, issued.pem), make_actor());
       if (!registered.ok()) {
-        outputs.undo();  // the registry refused: leave no credential behind for a device that does not exist
+        outputs.undo();  // the registry refused: leave no credential behind for a device that does
+                         // not exist
         return std::move(registered).error();
       }
       std::cout << "registered " << o->id << "\n"
                 << "  serial       " << issued.info.serial_hex << "\n"
                 << "  fingerprint  sha256:" << issued.info.sha256_fingerprint << "\n"
-                << "  key          " << issued.info.key << (material.private_key ? " (made here)" : " (held by the device)") << "\n";
-      for (const auto& path : outputs.written()) std::cout << "  wrote        " << path.string() << "\n";
+                << "  key          " << issued.info.key
+                << (material.private_key ? " (made here)" : " (held by the device)") << "\n";
+      for (const auto& path : outputs.written())
+        std::cout << "  wrote        " << path.string() << "\n";
       return kExitOk;
     });
   }
@@ -390,18 +363,21 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     };
     auto o = std::make_shared<Opts>();
     auto* cmd = device->add_subcommand("list", "List devices, sorted by id, one page at a time");
-    cmd->add_option("--status", o->status, "Only devices with this status: active, disabled or revoked");
+    cmd->add_option("--status", o->status,
+                    "Only devices with this status: active, disabled or revoked");
     cmd->add_option("--type", o->type, "Only devices of this type");
     cmd->add_option("--limit", o->limit, "Page size (0: everything)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
-    cmd->add_option("--after", o->after, "Start after this device id (the last id of the previous page)");
+    cmd->add_option("--after", o->after,
+                    "Start after this device id (the last id of the previous page)");
     cmd->add_flag("--json", o->json_out, "Print JSON");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       registry::DeviceFilter filter;
       if (!o->status.empty()) {
         auto status = registry::parse_device_status(o->status);
-        if (!status) return make_error(Errc::invalid_input, "--status must be active, disabled or revoked");
+        if (!status)
+          return make_error(Errc::invalid_input, "--status must be active, disabled or revoked");
         filter.status = status;
       }
       if (!o->type.empty()) filter.type = o->type;
@@ -419,7 +395,8 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       }
       Table table({"ID", "STATUS", "TYPE", "LOCATION", "FIRMWARE", "CREATED"});
       for (const auto& d : devices) {
-        table.add({d.id, std::string(to_string(d.status)), d.type, d.location, d.firmware, iso_time(d.created_at)});
+        table.add({d.id, std::string(to_string(d.status)), d.type, d.location, d.firmware,
+                   iso_time(d.created_at)});
       }
       table.print(std::cout);
       if (more) std::cout << "(more: --after " << devices.back().id << ")\n";
@@ -433,7 +410,8 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       bool json_out = false;
     };
     auto o = std::make_shared<Opts>();
-    auto* cmd = device->add_subcommand("show", "Show a device, its certificates and its effective ACL rules");
+    auto* cmd = device->add_subcommand(
+        "show", "Show a device, its certificates and its effective ACL rules");
     cmd->add_option("ID", o->id, "Device id")->required();
     cmd->add_flag("--json", o->json_out, "Print JSON, certificates with their PEM");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
@@ -452,17 +430,21 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       }
       std::cout << "device    " << d.id << (d.name != d.id ? " (" + d.name + ")" : "") << "\n"
                 << "status    " << to_string(d.status) << "\n"
-                << "type      " << d.type << "\nlocation  " << d.location << "\nfirmware  " << d.firmware << "\n"
-                << "created   " << iso_time(d.created_at) << "\nupdated   " << iso_time(d.updated_at) << "\n"
+                << "type      " << d.type << "\nlocation  " << d.location << "\nfirmware  "
+                << d.firmware << "\n"
+                << "created   " << iso_time(d.created_at) << "\nupdated   "
+                << iso_time(d.updated_at) << "\n"
                 << "metadata  " << d.metadata << "\n\ncertificates\n";
       Table table({"SERIAL", "STATUS", "NOT AFTER", "SHA-256"});
       for (const auto& c : certs) {
         std::string status(to_string(c.status));
-        if (c.revocation_reason) status += " (" + std::string(revocation_reason_name(*c.revocation_reason)) + ")";
+        if (c.revocation_reason)
+          status += " (" + std::string(revocation_reason_name(*c.revocation_reason)) + ")";
         table.add({c.serial_hex, status, iso_time(c.not_after), c.sha256_fingerprint});
       }
       table.print(std::cout);
-      std::cout << "\neffective ACL rules (highest priority first; deny wins ties; no match is deny)\n";
+      std::cout
+          << "\neffective ACL rules (highest priority first; deny wins ties; no match is deny)\n";
       print_rules(rules);
       return kExitOk;
     });
@@ -470,14 +452,18 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
 
   for (bool enable : {true, false}) {
     auto id = std::make_shared<std::string>();
-    auto* cmd = device->add_subcommand(enable ? "enable" : "disable",
-                                       enable ? "Allow a disabled device to connect again"
-                                              : "Refuse a device's connections (and disconnect it) until enabled");
+    auto* cmd = device->add_subcommand(
+        enable ? "enable" : "disable",
+        enable ? "Allow a disabled device to connect again"
+               : "Refuse a device's connections (and disconnect it) until enabled");
     cmd->add_option("ID", *id, "Device id")->required();
     on_run(cmd, global, exit_code, [id, enable](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(bool changed, store->set_device_enabled(*id, enable, make_actor()));
-      std::cout << *id << (changed ? (enable ? " enabled" : " disabled") : (enable ? " was already enabled" : " was already disabled")) << "\n";
+      std::cout << *id
+                << (changed ? (enable ? " enabled" : " disabled")
+                            : (enable ? " was already enabled" : " was already disabled"))
+                << "\n";
       return kExitOk;
     });
   }
@@ -488,15 +474,21 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       PassphraseSource passphrase;
     };
     auto o = std::make_shared<Opts>();
-    auto* cmd = device->add_subcommand("revoke", "Revoke a device and all its certificates (final), and rewrite the CRL");
+    auto* cmd = device->add_subcommand(
+        "revoke", "Revoke a device and all its certificates (final), and rewrite the CRL");
     cmd->add_option("ID", o->id, "Device id")->required();
-    cmd->add_option("--reason", o->reason, "RFC 5280 reason: " + std::string(kRevocationReasonNames))->capture_default_str();
+    cmd->add_option("--reason", o->reason,
+                    "RFC 5280 reason: " + std::string(kRevocationReasonNames))
+        ->capture_default_str();
     o->passphrase.add_to(*cmd, "the CA key (to sign the CRL)");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       auto reason = parse_revocation_reason(o->reason);
-      if (!reason) return make_error(Errc::invalid_input, "--reason must be one of " + std::string(kRevocationReasonNames));
+      if (!reason)
+        return make_error(Errc::invalid_input,
+                          "--reason must be one of " + std::string(kRevocationReasonNames));
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(auto ca, open_signing_ca(ws, o->passphrase));  // before revoking: the CRL must follow
+      ONBOARD_TRY(auto ca,
+                  open_signing_ca(ws, o->passphrase));  // before revoking: the CRL must follow
       ONBOARD_TRY(auto outcome, store->revoke_device(o->id, *reason, make_actor()));
       if (outcome.already_revoked) {
         std::cout << o->id << " already revoked; nothing changed\n";
@@ -504,7 +496,8 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       }
       ONBOARD_TRY(std::uint64_t number, crl_after_change(*store, ca, ws, "revoked " + o->id));
       std::cout << "revoked " << o->id << " (" << outcome.revoked_serials.size() << " certificate"
-                << (outcome.revoked_serials.size() == 1 ? "" : "s") << "); CRL " << number << " written to " << ws.crl.string() << "\n";
+                << (outcome.revoked_serials.size() == 1 ? "" : "s") << "); CRL " << number
+                << " written to " << ws.crl.string() << "\n";
       return kExitOk;
     });
   }
@@ -521,7 +514,8 @@ void add_cert(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     PassphraseSource passphrase;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = cert->add_subcommand("renew", "Issue a new certificate for a device; its active ones are revoked (superseded)");
+  auto* cmd = cert->add_subcommand(
+      "renew", "Issue a new certificate for a device; its active ones are revoked (superseded)");
   cmd->add_option("ID", o->id, "Device id")->required();
   o->key.add_to(*cmd);
   o->passphrase.add_to(*cmd, "the CA key");
@@ -529,14 +523,16 @@ void add_cert(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     ONBOARD_TRY(auto store, open_registry(ws));
     ONBOARD_TRY(auto device, store->get_device(o->id));
     if (device.status == registry::DeviceStatus::revoked) {
-      return make_error(Errc::conflict, "device " + o->id + " is revoked; register a new device instead");
+      return make_error(Errc::conflict,
+                        "device " + o->id + " is revoked; register a new device instead");
     }
     ONBOARD_TRY(auto material, key_material(o->key, o->id));
     ONBOARD_TRY(auto ca, open_signing_ca(ws, o->passphrase));
-    ONBOARD_TRY(auto issued, issue_device_certificate(ca, o->id, material, o->key.days));
-    Outputs outputs;
-    ONBOARD_CHECK(outputs.write(o->key, issued, material));
-    auto added = store->add_certificate(o->id, registry::new_certificate(issued.info, issued.pem), true, make_actor());
+    ONBOARD_TRY(auto issued, issue_device_certificate(ca, o->id, material.key(), o->key.days));
+    CredentialWriter outputs;
+    ONBOARD_CHECK(write_outputs(outputs, o->key, issued, material));
+    auto added = store->add_certificate(o->id, registry::new_certificate(issued.info, issued.pem),
+                                        true, make_actor());
     if (!added.ok()) {
       outputs.undo();
       return std::move(added).error();
@@ -555,11 +551,13 @@ struct SubjectOption {
   std::string device, group;
   void add_to(CLI::App& cmd) {
     auto* d = cmd.add_option("--device", device, "The rule's device");
-    auto* g = cmd.add_option("--group", group, "The rule's group (a device type, or 'default' for every device)");
+    auto* g = cmd.add_option("--group", group,
+                             "The rule's group (a device type, or 'default' for every device)");
     d->excludes(g);
   }
   Result<std::pair<registry::SubjectKind, std::string>> get() const {
-    if (device.empty() == group.empty()) return make_error(Errc::invalid_input, "give either --device ID or --group NAME");
+    if (device.empty() == group.empty())
+      return make_error(Errc::invalid_input, "give either --device ID or --group NAME");
     if (!device.empty()) return std::pair{registry::SubjectKind::device, device};
     return std::pair{registry::SubjectKind::group, group};
   }
@@ -575,23 +573,37 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       int priority = 0;
     };
     auto o = std::make_shared<Opts>();
-    auto* cmd = acl_cmd->add_subcommand(allow ? "grant" : "deny", allow ? "Add an allow rule" : "Add a deny rule");
+    auto* cmd = acl_cmd->add_subcommand(allow ? "grant" : "deny",
+                                        allow ? "Add an allow rule" : "Add a deny rule");
     o->subject.add_to(*cmd);
-    cmd->add_option("--access", o->access, "publish, subscribe, read, or readwrite (all three)")->required();
-    cmd->add_option("--topic", o->topic, "Topic filter; %d = device id, %c = client id, %u = username")->required();
-    cmd->add_option("--priority", o->priority, "Higher priorities decide first; deny wins ties")->capture_default_str();
+    cmd->add_option("--access", o->access, "publish, subscribe, read, or readwrite (all three)")
+        ->required();
+    cmd->add_option("--topic", o->topic,
+                    "Topic filter; %d = device id, %c = client id, %u = username")
+        ->required();
+    cmd->add_option("--priority", o->priority, "Higher priorities decide first; deny wins ties")
+        ->capture_default_str();
     on_run(cmd, global, exit_code, [o, allow](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto subject, o->subject.get());
       auto access = acl::parse_access(o->access);
-      if (!access) return make_error(Errc::invalid_input, "--access must be publish, subscribe, read or readwrite");
-      if (auto problem = acl::pattern_problem(o->topic)) return make_error(Errc::invalid_input, "--topic: " + *problem);
-      if (o->priority < -1000000 || o->priority > 1000000) return make_error(Errc::invalid_input, "--priority must be within ±1000000");
+      if (!access)
+        return make_error(Errc::invalid_input,
+                          "--access must be publish, subscribe, read or readwrite");
+      if (auto problem = acl::pattern_problem(o->topic))
+        return make_error(Errc::invalid_input, "--topic: " + *problem);
+      if (o->priority < -1000000 || o->priority > 1000000)
+        return make_error(Errc::invalid_input, "--priority must be within ±1000000");
       ONBOARD_TRY(auto store, open_registry(ws));
-      registry::NewRule rule{subject.first, subject.second, o->topic, *access,
-                             allow ? registry::RuleEffect::allow : registry::RuleEffect::deny, o->priority};
+      registry::NewRule rule{subject.first,
+                             subject.second,
+                             o->topic,
+                             *access,
+                             allow ? registry::RuleEffect::allow : registry::RuleEffect::deny,
+                             o->priority};
       ONBOARD_TRY(auto record, store->add_rule(rule, make_actor()));
-      std::cout << "rule " << record.id << ": " << to_string(record.effect) << " " << acl::access_name(record.access) << " '"
-                << record.pattern << "' for " << to_string(record.subject_kind) << " " << record.subject << "\n";
+      std::cout << "rule " << record.id << ": " << to_string(record.effect) << " "
+                << acl::access_name(record.access) << " '" << record.pattern << "' for "
+                << to_string(record.subject_kind) << " " << record.subject << "\n";
       return kExitOk;
     });
   }
@@ -640,14 +652,16 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       bool json_out = false;
     };
     auto o = std::make_shared<Opts>();
-    auto* cmd = acl_cmd->add_subcommand("check", "Explain whether a device may publish, subscribe to or read a topic");
+    auto* cmd = acl_cmd->add_subcommand(
+        "check", "Explain whether a device may publish, subscribe to or read a topic");
     cmd->add_option("DEVICE", o->device, "Device id")->required();
     cmd->add_option("ACCESS", o->access, "publish, subscribe or read")->required();
     cmd->add_option("TOPIC", o->topic, "Topic (a filter for subscribe)")->required();
     cmd->add_flag("--json", o->json_out, "Print JSON");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       auto access = acl::parse_access(o->access);
-      if (!access || (*access != acl::kPublish && *access != acl::kSubscribe && *access != acl::kRead)) {
+      if (!access ||
+          (*access != acl::kPublish && *access != acl::kSubscribe && *access != acl::kRead)) {
         return make_error(Errc::invalid_input, "ACCESS must be one of publish, subscribe or read");
       }
       // The broker refuses these before any ACL check; "no rule matches" would mislead.
@@ -673,17 +687,25 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       const std::string status(to_string(device->status));
       // The same snapshot and evaluator the broker plugin uses.
       auto snapshot = registry::Snapshot::build({*device}, std::move(groups), 0);
-      auto evaluation = snapshot->check_access(o->device, o->device, static_cast<acl::Access>(*access), o->topic);
+      auto evaluation =
+          snapshot->check_access(o->device, o->device, static_cast<acl::Access>(*access), o->topic);
       const bool allowed = evaluation.decision == acl::Decision::allow;
       std::string why;
-      if (status != "active") why = "the device is " + status;
-      else if (evaluation.rule == nullptr) why = "no rule matches (default deny)";
-      else why = "rule " + std::to_string(evaluation.rule->id) + ": " + std::string(acl::to_string(evaluation.rule->effect)) +
-                 " " + acl::access_name(evaluation.rule->access) + " '" + evaluation.rule->pattern + "' priority " +
-                 std::to_string(evaluation.rule->priority);
+      if (status != "active")
+        why = "the device is " + status;
+      else if (evaluation.rule == nullptr)
+        why = "no rule matches (default deny)";
+      else
+        why = "rule " + std::to_string(evaluation.rule->id) + ": " +
+              std::string(acl::to_string(evaluation.rule->effect)) + " " +
+              acl::access_name(evaluation.rule->access) + " '" + evaluation.rule->pattern +
+              "' priority " + std::to_string(evaluation.rule->priority);
       if (o->json_out) {
-        json out{{"device", o->device}, {"access", o->access}, {"topic", o->topic},
-                 {"decision", allowed ? "allow" : "deny"}, {"reason", why}};
+        json out{{"device", o->device},
+                 {"access", o->access},
+                 {"topic", o->topic},
+                 {"decision", allowed ? "allow" : "deny"},
+                 {"reason", why}};
         if (evaluation.rule != nullptr) out["rule_id"] = evaluation.rule->id;
         std::cout << out.dump(2) << "\n";
       } else {
@@ -697,7 +719,8 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
 // ---- group, crl, audit -----------------------------------------------------------------------
 
 void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
-  auto* group_cmd = app.add_subcommand("group", "Groups of devices (device types) that ACL rules can name");
+  auto* group_cmd =
+      app.add_subcommand("group", "Groups of devices (device types) that ACL rules can name");
   group_cmd->require_subcommand(1);
   {
     struct Opts {
@@ -708,7 +731,8 @@ void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     cmd->add_option("NAME", o->name, "Group name (same characters as a device id)")->required();
     cmd->add_option("--description", o->description, "What the group is for");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
-      if (auto problem = registry::group_name_problem(o->name)) return make_error(Errc::invalid_input, *problem);
+      if (auto problem = registry::group_name_problem(o->name))
+        return make_error(Errc::invalid_input, *problem);
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(auto group, store->create_group(o->name, o->description, make_actor()));
       std::cout << "created group " << group.name << "\n";
@@ -769,27 +793,35 @@ void add_audit(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       if (o->json_out) {
         json out = json::array();
         for (const auto& e : events) {
-          out.push_back(json{{"seq", e.seq}, {"at", iso_time(e.at)}, {"actor", e.actor}, {"action", e.action},
-                             {"subject", e.subject}, {"details", json::parse(e.details, nullptr, false)}, {"hash", e.hash}});
+          out.push_back(json{{"seq", e.seq},
+                             {"at", iso_time(e.at)},
+                             {"actor", e.actor},
+                             {"action", e.action},
+                             {"subject", e.subject},
+                             {"details", json::parse(e.details, nullptr, false)},
+                             {"hash", e.hash}});
         }
         std::cout << out.dump(2) << "\n";
         return kExitOk;
       }
       Table table({"SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAILS"});
-      for (const auto& e : events) table.add({std::to_string(e.seq), iso_time(e.at), e.actor, e.action, e.subject, e.details});
+      for (const auto& e : events)
+        table.add({std::to_string(e.seq), iso_time(e.at), e.actor, e.action, e.subject, e.details});
       table.print(std::cout);
       return kExitOk;
     });
   }
   {
-    auto* cmd = audit->add_subcommand("verify", "Check the audit chain: an edited or deleted row is named");
+    auto* cmd =
+        audit->add_subcommand("verify", "Check the audit chain: an edited or deleted row is named");
     on_run(cmd, global, exit_code, [](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(auto check, store->verify_audit());
       if (!check.ok()) {
         return make_error(Errc::corrupt, "audit log tampered with: " + check.problem);
       }
-      std::cout << "audit log intact: " << check.rows_checked << " events, head " << check.head_hash << "\n";
+      std::cout << "audit log intact: " << check.rows_checked << " events, head " << check.head_hash
+                << "\n";
       return kExitOk;
     });
   }

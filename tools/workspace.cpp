@@ -17,7 +17,8 @@ Result<std::unique_ptr<registry::Store>> open_registry(const Workspace& workspac
   std::error_code ec;
   const auto status = std::filesystem::status(workspace.registry, ec);
   if (status.type() == std::filesystem::file_type::not_found) {
-    return make_error(Errc::not_found, "no registry in " + workspace.dir.string() + "; run 'onboardctl init' first");
+    return make_error(Errc::not_found,
+                      "no registry in " + workspace.dir.string() + "; run 'onboardctl init' first");
   }
   if (ec) {
     return make_error(Errc::io,
@@ -38,13 +39,15 @@ Result<std::unique_ptr<registry::Store>> open_registry(const Workspace& workspac
 
 std::string actor_name() {
   if (const char* env = std::getenv("ONBOARD_ACTOR"); env != nullptr && *env != '\0') return env;
-  if (const passwd* pw = ::getpwuid(::geteuid()); pw != nullptr && pw->pw_name != nullptr) return pw->pw_name;
+  if (const passwd* pw = ::getpwuid(::geteuid()); pw != nullptr && pw->pw_name != nullptr)
+    return pw->pw_name;
   return "uid:" + std::to_string(::geteuid());
 }
 
 registry::Actor make_actor() { return registry::Actor{"cli:" + actor_name(), unix_now()}; }
 
-Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca, const std::filesystem::path& path) {
+Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
+                                const std::filesystem::path& path) {
   ONBOARD_TRY(auto revoked, store.revoked_certificates());
   ONBOARD_TRY(std::uint64_t number, store.next_crl_number(make_actor()));
   const UnixTime now = unix_now();

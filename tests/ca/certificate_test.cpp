@@ -11,8 +11,8 @@ using namespace onboard::test;
 
 namespace {
 
-VerifyOutcome verify_at(const X509* leaf, const TestCa& root, UnixTime at, Purpose purpose = Purpose::tls_client,
-                        X509* intermediate = nullptr) {
+VerifyOutcome verify_at(const X509* leaf, const TestCa& root, UnixTime at,
+                        Purpose purpose = Purpose::tls_client, X509* intermediate = nullptr) {
   X509* roots[] = {root.cert.get()};
   std::vector<X509*> chain;
   if (intermediate != nullptr) chain.push_back(intermediate);
@@ -45,7 +45,8 @@ TEST_CASE("a device certificate chains to its root and carries the device profil
   CHECK(X509_get_version(leaf.cert.get()) == X509_VERSION_3);
 
   CHECK(extension_is_critical(leaf.cert.get(), NID_basic_constraints));
-  CHECK(extension_text(leaf.cert.get(), NID_basic_constraints).find("CA:FALSE") != std::string::npos);
+  CHECK(extension_text(leaf.cert.get(), NID_basic_constraints).find("CA:FALSE") !=
+        std::string::npos);
   CHECK(extension_is_critical(leaf.cert.get(), NID_key_usage));
   CHECK(extension_text(leaf.cert.get(), NID_key_usage) == "Digital Signature");
   CHECK(extension_text(leaf.cert.get(), NID_ext_key_usage) == "TLS Web Client Authentication");
@@ -93,7 +94,8 @@ TEST_CASE("a certificate from another CA is refused by the verifier") {
   auto root = make_root("Our Root");
   auto foreign = make_root("Foreign Root");
   auto wrong_issuer = make_device(foreign, "intruder");
-  CHECK(verify_at(wrong_issuer.cert.get(), root, kNow).code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
+  CHECK(verify_at(wrong_issuer.cert.get(), root, kNow).code ==
+        X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
 }
 
 TEST_CASE("a device certificate issued by an intermediate chains through it to the root") {
@@ -101,8 +103,10 @@ TEST_CASE("a device certificate issued by an intermediate chains through it to t
   auto issuing = make_intermediate(root);
   auto leaf = make_device(issuing, "dev-7");
   CHECK(verify_at(leaf.cert.get(), root, kNow, Purpose::tls_client, issuing.cert.get()).ok());
-  CHECK(verify_at(leaf.cert.get(), root, kNow).code == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
-  CHECK(extension_text(issuing.cert.get(), NID_basic_constraints).find("pathlen:0") != std::string::npos);
+  CHECK(verify_at(leaf.cert.get(), root, kNow).code ==
+        X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
+  CHECK(extension_text(issuing.cert.get(), NID_basic_constraints).find("pathlen:0") !=
+        std::string::npos);
   CHECK(extension_text(root.cert.get(), NID_key_usage) == "Certificate Sign, CRL Sign");
 }
 
@@ -115,7 +119,8 @@ TEST_CASE("issuance refuses a device certificate whose CN is not a valid device 
     REQUIRE_FALSE(result.ok());
     CHECK(result.error().code == Errc::invalid_input);
   }
-  auto too_long = issue_certificate(device_request(std::string(65, 'x'), key.get()), root.cert.get(), *root.signer);
+  auto too_long = issue_certificate(device_request(std::string(65, 'x'), key.get()),
+                                    root.cert.get(), *root.signer);
   REQUIRE_FALSE(too_long.ok());
   CHECK(too_long.error().message.find("limit is 64") != std::string::npos);
 }
@@ -123,11 +128,12 @@ TEST_CASE("issuance refuses a device certificate whose CN is not a valid device 
 TEST_CASE("issuance refuses an empty validity and one that outlives the issuing CA") {
   auto root = make_root();
   auto key = must(generate_key(KeyAlg::p256));
-  auto empty = issue_certificate(device_request("d", key.get(), kNow, kNow), root.cert.get(), *root.signer);
+  auto empty =
+      issue_certificate(device_request("d", key.get(), kNow, kNow), root.cert.get(), *root.signer);
   REQUIRE_FALSE(empty.ok());
   CHECK(empty.error().message == "the validity period is empty");
-  auto too_long = issue_certificate(device_request("d", key.get(), kNow, kNow + 20000 * kDay), root.cert.get(),
-                                    *root.signer);
+  auto too_long = issue_certificate(device_request("d", key.get(), kNow, kNow + 20000 * kDay),
+                                    root.cert.get(), *root.signer);
   REQUIRE_FALSE(too_long.ok());
   CHECK(too_long.error().message.find("outlive its issuing CA") != std::string::npos);
 }
@@ -181,14 +187,15 @@ TEST_CASE("a server certificate refuses names that could smuggle in other entrie
   CHECK(none.error().message.find("at least one DNS name or IP address") != std::string::npos);
 }
 
-TEST_CASE("a CRL distribution point URL is written into the certificate, and a bad one is refused") {
+TEST_CASE(
+    "a CRL distribution point URL is written into the certificate, and a bad one is refused") {
   auto root = make_root();
   auto key = must(generate_key(KeyAlg::p256));
   auto request = device_request("dev", key.get());
   request.crl_url = "http://127.0.0.1:8080/crl";
   auto cert = must(issue_certificate(request, root.cert.get(), *root.signer));
-  CHECK(extension_text(cert.get(), NID_crl_distribution_points).find("URI:http://127.0.0.1:8080/crl") !=
-        std::string::npos);
+  CHECK(extension_text(cert.get(), NID_crl_distribution_points)
+            .find("URI:http://127.0.0.1:8080/crl") != std::string::npos);
   request.crl_url = "http://a/crl,URI:http://evil/";
   CHECK_FALSE(issue_certificate(request, root.cert.get(), *root.signer).ok());
   request.crl_url = "ftp://a/crl";

@@ -12,7 +12,8 @@ namespace {
 
 CrlParams params(std::uint64_t number) { return CrlParams{number, kNow, kNow + 7 * kDay}; }
 
-VerifyOutcome verify_with_crl(const X509* leaf, const TestCa& root, X509_CRL* crl, UnixTime at = kNow) {
+VerifyOutcome verify_with_crl(const X509* leaf, const TestCa& root, X509_CRL* crl,
+                              UnixTime at = kNow) {
   X509* roots[] = {root.cert.get()};
   X509_CRL* crls[] = {crl};
   VerifyOptions options;
@@ -24,7 +25,8 @@ VerifyOutcome verify_with_crl(const X509* leaf, const TestCa& root, X509_CRL* cr
 
 }  // namespace
 
-TEST_CASE("a revoked device certificate is refused with the revocation error, others still verify") {
+TEST_CASE(
+    "a revoked device certificate is refused with the revocation error, others still verify") {
   auto root = make_root();
   auto good = make_device(root, "leaf-good");
   auto revoked = make_device(root, "leaf-revoked");
@@ -45,7 +47,8 @@ TEST_CASE("a CRL carries its number, its issuer's key id, its dates and each ent
   auto crl = must(build_crl(root.cert.get(), *root.signer, entries, params(42)));
 
   CHECK(X509_CRL_get_version(crl.get()) == X509_CRL_VERSION_2);
-  ossl::Ptr<ASN1_INTEGER> number(static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, nullptr, nullptr)));
+  ossl::Ptr<ASN1_INTEGER> number(static_cast<ASN1_INTEGER*>(
+      X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, nullptr, nullptr)));
   REQUIRE(number);
   CHECK(ASN1_INTEGER_get(number.get()) == 42);
   CHECK(X509_CRL_get_ext_by_NID(crl.get(), NID_authority_key_identifier, -1) >= 0);
@@ -78,7 +81,8 @@ TEST_CASE("a CRL past its next update makes verification with CRL checking fail"
   auto root = make_root();
   auto leaf = make_device(root, "dev");
   auto crl = must(build_crl(root.cert.get(), *root.signer, {}, params(1)));
-  CHECK(verify_with_crl(leaf.cert.get(), root, crl.get(), kNow + 8 * kDay).code == X509_V_ERR_CRL_HAS_EXPIRED);
+  CHECK(verify_with_crl(leaf.cert.get(), root, crl.get(), kNow + 8 * kDay).code ==
+        X509_V_ERR_CRL_HAS_EXPIRED);
 }
 
 TEST_CASE("a CRL from another CA does not count for this one") {
@@ -111,8 +115,8 @@ TEST_CASE("a CRL round-trips through PEM and DER") {
 }
 
 TEST_CASE("revocation reason names parse and name themselves back") {
-  for (const char* name : {"unspecified", "keyCompromise", "caCompromise", "affiliationChanged", "superseded",
-                           "cessationOfOperation", "privilegeWithdrawn"}) {
+  for (const char* name : {"unspecified", "keyCompromise", "caCompromise", "affiliationChanged",
+                           "superseded", "cessationOfOperation", "privilegeWithdrawn"}) {
     auto reason = parse_revocation_reason(name);
     REQUIRE(reason.has_value());
     CHECK(revocation_reason_name(*reason) == name);

@@ -44,7 +44,8 @@ TEST_CASE("text that is not a CSR is refused as malformed") {
   CHECK(none.error().code == Errc::invalid_input);
   CHECK(none.error().message.find("malformed CSR") != std::string::npos);
 
-  auto garbage = read_device_csr("-----BEGIN CERTIFICATE REQUEST-----\nnotbase64!!\n-----END CERTIFICATE REQUEST-----\n");
+  auto garbage = read_device_csr(
+      "-----BEGIN CERTIFICATE REQUEST-----\nnotbase64!!\n-----END CERTIFICATE REQUEST-----\n");
   REQUIRE_FALSE(garbage.ok());
   CHECK(garbage.error().message.find("malformed CSR") != std::string::npos);
 }

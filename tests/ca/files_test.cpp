@@ -56,7 +56,8 @@ TEST_CASE("an atomic write into a directory that cannot be written fails with an
   }
   TempDir dir;
   std::filesystem::create_directory(dir / "ro");
-  std::filesystem::permissions(dir / "ro", std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
+  std::filesystem::permissions(
+      dir / "ro", std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
   auto result = write_file_atomic(dir / "ro" / "f", "x", 0644, Overwrite::refuse);
   REQUIRE_FALSE(result.ok());
   CHECK(result.error().code == Errc::io);

@@ -80,10 +80,11 @@ inline CertificateRequest device_request(const std::string& id, const EVP_PKEY* 
 }
 
 inline TestLeaf make_device(const TestCa& ca, const std::string& id, KeyAlg alg = KeyAlg::p256,
-                            UnixTime not_before = kNow - kDay, UnixTime not_after = kNow + 365 * kDay) {
+                            UnixTime not_before = kNow - kDay,
+                            UnixTime not_after = kNow + 365 * kDay) {
   auto key = must(generate_key(alg));
-  auto cert = must(issue_certificate(device_request(id, key.get(), not_before, not_after), ca.cert.get(),
-                                     *ca.signer));
+  auto cert = must(issue_certificate(device_request(id, key.get(), not_before, not_after),
+                                     ca.cert.get(), *ca.signer));
   return TestLeaf{std::move(cert), std::move(key)};
 }
 

@@ -31,11 +31,13 @@ class Fleet {
     std::vector<std::string> init{"init", "--key-alg", "p256"};
     if (!as_root) init.push_back("--no-group");
     must(ctl(init));
-    must(ctl({"ca", "issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--key-alg", "p256", "--cert-out",
-              (data() / "server.crt").string(), "--key-out", (data() / "server.key").string()}));
+    must(ctl({"ca", "issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--key-alg", "p256",
+              "--cert-out", (data() / "server.crt").string(), "--key-out",
+              (data() / "server.key").string()}));
     if (as_root) {
       // The broker reads its key after dropping privileges.
-      REQUIRE(::chown((data() / "server.key").c_str(), static_cast<uid_t>(-1), ::getgrnam("mosquitto")->gr_gid) == 0);
+      REQUIRE(::chown((data() / "server.key").c_str(), static_cast<uid_t>(-1),
+                      ::getgrnam("mosquitto")->gr_gid) == 0);
       REQUIRE(::chmod((data() / "server.key").c_str(), 0640) == 0);
     }
   }
@@ -53,13 +55,16 @@ class Fleet {
   }
 
   Credentials add_device(const std::string& id, const std::string& type = "") {
-    std::vector<std::string> args{"device", "register", id, "--key-alg", "p256", "--key-out", key(id).string(),
-                                  "--cert-out", cert(id).string()};
+    std::vector<std::string> args{"device",         "register",   id,
+                                  "--key-alg",      "p256",       "--key-out",
+                                  key(id).string(), "--cert-out", cert(id).string()};
     if (!type.empty()) args.insert(args.end(), {"--type", type});
     must(ctl(args));
     return credentials(id);
   }
-  Credentials credentials(const std::string& id) const { return Credentials{data() / "ca" / "chain.pem", cert(id), key(id)}; }
+  Credentials credentials(const std::string& id) const {
+    return Credentials{data() / "ca" / "chain.pem", cert(id), key(id)};
+  }
   std::filesystem::path cert(const std::string& id) const { return dir_ / (id + ".crt"); }
   std::filesystem::path key(const std::string& id) const { return dir_ / (id + ".key"); }
 
@@ -142,20 +147,25 @@ TEST_CASE("a device publishes and receives on its own topics, and nothing else")
     CHECK(m->payload == "own");
   }
   SECTION("a publish outside any rule is not delivered") {
-    fleet.must(fleet.ctl({"acl", "grant", "--device", "dev-b", "--access", "subscribe|read", "--topic", "plant/#"}));
+    fleet.must(fleet.ctl(
+        {"acl", "grant", "--device", "dev-b", "--access", "subscribe|read", "--topic", "plant/#"}));
     CHECK(eventually([&] { return b->subscribe("plant/#") == 1; }));
     a->publish("plant/line1", "x");
     CHECK_FALSE(b->next_message(500ms));
   }
 }
 
-TEST_CASE("removing a read right stops deliveries on an existing subscription without a reconnect") {
+TEST_CASE(
+    "removing a read right stops deliveries on an existing subscription without a reconnect") {
   Fleet fleet;
   auto a_creds = fleet.add_device("dev-a");
   auto b_creds = fleet.add_device("dev-b");
-  fleet.must(fleet.ctl({"acl", "grant", "--device", "dev-a", "--access", "subscribe", "--topic", "shared/#"}));
-  fleet.must(fleet.ctl({"acl", "grant", "--device", "dev-a", "--access", "read", "--topic", "shared/#"}));
-  fleet.must(fleet.ctl({"acl", "grant", "--device", "dev-b", "--access", "publish", "--topic", "shared/#"}));
+  fleet.must(fleet.ctl(
+      {"acl", "grant", "--device", "dev-a", "--access", "subscribe", "--topic", "shared/#"}));
+  fleet.must(
+      fleet.ctl({"acl", "grant", "--device", "dev-a", "--access", "read", "--topic", "shared/#"}));
+  fleet.must(fleet.ctl(
+      {"acl", "grant", "--device", "dev-b", "--access", "publish", "--topic", "shared/#"}));
   auto broker = fleet.start();
 
   auto a = connected("dev-a", a_creds, broker->port());
@@ -198,7 +208,8 @@ TEST_CASE("revoking a connected device disconnects it within a second and refuse
   INFO(revoke.err);
   REQUIRE(revoke.exit_code == 0);
   REQUIRE(client->wait_disconnected(3s));
-  const auto latency = std::chrono::duration_cast<std::chrono::milliseconds>(client->disconnected_at() - committed);
+  const auto latency =
+      std::chrono::duration_cast<std::chrono::milliseconds>(client->disconnected_at() - committed);
   WARN("revoke to disconnect: " << latency.count() << " ms");
   CHECK(latency < 1000ms);
 
@@ -235,12 +246,16 @@ TEST_CASE("a certificate renewal disconnects the old certificate and admits the 
   std::filesystem::copy_file(fleet.cert("dev-n"), fleet.dir() / "old.crt");
   std::filesystem::copy_file(fleet.key("dev-n"), fleet.dir() / "old.key");
   auto broker = fleet.start();
-  auto client = connected("dev-n", Credentials{old_creds.cafile, fleet.dir() / "old.crt", fleet.dir() / "old.key"}, broker->port());
+  auto client = connected(
+      "dev-n", Credentials{old_creds.cafile, fleet.dir() / "old.crt", fleet.dir() / "old.key"},
+      broker->port());
 
-  fleet.must(fleet.ctl({"cert", "renew", "dev-n", "--key-alg", "p256", "--key-out", fleet.key("dev-n").string(),
-                        "--cert-out", fleet.cert("dev-n").string(), "--force"}));
+  fleet.must(fleet.ctl({"cert", "renew", "dev-n", "--key-alg", "p256", "--key-out",
+                        fleet.key("dev-n").string(), "--cert-out", fleet.cert("dev-n").string(),
+                        "--force"}));
   REQUIRE(client->wait_disconnected(3s));
-  MqttClient old_again("dev-n", Credentials{old_creds.cafile, fleet.dir() / "old.crt", fleet.dir() / "old.key"});
+  MqttClient old_again(
+      "dev-n", Credentials{old_creds.cafile, fleet.dir() / "old.crt", fleet.dir() / "old.key"});
   CHECK(old_again.connect(broker->port()) == kNotAuthorized);
   MqttClient renewed("dev-n", fleet.credentials("dev-n"));
   CHECK(renewed.connect(broker->port()) == 0);
@@ -251,11 +266,13 @@ TEST_CASE("connections the registry does not vouch for are refused") {
   auto creds = fleet.add_device("dev-k");
   // Signed by the right CA, but never registered.
   fleet.must(fleet.ctl({"ca", "issue", "--device", "ghost", "--key-alg", "p256", "--cert-out",
-                        (fleet.dir() / "ghost.crt").string(), "--key-out", (fleet.dir() / "ghost.key").string()}));
+                        (fleet.dir() / "ghost.crt").string(), "--key-out",
+                        (fleet.dir() / "ghost.key").string()}));
   auto broker = fleet.start();
 
   SECTION("a certificate from the right CA that is not in the registry") {
-    MqttClient ghost("ghost", Credentials{creds.cafile, fleet.dir() / "ghost.crt", fleet.dir() / "ghost.key"});
+    MqttClient ghost(
+        "ghost", Credentials{creds.cafile, fleet.dir() / "ghost.crt", fleet.dir() / "ghost.key"});
     CHECK(ghost.connect(broker->port()) == kNotAuthorized);
     CHECK(broker->wait_for_log("certificate not in the registry"));
   }
@@ -266,17 +283,21 @@ TEST_CASE("connections the registry does not vouch for are refused") {
   }
   SECTION("a certificate from a foreign CA is refused by TLS") {
     TempDir foreign;
-    auto r = run({ONBOARDCTL_PATH, "--data-dir", foreign.path().string(), "ca", "init", "--key-alg", "p256"});
+    auto r = run({ONBOARDCTL_PATH, "--data-dir", foreign.path().string(), "ca", "init", "--key-alg",
+                  "p256"});
     REQUIRE(r.exit_code == 0);
-    r = run({ONBOARDCTL_PATH, "--data-dir", foreign.path().string(), "ca", "issue", "--device", "dev-k", "--key-alg",
-             "p256", "--cert-out", (foreign / "f.crt").string(), "--key-out", (foreign / "f.key").string()});
+    r = run({ONBOARDCTL_PATH, "--data-dir", foreign.path().string(), "ca", "issue", "--device",
+             "dev-k", "--key-alg", "p256", "--cert-out", (foreign / "f.crt").string(), "--key-out",
+             (foreign / "f.key").string()});
     REQUIRE(r.exit_code == 0);
     MqttClient outsider("dev-k", Credentials{creds.cafile, foreign / "f.crt", foreign / "f.key"});
     CHECK(outsider.connect(broker->port(), 2s) == -1);
   }
 }
 
-TEST_CASE("an MQTT v5 client asking for enhanced authentication is refused, not let past the certificate check") {
+TEST_CASE(
+    "an MQTT v5 client asking for enhanced authentication is refused, not let past the certificate "
+    "check") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-v5");
   auto broker = fleet.start();
@@ -288,7 +309,9 @@ TEST_CASE("an MQTT v5 client asking for enhanced authentication is refused, not 
   CHECK(plain.connect(broker->port()) == 0);
 }
 
-TEST_CASE("a registry deleted while the broker runs: no crash, last snapshot kept, refusal after the staleness limit") {
+TEST_CASE(
+    "a registry deleted while the broker runs: no crash, last snapshot kept, refusal after the "
+    "staleness limit") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-s");
   auto broker = fleet.start({"staleness_limit_s 2", "refresh_interval_ms 50"});
@@ -334,7 +357,8 @@ TEST_CASE("the broker refuses to start with a bad plugin configuration, and says
     CHECK(broker.log().find("onboard: cannot start: registry") != std::string::npos);
   }
   SECTION("a file that is not a registry") {
-    std::ofstream(fleet.dir() / "junk.db") << "not a database at all, just text that is long enough";
+    std::ofstream(fleet.dir() / "junk.db")
+        << "not a database at all, just text that is long enough";
     auto options = fleet.broker_options();
     options.registry = fleet.dir() / "junk.db";
     Broker broker(fleet.dir().path(), options);

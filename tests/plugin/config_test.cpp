@@ -15,7 +15,8 @@ TEST_CASE("the registry path is required and must be absolute") {
   CHECK(relative.error().message.find("absolute path") != std::string::npos);
 }
 
-TEST_CASE("defaults refresh every 50 ms, refuse after 60 s without the registry, and log connections") {
+TEST_CASE(
+    "defaults refresh every 50 ms, refuse after 60 s without the registry, and log connections") {
   auto config = parse_config(Options{{"registry", "/var/lib/mosquitto-onboard/registry.db  "}});
   REQUIRE(config.ok());
   CHECK(config->registry == "/var/lib/mosquitto-onboard/registry.db");  // trailing spaces dropped
@@ -57,7 +58,8 @@ TEST_CASE("an unknown option stops the broker instead of being ignored") {
 }
 
 TEST_CASE("the staleness limit must exceed the refresh interval") {
-  auto config = parse_config(Options{{"registry", "/r.db"}, {"refresh_interval_ms", "2000"}, {"staleness_limit_s", "1"}});
+  auto config = parse_config(
+      Options{{"registry", "/r.db"}, {"refresh_interval_ms", "2000"}, {"staleness_limit_s", "1"}});
   REQUIRE_FALSE(config.ok());
   CHECK(config.error().message.find("longer than the refresh interval") != std::string::npos);
 }

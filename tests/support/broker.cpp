@@ -48,7 +48,8 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
-Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options) : log_path_(dir / "mosquitto.log") {
+Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
+    : log_path_(dir / "mosquitto.log") {
   port_ = free_port();
   const auto conf = dir / "mosquitto.conf";
   {
@@ -76,7 +77,8 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options) :
   }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   std::string program = "/usr/sbin/mosquitto", c = "-c", conf_path = conf.string();
   char* argv[] = {program.data(), c.data(), conf_path.data(), nullptr};

@@ -13,7 +13,7 @@ namespace onboard::test {
 int free_port();
 
 struct BrokerOptions {
-  std::filesystem::path plugin;     // the built mosquitto_onboard.so
+  std::filesystem::path plugin;  // the built mosquitto_onboard.so
   std::filesystem::path registry;
   std::filesystem::path cafile, certfile, keyfile;
   std::vector<std::string> plugin_options;  // extra "key value" lines, without "plugin_opt_"

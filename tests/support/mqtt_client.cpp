@@ -15,7 +15,8 @@ LibInit lib_init;
 
 }  // namespace
 
-MqttClient::MqttClient(const std::string& client_id, const Credentials& credentials, int protocol_version) {
+MqttClient::MqttClient(const std::string& client_id, const Credentials& credentials,
+                       int protocol_version) {
   mosq_ = mosquitto_new(client_id.c_str(), true, this);
   if (mosq_ == nullptr) throw std::runtime_error("mosquitto_new failed");
   mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION,
@@ -41,7 +42,8 @@ MqttClient::~MqttClient() {
 
 int MqttClient::connect_with_auth_method(int port, const std::string& method) {
   mosquitto_property* props = nullptr;
-  if (mosquitto_property_add_string(&props, MQTT_PROP_AUTHENTICATION_METHOD, method.c_str()) != MOSQ_ERR_SUCCESS) {
+  if (mosquitto_property_add_string(&props, MQTT_PROP_AUTHENTICATION_METHOD, method.c_str()) !=
+      MOSQ_ERR_SUCCESS) {
     return -1;
   }
   int rc = connect_impl(port, std::chrono::seconds(5), props);
@@ -49,15 +51,19 @@ int MqttClient::connect_with_auth_method(int port, const std::string& method) {
   return rc;
 }
 
-int MqttClient::connect(int port, std::chrono::milliseconds timeout) { return connect_impl(port, timeout, nullptr); }
+int MqttClient::connect(int port, std::chrono::milliseconds timeout) {
+  return connect_impl(port, timeout, nullptr);
+}
 
-int MqttClient::connect_impl(int port, std::chrono::milliseconds timeout, const mosquitto_property* props) {
+int MqttClient::connect_impl(int port, std::chrono::milliseconds timeout,
+                             const mosquitto_property* props) {
   {
     std::lock_guard lock(mutex_);
     connack_ = -2;
     disconnected_ = false;
   }
-  if (mosquitto_connect_bind_v5(mosq_, "127.0.0.1", port, 30, nullptr, props) != MOSQ_ERR_SUCCESS) return -1;
+  if (mosquitto_connect_bind_v5(mosq_, "127.0.0.1", port, 30, nullptr, props) != MOSQ_ERR_SUCCESS)
+    return -1;
   // No automatic reconnect: a test must see exactly the connections it makes.
   mosquitto_reconnect_delay_set(mosq_, 3600, 3600, false);
   if (!loop_started_) {
@@ -88,8 +94,8 @@ int MqttClient::subscribe(const std::string& filter, int qos) {
 
 bool MqttClient::publish(const std::string& topic, const std::string& payload, int qos) {
   int mid = 0;
-  if (mosquitto_publish(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()), payload.data(), qos,
-                        false) != MOSQ_ERR_SUCCESS) {
+  if (mosquitto_publish(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()),
+                        payload.data(), qos, false) != MOSQ_ERR_SUCCESS) {
     return false;
   }
   std::unique_lock lock(mutex_);
@@ -136,7 +142,8 @@ void MqttClient::on_disconnect(struct mosquitto*, void* self, int) {
   c->cv_.notify_all();
 }
 
-void MqttClient::on_subscribe(struct mosquitto*, void* self, int mid, int count, const int* granted) {
+void MqttClient::on_subscribe(struct mosquitto*, void* self, int mid, int count,
+                              const int* granted) {
   auto* c = static_cast<MqttClient*>(self);
   std::lock_guard lock(c->mutex_);
   c->sub_mid_ = mid;
@@ -151,12 +158,13 @@ void MqttClient::on_publish(struct mosquitto*, void* self, int mid) {
   c->cv_.notify_all();
 }
 
-void MqttClient::on_message(struct mosquitto*, void* self, const struct mosquitto_message* message) {
+void MqttClient::on_message(struct mosquitto*, void* self,
+                            const struct mosquitto_message* message) {
   auto* c = static_cast<MqttClient*>(self);
   std::lock_guard lock(c->mutex_);
-  c->messages_.push_back(Message{message->topic,
-                                 std::string(static_cast<const char*>(message->payload),
-                                             static_cast<std::size_t>(message->payloadlen))});
+  c->messages_.push_back(
+      Message{message->topic, std::string(static_cast<const char*>(message->payload),
+                                          static_cast<std::size_t>(message->payloadlen))});
   c->cv_.notify_all();
 }
 

@@ -26,7 +26,8 @@ struct Message {
 
 class MqttClient {
  public:
-  MqttClient(const std::string& client_id, const Credentials& credentials, int protocol_version = 4);
+  MqttClient(const std::string& client_id, const Credentials& credentials,
+             int protocol_version = 4);
   MqttClient(const MqttClient&) = delete;
   MqttClient& operator=(const MqttClient&) = delete;
   ~MqttClient();
@@ -36,7 +37,8 @@ class MqttClient {
   int connect(int port, std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // MQTT v5 only: connects asking for enhanced authentication with this method.
   int connect_with_auth_method(int port, const std::string& method);
-  // The granted QoS, or 128 (0x80, v3.1.1) / the v5 reason code (>= 0x80) when refused; -1 on timeout.
+  // The granted QoS, or 128 (0x80, v3.1.1) / the v5 reason code (>= 0x80) when refused; -1 on
+  // timeout.
   int subscribe(const std::string& filter, int qos = 1);
   // Publishes with QoS 1 and waits for the PUBACK: true when it came.
   bool publish(const std::string& topic, const std::string& payload, int qos = 1);
@@ -48,7 +50,8 @@ class MqttClient {
   std::chrono::steady_clock::time_point disconnected_at() const;
 
  private:
-  int connect_impl(int port, std::chrono::milliseconds timeout, const struct mqtt5__property* props);
+  int connect_impl(int port, std::chrono::milliseconds timeout,
+                   const struct mqtt5__property* props);
   static void on_connect(struct mosquitto*, void* self, int rc);
   static void on_disconnect(struct mosquitto*, void* self, int rc);
   static void on_subscribe(struct mosquitto*, void* self, int mid, int count, const int* granted);

@@ -25,12 +25,15 @@ RunResult onboardctl(const TempDir& data, std::vector<std::string> args,
 
 // Fast CA keys for the suite; the defaults are exercised by the demo.
 RunResult init_ca(const TempDir& data, std::vector<std::string> extra = {}) {
-  std::vector<std::string> args{"ca", "init", "--key-alg", "p256", "--intermediate-key-alg", "p256"};
+  std::vector<std::string> args{"ca",  "init", "--key-alg", "p256", "--intermediate-key-alg",
+                                "p256"};
   args.insert(args.end(), extra.begin(), extra.end());
   return onboardctl(data, args);
 }
 
-void write(const std::filesystem::path& path, const std::string& text) { std::ofstream(path) << text; }
+void write(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
 
 std::string device_csr(const std::string& cn, KeyAlg alg = KeyAlg::p256) {
   auto key = generate_key(alg);
@@ -69,8 +72,9 @@ TEST_CASE("ca init, issue from a CSR, and openssl verify accepts the certificate
   auto chain = onboardctl(data, {"ca", "cert"});
   REQUIRE(chain.exit_code == 0);
   write(out / "chain.pem", chain.out);
-  auto verify = onboard::test::run({"/usr/bin/openssl", "verify", "-x509_strict", "-purpose", "sslclient",
-                                    "-CAfile", (out / "chain.pem").string(), (out / "dev.crt").string()});
+  auto verify =
+      onboard::test::run({"/usr/bin/openssl", "verify", "-x509_strict", "-purpose", "sslclient",
+                          "-CAfile", (out / "chain.pem").string(), (out / "dev.crt").string()});
   INFO(verify.out << verify.err);
   CHECK(verify.exit_code == 0);
   CHECK(verify.out.find(": OK") != std::string::npos);
@@ -97,14 +101,16 @@ TEST_CASE("openssl verify -crl_check refuses a revoked device and accepts the ot
   REQUIRE(revoked.ok());
   RevokedEntry entry{describe_certificate(revoked->get()).serial_hex, unix_now() - 10,
                      RevocationReason::key_compromise};
-  auto crl = build_crl(ca->issuer(), *ca->signer(), {&entry, 1}, CrlParams{1, unix_now() - 10, unix_now() + 86400});
+  auto crl = build_crl(ca->issuer(), *ca->signer(), {&entry, 1},
+                       CrlParams{1, unix_now() - 10, unix_now() + 86400});
   REQUIRE(crl.ok());
   write(out / "crl.pem", crl_to_pem(crl->get()));
   write(out / "chain.pem", ca->chain_pem());
 
   auto verify = [&](const char* leaf) {
-    return onboard::test::run({"/usr/bin/openssl", "verify", "-crl_check", "-CAfile", (out / "chain.pem").string(),
-                               "-CRLfile", (out / "crl.pem").string(), (out / leaf).string()});
+    return onboard::test::run({"/usr/bin/openssl", "verify", "-crl_check", "-CAfile",
+                               (out / "chain.pem").string(), "-CRLfile", (out / "crl.pem").string(),
+                               (out / leaf).string()});
   };
   auto good = verify("leaf-good.crt");
   INFO(good.out << good.err);
@@ -113,7 +119,8 @@ TEST_CASE("openssl verify -crl_check refuses a revoked device and accepts the ot
   CHECK(bad.exit_code != 0);
   CHECK((bad.out + bad.err).find("certificate revoked") != std::string::npos);
 
-  auto own = onboardctl(data, {"ca", "verify", (out / "leaf-revoked.crt").string(), "--crl", (out / "crl.pem").string()});
+  auto own = onboardctl(data, {"ca", "verify", (out / "leaf-revoked.crt").string(), "--crl",
+                               (out / "crl.pem").string()});
   CHECK(own.exit_code == 3);
   CHECK(own.err.find("certificate revoked") != std::string::npos);
 }
@@ -121,8 +128,9 @@ TEST_CASE("openssl verify -crl_check refuses a revoked device and accepts the ot
 TEST_CASE("a key made by the tool is written 0600 and matches its certificate") {
   TempDir data, out;
   REQUIRE(init_ca(data).exit_code == 0);
-  auto r = onboardctl(data, {"ca", "issue", "--device", "dev-1", "--key-alg", "ed25519", "--cert-out",
-                             (out / "d.crt").string(), "--key-out", (out / "d.key").string()});
+  auto r =
+      onboardctl(data, {"ca", "issue", "--device", "dev-1", "--key-alg", "ed25519", "--cert-out",
+                        (out / "d.crt").string(), "--key-out", (out / "d.key").string()});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(mode_of(out / "d.key") == 0600);
@@ -133,17 +141,20 @@ TEST_CASE("a key made by the tool is written 0600 and matches its certificate") 
   CHECK(X509_check_private_key(cert->get(), key->get()) == 1);
 }
 
-TEST_CASE("the broker's server certificate names its host and address and verifies for TLS servers") {
+TEST_CASE(
+    "the broker's server certificate names its host and address and verifies for TLS servers") {
   TempDir data, out;
   REQUIRE(init_ca(data).exit_code == 0);
-  auto r = onboardctl(data, {"ca", "issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--cert-out",
-                             (out / "server.crt").string(), "--key-out", (out / "server.key").string()});
+  auto r = onboardctl(
+      data, {"ca", "issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--cert-out",
+             (out / "server.crt").string(), "--key-out", (out / "server.key").string()});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   write(out / "chain.pem", onboardctl(data, {"ca", "cert"}).out);
-  auto verify = onboard::test::run({"/usr/bin/openssl", "verify", "-purpose", "sslserver", "-verify_hostname",
-                                    "localhost", "-verify_ip", "127.0.0.1", "-CAfile",
-                                    (out / "chain.pem").string(), (out / "server.crt").string()});
+  auto verify =
+      onboard::test::run({"/usr/bin/openssl", "verify", "-purpose", "sslserver", "-verify_hostname",
+                          "localhost", "-verify_ip", "127.0.0.1", "-CAfile",
+                          (out / "chain.pem").string(), (out / "server.crt").string()});
   INFO(verify.out << verify.err);
   CHECK(verify.exit_code == 0);
   CHECK(mode_of(out / "server.key") == 0600);
@@ -163,10 +174,14 @@ TEST_CASE("a passphrase-protected CA needs the passphrase to issue, and a wrong 
   TempDir data, out;
   write(out / "pass", "a strong CA passphrase\n");
   REQUIRE(init_ca(data, {"--passphrase-file", (out / "pass").string()}).exit_code == 0);
-  CHECK(read_file(data / "ca" / "root.key").value().find("BEGIN ENCRYPTED PRIVATE KEY") != std::string::npos);
+  CHECK(read_file(data / "ca" / "root.key").value().find("BEGIN ENCRYPTED PRIVATE KEY") !=
+        std::string::npos);
 
-  std::vector<std::string> issue{"ca", "issue", "--device", "d", "--key-alg", "p256", "--cert-out",
-                                 (out / "d.crt").string(), "--key-out", (out / "d.key").string()};
+  std::vector<std::string> issue{"ca",         "issue",
+                                 "--device",   "d",
+                                 "--key-alg",  "p256",
+                                 "--cert-out", (out / "d.crt").string(),
+                                 "--key-out",  (out / "d.key").string()};
   auto none = onboardctl(data, issue);
   CHECK(none.exit_code == 7);
   CHECK(none.err.find("--passphrase-env") != std::string::npos);
@@ -224,8 +239,8 @@ TEST_CASE("missing or unreadable CA files are reported, not crashed on") {
 
   REQUIRE(init_ca(data).exit_code == 0);
   std::filesystem::remove(data / "ca" / "root.key");
-  auto no_key = onboardctl(data, {"ca", "issue", "--device", "d", "--cert-out", (out / "d.crt").string(),
-                                  "--key-out", (out / "d.key").string()});
+  auto no_key = onboardctl(data, {"ca", "issue", "--device", "d", "--cert-out",
+                                  (out / "d.crt").string(), "--key-out", (out / "d.key").string()});
   CHECK(no_key.exit_code == 6);
   CHECK(no_key.err.find("root.key") != std::string::npos);
   CHECK(files_in(out.path()) == 0);
@@ -234,8 +249,9 @@ TEST_CASE("missing or unreadable CA files are reported, not crashed on") {
 TEST_CASE("an output directory that does not exist or cannot be written fails cleanly") {
   TempDir data, out;
   REQUIRE(init_ca(data).exit_code == 0);
-  auto r = onboardctl(data, {"ca", "issue", "--device", "d", "--key-alg", "p256", "--cert-out",
-                             (out / "missing" / "d.crt").string(), "--key-out", (out / "d.key").string()});
+  auto r = onboardctl(
+      data, {"ca", "issue", "--device", "d", "--key-alg", "p256", "--cert-out",
+             (out / "missing" / "d.crt").string(), "--key-out", (out / "d.key").string()});
   CHECK(r.exit_code == 6);
   // The key was written first, then removed again when the certificate could not be.
   CHECK_FALSE(std::filesystem::exists(out / "d.key"));
@@ -246,8 +262,11 @@ TEST_CASE("existing output files are kept unless --force is given") {
   TempDir data, out;
   REQUIRE(init_ca(data).exit_code == 0);
   write(out / "d.crt", "keep me");
-  std::vector<std::string> args{"ca", "issue", "--device", "d", "--key-alg", "p256", "--cert-out",
-                                (out / "d.crt").string(), "--key-out", (out / "d.key").string()};
+  std::vector<std::string> args{"ca",         "issue",
+                                "--device",   "d",
+                                "--key-alg",  "p256",
+                                "--cert-out", (out / "d.crt").string(),
+                                "--key-out",  (out / "d.key").string()};
   auto refused = onboardctl(data, args);
   CHECK(refused.exit_code == 5);
   CHECK(refused.err.find("--force") != std::string::npos);
