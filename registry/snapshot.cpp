@@ -33,8 +33,6 @@ std::string_view to_string(ConnectReason reason) noexcept {
       return "certificate expired";
     case ConnectReason::common_name_mismatch:
       return "certificate CN is not its registered device";
-    case ConnectReason::unknown_device:
-      return "device not registered";
     case ConnectReason::device_disabled:
       return "device disabled";
     case ConnectReason::device_revoked:

@@ -34,7 +34,6 @@ enum class ConnectReason {
   certificate_not_yet_valid,
   certificate_expired,
   common_name_mismatch,  // the certificate's CN is not the device it is registered to
-  unknown_device,
   device_disabled,
   device_revoked,
   client_id_mismatch,  // the MQTT client id is not the device id

@@ -176,12 +176,12 @@ TEST_CASE("connect: everything in order is accepted and names the device") {
 
 TEST_CASE("connect: every reason has its own text") {
   std::vector<std::string_view> texts;
-  for (auto reason : {ConnectReason::accepted, ConnectReason::registry_stale,
-                      ConnectReason::no_certificate, ConnectReason::unknown_certificate,
-                      ConnectReason::certificate_revoked, ConnectReason::certificate_not_yet_valid,
-                      ConnectReason::certificate_expired, ConnectReason::common_name_mismatch,
-                      ConnectReason::unknown_device, ConnectReason::device_disabled,
-                      ConnectReason::device_revoked, ConnectReason::client_id_mismatch}) {
+  for (auto reason :
+       {ConnectReason::accepted, ConnectReason::registry_stale, ConnectReason::no_certificate,
+        ConnectReason::unknown_certificate, ConnectReason::certificate_revoked,
+        ConnectReason::certificate_not_yet_valid, ConnectReason::certificate_expired,
+        ConnectReason::common_name_mismatch, ConnectReason::device_disabled,
+        ConnectReason::device_revoked, ConnectReason::client_id_mismatch}) {
     texts.push_back(to_string(reason));
   }
   std::sort(texts.begin(), texts.end());
