@@ -2,7 +2,9 @@
 //
 //   build_pure/N      Snapshot::build from DeviceAccess values already in memory
 //   load_sqlite/N     load_snapshot from an SQLite registry (Store::read_access + build)
-//   check_access/N    one ACL decision, ns; a mix of allowed, denied and unmatched topics
+//   check_access/N    one ACL decision, ns; a mix of allowed, denied and unmatched topics, each on
+//                     a random device of the N
+//   check_access_hot/N the same decisions on 256 of the N devices (a broker's active few hundred)
 //   connect_verdict/N one connect check, ns
 //   with_changes/N    deriving the next snapshot with one device changed
 //   refresh_sqlite/N  one registry change (a device disabled or enabled) picked up end to end:
@@ -19,6 +21,20 @@
 // 1 KiB PEM per certificate so that the file is as large as a real one.
 //
 // Sizes: --sizes=1000,100000,1000000 (the default); the other flags are Google Benchmark's.
+//
+// Fill mode (no benchmarks): --fill=DATA_DIR/registry.db --devices=N [--revoked=M] adds N devices
+// to an EXISTING registry that `onboardctl init` made and that has no devices yet, so that
+// onboardctl itself can be timed on a large fleet (bench/run's `registry` part). Each device gets
+// the rows `device register` would write (device, one certificate, a change row) plus the ten own
+// rules above; the ten type groups get their two rules each. With --revoked=M the first M devices
+// are revoked as `device revoke` would leave them (device and certificate revoked, reason
+// keyCompromise), so that CRL building can be timed with a long revocation list. Invariants kept:
+// meta.change_seq advances by one per change row, in the same transaction (one row per group and
+// per device, so a reader that saw the old seq reloads exactly what was added); the audit chain
+// gets ONE properly chained "bench.fill" row (not one per device), so `onboardctl audit verify`
+// passes and the log says the fleet was bulk-loaded; the CRL number and file are untouched
+// (`onboardctl crl` rewrites the file). No ANALYZE is run: the query planner sees what a registry
+// grown by onboardctl would show it.
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
@@ -26,11 +42,13 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -39,6 +57,7 @@
 #include <string>
 #include <vector>
 
+#include "registry/audit.h"
 #include "registry/snapshot.h"
 #include "registry/snapshot_loader.h"
 #include "registry/sqlite_store.h"
@@ -325,13 +344,18 @@ struct CheckQuery {
   std::string topic;
 };
 
-void check_access(benchmark::State& state, std::size_t n) {
+// `active` devices are asked about: all n (every decision is on a random device, mostly out of
+// the CPU caches at 1M), or a few hundred, like a broker whose traffic comes from a few hundred
+// devices at a time (their rules stay in cache).
+void check_access_on(benchmark::State& state, std::size_t n, std::size_t active) {
   const Snapshot& snapshot = fixtures.pure(n);
   std::mt19937_64 random(7);
+  std::vector<std::size_t> devices;
+  for (std::size_t d = 0; d < std::min(active, n); ++d) devices.push_back(random() % n);
   std::vector<CheckQuery> queries;
   queries.reserve(kQueries);
   for (std::size_t q = 0; q < kQueries; ++q) {
-    const std::size_t i = random() % n;
+    const std::size_t i = devices[random() % devices.size()];
     const std::string id = device_id(i);
     const std::string other = device_id((i + 1) % n);
     switch (q % 10) {
@@ -377,6 +401,11 @@ void check_access(benchmark::State& state, std::size_t n) {
     q = (q + 1) % kQueries;
   }
   state.counters["allowed_share"] = static_cast<double>(allowed) / static_cast<double>(decisions);
+}
+void check_access(benchmark::State& state, std::size_t n) { check_access_on(state, n, n); }
+constexpr std::size_t kHotDevices = 256;
+void check_access_hot(benchmark::State& state, std::size_t n) {
+  check_access_on(state, n, kHotDevices);
 }
 
 void connect_verdict(benchmark::State& state, std::size_t n) {
@@ -444,6 +473,185 @@ void refresh_sqlite(benchmark::State& state, std::size_t n) {
   state.counters["kicks"] = static_cast<double>(kicks);
 }
 
+// --- fill mode: a large fleet in an onboardctl registry ---------------------------------------
+
+void fill_registry(const std::filesystem::path& path, std::size_t n, std::size_t revoked) {
+  if (!std::filesystem::is_regular_file(path)) {
+    die("--fill: no registry at " + path.string() + "; run 'onboardctl init' first");
+  }
+  if (revoked > n) die("--revoked cannot exceed --devices");
+  // The Store checks that this is a registry of the current schema version (and upgrades it).
+  must(open_sqlite_store(path, OpenMode::read_write));
+  const auto start = Clock::now();
+  const UnixTime now = static_cast<UnixTime>(std::time(nullptr));
+  SQLite::Database db(path.string(), SQLite::OPEN_READWRITE, 5000);
+  db.exec("PRAGMA foreign_keys = ON");  // as the Store has it: the rows must satisfy them
+  db.exec("PRAGMA synchronous = OFF");  // this connection only: filling, not measuring
+  SQLite::Transaction transaction(db, SQLite::TransactionBehavior::IMMEDIATE);
+  if (db.execAndGet("SELECT count(*) FROM devices").getInt64() != 0) {
+    die("--fill: " + path.string() + " already holds devices; fill a fresh registry");
+  }
+  std::int64_t seq = db.execAndGet("SELECT change_seq FROM meta WHERE id = 1").getInt64();
+  SQLite::Statement change(db, "INSERT INTO changes (seq, at, kind, subject) VALUES (?, ?, ?, ?)");
+  auto record_change = [&](const char* kind, const std::string& subject) {
+    change.reset();
+    change.bind(1, ++seq);
+    change.bind(2, now);
+    change.bind(3, kind);
+    change.bind(4, subject);
+    change.exec();
+  };
+  SQLite::Statement group(
+      db,
+      "INSERT INTO groups (name, description, created_at) VALUES (?, 'devices of type ' || ?1, ?)");
+  SQLite::Statement rule_insert(db,
+                                "INSERT INTO acl_rules (device_id, group_name, access, pattern, "
+                                "effect, priority, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  auto insert_rule = [&](const std::string* device, const std::string* group_name,
+                         const acl::Rule& r) {
+    rule_insert.reset();
+    if (device)
+      rule_insert.bind(1, *device);
+    else
+      rule_insert.bind(1);
+    if (group_name)
+      rule_insert.bind(2, *group_name);
+    else
+      rule_insert.bind(2);
+    rule_insert.bind(3, r.access);
+    rule_insert.bind(4, r.pattern);
+    rule_insert.bind(5, r.effect == acl::Effect::allow ? "allow" : "deny");
+    rule_insert.bind(6, r.priority);
+    rule_insert.bind(7, now);
+    rule_insert.exec();
+  };
+  for (const auto& g : make_groups()) {
+    if (g.name == kDefaultGroup) continue;  // init made it, with its documented rule
+    group.reset();
+    group.bind(1, g.name);
+    group.bind(2, now);
+    group.exec();
+    for (const auto& r : g.rules) insert_rule(nullptr, &g.name, r);
+    record_change("group", g.name);
+  }
+  const std::string pem =
+      "-----BEGIN CERTIFICATE-----\n" + std::string(960, 'A') + "\n-----END CERTIFICATE-----\n";
+  SQLite::Statement device(db,
+                           "INSERT INTO devices (id, name, type, location, firmware, status, "
+                           "created_at, updated_at, metadata) "
+                           "VALUES (?1, ?1, ?2, 'bench', '1.0.0', ?3, ?4, ?4, '{}')");
+  SQLite::Statement certificate(db,
+                                "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, "
+                                "device_id, subject, not_before, not_after, status, revoked_at, "
+                                "revocation_reason, pem) VALUES (?, 'CN=onboard bench fill', ?, ?, "
+                                "?, ?, ?, ?, ?, ?, ?)");
+  for (std::size_t i = 0; i < n; ++i) {
+    const DeviceAccess d = make_device(i);
+    const bool is_revoked = i < revoked;
+    device.reset();
+    device.bind(1, d.id);
+    device.bind(2, d.type);
+    device.bind(3, is_revoked ? "revoked" : "active");
+    device.bind(4, now);
+    device.exec();
+    certificate.reset();
+    certificate.bind(1, d.certificates.front().serial_hex);
+    certificate.bind(2, d.certificates.front().sha256_fingerprint);
+    certificate.bind(3, d.id);
+    certificate.bind(4, "CN=" + d.id);
+    certificate.bind(5, now - 86'400);
+    certificate.bind(6, now + 365 * 86'400);
+    certificate.bind(7, is_revoked ? "revoked" : "active");
+    if (is_revoked) {
+      certificate.bind(8, now);
+      certificate.bind(9, "keyCompromise");
+    } else {
+      certificate.bind(8);
+      certificate.bind(9);
+    }
+    certificate.bind(10, pem);
+    certificate.exec();
+    for (const auto& r : d.rules) insert_rule(&d.id, nullptr, r);
+    record_change("device", d.id);
+  }
+  db.exec("UPDATE meta SET change_seq = " + std::to_string(seq) + " WHERE id = 1");
+
+  // One audit row for the whole fill, chained like the Store's own rows.
+  SQLite::Statement head(db, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
+  if (!head.executeStep()) die("--fill: the registry has no meta row");
+  AuditEvent event;
+  event.seq = head.getColumn(0).getInt64() + 1;
+  event.prev_hash = head.getColumn(1).getString();
+  head.reset();
+  event.at = now;
+  event.actor = "bench:onboard_registry_bench";
+  event.action = "bench.fill";
+  event.subject = "registry";
+  event.details = "{\"devices\":" + std::to_string(n) + ",\"revoked\":" + std::to_string(revoked) +
+                  ",\"rules_per_device\":" + std::to_string(kRulesPerDevice) + "}";
+  event.hash = audit_hash(event);
+  SQLite::Statement audit(db,
+                          "INSERT INTO audit_events (seq, at, actor, action, subject, details, "
+                          "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  audit.bind(1, event.seq);
+  audit.bind(2, event.at);
+  audit.bind(3, event.actor);
+  audit.bind(4, event.action);
+  audit.bind(5, event.subject);
+  audit.bind(6, event.details);
+  audit.bind(7, event.prev_hash);
+  audit.bind(8, event.hash);
+  audit.exec();
+  SQLite::Statement set_head(
+      db, "UPDATE meta SET audit_head_seq = ?, audit_head_hash = ? WHERE id = 1");
+  set_head.bind(1, event.seq);
+  set_head.bind(2, event.hash);
+  set_head.exec();
+  transaction.commit();
+  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  std::fprintf(stderr,
+               "registry_bench: filled %s with %zu devices (%zu revoked) in %.1f s (%.0f MiB)\n",
+               path.c_str(), n, revoked, seconds_since(start),
+               static_cast<double>(std::filesystem::file_size(path)) / (1 << 20));
+}
+
+std::size_t count_option(const std::string& arg, const std::string& name) {
+  char* end = nullptr;
+  const std::string value = arg.substr(name.size());
+  const unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+  if (value.empty() || *end != '\0') die(name + " takes a whole number");
+  return n;
+}
+
+// --fill=PATH --devices=N [--revoked=M]: fills and returns true; false when --fill is absent.
+bool run_fill_mode(int argc, char** argv) {
+  std::string path, other;
+  std::size_t devices = 0, revoked = 0;
+  bool have_devices = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--fill=", 0) == 0) {
+      path = arg.substr(7);
+    } else if (arg.rfind("--devices=", 0) == 0) {
+      devices = count_option(arg, "--devices=");
+      have_devices = true;
+    } else if (arg.rfind("--revoked=", 0) == 0) {
+      revoked = count_option(arg, "--revoked=");
+    } else {
+      other = arg;
+    }
+  }
+  if (path.empty()) {
+    if (have_devices || revoked != 0) die("--devices and --revoked need --fill=PATH");
+    return false;
+  }
+  if (!other.empty())
+    die("fill mode takes only --fill=PATH --devices=N [--revoked=M], not " + other);
+  if (!have_devices) die("--fill needs --devices=N");
+  fill_registry(path, devices, revoked);
+  return true;
+}
+
 std::vector<std::size_t> parse_sizes(int& argc, char** argv) {
   std::vector<std::size_t> sizes{1'000, 100'000, 1'000'000};
   int out = 1;
@@ -472,6 +680,7 @@ std::vector<std::size_t> parse_sizes(int& argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (run_fill_mode(argc, argv)) return 0;
   const auto sizes = parse_sizes(argc, argv);
   // Grouped by size, so that each fleet is made once and dropped before the next one.
   for (const std::size_t n : sizes) {
@@ -492,6 +701,7 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMicrosecond)
         ->Iterations(200);
     benchmark::RegisterBenchmark(("check_access" + suffix).c_str(), check_access, n);
+    benchmark::RegisterBenchmark(("check_access_hot" + suffix).c_str(), check_access_hot, n);
     benchmark::RegisterBenchmark(("connect_verdict" + suffix).c_str(), connect_verdict, n);
     benchmark::RegisterBenchmark(("with_changes" + suffix).c_str(), with_changes, n)
         ->UseManualTime()
