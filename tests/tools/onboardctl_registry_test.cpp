@@ -447,6 +447,45 @@ TEST_CASE("register into a missing or unwritable directory fails with nothing re
   CHECK(files_in(fleet.out.path()) == (::geteuid() != 0 ? 2u : 1u));
 }
 
+TEST_CASE("a data directory the operator cannot write is reported as such, and nothing changes") {
+  Fleet fleet;
+  fleet.require_add("dev-1");
+  // Root writes anywhere: as root, run the command as user nobody, who may read but not write.
+  const bool as_root = ::geteuid() == 0;
+  if (as_root) {
+    for (const auto& dir : {fleet.data.path(), fleet.data / "ca"}) {
+      REQUIRE(::chmod(dir.c_str(), 0755) == 0);
+    }
+    for (const char* file : {"registry.db", "crl.pem"}) {
+      REQUIRE(::chmod((fleet.data / file).c_str(), 0644) == 0);
+    }
+  } else {
+    REQUIRE(::chmod(fleet.data.path().c_str(), 0500) == 0);
+    REQUIRE(::chmod(fleet.registry().c_str(), 0400) == 0);
+  }
+  auto as_other = [&](Args args) {
+    args.insert(args.begin(), {ONBOARDCTL_PATH, "--data-dir", fleet.data.path().string()});
+    if (as_root) args.insert(args.begin(), {"/usr/sbin/runuser", "-u", "nobody", "--"});
+    return onboard::test::run(args);
+  };
+  for (const Args& command :
+       {Args{"device", "disable", "dev-1"},
+        Args{"acl", "grant", "--device", "dev-1", "--access", "read", "--topic", "x/#"}}) {
+    INFO(command[0] << " " << command[1]);
+    auto r = as_other(command);
+    CHECK(r.exit_code == 6);
+    CHECK(one_line_error(r));
+    CHECK((contains(r.err, "read-only") || contains(r.err, "permission") ||
+           contains(r.err, "cannot be opened")));
+  }
+  if (!as_root) {
+    ::chmod(fleet.data.path().c_str(), 0700);
+    ::chmod(fleet.registry().c_str(), 0600);
+  }
+  CHECK(fleet.show("dev-1")["status"] == "active");
+  CHECK(fleet.show("dev-1")["rules"].size() == 1);
+}
+
 TEST_CASE("a failed register with --force leaves the files it would have replaced as they were") {
   Fleet fleet;
   write(fleet.out / "dev-1.key", "the operator's old key");
