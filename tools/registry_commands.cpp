@@ -384,15 +384,29 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       filter.limit = o->limit;
       filter.after_id = o->after;
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(auto devices, store->list_devices(filter));
-      const bool more = o->limit != 0 && devices.size() == o->limit;
       if (o->json_out) {
-        json out{{"devices", json::array()}};
-        for (const auto& d : devices) out["devices"].push_back(device_json(d));
-        out["next_after"] = more ? json(devices.back().id) : json(nullptr);
-        std::cout << out.dump(2) << "\n";
+        // Streamed a page at a time: exporting a whole fleet needs the memory of one page.
+        constexpr std::size_t kPage = 1000;
+        std::size_t printed = 0;
+        std::string last;
+        std::cout << "{\"devices\": [";
+        for (;;) {
+          registry::DeviceFilter page = filter;
+          page.limit = o->limit == 0 ? kPage : std::min(kPage, o->limit - printed);
+          page.after_id = printed == 0 ? filter.after_id : last;
+          ONBOARD_TRY(auto devices, store->list_devices(page));
+          for (const auto& d : devices) {
+            std::cout << (printed++ == 0 ? "\n" : ",\n") << device_json(d).dump();
+          }
+          if (!devices.empty()) last = devices.back().id;
+          if (devices.size() < page.limit || (o->limit != 0 && printed == o->limit)) break;
+        }
+        const bool more = o->limit != 0 && printed == o->limit;
+        std::cout << "\n], \"next_after\": " << (more ? json(last).dump() : "null") << "}\n";
         return kExitOk;
       }
+      ONBOARD_TRY(auto devices, store->list_devices(filter));
+      const bool more = o->limit != 0 && devices.size() == o->limit;
       Table table({"ID", "STATUS", "TYPE", "LOCATION", "FIRMWARE", "CREATED"});
       for (const auto& d : devices) {
         table.add({d.id, std::string(to_string(d.status)), d.type, d.location, d.firmware,
