@@ -48,10 +48,4 @@ inline DeviceBundle make_device_bundle(const std::string& device_id = "sensor-1"
   return b;
 }
 
-inline mode_t mode_of(const std::filesystem::path& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 07777;
-}
-
 }  // namespace onboard::test

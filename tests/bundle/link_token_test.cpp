@@ -16,6 +16,8 @@ using namespace onboard;
 using namespace onboard::bundle;
 using onboard::test::TempDir;
 
+using onboard::test::mode_of;
+
 namespace {
 
 constexpr UnixTime kNow = 1'800'000'000;
@@ -27,12 +29,6 @@ std::string token_for(std::string_view id, UnixTime expires_at, const Secret& ke
   auto token = make_link_token(id, expires_at, key);
   REQUIRE(token.ok());
   return token.value();
-}
-
-mode_t mode_of(const std::filesystem::path& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 07777;
 }
 
 }  // namespace

@@ -21,12 +21,6 @@ CaInitOptions fast_options() {
   return options;
 }
 
-mode_t mode_of(const std::filesystem::path& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 07777;
-}
-
 IssuedCertificate issue_device(const Authority& ca, const std::string& id) {
   auto key = must(generate_key(KeyAlg::p256));
   const UnixTime now = unix_now();

@@ -10,19 +10,10 @@
 using namespace onboard;
 using onboard::test::TempDir;
 
-namespace {
+using onboard::test::files_in;
+using onboard::test::mode_of;
 
-mode_t mode_of(const std::filesystem::path& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 07777;
-}
-
-std::size_t entries_in(const std::filesystem::path& dir) {
-  return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator(dir), {}));
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("an atomic write creates the file with the requested mode and content") {
   TempDir dir;
@@ -31,7 +22,7 @@ TEST_CASE("an atomic write creates the file with the requested mode and content"
   CHECK(read_file(dir / "key.pem").value() == "secret");
   REQUIRE(write_file_atomic(dir / "cert.pem", "public", 0644, Overwrite::refuse).ok());
   CHECK(mode_of(dir / "cert.pem") == 0644);
-  CHECK(entries_in(dir.path()) == 2);  // no temporary file left
+  CHECK(files_in(dir.path()) == 2);  // no temporary file left
 }
 
 TEST_CASE("an atomic write refuses to overwrite unless told to, and leaves the old content") {
@@ -43,7 +34,7 @@ TEST_CASE("an atomic write refuses to overwrite unless told to, and leaves the o
   CHECK(read_file(dir / "f").value() == "one");
   REQUIRE(write_file_atomic(dir / "f", "two", 0644, Overwrite::replace).ok());
   CHECK(read_file(dir / "f").value() == "two");
-  CHECK(entries_in(dir.path()) == 1);
+  CHECK(files_in(dir.path()) == 1);
 }
 
 TEST_CASE("an atomic write into a directory that cannot be written fails with an I/O error") {

@@ -1,6 +1,9 @@
 // A fresh directory for one test, removed with everything in it when the test ends.
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstddef>
 #include <filesystem>
 
 namespace onboard::test {
@@ -19,5 +22,9 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The permission bits of a file (0 when it cannot be read), and how many entries a directory has.
+mode_t mode_of(const std::filesystem::path& path);
+std::size_t files_in(const std::filesystem::path& dir);
 
 }  // namespace onboard::test

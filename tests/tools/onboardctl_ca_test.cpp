@@ -15,6 +15,9 @@ using namespace onboard;
 using onboard::test::RunResult;
 using onboard::test::TempDir;
 
+using onboard::test::files_in;
+using onboard::test::mode_of;
+
 namespace {
 
 RunResult onboardctl(const TempDir& data, std::vector<std::string> args,
@@ -41,16 +44,6 @@ std::string device_csr(const std::string& cn, KeyAlg alg = KeyAlg::p256) {
   auto req = make_csr(key->get(), cn);
   REQUIRE(req.ok());
   return csr_to_pem(req->get());
-}
-
-mode_t mode_of(const std::filesystem::path& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 07777;
-}
-
-std::size_t files_in(const std::filesystem::path& dir) {
-  return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator(dir), {}));
 }
 
 }  // namespace

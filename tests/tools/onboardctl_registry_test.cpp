@@ -30,6 +30,9 @@ using nlohmann::json;
 using onboard::test::RunResult;
 using onboard::test::TempDir;
 
+using onboard::test::files_in;
+using onboard::test::mode_of;
+
 namespace {
 
 using Args = std::vector<std::string>;
@@ -61,16 +64,6 @@ void write(const std::filesystem::path& path, const std::string& text) {
 }
 
 std::string slurp(const std::filesystem::path& path) { return read_file(path).value(); }
-
-mode_t mode_of(const std::filesystem::path& path) {
-  struct stat st {};
-  REQUIRE(::stat(path.c_str(), &st) == 0);
-  return st.st_mode & 07777;
-}
-
-std::size_t files_in(const std::filesystem::path& dir) {
-  return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator(dir), {}));
-}
 
 std::string device_csr(const std::string& cn, ossl::Ptr<EVP_PKEY>* key_out = nullptr) {
   auto key = generate_key(KeyAlg::p256);
