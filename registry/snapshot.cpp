@@ -179,23 +179,29 @@ ConnectVerdict Snapshot::connect_verdict(const ConnectRequest& request, UnixTime
   return {ConnectReason::accepted, device.id};
 }
 
+acl::Evaluation check_device_access(const DeviceAccess& device, const GroupAccess* type_group,
+                                    const GroupAccess* default_group, std::string_view username,
+                                    std::string_view client_id, acl::Access access,
+                                    std::string_view topic_or_filter) noexcept {
+  if (device.status != DeviceStatus::active) return acl::Evaluation{acl::Decision::deny, nullptr};
+  std::array<std::span<const acl::Rule>, 3> sets;
+  std::size_t n = 0;
+  sets[n++] = device.rules;
+  if (type_group != nullptr) sets[n++] = type_group->rules;
+  if (default_group != nullptr) sets[n++] = default_group->rules;
+  acl::Substitutions subs{device.id, client_id, username};
+  return acl::evaluate(std::span<const std::span<const acl::Rule>>(sets.data(), n), access,
+                       topic_or_filter, subs);
+}
+
 acl::Evaluation Snapshot::check_access(std::string_view username, std::string_view client_id,
                                        acl::Access access,
                                        std::string_view topic_or_filter) const noexcept {
   const DeviceAccess* device = find_device(username);
-  if (device == nullptr || device->status != DeviceStatus::active) {
-    return acl::Evaluation{acl::Decision::deny, nullptr};
-  }
-  std::array<std::span<const acl::Rule>, 3> sets;
-  std::size_t n = 0;
-  sets[n++] = device->rules;
-  if (!device->type.empty()) {
-    if (const GroupAccess* group = find_group(device->type)) sets[n++] = group->rules;
-  }
-  if (const GroupAccess* group = find_group(kDefaultGroup)) sets[n++] = group->rules;
-  acl::Substitutions subs{device->id, client_id, username};
-  return acl::evaluate(std::span<const std::span<const acl::Rule>>(sets.data(), n), access,
-                       topic_or_filter, subs);
+  if (device == nullptr) return acl::Evaluation{acl::Decision::deny, nullptr};
+  const GroupAccess* type_group = device->type.empty() ? nullptr : find_group(device->type);
+  return check_device_access(*device, type_group, find_group(kDefaultGroup), username, client_id,
+                             access, topic_or_filter);
 }
 
 }  // namespace onboard::registry

@@ -52,6 +52,15 @@ struct ConnectVerdict {
   bool accepted() const noexcept { return reason == ConnectReason::accepted; }
 };
 
+// The topic decision for one device, given its groups' rules (nullptr: the group has none). A
+// device that is not active is denied everything; otherwise its own rules, its type group's and
+// "default"'s are evaluated together by acl::evaluate. Allocates nothing. Snapshot::check_access
+// and `onboardctl acl check` both decide through this.
+acl::Evaluation check_device_access(const DeviceAccess& device, const GroupAccess* type_group,
+                                    const GroupAccess* default_group, std::string_view username,
+                                    std::string_view client_id, acl::Access access,
+                                    std::string_view topic_or_filter) noexcept;
+
 class Snapshot {
  public:
   static constexpr std::size_t kShards = 4096;

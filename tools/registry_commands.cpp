@@ -691,18 +691,16 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(auto device, registry::load_device_access(*store, o->device));
       if (!device) return make_error(Errc::not_found, "device " + o->device + " does not exist");
-      std::vector<registry::GroupAccess> groups;
       ONBOARD_TRY(auto default_group, registry::load_group_access(*store, registry::kDefaultGroup));
-      groups.push_back(std::move(default_group));
+      std::optional<registry::GroupAccess> type_group;
       if (!device->type.empty()) {
-        ONBOARD_TRY(auto type_group, registry::load_group_access(*store, device->type));
-        groups.push_back(std::move(type_group));
+        ONBOARD_TRY(type_group, registry::load_group_access(*store, device->type));
       }
       const std::string status(to_string(device->status));
-      // The same snapshot and evaluator the broker plugin uses.
-      auto snapshot = registry::Snapshot::build({*device}, std::move(groups), 0);
-      auto evaluation =
-          snapshot->check_access(o->device, o->device, static_cast<acl::Access>(*access), o->topic);
+      // The same decision function the broker plugin uses.
+      auto evaluation = registry::check_device_access(*device, type_group ? &*type_group : nullptr,
+                                                      &default_group, o->device, o->device,
+                                                      static_cast<acl::Access>(*access), o->topic);
       const bool allowed = evaluation.decision == acl::Decision::allow;
       std::string why;
       if (status != "active")
