@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ca/certificate.h"
 #include "ca/crl.h"
@@ -66,6 +67,10 @@ struct NewCertificate {
   UnixTime not_before = 0;
   UnixTime not_after = 0;
   std::string pem;
+  // The device's private key when the tool made it and must keep it until it is packaged:
+  // PKCS#8 PEM, ENCRYPTED under the operator's passphrase (the store refuses anything else).
+  // Empty when the device holds its own key or the key was handed out at once.
+  std::string held_key_pem;
 };
 // The record for a certificate the CA just issued, from describe_certificate() and its PEM.
 NewCertificate new_certificate(const CertificateInfo& info, std::string pem);
@@ -138,6 +143,57 @@ struct Change {
   UnixTime at = 0;
   ChangeKind kind = ChangeKind::device;
   std::string subject;  // device id or group name; empty for crl
+};
+
+// A key the tool made, kept encrypted until its device is packaged (see NewCertificate).
+struct HeldKey {
+  std::string device_id;
+  std::string certificate_sha256;  // the certificate the key belongs to
+  std::string encrypted_pem;       // PKCS#8, encrypted
+  UnixTime created_at = 0;
+};
+
+// Devices registered together, e.g. from one manufacturer's CSV file.
+struct BatchMember {
+  std::string device_id;
+  std::int64_t line = 0;  // where it came from in the source (a CSV line number)
+};
+struct Batch {
+  std::string id;
+  std::string source;  // e.g. the CSV file's name
+  UnixTime created_at = 0;
+  std::vector<BatchMember> devices;  // in line order
+};
+
+// A credential bundle that was written: what it holds and the SHA-256 of the zip, never its
+// password.
+struct BundleDevice {
+  std::string device_id;
+  std::string certificate_sha256;
+};
+struct BundleRecord {
+  std::string id;
+  std::string batch_id;  // empty when not made from a batch
+  std::string path;      // where the zip was written (absolute)
+  std::string sha256;    // of the zip file
+  std::int64_t size = 0;
+  bool with_keys = false;  // some device's private key is inside
+  UnixTime created_at = 0;
+  std::optional<UnixTime> downloaded_at;  // set once, by the one-time link
+  std::string downloaded_by;
+  std::vector<BundleDevice> devices;
+};
+
+// A bearer token of the REST API; the store knows only the token's SHA-256.
+enum class ApiRole { operator_role, reader };
+std::string_view to_string(ApiRole role) noexcept;
+std::optional<ApiRole> parse_api_role(std::string_view text) noexcept;
+struct ApiToken {
+  std::int64_t id = 0;
+  std::string name;
+  ApiRole role = ApiRole::reader;
+  UnixTime created_at = 0;
+  std::optional<UnixTime> revoked_at;
 };
 
 // Who makes a change, and when: written to the audit row, and the time every timestamp of the

@@ -99,6 +99,67 @@ CREATE TABLE changes (
 );
 )sql";
 
+// Version 2: credential delivery and API access. Notes on choices:
+// - held_keys keeps a key the tool made, encrypted (PKCS#8, AES-256-CBC under a PBKDF2 key from
+//   the operator's passphrase), only until it is packaged: the row is deleted in the transaction
+//   that records the bundle, and when the device is revoked or its certificate replaced. It is
+//   tied to one certificate, so a key can never be packaged beside another key's certificate.
+// - A bundle row records what was packaged and the zip's SHA-256, never the password. The
+//   download columns make a one-time link single-use: the UPDATE that sets them is conditional
+//   on their being NULL, so two concurrent downloads cannot both win.
+// - api_tokens stores only a SHA-256 of each bearer token: a copy of the registry grants nothing.
+constexpr const char* kVersion2 = R"sql(
+CREATE TABLE held_keys (
+  device_id          TEXT    PRIMARY KEY REFERENCES devices (id),
+  certificate_sha256 TEXT    NOT NULL REFERENCES certificates (sha256_fingerprint),
+  encrypted_pem      TEXT    NOT NULL CHECK (encrypted_pem LIKE '-----BEGIN ENCRYPTED PRIVATE KEY-----%'),
+  created_at         INTEGER NOT NULL
+);
+
+CREATE TABLE batches (
+  id         TEXT    PRIMARY KEY,
+  source     TEXT    NOT NULL,
+  created_at INTEGER NOT NULL
+);
+
+CREATE TABLE batch_devices (
+  batch_id  TEXT    NOT NULL REFERENCES batches (id),
+  device_id TEXT    NOT NULL REFERENCES devices (id),
+  line      INTEGER NOT NULL,
+  PRIMARY KEY (batch_id, device_id)
+);
+
+CREATE TABLE bundles (
+  id            TEXT    PRIMARY KEY,
+  batch_id      TEXT    REFERENCES batches (id),
+  path          TEXT    NOT NULL,
+  sha256        TEXT    NOT NULL,
+  size          INTEGER NOT NULL,
+  with_keys     INTEGER NOT NULL CHECK (with_keys IN (0, 1)),
+  created_at    INTEGER NOT NULL,
+  downloaded_at INTEGER,
+  downloaded_by TEXT,
+  CHECK ((downloaded_at IS NULL) = (downloaded_by IS NULL))
+);
+
+CREATE TABLE bundle_devices (
+  bundle_id          TEXT NOT NULL REFERENCES bundles (id),
+  device_id          TEXT NOT NULL REFERENCES devices (id),
+  certificate_sha256 TEXT NOT NULL,
+  PRIMARY KEY (bundle_id, device_id)
+);
+CREATE INDEX bundle_devices_by_device ON bundle_devices (device_id);
+
+CREATE TABLE api_tokens (
+  id           INTEGER PRIMARY KEY AUTOINCREMENT,
+  name         TEXT    NOT NULL UNIQUE,
+  role         TEXT    NOT NULL CHECK (role IN ('operator', 'reader')),
+  token_sha256 TEXT    NOT NULL UNIQUE,
+  created_at   INTEGER NOT NULL,
+  revoked_at   INTEGER
+);
+)sql";
+
 void migrate_to_1(SQLite::Database& db, UnixTime now) {
   db.exec(kVersion1);
   db.exec("PRAGMA application_id = " + std::to_string(kApplicationId));  // a constant, not input
@@ -155,6 +216,7 @@ Result<int> stored_version(SQLite::Database& db, const std::string& path) {
 void migrate(SQLite::Database& db, int from_version, UnixTime now) {
   // One step per version; each later step goes here as `if (from_version < N) migrate_to_N(...)`.
   if (from_version < 1) migrate_to_1(db, now);
+  if (from_version < 2) db.exec(kVersion2);
   if (from_version < kCurrentVersion) {
     SQLite::Statement bump(db, "UPDATE meta SET schema_version = ?");
     bump.bind(1, kCurrentVersion);

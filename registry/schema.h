@@ -13,7 +13,7 @@
 
 namespace onboard::registry::schema {
 
-inline constexpr int kCurrentVersion = 1;
+inline constexpr int kCurrentVersion = 2;
 // PRAGMA application_id of every registry file ("ONBD"): tells our file from any other SQLite DB.
 inline constexpr std::int32_t kApplicationId = 0x4F4E4244;
 

@@ -294,6 +294,11 @@ Result<NewCertificate> checked_certificate(NewCertificate c) {
     return bad("certificate issuer and subject are required");
   if (c.not_after < c.not_before) return bad("certificate expires before it becomes valid");
   if (!c.pem.starts_with("-----BEGIN CERTIFICATE-----")) return bad("certificate PEM is missing");
+  if (!c.held_key_pem.empty() &&
+      !c.held_key_pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")) {
+    // A plaintext key must never reach the registry file.
+    return bad("a held key must be an encrypted PKCS#8 PEM");
+  }
   return c;
 }
 
@@ -348,7 +353,34 @@ class SqliteStore final : public Store {
 
   Result<AccessData> read_access(const AccessQuery& query) override;
 
+  Result<std::optional<HeldKey>> held_key(std::string_view device_id) override;
+  Status create_batch(std::string_view id, std::string_view source, const Actor& actor) override;
+  Result<Batch> get_batch(std::string_view id) override;
+  Result<Device> register_device_in_batch(const NewDevice& device,
+                                          const NewCertificate& certificate,
+                                          std::string_view batch_id, std::int64_t line,
+                                          const Actor& actor) override;
+  Result<BundleRecord> record_bundle(const BundleRecord& bundle, const Actor& actor) override;
+  Result<BundleRecord> get_bundle(std::string_view id) override;
+  Result<std::vector<BundleRecord>> bundles_of_device(std::string_view device_id) override;
+  Result<BundleRecord> claim_bundle_download(std::string_view id, std::string_view downloaded_by,
+                                             const Actor& actor) override;
+  Result<ApiToken> create_api_token(std::string_view name, ApiRole role,
+                                    std::string_view token_sha256, const Actor& actor) override;
+  Result<std::vector<ApiToken>> list_api_tokens() override;
+  Result<bool> revoke_api_token(std::string_view name, const Actor& actor) override;
+  Result<ApiToken> find_api_token(std::string_view token_sha256) override;
+  Status record_event(std::string_view action, std::string_view subject,
+                      std::string_view details, const Actor& actor) override;
+
  private:
+  Result<Device> insert_device(const NewDevice& device, const NewCertificate& certificate,
+                               std::optional<std::string_view> batch_id, std::int64_t line,
+                               const Actor& actor);
+  void hold_key(std::string_view device_id, const NewCertificate& certificate, UnixTime now);
+  void erase_held_key(std::string_view device_id);
+  std::optional<BundleRecord> load_bundle(std::string_view id);
+
   // Runs `body` in one read transaction, so that several statements see one snapshot.
   template <class F>
   auto read(std::string_view what, F&& body) -> decltype(body());
@@ -549,12 +581,32 @@ Status SqliteStore::create_or_upgrade(UnixTime now) {
 
 Result<Device> SqliteStore::register_device(const NewDevice& input,
                                             const NewCertificate& certificate, const Actor& actor) {
+  return insert_device(input, certificate, std::nullopt, 0, actor);
+}
+
+Result<Device> SqliteStore::register_device_in_batch(const NewDevice& input,
+                                                     const NewCertificate& certificate,
+                                                     std::string_view batch_id, std::int64_t line,
+                                                     const Actor& actor) {
+  return insert_device(input, certificate, batch_id, line, actor);
+}
+
+Result<Device> SqliteStore::insert_device(const NewDevice& input,
+                                          const NewCertificate& certificate,
+                                          std::optional<std::string_view> batch_id,
+                                          std::int64_t line, const Actor& actor) {
   ONBOARD_CHECK(check_device_id(input.id));
   if (!input.type.empty()) ONBOARD_CHECK(check_group_name(input.type));
   ONBOARD_TRY(std::string metadata, compact_metadata(input.metadata));
   ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
 
   return write("register device", actor, [&]() -> Result<Device> {
+    if (batch_id) {
+      auto batch = prepare(db_, "SELECT 1 FROM batches WHERE id = ?1", *batch_id);
+      if (!batch.executeStep()) {
+        return make_error(Errc::not_found, "batch " + std::string(*batch_id) + " does not exist");
+      }
+    }
     if (load_device(input.id)) {
       return make_error(Errc::conflict, "device " + input.id + " already exists");
     }
@@ -574,13 +626,24 @@ Result<Device> SqliteStore::register_device(const NewDevice& input,
     // Fails on a duplicate certificate after the device row exists: returning the error makes
     // write() roll the device row back with it.
     ONBOARD_CHECK(insert_certificate(device.id, cert));
+    hold_key(device.id, cert, actor.now);
+    if (batch_id) {
+      prepare(db_, "INSERT INTO batch_devices (batch_id, device_id, line) VALUES (?1, ?2, ?3)",
+              *batch_id, device.id, line)
+          .exec();
+    }
     record_change(ChangeKind::device, device.id, actor.now);
-    record_audit(actor, "device.register", device.id,
-                 {{"name", device.name},
-                  {"type", device.type},
-                  {"serial", cert.serial_hex},
-                  {"fingerprint", cert.sha256_fingerprint},
-                  {"created_group", new_group}});
+    nlohmann::json details = {{"name", device.name},
+                              {"type", device.type},
+                              {"serial", cert.serial_hex},
+                              {"fingerprint", cert.sha256_fingerprint},
+                              {"created_group", new_group},
+                              {"key_held", !cert.held_key_pem.empty()}};
+    if (batch_id) {
+      details["batch"] = *batch_id;
+      details["line"] = line;
+    }
+    record_audit(actor, "device.register", device.id, details);
     return device;
   });
 }
@@ -658,6 +721,7 @@ Result<RevokeOutcome> SqliteStore::revoke_device(std::string_view id, Revocation
       return outcome;
     }
     outcome.revoked_serials = revoke_active_certificates(id, reason, actor.now);
+    erase_held_key(id);  // a revoked device is never packaged: its key has no use left
     set_device_status(id, DeviceStatus::revoked, actor.now);
     record_change(ChangeKind::device, id, actor.now);
     record_audit(
@@ -723,6 +787,11 @@ Result<AddedCertificate> SqliteStore::add_certificate(std::string_view device_id
           revoke_active_certificates(id, RevocationReason::superseded, actor.now);
     }
     ONBOARD_CHECK(insert_certificate(id, cert));
+    if (!cert.held_key_pem.empty()) {
+      hold_key(id, cert, actor.now);
+    } else if (supersede_active) {
+      erase_held_key(id);  // it belonged to a certificate that is now revoked
+    }
     record_change(ChangeKind::device, id, actor.now);
     record_audit(actor, "certificate.add", id,
                  {{"serial", cert.serial_hex},
@@ -1081,6 +1150,312 @@ void SqliteStore::read_listed_access(const std::set<std::string, std::less<>>& d
   }
 }
 
+// --- held keys, batches, bundles, API tokens ---
+
+void SqliteStore::hold_key(std::string_view device_id, const NewCertificate& certificate,
+                           UnixTime now) {
+  if (certificate.held_key_pem.empty()) return;
+  prepare(db_,
+          "INSERT OR REPLACE INTO held_keys (device_id, certificate_sha256, encrypted_pem, "
+          "created_at) VALUES (?1, ?2, ?3, ?4)",
+          device_id, certificate.sha256_fingerprint, certificate.held_key_pem, now)
+      .exec();
+}
+
+// The connection runs with secure_delete on (see open_sqlite_store), so the row's bytes are
+// overwritten with zeros in the page, not merely unlinked.
+void SqliteStore::erase_held_key(std::string_view device_id) {
+  prepare(db_, "DELETE FROM held_keys WHERE device_id = ?1", device_id).exec();
+}
+
+Result<std::optional<HeldKey>> SqliteStore::held_key(std::string_view device_id) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  return read("read held key", [&]() -> Result<std::optional<HeldKey>> {
+    if (!subject_exists(SubjectKind::device, device_id)) {
+      return make_error(Errc::not_found, "device " + std::string(device_id) + " does not exist");
+    }
+    auto query = prepare(db_,
+                         "SELECT device_id, certificate_sha256, encrypted_pem, created_at "
+                         "FROM held_keys WHERE device_id = ?1",
+                         device_id);
+    if (!query.executeStep()) return std::optional<HeldKey>();
+    return std::optional<HeldKey>(HeldKey{query.getColumn(0).getString(),
+                                          query.getColumn(1).getString(),
+                                          query.getColumn(2).getString(),
+                                          query.getColumn(3).getInt64()});
+  });
+}
+
+Status SqliteStore::create_batch(std::string_view id, std::string_view source,
+                                 const Actor& actor) {
+  if (auto problem = device_id_problem(id)) {
+    return make_error(Errc::invalid_input, "batch id: " + *problem);
+  }
+  return write("create batch", actor, [&]() -> Status {
+    auto existing = prepare(db_, "SELECT 1 FROM batches WHERE id = ?1", id);
+    if (existing.executeStep()) {
+      return make_error(Errc::conflict, "batch " + std::string(id) + " already exists");
+    }
+    prepare(db_, "INSERT INTO batches (id, source, created_at) VALUES (?1, ?2, ?3)", id, source,
+            actor.now)
+        .exec();
+    record_audit(actor, "batch.create", id, {{"source", source}});
+    return ok_status();
+  });
+}
+
+Result<Batch> SqliteStore::get_batch(std::string_view id) {
+  if (auto problem = device_id_problem(id)) {
+    return make_error(Errc::invalid_input, "batch id: " + *problem);
+  }
+  return read("read batch", [&]() -> Result<Batch> {
+    auto query = prepare(db_, "SELECT id, source, created_at FROM batches WHERE id = ?1", id);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "batch " + std::string(id) + " does not exist");
+    }
+    Batch batch{query.getColumn(0).getString(), query.getColumn(1).getString(),
+                query.getColumn(2).getInt64(), {}};
+    auto members = prepare(
+        db_, "SELECT device_id, line FROM batch_devices WHERE batch_id = ?1 ORDER BY line", id);
+    while (members.executeStep()) {
+      batch.devices.push_back({members.getColumn(0).getString(), members.getColumn(1).getInt64()});
+    }
+    return batch;
+  });
+}
+
+std::optional<BundleRecord> SqliteStore::load_bundle(std::string_view id) {
+  auto query = prepare(db_,
+                       "SELECT id, batch_id, path, sha256, size, with_keys, created_at, "
+                       "downloaded_at, downloaded_by FROM bundles WHERE id = ?1",
+                       id);
+  if (!query.executeStep()) return std::nullopt;
+  BundleRecord b;
+  b.id = query.getColumn(0).getString();
+  b.batch_id = text_or_null(query.getColumn(1)).value_or("");
+  b.path = query.getColumn(2).getString();
+  b.sha256 = query.getColumn(3).getString();
+  b.size = query.getColumn(4).getInt64();
+  b.with_keys = query.getColumn(5).getInt() != 0;
+  b.created_at = query.getColumn(6).getInt64();
+  if (!query.getColumn(7).isNull()) b.downloaded_at = query.getColumn(7).getInt64();
+  b.downloaded_by = text_or_null(query.getColumn(8)).value_or("");
+  auto devices = prepare(db_,
+                         "SELECT device_id, certificate_sha256 FROM bundle_devices "
+                         "WHERE bundle_id = ?1 ORDER BY device_id",
+                         id);
+  while (devices.executeStep()) {
+    b.devices.push_back({devices.getColumn(0).getString(), devices.getColumn(1).getString()});
+  }
+  return b;
+}
+
+Result<BundleRecord> SqliteStore::record_bundle(const BundleRecord& input, const Actor& actor) {
+  auto bad = [](std::string why) { return make_error(Errc::invalid_input, std::move(why)); };
+  if (auto problem = device_id_problem(input.id)) return bad("bundle id: " + *problem);
+  if (input.devices.empty()) return bad("a bundle holds at least one device");
+  if (input.path.empty()) return bad("a bundle needs the path it was written to");
+  if (!normalize_fingerprint(input.sha256)) return bad("a bundle's SHA-256 must be 64 hex digits");
+  for (const auto& d : input.devices) ONBOARD_CHECK(check_device_id(d.device_id));
+
+  return write("record bundle", actor, [&]() -> Result<BundleRecord> {
+    if (load_bundle(input.id)) {
+      return make_error(Errc::conflict, "bundle " + input.id + " already exists");
+    }
+    if (!input.batch_id.empty()) {
+      auto batch = prepare(db_, "SELECT 1 FROM batches WHERE id = ?1", input.batch_id);
+      if (!batch.executeStep()) {
+        return make_error(Errc::not_found, "batch " + input.batch_id + " does not exist");
+      }
+    }
+    // Re-checked under the write lock: a device revoked or disabled since the caller read it
+    // must not be delivered.
+    for (const auto& d : input.devices) {
+      auto device = load_device(d.device_id);
+      if (!device) return make_error(Errc::not_found, "device " + d.device_id + " does not exist");
+      if (device->status != DeviceStatus::active) {
+        return make_error(Errc::conflict, "device " + d.device_id + " is " +
+                                              std::string(to_string(device->status)) +
+                                              " and cannot be bundled");
+      }
+      auto certificate = prepare(db_,
+                                 "SELECT 1 FROM certificates WHERE sha256_fingerprint = ?1 AND "
+                                 "device_id = ?2 AND status = 'active'",
+                                 d.certificate_sha256, d.device_id);
+      if (!certificate.executeStep()) {
+        return make_error(Errc::conflict, "the certificate bundled for " + d.device_id +
+                                              " is no longer its active certificate");
+      }
+    }
+    prepare(db_,
+            "INSERT INTO bundles (id, batch_id, path, sha256, size, with_keys, created_at) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            input.id,
+            input.batch_id.empty() ? std::optional<std::string>() : input.batch_id, input.path,
+            *normalize_fingerprint(input.sha256), input.size, input.with_keys ? 1 : 0, actor.now)
+        .exec();
+    nlohmann::json wiped = nlohmann::json::array();
+    for (const auto& d : input.devices) {
+      prepare(db_,
+              "INSERT INTO bundle_devices (bundle_id, device_id, certificate_sha256) "
+              "VALUES (?1, ?2, ?3)",
+              input.id, d.device_id, d.certificate_sha256)
+          .exec();
+      if (!input.with_keys) continue;
+      auto erased = prepare(db_,
+                            "DELETE FROM held_keys WHERE device_id = ?1 AND "
+                            "certificate_sha256 = ?2",
+                            d.device_id, d.certificate_sha256);
+      if (erased.exec() > 0) wiped.push_back(d.device_id);
+    }
+    nlohmann::json devices = nlohmann::json::array();
+    for (const auto& d : input.devices) devices.push_back(d.device_id);
+    record_audit(actor, "bundle.create", input.id,
+                 {{"devices", devices},
+                  {"sha256", *normalize_fingerprint(input.sha256)},
+                  {"batch", input.batch_id},
+                  {"keys_wiped", wiped}});
+    return *load_bundle(input.id);
+  });
+}
+
+Result<BundleRecord> SqliteStore::get_bundle(std::string_view id) {
+  if (auto problem = device_id_problem(id)) {
+    return make_error(Errc::invalid_input, "bundle id: " + *problem);
+  }
+  return read("read bundle", [&]() -> Result<BundleRecord> {
+    if (auto bundle = load_bundle(id)) return *bundle;
+    return make_error(Errc::not_found, "bundle " + std::string(id) + " does not exist");
+  });
+}
+
+Result<std::vector<BundleRecord>> SqliteStore::bundles_of_device(std::string_view device_id) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  return read("list bundles", [&]() -> Result<std::vector<BundleRecord>> {
+    auto query = prepare(db_,
+                         "SELECT b.id FROM bundle_devices d JOIN bundles b ON b.id = d.bundle_id "
+                         "WHERE d.device_id = ?1 ORDER BY b.created_at, b.id",
+                         device_id);
+    std::vector<std::string> ids;
+    while (query.executeStep()) ids.push_back(query.getColumn(0).getString());
+    std::vector<BundleRecord> bundles;
+    for (const auto& id : ids) bundles.push_back(*load_bundle(id));
+    return bundles;
+  });
+}
+
+Result<BundleRecord> SqliteStore::claim_bundle_download(std::string_view id,
+                                                        std::string_view downloaded_by,
+                                                        const Actor& actor) {
+  if (auto problem = device_id_problem(id)) {
+    return make_error(Errc::invalid_input, "bundle id: " + *problem);
+  }
+  return write("claim bundle download", actor, [&]() -> Result<BundleRecord> {
+    // Conditional on downloaded_at IS NULL: of two concurrent claims exactly one changes a row.
+    auto claim = prepare(db_,
+                         "UPDATE bundles SET downloaded_at = ?1, downloaded_by = ?2 "
+                         "WHERE id = ?3 AND downloaded_at IS NULL",
+                         actor.now, downloaded_by, id);
+    if (claim.exec() == 0) {
+      if (!load_bundle(id)) {
+        return make_error(Errc::not_found, "bundle " + std::string(id) + " does not exist");
+      }
+      return make_error(Errc::conflict,
+                        "bundle " + std::string(id) + " has been downloaded already");
+    }
+    record_audit(actor, "bundle.download", id, {{"by", downloaded_by}});
+    return *load_bundle(id);
+  });
+}
+
+namespace {
+ApiToken api_token_from(const SQLite::Statement& s) {
+  ApiToken t;
+  t.id = s.getColumn(0).getInt64();
+  t.name = s.getColumn(1).getString();
+  auto role = parse_api_role(s.getColumn(2).getString());
+  if (!role) throw CorruptValue("an unknown API role");
+  t.role = *role;
+  t.created_at = s.getColumn(3).getInt64();
+  if (!s.getColumn(4).isNull()) t.revoked_at = s.getColumn(4).getInt64();
+  return t;
+}
+}  // namespace
+
+Result<ApiToken> SqliteStore::create_api_token(std::string_view name, ApiRole role,
+                                               std::string_view token_sha256,
+                                               const Actor& actor) {
+  if (auto problem = device_id_problem(name)) {
+    return make_error(Errc::invalid_input, "token name: " + *problem);
+  }
+  auto hash = normalize_fingerprint(token_sha256);
+  if (!hash) return make_error(Errc::invalid_input, "a token hash must be 64 hex digits");
+  return write("create API token", actor, [&]() -> Result<ApiToken> {
+    auto existing = prepare(db_, "SELECT 1 FROM api_tokens WHERE name = ?1", name);
+    if (existing.executeStep()) {
+      return make_error(Errc::conflict, "a token named " + std::string(name) + " already exists");
+    }
+    prepare(db_,
+            "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
+            name, to_string(role), *hash, actor.now)
+        .exec();
+    record_audit(actor, "token.create", name, {{"role", to_string(role)}});
+    return ApiToken{db_.getLastInsertRowid(), std::string(name), role, actor.now, std::nullopt};
+  });
+}
+
+Result<std::vector<ApiToken>> SqliteStore::list_api_tokens() {
+  return read("list API tokens", [&]() -> Result<std::vector<ApiToken>> {
+    auto query = prepare(
+        db_, "SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY name");
+    std::vector<ApiToken> tokens;
+    while (query.executeStep()) tokens.push_back(api_token_from(query));
+    return tokens;
+  });
+}
+
+Result<bool> SqliteStore::revoke_api_token(std::string_view name, const Actor& actor) {
+  if (auto problem = device_id_problem(name)) {
+    return make_error(Errc::invalid_input, "token name: " + *problem);
+  }
+  return write("revoke API token", actor, [&]() -> Result<bool> {
+    auto query = prepare(db_, "SELECT revoked_at FROM api_tokens WHERE name = ?1", name);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "no token is named " + std::string(name));
+    }
+    if (!query.getColumn(0).isNull()) return false;
+    prepare(db_, "UPDATE api_tokens SET revoked_at = ?1 WHERE name = ?2", actor.now, name).exec();
+    record_audit(actor, "token.revoke", name, nlohmann::json::object());
+    return true;
+  });
+}
+
+Result<ApiToken> SqliteStore::find_api_token(std::string_view token_sha256) {
+  auto hash = normalize_fingerprint(token_sha256);
+  if (!hash) return make_error(Errc::invalid_input, "a token hash must be 64 hex digits");
+  return read("find API token", [&]() -> Result<ApiToken> {
+    auto query = prepare(db_,
+                         "SELECT id, name, role, created_at, revoked_at FROM api_tokens "
+                         "WHERE token_sha256 = ?1 AND revoked_at IS NULL",
+                         *hash);
+    if (!query.executeStep()) return make_error(Errc::not_found, "unknown or revoked token");
+    return api_token_from(query);
+  });
+}
+
+Status SqliteStore::record_event(std::string_view action, std::string_view subject,
+                                 std::string_view details, const Actor& actor) {
+  auto parsed = nlohmann::json::parse(details, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    return make_error(Errc::invalid_input, "audit details must be a JSON object");
+  }
+  if (action.empty()) return make_error(Errc::invalid_input, "an audit row needs an action");
+  return write("record event", actor, [&]() -> Status {
+    record_audit(actor, action, subject, parsed);
+    return ok_status();
+  });
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& path, OpenMode mode) {
@@ -1110,6 +1485,8 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& pa
       return make_error(Errc::io, "open registry " + where + ": cannot switch to WAL mode");
     }
     db.exec("PRAGMA foreign_keys = ON");
+    // Deleted content (a held key once packaged) is overwritten with zeros, not just unlinked.
+    db.exec("PRAGMA secure_delete = ON");
     auto store = std::make_unique<SqliteStore>(std::move(db), where, false);
     ONBOARD_CHECK(store->create_or_upgrade(unix_now()));
     return std::unique_ptr<Store>(std::move(store));

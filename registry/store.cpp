@@ -33,6 +33,16 @@ std::string_view to_string(SubjectKind kind) noexcept {
   return kind == SubjectKind::device ? "device" : "group";
 }
 
+std::string_view to_string(ApiRole role) noexcept {
+  return role == ApiRole::operator_role ? "operator" : "reader";
+}
+
+std::optional<ApiRole> parse_api_role(std::string_view text) noexcept {
+  if (text == "operator") return ApiRole::operator_role;
+  if (text == "reader") return ApiRole::reader;
+  return std::nullopt;
+}
+
 std::string_view to_string(RuleEffect effect) noexcept {
   return effect == RuleEffect::allow ? "allow" : "deny";
 }
@@ -51,7 +61,7 @@ std::string_view to_string(ChangeKind kind) noexcept {
 
 NewCertificate new_certificate(const CertificateInfo& info, std::string pem) {
   return NewCertificate{info.serial_hex, info.issuer,    info.sha256_fingerprint, info.subject,
-                        info.not_before, info.not_after, std::move(pem)};
+                        info.not_before, info.not_after, std::move(pem), {}};
 }
 
 // Group names become device types and appear next to device ids in the CLI and the change feed,

@@ -110,6 +110,50 @@ class Store {
   virtual Result<std::int64_t> change_seq() = 0;
   virtual Result<std::vector<Change>> changes_since(std::int64_t seq) = 0;
 
+  // Keys held for packaging. register_device and add_certificate store one when the certificate
+  // carries held_key_pem (replacing an older one); add_certificate without one, when it
+  // supersedes, and revoke_device delete the device's held key in the same transaction.
+  // nullopt: no server copy exists.
+  virtual Result<std::optional<HeldKey>> held_key(std::string_view device_id) = 0;
+
+  // Batches: create_batch records an empty batch; register_device adds a device to one when
+  // batch_id is given (same transaction). An unknown batch is Errc::not_found.
+  virtual Status create_batch(std::string_view id, std::string_view source,
+                              const Actor& actor) = 0;
+  virtual Result<Batch> get_batch(std::string_view id) = 0;
+  virtual Result<Device> register_device_in_batch(const NewDevice& device,
+                                                  const NewCertificate& certificate,
+                                                  std::string_view batch_id, std::int64_t line,
+                                                  const Actor& actor) = 0;
+
+  // Bundles. record_bundle re-checks under the write lock that every device is active and that
+  // each listed certificate is its active one (Errc::conflict otherwise, and nothing is
+  // written), records the bundle, and deletes the held keys of the devices whose keys it holds
+  // (with_keys and a matching certificate) -- erased from the file, not just unlinked. Duplicate
+  // bundle id: Errc::conflict.
+  virtual Result<BundleRecord> record_bundle(const BundleRecord& bundle, const Actor& actor) = 0;
+  virtual Result<BundleRecord> get_bundle(std::string_view id) = 0;
+  virtual Result<std::vector<BundleRecord>> bundles_of_device(std::string_view device_id) = 0;
+  // Marks the bundle downloaded, once: a second claim is Errc::conflict (the REST server answers
+  // 410 Gone); an unknown bundle Errc::not_found.
+  virtual Result<BundleRecord> claim_bundle_download(std::string_view id,
+                                                     std::string_view downloaded_by,
+                                                     const Actor& actor) = 0;
+
+  // API tokens: only the SHA-256 (lower-case hex) of a token is stored. A duplicate name or hash
+  // is Errc::conflict. find_api_token answers not_found for unknown AND revoked tokens.
+  virtual Result<ApiToken> create_api_token(std::string_view name, ApiRole role,
+                                            std::string_view token_sha256, const Actor& actor) = 0;
+  virtual Result<std::vector<ApiToken>> list_api_tokens() = 0;
+  // false when it was revoked already (nothing written).
+  virtual Result<bool> revoke_api_token(std::string_view name, const Actor& actor) = 0;
+  virtual Result<ApiToken> find_api_token(std::string_view token_sha256) = 0;
+
+  // An audit row for an event that changes nothing else (a refused download, a link issued).
+  // `details` must be a JSON object.
+  virtual Status record_event(std::string_view action, std::string_view subject,
+                              std::string_view details, const Actor& actor) = 0;
+
   // What the broker decides from, read in ONE read transaction so that the change seq and the
   // data agree: everything (a few set-based reads, never one query per device), the listed
   // devices and groups, or those the change feed names after query.after_seq (then

@@ -454,7 +454,8 @@ NewCertificate new_cert(std::string_view device_id) {
                         "CN=" + std::string(device_id),
                         kNow - kDay,
                         kNow + 365 * kDay,
-                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"};
+                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                        {}};
 }
 
 struct Registry {

@@ -61,7 +61,8 @@ NewCertificate certificate(std::string_view device_id) {
                         "CN=" + std::string(device_id),
                         kNow,
                         kNow + 365 * 86400,
-                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"};
+                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                        {}};
 }
 
 NewDevice device(std::string id, std::string type = "") {
