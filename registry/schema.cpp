@@ -112,7 +112,7 @@ constexpr const char* kVersion2 = R"sql(
 CREATE TABLE held_keys (
   device_id          TEXT    PRIMARY KEY REFERENCES devices (id),
   certificate_sha256 TEXT    NOT NULL REFERENCES certificates (sha256_fingerprint),
-  encrypted_pem      TEXT    NOT NULL CHECK (encrypted_pem LIKE '-----BEGIN ENCRYPTED PRIVATE KEY-----%'),
+  encrypted_pem      TEXT    NOT NULL CHECK (substr(encrypted_pem, 12, 9) = 'ENCRYPTED'),
   created_at         INTEGER NOT NULL
 );
 

@@ -1258,7 +1258,7 @@ Result<BundleRecord> SqliteStore::record_bundle(const BundleRecord& input, const
   if (!normalize_fingerprint(input.sha256)) return bad("a bundle's SHA-256 must be 64 hex digits");
   for (const auto& d : input.devices) ONBOARD_CHECK(check_device_id(d.device_id));
 
-  return write("record bundle", actor, [&]() -> Result<BundleRecord> {
+  auto recorded = write("record bundle", actor, [&]() -> Result<BundleRecord> {
     if (load_bundle(input.id)) {
       return make_error(Errc::conflict, "bundle " + input.id + " already exists");
     }
@@ -1317,6 +1317,16 @@ Result<BundleRecord> SqliteStore::record_bundle(const BundleRecord& input, const
                   {"keys_wiped", wiped}});
     return *load_bundle(input.id);
   });
+  if (recorded.ok() && recorded->with_keys) {
+    // The erased rows' old page images still sit in the WAL until a checkpoint copies the zeroed
+    // pages back and the log is truncated. Best effort: a busy reader only delays it (the keys
+    // there are encrypted anyway).
+    try {
+      db_.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    } catch (...) {
+    }
+  }
+  return recorded;
 }
 
 Result<BundleRecord> SqliteStore::get_bundle(std::string_view id) {

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "tools/bundle_commands.h"
 #include "tools/ca_commands.h"
 #include "tools/cli.h"
 #include "tools/registry_commands.h"
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   int exit_code = kExitOk;
   add_registry_commands(app, global, exit_code);
   add_ca_commands(app, global, exit_code);
+  add_bundle_commands(app, global, exit_code);
 
   try {
     app.parse(argc, argv);
