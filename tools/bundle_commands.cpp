@@ -637,6 +637,7 @@ Result<ParsedBatch> parse_batch_csv(const std::filesystem::path& csv_path, regis
         ok = false;
       }
     }
+    if (!ok) continue;  // the other checks would echo the bad text
     if (row.name.empty()) {
       problem("name is empty");
       ok = false;

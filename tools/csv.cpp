@@ -10,6 +10,7 @@ Result<std::vector<CsvRecord>> parse_csv(std::string_view text) {
   int line = 1;
   record.line = 1;
   bool in_quotes = false;
+  int quote_line = 0;  // where the open quoted field started
   bool after_quote = false;  // the field's closing quote was seen: only , or a line end may follow
   bool record_has_text = false;
   auto bad = [&](const std::string& why) {
@@ -56,13 +57,17 @@ Result<std::vector<CsvRecord>> parse_csv(std::string_view text) {
     } else if (c == '"') {
       if (!field.empty()) return bad("a quote inside an unquoted field (quote the whole field)");
       in_quotes = true;
+      quote_line = line;
       record_has_text = true;
     } else {
       field.push_back(c);
       if (c != ' ' && c != '\t') record_has_text = true;
     }
   }
-  if (in_quotes) return bad("a quoted field is not closed");
+  if (in_quotes) {
+    line = quote_line;
+    return bad("a quoted field is not closed");
+  }
   if (record_has_text || !field.empty()) end_record();
   return records;
 }

@@ -1237,6 +1237,18 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
       {{"audit"}, {"list", "verify"}},
       {{"audit", "list"}, {"--limit", "--after", "--json"}},
       {{"audit", "verify"}, {"--help"}},
+      {{"bundle"}, {"create", "link", "show"}},
+      {{"bundle", "create"},
+       {"DEVICE", "--batch", "--out", "--split", "--password-out", "--password-env",
+        "--password-file", "--hold-passphrase-env", "--hold-passphrase-file", "--broker",
+        "--force", "7-Zip"}},
+      {{"bundle", "link"}, {"BUNDLE", "--ttl", "--base-url", "410"}},
+      {{"bundle", "show"}, {"BUNDLE", "--json"}},
+      {{"batch"}, {"register", "show"}},
+      {{"batch", "register"},
+       {"--csv", "--batch", "--key-alg", "--days", "--skip-existing", "--hold-passphrase-env",
+        "--hold-passphrase-file", "--passphrase-env", "nothing is registered"}},
+      {{"batch", "show"}, {"BATCH"}},
   };
   std::set<Args> checked;
   for (const auto& [command, options] : commands) {
