@@ -549,3 +549,50 @@ TEST_CASE("bundle link prints a one-time URL signed for that bundle") {
     CHECK(contains(again.err, "downloaded already"));
   }
 }
+
+TEST_CASE("a batch that fails midway keeps the rows before it, says which, and can be finished") {
+  Fleet fleet;
+  {
+    // The store refuses dev-3 as a full disk or a lost lock would: mid-batch, after dev-1 and
+    // dev-2 were committed.
+    SQLite::Database raw((fleet.data / "registry.db").string(), SQLite::OPEN_READWRITE);
+    raw.exec(
+        "CREATE TRIGGER refuse_dev3 BEFORE INSERT ON devices WHEN NEW.id = 'dev-3' "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END");
+  }
+  auto r = fleet.batch("name\ndev-1\ndev-2\ndev-3\ndev-4\n");
+  INFO(r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(contains(r.err, "devices.csv:4 (device dev-3)"));
+  CHECK(contains(r.err, "2 row(s) before it (lines 2 to 3) are registered in batch b1"));
+  CHECK(contains(r.err, "--batch b1 --skip-existing"));
+  CHECK(fleet.count("SELECT count(*) FROM devices") == 2);
+  CHECK(fleet.count("SELECT count(*) FROM batch_devices WHERE batch_id = 'b1'") == 2);
+  CHECK(fleet.count("SELECT count(*) FROM held_keys") == 2);
+  CHECK(fleet({"audit", "verify"}).exit_code == 0);
+  {
+    SQLite::Database raw((fleet.data / "registry.db").string(), SQLite::OPEN_READWRITE);
+    raw.exec("DROP TRIGGER refuse_dev3");
+  }
+  r = fleet.batch("name\ndev-1\ndev-2\ndev-3\ndev-4\n", "b1", {"--skip-existing"});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(fleet.count("SELECT count(*) FROM batch_devices WHERE batch_id = 'b1'") == 4);
+  CHECK(fleet.count("SELECT count(*) FROM held_keys") == 4);
+}
+
+TEST_CASE("batch register draws a progress bar on a terminal") {
+  Fleet fleet;
+  write(fleet.file("devices.csv"), "name\ndev-1\ndev-2\n");
+  // script(1) runs the command on a pseudo-terminal, as an operator's shell would.
+  const std::string command = std::string(ONBOARDCTL_PATH) + " --data-dir " +
+                              fleet.data.path().string() + " batch register --csv " +
+                              fleet.file("devices.csv").string() +
+                              " --batch b1 --hold-passphrase-env HOLD";
+  auto r = onboard::test::run({"/usr/bin/script", "-qec", command, "/dev/null"}, {}, kHoldEnv);
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.out, "\r["));
+  CHECK(contains(r.out, "] 2/2"));
+  CHECK(contains(r.out, "registered   2 device(s)"));
+}
