@@ -7,10 +7,13 @@
 #include <cstdio>
 
 #include "registry/sqlite_store.h"
+#include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
 using namespace onboard::registry;
+using onboard::test::must;
+using onboard::test::require_error;
 using onboard::test::TempDir;
 
 namespace {
@@ -20,19 +23,6 @@ const Actor kAlice{"alice", kNow};
 const std::string kEncrypted =
     "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
 
-template <class T>
-T must(Result<T> result) {
-  if (!result.ok()) FAIL(errc_name(result.error().code) << ": " << result.error().message);
-  return std::move(result).value();
-}
-
-template <class T>
-void require_error(const Result<T>& result, Errc code, const std::string& message_part = "") {
-  REQUIRE_FALSE(result.ok());
-  INFO(result.error().message);
-  CHECK(errc_name(result.error().code) == std::string(errc_name(code)));
-  if (!message_part.empty()) CHECK(result.error().message.find(message_part) != std::string::npos);
-}
 
 std::string db_path(const TempDir& dir) { return (dir / "registry.db").string(); }
 

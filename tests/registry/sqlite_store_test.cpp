@@ -13,10 +13,13 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
 using namespace onboard::registry;
+using onboard::test::must;
+using onboard::test::require_error;
 using onboard::test::TempDir;
 
 namespace {
@@ -24,19 +27,6 @@ namespace {
 constexpr UnixTime kNow = 1'700'000'000;
 const Actor kAlice{"alice", kNow};
 
-template <class T>
-T must(Result<T> result) {
-  if (!result.ok()) FAIL(errc_name(result.error().code) << ": " << result.error().message);
-  return std::move(result).value();
-}
-
-template <class T>
-void require_error(const Result<T>& result, Errc code, const std::string& message_part = "") {
-  REQUIRE_FALSE(result.ok());
-  INFO(result.error().message);
-  CHECK(errc_name(result.error().code) == std::string(errc_name(code)));
-  if (!message_part.empty()) CHECK(result.error().message.find(message_part) != std::string::npos);
-}
 
 std::string db_path(const TempDir& dir) { return (dir / "registry.db").string(); }
 
