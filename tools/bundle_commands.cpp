@@ -297,6 +297,15 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
         std::fill(old.begin(), old.end(), '\0');
       }
     }
+    if (!o->password_out.empty()) {
+      const auto password_path = std::filesystem::absolute(o->password_out).lexically_normal();
+      for (const auto& b : plan) {
+        if (b.path == password_path) {
+          // With --force the password would overwrite the archive it opens.
+          return make_error(Errc::invalid_input, "--password-out names the bundle itself");
+        }
+      }
+    }
     if (!o->password_out.empty() && !o->force &&
         std::filesystem::exists(o->password_out)) {
       return make_error(Errc::conflict,

@@ -367,6 +367,11 @@ TEST_CASE("bundle create refuses what must not be delivered, and writes nothing 
               6, "");
     }
   }
+  SECTION("the password file cannot be the bundle itself") {
+    refused({"dev-1", "--out", zip.string(), "--password-out", zip.string(), "--force",
+             "--hold-passphrase-env", "HOLD"},
+            3, "--password-out names the bundle itself");
+  }
   SECTION("an existing output is refused unless --force, and --force replaces it") {
     write(zip, "precious");
     auto r = fleet.bundle({"dev-1", "--out", zip.string()});
