@@ -7,6 +7,7 @@
 #include "tools/ca_commands.h"
 #include "tools/cli.h"
 #include "tools/registry_commands.h"
+#include "tools/token_commands.h"
 
 int main(int argc, char** argv) {
   // Every file this tool creates starts private; group access is granted explicitly where needed.
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   int exit_code = kExitOk;
   add_registry_commands(app, global, exit_code);
   add_ca_commands(app, global, exit_code);
+  add_token_commands(app, global, exit_code);
 
   try {
     app.parse(argc, argv);
