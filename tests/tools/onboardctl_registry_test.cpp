@@ -1243,6 +1243,9 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
       {{"token", "create"}, {"--name", "--role", "operator", "reader"}},
       {{"token", "list"}, {"--json"}},
       {{"token", "revoke"}, {"NAME"}},
+      {{"serve"},
+       {"--listen", "loopback", "--threads", "--max-body", "--tls-cert", "--tls-key",
+        "--passphrase-env", "--hold-passphrase-env", "--hold-passphrase-file", "--list-routes"}},
   };
   std::set<Args> checked;
   for (const auto& [command, options] : commands) {
