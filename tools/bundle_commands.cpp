@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <charconv>
-#include <ctime>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -25,21 +24,13 @@
 #include "tools/credentials.h"
 #include "tools/csv.h"
 #include "tools/table.h"
+#include "tools/views.h"
 #include "tools/workspace.h"
 
 namespace onboard::cli {
 namespace {
 
 using nlohmann::json;
-
-std::string iso_time(UnixTime t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 template <class F>
 void on_run(CLI::App* cmd, const GlobalOptions& global, int& exit_code, F body) {

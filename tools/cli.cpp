@@ -41,8 +41,8 @@ std::filesystem::path data_dir(const GlobalOptions& global) {
 
 void PassphraseSource::add_to(CLI::App& command, const std::string& what) {
   auto* env_opt = command.add_option(
-      "--passphrase-env", env, "Name of an environment variable holding the passphrase of " + what);
-  auto* file_opt = command.add_option("--passphrase-file", file,
+      "--" + stem + "-env", env, "Name of an environment variable holding the passphrase of " + what);
+  auto* file_opt = command.add_option("--" + stem + "-file", file,
                                       "File holding the passphrase of " + what + " (first line)");
   env_opt->excludes(file_opt);
 }

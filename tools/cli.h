@@ -43,7 +43,12 @@ inline constexpr const char* kDefaultDataDir = "/var/lib/mosquitto-onboard";
 
 // --passphrase-env VAR / --passphrase-file FILE: where the CA key's passphrase comes from. Never
 // from argv, where every user of the machine can read it.
+// Another secret read the same way names its own options: PassphraseSource{"hold-passphrase"}
+// gives --hold-passphrase-env / --hold-passphrase-file.
 struct PassphraseSource {
+  PassphraseSource() = default;
+  explicit PassphraseSource(std::string option_stem) : stem(std::move(option_stem)) {}
+  std::string stem = "passphrase";
   std::string env;
   std::string file;
   void add_to(CLI::App& command, const std::string& what);

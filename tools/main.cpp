@@ -8,6 +8,8 @@
 #include "tools/ca_commands.h"
 #include "tools/cli.h"
 #include "tools/registry_commands.h"
+#include "tools/serve_command.h"
+#include "tools/token_commands.h"
 
 int main(int argc, char** argv) {
   // Every file this tool creates starts private; group access is granted explicitly where needed.
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
   add_registry_commands(app, global, exit_code);
   add_ca_commands(app, global, exit_code);
   add_bundle_commands(app, global, exit_code);
+  add_token_commands(app, global, exit_code);
+  add_serve_command(app, global, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -21,7 +21,9 @@
 #include "registry/snapshot_loader.h"
 #include "registry/sqlite_store.h"
 #include "tools/credentials.h"
+#include "tools/operations.h"
 #include "tools/table.h"
+#include "tools/views.h"
 #include "tools/workspace.h"
 
 namespace onboard::cli {
@@ -29,31 +31,15 @@ namespace {
 
 using nlohmann::json;
 using registry::Store;
-constexpr UnixTime kDay = 86400;
 
-std::string iso_time(UnixTime t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-Status check_device_id(const std::string& id) {
-  if (auto problem = device_id_problem(id)) return make_error(Errc::invalid_input, *problem);
-  return ok_status();
-}
-
-Result<Authority> open_signing_ca(const Workspace& ws, const PassphraseSource& source) {
-  return cli::open_signing_ca(ws.dir, source);
-}
-
-// Key material for a new certificate: the device's CSR, or a key made here.
+// Key material for a new certificate: the device's CSR, a key made here and written to a file,
+// or a key made here and held (encrypted) in the registry until the device is bundled.
 struct KeySource {
   std::string csr, key_alg = "rsa2048", key_out, cert_out;
   int days = 365;
   bool force = false;
+  bool hold_key = false;
+  PassphraseSource hold_passphrase{"hold-passphrase"};
 
   void add_to(CLI::App& cmd) {
     auto* csr_opt = cmd.add_option(
@@ -62,17 +48,17 @@ struct KeySource {
         "--key-alg", key_alg, "Key made here: " + std::string(kKeyAlgNames) + " (default rsa2048)");
     auto* key_opt =
         cmd.add_option("--key-out", key_out, "Where the key made here goes (PKCS#8 PEM, 0600)");
-    csr_opt->excludes(alg_opt)->excludes(key_opt);
+    auto* hold_opt = cmd.add_flag(
+        "--hold-key", hold_key,
+        "Keep the key made here in the registry, encrypted under the hold passphrase, until the "
+        "device is bundled (then it is wiped)");
+    csr_opt->excludes(alg_opt)->excludes(key_opt)->excludes(hold_opt);
+    hold_opt->excludes(key_opt);
     cmd.add_option("--cert-out", cert_out, "Also write the certificate (PEM) here");
     cmd.add_option("--days", days, "Certificate validity in days")->capture_default_str();
     cmd.add_flag("--force", force, "Replace existing output files");
+    hold_passphrase.add_to(cmd, "the held device keys (with --hold-key)");
   }
-};
-
-struct Material {
-  ossl::Ptr<EVP_PKEY> private_key;  // when made here
-  ossl::Ptr<EVP_PKEY> public_key;   // from the CSR
-  const EVP_PKEY* key() const { return private_key ? private_key.get() : public_key.get(); }
 };
 
 bool same_path(const std::filesystem::path& a, const std::filesystem::path& b) {
@@ -86,86 +72,57 @@ bool same_path(const std::filesystem::path& a, const std::filesystem::path& b) {
   return canonical_a == canonical_b;
 }
 
-Result<Material> key_material(const KeySource& source, const std::string& device_id) {
+// The plan ops:: follows, checked here in the words of the command line. `hold_storage` keeps
+// the hold passphrase alive (and wiped afterwards) while the plan points at it.
+Result<ops::KeyPlan> key_plan(const KeySource& source, std::optional<Secret>& hold_storage) {
   ONBOARD_CHECK(check_validity_days(source.days));
-  Material m;
+  ops::KeyPlan plan;
+  plan.days = source.days;
   if (!source.csr.empty()) {
-    ONBOARD_TRY(std::string pem, read_file(source.csr, 1 << 20));
-    auto checked = read_device_csr(pem);
-    if (!checked.ok())
-      return make_error(checked.error().code, source.csr + ": " + checked.error().message);
-    if (checked->device_id != device_id) {
-      return make_error(Errc::invalid_input, source.csr + ": the CSR's CN is '" +
-                                                 checked->device_id + "', not the device id '" +
-                                                 device_id + "'");
+    ONBOARD_TRY(plan.csr_pem, read_file(source.csr, 1 << 20));
+    plan.csr_label = source.csr;
+    return plan;
+  }
+  if (source.hold_key) {
+    ONBOARD_TRY(hold_storage, source.hold_passphrase.read());
+    if (!hold_storage) {
+      return make_error(Errc::invalid_input,
+                        "--hold-key needs --hold-passphrase-env VAR or --hold-passphrase-file FILE");
     }
-    m.public_key = std::move(checked->public_key);
-    return m;
-  }
-  if (source.key_out.empty()) {
+    if (auto problem = ops::hold_passphrase_problem(*hold_storage))
+      return make_error(Errc::invalid_input, "hold passphrase: " + *problem);
+    plan.hold_passphrase = &*hold_storage;
+  } else if (source.key_out.empty()) {
     return make_error(Errc::invalid_input,
-                      "a key made here must go somewhere: give --key-out FILE (or use --csr for a "
-                      "device-held key)");
-  }
-  if (!source.cert_out.empty() && same_path(source.key_out, source.cert_out)) {
+                      "a key made here must go somewhere: give --key-out FILE, --hold-key, or use "
+                      "--csr for a device-held key");
+  } else if (!source.cert_out.empty() && same_path(source.key_out, source.cert_out)) {
     // With --force the certificate would silently replace the only copy of the key.
     return make_error(Errc::invalid_input, "--key-out and --cert-out name the same file");
   }
-  ONBOARD_TRY(KeyAlg alg, key_alg_option(source.key_alg));
-  ONBOARD_TRY(m.private_key, generate_key(alg));
-  return m;
+  ONBOARD_TRY(plan.key_alg, key_alg_option(source.key_alg));
+  return plan;
 }
 
-// Writes the requested files: both or neither. Remembers what it wrote, to undo on failure; a
-// file that --force replaced is put back as it was, so a failed command loses none of the
-// operator's files.
-// Writes the requested key and certificate files, both or neither.
-Status write_outputs(CredentialWriter& writer, const KeySource& source,
-                     const IssuedCertificate& issued, const Material& m) {
-  std::vector<OutputFile> files;
-  if (m.private_key) {
-    ONBOARD_TRY(Secret pem, private_key_to_pem(m.private_key.get()));
-    files.push_back({source.key_out, std::move(pem), 0600});
-  }
-  if (!source.cert_out.empty()) files.push_back({source.cert_out, Secret(issued.pem), 0644});
-  return writer.write(std::move(files), source.force);
+// Writes the requested key and certificate files, both or neither; `writer` remembers them so a
+// registry refusal afterwards can undo them (a file that --force replaced is put back).
+ops::HandOut write_outputs(CredentialWriter& writer, const KeySource& source) {
+  return [&writer, &source](const ops::Issuance& issued) -> Status {
+    std::vector<OutputFile> files;
+    if (issued.private_key) {
+      ONBOARD_TRY(Secret pem, private_key_to_pem(issued.private_key.get()));
+      files.push_back({source.key_out, std::move(pem), 0600});
+    }
+    if (!source.cert_out.empty())
+      files.push_back({source.cert_out, Secret(issued.certificate.pem), 0644});
+    return writer.write(std::move(files), source.force);
+  };
 }
 
-json device_json(const registry::Device& d) {
-  return json{{"id", d.id},
-              {"name", d.name},
-              {"type", d.type},
-              {"location", d.location},
-              {"firmware", d.firmware},
-              {"status", std::string(to_string(d.status))},
-              {"created_at", iso_time(d.created_at)},
-              {"updated_at", iso_time(d.updated_at)},
-              {"metadata", json::parse(d.metadata, nullptr, false)}};
-}
-
-json certificate_json(const registry::Certificate& c, bool with_pem) {
-  json j{{"serial", c.serial_hex},
-         {"sha256_fingerprint", c.sha256_fingerprint},
-         {"issuer", c.issuer},
-         {"subject", c.subject},
-         {"not_before", iso_time(c.not_before)},
-         {"not_after", iso_time(c.not_after)},
-         {"status", std::string(to_string(c.status))}};
-  if (c.revoked_at) j["revoked_at"] = iso_time(*c.revoked_at);
-  if (c.revocation_reason)
-    j["revocation_reason"] = std::string(revocation_reason_name(*c.revocation_reason));
-  if (with_pem) j["pem"] = c.pem;
-  return j;
-}
-
-json rule_json(const registry::RuleRecord& r) {
-  return json{{"id", r.id},
-              {"subject_kind", std::string(to_string(r.subject_kind))},
-              {"subject", r.subject},
-              {"effect", std::string(to_string(r.effect))},
-              {"access", acl::access_name(r.access)},
-              {"pattern", r.pattern},
-              {"priority", r.priority}};
+const char* key_custody(const ops::Issuance& issued) {
+  if (issued.key_held) return " (made here; held encrypted in the registry until bundled)";
+  if (issued.private_key) return " (made here)";
+  return " (held by the device)";
 }
 
 void print_rules(const std::vector<registry::RuleRecord>& rules) {
@@ -176,19 +133,6 @@ void print_rules(const std::vector<registry::RuleRecord>& rules) {
                std::to_string(r.priority)});
   }
   table.print(std::cout);
-}
-
-// Rewrites the CRL after a committed revocation. If that fails the registry has changed already
-// (and a second revoke finds nothing to do), so the operator must learn both facts and the remedy.
-Result<std::uint64_t> crl_after_change(Store& store, const Authority& ca, const Workspace& ws,
-                                       const std::string& done) {
-  auto number = write_crl(store, ca, ws.crl);
-  if (!number.ok()) {
-    return make_error(number.error().code,
-                      done + " in the registry, but the CRL was not rewritten: " +
-                          number.error().message + "; fix that and run 'onboardctl crl'");
-  }
-  return number;
 }
 
 // Registers `cmd`'s action: open the workspace, run, map errors to exit codes.
@@ -268,7 +212,7 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       (void)created;
       made_ca = true;
     }
-    ONBOARD_TRY(auto ca, open_signing_ca(ws, o->passphrase));
+    ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
     CaPaths paths(ws.dir);
     ONBOARD_CHECK(
         write_file_atomic(paths.dir / "chain.pem", ca.chain_pem(), 0644, Overwrite::replace));
@@ -320,35 +264,33 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     o->key.add_to(*cmd);
     o->passphrase.add_to(*cmd, "the CA key");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
-      ONBOARD_CHECK(check_device_id(o->id));
+      if (auto problem = device_id_problem(o->id)) return make_error(Errc::invalid_input, *problem);
       if (!o->type.empty()) {
         if (auto problem = registry::group_name_problem(o->type))
           return make_error(Errc::invalid_input, "--type: " + *problem);
       }
       if (auto problem = registry::metadata_problem(o->metadata))
         return make_error(Errc::invalid_input, "--metadata: " + *problem);
+      std::optional<Secret> hold_passphrase;
+      ONBOARD_TRY(auto plan, key_plan(o->key, hold_passphrase));
       ONBOARD_TRY(auto store, open_registry(ws));
-      if (auto existing = store->get_device(o->id); existing.ok()) {
-        return make_error(Errc::conflict, "device " + o->id + " already exists");
-      }
-      ONBOARD_TRY(auto material, key_material(o->key, o->id));
-      ONBOARD_TRY(auto ca, open_signing_ca(ws, o->passphrase));
-      ONBOARD_TRY(auto issued, issue_device_certificate(ca, o->id, material.key(), o->key.days));
+      ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
+      ops::RegisterRequest request{
+          registry::NewDevice{o->id, o->name, o->type, o->location, o->firmware, o->metadata},
+          std::move(plan)};
       CredentialWriter outputs;
-      ONBOARD_CHECK(write_outputs(outputs, o->key, issued, material));
-      registry::NewDevice nd{o->id, o->name, o->type, o->location, o->firmware, o->metadata};
-      auto registered = store->register_device(
-          nd, registry::new_certificate(issued.info, issued.pem), make_actor());
+      auto registered = ops::register_device(*store, ca, request, make_actor(),
+                                             write_outputs(outputs, o->key));
       if (!registered.ok()) {
         outputs.undo();  // the registry refused: leave no credential behind for a device that does
                          // not exist
         return std::move(registered).error();
       }
+      const auto& info = registered->issuance.certificate.info;
       std::cout << "registered " << o->id << "\n"
-                << "  serial       " << issued.info.serial_hex << "\n"
-                << "  fingerprint  sha256:" << issued.info.sha256_fingerprint << "\n"
-                << "  key          " << issued.info.key
-                << (material.private_key ? " (made here)" : " (held by the device)") << "\n";
+                << "  serial       " << info.serial_hex << "\n"
+                << "  fingerprint  sha256:" << info.sha256_fingerprint << "\n"
+                << "  key          " << info.key << key_custody(registered->issuance) << "\n";
       for (const auto& path : outputs.written())
         std::cout << "  wrote        " << path.string() << "\n";
       return kExitOk;
@@ -373,16 +315,9 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                     "Start after this device id (the last id of the previous page)");
     cmd->add_flag("--json", o->json_out, "Print JSON");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
-      registry::DeviceFilter filter;
-      if (!o->status.empty()) {
-        auto status = registry::parse_device_status(o->status);
-        if (!status)
-          return make_error(Errc::invalid_input, "--status must be active, disabled or revoked");
-        filter.status = status;
-      }
-      if (!o->type.empty()) filter.type = o->type;
-      filter.limit = o->limit;
-      filter.after_id = o->after;
+      auto filter = ops::device_filter(o->status, o->type, o->limit, o->after);
+      // ops names the field ("status must be ..."); here it is an option.
+      if (!filter.ok()) return make_error(filter.error().code, "--" + filter.error().message);
       ONBOARD_TRY(auto store, open_registry(ws));
       if (o->json_out) {
         // Streamed a page at a time: exporting a whole fleet needs the memory of one page.
@@ -391,10 +326,11 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         std::string last;
         std::cout << "{\"devices\": [";
         for (;;) {
-          registry::DeviceFilter page = filter;
+          registry::DeviceFilter page = *filter;
           page.limit = o->limit == 0 ? kPage : std::min(kPage, o->limit - printed);
-          page.after_id = printed == 0 ? filter.after_id : last;
-          ONBOARD_TRY(auto devices, store->list_devices(page));
+          page.after_id = printed == 0 ? filter->after_id : last;
+          ONBOARD_TRY(auto chunk, ops::list_devices(*store, page));
+          const auto& devices = chunk.devices;
           for (const auto& d : devices) {
             std::cout << (printed++ == 0 ? "\n" : ",\n") << device_json(d).dump();
           }
@@ -405,15 +341,16 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         std::cout << "\n], \"next_after\": " << (more ? json(last).dump() : "null") << "}\n";
         return kExitOk;
       }
-      ONBOARD_TRY(auto devices, store->list_devices(filter));
-      const bool more = o->limit != 0 && devices.size() == o->limit;
+      ONBOARD_TRY(auto listed, ops::list_devices(*store, *filter));
+      const auto& devices = listed.devices;
+      const bool more = listed.next_after.has_value();
       Table table({"ID", "STATUS", "TYPE", "LOCATION", "FIRMWARE", "CREATED"});
       for (const auto& d : devices) {
         table.add({d.id, std::string(to_string(d.status)), d.type, d.location, d.firmware,
                    iso_time(d.created_at)});
       }
       table.print(std::cout);
-      if (more) std::cout << "(more: --after " << devices.back().id << ")\n";
+      if (more) std::cout << "(more: --after " << *listed.next_after << ")\n";
       return kExitOk;
     });
   }
@@ -430,15 +367,17 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     cmd->add_flag("--json", o->json_out, "Print JSON, certificates with their PEM");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(auto d, store->get_device(o->id));
-      ONBOARD_TRY(auto certs, store->certificates_of(o->id));
-      ONBOARD_TRY(auto rules, store->rules_for_device(o->id));
+      ONBOARD_TRY(auto details, ops::device_details(*store, o->id));
+      const auto& d = details.device;
+      const auto& certs = details.certificates;
+      const auto& rules = details.effective_rules;
       if (o->json_out) {
         json out = device_json(d);
         out["certificates"] = json::array();
         for (const auto& c : certs) out["certificates"].push_back(certificate_json(c, true));
         out["rules"] = json::array();
         for (const auto& r : rules) out["rules"].push_back(rule_json(r));
+        out["server_key_copy"] = held_key_json(details.held_key);
         std::cout << out.dump(2) << "\n";
         return kExitOk;
       }
@@ -448,7 +387,13 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 << d.firmware << "\n"
                 << "created   " << iso_time(d.created_at) << "\nupdated   "
                 << iso_time(d.updated_at) << "\n"
-                << "metadata  " << d.metadata << "\n\ncertificates\n";
+                << "metadata  " << d.metadata << "\n"
+                << "server key copy: "
+                << (details.held_key ? "held, encrypted, since " +
+                                           iso_time(details.held_key->created_at) +
+                                           " (wiped when bundled)"
+                                     : std::string("none"))
+                << "\n\ncertificates\n";
       Table table({"SERIAL", "STATUS", "NOT AFTER", "SHA-256"});
       for (const auto& c : certs) {
         std::string status(to_string(c.status));
@@ -473,7 +418,7 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     cmd->add_option("ID", *id, "Device id")->required();
     on_run(cmd, global, exit_code, [id, enable](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(bool changed, store->set_device_enabled(*id, enable, make_actor()));
+      ONBOARD_TRY(bool changed, ops::set_device_enabled(*store, *id, enable, make_actor()));
       std::cout << *id
                 << (changed ? (enable ? " enabled" : " disabled")
                             : (enable ? " was already enabled" : " was already disabled"))
@@ -502,13 +447,14 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                           "--reason must be one of " + std::string(kRevocationReasonNames));
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(auto ca,
-                  open_signing_ca(ws, o->passphrase));  // before revoking: the CRL must follow
-      ONBOARD_TRY(auto outcome, store->revoke_device(o->id, *reason, make_actor()));
+                  open_signing_ca(ws.dir, o->passphrase));  // before revoking: the CRL must follow
+      ONBOARD_TRY(auto revoked, ops::revoke_device(*store, ca, ws.crl, o->id, *reason, make_actor()));
+      const auto& outcome = revoked.outcome;
       if (outcome.already_revoked) {
         std::cout << o->id << " already revoked; nothing changed\n";
         return kExitOk;
       }
-      ONBOARD_TRY(std::uint64_t number, crl_after_change(*store, ca, ws, "revoked " + o->id));
+      const std::uint64_t number = revoked.crl_number.value_or(0);
       std::cout << "revoked " << o->id << " (" << outcome.revoked_serials.size() << " certificate"
                 << (outcome.revoked_serials.size() == 1 ? "" : "s") << "); CRL " << number
                 << " written to " << ws.crl.string() << "\n";
@@ -522,6 +468,36 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
 void add_cert(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   auto* cert = app.add_subcommand("cert", "Device certificates");
   cert->require_subcommand(1);
+  {
+    struct ListOpts {
+      std::string id;
+      bool json_out = false;
+    };
+    auto o = std::make_shared<ListOpts>();
+    auto* cmd = cert->add_subcommand("list", "List a device's certificates, newest last");
+    cmd->add_option("ID", o->id, "Device id")->required();
+    cmd->add_flag("--json", o->json_out, "Print JSON, with each certificate's PEM");
+    on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
+      ONBOARD_TRY(auto store, open_registry(ws));
+      ONBOARD_TRY(auto certs, ops::list_certificates(*store, o->id));
+      if (o->json_out) {
+        json out = json::array();
+        for (const auto& c : certs) out.push_back(certificate_json(c, true));
+        std::cout << out.dump(2) << "\n";
+        return kExitOk;
+      }
+      Table table({"SERIAL", "STATUS", "NOT BEFORE", "NOT AFTER", "SHA-256"});
+      for (const auto& c : certs) {
+        std::string status(to_string(c.status));
+        if (c.revocation_reason)
+          status += " (" + std::string(revocation_reason_name(*c.revocation_reason)) + ")";
+        table.add({c.serial_hex, status, iso_time(c.not_before), iso_time(c.not_after),
+                   c.sha256_fingerprint});
+      }
+      table.print(std::cout);
+      return kExitOk;
+    });
+  }
   struct Opts {
     std::string id;
     KeySource key;
@@ -534,26 +510,24 @@ void add_cert(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   o->key.add_to(*cmd);
   o->passphrase.add_to(*cmd, "the CA key");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
+    std::optional<Secret> hold_passphrase;
+    ONBOARD_TRY(auto plan, key_plan(o->key, hold_passphrase));
     ONBOARD_TRY(auto store, open_registry(ws));
-    ONBOARD_TRY(auto device, store->get_device(o->id));
-    if (device.status == registry::DeviceStatus::revoked) {
-      return make_error(Errc::conflict,
-                        "device " + o->id + " is revoked; register a new device instead");
-    }
-    ONBOARD_TRY(auto material, key_material(o->key, o->id));
-    ONBOARD_TRY(auto ca, open_signing_ca(ws, o->passphrase));
-    ONBOARD_TRY(auto issued, issue_device_certificate(ca, o->id, material.key(), o->key.days));
+    ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
     CredentialWriter outputs;
-    ONBOARD_CHECK(write_outputs(outputs, o->key, issued, material));
-    auto added = store->add_certificate(o->id, registry::new_certificate(issued.info, issued.pem),
-                                        true, make_actor());
-    if (!added.ok()) {
+    auto renewed = ops::renew_certificate(*store, ca, ws.crl, o->id, plan, make_actor(),
+                                          write_outputs(outputs, o->key));
+    if (!renewed.ok()) {
       outputs.undo();
-      return std::move(added).error();
+      return std::move(renewed).error();
     }
-    ONBOARD_TRY(std::uint64_t number, crl_after_change(*store, ca, ws, "renewed " + o->id));
-    std::cout << "renewed " << o->id << ": serial " << issued.info.serial_hex << "; superseded "
-              << added->superseded_serials.size() << "; CRL " << number << "\n";
+    // Recorded: the files stay even if the CRL could not be rewritten.
+    if (renewed->crl_error) return *renewed->crl_error;
+    std::cout << "renewed " << o->id << ": serial "
+              << renewed->issuance.certificate.info.serial_hex << "; superseded "
+              << renewed->added.superseded_serials.size() << "; CRL " << renewed->crl_number
+              << "\n  key " << renewed->issuance.certificate.info.key
+              << key_custody(renewed->issuance) << "\n";
     for (const auto& path : outputs.written()) std::cout << "  wrote " << path.string() << "\n";
     return kExitOk;
   });
@@ -599,22 +573,22 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         ->capture_default_str();
     on_run(cmd, global, exit_code, [o, allow](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto subject, o->subject.get());
-      auto access = acl::parse_access(o->access);
-      if (!access)
+      // Checked here too, to name the options; ops::add_rule checks the same in its own words.
+      if (!acl::parse_access(o->access))
         return make_error(Errc::invalid_input,
                           "--access must be publish, subscribe, read or readwrite");
       if (auto problem = acl::pattern_problem(o->topic))
         return make_error(Errc::invalid_input, "--topic: " + *problem);
-      if (o->priority < -1000000 || o->priority > 1000000)
+      if (o->priority < -ops::kMaxRulePriority || o->priority > ops::kMaxRulePriority)
         return make_error(Errc::invalid_input, "--priority must be within ±1000000");
       ONBOARD_TRY(auto store, open_registry(ws));
-      registry::NewRule rule{subject.first,
-                             subject.second,
-                             o->topic,
-                             *access,
-                             allow ? registry::RuleEffect::allow : registry::RuleEffect::deny,
-                             o->priority};
-      ONBOARD_TRY(auto record, store->add_rule(rule, make_actor()));
+      ops::RuleRequest rule{subject.first,
+                            subject.second,
+                            o->access,
+                            o->topic,
+                            allow ? registry::RuleEffect::allow : registry::RuleEffect::deny,
+                            o->priority};
+      ONBOARD_TRY(auto record, ops::add_rule(*store, rule, make_actor()));
       std::cout << "rule " << record.id << ": " << to_string(record.effect) << " "
                 << acl::access_name(record.access) << " '" << record.pattern << "' for "
                 << to_string(record.subject_kind) << " " << record.subject << "\n";
@@ -626,13 +600,9 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     auto* cmd = acl_cmd->add_subcommand("remove", "Remove a rule by its id");
     cmd->add_option("RULE-ID", *id, "Rule id (from acl list)")->required();
     on_run(cmd, global, exit_code, [id](const Workspace& ws) -> Result<int> {
-      std::int64_t rule_id = 0;
-      auto [end, ec] = std::from_chars(id->data(), id->data() + id->size(), rule_id);
-      if (ec != std::errc() || end != id->data() + id->size() || rule_id <= 0) {
-        return make_error(Errc::invalid_input, "rule id must be a positive whole number");
-      }
+      ONBOARD_TRY(std::int64_t rule_id, ops::parse_rule_id(*id));
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_CHECK(store->remove_rule(rule_id, make_actor()));
+      ONBOARD_CHECK(ops::remove_rule(*store, rule_id, make_actor()));
       std::cout << "removed rule " << rule_id << "\n";
       return kExitOk;
     });
@@ -649,7 +619,7 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto subject, o->subject.get());
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(auto rules, store->rules_for_subject(subject.first, subject.second));
+      ONBOARD_TRY(auto rules, ops::list_rules(*store, subject.first, subject.second));
       if (o->json_out) {
         json out = json::array();
         for (const auto& r : rules) out.push_back(rule_json(r));
@@ -689,36 +659,16 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 : "TOPIC is not a valid topic name (empty, or holds '+' or '#')");
       }
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(auto device, registry::load_device_access(*store, o->device));
-      if (!device) return make_error(Errc::not_found, "device " + o->device + " does not exist");
-      ONBOARD_TRY(auto default_group, registry::load_group_access(*store, registry::kDefaultGroup));
-      std::optional<registry::GroupAccess> type_group;
-      if (!device->type.empty()) {
-        ONBOARD_TRY(type_group, registry::load_group_access(*store, device->type));
-      }
-      const std::string status(to_string(device->status));
-      // The same decision function the broker plugin uses.
-      auto evaluation = registry::check_device_access(*device, type_group ? &*type_group : nullptr,
-                                                      &default_group, o->device, o->device,
-                                                      static_cast<acl::Access>(*access), o->topic);
-      const bool allowed = evaluation.decision == acl::Decision::allow;
-      std::string why;
-      if (status != "active")
-        why = "the device is " + status;
-      else if (evaluation.rule == nullptr)
-        why = "no rule matches (default deny)";
-      else
-        why = "rule " + std::to_string(evaluation.rule->id) + ": " +
-              std::string(acl::to_string(evaluation.rule->effect)) + " " +
-              acl::access_name(evaluation.rule->access) + " '" + evaluation.rule->pattern +
-              "' priority " + std::to_string(evaluation.rule->priority);
+      ONBOARD_TRY(auto explained, ops::explain_access(*store, o->device, o->access, o->topic));
+      const bool allowed = explained.allowed;
+      const std::string& why = explained.reason;
       if (o->json_out) {
         json out{{"device", o->device},
                  {"access", o->access},
                  {"topic", o->topic},
                  {"decision", allowed ? "allow" : "deny"},
                  {"reason", why}};
-        if (evaluation.rule != nullptr) out["rule_id"] = evaluation.rule->id;
+        if (explained.rule_id) out["rule_id"] = *explained.rule_id;
         std::cout << out.dump(2) << "\n";
       } else {
         std::cout << (allowed ? "allow" : "deny") << ": " << why << "\n";
@@ -746,7 +696,7 @@ void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       if (auto problem = registry::group_name_problem(o->name))
         return make_error(Errc::invalid_input, *problem);
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(auto group, store->create_group(o->name, o->description, make_actor()));
+      ONBOARD_TRY(auto group, ops::create_group(*store, o->name, o->description, make_actor()));
       std::cout << "created group " << group.name << "\n";
       return kExitOk;
     });
@@ -755,7 +705,7 @@ void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     auto* cmd = group_cmd->add_subcommand("list", "List groups");
     on_run(cmd, global, exit_code, [](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(auto groups, store->list_groups());
+      ONBOARD_TRY(auto groups, ops::list_groups(*store));
       Table table({"GROUP", "CREATED", "DESCRIPTION"});
       for (const auto& g : groups) table.add({g.name, iso_time(g.created_at), g.description});
       table.print(std::cout);
@@ -775,7 +725,7 @@ void add_crl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   o->passphrase.add_to(*cmd, "the CA key");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
     ONBOARD_TRY(auto store, open_registry(ws));
-    ONBOARD_TRY(auto ca, open_signing_ca(ws, o->passphrase));
+    ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
     const std::filesystem::path path = o->out.empty() ? ws.crl : std::filesystem::path(o->out);
     ONBOARD_TRY(std::uint64_t number, write_crl(*store, ca, path));
     std::cout << "CRL " << number << " written to " << path.string() << "\n";
@@ -801,18 +751,10 @@ void add_audit(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     cmd->add_flag("--json", o->json_out, "Print JSON");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto store, open_registry(ws));
-      ONBOARD_TRY(auto events, store->audit_list(o->limit, o->after));
+      ONBOARD_TRY(auto events, ops::list_audit(*store, o->limit, o->after));
       if (o->json_out) {
         json out = json::array();
-        for (const auto& e : events) {
-          out.push_back(json{{"seq", e.seq},
-                             {"at", iso_time(e.at)},
-                             {"actor", e.actor},
-                             {"action", e.action},
-                             {"subject", e.subject},
-                             {"details", json::parse(e.details, nullptr, false)},
-                             {"hash", e.hash}});
-        }
+        for (const auto& e : events) out.push_back(audit_json(e));
         std::cout << out.dump(2) << "\n";
         return kExitOk;
       }

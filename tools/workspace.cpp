@@ -7,6 +7,7 @@
 
 #include "ca/files.h"
 #include "registry/sqlite_store.h"
+#include "tools/operations.h"
 
 namespace onboard::cli {
 
@@ -48,14 +49,7 @@ registry::Actor make_actor() { return registry::Actor{"cli:" + actor_name(), uni
 
 Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
                                 const std::filesystem::path& path) {
-  ONBOARD_TRY(auto revoked, store.revoked_certificates());
-  ONBOARD_TRY(std::uint64_t number, store.next_crl_number(make_actor()));
-  const UnixTime now = unix_now();
-  // A week ahead: relying parties that cache the CRL must fetch a new one at least that often.
-  CrlParams params{number, now, now + 7 * 86400};
-  ONBOARD_TRY(auto crl, build_crl(ca.issuer(), *ca.signer(), revoked, params));
-  ONBOARD_CHECK(write_file_atomic(path, crl_to_pem(crl.get()), 0644, Overwrite::replace));
-  return number;
+  return ops::rewrite_crl(store, ca, path, "", make_actor());
 }
 
 }  // namespace onboard::cli

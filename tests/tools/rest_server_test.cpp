@@ -1,0 +1,782 @@
+// `onboardctl serve` as it runs for real: a separate process on a free loopback port, driven over
+// HTTP by httplib's client and by curl, checked by status, JSON error shape and by what the
+// registry holds afterwards.
+#include <openssl/x509.h>
+
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Statement.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "bundle/link_token.h"
+#include "bundle/manifest.h"
+#include "ca/certificate.h"
+#include "ca/crl.h"
+#include "ca/csr.h"
+#include "ca/files.h"
+#include "ca/keys.h"
+#include "registry/sqlite_store.h"
+#include "tests/support/process.h"
+#include "tests/support/run.h"
+#include "tests/support/temp_dir.h"
+
+using namespace onboard;
+using nlohmann::json;
+using onboard::test::RunResult;
+using onboard::test::TempDir;
+
+namespace {
+
+using Args = std::vector<std::string>;
+constexpr const char* kHoldPassphrase = "kettle-orbit-7Qz-harbor-lantern";
+
+RunResult onboardctl_in(const std::filesystem::path& data_dir, Args args,
+                        const std::map<std::string, std::string>& env = {}) {
+  args.insert(args.begin(), {ONBOARDCTL_PATH, "--data-dir", data_dir.string()});
+  return onboard::test::run(args, {}, env);
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+std::string new_token(const std::filesystem::path& data, const std::string& name,
+                      const std::string& role) {
+  auto r = onboardctl_in(data, {"token", "create", "--name", name, "--role", role});
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.out.size() > 1);
+  return r.out.substr(0, r.out.size() - 1);  // the token alone, then a newline
+}
+
+std::string device_csr(const std::string& cn) {
+  auto key = generate_key(KeyAlg::p256);
+  REQUIRE(key.ok());
+  auto req = make_csr(key->get(), cn);
+  REQUIRE(req.ok());
+  return csr_to_pem(req->get());
+}
+
+// A data directory with a CA, an operator and a reader token, and the server running on it.
+class Served {
+ public:
+  explicit Served(bool hold_keys = false, Args extra = {}) {
+    REQUIRE(onboardctl_in(data(), {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+    operator_token = new_token(data(), "ops", "operator");
+    reader_token = new_token(data(), "viewer", "reader");
+    Args args{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve", "--listen", "127.0.0.1:0",
+              "--threads", "4"};
+    if (hold_keys) args.insert(args.end(), {"--hold-passphrase-env", "HOLD_PASS"});
+    args.insert(args.end(), extra.begin(), extra.end());
+    server = std::make_unique<test::ChildProcess>(args, dir / "serve.log",
+                                                  std::map<std::string, std::string>{
+                                                      {"HOLD_PASS", kHoldPassphrase}});
+    const std::string line = server->read_line();
+    INFO(log());
+    REQUIRE(line.starts_with("serving on http://127.0.0.1:"));
+    port = std::stoi(line.substr(line.rfind(':') + 1));
+  }
+  std::filesystem::path data() const { return dir / "data"; }
+  std::string log() const {
+    auto text = read_file(dir / "serve.log");
+    return text.ok() ? *text : "";
+  }
+  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port); }
+  httplib::Client client(const std::string& token) const {
+    httplib::Client c("127.0.0.1", port);
+    if (!token.empty()) c.set_bearer_token_auth(token.c_str());
+    c.set_read_timeout(20, 0);
+    return c;
+  }
+  std::unique_ptr<registry::Store> store() const {
+    auto s = registry::open_sqlite_store(data() / "registry.db", registry::OpenMode::read_write);
+    REQUIRE(s.ok());
+    return std::move(s).value();
+  }
+
+  TempDir dir;
+  std::string operator_token, reader_token;
+  std::unique_ptr<test::ChildProcess> server;
+  int port = 0;
+};
+
+json body_of(const httplib::Result& r) {
+  REQUIRE(r);
+  json j = json::parse(r->body, nullptr, false);
+  INFO(r->body);
+  REQUIRE(!j.is_discarded());
+  return j;
+}
+
+// Every refusal has the same shape: {"error": {"code": ..., "message": ...}}.
+void check_error(const httplib::Result& r, int status, const std::string& code,
+                 const std::string& message_part = "") {
+  REQUIRE(r);
+  INFO(r->body);
+  CHECK(r->status == status);
+  CHECK(r->get_header_value("Content-Type") == "application/json");
+  json j = json::parse(r->body, nullptr, false);
+  REQUIRE(j.is_object());
+  REQUIRE(j.contains("error"));
+  CHECK(j["error"]["code"] == code);
+  CHECK(j["error"]["message"].is_string());
+  if (!message_part.empty()) CHECK(contains(j["error"]["message"].get<std::string>(), message_part));
+}
+
+httplib::Result post_json(httplib::Client& c, const std::string& path, const json& body) {
+  return c.Post(path.c_str(), body.dump(), "application/json");
+}
+
+std::string register_with_csr(const Served& s, const std::string& id) {
+  auto c = s.client(s.operator_token);
+  auto r = post_json(c, "/v1/devices", json{{"id", id}, {"type", "temp"}, {"csr", device_csr(id)}});
+  REQUIRE(r);
+  INFO(r->body);
+  REQUIRE(r->status == 201);
+  return body_of(r)["certificate"]["serial"];
+}
+
+}  // namespace
+
+TEST_CASE("the original three endpoints keep their field names: register, device, revoke") {
+  Served s;
+  auto c = s.client(s.operator_token);
+  json request{{"name", "sensor-001"}, {"type", "temp"}, {"location", "lab"},
+               {"firmware", "1.0.0"}, {"csr", device_csr("sensor-001")}};
+  auto r = post_json(c, "/register", request);
+  json created = body_of(r);
+  REQUIRE(r->status == 201);
+  // The id comes from the name when the name is a valid device id.
+  CHECK(created["id"] == "sensor-001");
+  for (const char* field : {"name", "type", "location", "firmware"})
+    CHECK(created[field] == request[field]);
+  CHECK(created["status"] == "active");
+  CHECK(created["key"] == "held_by_device");
+  CHECK(r->get_header_value("Location") == "/v1/devices/sensor-001");
+  auto cert = certificate_from_pem(created["certificate"]["pem"].get<std::string>());
+  REQUIRE(cert.ok());
+  CHECK(subject_common_name(cert->get()) == "sensor-001");
+  CHECK(created["certificate"]["serial"] == serial_hex(cert->get()));
+
+  auto reader = s.client(s.reader_token);
+  auto got = reader.Get("/device/sensor-001");
+  json device = body_of(got);
+  CHECK(got->status == 200);
+  CHECK(device["id"] == "sensor-001");
+  for (const char* field : {"name", "type", "location", "firmware"})
+    CHECK(device[field] == request[field]);
+  REQUIRE(device["certificates"].size() == 1);
+  CHECK(device["certificates"][0]["serial"] == created["certificate"]["serial"]);
+  CHECK(device["server_key_copy"].is_null());
+
+  auto revoked = c.Post("/revoke/sensor-001", "", "application/json");
+  json outcome = body_of(revoked);
+  CHECK(revoked->status == 200);
+  CHECK(outcome["status"] == "revoked");
+  CHECK(outcome["already_revoked"] == false);
+  CHECK(outcome["revoked_serials"] == json::array({created["certificate"]["serial"]}));
+  CHECK(outcome["crl_number"].is_number_integer());
+  auto again = c.Post("/revoke/sensor-001", "", "application/json");
+  CHECK(body_of(again)["already_revoked"] == true);
+  CHECK(body_of(reader.Get("/device/sensor-001"))["status"] == "revoked");
+
+  // The device id rule: an explicit id wins; a name that is no device id gets a generated one.
+  auto named = post_json(c, "/register",
+                         json{{"name", "Boiler Room #2"}, {"csr", device_csr("boiler")},
+                              {"id", "boiler"}});
+  CHECK(body_of(named)["id"] == "boiler");
+  CHECK(body_of(named)["name"] == "Boiler Room #2");
+  // Without a CSR the server would have to make and hold the key, which it cannot here.
+  check_error(post_json(c, "/register", json{{"name", "Not an id!"}}), 409, "cannot_hold_keys");
+}
+
+TEST_CASE("the CRL is served as DER, or PEM on request, and lists a revoked certificate") {
+  Served s;
+  const std::string serial = register_with_csr(s, "dev-1");
+  auto c = s.client(s.operator_token);
+  REQUIRE(c.Post("/v1/devices/dev-1/revoke", json{{"reason", "keyCompromise"}}.dump(),
+                 "application/json")
+              ->status == 200);
+  httplib::Client anyone("127.0.0.1", s.port);
+  auto der = anyone.Get("/crl");
+  REQUIRE(der);
+  CHECK(der->status == 200);
+  CHECK(der->get_header_value("Content-Type") == "application/pkix-crl");
+  const auto* p = reinterpret_cast<const unsigned char*>(der->body.data());
+  ossl::Ptr<X509_CRL> crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der->body.size())));
+  REQUIRE(crl);
+  bool listed = false;
+  STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
+  for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
+    ossl::Ptr<BIGNUM> bn(ASN1_INTEGER_to_BN(
+        X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i)), nullptr));
+    char* hex = BN_bn2hex(bn.get());
+    listed |= serial == std::string(hex);
+    OPENSSL_free(hex);
+  }
+  CHECK(listed);
+  for (bool by_accept : {false, true}) {
+    auto pem = by_accept
+                   ? anyone.Get("/crl", httplib::Headers{{"Accept", "application/x-pem-file"}})
+                   : anyone.Get("/crl.pem");
+    REQUIRE(pem);
+    CHECK(pem->status == 200);
+    CHECK(pem->get_header_value("Content-Type") == "application/x-pem-file");
+    auto parsed = crl_from_pem(pem->body);
+    REQUIRE(parsed.ok());
+    CHECK(crl_to_der(parsed->get()) == der->body);
+  }
+  auto health = anyone.Get("/healthz");
+  CHECK(body_of(health)["status"] == "ok");
+}
+
+TEST_CASE("requests without a known, unrevoked token are 401; a reader cannot write (403)") {
+  Served s;
+  httplib::Client anonymous("127.0.0.1", s.port);
+  auto none = anonymous.Get("/v1/devices");
+  check_error(none, 401, "unauthorized");
+  CHECK(contains(none->get_header_value("WWW-Authenticate"), "Bearer"));
+  auto basic = anonymous.Get("/v1/devices", httplib::Headers{{"Authorization", "Basic b3BzOm9wcw=="}});
+  check_error(basic, 401, "unauthorized");
+  auto forged = s.client("onb_" + std::string(43, 'A')).Get("/v1/devices");
+  check_error(forged, 401, "unauthorized");
+  CHECK(contains(forged->get_header_value("WWW-Authenticate"), "invalid_token"));
+  auto garbage = s.client("x").Get("/v1/devices");
+  check_error(garbage, 401, "unauthorized");
+
+  auto reader = s.client(s.reader_token);
+  CHECK(reader.Get("/v1/devices")->status == 200);
+  check_error(post_json(reader, "/v1/devices", json{{"id", "d"}, {"csr", device_csr("d")}}), 403,
+              "forbidden");
+  check_error(reader.Post("/revoke/d", "", "application/json"), 403, "forbidden");
+  check_error(reader.Delete("/v1/devices/d/acl/1"), 403, "forbidden");
+  // The bearer scheme is case-insensitive (RFC 7235).
+  auto lower = anonymous.Get("/v1/devices",
+                             httplib::Headers{{"Authorization", "bearer " + s.reader_token}});
+  CHECK(lower->status == 200);
+
+  // Revoked with the CLI while the server runs: refused at the next request.
+  REQUIRE(onboardctl_in(s.data(), {"token", "revoke", "viewer"}).exit_code == 0);
+  check_error(reader.Get("/v1/devices"), 401, "unauthorized");
+}
+
+TEST_CASE("bad requests get the right status and a JSON error, never a stack trace or SQL") {
+  Served s;
+  auto c = s.client(s.operator_token);
+  check_error(c.Post("/v1/devices", "{\"id\": ", "application/json"), 400, "invalid_input",
+              "not valid JSON");
+  check_error(c.Post("/v1/devices", "[1,2]", "application/json"), 400, "invalid_input",
+              "JSON object");
+  check_error(post_json(c, "/v1/devices", json{{"id", 5}}), 400, "invalid_input",
+              "id must be a string");
+  check_error(post_json(c, "/v1/devices", json{{"id", "a/b"}, {"csr", device_csr("a")}}), 400,
+              "invalid_input", "id:");
+  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"csrr", device_csr("d1")}}), 400,
+              "invalid_input", "unknown field 'csrr'");
+  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"csr", "not a csr"}}), 400,
+              "invalid_input", "csr:");
+  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"csr", device_csr("other")}}), 400,
+              "invalid_input", "the CSR's CN is 'other'");
+  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"type", "a b"}, {"csr", device_csr("d1")}}),
+              400, "invalid_input", "type:");
+  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"metadata", "x"}, {"csr", device_csr("d1")}}),
+              400, "invalid_input", "metadata");
+  check_error(c.Post("/v1/devices", "id=d1", "application/x-www-form-urlencoded"), 415,
+              "unsupported_media_type");
+  check_error(c.Post("/v1/devices", "", "application/json"), 400, "invalid_input", "body is required");
+  // Larger than --max-body (256 KiB by default).
+  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"csr", std::string(300 * 1024, 'A')}}),
+              413, "payload_too_large");
+  check_error(c.Get("/v1/devices/ghost"), 404, "not_found", "ghost");
+  check_error(c.Get("/v1/nothing-here"), 404, "not_found");
+  check_error(c.Get("/v1/devices?limit=0"), 400, "invalid_input", "limit");
+  check_error(c.Get("/v1/devices?status=sleeping"), 400, "invalid_input", "status");
+
+  register_with_csr(s, "d1");
+  auto duplicate = post_json(c, "/v1/devices", json{{"id", "d1"}, {"csr", device_csr("d1")}});
+  check_error(duplicate, 409, "conflict", "already exists");
+  // No error body anywhere mentioned SQL or a source file.
+  auto ghost = c.Get("/v1/devices/ghost");
+  for (const auto* r : {&duplicate, &ghost}) {
+    CHECK_FALSE(contains((*r)->body, "SQL"));
+    CHECK_FALSE(contains((*r)->body, ".cpp"));
+  }
+}
+
+TEST_CASE("a server without a hold passphrase refuses to make keys; with one it holds them "
+          "encrypted and never returns them") {
+  {
+    Served s;
+    auto c = s.client(s.operator_token);
+    check_error(post_json(c, "/v1/devices", json{{"id", "d1"}}), 409, "cannot_hold_keys",
+                "cannot hold device keys");
+    CHECK(c.Get("/v1/devices/d1")->status == 404);  // nothing was registered
+  }
+  Served s(true);
+  auto c = s.client(s.operator_token);
+  auto r = post_json(c, "/register", json{{"name", "held-1"}, {"key_alg", "p256"}});
+  json created = body_of(r);
+  REQUIRE(r->status == 201);
+  CHECK(created["key"] == "held_by_server_encrypted");
+  CHECK_FALSE(contains(r->body, "PRIVATE KEY"));
+  auto held = s.store()->held_key("held-1");
+  REQUIRE(held.ok());
+  REQUIRE(held->has_value());
+  CHECK((*held)->encrypted_pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+  CHECK((*held)->certificate_sha256 == created["certificate"]["sha256_fingerprint"]);
+  // The key opens with the hold passphrase and matches the certificate.
+  Secret pass(kHoldPassphrase);
+  auto key = private_key_from_pem((*held)->encrypted_pem, &pass);
+  REQUIRE(key.ok());
+  auto cert = certificate_from_pem(created["certificate"]["pem"].get<std::string>());
+  REQUIRE(cert.ok());
+  CHECK(same_public_key(key->get(), X509_get0_pubkey(cert->get())));
+
+  // A name that is no device id gets a generated id ("dev-" and 16 hex digits).
+  json anonymous = body_of(post_json(c, "/register", json{{"name", "Not an id!"}, {"key_alg", "p256"}}));
+  CHECK(anonymous["name"] == "Not an id!");
+  CHECK(anonymous["id"].get<std::string>().starts_with("dev-"));
+  CHECK(anonymous["id"].get<std::string>().size() == 20);
+
+  json shown = body_of(c.Get("/v1/devices/held-1"));
+  REQUIRE(shown["server_key_copy"].is_object());
+  CHECK(shown["server_key_copy"]["encrypted"] == true);
+  auto cli = onboardctl_in(s.data(), {"device", "show", "held-1"});
+  CHECK(contains(cli.out, "server key copy: held, encrypted, since "));
+  CHECK(contains(cli.out, "(wiped when bundled)"));
+
+  // Renewal through the API holds the new key in place of the old one.
+  auto renewed = c.Post("/v1/devices/held-1/certificates", "{}", "application/json");
+  json renewal = body_of(renewed);
+  CHECK(renewed->status == 201);
+  CHECK(renewal["key"] == "held_by_server_encrypted");
+  CHECK_FALSE(contains(renewed->body, "PRIVATE KEY"));
+  auto held_after = s.store()->held_key("held-1");
+  REQUIRE(held_after.ok());
+  REQUIRE(held_after->has_value());
+  CHECK((*held_after)->certificate_sha256 == renewal["certificate"]["sha256_fingerprint"]);
+}
+
+TEST_CASE("/v1/devices lists with paging and filters, and PATCH enables and disables") {
+  Served s;
+  for (const char* id : {"a-1", "a-2", "a-3", "b-1"}) register_with_csr(s, id);
+  auto c = s.client(s.operator_token);
+  json first = body_of(c.Get("/v1/devices?limit=2"));
+  REQUIRE(first["devices"].size() == 2);
+  CHECK(first["devices"][0]["id"] == "a-1");
+  CHECK(first["next_after"] == "a-2");
+  json second = body_of(c.Get("/v1/devices?limit=2&after=a-2"));
+  REQUIRE(second["devices"].size() == 2);
+  CHECK(second["devices"][0]["id"] == "a-3");
+  json rest = body_of(c.Get("/v1/devices?limit=10&after=a-3"));
+  CHECK(rest["devices"].size() == 1);
+  CHECK(rest["next_after"].is_null());
+
+  auto patched = c.Patch("/v1/devices/a-2", json{{"status", "disabled"}}.dump(), "application/json");
+  CHECK(body_of(patched)["status"] == "disabled");
+  json disabled = body_of(c.Get("/v1/devices?status=disabled"));
+  REQUIRE(disabled["devices"].size() == 1);
+  CHECK(disabled["devices"][0]["id"] == "a-2");
+  CHECK(body_of(c.Get("/v1/devices?type=temp"))["devices"].size() == 4);
+  CHECK(body_of(c.Get("/v1/devices?type=other"))["devices"].empty());
+  auto enabled = c.Patch("/v1/devices/a-2", json{{"status", "active"}}.dump(), "application/json");
+  CHECK(body_of(enabled)["status"] == "active");
+  check_error(c.Patch("/v1/devices/a-2", json{{"status", "revoked"}}.dump(), "application/json"),
+              400, "invalid_input", "revoke");
+  check_error(c.Patch("/v1/devices/a-2", json{{"status", 1}}.dump(), "application/json"), 400,
+              "invalid_input");
+  check_error(c.Patch("/v1/devices/ghost", json{{"status", "active"}}.dump(), "application/json"),
+              404, "not_found");
+  REQUIRE(c.Post("/v1/devices/b-1/revoke", "", "application/json")->status == 200);
+  check_error(c.Patch("/v1/devices/b-1", json{{"status", "active"}}.dump(), "application/json"),
+              409, "conflict");
+  check_error(c.Post("/v1/devices/ghost/revoke", "", "application/json"), 404, "not_found");
+  check_error(c.Post("/v1/devices/b-1/revoke", json{{"reason", "bored"}}.dump(), "application/json"),
+              400, "invalid_input", "reason");
+}
+
+TEST_CASE("certificates are listed and renewed from a CSR; a revoked device gets none") {
+  Served s;
+  const std::string first = register_with_csr(s, "dev-1");
+  auto c = s.client(s.operator_token);
+  auto renewed = post_json(c, "/v1/devices/dev-1/certificates", json{{"csr", device_csr("dev-1")}});
+  json renewal = body_of(renewed);
+  CHECK(renewed->status == 201);
+  CHECK(renewal["key"] == "held_by_device");
+  CHECK(renewal["superseded_serials"] == json::array({first}));
+  json listed = body_of(c.Get("/v1/devices/dev-1/certificates"));
+  REQUIRE(listed["certificates"].size() == 2);
+  std::set<std::string> statuses;
+  for (const auto& cert : listed["certificates"]) statuses.insert(cert["status"].get<std::string>());
+  CHECK(statuses == std::set<std::string>{"active", "revoked"});
+  check_error(post_json(c, "/v1/devices/dev-1/certificates", json{{"csr", device_csr("dev-2")}}),
+              400, "invalid_input", "CN");
+  check_error(c.Get("/v1/devices/ghost/certificates"), 404, "not_found");
+  REQUIRE(c.Post("/v1/devices/dev-1/revoke", "", "application/json")->status == 200);
+  check_error(post_json(c, "/v1/devices/dev-1/certificates", json{{"csr", device_csr("dev-1")}}),
+              409, "conflict", "revoked");
+}
+
+TEST_CASE("ACL rules of devices and groups are read, added and removed, and decisions explained") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  auto c = s.client(s.operator_token);
+  auto added = post_json(c, "/v1/devices/dev-1/acl",
+                         json{{"access", "publish"}, {"topic", "alerts/%d"}, {"priority", 5}});
+  json rule = body_of(added);
+  REQUIRE(added->status == 201);
+  CHECK(rule["effect"] == "allow");
+  CHECK(rule["subject"] == "dev-1");
+  const std::int64_t rule_id = rule["id"];
+  json rules = body_of(c.Get("/v1/devices/dev-1/acl"));
+  REQUIRE(rules["rules"].size() == 1);
+  CHECK(rules["rules"][0]["pattern"] == "alerts/%d");
+
+  json allow = body_of(c.Get("/v1/acl/check?device=dev-1&access=publish&topic=alerts/dev-1"));
+  CHECK(allow["decision"] == "allow");
+  CHECK(allow["rule_id"] == rule_id);
+  json deny = body_of(c.Get("/v1/acl/check?device=dev-1&access=publish&topic=alerts/other"));
+  CHECK(deny["decision"] == "deny");
+  CHECK(contains(deny["reason"], "no rule matches"));
+
+  auto group_rule = post_json(c, "/v1/groups/temp/acl",
+                              json{{"effect", "deny"}, {"access", "publish"}, {"topic", "alerts/#"},
+                                   {"priority", 10}});
+  REQUIRE(group_rule->status == 201);
+  const std::int64_t group_rule_id = body_of(group_rule)["id"];
+  CHECK(body_of(c.Get("/v1/acl/check?device=dev-1&access=publish&topic=alerts/dev-1"))["decision"] ==
+        "deny");
+  // A rule is deleted only through its own subject.
+  check_error(c.Delete(("/v1/devices/dev-1/acl/" + std::to_string(group_rule_id)).c_str()), 404,
+              "not_found");
+  auto removed = c.Delete(("/v1/groups/temp/acl/" + std::to_string(group_rule_id)).c_str());
+  REQUIRE(removed);
+  CHECK(removed->status == 204);
+  REQUIRE(c.Delete(("/v1/devices/dev-1/acl/" + std::to_string(rule_id)).c_str())->status == 204);
+  check_error(c.Delete(("/v1/devices/dev-1/acl/" + std::to_string(rule_id)).c_str()), 404,
+              "not_found");
+  CHECK(body_of(c.Get("/v1/devices/dev-1/acl"))["rules"].empty());
+
+  check_error(post_json(c, "/v1/devices/dev-1/acl", json{{"access", "write"}, {"topic", "a"}}), 400,
+              "invalid_input", "access");
+  check_error(post_json(c, "/v1/devices/dev-1/acl", json{{"access", "publish"}, {"topic", "a/#/b"}}),
+              400, "invalid_input", "topic");
+  check_error(post_json(c, "/v1/devices/ghost/acl", json{{"access", "publish"}, {"topic", "a"}}), 404,
+              "not_found");
+  check_error(post_json(c, "/v1/groups/ghosts/acl", json{{"access", "publish"}, {"topic", "a"}}), 404,
+              "not_found");
+  check_error(c.Delete("/v1/devices/dev-1/acl/zero"), 400, "invalid_input");
+  check_error(c.Get("/v1/acl/check?device=dev-1&access=publish"), 400, "invalid_input", "topic");
+  check_error(c.Get("/v1/acl/check?device=dev-1&access=publish&topic=a/%2B"), 400, "invalid_input");
+  check_error(c.Get("/v1/acl/check?device=ghost&access=read&topic=a"), 404, "not_found");
+}
+
+TEST_CASE("every write through the API is an audit row naming the token") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  auto c = s.client(s.operator_token);
+  REQUIRE(c.Patch("/v1/devices/dev-1", json{{"status", "disabled"}}.dump(), "application/json")
+              ->status == 200);
+  json audit = body_of(s.client(s.reader_token).Get("/v1/audit?limit=1000"));
+  std::set<std::string> api_actions;
+  for (const auto& e : audit["events"]) {
+    if (e["actor"] == "rest:ops") api_actions.insert(e["action"].get<std::string>());
+  }
+  CHECK(api_actions.count("device.register") == 1);
+  CHECK(api_actions.count("device.disable") == 1);
+  json page = body_of(c.Get("/v1/audit?limit=1"));
+  REQUIRE(page["events"].size() == 1);
+  CHECK(page["next_after"] == page["events"][0]["seq"]);
+  json next = body_of(c.Get(("/v1/audit?limit=1&after=" + page["next_after"].dump()).c_str()));
+  CHECK(next["events"][0]["seq"] == page["events"][0]["seq"].get<std::int64_t>() + 1);
+}
+
+TEST_CASE("a bundle link serves the zip once; expired is 410, altered 404, each refusal audited") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  auto store = s.store();
+  auto certs = store->certificates_of("dev-1");
+  REQUIRE(certs.ok());
+  const std::string zip = std::string("PK\x03\x04", 4) + "a small stand-in for a bundle";
+  const auto zip_path = s.dir / "bundle-1.zip";
+  REQUIRE(write_file_atomic(zip_path, zip, 0600, Overwrite::refuse).ok());
+  registry::BundleRecord record;
+  record.id = "bundle-1";
+  record.path = zip_path.string();
+  record.sha256 = bundle::sha256_hex(zip).value();
+  record.size = static_cast<std::int64_t>(zip.size());
+  record.devices = {{"dev-1", certs->front().sha256_fingerprint}};
+  REQUIRE(store->record_bundle(record, registry::Actor{"test", unix_now()}).ok());
+  auto secret = bundle::load_or_create_link_secret(s.data());
+  REQUIRE(secret.ok());
+  auto token = bundle::make_link_token("bundle-1", unix_now() + 3600, *secret);
+  REQUIRE(token.ok());
+
+  httplib::Client anyone("127.0.0.1", s.port);
+  std::string altered = *token;
+  altered[altered.size() / 2] = altered[altered.size() / 2] == 'A' ? 'B' : 'A';
+  check_error(anyone.Get(("/v1/bundles/" + altered).c_str()), 404, "not_found");
+  check_error(anyone.Get("/v1/bundles/not-a-token"), 404, "not_found");
+  auto expired = bundle::make_link_token("bundle-1", unix_now() - 10, *secret);
+  REQUIRE(expired.ok());
+  check_error(anyone.Get(("/v1/bundles/" + *expired).c_str()), 410, "gone");
+  auto unknown = bundle::make_link_token("bundle-9", unix_now() + 3600, *secret);
+  check_error(anyone.Get(("/v1/bundles/" + *unknown).c_str()), 404, "not_found");
+
+  auto first = anyone.Get(("/v1/bundles/" + *token).c_str());
+  REQUIRE(first);
+  CHECK(first->status == 200);
+  CHECK(first->get_header_value("Content-Type") == "application/zip");
+  CHECK(first->body == zip);
+  check_error(anyone.Get(("/v1/bundles/" + *token).c_str()), 410, "gone");
+  auto claimed = store->get_bundle("bundle-1");
+  REQUIRE(claimed.ok());
+  CHECK(claimed->downloaded_at.has_value());
+
+  auto events = store->audit_list(0);
+  REQUIRE(events.ok());
+  std::multiset<std::string> reasons;
+  for (const auto& e : *events) {
+    CHECK_FALSE(contains(e.details, *token));  // never the whole token
+    if (e.action == "bundle.download_refused")
+      reasons.insert(json::parse(e.details)["reason"].get<std::string>());
+  }
+  CHECK(reasons == std::multiset<std::string>{"already_downloaded", "bad_signature", "expired",
+                                              "malformed", "unknown_bundle"});
+}
+
+TEST_CASE("a bundle whose file no longer matches its record is not served") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  auto store = s.store();
+  auto certs = store->certificates_of("dev-1");
+  REQUIRE(certs.ok());
+  const auto zip_path = s.dir / "b.zip";
+  REQUIRE(write_file_atomic(zip_path, "original", 0600, Overwrite::refuse).ok());
+  registry::BundleRecord record{"b", "", zip_path.string(), bundle::sha256_hex("original").value(),
+                                8, false, 0, std::nullopt, "", {{"dev-1", certs->front().sha256_fingerprint}}};
+  REQUIRE(store->record_bundle(record, registry::Actor{"test", unix_now()}).ok());
+  REQUIRE(write_file_atomic(zip_path, "tampered", 0600, Overwrite::replace).ok());
+  auto token = bundle::make_link_token("b", unix_now() + 60,
+                                       bundle::load_or_create_link_secret(s.data()).value());
+  httplib::Client anyone("127.0.0.1", s.port);
+  auto r = anyone.Get(("/v1/bundles/" + *token).c_str());
+  check_error(r, 500, "internal");
+  CHECK_FALSE(contains(r->body, "tampered"));
+  CHECK_FALSE(store->get_bundle("b")->downloaded_at.has_value());  // still claimable once fixed
+}
+
+TEST_CASE("curl speaks to the server as the README shows") {
+  Served s;
+  const auto csr_path = s.dir / "curl.csr";
+  std::ofstream(csr_path) << json{{"name", "curl-1"}, {"type", "temp"}, {"location", "lab"},
+                                  {"firmware", "1.0.0"}, {"csr", device_csr("curl-1")}}
+                                 .dump();
+  auto created = test::run({"/usr/bin/curl", "-sS", "-w", "\n%{http_code}", "-X", "POST",
+                            s.base_url() + "/register", "-H",
+                            "Authorization: Bearer " + s.operator_token, "-H",
+                            "Content-Type: application/json", "--data-binary",
+                            "@" + csr_path.string()});
+  REQUIRE(created.exit_code == 0);
+  CHECK(created.out.ends_with("\n201"));
+  CHECK(json::parse(created.out.substr(0, created.out.rfind('\n')))["id"] == "curl-1");
+  auto got = test::run({"/usr/bin/curl", "-sS", "-H", "Authorization: Bearer " + s.reader_token,
+                        s.base_url() + "/device/curl-1"});
+  CHECK(json::parse(got.out)["location"] == "lab");
+  auto refused = test::run({"/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                            s.base_url() + "/device/curl-1"});
+  CHECK(refused.out == "401");
+  auto revoked = test::run({"/usr/bin/curl", "-sS", "-X", "POST", "-d", "",
+                            "-H", "Authorization: Bearer " + s.operator_token,
+                            s.base_url() + "/revoke/curl-1"});
+  CHECK(json::parse(revoked.out)["status"] == "revoked");
+  auto crl = test::run({"/usr/bin/curl", "-sS", "-o", (s.dir / "crl.der").string(),
+                        s.base_url() + "/crl"});
+  REQUIRE(crl.exit_code == 0);
+  auto text = test::run({"/usr/bin/openssl", "crl", "-inform", "DER", "-noout", "-text", "-in",
+                         (s.dir / "crl.der").string()});
+  CHECK(text.exit_code == 0);
+  CHECK(contains(text.out, "Serial Number"));
+}
+
+TEST_CASE("the CLI and the server write the same registry at once without losing a write") {
+  Served s;
+  constexpr int kPerWriter = 12;
+  std::atomic<int> http_failures{0};
+  std::vector<std::thread> http_writers;
+  for (int w = 0; w < 2; ++w) {
+    http_writers.emplace_back([&, w] {
+      auto c = s.client(s.operator_token);
+      for (int i = 0; i < kPerWriter; ++i) {
+        const std::string id = "http-" + std::to_string(w) + "-" + std::to_string(i);
+        auto r = c.Post("/v1/devices", json{{"id", id}, {"csr", device_csr(id)}}.dump(),
+                        "application/json");
+        if (!r || r->status != 201) ++http_failures;
+        auto p = c.Patch(("/v1/devices/" + id).c_str(), json{{"status", "disabled"}}.dump(),
+                         "application/json");
+        if (!p || p->status != 200) ++http_failures;
+      }
+    });
+  }
+  int cli_failures = 0;
+  for (int i = 0; i < kPerWriter; ++i) {
+    const std::string id = "cli-" + std::to_string(i);
+    auto r = onboardctl_in(s.data(), {"device", "register", id, "--key-alg", "p256", "--key-out",
+                                      (s.dir / (id + ".key")).string()});
+    if (r.exit_code != 0) {
+      ++cli_failures;
+      UNSCOPED_INFO(r.err);
+    }
+    if (onboardctl_in(s.data(), {"acl", "grant", "--device", id, "--access", "publish", "--topic",
+                                 "x/" + id})
+            .exit_code != 0)
+      ++cli_failures;
+  }
+  for (auto& t : http_writers) t.join();
+  CHECK(http_failures == 0);
+  CHECK(cli_failures == 0);
+  auto store = s.store();
+  CHECK(store->count_devices({}).value() == 3 * kPerWriter);
+  registry::DeviceFilter disabled;
+  disabled.status = registry::DeviceStatus::disabled;
+  CHECK(store->count_devices(disabled).value() == 2 * kPerWriter);
+  auto check = store->verify_audit();
+  REQUIRE(check.ok());
+  CHECK(check->ok());
+  CHECK_FALSE(contains(s.log(), "locked"));
+}
+
+TEST_CASE("every route the server registers is in docs/openapi.yaml, and only those") {
+  auto listed = test::run({ONBOARDCTL_PATH, "serve", "--list-routes"});
+  REQUIRE(listed.exit_code == 0);
+  std::set<std::string> served;
+  std::istringstream lines(listed.out);
+  for (std::string line; std::getline(lines, line);) served.insert(line);
+  REQUIRE(served.size() > 10);
+
+  // The spec's paths sit at two spaces of indent under "paths:", their methods at four.
+  auto spec = read_file(std::filesystem::path(ONBOARD_SOURCE_DIR) / "docs" / "openapi.yaml");
+  REQUIRE(spec.ok());
+  std::set<std::string> documented;
+  std::istringstream yaml(*spec);
+  bool in_paths = false;
+  std::string path;
+  for (std::string line; std::getline(yaml, line);) {
+    if (line == "paths:") {
+      in_paths = true;
+      continue;
+    }
+    if (!in_paths) continue;
+    if (!line.empty() && line[0] != ' ') break;  // the next top-level key
+    if (line.starts_with("  /") && line.ends_with(":")) {
+      path = line.substr(2, line.size() - 3);
+    } else if (line.starts_with("    ") && !line.starts_with("     ") && line.ends_with(":")) {
+      std::string method = line.substr(4, line.size() - 5);
+      if (method == "parameters") continue;
+      for (auto& ch : method) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      documented.insert(method + " " + path);
+    }
+  }
+  CHECK(served == documented);
+}
+
+TEST_CASE("serve stops cleanly on SIGTERM and SIGINT, and refuses a weak hold passphrase") {
+  for (int signal : {SIGTERM, SIGINT}) {
+    Served s;
+    CHECK(s.server->stop(signal) == 0);
+    CHECK(contains(s.log(), "stopping"));
+  }
+  TempDir dir;
+  REQUIRE(onboardctl_in(dir.path(), {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  auto weak = onboardctl_in(dir.path(), {"serve", "--listen", "127.0.0.1:0",
+                                         "--hold-passphrase-env", "WEAK"},
+                            {{"WEAK", "password"}});
+  CHECK(weak.exit_code == 3);
+  CHECK(contains(weak.err, "hold passphrase"));
+  auto bad_listen = onboardctl_in(dir.path(), {"serve", "--listen", "localhost"});
+  CHECK(bad_listen.exit_code == 3);
+  CHECK(contains(bad_listen.err, "--listen"));
+}
+
+TEST_CASE("token create prints the token once and stores only its hash") {
+  TempDir dir;
+  REQUIRE(onboardctl_in(dir.path(), {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  const std::string token = new_token(dir.path(), "ci", "reader");
+  CHECK(token.starts_with("onb_"));
+  CHECK(token.size() == 4 + 43);
+  CHECK(token.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                                4) == std::string::npos);
+  CHECK(new_token(dir.path(), "ci2", "reader") != token);
+  auto dup = onboardctl_in(dir.path(), {"token", "create", "--name", "ci", "--role", "reader"});
+  CHECK(dup.exit_code == 5);
+  auto bad_role = onboardctl_in(dir.path(), {"token", "create", "--name", "x", "--role", "admin"});
+  CHECK(bad_role.exit_code == 3);
+
+  auto list = onboardctl_in(dir.path(), {"token", "list", "--json"});
+  REQUIRE(list.exit_code == 0);
+  CHECK_FALSE(contains(list.out, token));
+  CHECK(json::parse(list.out)[0]["name"] == "ci");
+  // Nowhere in the registry file is the token itself; its SHA-256 is.
+  auto db = read_file(dir.path() / "registry.db", 64 << 20);
+  REQUIRE(db.ok());
+  CHECK_FALSE(contains(*db, token));
+  SQLite::Database sqlite((dir.path() / "registry.db").string(), SQLite::OPEN_READONLY);
+  SQLite::Statement find(sqlite, "SELECT count(*) FROM api_tokens WHERE token_sha256 = ?");
+  find.bind(1, bundle::sha256_hex(token).value());
+  REQUIRE(find.executeStep());
+  CHECK(find.getColumn(0).getInt() == 1);
+
+  CHECK(onboardctl_in(dir.path(), {"token", "revoke", "ci"}).exit_code == 0);
+  CHECK(contains(onboardctl_in(dir.path(), {"token", "revoke", "ci"}).out, "already revoked"));
+  CHECK(onboardctl_in(dir.path(), {"token", "revoke", "ghost"}).exit_code == 4);
+}
+
+TEST_CASE("device register --hold-key keeps the key encrypted in the registry, under a strong "
+          "passphrase only") {
+  TempDir dir;
+  REQUIRE(onboardctl_in(dir.path(), {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  auto no_pass = onboardctl_in(dir.path(), {"device", "register", "d1", "--hold-key"});
+  CHECK(no_pass.exit_code == 3);
+  CHECK(contains(no_pass.err, "--hold-passphrase-env"));
+  auto weak = onboardctl_in(dir.path(), {"device", "register", "d1", "--hold-key",
+                                         "--hold-passphrase-env", "P"},
+                            {{"P", "hunter2"}});
+  CHECK(weak.exit_code == 3);
+  CHECK(contains(weak.err, "hold passphrase"));
+  auto both = onboardctl_in(dir.path(), {"device", "register", "d1", "--hold-key", "--key-out",
+                                         (dir / "k").string()});
+  CHECK(both.exit_code == 2);
+  auto with_csr = onboardctl_in(dir.path(), {"device", "register", "d1", "--hold-key", "--csr",
+                                             (dir / "x.csr").string()});
+  CHECK(with_csr.exit_code == 2);
+
+  auto held = onboardctl_in(dir.path(), {"device", "register", "d1", "--key-alg", "p256",
+                                         "--hold-key", "--hold-passphrase-env", "P"},
+                            {{"P", kHoldPassphrase}});
+  INFO(held.err);
+  REQUIRE(held.exit_code == 0);
+  CHECK(contains(held.out, "held encrypted in the registry"));
+  auto shown = onboardctl_in(dir.path(), {"device", "show", "d1", "--json"});
+  json j = json::parse(shown.out);
+  REQUIRE(j["server_key_copy"].is_object());
+  CHECK(j["server_key_copy"]["encrypted"] == true);
+  auto plain = onboardctl_in(dir.path(), {"device", "show", "d1"});
+  CHECK(contains(plain.out, "server key copy: held, encrypted, since"));
+
+  // A renewal to a device-held key wipes the server copy.
+  const auto csr = dir / "d1.csr";
+  std::ofstream(csr) << device_csr("d1");
+  REQUIRE(onboardctl_in(dir.path(), {"cert", "renew", "d1", "--csr", csr.string()}).exit_code == 0);
+  CHECK(json::parse(onboardctl_in(dir.path(), {"device", "show", "d1", "--json"}).out)
+            ["server_key_copy"]
+                .is_null());
+  CHECK(contains(onboardctl_in(dir.path(), {"device", "show", "d1"}).out, "server key copy: none"));
+  CHECK(contains(onboardctl_in(dir.path(), {"cert", "list", "d1"}).out, "superseded"));
+}

@@ -1,0 +1,39 @@
+// The REST server behind `onboardctl serve`: HTTP routes mapped onto ops:: (tools/operations.h),
+// bearer-token authentication, JSON errors. docs/openapi.yaml describes every route.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ca/authority.h"
+#include "ca/secret.h"
+#include "tools/workspace.h"
+
+namespace onboard::rest {
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8443;  // 0: any free port (printed at start)
+  std::size_t threads = 8;
+  std::size_t max_body_bytes = 256 * 1024;  // a CSR is ~1 KiB; nothing legitimate comes near
+  int keep_alive_seconds = 5;
+  std::size_t keep_alive_max_requests = 1000;
+  std::string tls_cert, tls_key;  // both or neither: HTTPS
+};
+
+// One route as the server registers it and docs/openapi.yaml names it: "GET", "/v1/devices/{id}".
+struct Route {
+  std::string method;
+  std::string path;
+};
+std::vector<Route> routes();
+
+// Serves until SIGTERM or SIGINT, then returns (requests in flight are finished). The CA's
+// signing key is loaded; `hold_passphrase` lets requests without a CSR have a key made and held.
+// Prints "serving on http(s)://HOST:PORT" on stdout once listening.
+Status serve(const cli::Workspace& workspace, Authority ca, std::optional<Secret> hold_passphrase,
+             const ServeOptions& options);
+
+}  // namespace onboard::rest

@@ -1,0 +1,24 @@
+// JSON views of registry values, shared by `onboardctl ... --json` and the REST server so that
+// both speak the same field names.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "registry/model.h"
+
+namespace onboard::cli {
+
+// RFC 3339 UTC, second precision: "2026-01-31T12:00:00Z".
+std::string iso_time(UnixTime t);
+
+nlohmann::json device_json(const registry::Device& device);
+nlohmann::json certificate_json(const registry::Certificate& certificate, bool with_pem);
+nlohmann::json rule_json(const registry::RuleRecord& rule);
+nlohmann::json audit_json(const registry::AuditEvent& event);
+nlohmann::json token_json(const registry::ApiToken& token);
+// The server's copy of a device's key, never its content: null when none exists.
+nlohmann::json held_key_json(const std::optional<registry::HeldKey>& held);
+
+}  // namespace onboard::cli
