@@ -183,6 +183,7 @@ TEST_CASE("a CSV batch is packaged into an AES-256 zip that 7-Zip opens with its
   auto shown = fleet({"batch", "show", "b1"});
   CHECK(contains(shown.out, "dev-1   active  held (encrypted)"));
   CHECK(contains(shown.out, "dev-3   active  none"));
+  CHECK(contains(fleet({"device", "show", "dev-1"}).out, "server key copy: held, encrypted"));
 
   const auto zip = fleet.file("b1.zip");
   const auto pw_file = fleet.file("b1.pw");
@@ -266,6 +267,7 @@ TEST_CASE("a CSV batch is packaged into an AES-256 zip that 7-Zip opens with its
     }
     CHECK(fleet.count("SELECT count(*) FROM held_keys") == 0);
     CHECK(contains(fleet({"batch", "show", "b1"}).out, "dev-1   active  none"));
+    CHECK(contains(fleet({"device", "show", "dev-1"}).out, "server key copy: none"));
   }
 
   SECTION("a wrong password extracts nothing") {
