@@ -62,12 +62,10 @@ Result<BrokerAddress> parse_broker_address(std::string_view text) {
   return address;
 }
 
-std::string connect_example(std::string_view device_id, const BrokerAddress& broker,
-                            bool has_key) {
+std::string connect_example(std::string_view device_id, const BrokerAddress& broker, bool has_key) {
   const std::string id(device_id);
-  const std::string host = broker.host.starts_with('[')
-                               ? broker.host.substr(1, broker.host.size() - 2)
-                               : broker.host;
+  const std::string host =
+      broker.host.starts_with('[') ? broker.host.substr(1, broker.host.size() - 2) : broker.host;
   const std::string port = std::to_string(broker.port);
   const std::string key = has_key ? id + "/client.key" : "YOUR-KEY.pem";
   std::string text;
@@ -75,8 +73,9 @@ std::string connect_example(std::string_view device_id, const BrokerAddress& bro
   text += "# Run from the directory the bundle was extracted to. The MQTT client id must be the\n";
   text += "# device id, which is also the certificate's CN; the broker refuses anything else.\n";
   if (!has_key) {
-    text += "# The device made its own key (it sent a CSR): use that key where YOUR-KEY.pem "
-            "stands.\n";
+    text +=
+        "# The device made its own key (it sent a CSR): use that key where YOUR-KEY.pem "
+        "stands.\n";
   }
   text += "# By default a device may publish, subscribe and receive below devices/" + id + "/.\n";
   text += "\nmosquitto_sub -h " + host + " -p " + port + " --cafile ca-chain.pem --cert " + id +
@@ -84,8 +83,9 @@ std::string connect_example(std::string_view device_id, const BrokerAddress& bro
   text += "\nmosquitto_pub -h " + host + " -p " + port + " --cafile ca-chain.pem --cert " + id +
           "/client.crt --key " + key + " -i " + id + " -t 'devices/" + id +
           "/telemetry' -m hello -q 1\n";
-  text += "# One connection per client id: a second one with the same id replaces the first, so\n"
-          "# run these one at a time.\n";
+  text +=
+      "# One connection per client id: a second one with the same id replaces the first, so\n"
+      "# run these one at a time.\n";
   text += "\n# Python, paho-mqtt 1.6:\n";
   text += "import ssl\n";
   text += "import paho.mqtt.client as mqtt\n\n";

@@ -24,7 +24,7 @@ namespace onboard::bundle {
 struct DeviceCredentials {
   std::string device_id;
   std::string certificate_pem;
-  std::string certificate_sha256;        // lower-case hex of the DER's SHA-256
+  std::string certificate_sha256;         // lower-case hex of the DER's SHA-256
   std::optional<Secret> private_key_pem;  // plaintext PKCS#8 PEM, when the tool made the key
 };
 

@@ -370,8 +370,8 @@ class SqliteStore final : public Store {
   Result<std::vector<ApiToken>> list_api_tokens() override;
   Result<bool> revoke_api_token(std::string_view name, const Actor& actor) override;
   Result<ApiToken> find_api_token(std::string_view token_sha256) override;
-  Status record_event(std::string_view action, std::string_view subject,
-                      std::string_view details, const Actor& actor) override;
+  Status record_event(std::string_view action, std::string_view subject, std::string_view details,
+                      const Actor& actor) override;
 
  private:
   Result<Device> insert_device(const NewDevice& device, const NewCertificate& certificate,
@@ -591,8 +591,7 @@ Result<Device> SqliteStore::register_device_in_batch(const NewDevice& input,
   return insert_device(input, certificate, batch_id, line, actor);
 }
 
-Result<Device> SqliteStore::insert_device(const NewDevice& input,
-                                          const NewCertificate& certificate,
+Result<Device> SqliteStore::insert_device(const NewDevice& input, const NewCertificate& certificate,
                                           std::optional<std::string_view> batch_id,
                                           std::int64_t line, const Actor& actor) {
   ONBOARD_CHECK(check_device_id(input.id));
@@ -633,12 +632,10 @@ Result<Device> SqliteStore::insert_device(const NewDevice& input,
           .exec();
     }
     record_change(ChangeKind::device, device.id, actor.now);
-    nlohmann::json details = {{"name", device.name},
-                              {"type", device.type},
-                              {"serial", cert.serial_hex},
-                              {"fingerprint", cert.sha256_fingerprint},
-                              {"created_group", new_group},
-                              {"key_held", !cert.held_key_pem.empty()}};
+    nlohmann::json details = {
+        {"name", device.name},        {"type", device.type},
+        {"serial", cert.serial_hex},  {"fingerprint", cert.sha256_fingerprint},
+        {"created_group", new_group}, {"key_held", !cert.held_key_pem.empty()}};
     if (batch_id) {
       details["batch"] = *batch_id;
       details["line"] = line;
@@ -1179,15 +1176,13 @@ Result<std::optional<HeldKey>> SqliteStore::held_key(std::string_view device_id)
                          "FROM held_keys WHERE device_id = ?1",
                          device_id);
     if (!query.executeStep()) return std::optional<HeldKey>();
-    return std::optional<HeldKey>(HeldKey{query.getColumn(0).getString(),
-                                          query.getColumn(1).getString(),
-                                          query.getColumn(2).getString(),
-                                          query.getColumn(3).getInt64()});
+    return std::optional<HeldKey>(
+        HeldKey{query.getColumn(0).getString(), query.getColumn(1).getString(),
+                query.getColumn(2).getString(), query.getColumn(3).getInt64()});
   });
 }
 
-Status SqliteStore::create_batch(std::string_view id, std::string_view source,
-                                 const Actor& actor) {
+Status SqliteStore::create_batch(std::string_view id, std::string_view source, const Actor& actor) {
   if (auto problem = device_id_problem(id)) {
     return make_error(Errc::invalid_input, "batch id: " + *problem);
   }
@@ -1213,8 +1208,10 @@ Result<Batch> SqliteStore::get_batch(std::string_view id) {
     if (!query.executeStep()) {
       return make_error(Errc::not_found, "batch " + std::string(id) + " does not exist");
     }
-    Batch batch{query.getColumn(0).getString(), query.getColumn(1).getString(),
-                query.getColumn(2).getInt64(), {}};
+    Batch batch{query.getColumn(0).getString(),
+                query.getColumn(1).getString(),
+                query.getColumn(2).getInt64(),
+                {}};
     auto members = prepare(
         db_, "SELECT device_id, line FROM batch_devices WHERE batch_id = ?1 ORDER BY line", id);
     while (members.executeStep()) {
@@ -1290,9 +1287,9 @@ Result<BundleRecord> SqliteStore::record_bundle(const BundleRecord& input, const
     prepare(db_,
             "INSERT INTO bundles (id, batch_id, path, sha256, size, with_keys, created_at) "
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            input.id,
-            input.batch_id.empty() ? std::optional<std::string>() : input.batch_id, input.path,
-            *normalize_fingerprint(input.sha256), input.size, input.with_keys ? 1 : 0, actor.now)
+            input.id, input.batch_id.empty() ? std::optional<std::string>() : input.batch_id,
+            input.path, *normalize_fingerprint(input.sha256), input.size, input.with_keys ? 1 : 0,
+            actor.now)
         .exec();
     nlohmann::json wiped = nlohmann::json::array();
     for (const auto& d : input.devices) {
@@ -1393,8 +1390,7 @@ ApiToken api_token_from(const SQLite::Statement& s) {
 }  // namespace
 
 Result<ApiToken> SqliteStore::create_api_token(std::string_view name, ApiRole role,
-                                               std::string_view token_sha256,
-                                               const Actor& actor) {
+                                               std::string_view token_sha256, const Actor& actor) {
   if (auto problem = device_id_problem(name)) {
     return make_error(Errc::invalid_input, "token name: " + *problem);
   }
@@ -1416,8 +1412,8 @@ Result<ApiToken> SqliteStore::create_api_token(std::string_view name, ApiRole ro
 
 Result<std::vector<ApiToken>> SqliteStore::list_api_tokens() {
   return read("list API tokens", [&]() -> Result<std::vector<ApiToken>> {
-    auto query = prepare(
-        db_, "SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY name");
+    auto query =
+        prepare(db_, "SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY name");
     std::vector<ApiToken> tokens;
     while (query.executeStep()) tokens.push_back(api_token_from(query));
     return tokens;

@@ -118,8 +118,7 @@ class Store {
 
   // Batches: create_batch records an empty batch; register_device adds a device to one when
   // batch_id is given (same transaction). An unknown batch is Errc::not_found.
-  virtual Status create_batch(std::string_view id, std::string_view source,
-                              const Actor& actor) = 0;
+  virtual Status create_batch(std::string_view id, std::string_view source, const Actor& actor) = 0;
   virtual Result<Batch> get_batch(std::string_view id) = 0;
   virtual Result<Device> register_device_in_batch(const NewDevice& device,
                                                   const NewCertificate& certificate,

@@ -45,10 +45,10 @@ struct SecretOption {
   std::string env, file, flag;
   void add_to(CLI::App& command, const std::string& name, const std::string& what) {
     flag = "--" + name;
-    auto* env_opt = command.add_option(
-        flag + "-env", env, "Name of an environment variable holding " + what);
-    auto* file_opt = command.add_option(flag + "-file", file, "File holding " + what +
-                                                                  " (first line)");
+    auto* env_opt =
+        command.add_option(flag + "-env", env, "Name of an environment variable holding " + what);
+    auto* file_opt =
+        command.add_option(flag + "-file", file, "File holding " + what + " (first line)");
     env_opt->excludes(file_opt);
   }
   bool given() const { return !env.empty() || !file.empty(); }
@@ -88,10 +88,9 @@ Result<Packable> packable_device(registry::Store& store, const std::string& id) 
   if (auto problem = device_id_problem(id)) return make_error(Errc::invalid_input, *problem);
   ONBOARD_TRY(auto device, store.get_device(id));
   if (device.status != registry::DeviceStatus::active) {
-    return make_error(Errc::conflict, "device " + id + " is " +
-                                          std::string(to_string(device.status)) +
-                                          "; a " + std::string(to_string(device.status)) +
-                                          " device cannot be bundled");
+    return make_error(Errc::conflict,
+                      "device " + id + " is " + std::string(to_string(device.status)) + "; a " +
+                          std::string(to_string(device.status)) + " device cannot be bundled");
   }
   ONBOARD_TRY(auto certificates, store.certificates_of(id));
   const registry::Certificate* active = nullptr;
@@ -115,9 +114,8 @@ Result<Secret> unlock_held_key(const Packable& p, const Secret& passphrase) {
   auto key = private_key_from_pem(p.held->encrypted_pem, &passphrase);
   if (!key.ok()) {
     if (key.error().code == Errc::bad_passphrase) {
-      return make_error(Errc::bad_passphrase,
-                        "cannot decrypt the held key of " + p.device.id +
-                            ": wrong hold passphrase");
+      return make_error(Errc::bad_passphrase, "cannot decrypt the held key of " + p.device.id +
+                                                  ": wrong hold passphrase");
     }
     return std::move(key).error();
   }
@@ -144,8 +142,8 @@ struct PlannedBundle {
 Status restore(PlannedBundle& b) {
   if (!b.written) return ok_status();
   b.written = false;
-  if (b.replaced) return write_file_atomic(b.path, b.replaced->view(), b.replaced_mode,
-                                           Overwrite::replace);
+  if (b.replaced)
+    return write_file_atomic(b.path, b.replaced->view(), b.replaced_mode, Overwrite::replace);
   std::error_code ec;
   std::filesystem::remove(b.path, ec);
   return ok_status();
@@ -191,8 +189,7 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
   o->password.add_to(*cmd, "password",
                      "a bundle password of your own (checked for strength; default: a generated "
                      "140-bit one)");
-  o->hold.add_to(*cmd, "hold-passphrase",
-                 "the passphrase the held device keys are encrypted with");
+  o->hold.add_to(*cmd, "hold-passphrase", "the passphrase the held device keys are encrypted with");
   cmd->add_option("--broker", o->broker,
                   "HOST[:PORT] the devices connect to, for the examples in the bundle")
       ->capture_default_str();
@@ -297,8 +294,7 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
         }
       }
     }
-    if (!o->password_out.empty() && !o->force &&
-        std::filesystem::exists(o->password_out)) {
+    if (!o->password_out.empty() && !o->force && std::filesystem::exists(o->password_out)) {
       return make_error(Errc::conflict,
                         o->password_out + " exists already; pass --force to replace it");
     }
@@ -432,11 +428,20 @@ Result<UnixTime> parse_duration(std::string_view text) {
   if (ec != std::errc() || ptr != end || value <= 0) return bad();
   std::int64_t unit = 0;
   switch (text.back()) {
-    case 's': unit = 1; break;
-    case 'm': unit = 60; break;
-    case 'h': unit = 3600; break;
-    case 'd': unit = 86400; break;
-    default: return bad();
+    case 's':
+      unit = 1;
+      break;
+    case 'm':
+      unit = 60;
+      break;
+    case 'h':
+      unit = 3600;
+      break;
+    case 'd':
+      unit = 86400;
+      break;
+    default:
+      return bad();
   }
   if (value > 30 * 86400 / unit) return bad();
   const UnixTime seconds = value * unit;
@@ -515,8 +520,9 @@ void add_bundle_show(CLI::App& bundle_cmd, const GlobalOptions& global, int& exi
     bool json_out = false;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = bundle_cmd.add_subcommand("show", "Show what a bundle holds and whether it was "
-                                                "downloaded");
+  auto* cmd = bundle_cmd.add_subcommand("show",
+                                        "Show what a bundle holds and whether it was "
+                                        "downloaded");
   cmd->add_option("BUNDLE", o->id, "Bundle id")->required();
   cmd->add_flag("--json", o->json_out, "Print JSON");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
@@ -557,8 +563,7 @@ struct BatchRow {
 
 std::optional<std::string> text_field_problem(std::string_view column, std::string_view value) {
   if (value.size() > kMaxTextField) {
-    return std::string(column) + " is longer than " + std::to_string(kMaxTextField) +
-           " characters";
+    return std::string(column) + " is longer than " + std::to_string(kMaxTextField) + " characters";
   }
   for (unsigned char c : value) {
     if (c < 0x20 || c == 0x7f) return std::string(column) + " holds a control character";
@@ -663,16 +668,14 @@ Result<ParsedBatch> parse_batch_csv(const std::filesystem::path& csv_path, regis
       }
       if (row.id.empty()) row.id = checked->device_id;
       if (checked->device_id != row.id) {
-        problem("the CSR's CN is '" + checked->device_id + "', not the device id '" + row.id +
-                "'");
+        problem("the CSR's CN is '" + checked->device_id + "', not the device id '" + row.id + "'");
         ok = false;
       }
       row.csr_key = std::move(checked->public_key);
     }
     if (row.id.empty()) {
       if (device_id_problem(row.name)) {
-        problem("name '" + row.name.substr(0, 64) +
-                "' is not a valid device id; add an id column");
+        problem("name '" + row.name.substr(0, 64) + "' is not a valid device id; add an id column");
         continue;
       }
       row.id = row.name;
@@ -740,9 +743,9 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         ->required();
     cmd->add_option("--batch", o->batch_id,
                     "Batch id (default: a new random one); an existing batch is extended");
-    cmd->add_option("--key-alg", o->key_alg,
-                    "Algorithm of the keys made for rows without a csr: " +
-                        std::string(kKeyAlgNames))
+    cmd->add_option(
+           "--key-alg", o->key_alg,
+           "Algorithm of the keys made for rows without a csr: " + std::string(kKeyAlgNames))
         ->capture_default_str();
     cmd->add_option("--days", o->days, "Certificate validity in days")->capture_default_str();
     cmd->add_flag("--skip-existing", o->skip_existing,
@@ -783,8 +786,8 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
           todo.push_back(&row);
         }
       }
-      const bool needs_hold = std::any_of(todo.begin(), todo.end(),
-                                          [](const BatchRow* r) { return !r->csr_key; });
+      const bool needs_hold =
+          std::any_of(todo.begin(), todo.end(), [](const BatchRow* r) { return !r->csr_key; });
       std::optional<Secret> hold;
       if (needs_hold) {
         if (!o->hold.given()) {
@@ -832,8 +835,7 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
             ONBOARD_TRY(Secret encrypted, private_key_to_pem(made.get(), &*hold));
             certificate.held_key_pem = std::string(encrypted.view());
           }
-          registry::NewDevice nd{row->id, row->name, row->type, row->location, row->firmware,
-                                 "{}"};
+          registry::NewDevice nd{row->id, row->name, row->type, row->location, row->firmware, "{}"};
           auto registered =
               store->register_device_in_batch(nd, certificate, batch_id, row->line, make_actor());
           if (!registered.ok()) return std::move(registered).error();
@@ -841,11 +843,11 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         };
         if (auto status = step(); !status.ok()) {
           progress.finish();
-          std::string done_text =
-              done == 0 ? std::string("no row was registered")
-                        : std::to_string(done) + " row(s) before it (lines " +
-                              std::to_string(first_line) + " to " + std::to_string(last_line) +
-                              ") are registered in batch " + batch_id;
+          std::string done_text = done == 0 ? std::string("no row was registered")
+                                            : std::to_string(done) + " row(s) before it (lines " +
+                                                  std::to_string(first_line) + " to " +
+                                                  std::to_string(last_line) +
+                                                  ") are registered in batch " + batch_id;
           return make_error(status.error().code,
                             o->csv + ":" + std::to_string(row->line) + " (device " + row->id +
                                 "): " + status.error().message + "; " + done_text +

@@ -10,7 +10,7 @@ Result<std::vector<CsvRecord>> parse_csv(std::string_view text) {
   int line = 1;
   record.line = 1;
   bool in_quotes = false;
-  int quote_line = 0;  // where the open quoted field started
+  int quote_line = 0;        // where the open quoted field started
   bool after_quote = false;  // the field's closing quote was seen: only , or a line end may follow
   bool record_has_text = false;
   auto bad = [&](const std::string& why) {

@@ -2,8 +2,8 @@
 // bundles with their one-time download, bearer-token hashes, and the migration from version 1.
 #include <SQLiteCpp/Database.h>
 
-#include <catch2/catch.hpp>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cstdio>
 
 #include "registry/sqlite_store.h"
@@ -22,7 +22,6 @@ constexpr UnixTime kNow = 1'700'000'000;
 const Actor kAlice{"alice", kNow};
 const std::string kEncrypted =
     "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
-
 
 std::string db_path(const TempDir& dir) { return (dir / "registry.db").string(); }
 
@@ -95,7 +94,8 @@ TEST_CASE("a held key lives exactly as long as its certificate may still be pack
   CHECK(held->created_at == kNow);
 
   SECTION("a plaintext key is refused and nothing is written") {
-    auto plain = certificate("dev-2", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
+    auto plain =
+        certificate("dev-2", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
     require_error(store->register_device(device("dev-2"), plain, kAlice), Errc::invalid_input,
                   "encrypted");
     CHECK(count(dir, "SELECT count(*) FROM devices WHERE id = 'dev-2'") == 0);
@@ -105,7 +105,8 @@ TEST_CASE("a held key lives exactly as long as its certificate may still be pack
     CHECK_FALSE(must(store->held_key("dev-1")).has_value());
   }
   SECTION("a renewal with a new held key replaces it") {
-    auto renewed = must(store->add_certificate("dev-1", certificate("dev-1", kEncrypted), true, kAlice));
+    auto renewed =
+        must(store->add_certificate("dev-1", certificate("dev-1", kEncrypted), true, kAlice));
     auto now_held = must(store->held_key("dev-1"));
     REQUIRE(now_held.has_value());
     CHECK(now_held->certificate_sha256 == renewed.certificate.sha256_fingerprint);
@@ -132,9 +133,9 @@ TEST_CASE("recording a bundle erases the packaged keys, re-checking every device
   REQUIRE(batch.devices.size() == 3);
   CHECK(batch.devices[0].device_id == "dev-1");
   CHECK(batch.devices[0].line == 2);
-  require_error(store->register_device_in_batch(device("dev-4"), certificate("dev-4"), "nope", 2,
-                                                kAlice),
-                Errc::not_found, "batch nope");
+  require_error(
+      store->register_device_in_batch(device("dev-4"), certificate("dev-4"), "nope", 2, kAlice),
+      Errc::not_found, "batch nope");
   CHECK(count(dir, "SELECT count(*) FROM devices WHERE id = 'dev-4'") == 0);
   require_error(store->create_batch("b1", "again.csv", kAlice), Errc::conflict);
 
@@ -225,15 +226,16 @@ TEST_CASE("API tokens are stored as hashes, found while active, and revoked once
   REQUIRE(tokens.size() == 1);
   CHECK(tokens[0].revoked_at == kNow);
   // Nothing but the hash is kept.
-  CHECK(count(dir, "SELECT count(*) FROM api_tokens WHERE token_sha256 = "
-                   "'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'") == 1);
+  CHECK(count(dir,
+              "SELECT count(*) FROM api_tokens WHERE token_sha256 = "
+              "'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'") == 1);
 }
 
 TEST_CASE("record_event appends an audit row and accepts only a JSON object") {
   TempDir dir;
   auto store = open_store(dir);
-  CHECK(store->record_event("bundle.download_refused", "bdl-1", R"({"why":"expired"})", kAlice)
-            .ok());
+  CHECK(
+      store->record_event("bundle.download_refused", "bdl-1", R"({"why":"expired"})", kAlice).ok());
   auto rows = must(store->audit_list(0));
   CHECK(rows.back().action == "bundle.download_refused");
   CHECK(rows.back().details == R"({"why":"expired"})");

@@ -73,8 +73,14 @@ struct Fleet {
   RunResult batch(const std::string& csv, const std::string& batch_id = "b1",
                   const Args& extra = {}) const {
     write(file("devices.csv"), csv);
-    Args args{"batch", "register", "--csv", file("devices.csv").string(), "--batch", batch_id,
-              "--hold-passphrase-env", "HOLD"};
+    Args args{"batch",
+              "register",
+              "--csv",
+              file("devices.csv").string(),
+              "--batch",
+              batch_id,
+              "--hold-passphrase-env",
+              "HOLD"};
     args.insert(args.end(), extra.begin(), extra.end());
     return (*this)(args, kHoldEnv);
   }
@@ -272,8 +278,8 @@ TEST_CASE("a CSV batch is packaged into an AES-256 zip that 7-Zip opens with its
 
   SECTION("a wrong password extracts nothing") {
     TempDir extracted;
-    auto x = seven_zip({"x", "-pWRONG-PASSWORD-1234", "-o" + extracted.path().string(), "-y",
-                        zip.string()});
+    auto x = seven_zip(
+        {"x", "-pWRONG-PASSWORD-1234", "-o" + extracted.path().string(), "-y", zip.string()});
     CHECK(x.exit_code != 0);
     // 7-Zip may leave empty or partial files behind; none holds the key.
     if (std::filesystem::exists(extracted / "dev-1" / "client.key")) {
@@ -330,9 +336,9 @@ TEST_CASE("bundle create refuses what must not be delivered, and writes nothing 
     REQUIRE(fleet({"device", "revoke", "dev-3"}).exit_code == 0);
     // Revoking erases the device's held key at once: nothing can package it any more.
     CHECK(fleet.count("SELECT count(*) FROM held_keys WHERE device_id = 'dev-3'") == 0);
-    auto r = fleet({"bundle", "create", "dev-3", "--out", zip.string(), "--hold-passphrase-env",
-                    "HOLD"},
-                   kHoldEnv);
+    auto r =
+        fleet({"bundle", "create", "dev-3", "--out", zip.string(), "--hold-passphrase-env", "HOLD"},
+              kHoldEnv);
     CHECK(r.exit_code == 5);
     CHECK(contains(r.err, "device dev-3 is revoked"));
     CHECK_FALSE(std::filesystem::exists(zip));
@@ -343,9 +349,9 @@ TEST_CASE("bundle create refuses what must not be delivered, and writes nothing 
             "wrong hold passphrase", Env{{"HOLD", "Not-The-Right-One-99"}});
   }
   SECTION("a weak password of the operator's own") {
-    refused({"dev-1", "--out", zip.string(), "--hold-passphrase-env", "HOLD", "--password-env",
-             "PW"},
-            3, "too weak", Env{{"HOLD", kHoldPassphrase}, {"PW", "password1234"}});
+    refused(
+        {"dev-1", "--out", zip.string(), "--hold-passphrase-env", "HOLD", "--password-env", "PW"},
+        3, "too weak", Env{{"HOLD", kHoldPassphrase}, {"PW", "password1234"}});
   }
   SECTION("unknown batch, no devices, a bad broker address, two sources") {
     refused({"--batch", "nope", "--out", zip.string()}, 4, "batch nope does not exist");
@@ -364,8 +370,8 @@ TEST_CASE("bundle create refuses what must not be delivered, and writes nothing 
     } else {
       std::filesystem::create_directory(fleet.file("ro"));
       ::chmod(fleet.file("ro").c_str(), 0500);
-      refused({"dev-1", "--out", (fleet.file("ro") / "out.zip").string(),
-               "--hold-passphrase-env", "HOLD"},
+      refused({"dev-1", "--out", (fleet.file("ro") / "out.zip").string(), "--hold-passphrase-env",
+               "HOLD"},
               6, "");
     }
   }
