@@ -7,6 +7,7 @@
 
 #include "bundle/manifest.h"
 #include "bundle/password.h"
+#include "ca/certificate.h"
 #include "ca/crl.h"
 #include "ca/csr.h"
 #include "ca/files.h"
@@ -401,6 +402,32 @@ Result<CreatedToken> create_api_token(Store& store, std::string_view name, std::
   ONBOARD_TRY(std::string hash, token_hash(plaintext.view()));
   ONBOARD_TRY(auto token, store.create_api_token(name, *parsed_role, hash, actor));
   return CreatedToken{std::move(token), std::move(plaintext)};
+}
+
+namespace {
+constexpr std::string_view kCertificateCredential = "client-certificate:";
+}
+
+Result<registry::ApiToken> create_certificate_credential(Store& store, std::string_view name,
+                                                         std::string_view role,
+                                                         std::string_view certificate_pem,
+                                                         const registry::Actor& actor) {
+  if (auto problem = device_id_problem(name))
+    return make_error(Errc::invalid_input, "token name: " + *problem);
+  auto parsed_role = registry::parse_api_role(role);
+  if (!parsed_role) return make_error(Errc::invalid_input, "role must be operator or reader");
+  auto cert = certificate_from_pem(certificate_pem);
+  if (!cert.ok()) return make_error(Errc::invalid_input, "client certificate: " + cert.error().message);
+  ONBOARD_TRY(std::string hash,
+              token_hash(std::string(kCertificateCredential) + sha256_fingerprint(cert->get())));
+  return store.create_api_token(name, *parsed_role, hash, actor);
+}
+
+Result<registry::ApiToken> authenticate_certificate(Store& store,
+                                                    std::string_view sha256_fingerprint_hex) {
+  ONBOARD_TRY(std::string hash,
+              token_hash(std::string(kCertificateCredential) + std::string(sha256_fingerprint_hex)));
+  return store.find_api_token(hash);
 }
 
 Result<std::vector<registry::ApiToken>> list_api_tokens(Store& store) {

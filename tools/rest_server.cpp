@@ -1,7 +1,9 @@
 #include "tools/rest_server.h"
 
 #include <httplib.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -16,9 +18,11 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
+#include <variant>
 
 #include "bundle/link_token.h"
 #include "bundle/manifest.h"
+#include "ca/certificate.h"
 #include "ca/crl.h"
 #include "ca/files.h"
 #include "ca/identity.h"
@@ -646,6 +650,34 @@ Reply unauthorized(bool token_given) {
   return reply;
 }
 
+// Who is calling: a client certificate the TLS handshake verified against --client-ca and that
+// is bound to a credential (only when no Authorization header is sent), else a bearer token.
+// The Reply is the refusal.
+std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Request& request) {
+  const std::string header = request.get_header_value("Authorization");
+  if (header.empty() && request.ssl != nullptr) {
+    const X509* peer = SSL_get0_peer_certificate(request.ssl);
+    if (peer != nullptr && SSL_get_verify_result(request.ssl) == X509_V_OK) {
+      auto credential = ops::authenticate_certificate(store, sha256_fingerprint(peer));
+      if (credential.ok()) return std::move(credential).value();
+      if (credential.error().code != Errc::not_found) return reply_for(credential.error());
+    }
+    return unauthorized(false);
+  }
+  constexpr std::string_view kScheme = "Bearer ";  // case-insensitive (RFC 7235)
+  const bool is_bearer =
+      header.size() > kScheme.size() &&
+      std::equal(kScheme.begin(), kScheme.end(), header.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) ==
+               std::tolower(static_cast<unsigned char>(b));
+      });
+  if (!is_bearer) return unauthorized(!header.empty());
+  auto token = ops::authenticate_token(store, std::string_view(header).substr(kScheme.size()));
+  if (token.ok()) return std::move(token).value();
+  if (token.error().code == Errc::not_found) return unauthorized(true);
+  return reply_for(token.error());
+}
+
 // Everything around a handler: a store, authentication and authorization, the content type,
 // and the guarantee that no exception leaves (any becomes a JSON 500).
 Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& request) noexcept {
@@ -655,24 +687,14 @@ Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& reque
     Store& store = **lease;
     registry::Actor actor{"rest:anonymous", unix_now()};
     if (route.need != Need::nobody) {
-      const std::string header = request.get_header_value("Authorization");
-      constexpr std::string_view kScheme = "Bearer ";
-      if (header.size() <= kScheme.size() ||
-          !std::equal(kScheme.begin(), kScheme.end(), header.begin(), [](char a, char b) {
-            return std::tolower(static_cast<unsigned char>(a)) ==
-                   std::tolower(static_cast<unsigned char>(b));
-          })) {
-        return unauthorized(!header.empty());
+      auto who = caller(store, request);
+      if (who.index() == 1) return std::get<1>(std::move(who));
+      const auto& credential = std::get<0>(who);
+      if (route.need == Need::operator_role &&
+          credential.role != registry::ApiRole::operator_role) {
+        return error_reply(403, "forbidden", "this credential may only read");
       }
-      auto token = ops::authenticate_token(store, std::string_view(header).substr(kScheme.size()));
-      if (!token.ok()) {
-        if (token.error().code == Errc::not_found) return unauthorized(true);
-        return reply_for(token.error());
-      }
-      if (route.need == Need::operator_role && token->role != registry::ApiRole::operator_role) {
-        return error_reply(403, "forbidden", "this token may only read");
-      }
-      actor.name = "rest:" + token->name;
+      actor.name = "rest:" + credential.name;
     } else if (std::string_view(route.path).starts_with("/v1/bundles/")) {
       actor.name = "rest:link";
     }
@@ -756,12 +778,31 @@ Status serve(const cli::Workspace& workspace, Authority ca, std::optional<Secret
   std::unique_ptr<httplib::Server> server;
   const bool tls = !options.tls_cert.empty();
   if (tls) {
-    auto ssl = std::make_unique<httplib::SSLServer>(options.tls_cert.c_str(),
-                                                    options.tls_key.c_str());
+    auto ssl = std::make_unique<httplib::SSLServer>([&options](SSL_CTX& tls_ctx) {
+      SSL_CTX_set_min_proto_version(&tls_ctx, TLS1_2_VERSION);
+      SSL_CTX_set_options(&tls_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+      if (SSL_CTX_use_certificate_chain_file(&tls_ctx, options.tls_cert.c_str()) != 1 ||
+          SSL_CTX_use_PrivateKey_file(&tls_ctx, options.tls_key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+          SSL_CTX_check_private_key(&tls_ctx) != 1) {
+        return false;
+      }
+      if (!options.client_ca.empty()) {
+        if (SSL_CTX_load_verify_locations(&tls_ctx, options.client_ca.c_str(), nullptr) != 1)
+          return false;
+        STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.client_ca.c_str());
+        if (names == nullptr) return false;
+        SSL_CTX_set_client_CA_list(&tls_ctx, names);  // takes ownership
+        // Asked for, not required: token clients connect without one. A certificate that is
+        // presented must verify, or the handshake fails.
+        SSL_CTX_set_verify(&tls_ctx, SSL_VERIFY_PEER, nullptr);
+      }
+      return true;
+    });
+    ERR_clear_error();  // what a failed setup left; the message below says what to check
     if (!ssl->is_valid())
       return make_error(Errc::invalid_input,
-                        "cannot use --tls-cert/--tls-key (unreadable, mismatched, or an encrypted "
-                        "key)");
+                        "cannot use --tls-cert/--tls-key/--client-ca (unreadable, mismatched, not "
+                        "PEM, or an encrypted key)");
     server = std::move(ssl);
   } else {
     server = std::make_unique<httplib::Server>();

@@ -237,7 +237,7 @@ TEST_CASE("the CRL is served as DER, or PEM on request, and lists a revoked cert
   CHECK(body_of(health)["status"] == "ok");
 }
 
-TEST_CASE("requests without a known, unrevoked token are 401; a reader cannot write (403)") {
+TEST_CASE("requests without a known, unrevoked token are 401, and a reader cannot write (403)") {
   Served s;
   httplib::Client anonymous("127.0.0.1", s.port);
   auto none = anonymous.Get("/v1/devices");
@@ -310,7 +310,7 @@ TEST_CASE("bad requests get the right status and a JSON error, never a stack tra
   }
 }
 
-TEST_CASE("a server without a hold passphrase refuses to make keys; with one it holds them "
+TEST_CASE("a server without a hold passphrase refuses to make keys, and with one it holds them "
           "encrypted and never returns them") {
   {
     Served s;
@@ -402,7 +402,7 @@ TEST_CASE("/v1/devices lists with paging and filters, and PATCH enables and disa
               400, "invalid_input", "reason");
 }
 
-TEST_CASE("certificates are listed and renewed from a CSR; a revoked device gets none") {
+TEST_CASE("certificates are listed and renewed from a CSR, and a revoked device gets none") {
   Served s;
   const std::string first = register_with_csr(s, "dev-1");
   auto c = s.client(s.operator_token);
@@ -498,7 +498,7 @@ TEST_CASE("every write through the API is an audit row naming the token") {
   CHECK(next["events"][0]["seq"] == page["events"][0]["seq"].get<std::int64_t>() + 1);
 }
 
-TEST_CASE("a bundle link serves the zip once; expired is 410, altered 404, each refusal audited") {
+TEST_CASE("a bundle link serves the zip once, expired is 410, altered 404, and each refusal audited") {
   Served s;
   register_with_csr(s, "dev-1");
   auto store = s.store();
@@ -779,4 +779,72 @@ TEST_CASE("device register --hold-key keeps the key encrypted in the registry, u
                 .is_null());
   CHECK(contains(onboardctl_in(dir.path(), {"device", "show", "d1"}).out, "server key copy: none"));
   CHECK(contains(onboardctl_in(dir.path(), {"cert", "list", "d1"}).out, "superseded"));
+}
+
+TEST_CASE("over HTTPS, a client certificate bound to a credential authenticates and others do not") {
+  TempDir dir;
+  const auto data = dir / "data";
+  REQUIRE(onboardctl_in(data, {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  auto issue = [&](Args args) {
+    auto r = onboardctl_in(data, args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+  };
+  issue({"ca", "issue-server", "--ip", "127.0.0.1", "--key-alg", "p256", "--cert-out",
+         (dir / "server.crt").string(), "--key-out", (dir / "server.key").string()});
+  for (const char* name : {"op-alice", "dev-x"}) {
+    issue({"ca", "issue", "--device", name, "--key-alg", "p256", "--cert-out",
+           (dir / (std::string(name) + ".crt")).string(), "--key-out",
+           (dir / (std::string(name) + ".key")).string()});
+  }
+  auto bound = onboardctl_in(data, {"token", "create", "--name", "alice", "--role", "operator",
+                                    "--client-cert", (dir / "op-alice.crt").string()});
+  REQUIRE(bound.exit_code == 0);
+  CHECK_FALSE(contains(bound.out, "onb_"));  // no bearer secret exists for it
+  const std::string reader = new_token(data, "viewer", "reader");
+  const std::string chain = (data / "ca" / "chain.pem").string();
+
+  test::ChildProcess server({ONBOARDCTL_PATH, "--data-dir", data.string(), "serve", "--listen",
+                             "127.0.0.1:0", "--tls-cert", (dir / "server.crt").string(),
+                             "--tls-key", (dir / "server.key").string(), "--client-ca", chain},
+                            dir / "serve.log");
+  const std::string line = server.read_line();
+  REQUIRE(line.starts_with("serving on https://127.0.0.1:"));
+  const int port = std::stoi(line.substr(line.rfind(':') + 1));
+  auto tls_client = [&](const std::string& who) {
+    auto c = who.empty() ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
+                         : std::make_unique<httplib::SSLClient>(
+                               "127.0.0.1", port, (dir / (who + ".crt")).string(),
+                               (dir / (who + ".key")).string());
+    c->set_ca_cert_path(chain.c_str());
+    c->enable_server_certificate_verification(true);
+    return c;
+  };
+
+  auto alice = tls_client("op-alice");
+  auto created = alice->Post("/v1/devices", json{{"id", "d1"}, {"csr", device_csr("d1")}}.dump(),
+                             "application/json");
+  REQUIRE(created);
+  CHECK(created->status == 201);
+  auto store = registry::open_sqlite_store(data / "registry.db", registry::OpenMode::read_write);
+  REQUIRE(store.ok());
+  auto events = (*store)->audit_list(0);
+  REQUIRE(events.ok());
+  CHECK(events->back().actor == "rest:alice");
+
+  // A certificate of the same CA that no credential names (a device's) is no operator.
+  check_error(tls_client("dev-x")->Get("/v1/devices"), 401, "unauthorized");
+  check_error(tls_client("")->Get("/v1/devices"), 401, "unauthorized");
+  auto with_token = tls_client("");
+  with_token->set_bearer_token_auth(reader.c_str());
+  CHECK(with_token->Get("/v1/devices")->status == 200);
+  // Plain HTTP to the TLS port gets no answer.
+  httplib::Client plain("127.0.0.1", port);
+  plain.set_read_timeout(2, 0);
+  auto refused = plain.Get("/healthz");
+  CHECK((!refused || refused->status != 200));
+
+  REQUIRE(onboardctl_in(data, {"token", "revoke", "alice"}).exit_code == 0);
+  check_error(tls_client("op-alice")->Get("/v1/devices"), 401, "unauthorized");
+  CHECK(server.stop(SIGTERM) == 0);
 }
