@@ -149,9 +149,12 @@ struct Context {
   std::optional<Secret> hold_passphrase;
   Secret link_secret;
   StorePool stores;
-  // Two rewrites of the CRL file must not finish out of order (an older CRL replacing a newer
-  // one), so the operations that rewrite it take turns within this process.
-  std::mutex crl_mutex;
+  // The server's writers take turns here rather than in SQLite's busy handler, whose sleeps grow
+  // to 100 ms and serve waiters in no order (measured: p99 of registrations 350 ms with four
+  // writers, 4 ms alone). Key generation and signing run before the turn, in parallel. The turn
+  // also keeps two CRL rewrites from finishing out of order (an older CRL replacing a newer one).
+  // Other processes (the CLI) still meet the server in SQLite's lock and busy timeout.
+  std::mutex write_turn;
 };
 
 enum class Need { nobody, reader, operator_role };
@@ -344,7 +347,12 @@ Reply register_device(Context& ctx, Call& call) {
     device.metadata = dump(*it);
   }
   ops::RegisterRequest request{std::move(device), key_plan(ctx, body)};
-  auto registered = take(ops::register_device(call.store, ctx.ca, request, call.actor));
+  std::unique_lock turn(ctx.write_turn, std::defer_lock);
+  auto registered = take(ops::register_device(call.store, ctx.ca, request, call.actor,
+                                              [&turn](const ops::Issuance&) {
+                                                turn.lock();  // issued: now the store write
+                                                return ok_status();
+                                              }));
   json out = cli::device_json(registered.device);
   out["certificate"] = issued_json(registered.issuance);
   out["key"] = key_custody(registered.issuance);
@@ -364,7 +372,7 @@ Reply revoke_device(Context& ctx, Call& call) {
   auto reason = parse_revocation_reason(reason_name);
   if (!reason) throw BadRequest{"reason must be one of " + std::string(kRevocationReasonNames)};
   const std::string id = call.param(1);
-  std::lock_guard crl_turn(ctx.crl_mutex);
+  std::lock_guard turn(ctx.write_turn);
   auto revoked =
       take(ops::revoke_device(call.store, ctx.ca, ctx.workspace.crl, id, *reason, call.actor));
   return json_reply(200, json{{"id", id},
@@ -387,7 +395,7 @@ Reply list_devices(Context&, Call& call) {
                               {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});
 }
 
-Reply patch_device(Context&, Call& call) {
+Reply patch_device(Context& ctx, Call& call) {
   json body = body_object(call.request, true);
   expect_only(body, {"status"});
   const std::string status = required_string(body, "status");
@@ -397,7 +405,10 @@ Reply patch_device(Context&, Call& call) {
                          : "status must be active or disabled"};
   }
   const std::string id = call.param(1);
-  (void)take(ops::set_device_enabled(call.store, id, status == "active", call.actor));
+  {
+    std::lock_guard turn(ctx.write_turn);
+    (void)take(ops::set_device_enabled(call.store, id, status == "active", call.actor));
+  }
   return json_reply(200, cli::device_json(take(ops::get_device(call.store, id))));
 }
 
@@ -417,9 +428,12 @@ Reply renew_certificate(Context& ctx, Call& call) {
   if (device.status == registry::DeviceStatus::revoked)
     throw ErrorReply{reply_for(make_error(Errc::conflict, "device " + id + " is revoked"))};
   ops::KeyPlan plan = key_plan(ctx, body);
-  std::lock_guard crl_turn(ctx.crl_mutex);
-  auto renewed =
-      take(ops::renew_certificate(call.store, ctx.ca, ctx.workspace.crl, id, plan, call.actor));
+  std::unique_lock turn(ctx.write_turn, std::defer_lock);
+  auto renewed = take(ops::renew_certificate(call.store, ctx.ca, ctx.workspace.crl, id, plan,
+                                             call.actor, [&turn](const ops::Issuance&) {
+                                               turn.lock();  // the store write and the CRL
+                                               return ok_status();
+                                             }));
   json out{{"device_id", id},
            {"certificate", issued_json(renewed.issuance)},
            {"key", key_custody(renewed.issuance)},
@@ -444,7 +458,7 @@ Reply list_rules(Context&, Call& call) {
   return json_reply(200, json{{"rules", std::move(out)}});
 }
 
-Reply add_rule(Context&, Call& call) {
+Reply add_rule(Context& ctx, Call& call) {
   json body = body_object(call.request, true);
   expect_only(body, {"effect", "access", "topic", "priority"});
   ops::RuleRequest rule;
@@ -459,14 +473,17 @@ Reply add_rule(Context&, Call& call) {
   if (priority < -ops::kMaxRulePriority || priority > ops::kMaxRulePriority)
     throw BadRequest{"priority must be within ±1000000"};
   rule.priority = static_cast<int>(priority);
+  std::unique_lock turn(ctx.write_turn);
   auto record = take(ops::add_rule(call.store, rule, call.actor));
+  turn.unlock();
   Reply reply = json_reply(201, cli::rule_json(record));
   reply.headers.emplace_back("Location", call.request.path + "/" + std::to_string(record.id));
   return reply;
 }
 
-Reply delete_rule(Context&, Call& call) {
+Reply delete_rule(Context& ctx, Call& call) {
   const auto rule_id = take(ops::parse_rule_id(call.param(2)));
+  std::lock_guard turn(ctx.write_turn);
   (void)take(ops::remove_rule_of(call.store, subject_kind_of(call), call.param(1), rule_id,
                                  call.actor));
   return Reply{204, "", "application/json", {}};
@@ -519,15 +536,17 @@ Reply healthz(Context&, Call& call) {
 }
 
 // A refused download: audited (without the token, only its first characters) and answered.
-Reply refuse_download(Call& call, int status, std::string_view code, std::string_view reason,
+Reply refuse_download(Context& ctx, Call& call, int status, std::string_view code, std::string_view reason,
                       std::string_view bundle_id) {
   const std::string token = call.param(1);
   json details{{"reason", reason},
                {"token_prefix", token.substr(0, 8)},
                {"remote_addr", call.request.remote_addr}};
+  std::unique_lock turn(ctx.write_turn);
   auto recorded = call.store.record_event("bundle.download_refused",
                                           bundle_id.empty() ? "-" : bundle_id, dump(details),
                                           call.actor);
+  turn.unlock();
   if (!recorded.ok()) log_line("could not audit a refused download: " + recorded.error().message);
   return error_reply(status, code,
                      status == 410 ? "this link has expired or was used already"
@@ -543,10 +562,10 @@ Reply download_bundle(Context& ctx, Call& call) {
     switch (check.failure()) {
       case bundle::LinkFailure::malformed:
       case bundle::LinkFailure::bad_signature:
-        return refuse_download(call, 404, "not_found",
+        return refuse_download(ctx, call, 404, "not_found",
                                bundle::link_failure_name(check.failure()), "");
       case bundle::LinkFailure::expired:
-        return refuse_download(call, 410, "gone", "expired", "");
+        return refuse_download(ctx, call, 410, "gone", "expired", "");
       case bundle::LinkFailure::internal:
         break;
     }
@@ -556,21 +575,23 @@ Reply download_bundle(Context& ctx, Call& call) {
   auto record = call.store.get_bundle(id);
   if (!record.ok()) {
     if (record.error().code == Errc::not_found)
-      return refuse_download(call, 404, "not_found", "unknown_bundle", id);
+      return refuse_download(ctx, call, 404, "not_found", "unknown_bundle", id);
     throw ErrorReply{reply_for(record.error())};
   }
-  if (record->downloaded_at) return refuse_download(call, 410, "gone", "already_downloaded", id);
+  if (record->downloaded_at) return refuse_download(ctx, call, 410, "gone", "already_downloaded", id);
   auto zip = read_file(record->path, 1024L * 1024 * 1024);
   auto digest = zip.ok() ? bundle::sha256_hex(*zip) : Result<std::string>(zip.error());
   if (!digest.ok() || *digest != record->sha256) {
     log_line("bundle " + id + ": the file is missing or does not match its recorded SHA-256");
-    (void)refuse_download(call, 500, "internal", "file_mismatch", id);
+    (void)refuse_download(ctx, call, 500, "internal", "file_mismatch", id);
     return error_reply(500, "internal", "the bundle cannot be served; an operator must check it");
   }
+  std::unique_lock turn(ctx.write_turn);
   auto claimed = call.store.claim_bundle_download(id, call.request.remote_addr, call.actor);
+  turn.unlock();
   if (!claimed.ok()) {
     if (claimed.error().code == Errc::conflict)
-      return refuse_download(call, 410, "gone", "already_downloaded", id);
+      return refuse_download(ctx, call, 410, "gone", "already_downloaded", id);
     throw ErrorReply{reply_for(claimed.error())};
   }
   Reply reply{200, std::move(*zip), "application/zip", {}};
