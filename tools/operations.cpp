@@ -60,12 +60,12 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
   ossl::Ptr<EVP_PKEY> public_key;
   if (!plan.csr_pem.empty()) {
     if (plan.hold_passphrase != nullptr)
-      return make_error(Errc::invalid_input, "a device that sends a CSR keeps its own key: "
-                                             "there is no key to hold");
+      return make_error(Errc::invalid_input,
+                        "a device that sends a CSR keeps its own key: "
+                        "there is no key to hold");
     auto checked = read_device_csr(plan.csr_pem);
     if (!checked.ok())
-      return make_error(checked.error().code,
-                        csr_label + ": " + checked.error().message);
+      return make_error(checked.error().code, csr_label + ": " + checked.error().message);
     if (checked->device_id != device_id) {
       return make_error(Errc::invalid_input, csr_label + ": the CSR's CN is '" +
                                                  checked->device_id + "', not the device id '" +
@@ -140,8 +140,7 @@ Result<Registered> register_device(Store& store, const Authority& ca,
   // Before any key is made or certificate signed: a duplicate must cost nothing.
   if (auto existing = store.get_device(request.device.id); existing.ok())
     return make_error(Errc::conflict, "device " + request.device.id + " already exists");
-  ONBOARD_TRY(auto prepared,
-              prepare_certificate(ca, request.device.id, request.key));
+  ONBOARD_TRY(auto prepared, prepare_certificate(ca, request.device.id, request.key));
   if (hand_out) ONBOARD_CHECK(hand_out(prepared.issuance));
   ONBOARD_TRY(auto device, store.register_device(request.device, prepared.record, actor));
   return Registered{std::move(device), std::move(prepared.issuance)};
@@ -248,7 +247,8 @@ Result<Renewed> renew_certificate(Store& store, const Authority& ca,
   ONBOARD_TRY(auto device, get_device(store, device_id));
   const std::string id(device_id);
   if (device.status == registry::DeviceStatus::revoked)
-    return make_error(Errc::conflict, "device " + id + " is revoked; register a new device instead");
+    return make_error(Errc::conflict,
+                      "device " + id + " is revoked; register a new device instead");
   ONBOARD_TRY(auto prepared, prepare_certificate(ca, id, key));
   if (hand_out) ONBOARD_CHECK(hand_out(prepared.issuance));
   Renewed renewed;
@@ -280,13 +280,14 @@ Result<registry::RuleRecord> add_rule(Store& store, const RuleRequest& request,
     return make_error(Errc::invalid_input, "topic: " + *problem);
   if (request.priority < -kMaxRulePriority || request.priority > kMaxRulePriority)
     return make_error(Errc::invalid_input, "priority must be within ±1000000");
-  registry::NewRule rule{request.subject_kind, request.subject,  request.topic,
-                         *access,              request.effect,   request.priority};
+  registry::NewRule rule{request.subject_kind, request.subject, request.topic, *access,
+                         request.effect,       request.priority};
   return store.add_rule(rule, actor);
 }
 
 Status remove_rule(Store& store, std::int64_t rule_id, const registry::Actor& actor) {
-  if (rule_id <= 0) return make_error(Errc::invalid_input, "rule id must be a positive whole number");
+  if (rule_id <= 0)
+    return make_error(Errc::invalid_input, "rule id must be a positive whole number");
   return store.remove_rule(rule_id, actor);
 }
 
@@ -344,9 +345,9 @@ Result<AccessExplanation> explain_access(Store& store, std::string_view device_i
     ONBOARD_TRY(type_group, registry::load_group_access(store, device->type));
   }
   // The same decision function the broker plugin uses.
-  auto evaluation = registry::check_device_access(
-      *device, type_group ? &*type_group : nullptr, &default_group, device_id, device_id,
-      static_cast<acl::Access>(*access), topic);
+  auto evaluation =
+      registry::check_device_access(*device, type_group ? &*type_group : nullptr, &default_group,
+                                    device_id, device_id, static_cast<acl::Access>(*access), topic);
   AccessExplanation out;
   out.device = std::string(device_id);
   out.access = std::string(access_text);
@@ -417,7 +418,8 @@ Result<registry::ApiToken> create_certificate_credential(Store& store, std::stri
   auto parsed_role = registry::parse_api_role(role);
   if (!parsed_role) return make_error(Errc::invalid_input, "role must be operator or reader");
   auto cert = certificate_from_pem(certificate_pem);
-  if (!cert.ok()) return make_error(Errc::invalid_input, "client certificate: " + cert.error().message);
+  if (!cert.ok())
+    return make_error(Errc::invalid_input, "client certificate: " + cert.error().message);
   ONBOARD_TRY(std::string hash,
               token_hash(std::string(kCertificateCredential) + sha256_fingerprint(cert->get())));
   return store.create_api_token(name, *parsed_role, hash, actor);
@@ -425,8 +427,8 @@ Result<registry::ApiToken> create_certificate_credential(Store& store, std::stri
 
 Result<registry::ApiToken> authenticate_certificate(Store& store,
                                                     std::string_view sha256_fingerprint_hex) {
-  ONBOARD_TRY(std::string hash,
-              token_hash(std::string(kCertificateCredential) + std::string(sha256_fingerprint_hex)));
+  ONBOARD_TRY(std::string hash, token_hash(std::string(kCertificateCredential) +
+                                           std::string(sha256_fingerprint_hex)));
   return store.find_api_token(hash);
 }
 

@@ -49,7 +49,9 @@ std::string dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-Reply json_reply(int status, const json& body) { return Reply{status, dump(body) + "\n", "application/json", {}}; }
+Reply json_reply(int status, const json& body) {
+  return Reply{status, dump(body) + "\n", "application/json", {}};
+}
 
 Reply error_reply(int status, std::string_view code, std::string_view message) {
   return json_reply(status, json{{"error", {{"code", code}, {"message", message}}}});
@@ -172,8 +174,9 @@ using Handler = Reply (*)(Context&, Call&);
 
 bool is_json_content_type(const std::string& value) {
   std::string media = value.substr(0, value.find(';'));
-  media.erase(std::remove_if(media.begin(), media.end(), [](unsigned char c) { return std::isspace(c); }),
-              media.end());
+  media.erase(
+      std::remove_if(media.begin(), media.end(), [](unsigned char c) { return std::isspace(c); }),
+      media.end());
   std::transform(media.begin(), media.end(), media.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return media == "application/json";
@@ -333,8 +336,8 @@ std::string choose_device_id(const std::optional<std::string>& id,
 
 Reply register_device(Context& ctx, Call& call) {
   json body = body_object(call.request, true);
-  expect_only(body, {"id", "name", "type", "location", "firmware", "metadata", "csr", "key_alg",
-                     "days"});
+  expect_only(body,
+              {"id", "name", "type", "location", "firmware", "metadata", "csr", "key_alg", "days"});
   registry::NewDevice device;
   auto name = optional_string(body, "name");
   device.id = choose_device_id(optional_string(body, "id"), name);
@@ -348,11 +351,11 @@ Reply register_device(Context& ctx, Call& call) {
   }
   ops::RegisterRequest request{std::move(device), key_plan(ctx, body)};
   std::unique_lock turn(ctx.write_turn, std::defer_lock);
-  auto registered = take(ops::register_device(call.store, ctx.ca, request, call.actor,
-                                              [&turn](const ops::Issuance&) {
-                                                turn.lock();  // issued: now the store write
-                                                return ok_status();
-                                              }));
+  auto registered = take(
+      ops::register_device(call.store, ctx.ca, request, call.actor, [&turn](const ops::Issuance&) {
+        turn.lock();  // issued: now the store write
+        return ok_status();
+      }));
   json out = cli::device_json(registered.device);
   out["certificate"] = issued_json(registered.issuance);
   out["key"] = key_custody(registered.issuance);
@@ -375,12 +378,12 @@ Reply revoke_device(Context& ctx, Call& call) {
   std::lock_guard turn(ctx.write_turn);
   auto revoked =
       take(ops::revoke_device(call.store, ctx.ca, ctx.workspace.crl, id, *reason, call.actor));
-  return json_reply(200, json{{"id", id},
-                              {"status", "revoked"},
-                              {"already_revoked", revoked.outcome.already_revoked},
-                              {"revoked_serials", revoked.outcome.revoked_serials},
-                              {"crl_number", revoked.crl_number ? json(*revoked.crl_number)
-                                                                : json(nullptr)}});
+  return json_reply(
+      200, json{{"id", id},
+                {"status", "revoked"},
+                {"already_revoked", revoked.outcome.already_revoked},
+                {"revoked_serials", revoked.outcome.revoked_serials},
+                {"crl_number", revoked.crl_number ? json(*revoked.crl_number) : json(nullptr)}});
 }
 
 Reply list_devices(Context&, Call& call) {
@@ -391,8 +394,9 @@ Reply list_devices(Context&, Call& call) {
   auto page = take(ops::list_devices(call.store, filter));
   json devices = json::array();
   for (const auto& d : page.devices) devices.push_back(cli::device_json(d));
-  return json_reply(200, json{{"devices", std::move(devices)},
-                              {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});
+  return json_reply(200,
+                    json{{"devices", std::move(devices)},
+                         {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});
 }
 
 Reply patch_device(Context& ctx, Call& call) {
@@ -400,9 +404,8 @@ Reply patch_device(Context& ctx, Call& call) {
   expect_only(body, {"status"});
   const std::string status = required_string(body, "status");
   if (status != "active" && status != "disabled") {
-    throw BadRequest{status == "revoked"
-                         ? "status: revoke with POST /v1/devices/{id}/revoke"
-                         : "status must be active or disabled"};
+    throw BadRequest{status == "revoked" ? "status: revoke with POST /v1/devices/{id}/revoke"
+                                         : "status must be active or disabled"};
   }
   const std::string id = call.param(1);
   {
@@ -484,8 +487,8 @@ Reply add_rule(Context& ctx, Call& call) {
 Reply delete_rule(Context& ctx, Call& call) {
   const auto rule_id = take(ops::parse_rule_id(call.param(2)));
   std::lock_guard turn(ctx.write_turn);
-  (void)take(ops::remove_rule_of(call.store, subject_kind_of(call), call.param(1), rule_id,
-                                 call.actor));
+  (void)take(
+      ops::remove_rule_of(call.store, subject_kind_of(call), call.param(1), rule_id, call.actor));
   return Reply{204, "", "application/json", {}};
 }
 
@@ -493,9 +496,9 @@ Reply check_access(Context&, Call& call) {
   const auto& r = call.request;
   for (const char* key : {"device", "access", "topic"})
     if (!r.has_param(key)) throw BadRequest{std::string(key) + " is required"};
-  auto explained = take(ops::explain_access(call.store, r.get_param_value("device"),
-                                            r.get_param_value("access"),
-                                            r.get_param_value("topic")));
+  auto explained =
+      take(ops::explain_access(call.store, r.get_param_value("device"), r.get_param_value("access"),
+                               r.get_param_value("topic")));
   json out{{"device", explained.device},
            {"access", explained.access},
            {"topic", explained.topic},
@@ -536,21 +539,19 @@ Reply healthz(Context&, Call& call) {
 }
 
 // A refused download: audited (without the token, only its first characters) and answered.
-Reply refuse_download(Context& ctx, Call& call, int status, std::string_view code, std::string_view reason,
-                      std::string_view bundle_id) {
+Reply refuse_download(Context& ctx, Call& call, int status, std::string_view code,
+                      std::string_view reason, std::string_view bundle_id) {
   const std::string token = call.param(1);
   json details{{"reason", reason},
                {"token_prefix", token.substr(0, 8)},
                {"remote_addr", call.request.remote_addr}};
   std::unique_lock turn(ctx.write_turn);
-  auto recorded = call.store.record_event("bundle.download_refused",
-                                          bundle_id.empty() ? "-" : bundle_id, dump(details),
-                                          call.actor);
+  auto recorded = call.store.record_event(
+      "bundle.download_refused", bundle_id.empty() ? "-" : bundle_id, dump(details), call.actor);
   turn.unlock();
   if (!recorded.ok()) log_line("could not audit a refused download: " + recorded.error().message);
-  return error_reply(status, code,
-                     status == 410 ? "this link has expired or was used already"
-                                   : "no such bundle");
+  return error_reply(
+      status, code, status == 410 ? "this link has expired or was used already" : "no such bundle");
 }
 
 // GET /v1/bundles/{token}: the one-time link. Authentic and unexpired, a known bundle whose file
@@ -578,7 +579,8 @@ Reply download_bundle(Context& ctx, Call& call) {
       return refuse_download(ctx, call, 404, "not_found", "unknown_bundle", id);
     throw ErrorReply{reply_for(record.error())};
   }
-  if (record->downloaded_at) return refuse_download(ctx, call, 410, "gone", "already_downloaded", id);
+  if (record->downloaded_at)
+    return refuse_download(ctx, call, 410, "gone", "already_downloaded", id);
   auto zip = read_file(record->path, 1024L * 1024 * 1024);
   auto digest = zip.ok() ? bundle::sha256_hex(*zip) : Result<std::string>(zip.error());
   if (!digest.ok() || *digest != record->sha256) {
@@ -664,10 +666,10 @@ Reply unauthorized(bool token_given) {
   Reply reply = error_reply(401, "unauthorized",
                             token_given ? "the bearer token is unknown or revoked"
                                         : "send Authorization: Bearer <token>");
-  reply.headers.emplace_back(
-      "WWW-Authenticate",
-      token_given ? "Bearer realm=\"mosquitto-onboard\", error=\"invalid_token\""
-                  : "Bearer realm=\"mosquitto-onboard\"");
+  reply.headers.emplace_back("WWW-Authenticate",
+                             token_given
+                                 ? "Bearer realm=\"mosquitto-onboard\", error=\"invalid_token\""
+                                 : "Bearer realm=\"mosquitto-onboard\"");
   return reply;
 }
 
@@ -793,8 +795,12 @@ Status serve(const cli::Workspace& workspace, Authority ca, std::optional<Secret
     ONBOARD_TRY(auto store, cli::open_registry(workspace));
     (void)store;
   }
-  Context ctx{workspace, std::move(ca), std::move(hold_passphrase), std::move(link_secret),
-              StorePool(workspace), {}};
+  Context ctx{workspace,
+              std::move(ca),
+              std::move(hold_passphrase),
+              std::move(link_secret),
+              StorePool(workspace),
+              {}};
 
   std::unique_ptr<httplib::Server> server;
   const bool tls = !options.tls_cert.empty();

@@ -78,7 +78,8 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
   cmd->callback([o, &global, &exit_code] {
     exit_code = run_action([&]() -> Result<int> {
       if (o->list_routes) {
-        for (const auto& route : rest::routes()) std::cout << route.method << " " << route.path << "\n";
+        for (const auto& route : rest::routes())
+          std::cout << route.method << " " << route.path << "\n";
         return kExitOk;
       }
       ONBOARD_CHECK(parse_listen(o->listen, o->server));

@@ -21,8 +21,7 @@ void add_token_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
     };
     auto o = std::make_shared<Opts>();
     auto* cmd = token->add_subcommand(
-        "create",
-        "Create a token and print it once, alone on stdout; only its SHA-256 is stored");
+        "create", "Create a token and print it once, alone on stdout; only its SHA-256 is stored");
     cmd->add_option("--name", o->name, "Token name, written into audit rows as rest:NAME")
         ->required();
     cmd->add_option("--role", o->role, "operator (read and write) or reader (read only)")
@@ -35,8 +34,8 @@ void add_token_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
         ONBOARD_TRY(auto store, open_registry(Workspace(data_dir(global))));
         if (!o->client_cert.empty()) {
           ONBOARD_TRY(std::string pem, read_file(o->client_cert, 1 << 20));
-          ONBOARD_TRY(auto credential, ops::create_certificate_credential(*store, o->name, o->role, pem,
-                                                                     make_actor()));
+          ONBOARD_TRY(auto credential, ops::create_certificate_credential(*store, o->name, o->role,
+                                                                          pem, make_actor()));
           std::cout << "token " << credential.name << " (" << to_string(credential.role)
                     << ") bound to the client certificate " << o->client_cert << "\n";
           return kExitOk;
