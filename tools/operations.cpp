@@ -16,6 +16,7 @@
 #include "registry/snapshot.h"
 #include "registry/snapshot_loader.h"
 #include "registry/topic.h"
+#include "tools/credentials.h"
 
 namespace onboard::ops {
 namespace {
@@ -30,19 +31,6 @@ Status check_device_id(std::string_view id) {
 Status check_days(int days) {
   if (days < 1 || days > 3650) return make_error(Errc::invalid_input, "days must be 1 to 3650");
   return ok_status();
-}
-
-// A device certificate valid from five minutes ago (clock skew) for `days` days.
-Result<IssuedCertificate> issue_for(const Authority& ca, std::string_view device_id,
-                                    const EVP_PKEY* public_key, int days) {
-  CertificateRequest request;
-  request.profile = Profile::device;
-  request.common_name = std::string(device_id);
-  request.public_key = public_key;
-  const UnixTime now = unix_now();
-  request.not_before = now - 300;
-  request.not_after = now + static_cast<UnixTime>(days) * 86400;
-  return ca.issue(std::move(request));
 }
 
 // The steps every new certificate takes: key material, issuance, the held key's encryption.
@@ -80,7 +68,8 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
     ONBOARD_TRY(p.issuance.private_key, generate_key(plan.key_alg));
   }
   const EVP_PKEY* key = public_key ? public_key.get() : p.issuance.private_key.get();
-  ONBOARD_TRY(p.issuance.certificate, issue_for(ca, device_id, key, plan.days));
+  ONBOARD_TRY(p.issuance.certificate,
+              cli::issue_device_certificate(ca, std::string(device_id), key, plan.days));
   p.record = registry::new_certificate(p.issuance.certificate.info, p.issuance.certificate.pem);
   if (p.issuance.private_key && plan.hold_passphrase != nullptr) {
     // Encrypted PKCS#8 only: the store refuses a plaintext key, and the server never keeps one.

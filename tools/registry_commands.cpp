@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -13,12 +12,9 @@
 #include <system_error>
 
 #include "ca/authority.h"
-#include "ca/csr.h"
 #include "ca/files.h"
 #include "ca/identity.h"
 #include "registry/acl.h"
-#include "registry/snapshot.h"
-#include "registry/snapshot_loader.h"
 #include "registry/sqlite_store.h"
 #include "tools/credentials.h"
 #include "tools/operations.h"
