@@ -66,14 +66,22 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (arg == "--port") o.port = std::atoi(next().c_str());
-    else if (arg == "--mode") o.mode = next();
-    else if (arg == "--threads") o.threads = std::atoi(next().c_str());
-    else if (arg == "--seconds") o.seconds = std::atof(next().c_str());
-    else if (arg == "--prefix") o.prefix = next();
-    else if (arg == "--read-ids") o.read_ids = std::atoi(next().c_str());
-    else if (arg == "--no-keep-alive") o.keep_alive = false;
-    else return usage();
+    if (arg == "--port")
+      o.port = std::atoi(next().c_str());
+    else if (arg == "--mode")
+      o.mode = next();
+    else if (arg == "--threads")
+      o.threads = std::atoi(next().c_str());
+    else if (arg == "--seconds")
+      o.seconds = std::atof(next().c_str());
+    else if (arg == "--prefix")
+      o.prefix = next();
+    else if (arg == "--read-ids")
+      o.read_ids = std::atoi(next().c_str());
+    else if (arg == "--no-keep-alive")
+      o.keep_alive = false;
+    else
+      return usage();
   }
   const char* token = std::getenv("ONBOARD_BENCH_TOKEN");  // never on argv
   if (o.port <= 0 || token == nullptr || o.threads < 1 || o.seconds <= 0 ||
@@ -94,9 +102,10 @@ int main(int argc, char** argv) {
         std::cerr << "rest_bench: cannot make a CSR: " << csr.error().message << "\n";
         return 1;
       }
-      bodies[static_cast<std::size_t>(t)].push_back(
-          nlohmann::json{{"id", id}, {"type", "bench"}, {"csr", onboard::csr_to_pem(csr->get())}}
-              .dump());
+      bodies[static_cast<std::size_t>(t)].push_back(nlohmann::json{
+          {"id", id},
+          {"type", "bench"},
+          {"csr", onboard::csr_to_pem(csr->get())}}.dump());
     }
   }
 
@@ -125,18 +134,19 @@ int main(int argc, char** argv) {
         const auto t1 = Clock::now();
         if (!r || r->status / 100 != 2) {
           if (result.errors++ == 0)
-            std::cerr << "rest_bench: " << (r ? std::to_string(r->status) + " " + r->body
-                                              : httplib::to_string(r.error()))
+            std::cerr << "rest_bench: "
+                      << (r ? std::to_string(r->status) + " " + r->body
+                            : httplib::to_string(r.error()))
                       << "\n";
           continue;
         }
-        result.latencies_us.push_back(
-            std::chrono::duration<double, std::micro>(t1 - t0).count());
+        result.latencies_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
       }
     });
   }
   start = Clock::now();
-  stop = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
+  stop =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   go.store(true);
   for (auto& w : workers) w.join();
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();

@@ -40,8 +40,9 @@ std::filesystem::path data_dir(const GlobalOptions& global) {
 }
 
 void PassphraseSource::add_to(CLI::App& command, const std::string& what) {
-  auto* env_opt = command.add_option(
-      "--" + stem + "-env", env, "Name of an environment variable holding the passphrase of " + what);
+  auto* env_opt =
+      command.add_option("--" + stem + "-env", env,
+                         "Name of an environment variable holding the passphrase of " + what);
   auto* file_opt = command.add_option("--" + stem + "-file", file,
                                       "File holding the passphrase of " + what + " (first line)");
   env_opt->excludes(file_opt);

@@ -7,6 +7,7 @@
 
 #include "bundle/manifest.h"
 #include "bundle/password.h"
+#include "ca/certificate.h"
 #include "ca/crl.h"
 #include "ca/csr.h"
 #include "ca/files.h"
@@ -15,6 +16,7 @@
 #include "registry/snapshot.h"
 #include "registry/snapshot_loader.h"
 #include "registry/topic.h"
+#include "tools/credentials.h"
 
 namespace onboard::ops {
 namespace {
@@ -29,19 +31,6 @@ Status check_device_id(std::string_view id) {
 Status check_days(int days) {
   if (days < 1 || days > 3650) return make_error(Errc::invalid_input, "days must be 1 to 3650");
   return ok_status();
-}
-
-// A device certificate valid from five minutes ago (clock skew) for `days` days.
-Result<IssuedCertificate> issue_for(const Authority& ca, std::string_view device_id,
-                                    const EVP_PKEY* public_key, int days) {
-  CertificateRequest request;
-  request.profile = Profile::device;
-  request.common_name = std::string(device_id);
-  request.public_key = public_key;
-  const UnixTime now = unix_now();
-  request.not_before = now - 300;
-  request.not_after = now + static_cast<UnixTime>(days) * 86400;
-  return ca.issue(std::move(request));
 }
 
 // The steps every new certificate takes: key material, issuance, the held key's encryption.
@@ -59,12 +48,12 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
   ossl::Ptr<EVP_PKEY> public_key;
   if (!plan.csr_pem.empty()) {
     if (plan.hold_passphrase != nullptr)
-      return make_error(Errc::invalid_input, "a device that sends a CSR keeps its own key: "
-                                             "there is no key to hold");
+      return make_error(Errc::invalid_input,
+                        "a device that sends a CSR keeps its own key: "
+                        "there is no key to hold");
     auto checked = read_device_csr(plan.csr_pem);
     if (!checked.ok())
-      return make_error(checked.error().code,
-                        csr_label + ": " + checked.error().message);
+      return make_error(checked.error().code, csr_label + ": " + checked.error().message);
     if (checked->device_id != device_id) {
       return make_error(Errc::invalid_input, csr_label + ": the CSR's CN is '" +
                                                  checked->device_id + "', not the device id '" +
@@ -79,7 +68,8 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
     ONBOARD_TRY(p.issuance.private_key, generate_key(plan.key_alg));
   }
   const EVP_PKEY* key = public_key ? public_key.get() : p.issuance.private_key.get();
-  ONBOARD_TRY(p.issuance.certificate, issue_for(ca, device_id, key, plan.days));
+  ONBOARD_TRY(p.issuance.certificate,
+              cli::issue_device_certificate(ca, std::string(device_id), key, plan.days));
   p.record = registry::new_certificate(p.issuance.certificate.info, p.issuance.certificate.pem);
   if (p.issuance.private_key && plan.hold_passphrase != nullptr) {
     // Encrypted PKCS#8 only: the store refuses a plaintext key, and the server never keeps one.
@@ -139,8 +129,7 @@ Result<Registered> register_device(Store& store, const Authority& ca,
   // Before any key is made or certificate signed: a duplicate must cost nothing.
   if (auto existing = store.get_device(request.device.id); existing.ok())
     return make_error(Errc::conflict, "device " + request.device.id + " already exists");
-  ONBOARD_TRY(auto prepared,
-              prepare_certificate(ca, request.device.id, request.key));
+  ONBOARD_TRY(auto prepared, prepare_certificate(ca, request.device.id, request.key));
   if (hand_out) ONBOARD_CHECK(hand_out(prepared.issuance));
   ONBOARD_TRY(auto device, store.register_device(request.device, prepared.record, actor));
   return Registered{std::move(device), std::move(prepared.issuance)};
@@ -247,7 +236,8 @@ Result<Renewed> renew_certificate(Store& store, const Authority& ca,
   ONBOARD_TRY(auto device, get_device(store, device_id));
   const std::string id(device_id);
   if (device.status == registry::DeviceStatus::revoked)
-    return make_error(Errc::conflict, "device " + id + " is revoked; register a new device instead");
+    return make_error(Errc::conflict,
+                      "device " + id + " is revoked; register a new device instead");
   ONBOARD_TRY(auto prepared, prepare_certificate(ca, id, key));
   if (hand_out) ONBOARD_CHECK(hand_out(prepared.issuance));
   Renewed renewed;
@@ -279,13 +269,14 @@ Result<registry::RuleRecord> add_rule(Store& store, const RuleRequest& request,
     return make_error(Errc::invalid_input, "topic: " + *problem);
   if (request.priority < -kMaxRulePriority || request.priority > kMaxRulePriority)
     return make_error(Errc::invalid_input, "priority must be within ±1000000");
-  registry::NewRule rule{request.subject_kind, request.subject,  request.topic,
-                         *access,              request.effect,   request.priority};
+  registry::NewRule rule{request.subject_kind, request.subject, request.topic, *access,
+                         request.effect,       request.priority};
   return store.add_rule(rule, actor);
 }
 
 Status remove_rule(Store& store, std::int64_t rule_id, const registry::Actor& actor) {
-  if (rule_id <= 0) return make_error(Errc::invalid_input, "rule id must be a positive whole number");
+  if (rule_id <= 0)
+    return make_error(Errc::invalid_input, "rule id must be a positive whole number");
   return store.remove_rule(rule_id, actor);
 }
 
@@ -343,9 +334,9 @@ Result<AccessExplanation> explain_access(Store& store, std::string_view device_i
     ONBOARD_TRY(type_group, registry::load_group_access(store, device->type));
   }
   // The same decision function the broker plugin uses.
-  auto evaluation = registry::check_device_access(
-      *device, type_group ? &*type_group : nullptr, &default_group, device_id, device_id,
-      static_cast<acl::Access>(*access), topic);
+  auto evaluation =
+      registry::check_device_access(*device, type_group ? &*type_group : nullptr, &default_group,
+                                    device_id, device_id, static_cast<acl::Access>(*access), topic);
   AccessExplanation out;
   out.device = std::string(device_id);
   out.access = std::string(access_text);
@@ -401,6 +392,33 @@ Result<CreatedToken> create_api_token(Store& store, std::string_view name, std::
   ONBOARD_TRY(std::string hash, token_hash(plaintext.view()));
   ONBOARD_TRY(auto token, store.create_api_token(name, *parsed_role, hash, actor));
   return CreatedToken{std::move(token), std::move(plaintext)};
+}
+
+namespace {
+constexpr std::string_view kCertificateCredential = "client-certificate:";
+}
+
+Result<registry::ApiToken> create_certificate_credential(Store& store, std::string_view name,
+                                                         std::string_view role,
+                                                         std::string_view certificate_pem,
+                                                         const registry::Actor& actor) {
+  if (auto problem = device_id_problem(name))
+    return make_error(Errc::invalid_input, "token name: " + *problem);
+  auto parsed_role = registry::parse_api_role(role);
+  if (!parsed_role) return make_error(Errc::invalid_input, "role must be operator or reader");
+  auto cert = certificate_from_pem(certificate_pem);
+  if (!cert.ok())
+    return make_error(Errc::invalid_input, "client certificate: " + cert.error().message);
+  ONBOARD_TRY(std::string hash,
+              token_hash(std::string(kCertificateCredential) + sha256_fingerprint(cert->get())));
+  return store.create_api_token(name, *parsed_role, hash, actor);
+}
+
+Result<registry::ApiToken> authenticate_certificate(Store& store,
+                                                    std::string_view sha256_fingerprint_hex) {
+  ONBOARD_TRY(std::string hash, token_hash(std::string(kCertificateCredential) +
+                                           std::string(sha256_fingerprint_hex)));
+  return store.find_api_token(hash);
 }
 
 Result<std::vector<registry::ApiToken>> list_api_tokens(Store& store) {

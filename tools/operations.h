@@ -1,6 +1,6 @@
 // The registry operations, once: plain requests in, Result out, nothing printed. The CLI commands
-// (registry_commands.cpp, token_commands.cpp) and the REST server (rest_server.cpp) both call these,
-// so a rule (a check, an order of steps, what is audited) lives in exactly one place.
+// (registry_commands.cpp, token_commands.cpp) and the REST server (rest_server.cpp) both call
+// these, so a rule (a check, an order of steps, what is audited) lives in exactly one place.
 //
 // Every function validates its input and names the offending field in neutral words ("type: ...",
 // "topic: ..."); a front end may check earlier in its own words (a CLI option, a JSON field).
@@ -176,6 +176,19 @@ struct CreatedToken {
 };
 Result<CreatedToken> create_api_token(registry::Store& store, std::string_view name,
                                       std::string_view role, const registry::Actor& actor);
+// The same kind of credential bound to a client certificate instead of a bearer secret, for
+// `serve --client-ca`: stored as the SHA-256 of "client-certificate:" + the certificate's SHA-256
+// fingerprint, which no bearer token can hash to (those start with "onb_"). Nothing secret is
+// printed; revoke it like any token.
+Result<registry::ApiToken> create_certificate_credential(registry::Store& store,
+                                                         std::string_view name,
+                                                         std::string_view role,
+                                                         std::string_view certificate_pem,
+                                                         const registry::Actor& actor);
+// The credential of a client certificate the TLS layer verified; not_found when none is
+// registered (a device's certificate, for one) or it was revoked.
+Result<registry::ApiToken> authenticate_certificate(registry::Store& store,
+                                                    std::string_view sha256_fingerprint);
 Result<std::vector<registry::ApiToken>> list_api_tokens(registry::Store& store);
 Result<bool> revoke_api_token(registry::Store& store, std::string_view name,
                               const registry::Actor& actor);

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -13,12 +12,9 @@
 #include <system_error>
 
 #include "ca/authority.h"
-#include "ca/csr.h"
 #include "ca/files.h"
 #include "ca/identity.h"
 #include "registry/acl.h"
-#include "registry/snapshot.h"
-#include "registry/snapshot_loader.h"
 #include "registry/sqlite_store.h"
 #include "tools/credentials.h"
 #include "tools/operations.h"
@@ -86,8 +82,9 @@ Result<ops::KeyPlan> key_plan(const KeySource& source, std::optional<Secret>& ho
   if (source.hold_key) {
     ONBOARD_TRY(hold_storage, source.hold_passphrase.read());
     if (!hold_storage) {
-      return make_error(Errc::invalid_input,
-                        "--hold-key needs --hold-passphrase-env VAR or --hold-passphrase-file FILE");
+      return make_error(
+          Errc::invalid_input,
+          "--hold-key needs --hold-passphrase-env VAR or --hold-passphrase-file FILE");
     }
     if (auto problem = ops::hold_passphrase_problem(*hold_storage))
       return make_error(Errc::invalid_input, "hold passphrase: " + *problem);
@@ -279,8 +276,8 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
           registry::NewDevice{o->id, o->name, o->type, o->location, o->firmware, o->metadata},
           std::move(plan)};
       CredentialWriter outputs;
-      auto registered = ops::register_device(*store, ca, request, make_actor(),
-                                             write_outputs(outputs, o->key));
+      auto registered =
+          ops::register_device(*store, ca, request, make_actor(), write_outputs(outputs, o->key));
       if (!registered.ok()) {
         outputs.undo();  // the registry refused: leave no credential behind for a device that does
                          // not exist
@@ -389,10 +386,10 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 << iso_time(d.updated_at) << "\n"
                 << "metadata  " << d.metadata << "\n"
                 << "server key copy: "
-                << (details.held_key ? "held, encrypted, since " +
-                                           iso_time(details.held_key->created_at) +
-                                           " (wiped when bundled)"
-                                     : std::string("none"))
+                << (details.held_key
+                        ? "held, encrypted, since " + iso_time(details.held_key->created_at) +
+                              " (wiped when bundled)"
+                        : std::string("none"))
                 << "\n\ncertificates\n";
       Table table({"SERIAL", "STATUS", "NOT AFTER", "SHA-256"});
       for (const auto& c : certs) {
@@ -448,7 +445,8 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(auto ca,
                   open_signing_ca(ws.dir, o->passphrase));  // before revoking: the CRL must follow
-      ONBOARD_TRY(auto revoked, ops::revoke_device(*store, ca, ws.crl, o->id, *reason, make_actor()));
+      ONBOARD_TRY(auto revoked,
+                  ops::revoke_device(*store, ca, ws.crl, o->id, *reason, make_actor()));
       const auto& outcome = revoked.outcome;
       if (outcome.already_revoked) {
         std::cout << o->id << " already revoked; nothing changed\n";
@@ -523,10 +521,9 @@ void add_cert(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     }
     // Recorded: the files stay even if the CRL could not be rewritten.
     if (renewed->crl_error) return *renewed->crl_error;
-    std::cout << "renewed " << o->id << ": serial "
-              << renewed->issuance.certificate.info.serial_hex << "; superseded "
-              << renewed->added.superseded_serials.size() << "; CRL " << renewed->crl_number
-              << "\n  key " << renewed->issuance.certificate.info.key
+    std::cout << "renewed " << o->id << ": serial " << renewed->issuance.certificate.info.serial_hex
+              << "; superseded " << renewed->added.superseded_serials.size() << "; CRL "
+              << renewed->crl_number << "\n  key " << renewed->issuance.certificate.info.key
               << key_custody(renewed->issuance) << "\n";
     for (const auto& path : outputs.written()) std::cout << "  wrote " << path.string() << "\n";
     return kExitOk;

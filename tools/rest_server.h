@@ -21,6 +21,10 @@ struct ServeOptions {
   int keep_alive_seconds = 5;
   std::size_t keep_alive_max_requests = 1000;
   std::string tls_cert, tls_key;  // both or neither: HTTPS
+  // With TLS: CA certificates (PEM) that client certificates are verified against. A verified
+  // client certificate bound to a credential (token create --client-cert) authenticates without
+  // a bearer token; a client without one may still send a token.
+  std::string client_ca;
 };
 
 // One route as the server registers it and docs/openapi.yaml names it: "GET", "/v1/devices/{id}".

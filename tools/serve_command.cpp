@@ -62,8 +62,13 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
                                    "Serve HTTPS with this certificate chain (PEM)");
   auto* key_opt =
       cmd->add_option("--tls-key", o->server.tls_key, "The TLS key (PEM, unencrypted, 0600)");
+  auto* client_ca_opt = cmd->add_option(
+      "--client-ca", o->server.client_ca,
+      "Also accept operators by client certificate: CA certificates (PEM, e.g. DATA_DIR/ca/"
+      "chain.pem) to verify them against; bind a certificate with 'token create --client-cert'");
   cert_opt->needs(key_opt);
   key_opt->needs(cert_opt);
+  client_ca_opt->needs(cert_opt);
   o->passphrase.add_to(*cmd, "the CA key (read once, at start)");
   o->hold_passphrase.add_to(
       *cmd,
@@ -73,7 +78,8 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
   cmd->callback([o, &global, &exit_code] {
     exit_code = run_action([&]() -> Result<int> {
       if (o->list_routes) {
-        for (const auto& route : rest::routes()) std::cout << route.method << " " << route.path << "\n";
+        for (const auto& route : rest::routes())
+          std::cout << route.method << " " << route.path << "\n";
         return kExitOk;
       }
       ONBOARD_CHECK(parse_listen(o->listen, o->server));

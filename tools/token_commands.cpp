@@ -4,6 +4,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "ca/files.h"
 #include "tools/operations.h"
 #include "tools/table.h"
 #include "tools/views.h"
@@ -16,19 +17,29 @@ void add_token_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
   token->require_subcommand(1);
   {
     struct Opts {
-      std::string name, role;
+      std::string name, role, client_cert;
     };
     auto o = std::make_shared<Opts>();
     auto* cmd = token->add_subcommand(
-        "create",
-        "Create a token and print it once, alone on stdout; only its SHA-256 is stored");
+        "create", "Create a token and print it once, alone on stdout; only its SHA-256 is stored");
     cmd->add_option("--name", o->name, "Token name, written into audit rows as rest:NAME")
         ->required();
     cmd->add_option("--role", o->role, "operator (read and write) or reader (read only)")
         ->required();
+    cmd->add_option("--client-cert", o->client_cert,
+                    "Bind the credential to this client certificate (PEM) instead of printing a "
+                    "bearer token: for 'serve --client-ca'");
     cmd->callback([o, &global, &exit_code] {
       exit_code = run_action([&]() -> Result<int> {
         ONBOARD_TRY(auto store, open_registry(Workspace(data_dir(global))));
+        if (!o->client_cert.empty()) {
+          ONBOARD_TRY(std::string pem, read_file(o->client_cert, 1 << 20));
+          ONBOARD_TRY(auto credential, ops::create_certificate_credential(*store, o->name, o->role,
+                                                                          pem, make_actor()));
+          std::cout << "token " << credential.name << " (" << to_string(credential.role)
+                    << ") bound to the client certificate " << o->client_cert << "\n";
+          return kExitOk;
+        }
         ONBOARD_TRY(auto created, ops::create_api_token(*store, o->name, o->role, make_actor()));
         // The token alone on stdout, so `TOKEN=$(onboardctl token create ...)` just works.
         std::cout << created.plaintext.view() << std::endl;

@@ -55,12 +55,9 @@ json rule_json(const registry::RuleRecord& r) {
 }
 
 json audit_json(const registry::AuditEvent& e) {
-  return json{{"seq", e.seq},
-              {"at", iso_time(e.at)},
-              {"actor", e.actor},
-              {"action", e.action},
-              {"subject", e.subject},
-              {"details", json::parse(e.details, nullptr, false)},
+  return json{{"seq", e.seq},         {"at", iso_time(e.at)},
+              {"actor", e.actor},     {"action", e.action},
+              {"subject", e.subject}, {"details", json::parse(e.details, nullptr, false)},
               {"hash", e.hash}};
 }
 

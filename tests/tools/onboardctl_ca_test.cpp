@@ -270,7 +270,7 @@ TEST_CASE("existing output files are kept unless --force is given") {
   CHECK(read_file(out / "d.crt").value().starts_with("-----BEGIN CERTIFICATE-----"));
 }
 
-TEST_CASE("usage errors exit 2 and point at --help; --help tells every option") {
+TEST_CASE("usage errors exit 2 and point at --help, and --help tells every option") {
   TempDir data;
   auto unknown = onboardctl(data, {"ca", "frobnicate"});
   CHECK(unknown.exit_code == 2);

@@ -71,13 +71,13 @@ class Served {
     REQUIRE(onboardctl_in(data(), {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
     operator_token = new_token(data(), "ops", "operator");
     reader_token = new_token(data(), "viewer", "reader");
-    Args args{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve", "--listen", "127.0.0.1:0",
-              "--threads", "4"};
+    Args args{ONBOARDCTL_PATH, "--data-dir",  data().string(), "serve",
+              "--listen",      "127.0.0.1:0", "--threads",     "4"};
     if (hold_keys) args.insert(args.end(), {"--hold-passphrase-env", "HOLD_PASS"});
     args.insert(args.end(), extra.begin(), extra.end());
-    server = std::make_unique<test::ChildProcess>(args, dir / "serve.log",
-                                                  std::map<std::string, std::string>{
-                                                      {"HOLD_PASS", kHoldPassphrase}});
+    server = std::make_unique<test::ChildProcess>(
+        args, dir / "serve.log",
+        std::map<std::string, std::string>{{"HOLD_PASS", kHoldPassphrase}});
     const std::string line = server->read_line();
     INFO(log());
     REQUIRE(line.starts_with("serving on http://127.0.0.1:"));
@@ -127,7 +127,8 @@ void check_error(const httplib::Result& r, int status, const std::string& code,
   REQUIRE(j.contains("error"));
   CHECK(j["error"]["code"] == code);
   CHECK(j["error"]["message"].is_string());
-  if (!message_part.empty()) CHECK(contains(j["error"]["message"].get<std::string>(), message_part));
+  if (!message_part.empty())
+    CHECK(contains(j["error"]["message"].get<std::string>(), message_part));
 }
 
 httplib::Result post_json(httplib::Client& c, const std::string& path, const json& body) {
@@ -148,8 +149,11 @@ std::string register_with_csr(const Served& s, const std::string& id) {
 TEST_CASE("the original three endpoints keep their field names: register, device, revoke") {
   Served s;
   auto c = s.client(s.operator_token);
-  json request{{"name", "sensor-001"}, {"type", "temp"}, {"location", "lab"},
-               {"firmware", "1.0.0"}, {"csr", device_csr("sensor-001")}};
+  json request{{"name", "sensor-001"},
+               {"type", "temp"},
+               {"location", "lab"},
+               {"firmware", "1.0.0"},
+               {"csr", device_csr("sensor-001")}};
   auto r = post_json(c, "/register", request);
   json created = body_of(r);
   REQUIRE(r->status == 201);
@@ -188,9 +192,9 @@ TEST_CASE("the original three endpoints keep their field names: register, device
   CHECK(body_of(reader.Get("/device/sensor-001"))["status"] == "revoked");
 
   // The device id rule: an explicit id wins; a name that is no device id gets a generated one.
-  auto named = post_json(c, "/register",
-                         json{{"name", "Boiler Room #2"}, {"csr", device_csr("boiler")},
-                              {"id", "boiler"}});
+  auto named =
+      post_json(c, "/register",
+                json{{"name", "Boiler Room #2"}, {"csr", device_csr("boiler")}, {"id", "boiler"}});
   CHECK(body_of(named)["id"] == "boiler");
   CHECK(body_of(named)["name"] == "Boiler Room #2");
   // Without a CSR the server would have to make and hold the key, which it cannot here.
@@ -237,13 +241,14 @@ TEST_CASE("the CRL is served as DER, or PEM on request, and lists a revoked cert
   CHECK(body_of(health)["status"] == "ok");
 }
 
-TEST_CASE("requests without a known, unrevoked token are 401; a reader cannot write (403)") {
+TEST_CASE("requests without a known, unrevoked token are 401, and a reader cannot write (403)") {
   Served s;
   httplib::Client anonymous("127.0.0.1", s.port);
   auto none = anonymous.Get("/v1/devices");
   check_error(none, 401, "unauthorized");
   CHECK(contains(none->get_header_value("WWW-Authenticate"), "Bearer"));
-  auto basic = anonymous.Get("/v1/devices", httplib::Headers{{"Authorization", "Basic b3BzOm9wcw=="}});
+  auto basic =
+      anonymous.Get("/v1/devices", httplib::Headers{{"Authorization", "Basic b3BzOm9wcw=="}});
   check_error(basic, 401, "unauthorized");
   auto forged = s.client("onb_" + std::string(43, 'A')).Get("/v1/devices");
   check_error(forged, 401, "unauthorized");
@@ -258,8 +263,8 @@ TEST_CASE("requests without a known, unrevoked token are 401; a reader cannot wr
   check_error(reader.Post("/revoke/d", "", "application/json"), 403, "forbidden");
   check_error(reader.Delete("/v1/devices/d/acl/1"), 403, "forbidden");
   // The bearer scheme is case-insensitive (RFC 7235).
-  auto lower = anonymous.Get("/v1/devices",
-                             httplib::Headers{{"Authorization", "bearer " + s.reader_token}});
+  auto lower =
+      anonymous.Get("/v1/devices", httplib::Headers{{"Authorization", "bearer " + s.reader_token}});
   CHECK(lower->status == 200);
 
   // Revoked with the CLI while the server runs: refused at the next request.
@@ -284,16 +289,20 @@ TEST_CASE("bad requests get the right status and a JSON error, never a stack tra
               "invalid_input", "csr:");
   check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"csr", device_csr("other")}}), 400,
               "invalid_input", "the CSR's CN is 'other'");
-  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"type", "a b"}, {"csr", device_csr("d1")}}),
-              400, "invalid_input", "type:");
-  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"metadata", "x"}, {"csr", device_csr("d1")}}),
-              400, "invalid_input", "metadata");
+  check_error(
+      post_json(c, "/v1/devices", json{{"id", "d1"}, {"type", "a b"}, {"csr", device_csr("d1")}}),
+      400, "invalid_input", "type:");
+  check_error(
+      post_json(c, "/v1/devices", json{{"id", "d1"}, {"metadata", "x"}, {"csr", device_csr("d1")}}),
+      400, "invalid_input", "metadata");
   check_error(c.Post("/v1/devices", "id=d1", "application/x-www-form-urlencoded"), 415,
               "unsupported_media_type");
-  check_error(c.Post("/v1/devices", "", "application/json"), 400, "invalid_input", "body is required");
+  check_error(c.Post("/v1/devices", "", "application/json"), 400, "invalid_input",
+              "body is required");
   // Larger than --max-body (256 KiB by default).
-  check_error(post_json(c, "/v1/devices", json{{"id", "d1"}, {"csr", std::string(300 * 1024, 'A')}}),
-              413, "payload_too_large");
+  check_error(
+      post_json(c, "/v1/devices", json{{"id", "d1"}, {"csr", std::string(300 * 1024, 'A')}}), 413,
+      "payload_too_large");
   check_error(c.Get("/v1/devices/ghost"), 404, "not_found", "ghost");
   check_error(c.Get("/v1/nothing-here"), 404, "not_found");
   check_error(c.Get("/v1/devices?limit=0"), 400, "invalid_input", "limit");
@@ -310,8 +319,9 @@ TEST_CASE("bad requests get the right status and a JSON error, never a stack tra
   }
 }
 
-TEST_CASE("a server without a hold passphrase refuses to make keys; with one it holds them "
-          "encrypted and never returns them") {
+TEST_CASE(
+    "a server without a hold passphrase refuses to make keys, and with one it holds them "
+    "encrypted and never returns them") {
   {
     Served s;
     auto c = s.client(s.operator_token);
@@ -340,7 +350,8 @@ TEST_CASE("a server without a hold passphrase refuses to make keys; with one it 
   CHECK(same_public_key(key->get(), X509_get0_pubkey(cert->get())));
 
   // A name that is no device id gets a generated id ("dev-" and 16 hex digits).
-  json anonymous = body_of(post_json(c, "/register", json{{"name", "Not an id!"}, {"key_alg", "p256"}}));
+  json anonymous =
+      body_of(post_json(c, "/register", json{{"name", "Not an id!"}, {"key_alg", "p256"}}));
   CHECK(anonymous["name"] == "Not an id!");
   CHECK(anonymous["id"].get<std::string>().starts_with("dev-"));
   CHECK(anonymous["id"].get<std::string>().size() == 20);
@@ -379,7 +390,8 @@ TEST_CASE("/v1/devices lists with paging and filters, and PATCH enables and disa
   CHECK(rest["devices"].size() == 1);
   CHECK(rest["next_after"].is_null());
 
-  auto patched = c.Patch("/v1/devices/a-2", json{{"status", "disabled"}}.dump(), "application/json");
+  auto patched =
+      c.Patch("/v1/devices/a-2", json{{"status", "disabled"}}.dump(), "application/json");
   CHECK(body_of(patched)["status"] == "disabled");
   json disabled = body_of(c.Get("/v1/devices?status=disabled"));
   REQUIRE(disabled["devices"].size() == 1);
@@ -398,11 +410,12 @@ TEST_CASE("/v1/devices lists with paging and filters, and PATCH enables and disa
   check_error(c.Patch("/v1/devices/b-1", json{{"status", "active"}}.dump(), "application/json"),
               409, "conflict");
   check_error(c.Post("/v1/devices/ghost/revoke", "", "application/json"), 404, "not_found");
-  check_error(c.Post("/v1/devices/b-1/revoke", json{{"reason", "bored"}}.dump(), "application/json"),
-              400, "invalid_input", "reason");
+  check_error(
+      c.Post("/v1/devices/b-1/revoke", json{{"reason", "bored"}}.dump(), "application/json"), 400,
+      "invalid_input", "reason");
 }
 
-TEST_CASE("certificates are listed and renewed from a CSR; a revoked device gets none") {
+TEST_CASE("certificates are listed and renewed from a CSR, and a revoked device gets none") {
   Served s;
   const std::string first = register_with_csr(s, "dev-1");
   auto c = s.client(s.operator_token);
@@ -414,7 +427,8 @@ TEST_CASE("certificates are listed and renewed from a CSR; a revoked device gets
   json listed = body_of(c.Get("/v1/devices/dev-1/certificates"));
   REQUIRE(listed["certificates"].size() == 2);
   std::set<std::string> statuses;
-  for (const auto& cert : listed["certificates"]) statuses.insert(cert["status"].get<std::string>());
+  for (const auto& cert : listed["certificates"])
+    statuses.insert(cert["status"].get<std::string>());
   CHECK(statuses == std::set<std::string>{"active", "revoked"});
   check_error(post_json(c, "/v1/devices/dev-1/certificates", json{{"csr", device_csr("dev-2")}}),
               400, "invalid_input", "CN");
@@ -446,13 +460,13 @@ TEST_CASE("ACL rules of devices and groups are read, added and removed, and deci
   CHECK(deny["decision"] == "deny");
   CHECK(contains(deny["reason"], "no rule matches"));
 
-  auto group_rule = post_json(c, "/v1/groups/temp/acl",
-                              json{{"effect", "deny"}, {"access", "publish"}, {"topic", "alerts/#"},
-                                   {"priority", 10}});
+  auto group_rule = post_json(
+      c, "/v1/groups/temp/acl",
+      json{{"effect", "deny"}, {"access", "publish"}, {"topic", "alerts/#"}, {"priority", 10}});
   REQUIRE(group_rule->status == 201);
   const std::int64_t group_rule_id = body_of(group_rule)["id"];
-  CHECK(body_of(c.Get("/v1/acl/check?device=dev-1&access=publish&topic=alerts/dev-1"))["decision"] ==
-        "deny");
+  CHECK(body_of(c.Get(
+            "/v1/acl/check?device=dev-1&access=publish&topic=alerts/dev-1"))["decision"] == "deny");
   // A rule is deleted only through its own subject.
   check_error(c.Delete(("/v1/devices/dev-1/acl/" + std::to_string(group_rule_id)).c_str()), 404,
               "not_found");
@@ -466,12 +480,13 @@ TEST_CASE("ACL rules of devices and groups are read, added and removed, and deci
 
   check_error(post_json(c, "/v1/devices/dev-1/acl", json{{"access", "write"}, {"topic", "a"}}), 400,
               "invalid_input", "access");
-  check_error(post_json(c, "/v1/devices/dev-1/acl", json{{"access", "publish"}, {"topic", "a/#/b"}}),
-              400, "invalid_input", "topic");
-  check_error(post_json(c, "/v1/devices/ghost/acl", json{{"access", "publish"}, {"topic", "a"}}), 404,
-              "not_found");
-  check_error(post_json(c, "/v1/groups/ghosts/acl", json{{"access", "publish"}, {"topic", "a"}}), 404,
-              "not_found");
+  check_error(
+      post_json(c, "/v1/devices/dev-1/acl", json{{"access", "publish"}, {"topic", "a/#/b"}}), 400,
+      "invalid_input", "topic");
+  check_error(post_json(c, "/v1/devices/ghost/acl", json{{"access", "publish"}, {"topic", "a"}}),
+              404, "not_found");
+  check_error(post_json(c, "/v1/groups/ghosts/acl", json{{"access", "publish"}, {"topic", "a"}}),
+              404, "not_found");
   check_error(c.Delete("/v1/devices/dev-1/acl/zero"), 400, "invalid_input");
   check_error(c.Get("/v1/acl/check?device=dev-1&access=publish"), 400, "invalid_input", "topic");
   check_error(c.Get("/v1/acl/check?device=dev-1&access=publish&topic=a/%2B"), 400, "invalid_input");
@@ -498,7 +513,8 @@ TEST_CASE("every write through the API is an audit row naming the token") {
   CHECK(next["events"][0]["seq"] == page["events"][0]["seq"].get<std::int64_t>() + 1);
 }
 
-TEST_CASE("a bundle link serves the zip once; expired is 410, altered 404, each refusal audited") {
+TEST_CASE(
+    "a bundle link serves the zip once, expired is 410, altered 404, and each refusal audited") {
   Served s;
   register_with_csr(s, "dev-1");
   auto store = s.store();
@@ -560,8 +576,16 @@ TEST_CASE("a bundle whose file no longer matches its record is not served") {
   REQUIRE(certs.ok());
   const auto zip_path = s.dir / "b.zip";
   REQUIRE(write_file_atomic(zip_path, "original", 0600, Overwrite::refuse).ok());
-  registry::BundleRecord record{"b", "", zip_path.string(), bundle::sha256_hex("original").value(),
-                                8, false, 0, std::nullopt, "", {{"dev-1", certs->front().sha256_fingerprint}}};
+  registry::BundleRecord record{"b",
+                                "",
+                                zip_path.string(),
+                                bundle::sha256_hex("original").value(),
+                                8,
+                                false,
+                                0,
+                                std::nullopt,
+                                "",
+                                {{"dev-1", certs->front().sha256_fingerprint}}};
   REQUIRE(store->record_bundle(record, registry::Actor{"test", unix_now()}).ok());
   REQUIRE(write_file_atomic(zip_path, "tampered", 0600, Overwrite::replace).ok());
   auto token = bundle::make_link_token("b", unix_now() + 60,
@@ -576,14 +600,17 @@ TEST_CASE("a bundle whose file no longer matches its record is not served") {
 TEST_CASE("curl speaks to the server as the README shows") {
   Served s;
   const auto csr_path = s.dir / "curl.csr";
-  std::ofstream(csr_path) << json{{"name", "curl-1"}, {"type", "temp"}, {"location", "lab"},
-                                  {"firmware", "1.0.0"}, {"csr", device_csr("curl-1")}}
-                                 .dump();
-  auto created = test::run({"/usr/bin/curl", "-sS", "-w", "\n%{http_code}", "-X", "POST",
-                            s.base_url() + "/register", "-H",
-                            "Authorization: Bearer " + s.operator_token, "-H",
-                            "Content-Type: application/json", "--data-binary",
-                            "@" + csr_path.string()});
+  std::ofstream(csr_path) << json{
+      {"name", "curl-1"},
+      {"type", "temp"},
+      {"location", "lab"},
+      {"firmware", "1.0.0"},
+      {"csr",
+       device_csr("curl-1")}}.dump();
+  auto created =
+      test::run({"/usr/bin/curl", "-sS", "-w", "\n%{http_code}", "-X", "POST",
+                 s.base_url() + "/register", "-H", "Authorization: Bearer " + s.operator_token,
+                 "-H", "Content-Type: application/json", "--data-binary", "@" + csr_path.string()});
   REQUIRE(created.exit_code == 0);
   CHECK(created.out.ends_with("\n201"));
   CHECK(json::parse(created.out.substr(0, created.out.rfind('\n')))["id"] == "curl-1");
@@ -593,12 +620,12 @@ TEST_CASE("curl speaks to the server as the README shows") {
   auto refused = test::run({"/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
                             s.base_url() + "/device/curl-1"});
   CHECK(refused.out == "401");
-  auto revoked = test::run({"/usr/bin/curl", "-sS", "-X", "POST", "-d", "",
-                            "-H", "Authorization: Bearer " + s.operator_token,
-                            s.base_url() + "/revoke/curl-1"});
+  auto revoked =
+      test::run({"/usr/bin/curl", "-sS", "-X", "POST", "-d", "", "-H",
+                 "Authorization: Bearer " + s.operator_token, s.base_url() + "/revoke/curl-1"});
   CHECK(json::parse(revoked.out)["status"] == "revoked");
-  auto crl = test::run({"/usr/bin/curl", "-sS", "-o", (s.dir / "crl.der").string(),
-                        s.base_url() + "/crl"});
+  auto crl = test::run(
+      {"/usr/bin/curl", "-sS", "-o", (s.dir / "crl.der").string(), s.base_url() + "/crl"});
   REQUIRE(crl.exit_code == 0);
   auto text = test::run({"/usr/bin/openssl", "crl", "-inform", "DER", "-noout", "-text", "-in",
                          (s.dir / "crl.der").string()});
@@ -634,8 +661,8 @@ TEST_CASE("the CLI and the server write the same registry at once without losing
       ++cli_failures;
       UNSCOPED_INFO(r.err);
     }
-    if (onboardctl_in(s.data(), {"acl", "grant", "--device", id, "--access", "publish", "--topic",
-                                 "x/" + id})
+    if (onboardctl_in(s.data(),
+                      {"acl", "grant", "--device", id, "--access", "publish", "--topic", "x/" + id})
             .exit_code != 0)
       ++cli_failures;
   }
@@ -695,8 +722,8 @@ TEST_CASE("serve stops cleanly on SIGTERM and SIGINT, and refuses a weak hold pa
   }
   TempDir dir;
   REQUIRE(onboardctl_in(dir.path(), {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
-  auto weak = onboardctl_in(dir.path(), {"serve", "--listen", "127.0.0.1:0",
-                                         "--hold-passphrase-env", "WEAK"},
+  auto weak = onboardctl_in(dir.path(),
+                            {"serve", "--listen", "127.0.0.1:0", "--hold-passphrase-env", "WEAK"},
                             {{"WEAK", "password"}});
   CHECK(weak.exit_code == 3);
   CHECK(contains(weak.err, "hold passphrase"));
@@ -738,28 +765,30 @@ TEST_CASE("token create prints the token once and stores only its hash") {
   CHECK(onboardctl_in(dir.path(), {"token", "revoke", "ghost"}).exit_code == 4);
 }
 
-TEST_CASE("device register --hold-key keeps the key encrypted in the registry, under a strong "
-          "passphrase only") {
+TEST_CASE(
+    "device register --hold-key keeps the key encrypted in the registry, under a strong "
+    "passphrase only") {
   TempDir dir;
   REQUIRE(onboardctl_in(dir.path(), {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
   auto no_pass = onboardctl_in(dir.path(), {"device", "register", "d1", "--hold-key"});
   CHECK(no_pass.exit_code == 3);
   CHECK(contains(no_pass.err, "--hold-passphrase-env"));
-  auto weak = onboardctl_in(dir.path(), {"device", "register", "d1", "--hold-key",
-                                         "--hold-passphrase-env", "P"},
-                            {{"P", "hunter2"}});
+  auto weak = onboardctl_in(
+      dir.path(), {"device", "register", "d1", "--hold-key", "--hold-passphrase-env", "P"},
+      {{"P", "hunter2"}});
   CHECK(weak.exit_code == 3);
   CHECK(contains(weak.err, "hold passphrase"));
-  auto both = onboardctl_in(dir.path(), {"device", "register", "d1", "--hold-key", "--key-out",
-                                         (dir / "k").string()});
+  auto both = onboardctl_in(
+      dir.path(), {"device", "register", "d1", "--hold-key", "--key-out", (dir / "k").string()});
   CHECK(both.exit_code == 2);
-  auto with_csr = onboardctl_in(dir.path(), {"device", "register", "d1", "--hold-key", "--csr",
-                                             (dir / "x.csr").string()});
+  auto with_csr = onboardctl_in(
+      dir.path(), {"device", "register", "d1", "--hold-key", "--csr", (dir / "x.csr").string()});
   CHECK(with_csr.exit_code == 2);
 
-  auto held = onboardctl_in(dir.path(), {"device", "register", "d1", "--key-alg", "p256",
-                                         "--hold-key", "--hold-passphrase-env", "P"},
-                            {{"P", kHoldPassphrase}});
+  auto held = onboardctl_in(
+      dir.path(),
+      {"device", "register", "d1", "--key-alg", "p256", "--hold-key", "--hold-passphrase-env", "P"},
+      {{"P", kHoldPassphrase}});
   INFO(held.err);
   REQUIRE(held.exit_code == 0);
   CHECK(contains(held.out, "held encrypted in the registry"));
@@ -774,9 +803,78 @@ TEST_CASE("device register --hold-key keeps the key encrypted in the registry, u
   const auto csr = dir / "d1.csr";
   std::ofstream(csr) << device_csr("d1");
   REQUIRE(onboardctl_in(dir.path(), {"cert", "renew", "d1", "--csr", csr.string()}).exit_code == 0);
-  CHECK(json::parse(onboardctl_in(dir.path(), {"device", "show", "d1", "--json"}).out)
-            ["server_key_copy"]
-                .is_null());
+  CHECK(json::parse(
+            onboardctl_in(dir.path(), {"device", "show", "d1", "--json"}).out)["server_key_copy"]
+            .is_null());
   CHECK(contains(onboardctl_in(dir.path(), {"device", "show", "d1"}).out, "server key copy: none"));
   CHECK(contains(onboardctl_in(dir.path(), {"cert", "list", "d1"}).out, "superseded"));
+}
+
+TEST_CASE(
+    "over HTTPS, a client certificate bound to a credential authenticates and others do not") {
+  TempDir dir;
+  const auto data = dir / "data";
+  REQUIRE(onboardctl_in(data, {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  auto issue = [&](Args args) {
+    auto r = onboardctl_in(data, args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+  };
+  issue({"ca", "issue-server", "--ip", "127.0.0.1", "--key-alg", "p256", "--cert-out",
+         (dir / "server.crt").string(), "--key-out", (dir / "server.key").string()});
+  for (const char* name : {"op-alice", "dev-x"}) {
+    issue({"ca", "issue", "--device", name, "--key-alg", "p256", "--cert-out",
+           (dir / (std::string(name) + ".crt")).string(), "--key-out",
+           (dir / (std::string(name) + ".key")).string()});
+  }
+  auto bound = onboardctl_in(data, {"token", "create", "--name", "alice", "--role", "operator",
+                                    "--client-cert", (dir / "op-alice.crt").string()});
+  REQUIRE(bound.exit_code == 0);
+  CHECK_FALSE(contains(bound.out, "onb_"));  // no bearer secret exists for it
+  const std::string reader = new_token(data, "viewer", "reader");
+  const std::string chain = (data / "ca" / "chain.pem").string();
+
+  test::ChildProcess server({ONBOARDCTL_PATH, "--data-dir", data.string(), "serve", "--listen",
+                             "127.0.0.1:0", "--tls-cert", (dir / "server.crt").string(),
+                             "--tls-key", (dir / "server.key").string(), "--client-ca", chain},
+                            dir / "serve.log");
+  const std::string line = server.read_line();
+  REQUIRE(line.starts_with("serving on https://127.0.0.1:"));
+  const int port = std::stoi(line.substr(line.rfind(':') + 1));
+  auto tls_client = [&](const std::string& who) {
+    auto c = who.empty() ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
+                         : std::make_unique<httplib::SSLClient>("127.0.0.1", port,
+                                                                (dir / (who + ".crt")).string(),
+                                                                (dir / (who + ".key")).string());
+    c->set_ca_cert_path(chain.c_str());
+    c->enable_server_certificate_verification(true);
+    return c;
+  };
+
+  auto alice = tls_client("op-alice");
+  auto created = alice->Post("/v1/devices", json{{"id", "d1"}, {"csr", device_csr("d1")}}.dump(),
+                             "application/json");
+  REQUIRE(created);
+  CHECK(created->status == 201);
+  auto store = registry::open_sqlite_store(data / "registry.db", registry::OpenMode::read_write);
+  REQUIRE(store.ok());
+  auto events = (*store)->audit_list(0);
+  REQUIRE(events.ok());
+  CHECK(events->back().actor == "rest:alice");
+
+  // A certificate of the same CA that no credential names (a device's) is no operator.
+  check_error(tls_client("dev-x")->Get("/v1/devices"), 401, "unauthorized");
+  check_error(tls_client("")->Get("/v1/devices"), 401, "unauthorized");
+  auto with_token = tls_client("");
+  with_token->set_bearer_token_auth(reader.c_str());
+  CHECK(with_token->Get("/v1/devices")->status == 200);
+  // Plain HTTP to the TLS port gets no answer.
+  httplib::Client plain("127.0.0.1", port);
+  plain.set_read_timeout(2, 0);
+  auto refused = plain.Get("/healthz");
+  CHECK((!refused || refused->status != 200));
+
+  REQUIRE(onboardctl_in(data, {"token", "revoke", "alice"}).exit_code == 0);
+  check_error(tls_client("op-alice")->Get("/v1/devices"), 401, "unauthorized");
+  CHECK(server.stop(SIGTERM) == 0);
 }
