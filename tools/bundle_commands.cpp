@@ -23,6 +23,7 @@
 #include "registry/store.h"
 #include "tools/credentials.h"
 #include "tools/csv.h"
+#include "tools/operations.h"
 #include "tools/table.h"
 #include "tools/views.h"
 #include "tools/workspace.h"
@@ -31,33 +32,6 @@ namespace onboard::cli {
 namespace {
 
 using nlohmann::json;
-
-template <class F>
-void on_run(CLI::App* cmd, const GlobalOptions& global, int& exit_code, F body) {
-  cmd->callback([&global, &exit_code, body] {
-    exit_code = run_action([&]() -> Result<int> { return body(Workspace(data_dir(global))); });
-  });
-}
-
-// A secret read from an environment variable or a file named on the command line, never from
-// argv itself: --NAME-env VAR / --NAME-file FILE.
-struct SecretOption {
-  std::string env, file, flag;
-  void add_to(CLI::App& command, const std::string& name, const std::string& what) {
-    flag = "--" + name;
-    auto* env_opt =
-        command.add_option(flag + "-env", env, "Name of an environment variable holding " + what);
-    auto* file_opt =
-        command.add_option(flag + "-file", file, "File holding " + what + " (first line)");
-    env_opt->excludes(file_opt);
-  }
-  bool given() const { return !env.empty() || !file.empty(); }
-  Result<Secret> read() const {
-    if (!env.empty()) return read_secret_env(env);
-    if (!file.empty()) return read_secret_file(file);
-    return make_error(Errc::invalid_input, "give " + flag + "-env VAR or " + flag + "-file FILE");
-  }
-};
 
 // Random ids for bundles and batches: a prefix and 80 bits in lower-case hex, which sort
 // nowhere in particular and cannot be guessed from each other.
@@ -169,7 +143,7 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
     std::vector<std::string> devices;
     std::string batch, out, password_out, broker = "localhost:8883";
     bool split = false, force = false;
-    SecretOption password, hold;
+    PassphraseSource password{"password"}, hold{"hold-passphrase"};
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = bundle_cmd.add_subcommand(
@@ -186,10 +160,10 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
   cmd->add_option("--password-out", o->password_out,
                   "Write the password(s) to this new 0600 file instead of printing them "
                   "(with --split: one 'device<TAB>zip<TAB>password' line each)");
-  o->password.add_to(*cmd, "password",
+  o->password.add_to(*cmd,
                      "a bundle password of your own (checked for strength; default: a generated "
                      "140-bit one)");
-  o->hold.add_to(*cmd, "hold-passphrase", "the passphrase the held device keys are encrypted with");
+  o->hold.add_to(*cmd, "the held device keys (they are encrypted with it)");
   cmd->add_option("--broker", o->broker,
                   "HOST[:PORT] the devices connect to, for the examples in the bundle")
       ->capture_default_str();
@@ -226,21 +200,18 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
                                       [](const Packable& p) { return p.held.has_value(); });
     std::optional<Secret> hold_passphrase;
     if (any_held) {
-      if (!o->hold.given()) {
+      ONBOARD_TRY(hold_passphrase, o->hold.read());
+      if (!hold_passphrase) {
         return make_error(Errc::invalid_input,
                           "the keys the tool made are held encrypted until packaged: give "
                           "--hold-passphrase-env VAR or --hold-passphrase-file FILE");
       }
-      ONBOARD_TRY(Secret secret, o->hold.read());
-      hold_passphrase = std::move(secret);
     }
-    std::optional<Secret> own_password;
-    if (o->password.given()) {
-      ONBOARD_TRY(Secret secret, o->password.read());
-      if (auto problem = bundle::password_problem(secret)) {
+    ONBOARD_TRY(std::optional<Secret> own_password, o->password.read());
+    if (own_password) {
+      if (auto problem = bundle::password_problem(*own_password)) {
         return make_error(Errc::invalid_input, "the bundle password is too weak: " + *problem);
       }
-      own_password = std::move(secret);
     }
 
     std::vector<PlannedBundle> plan;
@@ -557,8 +528,8 @@ constexpr std::size_t kMaxTextField = 256;
 struct BatchRow {
   int line = 0;
   std::string id, name, type, location, firmware, csr_path;
-  ossl::Ptr<EVP_PKEY> csr_key;  // from the CSR; null when the tool makes the key
-  bool skip = false;            // exists already and --skip-existing
+  std::string csr_pem;  // checked; empty when the tool makes the key
+  bool skip = false;    // exists already and --skip-existing
 };
 
 std::optional<std::string> text_field_problem(std::string_view column, std::string_view value) {
@@ -671,7 +642,7 @@ Result<ParsedBatch> parse_batch_csv(const std::filesystem::path& csv_path, regis
         problem("the CSR's CN is '" + checked->device_id + "', not the device id '" + row.id + "'");
         ok = false;
       }
-      row.csr_key = std::move(checked->public_key);
+      row.csr_pem = std::move(pem).value();
     }
     if (row.id.empty()) {
       if (device_id_problem(row.name)) {
@@ -732,7 +703,7 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       std::string csv, batch_id, key_alg = "p256";
       int days = 365;
       bool skip_existing = false;
-      SecretOption hold;
+      PassphraseSource hold{"hold-passphrase"};
       PassphraseSource ca_passphrase;
     };
     auto o = std::make_shared<Opts>();
@@ -751,9 +722,9 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     cmd->add_flag("--skip-existing", o->skip_existing,
                   "Leave out rows whose device is registered already (to finish an interrupted "
                   "batch)");
-    o->hold.add_to(*cmd, "hold-passphrase",
-                   "the passphrase that encrypts the keys made here until they are bundled "
-                   "(required when a row has no csr)");
+    o->hold.add_to(*cmd,
+                   "the keys made here, which it encrypts until they are bundled (required when "
+                   "a row has no csr)");
     o->ca_passphrase.add_to(*cmd, "the CA key");
     cmd->footer(
         "The file is checked whole first: if any row is bad, every bad row is reported with its "
@@ -786,21 +757,20 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
           todo.push_back(&row);
         }
       }
-      const bool needs_hold =
-          std::any_of(todo.begin(), todo.end(), [](const BatchRow* r) { return !r->csr_key; });
+      const bool needs_hold = std::any_of(todo.begin(), todo.end(),
+                                          [](const BatchRow* r) { return r->csr_pem.empty(); });
       std::optional<Secret> hold;
       if (needs_hold) {
-        if (!o->hold.given()) {
+        ONBOARD_TRY(hold, o->hold.read());
+        if (!hold) {
           return make_error(Errc::invalid_input,
                             "rows without a csr get a key made here, kept encrypted until "
                             "bundled: give --hold-passphrase-env VAR or --hold-passphrase-file "
                             "FILE");
         }
-        ONBOARD_TRY(Secret secret, o->hold.read());
-        if (auto problem = bundle::password_problem(secret)) {
+        if (auto problem = ops::hold_passphrase_problem(*hold)) {
           return make_error(Errc::invalid_input, "the hold passphrase is too weak: " + *problem);
         }
-        hold = std::move(secret);
       }
       ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->ca_passphrase));
       std::string batch_id = o->batch_id;
@@ -823,21 +793,17 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       for (BatchRow* row : todo) {
         progress.update(done, row->id);
         auto step = [&]() -> Status {
-          ossl::Ptr<EVP_PKEY> made;
-          const EVP_PKEY* key = row->csr_key.get();
-          if (!key) {
-            ONBOARD_TRY(made, generate_key(alg));
-            key = made.get();
-          }
-          ONBOARD_TRY(auto issued, issue_device_certificate(ca, row->id, key, o->days));
-          auto certificate = registry::new_certificate(issued.info, issued.pem);
-          if (made) {
-            ONBOARD_TRY(Secret encrypted, private_key_to_pem(made.get(), &*hold));
-            certificate.held_key_pem = std::string(encrypted.view());
-          }
-          registry::NewDevice nd{row->id, row->name, row->type, row->location, row->firmware, "{}"};
-          auto registered =
-              store->register_device_in_batch(nd, certificate, batch_id, row->line, make_actor());
+          ops::RegisterRequest request;
+          request.device = registry::NewDevice{row->id,       row->name,     row->type,
+                                               row->location, row->firmware, "{}"};
+          request.key.csr_pem = row->csr_pem;
+          request.key.csr_label = "csr " + row->csr_path;
+          request.key.key_alg = alg;
+          request.key.hold_passphrase = row->csr_pem.empty() ? &*hold : nullptr;
+          request.key.days = o->days;
+          request.batch_id = batch_id;
+          request.batch_line = row->line;
+          auto registered = ops::register_device(*store, ca, request, make_actor());
           if (!registered.ok()) return std::move(registered).error();
           return ok_status();
         };
@@ -857,7 +823,7 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         if (done == 0) first_line = row->line;
         last_line = row->line;
         ++done;
-        if (!row->csr_key) ++held;
+        if (row->csr_pem.empty()) ++held;
       }
       progress.update(done, "");
       progress.finish();

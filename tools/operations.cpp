@@ -131,8 +131,12 @@ Result<Registered> register_device(Store& store, const Authority& ca,
     return make_error(Errc::conflict, "device " + request.device.id + " already exists");
   ONBOARD_TRY(auto prepared, prepare_certificate(ca, request.device.id, request.key));
   if (hand_out) ONBOARD_CHECK(hand_out(prepared.issuance));
-  ONBOARD_TRY(auto device, store.register_device(request.device, prepared.record, actor));
-  return Registered{std::move(device), std::move(prepared.issuance)};
+  auto device = request.batch_id.empty()
+                    ? store.register_device(request.device, prepared.record, actor)
+                    : store.register_device_in_batch(request.device, prepared.record,
+                                                     request.batch_id, request.batch_line, actor);
+  if (!device.ok()) return std::move(device).error();
+  return Registered{std::move(device).value(), std::move(prepared.issuance)};
 }
 
 Result<registry::DeviceFilter> device_filter(std::string_view status, std::string_view type,

@@ -54,6 +54,8 @@ std::optional<std::string> hold_passphrase_problem(const Secret& passphrase);
 struct RegisterRequest {
   registry::NewDevice device;
   KeyPlan key;
+  std::string batch_id;         // when not empty, the device joins this (existing) batch
+  std::int64_t batch_line = 0;  // and this is where it came from (a CSV line)
 };
 struct Registered {
   registry::Device device;

@@ -132,14 +132,6 @@ void print_rules(const std::vector<registry::RuleRecord>& rules) {
   table.print(std::cout);
 }
 
-// Registers `cmd`'s action: open the workspace, run, map errors to exit codes.
-template <class F>
-void on_run(CLI::App* cmd, const GlobalOptions& global, int& exit_code, F body) {
-  cmd->callback([&global, &exit_code, body] {
-    exit_code = run_action([&]() -> Result<int> { return body(Workspace(data_dir(global))); });
-  });
-}
-
 // ---- init ------------------------------------------------------------------------------------
 
 Status set_group_access(const std::filesystem::path& path, gid_t gid, mode_t mode) {
@@ -274,7 +266,7 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
       ops::RegisterRequest request{
           registry::NewDevice{o->id, o->name, o->type, o->location, o->firmware, o->metadata},
-          std::move(plan)};
+          std::move(plan), {}, 0};
       CredentialWriter outputs;
       auto registered =
           ops::register_device(*store, ca, request, make_actor(), write_outputs(outputs, o->key));

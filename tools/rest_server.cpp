@@ -349,7 +349,7 @@ Reply register_device(Context& ctx, Call& call) {
     if (!it->is_object()) throw BadRequest{"metadata must be a JSON object"};
     device.metadata = dump(*it);
   }
-  ops::RegisterRequest request{std::move(device), key_plan(ctx, body)};
+  ops::RegisterRequest request{std::move(device), key_plan(ctx, body), {}, 0};
   std::unique_lock turn(ctx.write_turn, std::defer_lock);
   auto registered = take(
       ops::register_device(call.store, ctx.ca, request, call.actor, [&turn](const ops::Issuance&) {

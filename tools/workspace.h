@@ -19,6 +19,15 @@ struct Workspace {
   std::filesystem::path dir, registry, crl;
 };
 
+// Registers `cmd`'s action: run `body` on the workspace --data-dir names, and map its errors and
+// exceptions to the exit code.
+template <class F>
+void on_run(CLI::App* cmd, const GlobalOptions& global, int& exit_code, F body) {
+  cmd->callback([&global, &exit_code, body] {
+    exit_code = run_action([&]() -> Result<int> { return body(Workspace(data_dir(global))); });
+  });
+}
+
 // The registry for writing; Errc::not_found with a hint when `onboardctl init` has not run.
 Result<std::unique_ptr<registry::Store>> open_registry(const Workspace& workspace);
 
