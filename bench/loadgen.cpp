@@ -1,0 +1,600 @@
+// onboard_loadgen: MQTT load over mTLS for bench/run's broker parts (issue 7).
+//
+//   onboard_loadgen throughput --ids FILE --connections N --qos Q --seconds S [--warmup S]
+//                              [--rate R] [--window W] [--broker-pid PID]  COMMON
+//   onboard_loadgen storm      --ids FILE --count K --concurrency C                  COMMON
+//   onboard_loadgen revocation --ids FILE --connections N --victims FILE --rate R
+//                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     COMMON
+//   COMMON: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id)
+//
+// Results are "key=value" lines on stdout, for bench/run to parse.
+//
+// One libmosquitto connection per device certificate, all driven by this one thread through
+// poll(2) and libmosquitto's external-loop calls (mosquitto_loop_read/write/misc): a thread per
+// connection would cost more CPU than the broker on this 2-core machine.
+//
+// Traffic: every connection subscribes to devices/<id>/# and publishes to devices/<id>/load, so
+// each message is one write decision and one read decision for the same device. That is the only
+// traffic the rights under test (devices/%u/# read+write) allow in all four access-control set-ups:
+// a device may not read another's subtree, and one identity cannot hold two connections (client id
+// = device id, and a second connect takes the first one's session over).
+#include <mosquitto.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration;
+using std::chrono::milliseconds;
+
+constexpr std::size_t kPayloadBytes = 64;  // the send time (8 bytes) and padding
+constexpr int kKeepaliveSeconds = 60;
+
+// ---- options and inputs --------------------------------------------------------------------------
+
+class Options {
+ public:
+  Options(int argc, char** argv) {
+    for (int i = 2; i + 1 < argc; i += 2) {
+      std::string key = argv[i];
+      if (key.rfind("--", 0) != 0) throw std::runtime_error("expected --option, got " + key);
+      values_[key.substr(2)] = argv[i + 1];
+    }
+  }
+  std::string text(const std::string& key) const {
+    auto it = values_.find(key);
+    if (it == values_.end()) throw std::runtime_error("missing --" + key);
+    return it->second;
+  }
+  double number(const std::string& key, double fallback) const {
+    auto it = values_.find(key);
+    return it == values_.end() ? fallback : std::stod(it->second);
+  }
+  double number(const std::string& key) const { return std::stod(text(key)); }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return duration<double>(b - a).count();
+}
+
+// The broker's user + system CPU time in microseconds, from /proc/PID/stat (fields 14 and 15,
+// counted after the parenthesised command name, which may itself contain spaces).
+double process_cpu_us(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) throw std::runtime_error("cannot read /proc/PID/stat");
+  std::vector<std::string> fields;
+  std::size_t pos = close + 2;
+  while (pos < stat.size()) {
+    auto end = stat.find(' ', pos);
+    if (end == std::string::npos) end = stat.size();
+    fields.push_back(stat.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  // fields[0] is field 3 (state): utime is field 14, stime field 15.
+  double ticks = std::stod(fields.at(11)) + std::stod(fields.at(12));
+  return ticks * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  auto index = static_cast<std::size_t>(p * static_cast<double>(values.size() - 1) + 0.5);
+  return values[std::min(index, values.size() - 1)];
+}
+
+// ---- connections ---------------------------------------------------------------------------------
+
+struct LibMosquitto {
+  LibMosquitto() { mosquitto_lib_init(); }
+  ~LibMosquitto() { mosquitto_lib_cleanup(); }
+  LibMosquitto(const LibMosquitto&) = delete;
+  LibMosquitto& operator=(const LibMosquitto&) = delete;
+};
+
+struct MosquittoDeleter {
+  void operator()(mosquitto* mosq) const { mosquitto_destroy(mosq); }
+};
+using MosquittoPtr = std::unique_ptr<mosquitto, MosquittoDeleter>;
+
+struct Endpoint {
+  int port = 0;
+  std::string cafile, certs;
+};
+
+// leaving: the client has sent DISCONNECT (storm) and waits for it to be written.
+enum class State { connecting, connected, subscribed, leaving, refused, closed };
+
+// One device's connection. Callbacks only record what happened; the main loop acts on it, since
+// libmosquitto defers writes made from inside its callbacks.
+struct Connection {
+  std::string id, topic;
+  MosquittoPtr mosq;
+  State state = State::connecting;
+  int connack = -1;
+  bool subscribe_sent = false;
+  int in_flight = 0;                  // published, not yet received back
+  std::uint64_t received = 0;
+  std::uint64_t stalls = 0;  // flat out: windows restarted after a second without receipts
+  Clock::time_point last_received{};  // to notice a lost QoS 0 message
+  Clock::time_point next_send{};      // fixed-rate schedule
+  Clock::time_point closed_at{};
+  std::vector<double>* latencies_us = nullptr;  // where receipts are recorded, when measuring
+};
+
+void on_connect(mosquitto*, void* self, int rc) {
+  auto* c = static_cast<Connection*>(self);
+  c->connack = rc;
+  c->state = rc == 0 ? State::connected : State::refused;
+}
+void on_disconnect(mosquitto*, void* self, int) {
+  auto* c = static_cast<Connection*>(self);
+  if (c->state != State::refused) c->state = State::closed;
+  c->closed_at = Clock::now();
+}
+void on_subscribe(mosquitto*, void* self, int, int count, const int* granted) {
+  auto* c = static_cast<Connection*>(self);
+  // 0x80: the broker refused the subscription (it would leave the run with no deliveries).
+  c->state = count == 1 && granted[0] < 0x80 ? State::subscribed : State::refused;
+}
+void on_message(mosquitto*, void* self, const mosquitto_message* message) {
+  auto* c = static_cast<Connection*>(self);
+  auto now = Clock::now();
+  ++c->received;
+  if (c->in_flight > 0) --c->in_flight;
+  c->last_received = now;
+  if (c->latencies_us != nullptr && message->payloadlen >= 8) {
+    std::int64_t sent_ns = 0;
+    std::memcpy(&sent_ns, message->payload, sizeof sent_ns);
+    auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch());
+    c->latencies_us->push_back(static_cast<double>(now_ns.count() - sent_ns) / 1e3);
+  }
+}
+
+std::unique_ptr<Connection> start_connect(const Endpoint& endpoint, const std::string& id) {
+  auto c = std::make_unique<Connection>();
+  c->id = id;
+  c->topic = "devices/" + id + "/load";
+  c->mosq.reset(mosquitto_new(id.c_str(), true, c.get()));
+  if (!c->mosq) throw std::runtime_error("mosquitto_new failed");
+  auto* m = c->mosq.get();
+  const std::string cert = endpoint.certs + "/" + id + ".crt", key = endpoint.certs + "/" + id + ".key";
+  if (mosquitto_tls_set(m, endpoint.cafile.c_str(), nullptr, cert.c_str(), key.c_str(), nullptr) !=
+      MOSQ_ERR_SUCCESS) {
+    throw std::runtime_error("mosquitto_tls_set failed for " + cert);
+  }
+  // Without it Nagle's algorithm meets the broker's delayed ACKs and QoS 1 flat out stalls in
+  // 40 ms steps, randomly per run (bench/run also sets the broker's set_tcp_nodelay).
+  mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
+  mosquitto_connect_callback_set(m, on_connect);
+  mosquitto_disconnect_callback_set(m, on_disconnect);
+  mosquitto_subscribe_callback_set(m, on_subscribe);
+  mosquitto_message_callback_set(m, on_message);
+  // The TCP connect to loopback completes at once; the TLS handshake and CONNECT then proceed
+  // without blocking, through the poll loop.
+  int rc = mosquitto_connect(m, "127.0.0.1", endpoint.port, kKeepaliveSeconds);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    c->state = State::closed;
+    c->closed_at = Clock::now();
+  }
+  return c;
+}
+
+// One turn of the event loop over `connections`: waits up to `timeout` for socket activity (and
+// for `extra_fd`, when not -1), then lets libmosquitto read and write. Returns whether extra_fd
+// became readable.
+class Pump {
+ public:
+  bool turn(const std::vector<Connection*>& connections, milliseconds timeout, int extra_fd = -1) {
+    fds_.clear();
+    owners_.clear();
+    for (auto* c : connections) {
+      int sock = mosquitto_socket(c->mosq.get());
+      if (sock < 0) continue;
+      short events = POLLIN;
+      if (mosquitto_want_write(c->mosq.get())) events |= POLLOUT;
+      fds_.push_back({sock, events, 0});
+      owners_.push_back(c);
+    }
+    if (extra_fd >= 0) fds_.push_back({extra_fd, POLLIN, 0});
+    int ready = ::poll(fds_.data(), fds_.size(), static_cast<int>(timeout.count()));
+    bool extra_ready = false;
+    if (ready > 0) {
+      for (std::size_t i = 0; i < owners_.size(); ++i) {
+        auto* m = owners_[i]->mosq.get();
+        if (fds_[i].revents & (POLLIN | POLLERR | POLLHUP)) mosquitto_loop_read(m, 1);
+        if ((fds_[i].revents & POLLOUT) && mosquitto_socket(m) >= 0) mosquitto_loop_write(m, 1);
+      }
+      extra_ready = extra_fd >= 0 && (fds_.back().revents & POLLIN);
+    }
+    auto now = Clock::now();
+    if (now - last_misc_ >= std::chrono::seconds(1)) {  // keepalive pings
+      last_misc_ = now;
+      for (auto* c : connections) mosquitto_loop_misc(c->mosq.get());
+    }
+    return extra_ready;
+  }
+
+ private:
+  std::vector<pollfd> fds_;
+  std::vector<Connection*> owners_;
+  Clock::time_point last_misc_ = Clock::now();
+};
+
+void publish(Connection& c, int qos) {
+  unsigned char payload[kPayloadBytes] = {};
+  auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
+  std::int64_t sent_ns = now_ns.count();
+  std::memcpy(payload, &sent_ns, sizeof sent_ns);
+  if (mosquitto_publish(c.mosq.get(), nullptr, c.topic.c_str(), kPayloadBytes, payload, qos, false) ==
+      MOSQ_ERR_SUCCESS) {
+    ++c.in_flight;
+  }
+}
+
+// Connects every id (at most `concurrency` handshakes at a time, so that a big fleet does not
+// overrun the broker's listen backlog) and subscribes each to its own subtree. Returns the
+// connections that are subscribed; the others are counted in `refused`.
+std::vector<std::unique_ptr<Connection>> connect_all(const Endpoint& endpoint,
+                                                     const std::vector<std::string>& ids, int qos,
+                                                     Pump& pump, int& refused) {
+  constexpr std::size_t kConcurrency = 32;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  std::vector<std::unique_ptr<Connection>> all;
+  std::vector<Connection*> pending;
+  std::size_t next = 0;
+  refused = 0;
+  while ((next < ids.size() || !pending.empty()) && Clock::now() < deadline) {
+    while (next < ids.size() && pending.size() < kConcurrency) {
+      all.push_back(start_connect(endpoint, ids[next++]));
+      pending.push_back(all.back().get());
+    }
+    pump.turn(pending, milliseconds(5));
+    for (auto* c : pending) {
+      if (c->state == State::connected && !c->subscribe_sent) {
+        // Subscribing is a request like any other: its SUBACK arrives through later turns.
+        mosquitto_subscribe(c->mosq.get(), nullptr, ("devices/" + c->id + "/#").c_str(), qos);
+        c->subscribe_sent = true;
+      }
+    }
+    std::erase_if(pending, [](Connection* c) {
+      return c->state != State::connecting && c->state != State::connected;
+    });
+  }
+  std::vector<std::unique_ptr<Connection>> subscribed;
+  for (auto& c : all) {
+    if (c->state == State::subscribed) {
+      subscribed.push_back(std::move(c));
+    } else {
+      ++refused;
+    }
+  }
+  return subscribed;
+}
+
+std::vector<Connection*> pointers(const std::vector<std::unique_ptr<Connection>>& owned) {
+  std::vector<Connection*> raw;
+  for (const auto& c : owned) raw.push_back(c.get());
+  return raw;
+}
+
+// Drives traffic until `until`. Flat out (rate 0): each connection keeps `window` messages in
+// flight, publishing the next as one comes back, so the broker is never idle yet nothing piles
+// up without bound. At a fixed total rate: each connection publishes on its own schedule of
+// connections/rate seconds, staggered, so the load is smooth.
+void drive(const std::vector<Connection*>& live, int qos, double rate, int window, Pump& pump,
+           Clock::time_point until) {
+  const auto interval = rate > 0 ? std::chrono::duration_cast<Clock::duration>(duration<double>(
+                                       static_cast<double>(live.size()) / rate))
+                                 : Clock::duration::zero();
+  while (Clock::now() < until) {
+    auto now = Clock::now();
+    auto wake = until;
+    for (auto* c : live) {
+      if (c->state != State::subscribed) continue;
+      if (rate > 0) {
+        if (c->next_send <= now) {
+          publish(*c, qos);
+          c->next_send += interval;
+          if (c->next_send < now) c->next_send = now + interval;  // fell behind: do not burst
+        }
+        wake = std::min(wake, c->next_send);
+      } else {
+        // A QoS 0 message may be dropped; after a second without receipts the window restarts.
+        if (c->in_flight > 0 && now - c->last_received > std::chrono::seconds(1)) {
+          ++c->stalls;
+          c->in_flight = 0;
+          c->last_received = now;
+        }
+        while (c->in_flight < window) publish(*c, qos);
+      }
+    }
+    auto timeout = rate > 0 ? std::chrono::duration_cast<milliseconds>(wake - now) : milliseconds(1);
+    pump.turn(live, std::clamp(timeout, milliseconds(0), milliseconds(10)));
+  }
+}
+
+int run_throughput(const Endpoint& endpoint, const Options& options) {
+  auto ids = read_lines(options.text("ids"));
+  ids.resize(std::min(ids.size(), static_cast<std::size_t>(options.number("connections"))));
+  const int qos = static_cast<int>(options.number("qos"));
+  const double rate = options.number("rate", 0);
+  const int window = static_cast<int>(options.number("window", 8));
+  const auto broker_pid = static_cast<long>(options.number("broker-pid", 0));
+  Pump pump;
+  int refused = 0;
+  auto owned = connect_all(endpoint, ids, qos, pump, refused);
+  auto live = pointers(owned);
+  if (live.empty()) throw std::runtime_error("no connection could subscribe");
+  auto start = Clock::now();
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    live[i]->last_received = start;
+    live[i]->next_send = start + std::chrono::duration_cast<Clock::duration>(duration<double>(
+                                     rate > 0 ? static_cast<double>(i) / rate : 0));
+  }
+  drive(live, qos, rate, window, pump, start + duration_cast<Clock::duration>(
+                                                   duration<double>(options.number("warmup", 1))));
+
+  std::vector<double> latencies_us;
+  for (auto* c : live) c->latencies_us = &latencies_us;
+  std::uint64_t received_before = 0;
+  for (auto* c : live) received_before += c->received;
+  double cpu_before = broker_pid > 0 ? process_cpu_us(broker_pid) : 0;
+  auto t0 = Clock::now();
+  drive(live, qos, rate, window, pump,
+        t0 + duration_cast<Clock::duration>(duration<double>(options.number("seconds"))));
+  auto t1 = Clock::now();
+  double cpu_after = broker_pid > 0 ? process_cpu_us(broker_pid) : 0;
+  std::uint64_t received_after = 0;
+  for (auto* c : live) received_after += c->received;
+  for (auto* c : live) c->latencies_us = nullptr;
+
+  const double delivered = static_cast<double>(received_after - received_before);
+  const double elapsed = seconds_between(t0, t1);
+  std::size_t closed = 0;
+  std::uint64_t stalls = 0;
+  for (auto* c : live) {
+    closed += c->state == State::closed ? 1 : 0;
+    stalls += c->stalls;
+  }
+  std::printf("connections=%zu\nrefused=%d\nclosed=%zu\nstalls=%llu\ndelivered=%.0f\nseconds=%.3f\n",
+              live.size(), refused, closed, static_cast<unsigned long long>(stalls), delivered, elapsed);
+  std::printf("msgs_per_s=%.1f\nbroker_cpu_us=%.0f\ncpu_us_per_msg=%.3f\n", delivered / elapsed,
+              cpu_after - cpu_before, delivered > 0 ? (cpu_after - cpu_before) / delivered : 0.0);
+  std::printf("p50_us=%.1f\np99_us=%.1f\n", percentile(latencies_us, 0.5),
+              percentile(latencies_us, 0.99));
+  for (auto* c : live) mosquitto_disconnect(c->mosq.get());
+  pump.turn(live, milliseconds(50));
+  return 0;
+}
+
+// K connects (cycling through the ids) with at most C under way at once; each disconnects cleanly
+// as soon as its CONNACK arrives. A refusal is a CONNACK with a non-zero code or a connection
+// closed before any CONNACK (TLS refused).
+int run_storm(const Endpoint& endpoint, const Options& options) {
+  const auto ids = read_lines(options.text("ids"));
+  const auto count = static_cast<std::size_t>(options.number("count"));
+  // Never more at once than there are ids: one identity twice at once would take its own
+  // session over.
+  const auto concurrency =
+      std::min(static_cast<std::size_t>(options.number("concurrency")), ids.size());
+  const auto deadline = Clock::now() + std::chrono::seconds(static_cast<long>(options.number("timeout", 120)));
+  std::vector<std::unique_ptr<Connection>> slots;
+  std::size_t started = 0, accepted = 0, refused = 0, timed_out = 0;
+  Pump pump;
+  auto t0 = Clock::now();
+  while ((started < count || !slots.empty()) && Clock::now() < deadline) {
+    while (started < count && slots.size() < concurrency) {
+      slots.push_back(start_connect(endpoint, ids[started % ids.size()]));
+      ++started;
+    }
+    pump.turn(pointers(slots), milliseconds(5));
+    std::erase_if(slots, [&](const std::unique_ptr<Connection>& c) {
+      switch (c->state) {
+        case State::connected:
+          ++accepted;
+          mosquitto_disconnect(c->mosq.get());
+          c->state = State::leaving;
+          return false;
+        case State::leaving:
+          return !mosquitto_want_write(c->mosq.get());
+        case State::refused:
+        case State::closed:
+          ++refused;
+          return true;
+        case State::connecting:
+        case State::subscribed:
+          return false;
+      }
+      return false;
+    });
+  }
+  auto t1 = Clock::now();
+  timed_out = count - accepted - refused;
+  std::printf("connects=%zu\nrefused=%zu\ntimed_out=%zu\nseconds=%.3f\nconnects_per_s=%.1f\n",
+              accepted, refused, timed_out, seconds_between(t0, t1),
+              static_cast<double>(accepted) / seconds_between(t0, t1));
+  return 0;
+}
+
+// A child process, waited for through a pidfd so that the event loop keeps running meanwhile.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& argv) {
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+    // glibc 2.36 declares pidfd_open without C linkage for C++; the system call is the same.
+    pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+    if (pidfd_ < 0) throw std::runtime_error("pidfd_open failed");
+  }
+  ~Child() {
+    if (!reaped_) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::close(pidfd_);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  int fd() const { return pidfd_; }
+  // The exit status once the child has exited (pidfd readable), reaping it.
+  int reap() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    reaped_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  bool reaped_ = false;
+};
+
+// With N devices connected and traffic flowing at a fixed rate, revokes the victims one at a time
+// with `onboardctl device revoke` and measures from the command's exit (its transaction has
+// committed by then) to this client seeing its connection closed; then checks that the revoked
+// device's reconnect is refused.
+int run_revocation(const Endpoint& endpoint, const Options& options) {
+  auto ids = read_lines(options.text("ids"));
+  const auto victims = read_lines(options.text("victims"));
+  const auto connections = static_cast<std::size_t>(options.number("connections"));
+  ids.resize(std::min(ids.size(), connections - std::min(connections, victims.size())));
+  ids.insert(ids.end(), victims.begin(), victims.end());
+  const double rate = options.number("rate");
+  const auto timeout = milliseconds(static_cast<long>(options.number("timeout-ms", 3000)));
+  const std::string onboardctl = options.text("onboardctl"), data_dir = options.text("data-dir");
+  Pump pump;
+  int refused_at_start = 0;
+  auto owned = connect_all(endpoint, ids, 0, pump, refused_at_start);
+  auto live = pointers(owned);
+  std::map<std::string, Connection*> by_id;
+  for (auto* c : live) by_id[c->id] = c;
+  auto start = Clock::now();
+  for (std::size_t i = 0; i < live.size(); ++i) {
+    live[i]->next_send =
+        start + std::chrono::duration_cast<Clock::duration>(duration<double>(static_cast<double>(i) / rate));
+  }
+  drive(live, 0, rate, 0, pump, start + std::chrono::seconds(1));
+  std::printf("connections=%zu\nrefused_at_start=%d\n", live.size(), refused_at_start);
+
+  std::size_t not_closed = 0, reconnect_accepted = 0, failed_commands = 0, other_closed = 0;
+  std::vector<double> latencies_ms;
+  for (const auto& victim : victims) {
+    auto found = by_id.find(victim);
+    if (found == by_id.end() || found->second->state != State::subscribed) continue;
+    Connection* target = found->second;
+    Child revoke({onboardctl, "--data-dir", data_dir, "device", "revoke", victim});
+    // Traffic keeps flowing while the command runs.
+    const auto command_deadline = Clock::now() + std::chrono::seconds(30);
+    while (!pump.turn(live, milliseconds(1), revoke.fd()) && Clock::now() < command_deadline) {
+      drive(live, 0, rate, 0, pump, Clock::now());
+    }
+    if (revoke.reap() != 0) {
+      ++failed_commands;
+      continue;
+    }
+    const auto exited = Clock::now();
+    const auto close_deadline = exited + timeout;
+    while (target->state == State::subscribed && Clock::now() < close_deadline) {
+      drive(live, 0, rate, 0, pump, std::min(close_deadline, Clock::now() + milliseconds(1)));
+    }
+    if (target->state == State::subscribed) {
+      ++not_closed;
+      std::printf("revocation %s not_closed\n", victim.c_str());
+      continue;
+    }
+    // Negative when the broker closed the connection before the command had exited.
+    const double ms = duration<double, std::milli>(target->closed_at - exited).count();
+    latencies_ms.push_back(ms);
+    std::printf("revocation %s %.2f\n", victim.c_str(), ms);
+
+    auto again = start_connect(endpoint, victim);
+    std::vector<Connection*> one{again.get()};
+    const auto reconnect_deadline = Clock::now() + std::chrono::seconds(5);
+    while (again->state == State::connecting && Clock::now() < reconnect_deadline) {
+      pump.turn(one, milliseconds(5));
+    }
+    if (again->state == State::connected) {
+      ++reconnect_accepted;
+      std::printf("reconnect %s accepted\n", victim.c_str());
+    }
+  }
+  for (auto* c : live) {
+    bool victim = std::find(victims.begin(), victims.end(), c->id) != victims.end();
+    if (!victim && c->state != State::subscribed) ++other_closed;
+  }
+  std::printf("revocations=%zu\nnot_closed=%zu\nreconnect_accepted=%zu\nfailed_commands=%zu\n",
+              latencies_ms.size(), not_closed, reconnect_accepted, failed_commands);
+  std::printf("other_closed=%zu\np50_ms=%.2f\np99_ms=%.2f\nmax_ms=%.2f\n", other_closed,
+              percentile(latencies_ms, 0.5), percentile(latencies_ms, 0.99),
+              latencies_ms.empty() ? 0.0 : *std::max_element(latencies_ms.begin(), latencies_ms.end()));
+  for (auto* c : live) mosquitto_disconnect(c->mosq.get());
+  pump.turn(live, milliseconds(50));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: onboard_loadgen throughput|storm|revocation --option value ...\n");
+    return 2;
+  }
+  try {
+    LibMosquitto library;
+    Options options(argc, argv);
+    Endpoint endpoint{static_cast<int>(options.number("port")), options.text("cafile"),
+                      options.text("certs")};
+    const std::string mode = argv[1];
+    if (mode == "throughput") return run_throughput(endpoint, options);
+    if (mode == "storm") return run_storm(endpoint, options);
+    if (mode == "revocation") return run_revocation(endpoint, options);
+    std::fprintf(stderr, "onboard_loadgen: unknown mode %s\n", mode.c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "onboard_loadgen: %s\n", e.what());
+    return 1;
+  }
+}
