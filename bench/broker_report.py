@@ -153,6 +153,30 @@ def throughput(mode, out, img_dir, machine, directory, rounds, connections, seco
         "`mosquitto_onboard.so` with the registry's default rule `allow readwrite devices/%d/#`.",
         "Ratios are per round to that round's baseline: median (min–max).",
     ])
+    # The enforcement check of round 1: without it a set-up that silently allowed everything
+    # (a dynsec client not found, say) would look fast for the wrong reason.
+    lines += ["Enforcement check (round 1): device A subscribes to and publishes into device B's",
+              "subtree; B's own publish is the control. (`acl_file` grants every subscription and",
+              "filters on delivery instead; the message not reaching B is what counts.)", "",
+              "| set-up | A's subscription granted | A's message reached B | B's own message delivered |",
+              "|---|---|---|---|"]
+    broken = []
+    for setup in setups:
+        path = os.path.join(directory, f"check-{setup}.txt")
+        if not os.path.exists(path):
+            continue
+        c = read_result(path)
+        yes = lambda key: "yes" if c.get(key) else "no"
+        lines.append(f"| {SETUP_NAMES[setup]} | {yes('foreign_subscribe_granted')} | "
+                     f"{yes('foreign_publish_delivered')} | {yes('own_publish_delivered')} |")
+        # acl_file grants every subscription and checks on delivery instead (Mosquitto 2.0), so
+        # enforcement is: the foreign message never reaches B.
+        enforced = not c.get("foreign_publish_delivered")
+        if not c.get("own_publish_delivered") or (setup != "baseline" and not enforced):
+            broken.append(setup)
+    lines.append("")
+    if broken:
+        lines += [f"**Enforcement check failed for: {', '.join(broken)}.**", ""]
     lines += [
         "| load | set-up | delivered msgs/s | ratio to baseline | broker CPU µs/msg | CPU ratio |",
         "|---|---|---:|---|---:|---|",

@@ -3,6 +3,7 @@
 //   onboard_loadgen throughput --ids FILE --connections N --qos Q --seconds S [--warmup S]
 //                              [--rate R] [--window W] [--broker-pid PID]  COMMON
 //   onboard_loadgen storm      --ids FILE --count K --concurrency C                  COMMON
+//   onboard_loadgen check      --ids FILE (the first two ids)                         COMMON
 //   onboard_loadgen revocation --ids FILE --connections N --victims FILE --rate R
 //                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     COMMON
 //   COMMON: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id)
@@ -147,6 +148,7 @@ struct Connection {
   State state = State::connecting;
   int connack = -1;
   bool subscribe_sent = false;
+  int last_granted = -1;  // of the latest SUBACK
   int in_flight = 0;                  // published, not yet received back
   std::uint64_t received = 0;
   std::uint64_t stalls = 0;  // flat out: windows restarted after a second without receipts
@@ -169,7 +171,8 @@ void on_disconnect(mosquitto*, void* self, int) {
 void on_subscribe(mosquitto*, void* self, int, int count, const int* granted) {
   auto* c = static_cast<Connection*>(self);
   // 0x80: the broker refused the subscription (it would leave the run with no deliveries).
-  c->state = count == 1 && granted[0] < 0x80 ? State::subscribed : State::refused;
+  c->last_granted = count == 1 ? granted[0] : 0x80;
+  if (c->state == State::connected) c->state = c->last_granted < 0x80 ? State::subscribed : State::refused;
 }
 void on_message(mosquitto*, void* self, const mosquitto_message* message) {
   auto* c = static_cast<Connection*>(self);
@@ -451,6 +454,45 @@ int run_storm(const Endpoint& endpoint, const Options& options) {
   return 0;
 }
 
+// Pumps until `done` or the deadline; returns `done()`.
+template <class Done>
+bool pump_until(Pump& pump, const std::vector<Connection*>& live, milliseconds limit, Done done) {
+  const auto deadline = Clock::now() + limit;
+  while (!done() && Clock::now() < deadline) pump.turn(live, milliseconds(5));
+  return done();
+}
+
+// Does the set-up enforce anything? The first id tries to subscribe to, and publish into, the
+// second id's subtree; the second publishing into its own subtree is the positive control.
+int run_check(const Endpoint& endpoint, const Options& options) {
+  auto ids = read_lines(options.text("ids"));
+  if (ids.size() < 2) throw std::runtime_error("check needs two ids");
+  ids.resize(2);
+  Pump pump;
+  int refused = 0;
+  auto owned = connect_all(endpoint, ids, 0, pump, refused);
+  if (owned.size() != 2) throw std::runtime_error("check: the two devices could not connect");
+  auto live = pointers(owned);
+  Connection &intruder = *live[0], &owner = *live[1];
+  const std::string foreign = "devices/" + owner.id + "/#";
+  intruder.last_granted = -1;
+  mosquitto_subscribe(intruder.mosq.get(), nullptr, foreign.c_str(), 0);
+  pump_until(pump, live, milliseconds(2000), [&] { return intruder.last_granted >= 0; });
+  const std::string topic = "devices/" + owner.id + "/check";
+  mosquitto_publish(intruder.mosq.get(), nullptr, topic.c_str(), 5, "check", 0, false);
+  const bool foreign_delivered =
+      pump_until(pump, live, milliseconds(300), [&] { return owner.received > 0; });
+  mosquitto_publish(owner.mosq.get(), nullptr, topic.c_str(), 5, "check", 0, false);
+  const bool own_delivered =
+      pump_until(pump, live, milliseconds(2000), [&] { return owner.received > 0; });
+  std::printf("foreign_subscribe_granted=%d\nforeign_publish_delivered=%d\nown_publish_delivered=%d\n",
+              intruder.last_granted >= 0 && intruder.last_granted < 0x80 ? 1 : 0,
+              foreign_delivered ? 1 : 0, own_delivered ? 1 : 0);
+  for (auto* c : live) mosquitto_disconnect(c->mosq.get());
+  pump.turn(live, milliseconds(50));
+  return 0;
+}
+
 // A child process, waited for through a pidfd so that the event loop keeps running meanwhile.
 class Child {
  public:
@@ -590,6 +632,7 @@ int main(int argc, char** argv) {
     const std::string mode = argv[1];
     if (mode == "throughput") return run_throughput(endpoint, options);
     if (mode == "storm") return run_storm(endpoint, options);
+    if (mode == "check") return run_check(endpoint, options);
     if (mode == "revocation") return run_revocation(endpoint, options);
     std::fprintf(stderr, "onboard_loadgen: unknown mode %s\n", mode.c_str());
     return 2;
