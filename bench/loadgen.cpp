@@ -1,12 +1,13 @@
 // onboard_loadgen: MQTT load over mTLS for bench/run's broker parts (issue 7).
 //
-//   onboard_loadgen throughput --ids FILE --connections N --qos Q --seconds S [--warmup S]
-//                              [--rate R] [--window W] [--broker-pid PID]  COMMON
-//   onboard_loadgen storm      --ids FILE --count K --concurrency C                  COMMON
+//   onboard_loadgen throughput --targets FILE --connections N --qos Q --rounds K --seconds S
+//                              [--settle S] [--rate R] [--window W] --cafile CA.pem
+//   onboard_loadgen storm      --targets FILE --count K --concurrency C --rounds K --cafile CA.pem
 //   onboard_loadgen check      --ids FILE (the first two ids)                         COMMON
 //   onboard_loadgen revocation --ids FILE --connections N --victims FILE --rate R
 //                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     COMMON
 //   COMMON: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id)
+//   --targets FILE: one broker per line, "NAME PORT PID CERTS_DIR IDS_FILE"
 //
 // Results are "key=value" lines on stdout, for bench/run to parse.
 //
@@ -20,6 +21,8 @@
 // a device may not read another's subtree, and one identity cannot hold two connections (client id
 // = device id, and a second connect takes the first one's session over).
 #include <mosquitto.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -34,6 +37,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -132,9 +136,44 @@ struct MosquittoDeleter {
 };
 using MosquittoPtr = std::unique_ptr<mosquitto, MosquittoDeleter>;
 
+struct SslCtxDeleter {
+  void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
+};
+using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
+
+// One TLS context per device, made on first use and kept: libmosquitto would otherwise build a
+// context and parse the CA, certificate and key files for every connect, which made the load
+// generator, not the broker, the limit of the connect storm. Verification stays as strict as
+// libmosquitto's own: the server's chain against the CA and its IP address 127.0.0.1.
+class TlsContexts {
+ public:
+  explicit TlsContexts(std::string cafile, std::string certs)
+      : cafile_(std::move(cafile)), certs_(std::move(certs)) {}
+  SSL_CTX* get(const std::string& id) {
+    auto& slot = contexts_[id];
+    if (slot) return slot.get();
+    SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+    const std::string cert = certs_ + "/" + id + ".crt", key = certs_ + "/" + id + ".key";
+    if (!ctx || SSL_CTX_load_verify_locations(ctx.get(), cafile_.c_str(), nullptr) != 1 ||
+        SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx.get()), "127.0.0.1") != 1) {
+      throw std::runtime_error("cannot make a TLS context for " + cert);
+    }
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    slot = std::move(ctx);
+    return slot.get();
+  }
+
+ private:
+  std::string cafile_, certs_;
+  std::map<std::string, SslCtxPtr> contexts_;
+};
+
 struct Endpoint {
   int port = 0;
   std::string cafile, certs;
+  TlsContexts* tls = nullptr;
 };
 
 // leaving: the client has sent DISCONNECT (storm) and waits for it to be written.
@@ -195,10 +234,11 @@ std::unique_ptr<Connection> start_connect(const Endpoint& endpoint, const std::s
   c->mosq.reset(mosquitto_new(id.c_str(), true, c.get()));
   if (!c->mosq) throw std::runtime_error("mosquitto_new failed");
   auto* m = c->mosq.get();
-  const std::string cert = endpoint.certs + "/" + id + ".crt", key = endpoint.certs + "/" + id + ".key";
-  if (mosquitto_tls_set(m, endpoint.cafile.c_str(), nullptr, cert.c_str(), key.c_str(), nullptr) !=
-      MOSQ_ERR_SUCCESS) {
-    throw std::runtime_error("mosquitto_tls_set failed for " + cert);
+  // With a context of our own (and no defaults added to it) libmosquitto still runs TLS but
+  // leaves verification to the context.
+  if (mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS ||
+      mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, endpoint.tls->get(id)) != MOSQ_ERR_SUCCESS) {
+    throw std::runtime_error("cannot set the TLS context for " + id);
   }
   // Without it Nagle's algorithm meets the broker's delayed ACKs and QoS 1 flat out stalls in
   // 40 ms steps, randomly per run (bench/run also sets the broker's set_tcp_nodelay).
@@ -318,7 +358,8 @@ std::vector<Connection*> pointers(const std::vector<std::unique_ptr<Connection>>
 // Drives traffic until `until`. Flat out (rate 0): each connection keeps `window` messages in
 // flight, publishing the next as one comes back, so the broker is never idle yet nothing piles
 // up without bound. At a fixed total rate: each connection publishes on its own schedule of
-// connections/rate seconds, staggered, so the load is smooth.
+// connections/rate seconds, staggered, so the load is smooth. A negative rate publishes nothing
+// and only lets what is under way arrive.
 void drive(const std::vector<Connection*>& live, int qos, double rate, int window, Pump& pump,
            Clock::time_point until) {
   const auto interval = rate > 0 ? std::chrono::duration_cast<Clock::duration>(duration<double>(
@@ -328,7 +369,7 @@ void drive(const std::vector<Connection*>& live, int qos, double rate, int windo
     auto now = Clock::now();
     auto wake = until;
     for (auto* c : live) {
-      if (c->state != State::subscribed) continue;
+      if (c->state != State::subscribed || rate < 0) continue;
       if (rate > 0) {
         if (c->next_send <= now) {
           publish(*c, qos);
@@ -346,111 +387,180 @@ void drive(const std::vector<Connection*>& live, int qos, double rate, int windo
         while (c->in_flight < window) publish(*c, qos);
       }
     }
-    auto timeout = rate > 0 ? std::chrono::duration_cast<milliseconds>(wake - now) : milliseconds(1);
+    auto timeout = rate != 0 ? std::chrono::duration_cast<milliseconds>(wake - now) : milliseconds(1);
     pump.turn(live, std::clamp(timeout, milliseconds(0), milliseconds(10)));
   }
 }
 
-int run_throughput(const Endpoint& endpoint, const Options& options) {
-  auto ids = read_lines(options.text("ids"));
-  ids.resize(std::min(ids.size(), static_cast<std::size_t>(options.number("connections"))));
+// A broker under test, from a --targets file line "NAME PORT PID CERTS_DIR IDS_FILE": the
+// brokers of all set-ups run at once (idle ones cost nothing), and the load moves from one to the
+// next every few seconds, so that load from elsewhere on the machine falls on all of them alike.
+struct Target {
+  std::string name;
+  long pid = 0;
+  std::vector<std::string> ids;
+  std::unique_ptr<TlsContexts> tls;
+  Endpoint endpoint;
+  std::vector<std::unique_ptr<Connection>> owned;
+  std::vector<Connection*> live;
+};
+
+std::vector<Target> read_targets(const Options& options) {
+  std::vector<Target> targets;
+  for (const auto& line : read_lines(options.text("targets"))) {
+    Target t;
+    std::string port, pid, certs, ids;
+    std::istringstream fields(line);
+    if (!(fields >> t.name >> port >> pid >> certs >> ids)) {
+      throw std::runtime_error("bad --targets line: " + line);
+    }
+    t.pid = std::stol(pid);
+    t.ids = read_lines(ids);
+    t.tls = std::make_unique<TlsContexts>(options.text("cafile"), certs);
+    t.endpoint = Endpoint{std::stoi(port), options.text("cafile"), certs, t.tls.get()};
+    targets.push_back(std::move(t));
+  }
+  if (targets.empty()) throw std::runtime_error("no targets");
+  return targets;
+}
+
+Clock::time_point after(double seconds) {
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(duration<double>(seconds));
+}
+
+// Rounds of: for each target (the order rotated by one every round), a settling phase and a
+// measured phase of the same load. One "result" line per target and round.
+int run_throughput(const Options& options) {
+  auto targets = read_targets(options);
+  const auto connections = static_cast<std::size_t>(options.number("connections"));
   const int qos = static_cast<int>(options.number("qos"));
   const double rate = options.number("rate", 0);
   const int window = static_cast<int>(options.number("window", 8));
-  const auto broker_pid = static_cast<long>(options.number("broker-pid", 0));
+  const auto rounds = static_cast<std::size_t>(options.number("rounds"));
+  const double seconds = options.number("seconds"), settle = options.number("settle", 1);
   Pump pump;
-  int refused = 0;
-  auto owned = connect_all(endpoint, ids, qos, pump, refused);
-  auto live = pointers(owned);
-  if (live.empty()) throw std::runtime_error("no connection could subscribe");
-  auto start = Clock::now();
-  for (std::size_t i = 0; i < live.size(); ++i) {
-    live[i]->last_received = start;
-    live[i]->next_send = start + std::chrono::duration_cast<Clock::duration>(duration<double>(
-                                     rate > 0 ? static_cast<double>(i) / rate : 0));
+  for (auto& t : targets) {
+    t.ids.resize(std::min(t.ids.size(), connections));
+    int refused = 0;
+    t.owned = connect_all(t.endpoint, t.ids, qos, pump, refused);
+    t.live = pointers(t.owned);
+    if (t.live.size() != t.ids.size()) {
+      throw std::runtime_error(t.name + ": " + std::to_string(refused) + " connections failed");
+    }
   }
-  drive(live, qos, rate, window, pump, start + duration_cast<Clock::duration>(
-                                                   duration<double>(options.number("warmup", 1))));
+  const auto interval = [&](std::size_t n) {
+    return std::chrono::duration_cast<Clock::duration>(duration<double>(static_cast<double>(n) / rate));
+  };
+  for (std::size_t round = 0; round < rounds; ++round) {
+    for (std::size_t k = 0; k < targets.size(); ++k) {
+      Target& t = targets[(k + round) % targets.size()];
+      // Keepalive for everyone, then a fresh start for this target's windows and schedule.
+      for (auto& other : targets) {
+        for (auto* c : other.live) mosquitto_loop_misc(c->mosq.get());
+      }
+      const auto start = Clock::now();
+      for (std::size_t i = 0; i < t.live.size(); ++i) {
+        t.live[i]->last_received = start;
+        t.live[i]->in_flight = 0;
+        t.live[i]->next_send = start + (rate > 0 ? interval(i) : Clock::duration::zero());
+      }
+      drive(t.live, qos, rate, window, pump, after(settle));
 
-  std::vector<double> latencies_us;
-  for (auto* c : live) c->latencies_us = &latencies_us;
-  std::uint64_t received_before = 0;
-  for (auto* c : live) received_before += c->received;
-  double cpu_before = broker_pid > 0 ? process_cpu_us(broker_pid) : 0;
-  auto t0 = Clock::now();
-  drive(live, qos, rate, window, pump,
-        t0 + duration_cast<Clock::duration>(duration<double>(options.number("seconds"))));
-  auto t1 = Clock::now();
-  double cpu_after = broker_pid > 0 ? process_cpu_us(broker_pid) : 0;
-  std::uint64_t received_after = 0;
-  for (auto* c : live) received_after += c->received;
-  for (auto* c : live) c->latencies_us = nullptr;
-
-  const double delivered = static_cast<double>(received_after - received_before);
-  const double elapsed = seconds_between(t0, t1);
-  std::size_t closed = 0;
-  std::uint64_t stalls = 0;
-  for (auto* c : live) {
-    closed += c->state == State::closed ? 1 : 0;
-    stalls += c->stalls;
+      std::vector<double> latencies_us;
+      std::uint64_t before = 0, stalls_before = 0;
+      for (auto* c : t.live) {
+        c->latencies_us = &latencies_us;
+        before += c->received;
+        stalls_before += c->stalls;
+      }
+      const double cpu_before = process_cpu_us(t.pid);
+      const auto t0 = Clock::now();
+      drive(t.live, qos, rate, window, pump, after(seconds));
+      const auto t1 = Clock::now();
+      const double cpu = process_cpu_us(t.pid) - cpu_before;
+      std::uint64_t received = 0, stalls = 0;
+      std::size_t closed = 0;
+      for (auto* c : t.live) {
+        c->latencies_us = nullptr;
+        received += c->received;
+        stalls += c->stalls;
+        closed += c->state == State::closed ? 1 : 0;
+      }
+      const double delivered = static_cast<double>(received - before);
+      std::printf("result round=%zu target=%s delivered=%.0f msgs_per_s=%.1f cpu_us_per_msg=%.3f "
+                  "p50_us=%.1f p99_us=%.1f stalls=%llu closed=%zu\n",
+                  round + 1, t.name.c_str(), delivered, delivered / seconds_between(t0, t1),
+                  delivered > 0 ? cpu / delivered : 0.0, percentile(latencies_us, 0.5),
+                  percentile(latencies_us, 0.99),
+                  static_cast<unsigned long long>(stalls - stalls_before), closed);
+      std::fflush(stdout);
+      // Let this target's last messages come back before the next one's turn.
+      drive(t.live, qos, -1, 0, pump, after(0.2));
+    }
   }
-  std::printf("connections=%zu\nrefused=%d\nclosed=%zu\nstalls=%llu\ndelivered=%.0f\nseconds=%.3f\n",
-              live.size(), refused, closed, static_cast<unsigned long long>(stalls), delivered, elapsed);
-  std::printf("msgs_per_s=%.1f\nbroker_cpu_us=%.0f\ncpu_us_per_msg=%.3f\n", delivered / elapsed,
-              cpu_after - cpu_before, delivered > 0 ? (cpu_after - cpu_before) / delivered : 0.0);
-  std::printf("p50_us=%.1f\np99_us=%.1f\n", percentile(latencies_us, 0.5),
-              percentile(latencies_us, 0.99));
-  for (auto* c : live) mosquitto_disconnect(c->mosq.get());
-  pump.turn(live, milliseconds(50));
+  for (auto& t : targets) {
+    for (auto* c : t.live) mosquitto_disconnect(c->mosq.get());
+    pump.turn(t.live, milliseconds(50));
+  }
   return 0;
 }
 
-// K connects (cycling through the ids) with at most C under way at once; each disconnects cleanly
-// as soon as its CONNACK arrives. A refusal is a CONNACK with a non-zero code or a connection
-// closed before any CONNACK (TLS refused).
-int run_storm(const Endpoint& endpoint, const Options& options) {
-  const auto ids = read_lines(options.text("ids"));
+// Rounds of K connects per target (cycling through its ids), at most C under way at once; each
+// disconnects cleanly as soon as its CONNACK arrives. A refusal is a CONNACK with a non-zero code
+// or a connection closed before any CONNACK (TLS refused).
+int run_storm(const Options& options) {
+  auto targets = read_targets(options);
   const auto count = static_cast<std::size_t>(options.number("count"));
-  // Never more at once than there are ids: one identity twice at once would take its own
-  // session over.
-  const auto concurrency =
-      std::min(static_cast<std::size_t>(options.number("concurrency")), ids.size());
-  const auto deadline = Clock::now() + std::chrono::seconds(static_cast<long>(options.number("timeout", 120)));
-  std::vector<std::unique_ptr<Connection>> slots;
-  std::size_t started = 0, accepted = 0, refused = 0, timed_out = 0;
-  Pump pump;
-  auto t0 = Clock::now();
-  while ((started < count || !slots.empty()) && Clock::now() < deadline) {
-    while (started < count && slots.size() < concurrency) {
-      slots.push_back(start_connect(endpoint, ids[started % ids.size()]));
-      ++started;
-    }
-    pump.turn(pointers(slots), milliseconds(5));
-    std::erase_if(slots, [&](const std::unique_ptr<Connection>& c) {
-      switch (c->state) {
-        case State::connected:
-          ++accepted;
-          mosquitto_disconnect(c->mosq.get());
-          c->state = State::leaving;
+  const auto rounds = static_cast<std::size_t>(options.number("rounds"));
+  for (std::size_t round = 0; round < rounds; ++round) {
+    for (std::size_t k = 0; k < targets.size(); ++k) {
+      Target& t = targets[(k + round) % targets.size()];
+      // Never more at once than there are ids: one identity twice at once would take its own
+      // session over.
+      const auto concurrency =
+          std::min(static_cast<std::size_t>(options.number("concurrency")), t.ids.size());
+      const auto deadline = after(120);
+      std::vector<std::unique_ptr<Connection>> slots;
+      std::size_t started = 0, accepted = 0, refused = 0;
+      Pump pump;
+      const double cpu_before = process_cpu_us(t.pid);
+      const auto t0 = Clock::now();
+      while ((started < count || !slots.empty()) && Clock::now() < deadline) {
+        while (started < count && slots.size() < concurrency) {
+          slots.push_back(start_connect(t.endpoint, t.ids[started % t.ids.size()]));
+          ++started;
+        }
+        pump.turn(pointers(slots), milliseconds(5));
+        std::erase_if(slots, [&](const std::unique_ptr<Connection>& c) {
+          switch (c->state) {
+            case State::connected:
+              ++accepted;
+              mosquitto_disconnect(c->mosq.get());
+              c->state = State::leaving;
+              return false;
+            case State::leaving:
+              return !mosquitto_want_write(c->mosq.get());
+            case State::refused:
+            case State::closed:
+              ++refused;
+              return true;
+            case State::connecting:
+            case State::subscribed:
+              return false;
+          }
           return false;
-        case State::leaving:
-          return !mosquitto_want_write(c->mosq.get());
-        case State::refused:
-        case State::closed:
-          ++refused;
-          return true;
-        case State::connecting:
-        case State::subscribed:
-          return false;
+        });
       }
-      return false;
-    });
+      const auto t1 = Clock::now();
+      const double cpu = process_cpu_us(t.pid) - cpu_before;
+      std::printf("result round=%zu target=%s connects=%zu refused=%zu timed_out=%zu seconds=%.3f "
+                  "connects_per_s=%.1f cpu_us_per_connect=%.1f\n",
+                  round + 1, t.name.c_str(), accepted, refused, count - accepted - refused,
+                  seconds_between(t0, t1), static_cast<double>(accepted) / seconds_between(t0, t1),
+                  accepted > 0 ? cpu / static_cast<double>(accepted) : 0.0);
+      std::fflush(stdout);
+    }
   }
-  auto t1 = Clock::now();
-  timed_out = count - accepted - refused;
-  std::printf("connects=%zu\nrefused=%zu\ntimed_out=%zu\nseconds=%.3f\nconnects_per_s=%.1f\n",
-              accepted, refused, timed_out, seconds_between(t0, t1),
-              static_cast<double>(accepted) / seconds_between(t0, t1));
   return 0;
 }
 
@@ -627,11 +737,12 @@ int main(int argc, char** argv) {
   try {
     LibMosquitto library;
     Options options(argc, argv);
-    Endpoint endpoint{static_cast<int>(options.number("port")), options.text("cafile"),
-                      options.text("certs")};
     const std::string mode = argv[1];
-    if (mode == "throughput") return run_throughput(endpoint, options);
-    if (mode == "storm") return run_storm(endpoint, options);
+    if (mode == "throughput") return run_throughput(options);
+    if (mode == "storm") return run_storm(options);
+    TlsContexts tls(options.text("cafile"), options.text("certs"));
+    Endpoint endpoint{static_cast<int>(options.number("port")), options.text("cafile"),
+                      options.text("certs"), &tls};
     if (mode == "check") return run_check(endpoint, options);
     if (mode == "revocation") return run_revocation(endpoint, options);
     std::fprintf(stderr, "onboard_loadgen: unknown mode %s\n", mode.c_str());
