@@ -410,13 +410,15 @@ def broker_scale(mode, out, img_dir, machine, directory, rounds, connections, se
     vals = [float(v) for row in rows for v in row[1:] if v != "nan"]
     img = plot(img_dir if mode != "smoke" else os.path.dirname(out), "broker-scale", rows, """
 set logscale x
+set xrange [500:2000000]
+set format x '%%.0f'
 set xlabel 'registered devices'
 set ylabel 'ratio to baseline (median; bars: min-max)'
 set grid
 set key outside right
 set yrange [%s:%s]
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2
-set title 'mosquitto_onboard by registry size, ratio to baseline'
+set title 'mosquitto_onboard by registry size, ratio to baseline' noenhanced
 plot datafile using 1:2:3:4 with yerrorlines title 'QoS 0 msgs/s', \\
      datafile using 1:5:6:7 with yerrorlines title 'QoS 1 msgs/s', \\
      datafile using 1:8:9:10 with yerrorlines title 'QoS 0 CPU/msg'
