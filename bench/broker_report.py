@@ -490,48 +490,63 @@ plot datafile using 1:2 with steps lw 2
 
 
 def callgrind_total(path):
-    """The instructions a callgrind profile counted (its "totals:" or "summary:" line)."""
+    """The instructions a callgrind profile counted (its "totals:" or "summary:" line); 0 for a
+    file callgrind left empty (a thread that never existed)."""
     with open(path) as f:
         for line in f:
             if line.startswith(("totals:", "summary:")):
                 return int(line.split()[1])
-    raise SystemExit(f"broker_cost: no totals in {path}")
+    return 0
+
+
+def thread_totals(directory, name):
+    """(main thread, all other threads) instructions of one run, from --separate-threads files."""
+    main = callgrind_total(os.path.join(directory, f"{name}.callgrind-01"))
+    others = sum(callgrind_total(os.path.join(directory, f"{name}.callgrind-0{t}")) for t in (2, 3, 4))
+    if main == 0:
+        raise SystemExit(f"broker_cost: no main-thread profile for {name}")
+    return main, others
 
 
 def broker_cost(mode, out, img_dir, machine, directory, connections, rate, short, long):
     setups = ["baseline", "acl_file", "dynsec", "onboard"]
+    extra_seconds = float(long) - float(short)
     lines = header("Broker instructions per delivered message (issue 7)", machine, [
         "The same four set-ups as the throughput section, each broker run under callgrind",
-        f"(`valgrind --tool=callgrind`) with {connections} connections at a fixed {rate} msgs/s (QoS 0,",
-        f"64 bytes, each device to its own subtree), once for {short} s and once for {long} s measured;",
-        "the difference in the broker's instructions over the difference in delivered messages is",
-        "its cost per message, with start-up, TLS handshakes, subscriptions and shutdown cancelled",
-        "out (the idle work of the extra seconds, such as the plugin's 20 Hz registry check, stays",
-        "in). Instruction counts do not depend on the load of the machine, so this is the steady",
-        "counterpart of the CPU-per-message columns; it does not see cache misses.",
+        f"(`valgrind --tool=callgrind --separate-threads=yes`) with {connections} connections offered",
+        f"{rate} msgs/s (QoS 0, 64 bytes, each device to its own subtree), once for {short} s and once",
+        f"for {long} s measured. On the broker's main thread, where every message and every ACL check",
+        "is handled, the difference in instructions over the difference in delivered messages is the",
+        "cost per message, with start-up, TLS handshakes, subscriptions and shutdown cancelled out.",
+        "Other threads (the plugin's registry watcher) work by the clock, not by the message: their",
+        "extra instructions are given per extra second. Instruction counts do not depend on the load",
+        "of the machine, so this is the steady counterpart of the CPU-per-message columns; it does",
+        "not see cache misses. Under valgrind the broker is about 50 times slower, so it may not keep",
+        "up with the offered rate; the per-message figure does not depend on that.",
     ])
-    lines += ["| set-up | instructions per message | ratio to baseline | messages (short, long) |",
-              "|---|---:|---:|---|"]
+    lines += ["| set-up | main thread: instructions per message | ratio to baseline | "
+              "other threads: instructions per second | messages (short, long) |",
+              "|---|---:|---:|---:|---|"]
     per_message = {}
     for setup in setups:
-        try:
-            i_short = callgrind_total(os.path.join(directory, f"{setup}-short.callgrind"))
-            i_long = callgrind_total(os.path.join(directory, f"{setup}-long.callgrind"))
-        except FileNotFoundError:
+        if not os.path.exists(os.path.join(directory, f"{setup}-long.txt")):
             continue
+        main_short, others_short = thread_totals(directory, f"{setup}-short")
+        main_long, others_long = thread_totals(directory, f"{setup}-long")
         d_short = results(os.path.join(directory, f"{setup}-short.txt"))[(setup, 1)]["delivered"]
         d_long = results(os.path.join(directory, f"{setup}-long.txt"))[(setup, 1)]["delivered"]
         if d_long <= d_short:
             raise SystemExit(f"broker_cost: {setup}: the long run delivered no more than the short one")
-        per_message[setup] = (i_long - i_short) / (d_long - d_short)
+        per_message[setup] = (main_long - main_short) / (d_long - d_short)
         ratio = per_message[setup] / per_message["baseline"] if "baseline" in per_message else float("nan")
         lines.append(f"| {SETUP_NAMES[setup]} | {per_message[setup]:,.0f} | {ratio:.3f} | "
-                     f"{d_short:,.0f}, {d_long:,.0f} |")
+                     f"{(others_long - others_short) / extra_seconds:,.0f} | {d_short:,.0f}, {d_long:,.0f} |")
     lines.append("")
     if mode != "smoke" and "onboard" in per_message and "baseline" in per_message:
         r = per_message["onboard"] / per_message["baseline"]
-        lines += [f"- Broker instructions per message, onboard / baseline = {r:.3f} (the CPU target, ≤ 1.03, "
-                  "read in instructions): " + verdict(r <= 1.03, r, 1.03, higher_is_better=False), ""]
+        lines += [f"- Broker main-thread instructions per message, onboard / baseline = {r:.3f} (the CPU "
+                  "target, ≤ 1.03, read in instructions): " + verdict(r <= 1.03, r, 1.03, higher_is_better=False),
+                  ""]
     smoke_note(mode, lines)
     return lines
 
