@@ -547,7 +547,8 @@ def broker_cost(mode, out, img_dir, machine, directory, connections, seconds, lo
         r = per_message["onboard"] / per_message["baseline"]
         lines += [f"- Broker main-thread instructions per message, onboard / baseline = {r:.3f} (the CPU "
                   "target, ≤ 1.03, read in instructions): " + verdict(r <= 1.03, r, 1.03, higher_is_better=False),
-                  ""]
+                  "", "Where the instructions go, and what would bring the decision cost down, is in",
+                  "`bench/README.md` (section on the broker numbers).", ""]
     smoke_note(mode, lines)
     return lines
 
