@@ -9,7 +9,8 @@
 //   COMMON: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id)
 //   --targets FILE: one broker per line, "NAME PORT PID CERTS_DIR IDS_FILE"
 //
-// Results are "key=value" lines on stdout, for bench/run to parse.
+// Results are "key=value" lines on stdout (throughput and storm: one "result round=R target=T
+// key=value ..." line per turn), for bench/broker_report.py to parse.
 //
 // One libmosquitto connection per device certificate, all driven by this one thread through
 // poll(2) and libmosquitto's external-loop calls (mosquitto_loop_read/write/misc): a thread per
@@ -172,8 +173,7 @@ class TlsContexts {
 
 struct Endpoint {
   int port = 0;
-  std::string cafile, certs;
-  TlsContexts* tls = nullptr;
+  TlsContexts* tls = nullptr;  // the device certificates and the CA
 };
 
 // leaving: the client has sent DISCONNECT (storm) and waits for it to be written.
@@ -417,7 +417,7 @@ std::vector<Target> read_targets(const Options& options) {
     t.pid = std::stol(pid);
     t.ids = read_lines(ids);
     t.tls = std::make_unique<TlsContexts>(options.text("cafile"), certs);
-    t.endpoint = Endpoint{std::stoi(port), options.text("cafile"), certs, t.tls.get()};
+    t.endpoint = Endpoint{std::stoi(port), t.tls.get()};
     targets.push_back(std::move(t));
   }
   if (targets.empty()) throw std::runtime_error("no targets");
@@ -741,8 +741,7 @@ int main(int argc, char** argv) {
     if (mode == "throughput") return run_throughput(options);
     if (mode == "storm") return run_storm(options);
     TlsContexts tls(options.text("cafile"), options.text("certs"));
-    Endpoint endpoint{static_cast<int>(options.number("port")), options.text("cafile"),
-                      options.text("certs"), &tls};
+    Endpoint endpoint{static_cast<int>(options.number("port")), &tls};
     if (mode == "check") return run_check(endpoint, options);
     if (mode == "revocation") return run_revocation(endpoint, options);
     std::fprintf(stderr, "onboard_loadgen: unknown mode %s\n", mode.c_str());
