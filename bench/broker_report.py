@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""Turns the load generator's results from bench/run's broker parts into Markdown and PNG plots.
+
+    broker_report.py PART MODE OUT.md IMG_DIR MACHINE ARGS...
+
+PART is throughput, connect_storm, broker_scale or revocation; ARGS are the part's parameters as
+bench/run passes them. Every ratio is taken within one round (the set-ups of a round ran back to
+back), and the report gives the median, min and max of those per-round ratios. Plots need
+gnuplot; without it the report says so and carries on.
+"""
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+SETUP_NAMES = {
+    "baseline": "baseline (no authorization)",
+    "acl_file": "`acl_file` pattern",
+    "dynsec": "dynamic security",
+    "onboard": "**mosquitto_onboard**",
+}
+
+
+def read_result(path):
+    """key=value lines as floats; other lines (revocation events) under "lines"."""
+    values, lines = {}, []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if "=" in line and " " not in line:
+                key, value = line.split("=", 1)
+                values[key] = float(value)
+            elif line:
+                lines.append(line)
+    values["lines"] = lines
+    return values
+
+
+_parsed = {}
+
+
+def results(path):
+    """The load generator's "result round=R target=T key=value ..." lines: {(T, R): {key: value}}."""
+    if path not in _parsed:
+        table = {}
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                if not fields or fields[0] != "result":
+                    continue
+                values = dict(field.split("=", 1) for field in fields[1:])
+                key = (values.pop("target"), int(values.pop("round")))
+                table[key] = {k: float(v) for k, v in values.items()}
+        _parsed[path] = table
+    return _parsed[path]
+
+
+def per_round(directory, rounds, setup, load, key):
+    """The value of KEY in each round for SETUP under LOAD (None where missing)."""
+    table = results(os.path.join(directory, f"{load or 'storm'}.txt"))
+    return [table.get((setup, r), {}).get(key) for r in range(1, rounds + 1)]
+
+
+def pooled(directory, rounds, setup, load):
+    """(delivered msgs/s, broker CPU µs/msg) pooled over all rounds: total over total."""
+    delivered = per_round(directory, rounds, setup, load, "delivered")
+    rate = per_round(directory, rounds, setup, load, "msgs_per_s")
+    cpu = per_round(directory, rounds, setup, load, "cpu_us_per_msg")
+    rows = [(d, r, c) for d, r, c in zip(delivered, rate, cpu) if None not in (d, r, c) and r > 0]
+    if not rows:
+        return float("nan"), float("nan")
+    msgs = sum(d for d, _, _ in rows)
+    return msgs / sum(d / r for d, r, _ in rows), sum(d * c for d, _, c in rows) / msgs
+
+
+def ratios(values, base):
+    return [v / b for v, b in zip(values, base) if v is not None and b]
+
+
+def summary(rs):
+    if not rs:
+        return None
+    return statistics.median(rs), min(rs), max(rs)
+
+
+def fmt_ratio(s):
+    if s is None:
+        return "–"
+    return f"**{s[0]:.3f}** ({s[1]:.3f}–{s[2]:.3f})"
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def plot(img_dir, name, data_rows, script, notes):
+    """Writes IMG_DIR/NAME.png with gnuplot from DATA_ROWS (lists written as a data file); returns
+    the Markdown line that shows it, or a note why it is missing."""
+    if shutil.which("gnuplot") is None:
+        notes.append(f"(No plot: gnuplot is not installed; `scripts/install-deps` installs it.)")
+        return None
+    os.makedirs(img_dir, exist_ok=True)
+    data = os.path.join(img_dir, f".{name}.dat")
+    with open(data, "w") as f:
+        for row in data_rows:
+            f.write(" ".join(str(c) for c in row) + "\n")
+    png = os.path.join(img_dir, f"{name}.png")
+    head = (f"set terminal pngcairo size 900,420 font 'sans,10'\nset output '{png}'\n"
+            f"datafile = '{data}'\n")
+    try:
+        subprocess.run(["gnuplot"], input=head + script, text=True, check=True,
+                       capture_output=True)
+    except subprocess.CalledProcessError as e:
+        notes.append(f"(No plot: gnuplot failed: {e.stderr.strip()[:200]})")
+        return None
+    finally:
+        os.remove(data)
+    return f"![{name}](img/{name}.png)"
+
+
+def verdict(ok, value, limit, fmt="{:.3f}", higher_is_better=True):
+    if ok:
+        return "met"
+    gap = (limit - value) if higher_is_better else (value - limit)
+    return f"**missed by {fmt.format(gap)}**"
+
+
+BAR_PLOT = """
+set style data histogram
+set style histogram errorbars gap 2 lw 1
+set style fill solid 0.6 border -1
+set ylabel 'ratio to baseline (median of rounds; bars: min-max)'
+set yrange [{ymin}:{ymax}]
+set grid ytics
+set key outside right
+set xtics noenhanced
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2
+set title '{title}' noenhanced
+plot {series}
+"""
+
+
+def bar_script(title, labels, ymin, ymax):
+    series = ", ".join(
+        f"datafile using {2 + 3 * i}:{3 + 3 * i}:{4 + 3 * i}{':xtic(1)' if i == 0 else ''} title '{label}'"
+        for i, label in enumerate(labels))
+    return BAR_PLOT.format(title=title, ymin=ymin, ymax=ymax, series=series)
+
+
+def header(title, machine, text):
+    return [f"## {title}", "", machine, "", *text, ""]
+
+
+def smoke_note(mode, lines):
+    if mode == "smoke":
+        lines += ["", "*Smoke run: tiny and short; these numbers only show that the harness works.*"]
+
+
+# What the plugin can cost at most per message, from the `decisions` part, to read the targets by.
+EXPECTED_COST = [
+    "What the counts say (the `broker_cost` section of 2026-11-28, under callgrind, free of the",
+    "machine's noise): per delivered message the broker's main thread runs about 26,600 instructions without",
+    "authorization; `acl_file` adds about 2,500, dynsec about 1,700 and the plugin about 5,000, two",
+    "decisions of about 2,000 each (`Snapshot::check_access`, three quarters of it `acl::evaluate`",
+    "substituting and matching `devices/%d/#` on every call) plus the callback. So the plugin's",
+    "CPU per message is about 19 % above the baseline's by construction, and the 3 % target is",
+    "missed for that reason, not only through noise; `bench/README.md` says what would close it.",
+    "Throughput is less affected than CPU because the broker and the load generator share the two",
+    "cores with other builds: single rounds swing by a factor of two, which is why the pooled",
+    "figures and the min–max ranges are given.",
+]
+
+
+def throughput(mode, out, img_dir, machine, directory, rounds, connections, seconds, rate):
+    rounds = int(rounds)
+    setups = ["baseline", "acl_file", "dynsec", "onboard"]
+    lines = header("Broker throughput under four access-control set-ups (issue 7)", machine, [
+        f"Debian's `/usr/sbin/mosquitto` 2.0.11, one mTLS listener on 127.0.0.1, {connections}",
+        "connections of `onboard_loadgen` (one per device certificate, P-256, from onboardctl's CA).",
+        "Each connection subscribes to `devices/<id>/#` and publishes 64-byte messages to",
+        "`devices/<id>/load`, so every message costs one write and one read decision; it is the only",
+        "traffic that `devices/%u/#` permits in all four set-ups (a device may not read another's",
+        "subtree, and a client id, the device id, can hold one connection only). Flat out: each",
+        "connection keeps 8 messages in flight. The four brokers run side by side, all connected;",
+        f"the load moves from one to the next: per turn 1 s to settle, then {seconds} s measured,",
+        f"{rounds} rounds, the order rotated every round. Broker CPU is its utime + stime",
+        "from `/proc/PID/stat` over the measured seconds (10 ms ticks). Latency: QoS 1 at a fixed",
+        f"{rate} msgs/s in all, publish to delivery, in the same process clock.",
+        "",
+        "Set-ups: *baseline* `use_identity_as_username true`, no ACL; *acl_file* the same plus",
+        "`pattern readwrite devices/%u/#`; *dynsec* the same plus `mosquitto_dynamic_security.so`",
+        "with one client (no password: the broker never asks dynsec to authenticate in identity mode)",
+        "and one role per device; *onboard* `use_identity_as_username false` and",
+        "`mosquitto_onboard.so` with the registry's default rule `allow readwrite devices/%d/#`.",
+        "Ratios are per round to that round's baseline: median (min–max); *pooled* divides the",
+        "totals over all rounds (messages over seconds, broker CPU over messages), the steadier",
+        "figure when single rounds swing.",
+    ])
+    # The enforcement check of round 1: without it a set-up that silently allowed everything
+    # (a dynsec client not found, say) would look fast for the wrong reason.
+    lines += ["Enforcement check (before the rounds): device A subscribes to and publishes into device B's",
+              "subtree; B's own publish is the control. (`acl_file` grants every subscription and",
+              "filters on delivery instead; the message not reaching B is what counts.)", "",
+              "| set-up | A's subscription granted | A's message reached B | B's own message delivered |",
+              "|---|---|---|---|"]
+    broken = []
+    for setup in setups:
+        path = os.path.join(directory, f"check-{setup}.txt")
+        if not os.path.exists(path):
+            continue
+        c = read_result(path)
+        yes = lambda key: "yes" if c.get(key) else "no"
+        lines.append(f"| {SETUP_NAMES[setup]} | {yes('foreign_subscribe_granted')} | "
+                     f"{yes('foreign_publish_delivered')} | {yes('own_publish_delivered')} |")
+        # acl_file grants every subscription and checks on delivery instead (Mosquitto 2.0), so
+        # enforcement is: the foreign message never reaches B.
+        enforced = not c.get("foreign_publish_delivered")
+        if not c.get("own_publish_delivered") or (setup != "baseline" and not enforced):
+            broken.append(setup)
+    lines.append("")
+    if broken:
+        lines += [f"**Enforcement check failed for: {', '.join(broken)}.**", ""]
+    lines += [
+        "| load | set-up | delivered msgs/s | ratio to baseline | pooled | broker CPU µs/msg | CPU ratio | pooled |",
+        "|---|---|---:|---|---:|---:|---|---:|",
+    ]
+    stats = {}
+    for load, title in (("qos0", "QoS 0 flat out"), ("qos1", "QoS 1 flat out")):
+        base_rate = per_round(directory, rounds, "baseline", load, "msgs_per_s")
+        base_cpu = per_round(directory, rounds, "baseline", load, "cpu_us_per_msg")
+        base_pool = pooled(directory, rounds, "baseline", load)
+        for setup in setups:
+            r = per_round(directory, rounds, setup, load, "msgs_per_s")
+            c = per_round(directory, rounds, setup, load, "cpu_us_per_msg")
+            pool = pooled(directory, rounds, setup, load)
+            stats[(load, setup)] = (summary(ratios(r, base_rate)), summary(ratios(c, base_cpu)), r)
+            lines.append(f"| {title} | {SETUP_NAMES[setup]} | {median(r):,.0f} | "
+                         f"{fmt_ratio(stats[(load, setup)][0]) if setup != 'baseline' else '1'} | "
+                         f"{pool[0] / base_pool[0]:.3f} | {median(c):.2f} | "
+                         f"{fmt_ratio(stats[(load, setup)][1]) if setup != 'baseline' else '1'} | "
+                         f"{pool[1] / base_pool[1]:.3f} |")
+    lines += ["", f"Latency at {rate} msgs/s (QoS 1), medians over rounds:", "",
+              "| set-up | p50 µs | p99 µs | p50 ratio | p99 ratio |", "|---|---:|---:|---|---|"]
+    base50 = per_round(directory, rounds, "baseline", "latency", "p50_us")
+    base99 = per_round(directory, rounds, "baseline", "latency", "p99_us")
+    for setup in setups:
+        p50 = per_round(directory, rounds, setup, "latency", "p50_us")
+        p99 = per_round(directory, rounds, setup, "latency", "p99_us")
+        lines.append(f"| {SETUP_NAMES[setup]} | {median(p50):,.0f} | {median(p99):,.0f} | "
+                     f"{fmt_ratio(summary(ratios(p50, base50)))} | {fmt_ratio(summary(ratios(p99, base99)))} |")
+    lines.append("")
+
+    # Issue 7's targets.
+    checks = []
+    for load in ("qos0", "qos1"):
+        s = stats[(load, "onboard")][0]
+        if s:
+            checks.append(f"{load.upper()} throughput, onboard / baseline = {s[0]:.3f} (target ≥ 0.97): "
+                          + verdict(s[0] >= 0.97, s[0], 0.97))
+        for other in ("acl_file", "dynsec"):
+            rel = summary(ratios(stats[(load, "onboard")][2], stats[(load, other)][2]))
+            if rel:
+                checks.append(f"{load.upper()} throughput, onboard / {other} = {rel[0]:.3f} (target: no "
+                              "worse, read as ≥ 0.97 given the rounds' spread): "
+                              + verdict(rel[0] >= 0.97, rel[0], 0.97))
+        c = stats[(load, "onboard")][1]
+        if c:
+            checks.append(f"{load.upper()} broker CPU per message, onboard / baseline = {c[0]:.3f} (target ≤ 1.03): "
+                          + verdict(c[0] <= 1.03, c[0], 1.03, higher_is_better=False))
+    if mode != "smoke":
+        lines += ["Targets (at the fixture's registry of about 1k devices):", ""]
+        lines += [f"- {c}" for c in checks]
+        lines += ["", *EXPECTED_COST, ""]
+
+    notes = []
+    rows = []
+    for setup in setups[1:]:
+        row = [setup]
+        for key in (("qos0", 0), ("qos1", 0), ("qos0", 1), ("qos1", 1)):
+            s = stats[(key[0], setup)][key[1]] or (float("nan"),) * 3
+            row += [f"{s[0]:.4f}", f"{s[1]:.4f}", f"{s[2]:.4f}"]
+        rows.append(row)
+    all_values = [float(v) for row in rows for v in row[1:] if v != "nan"]
+    img = plot(img_dir if mode != "smoke" else os.path.dirname(out), "broker-throughput", rows,
+               bar_script("throughput and broker CPU per message, ratio to baseline",
+                          ["QoS 0 msgs/s", "QoS 1 msgs/s", "QoS 0 CPU/msg", "QoS 1 CPU/msg"],
+                          round(min(all_values + [1]) - 0.05, 2), round(max(all_values + [1]) + 0.05, 2)),
+               notes)
+    if img and mode != "smoke":
+        lines += [img, ""]
+    lines += notes
+    smoke_note(mode, lines)
+    return lines
+
+
+def connect_storm(mode, out, img_dir, machine, directory, rounds, count, concurrency):
+    rounds = int(rounds)
+    setups = ["baseline", "acl_file", "dynsec", "onboard"]
+    lines = header("Connect storm under four access-control set-ups (issue 7)", machine, [
+        f"The same broker, listener and set-ups as the throughput section. `onboard_loadgen storm`",
+        f"makes {count} mTLS connects (TCP, TLS 1.3 handshake with a P-256 client certificate, MQTT",
+        f"CONNECT/CONNACK, then DISCONNECT), {concurrency} under way at once, cycling through the",
+        f"fixture's devices; the four brokers run side by side and the storms move from one to the",
+        f"next, {rounds} rounds, the order rotated each round. Refused: a CONNACK other",
+        "than 0 or a connection closed before its CONNACK. The load generator sets up a TLS context",
+        "and does the client side of each handshake on one thread, so the rate is shared between it and",
+        "the broker; the broker's CPU per connect (`/proc/PID/stat`) shows the broker's side alone.",
+    ])
+    lines += ["| set-up | connects/s | ratio to baseline | broker CPU µs/connect | CPU ratio | refused | timed out |",
+              "|---|---:|---|---:|---|---:|---:|"]
+    base_cpu = per_round(directory, rounds, "baseline", None, "cpu_us_per_connect")
+    base = per_round(directory, rounds, "baseline", None, "connects_per_s")
+    stats = {}
+    for setup in setups:
+        r = per_round(directory, rounds, setup, None, "connects_per_s")
+        refused = sum(v or 0 for v in per_round(directory, rounds, setup, None, "refused"))
+        timed_out = sum(v or 0 for v in per_round(directory, rounds, setup, None, "timed_out"))
+        cpu = per_round(directory, rounds, setup, None, "cpu_us_per_connect")
+        stats[setup] = summary(ratios(r, base))
+        cpu_stats = summary(ratios(cpu, base_cpu))
+        lines.append(f"| {SETUP_NAMES[setup]} | {median(r):,.1f} | "
+                     f"{fmt_ratio(stats[setup]) if setup != 'baseline' else '1'} | {median(cpu):,.0f} | "
+                     f"{fmt_ratio(cpu_stats) if setup != 'baseline' else '1'} | {refused:.0f} | {timed_out:.0f} |")
+    lines.append("")
+    s = stats["onboard"]
+    if s and mode != "smoke":
+        lines += [f"- Connect rate, onboard / baseline = {s[0]:.3f} (target ≥ 0.95): "
+                  + verdict(s[0] >= 0.95, s[0], 0.95), ""]
+    notes = []
+    rows = [[setup, f"{stats[setup][0]:.4f}", f"{stats[setup][1]:.4f}", f"{stats[setup][2]:.4f}"]
+            for setup in setups[1:] if stats[setup]]
+    vals = [float(v) for row in rows for v in row[1:]]
+    img = plot(img_dir if mode != "smoke" else os.path.dirname(out), "broker-connect-storm", rows,
+               bar_script("mTLS connects per second, ratio to baseline", ["connects/s"],
+                          round(min(vals + [1]) - 0.05, 2), round(max(vals + [1]) + 0.05, 2)), notes)
+    if img and mode != "smoke":
+        lines += [img, ""]
+    lines += notes
+    smoke_note(mode, lines)
+    return lines
+
+
+def broker_scale(mode, out, img_dir, machine, directory, rounds, connections, seconds, setups):
+    rounds = int(rounds)
+    setups = setups.split()
+    sizes = [s.split("@")[1] for s in setups if "@" in s]
+    lines = header("Broker throughput by registry size (issue 7)", machine, [
+        f"`mosquitto_onboard.so` over registries of {', '.join(f'{int(n):,}' for n in sizes)} devices",
+        f"(`onboard_registry_bench --fill`: each device with ten rules of its own, in ten type groups),",
+        f"beside the baseline (no authorization), all running side by side with the load moving from",
+        f"one to the next ({rounds} rounds, order rotated); the traffic always",
+        f"comes from {connections} devices registered by `onboardctl device register` in each registry,",
+        f"publishing to and subscribing on their own subtree as in the throughput section, {seconds} s",
+        "measured per turn. Ratios per round to that round's baseline: median (min–max); pooled:",
+        "totals over all rounds.",
+    ])
+    lines += ["| set-up | QoS 0 msgs/s | ratio | pooled | QoS 0 CPU µs/msg | CPU ratio | pooled | QoS 1 msgs/s | ratio | pooled |",
+              "|---|---:|---|---:|---:|---|---:|---:|---|---:|"]
+    stats = {}
+    for setup in setups:
+        cells = []
+        for load in ("qos0", "qos1"):
+            r = per_round(directory, rounds, setup, load, "msgs_per_s")
+            c = per_round(directory, rounds, setup, load, "cpu_us_per_msg")
+            rr = summary(ratios(r, per_round(directory, rounds, "baseline", load, "msgs_per_s")))
+            cr = summary(ratios(c, per_round(directory, rounds, "baseline", load, "cpu_us_per_msg")))
+            stats[(setup, load)] = (rr, cr)
+            pool, base_pool = pooled(directory, rounds, setup, load), pooled(directory, rounds, "baseline", load)
+            cells += [f"{median(r):,.0f}", fmt_ratio(rr) if setup != "baseline" else "1",
+                      f"{pool[0] / base_pool[0]:.3f}"]
+            if load == "qos0":
+                cells += [f"{median(c):.2f}", fmt_ratio(cr) if setup != "baseline" else "1",
+                          f"{pool[1] / base_pool[1]:.3f}"]
+        name = "baseline" if setup == "baseline" else f"onboard, {int(setup.split('@')[1]):,} devices"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if mode != "smoke":
+        for setup in setups[1:]:
+            n = int(setup.split("@")[1])
+            target = 0.95 if n >= 1_000_000 else 0.97 if n <= 1000 else None
+            if target is None:
+                continue
+            for load in ("qos0", "qos1"):
+                s = stats[(setup, load)][0]
+                if s:
+                    lines.append(f"- {load.upper()} throughput at {n:,} devices, onboard / baseline = {s[0]:.3f} "
+                                 f"(target ≥ {target}): " + verdict(s[0] >= target, s[0], target))
+        if "1000000" not in sizes:
+            lines.append("- The 0.95 target is set at 1M devices; this run stopped at "
+                         f"{int(sizes[-1]):,}.")
+        lines += [
+            "",
+            "What to expect: the `decisions` section puts one decision on a few hundred active devices",
+            "of a 1M registry at about 0.5 µs more than at 1k (the walk through shard, hash node, device",
+            "and rules out of memory), so two decisions per message add about 1 µs at 1M over 1k, on top",
+            "of the plugin's cost at 1k (about 5,000 instructions per message, 19 % of the baseline's;",
+            "see `broker_cost`). On this shared VM single rounds swing far more than either; the pooled",
+            "figures are the steadier read.",
+        ]
+        lines.append("")
+    notes = []
+    rows = []
+    for setup in setups[1:]:
+        row = [setup.split("@")[1]]
+        for load, i in (("qos0", 0), ("qos1", 0), ("qos0", 1)):
+            s = stats[(setup, load)][i] or (float("nan"),) * 3
+            row += [f"{s[0]:.4f}", f"{s[1]:.4f}", f"{s[2]:.4f}"]
+        rows.append(row)
+    vals = [float(v) for row in rows for v in row[1:] if v != "nan"]
+    img = plot(img_dir if mode != "smoke" else os.path.dirname(out), "broker-scale", rows, """
+set logscale x
+set xrange [500:2000000]
+set format x '%%.0f'
+set xlabel 'registered devices'
+set ylabel 'ratio to baseline (median; bars: min-max)'
+set grid
+set key outside right
+set yrange [%s:%s]
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2
+set title 'mosquitto_onboard by registry size, ratio to baseline' noenhanced
+plot datafile using 1:2:3:4 with yerrorlines title 'QoS 0 msgs/s', \\
+     datafile using 1:5:6:7 with yerrorlines title 'QoS 1 msgs/s', \\
+     datafile using 1:8:9:10 with yerrorlines title 'QoS 0 CPU/msg'
+""" % (round(min(vals + [1]) - 0.05, 2), round(max(vals + [1]) + 0.05, 2)), notes)
+    if img and mode != "smoke":
+        lines += [img, ""]
+    lines += notes
+    smoke_note(mode, lines)
+    return lines
+
+
+def revocation(mode, out, img_dir, machine, directory, connections, rate):
+    result = read_result(os.path.join(directory, "revocation.txt"))
+    latencies = []
+    for line in result["lines"]:
+        parts = line.split()
+        if parts[0] == "revocation" and parts[2] != "not_closed":
+            latencies.append(float(parts[2]))
+    latencies.sort()
+    n = len(latencies)
+
+    def pct(p):
+        return latencies[min(n - 1, int(p * (n - 1) + 0.5))] if n else float("nan")
+
+    lines = header("Revocation under load (issue 7)", machine, [
+        f"`mosquitto_onboard.so` (default `refresh_interval_ms` 50) with {result.get('connections', 0):.0f}",
+        f"devices connected over mTLS and QoS 0 traffic flowing at {rate} msgs/s in all (each device",
+        "to its own subtree). The load generator revokes devices one at a time by running",
+        "`onboardctl device revoke ID` (which commits, rewrites the CRL and exits) and measures from",
+        "the command's exit to its own client of that device seeing the connection closed; then it",
+        "reconnects with the revoked certificate, which must be refused. Negative times: the broker",
+        "closed the connection before the command had exited (after its commit, while it wrote the CRL).",
+    ])
+    lines += [
+        "| revocations | p50 ms | p99 ms | max ms | not closed within 3 s | reconnect accepted | other clients closed | failed commands |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {n} | {pct(0.5):.1f} | {pct(0.99):.1f} | {max(latencies) if n else float('nan'):.1f} | "
+        f"{result.get('not_closed', 0):.0f} | {result.get('reconnect_accepted', 0):.0f} | "
+        f"{result.get('other_closed', 0):.0f} | {result.get('failed_commands', 0):.0f} |",
+        "",
+    ]
+    if mode != "smoke" and n:
+        lines += [
+            f"- p99 {pct(0.99):.1f} ms (target ≤ 250 ms): " + verdict(pct(0.99) <= 250, pct(0.99), 250, "{:.1f} ms", False),
+            f"- max {max(latencies):.1f} ms (target < 1000 ms): "
+            + verdict(max(latencies) < 1000, max(latencies), 1000, "{:.1f} ms", False),
+            f"- every revoked device's reconnect refused: "
+            + ("met" if result.get("reconnect_accepted", 1) == 0 and result.get("not_closed", 1) == 0
+               else "**missed**"),
+            "",
+        ]
+    notes = []
+    rows = [[f"{v:.3f}", f"{(i + 1) / n:.4f}"] for i, v in enumerate(latencies)]
+    if rows:
+        img = plot(img_dir if mode != "smoke" else os.path.dirname(out), "broker-revocation", rows, """
+set xlabel 'ms from onboardctl exit to connection closed'
+set ylabel 'fraction of revocations'
+set grid
+set key off
+set yrange [0:1]
+set title 'revocation to disconnect under load (CDF)'
+plot datafile using 1:2 with steps lw 2
+""", notes)
+        if img and mode != "smoke":
+            lines += [img, ""]
+    lines += notes
+    smoke_note(mode, lines)
+    return lines
+
+
+def callgrind_total(path):
+    """The instructions a callgrind profile counted (its "totals:" or "summary:" line); 0 for a
+    file callgrind left empty (a thread that never existed)."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("totals:", "summary:")):
+                return int(line.split()[1])
+    return 0
+
+
+def thread_totals(directory, name):
+    """(main thread, all other threads) instructions of one run, from --separate-threads files."""
+    main = callgrind_total(os.path.join(directory, f"{name}.callgrind-01"))
+    others = sum(callgrind_total(os.path.join(directory, f"{name}.callgrind-0{t}")) for t in (2, 3, 4))
+    if main == 0:
+        raise SystemExit(f"broker_cost: no main-thread profile for {name}")
+    return main, others
+
+
+def broker_cost(mode, out, img_dir, machine, directory, connections, seconds, low, high):
+    setups = ["baseline", "acl_file", "dynsec", "onboard"]
+    lines = header("Broker instructions per delivered message (issue 7)", machine, [
+        "The same four set-ups as the throughput section, each broker run under callgrind",
+        f"(`valgrind --tool=callgrind --separate-threads=yes`) twice for {seconds} s measured with",
+        f"{connections} connections, at {low} and at {high} msgs/s (QoS 0, 64 bytes, each device to its",
+        "own subtree), both well below what the slowed-down broker can take, so that every message",
+        "is delivered and handled alike. On the broker's main thread, where every message and every",
+        "ACL check is handled, the difference in instructions over the difference in delivered",
+        "messages is the cost per message; start-up, TLS handshakes, subscriptions, shutdown and the",
+        "work done by the clock (ticks, timers) cancel out. Other threads (the plugin's registry",
+        "watcher) work by the clock: their instructions are given per second of the low-rate",
+        "broker's life.",
+        "Instruction counts do not depend on the load of the machine, so this is the steady",
+        "counterpart of the CPU-per-message columns; it does not see cache misses.",
+    ])
+    lines += ["| set-up | main thread: instructions per message | ratio to baseline | "
+              "other threads: instructions per second | messages (low, high) |",
+              "|---|---:|---:|---:|---|"]
+    per_message = {}
+    for setup in setups:
+        if not os.path.exists(os.path.join(directory, f"{setup}-high.txt")):
+            continue
+        main_low, others_low = thread_totals(directory, f"{setup}-low")
+        main_high, _ = thread_totals(directory, f"{setup}-high")
+        d_low = results(os.path.join(directory, f"{setup}-low.txt"))[(setup, 1)]["delivered"]
+        d_high = results(os.path.join(directory, f"{setup}-high.txt"))[(setup, 1)]["delivered"]
+        if d_high <= d_low:
+            raise SystemExit(f"broker_cost: {setup}: the high rate delivered no more than the low one")
+        per_message[setup] = (main_high - main_low) / (d_high - d_low)
+        ratio = per_message[setup] / per_message["baseline"] if "baseline" in per_message else float("nan")
+        # Clock-driven threads run for the broker's whole life (start-up under valgrind included).
+        lifetime = os.path.join(directory, f"{setup}-low.lifetime_us")
+        alive_s = int(open(lifetime).read()) / 1e6 if os.path.exists(lifetime) else float(seconds)
+        lines.append(f"| {SETUP_NAMES[setup]} | {per_message[setup]:,.0f} | {ratio:.3f} | "
+                     f"{others_low / alive_s:,.0f} | {d_low:,.0f}, {d_high:,.0f} |")
+    lines.append("")
+    if mode != "smoke" and "onboard" in per_message and "baseline" in per_message:
+        r = per_message["onboard"] / per_message["baseline"]
+        lines += [f"- Broker main-thread instructions per message, onboard / baseline = {r:.3f} (the CPU "
+                  "target, ≤ 1.03, read in instructions): " + verdict(r <= 1.03, r, 1.03, higher_is_better=False),
+                  "", "Where the instructions go, and what would bring the decision cost down, is in",
+                  "`bench/README.md` (section on the broker numbers).", ""]
+    smoke_note(mode, lines)
+    return lines
+
+
+PARTS = {"throughput": throughput, "broker_cost": broker_cost, "connect_storm": connect_storm, "broker_scale": broker_scale,
+         "revocation": revocation}
+
+
+def main():
+    part, mode, out, img_dir, machine, *args = sys.argv[1:]
+    lines = PARTS[part](mode, out, img_dir, machine, *args)
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
