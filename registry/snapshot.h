@@ -97,6 +97,8 @@ class Snapshot {
 
   std::int64_t change_seq() const noexcept { return change_seq_; }
   std::size_t device_count() const noexcept { return device_count_; }
+  // Distinct rule patterns held by this snapshot's pool (some may be only in older snapshots).
+  std::size_t distinct_patterns() const { return patterns_->size(); }
 
   // Decision table, in order (the first that applies decides):
   //  1. stale registry → registry_stale (fail closed: the registry may have revoked this device)
@@ -124,11 +126,15 @@ class Snapshot {
       return std::hash<std::string_view>{}(s);
     }
   };
-  using DeviceShard =
-      std::unordered_map<std::string, std::shared_ptr<const DeviceAccess>, Hash, std::equal_to<>>;
+  // Keys view strings inside the device their entry holds (its id, a certificate's fingerprint):
+  // a key is valid exactly as long as its entry, and a second copy of every id and fingerprint
+  // would cost a heap string per device at a million devices. So an entry is only ever replaced
+  // whole (see `put` in snapshot.cpp), never by assigning another device under the old key.
+  using DeviceShard = std::unordered_map<std::string_view, std::shared_ptr<const DeviceAccess>,
+                                         Hash, std::equal_to<>>;
   // fingerprint → the owning device; the certificate record is found in the device.
-  using CertificateShard =
-      std::unordered_map<std::string, std::shared_ptr<const DeviceAccess>, Hash, std::equal_to<>>;
+  using CertificateShard = std::unordered_map<std::string_view, std::shared_ptr<const DeviceAccess>,
+                                              Hash, std::equal_to<>>;
   using Groups =
       std::unordered_map<std::string, std::shared_ptr<const GroupAccess>, Hash, std::equal_to<>>;
 
@@ -137,6 +143,11 @@ class Snapshot {
   std::array<std::shared_ptr<const DeviceShard>, kShards> devices_;
   std::array<std::shared_ptr<const CertificateShard>, kShards> certificates_;
   std::shared_ptr<const Groups> groups_;
+  // groups_'s "default", looked up once per snapshot instead of once per decision (nullptr: none).
+  const GroupAccess* default_group_ = nullptr;
+  // Every rule's pattern comes from here, so equal patterns share one node; passed on by
+  // with_changes.
+  std::shared_ptr<acl::PatternPool> patterns_;
   std::int64_t change_seq_ = 0;
   std::size_t device_count_ = 0;
 };
