@@ -119,7 +119,7 @@ acl::PatternPool fleet_patterns;
 
 acl::Rule rule(std::int64_t id, const std::string& pattern, std::uint8_t access, acl::Effect effect,
                int priority = 0) {
-  return acl::Rule{id, fleet_patterns.intern(std::string_view(pattern)), access, effect, priority};
+  return acl::Rule{id, fleet_patterns.intern_text(pattern), access, effect, priority};
 }
 
 DeviceAccess make_device(std::size_t i) {

@@ -111,7 +111,7 @@ class PatternPool {
     Pattern intern(const Pattern& pattern) { return pool_.intern_locked(pattern); }
     // The same, made from text only when the pool does not hold it yet: a loader that reads ten
     // million rules allocates one node per distinct pattern, not one per rule.
-    Pattern intern(std::string_view text) { return pool_.intern_locked(text); }
+    Pattern intern_text(std::string_view text) { return pool_.intern_locked(text); }
 
    private:
     PatternPool& pool_;
@@ -119,7 +119,7 @@ class PatternPool {
   };
 
   Pattern intern(const Pattern& pattern) { return Session(*this).intern(pattern); }
-  Pattern intern(std::string_view text) { return Session(*this).intern(text); }
+  Pattern intern_text(std::string_view text) { return Session(*this).intern_text(text); }
   std::size_t size() const;
 
  private:

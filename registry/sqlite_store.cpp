@@ -215,7 +215,7 @@ acl::Rule access_rule_from(const SQLite::Statement& s, int first,
   if (access < 1 || access > kAccessReadWrite) throw CorruptValue("an invalid access mask");
   const std::string_view effect = text_view(s, first + 3);
   if (effect != "allow" && effect != "deny") throw CorruptValue("an unknown rule effect");
-  return acl::Rule{s.getColumn(first).getInt64(), patterns.intern(text_view(s, first + 2)),
+  return acl::Rule{s.getColumn(first).getInt64(), patterns.intern_text(text_view(s, first + 2)),
                    static_cast<std::uint8_t>(access),
                    effect == "allow" ? acl::Effect::allow : acl::Effect::deny,
                    s.getColumn(first + 4).getInt()};
