@@ -28,9 +28,17 @@ struct Target {
     if (subscribe) filter_first_level = text.substr(0, text.find('/'));
   }
   std::string_view text;
-  detail::SplitTopic split;             // publish and read: the topic's levels
+  detail::SplitTopic split;             // publish and read: the topic's levels, and its validity
   std::string_view filter_first_level;  // subscribe
 };
+
+// Publish and read, for a well-formed pattern: is its first level a plain literal that differs
+// from the topic's? Then the match fails at once (the first step of match_topic_split), checked
+// here without the call.
+bool first_level_differs(const Pattern& pattern, std::string_view topic_first_level) noexcept {
+  const PatternLevel& first = pattern.levels().front();
+  return first.kind == LevelKind::literal && first.in(pattern.text()) != topic_first_level;
+}
 
 // Subscribe: can the pattern's first level alone rule the filter out? When it is a plain literal
 // and the filter's first level is another plain literal, neither covering nor intersecting can
@@ -51,9 +59,13 @@ bool applies(const Rule& rule, bool subscribe, const Target& target, const Subst
   if (!subscribe) {
     // Well-formed patterns compare pre-split levels; the rest (and topics too deep to split on the
     // stack) take the interpreted walk, which gives the same answers.
-    match = rule.pattern.well_formed() && target.split.fits()
-                ? detail::match_topic_split(rule.pattern, target.split, prepared)
-                : detail::match_topic(rule.pattern.text(), target.text, subs);
+    if (!rule.pattern.well_formed() || !target.split.fits()) {
+      match = detail::match_topic(rule.pattern.text(), target.text, subs);
+    } else if (first_level_differs(rule.pattern, target.split[0])) {
+      match = Match::no;  // most rules of a device differ from the topic right there
+    } else {
+      match = detail::match_topic_split(rule.pattern, target.split, prepared);
+    }
   } else if (first_level_excludes(rule.pattern, target.filter_first_level)) {
     match = Match::no;
   } else if (rule.effect == Effect::allow) {
@@ -135,11 +147,11 @@ Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access acc
   //  5. Nothing applies: no_match, which the caller treats as deny.
   const bool subscribe = access == kSubscribe;
   if (access != kPublish && access != kRead && !subscribe) return {Decision::deny, nullptr};
-  if (subscribe ? !is_valid_filter(topic_or_filter) : !is_valid_topic(topic_or_filter)) {
+  const Target target(topic_or_filter, subscribe);
+  if (subscribe ? !is_valid_filter(topic_or_filter) : !target.split.valid()) {
     return {Decision::deny, nullptr};
   }
 
-  const Target target(topic_or_filter, subscribe);
   const detail::PreparedSubstitutions prepared(subs);
   const Rule* best = nullptr;
   for (const std::span<const Rule> rules : rule_sets) {

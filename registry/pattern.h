@@ -143,6 +143,8 @@ class SplitTopic {
  public:
   static constexpr std::size_t kMaxLevels = 16;
   explicit SplitTopic(std::string_view topic) noexcept;
+  // is_valid_topic(topic), found in the same pass over the topic as the levels.
+  bool valid() const noexcept { return valid_; }
   bool fits() const noexcept { return fits_; }
   std::size_t size() const noexcept { return count_; }
   std::string_view operator[](std::size_t i) const noexcept { return levels_[i]; }
@@ -151,23 +153,28 @@ class SplitTopic {
  private:
   std::string_view levels_[kMaxLevels];
   std::size_t count_ = 0;
+  bool valid_ = true;
   bool fits_ = true;
   bool dollar_ = false;
 };
 
-// The substitutions of one decision, each checked for usability once instead of once per
-// placeholder per rule.
+// The substitutions of one decision, each checked for usability at most once instead of once per
+// placeholder per rule; a value no rule uses (most rules use only %d) is never checked.
 class PreparedSubstitutions {
  public:
-  explicit PreparedSubstitutions(const Substitutions& subs) noexcept;
+  explicit PreparedSubstitutions(const Substitutions& subs) noexcept
+      : values_{subs.device_id, subs.client_id, subs.username} {}
   // For 'd', 'c' or 'u' (a well-formed pattern has no other placeholder letter).
   std::string_view value(char letter) const noexcept { return values_[index(letter)]; }
-  bool usable(char letter) const noexcept { return usable_[index(letter)]; }
+  bool usable(char letter) const noexcept;
 
  private:
-  static std::size_t index(char letter) noexcept { return letter == 'd' ? 0 : letter == 'c' ? 1 : 2; }
+  enum class Usable : std::uint8_t { unknown, yes, no };
+  static std::size_t index(char letter) noexcept {
+    return letter == 'd' ? 0 : letter == 'c' ? 1 : 2;
+  }
   std::string_view values_[3];
-  bool usable_[3];
+  mutable Usable usable_[3] = {Usable::unknown, Usable::unknown, Usable::unknown};
 };
 
 // Same answers as match_topic(pattern.text(), topic, subs) for a well-formed pattern and a valid
