@@ -103,6 +103,22 @@ std::ostream& operator<<(std::ostream& out, const Pattern& pattern) {
 }
 
 Pattern PatternPool::intern_locked(const Pattern& pattern) {
+  // Nodes are at least 16-byte aligned: the low bits carry nothing.
+  std::optional<Recent>& recent = recent_[(pattern.node_address() >> 4) % recent_.size()];
+  if (recent && recent->input.shares_node_with(pattern)) return recent->pooled;
+  Pattern pooled = intern_by_text(pattern);
+  recent = Recent{pattern, pooled};
+  any_recent_ = true;
+  return pooled;
+}
+
+void PatternPool::forget_recent() noexcept {
+  if (!any_recent_) return;
+  for (auto& recent : recent_) recent.reset();
+  any_recent_ = false;
+}
+
+Pattern PatternPool::intern_by_text(const Pattern& pattern) {
   if (auto it = by_text_.find(pattern.text()); it != by_text_.end()) return it->second;
   sweep_if_grown();
   Pattern pooled = pattern;

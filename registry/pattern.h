@@ -10,11 +10,13 @@
 // pattern of a snapshot the same node.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <iosfwd>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -62,6 +64,8 @@ class Pattern {
   std::span<const PatternLevel> levels() const noexcept {
     return {node_->levels(), node_->level_count};
   }
+  // Which node this is: equal for patterns that share one (see shares_node_with).
+  std::uintptr_t node_address() const noexcept { return reinterpret_cast<std::uintptr_t>(node_); }
   // Do two patterns share one node (what PatternPool makes of equal texts)?
   bool shares_node_with(const Pattern& other) const noexcept { return node_ == other.node_; }
 
@@ -107,6 +111,9 @@ class PatternPool {
   class Session {
    public:
     explicit Session(PatternPool& pool) : pool_(pool), lock_(pool.mutex_) {}
+    ~Session() { pool_.forget_recent(); }
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
     // The pooled equivalent of `pattern` (the same text, the pool's node).
     Pattern intern(const Pattern& pattern) { return pool_.intern_locked(pattern); }
     // The same, made from text only when the pool does not hold it yet: a loader that reads ten
@@ -125,6 +132,8 @@ class PatternPool {
  private:
   Pattern intern_locked(const Pattern& pattern);
   Pattern intern_locked(std::string_view text);
+  void forget_recent() noexcept;
+  Pattern intern_by_text(const Pattern& pattern);
   // Drops patterns that no rule holds any more, once the pool has doubled since the last sweep:
   // amortised constant per intern, and a pool never grows past twice what is in use.
   void sweep_if_grown();
@@ -132,6 +141,17 @@ class PatternPool {
   mutable std::mutex mutex_;
   std::unordered_map<std::string_view, Pattern> by_text_;  // keys view their value's text
   std::size_t swept_size_ = 0;
+  // The nodes interned lately, by address: rules handed to a build were interned by the loader
+  // already, so most lookups are of a node seen a moment ago, and checking its address is cheaper
+  // than hashing its text (a million-device build interns ten million rules). Each entry holds its
+  // input node, so the address cannot be reused by another pattern while the entry lives; emptied
+  // when the session ends.
+  struct Recent {
+    Pattern input;
+    Pattern pooled;
+  };
+  std::array<std::optional<Recent>, 64> recent_;
+  bool any_recent_ = false;
 };
 
 namespace detail {

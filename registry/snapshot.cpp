@@ -15,15 +15,23 @@ const CertificateAccess* certificate_of(const DeviceAccess& device,
 
 // Puts `device` under `key`, a view into `device` itself, replacing any entry of that key whole:
 // assigning only the value would leave the old key viewing a device that may be freed.
+// Returns whether the key is new.
 template <class Index>
-void put(Index& index, std::string_view key, const std::shared_ptr<const DeviceAccess>& device) {
-  if (auto it = index.find(key); it != index.end()) index.erase(it);
-  index.emplace(key, device);
+bool put(Index& index, std::string_view key, const std::shared_ptr<const DeviceAccess>& device) {
+  auto [it, inserted] = index.try_emplace(key, device);
+  if (!inserted) {
+    index.erase(it);
+    index.emplace(key, device);
+  }
+  return inserted;
 }
 
-// Gives every rule the pool's node for its pattern, so equal patterns are held once.
+// Gives every rule the pool's node for its pattern, so equal patterns are held once, and trims the
+// rule list to its size: read row by row, ten rules had room for sixteen (400 bytes instead of 256
+// per device).
 void intern_rules(std::vector<acl::Rule>& rules, acl::PatternPool::Session& patterns) {
   for (auto& rule : rules) rule.pattern = patterns.intern(rule.pattern);
+  rules.shrink_to_fit();
 }
 
 }  // namespace
@@ -78,9 +86,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::vector<DeviceAccess> device
     for (const auto& cert : entry->certificates) {
       put(*cert_shards[shard_of(cert.sha256_fingerprint)], cert.sha256_fingerprint, entry);
     }
-    auto& shard = *device_shards[shard_of(entry->id)];
-    if (shard.find(entry->id) == shard.end()) ++snapshot->device_count_;
-    put(shard, entry->id, entry);
+    if (put(*device_shards[shard_of(entry->id)], entry->id, entry)) ++snapshot->device_count_;
   }
   for (std::size_t i = 0; i < kShards; ++i) {
     snapshot->devices_[i] = std::move(device_shards[i]);
