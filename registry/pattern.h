@@ -28,10 +28,10 @@ namespace onboard::acl {
 
 // What one level of a well-formed pattern is, decided once when the pattern is made.
 enum class LevelKind : std::uint8_t {
-  literal,   // plain bytes, compared as they are
-  template_, // holds %d, %c or %u: compared in place with the substitutions
-  plus,      // '+'
-  hash,      // '#', always the last level
+  literal,    // plain bytes, compared as they are
+  template_,  // holds %d, %c or %u: compared in place with the substitutions
+  plus,       // '+'
+  hash,       // '#', always the last level
 };
 
 struct PatternLevel {

@@ -226,8 +226,8 @@ acl::Evaluation Snapshot::check_access(std::string_view username, std::string_vi
   const DeviceAccess* device = find_device(username);
   if (device == nullptr) return acl::Evaluation{acl::Decision::deny, nullptr};
   const GroupAccess* type_group = device->type.empty() ? nullptr : find_group(device->type);
-  return check_device_access(*device, type_group, default_group_, username, client_id,
-                             access, topic_or_filter);
+  return check_device_access(*device, type_group, default_group_, username, client_id, access,
+                             topic_or_filter);
 }
 
 }  // namespace onboard::registry

@@ -711,8 +711,8 @@ void add_acl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         why = "rule " + std::to_string(evaluation.rule->id) + ": " +
               std::string(acl::to_string(evaluation.rule->effect)) + " " +
               acl::access_name(evaluation.rule->access) + " '" +
-              std::string(evaluation.rule->pattern.text()) +
-              "' priority " + std::to_string(evaluation.rule->priority);
+              std::string(evaluation.rule->pattern.text()) + "' priority " +
+              std::to_string(evaluation.rule->priority);
       if (o->json_out) {
         json out{{"device", o->device},
                  {"access", o->access},

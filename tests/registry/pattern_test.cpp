@@ -42,18 +42,18 @@ std::string join(std::mt19937& rng, const std::vector<std::string>& vocabulary, 
 
 // Pattern levels: literals, placeholders alone and inside text, wildcards, '$' and empty levels,
 // and malformed ones (wildcards inside a level, a bad placeholder letter, a lone '%').
-const std::vector<std::string> kPatternLevels{
-    "a",  "dev1", "%d", "%c",  "%u",   "x%dy", "%d%c", "+",   "#",     "",
-    "$s", "$",    "a+", "#a",  "%x",   "%",    "%%d",  "d%d", "%d-%u", "dev1x"};
+const std::vector<std::string> kPatternLevels{"a",  "dev1", "%d",  "%c",  "%u",    "x%dy", "%d%c",
+                                              "+",  "#",    "",    "$s",  "$",     "a+",   "#a",
+                                              "%x", "%",    "%%d", "d%d", "%d-%u", "dev1x"};
 // Topic and filter levels: the substitution values below, near misses, '$' and empty levels.
-const std::vector<std::string> kTargetLevels{"a",   "dev1", "dev2",   "xdev1y", "dev1dev1",
-                                             "",    "$s",   "$",      "ddev1",  "dev1-dev1",
-                                             "+",   "#",    "dev1x",  "b"};
+const std::vector<std::string> kTargetLevels{"a", "dev1", "dev2",  "xdev1y", "dev1dev1",
+                                             "",  "$s",   "$",     "ddev1",  "dev1-dev1",
+                                             "+", "#",    "dev1x", "b"};
 // Usable and unusable substitution values (empty, or holding '/', '+' or '#').
-const std::vector<Substitutions> kSubstitutions{
-    {"dev1", "dev1", "dev1"}, {"dev1", "dev2", "dev1"}, {"dev1", "", "dev1"},
-    {"dev1", "a/b", "dev1"},  {"de+v", "dev1", "dev1"}, {"dev1", "dev1", "#"},
-    {"$s", "dev1", "dev1"}};
+const std::vector<Substitutions> kSubstitutions{{"dev1", "dev1", "dev1"}, {"dev1", "dev2", "dev1"},
+                                                {"dev1", "", "dev1"},     {"dev1", "a/b", "dev1"},
+                                                {"de+v", "dev1", "dev1"}, {"dev1", "dev1", "#"},
+                                                {"$s", "dev1", "dev1"}};
 
 // The decision table of acl::evaluate, written out over the interpreted matchers of topic.h.
 Evaluation reference_evaluate(std::span<const std::span<const Rule>> rule_sets, Access access,
@@ -71,8 +71,7 @@ Evaluation reference_evaluate(std::span<const std::span<const Rule>> rule_sets, 
                           : rule.effect == Effect::allow
                               ? detail::match_covers(pattern, target, subs)
                               : detail::match_intersects(pattern, target, subs);
-      const bool applies =
-          rule.effect == Effect::allow ? match == Match::yes : match != Match::no;
+      const bool applies = rule.effect == Effect::allow ? match == Match::yes : match != Match::no;
       if (!applies) continue;
       if (best == nullptr || rule.priority > best->priority ||
           (rule.priority == best->priority && rule.effect == Effect::deny &&
@@ -99,10 +98,9 @@ TEST_CASE("a pattern is split into levels of the kind each one is", "[pattern]")
 }
 
 TEST_CASE("a pattern the interpreted matchers could find malformed has no levels", "[pattern]") {
-  for (const std::string& text :
-       {std::string(), std::string("a/#/b"), std::string("a+/b"), std::string("a/b#"),
-        std::string("x/%"), std::string("x/%q"), std::string("a\0b", 3),
-        std::string(kMaxTopicLength + 1, 'a')}) {
+  for (const std::string& text : {std::string(), std::string("a/#/b"), std::string("a+/b"),
+                                  std::string("a/b#"), std::string("x/%"), std::string("x/%q"),
+                                  std::string("a\0b", 3), std::string(kMaxTopicLength + 1, 'a')}) {
     CAPTURE(text.size());
     const Pattern pattern(text);
     CHECK_FALSE(pattern.well_formed());
@@ -144,8 +142,11 @@ TEST_CASE("a snapshot shares one node per distinct pattern, also with later snap
           "[pattern][snapshot]") {
   using namespace onboard::registry;
   auto device = [](std::string id, std::int64_t rule_id, std::string pattern) {
-    return DeviceAccess{std::move(id), DeviceStatus::active, "sensor",
-                        {Rule{rule_id, Pattern(pattern), kPublish, Effect::allow, 0}}, {}};
+    return DeviceAccess{std::move(id),
+                        DeviceStatus::active,
+                        "sensor",
+                        {Rule{rule_id, Pattern(pattern), kPublish, Effect::allow, 0}},
+                        {}};
   };
   std::vector<DeviceAccess> devices;
   devices.push_back(device("a", 1, "telemetry/%d"));
@@ -210,10 +211,10 @@ TEST_CASE("acl::evaluate decides as its decision table over the interpreted matc
     std::vector<Rule> group;
     for (auto* rules : {&own, &group}) {
       for (int r = rule_count(rng); r > 0; --r) {
-        rules->push_back(Rule{static_cast<std::int64_t>(rules->size() + 1 + 100 * (rules == &group)),
-                              Pattern(join(rng, kPatternLevels, 4)),
-                              static_cast<std::uint8_t>(access_mask(rng)),
-                              coin(rng) != 0 ? Effect::allow : Effect::deny, priority(rng)});
+        rules->push_back(
+            Rule{static_cast<std::int64_t>(rules->size() + 1 + 100 * (rules == &group)),
+                 Pattern(join(rng, kPatternLevels, 4)), static_cast<std::uint8_t>(access_mask(rng)),
+                 coin(rng) != 0 ? Effect::allow : Effect::deny, priority(rng)});
       }
     }
     const std::span<const Rule> sets[] = {own, group};
