@@ -113,9 +113,13 @@ std::string hex(std::size_t value, int width, bool upper) {
 }
 std::string fingerprint_of(std::size_t i) { return hex(i + 1, 64, false); }
 
-acl::Rule rule(std::int64_t id, std::string pattern, std::uint8_t access, acl::Effect effect,
+// The fleet's patterns are interned as Store::read_access interns them, so that the values handed
+// to Snapshot::build look like what the loader hands it (one node per distinct pattern).
+acl::PatternPool fleet_patterns;
+
+acl::Rule rule(std::int64_t id, const std::string& pattern, std::uint8_t access, acl::Effect effect,
                int priority = 0) {
-  return acl::Rule{id, std::move(pattern), access, effect, priority};
+  return acl::Rule{id, fleet_patterns.intern_text(pattern), access, effect, priority};
 }
 
 DeviceAccess make_device(std::size_t i) {
@@ -209,7 +213,7 @@ class SqliteFleet {
           group_rule.reset();
           group_rule.bind(1, g.name);
           group_rule.bind(2, r.access);
-          group_rule.bind(3, r.pattern);
+          group_rule.bind(3, std::string(r.pattern.text()));
           group_rule.bind(4, r.effect == acl::Effect::allow ? "allow" : "deny");
           group_rule.bind(5, r.priority);
           group_rule.bind(6, kNow);
@@ -250,7 +254,7 @@ class SqliteFleet {
         device_rule.reset();
         device_rule.bind(1, d.id);
         device_rule.bind(2, r.access);
-        device_rule.bind(3, r.pattern);
+        device_rule.bind(3, std::string(r.pattern.text()));
         device_rule.bind(4, r.effect == acl::Effect::allow ? "allow" : "deny");
         device_rule.bind(5, r.priority);
         device_rule.bind(6, kNow);
@@ -519,7 +523,7 @@ void fill_registry(const std::filesystem::path& path, std::size_t n, std::size_t
     else
       rule_insert.bind(2);
     rule_insert.bind(3, r.access);
-    rule_insert.bind(4, r.pattern);
+    rule_insert.bind(4, std::string(r.pattern.text()));
     rule_insert.bind(5, r.effect == acl::Effect::allow ? "allow" : "deny");
     rule_insert.bind(6, r.priority);
     rule_insert.bind(7, now);

@@ -21,17 +21,57 @@ bool could_overrule(const Rule& rule, const Rule* best) noexcept {
          best->effect == Effect::allow;
 }
 
+// What a decision works out once about its topic or filter, instead of once per rule.
+struct Target {
+  explicit Target(std::string_view topic_or_filter, bool subscribe) noexcept
+      : text(topic_or_filter), split(subscribe ? std::string_view() : topic_or_filter) {
+    if (subscribe) filter_first_level = text.substr(0, text.find('/'));
+  }
+  std::string_view text;
+  detail::SplitTopic split;             // publish and read: the topic's levels, and its validity
+  std::string_view filter_first_level;  // subscribe
+};
+
+// Publish and read, for a well-formed pattern: is its first level a plain literal that differs
+// from the topic's? Then the match fails at once (the first step of match_topic_split), checked
+// here without the call.
+bool first_level_differs(const Pattern& pattern, std::string_view topic_first_level) noexcept {
+  const PatternLevel& first = pattern.levels().front();
+  return first.kind == LevelKind::literal && first.in(pattern.text()) != topic_first_level;
+}
+
+// Subscribe: can the pattern's first level alone rule the filter out? When it is a plain literal
+// and the filter's first level is another plain literal, neither covering nor intersecting can
+// hold (topic.cpp's walks compare those two levels first and stop on a difference).
+bool first_level_excludes(const Pattern& pattern, std::string_view filter_first_level) noexcept {
+  if (!pattern.well_formed()) return false;
+  const PatternLevel& first = pattern.levels().front();
+  if (first.kind != LevelKind::literal) return false;
+  if (filter_first_level == "+" || filter_first_level == "#") return false;
+  return first.in(pattern.text()) != filter_first_level;
+}
+
 // An allow must be certain to apply; a deny applies unless it is certain not to. So an
 // undecidable match (malformed pattern, unusable substitution) never grants and never lifts a deny.
-bool applies(const Rule& rule, bool subscribe, std::string_view topic_or_filter,
-             const Substitutions& subs) noexcept {
+bool applies(const Rule& rule, bool subscribe, const Target& target, const Substitutions& subs,
+             const detail::PreparedSubstitutions& prepared) noexcept {
   Match match = Match::no;
   if (!subscribe) {
-    match = detail::match_topic(rule.pattern, topic_or_filter, subs);
+    // Well-formed patterns compare pre-split levels; the rest (and topics too deep to split on the
+    // stack) take the interpreted walk, which gives the same answers.
+    if (!rule.pattern.well_formed() || !target.split.fits()) {
+      match = detail::match_topic(rule.pattern.text(), target.text, subs);
+    } else if (first_level_differs(rule.pattern, target.split[0])) {
+      match = Match::no;  // most rules of a device differ from the topic right there
+    } else {
+      match = detail::match_topic_split(rule.pattern, target.split, prepared);
+    }
+  } else if (first_level_excludes(rule.pattern, target.filter_first_level)) {
+    match = Match::no;
   } else if (rule.effect == Effect::allow) {
-    match = detail::match_covers(rule.pattern, topic_or_filter, subs);
+    match = detail::match_covers(rule.pattern.text(), target.text, subs);
   } else {
-    match = detail::match_intersects(rule.pattern, topic_or_filter, subs);
+    match = detail::match_intersects(rule.pattern.text(), target.text, subs);
   }
   return rule.effect == Effect::allow ? match == Match::yes : match != Match::no;
 }
@@ -107,15 +147,17 @@ Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access acc
   //  5. Nothing applies: no_match, which the caller treats as deny.
   const bool subscribe = access == kSubscribe;
   if (access != kPublish && access != kRead && !subscribe) return {Decision::deny, nullptr};
-  if (subscribe ? !is_valid_filter(topic_or_filter) : !is_valid_topic(topic_or_filter)) {
+  const Target target(topic_or_filter, subscribe);
+  if (subscribe ? !is_valid_filter(topic_or_filter) : !target.split.valid()) {
     return {Decision::deny, nullptr};
   }
 
+  const detail::PreparedSubstitutions prepared(subs);
   const Rule* best = nullptr;
   for (const std::span<const Rule> rules : rule_sets) {
     for (const Rule& rule : rules) {
       if ((rule.access & access) == 0 || !could_overrule(rule, best)) continue;
-      if (applies(rule, subscribe, topic_or_filter, subs)) best = &rule;
+      if (applies(rule, subscribe, target, subs, prepared)) best = &rule;
     }
   }
   if (best == nullptr) return {Decision::no_match, nullptr};

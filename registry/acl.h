@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "registry/pattern.h"
 #include "registry/topic.h"
 
 namespace onboard::acl {
@@ -28,7 +29,7 @@ std::string_view to_string(Effect effect) noexcept;
 
 struct Rule {
   std::int64_t id = 0;
-  std::string pattern;  // checked with pattern_problem before it is stored
+  Pattern pattern;  // checked with pattern_problem before it is stored
   std::uint8_t access = 0;
   Effect effect = Effect::deny;
   int priority = 0;

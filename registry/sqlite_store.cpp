@@ -208,12 +208,14 @@ CertificateStatus certificate_status_from(std::string_view text) {
 }
 
 // Columns from `first`: id, access, pattern, effect, priority.
-acl::Rule access_rule_from(const SQLite::Statement& s, int first) {
+// Patterns are interned as they are read: a fleet repeats a few patterns on every device.
+acl::Rule access_rule_from(const SQLite::Statement& s, int first,
+                           acl::PatternPool::Session& patterns) {
   const auto access = s.getColumn(first + 1).getInt();
   if (access < 1 || access > kAccessReadWrite) throw CorruptValue("an invalid access mask");
   const std::string_view effect = text_view(s, first + 3);
   if (effect != "allow" && effect != "deny") throw CorruptValue("an unknown rule effect");
-  return acl::Rule{s.getColumn(first).getInt64(), s.getColumn(first + 2).getString(),
+  return acl::Rule{s.getColumn(first).getInt64(), patterns.intern_text(text_view(s, first + 2)),
                    static_cast<std::uint8_t>(access),
                    effect == "allow" ? acl::Effect::allow : acl::Effect::deny,
                    s.getColumn(first + 4).getInt()};
@@ -1071,6 +1073,8 @@ Result<AccessData> SqliteStore::read_access(const AccessQuery& query) {
 
 // A handful of set-based reads, merged in id order: the same six statements at any fleet size.
 void SqliteStore::read_all_access(AccessData& data) {
+  acl::PatternPool pool;  // equal patterns share a node from the start (registry/pattern.h)
+  acl::PatternPool::Session patterns(pool);
   data.devices.reserve(
       static_cast<std::size_t>(db_.execAndGet("SELECT count(*) FROM devices").getInt64()));
   auto devices = prepare(db_, "SELECT id, status, type FROM devices ORDER BY id");
@@ -1085,11 +1089,15 @@ void SqliteStore::read_all_access(AccessData& data) {
   while (devices.executeStep()) {
     DeviceAccess device = device_access_from(devices);
     take_rows_of(rules, rule_row, device.id, [&](const SQLite::Statement& row) {
-      device.rules.push_back(access_rule_from(row, 1));
+      device.rules.push_back(access_rule_from(row, 1, patterns));
     });
     take_rows_of(certificates, cert_row, device.id, [&](const SQLite::Statement& row) {
       device.certificates.push_back(certificate_access_from(row, 1));
     });
+    // Grown row by row, the lists have room to spare (sixteen rules for ten); trimmed here, where
+    // the freed block is reused by the next device, rather than in Snapshot::build.
+    device.rules.shrink_to_fit();
+    device.certificates.shrink_to_fit();
     data.devices.push_back(std::move(device));
   }
 
@@ -1102,7 +1110,7 @@ void SqliteStore::read_all_access(AccessData& data) {
   while (groups.executeStep()) {
     GroupAccess group{groups.getColumn(0).getString(), {}};
     take_rows_of(group_rules, group_rule_row, group.name, [&](const SQLite::Statement& row) {
-      group.rules.push_back(access_rule_from(row, 1));
+      group.rules.push_back(access_rule_from(row, 1, patterns));
     });
     data.groups.push_back(std::move(group));
   }
@@ -1112,6 +1120,8 @@ void SqliteStore::read_all_access(AccessData& data) {
 void SqliteStore::read_listed_access(const std::set<std::string, std::less<>>& device_ids,
                                      const std::set<std::string, std::less<>>& group_names,
                                      AccessData& data) {
+  acl::PatternPool pool;  // equal patterns share a node from the start (registry/pattern.h)
+  acl::PatternPool::Session patterns(pool);
   SQLite::Statement device_row(db_, "SELECT id, status, type FROM devices WHERE id = ?1");
   SQLite::Statement rules(db_,
                           "SELECT id, access, pattern, effect, priority FROM acl_rules "
@@ -1129,7 +1139,7 @@ void SqliteStore::read_listed_access(const std::set<std::string, std::less<>>& d
     DeviceAccess device = device_access_from(device_row);
     rules.reset();
     rules.bind(1, id);
-    while (rules.executeStep()) device.rules.push_back(access_rule_from(rules, 0));
+    while (rules.executeStep()) device.rules.push_back(access_rule_from(rules, 0, patterns));
     certificates.reset();
     certificates.bind(1, id);
     while (certificates.executeStep()) {
@@ -1145,7 +1155,8 @@ void SqliteStore::read_listed_access(const std::set<std::string, std::less<>>& d
     GroupAccess group{name, {}};
     group_rules.reset();
     group_rules.bind(1, name);
-    while (group_rules.executeStep()) group.rules.push_back(access_rule_from(group_rules, 0));
+    while (group_rules.executeStep())
+      group.rules.push_back(access_rule_from(group_rules, 0, patterns));
     data.groups.push_back(std::move(group));
   }
 }

@@ -5,8 +5,6 @@
 namespace onboard::acl {
 namespace {
 
-constexpr std::string_view kForbiddenInTopic("+#\0", 3);
-
 // Walks a topic, filter or pattern level by level without copying. "" is one empty level, "a/" is
 // "a" and "", so every '/' starts a level and the count is always separators + 1.
 class Levels {
@@ -55,31 +53,6 @@ const std::string_view* substitution(char letter, const Substitutions& subs) noe
     default:
       return nullptr;
   }
-}
-
-// Compares a literal pattern level with a literal topic or filter level, substituting in place.
-Match compare_level(std::string_view pattern, std::string_view target,
-                    const Substitutions& subs) noexcept {
-  std::size_t at = 0;  // position in target
-  for (std::size_t i = 0; i < pattern.size(); ++i) {
-    const char c = pattern[i];
-    if (c == '%') {
-      const std::string_view* value =
-          i + 1 < pattern.size() ? substitution(pattern[i + 1], subs) : nullptr;
-      if (value == nullptr || !usable(*value)) return Match::undecidable;
-      if (target.size() - at < value->size() || target.substr(at, value->size()) != *value) {
-        return Match::no;
-      }
-      at += value->size();
-      ++i;
-    } else if (c == '+' || c == '#' || c == '\0') {
-      return Match::undecidable;  // a wildcard inside a level: not a valid pattern
-    } else {
-      if (at == target.size() || target[at] != c) return Match::no;
-      ++at;
-    }
-  }
-  return at == target.size() ? Match::yes : Match::no;
 }
 
 // Could this literal pattern level match anything at all? It can unless it is malformed or needs
@@ -175,8 +148,13 @@ std::optional<std::string> utf8_problem(std::string_view text) {
 }  // namespace
 
 bool is_valid_topic(std::string_view topic) noexcept {
-  return !topic.empty() && topic.size() <= kMaxTopicLength &&
-         topic.find_first_of(kForbiddenInTopic) == topic.npos;
+  if (topic.empty() || topic.size() > kMaxTopicLength) return false;
+  // One pass with three comparisons per byte: find_first_of searches the three forbidden bytes
+  // once per byte of the topic, which was the largest cost of a decision (callgrind).
+  for (const char c : topic) {
+    if (c == '+' || c == '#' || c == '\0') return false;
+  }
+  return true;
 }
 
 bool is_valid_filter(std::string_view filter) noexcept {
@@ -192,6 +170,31 @@ bool is_valid_filter(std::string_view filter) noexcept {
 }
 
 namespace detail {
+
+// Compares a literal pattern level with a literal topic or filter level, substituting in place.
+Match compare_level(std::string_view pattern, std::string_view target,
+                    const Substitutions& subs) noexcept {
+  std::size_t at = 0;  // position in target
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '%') {
+      const std::string_view* value =
+          i + 1 < pattern.size() ? substitution(pattern[i + 1], subs) : nullptr;
+      if (value == nullptr || !usable(*value)) return Match::undecidable;
+      if (target.size() - at < value->size() || target.substr(at, value->size()) != *value) {
+        return Match::no;
+      }
+      at += value->size();
+      ++i;
+    } else if (c == '+' || c == '#' || c == '\0') {
+      return Match::undecidable;  // a wildcard inside a level: not a valid pattern
+    } else {
+      if (at == target.size() || target[at] != c) return Match::no;
+      ++at;
+    }
+  }
+  return at == target.size() ? Match::yes : Match::no;
+}
 
 Match match_topic(std::string_view pattern, std::string_view topic,
                   const Substitutions& subs) noexcept {

@@ -68,6 +68,9 @@ Match match_covers(std::string_view pattern, std::string_view filter,
                    const Substitutions& subs) noexcept;
 Match match_intersects(std::string_view pattern, std::string_view filter,
                        const Substitutions& subs) noexcept;
+// One literal pattern level (no '/', placeholders allowed) against one topic or filter level.
+Match compare_level(std::string_view pattern_level, std::string_view target_level,
+                    const Substitutions& subs) noexcept;
 }  // namespace detail
 
 }  // namespace onboard::acl

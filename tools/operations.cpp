@@ -354,8 +354,9 @@ Result<AccessExplanation> explain_access(Store& store, std::string_view device_i
   } else {
     out.reason = "rule " + std::to_string(evaluation.rule->id) + ": " +
                  std::string(acl::to_string(evaluation.rule->effect)) + " " +
-                 acl::access_name(evaluation.rule->access) + " '" + evaluation.rule->pattern +
-                 "' priority " + std::to_string(evaluation.rule->priority);
+                 acl::access_name(evaluation.rule->access) + " '" +
+                 std::string(evaluation.rule->pattern.text()) + "' priority " +
+                 std::to_string(evaluation.rule->priority);
   }
   if (evaluation.rule != nullptr) out.rule_id = evaluation.rule->id;
   return out;

@@ -1,0 +1,207 @@
+// An ACL rule's topic pattern, split into levels once when it is made, and the pool that makes
+// equal patterns of a snapshot share one copy.
+//
+// Why: the broker asks for a decision on every PUBLISH, every SUBSCRIBE filter and every delivered
+// message, and a decision weighs every rule of a device and its groups. Re-scanning each pattern's
+// text for '/' and '%' per rule and per decision cost most of a decision's instructions; a fleet
+// also repeats the same few patterns ("telemetry/%d/+") on every device, so a million devices
+// held ten million copies of a few dozen strings. A Pattern is a pointer to one immutable node
+// holding the text and its levels; copies share the node, and a PatternPool hands every equal
+// pattern of a snapshot the same node.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <iosfwd>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "registry/topic.h"
+
+namespace onboard::acl {
+
+// What one level of a well-formed pattern is, decided once when the pattern is made.
+enum class LevelKind : std::uint8_t {
+  literal,    // plain bytes, compared as they are
+  template_,  // holds %d, %c or %u: compared in place with the substitutions
+  plus,       // '+'
+  hash,       // '#', always the last level
+};
+
+struct PatternLevel {
+  std::uint32_t offset;  // into the pattern's text
+  std::uint32_t size;
+  LevelKind kind;
+  std::string_view in(std::string_view text) const noexcept { return text.substr(offset, size); }
+};
+
+class Pattern {
+ public:
+  Pattern() : Pattern(std::string_view()) {}
+  // Implicit, so that rules are written with their text: Rule{id, "devices/%d/#", ...}.
+  Pattern(std::string_view text);
+  Pattern(const std::string& text) : Pattern(std::string_view(text)) {}
+  Pattern(const char* text) : Pattern(std::string_view(text)) {}
+
+  Pattern(const Pattern& other) noexcept;
+  Pattern(Pattern&& other) noexcept;
+  Pattern& operator=(const Pattern& other) noexcept;
+  Pattern& operator=(Pattern&& other) noexcept;
+  ~Pattern();
+
+  std::string_view text() const noexcept { return {node_->text(), node_->size}; }
+  bool empty() const noexcept { return node_->size == 0; }
+  // Well formed: pattern_problem would accept its structure (levels, wildcards, placeholders), so
+  // the levels below are what the interpreted matchers in topic.h would find. A pattern that is
+  // not well formed has no levels and is matched by those interpreted matchers.
+  bool well_formed() const noexcept { return node_->well_formed; }
+  std::span<const PatternLevel> levels() const noexcept {
+    return {node_->levels(), node_->level_count};
+  }
+  // Which node this is: equal for patterns that share one (see shares_node_with).
+  std::uintptr_t node_address() const noexcept { return reinterpret_cast<std::uintptr_t>(node_); }
+  // Do two patterns share one node (what PatternPool makes of equal texts)?
+  bool shares_node_with(const Pattern& other) const noexcept { return node_ == other.node_; }
+
+  friend bool operator==(const Pattern& pattern, std::string_view text) noexcept {
+    return pattern.text() == text;
+  }
+
+ private:
+  // One allocation per distinct pattern: this header, then level_count PatternLevels, then the
+  // text. Defined here so that the decision path's accessors inline.
+  struct Node {
+    std::atomic<std::uint32_t> holders{1};
+    std::uint32_t level_count = 0;  // 0 when the pattern is not well formed
+    std::size_t size = 0;           // bytes of text
+    bool well_formed = false;
+
+    PatternLevel* levels() noexcept { return reinterpret_cast<PatternLevel*>(this + 1); }
+    const PatternLevel* levels() const noexcept {
+      return reinterpret_cast<const PatternLevel*>(this + 1);
+    }
+    char* text() noexcept { return reinterpret_cast<char*>(levels() + level_count); }
+    const char* text() const noexcept {
+      return reinterpret_cast<const char*>(levels() + level_count);
+    }
+  };
+  friend class PatternPool;
+  // How many Patterns hold this node; PatternPool drops entries only it still holds.
+  std::uint32_t holders() const noexcept;
+
+  Node* node_;
+};
+
+std::ostream& operator<<(std::ostream& out, const Pattern& pattern);
+
+// Hands out one node per distinct pattern text. Snapshot::build makes a pool and with_changes
+// passes it on to the next snapshot, so equal patterns share a node across a snapshot's lifetime.
+// Thread-safe: snapshots are derived on the plugin's watcher thread, and more than one derivation
+// of the same snapshot may run at once. Never used on the decision path.
+class PatternPool {
+ public:
+  // Holds the pool's lock while a snapshot interns all of its rules: one lock per build instead of
+  // one per rule.
+  class Session {
+   public:
+    explicit Session(PatternPool& pool) : pool_(pool), lock_(pool.mutex_) {}
+    ~Session() { pool_.forget_recent(); }
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+    // The pooled equivalent of `pattern` (the same text, the pool's node).
+    Pattern intern(const Pattern& pattern) { return pool_.intern_locked(pattern); }
+    // The same, made from text only when the pool does not hold it yet: a loader that reads ten
+    // million rules allocates one node per distinct pattern, not one per rule.
+    Pattern intern_text(std::string_view text) { return pool_.intern_locked(text); }
+
+   private:
+    PatternPool& pool_;
+    std::lock_guard<std::mutex> lock_;
+  };
+
+  Pattern intern(const Pattern& pattern) { return Session(*this).intern(pattern); }
+  Pattern intern_text(std::string_view text) { return Session(*this).intern_text(text); }
+  std::size_t size() const;
+
+ private:
+  Pattern intern_locked(const Pattern& pattern);
+  Pattern intern_locked(std::string_view text);
+  void forget_recent() noexcept;
+  Pattern intern_by_text(const Pattern& pattern);
+  // Drops patterns that no rule holds any more, once the pool has doubled since the last sweep:
+  // amortised constant per intern, and a pool never grows past twice what is in use.
+  void sweep_if_grown();
+
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string_view, Pattern> by_text_;  // keys view their value's text
+  std::size_t swept_size_ = 0;
+  // The nodes interned lately, by address: rules handed to a build were interned by the loader
+  // already, so most lookups are of a node seen a moment ago, and checking its address is cheaper
+  // than hashing its text (a million-device build interns ten million rules). Each entry holds its
+  // input node, so the address cannot be reused by another pattern while the entry lives; emptied
+  // when the session ends.
+  struct Recent {
+    Pattern input;
+    Pattern pooled;
+  };
+  std::array<std::optional<Recent>, 64> recent_;
+  bool any_recent_ = false;
+};
+
+namespace detail {
+
+// A topic name split into levels once per decision, so that each rule compares levels instead of
+// searching the topic for '/' again. Topics deeper than kMaxLevels are not split (fits() is false)
+// and are matched by the interpreted matcher.
+class SplitTopic {
+ public:
+  static constexpr std::size_t kMaxLevels = 16;
+  explicit SplitTopic(std::string_view topic) noexcept;
+  // is_valid_topic(topic), found in the same pass over the topic as the levels.
+  bool valid() const noexcept { return valid_; }
+  bool fits() const noexcept { return fits_; }
+  std::size_t size() const noexcept { return count_; }
+  std::string_view operator[](std::size_t i) const noexcept { return levels_[i]; }
+  bool dollar() const noexcept { return dollar_; }
+
+ private:
+  std::string_view levels_[kMaxLevels];
+  std::size_t count_ = 0;
+  bool valid_ = true;
+  bool fits_ = true;
+  bool dollar_ = false;
+};
+
+// The substitutions of one decision, each checked for usability at most once instead of once per
+// placeholder per rule; a value no rule uses (most rules use only %d) is never checked.
+class PreparedSubstitutions {
+ public:
+  explicit PreparedSubstitutions(const Substitutions& subs) noexcept
+      : values_{subs.device_id, subs.client_id, subs.username} {}
+  // For 'd', 'c' or 'u' (a well-formed pattern has no other placeholder letter).
+  std::string_view value(char letter) const noexcept { return values_[index(letter)]; }
+  bool usable(char letter) const noexcept;
+
+ private:
+  enum class Usable : std::uint8_t { unknown, yes, no };
+  static std::size_t index(char letter) noexcept {
+    return letter == 'd' ? 0 : letter == 'c' ? 1 : 2;
+  }
+  std::string_view values_[3];
+  mutable Usable usable_[3] = {Usable::unknown, Usable::unknown, Usable::unknown};
+};
+
+// Same answers as match_topic(pattern.text(), topic, subs) for a well-formed pattern and a valid
+// topic that fits; compares the pre-split levels and never re-reads the pattern's text for
+// structure.
+Match match_topic_split(const Pattern& pattern, const SplitTopic& topic,
+                        const PreparedSubstitutions& subs) noexcept;
+
+}  // namespace detail
+}  // namespace onboard::acl
