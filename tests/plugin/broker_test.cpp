@@ -218,7 +218,7 @@ TEST_CASE("revoking a connected device disconnects it within a second and refuse
   CHECK(broker->log().find("certificate revoked") != std::string::npos);
 }
 
-TEST_CASE("disabling a device disconnects and refuses it; enabling it lets it back in") {
+TEST_CASE("disabling a device disconnects and refuses it, and enabling it lets it back in") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-d");
   auto broker = fleet.start();
