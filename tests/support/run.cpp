@@ -34,22 +34,23 @@ struct Pipe {
 
 }  // namespace
 
-RunResult run(const std::vector<std::string>& argv, const std::string& input,
-              const std::map<std::string, std::string>& env) {
-  std::vector<std::string> env_strings;
+SpawnArgs::SpawnArgs(const std::vector<std::string>& argv,
+                     const std::map<std::string, std::string>& env)
+    : args_(argv) {
   for (char** e = environ; *e != nullptr; ++e) {
     std::string entry(*e);
-    auto key = entry.substr(0, entry.find('='));
-    if (env.count(key) == 0) env_strings.push_back(entry);
+    if (env.count(entry.substr(0, entry.find('='))) == 0) env_strings_.push_back(entry);
   }
-  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = argv;
-  std::vector<char*> argp;
-  for (auto& s : args) argp.push_back(s.data());
-  argp.push_back(nullptr);
+  for (const auto& [k, v] : env) env_strings_.push_back(k + "=" + v);
+  for (auto& s : env_strings_) envp_.push_back(s.data());
+  envp_.push_back(nullptr);
+  for (auto& s : args_) argp_.push_back(s.data());
+  argp_.push_back(nullptr);
+}
+
+RunResult run(const std::vector<std::string>& argv, const std::string& input,
+              const std::map<std::string, std::string>& env) {
+  SpawnArgs spawn(argv, env);
 
   Pipe in, out, err;
   posix_spawn_file_actions_t actions;
@@ -58,7 +59,7 @@ RunResult run(const std::vector<std::string>& argv, const std::string& input,
   posix_spawn_file_actions_adddup2(&actions, out.fd[1], 1);
   posix_spawn_file_actions_adddup2(&actions, err.fd[1], 2);
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, argp[0], &actions, nullptr, argp.data(), envp.data());
+  int rc = ::posix_spawn(&pid, spawn.argv()[0], &actions, nullptr, spawn.argv(), spawn.envp());
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw std::runtime_error("cannot run " + argv[0] + ": " + std::strerror(rc));
   in.close_end(0);
