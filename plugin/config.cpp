@@ -39,6 +39,11 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
                           "directory is not ours)");
       }
       config.registry = value;
+    } else if (key == "crl_file" || key == "crl_cafile") {
+      if (value.empty() || value.front() != '/') {
+        return make_error(Errc::invalid_input, "plugin_opt_" + key + " must be an absolute path");
+      }
+      (key == "crl_file" ? config.crl_file : config.crl_cafile) = value;
     } else if (key == "refresh_interval_ms") {
       ONBOARD_TRY(long ms, parse_number(key, value, 10, 10000));
       config.refresh_interval = std::chrono::milliseconds(ms);
@@ -64,6 +69,9 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
   if (config.registry.empty()) {
     return make_error(Errc::invalid_input,
                       "plugin_opt_registry is required: the path of the registry database");
+  }
+  if (!config.crl_cafile.empty() && config.crl_file.empty()) {
+    return make_error(Errc::invalid_input, "plugin_opt_crl_cafile goes with plugin_opt_crl_file");
   }
   if (config.staleness_limit <= config.refresh_interval) {
     return make_error(Errc::invalid_input,

@@ -19,6 +19,9 @@ struct Config {
   std::chrono::seconds staleness_limit{60};        // plugin_opt_staleness_limit_s
   AclLogging log_acl = AclLogging::none;           // plugin_opt_log_acl
   bool log_connections = true;                     // plugin_opt_log_connections
+  // The listener's `crlfile`, to check and have the broker reload when it changes (empty: none).
+  std::string crl_file;    // plugin_opt_crl_file
+  std::string crl_cafile;  // plugin_opt_crl_cafile: a CRL must be signed by one of these
 };
 
 // Unknown keys, bad values and a missing registry are errors: a typo in a security setting must

@@ -11,15 +11,16 @@
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <dlfcn.h>
 #include <openssl/x509.h>
-#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
+#include <csignal>
 #include <ctime>
+#include <fstream>
 #include <memory>
-#include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,14 +28,21 @@
 #include "ca/certificate.h"
 #include "ca/ossl.h"
 #include "plugin/config.h"
-#include "registry/snapshot_loader.h"
-#include "registry/sqlite_store.h"
+#include "plugin/crl_guard.h"
+#include "plugin/handover.h"
+#include "plugin/watcher.h"
+
+// Mosquitto 2.0's broker does not export it (libmosquitto does); weak, so that the plugin still
+// loads where it is absent.
+#pragma weak mosquitto_lib_version
 
 namespace {
 
 using namespace onboard;
 using registry::Snapshot;
-using Clock = std::chrono::steady_clock;
+using plugin::Clock;
+using plugin::Handover;
+using plugin::LogLevel;
 
 constexpr const char* kPrefix = "onboard: ";
 
@@ -42,146 +50,61 @@ void log(int level, const std::string& message) {
   mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str());
 }
 
-// Identifies the registry file, so that a deleted or replaced file is noticed: an open SQLite
-// connection would otherwise go on reading the old, unlinked one.
-struct FileId {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  bool operator==(const FileId&) const = default;
-};
-std::optional<FileId> file_id(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  return FileId{st.st_dev, st.st_ino};
+int mosquitto_level(LogLevel level) noexcept {
+  switch (level) {
+    case LogLevel::info:
+      return MOSQ_LOG_INFO;
+    case LogLevel::notice:
+      return MOSQ_LOG_NOTICE;
+    case LogLevel::warning:
+      return MOSQ_LOG_WARNING;
+    case LogLevel::error:
+      return MOSQ_LOG_ERR;
+  }
+  return MOSQ_LOG_ERR;
 }
 
-// What the watcher thread hands to the broker thread.
-struct Handover {
-  std::mutex mutex;
-  std::atomic<bool> pending{false};  // lets the tick skip the lock when there is nothing
-  std::shared_ptr<const Snapshot> snapshot;
-  std::vector<std::string> kicks;
-  std::vector<std::pair<int, std::string>> logs;
-
-  void post(std::shared_ptr<const Snapshot> next, std::vector<std::string> new_kicks) {
-    std::lock_guard lock(mutex);
-    if (next) snapshot = std::move(next);
-    kicks.insert(kicks.end(), new_kicks.begin(), new_kicks.end());
-    pending = true;
-  }
-  void post_log(int level, std::string line) {
-    std::lock_guard lock(mutex);
-    logs.emplace_back(level, std::move(line));
-    pending = true;
-  }
-};
-
-// Owns the registry connection; lives on the watcher thread.
-class Watcher {
- public:
-  Watcher(plugin::Config config, std::unique_ptr<registry::Store> store, FileId id,
-          std::shared_ptr<const Snapshot> snapshot, Handover& handover,
-          std::atomic<Clock::rep>& last_ok)
-      : config_(std::move(config)),
-        store_(std::move(store)),
-        file_(id),
-        current_(std::move(snapshot)),
-        handover_(handover),
-        last_ok_(last_ok) {}
-
-  void run(std::stop_token stop) {
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lock(m);
-    while (!stop.stop_requested()) {
-      cv.wait_for(lock, stop, config_.refresh_interval, [] { return false; });
-      if (stop.stop_requested()) break;
-      poll();
-    }
-  }
-
- private:
-  void poll() {
-    auto id = file_id(config_.registry);
-    if (!id || !store_ || !(*id == file_)) {
-      reopen(id);
-      return;
-    }
-    auto refresh = registry::refresh_snapshot(*store_, *current_);
-    if (!refresh.ok()) return failed(refresh.error().message);
-    succeeded();
-    if (!refresh.value()) return;
-    auto& r = *refresh.value();
-    current_ = r.snapshot;
-    handover_.post(current_, std::move(r.kicks));
-  }
-
-  // The file was deleted or replaced: open whatever is at the path now and reload it in full.
-  void reopen(const std::optional<FileId>& id) {
-    store_.reset();
-    if (!id) return failed("registry " + config_.registry + " is missing");
-    auto store = registry::open_sqlite_store(config_.registry, registry::OpenMode::read_only);
-    if (!store.ok()) return failed(store.error().message);
-    auto snapshot = registry::load_snapshot(*store.value());
-    if (!snapshot.ok()) return failed(snapshot.error().message);
-    std::vector<std::string> kicks;
-    const Snapshot& next = *snapshot.value();
-    current_->for_each_device([&](const registry::DeviceAccess& before) {
-      if (registry::must_disconnect(before, next.find_device(before.id)))
-        kicks.push_back(before.id);
-    });
-    store_ = std::move(store).value();
-    file_ = *id;
-    current_ = std::move(snapshot).value();
-    handover_.post_log(MOSQ_LOG_NOTICE, "registry " + config_.registry + " reopened: " +
-                                            std::to_string(current_->device_count()) + " devices");
-    succeeded();
-    handover_.post(current_, std::move(kicks));
-  }
-
-  void failed(const std::string& why) {
-    if (!failing_) {
-      handover_.post_log(MOSQ_LOG_ERR,
-                         "cannot read the registry (keeping the last good snapshot): " + why);
-    }
-    failing_ = true;
-  }
-  void succeeded() {
-    if (failing_) handover_.post_log(MOSQ_LOG_NOTICE, "registry readable again");
-    failing_ = false;
-    last_ok_.store(Clock::now().time_since_epoch().count());
-  }
-
-  plugin::Config config_;
-  std::unique_ptr<registry::Store> store_;
-  FileId file_;
-  std::shared_ptr<const Snapshot> current_;
-  Handover& handover_;
-  std::atomic<Clock::rep>& last_ok_;
-  bool failing_ = false;
-};
+// The CA certificates a CRL must be signed by (plugin_opt_crl_cafile), read once at init.
+Result<std::string> read_small_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().size() > (1u << 20))
+    return make_error(Errc::io, "cannot read " + path + " (or larger than 1 MiB)");
+  return text.str();
+}
 
 class Plugin {
  public:
-  static Result<std::unique_ptr<Plugin>> create(plugin::Config config) {
-    auto id = file_id(config.registry);
-    if (!id)
-      return make_error(Errc::not_found,
-                        "registry " + config.registry + " does not exist or cannot be read");
-    ONBOARD_TRY(auto store,
-                registry::open_sqlite_store(config.registry, registry::OpenMode::read_only));
-    ONBOARD_TRY(auto snapshot, registry::load_snapshot(*store));
-    auto plugin = std::unique_ptr<Plugin>(new Plugin(config));
+  static Result<std::unique_ptr<Plugin>> create(plugin::Config config,
+                                                 mosquitto_plugin_id_t* identifier) {
+    auto source = plugin::sqlite_access_source(config.registry);
+    ONBOARD_TRY(auto snapshot, source->reopen());
+    std::unique_ptr<plugin::CrlGuard> crl;
+    if (!config.crl_file.empty()) {
+      std::string issuers;
+      if (!config.crl_cafile.empty()) ONBOARD_TRY(issuers, read_small_file(config.crl_cafile));
+      crl = std::make_unique<plugin::CrlGuard>(config.crl_file, std::move(issuers));
+    }
+    auto plugin = std::unique_ptr<Plugin>(new Plugin(config, identifier));
     plugin->snapshot_ = snapshot;
     plugin->last_ok_.store(Clock::now().time_since_epoch().count());
     log(MOSQ_LOG_NOTICE, "registry " + config.registry + ": " +
                              std::to_string(snapshot->device_count()) + " devices, change " +
                              std::to_string(snapshot->change_seq()));
-    auto watcher = std::make_shared<Watcher>(config, std::move(store), *id, snapshot,
-                                             plugin->handover_, plugin->last_ok_);
-    plugin->worker_ = std::jthread([watcher](std::stop_token stop) { watcher->run(stop); });
+    if (crl) log(MOSQ_LOG_NOTICE, "watching CRL " + config.crl_file + " for the listener");
+    auto watcher = std::make_shared<plugin::Watcher>(std::move(source), snapshot, plugin->handover_,
+                                                     plugin->last_ok_, std::move(crl));
+    plugin->watcher_ = watcher;
+    // The first poll reports on the CRL the broker is about to load.
+    if (watcher->crl() != nullptr) watcher->poll();
+    const auto interval = config.refresh_interval;
+    plugin->worker_ = std::jthread(
+        [watcher, interval](std::stop_token stop) { watcher->run(stop, interval); });
     return plugin;
   }
+
+  mosquitto_plugin_id_t* identifier() const noexcept { return identifier_; }
 
   int on_basic_auth(const mosquitto_evt_basic_auth& event) {
     ossl::Ptr<X509> cert(static_cast<X509*>(mosquitto_client_certificate(event.client)));
@@ -250,7 +173,7 @@ class Plugin {
   }
 
   int on_tick() {
-    if (handover_.pending.load(std::memory_order_acquire)) take_handover();
+    if (handover_.pending()) take_handover();
     const bool now_stale = stale();
     if (now_stale != reported_stale_) {
       reported_stale_ = now_stale;
@@ -259,6 +182,20 @@ class Plugin {
             "registry not read for longer than the staleness limit: refusing new connections");
     }
     return MOSQ_ERR_SUCCESS;
+  }
+
+  // SIGHUP: Mosquitto has re-read its configuration (and `crlfile`) and re-runs BASIC_AUTH for
+  // every connected client. An operator's SIGHUP also reads the registry in full, on the watcher
+  // thread; the one the plugin raised itself for a new CRL does not need to.
+  int on_reload() {
+    if (watcher_->crl() != nullptr) watcher_->crl()->broker_reloaded();
+    if (own_sighup_) {
+      own_sighup_ = false;
+    } else {
+      log(MOSQ_LOG_NOTICE, "reload: reading the registry in full");
+      watcher_->request_full_reload();
+    }
+    return MOSQ_ERR_PLUGIN_DEFER;  // let other plugins see RELOAD too
   }
 
   // MQTT v5 enhanced authentication would bypass the certificate check in BASIC_AUTH.
@@ -276,7 +213,8 @@ class Plugin {
   }
 
  private:
-  explicit Plugin(plugin::Config config) : config_(std::move(config)) {}
+  Plugin(plugin::Config config, mosquitto_plugin_id_t* identifier)
+      : config_(std::move(config)), identifier_(identifier) {}
 
   bool stale() const noexcept {
     auto last = Clock::time_point(Clock::duration(last_ok_.load()));
@@ -284,29 +222,38 @@ class Plugin {
   }
 
   void take_handover() {
-    std::shared_ptr<const Snapshot> next;
-    std::vector<std::string> kicks;
-    std::vector<std::pair<int, std::string>> logs;
-    {
-      std::lock_guard lock(handover_.mutex);
-      next = std::move(handover_.snapshot);
-      kicks.swap(handover_.kicks);
-      logs.swap(handover_.logs);
-      handover_.pending.store(false, std::memory_order_release);
-    }
-    for (const auto& [level, line] : logs) log(level, line);
-    if (next) snapshot_ = std::move(next);
-    for (const auto& device : kicks) {
+    auto taken = handover_.take();
+    for (const auto& [level, line] : taken.logs) log(mosquitto_level(level), line);
+    if (taken.snapshot) snapshot_ = std::move(taken.snapshot);
+    for (const auto& device : taken.kicks) {
       log(MOSQ_LOG_NOTICE, "disconnecting device '" + device + "': no longer allowed to connect");
       mosquitto_kick_client_by_username(device.c_str(), false);
+    }
+    if (taken.crl_reload) reload_crl(*taken.crl_reload);
+  }
+
+  // The watcher checked the CRL file as it was at `checked`. If it is still that file, the broker
+  // loads it on SIGHUP (it rebuilds the listener's TLS context); if it changed again since, the
+  // watcher checks the newer one first. The broker handles the signal on its next loop pass.
+  void reload_crl(const plugin::FileStamp& checked) {
+    const auto now = plugin::file_stamp(config_.crl_file);
+    if (!now || !(*now == checked)) return;
+    log(MOSQ_LOG_NOTICE, "CRL " + config_.crl_file + " changed and checked: reloading the broker");
+    own_sighup_ = true;
+    if (std::raise(SIGHUP) != 0) {
+      own_sighup_ = false;
+      log(MOSQ_LOG_ERR, "cannot raise SIGHUP to reload the CRL");
     }
   }
 
   plugin::Config config_;
+  mosquitto_plugin_id_t* identifier_ = nullptr;
   std::shared_ptr<const Snapshot> snapshot_;  // broker thread only
   Handover handover_;
   std::atomic<Clock::rep> last_ok_{0};
   bool reported_stale_ = false;
+  bool own_sighup_ = false;  // broker thread only
+  std::shared_ptr<plugin::Watcher> watcher_;
   std::jthread worker_;
 };
 
@@ -328,7 +275,13 @@ int tick_callback(int, void*, void* userdata) noexcept {
   }
 }
 
-int reload_callback(int, void*, void*) noexcept { return MOSQ_ERR_PLUGIN_DEFER; }
+int reload_callback(int, void*, void* userdata) noexcept {
+  try {
+    return static_cast<Plugin*>(userdata)->on_reload();
+  } catch (...) {
+    return MOSQ_ERR_PLUGIN_DEFER;
+  }
+}
 
 // ACL denials must be MOSQ_ERR_ACL_DENIED, not AUTH: wrap the ACL callback separately.
 int acl_callback(int, void* event_data, void* userdata) noexcept {
@@ -352,17 +305,45 @@ constexpr Registration kCallbacks[] = {
     {MOSQ_EVT_RELOAD, reload_callback},
 };
 
-mosquitto_plugin_id_t* g_identifier = nullptr;
-
 void unregister_all(mosquitto_plugin_id_t* identifier) {
   for (const auto& r : kCallbacks)
     mosquitto_callback_unregister(identifier, r.event, r.callback, nullptr);
 }
 
+// Whether the broker is Mosquitto 2.0.x, whose private identifier layout per_listener() reads.
+// The 2.0 broker exports no version function (libmosquitto's mosquitto_lib_version is used when
+// something loaded it); 2.1 added mosquitto_plugin_set_info to the broker's API.
+bool broker_is_2_0(std::string& seen) {
+#if LIBMOSQUITTO_MAJOR != 2 || LIBMOSQUITTO_MINOR != 0
+  seen = "headers " + std::to_string(LIBMOSQUITTO_MAJOR) + "." +
+         std::to_string(LIBMOSQUITTO_MINOR);
+  return false;
+#else
+  if (mosquitto_lib_version != nullptr) {
+    int major = 0, minor = 0, revision = 0;
+    mosquitto_lib_version(&major, &minor, &revision);
+    seen = std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(revision);
+    if (major != 2 || minor != 0) return false;
+  }
+  if (::dlsym(RTLD_DEFAULT, "mosquitto_plugin_set_info") != nullptr) {
+    seen = "2.1 or later";
+    return false;
+  }
+  return true;
+#endif
+}
+
 // In Mosquitto 2.0 the identifier holds the listener a plugin belongs to: NULL when plugins are
 // global, a listener with `per_listener_settings true`, where the broker never sends TICK and this
-// plugin could neither apply registry changes nor disconnect revoked devices.
+// plugin could neither apply registry changes nor disconnect revoked devices. The layout is
+// private, so it is read only on 2.0.x.
 bool per_listener(mosquitto_plugin_id_t* identifier) {
+  std::string seen;
+  if (!broker_is_2_0(seen)) {
+    log(MOSQ_LOG_NOTICE, "not Mosquitto 2.0 (" + seen +
+                             "): skipped the per_listener_settings check; it must be false");
+    return false;
+  }
   return *reinterpret_cast<void* const*>(identifier) != nullptr;
 }
 
@@ -399,7 +380,7 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
       log(MOSQ_LOG_ERR, "cannot start: " + config.error().message);
       return MOSQ_ERR_INVAL;
     }
-    auto plugin = Plugin::create(config.value());
+    auto plugin = Plugin::create(config.value(), identifier);
     if (!plugin.ok()) {
       log(MOSQ_LOG_ERR, "cannot start: " + plugin.error().message);
       return MOSQ_ERR_UNKNOWN;
@@ -414,7 +395,6 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
         return rc;
       }
     }
-    g_identifier = identifier;
     *userdata = plugin.value().release();
     return MOSQ_ERR_SUCCESS;
   } catch (const std::exception& e) {
@@ -428,8 +408,9 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
 __attribute__((visibility("default"))) int mosquitto_plugin_cleanup(void* userdata,
                                                                     struct mosquitto_opt*, int) {
   try {
-    if (g_identifier != nullptr) unregister_all(g_identifier);
-    delete static_cast<Plugin*>(userdata);
+    auto* plugin = static_cast<Plugin*>(userdata);
+    if (plugin != nullptr) unregister_all(plugin->identifier());
+    delete plugin;
   } catch (...) {
   }
   return MOSQ_ERR_SUCCESS;

@@ -63,3 +63,20 @@ TEST_CASE("the staleness limit must exceed the refresh interval") {
   REQUIRE_FALSE(config.ok());
   CHECK(config.error().message.find("longer than the refresh interval") != std::string::npos);
 }
+
+TEST_CASE("the CRL file to guard is an absolute path and its CA file needs it") {
+  auto ok = parse_config(Options{{"registry", "/r.db"},
+                          {"crl_file", "/var/lib/mosquitto-onboard/crl.pem"},
+                          {"crl_cafile", "/var/lib/mosquitto-onboard/ca/chain.pem"}});
+  REQUIRE(ok.ok());
+  CHECK(ok->crl_file == "/var/lib/mosquitto-onboard/crl.pem");
+  CHECK(ok->crl_cafile == "/var/lib/mosquitto-onboard/ca/chain.pem");
+  CHECK(parse_config(Options{{"registry", "/r.db"}})->crl_file.empty());
+
+  auto relative = parse_config(Options{{"registry", "/r.db"}, {"crl_file", "crl.pem"}});
+  REQUIRE_FALSE(relative.ok());
+  CHECK(relative.error().message == "plugin_opt_crl_file must be an absolute path");
+  auto alone = parse_config(Options{{"registry", "/r.db"}, {"crl_cafile", "/ca.pem"}});
+  REQUIRE_FALSE(alone.ok());
+  CHECK(alone.error().message == "plugin_opt_crl_cafile goes with plugin_opt_crl_file");
+}

@@ -1,0 +1,66 @@
+// What the watcher thread hands to the broker thread: the next snapshot, the devices to
+// disconnect, the lines to log and a CRL the broker should load. The broker thread takes it all on
+// its tick, because broker functions must not be called from another thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "plugin/file_stamp.h"
+#include "registry/snapshot.h"
+
+namespace onboard::plugin {
+
+// Mapped to Mosquitto's MOSQ_LOG_* in plugin.cpp, so that this and the watcher build without the
+// broker's headers (and are tested without a broker).
+enum class LogLevel { info, notice, warning, error };
+
+class Handover {
+ public:
+  struct Taken {
+    std::shared_ptr<const registry::Snapshot> snapshot;  // null: none newer
+    std::vector<std::string> kicks;
+    std::vector<std::pair<LogLevel, std::string>> logs;
+    std::optional<FileStamp> crl_reload;  // a checked CRL, as it was on disk when checked
+  };
+
+  void post(std::shared_ptr<const registry::Snapshot> next, std::vector<std::string> new_kicks) {
+    std::lock_guard lock(mutex_);
+    if (next) next_.snapshot = std::move(next);
+    next_.kicks.insert(next_.kicks.end(), new_kicks.begin(), new_kicks.end());
+    pending_.store(true, std::memory_order_release);
+  }
+  void post_log(LogLevel level, std::string line) {
+    std::lock_guard lock(mutex_);
+    next_.logs.emplace_back(level, std::move(line));
+    pending_.store(true, std::memory_order_release);
+  }
+  void post_crl_reload(const FileStamp& stamp) {
+    std::lock_guard lock(mutex_);
+    next_.crl_reload = stamp;
+    pending_.store(true, std::memory_order_release);
+  }
+
+  // Lets the tick skip the lock when there is nothing.
+  bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+
+  Taken take() {
+    Taken out;
+    std::lock_guard lock(mutex_);
+    std::swap(out, next_);
+    pending_.store(false, std::memory_order_release);
+    return out;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::atomic<bool> pending_{false};
+  Taken next_;
+};
+
+}  // namespace onboard::plugin

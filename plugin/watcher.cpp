@@ -1,0 +1,159 @@
+#include "plugin/watcher.h"
+
+#include <condition_variable>
+#include <ctime>
+#include <exception>
+#include <mutex>
+
+#include "plugin/file_stamp.h"
+#include "registry/sqlite_store.h"
+
+namespace onboard::plugin {
+namespace {
+
+class SqliteAccess final : public AccessSource {
+ public:
+  explicit SqliteAccess(std::string path) : path_(std::move(path)) {}
+
+  std::string name() const override { return "registry " + path_; }
+
+  bool current() override {
+    const auto stamp = file_stamp(path_);
+    return store_ && stamp && stamp->same_file(opened_);
+  }
+
+  Result<std::shared_ptr<const registry::Snapshot>> reopen() override {
+    store_.reset();
+    const auto stamp = file_stamp(path_);
+    if (!stamp) return make_error(Errc::not_found, name() + " does not exist or cannot be read");
+    ONBOARD_TRY(auto store, registry::open_sqlite_store(path_, registry::OpenMode::read_only));
+    ONBOARD_TRY(auto snapshot, registry::load_snapshot(*store));
+    store_ = std::move(store);
+    opened_ = *stamp;
+    return snapshot;
+  }
+
+  Result<std::optional<registry::Refresh>> refresh(const registry::Snapshot& snapshot) override {
+    return registry::refresh_snapshot(*store_, snapshot);
+  }
+
+ private:
+  std::string path_;
+  std::unique_ptr<registry::Store> store_;
+  FileStamp opened_;
+};
+
+std::string what_of(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<AccessSource> sqlite_access_source(std::string path) {
+  return std::make_unique<SqliteAccess>(std::move(path));
+}
+
+Watcher::Watcher(std::unique_ptr<AccessSource> source,
+                 std::shared_ptr<const registry::Snapshot> snapshot, Handover& handover,
+                 std::atomic<Clock::rep>& last_ok, std::unique_ptr<CrlGuard> crl)
+    : source_(std::move(source)),
+      current_(std::move(snapshot)),
+      handover_(handover),
+      last_ok_(last_ok),
+      crl_(std::move(crl)) {}
+
+void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noexcept {
+  try {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    while (!stop.stop_requested()) {
+      cv.wait_for(lock, stop, interval, [] { return false; });
+      if (stop.stop_requested()) break;
+      poll();
+    }
+  } catch (...) {
+    // Only the wait itself could get here (a system error); the broker keeps the last snapshot
+    // and the staleness limit then refuses new connections.
+    failed("the registry watcher stopped: " + what_of(std::current_exception()));
+  }
+}
+
+void Watcher::poll() noexcept {
+  try {
+    poll_registry();
+  } catch (...) {
+    // e.g. std::bad_alloc while building a snapshot: keep the last one, try again next poll.
+    failed(what_of(std::current_exception()));
+  }
+  if (!crl_) return;
+  try {
+    crl_->poll(handover_, static_cast<UnixTime>(std::time(nullptr)));
+    crl_failing_ = false;
+  } catch (...) {
+    if (!crl_failing_) {
+      try {
+        handover_.post_log(LogLevel::error,
+                           "cannot check the CRL: " + what_of(std::current_exception()));
+      } catch (...) {
+      }
+    }
+    crl_failing_ = true;
+  }
+}
+
+void Watcher::poll_registry() {
+  if (full_reload_.exchange(false, std::memory_order_acq_rel) || !source_->current()) {
+    return reload();
+  }
+  auto refresh = source_->refresh(*current_);
+  if (!refresh.ok()) return failed(refresh.error().message);
+  succeeded();
+  if (!refresh.value()) return;
+  auto& r = *refresh.value();
+  current_ = r.snapshot;
+  handover_.post(current_, std::move(r.kicks));
+}
+
+// Reads the registry in full (the file was replaced, or SIGHUP asked for it) and disconnects
+// whoever the new picture no longer lets in.
+void Watcher::reload() {
+  auto snapshot = source_->reopen();
+  if (!snapshot.ok()) return failed(snapshot.error().message);
+  std::vector<std::string> kicks;
+  const registry::Snapshot& next = *snapshot.value();
+  current_->for_each_device([&](const registry::DeviceAccess& before) {
+    if (registry::must_disconnect(before, next.find_device(before.id))) kicks.push_back(before.id);
+  });
+  current_ = std::move(snapshot).value();
+  handover_.post_log(LogLevel::notice, source_->name() + " read in full: " +
+                                           std::to_string(current_->device_count()) + " devices");
+  succeeded();
+  handover_.post(current_, std::move(kicks));
+}
+
+void Watcher::failed(const std::string& why) noexcept {
+  if (!failing_) {
+    try {
+      handover_.post_log(LogLevel::error,
+                         "cannot read the registry (keeping the last good snapshot): " + why);
+    } catch (...) {
+      // Out of memory for the line itself: the staleness limit still reports it.
+    }
+  }
+  failing_ = true;
+}
+
+void Watcher::succeeded() {
+  if (failing_) handover_.post_log(LogLevel::notice, "registry readable again");
+  failing_ = false;
+  last_ok_.store(Clock::now().time_since_epoch().count());
+}
+
+}  // namespace onboard::plugin

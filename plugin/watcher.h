@@ -1,0 +1,76 @@
+// The plugin's own thread: polls the registry's change feed, builds the next Snapshot and hands it
+// over with the devices to disconnect and the lines to log; watches the CRL file when asked to.
+//
+// It must never take the broker down: every poll runs inside a catch-all. A failure (an unreadable
+// registry, an exception such as std::bad_alloc while building a snapshot) is logged once, the
+// last good snapshot stays in force, and the next poll tries again.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+
+#include "ca/error.h"
+#include "plugin/crl_guard.h"
+#include "plugin/handover.h"
+#include "registry/snapshot.h"
+#include "registry/snapshot_loader.h"
+
+namespace onboard::plugin {
+
+using Clock = std::chrono::steady_clock;
+
+// Where the watcher reads the registry from (the seam the tests replace).
+class AccessSource {
+ public:
+  virtual ~AccessSource() = default;
+  // For log lines: "registry /var/lib/...".
+  virtual std::string name() const = 0;
+  // True while the registry last opened is still the one at its path (false: nothing open yet, or
+  // the file was deleted or replaced, so that an open connection would read a stale copy).
+  virtual bool current() = 0;
+  // Opens whatever is at the path now and reads it in full.
+  virtual Result<std::shared_ptr<const registry::Snapshot>> reopen() = 0;
+  // What changed after `snapshot` (nullopt: nothing).
+  virtual Result<std::optional<registry::Refresh>> refresh(const registry::Snapshot& snapshot) = 0;
+};
+
+// The SQLite registry at `path`, opened read-only.
+std::unique_ptr<AccessSource> sqlite_access_source(std::string path);
+
+class Watcher {
+ public:
+  Watcher(std::unique_ptr<AccessSource> source, std::shared_ptr<const registry::Snapshot> snapshot,
+          Handover& handover, std::atomic<Clock::rep>& last_ok,
+          std::unique_ptr<CrlGuard> crl = nullptr);
+
+  // Polls every `interval` until `stop`. Never throws.
+  void run(std::stop_token stop, std::chrono::milliseconds interval) noexcept;
+
+  // One round: the registry, then the CRL. Never throws. Public for the tests.
+  void poll() noexcept;
+
+  // The next poll reads the registry in full (SIGHUP). Any thread.
+  void request_full_reload() noexcept { full_reload_.store(true, std::memory_order_release); }
+  CrlGuard* crl() noexcept { return crl_.get(); }
+
+ private:
+  void poll_registry();
+  void reload();
+  void failed(const std::string& why) noexcept;
+  void succeeded();
+
+  std::unique_ptr<AccessSource> source_;
+  std::shared_ptr<const registry::Snapshot> current_;
+  Handover& handover_;
+  std::atomic<Clock::rep>& last_ok_;
+  std::unique_ptr<CrlGuard> crl_;
+  std::atomic<bool> full_reload_{false};
+  bool failing_ = false;
+  bool crl_failing_ = false;
+};
+
+}  // namespace onboard::plugin
