@@ -83,7 +83,9 @@ class Plugin {
     std::unique_ptr<plugin::CrlGuard> crl;
     if (!config.crl_file.empty()) {
       std::string issuers;
-      if (!config.crl_cafile.empty()) ONBOARD_TRY(issuers, read_small_file(config.crl_cafile));
+      if (!config.crl_cafile.empty()) {
+        ONBOARD_TRY(issuers, read_small_file(config.crl_cafile));
+      }
       crl = std::make_unique<plugin::CrlGuard>(config.crl_file, std::move(issuers));
     }
     auto plugin = std::unique_ptr<Plugin>(new Plugin(config, identifier));

@@ -192,13 +192,14 @@ Result<bool> set_device_enabled(Store& store, std::string_view id, bool enabled,
 
 Result<std::uint64_t> rewrite_crl(Store& store, const Authority& ca,
                                   const std::filesystem::path& crl_path, const std::string& done,
-                                  const registry::Actor& actor) {
+                                  const registry::Actor& actor, UnixTime validity) {
   auto write = [&]() -> Result<std::uint64_t> {
     ONBOARD_TRY(auto revoked, store.revoked_certificates());
     ONBOARD_TRY(std::uint64_t number, store.next_crl_number(actor));
     const UnixTime now = unix_now();
-    // A week ahead: relying parties that cache the CRL must fetch a new one at least that often.
-    CrlParams params{number, now, now + 7 * 86400};
+    // Relying parties that cache the CRL must fetch a new one at least this often; a broker that
+    // loads it refuses every device once it expires (tools/crl_refresh.h).
+    CrlParams params{number, now, now + validity};
     ONBOARD_TRY(auto crl, build_crl(ca.issuer(), *ca.signer(), revoked, params));
     ONBOARD_CHECK(write_file_atomic(crl_path, crl_to_pem(crl.get()), 0644, Overwrite::replace));
     return number;

@@ -19,6 +19,7 @@
 #include "ca/keys.h"
 #include "ca/secret.h"
 #include "registry/store.h"
+#include "tools/crl_refresh.h"
 
 namespace onboard::ops {
 
@@ -91,9 +92,11 @@ Result<bool> set_device_enabled(registry::Store& store, std::string_view id, boo
 
 // Rewrites the CRL after a committed change. On failure the registry has changed already, so the
 // message says both, and the remedy ('onboardctl crl').
+// The CRL is in force for `validity` seconds (its next update).
 Result<std::uint64_t> rewrite_crl(registry::Store& store, const Authority& ca,
                                   const std::filesystem::path& crl_path, const std::string& done,
-                                  const registry::Actor& actor);
+                                  const registry::Actor& actor,
+                                  UnixTime validity = kDefaultCrlValidity);
 
 struct Revoked {
   registry::RevokeOutcome outcome;

@@ -705,19 +705,42 @@ void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
 
 void add_crl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   struct Opts {
-    std::string out;
+    std::string out, validity = "7d", if_expiring_within;
     PassphraseSource passphrase;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("crl", "Write the current CRL (PEM) under the next CRL number");
   cmd->add_option("--out", o->out, "Where to write it (default: DATA_DIR/crl.pem)");
+  cmd->add_option("--validity", o->validity,
+                  "How long the CRL is in force (its next update), e.g. 7d or 36h. A broker that "
+                  "loads it (crlfile) refuses every device once it expires")
+      ->capture_default_str();
+  cmd->add_option("--if-expiring-within", o->if_expiring_within,
+                  "Refresh mode: rewrite only when the current CRL is missing, unreadable or "
+                  "expires within this time (e.g. 3d); otherwise leave it. Exits 0 either way");
   o->passphrase.add_to(*cmd, "the CA key");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
+    ONBOARD_TRY(UnixTime validity, ops::parse_duration(o->validity, "--validity"));
+    if (validity < ops::kMinCrlValidity || validity > ops::kMaxCrlValidity)
+      return make_error(Errc::invalid_input, "--validity must be from 1h to 366d");
+    const std::filesystem::path path = o->out.empty() ? ws.crl : std::filesystem::path(o->out);
+    std::string why;
+    if (!o->if_expiring_within.empty()) {
+      ONBOARD_TRY(UnixTime within,
+                  ops::parse_duration(o->if_expiring_within, "--if-expiring-within"));
+      auto standing = ops::crl_standing(path, unix_now(), within);
+      if (!standing.due) {
+        std::cout << path.string() << ": " << standing.why << " (next update "
+                  << iso_time(standing.next_update) << "); not rewritten\n";
+        return kExitOk;
+      }
+      why = " (" + standing.why + ")";
+    }
     ONBOARD_TRY(auto store, open_registry(ws));
     ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
-    const std::filesystem::path path = o->out.empty() ? ws.crl : std::filesystem::path(o->out);
-    ONBOARD_TRY(std::uint64_t number, write_crl(*store, ca, path));
-    std::cout << "CRL " << number << " written to " << path.string() << "\n";
+    ONBOARD_TRY(std::uint64_t number, write_crl(*store, ca, path, validity));
+    std::cout << "CRL " << number << " written to " << path.string() << ", next update "
+              << iso_time(unix_now() + validity) << why << "\n";
     return kExitOk;
   });
 }

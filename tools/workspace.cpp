@@ -48,8 +48,8 @@ std::string actor_name() {
 registry::Actor make_actor() { return registry::Actor{"cli:" + actor_name(), unix_now()}; }
 
 Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
-                                const std::filesystem::path& path) {
-  return ops::rewrite_crl(store, ca, path, "", make_actor());
+                                const std::filesystem::path& path, UnixTime validity) {
+  return ops::rewrite_crl(store, ca, path, "", make_actor(), validity);
 }
 
 }  // namespace onboard::cli

@@ -38,6 +38,7 @@ registry::Actor make_actor();
 // Builds the CRL from the registry's revoked certificates under the next CRL number and writes it
 // atomically to workspace.crl (0644). Returns the CRL number.
 Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
-                                const std::filesystem::path& path);
+                                const std::filesystem::path& path,
+                                UnixTime validity = 7 * 86400);
 
 }  // namespace onboard::cli

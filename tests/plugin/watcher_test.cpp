@@ -128,7 +128,7 @@ TEST_CASE("an unreadable registry is reported once and the last snapshot stays u
   auto taken = rig.handover.take();
   CHECK_FALSE(taken.snapshot);
   REQUIRE(taken.logs.size() == 1);  // once, not once per poll
-  CHECK(Rig::logged(taken, LogLevel::error, "keeping the last good snapshot: database is locked"));
+  CHECK(Rig::logged(taken, LogLevel::error, "(keeping the last good snapshot): database is locked"));
   CHECK(rig.last_ok.load() == 0);  // the staleness clock keeps running
 
   rig.set(Script::Next::nothing);
@@ -144,7 +144,7 @@ TEST_CASE("std::bad_alloc while building a snapshot is caught and the next poll 
   CHECK_NOTHROW(rig.watcher.poll());
   auto taken = rig.handover.take();
   CHECK_FALSE(taken.snapshot);
-  CHECK(Rig::logged(taken, LogLevel::error, "keeping the last good snapshot: std::bad_alloc"));
+  CHECK(Rig::logged(taken, LogLevel::error, "(keeping the last good snapshot): std::bad_alloc"));
 
   // The next poll works again and hands over the change it finds.
   rig.script.change = registry::Refresh{snapshot_of({"a", "b", "c"}, 3), {}, 1, 0};
