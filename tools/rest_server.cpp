@@ -11,12 +11,15 @@
 #include <atomic>
 #include <cctype>
 #include <charconv>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <stop_token>
 #include <thread>
 #include <variant>
 
@@ -787,6 +790,41 @@ std::vector<Route> routes() {
   return out;
 }
 
+// Re-issues the CRL before it expires: a broker that loads it (`crlfile`) refuses every device
+// once it is past its next update, and this process holds the CA key. Checked at start and every
+// `check` after; rewritten when less than half of its default lifetime is left, in the write turn
+// like every other CRL rewrite. Never throws: a failure is logged once and retried.
+void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds check) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  bool failing = false;
+  do {
+    std::string problem;
+    try {
+      const auto standing =
+          ops::crl_standing(ctx.workspace.crl, unix_now(), ops::kDefaultCrlValidity / 2);
+      if (standing.due) {
+        std::lock_guard turn(ctx.write_turn);
+        auto store = ctx.stores.borrow();
+        auto number = store.ok() ? ops::rewrite_crl(**store, ctx.ca, ctx.workspace.crl, "",
+                                                    registry::Actor{"serve:crl", unix_now()})
+                                 : Result<std::uint64_t>(store.error());
+        if (number.ok()) {
+          log_line("CRL " + std::to_string(*number) + " written to " +
+                   ctx.workspace.crl.string() + " (" + standing.why + ")");
+        } else {
+          problem = number.error().message;
+        }
+      }
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    if (!problem.empty() && !failing) log_line("cannot refresh the CRL (will retry): " + problem);
+    failing = !problem.empty();
+  } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
+}
+
 Status serve(const cli::Workspace& workspace, Authority ca, std::optional<Secret> hold_passphrase,
              const ServeOptions& options) {
   ONBOARD_TRY(Secret link_secret, bundle::load_or_create_link_secret(workspace.dir));
@@ -854,6 +892,10 @@ Status serve(const cli::Workspace& workspace, Authority ca, std::optional<Secret
   sigaddset(&stop_signals, SIGINT);
   if (pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr) != 0)
     return make_error(Errc::internal, "cannot block SIGTERM/SIGINT");
+  // After the mask: this thread must not take SIGTERM either.
+  std::jthread crl_refresher([&ctx, &options](std::stop_token stop) {
+    refresh_crl_on_schedule(ctx, stop, options.crl_check_interval);
+  });
 
   int port = options.port;
   if (port == 0) {

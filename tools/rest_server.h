@@ -2,6 +2,7 @@
 // bearer-token authentication, JSON errors. docs/openapi.yaml describes every route.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -25,6 +26,9 @@ struct ServeOptions {
   // client certificate bound to a credential (token create --client-cert) authenticates without
   // a bearer token; a client without one may still send a token.
   std::string client_ca;
+  // How often the server looks whether the CRL needs re-issuing (it does when less than half of
+  // its lifetime is left).
+  std::chrono::seconds crl_check_interval{60};
 };
 
 // One route as the server registers it and docs/openapi.yaml names it: "GET", "/v1/devices/{id}".
