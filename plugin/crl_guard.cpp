@@ -86,6 +86,7 @@ CrlFileCheck check_crl_file(const std::string& path, UnixTime now, const std::st
       return check;
     }
     if (*last > now) {
+      check.not_yet_valid = true;
       check.problem = "a CRL not valid until " + when(*last) +
                       " (OpenSSL would refuse every device certificate)";
       return check;
@@ -151,9 +152,13 @@ void CrlGuard::poll(Handover& handover, UnixTime now) {
       hold(check);
       handover.post_crl_reload(*stamp);
     } else {
-      handover.post_log(LogLevel::error, "CRL " + path_ + " changed but is " + check.problem +
-                                             ": not handed to the broker, which keeps the CRL "
-                                             "it holds");
+      // One not in force yet is looked at again on the next polls, until its time comes.
+      if (check.not_yet_valid) seen_.reset();
+      if (!reported_ || !(*reported_ == *stamp))
+        handover.post_log(LogLevel::error, "CRL " + path_ + " changed but is " + check.problem +
+                                               ": not handed to the broker, which keeps the CRL "
+                                               "it holds");
+      reported_ = stamp;
     }
   }
   check_expiry(handover, now);

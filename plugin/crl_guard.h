@@ -22,6 +22,7 @@ namespace onboard::plugin {
 
 struct CrlFileCheck {
   std::string problem;  // empty: the broker can load it and it is in force now
+  bool not_yet_valid = false;  // the problem will go away by itself (a writer's clock ahead)
   std::size_t crls = 0;
   UnixTime this_update = 0;  // of the CRL that expires first
   UnixTime next_update = 0;  // the earliest next update in the file; 0 when none has one
@@ -57,7 +58,8 @@ class CrlGuard {
   std::string issuers_pem_;
   std::atomic<bool> reloaded_{false};
   bool started_ = false;
-  std::optional<FileStamp> seen_;  // the file as last looked at
+  std::optional<FileStamp> seen_;      // the file as last checked for good
+  std::optional<FileStamp> reported_;  // the file whose problem was last logged
   bool missing_reported_ = false;
   // The CRL the broker holds, as far as the plugin knows.
   UnixTime held_this_update_ = 0, held_next_update_ = 0;

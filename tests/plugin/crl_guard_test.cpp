@@ -187,3 +187,24 @@ TEST_CASE("the guard warns before the CRL the broker holds expires and reports i
   CHECK(taken.crl_reload);
   CHECK(taken.logs.empty());
 }
+
+TEST_CASE("a CRL written by a clock slightly ahead is handed over once it is in force") {
+  TempDir dir;
+  const auto path = (dir / "crl.pem").string();
+  auto ca = make_root();
+  replace(path, crl_pem(ca, kNow - 60, kNow + 7 * kDay, 1));
+  Handover handover;
+  CrlGuard guard(path);
+  guard.poll(handover, kNow);
+
+  replace(path, crl_pem(ca, kNow + 2, kNow + 7 * kDay, 2));
+  guard.poll(handover, kNow);
+  guard.poll(handover, kNow + 1);
+  auto taken = handover.take();
+  CHECK_FALSE(taken.crl_reload);
+  REQUIRE(taken.logs.size() == 1);
+  CHECK(logged(taken, LogLevel::error, "a CRL not valid until"));
+
+  guard.poll(handover, kNow + 2);
+  CHECK(handover.take().crl_reload);
+}

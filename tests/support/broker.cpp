@@ -48,11 +48,25 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
+std::vector<std::string> faketime_environment(const std::filesystem::path& file,
+                                              const std::string& preload) {
+  const std::string lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+  return {"LD_PRELOAD=" + (preload.empty() ? lib : preload + ":" + lib),
+          "FAKETIME_TIMESTAMP_FILE=" + file.string(), "FAKETIME_CACHE_DURATION=1",
+          // Only the wall clock moves: the plugin's staleness and poll timers stay real.
+          "FAKETIME_DONT_FAKE_MONOTONIC=1", "DONT_FAKE_MONOTONIC=1"};
+}
+
 Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
     : log_path_(dir / "mosquitto.log") {
   port_ = free_port();
   const auto conf = dir / "mosquitto.conf";
-  {
+  if (!options.config_text.empty()) {
+    std::string text = options.config_text;
+    for (auto at = text.find("{port}"); at != std::string::npos; at = text.find("{port}"))
+      text.replace(at, 6, std::to_string(port_));
+    std::ofstream(conf) << text;
+  } else {
     std::ofstream out(conf);
     auto plugin_lines = [&] {
       out << "plugin " << options.plugin.string() << "\n"
@@ -84,7 +98,11 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
   char* argv[] = {program.data(), c.data(), conf_path.data(), nullptr};
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
-  if (!options.preload.empty()) {
+  if (!options.faketime_file.empty()) {
+    for (auto& e : faketime_environment(options.faketime_file, options.preload))
+      env_strings.push_back(std::move(e));
+    if (!options.preload.empty()) env_strings.push_back("ASAN_OPTIONS=detect_leaks=0");
+  } else if (!options.preload.empty()) {
     env_strings.push_back("LD_PRELOAD=" + options.preload);
     // Mosquitto's own allocations at exit are not the plugin's to answer for.
     env_strings.push_back("ASAN_OPTIONS=detect_leaks=0");
@@ -113,6 +131,10 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
 }
 
 Broker::~Broker() { stop(); }
+
+bool Broker::signal(int signal_number) {
+  return pid_ > 0 && ::kill(pid_, signal_number) == 0;
+}
 
 void Broker::stop() {
   if (pid_ <= 0) return;

@@ -22,7 +22,18 @@ struct BrokerOptions {
   bool per_listener_settings = false;
   // Libraries to preload into the broker: the sanitizer runtimes when the plugin is instrumented.
   std::string preload;
+  // When set, the broker runs with libfaketime, its wall clock shifted by what this file says
+  // (e.g. "+8d"; re-read every second, so a test can move a running broker ahead). The monotonic
+  // clock is left alone.
+  std::filesystem::path faketime_file;
+  // When set, the whole configuration (e.g. made from mosquitto.conf.example), with `{port}` for
+  // the listener's port; the fields above other than `preload` and `faketime_file` are then unused.
+  std::string config_text;
 };
+
+// The libfaketime environment for a process whose wall clock follows `file` (see faketime_file).
+std::vector<std::string> faketime_environment(const std::filesystem::path& file,
+                                              const std::string& preload = {});
 
 class Broker {
  public:
@@ -41,6 +52,8 @@ class Broker {
   // Waits until the log contains `text`.
   bool wait_for_log(const std::string& text, int timeout_ms = 5000) const;
   void stop();
+  // Sends `signal` to the running broker (false when it is not running).
+  bool signal(int signal_number);
 
  private:
   std::filesystem::path log_path_;
