@@ -28,7 +28,8 @@ std::string when(UnixTime t) {
 ossl::Ptr<STACK_OF(X509_INFO)> read_infos(const std::string& pem) {
   auto bio = ossl::mem_reader(pem);
   if (!bio) return nullptr;
-  ossl::Ptr<STACK_OF(X509_INFO)> infos(PEM_X509_INFO_read_bio(bio.get(), nullptr, nullptr, nullptr));
+  ossl::Ptr<STACK_OF(X509_INFO)> infos(
+      PEM_X509_INFO_read_bio(bio.get(), nullptr, nullptr, nullptr));
   return infos;
 }
 
@@ -139,8 +140,9 @@ void CrlGuard::poll(Handover& handover, UnixTime now) {
   } else if (!stamp) {
     if (!missing_reported_)
       handover.post_log(LogLevel::warning,
-                        "CRL " + path_ + " is missing: the broker keeps the CRL it loaded, but "
-                        "would not start with this configuration");
+                        "CRL " + path_ +
+                            " is missing: the broker keeps the CRL it loaded, but "
+                            "would not start with this configuration");
     missing_reported_ = true;
     seen_.reset();
   } else if (!seen_ || !(*stamp == *seen_)) {

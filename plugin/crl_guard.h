@@ -21,7 +21,7 @@
 namespace onboard::plugin {
 
 struct CrlFileCheck {
-  std::string problem;  // empty: the broker can load it and it is in force now
+  std::string problem;         // empty: the broker can load it and it is in force now
   bool not_yet_valid = false;  // the problem will go away by itself (a writer's clock ahead)
   std::size_t crls = 0;
   UnixTime this_update = 0;  // of the CRL that expires first
@@ -29,9 +29,9 @@ struct CrlFileCheck {
   bool ok() const noexcept { return problem.empty(); }
 };
 
-// Reads every CRL in the PEM file the way Mosquitto does (X509_load_crl_file), and checks that there
-// is at least one, that each is in force at `now` (this update passed, next update not) and, when
-// `issuers` is not empty, that each is signed by one of those certificates. Files larger than
+// Reads every CRL in the PEM file the way Mosquitto does (X509_load_crl_file), and checks that
+// there is at least one, that each is in force at `now` (this update passed, next update not) and,
+// when `issuers` is not empty, that each is signed by one of those certificates. Files larger than
 // 64 MiB are refused unread.
 CrlFileCheck check_crl_file(const std::string& path, UnixTime now,
                             const std::string& issuers_pem = {});

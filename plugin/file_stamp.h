@@ -25,9 +25,10 @@ struct FileStamp {
 inline std::optional<FileStamp> file_stamp(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  return FileStamp{st.st_dev, st.st_ino,
-                   static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
-                   st.st_size};
+  return FileStamp{
+      st.st_dev, st.st_ino,
+      static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec,
+      st.st_size};
 }
 
 }  // namespace onboard::plugin

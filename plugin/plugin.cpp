@@ -8,10 +8,10 @@
 // from other threads and a client must not be kicked from inside its own callback.
 //
 // Nothing throws across the C boundary: every callback catches everything and denies.
+#include <dlfcn.h>
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
-#include <dlfcn.h>
 #include <openssl/x509.h>
 
 #include <atomic>
@@ -39,10 +39,10 @@
 namespace {
 
 using namespace onboard;
-using registry::Snapshot;
 using plugin::Clock;
 using plugin::Handover;
 using plugin::LogLevel;
+using registry::Snapshot;
 
 constexpr const char* kPrefix = "onboard: ";
 
@@ -77,7 +77,7 @@ Result<std::string> read_small_file(const std::string& path) {
 class Plugin {
  public:
   static Result<std::unique_ptr<Plugin>> create(plugin::Config config,
-                                                 mosquitto_plugin_id_t* identifier) {
+                                                mosquitto_plugin_id_t* identifier) {
     auto source = plugin::sqlite_access_source(config.registry);
     ONBOARD_TRY(auto snapshot, source->reopen());
     std::unique_ptr<plugin::CrlGuard> crl;
@@ -101,8 +101,8 @@ class Plugin {
     // The first poll reports on the CRL the broker is about to load.
     if (watcher->crl() != nullptr) watcher->poll();
     const auto interval = config.refresh_interval;
-    plugin->worker_ = std::jthread(
-        [watcher, interval](std::stop_token stop) { watcher->run(stop, interval); });
+    plugin->worker_ =
+        std::jthread([watcher, interval](std::stop_token stop) { watcher->run(stop, interval); });
     return plugin;
   }
 
@@ -317,8 +317,7 @@ void unregister_all(mosquitto_plugin_id_t* identifier) {
 // something loaded it); 2.1 added mosquitto_plugin_set_info to the broker's API.
 bool broker_is_2_0(std::string& seen) {
 #if LIBMOSQUITTO_MAJOR != 2 || LIBMOSQUITTO_MINOR != 0
-  seen = "headers " + std::to_string(LIBMOSQUITTO_MAJOR) + "." +
-         std::to_string(LIBMOSQUITTO_MINOR);
+  seen = "headers " + std::to_string(LIBMOSQUITTO_MAJOR) + "." + std::to_string(LIBMOSQUITTO_MINOR);
   return false;
 #else
   if (mosquitto_lib_version != nullptr) {

@@ -25,8 +25,8 @@ Result<UnixTime> parse_duration(std::string_view text, std::string_view option);
 std::string format_duration(UnixTime seconds);
 
 struct CrlStanding {
-  bool due = false;         // rewrite it now
-  std::string why;          // what was found, for the message
+  bool due = false;          // rewrite it now
+  std::string why;           // what was found, for the message
   UnixTime next_update = 0;  // of the CRL found; 0 when none was read
 };
 

@@ -715,9 +715,10 @@ void add_crl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                   "How long the CRL is in force (its next update), e.g. 7d or 36h. A broker that "
                   "loads it (crlfile) refuses every device once it expires")
       ->capture_default_str();
-  cmd->add_option("--if-expiring-within", o->if_expiring_within,
-                  "Refresh mode: rewrite only when the current CRL is missing, unreadable or "
-                  "expires within this time (e.g. 3d); otherwise leave it. Exits 0 either way");
+  cmd->add_option(
+      "--if-expiring-within", o->if_expiring_within,
+      "Refresh mode: rewrite only when the current CRL is missing, unreadable or "
+      "expires within this time (e.g. 3d); otherwise leave it. Exits 0 whether it rewrote or not");
   o->passphrase.add_to(*cmd, "the CA key");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
     ONBOARD_TRY(UnixTime validity, ops::parse_duration(o->validity, "--validity"));

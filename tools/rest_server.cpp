@@ -811,8 +811,8 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
                                                     registry::Actor{"serve:crl", unix_now()})
                                  : Result<std::uint64_t>(store.error());
         if (number.ok()) {
-          log_line("CRL " + std::to_string(*number) + " written to " +
-                   ctx.workspace.crl.string() + " (" + standing.why + ")");
+          log_line("CRL " + std::to_string(*number) + " written to " + ctx.workspace.crl.string() +
+                   " (" + standing.why + ")");
         } else {
           problem = number.error().message;
         }

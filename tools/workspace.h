@@ -38,7 +38,6 @@ registry::Actor make_actor();
 // Builds the CRL from the registry's revoked certificates under the next CRL number and writes it
 // atomically to workspace.crl (0644). Returns the CRL number.
 Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
-                                const std::filesystem::path& path,
-                                UnixTime validity = 7 * 86400);
+                                const std::filesystem::path& path, UnixTime validity = 7 * 86400);
 
 }  // namespace onboard::cli

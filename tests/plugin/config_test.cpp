@@ -66,8 +66,8 @@ TEST_CASE("the staleness limit must exceed the refresh interval") {
 
 TEST_CASE("the CRL file to guard is an absolute path and its CA file needs it") {
   auto ok = parse_config(Options{{"registry", "/r.db"},
-                          {"crl_file", "/var/lib/mosquitto-onboard/crl.pem"},
-                          {"crl_cafile", "/var/lib/mosquitto-onboard/ca/chain.pem"}});
+                                 {"crl_file", "/var/lib/mosquitto-onboard/crl.pem"},
+                                 {"crl_cafile", "/var/lib/mosquitto-onboard/ca/chain.pem"}});
   REQUIRE(ok.ok());
   CHECK(ok->crl_file == "/var/lib/mosquitto-onboard/crl.pem");
   CHECK(ok->crl_cafile == "/var/lib/mosquitto-onboard/ca/chain.pem");

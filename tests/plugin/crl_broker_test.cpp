@@ -152,7 +152,8 @@ TEST_CASE("a broker set up as the example says still admits valid devices after 
     site.set_clock(days);
     let_the_clock_move();
     CHECK(connect("dev-ok", valid, *broker) == 0);
-    // Refused by the plugin at CONNECT, after the TLS handshake: the default mode's documented cost.
+    // Refused by the plugin at CONNECT, after the TLS handshake: the default mode's documented
+    // cost.
     CHECK(connect("dev-gone", revoked, *broker) == kNotAuthorized);
   }
 }

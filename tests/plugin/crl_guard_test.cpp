@@ -21,8 +21,8 @@ namespace {
 
 std::string crl_pem(const test::TestCa& ca, UnixTime this_update, UnixTime next_update,
                     std::uint64_t number = 1) {
-  auto crl = must(build_crl(ca.cert.get(), *ca.signer, {}, CrlParams{number, this_update,
-                                                                     next_update}));
+  auto crl =
+      must(build_crl(ca.cert.get(), *ca.signer, {}, CrlParams{number, this_update, next_update}));
   return crl_to_pem(crl.get());
 }
 

@@ -128,7 +128,8 @@ TEST_CASE("an unreadable registry is reported once and the last snapshot stays u
   auto taken = rig.handover.take();
   CHECK_FALSE(taken.snapshot);
   REQUIRE(taken.logs.size() == 1);  // once, not once per poll
-  CHECK(Rig::logged(taken, LogLevel::error, "(keeping the last good snapshot): database is locked"));
+  CHECK(
+      Rig::logged(taken, LogLevel::error, "(keeping the last good snapshot): database is locked"));
   CHECK(rig.last_ok.load() == 0);  // the staleness clock keeps running
 
   rig.set(Script::Next::nothing);

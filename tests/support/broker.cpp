@@ -132,9 +132,7 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
 
 Broker::~Broker() { stop(); }
 
-bool Broker::signal(int signal_number) {
-  return pid_ > 0 && ::kill(pid_, signal_number) == 0;
-}
+bool Broker::signal(int signal_number) { return pid_ > 0 && ::kill(pid_, signal_number) == 0; }
 
 void Broker::stop() {
   if (pid_ <= 0) return;
