@@ -2,6 +2,7 @@
 // ahead with libfaketime), with and without the optional TLS-layer CRL. Real mosquitto, real
 // plugin, real MQTT clients over mTLS, certificates and revocations from the real onboardctl.
 #include <grp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -119,8 +120,8 @@ class Site {
   int days_ = 0;
 };
 
-// The broker re-reads the clock file at most once a second.
-void let_the_clock_move() { std::this_thread::sleep_for(1500ms); }
+// The broker reads the clock file at every clock call; a moment for the file to be complete.
+void let_the_clock_move() { std::this_thread::sleep_for(100ms); }
 
 int connect(const std::string& id, const Credentials& creds, const Broker& broker) {
   MqttClient client(id, creds);

@@ -93,7 +93,7 @@ TEST_CASE("a CRL file is usable only when the broker can load it and it is in fo
   }
 }
 
-TEST_CASE("the guard hands over a changed CRL only when it is usable, and says why not") {
+TEST_CASE("the guard hands over a changed CRL only when it is usable and says why not") {
   TempDir dir;
   const auto path = (dir / "crl.pem").string();
   auto ca = make_root();

@@ -52,7 +52,8 @@ std::vector<std::string> faketime_environment(const std::filesystem::path& file,
                                               const std::string& preload) {
   const std::string lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
   return {"LD_PRELOAD=" + (preload.empty() ? lib : preload + ":" + lib),
-          "FAKETIME_TIMESTAMP_FILE=" + file.string(), "FAKETIME_CACHE_DURATION=1",
+          // Read on every clock call (no cache), so that a move takes effect at once.
+          "FAKETIME_TIMESTAMP_FILE=" + file.string(), "FAKETIME_NO_CACHE=1",
           // Only the wall clock moves: the plugin's staleness and poll timers stay real.
           "FAKETIME_DONT_FAKE_MONOTONIC=1", "DONT_FAKE_MONOTONIC=1"};
 }

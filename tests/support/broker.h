@@ -23,8 +23,8 @@ struct BrokerOptions {
   // Libraries to preload into the broker: the sanitizer runtimes when the plugin is instrumented.
   std::string preload;
   // When set, the broker runs with libfaketime, its wall clock shifted by what this file says
-  // (e.g. "+8d"; re-read every second, so a test can move a running broker ahead). The monotonic
-  // clock is left alone.
+  // (e.g. "+8d"; re-read at every clock call, so a test can move a running broker ahead). The
+  // monotonic clock is left alone.
   std::filesystem::path faketime_file;
   // When set, the whole configuration (e.g. made from mosquitto.conf.example), with `{port}` for
   // the listener's port; the fields above other than `preload` and `faketime_file` are then unused.
