@@ -27,6 +27,7 @@
 
 #include "ca/certificate.h"
 #include "ca/ossl.h"
+#include "plugin/broker_version.h"
 #include "plugin/config.h"
 #include "plugin/crl_guard.h"
 #include "plugin/handover.h"
@@ -312,26 +313,17 @@ void unregister_all(mosquitto_plugin_id_t* identifier) {
     mosquitto_callback_unregister(identifier, r.event, r.callback, nullptr);
 }
 
-// Whether the broker is Mosquitto 2.0.x, whose private identifier layout per_listener() reads.
-// The 2.0 broker exports no version function (libmosquitto's mosquitto_lib_version is used when
-// something loaded it); 2.1 added mosquitto_plugin_set_info to the broker's API.
-bool broker_is_2_0(std::string& seen) {
-#if LIBMOSQUITTO_MAJOR != 2 || LIBMOSQUITTO_MINOR != 0
-  seen = "headers " + std::to_string(LIBMOSQUITTO_MAJOR) + "." + std::to_string(LIBMOSQUITTO_MINOR);
-  return false;
-#else
+// What per_listener() needs to know of the broker (plugin/broker_version.h).
+std::optional<std::string> not_mosquitto_2_0() {
+  std::optional<plugin::Version> library;
   if (mosquitto_lib_version != nullptr) {
-    int major = 0, minor = 0, revision = 0;
-    mosquitto_lib_version(&major, &minor, &revision);
-    seen = std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(revision);
-    if (major != 2 || minor != 0) return false;
+    plugin::Version v;
+    mosquitto_lib_version(&v.major, &v.minor, &v.revision);
+    library = v;
   }
-  if (::dlsym(RTLD_DEFAULT, "mosquitto_plugin_set_info") != nullptr) {
-    seen = "2.1 or later";
-    return false;
-  }
-  return true;
-#endif
+  return plugin::not_mosquitto_2_0(
+      plugin::Version{LIBMOSQUITTO_MAJOR, LIBMOSQUITTO_MINOR, LIBMOSQUITTO_REVISION}, library,
+      ::dlsym(RTLD_DEFAULT, "mosquitto_plugin_set_info") != nullptr);
 }
 
 // In Mosquitto 2.0 the identifier holds the listener a plugin belongs to: NULL when plugins are
@@ -339,9 +331,8 @@ bool broker_is_2_0(std::string& seen) {
 // plugin could neither apply registry changes nor disconnect revoked devices. The layout is
 // private, so it is read only on 2.0.x.
 bool per_listener(mosquitto_plugin_id_t* identifier) {
-  std::string seen;
-  if (!broker_is_2_0(seen)) {
-    log(MOSQ_LOG_NOTICE, "not Mosquitto 2.0 (" + seen +
+  if (auto seen = not_mosquitto_2_0()) {
+    log(MOSQ_LOG_NOTICE, "not Mosquitto 2.0 (" + *seen +
                              "): skipped the per_listener_settings check; it must be false");
     return false;
   }
