@@ -43,7 +43,8 @@ class SqliteAccess final : public AccessSource {
   FileStamp opened_;
 };
 
-std::string what_of(const std::exception_ptr& e) noexcept {
+// May itself throw (std::bad_alloc for the string): callers catch that too.
+std::string what_of(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
   } catch (const std::exception& ex) {
@@ -81,7 +82,7 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
   } catch (...) {
     // Only the wait itself could get here (a system error); the broker keeps the last snapshot
     // and the staleness limit then refuses new connections.
-    failed("the registry watcher stopped: " + what_of(std::current_exception()));
+    failed_with_current_exception("the registry watcher stopped: ");
   }
 }
 
@@ -90,7 +91,7 @@ void Watcher::poll() noexcept {
     poll_registry();
   } catch (...) {
     // e.g. std::bad_alloc while building a snapshot: keep the last one, try again next poll.
-    failed(what_of(std::current_exception()));
+    failed_with_current_exception("");
   }
   if (!crl_) return;
   try {
@@ -136,6 +137,14 @@ void Watcher::reload() {
                                            std::to_string(current_->device_count()) + " devices");
   succeeded();
   handover_.post(current_, std::move(kicks));
+}
+
+void Watcher::failed_with_current_exception(const char* prefix) noexcept {
+  try {
+    failed(prefix + what_of(std::current_exception()));
+  } catch (...) {
+    failing_ = true;  // no memory even for the message; the staleness limit still reports it
+  }
 }
 
 void Watcher::failed(const std::string& why) noexcept {

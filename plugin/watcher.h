@@ -61,6 +61,7 @@ class Watcher {
   void poll_registry();
   void reload();
   void failed(const std::string& why) noexcept;
+  void failed_with_current_exception(const char* prefix) noexcept;
   void succeeded();
 
   std::unique_ptr<AccessSource> source_;
