@@ -170,8 +170,13 @@ TEST_CASE(
   CHECK(connect("dev-doomed", doomed, *broker) == 0);
 
   site.must(site.ctl({"device", "revoke", "dev-doomed"}));
+  const auto revoked_at = std::chrono::steady_clock::now();
   INFO(broker->log());
   CHECK(eventually_refused_by_tls("dev-doomed", doomed, *broker));
+  WARN("revoke to TLS refusal: " << std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - revoked_at)
+                                        .count()
+                                 << " ms (the last handshake attempt included)");
   CHECK(broker->log().find("changed and checked: reloading the broker") != std::string::npos);
   CHECK(connect("dev-ok", valid, *broker) == 0);
   // The plugin raised that SIGHUP itself: no full registry read for it.
