@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -51,7 +52,11 @@ int free_port() {
 std::vector<std::string> faketime_environment(const std::filesystem::path& file,
                                               const std::string& preload) {
   const std::string lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-  return {"LD_PRELOAD=" + (preload.empty() ? lib : preload + ":" + lib),
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  // libfaketime first: behind the ASan runtime it hangs an uninstrumented program at start. ASan
+  // then has to be told not to insist on coming first (an ASan-built onboardctl needs the same).
+  return {"LD_PRELOAD=" + (preload.empty() ? lib : lib + ":" + preload),
+          "ASAN_OPTIONS=" + std::string(asan != nullptr ? asan : "") + ":verify_asan_link_order=0",
           // Read on every clock call (no cache), so that a move takes effect at once.
           "FAKETIME_TIMESTAMP_FILE=" + file.string(), "FAKETIME_NO_CACHE=1",
           // Only the wall clock moves: the plugin's staleness and poll timers stay real.
@@ -97,17 +102,29 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   std::string program = "/usr/sbin/mosquitto", c = "-c", conf_path = conf.string();
   char* argv[] = {program.data(), c.data(), conf_path.data(), nullptr};
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+  // Set on top of the current environment, replacing a variable of the same name.
+  std::vector<std::string> overrides;
   if (!options.faketime_file.empty()) {
-    for (auto& e : faketime_environment(options.faketime_file, options.preload))
-      env_strings.push_back(std::move(e));
-    if (!options.preload.empty()) env_strings.push_back("ASAN_OPTIONS=detect_leaks=0");
+    overrides = faketime_environment(options.faketime_file, options.preload);
   } else if (!options.preload.empty()) {
-    env_strings.push_back("LD_PRELOAD=" + options.preload);
-    // Mosquitto's own allocations at exit are not the plugin's to answer for.
-    env_strings.push_back("ASAN_OPTIONS=detect_leaks=0");
+    overrides.push_back("LD_PRELOAD=" + options.preload);
+    const char* asan = std::getenv("ASAN_OPTIONS");
+    overrides.push_back("ASAN_OPTIONS=" + std::string(asan != nullptr ? asan : ""));
   }
+  if (!options.preload.empty()) {
+    // Mosquitto's own allocations at exit are not the plugin's to answer for.
+    for (auto& o : overrides)
+      if (o.starts_with("ASAN_OPTIONS=")) o += ":detect_leaks=0";
+  }
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const auto name = entry.substr(0, entry.find('=') + 1);
+    bool replaced = false;
+    for (const auto& o : overrides) replaced = replaced || o.starts_with(name);
+    if (!replaced) env_strings.push_back(entry);
+  }
+  env_strings.insert(env_strings.end(), overrides.begin(), overrides.end());
   std::vector<char*> envp;
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
