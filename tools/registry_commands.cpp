@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <system_error>
 
 #include "ca/authority.h"
@@ -142,6 +144,22 @@ Status set_group_access(const std::filesystem::path& path, gid_t gid, mode_t mod
   return ok_status();
 }
 
+// The broker opens the registry after dropping its privileges, as a member of the group that
+// owns the data directory: every folder above it must let that group (or everyone) through, or
+// the broker cannot start. Returns the first folder that does not, walking down from `/`.
+std::optional<std::filesystem::path> unsearchable_ancestor(const std::filesystem::path& dir,
+                                                           gid_t gid) {
+  std::filesystem::path prefix;
+  for (const auto& part : std::filesystem::absolute(dir).lexically_normal().parent_path()) {
+    prefix /= part;
+    struct stat st {};
+    if (::stat(prefix.c_str(), &st) != 0) return prefix;
+    const bool passes = (st.st_mode & S_IXOTH) != 0 || (st.st_gid == gid && (st.st_mode & S_IXGRP));
+    if (!passes) return prefix;
+  }
+  return std::nullopt;
+}
+
 void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   struct Opts {
     std::string group = "mosquitto", key_alg = "rsa3072";
@@ -221,6 +239,14 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
               << (gid ? "group " + o->group + " may read the registry, certificates and CRL"
                       : std::string("operator only"))
               << "\n";
+    if (gid) {
+      if (auto blocked = unsearchable_ancestor(ws.dir, *gid)) {
+        std::cerr << "warning: group " << o->group << " cannot reach " << ws.dir.string() << ": "
+                  << blocked->string() << " is not searchable by it, so a broker running as a "
+                  << "member of that group cannot open the registry (chmod o+x "
+                  << blocked->string() << ", or choose another data directory)\n";
+      }
+    }
     return kExitOk;
   });
 }
@@ -266,7 +292,9 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
       ops::RegisterRequest request{
           registry::NewDevice{o->id, o->name, o->type, o->location, o->firmware, o->metadata},
-          std::move(plan), {}, 0};
+          std::move(plan),
+          {},
+          0};
       CredentialWriter outputs;
       auto registered =
           ops::register_device(*store, ca, request, make_actor(), write_outputs(outputs, o->key));

@@ -216,6 +216,34 @@ TEST_CASE("init with a group lets that group read the registry and share its WAL
   CHECK(reader.execAndGet("SELECT count(*) FROM devices").getInt() == 1);
 }
 
+TEST_CASE("init warns when a folder above the data directory keeps the broker's group out") {
+  const group* g = ::getgrgid(::getegid());
+  REQUIRE(g != nullptr);
+  TempDir base;
+  const auto parent = base / "private";
+  std::filesystem::create_directory(parent);
+
+  // A 0700 folder owned by another group: the broker, a member of the group, cannot pass it.
+  REQUIRE(::chmod(parent.c_str(), 0700) == 0);
+  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
+  auto blocked = init_registry(parent / "data", {"--group", g->gr_name});
+  INFO(blocked.err);
+  REQUIRE(blocked.exit_code == 0);  // the operator may still fix the folder afterwards
+  CHECK(contains(blocked.err, "warning: group " + std::string(g->gr_name) + " cannot reach"));
+  CHECK(contains(blocked.err, parent.string() + " is not searchable"));
+
+  // The same layout with the folder searchable by everyone: no warning.
+  TempDir base2;
+  const auto open = base2 / "shared";
+  std::filesystem::create_directory(open);
+  REQUIRE(::chmod(open.c_str(), 0711) == 0);
+  REQUIRE(::chmod(base2.path().c_str(), 0755) == 0);
+  auto fine = init_registry(open / "data", {"--group", g->gr_name});
+  INFO(fine.err);
+  REQUIRE(fine.exit_code == 0);
+  CHECK_FALSE(contains(fine.err, "warning"));
+}
+
 TEST_CASE("a second init refuses and changes nothing") {
   Fleet fleet;
   fleet.require_add("dev-1");
@@ -1242,8 +1270,8 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
       {{"bundle"}, {"create", "link", "show"}},
       {{"bundle", "create"},
        {"DEVICE", "--batch", "--out", "--split", "--password-out", "--password-env",
-        "--password-file", "--hold-passphrase-env", "--hold-passphrase-file", "--broker",
-        "--force", "7-Zip"}},
+        "--password-file", "--hold-passphrase-env", "--hold-passphrase-file", "--broker", "--force",
+        "7-Zip"}},
       {{"bundle", "link"}, {"BUNDLE", "--ttl", "--base-url", "410"}},
       {{"bundle", "show"}, {"BUNDLE", "--json"}},
       {{"batch"}, {"register", "show"}},
