@@ -54,7 +54,9 @@ Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
 
 Status record_intermediate(registry::Store& store, const Authority& ca) {
   if (!ca.has_intermediate()) return ok_status();
-  const auto issued = make_issued(ossl::Ptr<X509>(X509_dup(ca.issuer())));
+  ossl::Ptr<X509> copy(X509_dup(ca.issuer()));
+  if (!copy) return make_error(Errc::internal, "out of memory copying the CA certificate");
+  const auto issued = make_issued(std::move(copy));
   auto existing = store.find_certificate_by_fingerprint(issued.info.sha256_fingerprint);
   if (existing.ok()) return ok_status();
   if (existing.error().code != Errc::not_found) return std::move(existing).error();
@@ -68,6 +70,9 @@ Result<std::optional<std::uint64_t>> write_root_crl(registry::Store& store, cons
                                                     const Workspace& workspace,
                                                     const Secret* passphrase) {
   if (!ca.has_intermediate()) return std::optional<std::uint64_t>();
+  // A registry from before version 3 has not recorded the intermediate yet: it is recorded here
+  // at the latest, so that the root's CRL can list it once it is revoked.
+  ONBOARD_CHECK(record_intermediate(store, ca));
   ONBOARD_TRY(auto root_signer, ca.load_root_signer(passphrase));
   ONBOARD_TRY(std::uint64_t number,
               ops::rewrite_root_crl(store, ca, *root_signer, workspace.root_crl, make_actor()));

@@ -47,10 +47,10 @@ Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
 // recorded already, so that it can be revoked on the root's CRL. Nothing without an intermediate.
 Status record_intermediate(registry::Store& store, const Authority& ca);
 
-// With an issuing intermediate: signs the root CA's CRL with the root key from DIR/ca/root.key
-// (same passphrase as the CA) and writes it atomically to workspace.root_crl. nullopt when the CA
-// has no intermediate (the root's CRL is then workspace.crl); Errc::not_found when the root key
-// is not in the data directory (kept offline).
+// With an issuing intermediate: records it (record_intermediate), then signs the root CA's CRL with
+// the root key from DIR/ca/root.key (same passphrase as the CA) and writes it atomically to
+// workspace.root_crl. nullopt when the CA has no intermediate (the root's CRL is then
+// workspace.crl); Errc::not_found when the root key is not in the data directory (kept offline).
 Result<std::optional<std::uint64_t>> write_root_crl(registry::Store& store, const Authority& ca,
                                                     const Workspace& workspace,
                                                     const Secret* passphrase);

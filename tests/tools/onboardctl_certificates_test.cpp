@@ -4,6 +4,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <SQLiteCpp/Database.h>
 #include <httplib.h>
 
 #include <catch2/catch.hpp>
@@ -390,4 +391,23 @@ TEST_CASE("onboardctl serve publishes the root CRL next to the CRL without authe
     CHECK(X509_CRL_verify(parsed->get(), root_key.get()) == 1);
     CHECK(der->body != crl->body);
   }
+}
+
+TEST_CASE("an intermediate a registry does not know yet is recorded when the root CRL is written") {
+  Fleet fleet({"--intermediate"});
+  {
+    // As a registry from before version 3 has it: the intermediate is not recorded.
+    SQLite::Database raw((fleet.data / "registry.db").string(), SQLite::OPEN_READWRITE);
+    raw.exec("DELETE FROM certificates WHERE kind = 'other'");
+  }
+  REQUIRE(json::parse(fleet({"ca", "list", "--kind", "other", "--json"}).out).empty());
+  auto r = fleet({"crl"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto others = json::parse(fleet({"ca", "list", "--kind", "other", "--json"}).out);
+  REQUIRE(others.size() == 1);
+  CHECK(others[0]["serial"] == serial_of(fleet.data / "ca" / "issuing.crt"));
+  auto root = certificate_from_pem(slurp(fleet.data / "ca" / "root.crt"));
+  REQUIRE(root.ok());
+  CHECK(others[0]["issuer"] == describe_certificate(root->get()).subject);
 }
