@@ -162,9 +162,12 @@ CREATE TABLE api_tokens (
 
 // Version 3: every certificate the CA signs is recorded, not only devices' (issue 11). Notes:
 // - kind says what a certificate is for; only a `device` certificate names a device, and the CHECK
-//   ties the two together, so a server or other certificate can never be attached to a device. The
-//   broker's loader reads `kind = 'device'` rows only (a certificate whose CN equals a device id
-//   but that was signed with `ca issue` is an `other` row and is refused at connect).
+//   ties the two together, so a server or other certificate can never be attached to a device.
+//   The broker's loader reads `kind = 'device'` rows only (a certificate whose CN equals a device
+//   id but that was signed with `ca issue` is an `other` row and is refused at connect). kind
+//   defaults to device, as every row before version 3 was: an INSERT written for version 2 still
+//   records a device's certificate (the benchmark's bulk fill does), and one without a device
+//   fails the CHECK.
 // - SQLite cannot change a column's constraints in place, so the table is rebuilt. held_keys
 //   refers to certificates, and a table that is referred to cannot be dropped while foreign keys
 //   are enforced (which they are, and PRAGMA foreign_keys cannot change inside the migration's
@@ -183,7 +186,8 @@ CREATE TABLE certificates_v3 (
   serial_hex         TEXT    NOT NULL,
   issuer             TEXT    NOT NULL,
   sha256_fingerprint TEXT    NOT NULL UNIQUE,
-  kind               TEXT    NOT NULL CHECK (kind IN ('device', 'server', 'other')),
+  kind               TEXT    NOT NULL DEFAULT 'device'
+                             CHECK (kind IN ('device', 'server', 'other')),
   device_id          TEXT    REFERENCES devices (id),
   subject            TEXT    NOT NULL,
   not_before         INTEGER NOT NULL,
