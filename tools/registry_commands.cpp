@@ -183,6 +183,10 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 "Also create an issuing CA (the root key can then go offline)");
   cmd->add_option("--crl-url", o->ca.crl_url,
                   "CRL distribution point URL written into issued certificates");
+  cmd->add_option("--root-crl-url", o->ca.root_crl_url,
+                  "With --intermediate: where the root's own CRL is published, written into the "
+                  "intermediate's certificate (default: --crl-url with its last path segment "
+                  "replaced by root-crl, as 'onboardctl serve' publishes it)");
   cmd->add_option("--org", o->ca.organization, "Organization (O) in the CA subjects");
   o->passphrase.add_to(*cmd, "the new CA keys");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
@@ -229,13 +233,27 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 registry::open_sqlite_store(ws.registry, registry::OpenMode::read_write));
     if (gid) ONBOARD_CHECK(set_group_access(ws.registry, *gid, 0660));
     ONBOARD_TRY(std::uint64_t crl_number, write_crl(*store, ca, ws.crl));
+    ONBOARD_CHECK(record_intermediate(*store, ca));
+    std::string root_crl_line;
+    if (ca.has_intermediate()) {
+      ONBOARD_TRY(auto passphrase, o->passphrase.read());
+      auto root_number = write_root_crl(*store, ca, ws, passphrase ? &*passphrase : nullptr);
+      if (root_number.ok()) {
+        root_crl_line = "  root CRL  " + ws.root_crl.string() + " (number " +
+                        std::to_string(root_number->value_or(0)) + ")\n";
+      } else if (root_number.error().code == Errc::not_found) {
+        root_crl_line = "  root CRL  not written: " + root_number.error().message + "\n";
+      } else {
+        return std::move(root_number).error();
+      }
+    }
     std::cout << "initialised " << ws.dir.string() << "\n"
               << "  registry  " << ws.registry.string() << "\n"
               << "  CA        " << paths.dir.string() << (made_ca ? " (new)" : " (existing)")
               << "\n"
               << "  chain     " << (paths.dir / "chain.pem").string() << "\n"
               << "  CRL       " << ws.crl.string() << " (number " << crl_number << ")\n"
-              << "  access    "
+              << root_crl_line << "  access    "
               << (gid ? "group " + o->group + " may read the registry, certificates and CRL"
                       : std::string("operator only"))
               << "\n";
@@ -731,13 +749,32 @@ void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   }
 }
 
+// The root CA's own CRL, next to the CRL, when there is an intermediate and the root key is here;
+// a root key kept offline is no error (this runs where the key is brought out).
+Status write_root_crl_if_possible(registry::Store& store, const Authority& ca, const Workspace& ws,
+                                  const PassphraseSource& source) {
+  if (!ca.has_intermediate()) return ok_status();
+  ONBOARD_TRY(auto passphrase, source.read());
+  auto number = write_root_crl(store, ca, ws, passphrase ? &*passphrase : nullptr);
+  if (!number.ok() && number.error().code == Errc::not_found) {
+    std::cout << "root CRL not written: " << number.error().message << "\n";
+    return ok_status();
+  }
+  if (!number.ok()) return std::move(number).error();
+  std::cout << "root CRL " << number->value_or(0) << " written to " << ws.root_crl.string() << "\n";
+  return ok_status();
+}
+
 void add_crl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   struct Opts {
     std::string out;
     PassphraseSource passphrase;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand("crl", "Write the current CRL (PEM) under the next CRL number");
+  auto* cmd = app.add_subcommand(
+      "crl",
+      "Write the current CRL (PEM) under the next CRL number; with an intermediate and the root "
+      "key in DATA_DIR/ca, also the root's CRL to DATA_DIR/root-crl.pem");
   cmd->add_option("--out", o->out, "Where to write it (default: DATA_DIR/crl.pem)");
   o->passphrase.add_to(*cmd, "the CA key");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
@@ -746,6 +783,7 @@ void add_crl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     const std::filesystem::path path = o->out.empty() ? ws.crl : std::filesystem::path(o->out);
     ONBOARD_TRY(std::uint64_t number, write_crl(*store, ca, path));
     std::cout << "CRL " << number << " written to " << path.string() << "\n";
+    ONBOARD_CHECK(write_root_crl_if_possible(*store, ca, ws, o->passphrase));
     return kExitOk;
   });
 }

@@ -521,13 +521,27 @@ Reply list_audit(Context&, Call& call) {
 }
 
 bool wants_pem(const httplib::Request& request) {
-  return request.path == "/crl.pem" ||
+  return request.path.ends_with(".pem") ||
          request.get_header_value("Accept").find("application/x-pem-file") != std::string::npos;
 }
 
 // The CRL as the last revocation wrote it: served from the file, never re-signed per request.
 Reply get_crl(Context& ctx, Call& call) {
   auto pem = take(read_file(ctx.workspace.crl, 16 * 1024 * 1024));
+  if (wants_pem(call.request)) return Reply{200, pem, "application/x-pem-file", {}};
+  auto crl = take(crl_from_pem(pem));
+  return Reply{200, crl_to_der(crl.get()), "application/pkix-crl", {}};
+}
+
+// The root CA's own CRL (only with an issuing intermediate; 404 otherwise), likewise from the
+// file 'onboardctl crl' writes where the root key is.
+Reply get_root_crl(Context& ctx, Call& call) {
+  std::error_code ec;
+  if (!std::filesystem::exists(ctx.workspace.root_crl, ec) && !ec) {
+    return error_reply(404, "not_found",
+                       "no root CRL: only a CA with an issuing intermediate publishes one");
+  }
+  auto pem = take(read_file(ctx.workspace.root_crl, 16 * 1024 * 1024));
   if (wants_pem(call.request)) return Reply{200, pem, "application/x-pem-file", {}};
   auto crl = take(crl_from_pem(pem));
   return Reply{200, crl_to_der(crl.get()), "application/pkix-crl", {}};
@@ -635,6 +649,8 @@ constexpr RouteSpec kRoutes[] = {
     // Public: relying parties, load balancers and the holder of a one-time link.
     {"GET", "/crl", Need::nobody, get_crl},
     {"GET", "/crl.pem", Need::nobody, get_crl},
+    {"GET", "/root-crl", Need::nobody, get_root_crl},
+    {"GET", "/root-crl.pem", Need::nobody, get_root_crl},
     {"GET", "/healthz", Need::nobody, healthz},
     {"GET", "/v1/bundles/{token}", Need::nobody, download_bundle},
 };
