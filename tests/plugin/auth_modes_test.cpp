@@ -200,6 +200,40 @@ TEST_CASE("an accepted device's will and offline session work after its socket c
   }
 }
 
+TEST_CASE("a SIGHUP keeps connected devices and password clients and offline sessions working") {
+  Fleet fleet;
+  auto a_creds = fleet.add_device("dev-a");
+  auto b_creds = fleet.add_device("dev-b");
+  fleet.must(fleet.ctl({"acl", "grant", "--device", "dev-b", "--access", "publish", "--topic",
+                        "devices/dev-a/inbox"}));
+  auto options = fleet.broker_options({"clients_without_certificate defer"});
+  write_password_clients(fleet, options);
+  auto broker = fleet.start(options);
+  {
+    MqttClient a("dev-a", a_creds, 4, /*clean_session=*/false);
+    REQUIRE(a.connect(broker->port()) == 0);
+    REQUIRE(a.subscribe("devices/dev-a/inbox") == 1);
+  }  // dev-a is away; its session stays
+  auto b = connected("dev-b", b_creds, broker->port());
+  REQUIRE(b->subscribe("devices/dev-b/#") == 1);
+  auto backend = connected("backend-1", kBackend, broker->plain_port());
+  REQUIRE(backend->subscribe("devices/#") == 1);
+
+  // Mosquitto re-runs BASIC_AUTH for every session, the offline one included (no certificate).
+  broker->hangup();
+  REQUIRE(broker->wait_for_log("Reloading config."));
+  std::this_thread::sleep_for(200ms);
+
+  REQUIRE(b->publish("devices/dev-b/temp", "26"));
+  CHECK(receives(*b, "26"));
+  CHECK(receives(*backend, "26"));
+  REQUIRE(b->publish("devices/dev-a/inbox", "after the reload"));
+  CHECK(receives(*backend, "after the reload"));
+  MqttClient again("dev-a", a_creds, 4, /*clean_session=*/false);
+  REQUIRE(again.connect(broker->port()) == 0);
+  CHECK(receives(again, "after the reload"));
+}
+
 TEST_CASE("clients without a certificate can be left to password_file and acl_file") {
   Fleet fleet;
   auto a_creds = fleet.add_device("dev-a");

@@ -151,6 +151,10 @@ void Broker::stop() {
   pid_ = -1;
 }
 
+void Broker::hangup() {
+  if (pid_ > 0) ::kill(pid_, SIGHUP);
+}
+
 int Broker::wait_exit(int timeout_ms) {
   if (pid_ <= 0) return exit_code_;
   for (int waited = 0; waited < timeout_ms; waited += 20) {

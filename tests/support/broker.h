@@ -50,6 +50,8 @@ class Broker {
   // Waits until the log contains `text`.
   bool wait_for_log(const std::string& text, int timeout_ms = 5000) const;
   void stop();
+  // SIGHUP: Mosquitto re-reads its configuration and re-checks every client.
+  void hangup();
 
  private:
   std::filesystem::path log_path_;
