@@ -1,5 +1,6 @@
 #include "plugin/accepted_clients.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace onboard::plugin {
@@ -13,7 +14,6 @@ void AcceptedClients::put(Client client, std::string_view client_id, std::string
   e.deferred = deferred;
   e.online = true;
   e.generation = next_generation_++;
-  online_by_id_[e.client_id] = client;
   entries_.emplace(client, std::move(e));
 }
 
@@ -32,19 +32,7 @@ void AcceptedClients::forget(Client client) {
   if (it != entries_.end()) erase(it);
 }
 
-void AcceptedClients::erase(Entries::iterator it) {
-  if (it->second.online) {
-    auto id = online_by_id_.find(it->second.client_id);
-    if (id != online_by_id_.end() && id->second == it->first) online_by_id_.erase(id);
-  }
-  entries_.erase(it);
-}
-
-void AcceptedClients::go_offline(Client client, Entry& e) {
-  auto id = online_by_id_.find(e.client_id);
-  if (id != online_by_id_.end() && id->second == client) online_by_id_.erase(id);
-  e.online = false;
-}
+void AcceptedClients::erase(Entries::iterator it) { entries_.erase(it); }
 
 std::optional<AcceptedClients::Standing> AcceptedClients::offline_session(
     Client client, std::string_view client_id) const {
@@ -70,28 +58,30 @@ void AcceptedClients::disconnected(Client client, const char* client_id, bool ha
   Entry& e = it->second;
   const bool same_id = client_id != nullptr && e.client_id == client_id;
   if (same_id && e.online) {
-    go_offline(client, e);
+    e.online = false;
     if (session_ends) ending_.emplace_back(client, e.generation);
   } else if (!same_id || has_certificate) {
     erase(it);
   }
 }
 
-bool AcceptedClients::refuse(Client client, std::string_view client_id) {
+bool AcceptedClients::refuse(Client client, std::string_view client_id,
+                             std::string_view kick_username) {
   if (refused_.size() >= kMaxRefused) refused_.clear();
   auto [it, inserted] = refused_.try_emplace(client, client_id);
   if (!inserted) {
     if (it->second == client_id) return false;
     it->second = client_id;  // the memory holds another client by now
   }
-  if (!client_id.empty()) kicks_.emplace_back(client_id);
+  if (!kick_username.empty()) kicks_.emplace_back(kick_username);
   return true;
 }
 
 std::vector<std::string> AcceptedClients::take_kicks() {
   std::vector<std::string> kicks;
   kicks.swap(kicks_);
-  std::erase_if(kicks, [&](const std::string& id) { return online_by_id_.contains(id); });
+  std::sort(kicks.begin(), kicks.end());
+  kicks.erase(std::unique(kicks.begin(), kicks.end()), kicks.end());
   return kicks;
 }
 

@@ -44,7 +44,7 @@ class AcceptedClients {
   enum class Standing {
     device,        // the connect check accepted this device: its registry rights apply
     deferred,      // no certificate, left to Mosquitto's other mechanisms: defer the decision
-    not_accepted,  // the connect check did not accept this client: deny, disconnect
+    not_accepted,  // the connect check did not accept this client: deny (see take_kicks())
   };
 
   // The standing of a session whose connection ended (will pending, offline session) under this
@@ -98,11 +98,13 @@ class AcceptedClients {
     return Verdict{Standing::not_accepted, {}, presents_certificate()};
   }
 
-  // A client the topic check refused. True the first time for this connection: the caller logs it
-  // and its disconnect is queued for take_kicks().
-  bool refuse(Client client, std::string_view client_id);
-  // The client ids to disconnect now (on the tick, never inside the client's own callback). An id
-  // that an accepted or deferred connection holds by now is left alone.
+  // A client the topic check refused. True the first time for this connection: the caller logs
+  // it. A non-empty `kick_username` is queued for take_kicks().
+  bool refuse(Client client, std::string_view client_id, std::string_view kick_username);
+  // The usernames whose connections to close now, each once (on the tick, never inside the
+  // client's own callback). By username, not client id: Mosquitto kicks by username only among
+  // open connections, by client id also among offline sessions, and closing an offline session
+  // again puts it on the session-expiry list twice (2.0.11), which breaks the broker at expiry.
   std::vector<std::string> take_kicks();
   // Drops the entries of sessions that ended with their connection (see disconnected()).
   void sweep();
@@ -121,14 +123,12 @@ class AcceptedClients {
 
   void put(Client client, std::string_view client_id, std::string_view device_id, bool deferred);
   void erase(Entries::iterator it);
-  void go_offline(Client client, Entry& e);
 
   // Bounds the refusal bookkeeping under a flood of distinct clients; clearing it only means a
   // client may be logged and kicked twice.
   static constexpr std::size_t kMaxRefused = 65536;
 
   Entries entries_;
-  std::unordered_map<std::string, Client> online_by_id_;  // open connections only
   std::vector<std::pair<Client, std::uint64_t>> ending_;  // entries to drop at the next sweep
   std::unordered_map<Client, std::string> refused_;       // refused this connection: logged, kicked
   std::vector<std::string> kicks_;

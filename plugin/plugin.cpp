@@ -260,7 +260,9 @@ class Plugin {
 
   // Only a client the connect check accepted gets a device's rights (AcceptedClients::check has
   // the table): a deferred client's check is deferred to Mosquitto's other mechanisms, and any
-  // other client is denied and disconnected on the next tick.
+  // other client is denied, and disconnected on the next tick when it presents a certificate (an
+  // open TLS connection). One without a certificate may be an offline session, which must not be
+  // kicked (see AcceptedClients::take_kicks); denying its every check is enough.
   int on_acl_check(const mosquitto_evt_acl_check& event) {
     const char* username = mosquitto_client_username(event.client);
     const char* client_id = mosquitto_client_id(event.client);
@@ -379,25 +381,26 @@ class Plugin {
   void refuse_unaccepted(const mosquitto* client, const char* client_id, const char* username,
                          bool has_certificate) {
     const std::string id = client_id != nullptr ? client_id : "";
-    if (!clients_.refuse(client, id)) return;
+    const std::string name = username != nullptr ? username : "";
+    if (!clients_.refuse(client, id, has_certificate ? name : std::string())) return;
     std::size_t suppressed = 0;
     if (!refusal_log_.allow(Clock::now(), suppressed)) return;
-    std::string line = "denied client '" + printable(id) + "' (username '" +
-                       printable(username != nullptr ? username : "") +
-                       "'): the plugin's connect check did not accept it; disconnecting it. ";
+    std::string line = "denied client '" + printable(id) + "' (username '" + printable(name) +
+                       "'): the plugin's connect check did not accept it";
     line += has_certificate
-                ? "Likely cause: use_identity_as_username or use_subject_as_username true on its "
-                  "listener, which makes Mosquitto skip the plugin's connect check; set both false"
-                : "It has no certificate (a session restored from persistence, or a client another "
-                  "plugin authenticated)";
+                ? "; disconnecting it. Likely cause: use_identity_as_username or "
+                  "use_subject_as_username true on its listener, which makes Mosquitto skip the "
+                  "plugin's connect check; set both false"
+                : " and it has no certificate (a session restored from persistence, or a client "
+                  "another plugin authenticated before this one)";
     if (suppressed > 0) line += " (" + std::to_string(suppressed) + " similar lines suppressed)";
     log(MOSQ_LOG_WARNING, line);
   }
 
   void kick_unaccepted() {
     clients_.sweep();
-    for (const auto& id : clients_.take_kicks())
-      mosquitto_kick_client_by_clientid(id.c_str(), false);
+    for (const auto& username : clients_.take_kicks())
+      mosquitto_kick_client_by_username(username.c_str(), false);
   }
 
   plugin::Config config_;
