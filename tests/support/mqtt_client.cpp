@@ -28,6 +28,10 @@ MqttClient::MqttClient(const std::string& client_id, const Credentials& credenti
 MqttClient::MqttClient(const std::string& client_id, const PasswordLogin& login,
                        int protocol_version) {
   init(client_id, protocol_version, true);
+  set_login(login);
+}
+
+void MqttClient::set_login(const PasswordLogin& login) {
   if (mosquitto_username_pw_set(mosq_, login.username.c_str(), login.password.c_str()) !=
       MOSQ_ERR_SUCCESS) {
     throw std::runtime_error("mosquitto_username_pw_set failed");

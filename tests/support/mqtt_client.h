@@ -50,6 +50,8 @@ class MqttClient {
   int subscribe(const std::string& filter, int qos = 1);
   // Publishes with QoS 1 and waits for the PUBACK: true when it came.
   bool publish(const std::string& topic, const std::string& payload, int qos = 1);
+  // Before connect(): a username and password to send as well (a certificate client may send one).
+  void set_login(const PasswordLogin& login);
   // Before connect(): the message the broker publishes if the connection is lost.
   void set_will(const std::string& topic, const std::string& payload);
   // Ends the connection abruptly (no DISCONNECT packet), so that the broker publishes the will.
