@@ -59,16 +59,6 @@ std::optional<FileId> file_id(const std::string& path) {
   return FileId{st.st_dev, st.st_ino};
 }
 
-// A value the client chose, fit for one log line: control characters replaced, at most 128 bytes.
-std::string printable(std::string_view value) {
-  std::string out(value.substr(0, 128));
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  }
-  if (value.size() > 128) out += "...";
-  return out;
-}
-
 // What the watcher thread hands to the broker thread.
 struct Handover {
   std::mutex mutex;
@@ -374,6 +364,16 @@ class Plugin {
       log(MOSQ_LOG_NOTICE, "disconnecting device '" + device + "': no longer allowed to connect");
       mosquitto_kick_client_by_username(device.c_str(), false);
     }
+  }
+
+  // A value the client chose, fit for one log line: control characters replaced, at most 128 bytes.
+  static std::string printable(std::string_view value) {
+    std::string out(value.substr(0, 128));
+    for (char& c : out) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
+    if (value.size() > 128) out += "...";
+    return out;
   }
 
   // A client whose topic check found it not accepted: one log line per connection (rate-limited),
