@@ -13,12 +13,21 @@ namespace onboard::plugin {
 
 enum class AclLogging { none, denied, all };
 
+// What happens to a client that presents no client certificate (a username/password client on a
+// second listener: a backend service, a dashboard).
+enum class ClientsWithoutCertificate {
+  deny,   // refused at connect, as every client the registry does not vouch for
+  defer,  // left to Mosquitto's other mechanisms (password_file, acl_file, dynamic security)
+};
+
 struct Config {
   std::string registry;                            // plugin_opt_registry (required)
   std::chrono::milliseconds refresh_interval{50};  // plugin_opt_refresh_interval_ms
   std::chrono::seconds staleness_limit{60};        // plugin_opt_staleness_limit_s
   AclLogging log_acl = AclLogging::none;           // plugin_opt_log_acl
   bool log_connections = true;                     // plugin_opt_log_connections
+  // plugin_opt_clients_without_certificate. Certificate clients are always the plugin's to decide.
+  ClientsWithoutCertificate without_certificate = ClientsWithoutCertificate::deny;
 };
 
 // Unknown keys, bad values and a missing registry are errors: a typo in a security setting must
