@@ -767,9 +767,9 @@ Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& reque
 // `curl -X POST URL` sends. httplib 0.11 instead reads such a request until the client closes
 // the connection, which a client waiting for its answer never does, and after the read timeout
 // answered 400 before any handler ran. A content-reader route is handed the reader and asks it
-// for the body only when the request announces one. An announced body is always read in full
-// (up to the limit), even when the request is then refused, so a kept-alive connection stays in
-// step. The Reply is the refusal.
+// for the body only when the request announces one. An announced body is always read to its end,
+// even when the request is then refused, so a kept-alive connection stays in step. The Reply is
+// the refusal.
 std::variant<std::string, Reply> read_body(const httplib::Request& request,
                                            httplib::Response& response,
                                            const httplib::ContentReader& reader,
@@ -777,13 +777,12 @@ std::variant<std::string, Reply> read_body(const httplib::Request& request,
   std::string body;
   if (!request.has_header("Content-Length") && !request.has_header("Transfer-Encoding"))
     return body;
+  // httplib refuses a Content-Length over the limit (and skips the body); this bounds a chunked
+  // body, whose rest is read and dropped like that skipped one.
   bool too_large = false;
   auto append = [&](const char* data, std::size_t size) {
-    if (body.size() + size > max_bytes) {  // httplib checks Content-Length; this, chunked bodies
-      too_large = true;
-      return false;
-    }
-    body.append(data, size);
+    too_large = too_large || body.size() + size > max_bytes;
+    if (!too_large) body.append(data, size);
     return true;
   };
   // A multipart body is read through httplib's multipart parser, which needs both callbacks;

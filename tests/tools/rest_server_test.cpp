@@ -771,6 +771,25 @@ TEST_CASE("every POST, PATCH and DELETE route answers a request without a body a
                        s.base_url() + "/v1/devices/dev-1/acl"});
   CHECK(too_big.status == 413);
   CHECK(too_big.body["error"]["code"] == "payload_too_large");
+  // The refused chunked body is read to its end: the next request on the same connection is
+  // understood.
+  auto kept = s.client(s.operator_token);
+  kept.set_keep_alive(true);
+  const std::string chunk(16 * 1024, 'a');
+  auto refused = kept.Post(
+      "/v1/devices/dev-1/acl",
+      [&chunk](std::size_t offset, httplib::DataSink& sink) {
+        if (offset >= 20 * chunk.size()) {
+          sink.done();
+          return true;
+        }
+        return sink.write(chunk.data(), chunk.size());
+      },
+      "application/json");
+  check_error(refused, 413, "payload_too_large");
+  auto next = kept.Get("/v1/devices/dev-1");
+  REQUIRE(next);
+  CHECK(next->status == 200);
 }
 
 TEST_CASE("PATCH changes a device's name, type, location, firmware and metadata, audited") {
