@@ -266,9 +266,7 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
       ops::RegisterRequest request{
           registry::NewDevice{o->id, o->name, o->type, o->location, o->firmware, o->metadata},
-          std::move(plan),
-          {},
-          0};
+          std::move(plan), {}, 0};
       CredentialWriter outputs;
       auto registered =
           ops::register_device(*store, ca, request, make_actor(), write_outputs(outputs, o->key));
