@@ -790,6 +790,11 @@ TEST_CASE("every POST, PATCH and DELETE route answers a request without a body a
   auto next = kept.Get("/v1/devices/dev-1");
   REQUIRE(next);
   CHECK(next->status == 200);
+  // The versioned revoke, like the original one, needs no body.
+  auto revoked = curl({"-X", "POST", "-H", auth, s.base_url() + "/v1/devices/dev-1/revoke"});
+  CHECK(revoked.status == 200);
+  CHECK(revoked.body["status"] == "revoked");
+  CHECK(s.store()->get_device("dev-1")->status == registry::DeviceStatus::revoked);
 }
 
 TEST_CASE("PATCH changes a device's name, type, location, firmware and metadata, audited") {
