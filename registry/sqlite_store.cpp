@@ -334,6 +334,8 @@ class SqliteStore final : public Store {
   Result<std::vector<Device>> list_devices(const DeviceFilter& filter) override;
   Result<std::int64_t> count_devices(const DeviceFilter& filter) override;
   Result<bool> set_device_enabled(std::string_view id, bool enabled, const Actor& actor) override;
+  Result<Device> update_device(std::string_view id, const DeviceUpdate& update,
+                               const Actor& actor) override;
   Result<RevokeOutcome> revoke_device(std::string_view id, RevocationReason reason,
                                       const Actor& actor) override;
 
@@ -728,6 +730,61 @@ Result<bool> SqliteStore::set_device_enabled(std::string_view id, bool enabled,
     record_change(ChangeKind::device, id, actor.now);
     record_audit(actor, enabled ? "device.enable" : "device.disable", id, nlohmann::json::object());
     return true;
+  });
+}
+
+// The audit row names each changed field with its old and new value; fields given but equal to
+// what is stored are not changes.
+Result<Device> SqliteStore::update_device(std::string_view id, const DeviceUpdate& update,
+                                          const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  if (update.empty()) return make_error(Errc::invalid_input, "nothing to update");
+  if (update.type && !update.type->empty()) ONBOARD_CHECK(check_group_name(*update.type));
+  std::optional<std::string> metadata;
+  if (update.metadata) {
+    ONBOARD_TRY(metadata, compact_metadata(*update.metadata));
+  }
+  const std::string name(id);
+  return write("update device", actor, [&]() -> Result<Device> {
+    auto loaded = load_device(id);
+    if (!loaded) return make_error(Errc::not_found, "device " + name + " does not exist");
+    if (loaded->status == DeviceStatus::revoked) {
+      return make_error(Errc::conflict,
+                        "device " + name + " is revoked; its record can no longer be changed");
+    }
+    Device device = *loaded;
+    nlohmann::json changed = nlohmann::json::object();
+    auto apply = [&](const char* field, std::string& current,
+                     const std::optional<std::string>& wanted) {
+      if (!wanted || *wanted == current) return;
+      changed[field] = {{"from", current}, {"to", *wanted}};
+      current = *wanted;
+    };
+    apply("name", device.name,
+          update.name && update.name->empty() ? std::optional<std::string>(name) : update.name);
+    apply("type", device.type, update.type);
+    apply("location", device.location, update.location);
+    apply("firmware", device.firmware, update.firmware);
+    apply("metadata", device.metadata, metadata);
+    if (changed.empty()) return device;  // nothing differs: nothing written, audit included
+    device.updated_at = actor.now;
+    prepare(db_,
+            "UPDATE devices SET name = ?1, type = ?2, location = ?3, firmware = ?4, metadata = ?5, "
+            "updated_at = ?6 WHERE id = ?7",
+            device.name, device.type, device.location, device.firmware, device.metadata, actor.now,
+            id)
+        .exec();
+    nlohmann::json details = {{"changed", changed}};
+    if (changed.contains("type")) {
+      // The broker finds a device's group by its type: the device's change row makes a running
+      // broker reload it, and so apply the new group's rules and drop the old one's.
+      const bool new_group = !device.type.empty() && !group_exists(device.type);
+      if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now);
+      record_change(ChangeKind::device, id, actor.now);
+      details["created_group"] = new_group;
+    }
+    record_audit(actor, "device.update", id, details);
+    return device;
   });
 }
 

@@ -33,6 +33,14 @@ struct DeviceFilter {
   std::string after_id;     // keyset paging: only ids sorting after this one (list_devices only)
 };
 
+// update_device's input: only the fields that are set change. name "" means "same as the id" and
+// type "" means no type (no type group), as at registration.
+struct DeviceUpdate {
+  std::optional<std::string> name, type, location, firmware;
+  std::optional<std::string> metadata;  // a JSON object
+  bool empty() const noexcept { return !name && !type && !location && !firmware && !metadata; }
+};
+
 struct RevokeOutcome {
   bool already_revoked = false;              // then nothing was changed or written
   std::vector<std::string> revoked_serials;  // certificates this call revoked
@@ -78,6 +86,12 @@ class Store {
   // Errc::conflict.
   virtual Result<bool> set_device_enabled(std::string_view id, bool enabled,
                                           const Actor& actor) = 0;
+  // Changes the device's descriptive fields; returns the device as it now is. Validated like
+  // register_device. A revoked device is Errc::conflict (its record is final); values equal to
+  // the stored ones write nothing. A type change is also a change row for the device (its group,
+  // and so its rules, change on the broker) and creates the new type's group if it is new.
+  virtual Result<Device> update_device(std::string_view id, const DeviceUpdate& update,
+                                       const Actor& actor) = 0;
   // Revokes every active certificate of the device at actor.now and marks the device revoked.
   virtual Result<RevokeOutcome> revoke_device(std::string_view id, RevocationReason reason,
                                               const Actor& actor) = 0;

@@ -82,15 +82,24 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
   return p;
 }
 
-Status validate_new_device(const registry::NewDevice& d) {
-  ONBOARD_CHECK(check_device_id(d.id));
-  if (!d.type.empty()) {
-    if (auto problem = registry::group_name_problem(d.type))
-      return make_error(Errc::invalid_input, "type: " + *problem);
-  }
-  if (auto problem = registry::metadata_problem(d.metadata))
+// Empty: no type. Otherwise the name of the type's group.
+Status check_type(std::string_view type) {
+  if (type.empty()) return ok_status();
+  if (auto problem = registry::group_name_problem(type))
+    return make_error(Errc::invalid_input, "type: " + *problem);
+  return ok_status();
+}
+
+Status check_metadata(std::string_view metadata) {
+  if (auto problem = registry::metadata_problem(metadata))
     return make_error(Errc::invalid_input, "metadata: " + *problem);
   return ok_status();
+}
+
+Status validate_new_device(const registry::NewDevice& d) {
+  ONBOARD_CHECK(check_device_id(d.id));
+  ONBOARD_CHECK(check_type(d.type));
+  return check_metadata(d.metadata);
 }
 
 std::string base64url(const unsigned char* data, std::size_t size) {
@@ -185,6 +194,20 @@ Result<DeviceDetails> device_details(Store& store, std::string_view id) {
   ONBOARD_TRY(details.effective_rules, store.rules_for_device(id));
   ONBOARD_TRY(details.held_key, store.held_key(id));
   return details;
+}
+
+Result<registry::Device> update_device(Store& store, std::string_view id,
+                                       const registry::DeviceUpdate& update,
+                                       const registry::Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  if (update.empty()) {
+    return make_error(Errc::invalid_input,
+                      "nothing to update: give at least one of name, type, location, firmware, "
+                      "metadata");
+  }
+  if (update.type) ONBOARD_CHECK(check_type(*update.type));
+  if (update.metadata) ONBOARD_CHECK(check_metadata(*update.metadata));
+  return store.update_device(id, update, actor);
 }
 
 Result<bool> set_device_enabled(Store& store, std::string_view id, bool enabled,

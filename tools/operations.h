@@ -89,6 +89,14 @@ Result<DeviceDetails> device_details(registry::Store& store, std::string_view id
 Result<bool> set_device_enabled(registry::Store& store, std::string_view id, bool enabled,
                                 const registry::Actor& actor);
 
+// Changes the descriptive fields that are set (name, type, location, firmware, metadata),
+// validated as at registration; returns the device as it now is. Nothing set is invalid_input,
+// an unknown device not_found, a revoked one conflict (its record is final). A new type moves the
+// device into that type's group, live on a running broker.
+Result<registry::Device> update_device(registry::Store& store, std::string_view id,
+                                       const registry::DeviceUpdate& update,
+                                       const registry::Actor& actor);
+
 // Rewrites the CRL after a committed change. On failure the registry has changed already, so the
 // message says both, and the remedy ('onboardctl crl').
 Result<std::uint64_t> rewrite_crl(registry::Store& store, const Authority& ca,

@@ -272,8 +272,8 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
 // ---- device ----------------------------------------------------------------------------------
 
 void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
-  auto* device =
-      app.add_subcommand("device", "Register, list, show, enable, disable and revoke devices");
+  auto* device = app.add_subcommand(
+      "device", "Register, list, show, update, enable, disable and revoke devices");
   device->require_subcommand(1);
 
   {
@@ -458,6 +458,56 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 << (changed ? (enable ? " enabled" : " disabled")
                             : (enable ? " was already enabled" : " was already disabled"))
                 << "\n";
+      return kExitOk;
+    });
+  }
+
+  {
+    struct Opts {
+      std::string id, name, type, location, firmware, metadata;
+    };
+    auto o = std::make_shared<Opts>();
+    auto* cmd = device->add_subcommand(
+        "update",
+        "Change a device's name, type, location, firmware or metadata (not a revoked one)");
+    cmd->add_option("ID", o->id, "Device id")->required();
+    cmd->add_option("--name", o->name, "Display name (\"\": the id)");
+    cmd->add_option("--type", o->type,
+                    "Device type; the device moves to the group of that name (\"\": no type)");
+    cmd->add_option("--location", o->location, "Where the device is");
+    cmd->add_option("--firmware", o->firmware, "Firmware version");
+    cmd->add_option("--metadata", o->metadata, "Free-form JSON object (replaces the stored one)");
+    on_run(cmd, global, exit_code, [o, cmd](const Workspace& ws) -> Result<int> {
+      registry::DeviceUpdate update;
+      auto given = [cmd](const char* option, const std::string& value) {
+        return cmd->count(option) > 0 ? std::optional<std::string>(value) : std::nullopt;
+      };
+      update.name = given("--name", o->name);
+      update.type = given("--type", o->type);
+      update.location = given("--location", o->location);
+      update.firmware = given("--firmware", o->firmware);
+      update.metadata = given("--metadata", o->metadata);
+      if (update.empty()) {
+        std::cerr << "onboardctl: device update: nothing to update; give at least one of --name, "
+                     "--type, --location, --firmware, --metadata\nRun with --help for usage.\n";
+        return kExitUsage;
+      }
+      if (update.type && !update.type->empty()) {
+        if (auto problem = registry::group_name_problem(*update.type))
+          return make_error(Errc::invalid_input, "--type: " + *problem);
+      }
+      if (update.metadata) {
+        if (auto problem = registry::metadata_problem(*update.metadata))
+          return make_error(Errc::invalid_input, "--metadata: " + *problem);
+      }
+      ONBOARD_TRY(auto store, open_registry(ws));
+      ONBOARD_TRY(auto updated, ops::update_device(*store, o->id, update, make_actor()));
+      std::cout << "updated " << updated.id << "\n"
+                << "  name         " << updated.name << "\n"
+                << "  type         " << updated.type << "\n"
+                << "  location     " << updated.location << "\n"
+                << "  firmware     " << updated.firmware << "\n"
+                << "  metadata     " << updated.metadata << "\n";
       return kExitOk;
     });
   }

@@ -197,6 +197,25 @@ TEST_CASE(
   CHECK_FALSE(a->next_message(300ms));
 }
 
+TEST_CASE("a device whose type is updated gets the new type's rules live, without a reconnect") {
+  Fleet fleet;
+  auto creds = fleet.add_device("dev-a", "sensor");
+  fleet.add_device("dev-v", "valve");  // the valve group exists
+  fleet.must(fleet.ctl(
+      {"acl", "grant", "--group", "sensor", "--access", "subscribe", "--topic", "sensors/#"}));
+  fleet.must(fleet.ctl(
+      {"acl", "grant", "--group", "valve", "--access", "subscribe", "--topic", "valves/#"}));
+  auto broker = fleet.start();
+  auto a = connected("dev-a", creds, broker->port());
+  CHECK(a->subscribe("sensors/#") == 1);
+  CHECK(a->subscribe("valves/#") == kRefused);
+
+  fleet.must(fleet.ctl({"device", "update", "dev-a", "--type", "valve"}));
+  CHECK(eventually([&] { return a->subscribe("valves/#") == 1; }));
+  CHECK(a->subscribe("sensors/#") == kRefused);
+  CHECK(a->connected());
+}
+
 TEST_CASE("revoking a connected device disconnects it within a second and refuses its reconnect") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-r");
