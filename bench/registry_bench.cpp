@@ -544,11 +544,14 @@ void fill_registry(const std::filesystem::path& path, std::size_t n, std::size_t
                            "INSERT INTO devices (id, name, type, location, firmware, status, "
                            "created_at, updated_at, metadata) "
                            "VALUES (?1, ?1, ?2, 'bench', '1.0.0', ?3, ?4, ?4, '{}')");
-  SQLite::Statement certificate(db,
-                                "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, "
-                                "device_id, subject, not_before, not_after, status, revoked_at, "
-                                "revocation_reason, pem) VALUES (?, 'CN=onboard bench fill', ?, ?, "
-                                "?, ?, ?, ?, ?, ?, ?)");
+  // Issued by the root CA `onboardctl init` makes by default: a CRL lists only the revoked
+  // certificates its own CA issued, so the long-CRL measurement needs this issuer.
+  SQLite::Statement certificate(
+      db,
+      "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, "
+      "device_id, subject, not_before, not_after, status, revoked_at, "
+      "revocation_reason, pem) VALUES (?, 'CN=mosquitto-onboard Root CA', "
+      "?, ?, ?, ?, ?, ?, ?, ?, ?)");
   for (std::size_t i = 0; i < n; ++i) {
     const DeviceAccess d = make_device(i);
     const bool is_revoked = i < revoked;

@@ -78,6 +78,18 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
     if (auto problem = crl_url_problem(options.crl_url))
       return make_error(Errc::invalid_input, *problem);
   }
+  std::string root_crl_url = options.root_crl_url;
+  if (!root_crl_url.empty() && !options.intermediate) {
+    return make_error(Errc::invalid_input,
+                      "a root CRL URL goes with --intermediate: without one the root signs the "
+                      "only CRL, at the CRL URL");
+  }
+  if (options.intermediate && root_crl_url.empty())
+    root_crl_url = derived_root_crl_url(options.crl_url);
+  if (!root_crl_url.empty()) {
+    if (auto problem = crl_url_problem(root_crl_url))
+      return make_error(Errc::invalid_input, "root CRL URL: " + *problem);
+  }
   if (!options.intermediate && options.root_days < 2) {
     return make_error(Errc::invalid_input, "root CA validity is too short to issue anything");
   }
@@ -103,6 +115,7 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
 
   Authority ca(paths);
   ca.crl_url_ = options.crl_url;
+  ca.root_crl_url_ = root_crl_url;
   Rollback rollback;
   ONBOARD_CHECK(rollback.write(paths.root_key, root_key_pem.view(), 0600));
   ONBOARD_CHECK(rollback.write(paths.root_cert, certificate_to_pem(root.get()), 0644));
@@ -117,7 +130,8 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
     request.not_before = now - 300;
     request.not_after = std::min(now + options.intermediate_days * kDay, root_request.not_after);
     request.path_length = 0;
-    request.crl_url = options.crl_url;
+    // The intermediate's revocation is published by its issuer, the root.
+    request.crl_url = root_crl_url;
     ONBOARD_TRY(auto issuing, issue_certificate(request, root.get(), *root_signer));
     ONBOARD_TRY(Secret issuing_key_pem, private_key_to_pem(issuing_key.get(), options.passphrase));
     ONBOARD_CHECK(rollback.write(paths.issuing_key, issuing_key_pem.view(), 0600));
@@ -127,7 +141,7 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
   } else {
     ca.signer_ = std::move(root_signer);
   }
-  nlohmann::json settings = {{"crl_url", options.crl_url}};
+  nlohmann::json settings = {{"crl_url", options.crl_url}, {"root_crl_url", root_crl_url}};
   ONBOARD_CHECK(rollback.write(paths.settings, settings.dump(2) + "\n", 0644));
   rollback.commit();
   ca.root_ = std::move(root);
@@ -148,10 +162,12 @@ Result<Authority> Authority::open(const std::filesystem::path& data_dir) {
   if (std::filesystem::exists(paths.settings)) {
     ONBOARD_TRY(std::string text, read_file(paths.settings, 65536));
     nlohmann::json settings = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (!settings.is_object() || !settings.value("crl_url", nlohmann::json("")).is_string()) {
+    if (!settings.is_object() || !settings.value("crl_url", nlohmann::json("")).is_string() ||
+        !settings.value("root_crl_url", nlohmann::json("")).is_string()) {
       return make_error(Errc::corrupt, paths.settings.string() + " is not valid CA settings JSON");
     }
     ca.crl_url_ = settings.value("crl_url", "");
+    ca.root_crl_url_ = settings.value("root_crl_url", "");
   }
   return ca;
 }
@@ -176,6 +192,40 @@ Status Authority::load_signing_key(const Secret* passphrase) {
   }
   signer_ = std::make_unique<KeySigner>(std::move(key).value());
   return ok_status();
+}
+
+Result<std::unique_ptr<Signer>> Authority::load_root_signer(const Secret* passphrase) const {
+  const auto& path = paths_.root_key;
+  if (!std::filesystem::exists(path)) {
+    return make_error(Errc::not_found,
+                      "the root CA key " + path.string() + " is not here (kept offline?)");
+  }
+  ONBOARD_TRY(std::string pem, read_file(path, 1 << 20));
+  auto key = private_key_from_pem(pem, passphrase);
+  std::fill(pem.begin(), pem.end(), '\0');
+  if (!key.ok()) {
+    Error e = std::move(key).error();
+    e.message = path.string() + ": " + e.message;
+    return e;
+  }
+  if (X509_check_private_key(root_.get(), key.value().get()) != 1) {
+    ossl::clear_errors();
+    return make_error(Errc::corrupt,
+                      path.string() + " does not hold the key of the root CA certificate");
+  }
+  return std::unique_ptr<Signer>(std::make_unique<KeySigner>(std::move(key).value()));
+}
+
+std::string derived_root_crl_url(std::string_view crl_url) {
+  if (crl_url.empty()) return {};
+  const auto scheme = crl_url.find("://");
+  const auto host_start = scheme == std::string_view::npos ? 0 : scheme + 3;
+  const auto path_start = crl_url.find('/', host_start);
+  if (path_start == std::string_view::npos) return std::string(crl_url) + "/root-crl";
+  const auto last = crl_url.rfind('/');
+  const std::string_view segment = crl_url.substr(last + 1);
+  return std::string(crl_url.substr(0, last + 1)) + "root-crl" +
+         (segment.ends_with(".pem") ? ".pem" : "");
 }
 
 std::string Authority::chain_pem() const {

@@ -3,9 +3,10 @@
 //   <dir>/ca/root.key      its PKCS#8 key (0600, optionally passphrase-encrypted)
 //   <dir>/ca/issuing.crt   an optional intermediate that signs devices and servers
 //   <dir>/ca/issuing.key
-//   <dir>/ca/ca.json       settings: the CRL distribution point URL
-// With an intermediate, the root key is needed only to make the intermediate: it can be moved
-// offline afterwards.
+//   <dir>/ca/ca.json       settings: the CRL distribution point URLs
+// With an intermediate, the root key is needed only to make the intermediate and to sign the
+// root's own CRL (which says whether the intermediate is revoked): it can be kept offline and
+// brought out for that.
 #pragma once
 
 #include <filesystem>
@@ -30,7 +31,10 @@ struct CaInitOptions {
   std::string intermediate_common_name = "mosquitto-onboard Issuing CA";
   KeyAlg intermediate_key_alg = KeyAlg::rsa3072;
   int intermediate_days = 1825;
-  std::string crl_url;                 // written into device and server certificates when set
+  std::string crl_url;  // written into device and server certificates when set
+  // Written into the intermediate's certificate: where the root's CRL is published. Empty with
+  // an intermediate and a crl_url: derived from crl_url (derived_root_crl_url).
+  std::string root_crl_url;
   const Secret* passphrase = nullptr;  // encrypts the CA key files when set
 };
 
@@ -65,8 +69,14 @@ class Authority {
   // Issuing CA first, then the root: what a relying party needs to build the chain.
   std::string chain_pem() const;
   const std::string& crl_url() const noexcept { return crl_url_; }
+  const std::string& root_crl_url() const noexcept { return root_crl_url_; }
   const CaPaths& paths() const noexcept { return paths_; }
   const Signer* signer() const noexcept { return signer_.get(); }
+
+  // The root's own key, for signing the root CRL when there is an intermediate (without one the
+  // root is the signing CA and load_signing_key() loads it). Errc::not_found when the key file
+  // is not here (kept offline).
+  Result<std::unique_ptr<Signer>> load_root_signer(const Secret* passphrase) const;
 
   // Issues a device or server certificate under the issuing CA, with the CRL distribution point
   // filled in. Requires load_signing_key().
@@ -79,8 +89,14 @@ class Authority {
   ossl::Ptr<X509> root_;
   ossl::Ptr<X509> issuing_;
   std::string crl_url_;
+  std::string root_crl_url_;
   std::unique_ptr<Signer> signer_;
 };
+
+// The root CRL's URL next to the issuing CA's: the last path segment of `crl_url` becomes
+// "root-crl" (keeping a ".pem" ending), e.g. http://ca.example/crl -> http://ca.example/root-crl,
+// which is where 'onboardctl serve' publishes it. Empty for an empty crl_url.
+std::string derived_root_crl_url(std::string_view crl_url);
 
 // Builds the IssuedCertificate view of a certificate.
 IssuedCertificate make_issued(ossl::Ptr<X509> cert);

@@ -62,6 +62,15 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
                           "plugin_opt_log_acl must be none, denied or all, not '" + value + "'");
     } else if (key == "log_connections") {
       ONBOARD_TRY(config.log_connections, parse_bool(key, value));
+    } else if (key == "clients_without_certificate") {
+      if (value == "deny")
+        config.without_certificate = ClientsWithoutCertificate::deny;
+      else if (value == "defer")
+        config.without_certificate = ClientsWithoutCertificate::defer;
+      else
+        return make_error(
+            Errc::invalid_input,
+            "plugin_opt_clients_without_certificate must be deny or defer, not '" + value + "'");
     } else {
       return make_error(Errc::invalid_input, "unknown option plugin_opt_" + key);
     }

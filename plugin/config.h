@@ -13,6 +13,13 @@ namespace onboard::plugin {
 
 enum class AclLogging { none, denied, all };
 
+// What happens to a client that presents no client certificate (a username/password client on a
+// second listener: a backend service, a dashboard).
+enum class ClientsWithoutCertificate {
+  deny,   // refused at connect, as every client the registry does not vouch for
+  defer,  // left to Mosquitto's other mechanisms (password_file, acl_file, dynamic security)
+};
+
 struct Config {
   std::string registry;                            // plugin_opt_registry (required)
   std::chrono::milliseconds refresh_interval{50};  // plugin_opt_refresh_interval_ms
@@ -22,6 +29,8 @@ struct Config {
   // The listener's `crlfile`, to check and have the broker reload when it changes (empty: none).
   std::string crl_file;    // plugin_opt_crl_file
   std::string crl_cafile;  // plugin_opt_crl_cafile: a CRL must be signed by one of these
+  // plugin_opt_clients_without_certificate. Certificate clients are always the plugin's to decide.
+  ClientsWithoutCertificate without_certificate = ClientsWithoutCertificate::deny;
 };
 
 // Unknown keys, bad values and a missing registry are errors: a typo in a security setting must

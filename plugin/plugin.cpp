@@ -19,6 +19,7 @@
 #include <csignal>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -27,6 +28,8 @@
 
 #include "ca/certificate.h"
 #include "ca/ossl.h"
+#include "plugin/accepted_clients.h"
+#include "plugin/broker_config.h"
 #include "plugin/broker_version.h"
 #include "plugin/config.h"
 #include "plugin/crl_guard.h"
@@ -109,6 +112,18 @@ class Plugin {
 
   mosquitto_plugin_id_t* identifier() const noexcept { return identifier_; }
 
+  // Decision table (the first row that applies decides):
+  //  1. no certificate, and the client is a session of this client id whose connection ended:
+  //     Mosquitto re-checking an offline session on SIGHUP → a device's refused as before (which
+  //     leaves an offline session as it is), a deferred client's deferred again (password_file
+  //     re-attaches its acl_file rights); either way its standing is kept for its will and queued
+  //     messages;
+  //  2. no certificate, clients_without_certificate defer: a client id that is a registered device
+  //     id → refused (it would take the device's session over); otherwise DEFER to Mosquitto's
+  //     other mechanisms (password_file, dynamic security), remembered as deferred so that its
+  //     topic checks are deferred too and never decided as a device's;
+  //  3. the registry's connect verdict (no certificate included): refused → AUTH; accepted →
+  //     username := device id, remembered as accepted, SUCCESS.
   int on_basic_auth(const mosquitto_evt_basic_auth& event) {
     ossl::Ptr<X509> cert(static_cast<X509*>(mosquitto_client_certificate(event.client)));
     std::string fingerprint, cn;
@@ -118,6 +133,21 @@ class Plugin {
     }
     const char* id = mosquitto_client_id(event.client);
     const std::string client_id = id != nullptr ? id : "";
+    if (auto offline = cert ? std::nullopt : clients_.offline_session(event.client, client_id)) {
+      return *offline == plugin::AcceptedClients::Standing::deferred ? MOSQ_ERR_PLUGIN_DEFER
+                                                                     : MOSQ_ERR_AUTH;
+    }
+    if (!cert && config_.without_certificate == plugin::ClientsWithoutCertificate::defer) {
+      if (snapshot_->find_device(client_id) != nullptr) {
+        clients_.forget(event.client);
+        if (config_.log_connections)
+          log(MOSQ_LOG_WARNING, "refused client '" + client_id +
+                                    "' without a certificate: its client id is a device id");
+        return MOSQ_ERR_AUTH;
+      }
+      clients_.defer(event.client, client_id);
+      return MOSQ_ERR_PLUGIN_DEFER;
+    }
     auto verdict =
         snapshot_->connect_verdict({fingerprint, cn, client_id}, std::time(nullptr), stale());
     if (!verdict.accepted()) {
@@ -128,19 +158,39 @@ class Plugin {
                                   (cert ? serial_hex(cert.get()) : std::string("none")) +
                                   "): " + std::string(registry::to_string(verdict.reason)));
       }
+      clients_.forget(event.client);
       return MOSQ_ERR_AUTH;
     }
     // The username becomes the device id, whatever the client sent: ACL checks key on it.
     if (mosquitto_set_username(event.client, std::string(verdict.device_id).c_str()) !=
         MOSQ_ERR_SUCCESS) {
       log(MOSQ_LOG_ERR, "cannot set the username of client '" + client_id + "'; refusing it");
+      clients_.forget(event.client);
       return MOSQ_ERR_AUTH;
     }
+    clients_.accept_device(event.client, client_id, verdict.device_id);
     if (config_.log_connections) log(MOSQ_LOG_INFO, "accepted device '" + client_id + "'");
     return MOSQ_ERR_SUCCESS;
   }
 
+  // Only a client the connect check accepted gets a device's rights (AcceptedClients::check has
+  // the table): a deferred client's check is deferred to Mosquitto's other mechanisms, and any
+  // other client is denied, and disconnected on the next tick when it presents a certificate (an
+  // open TLS connection). One without a certificate may be an offline session, which must not be
+  // kicked (see AcceptedClients::take_kicks); denying its every check is enough.
   int on_acl_check(const mosquitto_evt_acl_check& event) {
+    const char* username = mosquitto_client_username(event.client);
+    const char* client_id = mosquitto_client_id(event.client);
+    auto standing = clients_.check(event.client, client_id, username, [&] {
+      return ossl::Ptr<X509>(static_cast<X509*>(mosquitto_client_certificate(event.client))) !=
+             nullptr;
+    });
+    if (standing.standing == plugin::AcceptedClients::Standing::deferred)
+      return MOSQ_ERR_PLUGIN_DEFER;
+    if (standing.standing == plugin::AcceptedClients::Standing::not_accepted) {
+      refuse_unaccepted(event.client, client_id, username, standing.has_certificate);
+      return MOSQ_ERR_ACL_DENIED;
+    }
     acl::Access access;
     switch (event.access) {
       case MOSQ_ACL_WRITE:
@@ -157,17 +207,15 @@ class Plugin {
       default:
         return MOSQ_ERR_ACL_DENIED;
     }
-    const char* username = mosquitto_client_username(event.client);
-    const char* client_id = mosquitto_client_id(event.client);
-    if (username == nullptr || event.topic == nullptr) return MOSQ_ERR_ACL_DENIED;
-    auto evaluation = snapshot_->check_access(username, client_id != nullptr ? client_id : "",
-                                              access, event.topic);
+    if (event.topic == nullptr) return MOSQ_ERR_ACL_DENIED;
+    auto evaluation = snapshot_->check_access(
+        standing.device_id, client_id != nullptr ? client_id : "", access, event.topic);
     const bool allowed = evaluation.decision == acl::Decision::allow;
     if (config_.log_acl == plugin::AclLogging::all ||
         (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
       log(MOSQ_LOG_INFO,
           std::string(allowed ? "allowed " : "denied ") + acl::access_name(access) + " '" +
-              event.topic + "' for '" + username + "' (" +
+              event.topic + "' for '" + std::string(standing.device_id) + "' (" +
               (evaluation.rule != nullptr ? "rule " + std::to_string(evaluation.rule->id)
                                           : std::string("no rule")) +
               ")");
@@ -177,6 +225,7 @@ class Plugin {
 
   int on_tick() {
     if (handover_.pending()) take_handover();
+    kick_unaccepted();
     const bool now_stale = stale();
     if (now_stale != reported_stale_) {
       reported_stale_ = now_stale;
@@ -201,8 +250,22 @@ class Plugin {
     return MOSQ_ERR_PLUGIN_DEFER;  // let other plugins see RELOAD too
   }
 
+  // Fires for every socket, refused ones included, before the will is published.
+  int on_disconnect(const mosquitto_evt_disconnect& event) {
+    const bool has_certificate =
+        ossl::Ptr<X509>(static_cast<X509*>(mosquitto_client_certificate(event.client))) != nullptr;
+    // MQTT 3.x clean session: the session (and the broker's memory for it) ends with the
+    // connection.
+    const bool session_ends = mosquitto_client_protocol_version(event.client) < 5 &&
+                              mosquitto_client_clean_session(event.client);
+    clients_.disconnected(event.client, mosquitto_client_id(event.client), has_certificate,
+                          session_ends);
+    return MOSQ_ERR_SUCCESS;
+  }
+
   // MQTT v5 enhanced authentication would bypass the certificate check in BASIC_AUTH.
   int on_ext_auth(const mosquitto_evt_extended_auth& event) {
+    clients_.forget(event.client);
     const char* id = mosquitto_client_id(event.client);
     log(MOSQ_LOG_WARNING, std::string("refused client '") + (id != nullptr ? id : "") +
                               "': MQTT v5 enhanced authentication is not supported; devices "
@@ -249,8 +312,47 @@ class Plugin {
     }
   }
 
+  // A value the client chose, fit for one log line: control characters replaced, at most 128 bytes.
+  static std::string printable(std::string_view value) {
+    std::string out(value.substr(0, 128));
+    for (char& c : out) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
+    if (value.size() > 128) out += "...";
+    return out;
+  }
+
+  // A client whose topic check found it not accepted: one log line per connection (rate-limited),
+  // and its disconnect queued for the tick (kicking inside its own callback breaks the broker).
+  void refuse_unaccepted(const mosquitto* client, const char* client_id, const char* username,
+                         bool has_certificate) {
+    const std::string id = client_id != nullptr ? client_id : "";
+    const std::string name = username != nullptr ? username : "";
+    if (!clients_.refuse(client, id, has_certificate ? name : std::string())) return;
+    std::size_t suppressed = 0;
+    if (!refusal_log_.allow(Clock::now(), suppressed)) return;
+    std::string line = "denied client '" + printable(id) + "' (username '" + printable(name) +
+                       "'): the plugin's connect check did not accept it";
+    line += has_certificate
+                ? "; disconnecting it. Likely cause: use_identity_as_username or "
+                  "use_subject_as_username true on its listener, which makes Mosquitto skip the "
+                  "plugin's connect check; set both false"
+                : " and it has no certificate (a session restored from persistence, or a client "
+                  "another plugin authenticated before this one)";
+    if (suppressed > 0) line += " (" + std::to_string(suppressed) + " similar lines suppressed)";
+    log(MOSQ_LOG_WARNING, line);
+  }
+
+  void kick_unaccepted() {
+    clients_.sweep();
+    for (const auto& username : clients_.take_kicks())
+      mosquitto_kick_client_by_username(username.c_str(), false);
+  }
+
   plugin::Config config_;
   mosquitto_plugin_id_t* identifier_ = nullptr;
+  plugin::AcceptedClients clients_;  // broker thread only
+  plugin::LogLimiter refusal_log_{10, std::chrono::seconds(10)};
   std::shared_ptr<const Snapshot> snapshot_;  // broker thread only
   Handover handover_;
   std::atomic<Clock::rep> last_ok_{0};
@@ -305,6 +407,7 @@ constexpr Registration kCallbacks[] = {
     {MOSQ_EVT_EXT_AUTH_START, callback<mosquitto_evt_extended_auth, &Plugin::on_ext_auth>},
     {MOSQ_EVT_ACL_CHECK, acl_callback},
     {MOSQ_EVT_TICK, tick_callback},
+    {MOSQ_EVT_DISCONNECT, callback<mosquitto_evt_disconnect, &Plugin::on_disconnect>},
     {MOSQ_EVT_RELOAD, reload_callback},
 };
 
@@ -337,6 +440,27 @@ bool per_listener(mosquitto_plugin_id_t* identifier) {
     return false;
   }
   return *reinterpret_cast<void* const*>(identifier) != nullptr;
+}
+
+// Refuses to start when the broker's configuration makes Mosquitto skip the connect check. A
+// configuration this cannot read is let pass: the topic check refuses such clients regardless.
+bool identity_setting_allows_start() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  const std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto found = plugin::find_identity_setting(plugin::config_files_from_cmdline(cmdline));
+  if (!found.ok()) {
+    log(MOSQ_LOG_NOTICE, "could not check the broker configuration for use_identity_as_username (" +
+                             found.error().message +
+                             "); clients the connect check did not accept are refused regardless");
+    return true;
+  }
+  if (!found.value()) return true;
+  log(MOSQ_LOG_ERR, "cannot start: " + found.value()->setting + " is true in " +
+                        found.value()->file +
+                        ": Mosquitto then never calls the plugin's connect check, so revoked and "
+                        "unregistered certificates would connect. Set it to false; the plugin sets "
+                        "the username to the device id itself");
+  return false;
 }
 
 }  // namespace
@@ -372,6 +496,7 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
       log(MOSQ_LOG_ERR, "cannot start: " + config.error().message);
       return MOSQ_ERR_INVAL;
     }
+    if (!identity_setting_allows_start()) return MOSQ_ERR_INVAL;
     auto plugin = Plugin::create(config.value(), identifier);
     if (!plugin.ok()) {
       log(MOSQ_LOG_ERR, "cannot start: " + plugin.error().message);

@@ -44,18 +44,28 @@ struct NewDevice {
 enum class CertificateStatus { active, revoked };
 std::string_view to_string(CertificateStatus status) noexcept;
 
+// What a certificate the CA signed is for. Every certificate it signs is recorded, so that each
+// can be listed and revoked (and so appear on a CRL). Only a `device` certificate names a device
+// and only those are ever loaded for the broker's connect check: a `server` certificate (the
+// broker's own, from `ca issue-server`) or an `other` one (`ca issue`, which signs a CSR for use
+// outside the registry) cannot connect as a device, whatever its CN says.
+enum class CertificateKind { device, server, other };
+std::string_view to_string(CertificateKind kind) noexcept;
+std::optional<CertificateKind> parse_certificate_kind(std::string_view text) noexcept;
+
 struct Certificate {
   std::string serial_hex;          // upper-case hex; unique together with issuer
   std::string issuer;              // RFC 2253
   std::string sha256_fingerprint;  // lower-case hex of the DER's SHA-256; unique
-  std::string device_id;
-  std::string subject;  // RFC 2253
+  std::string device_id;           // the device's id for kind device; empty otherwise
+  std::string subject;             // RFC 2253
   UnixTime not_before = 0;
   UnixTime not_after = 0;
   CertificateStatus status = CertificateStatus::active;
   std::optional<UnixTime> revoked_at;                 // set exactly when status is revoked
   std::optional<RevocationReason> revocation_reason;  // likewise
   std::string pem;
+  CertificateKind kind = CertificateKind::device;
 };
 
 // A freshly issued certificate to record; it always starts active.

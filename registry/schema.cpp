@@ -160,6 +160,73 @@ CREATE TABLE api_tokens (
 );
 )sql";
 
+// Version 3: every certificate the CA signs is recorded, not only devices' (issue 11). Notes:
+// - kind says what a certificate is for; only a `device` certificate names a device, and the CHECK
+//   ties the two together, so a server or other certificate can never be attached to a device.
+//   The broker's loader reads `kind = 'device'` rows only (a certificate whose CN equals a device
+//   id but that was signed with `ca issue` is an `other` row and is refused at connect). kind
+//   defaults to device, as every row before version 3 was: an INSERT written for version 2 still
+//   records a device's certificate (the benchmark's bulk fill does), and one without a device
+//   fails the CHECK.
+// - SQLite cannot change a column's constraints in place, so the table is rebuilt. held_keys
+//   refers to certificates, and a table that is referred to cannot be dropped while foreign keys
+//   are enforced (which they are, and PRAGMA foreign_keys cannot change inside the migration's
+//   transaction): held_keys is saved, dropped and rebuilt around the certificates table, in the
+//   same transaction, with the same definition as in version 2.
+// - The root CA's CRL (published when an issuing intermediate signs the certificates) has a CRL
+//   number of its own, a sequence apart from the issuing CA's: meta.root_crl_number.
+// - rowids are kept: certificates are listed in insertion order by rowid.
+// - The revoked-certificates index now leads with the issuer: each CRL (the issuing CA's, the
+//   root's) lists only the certificates its CA issued.
+constexpr const char* kVersion3 = R"sql(
+CREATE TEMP TABLE held_keys_v2 AS SELECT * FROM held_keys;
+DROP TABLE held_keys;
+
+CREATE TABLE certificates_v3 (
+  serial_hex         TEXT    NOT NULL,
+  issuer             TEXT    NOT NULL,
+  sha256_fingerprint TEXT    NOT NULL UNIQUE,
+  kind               TEXT    NOT NULL DEFAULT 'device'
+                             CHECK (kind IN ('device', 'server', 'other')),
+  device_id          TEXT    REFERENCES devices (id),
+  subject            TEXT    NOT NULL,
+  not_before         INTEGER NOT NULL,
+  not_after          INTEGER NOT NULL,
+  status             TEXT    NOT NULL CHECK (status IN ('active', 'revoked')),
+  revoked_at         INTEGER,
+  revocation_reason  TEXT,
+  pem                TEXT    NOT NULL,
+  PRIMARY KEY (issuer, serial_hex),
+  CHECK ((status = 'revoked') = (revoked_at IS NOT NULL AND revocation_reason IS NOT NULL)),
+  CHECK ((kind = 'device') = (device_id IS NOT NULL))
+);
+INSERT INTO certificates_v3 (rowid, serial_hex, issuer, sha256_fingerprint, kind, device_id,
+                             subject, not_before, not_after, status, revoked_at,
+                             revocation_reason, pem)
+  SELECT rowid, serial_hex, issuer, sha256_fingerprint, 'device', device_id, subject, not_before,
+         not_after, status, revoked_at, revocation_reason, pem
+  FROM certificates;
+DROP TABLE certificates;
+ALTER TABLE certificates_v3 RENAME TO certificates;
+CREATE INDEX certificates_by_device ON certificates (device_id) WHERE device_id IS NOT NULL;
+CREATE INDEX certificates_by_kind ON certificates (kind);
+CREATE INDEX certificates_by_serial ON certificates (serial_hex);
+CREATE INDEX certificates_revoked ON certificates (issuer, serial_hex, revoked_at,
+                                                   revocation_reason)
+  WHERE status = 'revoked';
+
+CREATE TABLE held_keys (
+  device_id          TEXT    PRIMARY KEY REFERENCES devices (id),
+  certificate_sha256 TEXT    NOT NULL REFERENCES certificates (sha256_fingerprint),
+  encrypted_pem      TEXT    NOT NULL CHECK (substr(encrypted_pem, 12, 9) = 'ENCRYPTED'),
+  created_at         INTEGER NOT NULL
+);
+INSERT INTO held_keys SELECT * FROM held_keys_v2;
+DROP TABLE held_keys_v2;
+
+ALTER TABLE meta ADD COLUMN root_crl_number INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 void migrate_to_1(SQLite::Database& db, UnixTime now) {
   db.exec(kVersion1);
   db.exec("PRAGMA application_id = " + std::to_string(kApplicationId));  // a constant, not input
@@ -213,13 +280,14 @@ Result<int> stored_version(SQLite::Database& db, const std::string& path) {
   return static_cast<int>(version);
 }
 
-void migrate(SQLite::Database& db, int from_version, UnixTime now) {
+void migrate(SQLite::Database& db, int from_version, UnixTime now, int to_version) {
   // One step per version; each later step goes here as `if (from_version < N) migrate_to_N(...)`.
-  if (from_version < 1) migrate_to_1(db, now);
-  if (from_version < 2) db.exec(kVersion2);
-  if (from_version < kCurrentVersion) {
+  if (from_version < 1 && to_version >= 1) migrate_to_1(db, now);
+  if (from_version < 2 && to_version >= 2) db.exec(kVersion2);
+  if (from_version < 3 && to_version >= 3) db.exec(kVersion3);
+  if (from_version < to_version) {
     SQLite::Statement bump(db, "UPDATE meta SET schema_version = ?");
-    bump.bind(1, kCurrentVersion);
+    bump.bind(1, to_version);
     bump.exec();
   }
 }

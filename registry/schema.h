@@ -13,7 +13,7 @@
 
 namespace onboard::registry::schema {
 
-inline constexpr int kCurrentVersion = 2;
+inline constexpr int kCurrentVersion = 3;
 // PRAGMA application_id of every registry file ("ONBD"): tells our file from any other SQLite DB.
 inline constexpr std::int32_t kApplicationId = 0x4F4E4244;
 
@@ -21,8 +21,10 @@ inline constexpr std::int32_t kApplicationId = 0x4F4E4244;
 // not ours, damaged, or newer than this build. May throw SQLite::Exception (e.g. SQLITE_NOTADB).
 Result<int> stored_version(SQLite::Database& db, const std::string& path);
 
-// Brings the schema from `from_version` to kCurrentVersion, seeding a new file with the default
-// group and its rule at time `now`. Throws SQLite::Exception; the caller owns the transaction.
-void migrate(SQLite::Database& db, int from_version, UnixTime now);
+// Brings the schema from `from_version` to `to_version` (kCurrentVersion but in tests, which make
+// files of older versions to test upgrades with), seeding a new file with the default group and
+// its rule at time `now`. Throws SQLite::Exception; the caller owns the transaction.
+void migrate(SQLite::Database& db, int from_version, UnixTime now,
+             int to_version = kCurrentVersion);
 
 }  // namespace onboard::registry::schema

@@ -144,14 +144,23 @@ Device device_from(const SQLite::Statement& s) {
                 s.getColumn(8).getString()};
 }
 
-// Columns: serial_hex, issuer, sha256_fingerprint, device_id, subject, not_before, not_after,
-// status, revoked_at, revocation_reason, pem.
+CertificateKind certificate_kind_from(const std::string& text) {
+  if (auto kind = parse_certificate_kind(text)) return *kind;
+  throw CorruptValue("an unknown certificate kind");
+}
+
+// The columns certificate_from reads, in its order.
+#define ONBOARD_CERTIFICATE_COLUMNS                                                     \
+  "serial_hex, issuer, sha256_fingerprint, device_id, subject, not_before, not_after, " \
+  "status, revoked_at, revocation_reason, pem, kind"
+
+// Columns: ONBOARD_CERTIFICATE_COLUMNS.
 Certificate certificate_from(const SQLite::Statement& s) {
   Certificate c;
   c.serial_hex = s.getColumn(0).getString();
   c.issuer = s.getColumn(1).getString();
   c.sha256_fingerprint = s.getColumn(2).getString();
-  c.device_id = s.getColumn(3).getString();
+  c.device_id = text_or_null(s.getColumn(3)).value_or("");
   c.subject = s.getColumn(4).getString();
   c.not_before = s.getColumn(5).getInt64();
   c.not_after = s.getColumn(6).getInt64();
@@ -160,6 +169,7 @@ Certificate certificate_from(const SQLite::Statement& s) {
   if (!s.getColumn(8).isNull()) c.revoked_at = s.getColumn(8).getInt64();
   if (auto reason = text_or_null(s.getColumn(9))) c.revocation_reason = reason_from(*reason);
   c.pem = s.getColumn(10).getString();
+  c.kind = certificate_kind_from(s.getColumn(11).getString());
   return c;
 }
 
@@ -324,6 +334,8 @@ class SqliteStore final : public Store {
   Result<std::vector<Device>> list_devices(const DeviceFilter& filter) override;
   Result<std::int64_t> count_devices(const DeviceFilter& filter) override;
   Result<bool> set_device_enabled(std::string_view id, bool enabled, const Actor& actor) override;
+  Result<Device> update_device(std::string_view id, const DeviceUpdate& update,
+                               const Actor& actor) override;
   Result<RevokeOutcome> revoke_device(std::string_view id, RevocationReason reason,
                                       const Actor& actor) override;
 
@@ -332,7 +344,14 @@ class SqliteStore final : public Store {
   Result<AddedCertificate> add_certificate(std::string_view device_id,
                                            const NewCertificate& certificate, bool supersede_active,
                                            const Actor& actor) override;
-  Result<std::vector<RevokedEntry>> revoked_certificates() override;
+  Result<std::vector<RevokedEntry>> revoked_certificates(std::string_view issuer) override;
+  Result<Certificate> record_certificate(CertificateKind kind, const NewCertificate& certificate,
+                                         const Actor& actor) override;
+  Result<std::vector<Certificate>> list_certificates(const CertificateFilter& filter) override;
+  Result<Certificate> find_certificate_by_serial(std::string_view serial_hex) override;
+  Result<CertificateRevokeOutcome> revoke_certificate(std::string_view sha256_hex,
+                                                      RevocationReason reason,
+                                                      const Actor& actor) override;
 
   Result<RuleRecord> add_rule(const NewRule& rule, const Actor& actor) override;
   Status remove_rule(std::int64_t rule_id, const Actor& actor) override;
@@ -346,6 +365,7 @@ class SqliteStore final : public Store {
 
   Result<std::uint64_t> next_crl_number(const Actor& actor) override;
   Result<CrlState> crl_state() override;
+  Result<std::uint64_t> next_root_crl_number(const Actor& actor) override;
 
   Result<std::vector<AuditEvent>> audit_list(std::size_t limit, std::int64_t after_seq) override;
   Result<AuditCheck> verify_audit() override;
@@ -395,7 +415,9 @@ class SqliteStore final : public Store {
   bool group_exists(std::string_view name);
   bool subject_exists(SubjectKind kind, std::string_view name);
   void insert_group(std::string_view name, std::string_view description, UnixTime now);
-  Status insert_certificate(std::string_view device_id, const NewCertificate& c);
+  // kind device needs the device's id; any other kind records no device.
+  Status insert_certificate(CertificateKind kind, std::string_view device_id,
+                            const NewCertificate& c);
   std::vector<std::string> revoke_active_certificates(std::string_view device_id,
                                                       RevocationReason reason, UnixTime now);
   void set_device_status(std::string_view id, DeviceStatus status, UnixTime now);
@@ -475,7 +497,8 @@ void SqliteStore::insert_group(std::string_view name, std::string_view descripti
 
 // The duplicate checks come first so the operator reads which certificate clashes; the UNIQUE
 // constraints stay as the backstop.
-Status SqliteStore::insert_certificate(std::string_view device_id, const NewCertificate& c) {
+Status SqliteStore::insert_certificate(CertificateKind kind, std::string_view device_id,
+                                       const NewCertificate& c) {
   auto same_fingerprint = prepare(db_, "SELECT 1 FROM certificates WHERE sha256_fingerprint = ?1",
                                   c.sha256_fingerprint);
   if (same_fingerprint.executeStep()) {
@@ -489,11 +512,14 @@ Status SqliteStore::insert_certificate(std::string_view device_id, const NewCert
     return make_error(Errc::conflict, "a certificate with serial " + c.serial_hex +
                                           " from the same issuer already exists");
   }
+  std::optional<std::string_view> device;
+  if (kind == CertificateKind::device) device = device_id;
   prepare(db_,
-          "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, device_id, subject, "
-          "not_before, not_after, status, pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8)",
-          c.serial_hex, c.issuer, c.sha256_fingerprint, device_id, c.subject, c.not_before,
-          c.not_after, c.pem)
+          "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, kind, device_id, "
+          "subject, not_before, not_after, status, pem) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9)",
+          c.serial_hex, c.issuer, c.sha256_fingerprint, to_string(kind), device, c.subject,
+          c.not_before, c.not_after, c.pem)
       .exec();
   return ok_status();
 }
@@ -626,7 +652,7 @@ Result<Device> SqliteStore::insert_device(const NewDevice& input, const NewCerti
     if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now);
     // Fails on a duplicate certificate after the device row exists: returning the error makes
     // write() roll the device row back with it.
-    ONBOARD_CHECK(insert_certificate(device.id, cert));
+    ONBOARD_CHECK(insert_certificate(CertificateKind::device, device.id, cert));
     hold_key(device.id, cert, actor.now);
     if (batch_id) {
       prepare(db_, "INSERT INTO batch_devices (batch_id, device_id, line) VALUES (?1, ?2, ?3)",
@@ -707,6 +733,61 @@ Result<bool> SqliteStore::set_device_enabled(std::string_view id, bool enabled,
   });
 }
 
+// The audit row names each changed field with its old and new value; fields given but equal to
+// what is stored are not changes.
+Result<Device> SqliteStore::update_device(std::string_view id, const DeviceUpdate& update,
+                                          const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  if (update.empty()) return make_error(Errc::invalid_input, "nothing to update");
+  if (update.type && !update.type->empty()) ONBOARD_CHECK(check_group_name(*update.type));
+  std::optional<std::string> metadata;
+  if (update.metadata) {
+    ONBOARD_TRY(metadata, compact_metadata(*update.metadata));
+  }
+  const std::string name(id);
+  return write("update device", actor, [&]() -> Result<Device> {
+    auto loaded = load_device(id);
+    if (!loaded) return make_error(Errc::not_found, "device " + name + " does not exist");
+    if (loaded->status == DeviceStatus::revoked) {
+      return make_error(Errc::conflict,
+                        "device " + name + " is revoked; its record can no longer be changed");
+    }
+    Device device = *loaded;
+    nlohmann::json changed = nlohmann::json::object();
+    auto apply = [&](const char* field, std::string& current,
+                     const std::optional<std::string>& wanted) {
+      if (!wanted || *wanted == current) return;
+      changed[field] = {{"from", current}, {"to", *wanted}};
+      current = *wanted;
+    };
+    apply("name", device.name,
+          update.name && update.name->empty() ? std::optional<std::string>(name) : update.name);
+    apply("type", device.type, update.type);
+    apply("location", device.location, update.location);
+    apply("firmware", device.firmware, update.firmware);
+    apply("metadata", device.metadata, metadata);
+    if (changed.empty()) return device;  // nothing differs: nothing written, audit included
+    device.updated_at = actor.now;
+    prepare(db_,
+            "UPDATE devices SET name = ?1, type = ?2, location = ?3, firmware = ?4, metadata = ?5, "
+            "updated_at = ?6 WHERE id = ?7",
+            device.name, device.type, device.location, device.firmware, device.metadata, actor.now,
+            id)
+        .exec();
+    nlohmann::json details = {{"changed", changed}};
+    if (changed.contains("type")) {
+      // The broker finds a device's group by its type: the device's change row makes a running
+      // broker reload it, and so apply the new group's rules and drop the old one's.
+      const bool new_group = !device.type.empty() && !group_exists(device.type);
+      if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now);
+      record_change(ChangeKind::device, id, actor.now);
+      details["created_group"] = new_group;
+    }
+    record_audit(actor, "device.update", id, details);
+    return device;
+  });
+}
+
 Result<RevokeOutcome> SqliteStore::revoke_device(std::string_view id, RevocationReason reason,
                                                  const Actor& actor) {
   ONBOARD_CHECK(check_device_id(id));
@@ -739,9 +820,8 @@ Result<std::vector<Certificate>> SqliteStore::certificates_of(std::string_view d
       return make_error(Errc::not_found, "device " + std::string(device_id) + " does not exist");
     }
     auto query = prepare(db_,
-                         "SELECT serial_hex, issuer, sha256_fingerprint, device_id, subject, "
-                         "not_before, not_after, status, revoked_at, revocation_reason, pem "
-                         "FROM certificates WHERE device_id = ?1 ORDER BY rowid",
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE device_id = ?1 ORDER BY rowid",
                          device_id);
     std::vector<Certificate> certificates;
     while (query.executeStep()) certificates.push_back(certificate_from(query));
@@ -756,9 +836,8 @@ Result<Certificate> SqliteStore::find_certificate_by_fingerprint(std::string_vie
   }
   return read("find certificate", [&]() -> Result<Certificate> {
     auto query = prepare(db_,
-                         "SELECT serial_hex, issuer, sha256_fingerprint, device_id, subject, "
-                         "not_before, not_after, status, revoked_at, revocation_reason, pem "
-                         "FROM certificates WHERE sha256_fingerprint = ?1",
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE sha256_fingerprint = ?1",
                          *fingerprint);
     if (!query.executeStep()) {
       return make_error(Errc::not_found, "no certificate has fingerprint " + *fingerprint);
@@ -785,7 +864,7 @@ Result<AddedCertificate> SqliteStore::add_certificate(std::string_view device_id
       added.superseded_serials =
           revoke_active_certificates(id, RevocationReason::superseded, actor.now);
     }
-    ONBOARD_CHECK(insert_certificate(id, cert));
+    ONBOARD_CHECK(insert_certificate(CertificateKind::device, id, cert));
     if (!cert.held_key_pem.empty()) {
       hold_key(id, cert, actor.now);
     } else if (supersede_active) {
@@ -796,25 +875,157 @@ Result<AddedCertificate> SqliteStore::add_certificate(std::string_view device_id
                  {{"serial", cert.serial_hex},
                   {"fingerprint", cert.sha256_fingerprint},
                   {"superseded", added.superseded_serials}});
-    added.certificate = Certificate{
-        cert.serial_hex, cert.issuer,    cert.sha256_fingerprint,   id,           cert.subject,
-        cert.not_before, cert.not_after, CertificateStatus::active, std::nullopt, std::nullopt,
-        cert.pem};
+    added.certificate = Certificate{cert.serial_hex,
+                                    cert.issuer,
+                                    cert.sha256_fingerprint,
+                                    id,
+                                    cert.subject,
+                                    cert.not_before,
+                                    cert.not_after,
+                                    CertificateStatus::active,
+                                    std::nullopt,
+                                    std::nullopt,
+                                    cert.pem,
+                                    CertificateKind::device};
     return added;
   });
 }
 
-Result<std::vector<RevokedEntry>> SqliteStore::revoked_certificates() {
+Result<std::vector<RevokedEntry>> SqliteStore::revoked_certificates(std::string_view issuer) {
   return read("list revoked certificates", [&]() -> Result<std::vector<RevokedEntry>> {
     auto query = prepare(db_,
                          "SELECT serial_hex, revoked_at, revocation_reason FROM certificates "
-                         "WHERE status = 'revoked' ORDER BY serial_hex");
+                         "WHERE status = 'revoked' AND issuer = ?1 ORDER BY serial_hex",
+                         issuer);
     std::vector<RevokedEntry> entries;
     while (query.executeStep()) {
       entries.push_back(RevokedEntry{query.getColumn(0).getString(), query.getColumn(1).getInt64(),
                                      reason_from(query.getColumn(2).getString())});
     }
     return entries;
+  });
+}
+
+Result<Certificate> SqliteStore::record_certificate(CertificateKind kind,
+                                                    const NewCertificate& certificate,
+                                                    const Actor& actor) {
+  if (kind == CertificateKind::device) {
+    return make_error(Errc::invalid_input,
+                      "a device certificate is recorded with its device (register or renew it)");
+  }
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+  if (!cert.held_key_pem.empty()) {
+    return make_error(Errc::invalid_input, "the registry holds keys of devices only");
+  }
+  return write("record certificate", actor, [&]() -> Result<Certificate> {
+    ONBOARD_CHECK(insert_certificate(kind, {}, cert));
+    record_audit(actor, "certificate.record", cert.serial_hex,
+                 {{"kind", to_string(kind)},
+                  {"fingerprint", cert.sha256_fingerprint},
+                  {"subject", cert.subject},
+                  {"not_after", cert.not_after}});
+    return Certificate{cert.serial_hex,
+                       cert.issuer,
+                       cert.sha256_fingerprint,
+                       {},
+                       cert.subject,
+                       cert.not_before,
+                       cert.not_after,
+                       CertificateStatus::active,
+                       std::nullopt,
+                       std::nullopt,
+                       cert.pem,
+                       kind};
+  });
+}
+
+Result<std::vector<Certificate>> SqliteStore::list_certificates(const CertificateFilter& filter) {
+  std::optional<std::string_view> kind, status;
+  if (filter.kind) kind = to_string(*filter.kind);
+  if (filter.status) status = to_string(*filter.status);
+  return read("list certificates", [&]() -> Result<std::vector<Certificate>> {
+    auto query = prepare(db_,
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates "
+                         "WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR status = ?2) "
+                         "ORDER BY rowid",
+                         kind, status);
+    std::vector<Certificate> certificates;
+    while (query.executeStep()) certificates.push_back(certificate_from(query));
+    return certificates;
+  });
+}
+
+Result<Certificate> SqliteStore::find_certificate_by_serial(std::string_view serial_hex) {
+  std::string serial;
+  for (char c : serial_hex) {
+    if (c == ':') continue;  // the form `openssl x509 -serial` does not print, but others do
+    serial.push_back(c >= 'a' && c <= 'f' ? static_cast<char>(c - 'a' + 'A') : c);
+  }
+  if (serial.empty() || serial.size() > 40 || !is_hex(serial, true)) {
+    return make_error(Errc::invalid_input, "a serial must be 1 to 40 hex digits");
+  }
+  return read("find certificate", [&]() -> Result<Certificate> {
+    auto query = prepare(db_,
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE serial_hex = ?1 ORDER BY rowid LIMIT 2",
+                         serial);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "no certificate has serial " + serial);
+    }
+    Certificate found = certificate_from(query);
+    if (query.executeStep()) {
+      return make_error(Errc::conflict, "more than one issuer used serial " + serial +
+                                            "; name the certificate by its fingerprint");
+    }
+    return found;
+  });
+}
+
+Result<CertificateRevokeOutcome> SqliteStore::revoke_certificate(std::string_view sha256_hex,
+                                                                 RevocationReason reason,
+                                                                 const Actor& actor) {
+  auto fingerprint = normalize_fingerprint(sha256_hex);
+  if (!fingerprint) {
+    return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
+  }
+  return write("revoke certificate", actor, [&]() -> Result<CertificateRevokeOutcome> {
+    auto query = prepare(db_,
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE sha256_fingerprint = ?1",
+                         *fingerprint);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "no certificate has fingerprint " + *fingerprint);
+    }
+    CertificateRevokeOutcome outcome;
+    outcome.certificate = certificate_from(query);
+    query.reset();
+    if (outcome.certificate.status == CertificateStatus::revoked) {
+      outcome.already_revoked = true;  // idempotent: an answer, and nothing written
+      return outcome;
+    }
+    prepare(db_,
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 "
+            "WHERE sha256_fingerprint = ?3",
+            actor.now, revocation_reason_name(reason), *fingerprint)
+        .exec();
+    outcome.certificate.status = CertificateStatus::revoked;
+    outcome.certificate.revoked_at = actor.now;
+    outcome.certificate.revocation_reason = reason;
+    const auto& cert = outcome.certificate;
+    nlohmann::json details = {{"kind", to_string(cert.kind)},
+                              {"fingerprint", cert.sha256_fingerprint},
+                              {"reason", revocation_reason_name(reason)}};
+    if (cert.kind == CertificateKind::device) {
+      // A key kept for a revoked certificate has no use left.
+      prepare(db_, "DELETE FROM held_keys WHERE device_id = ?1 AND certificate_sha256 = ?2",
+              cert.device_id, cert.sha256_fingerprint)
+          .exec();
+      record_change(ChangeKind::device, cert.device_id, actor.now);
+      details["device"] = cert.device_id;
+    }
+    record_audit(actor, "certificate.revoke", cert.serial_hex, details);
+    return outcome;
   });
 }
 
@@ -969,6 +1180,15 @@ Result<std::uint64_t> SqliteStore::next_crl_number(const Actor& actor) {
   });
 }
 
+Result<std::uint64_t> SqliteStore::next_root_crl_number(const Actor& actor) {
+  return write("next root CRL number", actor, [&]() -> Result<std::uint64_t> {
+    db_.exec("UPDATE meta SET root_crl_number = root_crl_number + 1 WHERE id = 1");
+    const auto number = db_.execAndGet("SELECT root_crl_number FROM meta WHERE id = 1").getInt64();
+    record_audit(actor, "crl.issue_root", std::to_string(number), nlohmann::json::object());
+    return static_cast<std::uint64_t>(number);
+  });
+}
+
 Result<CrlState> SqliteStore::crl_state() {
   return read("read CRL state", [&]() -> Result<CrlState> {
     auto query = prepare(db_, "SELECT crl_number, crl_last_issued_at FROM meta WHERE id = 1");
@@ -1083,7 +1303,8 @@ void SqliteStore::read_all_access(AccessData& data) {
                        "WHERE device_id IS NOT NULL ORDER BY device_id, priority DESC, id");
   auto certificates = prepare(db_,
                               "SELECT device_id, sha256_fingerprint, serial_hex, status, "
-                              "not_before, not_after FROM certificates ORDER BY device_id, rowid");
+                              "not_before, not_after FROM certificates WHERE kind = 'device' "
+                              "ORDER BY device_id, rowid");
   bool rule_row = rules.executeStep();
   bool cert_row = certificates.executeStep();
   while (devices.executeStep()) {
@@ -1128,7 +1349,8 @@ void SqliteStore::read_listed_access(const std::set<std::string, std::less<>>& d
                           "WHERE device_id = ?1 ORDER BY priority DESC, id");
   SQLite::Statement certificates(db_,
                                  "SELECT sha256_fingerprint, serial_hex, status, not_before, "
-                                 "not_after FROM certificates WHERE device_id = ?1 ORDER BY rowid");
+                                 "not_after FROM certificates "
+                                 "WHERE device_id = ?1 AND kind = 'device' ORDER BY rowid");
   for (const auto& id : device_ids) {
     device_row.reset();
     device_row.bind(1, id);

@@ -29,6 +29,25 @@ std::string_view to_string(CertificateStatus status) noexcept {
   return status == CertificateStatus::active ? "active" : "revoked";
 }
 
+std::string_view to_string(CertificateKind kind) noexcept {
+  switch (kind) {
+    case CertificateKind::device:
+      return "device";
+    case CertificateKind::server:
+      return "server";
+    case CertificateKind::other:
+      return "other";
+  }
+  return "other";
+}
+
+std::optional<CertificateKind> parse_certificate_kind(std::string_view text) noexcept {
+  for (auto kind : {CertificateKind::device, CertificateKind::server, CertificateKind::other}) {
+    if (text == to_string(kind)) return kind;
+  }
+  return std::nullopt;
+}
+
 std::string_view to_string(SubjectKind kind) noexcept {
   return kind == SubjectKind::device ? "device" : "group";
 }
@@ -61,7 +80,7 @@ std::string_view to_string(ChangeKind kind) noexcept {
 
 NewCertificate new_certificate(const CertificateInfo& info, std::string pem) {
   return NewCertificate{info.serial_hex, info.issuer,    info.sha256_fingerprint, info.subject,
-                        info.not_before, info.not_after, std::move(pem), {}};
+                        info.not_before, info.not_after, std::move(pem),          {}};
 }
 
 // Group names become device types and appear next to device ids in the CLI and the change feed,

@@ -33,6 +33,14 @@ struct DeviceFilter {
   std::string after_id;     // keyset paging: only ids sorting after this one (list_devices only)
 };
 
+// update_device's input: only the fields that are set change. name "" means "same as the id" and
+// type "" means no type (no type group), as at registration.
+struct DeviceUpdate {
+  std::optional<std::string> name, type, location, firmware;
+  std::optional<std::string> metadata;  // a JSON object
+  bool empty() const noexcept { return !name && !type && !location && !firmware && !metadata; }
+};
+
 struct RevokeOutcome {
   bool already_revoked = false;              // then nothing was changed or written
   std::vector<std::string> revoked_serials;  // certificates this call revoked
@@ -41,6 +49,16 @@ struct RevokeOutcome {
 struct AddedCertificate {
   Certificate certificate;
   std::vector<std::string> superseded_serials;  // revoked with reason superseded
+};
+
+struct CertificateFilter {
+  std::optional<CertificateKind> kind;
+  std::optional<CertificateStatus> status;
+};
+
+struct CertificateRevokeOutcome {
+  bool already_revoked = false;  // then nothing was changed or written
+  Certificate certificate;       // as it is now (revoked)
 };
 
 // verify_audit's answer: ok, or the first bad row and what is wrong with it.
@@ -68,6 +86,12 @@ class Store {
   // Errc::conflict.
   virtual Result<bool> set_device_enabled(std::string_view id, bool enabled,
                                           const Actor& actor) = 0;
+  // Changes the device's descriptive fields; returns the device as it now is. Validated like
+  // register_device. A revoked device is Errc::conflict (its record is final); values equal to
+  // the stored ones write nothing. A type change is also a change row for the device (its group,
+  // and so its rules, change on the broker) and creates the new type's group if it is new.
+  virtual Result<Device> update_device(std::string_view id, const DeviceUpdate& update,
+                                       const Actor& actor) = 0;
   // Revokes every active certificate of the device at actor.now and marks the device revoked.
   virtual Result<RevokeOutcome> revoke_device(std::string_view id, RevocationReason reason,
                                               const Actor& actor) = 0;
@@ -80,8 +104,30 @@ class Store {
   virtual Result<AddedCertificate> add_certificate(std::string_view device_id,
                                                    const NewCertificate& certificate,
                                                    bool supersede_active, const Actor& actor) = 0;
-  // Every revoked certificate, for building the CRL.
-  virtual Result<std::vector<RevokedEntry>> revoked_certificates() = 0;
+  // Every revoked certificate of every kind that `issuer` (RFC 2253, as stored) issued: what that
+  // CA's CRL lists.
+  virtual Result<std::vector<RevokedEntry>> revoked_certificates(std::string_view issuer) = 0;
+
+  // Certificates the CA signed outside the device registry (kind server or other; a device
+  // certificate goes through register_device or add_certificate, and kind device here is
+  // Errc::invalid_input). A held key is refused: the registry keeps keys of devices only. Audited
+  // as certificate.record; no change row (nothing the broker loads changes).
+  virtual Result<Certificate> record_certificate(CertificateKind kind,
+                                                 const NewCertificate& certificate,
+                                                 const Actor& actor) = 0;
+  // Every certificate of every kind, in the order they were recorded.
+  virtual Result<std::vector<Certificate>> list_certificates(const CertificateFilter& filter) = 0;
+  // By serial (upper or lower case hex). Serials are unique per issuer; one that two issuers
+  // share is Errc::conflict (name the certificate by its fingerprint then).
+  virtual Result<Certificate> find_certificate_by_serial(std::string_view serial_hex) = 0;
+  // Revokes one certificate of any kind at actor.now. A device certificate's device keeps its
+  // status (it may hold another certificate), but the change feed names it, so the broker
+  // disconnects whoever is connected with the revoked certificate; a key held for that
+  // certificate is erased. Revoking a revoked certificate says already_revoked and writes
+  // nothing.
+  virtual Result<CertificateRevokeOutcome> revoke_certificate(std::string_view sha256_hex,
+                                                              RevocationReason reason,
+                                                              const Actor& actor) = 0;
 
   // ACL rules. The pattern is the caller's to validate (acl::pattern_problem); the store refuses
   // an unknown subject (Errc::not_found) and an access mask outside 1..7.
@@ -100,6 +146,9 @@ class Store {
   // CRL numbering: next_crl_number increments the stored number atomically and returns it.
   virtual Result<std::uint64_t> next_crl_number(const Actor& actor) = 0;
   virtual Result<CrlState> crl_state() = 0;
+  // The root CA's CRL has a number sequence of its own (only used with an issuing intermediate,
+  // whose revocation the root's CRL publishes). Audited as crl.issue_root; no change row.
+  virtual Result<std::uint64_t> next_root_crl_number(const Actor& actor) = 0;
 
   // Audit log, oldest first: the rows with seq > after_seq, at most `limit` (0: all).
   virtual Result<std::vector<AuditEvent>> audit_list(std::size_t limit,

@@ -10,7 +10,12 @@
 #include "ca/files.h"
 #include "ca/identity.h"
 #include "ca/verify.h"
+#include "registry/model.h"
 #include "tools/credentials.h"
+#include "tools/operations.h"
+#include "tools/table.h"
+#include "tools/views.h"
+#include "tools/workspace.h"
 
 namespace onboard::cli {
 namespace {
@@ -26,18 +31,47 @@ Result<Authority> open_signing_ca(const GlobalOptions& global, const PassphraseS
   return cli::open_signing_ca(data_dir(global), source);
 }
 
-// A key made here (0600) and its certificate (0644), both or neither.
-Status write_credential(const std::filesystem::path& cert_path, const std::string& cert_pem,
-                        const std::filesystem::path* key_path, const Secret* key_pem, bool force) {
-  std::vector<OutputFile> files;
-  if (key_path != nullptr) files.push_back({*key_path, Secret(key_pem->view()), 0600});
-  files.push_back({cert_path, Secret(cert_pem), 0644});
-  CredentialWriter writer;
-  return writer.write(std::move(files), force);
+// The registry the CA records what it signs in, opened before anything is signed: every
+// certificate the CA signs is recorded, so that it can be listed and revoked (and so reach the
+// CRL). Without a registry nothing is signed.
+Result<std::unique_ptr<registry::Store>> open_ca_registry(const Workspace& ws) {
+  auto store = open_registry(ws);
+  if (!store.ok()) {
+    Error e = std::move(store).error();
+    e.message = "the CA records every certificate it signs in the registry: " + e.message;
+    return e;
+  }
+  return store;
 }
 
-void print_issued(const IssuedCertificate& issued, const std::filesystem::path& cert_path) {
+// A key made here (0600) and its certificate (0644), both or neither, then the certificate's
+// record: when the record cannot be written, the files are taken back, so no certificate leaves
+// this command unrecorded.
+Status hand_out_and_record(registry::Store& store, registry::CertificateKind kind,
+                           const IssuedCertificate& issued, const std::filesystem::path& cert_path,
+                           const std::filesystem::path* key_path, const Secret* key_pem,
+                           bool force) {
+  std::vector<OutputFile> files;
+  if (key_path != nullptr) files.push_back({*key_path, Secret(key_pem->view()), 0600});
+  files.push_back({cert_path, Secret(issued.pem), 0644});
+  CredentialWriter writer;
+  ONBOARD_CHECK(writer.write(std::move(files), force));
+  auto recorded = ops::record_issued(store, kind, issued, make_actor());
+  if (!recorded.ok()) {
+    writer.undo();
+    Error e = std::move(recorded).error();
+    e.message = "the certificate could not be recorded, so it was not handed out: " + e.message;
+    return e;
+  }
+  return ok_status();
+}
+
+void print_issued(const IssuedCertificate& issued, const std::filesystem::path& cert_path,
+                  registry::CertificateKind kind) {
   std::cout << "issued " << issued.info.subject_cn << "\n"
+            << "  recorded     kind " << to_string(kind)
+            << (kind == registry::CertificateKind::other ? " (not a device: cannot connect)" : "")
+            << "\n"
             << "  serial       " << issued.info.serial_hex << "\n"
             << "  fingerprint  sha256:" << issued.info.sha256_fingerprint << "\n"
             << "  key          " << issued.info.key << "\n"
@@ -71,6 +105,10 @@ void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
   cmd->add_option(
       "--crl-url", opts->init.crl_url,
       "CRL distribution point URL written into every certificate issued (http or https)");
+  cmd->add_option("--root-crl-url", opts->init.root_crl_url,
+                  "With --intermediate: where the root's own CRL is published, written into the "
+                  "intermediate's certificate (default: --crl-url with its last path segment "
+                  "replaced by root-crl)");
   opts->passphrase.add_to(*cmd, "the new CA keys (they are encrypted when given)");
   cmd->callback([&global, &exit_code, opts] {
     exit_code = run_action([&]() -> Result<int> {
@@ -86,6 +124,13 @@ void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       if (authority.has_intermediate()) {
         auto issuing = describe_certificate(authority.issuer());
         std::cout << "created issuing CA " << issuing.subject << " (" << issuing.key << ")\n";
+        // The root signed it: recorded so that it can be revoked on the root's CRL. Without a
+        // registry yet, 'onboardctl init' records it when it creates one.
+        const Workspace ws(dir);
+        if (std::filesystem::exists(ws.registry)) {
+          ONBOARD_TRY(auto store, open_registry(ws));
+          ONBOARD_CHECK(record_intermediate(*store, authority));
+        }
       }
       std::cout << "trust chain: " << authority.paths().root_cert.string() << "\n";
       return kExitOk;
@@ -113,9 +158,11 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
     PassphraseSource passphrase;
   };
   auto opts = std::make_shared<Opts>();
-  auto* cmd = ca.add_subcommand("issue",
-                                "Issue a device certificate, from the device's CSR (--csr) or with "
-                                "a key made here (--device)");
+  auto* cmd = ca.add_subcommand(
+      "issue",
+      "Issue a client certificate outside the device registry, from a CSR (--csr) or with a key "
+      "made here (--device); it is recorded (kind other) and revocable, but cannot connect to the "
+      "broker: register devices with 'device register'");
   auto* csr =
       cmd->add_option("--csr", opts->csr, "PEM CSR made by the device; its CN is the device id");
   auto* device = cmd->add_option("--device", opts->device, "Device id, when the key is made here");
@@ -159,6 +206,8 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
           return make_error(Errc::invalid_input, *problem);
         device_id = opts->device;
       }
+      const Workspace ws(data_dir(global));
+      ONBOARD_TRY(auto store, open_ca_registry(ws));
       ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
       if (!opts->device.empty()) {
         ONBOARD_TRY(key, generate_key(alg));
@@ -174,14 +223,17 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto issued, authority.issue(std::move(request)));
 
       std::filesystem::path key_path = opts->key_out;
+      // Recorded as `other`, never as a device's certificate: it was not registered, so it
+      // cannot connect to the broker even when its CN is a registered device's id.
       if (key) {
         ONBOARD_TRY(Secret key_pem, private_key_to_pem(key.get()));
-        ONBOARD_CHECK(
-            write_credential(opts->cert_out, issued.pem, &key_path, &key_pem, opts->force));
+        ONBOARD_CHECK(hand_out_and_record(*store, registry::CertificateKind::other, issued,
+                                          opts->cert_out, &key_path, &key_pem, opts->force));
       } else {
-        ONBOARD_CHECK(write_credential(opts->cert_out, issued.pem, nullptr, nullptr, opts->force));
+        ONBOARD_CHECK(hand_out_and_record(*store, registry::CertificateKind::other, issued,
+                                          opts->cert_out, nullptr, nullptr, opts->force));
       }
-      print_issued(issued, opts->cert_out);
+      print_issued(issued, opts->cert_out, registry::CertificateKind::other);
       if (key) std::cout << "  private key  " << key_path.string() << " (0600)\n";
       return kExitOk;
     });
@@ -198,7 +250,9 @@ void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code)
   };
   auto opts = std::make_shared<Opts>();
   auto* cmd =
-      ca.add_subcommand("issue-server", "Issue the broker's TLS server certificate and key");
+      ca.add_subcommand("issue-server",
+                        "Issue the broker's TLS server certificate and key; it is recorded (kind "
+                        "server) and revocable");
   cmd->add_option("--dns", opts->dns, "DNS name the broker is reached by (repeatable)");
   cmd->add_option("--ip", opts->ip, "IP address the broker is reached by (repeatable)");
   cmd->add_option("--name", opts->name, "Subject common name (default: the first DNS name or IP)");
@@ -222,6 +276,8 @@ void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code)
       }
       ONBOARD_CHECK(check_validity_days(opts->days));
       ONBOARD_TRY(KeyAlg alg, key_alg_option(opts->key_alg));
+      const Workspace ws(data_dir(global));
+      ONBOARD_TRY(auto store, open_ca_registry(ws));
       ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
       ONBOARD_TRY(auto key, generate_key(alg));
 
@@ -239,8 +295,9 @@ void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code)
       ONBOARD_TRY(auto issued, authority.issue(std::move(request)));
       ONBOARD_TRY(Secret key_pem, private_key_to_pem(key.get()));
       std::filesystem::path key_path = opts->key_out;
-      ONBOARD_CHECK(write_credential(opts->cert_out, issued.pem, &key_path, &key_pem, opts->force));
-      print_issued(issued, opts->cert_out);
+      ONBOARD_CHECK(hand_out_and_record(*store, registry::CertificateKind::server, issued,
+                                        opts->cert_out, &key_path, &key_pem, opts->force));
+      print_issued(issued, opts->cert_out, registry::CertificateKind::server);
       std::cout << "  private key  " << key_path.string() << " (0600)\n";
       return kExitOk;
     });
@@ -287,16 +344,113 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
   });
 }
 
+void add_list(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string kind, status;
+    bool json_out = false;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = ca.add_subcommand(
+      "list",
+      "List every certificate the CA signed and recorded, oldest first: devices', "
+      "servers' and others'");
+  cmd->add_option("--kind", opts->kind, "Only this kind: device, server or other");
+  cmd->add_option("--status", opts->status, "Only this status: active or revoked");
+  cmd->add_flag("--json", opts->json_out, "Print JSON, with each certificate's PEM");
+  on_run(cmd, global, exit_code, [opts](const Workspace& ws) -> Result<int> {
+    ONBOARD_TRY(auto filter, ops::certificate_filter(opts->kind, opts->status));
+    ONBOARD_TRY(auto store, open_registry(ws));
+    ONBOARD_TRY(auto certs, ops::list_all_certificates(*store, filter));
+    if (opts->json_out) {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& c : certs) {
+        auto j = certificate_json(c, true);
+        j["kind"] = std::string(to_string(c.kind));
+        j["device"] = c.device_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(c.device_id);
+        out.push_back(std::move(j));
+      }
+      std::cout << out.dump(2) << "\n";
+      return kExitOk;
+    }
+    Table table({"SERIAL", "KIND", "STATUS", "SUBJECT", "NOT AFTER", "DEVICE"});
+    for (const auto& c : certs) {
+      std::string status(to_string(c.status));
+      if (c.revocation_reason)
+        status += " (" + std::string(revocation_reason_name(*c.revocation_reason)) + ")";
+      table.add({c.serial_hex, std::string(to_string(c.kind)), status, c.subject,
+                 iso_time(c.not_after), c.device_id.empty() ? "-" : c.device_id});
+    }
+    table.print(std::cout);
+    return kExitOk;
+  });
+}
+
+void add_revoke(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string name, reason = "unspecified";
+    PassphraseSource passphrase;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = ca.add_subcommand(
+      "revoke",
+      "Revoke one certificate of any kind (final) and rewrite the CRL; a device's certificate is "
+      "refused at connect from then on, its device keeps its status");
+  cmd->add_option("CERT", opts->name,
+                  "The certificate's serial or SHA-256 fingerprint (as 'ca list' shows them)")
+      ->required();
+  cmd->add_option("--reason", opts->reason, std::string(kRevocationReasonNames))
+      ->capture_default_str();
+  opts->passphrase.add_to(*cmd, "the CA key (to sign the CRL)");
+  on_run(cmd, global, exit_code, [opts](const Workspace& ws) -> Result<int> {
+    auto reason = parse_revocation_reason(opts->reason);
+    if (!reason) {
+      return make_error(Errc::invalid_input,
+                        "--reason must be one of " + std::string(kRevocationReasonNames));
+    }
+    ONBOARD_TRY(auto store, open_registry(ws));
+    ONBOARD_TRY(auto passphrase, opts->passphrase.read());
+    ONBOARD_TRY(auto authority, Authority::open(ws.dir));  // before revoking: the CRL must follow
+    ONBOARD_CHECK(authority.load_signing_key(passphrase ? &*passphrase : nullptr));
+    ONBOARD_TRY(auto revoked, ops::revoke_certificate(*store, authority, ws.crl, opts->name,
+                                                      *reason, make_actor()));
+    const auto& cert = revoked.outcome.certificate;
+    const std::string what = std::string(to_string(cert.kind)) + " certificate " + cert.serial_hex +
+                             " (" + cert.subject + ")";
+    if (revoked.outcome.already_revoked) {
+      std::cout << what << " was already revoked\n";
+      return kExitOk;
+    }
+    std::cout << "revoked " << what << "\n";
+    if (revoked.crl_number) {
+      std::cout << "CRL " << *revoked.crl_number << " written to " << ws.crl.string() << "\n";
+    }
+    if (revoked.needs_root_crl) {
+      auto number = write_root_crl(*store, authority, ws, passphrase ? &*passphrase : nullptr);
+      if (!number.ok()) {
+        return make_error(
+            number.error().code,
+            "revoked in the registry, but the root CRL was not written: " + number.error().message +
+                "; run 'onboardctl crl' where the root key is");
+      }
+      std::cout << "root CRL " << number->value_or(0) << " written to " << ws.root_crl.string()
+                << "\n";
+    }
+    return kExitOk;
+  });
+}
+
 }  // namespace
 
 void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   auto* ca = app.add_subcommand(
-      "ca", "The certificate authority: create it, issue and verify certificates");
+      "ca", "The certificate authority: create it, issue, list, revoke and verify certificates");
   ca->require_subcommand(1);
   add_init(*ca, global, exit_code);
   add_cert(*ca, global, exit_code);
   add_issue(*ca, global, exit_code);
   add_issue_server(*ca, global, exit_code);
+  add_list(*ca, global, exit_code);
+  add_revoke(*ca, global, exit_code);
   add_verify(*ca, global, exit_code);
 }
 

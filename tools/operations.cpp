@@ -82,15 +82,24 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
   return p;
 }
 
-Status validate_new_device(const registry::NewDevice& d) {
-  ONBOARD_CHECK(check_device_id(d.id));
-  if (!d.type.empty()) {
-    if (auto problem = registry::group_name_problem(d.type))
-      return make_error(Errc::invalid_input, "type: " + *problem);
-  }
-  if (auto problem = registry::metadata_problem(d.metadata))
+// Empty: no type. Otherwise the name of the type's group.
+Status check_type(std::string_view type) {
+  if (type.empty()) return ok_status();
+  if (auto problem = registry::group_name_problem(type))
+    return make_error(Errc::invalid_input, "type: " + *problem);
+  return ok_status();
+}
+
+Status check_metadata(std::string_view metadata) {
+  if (auto problem = registry::metadata_problem(metadata))
     return make_error(Errc::invalid_input, "metadata: " + *problem);
   return ok_status();
+}
+
+Status validate_new_device(const registry::NewDevice& d) {
+  ONBOARD_CHECK(check_device_id(d.id));
+  ONBOARD_CHECK(check_type(d.type));
+  return check_metadata(d.metadata);
 }
 
 std::string base64url(const unsigned char* data, std::size_t size) {
@@ -110,6 +119,9 @@ std::string base64url(const unsigned char* data, std::size_t size) {
   if (bits > 0) out.push_back(kAlphabet[(buffer << (6 - bits)) & 0x3f]);
   return out;
 }
+
+// A CA's subject as the registry stores its certificates' issuer (RFC 2253).
+std::string subject_of(const X509* ca) { return describe_certificate(ca).subject; }
 
 constexpr std::size_t kTokenRandomBytes = 32;
 constexpr std::size_t kTokenLength = kTokenPrefix.size() + (kTokenRandomBytes * 8 + 5) / 6;
@@ -184,6 +196,20 @@ Result<DeviceDetails> device_details(Store& store, std::string_view id) {
   return details;
 }
 
+Result<registry::Device> update_device(Store& store, std::string_view id,
+                                       const registry::DeviceUpdate& update,
+                                       const registry::Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  if (update.empty()) {
+    return make_error(Errc::invalid_input,
+                      "nothing to update: give at least one of name, type, location, firmware, "
+                      "metadata");
+  }
+  if (update.type) ONBOARD_CHECK(check_type(*update.type));
+  if (update.metadata) ONBOARD_CHECK(check_metadata(*update.metadata));
+  return store.update_device(id, update, actor);
+}
+
 Result<bool> set_device_enabled(Store& store, std::string_view id, bool enabled,
                                 const registry::Actor& actor) {
   ONBOARD_CHECK(check_device_id(id));
@@ -194,7 +220,8 @@ Result<std::uint64_t> rewrite_crl(Store& store, const Authority& ca,
                                   const std::filesystem::path& crl_path, const std::string& done,
                                   const registry::Actor& actor, UnixTime validity) {
   auto write = [&]() -> Result<std::uint64_t> {
-    ONBOARD_TRY(auto revoked, store.revoked_certificates());
+    // Only what this CA issued: a certificate of the root (the intermediate) is on the root's.
+    ONBOARD_TRY(auto revoked, store.revoked_certificates(subject_of(ca.issuer())));
     ONBOARD_TRY(std::uint64_t number, store.next_crl_number(actor));
     const UnixTime now = unix_now();
     // Relying parties that cache the CRL must fetch a new one at least this often; a broker that
@@ -254,6 +281,80 @@ Result<Renewed> renew_certificate(Store& store, const Authority& ca,
   else
     renewed.crl_error = std::move(number).error();
   return renewed;
+}
+
+// ---- certificates of every kind --------------------------------------------------------------
+
+Result<registry::Certificate> record_issued(Store& store, registry::CertificateKind kind,
+                                            const IssuedCertificate& issued,
+                                            const registry::Actor& actor) {
+  return store.record_certificate(kind, registry::new_certificate(issued.info, issued.pem), actor);
+}
+
+Result<registry::CertificateFilter> certificate_filter(std::string_view kind,
+                                                       std::string_view status) {
+  registry::CertificateFilter filter;
+  if (!kind.empty()) {
+    filter.kind = registry::parse_certificate_kind(kind);
+    if (!filter.kind)
+      return make_error(Errc::invalid_input, "kind must be device, server or other");
+  }
+  if (status == "active") {
+    filter.status = registry::CertificateStatus::active;
+  } else if (status == "revoked") {
+    filter.status = registry::CertificateStatus::revoked;
+  } else if (!status.empty()) {
+    return make_error(Errc::invalid_input, "status must be active or revoked");
+  }
+  return filter;
+}
+
+Result<std::vector<registry::Certificate>> list_all_certificates(
+    Store& store, const registry::CertificateFilter& filter) {
+  return store.list_certificates(filter);
+}
+
+Result<registry::Certificate> find_certificate(Store& store, std::string_view name) {
+  if (name.starts_with("sha256:")) name.remove_prefix(7);
+  std::size_t digits = 0;
+  for (char c : name) digits += c == ':' ? 0 : 1;
+  // A serial has at most 40 hex digits (RFC 5280), a SHA-256 fingerprint 64: never ambiguous.
+  if (digits == 64) return store.find_certificate_by_fingerprint(name);
+  return store.find_certificate_by_serial(name);
+}
+
+Result<CertificateRevoked> revoke_certificate(Store& store, const Authority& ca,
+                                              const std::filesystem::path& crl_path,
+                                              std::string_view name, RevocationReason reason,
+                                              const registry::Actor& actor) {
+  ONBOARD_TRY(auto found, find_certificate(store, name));
+  CertificateRevoked revoked;
+  ONBOARD_TRY(revoked.outcome, store.revoke_certificate(found.sha256_fingerprint, reason, actor));
+  if (revoked.outcome.already_revoked) return revoked;
+  const std::string& issuer = revoked.outcome.certificate.issuer;
+  if (issuer == subject_of(ca.issuer())) {
+    ONBOARD_TRY(revoked.crl_number,
+                rewrite_crl(store, ca, crl_path, "revoked certificate " + found.serial_hex, actor));
+  } else if (ca.has_intermediate() && issuer == subject_of(ca.root())) {
+    revoked.needs_root_crl = true;
+  }
+  return revoked;
+}
+
+Result<std::uint64_t> rewrite_root_crl(Store& store, const Authority& ca, const Signer& root_signer,
+                                       const std::filesystem::path& path,
+                                       const registry::Actor& actor) {
+  if (!ca.has_intermediate()) {
+    return make_error(Errc::invalid_input,
+                      "this CA has no intermediate: the root's CRL is the CRL ('onboardctl crl')");
+  }
+  ONBOARD_TRY(auto revoked, store.revoked_certificates(subject_of(ca.root())));
+  ONBOARD_TRY(std::uint64_t number, store.next_root_crl_number(actor));
+  const UnixTime now = unix_now();
+  CrlParams params{number, now, now + kRootCrlLifetime};
+  ONBOARD_TRY(auto crl, build_crl(ca.root(), root_signer, revoked, params));
+  ONBOARD_CHECK(write_file_atomic(path, crl_to_pem(crl.get()), 0644, Overwrite::replace));
+  return number;
 }
 
 // ---- ACL rules -------------------------------------------------------------------------------

@@ -90,6 +90,14 @@ Result<DeviceDetails> device_details(registry::Store& store, std::string_view id
 Result<bool> set_device_enabled(registry::Store& store, std::string_view id, bool enabled,
                                 const registry::Actor& actor);
 
+// Changes the descriptive fields that are set (name, type, location, firmware, metadata),
+// validated as at registration; returns the device as it now is. Nothing set is invalid_input,
+// an unknown device not_found, a revoked one conflict (its record is final). A new type moves the
+// device into that type's group, live on a running broker.
+Result<registry::Device> update_device(registry::Store& store, std::string_view id,
+                                       const registry::DeviceUpdate& update,
+                                       const registry::Actor& actor);
+
 // Rewrites the CRL after a committed change. On failure the registry has changed already, so the
 // message says both, and the remedy ('onboardctl crl').
 // The CRL is in force for `validity` seconds (its next update).
@@ -125,6 +133,45 @@ Result<Renewed> renew_certificate(registry::Store& store, const Authority& ca,
                                   const std::filesystem::path& crl_path, std::string_view device_id,
                                   const KeyPlan& key, const registry::Actor& actor,
                                   const HandOut& hand_out = {});
+
+// ---- certificates of every kind (the CA's record) ---------------------------------------------
+
+// Records a certificate the CA signed outside the device registry (`ca issue`, `ca issue-server`,
+// the issuing intermediate): kind server or other.
+Result<registry::Certificate> record_issued(registry::Store& store, registry::CertificateKind kind,
+                                            const IssuedCertificate& issued,
+                                            const registry::Actor& actor);
+// `kind` empty or device|server|other; `status` empty or active|revoked.
+Result<registry::CertificateFilter> certificate_filter(std::string_view kind,
+                                                       std::string_view status);
+Result<std::vector<registry::Certificate>> list_all_certificates(
+    registry::Store& store, const registry::CertificateFilter& filter);
+// A certificate named by its SHA-256 fingerprint (64 hex digits, colons and a "sha256:" prefix
+// allowed) or by its serial (up to 40 hex digits).
+Result<registry::Certificate> find_certificate(registry::Store& store, std::string_view name);
+
+struct CertificateRevoked {
+  registry::CertificateRevokeOutcome outcome;
+  std::optional<std::uint64_t> crl_number;  // the issuing CA's CRL, when this call rewrote it
+  // Issued by the root (the intermediate): the root's CRL lists it, and only a holder of the
+  // root key can rewrite that ('onboardctl crl' with the root key present).
+  bool needs_root_crl = false;
+};
+// Revokes one certificate of any kind (a device's too: its device keeps its status) and
+// rewrites the CRL of the CA that issued it when that is the issuing CA. Idempotent.
+Result<CertificateRevoked> revoke_certificate(registry::Store& store, const Authority& ca,
+                                              const std::filesystem::path& crl_path,
+                                              std::string_view name, RevocationReason reason,
+                                              const registry::Actor& actor);
+
+// The root CA's CRL: a year ahead, because a root key kept offline is brought out seldom; it
+// lists only what the root issued (the intermediate), which changes rarely, and relying parties
+// re-check it at nextUpdate. Only with an issuing intermediate (otherwise the root's CRL is the
+// one rewrite_crl writes).
+inline constexpr UnixTime kRootCrlLifetime = 365 * 86400;
+Result<std::uint64_t> rewrite_root_crl(registry::Store& store, const Authority& ca,
+                                       const Signer& root_signer, const std::filesystem::path& path,
+                                       const registry::Actor& actor);
 
 // ---- ACL rules -------------------------------------------------------------------------------
 

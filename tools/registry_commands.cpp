@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <system_error>
 
 #include "ca/authority.h"
@@ -142,6 +144,22 @@ Status set_group_access(const std::filesystem::path& path, gid_t gid, mode_t mod
   return ok_status();
 }
 
+// The broker opens the registry after dropping its privileges, as a member of the group that
+// owns the data directory: every folder above it must let that group (or everyone) through, or
+// the broker cannot start. Returns the first folder that does not, walking down from `/`.
+std::optional<std::filesystem::path> unsearchable_ancestor(const std::filesystem::path& dir,
+                                                           gid_t gid) {
+  std::filesystem::path prefix;
+  for (const auto& part : std::filesystem::absolute(dir).lexically_normal().parent_path()) {
+    prefix /= part;
+    struct stat st {};
+    if (::stat(prefix.c_str(), &st) != 0) return prefix;
+    const bool passes = (st.st_mode & S_IXOTH) != 0 || (st.st_gid == gid && (st.st_mode & S_IXGRP));
+    if (!passes) return prefix;
+  }
+  return std::nullopt;
+}
+
 void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   struct Opts {
     std::string group = "mosquitto", key_alg = "rsa3072";
@@ -165,6 +183,10 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 "Also create an issuing CA (the root key can then go offline)");
   cmd->add_option("--crl-url", o->ca.crl_url,
                   "CRL distribution point URL written into issued certificates");
+  cmd->add_option("--root-crl-url", o->ca.root_crl_url,
+                  "With --intermediate: where the root's own CRL is published, written into the "
+                  "intermediate's certificate (default: --crl-url with its last path segment "
+                  "replaced by root-crl, as 'onboardctl serve' publishes it)");
   cmd->add_option("--org", o->ca.organization, "Organization (O) in the CA subjects");
   o->passphrase.add_to(*cmd, "the new CA keys");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
@@ -211,16 +233,38 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 registry::open_sqlite_store(ws.registry, registry::OpenMode::read_write));
     if (gid) ONBOARD_CHECK(set_group_access(ws.registry, *gid, 0660));
     ONBOARD_TRY(std::uint64_t crl_number, write_crl(*store, ca, ws.crl));
+    ONBOARD_CHECK(record_intermediate(*store, ca));
+    std::string root_crl_line;
+    if (ca.has_intermediate()) {
+      ONBOARD_TRY(auto passphrase, o->passphrase.read());
+      auto root_number = write_root_crl(*store, ca, ws, passphrase ? &*passphrase : nullptr);
+      if (root_number.ok()) {
+        root_crl_line = "  root CRL  " + ws.root_crl.string() + " (number " +
+                        std::to_string(root_number->value_or(0)) + ")\n";
+      } else if (root_number.error().code == Errc::not_found) {
+        root_crl_line = "  root CRL  not written: " + root_number.error().message + "\n";
+      } else {
+        return std::move(root_number).error();
+      }
+    }
     std::cout << "initialised " << ws.dir.string() << "\n"
               << "  registry  " << ws.registry.string() << "\n"
               << "  CA        " << paths.dir.string() << (made_ca ? " (new)" : " (existing)")
               << "\n"
               << "  chain     " << (paths.dir / "chain.pem").string() << "\n"
               << "  CRL       " << ws.crl.string() << " (number " << crl_number << ")\n"
-              << "  access    "
+              << root_crl_line << "  access    "
               << (gid ? "group " + o->group + " may read the registry, certificates and CRL"
                       : std::string("operator only"))
               << "\n";
+    if (gid) {
+      if (auto blocked = unsearchable_ancestor(ws.dir, *gid)) {
+        std::cerr << "warning: group " << o->group << " cannot reach " << ws.dir.string() << ": "
+                  << blocked->string() << " is not searchable by it, so a broker running as a "
+                  << "member of that group cannot open the registry (chmod o+x "
+                  << blocked->string() << ", or choose another data directory)\n";
+      }
+    }
     return kExitOk;
   });
 }
@@ -228,8 +272,8 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
 // ---- device ----------------------------------------------------------------------------------
 
 void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
-  auto* device =
-      app.add_subcommand("device", "Register, list, show, enable, disable and revoke devices");
+  auto* device = app.add_subcommand(
+      "device", "Register, list, show, update, enable, disable and revoke devices");
   device->require_subcommand(1);
 
   {
@@ -266,7 +310,9 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
       ops::RegisterRequest request{
           registry::NewDevice{o->id, o->name, o->type, o->location, o->firmware, o->metadata},
-          std::move(plan), {}, 0};
+          std::move(plan),
+          {},
+          0};
       CredentialWriter outputs;
       auto registered =
           ops::register_device(*store, ca, request, make_actor(), write_outputs(outputs, o->key));
@@ -412,6 +458,56 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                 << (changed ? (enable ? " enabled" : " disabled")
                             : (enable ? " was already enabled" : " was already disabled"))
                 << "\n";
+      return kExitOk;
+    });
+  }
+
+  {
+    struct Opts {
+      std::string id, name, type, location, firmware, metadata;
+    };
+    auto o = std::make_shared<Opts>();
+    auto* cmd = device->add_subcommand(
+        "update",
+        "Change a device's name, type, location, firmware or metadata (not a revoked one)");
+    cmd->add_option("ID", o->id, "Device id")->required();
+    cmd->add_option("--name", o->name, "Display name (\"\": the id)");
+    cmd->add_option("--type", o->type,
+                    "Device type; the device moves to the group of that name (\"\": no type)");
+    cmd->add_option("--location", o->location, "Where the device is");
+    cmd->add_option("--firmware", o->firmware, "Firmware version");
+    cmd->add_option("--metadata", o->metadata, "Free-form JSON object (replaces the stored one)");
+    on_run(cmd, global, exit_code, [o, cmd](const Workspace& ws) -> Result<int> {
+      registry::DeviceUpdate update;
+      auto given = [cmd](const char* option, const std::string& value) {
+        return cmd->count(option) > 0 ? std::optional<std::string>(value) : std::nullopt;
+      };
+      update.name = given("--name", o->name);
+      update.type = given("--type", o->type);
+      update.location = given("--location", o->location);
+      update.firmware = given("--firmware", o->firmware);
+      update.metadata = given("--metadata", o->metadata);
+      if (update.empty()) {
+        std::cerr << "onboardctl: device update: nothing to update; give at least one of --name, "
+                     "--type, --location, --firmware, --metadata\nRun with --help for usage.\n";
+        return kExitUsage;
+      }
+      if (update.type && !update.type->empty()) {
+        if (auto problem = registry::group_name_problem(*update.type))
+          return make_error(Errc::invalid_input, "--type: " + *problem);
+      }
+      if (update.metadata) {
+        if (auto problem = registry::metadata_problem(*update.metadata))
+          return make_error(Errc::invalid_input, "--metadata: " + *problem);
+      }
+      ONBOARD_TRY(auto store, open_registry(ws));
+      ONBOARD_TRY(auto updated, ops::update_device(*store, o->id, update, make_actor()));
+      std::cout << "updated " << updated.id << "\n"
+                << "  name         " << updated.name << "\n"
+                << "  type         " << updated.type << "\n"
+                << "  location     " << updated.location << "\n"
+                << "  firmware     " << updated.firmware << "\n"
+                << "  metadata     " << updated.metadata << "\n";
       return kExitOk;
     });
   }
@@ -703,13 +799,32 @@ void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   }
 }
 
+// The root CA's own CRL, next to the CRL, when there is an intermediate and the root key is here;
+// a root key kept offline is no error (this runs where the key is brought out).
+Status write_root_crl_if_possible(registry::Store& store, const Authority& ca, const Workspace& ws,
+                                  const PassphraseSource& source) {
+  if (!ca.has_intermediate()) return ok_status();
+  ONBOARD_TRY(auto passphrase, source.read());
+  auto number = write_root_crl(store, ca, ws, passphrase ? &*passphrase : nullptr);
+  if (!number.ok() && number.error().code == Errc::not_found) {
+    std::cout << "root CRL not written: " << number.error().message << "\n";
+    return ok_status();
+  }
+  if (!number.ok()) return std::move(number).error();
+  std::cout << "root CRL " << number->value_or(0) << " written to " << ws.root_crl.string() << "\n";
+  return ok_status();
+}
+
 void add_crl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   struct Opts {
     std::string out, validity = "7d", if_expiring_within;
     PassphraseSource passphrase;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand("crl", "Write the current CRL (PEM) under the next CRL number");
+  auto* cmd = app.add_subcommand(
+      "crl",
+      "Write the current CRL (PEM) under the next CRL number; with an intermediate and the root "
+      "key in DATA_DIR/ca, also the root's CRL to DATA_DIR/root-crl.pem");
   cmd->add_option("--out", o->out, "Where to write it (default: DATA_DIR/crl.pem)");
   cmd->add_option("--validity", o->validity,
                   "How long the CRL is in force (its next update), e.g. 7d or 36h. A broker that "
@@ -742,6 +857,7 @@ void add_crl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     ONBOARD_TRY(std::uint64_t number, write_crl(*store, ca, path, validity));
     std::cout << "CRL " << number << " written to " << path.string() << ", next update "
               << iso_time(unix_now() + validity) << why << "\n";
+    ONBOARD_CHECK(write_root_crl_if_possible(*store, ca, ws, o->passphrase));
     return kExitOk;
   });
 }

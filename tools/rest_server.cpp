@@ -166,6 +166,7 @@ enum class Need { nobody, reader, operator_role };
 
 struct Call {
   const httplib::Request& request;
+  const std::string& body;  // read by read_body (routes with a body), else empty
   Store& store;
   registry::Actor actor;
   std::string param(std::size_t i) const { return request.matches[i].str(); }
@@ -185,13 +186,12 @@ bool is_json_content_type(const std::string& value) {
   return media == "application/json";
 }
 
-// The body as a JSON object; an empty body is {} (for routes whose fields are all optional).
-json body_object(const httplib::Request& request, bool required) {
-  if (request.body.empty()) {
-    if (required) throw BadRequest{"a JSON object body is required"};
-    return json::object();
-  }
-  json body = json::parse(request.body, nullptr, false);
+// The body as a JSON object. An empty body (none sent, or Content-Length: 0) is {}: on a route
+// whose fields are all optional it means "nothing given" (POST /revoke/{id} without a reason);
+// elsewhere the first missing required field is named.
+json body_object(const Call& call) {
+  if (call.body.empty()) return json::object();
+  json body = json::parse(call.body, nullptr, false);
   if (body.is_discarded()) throw BadRequest{"the body is not valid JSON"};
   if (!body.is_object()) throw BadRequest{"the body must be a JSON object"};
   return body;
@@ -338,7 +338,7 @@ std::string choose_device_id(const std::optional<std::string>& id,
 // ---- handlers --------------------------------------------------------------------------------
 
 Reply register_device(Context& ctx, Call& call) {
-  json body = body_object(call.request, true);
+  json body = body_object(call);
   expect_only(body,
               {"id", "name", "type", "location", "firmware", "metadata", "csr", "key_alg", "days"});
   registry::NewDevice device;
@@ -372,7 +372,7 @@ Reply get_device(Context&, Call& call) {
 }
 
 Reply revoke_device(Context& ctx, Call& call) {
-  json body = body_object(call.request, false);
+  json body = body_object(call);
   expect_only(body, {"reason"});
   auto reason_name = optional_string(body, "reason").value_or("unspecified");
   auto reason = parse_revocation_reason(reason_name);
@@ -402,20 +402,43 @@ Reply list_devices(Context&, Call& call) {
                          {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});
 }
 
+// PATCH /v1/devices/{id}: either "status" (enable or disable) or the descriptive fields, each
+// its own audited change. Both in one request are refused: half of it could succeed.
 Reply patch_device(Context& ctx, Call& call) {
-  json body = body_object(call.request, true);
-  expect_only(body, {"status"});
-  const std::string status = required_string(body, "status");
-  if (status != "active" && status != "disabled") {
-    throw BadRequest{status == "revoked" ? "status: revoke with POST /v1/devices/{id}/revoke"
-                                         : "status must be active or disabled"};
-  }
+  json body = body_object(call);
+  expect_only(body, {"status", "name", "type", "location", "firmware", "metadata"});
   const std::string id = call.param(1);
-  {
-    std::lock_guard turn(ctx.write_turn);
-    (void)take(ops::set_device_enabled(call.store, id, status == "active", call.actor));
+  if (body.contains("status")) {
+    if (body.size() > 1)
+      throw BadRequest{"status cannot be changed together with other fields; send two requests"};
+    const std::string status = required_string(body, "status");
+    if (status != "active" && status != "disabled") {
+      throw BadRequest{status == "revoked" ? "status: revoke with POST /v1/devices/{id}/revoke"
+                                           : "status must be active or disabled"};
+    }
+    {
+      std::lock_guard turn(ctx.write_turn);
+      (void)take(ops::set_device_enabled(call.store, id, status == "active", call.actor));
+    }
+    return json_reply(200, cli::device_json(take(ops::get_device(call.store, id))));
   }
-  return json_reply(200, cli::device_json(take(ops::get_device(call.store, id))));
+  registry::DeviceUpdate update;
+  update.name = optional_string(body, "name");
+  update.type = optional_string(body, "type");
+  update.location = optional_string(body, "location");
+  update.firmware = optional_string(body, "firmware");
+  if (auto it = body.find("metadata"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) throw BadRequest{"metadata must be a JSON object"};
+    update.metadata = dump(*it);
+  }
+  if (update.empty()) {
+    throw BadRequest{
+        "nothing to update: send status, or at least one of name, type, location, firmware, "
+        "metadata"};
+  }
+  std::lock_guard turn(ctx.write_turn);
+  return json_reply(200,
+                    cli::device_json(take(ops::update_device(call.store, id, update, call.actor))));
 }
 
 Reply list_certificates(Context&, Call& call) {
@@ -426,7 +449,7 @@ Reply list_certificates(Context&, Call& call) {
 }
 
 Reply renew_certificate(Context& ctx, Call& call) {
-  json body = body_object(call.request, false);
+  json body = body_object(call);
   expect_only(body, {"csr", "key_alg", "days"});
   const std::string id = call.param(1);
   // Unknown or revoked devices are answered before a key is made.
@@ -465,7 +488,7 @@ Reply list_rules(Context&, Call& call) {
 }
 
 Reply add_rule(Context& ctx, Call& call) {
-  json body = body_object(call.request, true);
+  json body = body_object(call);
   expect_only(body, {"effect", "access", "topic", "priority"});
   ops::RuleRequest rule;
   rule.subject_kind = subject_kind_of(call);
@@ -524,13 +547,27 @@ Reply list_audit(Context&, Call& call) {
 }
 
 bool wants_pem(const httplib::Request& request) {
-  return request.path == "/crl.pem" ||
+  return request.path.ends_with(".pem") ||
          request.get_header_value("Accept").find("application/x-pem-file") != std::string::npos;
 }
 
 // The CRL as the last revocation wrote it: served from the file, never re-signed per request.
 Reply get_crl(Context& ctx, Call& call) {
   auto pem = take(read_file(ctx.workspace.crl, 16 * 1024 * 1024));
+  if (wants_pem(call.request)) return Reply{200, pem, "application/x-pem-file", {}};
+  auto crl = take(crl_from_pem(pem));
+  return Reply{200, crl_to_der(crl.get()), "application/pkix-crl", {}};
+}
+
+// The root CA's own CRL (only with an issuing intermediate; 404 otherwise), likewise from the
+// file 'onboardctl crl' writes where the root key is.
+Reply get_root_crl(Context& ctx, Call& call) {
+  std::error_code ec;
+  if (!std::filesystem::exists(ctx.workspace.root_crl, ec) && !ec) {
+    return error_reply(404, "not_found",
+                       "no root CRL: only a CA with an issuing intermediate publishes one");
+  }
+  auto pem = take(read_file(ctx.workspace.root_crl, 16 * 1024 * 1024));
   if (wants_pem(call.request)) return Reply{200, pem, "application/x-pem-file", {}};
   auto crl = take(crl_from_pem(pem));
   return Reply{200, crl_to_der(crl.get()), "application/pkix-crl", {}};
@@ -638,6 +675,8 @@ constexpr RouteSpec kRoutes[] = {
     // Public: relying parties, load balancers and the holder of a one-time link.
     {"GET", "/crl", Need::nobody, get_crl},
     {"GET", "/crl.pem", Need::nobody, get_crl},
+    {"GET", "/root-crl", Need::nobody, get_root_crl},
+    {"GET", "/root-crl.pem", Need::nobody, get_root_crl},
     {"GET", "/healthz", Need::nobody, healthz},
     {"GET", "/v1/bundles/{token}", Need::nobody, download_bundle},
 };
@@ -706,7 +745,8 @@ std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Requ
 
 // Everything around a handler: a store, authentication and authorization, the content type,
 // and the guarantee that no exception leaves (any becomes a JSON 500).
-Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& request) noexcept {
+Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& request,
+             const std::string& body) noexcept {
   try {
     auto lease = ctx.stores.borrow();
     if (!lease.ok()) return reply_for(lease.error());
@@ -724,10 +764,10 @@ Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& reque
     } else if (std::string_view(route.path).starts_with("/v1/bundles/")) {
       actor.name = "rest:link";
     }
-    if (!request.body.empty() && !is_json_content_type(request.get_header_value("Content-Type"))) {
+    if (!body.empty() && !is_json_content_type(request.get_header_value("Content-Type"))) {
       return error_reply(415, "unsupported_media_type", "send the body as application/json");
     }
-    Call call{request, store, actor};
+    Call call{request, body, store, actor};
     return route.handler(ctx, call);
   } catch (const BadRequest& e) {
     return error_reply(400, "invalid_input", e.message);
@@ -741,16 +781,59 @@ Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& reque
   return error_reply(500, "internal", "internal error; the server log has the details");
 }
 
-void install_routes(httplib::Server& server, Context& ctx) {
+// The body of a POST, PATCH or DELETE, read here rather than by httplib. RFC 9112 section 6.3: a
+// request with neither Transfer-Encoding nor Content-Length has no body, and that is what
+// `curl -X POST URL` sends. httplib 0.11 instead reads such a request until the client closes
+// the connection, which a client waiting for its answer never does, and after the read timeout
+// answered 400 before any handler ran. A content-reader route is handed the reader and asks it
+// for the body only when the request announces one. An announced body is always read to its end,
+// even when the request is then refused, so a kept-alive connection stays in step. The Reply is
+// the refusal.
+std::variant<std::string, Reply> read_body(const httplib::Request& request,
+                                           httplib::Response& response,
+                                           const httplib::ContentReader& reader,
+                                           std::size_t max_bytes) {
+  std::string body;
+  if (!request.has_header("Content-Length") && !request.has_header("Transfer-Encoding"))
+    return body;
+  // httplib refuses a Content-Length over the limit (and skips the body); this bounds a chunked
+  // body, whose rest is read and dropped like that skipped one.
+  bool too_large = false;
+  auto append = [&](const char* data, std::size_t size) {
+    too_large = too_large || body.size() + size > max_bytes;
+    if (!too_large) body.append(data, size);
+    return true;
+  };
+  // A multipart body is read through httplib's multipart parser, which needs both callbacks;
+  // it is refused afterwards as not JSON.
+  const bool read = request.is_multipart_form_data()
+                        ? reader([](const httplib::MultipartFormData&) { return true; }, append)
+                        : reader(append);
+  if (too_large || response.status == 413)
+    return error_reply(413, "payload_too_large", "the request body is too large");
+  if (!read) return error_reply(400, "bad_request", "the request body could not be read");
+  return body;
+}
+
+void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_bytes) {
   for (const auto& route : kRoutes) {
     const std::string pattern = path_regex(route.path);
-    auto handler = [&ctx, &route](const httplib::Request& request, httplib::Response& response) {
-      send(response, handle(ctx, route, request));
-    };
     const std::string_view method = route.method;
-    if (method == "GET")
-      server.Get(pattern, handler);
-    else if (method == "POST")
+    if (method == "GET") {
+      server.Get(pattern,
+                 [&ctx, &route](const httplib::Request& request, httplib::Response& response) {
+                   send(response, handle(ctx, route, request, request.body));
+                 });
+      continue;
+    }
+    auto handler = [&ctx, &route, max_body_bytes](const httplib::Request& request,
+                                                  httplib::Response& response,
+                                                  const httplib::ContentReader& reader) {
+      auto body = read_body(request, response, reader, max_body_bytes);
+      if (body.index() == 1) return send(response, std::get<1>(std::move(body)));
+      send(response, handle(ctx, route, request, std::get<0>(body)));
+    };
+    if (method == "POST")
       server.Post(pattern, handler);
     else if (method == "PATCH")
       server.Patch(pattern, handler);
@@ -881,7 +964,7 @@ Status serve(const cli::Workspace& workspace, Authority ca, std::optional<Secret
   server->set_read_timeout(10, 0);
   server->set_write_timeout(10, 0);
   server->set_payload_max_length(options.max_body_bytes);
-  install_routes(*server, ctx);
+  install_routes(*server, ctx, options.max_body_bytes);
 
   // SIGTERM and SIGINT are taken by one thread with sigwait, which then stops the server: stop()
   // is not async-signal-safe, so it must not run in a handler. Blocked here before any worker

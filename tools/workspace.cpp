@@ -12,7 +12,7 @@
 namespace onboard::cli {
 
 Workspace::Workspace(const std::filesystem::path& d)
-    : dir(d), registry(d / "registry.db"), crl(d / "crl.pem") {}
+    : dir(d), registry(d / "registry.db"), crl(d / "crl.pem"), root_crl(d / "root-crl.pem") {}
 
 Result<std::unique_ptr<registry::Store>> open_registry(const Workspace& workspace) {
   std::error_code ec;
@@ -50,6 +50,33 @@ registry::Actor make_actor() { return registry::Actor{"cli:" + actor_name(), uni
 Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
                                 const std::filesystem::path& path, UnixTime validity) {
   return ops::rewrite_crl(store, ca, path, "", make_actor(), validity);
+}
+
+Status record_intermediate(registry::Store& store, const Authority& ca) {
+  if (!ca.has_intermediate()) return ok_status();
+  ossl::Ptr<X509> copy(X509_dup(ca.issuer()));
+  if (!copy) return make_error(Errc::internal, "out of memory copying the CA certificate");
+  const auto issued = make_issued(std::move(copy));
+  auto existing = store.find_certificate_by_fingerprint(issued.info.sha256_fingerprint);
+  if (existing.ok()) return ok_status();
+  if (existing.error().code != Errc::not_found) return std::move(existing).error();
+  ONBOARD_TRY(auto recorded,
+              ops::record_issued(store, registry::CertificateKind::other, issued, make_actor()));
+  (void)recorded;
+  return ok_status();
+}
+
+Result<std::optional<std::uint64_t>> write_root_crl(registry::Store& store, const Authority& ca,
+                                                    const Workspace& workspace,
+                                                    const Secret* passphrase) {
+  if (!ca.has_intermediate()) return std::optional<std::uint64_t>();
+  // A registry from before version 3 has not recorded the intermediate yet: it is recorded here
+  // at the latest, so that the root's CRL can list it once it is revoked.
+  ONBOARD_CHECK(record_intermediate(store, ca));
+  ONBOARD_TRY(auto root_signer, ca.load_root_signer(passphrase));
+  ONBOARD_TRY(std::uint64_t number,
+              ops::rewrite_root_crl(store, ca, *root_signer, workspace.root_crl, make_actor()));
+  return std::optional<std::uint64_t>(number);
 }
 
 }  // namespace onboard::cli

@@ -4,6 +4,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <openssl/x509v3.h>
+
+#include "ca/crl.h"
 #include "ca/files.h"
 #include "ca/verify.h"
 #include "tests/ca/fixtures.h"
@@ -143,6 +146,57 @@ TEST_CASE("CA creation refuses a bad CRL URL and writes nothing") {
   TempDir dir;
   auto options = fast_options();
   options.crl_url = "not a url";
+  auto result = Authority::create(dir.path(), options, unix_now());
+  REQUIRE_FALSE(result.ok());
+  CHECK(result.error().code == Errc::invalid_input);
+  CHECK_FALSE(std::filesystem::exists(dir / "ca" / "root.key"));
+}
+
+TEST_CASE("the root CRL URL is derived from the CRL URL's last path segment") {
+  CHECK(derived_root_crl_url("http://127.0.0.1:8443/crl") == "http://127.0.0.1:8443/root-crl");
+  CHECK(derived_root_crl_url("https://ca.example/pki/crl.pem") ==
+        "https://ca.example/pki/root-crl.pem");
+  CHECK(derived_root_crl_url("http://ca.example") == "http://ca.example/root-crl");
+  CHECK(derived_root_crl_url("http://ca.example/") == "http://ca.example/root-crl");
+  CHECK(derived_root_crl_url("").empty());
+}
+
+TEST_CASE("an intermediate names the root CRL URL and devices the CRL URL") {
+  TempDir dir;
+  auto options = fast_options();
+  options.intermediate = true;
+  options.crl_url = "http://127.0.0.1:8443/crl";
+  must(Authority::create(dir.path(), options, unix_now()));
+  auto ca = must(Authority::open(dir.path()));
+  CHECK(ca.root_crl_url() == "http://127.0.0.1:8443/root-crl");  // kept in ca.json
+  auto* points = static_cast<CRL_DIST_POINTS*>(
+      X509_get_ext_d2i(ca.issuer(), NID_crl_distribution_points, nullptr, nullptr));
+  REQUIRE(points != nullptr);
+  const DIST_POINT* point = sk_DIST_POINT_value(points, 0);
+  const GENERAL_NAME* name = sk_GENERAL_NAME_value(point->distpoint->name.fullname, 0);
+  const auto* uri = name->d.uniformResourceIdentifier;
+  CHECK(std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                    static_cast<std::size_t>(ASN1_STRING_length(uri))) ==
+        "http://127.0.0.1:8443/root-crl");
+  CRL_DIST_POINTS_free(points);
+  // The root's key signs the root CRL; it is the root's, not the intermediate's.
+  auto signer = must(ca.load_root_signer(nullptr));
+  must(ca.load_signing_key(nullptr));
+  auto crl = must(build_crl(ca.root(), *signer, {}, CrlParams{1, unix_now(), unix_now() + kDay}));
+  ossl::Ptr<EVP_PKEY> root_key(X509_get_pubkey(const_cast<X509*>(ca.root())));
+  CHECK(X509_CRL_verify(crl.get(), root_key.get()) == 1);
+
+  std::filesystem::remove(ca.paths().root_key);  // kept offline
+  auto offline = ca.load_root_signer(nullptr);
+  REQUIRE_FALSE(offline.ok());
+  CHECK(offline.error().code == Errc::not_found);
+  CHECK(offline.error().message.find("offline") != std::string::npos);
+}
+
+TEST_CASE("a root CRL URL without an intermediate is refused and writes nothing") {
+  TempDir dir;
+  auto options = fast_options();
+  options.root_crl_url = "http://127.0.0.1/root-crl";
   auto result = Authority::create(dir.path(), options, unix_now());
   REQUIRE_FALSE(result.ok());
   CHECK(result.error().code == Errc::invalid_input);

@@ -197,6 +197,25 @@ TEST_CASE(
   CHECK_FALSE(a->next_message(300ms));
 }
 
+TEST_CASE("a device whose type is updated gets the new type's rules live, without a reconnect") {
+  Fleet fleet;
+  auto creds = fleet.add_device("dev-a", "sensor");
+  fleet.add_device("dev-v", "valve");  // the valve group exists
+  fleet.must(fleet.ctl(
+      {"acl", "grant", "--group", "sensor", "--access", "subscribe", "--topic", "sensors/#"}));
+  fleet.must(fleet.ctl(
+      {"acl", "grant", "--group", "valve", "--access", "subscribe", "--topic", "valves/#"}));
+  auto broker = fleet.start();
+  auto a = connected("dev-a", creds, broker->port());
+  CHECK(a->subscribe("sensors/#") == 1);
+  CHECK(a->subscribe("valves/#") == kRefused);
+
+  fleet.must(fleet.ctl({"device", "update", "dev-a", "--type", "valve"}));
+  CHECK(eventually([&] { return a->subscribe("valves/#") == 1; }));
+  CHECK(a->subscribe("sensors/#") == kRefused);
+  CHECK(a->connected());
+}
+
 TEST_CASE("revoking a connected device disconnects it within a second and refuses its reconnect") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-r");
@@ -283,8 +302,8 @@ TEST_CASE("connections the registry does not vouch for are refused") {
   }
   SECTION("a certificate from a foreign CA is refused by TLS") {
     TempDir foreign;
-    auto r = run({ONBOARDCTL_PATH, "--data-dir", foreign.path().string(), "ca", "init", "--key-alg",
-                  "p256"});
+    auto r = run({ONBOARDCTL_PATH, "--data-dir", foreign.path().string(), "init", "--no-group",
+                  "--key-alg", "p256"});
     REQUIRE(r.exit_code == 0);
     r = run({ONBOARDCTL_PATH, "--data-dir", foreign.path().string(), "ca", "issue", "--device",
              "dev-k", "--key-alg", "p256", "--cert-out", (foreign / "f.crt").string(), "--key-out",
@@ -293,6 +312,44 @@ TEST_CASE("connections the registry does not vouch for are refused") {
     MqttClient outsider("dev-k", Credentials{creds.cafile, foreign / "f.crt", foreign / "f.key"});
     CHECK(outsider.connect(broker->port(), 2s) == -1);
   }
+}
+
+TEST_CASE(
+    "a certificate from ca issue or ca issue-server cannot connect as the device its CN names") {
+  Fleet fleet;
+  auto creds = fleet.add_device("dev-k");
+  // The same CA signs a CSR whose CN is the registered device's id: recorded as `other`, which
+  // the broker never loads.
+  const auto csr = fleet.dir() / "lookalike.csr";
+  const auto lookalike_key = fleet.dir() / "lookalike.key";
+  const auto lookalike_cert = fleet.dir() / "lookalike.crt";
+  auto req = run({"/usr/bin/openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=dev-k", "-keyout",
+                  lookalike_key.string(), "-out", csr.string()});
+  INFO(req.err);
+  REQUIRE(req.exit_code == 0);
+  fleet.must(
+      fleet.ctl({"ca", "issue", "--csr", csr.string(), "--cert-out", lookalike_cert.string()}));
+  fleet.must(fleet.ctl({"ca", "issue-server", "--name", "dev-k", "--dns", "localhost", "--key-alg",
+                        "p256", "--cert-out", (fleet.dir() / "srv.crt").string(), "--key-out",
+                        (fleet.dir() / "srv.key").string()}));
+  auto listed = fleet.ctl({"ca", "list", "--json"});
+  REQUIRE(listed.exit_code == 0);
+  int others = 0;
+  for (const auto& c : nlohmann::json::parse(listed.out)) others += c["kind"] == "other";
+  CHECK(others == 1);
+  auto broker = fleet.start();
+
+  auto own = connected("dev-k", creds, broker->port());  // the positive control
+  MqttClient lookalike("dev-k", Credentials{creds.cafile, lookalike_cert, lookalike_key});
+  CHECK(lookalike.connect(broker->port()) == kNotAuthorized);
+  CHECK(broker->wait_for_log("certificate not in the registry"));
+  // A server certificate is refused too (TLS already refuses its serverAuth-only key usage).
+  MqttClient server_cert(
+      "dev-k", Credentials{creds.cafile, fleet.dir() / "srv.crt", fleet.dir() / "srv.key"});
+  CHECK(server_cert.connect(broker->port(), 2s) != 0);
+  // The device's own connection was never touched.
+  CHECK(own->connected());
 }
 
 TEST_CASE(

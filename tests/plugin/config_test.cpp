@@ -80,3 +80,26 @@ TEST_CASE("the CRL file to guard is an absolute path and its CA file needs it") 
   REQUIRE_FALSE(alone.ok());
   CHECK(alone.error().message == "plugin_opt_crl_cafile goes with plugin_opt_crl_file");
 }
+
+TEST_CASE("clients without a certificate are denied unless deferring to Mosquitto is asked for") {
+  auto defaults = parse_config(Options{{"registry", "/r.db"}});
+  REQUIRE(defaults.ok());
+  CHECK(defaults->without_certificate == plugin::ClientsWithoutCertificate::deny);
+
+  auto defer =
+      parse_config(Options{{"registry", "/r.db"}, {"clients_without_certificate", "defer "}});
+  REQUIRE(defer.ok());
+  CHECK(defer->without_certificate == plugin::ClientsWithoutCertificate::defer);
+  auto deny = parse_config(Options{{"registry", "/r.db"}, {"clients_without_certificate", "deny"}});
+  REQUIRE(deny.ok());
+  CHECK(deny->without_certificate == plugin::ClientsWithoutCertificate::deny);
+
+  for (const char* bad : {"allow", "Defer", "", "true"}) {
+    INFO(bad);
+    auto refused =
+        parse_config(Options{{"registry", "/r.db"}, {"clients_without_certificate", bad}});
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().message.find("plugin_opt_clients_without_certificate must be deny or "
+                                       "defer") != std::string::npos);
+  }
+}

@@ -1,11 +1,13 @@
 // The Store's credential-delivery and API-token records (schema version 2): held keys, batches,
 // bundles with their one-time download, bearer-token hashes, and the migration from version 1.
 #include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Transaction.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdio>
 
+#include "registry/schema.h"
 #include "registry/sqlite_store.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
@@ -245,23 +247,29 @@ TEST_CASE("record_event appends an audit row and accepts only a JSON object") {
   CHECK(must(store->verify_audit()).ok());
 }
 
-TEST_CASE("a version 1 registry is upgraded to version 2 in place, keeping its data") {
+TEST_CASE("a version 1 registry is upgraded in place, keeping its data") {
   TempDir dir;
-  must(open_store(dir)->register_device(device("dev-1"), certificate("dev-1"), kAlice));
   {
-    // Turn the file back into what version 1 wrote.
-    SQLite::Database raw(db_path(dir), SQLite::OPEN_READWRITE);
+    // A file as version 1 wrote it, with one device and its certificate.
+    SQLite::Database raw(db_path(dir), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    raw.exec("PRAGMA journal_mode = WAL");
+    SQLite::Transaction transaction(raw);
+    schema::migrate(raw, 0, kNow, 1);
     raw.exec(
-        "DROP TABLE bundle_devices; DROP TABLE bundles; DROP TABLE batch_devices; "
-        "DROP TABLE batches; DROP TABLE held_keys; DROP TABLE api_tokens; "
-        "UPDATE meta SET schema_version = 1");
+        "INSERT INTO devices (id, name, type, location, firmware, status, created_at, "
+        "updated_at, metadata) VALUES ('dev-1', 'dev-1', '', '', '', 'active', 1, 1, '{}');"
+        "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, device_id, subject, "
+        "not_before, not_after, status, pem) VALUES ('01', 'CN=CA', '" +
+        std::string(64, 'a') + "', 'dev-1', 'CN=dev-1', 1, 2, 'active', 'p')");
+    transaction.commit();
   }
   auto read_only = open_sqlite_store(db_path(dir), OpenMode::read_only);
   require_error(read_only, Errc::corrupt, "open it once with onboardctl");
   auto store = open_store(dir);
   CHECK(must(store->get_device("dev-1")).id == "dev-1");
   CHECK_FALSE(must(store->held_key("dev-1")).has_value());
-  CHECK(count(dir, "SELECT schema_version FROM meta") == 2);
+  CHECK(count(dir, "SELECT schema_version FROM meta") == schema::kCurrentVersion);
+  CHECK(must(store->certificates_of("dev-1")).size() == 1);
   auto rows = must(store->audit_list(0));
   CHECK(rows.back().action == "registry.migrate");
   CHECK(must(store->verify_audit()).ok());

@@ -636,6 +636,49 @@ TEST_CASE("refresh_snapshot: a group rule change reloads the group only, without
   CHECK(decide(*snapshot, "a2", acl::kPublish, "telemetry/a2") == kDeny);
 }
 
+TEST_CASE(
+    "refresh_snapshot: a device whose type changes gets the new group's rules, without a kick") {
+  Registry r;
+  const auto fp = r.add("a1", "sensor");
+  r.add("b1", "actuator");
+  must(r.writer->add_rule(
+      {SubjectKind::group, "sensor", "telemetry/%d", acl::kPublish, RuleEffect::allow, 0}, kAlice));
+  must(r.writer->add_rule(
+      {SubjectKind::group, "actuator", "cmd/%d", acl::kPublish, RuleEffect::allow, 0}, kAlice));
+  auto snapshot = must(load_snapshot(*r.reader));
+  CHECK(decide(*snapshot, "a1", acl::kPublish, "telemetry/a1") == kAllow);
+  CHECK(decide(*snapshot, "a1", acl::kPublish, "cmd/a1") == kDeny);
+
+  DeviceUpdate to_actuator;
+  to_actuator.type = "actuator";
+  must(r.writer->update_device("a1", to_actuator, kAlice));
+  auto moved = r.refresh(*snapshot);
+  CHECK(moved.kicks.empty());
+  CHECK(moved.devices_reloaded == 1);
+  CHECK(connect(*moved.snapshot, fp, "a1") == ConnectReason::accepted);
+  CHECK(decide(*moved.snapshot, "a1", acl::kPublish, "cmd/a1") == kAllow);
+  CHECK(decide(*moved.snapshot, "a1", acl::kPublish, "telemetry/a1") == kDeny);
+  CHECK(decide(*moved.snapshot, "b1", acl::kPublish, "cmd/b1") == kAllow);  // b1 unchanged
+
+  // A type no group has yet: its group is created, and a rule added to it later applies.
+  DeviceUpdate to_lamp;
+  to_lamp.type = "lamp";
+  must(r.writer->update_device("a1", to_lamp, kAlice));
+  must(r.writer->add_rule(
+      {SubjectKind::group, "lamp", "light/%d", acl::kPublish, RuleEffect::allow, 0}, kAlice));
+  auto lamp = r.refresh(*moved.snapshot);
+  CHECK(lamp.kicks.empty());
+  CHECK(decide(*lamp.snapshot, "a1", acl::kPublish, "light/a1") == kAllow);
+  CHECK(decide(*lamp.snapshot, "a1", acl::kPublish, "cmd/a1") == kDeny);
+
+  // Fields the broker does not decide by change nothing it holds: no reload at all.
+  DeviceUpdate where;
+  where.location = "attic";
+  where.firmware = "2.0";
+  must(r.writer->update_device("a1", where, kAlice));
+  CHECK_FALSE(must(refresh_snapshot(*r.reader, *lamp.snapshot)).has_value());
+}
+
 TEST_CASE("refresh_snapshot: a change the snapshot does not hold (a new CRL) moves the seq only") {
   Registry r;
   r.add("a1");

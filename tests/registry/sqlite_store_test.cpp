@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -440,6 +441,107 @@ TEST_CASE("disabling and enabling change the status once each, and a revoked dev
   require_error(store->set_device_enabled("dev", false, kAlice), Errc::conflict, "revoked");
 }
 
+TEST_CASE("a device update changes only the given fields and audits each old and new value") {
+  TempDir dir;
+  auto store = open_store(dir);
+  register_one(*store, "dev", "sensor");
+  DeviceUpdate update;
+  update.name = "Boiler room sensor";
+  update.location = "basement";
+  update.firmware = "2.1.0";
+  update.metadata = R"({ "rack": 4,  "floor": "B" })";
+  const auto updated = must(store->update_device("dev", update, Actor{"bob", kNow + 20}));
+  CHECK(updated.name == "Boiler room sensor");
+  CHECK(updated.type == "sensor");  // not given: unchanged
+  CHECK(updated.location == "basement");
+  CHECK(updated.firmware == "2.1.0");
+  CHECK(updated.metadata == R"({"floor":"B","rack":4})");  // stored compact, like registration
+  CHECK(updated.updated_at == kNow + 20);
+  CHECK(updated.created_at == kNow);
+  const auto stored = must(store->get_device("dev"));
+  CHECK(stored.name == updated.name);
+  CHECK(stored.location == "basement");
+  CHECK(stored.metadata == updated.metadata);
+
+  const auto events = must(store->audit_list(0));
+  const auto& last = events.back();
+  CHECK(last.action == "device.update");
+  CHECK(last.actor == "bob");
+  CHECK(last.subject == "dev");
+  const auto details = nlohmann::json::parse(last.details);
+  CHECK(details["changed"]["location"]["from"] == "");
+  CHECK(details["changed"]["location"]["to"] == "basement");
+  CHECK(details["changed"]["name"]["from"] == "dev");
+  CHECK_FALSE(details["changed"].contains("type"));
+  CHECK(must(store->verify_audit()).ok());
+
+  // The same values again: nothing differs, nothing is written, not even an audit row.
+  const auto before = footprint(dir);
+  must(store->update_device("dev", update, kAlice));
+  CHECK(footprint(dir) == before);
+
+  // A name of "" is the id again, as at registration.
+  DeviceUpdate unnamed;
+  unnamed.name = "";
+  CHECK(must(store->update_device("dev", unnamed, kAlice)).name == "dev");
+}
+
+TEST_CASE("a device update to a new type creates its group and is a change row, others are not") {
+  TempDir dir;
+  auto store = open_store(dir);
+  register_one(*store, "dev", "sensor");
+  const auto seq = must(store->change_seq());
+  DeviceUpdate where;
+  where.location = "roof";
+  must(store->update_device("dev", where, kAlice));
+  CHECK(must(store->change_seq()) == seq);  // the broker holds no location: nothing to reload
+
+  DeviceUpdate retype;
+  retype.type = "valve";
+  must(store->update_device("dev", retype, kAlice));
+  const auto changes = must(store->changes_since(seq));
+  REQUIRE(changes.size() == 2);
+  CHECK(changes[0].kind == ChangeKind::group);
+  CHECK(changes[0].subject == "valve");
+  CHECK(changes[1].kind == ChangeKind::device);
+  CHECK(changes[1].subject == "dev");
+  const auto groups = must(store->list_groups());
+  CHECK(
+      std::any_of(groups.begin(), groups.end(), [](const Group& g) { return g.name == "valve"; }));
+  CHECK(must(store->get_device("dev")).type == "valve");
+  auto last = must(store->audit_list(0)).back();
+  CHECK(nlohmann::json::parse(last.details)["created_group"] == true);
+
+  DeviceUpdate untyped;
+  untyped.type = "";
+  CHECK(must(store->update_device("dev", untyped, kAlice)).type.empty());
+  CHECK(must(store->changes_since(seq)).size() == 3);
+}
+
+TEST_CASE("a revoked or unknown device is not updated, and invalid values are refused first") {
+  TempDir dir;
+  auto store = open_store(dir);
+  register_one(*store, "dev");
+  register_one(*store, "gone");
+  must(store->revoke_device("gone", RevocationReason::unspecified, kAlice));
+  const auto before = footprint(dir);
+  DeviceUpdate update;
+  update.location = "lab";
+  require_error(store->update_device("gone", update, kAlice), Errc::conflict, "revoked");
+  require_error(store->update_device("ghost", update, kAlice), Errc::not_found, "ghost");
+  require_error(store->update_device("a/b", update, kAlice), Errc::invalid_input);
+  require_error(store->update_device("dev", DeviceUpdate{}, kAlice), Errc::invalid_input,
+                "nothing to update");
+  DeviceUpdate bad_type;
+  bad_type.type = "a b";
+  require_error(store->update_device("dev", bad_type, kAlice), Errc::invalid_input);
+  DeviceUpdate bad_metadata;
+  bad_metadata.metadata = "[1]";
+  require_error(store->update_device("dev", bad_metadata, kAlice), Errc::invalid_input);
+  CHECK(footprint(dir) == before);
+  CHECK(must(store->get_device("dev")).location.empty());
+}
+
 TEST_CASE("revoking a device revokes all its active certificates and lists them for the CRL") {
   TempDir dir;
   auto store = open_store(dir);
@@ -459,7 +561,7 @@ TEST_CASE("revoking a device revokes all its active certificates and lists them 
     CHECK(cert.revoked_at == kNow + 100);
     CHECK(cert.revocation_reason == RevocationReason::key_compromise);
   }
-  const auto crl = must(store->revoked_certificates());
+  const auto crl = must(store->revoked_certificates("CN=Onboard Test CA"));
   REQUIRE(crl.size() == 2);
   for (const auto& entry : crl) {
     CHECK(entry.revoked_at == kNow + 100);

@@ -65,15 +65,18 @@ std::vector<std::string> faketime_environment(const std::filesystem::path& file,
 
 Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
     : log_path_(dir / "mosquitto.log") {
+  std::string config_text;
   port_ = free_port();
+  if (options.plain_listener) plain_port_ = free_port();
   const auto conf = dir / "mosquitto.conf";
   if (!options.config_text.empty()) {
-    std::string text = options.config_text;
-    for (auto at = text.find("{port}"); at != std::string::npos; at = text.find("{port}"))
-      text.replace(at, 6, std::to_string(port_));
-    std::ofstream(conf) << text;
+    config_text = options.config_text;
+    for (auto at = config_text.find("{port}"); at != std::string::npos;
+         at = config_text.find("{port}"))
+      config_text.replace(at, 6, std::to_string(port_));
+    std::ofstream(conf) << config_text;
   } else {
-    std::ofstream out(conf);
+    std::stringstream out;
     auto plugin_lines = [&] {
       out << "plugin " << options.plugin.string() << "\n"
           << "plugin_opt_registry " << options.registry.string() << "\n";
@@ -93,14 +96,32 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
         << "certfile " << options.certfile.string() << "\n"
         << "keyfile " << options.keyfile.string() << "\n"
         << "require_certificate true\n"
-        << "use_identity_as_username false\n";
+        << "use_identity_as_username " << (options.use_identity_as_username ? "true" : "false")
+        << "\n"
+        << "use_subject_as_username " << (options.use_subject_as_username ? "true" : "false")
+        << "\n";
+    if (options.plain_listener) out << "listener " << plain_port_ << " 127.0.0.1\n";
+    config_text = out.str();
+    std::ofstream(conf) << config_text;
   }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                    0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  std::string program = "/usr/sbin/mosquitto", c = "-c", conf_path = conf.string();
+  int pipe_fds[2] = {-1, -1};
+  if (options.config_on_stdin) {
+    // A configuration is far below a pipe's capacity: write it all, then let mosquitto read it.
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0 ||
+        ::write(pipe_fds[1], config_text.data(), config_text.size()) !=
+            static_cast<ssize_t>(config_text.size())) {
+      throw std::runtime_error("cannot pipe the configuration");
+    }
+    ::close(pipe_fds[1]);
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[0], 0);
+  }
+  std::string program = "/usr/sbin/mosquitto", c = "-c",
+              conf_path = options.config_on_stdin ? "/dev/stdin" : conf.string();
   char* argv[] = {program.data(), c.data(), conf_path.data(), nullptr};
   // Set on top of the current environment, replacing a variable of the same name.
   std::vector<std::string> overrides;
@@ -130,6 +151,7 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
   envp.push_back(nullptr);
   int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv, envp.data());
   posix_spawn_file_actions_destroy(&actions);
+  if (pipe_fds[0] >= 0) ::close(pipe_fds[0]);
   if (rc != 0) throw std::runtime_error("cannot start mosquitto");
 
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -140,7 +162,7 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
       pid_ = -1;
       return;
     }
-    if (can_connect(port_)) {
+    if (can_connect(port_) && (plain_port_ == 0 || can_connect(plain_port_))) {
       started_ = true;
       return;
     }
@@ -150,7 +172,6 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
 
 Broker::~Broker() { stop(); }
 
-bool Broker::signal(int signal_number) { return pid_ > 0 && ::kill(pid_, signal_number) == 0; }
 
 void Broker::stop() {
   if (pid_ <= 0) return;
@@ -166,6 +187,10 @@ void Broker::stop() {
   ::kill(pid_, SIGKILL);
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
+}
+
+void Broker::hangup() {
+  if (pid_ > 0) ::kill(pid_, SIGHUP);
 }
 
 int Broker::wait_exit(int timeout_ms) {

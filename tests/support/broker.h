@@ -29,6 +29,14 @@ struct BrokerOptions {
   // When set, the whole configuration (e.g. made from mosquitto.conf.example), with `{port}` for
   // the listener's port; the fields above other than `preload` and `faketime_file` are then unused.
   std::string config_text;
+  // The mTLS listener's identity settings (both false is the supported configuration).
+  bool use_identity_as_username = false;
+  bool use_subject_as_username = false;
+  // A second listener, plain TCP on another loopback port, for username/password clients.
+  bool plain_listener = false;
+  // Hand the configuration to mosquitto on a pipe (`-c /dev/stdin`) instead of a file, so that
+  // nothing but mosquitto itself can read it.
+  bool config_on_stdin = false;
 };
 
 // The libfaketime environment for a process whose wall clock follows `file` (see faketime_file).
@@ -46,19 +54,21 @@ class Broker {
 
   bool started() const { return started_; }
   int port() const { return port_; }
+  int plain_port() const { return plain_port_; }  // with BrokerOptions::plain_listener
   // Waits for the broker to exit (after a refused start) and returns its exit code.
   int wait_exit(int timeout_ms = 5000);
   std::string log() const;
   // Waits until the log contains `text`.
   bool wait_for_log(const std::string& text, int timeout_ms = 5000) const;
   void stop();
-  // Sends `signal` to the running broker (false when it is not running).
-  bool signal(int signal_number);
+  // SIGHUP: Mosquitto re-reads its configuration and re-checks every client.
+  void hangup();
 
  private:
   std::filesystem::path log_path_;
   pid_t pid_ = -1;
   int port_ = 0;
+  int plain_port_ = 0;
   bool started_ = false;
   int exit_code_ = -1;
 };

@@ -2,6 +2,7 @@
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <sys/socket.h>
 
 #include <stdexcept>
 
@@ -16,15 +17,32 @@ LibInit lib_init;
 }  // namespace
 
 MqttClient::MqttClient(const std::string& client_id, const Credentials& credentials,
-                       int protocol_version) {
-  mosq_ = mosquitto_new(client_id.c_str(), true, this);
-  if (mosq_ == nullptr) throw std::runtime_error("mosquitto_new failed");
-  mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION,
-                       protocol_version == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+                       int protocol_version, bool clean_session) {
+  init(client_id, protocol_version, clean_session);
   if (mosquitto_tls_set(mosq_, credentials.cafile.c_str(), nullptr, credentials.certfile.c_str(),
                         credentials.keyfile.c_str(), nullptr) != MOSQ_ERR_SUCCESS) {
     throw std::runtime_error("mosquitto_tls_set failed for " + credentials.certfile.string());
   }
+}
+
+MqttClient::MqttClient(const std::string& client_id, const PasswordLogin& login,
+                       int protocol_version) {
+  init(client_id, protocol_version, true);
+  set_login(login);
+}
+
+void MqttClient::set_login(const PasswordLogin& login) {
+  if (mosquitto_username_pw_set(mosq_, login.username.c_str(), login.password.c_str()) !=
+      MOSQ_ERR_SUCCESS) {
+    throw std::runtime_error("mosquitto_username_pw_set failed");
+  }
+}
+
+void MqttClient::init(const std::string& client_id, int protocol_version, bool clean_session) {
+  mosq_ = mosquitto_new(client_id.c_str(), clean_session, this);
+  if (mosq_ == nullptr) throw std::runtime_error("mosquitto_new failed");
+  mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION,
+                       protocol_version == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
   mosquitto_connect_callback_set(mosq_, on_connect);
   mosquitto_disconnect_callback_set(mosq_, on_disconnect);
   mosquitto_subscribe_callback_set(mosq_, on_subscribe);
@@ -100,6 +118,18 @@ bool MqttClient::publish(const std::string& topic, const std::string& payload, i
   }
   std::unique_lock lock(mutex_);
   return cv_.wait_for(lock, std::chrono::seconds(5), [&] { return pub_mid_done_ == mid; });
+}
+
+void MqttClient::set_will(const std::string& topic, const std::string& payload) {
+  if (mosquitto_will_set(mosq_, topic.c_str(), static_cast<int>(payload.size()), payload.data(), 1,
+                         false) != MOSQ_ERR_SUCCESS) {
+    throw std::runtime_error("mosquitto_will_set failed");
+  }
+}
+
+void MqttClient::drop_connection() {
+  int fd = mosquitto_socket(mosq_);
+  if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
 }
 
 std::optional<Message> MqttClient::next_message(std::chrono::milliseconds timeout) {

@@ -19,6 +19,11 @@ struct Credentials {
   std::filesystem::path cafile, certfile, keyfile;
 };
 
+// A username/password client on a plain TCP listener (no TLS, no certificate).
+struct PasswordLogin {
+  std::string username, password;
+};
+
 struct Message {
   std::string topic;
   std::string payload;
@@ -26,8 +31,11 @@ struct Message {
 
 class MqttClient {
  public:
-  MqttClient(const std::string& client_id, const Credentials& credentials,
-             int protocol_version = 4);
+  // `clean_session` false: the broker keeps the session (subscriptions, queued QoS 1 messages)
+  // while the client is away.
+  MqttClient(const std::string& client_id, const Credentials& credentials, int protocol_version = 4,
+             bool clean_session = true);
+  MqttClient(const std::string& client_id, const PasswordLogin& login, int protocol_version = 4);
   MqttClient(const MqttClient&) = delete;
   MqttClient& operator=(const MqttClient&) = delete;
   ~MqttClient();
@@ -42,6 +50,12 @@ class MqttClient {
   int subscribe(const std::string& filter, int qos = 1);
   // Publishes with QoS 1 and waits for the PUBACK: true when it came.
   bool publish(const std::string& topic, const std::string& payload, int qos = 1);
+  // Before connect(): a username and password to send as well (a certificate client may send one).
+  void set_login(const PasswordLogin& login);
+  // Before connect(): the message the broker publishes if the connection is lost.
+  void set_will(const std::string& topic, const std::string& payload);
+  // Ends the connection abruptly (no DISCONNECT packet), so that the broker publishes the will.
+  void drop_connection();
   std::optional<Message> next_message(std::chrono::milliseconds timeout = std::chrono::seconds(2));
   // True when the broker closed the connection within the timeout.
   bool wait_disconnected(std::chrono::milliseconds timeout);
@@ -50,6 +64,7 @@ class MqttClient {
   std::chrono::steady_clock::time_point disconnected_at() const;
 
  private:
+  void init(const std::string& client_id, int protocol_version, bool clean_session);
   int connect_impl(int port, std::chrono::milliseconds timeout,
                    const struct mqtt5__property* props);
   static void on_connect(struct mosquitto*, void* self, int rc);

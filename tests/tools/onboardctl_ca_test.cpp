@@ -26,12 +26,21 @@ RunResult onboardctl(const TempDir& data, std::vector<std::string> args,
   return onboard::test::run(args, {}, env);
 }
 
-// Fast CA keys for the suite; the defaults are exercised by the demo.
+// Fast CA keys for the suite; the defaults are exercised by the demo. The registry is made too
+// (with the same passphrase options): the CA records every certificate it signs there.
 RunResult init_ca(const TempDir& data, std::vector<std::string> extra = {}) {
   std::vector<std::string> args{"ca",  "init", "--key-alg", "p256", "--intermediate-key-alg",
                                 "p256"};
   args.insert(args.end(), extra.begin(), extra.end());
-  return onboardctl(data, args);
+  auto made = onboardctl(data, args);
+  if (made.exit_code != 0) return made;
+  std::vector<std::string> registry{"init", "--no-group"};
+  for (std::size_t i = 0; i + 1 < extra.size(); ++i) {
+    if (extra[i].starts_with("--passphrase-"))
+      registry.insert(registry.end(), {extra[i], extra[i + 1]});
+  }
+  auto init = onboardctl(data, registry);
+  return init.exit_code != 0 ? init : made;
 }
 
 void write(const std::filesystem::path& path, const std::string& text) {

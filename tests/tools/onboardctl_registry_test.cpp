@@ -216,6 +216,34 @@ TEST_CASE("init with a group lets that group read the registry and share its WAL
   CHECK(reader.execAndGet("SELECT count(*) FROM devices").getInt() == 1);
 }
 
+TEST_CASE("init warns when a folder above the data directory keeps the broker's group out") {
+  const group* g = ::getgrgid(::getegid());
+  REQUIRE(g != nullptr);
+  TempDir base;
+  const auto parent = base / "private";
+  std::filesystem::create_directory(parent);
+
+  // A 0700 folder owned by another group: the broker, a member of the group, cannot pass it.
+  REQUIRE(::chmod(parent.c_str(), 0700) == 0);
+  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
+  auto blocked = init_registry(parent / "data", {"--group", g->gr_name});
+  INFO(blocked.err);
+  REQUIRE(blocked.exit_code == 0);  // the operator may still fix the folder afterwards
+  CHECK(contains(blocked.err, "warning: group " + std::string(g->gr_name) + " cannot reach"));
+  CHECK(contains(blocked.err, parent.string() + " is not searchable"));
+
+  // The same layout with the folder searchable by everyone: no warning.
+  TempDir base2;
+  const auto open = base2 / "shared";
+  std::filesystem::create_directory(open);
+  REQUIRE(::chmod(open.c_str(), 0711) == 0);
+  REQUIRE(::chmod(base2.path().c_str(), 0755) == 0);
+  auto fine = init_registry(open / "data", {"--group", g->gr_name});
+  INFO(fine.err);
+  REQUIRE(fine.exit_code == 0);
+  CHECK_FALSE(contains(fine.err, "warning"));
+}
+
 TEST_CASE("a second init refuses and changes nothing") {
   Fleet fleet;
   fleet.require_add("dev-1");
@@ -678,6 +706,81 @@ TEST_CASE("disable and enable say when nothing changed and write no audit row th
   CHECK(step("enable", "dev-1 enabled") == 1);
   CHECK(step("enable", "dev-1 was already enabled") == 0);
   CHECK(fleet.show("dev-1")["status"] == "active");
+}
+
+TEST_CASE("device update changes the given fields, audited, and a new type brings its rules") {
+  Fleet fleet;
+  fleet.require_add("dev-1", {"--type", "sensor", "--location", "lab", "--firmware", "1.0.0"});
+  REQUIRE(fleet({"acl", "grant", "--group", "valve", "--access", "publish", "--topic", "valves/%d"})
+              .exit_code == 4);  // no such group yet: the type change below creates it
+  auto decision = [&](const std::string& topic) {
+    auto r = fleet({"acl", "check", "dev-1", "publish", topic, "--json"});
+    REQUIRE(r.exit_code == 0);
+    return json::parse(r.out)["decision"].get<std::string>();
+  };
+  CHECK(decision("valves/dev-1") == "deny");
+
+  const auto rows = fleet.audit().size();
+  auto r = fleet({"device", "update", "dev-1", "--name", "Boiler valve", "--type", "valve",
+                  "--location", "basement", "--firmware", "2.0.0", "--metadata", R"({"rack": 4})"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.starts_with("updated dev-1\n"));
+  json shown = fleet.show("dev-1");
+  CHECK(shown["name"] == "Boiler valve");
+  CHECK(shown["type"] == "valve");
+  CHECK(shown["location"] == "basement");
+  CHECK(shown["firmware"] == "2.0.0");
+  CHECK(shown["metadata"] == json{{"rack", 4}});
+  CHECK(fleet.audit().size() == rows + 1);
+  const json last = fleet.audit().back();
+  CHECK(last["action"] == "device.update");
+  CHECK(last["details"]["changed"]["location"] == json{{"from", "lab"}, {"to", "basement"}});
+  CHECK(last["details"]["created_group"] == true);
+
+  // The new type's group exists now; its rules apply to the device.
+  REQUIRE(fleet({"acl", "grant", "--group", "valve", "--access", "publish", "--topic", "valves/%d"})
+              .exit_code == 0);
+  CHECK(decision("valves/dev-1") == "allow");
+
+  // One field alone; the others stay. The same value again writes nothing.
+  REQUIRE(fleet({"device", "update", "dev-1", "--location", "roof"}).exit_code == 0);
+  CHECK(fleet.show("dev-1")["firmware"] == "2.0.0");
+  const auto settled = fleet.audit().size();
+  REQUIRE(fleet({"device", "update", "dev-1", "--location", "roof"}).exit_code == 0);
+  CHECK(fleet.audit().size() == settled);
+}
+
+TEST_CASE("device update refuses no change, bad values, unknown and revoked devices") {
+  Fleet fleet;
+  fleet.require_add("dev-1", {"--location", "lab"});
+  fleet.require_add("dev-2");
+  REQUIRE(fleet({"device", "revoke", "dev-2"}).exit_code == 0);
+  const auto rows = fleet.audit().size();
+  struct Case {
+    Args args;
+    int exit_code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"device", "update", "dev-1"}, 2, "nothing to update"},
+      {{"device", "update", "dev-1", "--type", "a b"}, 3, "--type:"},
+      {{"device", "update", "dev-1", "--metadata", "[1]"}, 3, "--metadata:"},
+      {{"device", "update", "dev-1", "--metadata", "{"}, 3, "--metadata:"},
+      {{"device", "update", "ghost", "--location", "x"}, 4, "ghost"},
+      {{"device", "update", "a/b", "--location", "x"}, 3, ""},
+      {{"device", "update", "dev-2", "--location", "x"}, 5, "revoked"},
+  };
+  for (const auto& c : cases) {
+    auto r = fleet(c.args);
+    INFO(c.args[2] << " " << (c.args.size() > 3 ? c.args[3] : "") << ": " << r.err);
+    CHECK(r.exit_code == c.exit_code);
+    CHECK(r.err.starts_with("onboardctl: "));
+    CHECK(contains(r.err, c.message));
+    CHECK(r.out.empty());
+  }
+  CHECK(fleet.audit().size() == rows);
+  CHECK(fleet.show("dev-1")["location"] == "lab");
 }
 
 TEST_CASE("revoke puts the certificate on a fresh CRL, once") {
@@ -1211,13 +1314,14 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
       {{"init"},
        {"--group", "--no-group", "--key-alg", "--intermediate", "--crl-url", "--org",
         "--passphrase-env", "--passphrase-file"}},
-      {{"device"}, {"register", "list", "show", "enable", "disable", "revoke"}},
+      {{"device"}, {"register", "list", "show", "update", "enable", "disable", "revoke"}},
       {{"device", "register"},
        {"ID", "--type", "--location", "--firmware", "--name", "--metadata", "--csr", "--key-alg",
         "--key-out", "--cert-out", "--days", "--force", "--passphrase-env", "--passphrase-file",
         "--hold-key", "--hold-passphrase-env", "--hold-passphrase-file"}},
       {{"device", "list"}, {"--status", "--type", "--limit", "--after", "--json"}},
       {{"device", "show"}, {"ID", "--json"}},
+      {{"device", "update"}, {"ID", "--name", "--type", "--location", "--firmware", "--metadata"}},
       {{"device", "enable"}, {"ID"}},
       {{"device", "disable"}, {"ID"}},
       {{"device", "revoke"}, {"ID", "--reason", "keyCompromise", "--passphrase-env"}},
@@ -1242,8 +1346,8 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
       {{"bundle"}, {"create", "link", "show"}},
       {{"bundle", "create"},
        {"DEVICE", "--batch", "--out", "--split", "--password-out", "--password-env",
-        "--password-file", "--hold-passphrase-env", "--hold-passphrase-file", "--broker",
-        "--force", "7-Zip"}},
+        "--password-file", "--hold-passphrase-env", "--hold-passphrase-file", "--broker", "--force",
+        "7-Zip"}},
       {{"bundle", "link"}, {"BUNDLE", "--ttl", "--base-url", "410"}},
       {{"bundle", "show"}, {"BUNDLE", "--json"}},
       {{"batch"}, {"register", "show"}},

@@ -2,6 +2,7 @@
 // HTTP by httplib's client and by curl, checked by status, JSON error shape and by what the
 // registry holds afterwards.
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -142,6 +144,46 @@ std::string register_with_csr(const Served& s, const std::string& id) {
   INFO(r->body);
   REQUIRE(r->status == 201);
   return body_of(r)["certificate"]["serial"];
+}
+
+// curl as a user types it, printing the body, a newline and the status. --max-time: a server that
+// waits for a body that never comes fails the test rather than hanging it (its read timeout is
+// 10 s).
+struct CurlReply {
+  int status = 0;
+  json body;
+};
+CurlReply curl(Args args) {
+  args.insert(args.begin(), {"/usr/bin/curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}"});
+  auto r = test::run(args);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto newline = r.out.rfind('\n');
+  REQUIRE(newline != std::string::npos);
+  CurlReply reply{std::stoi(r.out.substr(newline + 1)), json()};
+  if (newline > 0) reply.body = json::parse(r.out.substr(0, newline), nullptr, false);
+  return reply;
+}
+
+// The serials (upper-case hex) a PEM CRL lists, and its CRL number.
+std::pair<std::set<std::string>, long> crl_contents(const std::string& pem) {
+  auto crl = crl_from_pem(pem);
+  REQUIRE(crl.ok());
+  std::set<std::string> serials;
+  STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl->get());
+  for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
+    ossl::Ptr<BIGNUM> bn(ASN1_INTEGER_to_BN(
+        X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i)), nullptr));
+    char* hex = BN_bn2hex(bn.get());
+    serials.insert(hex);
+    OPENSSL_free(hex);
+  }
+  auto* number = static_cast<ASN1_INTEGER*>(
+      X509_CRL_get_ext_d2i(crl->get(), NID_crl_number, nullptr, nullptr));
+  REQUIRE(number != nullptr);
+  const long n = ASN1_INTEGER_get(number);
+  ASN1_INTEGER_free(number);
+  return {serials, n};
 }
 
 }  // namespace
@@ -297,8 +339,8 @@ TEST_CASE("bad requests get the right status and a JSON error, never a stack tra
       400, "invalid_input", "metadata");
   check_error(c.Post("/v1/devices", "id=d1", "application/x-www-form-urlencoded"), 415,
               "unsupported_media_type");
-  check_error(c.Post("/v1/devices", "", "application/json"), 400, "invalid_input",
-              "body is required");
+  // No body is {}: no csr, so the server would have to hold a key, which this one cannot.
+  check_error(c.Post("/v1/devices", "", "application/json"), 409, "cannot_hold_keys");
   // Larger than --max-body (256 KiB by default).
   check_error(
       post_json(c, "/v1/devices", json{{"id", "d1"}, {"csr", std::string(300 * 1024, 'A')}}), 413,
@@ -631,6 +673,221 @@ TEST_CASE("curl speaks to the server as the README shows") {
                          (s.dir / "crl.der").string()});
   CHECK(text.exit_code == 0);
   CHECK(contains(text.out, "Serial Number"));
+}
+
+TEST_CASE("curl -X POST /revoke/ID with no body revokes as the product description shows") {
+  Served s;
+  std::map<std::string, std::string> serials;
+  for (const char* id : {"no-body", "zero-length", "with-reason"})
+    serials[id] = register_with_csr(s, id);
+  const std::string auth = "Authorization: Bearer " + s.operator_token;
+  // Exactly the description's call (plus the token): no -d, so no Content-Length at all.
+  auto no_body = curl({"-X", "POST", "-H", auth, s.base_url() + "/revoke/no-body"});
+  auto zero = curl(
+      {"-X", "POST", "-H", auth, "-H", "Content-Length: 0", s.base_url() + "/revoke/zero-length"});
+  // The control: a JSON body with a reason.
+  auto with_reason = curl({"-X", "POST", "-H", auth, "-H", "Content-Type: application/json", "-d",
+                           R"({"reason": "keyCompromise"})", s.base_url() + "/revoke/with-reason"});
+  long last_crl = 0;
+  for (auto* reply : {&no_body, &zero, &with_reason}) {
+    INFO(reply->body.dump());
+    CHECK(reply->status == 200);
+    CHECK(reply->body["status"] == "revoked");
+    CHECK(reply->body["already_revoked"] == false);
+    REQUIRE(reply->body["crl_number"].is_number_integer());
+    CHECK(reply->body["crl_number"].get<long>() > last_crl);
+    last_crl = reply->body["crl_number"].get<long>();
+  }
+  auto store = s.store();
+  for (const auto& [id, serial] : serials) {
+    INFO(id);
+    CHECK(store->get_device(id)->status == registry::DeviceStatus::revoked);
+    auto certificates = store->certificates_of(id);
+    REQUIRE(certificates.ok());
+    REQUIRE(certificates->size() == 1);
+    CHECK((*certificates)[0].status == registry::CertificateStatus::revoked);
+    CHECK((*certificates)[0].revocation_reason ==
+          (id == "with-reason" ? RevocationReason::key_compromise : RevocationReason::unspecified));
+  }
+  // The CRL on disk, and as served, was rewritten after the last revocation and lists all three.
+  auto on_disk = read_file(s.data() / "crl.pem");
+  REQUIRE(on_disk.ok());
+  auto [listed, number] = crl_contents(*on_disk);
+  CHECK(number == last_crl);
+  for (const auto& [id, serial] : serials) CHECK(listed.count(serial) == 1);
+  auto served = test::run({"/usr/bin/curl", "-sS", "--max-time", "5", s.base_url() + "/crl.pem"});
+  CHECK(served.out == *on_disk);
+}
+
+TEST_CASE("every POST, PATCH and DELETE route answers a request without a body at once") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  auto c = s.client(s.operator_token);
+  auto rule = body_of(
+      post_json(c, "/v1/devices/dev-1/acl", json{{"access", "publish"}, {"topic", "x/dev-1"}}));
+  const std::string auth = "Authorization: Bearer " + s.operator_token;
+  for (bool zero_length : {false, true}) {
+    INFO("Content-Length: 0 sent: " << zero_length);
+    auto call = [&](const char* method, const std::string& path) {
+      Args args{"-X", method, "-H", auth};
+      if (zero_length) args.insert(args.end(), {"-H", "Content-Length: 0"});
+      args.push_back(s.base_url() + path);
+      return curl(args);
+    };
+    // Routes whose fields are all optional take no body as {}: a server without a hold
+    // passphrase cannot make the key that no csr means.
+    for (const char* path : {"/register", "/v1/devices", "/v1/devices/dev-1/certificates"}) {
+      INFO(path);
+      auto r = call("POST", path);
+      CHECK(r.status == 409);
+      CHECK(r.body["error"]["code"] == "cannot_hold_keys");
+    }
+    // Required fields are named.
+    for (const char* path : {"/v1/devices/dev-1/acl", "/v1/groups/default/acl"}) {
+      INFO(path);
+      auto r = call("POST", path);
+      CHECK(r.status == 400);
+      CHECK(r.body["error"]["message"] == "access is required");
+    }
+    auto patch = call("PATCH", "/v1/devices/dev-1");
+    CHECK(patch.status == 400);
+    CHECK(contains(patch.body["error"]["message"].get<std::string>(), "nothing to update"));
+  }
+  // DELETE has no body by nature.
+  auto removed =
+      curl({"-X", "DELETE", "-H", auth,
+            s.base_url() + "/v1/devices/dev-1/acl/" + std::to_string(rule["id"].get<int>())});
+  CHECK(removed.status == 204);
+  CHECK(s.store()->rules_for_subject(registry::SubjectKind::device, "dev-1")->empty());
+  // A body is still read when one is sent chunked, and still bounded.
+  auto chunked = curl({"-X", "POST", "-H", auth, "-H", "Content-Type: application/json", "-H",
+                       "Transfer-Encoding: chunked", "-d", R"({"access":"read","topic":"y/1"})",
+                       s.base_url() + "/v1/devices/dev-1/acl"});
+  CHECK(chunked.status == 201);
+  const auto big_file = s.dir / "big.json";
+  std::ofstream(big_file) << json{{"access", "read"}, {"topic", std::string(300 * 1024, 'a')}};
+  auto too_big = curl({"-X", "POST", "-H", auth, "-H", "Content-Type: application/json", "-H",
+                       "Transfer-Encoding: chunked", "--data-binary", "@" + big_file.string(),
+                       s.base_url() + "/v1/devices/dev-1/acl"});
+  CHECK(too_big.status == 413);
+  CHECK(too_big.body["error"]["code"] == "payload_too_large");
+  // The refused chunked body is read to its end: the next request on the same connection is
+  // understood.
+  auto kept = s.client(s.operator_token);
+  kept.set_keep_alive(true);
+  const std::string chunk(16 * 1024, 'a');
+  auto refused = kept.Post(
+      "/v1/devices/dev-1/acl",
+      [&chunk](std::size_t offset, httplib::DataSink& sink) {
+        if (offset >= 20 * chunk.size()) {
+          sink.done();
+          return true;
+        }
+        return sink.write(chunk.data(), chunk.size());
+      },
+      "application/json");
+  check_error(refused, 413, "payload_too_large");
+  auto next = kept.Get("/v1/devices/dev-1");
+  REQUIRE(next);
+  CHECK(next->status == 200);
+  // The versioned revoke, like the original one, needs no body.
+  auto revoked = curl({"-X", "POST", "-H", auth, s.base_url() + "/v1/devices/dev-1/revoke"});
+  CHECK(revoked.status == 200);
+  CHECK(revoked.body["status"] == "revoked");
+  CHECK(s.store()->get_device("dev-1")->status == registry::DeviceStatus::revoked);
+}
+
+TEST_CASE("PATCH changes a device's name, type, location, firmware and metadata, audited") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  register_with_csr(s, "dev-2");
+  auto c = s.client(s.operator_token);
+  auto patch = [&](httplib::Client& client, const std::string& id, const json& body) {
+    return client.Patch(("/v1/devices/" + id).c_str(), body.dump(), "application/json");
+  };
+  json changed = body_of(patch(c, "dev-1",
+                               json{{"name", "Boiler"},
+                                    {"type", "valve"},
+                                    {"location", "basement"},
+                                    {"firmware", "2.0.1"},
+                                    {"metadata", {{"rack", 4}}}}));
+  CHECK(changed["id"] == "dev-1");
+  CHECK(changed["name"] == "Boiler");
+  CHECK(changed["type"] == "valve");
+  CHECK(changed["location"] == "basement");
+  CHECK(changed["firmware"] == "2.0.1");
+  CHECK(changed["metadata"] == json{{"rack", 4}});
+  CHECK(changed["status"] == "active");
+  json got = body_of(c.Get("/v1/devices/dev-1"));
+  CHECK(got["location"] == "basement");
+  CHECK(got["type"] == "valve");
+  // Only what is sent changes.
+  CHECK(body_of(patch(c, "dev-1", json{{"firmware", "2.0.2"}}))["location"] == "basement");
+  auto audit = body_of(c.Get("/v1/audit?limit=1000"))["events"];
+  std::vector<json> updates;
+  for (const auto& e : audit)
+    if (e["action"] == "device.update") updates.push_back(e);
+  REQUIRE(updates.size() == 2);
+  CHECK(updates[0]["actor"] == "rest:ops");
+  CHECK(updates[0]["subject"] == "dev-1");
+  CHECK(updates[0]["details"]["changed"]["type"] == json{{"from", "temp"}, {"to", "valve"}});
+  CHECK(updates[0]["details"]["created_group"] == true);
+  CHECK(updates[1]["details"]["changed"] ==
+        json{{"firmware", {{"from", "2.0.1"}, {"to", "2.0.2"}}}});
+
+  // Each refusal, with nothing changed.
+  const std::string json_type = "application/json";
+  check_error(patch(c, "dev-1", json::object()), 400, "invalid_input", "nothing to update");
+  check_error(c.Patch("/v1/devices/dev-1", "", json_type.c_str()), 400, "invalid_input",
+              "nothing to update");
+  check_error(patch(c, "dev-1", json{{"colour", "red"}}), 400, "invalid_input",
+              "unknown field 'colour'");
+  check_error(patch(c, "dev-1", json{{"type", "a b"}}), 400, "invalid_input", "type:");
+  check_error(patch(c, "dev-1", json{{"metadata", "x"}}), 400, "invalid_input",
+              "metadata must be a JSON object");
+  check_error(patch(c, "dev-1", json{{"location", 5}}), 400, "invalid_input",
+              "location must be a string");
+  check_error(patch(c, "dev-1", json{{"status", "disabled"}, {"location", "roof"}}), 400,
+              "invalid_input", "status cannot be changed together");
+  check_error(patch(c, "ghost", json{{"location", "roof"}}), 404, "not_found", "ghost");
+  auto reader = s.client(s.reader_token);
+  check_error(patch(reader, "dev-1", json{{"location", "roof"}}), 403, "forbidden");
+  REQUIRE(c.Post("/v1/devices/dev-2/revoke", "", "application/json")->status == 200);
+  check_error(patch(c, "dev-2", json{{"location", "roof"}}), 409, "conflict", "revoked");
+  json after = body_of(c.Get("/v1/devices/dev-1"));
+  CHECK(after["location"] == "basement");
+  CHECK(after["firmware"] == "2.0.2");
+  CHECK(body_of(c.Get("/v1/devices/dev-2"))["location"] == "");
+  CHECK(s.store()->verify_audit()->ok());
+}
+
+TEST_CASE(
+    "docs/openapi.yaml passes a real OpenAPI 3.0 validator, which catches a broken document") {
+  const auto script = std::filesystem::path(ONBOARD_SOURCE_DIR) / "scripts" / "check-openapi";
+  const auto document = std::filesystem::path(ONBOARD_SOURCE_DIR) / "docs" / "openapi.yaml";
+  auto checked = test::run({script.string(), document.string()});
+  INFO(checked.out << checked.err);
+  // 2: the validator (libjson-validator-perl, from scripts/install-deps) is missing.
+  REQUIRE(checked.exit_code != 2);
+  CHECK(checked.exit_code == 0);
+  CHECK(checked.out.empty());
+
+  // The control: the same document with the mistake it once had, an unquoted comma in a flow
+  // mapping (YAML reads the rest as a new key), is refused and the place is named.
+  auto text = read_file(document);
+  REQUIRE(text.ok());
+  const std::string good = "description: 'a topic, or a filter for subscribe'";
+  const auto at = text->find(good);
+  REQUIRE(at != std::string::npos);
+  std::string broken = *text;
+  broken.replace(at, good.size(), "description: a topic, or a filter for subscribe");
+  TempDir dir;
+  std::ofstream(dir / "openapi.yaml") << broken;
+  auto refused = test::run({script.string(), (dir / "openapi.yaml").string()});
+  INFO(refused.out << refused.err);
+  CHECK(refused.exit_code == 1);
+  CHECK(contains(refused.out, "or a filter for subscribe"));
+  CHECK(contains(refused.out, "acl~1check"));
 }
 
 TEST_CASE("the CLI and the server write the same registry at once without losing a write") {

@@ -1,0 +1,155 @@
+// The clients the plugin's own connect check vouched for, so that a topic check can tell them from
+// clients that reached the broker some other way.
+//
+// Why: with `use_identity_as_username true` or `use_subject_as_username true` on a listener,
+// Mosquitto 2.0 never calls the plugin's BASIC_AUTH, so a revoked certificate, one the registry
+// does not know, or a client id that is not the device id would connect unchecked, with the
+// username set to the certificate's CN. Whatever the configuration, the topic check therefore only
+// grants a device's rights to a connection the connect check accepted.
+//
+// Keys: the broker's `struct mosquitto*`, used as an opaque key and never dereferenced, plus the
+// client id it had when accepted. The broker frees a client some time after its DISCONNECT event
+// (at once for a clean session, after the will and the offline session otherwise) and may then
+// reuse the memory for a new client. Every client that reaches BASIC_AUTH replaces what the
+// pointer held; one that skips it (an identity listener) always presents a certificate, and an
+// entry of an ended connection never vouches for a client with a certificate.
+//
+// Broker thread only: no lock.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace onboard::plugin {
+
+class AcceptedClients {
+ public:
+  using Client = const void*;
+
+  // BASIC_AUTH accepted a device's certificate and set the username to `device_id`.
+  void accept_device(Client client, std::string_view client_id, std::string_view device_id);
+  // BASIC_AUTH left a client without a certificate to Mosquitto's other mechanisms
+  // (plugin_opt_clients_without_certificate defer).
+  void defer(Client client, std::string_view client_id);
+  // BASIC_AUTH refused the client (or it asked for enhanced authentication): whatever this
+  // pointer vouched for before belongs to an earlier client.
+  void forget(Client client);
+
+  enum class Standing {
+    device,        // the connect check accepted this device: its registry rights apply
+    deferred,      // no certificate, left to Mosquitto's other mechanisms: defer the decision
+    not_accepted,  // the connect check did not accept this client: deny (see take_kicks())
+  };
+
+  // The standing of a session whose connection ended (will pending, offline session) under this
+  // client id, or nullopt. Mosquitto re-runs BASIC_AUTH on SIGHUP for every session, offline ones
+  // included, with no certificate: such an entry is kept as it is.
+  std::optional<Standing> offline_session(Client client, std::string_view client_id) const;
+
+  // The DISCONNECT event (it fires for every socket, refused ones too). `has_certificate`: the
+  // client presents one now. `session_ends`: the session ends with the connection (MQTT 3.x clean
+  // session), so the entry is dropped at the next sweep(); the will, the only check still to come,
+  // is decided synchronously right after this event.
+  void disconnected(Client client, const char* client_id, bool has_certificate, bool session_ends);
+
+  struct Verdict {
+    Standing standing = Standing::not_accepted;
+    std::string_view device_id;    // for `device`: the id the connect check accepted
+    bool has_certificate = false;  // for `not_accepted`: what the client presents now
+  };
+
+  // Decision table for one topic check (the first row that applies decides):
+  //  1. an entry for this pointer under another client id, or a username that is not the device
+  //     id the plugin set: stale (the memory now holds another client) → dropped, not_accepted;
+  //  2. an entry whose connection is open → its standing (device / deferred);
+  //  3. an entry whose connection ended, no certificate now: a will published after the socket
+  //     closed, an offline persistent session → its standing, exactly as while connected;
+  //  4. an entry whose connection ended, but a certificate now: a new connection reusing the
+  //     memory that skipped BASIC_AUTH → dropped, not_accepted;
+  //  5. no entry → not_accepted: an identity/subject listener's client, a session restored from
+  //     the persistence file (never checked by this broker run; it is vouched for again when its
+  //     device reconnects), a client another plugin authenticated before this one.
+  // `has_certificate()` is asked only when the answer depends on it (never for rule 2).
+  template <class HasCertificate>
+  Verdict check(Client client, const char* client_id, const char* username,
+                HasCertificate&& has_certificate) {
+    std::optional<bool> certificate;
+    auto presents_certificate = [&] {
+      if (!certificate) certificate = static_cast<bool>(has_certificate());
+      return *certificate;
+    };
+    auto it = entries_.find(client);
+    if (it != entries_.end()) {
+      const Entry& e = it->second;
+      const bool same_client = client_id != nullptr && e.client_id == client_id &&
+                               (e.deferred || (username != nullptr && e.device_id == username));
+      if (same_client && (e.online || !presents_certificate())) {
+        return e.deferred ? Verdict{Standing::deferred, {}, false}
+                          : Verdict{Standing::device, e.device_id, false};
+      }
+      erase(it);
+    }
+    return Verdict{Standing::not_accepted, {}, presents_certificate()};
+  }
+
+  // A client the topic check refused. True the first time for this connection: the caller logs
+  // it. A non-empty `kick_username` is queued for take_kicks().
+  bool refuse(Client client, std::string_view client_id, std::string_view kick_username);
+  // The usernames whose connections to close now, each once (on the tick, never inside the
+  // client's own callback). By username, not client id: Mosquitto kicks by username only among
+  // open connections, by client id also among offline sessions, and closing an offline session
+  // again puts it on the session-expiry list twice (2.0.11), which breaks the broker at expiry.
+  std::vector<std::string> take_kicks();
+  // Drops the entries of sessions that ended with their connection (see disconnected()).
+  void sweep();
+
+  std::size_t size() const noexcept { return entries_.size(); }
+
+ private:
+  struct Entry {
+    std::string client_id;
+    std::string device_id;  // empty for a deferred client
+    bool deferred = false;
+    bool online = true;
+    std::uint64_t generation = 0;
+  };
+  using Entries = std::unordered_map<Client, Entry>;
+
+  void put(Client client, std::string_view client_id, std::string_view device_id, bool deferred);
+  void erase(Entries::iterator it);
+
+  // Bounds the refusal bookkeeping under a flood of distinct clients; clearing it only means a
+  // client may be logged and kicked twice.
+  static constexpr std::size_t kMaxRefused = 65536;
+
+  Entries entries_;
+  std::vector<std::pair<Client, std::uint64_t>> ending_;  // entries to drop at the next sweep
+  std::unordered_map<Client, std::string> refused_;       // refused this connection: logged, kicked
+  std::vector<std::string> kicks_;
+  std::uint64_t next_generation_ = 1;
+};
+
+// At most `burst` lines per `period`, so that a flood of refused clients cannot fill the log.
+class LogLimiter {
+ public:
+  using Clock = std::chrono::steady_clock;
+  LogLimiter(std::size_t burst, Clock::duration period) : burst_(burst), period_(period) {}
+  // True: write the line; `suppressed` is then how many lines were dropped since the last one.
+  bool allow(Clock::time_point now, std::size_t& suppressed);
+
+ private:
+  std::size_t burst_;
+  Clock::duration period_;
+  bool started_ = false;
+  Clock::time_point window_start_{};
+  std::size_t used_ = 0;
+  std::size_t suppressed_ = 0;
+};
+
+}  // namespace onboard::plugin

@@ -1,0 +1,111 @@
+// A data directory made by the real onboardctl, a broker certificate, and devices registered on
+// demand: what the plugin's integration tests start brokers from.
+#pragma once
+
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/broker.h"
+#include "tests/support/mqtt_client.h"
+#include "tests/support/run.h"
+#include "tests/support/temp_dir.h"
+
+namespace onboard::test {
+
+class Fleet {
+ public:
+  Fleet() {
+    // The broker drops to user mosquitto before loading the plugin: it must be able to reach the
+    // data directory, as in a real installation.
+    std::filesystem::permissions(dir_.path(), std::filesystem::perms(0755));
+    must(ctl(as_root() ? std::vector<std::string>{"init", "--key-alg", "p256"}
+                       : std::vector<std::string>{"init", "--key-alg", "p256", "--no-group"}));
+    must(ctl({"ca", "issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--key-alg", "p256",
+              "--cert-out", (data() / "server.crt").string(), "--key-out",
+              (data() / "server.key").string()}));
+    if (as_root()) {
+      // The broker reads its key after dropping privileges.
+      REQUIRE(::chown((data() / "server.key").c_str(), static_cast<uid_t>(-1),
+                      ::getgrnam("mosquitto")->gr_gid) == 0);
+      REQUIRE(::chmod((data() / "server.key").c_str(), 0640) == 0);
+    }
+  }
+
+  static bool as_root() { return ::geteuid() == 0 && ::getgrnam("mosquitto") != nullptr; }
+
+  std::filesystem::path data() const { return dir_ / "data"; }
+  std::filesystem::path registry() const { return data() / "registry.db"; }
+  const TempDir& dir() const { return dir_; }
+
+  RunResult ctl(std::vector<std::string> args) const {
+    args.insert(args.begin(), {ONBOARDCTL_PATH, "--data-dir", data().string()});
+    return run(args);
+  }
+  static void must(const RunResult& r) {
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+  }
+
+  Credentials add_device(const std::string& id) {
+    must(ctl({"device", "register", id, "--key-alg", "p256", "--key-out", key(id).string(),
+              "--cert-out", cert(id).string()}));
+    return credentials(id);
+  }
+  // Signed by the fleet's CA, but never registered.
+  Credentials unregistered(const std::string& id) {
+    must(ctl({"ca", "issue", "--device", id, "--key-alg", "p256", "--cert-out", cert(id).string(),
+              "--key-out", key(id).string()}));
+    return credentials(id);
+  }
+  Credentials credentials(const std::string& id) const {
+    return Credentials{data() / "ca" / "chain.pem", cert(id), key(id)};
+  }
+  std::filesystem::path cert(const std::string& id) const { return dir_ / (id + ".crt"); }
+  std::filesystem::path key(const std::string& id) const { return dir_ / (id + ".key"); }
+
+  BrokerOptions broker_options(std::vector<std::string> plugin_options = {}) const {
+    BrokerOptions options;
+    options.plugin = PLUGIN_PATH;
+    options.registry = registry();
+    options.cafile = data() / "ca" / "chain.pem";
+    options.certfile = data() / "server.crt";
+    options.keyfile = data() / "server.key";
+    options.plugin_options = std::move(plugin_options);
+    options.preload = BROKER_PRELOAD;
+    return options;
+  }
+  std::unique_ptr<Broker> start(const BrokerOptions& options) {
+    auto broker = std::make_unique<Broker>(dir_.path(), options);
+    INFO(broker->log());
+    REQUIRE(broker->started());
+    return broker;
+  }
+
+ private:
+  TempDir dir_;
+};
+
+constexpr int kRefused = 128;      // SUBACK "failure" (MQTT 3.1.1)
+constexpr int kNotAuthorized = 5;  // CONNACK (MQTT 3.1.1)
+
+// Connects and waits until the broker has accepted the connection (CONNACK 0).
+inline std::unique_ptr<MqttClient> connected(const std::string& id, const Credentials& creds,
+                                             int port) {
+  auto client = std::make_unique<MqttClient>(id, creds);
+  REQUIRE(client->connect(port) == 0);
+  return client;
+}
+inline std::unique_ptr<MqttClient> connected(const std::string& id, const PasswordLogin& login,
+                                             int port) {
+  auto client = std::make_unique<MqttClient>(id, login);
+  REQUIRE(client->connect(port) == 0);
+  return client;
+}
+
+}  // namespace onboard::test
