@@ -172,7 +172,6 @@ Broker::Broker(const std::filesystem::path& dir, const BrokerOptions& options)
 
 Broker::~Broker() { stop(); }
 
-
 void Broker::stop() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGTERM);
