@@ -23,6 +23,7 @@
 #include "registry/store.h"
 #include "tools/credentials.h"
 #include "tools/csv.h"
+#include "tools/duration.h"
 #include "tools/operations.h"
 #include "tools/table.h"
 #include "tools/views.h"
@@ -385,41 +386,6 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
 
 // ---- bundle link, show -----------------------------------------------------------------------
 
-// "90s", "30m", "24h", "7d": at least a minute, at most 30 days.
-Result<UnixTime> parse_duration(std::string_view text) {
-  auto bad = [&] {
-    return make_error(Errc::invalid_input,
-                      "--ttl must be a number with a unit s, m, h or d (e.g. 30m, 24h, 7d), "
-                      "from 1 minute to 30 days");
-  };
-  if (text.size() < 2) return bad();
-  std::int64_t value = 0;
-  const auto* end = text.data() + text.size() - 1;
-  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (ec != std::errc() || ptr != end || value <= 0) return bad();
-  std::int64_t unit = 0;
-  switch (text.back()) {
-    case 's':
-      unit = 1;
-      break;
-    case 'm':
-      unit = 60;
-      break;
-    case 'h':
-      unit = 3600;
-      break;
-    case 'd':
-      unit = 86400;
-      break;
-    default:
-      return bad();
-  }
-  if (value > 30 * 86400 / unit) return bad();
-  const UnixTime seconds = value * unit;
-  if (seconds < 60) return bad();
-  return seconds;
-}
-
 json bundle_json(const registry::BundleRecord& b) {
   json devices = json::array();
   for (const auto& d : b.devices) {
@@ -454,7 +420,7 @@ void add_bundle_link(CLI::App& bundle_cmd, const GlobalOptions& global, int& exi
       "The URL is printed alone on stdout. `onboardctl serve` hands the bundle out once; after "
       "that, or after the TTL, the link answers 410 Gone.");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
-    ONBOARD_TRY(UnixTime ttl, parse_duration(o->ttl));
+    ONBOARD_TRY(UnixTime ttl, ops::parse_duration(o->ttl, "--ttl", 60, 30 * ops::kDay));
     std::string base = o->base_url;
     if (base.empty()) {
       const char* env = std::getenv("ONBOARD_BASE_URL");

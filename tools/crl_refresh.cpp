@@ -1,6 +1,5 @@
 #include "tools/crl_refresh.h"
 
-#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -8,48 +7,6 @@
 #include "ca/ossl.h"
 
 namespace onboard::ops {
-
-Result<UnixTime> parse_duration(std::string_view text, std::string_view option) {
-  auto bad = [&] {
-    return make_error(Errc::invalid_input,
-                      std::string(option) + " must be a whole number and a unit (s, m, h or d), " +
-                          "e.g. 7d or 36h, from 1s to 3650d; not '" + std::string(text) + "'");
-  };
-  if (text.size() < 2) return bad();
-  UnixTime unit = 0;
-  switch (text.back()) {
-    case 's':
-      unit = 1;
-      break;
-    case 'm':
-      unit = 60;
-      break;
-    case 'h':
-      unit = 3600;
-      break;
-    case 'd':
-      unit = 86400;
-      break;
-    default:
-      return bad();
-  }
-  const std::string_view digits = text.substr(0, text.size() - 1);
-  UnixTime number = 0;
-  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
-  if (ec != std::errc() || end != digits.data() + digits.size() || number < 1 ||
-      number > 3650 * 86400 / unit)
-    return bad();
-  return number * unit;
-}
-
-std::string format_duration(UnixTime seconds) {
-  if (seconds < 0) return "-" + format_duration(-seconds);
-  const UnixTime d = seconds / 86400, h = seconds % 86400 / 3600, m = seconds % 3600 / 60;
-  if (d > 0) return std::to_string(d) + "d " + std::to_string(h) + "h";
-  if (h > 0) return std::to_string(h) + "h " + std::to_string(m) + "m";
-  if (m > 0) return std::to_string(m) + "m";
-  return std::to_string(seconds) + "s";
-}
 
 CrlStanding crl_standing(const std::filesystem::path& path, UnixTime now, UnixTime within) {
   CrlStanding standing;

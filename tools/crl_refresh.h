@@ -9,20 +9,14 @@
 
 #include "ca/certificate.h"
 #include "ca/error.h"
+#include "tools/duration.h"
 
 namespace onboard::ops {
 
 // How long a CRL written by onboardctl is in force unless --validity says otherwise.
-inline constexpr UnixTime kDefaultCrlValidity = 7 * 86400;
+inline constexpr UnixTime kDefaultCrlValidity = 7 * kDay;
 inline constexpr UnixTime kMinCrlValidity = 3600;
-inline constexpr UnixTime kMaxCrlValidity = 366 * 86400;
-
-// "7d", "36h", "90m", "3600s": a whole number and one unit, 1 second to 3650 days. `option` names
-// the flag in the error message.
-Result<UnixTime> parse_duration(std::string_view text, std::string_view option);
-
-// "6d 23h", "45m", "12s": for messages.
-std::string format_duration(UnixTime seconds);
+inline constexpr UnixTime kMaxCrlValidity = 366 * kDay;
 
 struct CrlStanding {
   bool due = false;          // rewrite it now

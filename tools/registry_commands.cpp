@@ -836,9 +836,8 @@ void add_crl(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       "expires within this time (e.g. 3d); otherwise leave it. Exits 0 whether it rewrote or not");
   o->passphrase.add_to(*cmd, "the CA key");
   on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
-    ONBOARD_TRY(UnixTime validity, ops::parse_duration(o->validity, "--validity"));
-    if (validity < ops::kMinCrlValidity || validity > ops::kMaxCrlValidity)
-      return make_error(Errc::invalid_input, "--validity must be from 1h to 366d");
+    ONBOARD_TRY(UnixTime validity, ops::parse_duration(o->validity, "--validity",
+                                                       ops::kMinCrlValidity, ops::kMaxCrlValidity));
     const std::filesystem::path path = o->out.empty() ? ws.crl : std::filesystem::path(o->out);
     std::string why;
     if (!o->if_expiring_within.empty()) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "tests/plugin/fleet.h"
 #include "tests/support/broker.h"
 #include "tests/support/mqtt_client.h"
 #include "tests/support/run.h"
@@ -18,106 +19,11 @@
 using namespace onboard::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-// A data directory made by onboardctl, a broker certificate, and devices registered on demand.
-class Fleet {
- public:
-  Fleet() {
-    // The broker drops to user mosquitto before loading the plugin: it must be able to reach the
-    // data directory, as in a real installation.
-    std::filesystem::permissions(dir_.path(), std::filesystem::perms(0755));
-    const bool as_root = ::geteuid() == 0 && ::getgrnam("mosquitto") != nullptr;
-    std::vector<std::string> init{"init", "--key-alg", "p256"};
-    if (!as_root) init.push_back("--no-group");
-    must(ctl(init));
-    must(ctl({"ca", "issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--key-alg", "p256",
-              "--cert-out", (data() / "server.crt").string(), "--key-out",
-              (data() / "server.key").string()}));
-    if (as_root) {
-      // The broker reads its key after dropping privileges.
-      REQUIRE(::chown((data() / "server.key").c_str(), static_cast<uid_t>(-1),
-                      ::getgrnam("mosquitto")->gr_gid) == 0);
-      REQUIRE(::chmod((data() / "server.key").c_str(), 0640) == 0);
-    }
-  }
-
-  std::filesystem::path data() const { return dir_ / "data"; }
-  std::filesystem::path registry() const { return data() / "registry.db"; }
-
-  RunResult ctl(std::vector<std::string> args) const {
-    args.insert(args.begin(), {ONBOARDCTL_PATH, "--data-dir", data().string()});
-    return run(args);
-  }
-  static void must(const RunResult& r) {
-    INFO(r.out << r.err);
-    REQUIRE(r.exit_code == 0);
-  }
-
-  Credentials add_device(const std::string& id, const std::string& type = "") {
-    std::vector<std::string> args{"device",         "register",   id,
-                                  "--key-alg",      "p256",       "--key-out",
-                                  key(id).string(), "--cert-out", cert(id).string()};
-    if (!type.empty()) args.insert(args.end(), {"--type", type});
-    must(ctl(args));
-    return credentials(id);
-  }
-  Credentials credentials(const std::string& id) const {
-    return Credentials{data() / "ca" / "chain.pem", cert(id), key(id)};
-  }
-  std::filesystem::path cert(const std::string& id) const { return dir_ / (id + ".crt"); }
-  std::filesystem::path key(const std::string& id) const { return dir_ / (id + ".key"); }
-
-  BrokerOptions broker_options(std::vector<std::string> plugin_options = {}) const {
-    BrokerOptions options;
-    options.plugin = PLUGIN_PATH;
-    options.registry = registry();
-    options.cafile = data() / "ca" / "chain.pem";
-    options.certfile = data() / "server.crt";
-    options.keyfile = data() / "server.key";
-    options.plugin_options = std::move(plugin_options);
-    options.preload = BROKER_PRELOAD;
-    return options;
-  }
-  std::unique_ptr<Broker> start(std::vector<std::string> plugin_options = {}) {
-    auto broker = std::make_unique<Broker>(dir_.path(), broker_options(std::move(plugin_options)));
-    INFO(broker->log());
-    REQUIRE(broker->started());
-    return broker;
-  }
-  const TempDir& dir() const { return dir_; }
-
- private:
-  TempDir dir_;
-};
-
-constexpr int kRefused = 128;      // SUBACK "failure" (MQTT 3.1.1)
-constexpr int kNotAuthorized = 5;  // CONNACK (MQTT 3.1.1)
-
-// Registry changes reach the broker within a refresh interval: retry until `f` holds (or 3 s).
-template <class F>
-bool eventually(F f) {
-  for (int i = 0; i < 60; ++i) {
-    if (f()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
-}
-
-// Connects and waits until the plugin has seen the connection (CONNACK 0).
-std::unique_ptr<MqttClient> connected(const std::string& id, const Credentials& creds, int port) {
-  auto client = std::make_unique<MqttClient>(id, creds);
-  REQUIRE(client->connect(port) == 0);
-  return client;
-}
-
-}  // namespace
-
 TEST_CASE("a device publishes and receives on its own topics, and nothing else") {
   Fleet fleet;
   auto a_creds = fleet.add_device("dev-a");
   auto b_creds = fleet.add_device("dev-b");
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
 
   auto a = connected("dev-a", a_creds, broker->port());
   auto b = connected("dev-b", b_creds, broker->port());
@@ -166,7 +72,7 @@ TEST_CASE(
       fleet.ctl({"acl", "grant", "--device", "dev-a", "--access", "read", "--topic", "shared/#"}));
   fleet.must(fleet.ctl(
       {"acl", "grant", "--device", "dev-b", "--access", "publish", "--topic", "shared/#"}));
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
 
   auto a = connected("dev-a", a_creds, broker->port());
   auto b = connected("dev-b", b_creds, broker->port());
@@ -205,7 +111,7 @@ TEST_CASE("a device whose type is updated gets the new type's rules live, withou
       {"acl", "grant", "--group", "sensor", "--access", "subscribe", "--topic", "sensors/#"}));
   fleet.must(fleet.ctl(
       {"acl", "grant", "--group", "valve", "--access", "subscribe", "--topic", "valves/#"}));
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
   auto a = connected("dev-a", creds, broker->port());
   CHECK(a->subscribe("sensors/#") == 1);
   CHECK(a->subscribe("valves/#") == kRefused);
@@ -219,7 +125,7 @@ TEST_CASE("a device whose type is updated gets the new type's rules live, withou
 TEST_CASE("revoking a connected device disconnects it within a second and refuses its reconnect") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-r");
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
   auto client = connected("dev-r", creds, broker->port());
 
   auto revoke = fleet.ctl({"device", "revoke", "dev-r", "--reason", "keyCompromise"});
@@ -240,7 +146,7 @@ TEST_CASE("revoking a connected device disconnects it within a second and refuse
 TEST_CASE("disabling a device disconnects and refuses it, and enabling it lets it back in") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-d");
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
   auto client = connected("dev-d", creds, broker->port());
 
   fleet.must(fleet.ctl({"device", "disable", "dev-d"}));
@@ -264,7 +170,7 @@ TEST_CASE("a certificate renewal disconnects the old certificate and admits the 
   auto old_creds = fleet.add_device("dev-n");
   std::filesystem::copy_file(fleet.cert("dev-n"), fleet.dir() / "old.crt");
   std::filesystem::copy_file(fleet.key("dev-n"), fleet.dir() / "old.key");
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
   auto client = connected(
       "dev-n", Credentials{old_creds.cafile, fleet.dir() / "old.crt", fleet.dir() / "old.key"},
       broker->port());
@@ -287,7 +193,7 @@ TEST_CASE("connections the registry does not vouch for are refused") {
   fleet.must(fleet.ctl({"ca", "issue", "--device", "ghost", "--key-alg", "p256", "--cert-out",
                         (fleet.dir() / "ghost.crt").string(), "--key-out",
                         (fleet.dir() / "ghost.key").string()}));
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
 
   SECTION("a certificate from the right CA that is not in the registry") {
     MqttClient ghost(
@@ -338,7 +244,7 @@ TEST_CASE(
   int others = 0;
   for (const auto& c : nlohmann::json::parse(listed.out)) others += c["kind"] == "other";
   CHECK(others == 1);
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
 
   auto own = connected("dev-k", creds, broker->port());  // the positive control
   MqttClient lookalike("dev-k", Credentials{creds.cafile, lookalike_cert, lookalike_key});
@@ -357,7 +263,7 @@ TEST_CASE(
     "check") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-v5");
-  auto broker = fleet.start();
+  auto broker = fleet.start_with();
   MqttClient client("dev-v5", creds, 5);
   const int reason = client.connect_with_auth_method(broker->port(), "SCRAM-SHA-256");
   CHECK(reason >= 0x80);  // a CONNACK failure reason, not success
@@ -371,7 +277,7 @@ TEST_CASE(
     "staleness limit") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-s");
-  auto broker = fleet.start({"staleness_limit_s 2", "refresh_interval_ms 50"});
+  auto broker = fleet.start_with({"staleness_limit_s 2", "refresh_interval_ms 50"});
   auto before = connected("dev-s", creds, broker->port());
 
   for (const char* suffix : {"", "-wal", "-shm"}) {
@@ -392,7 +298,7 @@ TEST_CASE(
 TEST_CASE("a corrupted registry is survived the same way") {
   Fleet fleet;
   auto creds = fleet.add_device("dev-c");
-  auto broker = fleet.start({"staleness_limit_s 2"});
+  auto broker = fleet.start_with({"staleness_limit_s 2"});
   {
     std::ofstream out(fleet.registry(), std::ios::binary | std::ios::trunc);
     out << std::string(8192, 'x');

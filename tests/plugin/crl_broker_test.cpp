@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/plugin/fleet.h"
 #include "tests/support/broker.h"
 #include "tests/support/mqtt_client.h"
 #include "tests/support/run.h"
@@ -22,62 +23,33 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr int kNotAuthorized = 5;  // CONNACK (MQTT 3.1.1)
-constexpr int kNoConnack = -1;     // the TLS handshake failed
+constexpr int kNoConnack = -1;  // the TLS handshake failed
 
 enum class CrlMode { none, tls_layer };
 
 // A data directory from onboardctl, a broker certificate, devices, and a clock file that moves the
 // broker's (and onboardctl's, when asked) wall clock.
-class Site {
+class Site : public Fleet {
  public:
-  Site() {
-    std::filesystem::permissions(dir_.path(), std::filesystem::perms(0755));
-    const bool as_root = ::geteuid() == 0 && ::getgrnam("mosquitto") != nullptr;
-    std::vector<std::string> init{"init", "--key-alg", "p256"};
-    if (!as_root) init.push_back("--no-group");
-    must(ctl(init));
-    must(ctl({"ca", "issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--key-alg", "p256",
-              "--cert-out", (data() / "server.crt").string(), "--key-out",
-              (data() / "server.key").string()}));
-    if (as_root) {
-      REQUIRE(::chown((data() / "server.key").c_str(), static_cast<uid_t>(-1),
-                      ::getgrnam("mosquitto")->gr_gid) == 0);
-      REQUIRE(::chmod((data() / "server.key").c_str(), 0640) == 0);
-    }
-    set_clock(0);
-  }
+  Site() { set_clock(0); }
 
-  std::filesystem::path data() const { return dir_ / "data"; }
   std::filesystem::path crl() const { return data() / "crl.pem"; }
 
   // Moves the faked wall clock to `days` ahead of the real one.
   void set_clock(int days) {
-    std::ofstream(dir_ / "clock") << (days >= 0 ? "+" : "") << days << "d\n";
-    days_ = days;
+    std::ofstream(dir() / "clock") << (days >= 0 ? "+" : "") << days << "d\n";
   }
 
   // onboardctl, at the real time or on the moved clock.
   RunResult ctl(std::vector<std::string> args, bool moved_clock = false) const {
-    args.insert(args.begin(), {ONBOARDCTL_PATH, "--data-dir", data().string()});
     std::map<std::string, std::string> env;
     if (moved_clock) {
-      for (const auto& line : faketime_environment(dir_ / "clock")) {
+      for (const auto& line : faketime_environment(dir() / "clock")) {
         const auto eq = line.find('=');
         env[line.substr(0, eq)] = line.substr(eq + 1);
       }
     }
-    return run(args, {}, env);
-  }
-  static void must(const RunResult& r) {
-    INFO(r.out << r.err);
-    REQUIRE(r.exit_code == 0);
-  }
-
-  Credentials add_device(const std::string& id) {
-    must(ctl({"device", "register", id, "--key-alg", "p256", "--key-out",
-              (dir_ / (id + ".key")).string(), "--cert-out", (dir_ / (id + ".crt")).string()}));
-    return Credentials{data() / "ca" / "chain.pem", dir_ / (id + ".crt"), dir_ / (id + ".key")};
+    return Fleet::ctl(std::move(args), env);
   }
 
   // mosquitto.conf.example with this site's paths and a loopback port; in tls_layer mode with its
@@ -107,17 +79,10 @@ class Site {
   std::unique_ptr<Broker> start(CrlMode mode) {
     BrokerOptions options;
     options.config_text = example_config(mode);
-    options.faketime_file = dir_ / "clock";
+    options.faketime_file = dir() / "clock";
     options.preload = BROKER_PRELOAD;
-    auto broker = std::make_unique<Broker>(dir_.path(), options);
-    INFO(broker->log());
-    REQUIRE(broker->started());
-    return broker;
+    return Fleet::start(options);
   }
-
- private:
-  TempDir dir_;
-  int days_ = 0;
 };
 
 // The broker reads the clock file at every clock call; a moment for the file to be complete.

@@ -7,8 +7,10 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/broker.h"
@@ -43,18 +45,22 @@ class Fleet {
   std::filesystem::path registry() const { return data() / "registry.db"; }
   const TempDir& dir() const { return dir_; }
 
-  RunResult ctl(std::vector<std::string> args) const {
+  RunResult ctl(std::vector<std::string> args,
+                const std::map<std::string, std::string>& env = {}) const {
     args.insert(args.begin(), {ONBOARDCTL_PATH, "--data-dir", data().string()});
-    return run(args);
+    return run(args, {}, env);
   }
   static void must(const RunResult& r) {
     INFO(r.out << r.err);
     REQUIRE(r.exit_code == 0);
   }
 
-  Credentials add_device(const std::string& id) {
-    must(ctl({"device", "register", id, "--key-alg", "p256", "--key-out", key(id).string(),
-              "--cert-out", cert(id).string()}));
+  Credentials add_device(const std::string& id, const std::string& type = "") {
+    std::vector<std::string> args{"device",         "register",   id,
+                                  "--key-alg",      "p256",       "--key-out",
+                                  key(id).string(), "--cert-out", cert(id).string()};
+    if (!type.empty()) args.insert(args.end(), {"--type", type});
+    must(ctl(args));
     return credentials(id);
   }
   // Signed by the fleet's CA, but never registered.
@@ -80,6 +86,10 @@ class Fleet {
     options.preload = BROKER_PRELOAD;
     return options;
   }
+  // A broker with the plugin on this fleet's registry and `plugin_options` (`key value` lines).
+  std::unique_ptr<Broker> start_with(std::vector<std::string> plugin_options = {}) {
+    return start(broker_options(std::move(plugin_options)));
+  }
   std::unique_ptr<Broker> start(const BrokerOptions& options) {
     auto broker = std::make_unique<Broker>(dir_.path(), options);
     INFO(broker->log());
@@ -93,6 +103,16 @@ class Fleet {
 
 constexpr int kRefused = 128;      // SUBACK "failure" (MQTT 3.1.1)
 constexpr int kNotAuthorized = 5;  // CONNACK (MQTT 3.1.1)
+
+// Registry changes reach the broker within a refresh interval: retry until `f` holds (or 3 s).
+template <class F>
+bool eventually(F f) {
+  for (int i = 0; i < 60; ++i) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
 
 // Connects and waits until the broker has accepted the connection (CONNACK 0).
 inline std::unique_ptr<MqttClient> connected(const std::string& id, const Credentials& creds,
