@@ -21,10 +21,10 @@
 // traffic the rights under test (devices/%u/# read+write) allow in all four access-control set-ups:
 // a device may not read another's subtree, and one identity cannot hold two connections (client id
 // = device id, and a second connect takes the first one's session over).
+#include <fcntl.h>
 #include <mosquitto.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -32,15 +32,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -56,7 +56,8 @@ using std::chrono::milliseconds;
 constexpr std::size_t kPayloadBytes = 64;  // the send time (8 bytes) and padding
 constexpr int kKeepaliveSeconds = 60;
 
-// ---- options and inputs --------------------------------------------------------------------------
+// ---- options and inputs
+// --------------------------------------------------------------------------
 
 class Options {
  public:
@@ -123,7 +124,8 @@ double percentile(std::vector<double> values, double p) {
   return values[std::min(index, values.size() - 1)];
 }
 
-// ---- connections ---------------------------------------------------------------------------------
+// ---- connections
+// ---------------------------------------------------------------------------------
 
 struct LibMosquitto {
   LibMosquitto() { mosquitto_lib_init(); }
@@ -188,9 +190,9 @@ struct Connection {
   int connack = -1;
   bool subscribe_sent = false;
   int last_granted = -1;  // of the latest SUBACK
-  int in_flight = 0;                  // published, not yet received back
+  int in_flight = 0;      // published, not yet received back
   std::uint64_t received = 0;
-  std::uint64_t stalls = 0;  // flat out: windows restarted after a second without receipts
+  std::uint64_t stalls = 0;           // flat out: windows restarted after a second without receipts
   Clock::time_point last_received{};  // to notice a lost QoS 0 message
   Clock::time_point next_send{};      // fixed-rate schedule
   Clock::time_point closed_at{};
@@ -211,7 +213,8 @@ void on_subscribe(mosquitto*, void* self, int, int count, const int* granted) {
   auto* c = static_cast<Connection*>(self);
   // 0x80: the broker refused the subscription (it would leave the run with no deliveries).
   c->last_granted = count == 1 ? granted[0] : 0x80;
-  if (c->state == State::connected) c->state = c->last_granted < 0x80 ? State::subscribed : State::refused;
+  if (c->state == State::connected)
+    c->state = c->last_granted < 0x80 ? State::subscribed : State::refused;
 }
 void on_message(mosquitto*, void* self, const mosquitto_message* message) {
   auto* c = static_cast<Connection*>(self);
@@ -300,11 +303,12 @@ class Pump {
 
 void publish(Connection& c, int qos) {
   unsigned char payload[kPayloadBytes] = {};
-  auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
+  auto now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch());
   std::int64_t sent_ns = now_ns.count();
   std::memcpy(payload, &sent_ns, sizeof sent_ns);
-  if (mosquitto_publish(c.mosq.get(), nullptr, c.topic.c_str(), kPayloadBytes, payload, qos, false) ==
-      MOSQ_ERR_SUCCESS) {
+  if (mosquitto_publish(c.mosq.get(), nullptr, c.topic.c_str(), kPayloadBytes, payload, qos,
+                        false) == MOSQ_ERR_SUCCESS) {
     ++c.in_flight;
   }
 }
@@ -362,8 +366,8 @@ std::vector<Connection*> pointers(const std::vector<std::unique_ptr<Connection>>
 // and only lets what is under way arrive.
 void drive(const std::vector<Connection*>& live, int qos, double rate, int window, Pump& pump,
            Clock::time_point until) {
-  const auto interval = rate > 0 ? std::chrono::duration_cast<Clock::duration>(duration<double>(
-                                       static_cast<double>(live.size()) / rate))
+  const auto interval = rate > 0 ? std::chrono::duration_cast<Clock::duration>(
+                                       duration<double>(static_cast<double>(live.size()) / rate))
                                  : Clock::duration::zero();
   while (Clock::now() < until) {
     auto now = Clock::now();
@@ -387,7 +391,8 @@ void drive(const std::vector<Connection*>& live, int qos, double rate, int windo
         while (c->in_flight < window) publish(*c, qos);
       }
     }
-    auto timeout = rate != 0 ? std::chrono::duration_cast<milliseconds>(wake - now) : milliseconds(1);
+    auto timeout =
+        rate != 0 ? std::chrono::duration_cast<milliseconds>(wake - now) : milliseconds(1);
     pump.turn(live, std::clamp(timeout, milliseconds(0), milliseconds(10)));
   }
 }
@@ -449,7 +454,8 @@ int run_throughput(const Options& options) {
     }
   }
   const auto interval = [&](std::size_t n) {
-    return std::chrono::duration_cast<Clock::duration>(duration<double>(static_cast<double>(n) / rate));
+    return std::chrono::duration_cast<Clock::duration>(
+        duration<double>(static_cast<double>(n) / rate));
   };
   for (std::size_t round = 0; round < rounds; ++round) {
     for (std::size_t k = 0; k < targets.size(); ++k) {
@@ -487,12 +493,13 @@ int run_throughput(const Options& options) {
         closed += c->state == State::closed ? 1 : 0;
       }
       const double delivered = static_cast<double>(received - before);
-      std::printf("result round=%zu target=%s delivered=%.0f msgs_per_s=%.1f cpu_us_per_msg=%.3f "
-                  "p50_us=%.1f p99_us=%.1f stalls=%llu closed=%zu\n",
-                  round + 1, t.name.c_str(), delivered, delivered / seconds_between(t0, t1),
-                  delivered > 0 ? cpu / delivered : 0.0, percentile(latencies_us, 0.5),
-                  percentile(latencies_us, 0.99),
-                  static_cast<unsigned long long>(stalls - stalls_before), closed);
+      std::printf(
+          "result round=%zu target=%s delivered=%.0f msgs_per_s=%.1f cpu_us_per_msg=%.3f "
+          "p50_us=%.1f p99_us=%.1f stalls=%llu closed=%zu\n",
+          round + 1, t.name.c_str(), delivered, delivered / seconds_between(t0, t1),
+          delivered > 0 ? cpu / delivered : 0.0, percentile(latencies_us, 0.5),
+          percentile(latencies_us, 0.99), static_cast<unsigned long long>(stalls - stalls_before),
+          closed);
       std::fflush(stdout);
       // Let this target's last messages come back before the next one's turn.
       drive(t.live, qos, -1, 0, pump, after(0.2));
@@ -553,11 +560,12 @@ int run_storm(const Options& options) {
       }
       const auto t1 = Clock::now();
       const double cpu = process_cpu_us(t.pid) - cpu_before;
-      std::printf("result round=%zu target=%s connects=%zu refused=%zu timed_out=%zu seconds=%.3f "
-                  "connects_per_s=%.1f cpu_us_per_connect=%.1f\n",
-                  round + 1, t.name.c_str(), accepted, refused, count - accepted - refused,
-                  seconds_between(t0, t1), static_cast<double>(accepted) / seconds_between(t0, t1),
-                  accepted > 0 ? cpu / static_cast<double>(accepted) : 0.0);
+      std::printf(
+          "result round=%zu target=%s connects=%zu refused=%zu timed_out=%zu seconds=%.3f "
+          "connects_per_s=%.1f cpu_us_per_connect=%.1f\n",
+          round + 1, t.name.c_str(), accepted, refused, count - accepted - refused,
+          seconds_between(t0, t1), static_cast<double>(accepted) / seconds_between(t0, t1),
+          accepted > 0 ? cpu / static_cast<double>(accepted) : 0.0);
       std::fflush(stdout);
     }
   }
@@ -595,9 +603,10 @@ int run_check(const Endpoint& endpoint, const Options& options) {
   mosquitto_publish(owner.mosq.get(), nullptr, topic.c_str(), 5, "check", 0, false);
   const bool own_delivered =
       pump_until(pump, live, milliseconds(2000), [&] { return owner.received > 0; });
-  std::printf("foreign_subscribe_granted=%d\nforeign_publish_delivered=%d\nown_publish_delivered=%d\n",
-              intruder.last_granted >= 0 && intruder.last_granted < 0x80 ? 1 : 0,
-              foreign_delivered ? 1 : 0, own_delivered ? 1 : 0);
+  std::printf(
+      "foreign_subscribe_granted=%d\nforeign_publish_delivered=%d\nown_publish_delivered=%d\n",
+      intruder.last_granted >= 0 && intruder.last_granted < 0x80 ? 1 : 0, foreign_delivered ? 1 : 0,
+      own_delivered ? 1 : 0);
   for (auto* c : live) mosquitto_disconnect(c->mosq.get());
   pump.turn(live, milliseconds(50));
   return 0;
@@ -665,8 +674,8 @@ int run_revocation(const Endpoint& endpoint, const Options& options) {
   for (auto* c : live) by_id[c->id] = c;
   auto start = Clock::now();
   for (std::size_t i = 0; i < live.size(); ++i) {
-    live[i]->next_send =
-        start + std::chrono::duration_cast<Clock::duration>(duration<double>(static_cast<double>(i) / rate));
+    live[i]->next_send = start + std::chrono::duration_cast<Clock::duration>(
+                                     duration<double>(static_cast<double>(i) / rate));
   }
   drive(live, 0, rate, 0, pump, start + std::chrono::seconds(1));
   std::printf("connections=%zu\nrefused_at_start=%d\n", live.size(), refused_at_start);
@@ -719,9 +728,10 @@ int run_revocation(const Endpoint& endpoint, const Options& options) {
   }
   std::printf("revocations=%zu\nnot_closed=%zu\nreconnect_accepted=%zu\nfailed_commands=%zu\n",
               latencies_ms.size(), not_closed, reconnect_accepted, failed_commands);
-  std::printf("other_closed=%zu\np50_ms=%.2f\np99_ms=%.2f\nmax_ms=%.2f\n", other_closed,
-              percentile(latencies_ms, 0.5), percentile(latencies_ms, 0.99),
-              latencies_ms.empty() ? 0.0 : *std::max_element(latencies_ms.begin(), latencies_ms.end()));
+  std::printf(
+      "other_closed=%zu\np50_ms=%.2f\np99_ms=%.2f\nmax_ms=%.2f\n", other_closed,
+      percentile(latencies_ms, 0.5), percentile(latencies_ms, 0.99),
+      latencies_ms.empty() ? 0.0 : *std::max_element(latencies_ms.begin(), latencies_ms.end()));
   for (auto* c : live) mosquitto_disconnect(c->mosq.get());
   pump.turn(live, milliseconds(50));
   return 0;

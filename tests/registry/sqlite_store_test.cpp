@@ -28,7 +28,6 @@ namespace {
 constexpr UnixTime kNow = 1'700'000'000;
 const Actor kAlice{"alice", kNow};
 
-
 std::string db_path(const TempDir& dir) { return (dir / "registry.db").string(); }
 
 std::unique_ptr<Store> open_store(const TempDir& dir, OpenMode mode = OpenMode::read_write) {
