@@ -9,6 +9,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "bundle/link_token.h"
 #include "bundle/manifest.h"
@@ -26,6 +27,7 @@
 #include "tools/duration.h"
 #include "tools/operations.h"
 #include "tools/table.h"
+#include "tools/text.h"
 #include "tools/views.h"
 #include "tools/workspace.h"
 
@@ -489,24 +491,12 @@ void add_bundle_show(CLI::App& bundle_cmd, const GlobalOptions& global, int& exi
 
 // ---- batch register, show --------------------------------------------------------------------
 
-constexpr std::size_t kMaxTextField = 256;
-
 struct BatchRow {
   int line = 0;
   std::string id, name, type, location, firmware, csr_path;
   std::string csr_pem;  // checked; empty when the tool makes the key
   bool skip = false;    // exists already and --skip-existing
 };
-
-std::optional<std::string> text_field_problem(std::string_view column, std::string_view value) {
-  if (value.size() > kMaxTextField) {
-    return std::string(column) + " is longer than " + std::to_string(kMaxTextField) + " characters";
-  }
-  for (unsigned char c : value) {
-    if (c < 0x20 || c == 0x7f) return std::string(column) + " holds a control character";
-  }
-  return std::nullopt;
-}
 
 // Reads and checks the whole CSV. Problems are collected for every row, each naming its line,
 // so that the operator fixes the file in one go.
@@ -571,10 +561,12 @@ Result<ParsedBatch> parse_batch_csv(const std::filesystem::path& csv_path, regis
     row.firmware = field("firmware");
     row.csr_path = field("csr");
     bool ok = true;
-    for (auto [col, value] : {std::pair<const char*, const std::string*>{"name", &row.name},
-                              {"location", &row.location},
-                              {"firmware", &row.firmware}}) {
-      if (auto p = text_field_problem(col, *value)) {
+    // The rules register_device applies, checked here too to report every row at once.
+    for (auto [col, value, limit] : {std::tuple<const char*, const std::string*, std::size_t>{
+                                         "name", &row.name, ops::kMaxNameBytes},
+                                     {"location", &row.location, ops::kMaxLocationBytes},
+                                     {"firmware", &row.firmware, ops::kMaxFirmwareBytes}}) {
+      if (auto p = text_problem(col, *value, limit)) {
         problem(*p);
         ok = false;
       }
@@ -813,7 +805,7 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(auto found, store->get_batch(o->id));
-      std::cout << "batch " << found.id << " from " << found.source << ", created "
+      std::cout << "batch " << found.id << " from " << terminal_safe(found.source) << ", created "
                 << iso_time(found.created_at) << "\n";
       Table table({"LINE", "DEVICE", "STATUS", "SERVER KEY COPY"});
       for (const auto& member : found.devices) {

@@ -1,6 +1,7 @@
 #include "tools/operations.h"
 
 #include <openssl/rand.h>
+#include <nlohmann/json.hpp>
 
 #include <array>
 #include <charconv>
@@ -17,6 +18,7 @@
 #include "registry/snapshot_loader.h"
 #include "registry/topic.h"
 #include "tools/credentials.h"
+#include "tools/text.h"
 
 namespace onboard::ops {
 namespace {
@@ -90,16 +92,58 @@ Status check_type(std::string_view type) {
   return ok_status();
 }
 
+Status check_text(std::string_view field, std::string_view value, std::size_t max_bytes) {
+  if (auto problem = cli::text_problem(field, value, max_bytes))
+    return make_error(Errc::invalid_input, *problem);
+  return ok_status();
+}
+
+// Every key and string value of the metadata is free text too: `device show` prints them.
+Status check_metadata_strings(const nlohmann::json& value) {
+  if (value.is_string())
+    return check_text("metadata value", value.get_ref<const std::string&>(), kMaxMetadataBytes);
+  if (value.is_object()) {
+    for (const auto& [key, member] : value.items()) {
+      ONBOARD_CHECK(check_text("metadata key", key, kMaxMetadataBytes));
+      ONBOARD_CHECK(check_metadata_strings(member));
+    }
+  } else if (value.is_array()) {
+    for (const auto& member : value) ONBOARD_CHECK(check_metadata_strings(member));
+  }
+  return ok_status();
+}
+
 Status check_metadata(std::string_view metadata) {
+  if (metadata.size() > kMaxMetadataBytes) {
+    return make_error(Errc::invalid_input, "metadata is " + std::to_string(metadata.size()) +
+                                               " bytes long; the limit is " +
+                                               std::to_string(kMaxMetadataBytes));
+  }
   if (auto problem = registry::metadata_problem(metadata))
     return make_error(Errc::invalid_input, "metadata: " + *problem);
+  // metadata_problem parsed it (and bounded its depth) already; this parse cannot fail.
+  return check_metadata_strings(nlohmann::json::parse(metadata, nullptr, false));
+}
+
+// The descriptive fields, where set: a new device's and an update's.
+Status check_descriptive(const std::string* name, const std::string* type,
+                         const std::string* location, const std::string* firmware,
+                         const std::string* metadata) {
+  if (name != nullptr) ONBOARD_CHECK(check_text("name", *name, kMaxNameBytes));
+  if (type != nullptr) ONBOARD_CHECK(check_type(*type));
+  if (location != nullptr) ONBOARD_CHECK(check_text("location", *location, kMaxLocationBytes));
+  if (firmware != nullptr) ONBOARD_CHECK(check_text("firmware", *firmware, kMaxFirmwareBytes));
+  if (metadata != nullptr) ONBOARD_CHECK(check_metadata(*metadata));
   return ok_status();
+}
+
+const std::string* if_set(const std::optional<std::string>& value) {
+  return value ? &*value : nullptr;
 }
 
 Status validate_new_device(const registry::NewDevice& d) {
   ONBOARD_CHECK(check_device_id(d.id));
-  ONBOARD_CHECK(check_type(d.type));
-  return check_metadata(d.metadata);
+  return check_descriptive(&d.name, &d.type, &d.location, &d.firmware, &d.metadata);
 }
 
 std::string base64url(const unsigned char* data, std::size_t size) {
@@ -205,8 +249,8 @@ Result<registry::Device> update_device(Store& store, std::string_view id,
                       "nothing to update: give at least one of name, type, location, firmware, "
                       "metadata");
   }
-  if (update.type) ONBOARD_CHECK(check_type(*update.type));
-  if (update.metadata) ONBOARD_CHECK(check_metadata(*update.metadata));
+  ONBOARD_CHECK(check_descriptive(if_set(update.name), if_set(update.type), if_set(update.location),
+                                  if_set(update.firmware), if_set(update.metadata)));
   return store.update_device(id, update, actor);
 }
 
@@ -470,6 +514,7 @@ Result<registry::Group> create_group(Store& store, std::string_view name,
                                      std::string_view description, const registry::Actor& actor) {
   if (auto problem = registry::group_name_problem(name))
     return make_error(Errc::invalid_input, *problem);
+  ONBOARD_CHECK(check_text("description", description, kMaxDescriptionBytes));
   return store.create_group(name, description, actor);
 }
 

@@ -52,6 +52,17 @@ std::optional<std::string> hold_passphrase_problem(const Secret& passphrase);
 
 // ---- devices ---------------------------------------------------------------------------------
 
+// Free text is bounded and printable (cli::text_problem: valid UTF-8, no C0/C1 control character,
+// no DEL), checked here for every front end, so that nothing stored can move an operator's
+// cursor or forge a row when shown. Limits in bytes of UTF-8. Metadata's limit is on its JSON
+// text as given; its keys and string values must be printable too (JSON output escapes them, but
+// `device show` prints the JSON text as it is).
+inline constexpr std::size_t kMaxNameBytes = 128;
+inline constexpr std::size_t kMaxLocationBytes = 128;
+inline constexpr std::size_t kMaxFirmwareBytes = 64;
+inline constexpr std::size_t kMaxMetadataBytes = 4096;
+inline constexpr std::size_t kMaxDescriptionBytes = 256;  // a group's
+
 struct RegisterRequest {
   registry::NewDevice device;
   KeyPlan key;

@@ -21,6 +21,7 @@
 #include "tools/credentials.h"
 #include "tools/operations.h"
 #include "tools/table.h"
+#include "tools/text.h"
 #include "tools/views.h"
 #include "tools/workspace.h"
 
@@ -290,10 +291,13 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                     "and username")
         ->required();
     cmd->add_option("--type", o->type, "Device type; the device is in the group of that name");
-    cmd->add_option("--location", o->location, "Where the device is");
-    cmd->add_option("--firmware", o->firmware, "Firmware version");
-    cmd->add_option("--name", o->name, "Display name (default: the id)");
-    cmd->add_option("--metadata", o->metadata, "Free-form JSON object");
+    cmd->add_option("--location", o->location,
+                    "Where the device is (printable text, at most 128 bytes)");
+    cmd->add_option("--firmware", o->firmware,
+                    "Firmware version (printable text, at most 64 bytes)");
+    cmd->add_option("--name", o->name,
+                    "Display name (default: the id; printable text, at most 128 bytes)");
+    cmd->add_option("--metadata", o->metadata, "Free-form JSON object (at most 4096 bytes)");
     o->key.add_to(*cmd);
     o->passphrase.add_to(*cmd, "the CA key");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
@@ -416,13 +420,15 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         std::cout << out.dump(2) << "\n";
         return kExitOk;
       }
-      std::cout << "device    " << d.id << (d.name != d.id ? " (" + d.name + ")" : "") << "\n"
+      // Free text is escaped: it may predate the checks on what is stored.
+      std::cout << "device    " << d.id
+                << (d.name != d.id ? " (" + terminal_safe(d.name) + ")" : "") << "\n"
                 << "status    " << to_string(d.status) << "\n"
-                << "type      " << d.type << "\nlocation  " << d.location << "\nfirmware  "
-                << d.firmware << "\n"
+                << "type      " << terminal_safe(d.type) << "\nlocation  "
+                << terminal_safe(d.location) << "\nfirmware  " << terminal_safe(d.firmware) << "\n"
                 << "created   " << iso_time(d.created_at) << "\nupdated   "
                 << iso_time(d.updated_at) << "\n"
-                << "metadata  " << d.metadata << "\n"
+                << "metadata  " << terminal_safe(d.metadata) << "\n"
                 << "server key copy: "
                 << (details.held_key
                         ? "held, encrypted, since " + iso_time(details.held_key->created_at) +
@@ -471,12 +477,16 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         "update",
         "Change a device's name, type, location, firmware or metadata (not a revoked one)");
     cmd->add_option("ID", o->id, "Device id")->required();
-    cmd->add_option("--name", o->name, "Display name (\"\": the id)");
+    cmd->add_option("--name", o->name,
+                    "Display name (\"\": the id; printable text, at most 128 bytes)");
     cmd->add_option("--type", o->type,
                     "Device type; the device moves to the group of that name (\"\": no type)");
-    cmd->add_option("--location", o->location, "Where the device is");
-    cmd->add_option("--firmware", o->firmware, "Firmware version");
-    cmd->add_option("--metadata", o->metadata, "Free-form JSON object (replaces the stored one)");
+    cmd->add_option("--location", o->location,
+                    "Where the device is (printable text, at most 128 bytes)");
+    cmd->add_option("--firmware", o->firmware,
+                    "Firmware version (printable text, at most 64 bytes)");
+    cmd->add_option("--metadata", o->metadata,
+                    "Free-form JSON object, at most 4096 bytes (replaces the stored one)");
     on_run(cmd, global, exit_code, [o, cmd](const Workspace& ws) -> Result<int> {
       registry::DeviceUpdate update;
       auto given = [cmd](const char* option, const std::string& value) {
@@ -503,11 +513,11 @@ void add_device(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto store, open_registry(ws));
       ONBOARD_TRY(auto updated, ops::update_device(*store, o->id, update, make_actor()));
       std::cout << "updated " << updated.id << "\n"
-                << "  name         " << updated.name << "\n"
-                << "  type         " << updated.type << "\n"
-                << "  location     " << updated.location << "\n"
-                << "  firmware     " << updated.firmware << "\n"
-                << "  metadata     " << updated.metadata << "\n";
+                << "  name         " << terminal_safe(updated.name) << "\n"
+                << "  type         " << terminal_safe(updated.type) << "\n"
+                << "  location     " << terminal_safe(updated.location) << "\n"
+                << "  firmware     " << terminal_safe(updated.firmware) << "\n"
+                << "  metadata     " << terminal_safe(updated.metadata) << "\n";
       return kExitOk;
     });
   }
@@ -776,7 +786,8 @@ void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
     auto o = std::make_shared<Opts>();
     auto* cmd = group_cmd->add_subcommand("create", "Create a group");
     cmd->add_option("NAME", o->name, "Group name (same characters as a device id)")->required();
-    cmd->add_option("--description", o->description, "What the group is for");
+    cmd->add_option("--description", o->description,
+                    "What the group is for (printable text, at most 256 bytes)");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       if (auto problem = registry::group_name_problem(o->name))
         return make_error(Errc::invalid_input, *problem);

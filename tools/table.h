@@ -1,16 +1,23 @@
-// Aligned text tables for terminal output.
+// Aligned text tables for terminal output. Every cell is passed through terminal_safe: a stored
+// value (from an older version, or written around the checks) cannot move the cursor or forge a
+// row.
 #pragma once
 
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "tools/text.h"
+
 namespace onboard::cli {
 
 class Table {
  public:
-  explicit Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
-  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  explicit Table(std::vector<std::string> header) { add(std::move(header)); }
+  void add(std::vector<std::string> row) {
+    for (auto& cell : row) cell = terminal_safe(cell);
+    rows_.push_back(std::move(row));
+  }
   void print(std::ostream& out) const {
     std::vector<std::size_t> widths;
     for (const auto& row : rows_) {

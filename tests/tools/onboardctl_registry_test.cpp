@@ -9,6 +9,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -781,6 +782,100 @@ TEST_CASE("device update refuses no change, bad values, unknown and revoked devi
   }
   CHECK(fleet.audit().size() == rows);
   CHECK(fleet.show("dev-1")["location"] == "lab");
+}
+
+TEST_CASE("register and update refuse control characters and bad UTF-8 and over-long free text") {
+  Fleet fleet;
+  // A positive control: ordinary text, non-ASCII UTF-8 included, at the limits.
+  fleet.require_add(
+      "dev-1", {"--name", "Kessel Zürich 🔥", "--location", "Zürich, Halle 3", "--firmware",
+                std::string(64, 'f'), "--metadata", R"({"Gebäude": "Süd", "racks": [1, "A-3"]})"});
+  CHECK(fleet.show("dev-1")["location"] == "Zürich, Halle 3");
+  CHECK(fleet.show("dev-1")["name"] == "Kessel Zürich 🔥");
+  fleet.require_add("dev-2", {"--location", std::string(128, 'x')});
+
+  struct Case {
+    std::string option, value, field;
+  };
+  const std::vector<Case> cases = {
+      {"--location", "lab\x1b[2J\x1b[31mred", "location"},  // clears the screen, recolours
+      {"--location", "lab\ndev-9  active", "location"},     // forges a table row
+      {"--name", "a\x01b", "name"},
+      {"--name", "bell\x07", "name"},
+      {"--firmware", "1.0\x7f", "firmware"},
+      {"--firmware",
+       "1.0\xc2\x9b"
+       "2J",
+       "firmware"},                             // C1 CSI, as UTF-8
+      {"--location", "Z\xfcrich", "location"},  // Latin-1, not UTF-8
+      {"--location", "\xc0\xaf", "location"},   // an overlong '/'
+      {"--name", std::string(129, 'n'), "name"},
+      {"--location", std::string(129, 'l'), "location"},
+      {"--firmware", std::string(65, 'f'), "firmware"},
+      {"--metadata", R"({"note": "a\u001b[2Jb"})", "metadata"},
+      {"--metadata", R"({"a\nb": 1})", "metadata"},
+      {"--metadata", R"({"n": ")" + std::string(4100, 'm') + R"("})", "metadata"},
+  };
+  const auto rows = fleet.audit().size();
+  for (const auto& c : cases) {
+    INFO(c.option << " " << c.field << " (" << c.value.size() << " bytes)");
+    auto r = fleet.add("bad-1", {c.option, c.value});
+    INFO(r.err);
+    CHECK(r.exit_code == 3);
+    CHECK(one_line_error(r));
+    CHECK(contains(r.err, c.field));
+    CHECK(r.err.find('\x1b') == std::string::npos);  // the message never echoes the text
+    CHECK(!fleet.has_device("bad-1"));
+
+    auto u = fleet({"device", "update", "dev-1", c.option, c.value});
+    INFO(u.err);
+    CHECK(u.exit_code == 3);
+    CHECK(one_line_error(u));
+    CHECK(contains(u.err, c.field));
+    CHECK(u.out.empty());
+  }
+  CHECK(!std::filesystem::exists(fleet.file("bad-1.key")));
+  CHECK(fleet.audit().size() == rows);
+  auto kept = fleet.show("dev-1");
+  CHECK(kept["location"] == "Zürich, Halle 3");
+  CHECK(kept["firmware"] == std::string(64, 'f'));
+  // And an update with good text still works.
+  auto good = fleet({"device", "update", "dev-1", "--location", "Genève"});
+  INFO(good.err);
+  CHECK(good.exit_code == 0);
+  CHECK(fleet.show("dev-1")["location"] == "Genève");
+}
+
+TEST_CASE("free text stored before the checks is printed escaped by device list and show") {
+  Fleet fleet;
+  fleet.require_add("dev-1", {"--location", "lab"});
+  fleet.require_add("dev-2", {"--location", "roof"});
+  {
+    // As an older version would have stored it: an ESC sequence and a forged row.
+    SQLite::Database db(fleet.registry().string(), SQLite::OPEN_READWRITE);
+    SQLite::Statement update(db, "UPDATE devices SET location = ?, name = ? WHERE id = 'dev-1'");
+    update.bind(1, std::string("lab\x1b[2J\x1b[31m\ndev-9  active"));
+    update.bind(2, std::string("boiler\xc2\x9b"));
+    REQUIRE(update.exec() == 1);
+  }
+  auto list = fleet({"device", "list"});
+  INFO(list.err);
+  REQUIRE(list.exit_code == 0);
+  CHECK(list.out.find('\x1b') == std::string::npos);
+  CHECK(contains(list.out, "lab\\x1b[2J\\x1b[31m\\x0adev-9  active"));
+  // The header, dev-1 and dev-2: no forged third row.
+  CHECK(std::count(list.out.begin(), list.out.end(), '\n') == 3);
+  CHECK(contains(list.out, "roof"));  // the other row is untouched
+
+  auto show = fleet({"device", "show", "dev-1"});
+  INFO(show.err);
+  REQUIRE(show.exit_code == 0);
+  CHECK(show.out.find('\x1b') == std::string::npos);
+  CHECK(show.out.find("\xc2\x9b") == std::string::npos);
+  CHECK(contains(show.out, "\\u009b"));
+  CHECK(contains(show.out, "location  lab\\x1b[2J"));
+  // JSON keeps the stored value exactly (escaped by JSON itself).
+  CHECK(fleet.show("dev-1")["location"] == "lab\x1b[2J\x1b[31m\ndev-9  active");
 }
 
 TEST_CASE("revoke puts the certificate on a fresh CRL, once") {

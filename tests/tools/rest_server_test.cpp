@@ -890,6 +890,54 @@ TEST_CASE(
   CHECK(contains(refused.out, "acl~1check"));
 }
 
+TEST_CASE("REST registration and PATCH refuse control characters and over-long free text") {
+  Served s;
+  auto c = s.client(s.operator_token);
+  // A positive control: non-ASCII UTF-8 is ordinary text.
+  json good = body_of(post_json(c, "/v1/devices",
+                                json{{"id", "dev-1"},
+                                     {"name", "Kessel Zürich"},
+                                     {"location", "Zürich"},
+                                     {"metadata", {{"Gebäude", "Süd"}}},
+                                     {"csr", device_csr("dev-1")}}));
+  CHECK(good["location"] == "Zürich");
+
+  struct Case {
+    json fields;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {{{"location", "lab\x1b[2J\x1b[31m"}}, "location"},
+      {{{"location", "lab\ndev-9  active"}}, "location"},
+      {{{"name", std::string("a\0b", 3)}}, "name"},
+      {{{"firmware", "1.0\xc2\x9b"}}, "firmware"},
+      {{{"name", std::string(129, 'n')}}, "name"},
+      {{{"location", std::string(129, 'l')}}, "location"},
+      {{{"firmware", std::string(65, 'f')}}, "firmware"},
+      {{{"metadata", {{"note", "\x1b]0;owned\x07"}}}}, "metadata"},
+      {{{"metadata", {{"n", std::string(4100, 'm')}}}}, "metadata"},
+  };
+  for (const auto& one : cases) {
+    INFO(one.field << ": " << one.fields.dump());
+    json body = one.fields;
+    body["id"] = "bad-1";
+    body["csr"] = device_csr("bad-1");
+    check_error(post_json(c, "/v1/devices", body), 400, "invalid_input", one.field);
+    check_error(c.Patch("/v1/devices/dev-1", one.fields.dump(), "application/json"), 400,
+                "invalid_input", one.field);
+  }
+  // Invalid UTF-8 is not JSON: refused before it reaches the registry.
+  auto latin1 =
+      c.Post("/v1/devices", "{\"id\": \"bad-1\", \"location\": \"Z\xfcrich\"}", "application/json");
+  REQUIRE(latin1);
+  CHECK(latin1->status == 400);
+  check_error(c.Get("/v1/devices/bad-1"), 404, "not_found");
+  json kept = body_of(c.Get("/v1/devices/dev-1"));
+  CHECK(kept["location"] == "Zürich");
+  CHECK(kept["name"] == "Kessel Zürich");
+  CHECK(kept["metadata"] == json{{"Gebäude", "Süd"}});
+}
+
 TEST_CASE("the CLI and the server write the same registry at once without losing a write") {
   Served s;
   constexpr int kPerWriter = 12;
