@@ -1224,7 +1224,9 @@ TEST_CASE(
     REQUIRE(created);
     CHECK(created->status == 201);
 
-    auto cert = certificate_from_pem(*read_file(dir / "op-alice.crt", 1 << 20));
+    auto pem = read_file(dir / "op-alice.crt", 1 << 20);
+    REQUIRE(pem.ok());
+    auto cert = certificate_from_pem(*pem);
     REQUIRE(cert.ok());
     const std::string serial = describe_certificate(cert->get()).serial_hex;
     ok({"ca", "revoke", serial, "--reason", "keyCompromise"});
@@ -1250,7 +1252,7 @@ TEST_CASE(
 
   SECTION("expired while its connection stays open and then at the handshake") {
     const UnixTime start = unix_now();
-    own_client_certificate(data, dir, "op-carol", start - 60, start + 3, true);
+    own_client_certificate(data, dir.path(), "op-carol", start - 60, start + 3, true);
     ok({"token", "create", "--name", "carol", "--role", "operator", "--client-cert",
         (dir / "op-carol.crt").string()});
     auto carol = tls_client("op-carol");
@@ -1270,7 +1272,7 @@ TEST_CASE(
 
   SECTION("signed by the CA but never recorded in its registry") {
     const UnixTime now = unix_now();
-    own_client_certificate(data, dir, "op-dave", now - 60, now + 3600, false);
+    own_client_certificate(data, dir.path(), "op-dave", now - 60, now + 3600, false);
     ok({"token", "create", "--name", "dave", "--role", "operator", "--client-cert",
         (dir / "op-dave.crt").string()});
     check_error(tls_client("op-dave")->Get("/v1/devices"), 401, "unauthorized",
