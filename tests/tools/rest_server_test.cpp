@@ -1174,7 +1174,7 @@ CertificateInfo own_client_certificate(const std::filesystem::path& data,
 
 TEST_CASE(
     "over HTTPS, an operator certificate revoked expired or unknown to the registry is "
-    "refused at its next request while another operator's still works") {
+    "refused at its next request while another operator still works") {
   TempDir dir;
   const auto data = dir / "data";
   REQUIRE(onboardctl_in(data, {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
