@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
 #include <stop_token>
 #include <thread>
@@ -715,17 +716,65 @@ Reply unauthorized(bool token_given) {
   return reply;
 }
 
-// Who is calling: a client certificate the TLS handshake verified against --client-ca and that
-// is bound to a credential (only when no Authorization header is sent), else a bearer token.
-// The Reply is the refusal.
+// A store that cannot answer while a certificate is checked refuses the request (fail closed).
+Reply certificate_check_unavailable(const Error& error) {
+  log_line("unavailable: checking a client certificate: " + error.message);
+  Reply reply = error_reply(503, "unavailable", "the registry is busy or unavailable; retry");
+  reply.headers.emplace_back("Retry-After", "1");
+  return reply;
+}
+
+Reply certificate_refused(const std::string& message) {
+  Reply reply = error_reply(401, "unauthorized", message);
+  reply.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"mosquitto-onboard\"");
+  return reply;
+}
+
+// The registry's record of a bound client certificate, read on every request: the handshake
+// checked the chain and dates only when the connection opened and knows nothing of `ca revoke`
+// or `device revoke`, so a certificate revoked since, one expired on a kept-alive connection, or
+// one the CA's registry never recorded is refused here. The Reply is the refusal.
+std::optional<Reply> bound_certificate_refusal(Store& store, const std::string& fingerprint) {
+  auto record = store.find_certificate_by_fingerprint(fingerprint);
+  if (!record.ok()) {
+    if (record.error().code != Errc::not_found)
+      return certificate_check_unavailable(record.error());
+    return certificate_refused("the client certificate is not one the registry's CA recorded");
+  }
+  if (record->status == registry::CertificateStatus::revoked) {
+    std::string reason = record->revocation_reason
+                             ? std::string(revocation_reason_name(*record->revocation_reason))
+                             : std::string("unspecified");
+    return certificate_refused("the client certificate (serial " + record->serial_hex +
+                               ") is revoked (" + reason + ")");
+  }
+  const UnixTime now = unix_now();
+  if (now < record->not_before)
+    return certificate_refused("the client certificate (serial " + record->serial_hex +
+                               ") is not valid yet");
+  if (now > record->not_after)
+    return certificate_refused("the client certificate (serial " + record->serial_hex +
+                               ") has expired");
+  return std::nullopt;
+}
+
+// Who is calling: a client certificate the TLS handshake verified against --client-ca, that is
+// bound to a credential and that the registry knows as active and in date (only when no
+// Authorization header is sent), else a bearer token. The Reply is the refusal.
 std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Request& request) {
   const std::string header = request.get_header_value("Authorization");
   if (header.empty() && request.ssl != nullptr) {
     const X509* peer = SSL_get0_peer_certificate(request.ssl);
     if (peer != nullptr && SSL_get_verify_result(request.ssl) == X509_V_OK) {
-      auto credential = ops::authenticate_certificate(store, sha256_fingerprint(peer));
-      if (credential.ok()) return std::move(credential).value();
-      if (credential.error().code != Errc::not_found) return reply_for(credential.error());
+      const std::string fingerprint = sha256_fingerprint(peer);
+      auto credential = ops::authenticate_certificate(store, fingerprint);
+      if (!credential.ok()) {
+        if (credential.error().code != Errc::not_found)
+          return certificate_check_unavailable(credential.error());
+        return unauthorized(false);
+      }
+      if (auto refusal = bound_certificate_refusal(store, fingerprint)) return std::move(*refusal);
+      return std::move(credential).value();
     }
     return unauthorized(false);
   }

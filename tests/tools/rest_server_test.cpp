@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -20,6 +21,7 @@
 
 #include "bundle/link_token.h"
 #include "bundle/manifest.h"
+#include "ca/authority.h"
 #include "ca/certificate.h"
 #include "ca/crl.h"
 #include "ca/csr.h"
@@ -1181,5 +1183,151 @@ TEST_CASE(
 
   REQUIRE(onboardctl_in(data, {"token", "revoke", "alice"}).exit_code == 0);
   check_error(tls_client("op-alice")->Get("/v1/devices"), 401, "unauthorized");
+  CHECK(server.stop(SIGTERM) == 0);
+}
+
+// A client certificate the test's own CA signs, with the given validity, written as NAME.crt and
+// NAME.key under `dir`; recorded in the registry (kind other, as `ca issue` does) when `record`.
+CertificateInfo own_client_certificate(const std::filesystem::path& data,
+                                       const std::filesystem::path& dir, const std::string& name,
+                                       UnixTime not_before, UnixTime not_after, bool record) {
+  auto ca = Authority::open(data);
+  REQUIRE(ca.ok());
+  REQUIRE(ca->load_signing_key(nullptr).ok());
+  auto key = generate_key(KeyAlg::p256);
+  REQUIRE(key.ok());
+  CertificateRequest request;
+  request.profile = Profile::device;
+  request.common_name = name;
+  request.public_key = key->get();
+  request.not_before = not_before;
+  request.not_after = not_after;
+  auto issued = ca->issue(std::move(request));
+  REQUIRE(issued.ok());
+  auto key_pem = private_key_to_pem(key->get());
+  REQUIRE(key_pem.ok());
+  REQUIRE(write_file_atomic(dir / (name + ".key"), key_pem->view(), 0600, Overwrite::replace).ok());
+  REQUIRE(write_file_atomic(dir / (name + ".crt"), issued->pem, 0644, Overwrite::replace).ok());
+  if (record) {
+    auto store = registry::open_sqlite_store(data / "registry.db", registry::OpenMode::read_write);
+    REQUIRE(store.ok());
+    REQUIRE((*store)
+                ->record_certificate(registry::CertificateKind::other,
+                                     registry::new_certificate(issued->info, issued->pem),
+                                     registry::Actor{"test", unix_now()})
+                .ok());
+  }
+  return issued->info;
+}
+
+TEST_CASE(
+    "over HTTPS, an operator certificate revoked expired or unknown to the registry is "
+    "refused at its next request while another operator still works") {
+  TempDir dir;
+  const auto data = dir / "data";
+  REQUIRE(onboardctl_in(data, {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  auto ok = [&](Args args) {
+    auto r = onboardctl_in(data, args);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return r;
+  };
+  ok({"ca", "issue-server", "--ip", "127.0.0.1", "--key-alg", "p256", "--cert-out",
+      (dir / "server.crt").string(), "--key-out", (dir / "server.key").string()});
+  for (const char* name : {"op-alice", "op-bob"}) {
+    ok({"ca", "issue", "--device", name, "--key-alg", "p256", "--cert-out",
+        (dir / (std::string(name) + ".crt")).string(), "--key-out",
+        (dir / (std::string(name) + ".key")).string()});
+    ok({"token", "create", "--name", std::string(name).substr(3), "--role", "operator",
+        "--client-cert", (dir / (std::string(name) + ".crt")).string()});
+  }
+  const std::string chain = (data / "ca" / "chain.pem").string();
+  test::ChildProcess server({ONBOARDCTL_PATH, "--data-dir", data.string(), "serve", "--listen",
+                             "127.0.0.1:0", "--tls-cert", (dir / "server.crt").string(),
+                             "--tls-key", (dir / "server.key").string(), "--client-ca", chain},
+                            dir / "serve.log");
+  const std::string line = server.read_line();
+  REQUIRE(line.starts_with("serving on https://127.0.0.1:"));
+  const int port = std::stoi(line.substr(line.rfind(':') + 1));
+  auto tls_client = [&](const std::string& who) {
+    auto c = std::make_unique<httplib::SSLClient>(
+        "127.0.0.1", port, (dir / (who + ".crt")).string(), (dir / (who + ".key")).string());
+    c->set_ca_cert_path(chain.c_str());
+    c->enable_server_certificate_verification(true);
+    c->set_keep_alive(true);
+    return c;
+  };
+  auto create = [](httplib::SSLClient& c, const std::string& id) {
+    return c.Post("/v1/devices", json{{"id", id}, {"csr", device_csr(id)}}.dump(),
+                  "application/json");
+  };
+
+  SECTION("revoked with ca revoke") {
+    // Positive control: alice reads and writes on a kept-alive connection.
+    auto alice = tls_client("op-alice");
+    auto listed = alice->Get("/v1/devices");
+    REQUIRE(listed);
+    CHECK(listed->status == 200);
+    auto created = create(*alice, "d1");
+    REQUIRE(created);
+    CHECK(created->status == 201);
+
+    auto pem = read_file(dir / "op-alice.crt", 1 << 20);
+    REQUIRE(pem.ok());
+    auto cert = certificate_from_pem(*pem);
+    REQUIRE(cert.ok());
+    const std::string serial = describe_certificate(cert->get()).serial_hex;
+    ok({"ca", "revoke", serial, "--reason", "keyCompromise"});
+
+    // The very next request on the same connection (no new handshake) and on a new one.
+    check_error(alice->Get("/v1/devices"), 401, "unauthorized", "revoked (keyCompromise)");
+    check_error(create(*alice, "d2"), 401, "unauthorized", "revoked");
+    check_error(tls_client("op-alice")->Get("/v1/devices/d1"), 401, "unauthorized", "revoked");
+    check_error(alice->Post("/v1/devices/d1/revoke", "{}", "application/json"), 401, "unauthorized",
+                "revoked");
+
+    // Bob's certificate is untouched: he still reads and writes, and alice wrote nothing more.
+    auto bob = tls_client("op-bob");
+    auto bob_list = bob->Get("/v1/devices");
+    REQUIRE(bob_list);
+    CHECK(bob_list->status == 200);
+    CHECK(contains(bob_list->body, "\"d1\""));
+    CHECK_FALSE(contains(bob_list->body, "\"d2\""));
+    auto bob_created = create(*bob, "d3");
+    REQUIRE(bob_created);
+    CHECK(bob_created->status == 201);
+  }
+
+  SECTION("expired while its connection stays open and then at the handshake") {
+    const UnixTime start = unix_now();
+    own_client_certificate(data, dir.path(), "op-carol", start - 60, start + 3, true);
+    ok({"token", "create", "--name", "carol", "--role", "operator", "--client-cert",
+        (dir / "op-carol.crt").string()});
+    auto carol = tls_client("op-carol");
+    auto before = carol->Get("/v1/devices");
+    REQUIRE(before);
+    CHECK(before->status == 200);  // positive control: in date, it works
+    while (unix_now() <= start + 3) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    check_error(carol->Get("/v1/devices"), 401, "unauthorized", "expired");
+    check_error(create(*carol, "d4"), 401, "unauthorized", "expired");
+    // A new connection with it fails the handshake: no answer at all.
+    auto fresh = tls_client("op-carol")->Get("/v1/devices");
+    CHECK((!fresh || fresh->status != 200));
+    auto bob = tls_client("op-bob")->Get("/v1/devices");
+    REQUIRE(bob);
+    CHECK(bob->status == 200);
+  }
+
+  SECTION("signed by the CA but never recorded in its registry") {
+    const UnixTime now = unix_now();
+    own_client_certificate(data, dir.path(), "op-dave", now - 60, now + 3600, false);
+    ok({"token", "create", "--name", "dave", "--role", "operator", "--client-cert",
+        (dir / "op-dave.crt").string()});
+    check_error(tls_client("op-dave")->Get("/v1/devices"), 401, "unauthorized",
+                "not one the registry");
+    auto bob = tls_client("op-bob")->Get("/v1/devices");
+    REQUIRE(bob);
+    CHECK(bob->status == 200);
+  }
   CHECK(server.stop(SIGTERM) == 0);
 }
