@@ -29,8 +29,8 @@
 
 #include "ca/authority.h"
 #include "ca/csr.h"
-#include "ca/files.h"
 #include "ca/keys.h"
+#include "core/files.h"
 
 namespace {
 

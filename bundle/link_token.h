@@ -22,9 +22,9 @@
 #include <string_view>
 #include <variant>
 
-#include "ca/certificate.h"
-#include "ca/error.h"
-#include "ca/secret.h"
+#include "core/error.h"
+#include "core/secret.h"
+#include "core/time.h"
 
 namespace onboard::bundle {
 

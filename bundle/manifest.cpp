@@ -6,8 +6,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "ca/identity.h"
-#include "ca/ossl.h"
+#include "core/digest.h"
+#include "core/identity.h"
+#include "core/ossl.h"
+#include "core/time.h"
 
 namespace onboard::bundle {
 namespace {
@@ -23,44 +25,9 @@ bool is_sha256_hex(std::string_view s) {
   return true;
 }
 
-std::string iso_time(UnixTime t) {
-  const auto tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::optional<UnixTime> parse_iso_time(const std::string& text) {
-  std::tm tm{};
-  const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (end == nullptr || *end != '\0') return std::nullopt;
-  const UnixTime t = timegm(&tm);
-  if (iso_time(t) != text) return std::nullopt;  // canonical form only
-  return t;
-}
-
 Error corrupt(const std::string& what) { return make_error(Errc::corrupt, "manifest: " + what); }
 
 }  // namespace
-
-Result<std::string> sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr) != 1 ||
-      length != 32) {
-    return ossl::error("cannot compute a SHA-256 digest");
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(64);
-  for (unsigned int i = 0; i < length; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 0x0f]);
-  }
-  return hex;
-}
 
 Result<Manifest> describe_bundle(const std::vector<BundleFile>& files,
                                  const std::vector<ManifestDevice>& devices, UnixTime created_at) {

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "bundle/zip.h"
-#include "ca/certificate.h"
-#include "ca/error.h"
+#include "core/error.h"
+#include "core/time.h"
 
 namespace onboard::bundle {
 
@@ -42,9 +42,6 @@ struct Manifest {
   std::vector<ManifestDevice> devices;
   std::vector<ManifestFile> files;
 };
-
-// Lower-case hex SHA-256 of `data`.
-Result<std::string> sha256_hex(std::string_view data);
 
 // Describes `files` (none may be called manifest.json) and `devices`. Errors: invalid_input (a
 // bad device id or fingerprint, a duplicate device, no devices, a file named manifest.json),

@@ -5,7 +5,7 @@
 #include <set>
 
 #include "bundle/manifest.h"
-#include "ca/identity.h"
+#include "core/identity.h"
 
 namespace onboard::bundle {
 namespace {

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "bundle/zip.h"
-#include "ca/certificate.h"
-#include "ca/error.h"
-#include "ca/secret.h"
+#include "core/error.h"
+#include "core/secret.h"
+#include "core/time.h"
 
 namespace onboard::bundle {
 

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string_view>
 
-#include "ca/ossl.h"
+#include "core/ossl.h"
 
 namespace onboard::bundle {
 namespace {

@@ -19,10 +19,10 @@
 #include <string_view>
 #include <vector>
 
-#include "ca/certificate.h"
-#include "ca/error.h"
-#include "ca/files.h"
-#include "ca/secret.h"
+#include "core/error.h"
+#include "core/files.h"
+#include "core/secret.h"
+#include "core/time.h"
 
 namespace onboard::bundle {
 

@@ -6,7 +6,7 @@
 #include <system_error>
 #include <vector>
 
-#include "ca/files.h"
+#include "core/files.h"
 
 namespace onboard {
 namespace {

@@ -16,8 +16,8 @@
 
 #include "ca/certificate.h"
 #include "ca/keys.h"
-#include "ca/secret.h"
 #include "ca/signer.h"
+#include "core/secret.h"
 
 namespace onboard {
 

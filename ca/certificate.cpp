@@ -7,8 +7,8 @@
 #include <chrono>
 #include <ctime>
 
-#include "ca/identity.h"
 #include "ca/keys.h"
+#include "core/identity.h"
 
 namespace onboard {
 namespace {
@@ -182,17 +182,6 @@ Status add_profile_extensions(X509* cert, const CertificateRequest& request, con
   return ok_status();
 }
 
-std::string hex(const unsigned char* data, std::size_t size) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (std::size_t i = 0; i < size; ++i) {
-    out += digits[data[i] >> 4];
-    out += digits[data[i] & 15];
-  }
-  return out;
-}
-
 std::string name_to_string(const X509_NAME* name) {
   ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
   if (!bio || X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253) < 0) {
@@ -200,21 +189,6 @@ std::string name_to_string(const X509_NAME* name) {
     return {};
   }
   return ossl::mem_contents(bio.get());
-}
-
-std::string common_name(const X509_NAME* name) {
-  int index = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-  if (index < 0) return {};
-  const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, index));
-  unsigned char* utf8 = nullptr;
-  int len = ASN1_STRING_to_UTF8(&utf8, value);
-  if (len < 0) {
-    ossl::clear_errors();
-    return {};
-  }
-  std::string out(reinterpret_cast<char*>(utf8), static_cast<std::size_t>(len));
-  OPENSSL_free(utf8);
-  return out;
 }
 
 bool is_printable_ascii(std::string_view s) {
@@ -225,12 +199,6 @@ bool is_printable_ascii(std::string_view s) {
 }
 
 }  // namespace
-
-UnixTime unix_now() noexcept {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::optional<std::string> dns_name_problem(std::string_view name) {
   if (name.empty() || name.size() > 253)
@@ -344,32 +312,6 @@ CertificateInfo describe_certificate(const X509* cert) {
   return info;
 }
 
-std::string sha256_fingerprint(const X509* cert) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  if (X509_digest(cert, EVP_sha256(), md, &md_len) != 1) {
-    ossl::clear_errors();
-    return {};
-  }
-  return hex(md, md_len);
-}
-
-std::string serial_hex(const X509* cert) {
-  std::string out;
-  if (ossl::Ptr<BIGNUM> bn{ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)}) {
-    if (char* text = BN_bn2hex(bn.get())) {
-      out = text;
-      OPENSSL_free(text);
-    }
-  }
-  ossl::clear_errors();
-  return out;
-}
-
-std::string subject_common_name(const X509* cert) {
-  return common_name(X509_get_subject_name(cert));
-}
-
 std::string certificate_to_pem(const X509* cert) {
   ossl::Ptr<BIO> bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_X509(bio.get(), const_cast<X509*>(cert)) != 1) {
@@ -395,15 +337,6 @@ Result<std::vector<ossl::Ptr<X509>>> certificates_from_pem(std::string_view pem)
   ossl::clear_errors();  // the read that ends the loop always leaves "no start line" queued
   if (out.empty()) return make_error(Errc::invalid_input, "no PEM certificate found");
   return out;
-}
-
-std::optional<UnixTime> to_unix_time(const ASN1_TIME* time) {
-  struct tm tm {};
-  if (time == nullptr || ASN1_TIME_to_tm(time, &tm) != 1) {
-    ossl::clear_errors();
-    return std::nullopt;
-  }
-  return static_cast<UnixTime>(timegm(&tm));
 }
 
 }  // namespace onboard

@@ -8,14 +8,13 @@
 #include <string_view>
 #include <vector>
 
-#include "ca/error.h"
-#include "ca/ossl.h"
 #include "ca/signer.h"
+#include "core/error.h"
+#include "core/ossl.h"
+#include "core/time.h"
+#include "core/x509.h"
 
 namespace onboard {
-
-using UnixTime = std::int64_t;  // seconds since the epoch, UTC
-UnixTime unix_now() noexcept;
 
 enum class Profile {
   root_ca,          // self-signed; CA:TRUE, keyCertSign + cRLSign
@@ -59,17 +58,10 @@ struct CertificateInfo {
   std::string key;  // describe_key() of the public key
 };
 CertificateInfo describe_certificate(const X509* cert);
-// The parts of describe_certificate() the broker needs on every connect, one at a time.
-std::string sha256_fingerprint(const X509* cert);
-std::string serial_hex(const X509* cert);
-std::string subject_common_name(const X509* cert);
 
 std::string certificate_to_pem(const X509* cert);
 Result<ossl::Ptr<X509>> certificate_from_pem(std::string_view pem);
 // Every certificate in a PEM bundle, in order; an empty bundle is an error.
 Result<std::vector<ossl::Ptr<X509>>> certificates_from_pem(std::string_view pem);
-
-// Parses an ASN1_TIME into seconds since the epoch.
-std::optional<UnixTime> to_unix_time(const ASN1_TIME* time);
 
 }  // namespace onboard

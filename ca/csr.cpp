@@ -2,8 +2,8 @@
 
 #include <openssl/pem.h>
 
-#include "ca/identity.h"
 #include "ca/keys.h"
+#include "core/identity.h"
 
 namespace onboard {
 

@@ -4,8 +4,8 @@
 #include <string>
 #include <string_view>
 
-#include "ca/error.h"
-#include "ca/ossl.h"
+#include "core/error.h"
+#include "core/ossl.h"
 
 namespace onboard {
 

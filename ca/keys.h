@@ -5,9 +5,9 @@
 #include <string>
 #include <string_view>
 
-#include "ca/error.h"
-#include "ca/ossl.h"
-#include "ca/secret.h"
+#include "core/error.h"
+#include "core/ossl.h"
+#include "core/secret.h"
 
 namespace onboard {
 

@@ -1,8 +1,8 @@
 // The CA key behind a seam: today a key loaded from a file, later a PKCS#11 token.
 #pragma once
 
-#include "ca/error.h"
-#include "ca/ossl.h"
+#include "core/error.h"
+#include "core/ossl.h"
 
 namespace onboard {
 

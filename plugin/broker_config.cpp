@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <map>
 
-#include "ca/files.h"
+#include "core/files.h"
 
 namespace onboard::plugin {
 namespace {

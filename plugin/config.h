@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "ca/error.h"
+#include "core/error.h"
 
 namespace onboard::plugin {
 

@@ -7,22 +7,13 @@
 #include <sstream>
 #include <vector>
 
-#include "ca/ossl.h"
+#include "core/ossl.h"
+#include "core/x509.h"
 
 namespace onboard::plugin {
 namespace {
 
 constexpr std::size_t kMaxCrlFile = 64u << 20;
-
-std::string when(UnixTime t) {
-  char buf[32];
-  const std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  if (::gmtime_r(&tt, &tm) == nullptr ||
-      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-    return std::to_string(t);
-  return buf;
-}
 
 // Every X509_INFO in a PEM text, as PEM_X509_INFO_read_bio (behind X509_load_crl_file) reads it.
 ossl::Ptr<STACK_OF(X509_INFO)> read_infos(const std::string& pem) {
@@ -88,12 +79,12 @@ CrlFileCheck check_crl_file(const std::string& path, UnixTime now, const std::st
     }
     if (*last > now) {
       check.not_yet_valid = true;
-      check.problem = "a CRL not valid until " + when(*last) +
+      check.problem = "a CRL not valid until " + iso_time(*last) +
                       " (OpenSSL would refuse every device certificate)";
       return check;
     }
     if (*next != 0 && *next <= now) {
-      check.problem = "a CRL that expired at " + when(*next) +
+      check.problem = "a CRL that expired at " + iso_time(*next) +
                       " (OpenSSL would refuse every device certificate)";
       return check;
     }
@@ -173,7 +164,7 @@ void CrlGuard::check_expiry(Handover& handover, UnixTime now) {
     if (warned_ != Warned::expired)
       handover.post_log(LogLevel::error,
                         "the CRL the broker holds (" + path_ + ") expired at " +
-                            when(held_next_update_) +
+                            iso_time(held_next_update_) +
                             ": TLS refuses every device until a new CRL is written (onboardctl "
                             "crl; the plugin reloads it)");
     warned_ = Warned::expired;
@@ -183,7 +174,7 @@ void CrlGuard::check_expiry(Handover& handover, UnixTime now) {
   if (left < lifetime / 4 && warned_ == Warned::none) {
     handover.post_log(LogLevel::warning,
                       "the CRL the broker holds (" + path_ + ") expires at " +
-                          when(held_next_update_) +
+                          iso_time(held_next_update_) +
                           "; after that TLS refuses every device. Is 'onboardctl crl "
                           "--if-expiring-within' or 'onboardctl serve' running?");
     warned_ = Warned::near;

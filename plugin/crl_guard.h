@@ -14,7 +14,7 @@
 #include <optional>
 #include <string>
 
-#include "ca/certificate.h"
+#include "core/time.h"
 #include "plugin/file_stamp.h"
 #include "plugin/handover.h"
 

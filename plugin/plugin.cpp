@@ -26,8 +26,8 @@
 #include <thread>
 #include <vector>
 
-#include "ca/certificate.h"
-#include "ca/ossl.h"
+#include "core/ossl.h"
+#include "core/x509.h"
 #include "plugin/accepted_clients.h"
 #include "plugin/broker_config.h"
 #include "plugin/broker_version.h"

@@ -13,7 +13,7 @@
 #include <stop_token>
 #include <string>
 
-#include "ca/error.h"
+#include "core/error.h"
 #include "plugin/crl_guard.h"
 #include "plugin/handover.h"
 #include "registry/snapshot.h"

@@ -1,4 +1,5 @@
 #include "registry/audit.h"
+#include "core/digest.h"
 
 #include <openssl/evp.h>
 
@@ -36,30 +37,14 @@ std::string canonical_encoding(const AuditEvent& event) {
   return out;
 }
 
-std::string to_hex(const unsigned char* data, std::size_t size) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(size * 2);
-  for (std::size_t i = 0; i < size; ++i) {
-    hex.push_back(kDigits[data[i] >> 4]);
-    hex.push_back(kDigits[data[i] & 0x0f]);
-  }
-  return hex;
-}
-
 }  // namespace
 
 std::string audit_hash(const AuditEvent& event) {
-  const std::string encoded = canonical_encoding(event);
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned int size = 0;
   // SHA-256 of an in-memory buffer only fails when the library is unusable; the store turns the
   // exception into Errc::internal.
-  if (EVP_Digest(encoded.data(), encoded.size(), digest.data(), &size, EVP_sha256(), nullptr) !=
-      1) {
-    throw std::runtime_error("SHA-256 failed");
-  }
-  return to_hex(digest.data(), size);
+  auto hash = sha256_hex(canonical_encoding(event));
+  if (!hash) throw std::runtime_error("SHA-256 failed");
+  return std::move(hash).value();
 }
 
 bool AuditChainVerifier::fail(std::int64_t seq, std::string problem) {

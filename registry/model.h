@@ -8,8 +8,8 @@
 #include <string_view>
 #include <vector>
 
-#include "ca/certificate.h"
-#include "ca/crl.h"
+#include "core/revocation.h"
+#include "core/time.h"
 
 namespace onboard::registry {
 
@@ -82,8 +82,6 @@ struct NewCertificate {
   // Empty when the device holds its own key or the key was handed out at once.
   std::string held_key_pem;
 };
-// The record for a certificate the CA just issued, from describe_certificate() and its PEM.
-NewCertificate new_certificate(const CertificateInfo& info, std::string pem);
 
 struct Group {
   std::string name;  // same characters as a device id

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "ca/certificate.h"
-#include "ca/error.h"
+#include "core/error.h"
+#include "core/time.h"
 
 namespace onboard::registry::schema {
 

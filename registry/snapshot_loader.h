@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "ca/error.h"
+#include "core/error.h"
 #include "registry/snapshot.h"
 #include "registry/store.h"
 

@@ -13,7 +13,7 @@
 #include <stdexcept>
 #include <utility>
 
-#include "ca/identity.h"
+#include "core/identity.h"
 #include "registry/audit.h"
 #include "registry/schema.h"
 

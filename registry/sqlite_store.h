@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "ca/error.h"
+#include "core/error.h"
 #include "registry/store.h"
 
 namespace onboard::registry {

@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ca/identity.h"
+#include "core/identity.h"
 
 namespace onboard::registry {
 
@@ -76,11 +76,6 @@ std::string_view to_string(ChangeKind kind) noexcept {
       return "crl";
   }
   return "crl";
-}
-
-NewCertificate new_certificate(const CertificateInfo& info, std::string pem) {
-  return NewCertificate{info.serial_hex, info.issuer,    info.sha256_fingerprint, info.subject,
-                        info.not_before, info.not_after, std::move(pem),          {}};
 }
 
 // Group names become device types and appear next to device ids in the CLI and the change feed,

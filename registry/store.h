@@ -19,8 +19,8 @@
 #include <string_view>
 #include <vector>
 
-#include "ca/crl.h"
-#include "ca/error.h"
+#include "core/error.h"
+#include "core/revocation.h"
 #include "registry/access.h"
 #include "registry/model.h"
 

@@ -18,9 +18,11 @@
 #include "bundle/zip.h"
 #include "ca/authority.h"
 #include "ca/csr.h"
-#include "ca/files.h"
-#include "ca/identity.h"
 #include "ca/keys.h"
+#include "core/digest.h"
+#include "core/encoding.h"
+#include "core/files.h"
+#include "core/identity.h"
 #include "registry/store.h"
 #include "tools/credentials.h"
 #include "tools/csv.h"
@@ -43,13 +45,7 @@ Result<std::string> random_id(std::string_view prefix) {
   if (RAND_bytes(bytes, sizeof bytes) != 1) {
     return make_error(Errc::crypto, "the random generator failed");
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(prefix);
-  for (unsigned char b : bytes) {
-    id.push_back(kHex[b >> 4]);
-    id.push_back(kHex[b & 0xf]);
-  }
-  return id;
+  return std::string(prefix) + hex_encode(bytes);
 }
 
 // ---- bundle create ---------------------------------------------------------------------------
@@ -128,7 +124,7 @@ Status restore(PlannedBundle& b) {
 
 Result<std::string> sha256_of_file(const std::filesystem::path& path) {
   ONBOARD_TRY(std::string bytes, read_file(path, std::uint64_t{1} << 32));
-  return bundle::sha256_hex(bytes);
+  return sha256_hex(bytes);
 }
 
 std::string password_lines(const std::vector<PlannedBundle>& bundles, bool split) {

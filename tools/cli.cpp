@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <iostream>
 
-#include "ca/files.h"
+#include "core/files.h"
 
 namespace onboard::cli {
 

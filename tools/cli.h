@@ -9,8 +9,8 @@
 #include <optional>
 #include <string>
 
-#include "ca/error.h"
-#include "ca/secret.h"
+#include "core/error.h"
+#include "core/secret.h"
 
 namespace onboard::cli {
 

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <system_error>
 
-#include "ca/files.h"
+#include "core/files.h"
 
 namespace onboard::cli {
 

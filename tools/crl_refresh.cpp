@@ -4,7 +4,7 @@
 #include <sstream>
 
 #include "ca/crl.h"
-#include "ca/ossl.h"
+#include "core/ossl.h"
 
 namespace onboard::ops {
 

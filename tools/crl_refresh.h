@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "ca/certificate.h"
-#include "ca/error.h"
+#include "core/error.h"
 #include "tools/duration.h"
 
 namespace onboard::ops {

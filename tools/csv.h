@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-#include "ca/error.h"
+#include "core/error.h"
 
 namespace onboard::cli {
 

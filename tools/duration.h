@@ -5,7 +5,7 @@
 #include <string_view>
 
 #include "ca/certificate.h"
-#include "ca/error.h"
+#include "core/error.h"
 
 namespace onboard::ops {
 

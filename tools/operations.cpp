@@ -11,8 +11,10 @@
 #include "ca/certificate.h"
 #include "ca/crl.h"
 #include "ca/csr.h"
-#include "ca/files.h"
-#include "ca/identity.h"
+#include "core/digest.h"
+#include "core/encoding.h"
+#include "core/files.h"
+#include "core/identity.h"
 #include "registry/acl.h"
 #include "registry/snapshot.h"
 #include "registry/snapshot_loader.h"
@@ -72,7 +74,7 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
   const EVP_PKEY* key = public_key ? public_key.get() : p.issuance.private_key.get();
   ONBOARD_TRY(p.issuance.certificate,
               cli::issue_device_certificate(ca, std::string(device_id), key, plan.days));
-  p.record = registry::new_certificate(p.issuance.certificate.info, p.issuance.certificate.pem);
+  p.record = new_certificate(p.issuance.certificate.info, p.issuance.certificate.pem);
   if (p.issuance.private_key && plan.hold_passphrase != nullptr) {
     // Encrypted PKCS#8 only: the store refuses a plaintext key, and the server never keeps one.
     ONBOARD_TRY(Secret encrypted,
@@ -146,24 +148,6 @@ Status validate_new_device(const registry::NewDevice& d) {
   return check_descriptive(&d.name, &d.type, &d.location, &d.firmware, &d.metadata);
 }
 
-std::string base64url(const unsigned char* data, std::size_t size) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (std::size_t i = 0; i < size; ++i) {
-    buffer = (buffer << 8) | data[i];
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(kAlphabet[(buffer >> bits) & 0x3f]);
-    }
-  }
-  if (bits > 0) out.push_back(kAlphabet[(buffer << (6 - bits)) & 0x3f]);
-  return out;
-}
-
 // A CA's subject as the registry stores its certificates' issuer (RFC 2253).
 std::string subject_of(const X509* ca) { return describe_certificate(ca).subject; }
 
@@ -171,6 +155,12 @@ constexpr std::size_t kTokenRandomBytes = 32;
 constexpr std::size_t kTokenLength = kTokenPrefix.size() + (kTokenRandomBytes * 8 + 5) / 6;
 
 }  // namespace
+
+registry::NewCertificate new_certificate(const CertificateInfo& info, std::string pem) {
+  return registry::NewCertificate{
+      info.serial_hex, info.issuer,    info.sha256_fingerprint, info.subject,
+      info.not_before, info.not_after, std::move(pem),          {}};
+}
 
 std::optional<std::string> hold_passphrase_problem(const Secret& passphrase) {
   return bundle::password_problem(passphrase);
@@ -332,7 +322,7 @@ Result<Renewed> renew_certificate(Store& store, const Authority& ca,
 Result<registry::Certificate> record_issued(Store& store, registry::CertificateKind kind,
                                             const IssuedCertificate& issued,
                                             const registry::Actor& actor) {
-  return store.record_certificate(kind, registry::new_certificate(issued.info, issued.pem), actor);
+  return store.record_certificate(kind, new_certificate(issued.info, issued.pem), actor);
 }
 
 Result<registry::CertificateFilter> certificate_filter(std::string_view kind,
@@ -528,7 +518,7 @@ Result<std::vector<registry::AuditEvent>> list_audit(Store& store, std::size_t l
 
 // ---- API tokens ------------------------------------------------------------------------------
 
-Result<std::string> token_hash(std::string_view token) { return bundle::sha256_hex(token); }
+Result<std::string> token_hash(std::string_view token) { return sha256_hex(token); }
 
 Result<CreatedToken> create_api_token(Store& store, std::string_view name, std::string_view role,
                                       const registry::Actor& actor) {
@@ -539,7 +529,7 @@ Result<CreatedToken> create_api_token(Store& store, std::string_view name, std::
   std::array<unsigned char, kTokenRandomBytes> random{};
   if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1)
     return make_error(Errc::crypto, "the random generator failed");
-  Secret plaintext(std::string(kTokenPrefix) + base64url(random.data(), random.size()));
+  Secret plaintext(std::string(kTokenPrefix) + base64url_encode(random));
   OPENSSL_cleanse(random.data(), random.size());
   ONBOARD_TRY(std::string hash, token_hash(plaintext.view()));
   ONBOARD_TRY(auto token, store.create_api_token(name, *parsed_role, hash, actor));

@@ -17,11 +17,15 @@
 
 #include "ca/authority.h"
 #include "ca/keys.h"
-#include "ca/secret.h"
+#include "core/secret.h"
 #include "registry/store.h"
 #include "tools/crl_refresh.h"
 
 namespace onboard::ops {
+
+// The registry's record of a certificate the CA just issued, from describe_certificate() and its
+// PEM.
+registry::NewCertificate new_certificate(const CertificateInfo& info, std::string pem);
 
 // ---- certificates and their keys -------------------------------------------------------------
 

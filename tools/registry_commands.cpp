@@ -14,8 +14,8 @@
 #include <system_error>
 
 #include "ca/authority.h"
-#include "ca/files.h"
-#include "ca/identity.h"
+#include "core/files.h"
+#include "core/identity.h"
 #include "registry/acl.h"
 #include "registry/sqlite_store.h"
 #include "tools/credentials.h"

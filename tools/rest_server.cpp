@@ -28,8 +28,10 @@
 #include "bundle/manifest.h"
 #include "ca/certificate.h"
 #include "ca/crl.h"
-#include "ca/files.h"
-#include "ca/identity.h"
+#include "core/digest.h"
+#include "core/encoding.h"
+#include "core/files.h"
+#include "core/identity.h"
 #include "tools/operations.h"
 #include "tools/views.h"
 
@@ -261,8 +263,8 @@ json issued_json(const ops::Issuance& issuance) {
               {"sha256_fingerprint", info.sha256_fingerprint},
               {"issuer", info.issuer},
               {"subject", info.subject},
-              {"not_before", cli::iso_time(info.not_before)},
-              {"not_after", cli::iso_time(info.not_after)},
+              {"not_before", iso_time(info.not_before)},
+              {"not_after", iso_time(info.not_after)},
               {"key", info.key},
               {"pem", issuance.certificate.pem}};
 }
@@ -327,13 +329,7 @@ std::string choose_device_id(const std::optional<std::string>& id,
   unsigned char random[8];
   if (RAND_bytes(random, sizeof random) != 1)
     throw ErrorReply{reply_for(make_error(Errc::crypto, "RAND_bytes failed"))};
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "dev-";
-  for (unsigned char b : random) {
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 15]);
-  }
-  return out;
+  return "dev-" + hex_encode(random);
 }
 
 // ---- handlers --------------------------------------------------------------------------------
@@ -623,7 +619,7 @@ Reply download_bundle(Context& ctx, Call& call) {
   if (record->downloaded_at)
     return refuse_download(ctx, call, 410, "gone", "already_downloaded", id);
   auto zip = read_file(record->path, 1024L * 1024 * 1024);
-  auto digest = zip.ok() ? bundle::sha256_hex(*zip) : Result<std::string>(zip.error());
+  auto digest = zip.ok() ? sha256_hex(*zip) : Result<std::string>(zip.error());
   if (!digest.ok() || *digest != record->sha256) {
     log_line("bundle " + id + ": the file is missing or does not match its recorded SHA-256");
     (void)refuse_download(ctx, call, 500, "internal", "file_mismatch", id);

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "ca/authority.h"
-#include "ca/secret.h"
+#include "core/secret.h"
 #include "tools/workspace.h"
 
 namespace onboard::rest {

@@ -1,4 +1,5 @@
 #include "tools/text.h"
+#include "core/encoding.h"
 
 #include <cstdint>
 
@@ -38,8 +39,8 @@ Decoded decode(std::string_view text, std::size_t at) {
 bool is_control(char32_t cp) { return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f); }
 
 std::string hex_byte(unsigned value) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  return {kDigits[(value >> 4) & 0xf], kDigits[value & 0xf]};
+  const auto byte = static_cast<unsigned char>(value);
+  return hex_encode({&byte, 1});
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "ca/files.h"
+#include "core/files.h"
 #include "tools/operations.h"
 #include "tools/table.h"
 #include "tools/views.h"

@@ -8,15 +8,6 @@ namespace onboard::cli {
 
 using nlohmann::json;
 
-std::string iso_time(UnixTime t) {
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 json device_json(const registry::Device& d) {
   return json{{"id", d.id},
               {"name", d.name},

@@ -6,12 +6,10 @@
 #include <optional>
 #include <string>
 
+#include "core/time.h"
 #include "registry/model.h"
 
 namespace onboard::cli {
-
-// RFC 3339 UTC, second precision: "2026-01-31T12:00:00Z".
-std::string iso_time(UnixTime t);
 
 nlohmann::json device_json(const registry::Device& device);
 nlohmann::json certificate_json(const registry::Certificate& certificate, bool with_pem);

@@ -5,7 +5,7 @@
 
 #include <cstdlib>
 
-#include "ca/files.h"
+#include "core/files.h"
 #include "registry/sqlite_store.h"
 #include "tools/operations.h"
 

@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "ca/files.h"
+#include "core/files.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;

@@ -5,7 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "ca/files.h"
+#include "core/digest.h"
+#include "core/files.h"
 #include "tests/bundle/bundle_fixtures.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"

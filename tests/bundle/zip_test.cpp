@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "ca/files.h"
+#include "core/files.h"
 #include "tests/bundle/bundle_fixtures.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"

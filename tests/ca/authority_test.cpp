@@ -7,8 +7,8 @@
 #include <openssl/x509v3.h>
 
 #include "ca/crl.h"
-#include "ca/files.h"
 #include "ca/verify.h"
+#include "core/files.h"
 #include "tests/ca/fixtures.h"
 #include "tests/support/temp_dir.h"
 

@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 #include <string>
 
-#include "ca/error.h"
+#include "core/error.h"
 
 namespace onboard::test {
 

@@ -18,8 +18,9 @@
 #include "bundle/manifest.h"
 #include "ca/certificate.h"
 #include "ca/csr.h"
-#include "ca/files.h"
 #include "ca/keys.h"
+#include "core/digest.h"
+#include "core/files.h"
 #include "registry/sqlite_store.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
@@ -216,7 +217,7 @@ TEST_CASE("a CSV batch is packaged into an AES-256 zip that 7-Zip opens with its
       listed.insert(name);
       const std::string bytes = slurp(extracted / name);
       CHECK(bytes.size() == f["size"].get<std::size_t>());
-      CHECK(bundle::sha256_hex(bytes).value() == f["sha256"].get<std::string>());
+      CHECK(sha256_hex(bytes).value() == f["sha256"].get<std::string>());
     }
     CHECK(listed == std::set<std::string>{"ca-chain.pem", "dev-1/client.crt", "dev-1/client.key",
                                           "dev-1/connect.txt", "dev-2/client.crt",
@@ -294,7 +295,7 @@ TEST_CASE("a CSV batch is packaged into an AES-256 zip that 7-Zip opens with its
     REQUIRE(s.exit_code == 0);
     auto b = json::parse(s.out);
     CHECK(b["path"] == std::filesystem::absolute(zip).lexically_normal().string());
-    CHECK(b["sha256"] == bundle::sha256_hex(slurp(zip)).value());
+    CHECK(b["sha256"] == sha256_hex(slurp(zip)).value());
     CHECK(b["batch"] == "b1");
     CHECK(b["with_keys"] == true);
     CHECK(b["downloaded_at"].is_null());

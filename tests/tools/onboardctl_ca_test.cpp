@@ -7,7 +7,7 @@
 #include "ca/authority.h"
 #include "ca/crl.h"
 #include "ca/csr.h"
-#include "ca/files.h"
+#include "core/files.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
 

@@ -10,7 +10,7 @@
 
 #include "ca/certificate.h"
 #include "ca/crl.h"
-#include "ca/files.h"
+#include "core/files.h"
 #include "tests/support/process.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"

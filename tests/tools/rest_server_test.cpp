@@ -25,12 +25,14 @@
 #include "ca/certificate.h"
 #include "ca/crl.h"
 #include "ca/csr.h"
-#include "ca/files.h"
 #include "ca/keys.h"
+#include "core/digest.h"
+#include "core/files.h"
 #include "registry/sqlite_store.h"
 #include "tests/support/process.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
+#include "tools/operations.h"
 
 using namespace onboard;
 using nlohmann::json;
@@ -570,7 +572,7 @@ TEST_CASE(
   registry::BundleRecord record;
   record.id = "bundle-1";
   record.path = zip_path.string();
-  record.sha256 = bundle::sha256_hex(zip).value();
+  record.sha256 = sha256_hex(zip).value();
   record.size = static_cast<std::int64_t>(zip.size());
   record.devices = {{"dev-1", certs->front().sha256_fingerprint}};
   REQUIRE(store->record_bundle(record, registry::Actor{"test", unix_now()}).ok());
@@ -623,7 +625,7 @@ TEST_CASE("a bundle whose file no longer matches its record is not served") {
   registry::BundleRecord record{"b",
                                 "",
                                 zip_path.string(),
-                                bundle::sha256_hex("original").value(),
+                                sha256_hex("original").value(),
                                 8,
                                 false,
                                 0,
@@ -1063,7 +1065,7 @@ TEST_CASE("token create prints the token once and stores only its hash") {
   CHECK_FALSE(contains(*db, token));
   SQLite::Database sqlite((dir.path() / "registry.db").string(), SQLite::OPEN_READONLY);
   SQLite::Statement find(sqlite, "SELECT count(*) FROM api_tokens WHERE token_sha256 = ?");
-  find.bind(1, bundle::sha256_hex(token).value());
+  find.bind(1, sha256_hex(token).value());
   REQUIRE(find.executeStep());
   CHECK(find.getColumn(0).getInt() == 1);
 
@@ -1213,7 +1215,7 @@ CertificateInfo own_client_certificate(const std::filesystem::path& data,
     REQUIRE(store.ok());
     REQUIRE((*store)
                 ->record_certificate(registry::CertificateKind::other,
-                                     registry::new_certificate(issued->info, issued->pem),
+                                     ops::new_certificate(issued->info, issued->pem),
                                      registry::Actor{"test", unix_now()})
                 .ok());
   }

@@ -1,4 +1,6 @@
-#include "ca/identity.h"
+#include "core/identity.h"
+
+#include "core/encoding.h"
 
 namespace onboard {
 namespace {
@@ -23,8 +25,7 @@ std::string describe(char c) {
   }
   unsigned char u = static_cast<unsigned char>(c);
   if (u < 0x20 || u >= 0x7f) {
-    static const char* hex = "0123456789abcdef";
-    return std::string("byte 0x") + hex[u >> 4] + hex[u & 15];
+    return "byte 0x" + hex_encode({&u, 1});
   }
   return std::string("'") + c + "'";
 }

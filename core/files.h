@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
-#include "ca/error.h"
-#include "ca/secret.h"
+#include "core/error.h"
+#include "core/secret.h"
 
 namespace onboard {
 

@@ -1,4 +1,4 @@
-#include "ca/identity.h"
+#include "core/identity.h"
 
 #include <catch2/catch.hpp>
 

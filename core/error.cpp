@@ -1,4 +1,4 @@
-#include "ca/error.h"
+#include "core/error.h"
 
 namespace onboard {
 

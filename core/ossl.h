@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-#include "ca/error.h"
+#include "core/error.h"
 
 namespace onboard::ossl {
 

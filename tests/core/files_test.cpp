@@ -1,4 +1,4 @@
-#include "ca/files.h"
+#include "core/files.h"
 
 #include <sys/stat.h>
 

@@ -1,4 +1,4 @@
-#include "ca/ossl.h"
+#include "core/ossl.h"
 
 #include <openssl/err.h>
 

@@ -1,0 +1,26 @@
+// Text encodings of bytes: lower-case hex and unpadded base64url (RFC 4648 §5).
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace onboard {
+
+std::string hex_encode(std::span<const unsigned char> bytes);
+inline std::string hex_encode(std::string_view bytes) {
+  return hex_encode({reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()});
+}
+
+// Unpadded, so that a token can sit in a URL path or query without escaping.
+std::string base64url_encode(std::span<const unsigned char> bytes);
+inline std::string base64url_encode(std::string_view bytes) {
+  return base64url_encode({reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()});
+}
+// Strict: alphabet only, no padding, no impossible length, and the unused low bits of the last
+// character zero, so that no two spellings decode to the same bytes.
+std::optional<std::string> base64url_decode(std::string_view text);
+
+}  // namespace onboard
