@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Turns the load generator's results from bench/run's broker parts into Markdown and PNG plots.
 
-    broker_report.py PART MODE OUT.md IMG_DIR MACHINE ARGS...
+    broker.py PART MODE OUT.md IMG_DIR MACHINE ARGS...
 
-PART is throughput, connect_storm, broker_scale or revocation; ARGS are the part's parameters as
-bench/run passes them. Every ratio is taken within one round (the set-ups of a round ran back to
+PART is throughput, connect_storm, broker_scale, broker_cost or revocation; ARGS are the part's
+parameters as bench/run passes them. The load generator's results are JSON lines (one object per
+line, each with a "type"; see loadgen.cpp), in DIR/LOAD.jsonl. Every ratio is taken within one round (the set-ups of a round ran back to
 back), and the report gives the median, min and max of those per-round ratios. Plots need
 gnuplot; without it the report says so and carries on.
 """
 import os
 import shutil
-import statistics
 import subprocess
 import sys
+
+import common
+from common import fmt_ratio, header, median, ratios, summary
 
 SETUP_NAMES = {
     "baseline": "baseline (no authorization)",
@@ -22,43 +25,45 @@ SETUP_NAMES = {
 }
 
 
-def read_result(path):
-    """key=value lines as floats; other lines (revocation events) under "lines"."""
-    values, lines = {}, []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if "=" in line and " " not in line:
-                key, value = line.split("=", 1)
-                values[key] = float(value)
-            elif line:
-                lines.append(line)
-    values["lines"] = lines
-    return values
+def records(path):
+    """The load generator's JSON lines in PATH (read once per run of this script)."""
+    if path not in _parsed:
+        _parsed[path] = common.read_json_lines(path)
+    return _parsed[path]
 
 
 _parsed = {}
 
 
+def first_record(path, kind):
+    """The first record of type KIND in PATH ({} when there is none)."""
+    return next((r for r in records(path) if r["type"] == kind), {})
+
+
+def round_results(recs):
+    """The "result" records (one per target and round): {(target, round): {key: value}}."""
+    table = {}
+    for r in recs:
+        if r["type"] != "result":
+            continue
+        values = {k: v for k, v in r.items() if k not in ("type", "target", "round")}
+        table[(r["target"], int(r["round"]))] = values
+    return table
+
+
 def results(path):
-    """The load generator's "result round=R target=T key=value ..." lines: {(T, R): {key: value}}."""
-    if path not in _parsed:
-        table = {}
-        with open(path) as f:
-            for line in f:
-                fields = line.split()
-                if not fields or fields[0] != "result":
-                    continue
-                values = dict(field.split("=", 1) for field in fields[1:])
-                key = (values.pop("target"), int(values.pop("round")))
-                table[key] = {k: float(v) for k, v in values.items()}
-        _parsed[path] = table
-    return _parsed[path]
+    return round_results(records(path))
+
+
+def revocation_latencies(recs):
+    """Sorted ms from each revocation command's exit to the connection closed, for the devices
+    whose connection was closed within the load generator's timeout."""
+    return sorted(r["ms"] for r in recs if r["type"] == "revocation" and r["closed"])
 
 
 def per_round(directory, rounds, setup, load, key):
     """The value of KEY in each round for SETUP under LOAD (None where missing)."""
-    table = results(os.path.join(directory, f"{load or 'storm'}.txt"))
+    table = results(os.path.join(directory, f"{load or 'storm'}.jsonl"))
     return [table.get((setup, r), {}).get(key) for r in range(1, rounds + 1)]
 
 
@@ -72,27 +77,6 @@ def pooled(directory, rounds, setup, load):
         return float("nan"), float("nan")
     msgs = sum(d for d, _, _ in rows)
     return msgs / sum(d / r for d, r, _ in rows), sum(d * c for d, _, c in rows) / msgs
-
-
-def ratios(values, base):
-    return [v / b for v, b in zip(values, base) if v is not None and b]
-
-
-def summary(rs):
-    if not rs:
-        return None
-    return statistics.median(rs), min(rs), max(rs)
-
-
-def fmt_ratio(s):
-    if s is None:
-        return "–"
-    return f"**{s[0]:.3f}** ({s[1]:.3f}–{s[2]:.3f})"
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else float("nan")
 
 
 def plot(img_dir, name, data_rows, script, notes):
@@ -149,13 +133,9 @@ def bar_script(title, labels, ymin, ymax):
     return BAR_PLOT.format(title=title, ymin=ymin, ymax=ymax, series=series)
 
 
-def header(title, machine, text):
-    return [f"## {title}", "", machine, "", *text, ""]
-
-
 def smoke_note(mode, lines):
     if mode == "smoke":
-        lines += ["", "*Smoke run: tiny and short; these numbers only show that the harness works.*"]
+        lines += ["", common.smoke_note("tiny and short")]
 
 
 # What the plugin can cost at most per message, from the `decisions` part, to read the targets by.
@@ -207,10 +187,10 @@ def throughput(mode, out, img_dir, machine, directory, rounds, connections, seco
               "|---|---|---|---|"]
     broken = []
     for setup in setups:
-        path = os.path.join(directory, f"check-{setup}.txt")
+        path = os.path.join(directory, f"check-{setup}.jsonl")
         if not os.path.exists(path):
             continue
-        c = read_result(path)
+        c = first_record(path, "check")
         yes = lambda key: "yes" if c.get(key) else "no"
         lines.append(f"| {SETUP_NAMES[setup]} | {yes('foreign_subscribe_granted')} | "
                      f"{yes('foreign_publish_delivered')} | {yes('own_publish_delivered')} |")
@@ -432,17 +412,14 @@ plot datafile using 1:2:3:4 with yerrorlines title 'QoS 0 msgs/s', \\
 
 
 def revocation(mode, out, img_dir, machine, directory, connections, rate):
-    result = read_result(os.path.join(directory, "revocation.txt"))
-    latencies = []
-    for line in result["lines"]:
-        parts = line.split()
-        if parts[0] == "revocation" and parts[2] != "not_closed":
-            latencies.append(float(parts[2]))
-    latencies.sort()
+    path = os.path.join(directory, "revocation.jsonl")
+    # The fleet's size and the load generator's own counts, in one dict.
+    result = {**first_record(path, "fleet"), **first_record(path, "summary")}
+    latencies = revocation_latencies(records(path))
     n = len(latencies)
 
     def pct(p):
-        return latencies[min(n - 1, int(p * (n - 1) + 0.5))] if n else float("nan")
+        return common.nearest_rank(latencies, p)
 
     lines = header("Revocation under load (issue 7)", machine, [
         f"`mosquitto_onboard.so` (default `refresh_interval_ms` 50) with {result.get('connections', 0):.0f}",
@@ -530,12 +507,12 @@ def broker_cost(mode, out, img_dir, machine, directory, connections, seconds, lo
               "|---|---:|---:|---:|---|"]
     per_message = {}
     for setup in setups:
-        if not os.path.exists(os.path.join(directory, f"{setup}-high.txt")):
+        if not os.path.exists(os.path.join(directory, f"{setup}-high.jsonl")):
             continue
         main_low, others_low = thread_totals(directory, f"{setup}-low")
         main_high, _ = thread_totals(directory, f"{setup}-high")
-        d_low = results(os.path.join(directory, f"{setup}-low.txt"))[(setup, 1)]["delivered"]
-        d_high = results(os.path.join(directory, f"{setup}-high.txt"))[(setup, 1)]["delivered"]
+        d_low = results(os.path.join(directory, f"{setup}-low.jsonl"))[(setup, 1)]["delivered"]
+        d_high = results(os.path.join(directory, f"{setup}-high.jsonl"))[(setup, 1)]["delivered"]
         if d_high <= d_low:
             raise SystemExit(f"broker_cost: {setup}: the high rate delivered no more than the low one")
         per_message[setup] = (main_high - main_low) / (d_high - d_low)
