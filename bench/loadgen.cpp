@@ -814,7 +814,7 @@ int main(int argc, char** argv) {
       ->check(count);
   throughput_mode->add_option("--qos", throughput.qos, "QoS of subscriptions and publishes")
       ->required()
-      ->check(CLI::Range(0, 1));
+      ->check(CLI::Range(0, 2));
   throughput_mode->add_option("--rounds", throughput.rounds, "rounds over all targets")
       ->required()
       ->check(count);
