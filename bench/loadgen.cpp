@@ -1,16 +1,24 @@
 // onboard_loadgen: MQTT load over mTLS for bench/run's broker parts (issue 7).
 //
-//   onboard_loadgen throughput --targets FILE --connections N --qos Q --rounds K --seconds S
-//                              [--settle S] [--rate R] [--window W] --cafile CA.pem
-//   onboard_loadgen storm      --targets FILE --count K --concurrency C --rounds K --cafile CA.pem
-//   onboard_loadgen check      --ids FILE (the first two ids)                         COMMON
+//   onboard_loadgen throughput --targets FILE --cafile CA.pem --connections N --qos Q --rounds K
+//                              --seconds S [--settle S] [--rate R] [--window W]
+//   onboard_loadgen storm      --targets FILE --cafile CA.pem --count K --concurrency C --rounds K
+//   onboard_loadgen check      --ids FILE (the first two ids)                         DEVICE
 //   onboard_loadgen revocation --ids FILE --connections N --victims FILE --rate R
-//                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     COMMON
-//   COMMON: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id)
+//                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     DEVICE
+//   DEVICE: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id)
 //   --targets FILE: one broker per line, "NAME PORT PID CERTS_DIR IDS_FILE"
+//   (`onboard_loadgen MODE --help` lists each mode's options.)
 //
-// Results are "key=value" lines on stdout (throughput and storm: one "result round=R target=T
-// key=value ..." line per turn), for bench/broker_report.py to parse.
+// Results are JSON lines on stdout, one object per line, each with a "type", for
+// bench/report/broker.py to parse:
+//   result      throughput and storm: one per target and round ("target", "round" and the counts)
+//   check       whether the set-up refused a foreign subscription and publish, and delivered the
+//               device's own message
+//   fleet       revocation: devices connected, and refused at the start
+//   revocation  one per victim: "device", "closed" (within --timeout-ms) and "ms" when closed
+//   reconnect   one per closed victim: "device", "accepted" (must be false)
+//   summary     revocation: the counts and percentiles over all victims
 //
 // One libmosquitto connection per device certificate, all driven by this one thread through
 // poll(2) and libmosquitto's external-loop calls (mosquitto_loop_read/write/misc): a thread per
@@ -31,19 +39,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "cli_checks.h"
 
 extern char** environ;
 
@@ -59,29 +73,44 @@ constexpr int kKeepaliveSeconds = 60;
 // ---- options and inputs
 // --------------------------------------------------------------------------
 
-class Options {
- public:
-  Options(int argc, char** argv) {
-    for (int i = 2; i + 1 < argc; i += 2) {
-      std::string key = argv[i];
-      if (key.rfind("--", 0) != 0) throw std::runtime_error("expected --option, got " + key);
-      values_[key.substr(2)] = argv[i + 1];
-    }
-  }
-  std::string text(const std::string& key) const {
-    auto it = values_.find(key);
-    if (it == values_.end()) throw std::runtime_error("missing --" + key);
-    return it->second;
-  }
-  double number(const std::string& key, double fallback) const {
-    auto it = values_.find(key);
-    return it == values_.end() ? fallback : std::stod(it->second);
-  }
-  double number(const std::string& key) const { return std::stod(text(key)); }
-
- private:
-  std::map<std::string, std::string> values_;
+// Each mode's options, as CLI11 fills them in main.
+struct ThroughputOptions {
+  std::string targets, cafile;
+  std::size_t connections = 0, rounds = 0;
+  int qos = 0, window = 8;
+  double seconds = 0, settle = 1, rate = 0;
 };
+struct StormOptions {
+  std::string targets, cafile;
+  std::size_t count = 0, concurrency = 0, rounds = 0;
+};
+// check and revocation talk to one broker, given by its port.
+struct DeviceOptions {
+  int port = 0;
+  std::string cafile, certs;
+};
+struct CheckOptions {
+  DeviceOptions device;
+  std::string ids;
+};
+struct RevocationOptions {
+  DeviceOptions device;
+  std::string ids, victims, onboardctl, data_dir;
+  std::size_t connections = 0;
+  double rate = 0;
+  long timeout_ms = 3000;
+};
+
+// One result object as one line on stdout, "type" first, flushed at once so that a run cut short
+// keeps the lines written so far.
+void emit(const nlohmann::ordered_json& record) { std::cout << record.dump() << std::endl; }
+
+// Figures are rounded to what the report uses (and below what the clocks and /proc's 10 ms
+// ticks resolve), so that the lines stay short.
+double rounded(double value, int digits) {
+  const double scale = std::pow(10.0, digits);
+  return std::round(value * scale) / scale;
+}
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
@@ -410,9 +439,9 @@ struct Target {
   std::vector<Connection*> live;
 };
 
-std::vector<Target> read_targets(const Options& options) {
+std::vector<Target> read_targets(const std::string& path, const std::string& cafile) {
   std::vector<Target> targets;
-  for (const auto& line : read_lines(options.text("targets"))) {
+  for (const auto& line : read_lines(path)) {
     Target t;
     std::string port, pid, certs, ids;
     std::istringstream fields(line);
@@ -421,7 +450,7 @@ std::vector<Target> read_targets(const Options& options) {
     }
     t.pid = std::stol(pid);
     t.ids = read_lines(ids);
-    t.tls = std::make_unique<TlsContexts>(options.text("cafile"), certs);
+    t.tls = std::make_unique<TlsContexts>(cafile, certs);
     t.endpoint = Endpoint{std::stoi(port), t.tls.get()};
     targets.push_back(std::move(t));
   }
@@ -435,14 +464,11 @@ Clock::time_point after(double seconds) {
 
 // Rounds of: for each target (the order rotated by one every round), a settling phase and a
 // measured phase of the same load. One "result" line per target and round.
-int run_throughput(const Options& options) {
-  auto targets = read_targets(options);
-  const auto connections = static_cast<std::size_t>(options.number("connections"));
-  const int qos = static_cast<int>(options.number("qos"));
-  const double rate = options.number("rate", 0);
-  const int window = static_cast<int>(options.number("window", 8));
-  const auto rounds = static_cast<std::size_t>(options.number("rounds"));
-  const double seconds = options.number("seconds"), settle = options.number("settle", 1);
+int run_throughput(const ThroughputOptions& options) {
+  auto targets = read_targets(options.targets, options.cafile);
+  const std::size_t connections = options.connections, rounds = options.rounds;
+  const int qos = options.qos, window = options.window;
+  const double rate = options.rate, seconds = options.seconds, settle = options.settle;
   Pump pump;
   for (auto& t : targets) {
     t.ids.resize(std::min(t.ids.size(), connections));
@@ -493,14 +519,16 @@ int run_throughput(const Options& options) {
         closed += c->state == State::closed ? 1 : 0;
       }
       const double delivered = static_cast<double>(received - before);
-      std::printf(
-          "result round=%zu target=%s delivered=%.0f msgs_per_s=%.1f cpu_us_per_msg=%.3f "
-          "p50_us=%.1f p99_us=%.1f stalls=%llu closed=%zu\n",
-          round + 1, t.name.c_str(), delivered, delivered / seconds_between(t0, t1),
-          delivered > 0 ? cpu / delivered : 0.0, percentile(latencies_us, 0.5),
-          percentile(latencies_us, 0.99), static_cast<unsigned long long>(stalls - stalls_before),
-          closed);
-      std::fflush(stdout);
+      emit({{"type", "result"},
+            {"round", round + 1},
+            {"target", t.name},
+            {"delivered", received - before},
+            {"msgs_per_s", rounded(delivered / seconds_between(t0, t1), 1)},
+            {"cpu_us_per_msg", rounded(delivered > 0 ? cpu / delivered : 0.0, 3)},
+            {"p50_us", rounded(percentile(latencies_us, 0.5), 1)},
+            {"p99_us", rounded(percentile(latencies_us, 0.99), 1)},
+            {"stalls", stalls - stalls_before},
+            {"closed", closed}});
       // Let this target's last messages come back before the next one's turn.
       drive(t.live, qos, -1, 0, pump, after(0.2));
     }
@@ -515,17 +543,15 @@ int run_throughput(const Options& options) {
 // Rounds of K connects per target (cycling through its ids), at most C under way at once; each
 // disconnects cleanly as soon as its CONNACK arrives. A refusal is a CONNACK with a non-zero code
 // or a connection closed before any CONNACK (TLS refused).
-int run_storm(const Options& options) {
-  auto targets = read_targets(options);
-  const auto count = static_cast<std::size_t>(options.number("count"));
-  const auto rounds = static_cast<std::size_t>(options.number("rounds"));
+int run_storm(const StormOptions& options) {
+  auto targets = read_targets(options.targets, options.cafile);
+  const std::size_t count = options.count, rounds = options.rounds;
   for (std::size_t round = 0; round < rounds; ++round) {
     for (std::size_t k = 0; k < targets.size(); ++k) {
       Target& t = targets[(k + round) % targets.size()];
       // Never more at once than there are ids: one identity twice at once would take its own
       // session over.
-      const auto concurrency =
-          std::min(static_cast<std::size_t>(options.number("concurrency")), t.ids.size());
+      const auto concurrency = std::min(options.concurrency, t.ids.size());
       const auto deadline = after(120);
       std::vector<std::unique_ptr<Connection>> slots;
       std::size_t started = 0, accepted = 0, refused = 0;
@@ -560,13 +586,16 @@ int run_storm(const Options& options) {
       }
       const auto t1 = Clock::now();
       const double cpu = process_cpu_us(t.pid) - cpu_before;
-      std::printf(
-          "result round=%zu target=%s connects=%zu refused=%zu timed_out=%zu seconds=%.3f "
-          "connects_per_s=%.1f cpu_us_per_connect=%.1f\n",
-          round + 1, t.name.c_str(), accepted, refused, count - accepted - refused,
-          seconds_between(t0, t1), static_cast<double>(accepted) / seconds_between(t0, t1),
-          accepted > 0 ? cpu / static_cast<double>(accepted) : 0.0);
-      std::fflush(stdout);
+      emit({{"type", "result"},
+            {"round", round + 1},
+            {"target", t.name},
+            {"connects", accepted},
+            {"refused", refused},
+            {"timed_out", count - accepted - refused},
+            {"seconds", rounded(seconds_between(t0, t1), 3)},
+            {"connects_per_s", rounded(static_cast<double>(accepted) / seconds_between(t0, t1), 1)},
+            {"cpu_us_per_connect",
+             rounded(accepted > 0 ? cpu / static_cast<double>(accepted) : 0.0, 1)}});
     }
   }
   return 0;
@@ -582,8 +611,8 @@ bool pump_until(Pump& pump, const std::vector<Connection*>& live, milliseconds l
 
 // Does the set-up enforce anything? The first id tries to subscribe to, and publish into, the
 // second id's subtree; the second publishing into its own subtree is the positive control.
-int run_check(const Endpoint& endpoint, const Options& options) {
-  auto ids = read_lines(options.text("ids"));
+int run_check(const Endpoint& endpoint, const CheckOptions& options) {
+  auto ids = read_lines(options.ids);
   if (ids.size() < 2) throw std::runtime_error("check needs two ids");
   ids.resize(2);
   Pump pump;
@@ -603,10 +632,10 @@ int run_check(const Endpoint& endpoint, const Options& options) {
   mosquitto_publish(owner.mosq.get(), nullptr, topic.c_str(), 5, "check", 0, false);
   const bool own_delivered =
       pump_until(pump, live, milliseconds(2000), [&] { return owner.received > 0; });
-  std::printf(
-      "foreign_subscribe_granted=%d\nforeign_publish_delivered=%d\nown_publish_delivered=%d\n",
-      intruder.last_granted >= 0 && intruder.last_granted < 0x80 ? 1 : 0, foreign_delivered ? 1 : 0,
-      own_delivered ? 1 : 0);
+  emit({{"type", "check"},
+        {"foreign_subscribe_granted", intruder.last_granted >= 0 && intruder.last_granted < 0x80},
+        {"foreign_publish_delivered", foreign_delivered},
+        {"own_publish_delivered", own_delivered}});
   for (auto* c : live) mosquitto_disconnect(c->mosq.get());
   pump.turn(live, milliseconds(50));
   return 0;
@@ -657,15 +686,15 @@ class Child {
 // with `onboardctl device revoke` and measures from the command's exit (its transaction has
 // committed by then) to this client seeing its connection closed; then checks that the revoked
 // device's reconnect is refused.
-int run_revocation(const Endpoint& endpoint, const Options& options) {
-  auto ids = read_lines(options.text("ids"));
-  const auto victims = read_lines(options.text("victims"));
-  const auto connections = static_cast<std::size_t>(options.number("connections"));
+int run_revocation(const Endpoint& endpoint, const RevocationOptions& options) {
+  auto ids = read_lines(options.ids);
+  const auto victims = read_lines(options.victims);
+  const std::size_t connections = options.connections;
   ids.resize(std::min(ids.size(), connections - std::min(connections, victims.size())));
   ids.insert(ids.end(), victims.begin(), victims.end());
-  const double rate = options.number("rate");
-  const auto timeout = milliseconds(static_cast<long>(options.number("timeout-ms", 3000)));
-  const std::string onboardctl = options.text("onboardctl"), data_dir = options.text("data-dir");
+  const double rate = options.rate;
+  const auto timeout = milliseconds(options.timeout_ms);
+  const std::string &onboardctl = options.onboardctl, &data_dir = options.data_dir;
   Pump pump;
   int refused_at_start = 0;
   auto owned = connect_all(endpoint, ids, 0, pump, refused_at_start);
@@ -678,7 +707,7 @@ int run_revocation(const Endpoint& endpoint, const Options& options) {
                                      duration<double>(static_cast<double>(i) / rate));
   }
   drive(live, 0, rate, 0, pump, start + std::chrono::seconds(1));
-  std::printf("connections=%zu\nrefused_at_start=%d\n", live.size(), refused_at_start);
+  emit({{"type", "fleet"}, {"connections", live.size()}, {"refused_at_start", refused_at_start}});
 
   std::size_t not_closed = 0, reconnect_accepted = 0, failed_commands = 0, other_closed = 0;
   std::vector<double> latencies_ms;
@@ -703,13 +732,13 @@ int run_revocation(const Endpoint& endpoint, const Options& options) {
     }
     if (target->state == State::subscribed) {
       ++not_closed;
-      std::printf("revocation %s not_closed\n", victim.c_str());
+      emit({{"type", "revocation"}, {"device", victim}, {"closed", false}});
       continue;
     }
     // Negative when the broker closed the connection before the command had exited.
     const double ms = duration<double, std::milli>(target->closed_at - exited).count();
     latencies_ms.push_back(ms);
-    std::printf("revocation %s %.2f\n", victim.c_str(), ms);
+    emit({{"type", "revocation"}, {"device", victim}, {"closed", true}, {"ms", rounded(ms, 2)}});
 
     auto again = start_connect(endpoint, victim);
     std::vector<Connection*> one{again.get()};
@@ -717,45 +746,170 @@ int run_revocation(const Endpoint& endpoint, const Options& options) {
     while (again->state == State::connecting && Clock::now() < reconnect_deadline) {
       pump.turn(one, milliseconds(5));
     }
-    if (again->state == State::connected) {
-      ++reconnect_accepted;
-      std::printf("reconnect %s accepted\n", victim.c_str());
-    }
+    const bool accepted = again->state == State::connected;
+    if (accepted) ++reconnect_accepted;
+    emit({{"type", "reconnect"}, {"device", victim}, {"accepted", accepted}});
   }
   for (auto* c : live) {
     bool victim = std::find(victims.begin(), victims.end(), c->id) != victims.end();
     if (!victim && c->state != State::subscribed) ++other_closed;
   }
-  std::printf("revocations=%zu\nnot_closed=%zu\nreconnect_accepted=%zu\nfailed_commands=%zu\n",
-              latencies_ms.size(), not_closed, reconnect_accepted, failed_commands);
-  std::printf(
-      "other_closed=%zu\np50_ms=%.2f\np99_ms=%.2f\nmax_ms=%.2f\n", other_closed,
-      percentile(latencies_ms, 0.5), percentile(latencies_ms, 0.99),
-      latencies_ms.empty() ? 0.0 : *std::max_element(latencies_ms.begin(), latencies_ms.end()));
+  emit({{"type", "summary"},
+        {"revocations", latencies_ms.size()},
+        {"not_closed", not_closed},
+        {"reconnect_accepted", reconnect_accepted},
+        {"failed_commands", failed_commands},
+        {"other_closed", other_closed},
+        {"p50_ms", rounded(percentile(latencies_ms, 0.5), 2)},
+        {"p99_ms", rounded(percentile(latencies_ms, 0.99), 2)},
+        {"max_ms",
+         rounded(latencies_ms.empty() ? 0.0
+                                      : *std::max_element(latencies_ms.begin(), latencies_ms.end()),
+                 2)}});
   for (auto* c : live) mosquitto_disconnect(c->mosq.get());
   pump.turn(live, milliseconds(50));
   return 0;
 }
 
+// The options every mode that talks to one broker takes.
+void add_device_options(CLI::App& mode, DeviceOptions& o) {
+  mode.add_option("--port", o.port, "the broker's mTLS port on 127.0.0.1")
+      ->required()
+      ->check(CLI::Range(1, 65535));
+  mode.add_option("--cafile", o.cafile, "CA certificate (PEM) the broker's certificate chains to")
+      ->required()
+      ->check(CLI::ExistingFile);
+  mode.add_option("--certs", o.certs, "directory with ID.crt and ID.key for every device id")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: onboard_loadgen throughput|storm|revocation --option value ...\n");
-    return 2;
-  }
+  CLI::App app{
+      "MQTT load over mTLS for bench/run's broker parts. Results are JSON lines on stdout, one "
+      "object per line with a \"type\" (see loadgen.cpp)."};
+  app.require_subcommand(1);
+  const auto targets_help =
+      "brokers under test, one per line: NAME PORT PID CERTS_DIR IDS_FILE (the load moves "
+      "from one to the next, the order rotated each round)";
+  const auto count = bench_cli::whole_number(1);
+  const auto positive = bench_cli::positive_number();
+  const auto non_negative = bench_cli::positive_number(true);
+
+  ThroughputOptions throughput;
+  auto* throughput_mode = app.add_subcommand(
+      "throughput", "delivered messages per second, broker CPU per message and latency");
+  throughput_mode->add_option("--targets", throughput.targets, targets_help)
+      ->required()
+      ->check(CLI::ExistingFile);
+  throughput_mode->add_option("--cafile", throughput.cafile, "CA certificate (PEM) of the brokers")
+      ->required()
+      ->check(CLI::ExistingFile);
+  throughput_mode
+      ->add_option("--connections", throughput.connections,
+                   "connections per target, one per device id")
+      ->required()
+      ->check(count);
+  throughput_mode->add_option("--qos", throughput.qos, "QoS of subscriptions and publishes")
+      ->required()
+      ->check(CLI::Range(0, 2));
+  throughput_mode->add_option("--rounds", throughput.rounds, "rounds over all targets")
+      ->required()
+      ->check(count);
+  throughput_mode->add_option("--seconds", throughput.seconds, "measured seconds per turn")
+      ->required()
+      ->check(positive);
+  throughput_mode
+      ->add_option("--settle", throughput.settle, "seconds of the same load before measuring")
+      ->capture_default_str()
+      ->check(non_negative);
+  throughput_mode
+      ->add_option("--rate", throughput.rate,
+                   "messages per second in all (0: flat out, --window in flight per connection)")
+      ->capture_default_str()
+      ->check(non_negative);
+  throughput_mode
+      ->add_option("--window", throughput.window, "flat out: messages in flight per connection")
+      ->capture_default_str()
+      ->check(count);
+
+  StormOptions storm;
+  auto* storm_mode = app.add_subcommand(
+      "storm", "mTLS connects per second, each disconnecting as soon as its CONNACK arrives");
+  storm_mode->add_option("--targets", storm.targets, targets_help)
+      ->required()
+      ->check(CLI::ExistingFile);
+  storm_mode->add_option("--cafile", storm.cafile, "CA certificate (PEM) of the brokers")
+      ->required()
+      ->check(CLI::ExistingFile);
+  storm_mode->add_option("--count", storm.count, "connects per target and round")
+      ->required()
+      ->check(count);
+  storm_mode
+      ->add_option("--concurrency", storm.concurrency,
+                   "connects under way at once (at most the number of ids)")
+      ->required()
+      ->check(count);
+  storm_mode->add_option("--rounds", storm.rounds, "rounds over all targets")
+      ->required()
+      ->check(count);
+
+  CheckOptions check;
+  auto* check_mode = app.add_subcommand(
+      "check",
+      "does the broker enforce? The first id subscribes to and publishes into the second id's "
+      "subtree; the second id's own publish is the control");
+  check_mode->add_option("--ids", check.ids, "device ids, one per line (the first two are used)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  add_device_options(*check_mode, check.device);
+
+  RevocationOptions revocation;
+  auto* revocation_mode = app.add_subcommand(
+      "revocation",
+      "with traffic flowing, revokes the victims one at a time with `onboardctl device revoke` "
+      "and measures from its exit to the connection closed");
+  revocation_mode
+      ->add_option("--ids", revocation.ids, "device ids that carry traffic, one per line")
+      ->required()
+      ->check(CLI::ExistingFile);
+  revocation_mode->add_option("--victims", revocation.victims, "device ids to revoke, one per line")
+      ->required()
+      ->check(CLI::ExistingFile);
+  revocation_mode
+      ->add_option("--connections", revocation.connections, "devices connected, victims included")
+      ->required()
+      ->check(count);
+  revocation_mode->add_option("--rate", revocation.rate, "QoS 0 messages per second in all")
+      ->required()
+      ->check(positive);
+  revocation_mode->add_option("--onboardctl", revocation.onboardctl, "the onboardctl binary")
+      ->required()
+      ->check(CLI::ExistingFile);
+  revocation_mode
+      ->add_option("--data-dir", revocation.data_dir,
+                   "the data directory the broker's plugin reads")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  revocation_mode
+      ->add_option("--timeout-ms", revocation.timeout_ms,
+                   "how long a revoked device's connection may stay open")
+      ->capture_default_str()
+      ->check(count);
+  add_device_options(*revocation_mode, revocation.device);
+
+  CLI11_PARSE(app, argc, argv);
   try {
     LibMosquitto library;
-    Options options(argc, argv);
-    const std::string mode = argv[1];
-    if (mode == "throughput") return run_throughput(options);
-    if (mode == "storm") return run_storm(options);
-    TlsContexts tls(options.text("cafile"), options.text("certs"));
-    Endpoint endpoint{static_cast<int>(options.number("port")), &tls};
-    if (mode == "check") return run_check(endpoint, options);
-    if (mode == "revocation") return run_revocation(endpoint, options);
-    std::fprintf(stderr, "onboard_loadgen: unknown mode %s\n", mode.c_str());
-    return 2;
+    if (*throughput_mode) return run_throughput(throughput);
+    if (*storm_mode) return run_storm(storm);
+    const DeviceOptions& device = *check_mode ? check.device : revocation.device;
+    TlsContexts tls(device.cafile, device.certs);
+    Endpoint endpoint{device.port, &tls};
+    if (*check_mode) return run_check(endpoint, check);
+    return run_revocation(endpoint, revocation);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "onboard_loadgen: %s\n", e.what());
     return 1;

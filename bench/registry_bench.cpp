@@ -57,6 +57,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmark_main.h"
 #include "registry/audit.h"
 #include "registry/snapshot.h"
 #include "registry/snapshot_loader.h"
@@ -622,73 +623,43 @@ void fill_registry(const std::filesystem::path& path, std::size_t n, std::size_t
                static_cast<double>(std::filesystem::file_size(path)) / (1 << 20));
 }
 
-std::size_t count_option(const std::string& arg, const std::string& name) {
-  char* end = nullptr;
-  const std::string value = arg.substr(name.size());
-  const unsigned long long n = std::strtoull(value.c_str(), &end, 10);
-  if (value.empty() || *end != '\0') die(name + " takes a whole number");
-  return n;
-}
-
-// --fill=PATH --devices=N [--revoked=M]: fills and returns true; false when --fill is absent.
-bool run_fill_mode(int argc, char** argv) {
-  std::string path, other;
-  std::size_t devices = 0, revoked = 0;
-  bool have_devices = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg.rfind("--fill=", 0) == 0) {
-      path = arg.substr(7);
-    } else if (arg.rfind("--devices=", 0) == 0) {
-      devices = count_option(arg, "--devices=");
-      have_devices = true;
-    } else if (arg.rfind("--revoked=", 0) == 0) {
-      revoked = count_option(arg, "--revoked=");
-    } else {
-      other = arg;
-    }
-  }
-  if (path.empty()) {
-    if (have_devices || revoked != 0) die("--devices and --revoked need --fill=PATH");
-    return false;
-  }
-  if (!other.empty())
-    die("fill mode takes only --fill=PATH --devices=N [--revoked=M], not " + other);
-  if (!have_devices) die("--fill needs --devices=N");
-  fill_registry(path, devices, revoked);
-  return true;
-}
-
-std::vector<std::size_t> parse_sizes(int& argc, char** argv) {
-  std::vector<std::size_t> sizes{1'000, 100'000, 1'000'000};
-  int out = 1;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg.rfind("--sizes=", 0) == 0) {
-      sizes.clear();
-      std::string list = arg.substr(8);
-      for (std::size_t pos = 0; pos <= list.size();) {
-        const std::size_t comma = std::min(list.find(',', pos), list.size());
-        const std::string item = list.substr(pos, comma - pos);
-        char* end = nullptr;
-        const unsigned long long value = std::strtoull(item.c_str(), &end, 10);
-        if (item.empty() || *end != '\0' || value == 0) die("--sizes takes positive numbers");
-        sizes.push_back(value);
-        pos = comma + 1;
-      }
-    } else {
-      argv[out++] = argv[i];
-    }
-  }
-  argc = out;
-  return sizes;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (run_fill_mode(argc, argv)) return 0;
-  const auto sizes = parse_sizes(argc, argv);
+  CLI::App app{
+      "Registry benchmark: what the broker plugin's snapshot costs (build, load, memory, ACL "
+      "decisions, connect verdicts, changes) at several fleet sizes. With --fill it runs no "
+      "benchmark but fills a registry for timing onboardctl on a large fleet."};
+  std::vector<std::size_t> sizes{1'000, 100'000, 1'000'000};
+  std::string fill;
+  std::size_t devices = 0, revoked = 0;
+  auto* sizes_option = app.add_option("--sizes", sizes, "fleet sizes, comma-separated")
+                           ->delimiter(',')
+                           ->allow_extra_args(false)
+                           ->capture_default_str()
+                           ->check(bench_cli::whole_number(1));
+  auto* fill_option =
+      app.add_option("--fill", fill,
+                     "fill mode: add devices to this registry.db, which `onboardctl init` made "
+                     "and which has no devices yet")
+          ->check(CLI::ExistingFile);
+  auto* devices_option = app.add_option("--devices", devices, "fill mode: devices to add")
+                             ->check(bench_cli::whole_number())
+                             ->needs(fill_option);
+  app.add_option("--revoked", revoked,
+                 "fill mode: revoke the first M of them as `device revoke` would")
+      ->check(bench_cli::whole_number())
+      ->needs(fill_option);
+  fill_option->needs(devices_option)->excludes(sizes_option);
+  if (const int rc = bench_cli::parse(app, argc, argv); rc >= 0) return rc;
+
+  if (*fill_option) {
+    if (!app.remaining().empty()) {
+      die("fill mode takes only --fill, --devices and --revoked, not " + app.remaining().front());
+    }
+    fill_registry(fill, devices, revoked);
+    return 0;
+  }
   // Grouped by size, so that each fleet is made once and dropped before the next one.
   for (const std::size_t n : sizes) {
     const std::string suffix = "/" + std::to_string(n);
@@ -714,10 +685,7 @@ int main(int argc, char** argv) {
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
   }
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
+  const int rc = bench_cli::run_benchmarks(app, argv[0]);
   fixtures = {};
-  return 0;
+  return rc;
 }

@@ -3,13 +3,14 @@
 // server and turns the JSON this prints into docs/benchmarks.md.
 //
 //   ONBOARD_BENCH_TOKEN=onb_... onboard_rest_bench --port P --mode register|read
-//       [--threads 4] [--seconds 5] [--prefix dev] [--no-keep-alive]
+//       [--threads 4] [--seconds 5] [--prefix dev] [--read-ids N] [--no-keep-alive]
 //
 // register: each thread registers prefix-T-N devices, its CSRs made before the clock starts (the
 // device makes its key, not the server). read: each thread reads the devices a register run
 // left, round robin. Every non-2xx answer counts as an error, and any error fails the run.
 #include <httplib.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -23,13 +24,15 @@
 #include "ca/csr.h"
 #include "ca/keys.h"
 
+#include "cli_checks.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 struct Options {
   int port = 0;
-  std::string mode = "read";
+  std::string mode;
   int threads = 4;
   double seconds = 5;
   std::string prefix = "dev";
@@ -53,40 +56,46 @@ double percentile(std::vector<double>& values, double p) {
   return values[index];
 }
 
-int usage() {
-  std::cerr << "usage: ONBOARD_BENCH_TOKEN=... onboard_rest_bench --port P --mode register|read "
-               "[--threads N] [--seconds S] [--prefix P] [--read-ids N] [--no-keep-alive]\n";
-  return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (arg == "--port")
-      o.port = std::atoi(next().c_str());
-    else if (arg == "--mode")
-      o.mode = next();
-    else if (arg == "--threads")
-      o.threads = std::atoi(next().c_str());
-    else if (arg == "--seconds")
-      o.seconds = std::atof(next().c_str());
-    else if (arg == "--prefix")
-      o.prefix = next();
-    else if (arg == "--read-ids")
-      o.read_ids = std::atoi(next().c_str());
-    else if (arg == "--no-keep-alive")
-      o.keep_alive = false;
-    else
-      return usage();
+  CLI::App app{
+      "HTTP load for `onboardctl serve` on 127.0.0.1: registrations or reads per second and their "
+      "latency, printed as one JSON object. The bearer token is read from the environment "
+      "variable ONBOARD_BENCH_TOKEN, never from the command line."};
+  app.add_option("--port", o.port, "the server's port on 127.0.0.1")
+      ->required()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--mode", o.mode,
+                 "register: POST /v1/devices with P-256 CSRs made beforehand; read: GET "
+                 "/v1/devices/<id> of the devices a register run left")
+      ->required()
+      ->check(CLI::IsMember({"register", "read"}));
+  app.add_option(
+         "--threads", o.threads,
+         "client threads, each with its own HTTP client (and connection, unless --no-keep-alive)")
+      ->capture_default_str()
+      ->check(bench_cli::whole_number(1));
+  app.add_option("--seconds", o.seconds, "how long to run")
+      ->capture_default_str()
+      ->check(bench_cli::positive_number());
+  app.add_option("--prefix", o.prefix, "device ids are PREFIX-THREAD-N")->capture_default_str();
+  app.add_option("--read-ids", o.read_ids,
+                 "read mode: ids per thread the register run made (required for read)")
+      ->check(bench_cli::whole_number(1));
+  bool no_keep_alive = false;
+  app.add_flag("--no-keep-alive", no_keep_alive, "a new connection per request");
+  CLI11_PARSE(app, argc, argv);
+  o.keep_alive = !no_keep_alive;
+  if (o.mode == "read" && o.read_ids < 1) {
+    std::cerr << "rest_bench: --mode read needs --read-ids\n";
+    return 2;
   }
   const char* token = std::getenv("ONBOARD_BENCH_TOKEN");  // never on argv
-  if (o.port <= 0 || token == nullptr || o.threads < 1 || o.seconds <= 0 ||
-      (o.mode != "register" && o.mode != "read") || (o.mode == "read" && o.read_ids < 1)) {
-    return usage();
+  if (token == nullptr) {
+    std::cerr << "rest_bench: set ONBOARD_BENCH_TOKEN to an operator token\n";
+    return 2;
   }
 
   // Register mode: enough CSRs for the run at a generous rate, made before timing starts.

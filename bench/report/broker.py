@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Turns the load generator's results from bench/run's broker parts into Markdown and PNG plots.
 
-    broker_report.py PART MODE OUT.md IMG_DIR MACHINE ARGS...
+    broker.py PART MODE OUT.md IMG_DIR MACHINE ARGS...
 
-PART is throughput, connect_storm, broker_scale or revocation; ARGS are the part's parameters as
-bench/run passes them. Every ratio is taken within one round (the set-ups of a round ran back to
-back), and the report gives the median, min and max of those per-round ratios. Plots need
-gnuplot; without it the report says so and carries on.
+PART is throughput, connect_storm, broker_scale, broker_cost or revocation; ARGS are the part's
+parameters as bench/run passes them. The load generator's results are JSON lines (one object per
+line, each with a "type"; see loadgen.cpp), in DIR/LOAD.jsonl. Every ratio is taken within one
+round (the set-ups of a round ran back to back), and the report gives the median, min and max of
+those per-round ratios. Plots need gnuplot; without it the report says so and carries on.
 """
 import os
 import shutil
-import statistics
 import subprocess
 import sys
+
+import common
+from common import fmt_ratio, header, median, ratios, summary
 
 SETUP_NAMES = {
     "baseline": "baseline (no authorization)",
@@ -22,43 +25,45 @@ SETUP_NAMES = {
 }
 
 
-def read_result(path):
-    """key=value lines as floats; other lines (revocation events) under "lines"."""
-    values, lines = {}, []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if "=" in line and " " not in line:
-                key, value = line.split("=", 1)
-                values[key] = float(value)
-            elif line:
-                lines.append(line)
-    values["lines"] = lines
-    return values
+def records(path):
+    """The load generator's JSON lines in PATH (read once per run of this script)."""
+    if path not in _parsed:
+        _parsed[path] = common.read_json_lines(path)
+    return _parsed[path]
 
 
 _parsed = {}
 
 
+def first_record(path, kind):
+    """The first record of type KIND in PATH ({} when there is none)."""
+    return next((r for r in records(path) if r["type"] == kind), {})
+
+
+def round_results(recs):
+    """The "result" records (one per target and round): {(target, round): {key: value}}."""
+    table = {}
+    for r in recs:
+        if r["type"] != "result":
+            continue
+        values = {k: v for k, v in r.items() if k not in ("type", "target", "round")}
+        table[(r["target"], int(r["round"]))] = values
+    return table
+
+
 def results(path):
-    """The load generator's "result round=R target=T key=value ..." lines: {(T, R): {key: value}}."""
-    if path not in _parsed:
-        table = {}
-        with open(path) as f:
-            for line in f:
-                fields = line.split()
-                if not fields or fields[0] != "result":
-                    continue
-                values = dict(field.split("=", 1) for field in fields[1:])
-                key = (values.pop("target"), int(values.pop("round")))
-                table[key] = {k: float(v) for k, v in values.items()}
-        _parsed[path] = table
-    return _parsed[path]
+    return round_results(records(path))
+
+
+def revocation_latencies(recs):
+    """Sorted ms from each revocation command's exit to the connection closed, for the devices
+    whose connection was closed within the load generator's timeout."""
+    return sorted(r["ms"] for r in recs if r["type"] == "revocation" and r["closed"])
 
 
 def per_round(directory, rounds, setup, load, key):
     """The value of KEY in each round for SETUP under LOAD (None where missing)."""
-    table = results(os.path.join(directory, f"{load or 'storm'}.txt"))
+    table = results(os.path.join(directory, f"{load or 'storm'}.jsonl"))
     return [table.get((setup, r), {}).get(key) for r in range(1, rounds + 1)]
 
 
@@ -72,27 +77,6 @@ def pooled(directory, rounds, setup, load):
         return float("nan"), float("nan")
     msgs = sum(d for d, _, _ in rows)
     return msgs / sum(d / r for d, r, _ in rows), sum(d * c for d, _, c in rows) / msgs
-
-
-def ratios(values, base):
-    return [v / b for v, b in zip(values, base) if v is not None and b]
-
-
-def summary(rs):
-    if not rs:
-        return None
-    return statistics.median(rs), min(rs), max(rs)
-
-
-def fmt_ratio(s):
-    if s is None:
-        return "–"
-    return f"**{s[0]:.3f}** ({s[1]:.3f}–{s[2]:.3f})"
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else float("nan")
 
 
 def plot(img_dir, name, data_rows, script, notes):
@@ -149,13 +133,9 @@ def bar_script(title, labels, ymin, ymax):
     return BAR_PLOT.format(title=title, ymin=ymin, ymax=ymax, series=series)
 
 
-def header(title, machine, text):
-    return [f"## {title}", "", machine, "", *text, ""]
-
-
 def smoke_note(mode, lines):
     if mode == "smoke":
-        lines += ["", "*Smoke run: tiny and short; these numbers only show that the harness works.*"]
+        lines += ["", common.smoke_note("tiny and short")]
 
 
 # What the plugin can cost at most per message, from the `decisions` part, to read the targets by.
@@ -202,31 +182,26 @@ def throughput(mode, out, img_dir, machine, directory, rounds, connections, seco
     # (a dynsec client not found, say) would look fast for the wrong reason.
     lines += ["Enforcement check (before the rounds): device A subscribes to and publishes into device B's",
               "subtree; B's own publish is the control. (`acl_file` grants every subscription and",
-              "filters on delivery instead; the message not reaching B is what counts.)", "",
-              "| set-up | A's subscription granted | A's message reached B | B's own message delivered |",
-              "|---|---|---|---|"]
-    broken = []
+              "filters on delivery instead; the message not reaching B is what counts.)", ""]
+    broken, rows = [], []
     for setup in setups:
-        path = os.path.join(directory, f"check-{setup}.txt")
+        path = os.path.join(directory, f"check-{setup}.jsonl")
         if not os.path.exists(path):
             continue
-        c = read_result(path)
+        c = first_record(path, "check")
         yes = lambda key: "yes" if c.get(key) else "no"
-        lines.append(f"| {SETUP_NAMES[setup]} | {yes('foreign_subscribe_granted')} | "
-                     f"{yes('foreign_publish_delivered')} | {yes('own_publish_delivered')} |")
+        rows.append([SETUP_NAMES[setup], yes("foreign_subscribe_granted"), yes("foreign_publish_delivered"),
+                     yes("own_publish_delivered")])
         # acl_file grants every subscription and checks on delivery instead (Mosquitto 2.0), so
         # enforcement is: the foreign message never reaches B.
         enforced = not c.get("foreign_publish_delivered")
         if not c.get("own_publish_delivered") or (setup != "baseline" and not enforced):
             broken.append(setup)
-    lines.append("")
+    lines += [*common.table([("set-up", "l"), ("A's subscription granted", "l"), ("A's message reached B", "l"),
+                             ("B's own message delivered", "l")], rows), ""]
     if broken:
         lines += [f"**Enforcement check failed for: {', '.join(broken)}.**", ""]
-    lines += [
-        "| load | set-up | delivered msgs/s | ratio to baseline | pooled | broker CPU µs/msg | CPU ratio | pooled |",
-        "|---|---|---:|---|---:|---:|---|---:|",
-    ]
-    stats = {}
+    stats, rows = {}, []
     for load, title in (("qos0", "QoS 0 flat out"), ("qos1", "QoS 1 flat out")):
         base_rate = per_round(directory, rounds, "baseline", load, "msgs_per_s")
         base_cpu = per_round(directory, rounds, "baseline", load, "cpu_us_per_msg")
@@ -236,21 +211,24 @@ def throughput(mode, out, img_dir, machine, directory, rounds, connections, seco
             c = per_round(directory, rounds, setup, load, "cpu_us_per_msg")
             pool = pooled(directory, rounds, setup, load)
             stats[(load, setup)] = (summary(ratios(r, base_rate)), summary(ratios(c, base_cpu)), r)
-            lines.append(f"| {title} | {SETUP_NAMES[setup]} | {median(r):,.0f} | "
-                         f"{fmt_ratio(stats[(load, setup)][0]) if setup != 'baseline' else '1'} | "
-                         f"{pool[0] / base_pool[0]:.3f} | {median(c):.2f} | "
-                         f"{fmt_ratio(stats[(load, setup)][1]) if setup != 'baseline' else '1'} | "
-                         f"{pool[1] / base_pool[1]:.3f} |")
-    lines += ["", f"Latency at {rate} msgs/s (QoS 1), medians over rounds:", "",
-              "| set-up | p50 µs | p99 µs | p50 ratio | p99 ratio |", "|---|---:|---:|---|---|"]
+            rows.append([title, SETUP_NAMES[setup], f"{median(r):,.0f}",
+                         fmt_ratio(stats[(load, setup)][0]) if setup != "baseline" else "1",
+                         f"{pool[0] / base_pool[0]:.3f}", f"{median(c):.2f}",
+                         fmt_ratio(stats[(load, setup)][1]) if setup != "baseline" else "1",
+                         f"{pool[1] / base_pool[1]:.3f}"])
+    lines += common.table([("load", "l"), ("set-up", "l"), ("delivered msgs/s", "r"), ("ratio to baseline", "l"),
+                           ("pooled", "r"), ("broker CPU µs/msg", "r"), ("CPU ratio", "l"), ("pooled", "r")], rows)
+    lines += ["", f"Latency at {rate} msgs/s (QoS 1), medians over rounds:", ""]
+    rows = []
     base50 = per_round(directory, rounds, "baseline", "latency", "p50_us")
     base99 = per_round(directory, rounds, "baseline", "latency", "p99_us")
     for setup in setups:
         p50 = per_round(directory, rounds, setup, "latency", "p50_us")
         p99 = per_round(directory, rounds, setup, "latency", "p99_us")
-        lines.append(f"| {SETUP_NAMES[setup]} | {median(p50):,.0f} | {median(p99):,.0f} | "
-                     f"{fmt_ratio(summary(ratios(p50, base50)))} | {fmt_ratio(summary(ratios(p99, base99)))} |")
-    lines.append("")
+        rows.append([SETUP_NAMES[setup], f"{median(p50):,.0f}", f"{median(p99):,.0f}",
+                     fmt_ratio(summary(ratios(p50, base50))), fmt_ratio(summary(ratios(p99, base99)))])
+    lines += [*common.table([("set-up", "l"), ("p50 µs", "r"), ("p99 µs", "r"), ("p50 ratio", "l"),
+                             ("p99 ratio", "l")], rows), ""]
 
     # Issue 7's targets.
     checks = []
@@ -308,11 +286,9 @@ def connect_storm(mode, out, img_dir, machine, directory, rounds, count, concurr
         "and does the client side of each handshake on one thread, so the rate is shared between it and",
         "the broker; the broker's CPU per connect (`/proc/PID/stat`) shows the broker's side alone.",
     ])
-    lines += ["| set-up | connects/s | ratio to baseline | broker CPU µs/connect | CPU ratio | refused | timed out |",
-              "|---|---:|---|---:|---|---:|---:|"]
     base_cpu = per_round(directory, rounds, "baseline", None, "cpu_us_per_connect")
     base = per_round(directory, rounds, "baseline", None, "connects_per_s")
-    stats = {}
+    stats, rows = {}, []
     for setup in setups:
         r = per_round(directory, rounds, setup, None, "connects_per_s")
         refused = sum(v or 0 for v in per_round(directory, rounds, setup, None, "refused"))
@@ -320,10 +296,12 @@ def connect_storm(mode, out, img_dir, machine, directory, rounds, count, concurr
         cpu = per_round(directory, rounds, setup, None, "cpu_us_per_connect")
         stats[setup] = summary(ratios(r, base))
         cpu_stats = summary(ratios(cpu, base_cpu))
-        lines.append(f"| {SETUP_NAMES[setup]} | {median(r):,.1f} | "
-                     f"{fmt_ratio(stats[setup]) if setup != 'baseline' else '1'} | {median(cpu):,.0f} | "
-                     f"{fmt_ratio(cpu_stats) if setup != 'baseline' else '1'} | {refused:.0f} | {timed_out:.0f} |")
-    lines.append("")
+        rows.append([SETUP_NAMES[setup], f"{median(r):,.1f}", fmt_ratio(stats[setup]) if setup != "baseline" else "1",
+                     f"{median(cpu):,.0f}", fmt_ratio(cpu_stats) if setup != "baseline" else "1", f"{refused:.0f}",
+                     f"{timed_out:.0f}"])
+    lines += [*common.table([("set-up", "l"), ("connects/s", "r"), ("ratio to baseline", "l"),
+                             ("broker CPU µs/connect", "r"), ("CPU ratio", "l"), ("refused", "r"),
+                             ("timed out", "r")], rows), ""]
     s = stats["onboard"]
     if s and mode != "smoke":
         lines += [f"- Connect rate, onboard / baseline = {s[0]:.3f} (target ≥ 0.95): "
@@ -356,9 +334,7 @@ def broker_scale(mode, out, img_dir, machine, directory, rounds, connections, se
         "measured per turn. Ratios per round to that round's baseline: median (min–max); pooled:",
         "totals over all rounds.",
     ])
-    lines += ["| set-up | QoS 0 msgs/s | ratio | pooled | QoS 0 CPU µs/msg | CPU ratio | pooled | QoS 1 msgs/s | ratio | pooled |",
-              "|---|---:|---|---:|---:|---|---:|---:|---|---:|"]
-    stats = {}
+    stats, rows = {}, []
     for setup in setups:
         cells = []
         for load in ("qos0", "qos1"):
@@ -374,8 +350,10 @@ def broker_scale(mode, out, img_dir, machine, directory, rounds, connections, se
                 cells += [f"{median(c):.2f}", fmt_ratio(cr) if setup != "baseline" else "1",
                           f"{pool[1] / base_pool[1]:.3f}"]
         name = "baseline" if setup == "baseline" else f"onboard, {int(setup.split('@')[1]):,} devices"
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("")
+        rows.append([name, *cells])
+    lines += [*common.table([("set-up", "l"), ("QoS 0 msgs/s", "r"), ("ratio", "l"), ("pooled", "r"),
+                             ("QoS 0 CPU µs/msg", "r"), ("CPU ratio", "l"), ("pooled", "r"), ("QoS 1 msgs/s", "r"),
+                             ("ratio", "l"), ("pooled", "r")], rows), ""]
     if mode != "smoke":
         for setup in setups[1:]:
             n = int(setup.split("@")[1])
@@ -432,17 +410,14 @@ plot datafile using 1:2:3:4 with yerrorlines title 'QoS 0 msgs/s', \\
 
 
 def revocation(mode, out, img_dir, machine, directory, connections, rate):
-    result = read_result(os.path.join(directory, "revocation.txt"))
-    latencies = []
-    for line in result["lines"]:
-        parts = line.split()
-        if parts[0] == "revocation" and parts[2] != "not_closed":
-            latencies.append(float(parts[2]))
-    latencies.sort()
+    path = os.path.join(directory, "revocation.jsonl")
+    # The fleet's size and the load generator's own counts, in one dict.
+    result = {**first_record(path, "fleet"), **first_record(path, "summary")}
+    latencies = revocation_latencies(records(path))
     n = len(latencies)
 
     def pct(p):
-        return latencies[min(n - 1, int(p * (n - 1) + 0.5))] if n else float("nan")
+        return common.nearest_rank(latencies, p)
 
     lines = header("Revocation under load (issue 7)", machine, [
         f"`mosquitto_onboard.so` (default `refresh_interval_ms` 50) with {result.get('connections', 0):.0f}",
@@ -453,17 +428,16 @@ def revocation(mode, out, img_dir, machine, directory, connections, rate):
         "reconnects with the revoked certificate, which must be refused. Negative times: the broker",
         "closed the connection before the command had exited (after its commit, while it wrote the CRL).",
     ])
-    lines += [
-        "| revocations | p50 ms | p99 ms | max ms | not closed within 3 s | reconnect accepted | other clients closed | failed commands |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {n} | {pct(0.5):.1f} | {pct(0.99):.1f} | {max(latencies) if n else float('nan'):.1f} | "
-        f"{result.get('not_closed', 0):.0f} | {result.get('reconnect_accepted', 0):.0f} | "
-        f"{result.get('other_closed', 0):.0f} | {result.get('failed_commands', 0):.0f} |",
-        "",
-    ]
+    columns = [(title, "r") for title in ("revocations", "p50 ms", "p99 ms", "max ms", "not closed within 3 s",
+                                          "reconnect accepted", "other clients closed", "failed commands")]
+    counts = [f"{result.get(key, 0):.0f}" for key in ("not_closed", "reconnect_accepted", "other_closed",
+                                                      "failed_commands")]
+    row = [str(n), f"{pct(0.5):.1f}", f"{pct(0.99):.1f}", f"{max(latencies) if n else float('nan'):.1f}", *counts]
+    lines += [*common.table(columns, [row]), ""]
     if mode != "smoke" and n:
         lines += [
-            f"- p99 {pct(0.99):.1f} ms (target ≤ 250 ms): " + verdict(pct(0.99) <= 250, pct(0.99), 250, "{:.1f} ms", False),
+            f"- p99 {pct(0.99):.1f} ms (target ≤ 250 ms): "
+            + verdict(pct(0.99) <= 250, pct(0.99), 250, "{:.1f} ms", False),
             f"- max {max(latencies):.1f} ms (target < 1000 ms): "
             + verdict(max(latencies) < 1000, max(latencies), 1000, "{:.1f} ms", False),
             f"- every revoked device's reconnect refused: "
@@ -525,17 +499,14 @@ def broker_cost(mode, out, img_dir, machine, directory, connections, seconds, lo
         "Instruction counts do not depend on the load of the machine, so this is the steady",
         "counterpart of the CPU-per-message columns; it does not see cache misses.",
     ])
-    lines += ["| set-up | main thread: instructions per message | ratio to baseline | "
-              "other threads: instructions per second | messages (low, high) |",
-              "|---|---:|---:|---:|---|"]
-    per_message = {}
+    per_message, rows = {}, []
     for setup in setups:
-        if not os.path.exists(os.path.join(directory, f"{setup}-high.txt")):
+        if not os.path.exists(os.path.join(directory, f"{setup}-high.jsonl")):
             continue
         main_low, others_low = thread_totals(directory, f"{setup}-low")
         main_high, _ = thread_totals(directory, f"{setup}-high")
-        d_low = results(os.path.join(directory, f"{setup}-low.txt"))[(setup, 1)]["delivered"]
-        d_high = results(os.path.join(directory, f"{setup}-high.txt"))[(setup, 1)]["delivered"]
+        d_low = results(os.path.join(directory, f"{setup}-low.jsonl"))[(setup, 1)]["delivered"]
+        d_high = results(os.path.join(directory, f"{setup}-high.jsonl"))[(setup, 1)]["delivered"]
         if d_high <= d_low:
             raise SystemExit(f"broker_cost: {setup}: the high rate delivered no more than the low one")
         per_message[setup] = (main_high - main_low) / (d_high - d_low)
@@ -543,9 +514,11 @@ def broker_cost(mode, out, img_dir, machine, directory, connections, seconds, lo
         # Clock-driven threads run for the broker's whole life (start-up under valgrind included).
         lifetime = os.path.join(directory, f"{setup}-low.lifetime_us")
         alive_s = int(open(lifetime).read()) / 1e6 if os.path.exists(lifetime) else float(seconds)
-        lines.append(f"| {SETUP_NAMES[setup]} | {per_message[setup]:,.0f} | {ratio:.3f} | "
-                     f"{others_low / alive_s:,.0f} | {d_low:,.0f}, {d_high:,.0f} |")
-    lines.append("")
+        rows.append([SETUP_NAMES[setup], f"{per_message[setup]:,.0f}", f"{ratio:.3f}", f"{others_low / alive_s:,.0f}",
+                     f"{d_low:,.0f}, {d_high:,.0f}"])
+    lines += [*common.table([("set-up", "l"), ("main thread: instructions per message", "r"),
+                             ("ratio to baseline", "r"), ("other threads: instructions per second", "r"),
+                             ("messages (low, high)", "l")], rows), ""]
     if mode != "smoke" and "onboard" in per_message and "baseline" in per_message:
         r = per_message["onboard"] / per_message["baseline"]
         lines += [f"- Broker main-thread instructions per message, onboard / baseline = {r:.3f} (the CPU "
@@ -556,8 +529,8 @@ def broker_cost(mode, out, img_dir, machine, directory, connections, seconds, lo
     return lines
 
 
-PARTS = {"throughput": throughput, "broker_cost": broker_cost, "connect_storm": connect_storm, "broker_scale": broker_scale,
-         "revocation": revocation}
+PARTS = {"throughput": throughput, "broker_cost": broker_cost, "connect_storm": connect_storm,
+         "broker_scale": broker_scale, "revocation": revocation}
 
 
 def main():

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""The decision-cost and snapshot-scale section (issue 7) from onboard_registry_bench's Google
+Benchmark JSON.
+
+    decisions.py BENCHMARK.json MODE OUT.md MACHINE ARGS
+
+ARGS is the benchmark's command line as bench/run ran it, quoted in the section.
+"""
+import statistics
+import sys
+
+import common
+
+SCALE = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+# name, title, field, unit divisor (from ns), unit
+ROWS = [
+    ("build_pure", "`Snapshot::build` from values in memory", "real_time", 1e6, "ms"),
+    ("load_sqlite", "`load_snapshot` from SQLite (read_access + build)", "real_time", 1e6, "ms"),
+    ("check_access", "one ACL decision, on a random device of all", "cpu_time", 1.0, "ns"),
+    ("check_access_hot", "one ACL decision, on 256 active devices", "cpu_time", 1.0, "ns"),
+    ("connect_verdict", "one connect verdict", "cpu_time", 1.0, "ns"),
+    ("with_changes", "next snapshot with one device changed (`with_changes`)", "real_time", 1e3, "µs"),
+    ("refresh_sqlite", "one registry change picked up end to end (`refresh_snapshot`)", "real_time", 1e3, "µs"),
+]
+# name, counter, title, unit
+COUNTERS = [
+    ("build_pure", "rss_added_MiB", "memory added by `build`", "MiB"),
+    ("build_pure", "bytes_per_device", "memory added per device", "bytes"),
+    ("load_sqlite", "rss_added_MiB", "memory added by `load_snapshot`", "MiB"),
+    ("with_changes", "release_us", "freeing the replaced snapshot", "µs"),
+]
+
+WHY_MISSED = [
+    "",
+    "Why the missed targets are missed (see `bench/README.md`): a decision on cached data costs",
+    "about 1,730 instructions at any size (callgrind at 1k; 3,565 before rule patterns were split",
+    "into levels once and shared, and the topic validated and split once per decision), about",
+    "150 to 250 ns on this VM, so the hot row sits at the target and varies with the machine's",
+    "load; on a random device of a large fleet each decision also waits for the walk to the device",
+    "(shard, bucket, hash-map node, `DeviceAccess`, its rule vector) out of memory, which is the",
+    "difference between the two decision rows. Memory: about 740 bytes a device, because the",
+    "snapshot stores the `DeviceAccess` values its API hands out: 144 for the record and its",
+    "`shared_ptr` block, 256 for ten 24-byte rules (patterns shared, one node per distinct text),",
+    "224 for the certificate (its record, the 64-character fingerprint and the serial on the",
+    "heap), about 110 for the two index entries. Build and change times are wall time and move",
+    "with the load average given above.",
+]
+
+
+def run_key(b):
+    """"check_access/1000", without Google Benchmark's "/iterations:1/repeats:3/manual_time"."""
+    return "/".join(b["run_name"].split("/")[:2])
+
+
+def ns(b, field):
+    return b[field] * SCALE[b["time_unit"]]
+
+
+def fmt(v):
+    """Three significant figures or so: 1,234 / 56.7 / 8.90; "–" for no value."""
+    if v is None:
+        return "–"
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.2f}" if v < 10 else f"{v:,.1f}"
+
+
+class Runs:
+    """Medians over the repetitions of each benchmark."""
+
+    def __init__(self, data):
+        self.runs = common.benchmark_runs(data, "decisions", run_key)
+        self.sizes = sorted({int(name.split("/")[1]) for name in self.runs})
+
+    def value(self, name, field, div):
+        reps = self.runs.get(name)
+        if not reps:
+            return None
+        return statistics.median(ns(r, field) for r in reps) / div
+
+    def counter(self, name, c):
+        reps = self.runs.get(name)
+        if not reps or c not in reps[0]:
+            return None
+        return statistics.median(r[c] for r in reps)
+
+
+def target_checks(runs):
+    """Issue 7's targets, read at the largest size measured."""
+    top = runs.sizes[-1]
+    k = common.count_label(top)
+    checks = []
+
+    def target(desc, v, limit, unit, stated=None):
+        if v is None:
+            return
+        verdict = "met" if v <= limit else f"**missed by {v - limit:,.1f} {unit}**"
+        checks.append(f"{desc} at {k}: {fmt(v)} {unit} (target ≤ {stated or f'{limit:g} {unit}'}) {verdict}")
+
+    target("ACL decision (random device)", runs.value(f"check_access/{top}", "cpu_time", 1.0), 150, "ns")
+    target("ACL decision (256 active devices)", runs.value(f"check_access_hot/{top}", "cpu_time", 1.0),
+           150, "ns")
+    target("snapshot build", runs.value(f"build_pure/{top}", "real_time", 1e9), 5, "s")
+    target("snapshot memory", runs.counter(f"build_pure/{top}", "rss_added_MiB"), 400 * 1e6 / 2**20, "MiB",
+           "400 MB = 381.5 MiB")
+    target("one change applied", runs.value(f"with_changes/{top}", "real_time", 1e6), 1, "ms")
+    return checks
+
+
+def render(data, mode, machine, args):
+    runs = Runs(data)
+    sizes = runs.sizes
+    lines = common.header("Decision cost and snapshot scale (issue 7)", machine, [
+        "Google Benchmark (`onboard_registry_bench " + args + "`), every device with ten rules of its",
+        "own and one certificate, ten type groups of two rules and the default group's one rule (a",
+        "decision weighs thirteen rules). Medians over repetitions; ACL decisions and connect verdicts",
+        "are mean CPU time per call, cycling through 8,192 prepared queries (a mix of allowed, denied",
+        "and unmatched topics) on random devices of the whole fleet, or of 256 of them (a broker whose",
+        "traffic comes from a few hundred devices at a time). Memory is the resident set the snapshot",
+        "added.",
+    ])
+    columns = [("measure", "l"), ("unit", "l"), *((common.count_label(n), "r") for n in sizes)]
+    rows = [[title, unit, *(fmt(runs.value(f"{key}/{n}", field, div)) for n in sizes)]
+            for key, title, field, div, unit in ROWS]
+    rows += [[title, unit, *(fmt(runs.counter(f"{key}/{n}", c)) for n in sizes)]
+             for key, c, title, unit in COUNTERS]
+    lines += [*common.table(columns, rows), ""]
+
+    checks = [] if mode == "smoke" else target_checks(runs)
+    if mode != "smoke" and sizes[-1] < 1_000_000:
+        lines.append(f"Issue 7's targets are set at 1M devices; this run stopped at "
+                     f"{common.count_label(sizes[-1])}.")
+    lines += [f"- {c}" for c in checks]
+    if checks:
+        lines += WHY_MISSED
+    if mode == "smoke":
+        lines += ["", common.smoke_note("one size, minimal time")]
+    return lines
+
+
+def main(argv):
+    path, mode, out, machine, args = argv
+    lines = render(common.read_json(path), mode, machine, args)
+    common.write_lines(out, lines)
+    common.echo_tables(lines)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

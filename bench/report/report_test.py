@@ -1,0 +1,286 @@
+"""Unit tests of the report modules bench/run calls (stdlib unittest; ctest runs them as
+bench_report_tests): statistics, Markdown tables, the parsing of the benchmark programs' output
+and the sections rendered from small inputs with known answers.
+
+    python3 -m unittest discover -s bench/report -p '*_test.py'
+"""
+import glob
+import json
+import os
+import py_compile
+import tempfile
+import unittest
+
+import broker
+import common
+import decisions
+import dynsec_config
+import issuance
+import registry
+import rest
+import sections
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MACHINE = "- Machine: test"
+
+
+class CompileTest(unittest.TestCase):
+    def test_every_module_compiles(self):
+        files = sorted(glob.glob(os.path.join(HERE, "*.py")))
+        self.assertIn(os.path.join(HERE, "broker.py"), files)
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in files:
+                with self.subTest(path=os.path.basename(path)):
+                    py_compile.compile(path, cfile=os.path.join(tmp, "out.pyc"), doraise=True)
+
+
+class StatisticsTest(unittest.TestCase):
+    def test_nearest_rank_matches_the_load_generator(self):
+        values = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+        self.assertEqual(common.nearest_rank(values, 0.5), 6.0)  # index round(4.5) = 5
+        self.assertEqual(common.nearest_rank(values, 0.99), 10.0)
+        self.assertEqual(common.nearest_rank(values, 0.0), 1.0)
+        self.assertEqual(common.nearest_rank([42.0], 0.99), 42.0)
+
+    def test_nearest_rank_of_nothing_is_nan(self):
+        self.assertNotEqual(common.nearest_rank([], 0.5), common.nearest_rank([], 0.5))
+
+    def test_ratios_skip_missing_rounds_and_zero_baselines(self):
+        self.assertEqual(common.ratios([10, None, 30, 8], [5, 5, 0, 4]), [2.0, 2.0])
+
+    def test_summary_and_its_format(self):
+        s = common.summary([0.9, 1.1, 1.0])
+        self.assertEqual(s, (1.0, 0.9, 1.1))
+        self.assertEqual(common.fmt_ratio(s), "**1.000** (0.900–1.100)")
+        self.assertIsNone(common.summary([]))
+        self.assertEqual(common.fmt_ratio(None), "–")
+
+    def test_median_ignores_missing_values(self):
+        self.assertEqual(common.median([3, None, 1, 2]), 2)
+        self.assertNotEqual(common.median([None]), common.median([None]))
+
+    def test_count_labels(self):
+        self.assertEqual([common.count_label(n) for n in (20, 1000, 1500, 100000, 1000000, 2500000)],
+                         ["20", "1k", "1,500", "100k", "1M", "2,500k"])
+
+
+class MarkdownTest(unittest.TestCase):
+    def test_table_aligns_columns_and_keeps_empty_cells_narrow(self):
+        lines = common.table([("name", "l"), ("n", "r"), ("note", "l")],
+                             [["a", "1", ""], ["b", "", "x"]])
+        self.assertEqual(lines, ["| name | n | note |", "|---|---:|---|", "| a | 1 | |", "| b | | x |"])
+
+    def test_header(self):
+        self.assertEqual(common.header("T", "- m1\n- m2", ["text"]), ["## T", "", "- m1\n- m2", "", "text", ""])
+
+
+class JsonLinesTest(unittest.TestCase):
+    def test_parses_one_object_per_line_and_skips_blank_lines(self):
+        records = common.parse_json_lines(['{"type": "a", "x": 1}\n', "\n", '{"type": "b"}'])
+        self.assertEqual(records, [{"type": "a", "x": 1}, {"type": "b"}])
+
+    def test_a_broken_line_is_named(self):
+        with self.assertRaises(SystemExit) as e:
+            common.parse_json_lines(['{"type": "a"}', "result round=1 target=x"], "qos0.jsonl")
+        self.assertIn("qos0.jsonl:2", str(e.exception))
+
+    def test_an_object_needs_a_type(self):
+        with self.assertRaises(SystemExit) as e:
+            common.parse_json_lines(['{"round": 1}'], "f")
+        self.assertIn("f:1", str(e.exception))
+
+
+def gbench(name, **fields):
+    return {"name": name, "run_name": name, "run_type": "iteration", **fields}
+
+
+def issuance_run(name, ratio, project_cpu_s, raw_cpu_s, iterations):
+    return gbench(name, ratio=ratio, project_cpu_s=project_cpu_s, raw_cpu_s=raw_cpu_s,
+                  project_per_s=iterations / project_cpu_s, raw_per_s=iterations / raw_cpu_s,
+                  iterations=iterations)
+
+
+class IssuanceTest(unittest.TestCase):
+    DATA = {"benchmarks": [
+        # Listed out of order, as random interleaving leaves them.
+        issuance_run("csr_issue/device:p256/ca:p256", 0.70, 1.0, 0.7, 10),
+        issuance_run("keygen_issue/device:rsa2048/ca:rsa3072/min_time:15.000", 0.90, 2.0, 1.8, 4),
+        issuance_run("keygen_issue/device:rsa2048/ca:rsa3072/min_time:15.000", 0.80, 2.0, 1.6, 4),
+        issuance_run("keygen_issue/device:rsa2048/ca:rsa3072/min_time:15.000", 1.00, 4.0, 4.0, 8),
+        {"name": "csr_issue/device:p256/ca:p256_mean", "run_name": "csr_issue/device:p256/ca:p256",
+         "run_type": "aggregate", "ratio": 99},
+    ]}
+
+    def test_rows_in_product_order_with_median_min_max_and_pooled_ratios(self):
+        rows, missed = issuance.table_rows(common.benchmark_runs(self.DATA, "issuance"))
+        self.assertEqual(rows[0], ["key generation + issuance", "rsa2048", "rsa3072", "2.0", "2.2",
+                                   "**0.900**", "0.800", "1.000", "0.925", "3", "16", "yes"])
+        self.assertEqual(rows[1][:3], ["CSR check + issuance", "p256", "p256"])
+        self.assertEqual(rows[1][5:], ["**0.700**", "0.700", "0.700", "0.700", "1", "10", "**no**"])
+        self.assertEqual(missed, ["csr_issue p256 key, p256 CA (median 0.700, 0.100 short)"])
+
+    def test_section_says_which_target_was_missed(self):
+        lines = issuance.render(self.DATA, "full", MACHINE)
+        self.assertEqual(lines[:3], ["## Issuance (issue 2)", "", MACHINE])
+        self.assertEqual(lines[-1], "Target missed by: csr_issue p256 key, p256 CA (median 0.700, 0.100 short).")
+
+    def test_smoke_section_claims_nothing(self):
+        lines = issuance.render(self.DATA, "smoke", MACHINE)
+        self.assertTrue(lines[-1].startswith("*Smoke run: one short repetition;"))
+
+    def test_a_failed_benchmark_fails_the_report(self):
+        data = {"benchmarks": [gbench("csr_issue/device:p256/ca:p256", error_occurred=True,
+                                      error_message="CA key unreadable")]}
+        with self.assertRaises(SystemExit) as e:
+            issuance.render(data, "full", MACHINE)
+        self.assertIn("csr_issue/device:p256/ca:p256 failed: CA key unreadable", str(e.exception))
+
+    def test_no_runs_fails_the_report(self):
+        with self.assertRaises(SystemExit):
+            issuance.render({"benchmarks": []}, "full", MACHINE)
+
+
+class DecisionsTest(unittest.TestCase):
+    @staticmethod
+    def run_of(name, size, unit, real, cpu, **counters):
+        b = gbench(f"{name}/{size}/iterations:1/manual_time", time_unit=unit, real_time=real,
+                   cpu_time=cpu, **counters)
+        return b
+
+    def data(self):
+        return {"benchmarks": [
+            self.run_of("check_access", 1000, "ns", 120.0, 100.0),
+            self.run_of("check_access", 1000, "ns", 220.0, 200.0),
+            self.run_of("check_access", 100000, "ns", 400.0, 300.0),
+            self.run_of("build_pure", 100000, "ms", 12.5, 12.0, rss_added_MiB=70.0, bytes_per_device=740.0),
+            self.run_of("with_changes", 100000, "us", 2500.0, 2400.0),
+        ]}
+
+    def test_table_has_a_column_per_size_and_medians_in_the_row_unit(self):
+        lines = decisions.render(self.data(), "full", MACHINE, "--sizes=1000,100000")
+        self.assertIn("| measure | unit | 1k | 100k |", lines)
+        self.assertIn("| one ACL decision, on a random device of all | ns | 150 | 300 |", lines)
+        self.assertIn("| `Snapshot::build` from values in memory | ms | – | 12.5 |", lines)
+        self.assertIn("| memory added per device | bytes | – | 740 |", lines)
+
+    def test_targets_read_at_the_largest_size(self):
+        lines = decisions.render(self.data(), "full", MACHINE, "--sizes=1000,100000")
+        self.assertIn("Issue 7's targets are set at 1M devices; this run stopped at 100k.", lines)
+        self.assertIn("- ACL decision (random device) at 100k: 300 ns (target ≤ 150 ns) "
+                      "**missed by 150.0 ns**", lines)
+        self.assertIn("- one change applied at 100k: 2.50 ms (target ≤ 1 ms) **missed by 1.5 ms**", lines)
+        self.assertIn("- snapshot memory at 100k: 70.0 MiB (target ≤ 400 MB = 381.5 MiB) met", lines)
+
+    def test_smoke_reads_no_targets(self):
+        lines = decisions.render(self.data(), "smoke", MACHINE, "--sizes=1000")
+        self.assertFalse([line for line in lines if "target" in line and line.startswith("- ")])
+
+
+class RegistryTest(unittest.TestCase):
+    def test_ratios_cpu_above_the_floor_and_crl_growth(self):
+        times = []
+        for run in (1, 2):
+            for label in (label for label, _ in registry.COMMANDS):
+                times.append([label, "small", str(run), "10000", "5000"])
+                times.append([label, "big", str(run), str(20000 * run), "7000"])
+            times.append(["revoke", "crl", str(run), "30000", "9000"])
+        fill = [["small", "20", "0", "1500000", "1048576"], ["big", "200", "0", "2000000", "2097152"],
+                ["crl", "200", "20", "2500000", "2097152"]]
+        crl = [["big", "1", "1000"], ["big", "2", "1100"], ["crl", "1", "3000"], ["crl", "2", "3100"]]
+        lines = registry.render(times, fill, crl, "full", MACHINE, 2)
+        self.assertEqual(lines[0], "## Registry scale: onboardctl at 20 and 200 devices (issue 3)")
+        self.assertIn("| `device show ID` | 10.0 (10.0) | 30.0 (20.0) | **3.00** | 5.0 | 7.0 | 0.0 → 0.0 |", lines)
+        self.assertIn("| `device revoke ID`, 200 devices of which 20 revoked already | | 30.0 (30.0) | | | "
+                      "9.0 | → 2.0 |", lines)
+        crl_line = next(line for line in lines if line.startswith("- CRL file"))
+        self.assertIn("1,000 bytes with 1 revoked certificate, 1,100 with 2 (≈ 100 bytes per entry)", crl_line)
+        self.assertIn("3,100 bytes with 22 entries (100 bytes per entry)", crl_line)
+
+
+class RestTest(unittest.TestCase):
+    def test_one_row_per_run_and_ca(self):
+        r = {"per_second": 812.4, "p50_us": 4321.0, "p99_us": 12345.0, "requests": 406, "errors": 0}
+        results = {(name, "p256"): r for name, _, _ in rest.RUNS}
+        lines = rest.render(results, "smoke", MACHINE, "0.5", "4", ["p256"])
+        self.assertIn("| p256 | register (CSR) | keep-alive | 812 | 4.32 | 12.35 | 406 | 0 |", lines)
+        self.assertIn("| p256 | GET device | new per request | 812 | 4.32 | 12.35 | 406 | 0 |", lines)
+        self.assertTrue(lines[-1].startswith("*Smoke run: half a second per row;"))
+
+
+# What onboard_loadgen prints (see loadgen.cpp).
+THROUGHPUT_LINES = [
+    '{"type":"result","round":1,"target":"baseline","delivered":1000,"msgs_per_s":2000.0,'
+    '"cpu_us_per_msg":10.0,"p50_us":100.0,"p99_us":300.0,"stalls":0,"closed":0}',
+    '{"type":"result","round":1,"target":"onboard","delivered":900,"msgs_per_s":1800.0,'
+    '"cpu_us_per_msg":12.0,"p50_us":110.0,"p99_us":330.0,"stalls":0,"closed":0}',
+]
+REVOCATION_LINES = [
+    '{"type":"fleet","connections":15,"refused_at_start":0}',
+    '{"type":"revocation","device":"victim-000","closed":true,"ms":24.5}',
+    '{"type":"reconnect","device":"victim-000","accepted":false}',
+    '{"type":"revocation","device":"victim-001","closed":false}',
+    '{"type":"revocation","device":"victim-002","closed":true,"ms":-1.25}',
+    '{"type":"reconnect","device":"victim-002","accepted":false}',
+    '{"type":"summary","revocations":2,"not_closed":1,"reconnect_accepted":0,"failed_commands":0,'
+    '"other_closed":0,"p50_ms":24.5,"p99_ms":24.5,"max_ms":24.5}',
+]
+
+
+class BrokerTest(unittest.TestCase):
+    def test_round_results_keyed_by_target_and_round(self):
+        table = broker.round_results(common.parse_json_lines(THROUGHPUT_LINES))
+        self.assertEqual(set(table), {("baseline", 1), ("onboard", 1)})
+        self.assertEqual(table[("onboard", 1)]["msgs_per_s"], 1800.0)
+        self.assertNotIn("type", table[("onboard", 1)])
+
+    def test_revocation_latencies_leave_out_connections_not_closed(self):
+        self.assertEqual(broker.revocation_latencies(common.parse_json_lines(REVOCATION_LINES)), [-1.25, 24.5])
+
+    def test_revocation_section_from_the_load_generator_output(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "revocation.jsonl"), "w") as f:
+                f.write("\n".join(REVOCATION_LINES) + "\n")
+            lines = broker.revocation("full", os.path.join(tmp, "revocation.md"), tmp, MACHINE, tmp, "15", "100")
+        self.assertIn("`mosquitto_onboard.so` (default `refresh_interval_ms` 50) with 15", lines)
+        self.assertIn("| 2 | 24.5 | 24.5 | 24.5 | 1 | 0 | 0 | 0 |", lines)
+        # One device stayed connected: the target is missed even though the times are fine.
+        self.assertIn("- every revoked device's reconnect refused: **missed**", lines)
+        self.assertIn("- p99 24.5 ms (target ≤ 250 ms): met", lines)
+
+    def test_throughput_ratios_per_round(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for load in ("qos0", "qos1", "latency"):
+                with open(os.path.join(tmp, f"{load}.jsonl"), "w") as f:
+                    f.write("\n".join(THROUGHPUT_LINES) + "\n")
+            self.assertEqual(broker.per_round(tmp, 2, "onboard", "qos0", "msgs_per_s"), [1800.0, None])
+            rate, cpu = broker.pooled(tmp, 1, "onboard", "qos1")
+            self.assertEqual((rate, cpu), (1800.0, 12.0))
+
+
+class SectionsTest(unittest.TestCase):
+    def test_a_new_report_gets_the_header_and_the_section(self):
+        text = sections.merge(None, [("rest", "## REST\n\nrows\n\n")])
+        self.assertTrue(text.startswith(sections.HEADER))
+        self.assertTrue(text.endswith("<!-- bench:rest begin -->\n## REST\n\nrows\n<!-- bench:rest end -->\n"))
+
+    def test_a_rerun_replaces_its_section_and_keeps_the_others(self):
+        text = sections.merge(None, [("issuance", "old issuance"), ("rest", "old rest")])
+        text = sections.merge(text, [("issuance", "new issuance")])
+        self.assertIn("new issuance", text)
+        self.assertNotIn("old issuance", text)
+        self.assertIn("<!-- bench:rest begin -->\nold rest\n<!-- bench:rest end -->", text)
+        self.assertLess(text.index("new issuance"), text.index("old rest"))
+
+
+class DynsecConfigTest(unittest.TestCase):
+    def test_one_role_and_client_per_device_and_everything_else_denied(self):
+        config = json.loads(json.dumps(dynsec_config.config(["a", "b"])))
+        self.assertFalse(any(config["defaultACLAccess"].values()))
+        self.assertEqual([c["username"] for c in config["clients"]], ["a", "b"])
+        self.assertEqual(config["clients"][1]["roles"], [{"rolename": "role-b"}])
+        self.assertEqual({acl["topic"] for acl in config["roles"][0]["acls"]}, {"devices/a/#"})
+        self.assertEqual(len(config["roles"][0]["acls"]), 4)
+
+
+if __name__ == "__main__":
+    unittest.main()
