@@ -36,7 +36,7 @@
 
 namespace {
 
-using onboard::KeyAlg;
+using onboard::ca::KeyAlg;
 namespace ossl = onboard::ossl;
 
 constexpr onboard::UnixTime kDeviceValidity = 365 * 86400;
@@ -59,13 +59,13 @@ std::int64_t thread_cpu_ns() {
 // key loaded a second time for the raw side, so both sides sign with equal keys but neither
 // shares the other's precomputed state.
 struct Ca {
-  onboard::Authority authority;
+  onboard::ca::Authority authority;
   ossl::Ptr<EVP_PKEY> raw_key;
   onboard::UnixTime now = 0;
 };
 
-const Ca& ca_for(KeyAlg alg) {
-  static std::map<KeyAlg, std::unique_ptr<Ca>> cache;
+const Ca& ca_for(onboard::ca::KeyAlg alg) {
+  static std::map<onboard::ca::KeyAlg, std::unique_ptr<Ca>> cache;
   auto found = cache.find(alg);
   if (found != cache.end()) return *found->second;
 
@@ -74,20 +74,20 @@ const Ca& ca_for(KeyAlg alg) {
   if (::mkdtemp(dir_template.data()) == nullptr) die("cannot create a temporary directory");
   const std::filesystem::path dir = dir_template;
 
-  onboard::CaInitOptions options;
+  onboard::ca::CaInitOptions options;
   options.root_key_alg = alg;
   // A deployment that revokes publishes a CRL, so device certificates carry its URL: the sixth
   // extension of the profile, and the costlier case to measure.
   options.crl_url = "http://127.0.0.1:8080/crl.pem";
   const onboard::UnixTime now = onboard::unix_now();
-  auto authority = onboard::Authority::create(dir, options, now);
+  auto authority = onboard::ca::Authority::create(dir, options, now);
   std::string problem;
   ossl::Ptr<EVP_PKEY> key;
   if (!authority.ok()) {
     problem = "CA creation failed: " + authority.error().message;
   } else if (auto pem = onboard::read_file(authority->paths().root_key); !pem.ok()) {
     problem = pem.error().message;
-  } else if (auto loaded = onboard::private_key_from_pem(pem.value()); !loaded.ok()) {
+  } else if (auto loaded = onboard::ca::private_key_from_pem(pem.value()); !loaded.ok()) {
     problem = loaded.error().message;
   } else {
     key = std::move(loaded).value();
@@ -101,15 +101,15 @@ const Ca& ca_for(KeyAlg alg) {
   return *cache.emplace(alg, std::move(ca)).first->second;
 }
 
-const std::vector<std::string>& csr_pool(KeyAlg alg) {
-  static std::map<KeyAlg, std::vector<std::string>> cache;
+const std::vector<std::string>& csr_pool(onboard::ca::KeyAlg alg) {
+  static std::map<onboard::ca::KeyAlg, std::vector<std::string>> cache;
   auto& pool = cache[alg];
   for (std::size_t i = pool.size(); i < kCsrPoolSize; ++i) {
-    auto key = onboard::generate_key(alg);
+    auto key = onboard::ca::generate_key(alg);
     if (!key.ok()) die(key.error().message);
-    auto csr = onboard::make_csr(key->get(), "csr-device-" + std::to_string(i));
+    auto csr = onboard::ca::make_csr(key->get(), "csr-device-" + std::to_string(i));
     if (!csr.ok()) die(csr.error().message);
-    pool.push_back(onboard::csr_to_pem(csr->get()));
+    pool.push_back(onboard::ca::csr_to_pem(csr->get()));
   }
   return pool;
 }
@@ -130,8 +130,8 @@ std::string device_id(std::int64_t n) { return "device-" + std::to_string(n); }
 // ---- the project's path ------------------------------------------------------------------------
 
 bool issue_device(const Ca& ca, std::string id, const EVP_PKEY* key) {
-  onboard::CertificateRequest request;
-  request.profile = onboard::Profile::device;
+  onboard::ca::CertificateRequest request;
+  request.profile = onboard::ca::Profile::device;
   request.common_name = std::move(id);
   request.public_key = key;
   request.not_before = ca.now;
@@ -142,14 +142,14 @@ bool issue_device(const Ca& ca, std::string id, const EVP_PKEY* key) {
   return true;
 }
 
-bool project_keygen_issue(const Ca& ca, KeyAlg device_alg, std::int64_t n) {
-  auto key = onboard::generate_key(device_alg);
+bool project_keygen_issue(const Ca& ca, onboard::ca::KeyAlg device_alg, std::int64_t n) {
+  auto key = onboard::ca::generate_key(device_alg);
   if (!key.ok()) return fail("project keygen: " + key.error().message);
   return issue_device(ca, device_id(n), key->get());
 }
 
 bool project_csr_issue(const Ca& ca, const std::string& pem) {
-  auto csr = onboard::read_device_csr(pem);
+  auto csr = onboard::ca::read_device_csr(pem);
   if (!csr.ok()) return fail("project CSR: " + csr.error().message);
   return issue_device(ca, std::move(csr->device_id), csr->public_key.get());
 }
@@ -176,8 +176,8 @@ bool raw_sign(const Ca& ca, EVP_PKEY* subject_key, const X509_NAME* subject) {
   return true;
 }
 
-bool raw_keygen_sign(const Ca& ca, KeyAlg device_alg, std::int64_t n) {
-  ossl::Ptr<EVP_PKEY> key(device_alg == KeyAlg::rsa2048
+bool raw_keygen_sign(const Ca& ca, onboard::ca::KeyAlg device_alg, std::int64_t n) {
+  ossl::Ptr<EVP_PKEY> key(device_alg == onboard::ca::KeyAlg::rsa2048
                               ? EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{2048})
                               : EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"));
   ossl::Ptr<X509_NAME> name(X509_NAME_new());
@@ -234,15 +234,18 @@ void run_paired(benchmark::State& state, Project project, Raw raw) {
   state.counters["raw_cpu_s"] = raw_s;
 }
 
-std::string alg_name(KeyAlg alg) { return std::string(onboard::key_alg_name(alg)); }
+std::string alg_name(onboard::ca::KeyAlg alg) {
+  return std::string(onboard::ca::key_alg_name(alg));
+}
 
 void register_benchmarks(double rsa_keygen_min_time) {
   // rsa3072 is CaInitOptions' default root key, i.e. what the product signs with; p256 is the
   // fast alternative. Device keys: rsa2048 (the default) and p256.
-  const KeyAlg ca_algs[] = {KeyAlg::rsa3072, KeyAlg::p256};
-  const KeyAlg device_algs[] = {KeyAlg::rsa2048, KeyAlg::p256};
-  for (KeyAlg device : device_algs) {
-    for (KeyAlg ca_alg : ca_algs) {
+  const onboard::ca::KeyAlg ca_algs[] = {onboard::ca::KeyAlg::rsa3072, onboard::ca::KeyAlg::p256};
+  const onboard::ca::KeyAlg device_algs[] = {onboard::ca::KeyAlg::rsa2048,
+                                             onboard::ca::KeyAlg::p256};
+  for (onboard::ca::KeyAlg device : device_algs) {
+    for (onboard::ca::KeyAlg ca_alg : ca_algs) {
       const std::string name =
           "keygen_issue/device:" + alg_name(device) + "/ca:" + alg_name(ca_alg);
       auto* bm =
@@ -253,11 +256,12 @@ void register_benchmarks(double rsa_keygen_min_time) {
                 [&](std::int64_t n) { return raw_keygen_sign(ca, device, n); });
           });
       // RSA key generation takes 60 ms to 1 s per key: it needs far more time for a stable mean.
-      if (device == KeyAlg::rsa2048 && rsa_keygen_min_time > 0) bm->MinTime(rsa_keygen_min_time);
+      if (device == onboard::ca::KeyAlg::rsa2048 && rsa_keygen_min_time > 0)
+        bm->MinTime(rsa_keygen_min_time);
     }
   }
-  for (KeyAlg device : device_algs) {
-    for (KeyAlg ca_alg : ca_algs) {
+  for (onboard::ca::KeyAlg device : device_algs) {
+    for (onboard::ca::KeyAlg ca_alg : ca_algs) {
       const std::string name = "csr_issue/device:" + alg_name(device) + "/ca:" + alg_name(ca_alg);
       benchmark::RegisterBenchmark(name.c_str(), [device, ca_alg](benchmark::State& state) {
         const Ca& ca = ca_for(ca_alg);

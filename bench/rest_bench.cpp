@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
   for (int t = 0; t < o.threads; ++t) {
     for (int n = 0; n < csrs_per_thread; ++n) {
       const std::string id = device_id(o, t, n);
-      auto key = onboard::generate_key(onboard::KeyAlg::p256);
-      auto csr = key.ok() ? onboard::make_csr(key->get(), id)
+      auto key = onboard::ca::generate_key(onboard::ca::KeyAlg::p256);
+      auto csr = key.ok() ? onboard::ca::make_csr(key->get(), id)
                           : onboard::Result<onboard::ossl::Ptr<X509_REQ>>(key.error());
       if (!csr.ok()) {
         std::cerr << "rest_bench: cannot make a CSR: " << csr.error().message << "\n";
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
       bodies[static_cast<std::size_t>(t)].push_back(nlohmann::json{
           {"id", id},
           {"type", "bench"},
-          {"csr", onboard::csr_to_pem(csr->get())}}.dump());
+          {"csr", onboard::ca::csr_to_pem(csr->get())}}.dump());
     }
   }
 

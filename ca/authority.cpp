@@ -8,7 +8,7 @@
 
 #include "core/files.h"
 
-namespace onboard {
+namespace onboard::ca {
 namespace {
 
 constexpr UnixTime kDay = 86400;
@@ -245,4 +245,4 @@ Result<IssuedCertificate> Authority::issue(CertificateRequest request) const {
   return make_issued(std::move(cert));
 }
 
-}  // namespace onboard
+}  // namespace onboard::ca

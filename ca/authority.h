@@ -19,7 +19,7 @@
 #include "ca/signer.h"
 #include "core/secret.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 struct CaInitOptions {
   std::string common_name = "mosquitto-onboard Root CA";
@@ -101,4 +101,4 @@ std::string derived_root_crl_url(std::string_view crl_url);
 // Builds the IssuedCertificate view of a certificate.
 IssuedCertificate make_issued(ossl::Ptr<X509> cert);
 
-}  // namespace onboard
+}  // namespace onboard::ca

@@ -10,7 +10,7 @@
 #include "ca/keys.h"
 #include "core/identity.h"
 
-namespace onboard {
+namespace onboard::ca {
 namespace {
 
 constexpr int kSerialBits = 128;
@@ -339,4 +339,4 @@ Result<std::vector<ossl::Ptr<X509>>> certificates_from_pem(std::string_view pem)
   return out;
 }
 
-}  // namespace onboard
+}  // namespace onboard::ca

@@ -14,7 +14,7 @@
 #include "core/time.h"
 #include "core/x509.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 enum class Profile {
   root_ca,          // self-signed; CA:TRUE, keyCertSign + cRLSign
@@ -64,4 +64,4 @@ Result<ossl::Ptr<X509>> certificate_from_pem(std::string_view pem);
 // Every certificate in a PEM bundle, in order; an empty bundle is an error.
 Result<std::vector<ossl::Ptr<X509>>> certificates_from_pem(std::string_view pem);
 
-}  // namespace onboard
+}  // namespace onboard::ca

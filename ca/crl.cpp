@@ -2,7 +2,7 @@
 
 #include <openssl/pem.h>
 
-namespace onboard {
+namespace onboard::ca {
 namespace {
 
 Result<ossl::Ptr<X509_REVOKED>> make_entry(const RevokedEntry& entry) {
@@ -108,4 +108,4 @@ Result<ossl::Ptr<X509_CRL>> crl_from_pem(std::string_view pem) {
   return crl;
 }
 
-}  // namespace onboard
+}  // namespace onboard::ca

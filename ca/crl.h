@@ -9,7 +9,7 @@
 #include "ca/certificate.h"
 #include "core/revocation.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 struct CrlParams {
   std::uint64_t crl_number = 0;  // monotonic: the caller stores it and passes the next one
@@ -27,4 +27,4 @@ std::string crl_to_pem(const X509_CRL* crl);
 std::string crl_to_der(const X509_CRL* crl);
 Result<ossl::Ptr<X509_CRL>> crl_from_pem(std::string_view pem);
 
-}  // namespace onboard
+}  // namespace onboard::ca

@@ -5,7 +5,7 @@
 #include "ca/keys.h"
 #include "core/identity.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 Result<ossl::Ptr<X509_REQ>> csr_from_pem(std::string_view pem) {
   if (pem.find("-----BEGIN CERTIFICATE REQUEST-----") == std::string_view::npos &&
@@ -73,4 +73,4 @@ Result<ossl::Ptr<X509_REQ>> make_csr(const EVP_PKEY* key, std::string_view commo
   return req;
 }
 
-}  // namespace onboard
+}  // namespace onboard::ca

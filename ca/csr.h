@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "core/ossl.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 // A CSR that passed every check: its signature matches its key, the key is acceptable and the
 // subject CN is a valid device id. Other subject fields and requested extensions are ignored: the
@@ -26,4 +26,4 @@ Result<DeviceCsr> read_device_csr(std::string_view pem);
 // Makes a CSR with subject CN=`common_name`, signed by `key` (what a device does).
 Result<ossl::Ptr<X509_REQ>> make_csr(const EVP_PKEY* key, std::string_view common_name);
 
-}  // namespace onboard
+}  // namespace onboard::ca

@@ -6,7 +6,7 @@
 #include <array>
 #include <cstring>
 
-namespace onboard {
+namespace onboard::ca {
 namespace {
 
 struct AlgInfo {
@@ -185,4 +185,4 @@ bool same_public_key(const EVP_PKEY* a, const EVP_PKEY* b) noexcept {
   return same;
 }
 
-}  // namespace onboard
+}  // namespace onboard::ca

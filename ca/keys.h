@@ -9,7 +9,7 @@
 #include "core/ossl.h"
 #include "core/secret.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 enum class KeyAlg { rsa2048, rsa3072, rsa4096, p256, p384, ed25519 };
 
@@ -45,4 +45,4 @@ Result<ossl::Ptr<EVP_PKEY>> private_key_from_pem(std::string_view pem,
 // True when `a` and `b` hold the same public key.
 bool same_public_key(const EVP_PKEY* a, const EVP_PKEY* b) noexcept;
 
-}  // namespace onboard
+}  // namespace onboard::ca

@@ -2,7 +2,7 @@
 
 #include "ca/keys.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 Status KeySigner::sign(X509* cert) const {
   if (X509_sign(cert, key_.get(), signing_digest(key_.get())) <= 0) {
@@ -25,4 +25,4 @@ Status KeySigner::sign(X509_REQ* req) const {
   return ok_status();
 }
 
-}  // namespace onboard
+}  // namespace onboard::ca

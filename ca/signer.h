@@ -4,7 +4,7 @@
 #include "core/error.h"
 #include "core/ossl.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 class Signer {
  public:
@@ -29,4 +29,4 @@ class KeySigner final : public Signer {
   ossl::Ptr<EVP_PKEY> key_;
 };
 
-}  // namespace onboard
+}  // namespace onboard::ca

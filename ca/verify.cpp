@@ -1,6 +1,6 @@
 #include "ca/verify.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 VerifyOutcome verify_certificate(const X509* leaf, std::span<X509* const> intermediates,
                                  std::span<X509* const> roots, std::span<X509_CRL* const> crls,
@@ -46,4 +46,4 @@ VerifyOutcome verify_certificate(const X509* leaf, std::span<X509* const> interm
   return VerifyOutcome{code, X509_verify_cert_error_string(code)};
 }
 
-}  // namespace onboard
+}  // namespace onboard::ca

@@ -6,7 +6,7 @@
 
 #include "ca/certificate.h"
 
-namespace onboard {
+namespace onboard::ca {
 
 enum class Purpose { any, tls_client, tls_server };
 
@@ -26,4 +26,4 @@ VerifyOutcome verify_certificate(const X509* leaf, std::span<X509* const> interm
                                  std::span<X509* const> roots, std::span<X509_CRL* const> crls,
                                  const VerifyOptions& options);
 
-}  // namespace onboard
+}  // namespace onboard::ca

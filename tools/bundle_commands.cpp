@@ -84,7 +84,7 @@ Result<Packable> packable_device(registry::Store& store, const std::string& id) 
 
 // The held key, decrypted and checked against the certificate, as plaintext PKCS#8 PEM.
 Result<Secret> unlock_held_key(const Packable& p, const Secret& passphrase) {
-  auto key = private_key_from_pem(p.held->encrypted_pem, &passphrase);
+  auto key = ca::private_key_from_pem(p.held->encrypted_pem, &passphrase);
   if (!key.ok()) {
     if (key.error().code == Errc::bad_passphrase) {
       return make_error(Errc::bad_passphrase, "cannot decrypt the held key of " + p.device.id +
@@ -92,12 +92,12 @@ Result<Secret> unlock_held_key(const Packable& p, const Secret& passphrase) {
     }
     return std::move(key).error();
   }
-  ONBOARD_TRY(auto certificate, certificate_from_pem(p.certificate.pem));
-  if (!same_public_key(key->get(), X509_get0_pubkey(certificate.get()))) {
+  ONBOARD_TRY(auto certificate, ca::certificate_from_pem(p.certificate.pem));
+  if (!ca::same_public_key(key->get(), X509_get0_pubkey(certificate.get()))) {
     return make_error(Errc::corrupt,
                       "the held key of " + p.device.id + " does not match its certificate");
   }
-  return private_key_to_pem(key->get());
+  return ca::private_key_to_pem(key->get());
 }
 
 // One archive to write: its devices, where it goes, its password.
@@ -177,7 +177,7 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
     }
     ONBOARD_TRY(auto broker, bundle::parse_broker_address(o->broker));
     ONBOARD_TRY(auto store, open_registry(ws));
-    ONBOARD_TRY(auto ca, Authority::open(ws.dir));
+    ONBOARD_TRY(auto ca, ca::Authority::open(ws.dir));
     std::vector<std::string> ids = o->devices;
     if (!o->batch.empty()) {
       ONBOARD_TRY(auto batch, store->get_batch(o->batch));
@@ -586,7 +586,7 @@ Result<ParsedBatch> parse_batch_csv(const std::filesystem::path& csv_path, regis
         problem("csr: " + pem.error().message);
         continue;
       }
-      auto checked = read_device_csr(*pem);
+      auto checked = ca::read_device_csr(*pem);
       if (!checked.ok()) {
         problem("csr " + row.csr_path + ": " + checked.error().message);
         continue;
@@ -670,7 +670,7 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
                     "Batch id (default: a new random one); an existing batch is extended");
     cmd->add_option(
            "--key-alg", o->key_alg,
-           "Algorithm of the keys made for rows without a csr: " + std::string(kKeyAlgNames))
+           "Algorithm of the keys made for rows without a csr: " + std::string(ca::kKeyAlgNames))
         ->capture_default_str();
     cmd->add_option("--days", o->days, "Certificate validity in days")->capture_default_str();
     cmd->add_flag("--skip-existing", o->skip_existing,
@@ -688,7 +688,7 @@ void add_batch(CLI::App& app, const GlobalOptions& global, int& exit_code) {
         "column is optional: without it the id is the CSR's CN, else the name.");
     on_run(cmd, global, exit_code, [o](const Workspace& ws) -> Result<int> {
       ONBOARD_CHECK(check_validity_days(o->days));
-      ONBOARD_TRY(KeyAlg alg, key_alg_option(o->key_alg));
+      ONBOARD_TRY(ca::KeyAlg alg, key_alg_option(o->key_alg));
       if (!o->batch_id.empty()) {
         if (auto p = device_id_problem(o->batch_id)) {
           return make_error(Errc::invalid_input, "--batch: " + *p);

@@ -23,11 +23,11 @@ namespace {
 constexpr UnixTime kDay = 86400;
 
 std::string key_alg_help(const char* what, const char* default_alg) {
-  return std::string("Key algorithm of ") + what + ": " + std::string(kKeyAlgNames) + " (default " +
-         default_alg + ")";
+  return std::string("Key algorithm of ") + what + ": " + std::string(ca::kKeyAlgNames) +
+         " (default " + default_alg + ")";
 }
 
-Result<Authority> open_signing_ca(const GlobalOptions& global, const PassphraseSource& source) {
+Result<ca::Authority> open_signing_ca(const GlobalOptions& global, const PassphraseSource& source) {
   return cli::open_signing_ca(data_dir(global), source);
 }
 
@@ -48,7 +48,8 @@ Result<std::unique_ptr<registry::Store>> open_ca_registry(const Workspace& ws) {
 // record: when the record cannot be written, the files are taken back, so no certificate leaves
 // this command unrecorded.
 Status hand_out_and_record(registry::Store& store, registry::CertificateKind kind,
-                           const IssuedCertificate& issued, const std::filesystem::path& cert_path,
+                           const ca::IssuedCertificate& issued,
+                           const std::filesystem::path& cert_path,
                            const std::filesystem::path* key_path, const Secret* key_pem,
                            bool force) {
   std::vector<OutputFile> files;
@@ -66,7 +67,7 @@ Status hand_out_and_record(registry::Store& store, registry::CertificateKind kin
   return ok_status();
 }
 
-void print_issued(const IssuedCertificate& issued, const std::filesystem::path& cert_path,
+void print_issued(const ca::IssuedCertificate& issued, const std::filesystem::path& cert_path,
                   registry::CertificateKind kind) {
   std::cout << "issued " << issued.info.subject_cn << "\n"
             << "  recorded     kind " << to_string(kind)
@@ -81,7 +82,7 @@ void print_issued(const IssuedCertificate& issued, const std::filesystem::path& 
 void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
   struct Opts {
     std::string key_alg = "rsa3072", intermediate_key_alg = "rsa3072";
-    CaInitOptions init;
+    ca::CaInitOptions init;
     PassphraseSource passphrase;
   };
   auto opts = std::make_shared<Opts>();
@@ -117,12 +118,12 @@ void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto passphrase, opts->passphrase.read());
       opts->init.passphrase = passphrase ? &*passphrase : nullptr;
       const auto dir = data_dir(global);
-      ONBOARD_TRY(auto authority, Authority::create(dir, opts->init, unix_now()));
-      auto root = describe_certificate(authority.root());
+      ONBOARD_TRY(auto authority, ca::Authority::create(dir, opts->init, unix_now()));
+      auto root = ca::describe_certificate(authority.root());
       std::cout << "created root CA " << root.subject << " (" << root.key << ") in "
                 << authority.paths().dir.string() << "\n";
       if (authority.has_intermediate()) {
-        auto issuing = describe_certificate(authority.issuer());
+        auto issuing = ca::describe_certificate(authority.issuer());
         std::cout << "created issuing CA " << issuing.subject << " (" << issuing.key << ")\n";
         // The root signed it: recorded so that it can be revoked on the root's CRL. Without a
         // registry yet, 'onboardctl init' records it when it creates one.
@@ -143,7 +144,7 @@ void add_cert(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       ca.add_subcommand("cert", "Print the CA chain (PEM) that the broker and clients trust");
   cmd->callback([&global, &exit_code] {
     exit_code = run_action([&]() -> Result<int> {
-      ONBOARD_TRY(auto authority, Authority::open(data_dir(global)));
+      ONBOARD_TRY(auto authority, ca::Authority::open(data_dir(global)));
       std::cout << authority.chain_pem();
       return kExitOk;
     });
@@ -188,14 +189,14 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
                           "--device makes a key here; say where it goes with --key-out FILE");
       }
       ONBOARD_CHECK(check_validity_days(opts->days));
-      ONBOARD_TRY(KeyAlg alg, key_alg_option(opts->key_alg));
+      ONBOARD_TRY(ca::KeyAlg alg, key_alg_option(opts->key_alg));
 
       ossl::Ptr<EVP_PKEY> key;  // set when the key is made here
       ossl::Ptr<EVP_PKEY> public_key;
       std::string device_id;
       if (!opts->csr.empty()) {
         ONBOARD_TRY(std::string pem, read_file(opts->csr, 1 << 20));
-        auto checked = read_device_csr(pem);
+        auto checked = ca::read_device_csr(pem);
         if (!checked.ok()) {
           return make_error(checked.error().code, opts->csr + ": " + checked.error().message);
         }
@@ -210,11 +211,11 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       ONBOARD_TRY(auto store, open_ca_registry(ws));
       ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
       if (!opts->device.empty()) {
-        ONBOARD_TRY(key, generate_key(alg));
+        ONBOARD_TRY(key, ca::generate_key(alg));
       }
 
-      CertificateRequest request;
-      request.profile = Profile::device;
+      ca::CertificateRequest request;
+      request.profile = ca::Profile::device;
       request.common_name = device_id;
       request.public_key = key ? key.get() : public_key.get();
       const UnixTime now = unix_now();
@@ -226,7 +227,7 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       // Recorded as `other`, never as a device's certificate: it was not registered, so it
       // cannot connect to the broker even when its CN is a registered device's id.
       if (key) {
-        ONBOARD_TRY(Secret key_pem, private_key_to_pem(key.get()));
+        ONBOARD_TRY(Secret key_pem, ca::private_key_to_pem(key.get()));
         ONBOARD_CHECK(hand_out_and_record(*store, registry::CertificateKind::other, issued,
                                           opts->cert_out, &key_path, &key_pem, opts->force));
       } else {
@@ -269,20 +270,22 @@ void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code)
         return make_error(Errc::invalid_input, "give at least one --dns NAME or --ip ADDRESS");
       }
       for (const auto& d : opts->dns) {
-        if (auto problem = dns_name_problem(d)) return make_error(Errc::invalid_input, *problem);
+        if (auto problem = ca::dns_name_problem(d))
+          return make_error(Errc::invalid_input, *problem);
       }
       for (const auto& i : opts->ip) {
-        if (auto problem = ip_address_problem(i)) return make_error(Errc::invalid_input, *problem);
+        if (auto problem = ca::ip_address_problem(i))
+          return make_error(Errc::invalid_input, *problem);
       }
       ONBOARD_CHECK(check_validity_days(opts->days));
-      ONBOARD_TRY(KeyAlg alg, key_alg_option(opts->key_alg));
+      ONBOARD_TRY(ca::KeyAlg alg, key_alg_option(opts->key_alg));
       const Workspace ws(data_dir(global));
       ONBOARD_TRY(auto store, open_ca_registry(ws));
       ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
-      ONBOARD_TRY(auto key, generate_key(alg));
+      ONBOARD_TRY(auto key, ca::generate_key(alg));
 
-      CertificateRequest request;
-      request.profile = Profile::server;
+      ca::CertificateRequest request;
+      request.profile = ca::Profile::server;
       request.common_name = !opts->name.empty()  ? opts->name
                             : !opts->dns.empty() ? opts->dns.front()
                                                  : opts->ip.front();
@@ -293,7 +296,7 @@ void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code)
       request.not_before = now - 300;
       request.not_after = now + opts->days * kDay;
       ONBOARD_TRY(auto issued, authority.issue(std::move(request)));
-      ONBOARD_TRY(Secret key_pem, private_key_to_pem(key.get()));
+      ONBOARD_TRY(Secret key_pem, ca::private_key_to_pem(key.get()));
       std::filesystem::path key_path = opts->key_out;
       ONBOARD_CHECK(hand_out_and_record(*store, registry::CertificateKind::server, issued,
                                         opts->cert_out, &key_path, &key_pem, opts->force));
@@ -315,9 +318,9 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
   cmd->add_option("--crl", opts->crl, "Also check revocation against this PEM CRL");
   cmd->callback([&global, &exit_code, opts] {
     exit_code = run_action([&]() -> Result<int> {
-      ONBOARD_TRY(auto authority, Authority::open(data_dir(global)));
+      ONBOARD_TRY(auto authority, ca::Authority::open(data_dir(global)));
       ONBOARD_TRY(std::string pem, read_file(opts->cert, 1 << 20));
-      ONBOARD_TRY(auto cert, certificate_from_pem(pem));
+      ONBOARD_TRY(auto cert, ca::certificate_from_pem(pem));
       std::vector<X509*> intermediates;
       if (authority.has_intermediate())
         intermediates.push_back(const_cast<X509*>(authority.issuer()));
@@ -326,13 +329,13 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       std::vector<X509_CRL*> crls;
       if (!opts->crl.empty()) {
         ONBOARD_TRY(std::string crl_pem, read_file(opts->crl));
-        ONBOARD_TRY(crl, crl_from_pem(crl_pem));
+        ONBOARD_TRY(crl, ca::crl_from_pem(crl_pem));
         crls.push_back(crl.get());
       }
-      VerifyOptions options;
+      ca::VerifyOptions options;
       options.check_crl = crl != nullptr;
-      auto outcome = verify_certificate(cert.get(), intermediates, roots, crls, options);
-      auto info = describe_certificate(cert.get());
+      auto outcome = ca::verify_certificate(cert.get(), intermediates, roots, crls, options);
+      auto info = ca::describe_certificate(cert.get());
       if (!outcome.ok()) {
         return make_error(Errc::invalid_input, opts->cert + ": " + info.subject_cn + " (serial " +
                                                    info.serial_hex + "): " + outcome.message);
@@ -409,7 +412,8 @@ void add_revoke(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
     }
     ONBOARD_TRY(auto store, open_registry(ws));
     ONBOARD_TRY(auto passphrase, opts->passphrase.read());
-    ONBOARD_TRY(auto authority, Authority::open(ws.dir));  // before revoking: the CRL must follow
+    ONBOARD_TRY(auto authority,
+                ca::Authority::open(ws.dir));  // before revoking: the CRL must follow
     ONBOARD_CHECK(authority.load_signing_key(passphrase ? &*passphrase : nullptr));
     ONBOARD_TRY(auto revoked, ops::revoke_certificate(*store, authority, ws.crl, opts->name,
                                                       *reason, make_actor()));

@@ -11,10 +11,10 @@
 
 namespace onboard::cli {
 
-Result<KeyAlg> key_alg_option(const std::string& name) {
-  if (auto alg = parse_key_alg(name)) return *alg;
+Result<ca::KeyAlg> key_alg_option(const std::string& name) {
+  if (auto alg = ca::parse_key_alg(name)) return *alg;
   return make_error(Errc::invalid_input, "unknown key algorithm '" + name + "'; choose one of " +
-                                             std::string(kKeyAlgNames));
+                                             std::string(ca::kKeyAlgNames));
 }
 
 Status check_validity_days(int days) {
@@ -22,19 +22,19 @@ Status check_validity_days(int days) {
   return ok_status();
 }
 
-Result<Authority> open_signing_ca(const std::filesystem::path& data_dir,
-                                  const PassphraseSource& source) {
-  ONBOARD_TRY(auto ca, Authority::open(data_dir));
+Result<ca::Authority> open_signing_ca(const std::filesystem::path& data_dir,
+                                      const PassphraseSource& source) {
+  ONBOARD_TRY(auto ca, ca::Authority::open(data_dir));
   ONBOARD_TRY(auto passphrase, source.read());
   ONBOARD_CHECK(ca.load_signing_key(passphrase ? &*passphrase : nullptr));
   return ca;
 }
 
-Result<IssuedCertificate> issue_device_certificate(const Authority& ca,
-                                                   const std::string& device_id,
-                                                   const EVP_PKEY* public_key, int days) {
-  CertificateRequest request;
-  request.profile = Profile::device;
+Result<ca::IssuedCertificate> issue_device_certificate(const ca::Authority& ca,
+                                                       const std::string& device_id,
+                                                       const EVP_PKEY* public_key, int days) {
+  ca::CertificateRequest request;
+  request.profile = ca::Profile::device;
   request.common_name = device_id;
   request.public_key = public_key;
   const UnixTime now = unix_now();

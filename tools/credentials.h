@@ -14,17 +14,17 @@
 
 namespace onboard::cli {
 
-Result<KeyAlg> key_alg_option(const std::string& name);
+Result<ca::KeyAlg> key_alg_option(const std::string& name);
 Status check_validity_days(int days);
 
 // The CA in `data_dir` with its signing key loaded (the passphrase from --passphrase-env/-file).
-Result<Authority> open_signing_ca(const std::filesystem::path& data_dir,
-                                  const PassphraseSource& source);
+Result<ca::Authority> open_signing_ca(const std::filesystem::path& data_dir,
+                                      const PassphraseSource& source);
 
 // A device certificate valid from five minutes ago (clock skew) for `days` days.
-Result<IssuedCertificate> issue_device_certificate(const Authority& ca,
-                                                   const std::string& device_id,
-                                                   const EVP_PKEY* public_key, int days);
+Result<ca::IssuedCertificate> issue_device_certificate(const ca::Authority& ca,
+                                                       const std::string& device_id,
+                                                       const EVP_PKEY* public_key, int days);
 
 struct OutputFile {
   std::filesystem::path path;

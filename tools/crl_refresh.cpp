@@ -19,7 +19,7 @@ CrlStanding crl_standing(const std::filesystem::path& path, UnixTime now, UnixTi
   std::ifstream in(path, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();
-  auto crl = crl_from_pem(text.str());
+  auto crl = ca::crl_from_pem(text.str());
   if (!in || !crl.ok()) {
     standing.due = true;
     standing.why = path.string() + " is not a readable CRL";

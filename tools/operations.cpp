@@ -44,7 +44,7 @@ struct Prepared {
   registry::NewCertificate record;
 };
 
-Result<Prepared> prepare_certificate(const Authority& ca, std::string_view device_id,
+Result<Prepared> prepare_certificate(const ca::Authority& ca, std::string_view device_id,
                                      const KeyPlan& plan) {
   const std::string& csr_label = plan.csr_label;
   ONBOARD_CHECK(check_days(plan.days));
@@ -55,7 +55,7 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
       return make_error(Errc::invalid_input,
                         "a device that sends a CSR keeps its own key: "
                         "there is no key to hold");
-    auto checked = read_device_csr(plan.csr_pem);
+    auto checked = ca::read_device_csr(plan.csr_pem);
     if (!checked.ok())
       return make_error(checked.error().code, csr_label + ": " + checked.error().message);
     if (checked->device_id != device_id) {
@@ -69,7 +69,7 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
       if (auto problem = hold_passphrase_problem(*plan.hold_passphrase))
         return make_error(Errc::invalid_input, "hold passphrase: " + *problem);
     }
-    ONBOARD_TRY(p.issuance.private_key, generate_key(plan.key_alg));
+    ONBOARD_TRY(p.issuance.private_key, ca::generate_key(plan.key_alg));
   }
   const EVP_PKEY* key = public_key ? public_key.get() : p.issuance.private_key.get();
   ONBOARD_TRY(p.issuance.certificate,
@@ -78,7 +78,7 @@ Result<Prepared> prepare_certificate(const Authority& ca, std::string_view devic
   if (p.issuance.private_key && plan.hold_passphrase != nullptr) {
     // Encrypted PKCS#8 only: the store refuses a plaintext key, and the server never keeps one.
     ONBOARD_TRY(Secret encrypted,
-                private_key_to_pem(p.issuance.private_key.get(), plan.hold_passphrase));
+                ca::private_key_to_pem(p.issuance.private_key.get(), plan.hold_passphrase));
     p.record.held_key_pem = std::string(encrypted.view());
     p.issuance.private_key.reset();  // held, not handed out: no plaintext copy survives
     p.issuance.key_held = true;
@@ -149,14 +149,14 @@ Status validate_new_device(const registry::NewDevice& d) {
 }
 
 // A CA's subject as the registry stores its certificates' issuer (RFC 2253).
-std::string subject_of(const X509* ca) { return describe_certificate(ca).subject; }
+std::string subject_of(const X509* ca) { return ca::describe_certificate(ca).subject; }
 
 constexpr std::size_t kTokenRandomBytes = 32;
 constexpr std::size_t kTokenLength = kTokenPrefix.size() + (kTokenRandomBytes * 8 + 5) / 6;
 
 }  // namespace
 
-registry::NewCertificate new_certificate(const CertificateInfo& info, std::string pem) {
+registry::NewCertificate new_certificate(const ca::CertificateInfo& info, std::string pem) {
   return registry::NewCertificate{
       info.serial_hex, info.issuer,    info.sha256_fingerprint, info.subject,
       info.not_before, info.not_after, std::move(pem),          {}};
@@ -168,7 +168,7 @@ std::optional<std::string> hold_passphrase_problem(const Secret& passphrase) {
 
 // ---- devices ---------------------------------------------------------------------------------
 
-Result<Registered> register_device(Store& store, const Authority& ca,
+Result<Registered> register_device(Store& store, const ca::Authority& ca,
                                    const RegisterRequest& request, const registry::Actor& actor,
                                    const HandOut& hand_out) {
   ONBOARD_CHECK(validate_new_device(request.device));
@@ -250,7 +250,7 @@ Result<bool> set_device_enabled(Store& store, std::string_view id, bool enabled,
   return store.set_device_enabled(id, enabled, actor);
 }
 
-Result<std::uint64_t> rewrite_crl(Store& store, const Authority& ca,
+Result<std::uint64_t> rewrite_crl(Store& store, const ca::Authority& ca,
                                   const std::filesystem::path& crl_path, const std::string& done,
                                   const registry::Actor& actor, UnixTime validity) {
   auto write = [&]() -> Result<std::uint64_t> {
@@ -260,9 +260,9 @@ Result<std::uint64_t> rewrite_crl(Store& store, const Authority& ca,
     const UnixTime now = unix_now();
     // Relying parties that cache the CRL must fetch a new one at least this often; a broker that
     // loads it refuses every device once it expires (tools/crl_refresh.h).
-    CrlParams params{number, now, now + validity};
-    ONBOARD_TRY(auto crl, build_crl(ca.issuer(), *ca.signer(), revoked, params));
-    ONBOARD_CHECK(write_file_atomic(crl_path, crl_to_pem(crl.get()), 0644, Overwrite::replace));
+    ca::CrlParams params{number, now, now + validity};
+    ONBOARD_TRY(auto crl, ca::build_crl(ca.issuer(), *ca.signer(), revoked, params));
+    ONBOARD_CHECK(write_file_atomic(crl_path, ca::crl_to_pem(crl.get()), 0644, Overwrite::replace));
     return number;
   };
   auto number = write();
@@ -274,7 +274,7 @@ Result<std::uint64_t> rewrite_crl(Store& store, const Authority& ca,
   return number;
 }
 
-Result<Revoked> revoke_device(Store& store, const Authority& ca,
+Result<Revoked> revoke_device(Store& store, const ca::Authority& ca,
                               const std::filesystem::path& crl_path, std::string_view id,
                               RevocationReason reason, const registry::Actor& actor) {
   ONBOARD_CHECK(check_device_id(id));
@@ -295,7 +295,7 @@ Result<std::vector<registry::Certificate>> list_certificates(Store& store,
   return store.certificates_of(device_id);
 }
 
-Result<Renewed> renew_certificate(Store& store, const Authority& ca,
+Result<Renewed> renew_certificate(Store& store, const ca::Authority& ca,
                                   const std::filesystem::path& crl_path, std::string_view device_id,
                                   const KeyPlan& key, const registry::Actor& actor,
                                   const HandOut& hand_out) {
@@ -320,7 +320,7 @@ Result<Renewed> renew_certificate(Store& store, const Authority& ca,
 // ---- certificates of every kind --------------------------------------------------------------
 
 Result<registry::Certificate> record_issued(Store& store, registry::CertificateKind kind,
-                                            const IssuedCertificate& issued,
+                                            const ca::IssuedCertificate& issued,
                                             const registry::Actor& actor) {
   return store.record_certificate(kind, new_certificate(issued.info, issued.pem), actor);
 }
@@ -357,7 +357,7 @@ Result<registry::Certificate> find_certificate(Store& store, std::string_view na
   return store.find_certificate_by_serial(name);
 }
 
-Result<CertificateRevoked> revoke_certificate(Store& store, const Authority& ca,
+Result<CertificateRevoked> revoke_certificate(Store& store, const ca::Authority& ca,
                                               const std::filesystem::path& crl_path,
                                               std::string_view name, RevocationReason reason,
                                               const registry::Actor& actor) {
@@ -375,7 +375,8 @@ Result<CertificateRevoked> revoke_certificate(Store& store, const Authority& ca,
   return revoked;
 }
 
-Result<std::uint64_t> rewrite_root_crl(Store& store, const Authority& ca, const Signer& root_signer,
+Result<std::uint64_t> rewrite_root_crl(Store& store, const ca::Authority& ca,
+                                       const ca::Signer& root_signer,
                                        const std::filesystem::path& path,
                                        const registry::Actor& actor) {
   if (!ca.has_intermediate()) {
@@ -385,9 +386,9 @@ Result<std::uint64_t> rewrite_root_crl(Store& store, const Authority& ca, const 
   ONBOARD_TRY(auto revoked, store.revoked_certificates(subject_of(ca.root())));
   ONBOARD_TRY(std::uint64_t number, store.next_root_crl_number(actor));
   const UnixTime now = unix_now();
-  CrlParams params{number, now, now + kRootCrlLifetime};
-  ONBOARD_TRY(auto crl, build_crl(ca.root(), root_signer, revoked, params));
-  ONBOARD_CHECK(write_file_atomic(path, crl_to_pem(crl.get()), 0644, Overwrite::replace));
+  ca::CrlParams params{number, now, now + kRootCrlLifetime};
+  ONBOARD_TRY(auto crl, ca::build_crl(ca.root(), root_signer, revoked, params));
+  ONBOARD_CHECK(write_file_atomic(path, ca::crl_to_pem(crl.get()), 0644, Overwrite::replace));
   return number;
 }
 
@@ -548,7 +549,7 @@ Result<registry::ApiToken> create_certificate_credential(Store& store, std::stri
     return make_error(Errc::invalid_input, "token name: " + *problem);
   auto parsed_role = registry::parse_api_role(role);
   if (!parsed_role) return make_error(Errc::invalid_input, "role must be operator or reader");
-  auto cert = certificate_from_pem(certificate_pem);
+  auto cert = ca::certificate_from_pem(certificate_pem);
   if (!cert.ok())
     return make_error(Errc::invalid_input, "client certificate: " + cert.error().message);
   ONBOARD_TRY(std::string hash,

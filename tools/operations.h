@@ -25,7 +25,7 @@ namespace onboard::ops {
 
 // The registry's record of a certificate the CA just issued, from describe_certificate() and its
 // PEM.
-registry::NewCertificate new_certificate(const CertificateInfo& info, std::string pem);
+registry::NewCertificate new_certificate(const ca::CertificateInfo& info, std::string pem);
 
 // ---- certificates and their keys -------------------------------------------------------------
 
@@ -34,14 +34,14 @@ registry::NewCertificate new_certificate(const CertificateInfo& info, std::strin
 // under that passphrase until the device is packaged into a bundle.
 struct KeyPlan {
   std::string csr_pem;
-  KeyAlg key_alg = KeyAlg::rsa2048;
+  ca::KeyAlg key_alg = ca::KeyAlg::rsa2048;
   const Secret* hold_passphrase = nullptr;
   int days = 365;
   std::string csr_label = "csr";  // how error messages name the CSR: a field, a file name
 };
 
 struct Issuance {
-  IssuedCertificate certificate;
+  ca::IssuedCertificate certificate;
   // Made here and not held: the only copy, which the caller must hand out (or lose).
   ossl::Ptr<EVP_PKEY> private_key;
   bool key_held = false;
@@ -79,7 +79,7 @@ struct Registered {
 };
 // Validates the device (id, type, metadata), refuses a duplicate id (conflict) before any key is
 // made, issues the certificate, hands it out, and records device and certificate in one step.
-Result<Registered> register_device(registry::Store& store, const Authority& ca,
+Result<Registered> register_device(registry::Store& store, const ca::Authority& ca,
                                    const RegisterRequest& request, const registry::Actor& actor,
                                    const HandOut& hand_out = {});
 
@@ -116,7 +116,7 @@ Result<registry::Device> update_device(registry::Store& store, std::string_view 
 // Rewrites the CRL after a committed change. On failure the registry has changed already, so the
 // message says both, and the remedy ('onboardctl crl').
 // The CRL is in force for `validity` seconds (its next update).
-Result<std::uint64_t> rewrite_crl(registry::Store& store, const Authority& ca,
+Result<std::uint64_t> rewrite_crl(registry::Store& store, const ca::Authority& ca,
                                   const std::filesystem::path& crl_path, const std::string& done,
                                   const registry::Actor& actor,
                                   UnixTime validity = kDefaultCrlValidity);
@@ -125,7 +125,7 @@ struct Revoked {
   registry::RevokeOutcome outcome;
   std::optional<std::uint64_t> crl_number;  // when a CRL was written (not for already revoked)
 };
-Result<Revoked> revoke_device(registry::Store& store, const Authority& ca,
+Result<Revoked> revoke_device(registry::Store& store, const ca::Authority& ca,
                               const std::filesystem::path& crl_path, std::string_view id,
                               RevocationReason reason, const registry::Actor& actor);
 
@@ -144,7 +144,7 @@ struct Renewed {
 };
 // A new certificate for an active or disabled device; its active ones are superseded (revoked)
 // and the CRL rewritten.
-Result<Renewed> renew_certificate(registry::Store& store, const Authority& ca,
+Result<Renewed> renew_certificate(registry::Store& store, const ca::Authority& ca,
                                   const std::filesystem::path& crl_path, std::string_view device_id,
                                   const KeyPlan& key, const registry::Actor& actor,
                                   const HandOut& hand_out = {});
@@ -154,7 +154,7 @@ Result<Renewed> renew_certificate(registry::Store& store, const Authority& ca,
 // Records a certificate the CA signed outside the device registry (`ca issue`, `ca issue-server`,
 // the issuing intermediate): kind server or other.
 Result<registry::Certificate> record_issued(registry::Store& store, registry::CertificateKind kind,
-                                            const IssuedCertificate& issued,
+                                            const ca::IssuedCertificate& issued,
                                             const registry::Actor& actor);
 // `kind` empty or device|server|other; `status` empty or active|revoked.
 Result<registry::CertificateFilter> certificate_filter(std::string_view kind,
@@ -174,7 +174,7 @@ struct CertificateRevoked {
 };
 // Revokes one certificate of any kind (a device's too: its device keeps its status) and
 // rewrites the CRL of the CA that issued it when that is the issuing CA. Idempotent.
-Result<CertificateRevoked> revoke_certificate(registry::Store& store, const Authority& ca,
+Result<CertificateRevoked> revoke_certificate(registry::Store& store, const ca::Authority& ca,
                                               const std::filesystem::path& crl_path,
                                               std::string_view name, RevocationReason reason,
                                               const registry::Actor& actor);
@@ -184,8 +184,9 @@ Result<CertificateRevoked> revoke_certificate(registry::Store& store, const Auth
 // re-check it at nextUpdate. Only with an issuing intermediate (otherwise the root's CRL is the
 // one rewrite_crl writes).
 inline constexpr UnixTime kRootCrlLifetime = 365 * 86400;
-Result<std::uint64_t> rewrite_root_crl(registry::Store& store, const Authority& ca,
-                                       const Signer& root_signer, const std::filesystem::path& path,
+Result<std::uint64_t> rewrite_root_crl(registry::Store& store, const ca::Authority& ca,
+                                       const ca::Signer& root_signer,
+                                       const std::filesystem::path& path,
                                        const registry::Actor& actor);
 
 // ---- ACL rules -------------------------------------------------------------------------------

@@ -43,8 +43,9 @@ struct KeySource {
   void add_to(CLI::App& cmd) {
     auto* csr_opt = cmd.add_option(
         "--csr", csr, "PEM CSR made by the device (its key never leaves it); CN = device id");
-    auto* alg_opt = cmd.add_option(
-        "--key-alg", key_alg, "Key made here: " + std::string(kKeyAlgNames) + " (default rsa2048)");
+    auto* alg_opt =
+        cmd.add_option("--key-alg", key_alg,
+                       "Key made here: " + std::string(ca::kKeyAlgNames) + " (default rsa2048)");
     auto* key_opt =
         cmd.add_option("--key-out", key_out, "Where the key made here goes (PKCS#8 PEM, 0600)");
     auto* hold_opt = cmd.add_flag(
@@ -110,7 +111,7 @@ ops::HandOut write_outputs(CredentialWriter& writer, const KeySource& source) {
   return [&writer, &source](const ops::Issuance& issued) -> Status {
     std::vector<OutputFile> files;
     if (issued.private_key) {
-      ONBOARD_TRY(Secret pem, private_key_to_pem(issued.private_key.get()));
+      ONBOARD_TRY(Secret pem, ca::private_key_to_pem(issued.private_key.get()));
       files.push_back({source.key_out, std::move(pem), 0600});
     }
     if (!source.cert_out.empty())
@@ -165,7 +166,7 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   struct Opts {
     std::string group = "mosquitto", key_alg = "rsa3072";
     bool no_group = false;
-    CaInitOptions ca;
+    ca::CaInitOptions ca;
     PassphraseSource passphrase;
   };
   auto o = std::make_shared<Opts>();
@@ -179,7 +180,7 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   cmd->add_flag("--no-group", o->no_group,
                 "Keep everything private to the operator (the broker cannot read it)");
   cmd->add_option("--key-alg", o->key_alg,
-                  "CA key algorithm: " + std::string(kKeyAlgNames) + " (default rsa3072)");
+                  "CA key algorithm: " + std::string(ca::kKeyAlgNames) + " (default rsa3072)");
   cmd->add_flag("--intermediate", o->ca.intermediate,
                 "Also create an issuing CA (the root key can then go offline)");
   cmd->add_option("--crl-url", o->ca.crl_url,
@@ -217,15 +218,15 @@ void add_init(CLI::App& app, const GlobalOptions& global, int& exit_code) {
       ::chmod(ws.dir.c_str(), 0700);
 
     bool made_ca = false;
-    if (!std::filesystem::exists(CaPaths(ws.dir).root_cert)) {
+    if (!std::filesystem::exists(ca::CaPaths(ws.dir).root_cert)) {
       ONBOARD_TRY(auto passphrase, o->passphrase.read());
       o->ca.passphrase = passphrase ? &*passphrase : nullptr;
-      ONBOARD_TRY(auto created, Authority::create(ws.dir, o->ca, unix_now()));
+      ONBOARD_TRY(auto created, ca::Authority::create(ws.dir, o->ca, unix_now()));
       (void)created;
       made_ca = true;
     }
     ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
-    CaPaths paths(ws.dir);
+    ca::CaPaths paths(ws.dir);
     ONBOARD_CHECK(
         write_file_atomic(paths.dir / "chain.pem", ca.chain_pem(), 0644, Overwrite::replace));
     if (gid) ONBOARD_CHECK(set_group_access(paths.dir, *gid, 0750));
@@ -812,8 +813,8 @@ void add_group(CLI::App& app, const GlobalOptions& global, int& exit_code) {
 
 // The root CA's own CRL, next to the CRL, when there is an intermediate and the root key is here;
 // a root key kept offline is no error (this runs where the key is brought out).
-Status write_root_crl_if_possible(registry::Store& store, const Authority& ca, const Workspace& ws,
-                                  const PassphraseSource& source) {
+Status write_root_crl_if_possible(registry::Store& store, const ca::Authority& ca,
+                                  const Workspace& ws, const PassphraseSource& source) {
   if (!ca.has_intermediate()) return ok_status();
   ONBOARD_TRY(auto passphrase, source.read());
   auto number = write_root_crl(store, ca, ws, passphrase ? &*passphrase : nullptr);

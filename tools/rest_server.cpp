@@ -153,7 +153,7 @@ class StorePool {
 
 struct Context {
   cli::Workspace workspace;
-  Authority ca;
+  ca::Authority ca;
   std::optional<Secret> hold_passphrase;
   Secret link_secret;
   StorePool stores;
@@ -310,8 +310,8 @@ ops::KeyPlan key_plan(Context& ctx, const json& body) {
   }
   plan.hold_passphrase = &*ctx.hold_passphrase;
   if (key_alg) {
-    auto alg = parse_key_alg(*key_alg);
-    if (!alg) throw BadRequest{"key_alg must be one of " + std::string(kKeyAlgNames)};
+    auto alg = ca::parse_key_alg(*key_alg);
+    if (!alg) throw BadRequest{"key_alg must be one of " + std::string(ca::kKeyAlgNames)};
     plan.key_alg = *alg;
   }
   return plan;
@@ -552,8 +552,8 @@ bool wants_pem(const httplib::Request& request) {
 Reply get_crl(Context& ctx, Call& call) {
   auto pem = take(read_file(ctx.workspace.crl, 16 * 1024 * 1024));
   if (wants_pem(call.request)) return Reply{200, pem, "application/x-pem-file", {}};
-  auto crl = take(crl_from_pem(pem));
-  return Reply{200, crl_to_der(crl.get()), "application/pkix-crl", {}};
+  auto crl = take(ca::crl_from_pem(pem));
+  return Reply{200, ca::crl_to_der(crl.get()), "application/pkix-crl", {}};
 }
 
 // The root CA's own CRL (only with an issuing intermediate; 404 otherwise), likewise from the
@@ -566,8 +566,8 @@ Reply get_root_crl(Context& ctx, Call& call) {
   }
   auto pem = take(read_file(ctx.workspace.root_crl, 16 * 1024 * 1024));
   if (wants_pem(call.request)) return Reply{200, pem, "application/x-pem-file", {}};
-  auto crl = take(crl_from_pem(pem));
-  return Reply{200, crl_to_der(crl.get()), "application/pkix-crl", {}};
+  auto crl = take(ca::crl_from_pem(pem));
+  return Reply{200, ca::crl_to_der(crl.get()), "application/pkix-crl", {}};
 }
 
 Reply healthz(Context&, Call& call) {
@@ -953,8 +953,8 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
   } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
 }
 
-Status serve(const cli::Workspace& workspace, Authority ca, std::optional<Secret> hold_passphrase,
-             const ServeOptions& options) {
+Status serve(const cli::Workspace& workspace, ca::Authority ca,
+             std::optional<Secret> hold_passphrase, const ServeOptions& options) {
   ONBOARD_TRY(Secret link_secret, bundle::load_or_create_link_secret(workspace.dir));
   {
     // Fail at start, not at the first request, when the registry cannot be opened.

@@ -41,7 +41,7 @@ std::vector<Route> routes();
 // Serves until SIGTERM or SIGINT, then returns (requests in flight are finished). The CA's
 // signing key is loaded; `hold_passphrase` lets requests without a CSR have a key made and held.
 // Prints "serving on http(s)://HOST:PORT" on stdout once listening.
-Status serve(const cli::Workspace& workspace, Authority ca, std::optional<Secret> hold_passphrase,
-             const ServeOptions& options);
+Status serve(const cli::Workspace& workspace, ca::Authority ca,
+             std::optional<Secret> hold_passphrase, const ServeOptions& options);
 
 }  // namespace onboard::rest

@@ -47,16 +47,16 @@ std::string actor_name() {
 
 registry::Actor make_actor() { return registry::Actor{"cli:" + actor_name(), unix_now()}; }
 
-Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
+Result<std::uint64_t> write_crl(registry::Store& store, const ca::Authority& ca,
                                 const std::filesystem::path& path, UnixTime validity) {
   return ops::rewrite_crl(store, ca, path, "", make_actor(), validity);
 }
 
-Status record_intermediate(registry::Store& store, const Authority& ca) {
+Status record_intermediate(registry::Store& store, const ca::Authority& ca) {
   if (!ca.has_intermediate()) return ok_status();
   ossl::Ptr<X509> copy(X509_dup(ca.issuer()));
   if (!copy) return make_error(Errc::internal, "out of memory copying the CA certificate");
-  const auto issued = make_issued(std::move(copy));
+  const auto issued = ca::make_issued(std::move(copy));
   auto existing = store.find_certificate_by_fingerprint(issued.info.sha256_fingerprint);
   if (existing.ok()) return ok_status();
   if (existing.error().code != Errc::not_found) return std::move(existing).error();
@@ -66,7 +66,7 @@ Status record_intermediate(registry::Store& store, const Authority& ca) {
   return ok_status();
 }
 
-Result<std::optional<std::uint64_t>> write_root_crl(registry::Store& store, const Authority& ca,
+Result<std::optional<std::uint64_t>> write_root_crl(registry::Store& store, const ca::Authority& ca,
                                                     const Workspace& workspace,
                                                     const Secret* passphrase) {
   if (!ca.has_intermediate()) return std::optional<std::uint64_t>();

@@ -40,18 +40,18 @@ registry::Actor make_actor();
 
 // Builds the CRL from the registry's revoked certificates under the next CRL number and writes it
 // atomically to workspace.crl (0644). Returns the CRL number.
-Result<std::uint64_t> write_crl(registry::Store& store, const Authority& ca,
+Result<std::uint64_t> write_crl(registry::Store& store, const ca::Authority& ca,
                                 const std::filesystem::path& path, UnixTime validity = 7 * 86400);
 
 // Records the issuing intermediate's certificate (kind other, issued by the root) unless it is
 // recorded already, so that it can be revoked on the root's CRL. Nothing without an intermediate.
-Status record_intermediate(registry::Store& store, const Authority& ca);
+Status record_intermediate(registry::Store& store, const ca::Authority& ca);
 
 // With an issuing intermediate: records it (record_intermediate), then signs the root CA's CRL with
 // the root key from DIR/ca/root.key (same passphrase as the CA) and writes it atomically to
 // workspace.root_crl. nullopt when the CA has no intermediate (the root's CRL is then
 // workspace.crl); Errc::not_found when the root key is not in the data directory (kept offline).
-Result<std::optional<std::uint64_t>> write_root_crl(registry::Store& store, const Authority& ca,
+Result<std::optional<std::uint64_t>> write_root_crl(registry::Store& store, const ca::Authority& ca,
                                                     const Workspace& workspace,
                                                     const Secret* passphrase);
 

@@ -40,9 +40,9 @@ inline DeviceBundle make_device_bundle(const std::string& device_id = "sensor-1"
     file.mtime = kBundleTime;
     b.files.push_back(std::move(file));
   };
-  add(device_id + "/key.pem", must(private_key_to_pem(leaf.key.get())), 0600);
-  add(device_id + "/cert.pem", Secret(certificate_to_pem(leaf.cert.get())), 0644);
-  add("ca.pem", Secret(certificate_to_pem(root.cert.get())), 0644);
+  add(device_id + "/key.pem", must(ca::private_key_to_pem(leaf.key.get())), 0600);
+  add(device_id + "/cert.pem", Secret(ca::certificate_to_pem(leaf.cert.get())), 0644);
+  add("ca.pem", Secret(ca::certificate_to_pem(root.cert.get())), 0644);
   b.files.push_back(
       must(bundle::make_manifest_file(b.files, {{device_id, b.fingerprint}}, kBundleTime)));
   return b;

@@ -15,6 +15,7 @@
 
 using namespace onboard;
 using namespace onboard::bundle;
+using namespace onboard::ca;
 using onboard::test::must;
 using onboard::test::run;
 using onboard::test::TempDir;

@@ -13,6 +13,7 @@
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using namespace onboard::test;
 
 namespace {

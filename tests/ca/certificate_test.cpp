@@ -7,6 +7,7 @@
 #include "tests/ca/fixtures.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using namespace onboard::test;
 
 namespace {

@@ -32,34 +32,34 @@ inline void must(const Status& status) {
 // A CA in memory: its certificate and its signer.
 struct TestCa {
   ossl::Ptr<X509> cert;
-  std::unique_ptr<KeySigner> signer;
+  std::unique_ptr<ca::KeySigner> signer;
 };
 
-inline TestCa make_root(const std::string& name = "Test Root", KeyAlg alg = KeyAlg::p256,
+inline TestCa make_root(const std::string& name = "Test Root", ca::KeyAlg alg = ca::KeyAlg::p256,
                         UnixTime now = kNow) {
-  auto key = must(generate_key(alg));
-  CertificateRequest request;
-  request.profile = Profile::root_ca;
+  auto key = must(ca::generate_key(alg));
+  ca::CertificateRequest request;
+  request.profile = ca::Profile::root_ca;
   request.common_name = name;
   request.public_key = key.get();
   request.not_before = now - kDay;
   request.not_after = now + 3650 * kDay;
   request.path_length = 1;
-  auto signer = std::make_unique<KeySigner>(std::move(key));
-  auto cert = must(issue_certificate(request, nullptr, *signer));
+  auto signer = std::make_unique<ca::KeySigner>(std::move(key));
+  auto cert = must(ca::issue_certificate(request, nullptr, *signer));
   return TestCa{std::move(cert), std::move(signer)};
 }
 
 inline TestCa make_intermediate(const TestCa& root, const std::string& name = "Test Issuing") {
-  auto key = must(generate_key(KeyAlg::p256));
-  CertificateRequest request;
-  request.profile = Profile::intermediate_ca;
+  auto key = must(ca::generate_key(ca::KeyAlg::p256));
+  ca::CertificateRequest request;
+  request.profile = ca::Profile::intermediate_ca;
   request.common_name = name;
   request.public_key = key.get();
   request.not_before = kNow - kDay;
   request.not_after = kNow + 1000 * kDay;
-  auto cert = must(issue_certificate(request, root.cert.get(), *root.signer));
-  return TestCa{std::move(cert), std::make_unique<KeySigner>(std::move(key))};
+  auto cert = must(ca::issue_certificate(request, root.cert.get(), *root.signer));
+  return TestCa{std::move(cert), std::make_unique<ca::KeySigner>(std::move(key))};
 }
 
 struct TestLeaf {
@@ -67,11 +67,11 @@ struct TestLeaf {
   ossl::Ptr<EVP_PKEY> key;
 };
 
-inline CertificateRequest device_request(const std::string& id, const EVP_PKEY* key,
-                                         UnixTime not_before = kNow - kDay,
-                                         UnixTime not_after = kNow + 365 * kDay) {
-  CertificateRequest request;
-  request.profile = Profile::device;
+inline ca::CertificateRequest device_request(const std::string& id, const EVP_PKEY* key,
+                                             UnixTime not_before = kNow - kDay,
+                                             UnixTime not_after = kNow + 365 * kDay) {
+  ca::CertificateRequest request;
+  request.profile = ca::Profile::device;
   request.common_name = id;
   request.public_key = key;
   request.not_before = not_before;
@@ -79,12 +79,12 @@ inline CertificateRequest device_request(const std::string& id, const EVP_PKEY* 
   return request;
 }
 
-inline TestLeaf make_device(const TestCa& ca, const std::string& id, KeyAlg alg = KeyAlg::p256,
-                            UnixTime not_before = kNow - kDay,
+inline TestLeaf make_device(const TestCa& ca, const std::string& id,
+                            ca::KeyAlg alg = ca::KeyAlg::p256, UnixTime not_before = kNow - kDay,
                             UnixTime not_after = kNow + 365 * kDay) {
-  auto key = must(generate_key(alg));
-  auto cert = must(issue_certificate(device_request(id, key.get(), not_before, not_after),
-                                     ca.cert.get(), *ca.signer));
+  auto key = must(ca::generate_key(alg));
+  auto cert = must(ca::issue_certificate(device_request(id, key.get(), not_before, not_after),
+                                         ca.cert.get(), *ca.signer));
   return TestLeaf{std::move(cert), std::move(key)};
 }
 

@@ -5,6 +5,7 @@
 #include "tests/ca/fixtures.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using onboard::test::must;
 
 TEST_CASE("every key algorithm name parses and names itself back") {

@@ -10,6 +10,7 @@
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using namespace onboard::plugin;
 using onboard::test::kDay;
 using onboard::test::kNow;

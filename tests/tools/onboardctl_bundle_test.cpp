@@ -26,6 +26,7 @@
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using nlohmann::json;
 using onboard::test::mode_of;
 using onboard::test::RunResult;

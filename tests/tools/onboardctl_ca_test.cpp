@@ -12,6 +12,7 @@
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using onboard::test::RunResult;
 using onboard::test::TempDir;
 

@@ -21,6 +21,7 @@
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using nlohmann::json;
 using onboard::test::RunResult;
 using onboard::test::TempDir;

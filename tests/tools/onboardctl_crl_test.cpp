@@ -17,6 +17,7 @@
 #include "tools/crl_refresh.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using onboard::test::RunResult;
 using onboard::test::TempDir;
 

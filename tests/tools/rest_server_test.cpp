@@ -35,6 +35,7 @@
 #include "tools/operations.h"
 
 using namespace onboard;
+using namespace onboard::ca;
 using nlohmann::json;
 using onboard::test::RunResult;
 using onboard::test::TempDir;
