@@ -163,3 +163,13 @@ TEST_CASE("csv: an error after a multi-line quoted field names the line it is re
   // Lines 2 and 3 belong to one quoted field; the bad quote is on line 4.
   require_error(csv::parse_csv("a,b\n\"x\ny\",1\nq\"r,2\n"), Errc::invalid_input, "line 4:");
 }
+
+TEST_CASE("csv: with lone carriage return line ends a multi-line quoted field counts its lines",
+          "[!mayfail]") {
+  // Outside quotes a lone CR ends a line, so the error and record line numbers of a CR-only file
+  // must count a CR inside a quoted field as a line too. Lines: 1 `"a`, 2 `b",1`, 3 `c,2`.
+  auto records = parse("\"a\rb\",1\rc,2\r");
+  REQUIRE(records.size() == 2);
+  CHECK(records[0].fields == Fields{"a\rb", "1"});
+  CHECK(records[1].line == 3);
+}

@@ -17,6 +17,7 @@
 #include "ca/crl.h"
 #include "ca/csr.h"
 #include "core/digest.h"
+#include "core/x509.h"
 #include "registry/sqlite_store.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
@@ -51,11 +52,13 @@ struct World {
   std::filesystem::path crl = dir / "crl.pem";
   registry::Actor actor{"alice", unix_now()};
 
-  World() {
+  explicit World(bool intermediate = false) {
     store = must(registry::open_sqlite_store(db_path(), registry::OpenMode::read_write));
     ca::CaInitOptions options;
     options.common_name = "Ops Test Root";
     options.root_key_alg = ca::KeyAlg::p256;
+    options.intermediate = intermediate;
+    options.intermediate_key_alg = ca::KeyAlg::p256;
     ca = std::make_unique<ca::Authority>(
         must(ca::Authority::create(dir / "data", options, unix_now())));
     REQUIRE(ca->can_sign());
@@ -397,7 +400,8 @@ TEST_CASE("a revoked device can be neither enabled nor disabled") {
   w.register_one("sensor-001");
   must(ops::revoke_device(*w.store, *w.ca, w.crl, "sensor-001", RevocationReason::unspecified,
                           w.actor));
-  CHECK_FALSE(ops::set_device_enabled(*w.store, "sensor-001", true, w.actor).ok());
+  require_error(ops::set_device_enabled(*w.store, "sensor-001", true, w.actor), Errc::conflict);
+  require_error(ops::set_device_enabled(*w.store, "sensor-001", false, w.actor), Errc::conflict);
   CHECK(must(ops::get_device(*w.store, "sensor-001")).status == DeviceStatus::revoked);
 }
 
@@ -887,4 +891,222 @@ TEST_CASE("list_audit shows each change with its actor oldest first and pages by
   CHECK(must(ops::list_audit(*w.store, 0, all.back().seq)).empty());
   require_error(ops::list_audit(*w.store, 0, -1), Errc::invalid_input,
                 "after must not be negative");
+}
+
+// ---- more of the same layer: types and groups, batches, certificates by name, the CRL ---------
+
+TEST_CASE("update_device with a new type moves the device into that type's group") {
+  World w;
+  w.register_one("sensor-001");
+  must(ops::create_group(*w.store, "thermo", "thermometers", w.actor));
+  ops::RuleRequest rule;
+  rule.subject = "thermo";
+  rule.access = "publish";
+  rule.topic = "plant/temp";
+  auto added = must(ops::add_rule(*w.store, rule, w.actor));
+  CHECK_FALSE(must(ops::explain_access(*w.store, "sensor-001", "publish", "plant/temp")).allowed);
+  registry::DeviceUpdate update;
+  update.type = "thermo";
+  CHECK(must(ops::update_device(*w.store, "sensor-001", update, w.actor)).type == "thermo");
+  auto now = must(ops::explain_access(*w.store, "sensor-001", "publish", "plant/temp"));
+  CHECK(now.allowed);
+  CHECK(now.rule_id == added.id);
+  // device_details lists the group's rule among the effective ones.
+  auto details = must(ops::device_details(*w.store, "sensor-001"));
+  CHECK(std::any_of(details.effective_rules.begin(), details.effective_rules.end(),
+                    [&](const auto& r) { return r.id == added.id && r.subject == "thermo"; }));
+}
+
+TEST_CASE("create_group checks the name and the description and refuses a duplicate") {
+  World w;
+  require_error(ops::create_group(*w.store, "a b", "", w.actor), Errc::invalid_input);
+  require_error(ops::create_group(*w.store, "lab", "line\nbreak", w.actor), Errc::invalid_input,
+                "description holds a control character");
+  require_error(ops::create_group(*w.store, "lab", std::string(257, 'd'), w.actor),
+                Errc::invalid_input, "description is 257 bytes long");
+  auto lab = must(ops::create_group(*w.store, "lab", std::string(256, 'd'), w.actor));
+  CHECK(lab.name == "lab");
+  require_error(ops::create_group(*w.store, "lab", "", w.actor), Errc::conflict);
+  auto groups = must(ops::list_groups(*w.store));
+  CHECK(std::count_if(groups.begin(), groups.end(), [](auto& g) { return g.name == "lab"; }) == 1);
+}
+
+TEST_CASE("register_device into a batch records the line and an unknown batch records nothing") {
+  World w;
+  auto request = w.request("sensor-001");
+  request.batch_id = "no-such-batch";
+  request.batch_line = 4;
+  require_error(ops::register_device(*w.store, *w.ca, request, w.actor), Errc::not_found);
+  require_error(ops::get_device(*w.store, "sensor-001"), Errc::not_found);
+  CHECK(w.certificates() == 0);
+  must(w.store->create_batch("batch-1", "devices.csv", w.actor));
+  request.batch_id = "batch-1";
+  must(ops::register_device(*w.store, *w.ca, request, w.actor));
+  auto batch = must(w.store->get_batch("batch-1"));
+  REQUIRE(batch.devices.size() == 1);
+  CHECK(batch.devices[0].device_id == "sensor-001");
+  CHECK(batch.devices[0].line == 4);
+}
+
+TEST_CASE("find_certificate takes a fingerprint in any usual spelling or a serial") {
+  World w;
+  auto registered = w.register_one("sensor-001");
+  const auto& info = registered.issuance.certificate.info;
+  std::string colons, upper;
+  for (std::size_t i = 0; i < info.sha256_fingerprint.size(); i += 2) {
+    if (i > 0) colons += ':';
+    colons += info.sha256_fingerprint.substr(i, 2);
+  }
+  for (char c : colons) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  std::string lower_serial;
+  for (char c : info.serial_hex)
+    lower_serial += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const std::string& name :
+       {info.sha256_fingerprint, "sha256:" + info.sha256_fingerprint, colons, upper,
+        "sha256:" + upper, info.serial_hex, lower_serial}) {
+    INFO(name);
+    CHECK(must(ops::find_certificate(*w.store, name)).sha256_fingerprint ==
+          info.sha256_fingerprint);
+  }
+  require_error(ops::find_certificate(*w.store, std::string(64, '0')), Errc::not_found);
+  CHECK_FALSE(ops::find_certificate(*w.store, "1234").ok());
+}
+
+TEST_CASE("revoke_certificate puts one certificate on the CRL and leaves its device active") {
+  World w;
+  auto registered = w.register_one("sensor-001");
+  const auto& info = registered.issuance.certificate.info;
+  auto revoked = must(ops::revoke_certificate(*w.store, *w.ca, w.crl, info.sha256_fingerprint,
+                                              RevocationReason::key_compromise, w.actor));
+  CHECK_FALSE(revoked.outcome.already_revoked);
+  CHECK(revoked.outcome.certificate.status == registry::CertificateStatus::revoked);
+  REQUIRE(revoked.crl_number);
+  CHECK_FALSE(revoked.needs_root_crl);
+  CHECK(crl_lists(read_crl(w.crl).get(), info.serial_hex));
+  CHECK(must(ops::get_device(*w.store, "sensor-001")).status == DeviceStatus::active);
+  const std::string crl_before = read_text(w.crl);
+  auto again = must(ops::revoke_certificate(*w.store, *w.ca, w.crl, info.serial_hex,
+                                            RevocationReason::unspecified, w.actor));
+  CHECK(again.outcome.already_revoked);
+  CHECK_FALSE(again.crl_number);
+  CHECK(read_text(w.crl) == crl_before);
+}
+
+TEST_CASE("certificate_filter parses kind and status and list_all_certificates applies them") {
+  World w;
+  w.register_one("a");
+  auto b = w.register_one("b");
+  must(ops::revoke_device(*w.store, *w.ca, w.crl, "b", RevocationReason::unspecified, w.actor));
+  auto active =
+      must(ops::list_all_certificates(*w.store, must(ops::certificate_filter("", "active"))));
+  REQUIRE(active.size() == 1);
+  CHECK(active[0].device_id == "a");
+  auto revoked = must(
+      ops::list_all_certificates(*w.store, must(ops::certificate_filter("device", "revoked"))));
+  REQUIRE(revoked.size() == 1);
+  CHECK(revoked[0].serial_hex == b.issuance.certificate.info.serial_hex);
+  CHECK(must(ops::list_all_certificates(*w.store, must(ops::certificate_filter("server", ""))))
+            .empty());
+  require_error(ops::certificate_filter("client", ""), Errc::invalid_input, "kind must be");
+  require_error(ops::certificate_filter("", "expired"), Errc::invalid_input, "status must be");
+}
+
+TEST_CASE("rewrite_crl numbers each CRL higher and keeps it in force for the validity given") {
+  World w;
+  const auto first = must(ops::rewrite_crl(*w.store, *w.ca, w.crl, "", w.actor, 3600));
+  auto crl = read_crl(w.crl);
+  CHECK(crl_number(crl.get()) == static_cast<long>(first));
+  CHECK(*to_unix_time(X509_CRL_get0_nextUpdate(crl.get())) -
+            *to_unix_time(X509_CRL_get0_lastUpdate(crl.get())) ==
+        3600);
+  const auto second = must(ops::rewrite_crl(*w.store, *w.ca, w.crl, "", w.actor));
+  CHECK(second > first);
+  crl = read_crl(w.crl);
+  CHECK(crl_number(crl.get()) == static_cast<long>(second));
+  CHECK(*to_unix_time(X509_CRL_get0_nextUpdate(crl.get())) -
+            *to_unix_time(X509_CRL_get0_lastUpdate(crl.get())) ==
+        ops::kDefaultCrlValidity);
+}
+
+TEST_CASE("with an issuing intermediate the CRL is signed by it and the root CRL by the root") {
+  World w(true);
+  REQUIRE(w.ca->has_intermediate());
+  auto registered = w.register_one("sensor-001");
+  must(ops::revoke_device(*w.store, *w.ca, w.crl, "sensor-001", RevocationReason::unspecified,
+                          w.actor));
+  auto crl = read_crl(w.crl);
+  CHECK(signed_by(crl.get(), w.ca->issuer()));
+  CHECK_FALSE(signed_by(crl.get(), w.ca->root()));
+  CHECK(crl_lists(crl.get(), registered.issuance.certificate.info.serial_hex));
+
+  auto root_signer = must(w.ca->load_root_signer(nullptr));
+  const auto root_crl_path = w.dir / "root-crl.pem";
+  must(ops::rewrite_root_crl(*w.store, *w.ca, *root_signer, root_crl_path, w.actor));
+  auto root_crl = read_crl(root_crl_path);
+  CHECK(signed_by(root_crl.get(), w.ca->root()));
+  // The root's CRL lists only what the root issued, not the device's certificate.
+  CHECK_FALSE(crl_lists(root_crl.get(), registered.issuance.certificate.info.serial_hex));
+}
+
+TEST_CASE("rewrite_root_crl is refused for a CA without an intermediate") {
+  World w;
+  auto root_signer = must(w.ca->load_root_signer(nullptr));
+  require_error(
+      ops::rewrite_root_crl(*w.store, *w.ca, *root_signer, w.dir / "root-crl.pem", w.actor),
+      Errc::invalid_input, "no intermediate");
+  CHECK_FALSE(std::filesystem::exists(w.dir / "root-crl.pem"));
+}
+
+TEST_CASE("a client certificate credential authenticates that certificate only until revoked") {
+  World w;
+  auto client = w.register_one("admin-laptop");
+  const auto& pem = client.issuance.certificate.pem;
+  const auto& fingerprint = client.issuance.certificate.info.sha256_fingerprint;
+  auto credential =
+      must(ops::create_certificate_credential(*w.store, "laptop", "operator", pem, w.actor));
+  CHECK(credential.role == registry::ApiRole::operator_role);
+  CHECK(must(ops::authenticate_certificate(*w.store, fingerprint)).name == "laptop");
+  // Another certificate is not this credential.
+  auto other = w.register_one("other");
+  require_error(
+      ops::authenticate_certificate(*w.store, other.issuance.certificate.info.sha256_fingerprint),
+      Errc::not_found);
+  require_error(ops::create_certificate_credential(*w.store, "bad", "reader", "not a pem", w.actor),
+                Errc::invalid_input, "client certificate: ");
+  CHECK(must(ops::revoke_api_token(*w.store, "laptop", w.actor)));
+  require_error(ops::authenticate_certificate(*w.store, fingerprint), Errc::not_found);
+}
+
+TEST_CASE("revoking a device deletes the key the server held for it") {
+  World w;
+  auto request = w.request("sensor-001");
+  request.key.hold_passphrase = &hold_passphrase();
+  must(ops::register_device(*w.store, *w.ca, request, w.actor));
+  request.device.id = "sensor-002";
+  must(ops::register_device(*w.store, *w.ca, request, w.actor));
+  REQUIRE(must(w.store->held_key("sensor-001")));
+  must(ops::revoke_device(*w.store, *w.ca, w.crl, "sensor-001", RevocationReason::key_compromise,
+                          w.actor));
+  CHECK_FALSE(must(w.store->held_key("sensor-001")));
+  CHECK(must(w.store->held_key("sensor-002")));  // control: the other device's key stays
+}
+
+TEST_CASE("renewing a device replaces the held key of the superseded certificate") {
+  World w;
+  auto request = w.request("sensor-001");
+  request.key.hold_passphrase = &hold_passphrase();
+  auto first = must(ops::register_device(*w.store, *w.ca, request, w.actor));
+  // Renewed with a held key: the server holds the new key, for the new certificate.
+  auto held_renewal =
+      must(ops::renew_certificate(*w.store, *w.ca, w.crl, "sensor-001", request.key, w.actor));
+  CHECK(held_renewal.issuance.key_held);
+  auto held = must(w.store->held_key("sensor-001"));
+  REQUIRE(held);
+  CHECK(held->certificate_sha256 == held_renewal.issuance.certificate.info.sha256_fingerprint);
+  CHECK(held->certificate_sha256 != first.issuance.certificate.info.sha256_fingerprint);
+  auto key = must(ca::private_key_from_pem(held->encrypted_pem, &hold_passphrase()));
+  CHECK(certifies(held_renewal.issuance.certificate, key.get()));
+  // Renewed with the key handed out: no key for a superseded certificate is left behind.
+  must(ops::renew_certificate(*w.store, *w.ca, w.crl, "sensor-001", w.request("x").key, w.actor));
+  CHECK_FALSE(must(w.store->held_key("sensor-001")));
 }
