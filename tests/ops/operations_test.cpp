@@ -1110,3 +1110,38 @@ TEST_CASE("renewing a device replaces the held key of the superseded certificate
   must(ops::renew_certificate(*w.store, *w.ca, w.crl, "sensor-001", w.request("x").key, w.actor));
   CHECK_FALSE(must(w.store->held_key("sensor-001")));
 }
+
+TEST_CASE("a revoked intermediate needs the root's CRL and the root CRL then lists it") {
+  World w(true);
+  ossl::Ptr<X509> copy(X509_dup(w.ca->issuer()));
+  REQUIRE(copy);
+  const auto intermediate = ca::make_issued(std::move(copy));
+  auto recorded =
+      must(ops::record_issued(*w.store, registry::CertificateKind::other, intermediate, w.actor));
+  CHECK(recorded.kind == registry::CertificateKind::other);
+  // Only server and other certificates are recorded this way; a device's goes with its device.
+  require_error(
+      ops::record_issued(*w.store, registry::CertificateKind::device, intermediate, w.actor),
+      Errc::invalid_input);
+
+  auto revoked =
+      must(ops::revoke_certificate(*w.store, *w.ca, w.crl, intermediate.info.sha256_fingerprint,
+                                   RevocationReason::ca_compromise, w.actor));
+  CHECK(revoked.needs_root_crl);
+  CHECK_FALSE(revoked.crl_number);
+  CHECK_FALSE(std::filesystem::exists(w.crl));  // the intermediate cannot sign its own revocation
+
+  auto root_signer = must(w.ca->load_root_signer(nullptr));
+  must(ops::rewrite_root_crl(*w.store, *w.ca, *root_signer, w.dir / "root-crl.pem", w.actor));
+  auto root_crl = read_crl(w.dir / "root-crl.pem");
+  CHECK(signed_by(root_crl.get(), w.ca->root()));
+  CHECK(crl_lists(root_crl.get(), intermediate.info.serial_hex));
+}
+
+TEST_CASE("a device registered without a name is named by its id") {
+  World w;
+  CHECK(w.register_one("sensor-001").device.name == "sensor-001");
+  auto request = w.request("sensor-002");
+  request.device.name = "Named";
+  CHECK(must(ops::register_device(*w.store, *w.ca, request, w.actor)).device.name == "Named");
+}
