@@ -38,7 +38,9 @@ Result<std::vector<CsvRecord>> parse_csv(std::string_view text) {
           after_quote = true;
         }
       } else {
-        if (c == '\n') ++line;
+        // A line ends at LF, CRLF or a lone CR, inside quotes as outside them.
+        const bool lone_cr = c == '\r' && (i + 1 == text.size() || text[i + 1] != '\n');
+        if (c == '\n' || lone_cr) ++line;
         field.push_back(c);
       }
       continue;
