@@ -6,7 +6,7 @@
 #include <mutex>
 
 #include "plugin/file_stamp.h"
-#include "registry/sqlite_store.h"
+#include "registry/sqlite_access.h"
 
 namespace onboard::plugin {
 namespace {
@@ -26,7 +26,7 @@ class SqliteAccess final : public AccessSource {
     store_.reset();
     const auto stamp = file_stamp(path_);
     if (!stamp) return make_error(Errc::not_found, name() + " does not exist or cannot be read");
-    ONBOARD_TRY(auto store, registry::open_sqlite_store(path_, registry::OpenMode::read_only));
+    ONBOARD_TRY(auto store, registry::open_sqlite_access(path_));  // read-only
     ONBOARD_TRY(auto snapshot, registry::load_snapshot(*store));
     store_ = std::move(store);
     opened_ = *stamp;
@@ -39,7 +39,7 @@ class SqliteAccess final : public AccessSource {
 
  private:
   std::string path_;
-  std::unique_ptr<registry::Store> store_;
+  std::unique_ptr<registry::AccessStore> store_;
   FileStamp opened_;
 };
 

@@ -1,5 +1,5 @@
 // What the broker needs to know of the registry, as plain values: each device's status, type, own
-// rules and certificates, and each group's rules. The Store reads them in bulk (Store::read_access)
+// rules and certificates, and each group's rules. An AccessStore reads them in bulk (read_access)
 // and the Snapshot is built from them. No behaviour, no SQL.
 #pragma once
 
@@ -44,7 +44,7 @@ struct GroupAccess {
 
 acl::Rule to_acl_rule(const RuleRecord& record);
 
-// Which part of the registry Store::read_access reads.
+// Which part of the registry AccessStore::read_access reads.
 struct AccessQuery {
   enum class Scope {
     everything,     // every device and every group
@@ -64,8 +64,8 @@ struct AccessQuery {
   static AccessQuery changed_since(std::int64_t seq) { return {Scope::changed_since, {}, {}, seq}; }
 };
 
-// Store::read_access's answer, read in ONE read transaction: the data is exactly the registry as of
-// change_seq, neither older nor newer.
+// AccessStore::read_access's answer, read in ONE read transaction: the data is exactly the registry
+// as of change_seq, neither older nor newer.
 struct AccessData {
   std::int64_t change_seq = 0;
   std::vector<DeviceAccess> devices;  // sorted by id

@@ -12,8 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "registry/audit_store.h"
 #include "registry/model.h"
-#include "registry/store.h"
 
 namespace onboard::registry {
 

@@ -17,25 +17,25 @@ bool must_disconnect(const DeviceAccess& before, const DeviceAccess* after) noex
   return false;
 }
 
-Result<std::optional<DeviceAccess>> load_device_access(Store& store, std::string_view id) {
+Result<std::optional<DeviceAccess>> load_device_access(AccessStore& store, std::string_view id) {
   ONBOARD_TRY(auto data, store.read_access(AccessQuery::listed({std::string(id)}, {})));
   if (data.devices.empty()) return std::optional<DeviceAccess>();
   return std::optional<DeviceAccess>(std::move(data.devices.front()));
 }
 
-Result<GroupAccess> load_group_access(Store& store, std::string_view name) {
+Result<GroupAccess> load_group_access(AccessStore& store, std::string_view name) {
   ONBOARD_TRY(auto data, store.read_access(AccessQuery::listed({}, {std::string(name)})));
   if (data.groups.empty())
     return GroupAccess{std::string(name), {}};  // not expected: see AccessData
   return std::move(data.groups.front());
 }
 
-Result<std::shared_ptr<const Snapshot>> load_snapshot(Store& store) {
+Result<std::shared_ptr<const Snapshot>> load_snapshot(AccessStore& store) {
   ONBOARD_TRY(auto data, store.read_access(AccessQuery::everything()));
   return Snapshot::build(std::move(data.devices), std::move(data.groups), data.change_seq);
 }
 
-Result<std::optional<Refresh>> refresh_snapshot(Store& store, const Snapshot& current) {
+Result<std::optional<Refresh>> refresh_snapshot(AccessStore& store, const Snapshot& current) {
   ONBOARD_TRY(auto data, store.read_access(AccessQuery::changed_since(current.change_seq())));
   // The seq and the rows come from one read transaction: nothing committed in between is lost or
   // half seen, and whatever commits after is the next refresh's.

@@ -8,19 +8,19 @@
 #include <vector>
 
 #include "core/error.h"
+#include "registry/access_store.h"
 #include "registry/snapshot.h"
-#include "registry/store.h"
 
 namespace onboard::registry {
 
-// Everything, in one read transaction (Store::read_access): the snapshot's change seq is exactly
-// the registry the rows were read from.
-Result<std::shared_ptr<const Snapshot>> load_snapshot(Store& store);
+// Everything, in one read transaction (AccessStore::read_access): the snapshot's change seq is
+// exactly the registry the rows were read from.
+Result<std::shared_ptr<const Snapshot>> load_snapshot(AccessStore& store);
 
 // One device's or group's part of a snapshot (nullopt: no such device; a group that does not exist
 // has no rules).
-Result<std::optional<DeviceAccess>> load_device_access(Store& store, std::string_view id);
-Result<GroupAccess> load_group_access(Store& store, std::string_view name);
+Result<std::optional<DeviceAccess>> load_device_access(AccessStore& store, std::string_view id);
+Result<GroupAccess> load_group_access(AccessStore& store, std::string_view name);
 
 struct Refresh {
   std::shared_ptr<const Snapshot> snapshot;
@@ -33,7 +33,7 @@ struct Refresh {
 
 // The devices and groups the change feed names after current.change_seq(), read with the feed in
 // one transaction, applied with Snapshot::with_changes. nullopt when nothing changed.
-Result<std::optional<Refresh>> refresh_snapshot(Store& store, const Snapshot& current);
+Result<std::optional<Refresh>> refresh_snapshot(AccessStore& store, const Snapshot& current);
 
 // Would a device that was `before` have to be disconnected now that it is `after` (nullptr: gone)?
 bool must_disconnect(const DeviceAccess& before, const DeviceAccess* after) noexcept;

@@ -1,4 +1,7 @@
-// The SQLite implementation of the Store seam.
+// The SQLite implementation of the Store seam, every role of it. The broker opens the same file
+// in the access role only (sqlite_access.h). The implementation is split per role:
+// sqlite_store.cpp (opening, migrations, input checks), sqlite_access.cpp, sqlite_devices.cpp,
+// sqlite_crl.cpp, sqlite_rules.cpp, sqlite_audit.cpp, sqlite_delivery.cpp, sqlite_tokens.cpp.
 //
 // One file, WAL mode (a reader never blocks the writer, and sees a whole transaction or none of
 // it), foreign keys on, busy timeout 5 s so that two writing processes queue instead of failing.
@@ -11,24 +14,19 @@
 #include <memory>
 
 #include "core/error.h"
+#include "registry/sqlite_access.h"
 #include "registry/store.h"
 
 namespace onboard::registry {
 
 enum class OpenMode {
   read_write,  // creates the file if needed and runs the migrations (onboardctl)
-  read_only,   // never writes and never migrates; the file must be a current registry (plugin)
+  read_only,   // never writes and never migrates; the file must be a current registry
 };
 
 // Errc::not_found when read_only and there is no registry at `path`; Errc::corrupt for a file
 // that is not an SQLite database, not ours, or of an unknown or newer schema version; Errc::io
 // when the file or its directory cannot be opened or written.
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::filesystem::path& path, OpenMode mode);
-
-namespace detail {
-// The Error for an SQLite result code (primary or extended) met while doing `what`. Exposed for
-// the tests: disk full and I/O errors are hard to provoke on demand.
-Error sqlite_error(int code, std::string_view what);
-}  // namespace detail
 
 }  // namespace onboard::registry

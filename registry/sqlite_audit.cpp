@@ -1,0 +1,121 @@
+// AuditStore on SQLite, and the audit and change rows every write appends.
+#include "registry/sqlite_store_internal.h"
+
+#include "registry/audit.h"
+
+namespace onboard::registry::sqlite {
+
+namespace {
+
+AuditEvent audit_event_from(const SQLite::Statement& s) {
+  return AuditEvent{s.getColumn(0).getInt64(),  s.getColumn(1).getInt64(),
+                    s.getColumn(2).getString(), s.getColumn(3).getString(),
+                    s.getColumn(4).getString(), s.getColumn(5).getString(),
+                    s.getColumn(6).getString(), s.getColumn(7).getString()};
+}
+
+}  // namespace
+
+// The change counter lives in meta and is bumped in the caller's transaction; a reader that saw
+// seq N loads exactly the rows after N.
+void SqliteStore::record_change(ChangeKind kind, std::string_view subject, UnixTime now) {
+  db_.exec("UPDATE meta SET change_seq = change_seq + 1 WHERE id = 1");
+  prepare(db_,
+          "INSERT INTO changes (seq, at, kind, subject) "
+          "SELECT change_seq, ?1, ?2, ?3 FROM meta WHERE id = 1",
+          now, to_string(kind), subject)
+      .exec();
+}
+
+void SqliteStore::record_audit(const Actor& actor, std::string_view action,
+                               std::string_view subject, const nlohmann::json& details) {
+  auto head = prepare(db_, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
+  if (!head.executeStep()) throw CorruptValue("no meta row");
+  AuditEvent event;
+  event.seq = head.getColumn(0).getInt64() + 1;
+  event.prev_hash = head.getColumn(1).getString();
+  event.at = actor.now;
+  event.actor = actor.name;
+  event.action = std::string(action);
+  event.subject = std::string(subject);
+  // Sorted keys and compact output: the same details always hash alike. Invalid UTF-8 in
+  // operator-supplied text is replaced rather than failing the whole change.
+  event.details = details.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  event.hash = audit_hash(event);
+  prepare(db_,
+          "INSERT INTO audit_events (seq, at, actor, action, subject, details, prev_hash, hash) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+          event.seq, event.at, event.actor, event.action, event.subject, event.details,
+          event.prev_hash, event.hash)
+      .exec();
+  prepare(db_, "UPDATE meta SET audit_head_seq = ?1, audit_head_hash = ?2 WHERE id = 1", event.seq,
+          event.hash)
+      .exec();
+}
+
+Result<std::vector<AuditEvent>> SqliteStore::audit_list(std::size_t limit, std::int64_t after_seq) {
+  const std::int64_t sql_limit = limit == 0 ? -1 : static_cast<std::int64_t>(limit);
+  return read("list audit events", [&]() -> Result<std::vector<AuditEvent>> {
+    auto query = prepare(db_,
+                         "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
+                         "FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                         after_seq, sql_limit);
+    std::vector<AuditEvent> events;
+    while (query.executeStep()) events.push_back(audit_event_from(query));
+    return events;
+  });
+}
+
+// One read transaction: the rows and the head come from the same snapshot, so a concurrent
+// append cannot look like tampering.
+Result<AuditCheck> SqliteStore::verify_audit() {
+  return read("verify audit log", [&]() -> Result<AuditCheck> {
+    AuditChainVerifier verifier;
+    auto rows = prepare(db_,
+                        "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
+                        "FROM audit_events ORDER BY seq");
+    while (rows.executeStep()) {
+      if (!verifier.add(audit_event_from(rows))) break;  // the first problem is the answer
+    }
+    rows.reset();
+    auto head_query = prepare(db_, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
+    if (!head_query.executeStep()) throw CorruptValue("no meta row");
+    const AuditHead head{head_query.getColumn(0).getInt64(), head_query.getColumn(1).getString()};
+    return verifier.finish(head);
+  });
+}
+
+Status SqliteStore::record_event(std::string_view action, std::string_view subject,
+                                 std::string_view details, const Actor& actor) {
+  auto parsed = nlohmann::json::parse(details, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    return make_error(Errc::invalid_input, "audit details must be a JSON object");
+  }
+  if (action.empty()) return make_error(Errc::invalid_input, "an audit row needs an action");
+  return write("record event", actor, [&]() -> Status {
+    record_audit(actor, action, subject, parsed);
+    return ok_status();
+  });
+}
+
+Result<std::int64_t> SqliteStore::change_seq() {
+  return read("read change sequence", [&]() -> Result<std::int64_t> {
+    return db_.execAndGet("SELECT change_seq FROM meta WHERE id = 1").getInt64();
+  });
+}
+
+Result<std::vector<Change>> SqliteStore::changes_since(std::int64_t seq) {
+  return read("read changes", [&]() -> Result<std::vector<Change>> {
+    auto query =
+        prepare(db_, "SELECT seq, at, kind, subject FROM changes WHERE seq > ?1 ORDER BY seq", seq);
+    std::vector<Change> changes;
+    while (query.executeStep()) {
+      changes.push_back(Change{query.getColumn(0).getInt64(), query.getColumn(1).getInt64(),
+                               change_kind_from(query.getColumn(2).getString()),
+                               query.getColumn(3).getString()});
+    }
+    return changes;
+  });
+}
+
+}  // namespace onboard::registry::sqlite

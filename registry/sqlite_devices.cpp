@@ -1,0 +1,506 @@
+// DeviceStore on SQLite: devices and their certificates, and the certificates of other kinds.
+#include "registry/sqlite_store_internal.h"
+
+#include <utility>
+
+#include "core/identity.h"
+
+namespace onboard::registry::sqlite {
+
+namespace {
+
+// Columns in the order of `SELECT id, name, type, location, firmware, status, created_at,
+// updated_at, metadata`.
+Device device_from(const SQLite::Statement& s) {
+  return Device{s.getColumn(0).getString(), s.getColumn(1).getString(),
+                s.getColumn(2).getString(), s.getColumn(3).getString(),
+                s.getColumn(4).getString(), device_status_from(s.getColumn(5).getString()),
+                s.getColumn(6).getInt64(),  s.getColumn(7).getInt64(),
+                s.getColumn(8).getString()};
+}
+
+CertificateKind certificate_kind_from(const std::string& text) {
+  if (auto kind = parse_certificate_kind(text)) return *kind;
+  throw CorruptValue("an unknown certificate kind");
+}
+
+// The columns certificate_from reads, in its order.
+#define ONBOARD_CERTIFICATE_COLUMNS                                                     \
+  "serial_hex, issuer, sha256_fingerprint, device_id, subject, not_before, not_after, " \
+  "status, revoked_at, revocation_reason, pem, kind"
+
+// Columns: ONBOARD_CERTIFICATE_COLUMNS.
+Certificate certificate_from(const SQLite::Statement& s) {
+  Certificate c;
+  c.serial_hex = s.getColumn(0).getString();
+  c.issuer = s.getColumn(1).getString();
+  c.sha256_fingerprint = s.getColumn(2).getString();
+  c.device_id = text_or_null(s.getColumn(3)).value_or("");
+  c.subject = s.getColumn(4).getString();
+  c.not_before = s.getColumn(5).getInt64();
+  c.not_after = s.getColumn(6).getInt64();
+  c.status = s.getColumn(7).getString() == "revoked" ? CertificateStatus::revoked
+                                                     : CertificateStatus::active;
+  if (!s.getColumn(8).isNull()) c.revoked_at = s.getColumn(8).getInt64();
+  if (auto reason = text_or_null(s.getColumn(9))) c.revocation_reason = reason_from(*reason);
+  c.pem = s.getColumn(10).getString();
+  c.kind = certificate_kind_from(s.getColumn(11).getString());
+  return c;
+}
+
+}  // namespace
+
+std::optional<Device> SqliteStore::load_device(std::string_view id) {
+  auto query = prepare(db_,
+                       "SELECT id, name, type, location, firmware, status, created_at, updated_at, "
+                       "metadata FROM devices WHERE id = ?1",
+                       id);
+  if (!query.executeStep()) return std::nullopt;
+  return device_from(query);
+}
+
+Result<Device> SqliteStore::load_unrevoked_device(std::string_view id, std::string_view refusal) {
+  auto device = load_device(id);
+  if (!device) return make_error(Errc::not_found, "device " + std::string(id) + " does not exist");
+  if (device->status == DeviceStatus::revoked) {
+    return make_error(Errc::conflict,
+                      "device " + std::string(id) + " is revoked; " + std::string(refusal));
+  }
+  return std::move(*device);
+}
+
+Result<Device> SqliteStore::insert_device(const NewDevice& input, const NewCertificate& certificate,
+                                          std::optional<std::string_view> batch_id,
+                                          std::int64_t line, const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(input.id));
+  if (!input.type.empty()) ONBOARD_CHECK(check_group_name(input.type));
+  ONBOARD_TRY(std::string metadata, compact_metadata(input.metadata));
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+
+  return write("register device", actor, [&]() -> Result<Device> {
+    if (batch_id) {
+      auto batch = prepare(db_, "SELECT 1 FROM batches WHERE id = ?1", *batch_id);
+      if (!batch.executeStep()) {
+        return make_error(Errc::not_found, "batch " + std::string(*batch_id) + " does not exist");
+      }
+    }
+    if (load_device(input.id)) {
+      return make_error(Errc::conflict, "device " + input.id + " already exists");
+    }
+    const Device device{input.id,       input.name.empty() ? input.id : input.name,
+                        input.type,     input.location,
+                        input.firmware, DeviceStatus::active,
+                        actor.now,      actor.now,
+                        metadata};
+    prepare(db_,
+            "INSERT INTO devices (id, name, type, location, firmware, status, created_at, "
+            "updated_at, metadata) VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6, ?7)",
+            device.id, device.name, device.type, device.location, device.firmware, actor.now,
+            device.metadata)
+        .exec();
+    const bool new_group = !device.type.empty() && !group_exists(device.type);
+    if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now);
+    // Fails on a duplicate certificate after the device row exists: returning the error makes
+    // write() roll the device row back with it.
+    ONBOARD_CHECK(insert_certificate(CertificateKind::device, device.id, cert));
+    hold_key(device.id, cert, actor.now);
+    if (batch_id) {
+      prepare(db_, "INSERT INTO batch_devices (batch_id, device_id, line) VALUES (?1, ?2, ?3)",
+              *batch_id, device.id, line)
+          .exec();
+    }
+    record_change(ChangeKind::device, device.id, actor.now);
+    nlohmann::json details = {
+        {"name", device.name},        {"type", device.type},
+        {"serial", cert.serial_hex},  {"fingerprint", cert.sha256_fingerprint},
+        {"created_group", new_group}, {"key_held", !cert.held_key_pem.empty()}};
+    if (batch_id) {
+      details["batch"] = *batch_id;
+      details["line"] = line;
+    }
+    record_audit(actor, "device.register", device.id, details);
+    return device;
+  });
+}
+
+Result<Device> SqliteStore::register_device(const NewDevice& input,
+                                            const NewCertificate& certificate, const Actor& actor) {
+  return insert_device(input, certificate, std::nullopt, 0, actor);
+}
+
+Result<Device> SqliteStore::get_device(std::string_view id) {
+  ONBOARD_CHECK(check_device_id(id));
+  return read("get device", [&]() -> Result<Device> {
+    if (auto device = load_device(id)) return *device;
+    return make_error(Errc::not_found, "device " + std::string(id) + " does not exist");
+  });
+}
+
+// `?1 IS NULL OR ...` keeps one fixed statement for every filter combination; keyset paging on
+// the primary key stays fast however deep the page.
+Result<std::vector<Device>> SqliteStore::list_devices(const DeviceFilter& filter) {
+  std::optional<std::string_view> status;
+  if (filter.status) status = to_string(*filter.status);
+  const std::int64_t limit = filter.limit == 0 ? -1 : static_cast<std::int64_t>(filter.limit);
+  return read("list devices", [&]() -> Result<std::vector<Device>> {
+    auto query = prepare(db_,
+                         "SELECT id, name, type, location, firmware, status, created_at, "
+                         "updated_at, metadata FROM devices "
+                         "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2) "
+                         "AND id > ?3 ORDER BY id LIMIT ?4",
+                         status, filter.type, std::string_view(filter.after_id), limit);
+    std::vector<Device> devices;
+    while (query.executeStep()) devices.push_back(device_from(query));
+    return devices;
+  });
+}
+
+Result<std::int64_t> SqliteStore::count_devices(const DeviceFilter& filter) {
+  std::optional<std::string_view> status;
+  if (filter.status) status = to_string(*filter.status);
+  return read("count devices", [&]() -> Result<std::int64_t> {
+    auto query = prepare(db_,
+                         "SELECT count(*) FROM devices "
+                         "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2)",
+                         status, filter.type);
+    query.executeStep();
+    return query.getColumn(0).getInt64();
+  });
+}
+
+Result<bool> SqliteStore::set_device_enabled(std::string_view id, bool enabled,
+                                             const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  return write(enabled ? "enable device" : "disable device", actor, [&]() -> Result<bool> {
+    ONBOARD_TRY(const Device device,
+                load_unrevoked_device(id, "it can no longer be enabled or disabled"));
+    const auto target = enabled ? DeviceStatus::active : DeviceStatus::disabled;
+    if (device.status == target) return false;
+    set_device_status(id, target, actor.now);
+    record_change(ChangeKind::device, id, actor.now);
+    record_audit(actor, enabled ? "device.enable" : "device.disable", id, nlohmann::json::object());
+    return true;
+  });
+}
+
+// The audit row names each changed field with its old and new value; fields given but equal to
+// what is stored are not changes.
+Result<Device> SqliteStore::update_device(std::string_view id, const DeviceUpdate& update,
+                                          const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  if (update.empty()) return make_error(Errc::invalid_input, "nothing to update");
+  if (update.type && !update.type->empty()) ONBOARD_CHECK(check_group_name(*update.type));
+  std::optional<std::string> metadata;
+  if (update.metadata) {
+    ONBOARD_TRY(metadata, compact_metadata(*update.metadata));
+  }
+  const std::string name(id);
+  return write("update device", actor, [&]() -> Result<Device> {
+    ONBOARD_TRY(Device device, load_unrevoked_device(id, "its record can no longer be changed"));
+    nlohmann::json changed = nlohmann::json::object();
+    auto apply = [&](const char* field, std::string& current,
+                     const std::optional<std::string>& wanted) {
+      if (!wanted || *wanted == current) return;
+      changed[field] = {{"from", current}, {"to", *wanted}};
+      current = *wanted;
+    };
+    apply("name", device.name,
+          update.name && update.name->empty() ? std::optional<std::string>(name) : update.name);
+    apply("type", device.type, update.type);
+    apply("location", device.location, update.location);
+    apply("firmware", device.firmware, update.firmware);
+    apply("metadata", device.metadata, metadata);
+    if (changed.empty()) return device;  // nothing differs: nothing written, audit included
+    device.updated_at = actor.now;
+    prepare(db_,
+            "UPDATE devices SET name = ?1, type = ?2, location = ?3, firmware = ?4, metadata = ?5, "
+            "updated_at = ?6 WHERE id = ?7",
+            device.name, device.type, device.location, device.firmware, device.metadata, actor.now,
+            id)
+        .exec();
+    nlohmann::json details = {{"changed", changed}};
+    if (changed.contains("type")) {
+      // The broker finds a device's group by its type: the device's change row makes a running
+      // broker reload it, and so apply the new group's rules and drop the old one's.
+      const bool new_group = !device.type.empty() && !group_exists(device.type);
+      if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now);
+      record_change(ChangeKind::device, id, actor.now);
+      details["created_group"] = new_group;
+    }
+    record_audit(actor, "device.update", id, details);
+    return device;
+  });
+}
+
+Result<RevokeOutcome> SqliteStore::revoke_device(std::string_view id, RevocationReason reason,
+                                                 const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(id));
+  return write("revoke device", actor, [&]() -> Result<RevokeOutcome> {
+    auto device = load_device(id);
+    if (!device)
+      return make_error(Errc::not_found, "device " + std::string(id) + " does not exist");
+    RevokeOutcome outcome;
+    if (device->status == DeviceStatus::revoked) {
+      outcome.already_revoked = true;  // idempotent: an answer, and nothing written
+      return outcome;
+    }
+    outcome.revoked_serials = revoke_active_certificates(id, reason, actor.now);
+    erase_held_key(id);  // a revoked device is never packaged: its key has no use left
+    set_device_status(id, DeviceStatus::revoked, actor.now);
+    record_change(ChangeKind::device, id, actor.now);
+    record_audit(
+        actor, "device.revoke", id,
+        {{"reason", revocation_reason_name(reason)}, {"serials", outcome.revoked_serials}});
+    return outcome;
+  });
+}
+
+void SqliteStore::set_device_status(std::string_view id, DeviceStatus status, UnixTime now) {
+  prepare(db_, "UPDATE devices SET status = ?1, updated_at = ?2 WHERE id = ?3", to_string(status),
+          now, id)
+      .exec();
+}
+
+// The duplicate checks come first so the operator reads which certificate clashes; the UNIQUE
+// constraints stay as the backstop.
+Status SqliteStore::insert_certificate(CertificateKind kind, std::string_view device_id,
+                                       const NewCertificate& c) {
+  auto same_fingerprint = prepare(db_, "SELECT 1 FROM certificates WHERE sha256_fingerprint = ?1",
+                                  c.sha256_fingerprint);
+  if (same_fingerprint.executeStep()) {
+    return make_error(Errc::conflict,
+                      "a certificate with fingerprint " + c.sha256_fingerprint + " already exists");
+  }
+  auto same_serial =
+      prepare(db_, "SELECT 1 FROM certificates WHERE issuer = ?1 AND serial_hex = ?2", c.issuer,
+              c.serial_hex);
+  if (same_serial.executeStep()) {
+    return make_error(Errc::conflict, "a certificate with serial " + c.serial_hex +
+                                          " from the same issuer already exists");
+  }
+  std::optional<std::string_view> device;
+  if (kind == CertificateKind::device) device = device_id;
+  prepare(db_,
+          "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, kind, device_id, "
+          "subject, not_before, not_after, status, pem) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9)",
+          c.serial_hex, c.issuer, c.sha256_fingerprint, to_string(kind), device, c.subject,
+          c.not_before, c.not_after, c.pem)
+      .exec();
+  return ok_status();
+}
+
+std::vector<std::string> SqliteStore::revoke_active_certificates(std::string_view device_id,
+                                                                 RevocationReason reason,
+                                                                 UnixTime now) {
+  std::vector<std::string> serials;
+  auto active = prepare(db_,
+                        "SELECT serial_hex FROM certificates WHERE device_id = ?1 AND "
+                        "status = 'active' ORDER BY rowid",
+                        device_id);
+  while (active.executeStep()) serials.push_back(active.getColumn(0).getString());
+  prepare(db_,
+          "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 "
+          "WHERE device_id = ?3 AND status = 'active'",
+          now, revocation_reason_name(reason), device_id)
+      .exec();
+  return serials;
+}
+
+Result<std::vector<Certificate>> SqliteStore::certificates_of(std::string_view device_id) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  return read("list certificates", [&]() -> Result<std::vector<Certificate>> {
+    if (!subject_exists(SubjectKind::device, device_id)) {
+      return make_error(Errc::not_found, "device " + std::string(device_id) + " does not exist");
+    }
+    auto query = prepare(db_,
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE device_id = ?1 ORDER BY rowid",
+                         device_id);
+    std::vector<Certificate> certificates;
+    while (query.executeStep()) certificates.push_back(certificate_from(query));
+    return certificates;
+  });
+}
+
+Result<Certificate> SqliteStore::find_certificate_by_fingerprint(std::string_view sha256_hex) {
+  auto fingerprint = normalize_fingerprint(sha256_hex);
+  if (!fingerprint) {
+    return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
+  }
+  return read("find certificate", [&]() -> Result<Certificate> {
+    auto query = prepare(db_,
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE sha256_fingerprint = ?1",
+                         *fingerprint);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "no certificate has fingerprint " + *fingerprint);
+    }
+    return certificate_from(query);
+  });
+}
+
+Result<AddedCertificate> SqliteStore::add_certificate(std::string_view device_id,
+                                                      const NewCertificate& certificate,
+                                                      bool supersede_active, const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+  const std::string id(device_id);
+  return write("add certificate", actor, [&]() -> Result<AddedCertificate> {
+    ONBOARD_CHECK(load_unrevoked_device(id, "it cannot receive a new certificate"));
+    AddedCertificate added;
+    if (supersede_active) {
+      added.superseded_serials =
+          revoke_active_certificates(id, RevocationReason::superseded, actor.now);
+    }
+    ONBOARD_CHECK(insert_certificate(CertificateKind::device, id, cert));
+    if (!cert.held_key_pem.empty()) {
+      hold_key(id, cert, actor.now);
+    } else if (supersede_active) {
+      erase_held_key(id);  // it belonged to a certificate that is now revoked
+    }
+    record_change(ChangeKind::device, id, actor.now);
+    record_audit(actor, "certificate.add", id,
+                 {{"serial", cert.serial_hex},
+                  {"fingerprint", cert.sha256_fingerprint},
+                  {"superseded", added.superseded_serials}});
+    added.certificate = Certificate{cert.serial_hex,
+                                    cert.issuer,
+                                    cert.sha256_fingerprint,
+                                    id,
+                                    cert.subject,
+                                    cert.not_before,
+                                    cert.not_after,
+                                    CertificateStatus::active,
+                                    std::nullopt,
+                                    std::nullopt,
+                                    cert.pem,
+                                    CertificateKind::device};
+    return added;
+  });
+}
+
+Result<Certificate> SqliteStore::record_certificate(CertificateKind kind,
+                                                    const NewCertificate& certificate,
+                                                    const Actor& actor) {
+  if (kind == CertificateKind::device) {
+    return make_error(Errc::invalid_input,
+                      "a device certificate is recorded with its device (register or renew it)");
+  }
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+  if (!cert.held_key_pem.empty()) {
+    return make_error(Errc::invalid_input, "the registry holds keys of devices only");
+  }
+  return write("record certificate", actor, [&]() -> Result<Certificate> {
+    ONBOARD_CHECK(insert_certificate(kind, {}, cert));
+    record_audit(actor, "certificate.record", cert.serial_hex,
+                 {{"kind", to_string(kind)},
+                  {"fingerprint", cert.sha256_fingerprint},
+                  {"subject", cert.subject},
+                  {"not_after", cert.not_after}});
+    return Certificate{cert.serial_hex,
+                       cert.issuer,
+                       cert.sha256_fingerprint,
+                       {},
+                       cert.subject,
+                       cert.not_before,
+                       cert.not_after,
+                       CertificateStatus::active,
+                       std::nullopt,
+                       std::nullopt,
+                       cert.pem,
+                       kind};
+  });
+}
+
+Result<std::vector<Certificate>> SqliteStore::list_certificates(const CertificateFilter& filter) {
+  std::optional<std::string_view> kind, status;
+  if (filter.kind) kind = to_string(*filter.kind);
+  if (filter.status) status = to_string(*filter.status);
+  return read("list certificates", [&]() -> Result<std::vector<Certificate>> {
+    auto query = prepare(db_,
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates "
+                         "WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR status = ?2) "
+                         "ORDER BY rowid",
+                         kind, status);
+    std::vector<Certificate> certificates;
+    while (query.executeStep()) certificates.push_back(certificate_from(query));
+    return certificates;
+  });
+}
+
+Result<Certificate> SqliteStore::find_certificate_by_serial(std::string_view serial_hex) {
+  std::string serial;
+  for (char c : serial_hex) {
+    if (c == ':') continue;  // the form `openssl x509 -serial` does not print, but others do
+    serial.push_back(c >= 'a' && c <= 'f' ? static_cast<char>(c - 'a' + 'A') : c);
+  }
+  if (serial.empty() || serial.size() > 40 || !is_hex(serial, true)) {
+    return make_error(Errc::invalid_input, "a serial must be 1 to 40 hex digits");
+  }
+  return read("find certificate", [&]() -> Result<Certificate> {
+    auto query = prepare(db_,
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE serial_hex = ?1 ORDER BY rowid LIMIT 2",
+                         serial);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "no certificate has serial " + serial);
+    }
+    Certificate found = certificate_from(query);
+    if (query.executeStep()) {
+      return make_error(Errc::conflict, "more than one issuer used serial " + serial +
+                                            "; name the certificate by its fingerprint");
+    }
+    return found;
+  });
+}
+
+Result<CertificateRevokeOutcome> SqliteStore::revoke_certificate(std::string_view sha256_hex,
+                                                                 RevocationReason reason,
+                                                                 const Actor& actor) {
+  auto fingerprint = normalize_fingerprint(sha256_hex);
+  if (!fingerprint) {
+    return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
+  }
+  return write("revoke certificate", actor, [&]() -> Result<CertificateRevokeOutcome> {
+    auto query = prepare(db_,
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE sha256_fingerprint = ?1",
+                         *fingerprint);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "no certificate has fingerprint " + *fingerprint);
+    }
+    CertificateRevokeOutcome outcome;
+    outcome.certificate = certificate_from(query);
+    query.reset();
+    if (outcome.certificate.status == CertificateStatus::revoked) {
+      outcome.already_revoked = true;  // idempotent: an answer, and nothing written
+      return outcome;
+    }
+    prepare(db_,
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 "
+            "WHERE sha256_fingerprint = ?3",
+            actor.now, revocation_reason_name(reason), *fingerprint)
+        .exec();
+    outcome.certificate.status = CertificateStatus::revoked;
+    outcome.certificate.revoked_at = actor.now;
+    outcome.certificate.revocation_reason = reason;
+    const auto& cert = outcome.certificate;
+    nlohmann::json details = {{"kind", to_string(cert.kind)},
+                              {"fingerprint", cert.sha256_fingerprint},
+                              {"reason", revocation_reason_name(reason)}};
+    if (cert.kind == CertificateKind::device) {
+      // A key kept for a revoked certificate has no use left.
+      prepare(db_, "DELETE FROM held_keys WHERE device_id = ?1 AND certificate_sha256 = ?2",
+              cert.device_id, cert.sha256_fingerprint)
+          .exec();
+      record_change(ChangeKind::device, cert.device_id, actor.now);
+      details["device"] = cert.device_id;
+    }
+    record_audit(actor, "certificate.revoke", cert.serial_hex, details);
+    return outcome;
+  });
+}
+
+}  // namespace onboard::registry::sqlite

@@ -1,0 +1,191 @@
+// RuleStore on SQLite: ACL rules and groups.
+#include "registry/sqlite_store_internal.h"
+
+#include <string>
+
+namespace onboard::registry::sqlite {
+
+namespace {
+
+// Columns: id, device_id, group_name, access, pattern, effect, priority, created_at.
+RuleRecord rule_from(const SQLite::Statement& s) {
+  RuleRecord r;
+  r.id = s.getColumn(0).getInt64();
+  if (auto device = text_or_null(s.getColumn(1))) {
+    r.subject_kind = SubjectKind::device;
+    r.subject = *device;
+  } else {
+    r.subject_kind = SubjectKind::group;
+    r.subject = s.getColumn(2).getString();
+  }
+  const auto access = s.getColumn(3).getInt();
+  if (access < 1 || access > kAccessReadWrite) throw CorruptValue("an invalid access mask");
+  r.access = static_cast<std::uint8_t>(access);
+  r.pattern = s.getColumn(4).getString();
+  r.effect = s.getColumn(5).getString() == "deny" ? RuleEffect::deny : RuleEffect::allow;
+  r.priority = s.getColumn(6).getInt();
+  r.created_at = s.getColumn(7).getInt64();
+  return r;
+}
+
+}  // namespace
+
+bool SqliteStore::group_exists(std::string_view name) {
+  auto query = prepare(db_, "SELECT 1 FROM groups WHERE name = ?1", name);
+  return query.executeStep();
+}
+
+bool SqliteStore::subject_exists(SubjectKind kind, std::string_view name) {
+  if (kind == SubjectKind::group) return group_exists(name);
+  auto query = prepare(db_, "SELECT 1 FROM devices WHERE id = ?1", name);
+  return query.executeStep();
+}
+
+void SqliteStore::insert_group(std::string_view name, std::string_view description, UnixTime now) {
+  prepare(db_, "INSERT INTO groups (name, description, created_at) VALUES (?1, ?2, ?3)", name,
+          description, now)
+      .exec();
+  record_change(ChangeKind::group, name, now);
+}
+
+std::vector<RuleRecord> SqliteStore::query_rules(SQLite::Statement& statement) {
+  std::vector<RuleRecord> rules;
+  while (statement.executeStep()) rules.push_back(rule_from(statement));
+  return rules;
+}
+
+Result<RuleRecord> SqliteStore::add_rule(const NewRule& rule, const Actor& actor) {
+  ONBOARD_CHECK(check_subject(rule.subject_kind, rule.subject));
+  if (rule.access < 1 || rule.access > kAccessReadWrite) {
+    return make_error(Errc::invalid_input, "access must combine publish, subscribe and read");
+  }
+  if (rule.pattern.empty()) return make_error(Errc::invalid_input, "a rule needs a topic pattern");
+  const bool device = rule.subject_kind == SubjectKind::device;
+  return write("add rule", actor, [&]() -> Result<RuleRecord> {
+    if (!subject_exists(rule.subject_kind, rule.subject)) {
+      return make_error(Errc::not_found, std::string(to_string(rule.subject_kind)) + " " +
+                                             rule.subject + " does not exist");
+    }
+    std::optional<std::string_view> device_id;
+    std::optional<std::string_view> group_name;
+    if (device) {
+      device_id = rule.subject;
+    } else {
+      group_name = rule.subject;
+    }
+    prepare(db_,
+            "INSERT INTO acl_rules (device_id, group_name, access, pattern, effect, priority, "
+            "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            device_id, group_name, static_cast<int>(rule.access), rule.pattern,
+            to_string(rule.effect), rule.priority, actor.now)
+        .exec();
+    const RuleRecord record{db_.getLastInsertRowid(),
+                            rule.subject_kind,
+                            rule.subject,
+                            rule.pattern,
+                            rule.access,
+                            rule.effect,
+                            rule.priority,
+                            actor.now};
+    record_change(device ? ChangeKind::device : ChangeKind::group, rule.subject, actor.now);
+    record_audit(actor, rule.effect == RuleEffect::allow ? "acl.grant" : "acl.deny",
+                 std::to_string(record.id),
+                 {{std::string(to_string(rule.subject_kind)), rule.subject},
+                  {"access", rule.access},
+                  {"pattern", rule.pattern},
+                  {"priority", rule.priority}});
+    return record;
+  });
+}
+
+Status SqliteStore::remove_rule(std::int64_t rule_id, const Actor& actor) {
+  return write("remove rule", actor, [&]() -> Status {
+    auto query = prepare(db_,
+                         "SELECT id, device_id, group_name, access, pattern, effect, priority, "
+                         "created_at FROM acl_rules WHERE id = ?1",
+                         rule_id);
+    if (!query.executeStep()) {
+      return make_error(Errc::not_found, "rule " + std::to_string(rule_id) + " does not exist");
+    }
+    const RuleRecord rule = rule_from(query);
+    query.reset();
+    prepare(db_, "DELETE FROM acl_rules WHERE id = ?1", rule_id).exec();
+    const bool device = rule.subject_kind == SubjectKind::device;
+    record_change(device ? ChangeKind::device : ChangeKind::group, rule.subject, actor.now);
+    record_audit(actor, "acl.remove", std::to_string(rule_id),
+                 {{std::string(to_string(rule.subject_kind)), rule.subject},
+                  {"access", rule.access},
+                  {"pattern", rule.pattern},
+                  {"effect", to_string(rule.effect)},
+                  {"priority", rule.priority}});
+    return ok_status();
+  });
+}
+
+Result<std::vector<RuleRecord>> SqliteStore::rules_for_subject(SubjectKind kind,
+                                                               std::string_view name) {
+  ONBOARD_CHECK(check_subject(kind, name));
+  return read("list rules", [&]() -> Result<std::vector<RuleRecord>> {
+    if (!subject_exists(kind, name)) {
+      return make_error(Errc::not_found,
+                        std::string(to_string(kind)) + " " + std::string(name) + " does not exist");
+    }
+    auto query = prepare(db_,
+                         kind == SubjectKind::device
+                             ? "SELECT id, device_id, group_name, access, pattern, effect, "
+                               "priority, created_at FROM acl_rules WHERE device_id = ?1 "
+                               "ORDER BY priority DESC, id"
+                             : "SELECT id, device_id, group_name, access, pattern, effect, "
+                               "priority, created_at FROM acl_rules WHERE group_name = ?1 "
+                               "ORDER BY priority DESC, id",
+                         name);
+    return query_rules(query);
+  });
+}
+
+Result<std::vector<RuleRecord>> SqliteStore::rules_for_device(std::string_view device_id) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  return read("list rules", [&]() -> Result<std::vector<RuleRecord>> {
+    auto device = load_device(device_id);
+    if (!device) {
+      return make_error(Errc::not_found, "device " + std::string(device_id) + " does not exist");
+    }
+    // The type's group is NULL-bound for an untyped device so that it matches nothing.
+    std::optional<std::string_view> type;
+    if (!device->type.empty()) type = device->type;
+    auto query = prepare(db_,
+                         "SELECT id, device_id, group_name, access, pattern, effect, priority, "
+                         "created_at FROM acl_rules "
+                         "WHERE device_id = ?1 OR group_name = ?2 OR group_name = ?3 "
+                         "ORDER BY priority DESC, id",
+                         device_id, kDefaultGroup, type);
+    return query_rules(query);
+  });
+}
+
+Result<Group> SqliteStore::create_group(std::string_view name, std::string_view description,
+                                        const Actor& actor) {
+  ONBOARD_CHECK(check_group_name(name));
+  return write("create group", actor, [&]() -> Result<Group> {
+    if (group_exists(name)) {
+      return make_error(Errc::conflict, "group " + std::string(name) + " already exists");
+    }
+    insert_group(name, description, actor.now);
+    record_audit(actor, "group.create", name, {{"description", description}});
+    return Group{std::string(name), std::string(description), actor.now};
+  });
+}
+
+Result<std::vector<Group>> SqliteStore::list_groups() {
+  return read("list groups", [&]() -> Result<std::vector<Group>> {
+    auto query = prepare(db_, "SELECT name, description, created_at FROM groups ORDER BY name");
+    std::vector<Group> groups;
+    while (query.executeStep()) {
+      groups.push_back(Group{query.getColumn(0).getString(), query.getColumn(1).getString(),
+                             query.getColumn(2).getInt64()});
+    }
+    return groups;
+  });
+}
+
+}  // namespace onboard::registry::sqlite

@@ -1,0 +1,158 @@
+// The full SQLite store: its class, and the input checks its parts share. Each role's methods are
+// defined in a file of their own (sqlite_devices.cpp, sqlite_crl.cpp, sqlite_rules.cpp,
+// sqlite_audit.cpp, sqlite_delivery.cpp, sqlite_tokens.cpp); read_access is the connection's
+// (sqlite_access.cpp), shared with the broker's read-only store. Internal to registry/.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+#include "core/revocation.h"
+#include "registry/sqlite_internal.h"
+#include "registry/store.h"
+
+namespace onboard::registry::sqlite {
+
+// --- Input checks (sqlite_store.cpp) ---------------------------------------------------------
+// Everything that is echoed in a message is checked first, so messages stay one clean line.
+
+bool is_hex(std::string_view text, bool upper);
+// Accepts upper or lower case and the colon-separated form `openssl x509 -fingerprint` prints.
+std::optional<std::string> normalize_fingerprint(std::string_view text);
+Status check_device_id(std::string_view id);
+Status check_group_name(std::string_view name);
+Status check_subject(SubjectKind kind, std::string_view name);
+Result<NewCertificate> checked_certificate(NewCertificate c);
+Result<std::string> compact_metadata(std::string_view json);
+
+// A stored revocation reason; an unknown one throws CorruptValue.
+RevocationReason reason_from(const std::string& text);
+
+// --- The store -------------------------------------------------------------------------------
+
+class SqliteStore final : public Store, private Connection {
+ public:
+  SqliteStore(SQLite::Database db, std::string path, bool read_only)
+      : Connection(std::move(db), std::move(path), read_only) {}
+
+  Status create_or_upgrade(UnixTime now);
+
+  // AccessStore
+  Result<AccessData> read_access(const AccessQuery& query) override {
+    return read_access_data(query);
+  }
+
+  // DeviceStore
+  Result<Device> register_device(const NewDevice& device, const NewCertificate& certificate,
+                                 const Actor& actor) override;
+  Result<Device> get_device(std::string_view id) override;
+  Result<std::vector<Device>> list_devices(const DeviceFilter& filter) override;
+  Result<std::int64_t> count_devices(const DeviceFilter& filter) override;
+  Result<bool> set_device_enabled(std::string_view id, bool enabled, const Actor& actor) override;
+  Result<Device> update_device(std::string_view id, const DeviceUpdate& update,
+                               const Actor& actor) override;
+  Result<RevokeOutcome> revoke_device(std::string_view id, RevocationReason reason,
+                                      const Actor& actor) override;
+  Result<std::vector<Certificate>> certificates_of(std::string_view device_id) override;
+  Result<Certificate> find_certificate_by_fingerprint(std::string_view sha256_hex) override;
+  Result<AddedCertificate> add_certificate(std::string_view device_id,
+                                           const NewCertificate& certificate, bool supersede_active,
+                                           const Actor& actor) override;
+  Result<Certificate> record_certificate(CertificateKind kind, const NewCertificate& certificate,
+                                         const Actor& actor) override;
+  Result<std::vector<Certificate>> list_certificates(const CertificateFilter& filter) override;
+  Result<Certificate> find_certificate_by_serial(std::string_view serial_hex) override;
+  Result<CertificateRevokeOutcome> revoke_certificate(std::string_view sha256_hex,
+                                                      RevocationReason reason,
+                                                      const Actor& actor) override;
+
+  // CrlStore
+  Result<std::vector<RevokedEntry>> revoked_certificates(std::string_view issuer) override;
+  Result<std::uint64_t> next_crl_number(const Actor& actor) override;
+  Result<CrlState> crl_state() override;
+  Result<std::uint64_t> next_root_crl_number(const Actor& actor) override;
+
+  // RuleStore
+  Result<RuleRecord> add_rule(const NewRule& rule, const Actor& actor) override;
+  Status remove_rule(std::int64_t rule_id, const Actor& actor) override;
+  Result<std::vector<RuleRecord>> rules_for_subject(SubjectKind kind,
+                                                    std::string_view name) override;
+  Result<std::vector<RuleRecord>> rules_for_device(std::string_view device_id) override;
+  Result<Group> create_group(std::string_view name, std::string_view description,
+                             const Actor& actor) override;
+  Result<std::vector<Group>> list_groups() override;
+
+  // AuditStore
+  Result<std::vector<AuditEvent>> audit_list(std::size_t limit, std::int64_t after_seq) override;
+  Result<AuditCheck> verify_audit() override;
+  Status record_event(std::string_view action, std::string_view subject, std::string_view details,
+                      const Actor& actor) override;
+  Result<std::int64_t> change_seq() override;
+  Result<std::vector<Change>> changes_since(std::int64_t seq) override;
+
+  // DeliveryStore
+  Result<std::optional<HeldKey>> held_key(std::string_view device_id) override;
+  Status create_batch(std::string_view id, std::string_view source, const Actor& actor) override;
+  Result<Batch> get_batch(std::string_view id) override;
+  Result<Device> register_device_in_batch(const NewDevice& device,
+                                          const NewCertificate& certificate,
+                                          std::string_view batch_id, std::int64_t line,
+                                          const Actor& actor) override;
+  Result<BundleRecord> record_bundle(const BundleRecord& bundle, const Actor& actor) override;
+  Result<BundleRecord> get_bundle(std::string_view id) override;
+  Result<std::vector<BundleRecord>> bundles_of_device(std::string_view device_id) override;
+  Result<BundleRecord> claim_bundle_download(std::string_view id, std::string_view downloaded_by,
+                                             const Actor& actor) override;
+
+  // TokenStore
+  Result<ApiToken> create_api_token(std::string_view name, ApiRole role,
+                                    std::string_view token_sha256, const Actor& actor) override;
+  Result<std::vector<ApiToken>> list_api_tokens() override;
+  Result<bool> revoke_api_token(std::string_view name, const Actor& actor) override;
+  Result<ApiToken> find_api_token(std::string_view token_sha256) override;
+
+ private:
+  // register_device and register_device_in_batch (sqlite_devices.cpp).
+  Result<Device> insert_device(const NewDevice& device, const NewCertificate& certificate,
+                               std::optional<std::string_view> batch_id, std::int64_t line,
+                               const Actor& actor);
+
+  // Helpers for use inside read()/write(); they throw SQLite::Exception.
+
+  // Devices and certificates (sqlite_devices.cpp).
+  std::optional<Device> load_device(std::string_view id);
+  // The device a change is about, for a change its revocation forbids (a revoked device's record
+  // is final): Errc::not_found when unknown, Errc::conflict "device ID is revoked; <refusal>".
+  Result<Device> load_unrevoked_device(std::string_view id, std::string_view refusal);
+  // kind device needs the device's id; any other kind records no device.
+  Status insert_certificate(CertificateKind kind, std::string_view device_id,
+                            const NewCertificate& c);
+  std::vector<std::string> revoke_active_certificates(std::string_view device_id,
+                                                      RevocationReason reason, UnixTime now);
+  void set_device_status(std::string_view id, DeviceStatus status, UnixTime now);
+
+  // Rules and groups (sqlite_rules.cpp).
+  bool group_exists(std::string_view name);
+  bool subject_exists(SubjectKind kind, std::string_view name);
+  void insert_group(std::string_view name, std::string_view description, UnixTime now);
+  std::vector<RuleRecord> query_rules(SQLite::Statement& statement);
+
+  // The audit row and the change row every write appends (sqlite_audit.cpp).
+  void record_change(ChangeKind kind, std::string_view subject, UnixTime now);
+  void record_audit(const Actor& actor, std::string_view action, std::string_view subject,
+                    const nlohmann::json& details);
+
+  // Held keys and bundles (sqlite_delivery.cpp).
+  void hold_key(std::string_view device_id, const NewCertificate& certificate, UnixTime now);
+  void erase_held_key(std::string_view device_id);
+  std::optional<BundleRecord> load_bundle(std::string_view id);
+};
+
+}  // namespace onboard::registry::sqlite
