@@ -1,5 +1,6 @@
 #include "plugin/watcher.h"
 
+#include <array>
 #include <condition_variable>
 #include <ctime>
 #include <exception>
@@ -17,9 +18,19 @@ class SqliteAccess final : public AccessSource {
 
   std::string name() const override { return "registry " + path_; }
 
-  bool current() override {
+  std::optional<std::string> outdated() override {
+    if (!store_) return "not open";
     const auto stamp = file_stamp(path_);
-    return store_ && stamp && stamp->same_file(opened_);
+    if (!stamp || !stamp->same_file(opened_)) return "the file was removed or replaced";
+    // In WAL mode the connection's view lives in these two files: once either is unlinked or
+    // swapped, writers use new ones this connection never sees, and it would read the registry as
+    // it was, without an error, for as long as it stays open.
+    for (const auto& side : sides_) {
+      const auto now = file_stamp(path_ + side.suffix);
+      const bool same = now ? side.opened && now->same_file(*side.opened) : !side.opened;
+      if (!same) return "its " + std::string(side.suffix) + " file was removed or replaced";
+    }
+    return std::nullopt;
   }
 
   Result<std::shared_ptr<const registry::Snapshot>> reopen() override {
@@ -30,6 +41,7 @@ class SqliteAccess final : public AccessSource {
     ONBOARD_TRY(auto snapshot, registry::load_snapshot(*store));
     store_ = std::move(store);
     opened_ = *stamp;
+    for (auto& side : sides_) side.opened = file_stamp(path_ + side.suffix);
     return snapshot;
   }
 
@@ -41,6 +53,11 @@ class SqliteAccess final : public AccessSource {
   std::string path_;
   std::unique_ptr<registry::AccessStore> store_;
   FileStamp opened_;
+  struct Side {
+    const char* suffix;
+    std::optional<FileStamp> opened;  // as it was after the last open and full read
+  };
+  std::array<Side, 2> sides_{{{"-wal", std::nullopt}, {"-shm", std::nullopt}}};
 };
 
 // May itself throw (std::bad_alloc for the string): callers catch that too.
@@ -110,9 +127,8 @@ void Watcher::poll() noexcept {
 }
 
 void Watcher::poll_registry() {
-  if (full_reload_.exchange(false, std::memory_order_acq_rel) || !source_->current()) {
-    return reload();
-  }
+  if (full_reload_.exchange(false, std::memory_order_acq_rel)) return reload("reload requested");
+  if (auto why = source_->outdated()) return reload(*why);
   auto refresh = source_->refresh(*current_);
   if (!refresh.ok()) return failed(refresh.error().message);
   succeeded();
@@ -122,18 +138,18 @@ void Watcher::poll_registry() {
   handover_.post(current_, std::move(r.kicks));
 }
 
-// Reads the registry in full (the file was replaced, or SIGHUP asked for it) and disconnects
-// whoever the new picture no longer lets in.
-void Watcher::reload() {
+// Reads the registry in full (the file or its WAL was replaced, or SIGHUP asked for it) and
+// disconnects whoever the new picture no longer lets in.
+void Watcher::reload(const std::string& why) {
   auto snapshot = source_->reopen();
-  if (!snapshot.ok()) return failed(snapshot.error().message);
+  if (!snapshot.ok()) return failed(why + "; reopening: " + snapshot.error().message);
   std::vector<std::string> kicks;
   const registry::Snapshot& next = *snapshot.value();
   current_->for_each_device([&](const registry::DeviceAccess& before) {
     if (registry::must_disconnect(before, next.find_device(before.id))) kicks.push_back(before.id);
   });
   current_ = std::move(snapshot).value();
-  handover_.post_log(LogLevel::notice, source_->name() + " read in full: " +
+  handover_.post_log(LogLevel::notice, source_->name() + " read in full (" + why + "): " +
                                            std::to_string(current_->device_count()) + " devices");
   succeeded();
   handover_.post(current_, std::move(kicks));

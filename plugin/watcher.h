@@ -29,9 +29,10 @@ class AccessSource {
   virtual ~AccessSource() = default;
   // For log lines: "registry /var/lib/...".
   virtual std::string name() const = 0;
-  // True while the registry last opened is still the one at its path (false: nothing open yet, or
-  // the file was deleted or replaced, so that an open connection would read a stale copy).
-  virtual bool current() = 0;
+  // Why the registry last opened can no longer be trusted to show changes, or nullopt while it
+  // can: nothing open yet, the file deleted or replaced, or its -wal or -shm file removed or
+  // replaced (a backup script, an operator), after which an open connection reads a frozen copy.
+  virtual std::optional<std::string> outdated() = 0;
   // Opens whatever is at the path now and reads it in full.
   virtual Result<std::shared_ptr<const registry::Snapshot>> reopen() = 0;
   // What changed after `snapshot` (nullopt: nothing).
@@ -59,7 +60,7 @@ class Watcher {
 
  private:
   void poll_registry();
-  void reload();
+  void reload(const std::string& why);
   void failed(const std::string& why) noexcept;
   void failed_with_current_exception(const char* prefix) noexcept;
   void succeeded();

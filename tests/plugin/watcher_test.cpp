@@ -47,9 +47,10 @@ class FakeSource final : public AccessSource {
  public:
   explicit FakeSource(Script& script) : script_(script) {}
   std::string name() const override { return "registry fake"; }
-  bool current() override {
+  std::optional<std::string> outdated() override {
     std::lock_guard lock(script_.mutex);
-    return script_.current;
+    if (script_.current) return std::nullopt;
+    return "the file was replaced";
   }
   Result<std::shared_ptr<const Snapshot>> reopen() override {
     std::lock_guard lock(script_.mutex);
@@ -171,7 +172,8 @@ TEST_CASE("a replaced registry and a requested full reload both read everything 
   REQUIRE(taken.snapshot);
   CHECK(taken.snapshot == rig.script.full);
   CHECK(taken.kicks == std::vector<std::string>{"b"});  // not in the full read any more
-  CHECK(Rig::logged(taken, LogLevel::notice, "registry fake read in full: 1 devices"));
+  CHECK(Rig::logged(taken, LogLevel::notice, "registry fake read in full ("));
+  CHECK(Rig::logged(taken, LogLevel::notice, "): 1 devices"));
 
   rig.watcher.poll();  // back to reading changes
   CHECK(rig.script.reopens == 1);
