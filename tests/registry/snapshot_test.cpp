@@ -741,7 +741,8 @@ TEST_CASE("refresh_snapshot: a device that is gone from the registry is dropped 
   CHECK(refresh.snapshot->find_device("a1") != nullptr);
 }
 
-// --- AccessStore::read_access --------------------------------------------------------------------------
+// --- AccessStore::read_access
+// --------------------------------------------------------------------------
 
 TEST_CASE("read_access: everything matches what the per-device Store calls return") {
   Registry r;
