@@ -134,6 +134,7 @@ void Watcher::poll_registry() {
   succeeded();
   if (!refresh.value()) return;
   auto& r = *refresh.value();
+  if (r.read_in_full_because) return reload(*r.read_in_full_because);
   current_ = r.snapshot;
   handover_.post(current_, std::move(r.kicks));
 }

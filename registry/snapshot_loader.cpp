@@ -39,7 +39,14 @@ Result<std::optional<Refresh>> refresh_snapshot(AccessStore& store, const Snapsh
   ONBOARD_TRY(auto data, store.read_access(AccessQuery::changed_since(current.change_seq())));
   // The seq and the rows come from one read transaction: nothing committed in between is lost or
   // half seen, and whatever commits after is the next refresh's.
-  if (data.change_seq <= current.change_seq()) return std::optional<Refresh>();
+  if (data.change_seq < current.change_seq()) {
+    Refresh rewound;
+    rewound.read_in_full_because =
+        "its change counter went back from " + std::to_string(current.change_seq()) + " to " +
+        std::to_string(data.change_seq) + " (an older copy put in its place?)";
+    return std::optional<Refresh>(std::move(rewound));
+  }
+  if (data.change_seq == current.change_seq()) return std::optional<Refresh>();
 
   Refresh refresh;
   for (const auto& device : data.devices) {

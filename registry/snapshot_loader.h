@@ -29,6 +29,10 @@ struct Refresh {
   std::vector<std::string> kicks;
   std::size_t devices_reloaded = 0;
   std::size_t groups_reloaded = 0;
+  // Set instead of everything above when the change feed cannot say what changed: the registry's
+  // change counter went back (a copy was restored over it in place), so whatever the snapshot
+  // holds may differ from it anywhere. The caller reads everything again.
+  std::optional<std::string> read_in_full_because;
 };
 
 // The devices and groups the change feed names after current.change_seq(), read with the feed in

@@ -107,7 +107,7 @@ struct Rig {
 
 TEST_CASE("a change is handed over with the devices to disconnect") {
   Rig rig;
-  rig.script.change = registry::Refresh{snapshot_of({"a"}, 2), {"b"}, 1, 0};
+  rig.script.change = registry::Refresh{snapshot_of({"a"}, 2), {"b"}, 1, 0, std::nullopt};
   rig.set(Script::Next::change);
   rig.watcher.poll();
   REQUIRE(rig.handover.pending());
@@ -149,7 +149,7 @@ TEST_CASE("std::bad_alloc while building a snapshot is caught and the next poll 
   CHECK(Rig::logged(taken, LogLevel::error, "(keeping the last good snapshot): std::bad_alloc"));
 
   // The next poll works again and hands over the change it finds.
-  rig.script.change = registry::Refresh{snapshot_of({"a", "b", "c"}, 3), {}, 1, 0};
+  rig.script.change = registry::Refresh{snapshot_of({"a", "b", "c"}, 3), {}, 1, 0, std::nullopt};
   rig.set(Script::Next::change);
   CHECK_NOTHROW(rig.watcher.poll());
   taken = rig.handover.take();
@@ -178,6 +178,24 @@ TEST_CASE("a replaced registry and a requested full reload both read everything 
   rig.watcher.poll();  // back to reading changes
   CHECK(rig.script.reopens == 1);
   CHECK(rig.script.refreshes == 1);
+}
+
+TEST_CASE("a refresh that finds the registry rewound reads it in full and says why") {
+  Rig rig;
+  {
+    std::lock_guard lock(rig.script.mutex);
+    rig.script.change.read_in_full_because = "its change counter went back from 7 to 5";
+  }
+  rig.set(Script::Next::change);
+  rig.watcher.poll();
+  CHECK(rig.script.refreshes == 1);
+  CHECK(rig.script.reopens == 1);
+  auto taken = rig.handover.take();
+  REQUIRE(taken.snapshot);
+  CHECK(taken.snapshot == rig.script.full);
+  CHECK(taken.kicks == std::vector<std::string>{"b"});
+  CHECK(Rig::logged(taken, LogLevel::notice,
+                    "read in full (its change counter went back from 7 to 5)"));
 }
 
 TEST_CASE("a failed full reload keeps the last snapshot and is retried") {
@@ -218,7 +236,7 @@ TEST_CASE("a stalled registry read holds up neither the broker thread nor the ne
   // Released, the watcher goes on to the next change.
   {
     std::lock_guard lock(rig.script.mutex);
-    rig.script.change = registry::Refresh{snapshot_of({"a"}, 4), {"b"}, 1, 0};
+    rig.script.change = registry::Refresh{snapshot_of({"a"}, 4), {"b"}, 1, 0, std::nullopt};
     rig.script.next = Script::Next::change;
     rig.script.released = true;
   }

@@ -166,6 +166,30 @@ TEST_CASE("refresh_snapshot asks only for what changed after the snapshot and ap
   CHECK_FALSE(must(refresh_snapshot(store, next)).has_value());
 }
 
+TEST_CASE("a change counter that went back asks for a full read instead of a refresh") {
+  auto store = fleet();
+  auto snapshot = must(load_snapshot(store));  // seq 7
+  // An older copy restored in place: seq 5, and a2 was not registered yet. The change feed after
+  // 7 names nothing, so a refresh alone would keep a2 and whatever else differs.
+  store.data.change_seq = 5;
+  auto refresh = must(refresh_snapshot(store, *snapshot));
+  REQUIRE(refresh.has_value());
+  REQUIRE(refresh->read_in_full_because.has_value());
+  CHECK(*refresh->read_in_full_because ==
+        "its change counter went back from 7 to 5 (an older copy put in its place?)");
+  CHECK_FALSE(refresh->snapshot);
+  CHECK(refresh->kicks.empty());
+
+  // Control: the same counter as the snapshot's is no change, a higher one a refresh.
+  store.data.change_seq = 7;
+  CHECK_FALSE(must(refresh_snapshot(store, *snapshot)).has_value());
+  store.data.change_seq = 8;
+  auto forward = must(refresh_snapshot(store, *snapshot));
+  REQUIRE(forward.has_value());
+  CHECK_FALSE(forward->read_in_full_because.has_value());
+  CHECK(forward->snapshot);
+}
+
 TEST_CASE("load_device_access and load_group_access ask for the one device or group named") {
   auto store = fleet();
   auto a1 = must(load_device_access(store, "a1"));
