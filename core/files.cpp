@@ -55,6 +55,31 @@ Status write_all(int fd, std::string_view data, const std::filesystem::path& pat
 
 }  // namespace
 
+// Renames `from` to `to` (refusing an existing `to` without a race when asked) and makes the
+// rename durable: it is on disk only once the directory entry is.
+Status rename_into_place(const std::filesystem::path& from, const std::filesystem::path& to,
+                         Overwrite overwrite) {
+  if (overwrite == Overwrite::refuse) {
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST) {
+        return make_error(Errc::conflict,
+                          to.string() + " exists already; refusing to overwrite it");
+      }
+      return io_error("cannot create", to, errno);
+    }
+  } else if (::rename(from.c_str(), to.c_str()) != 0) {
+    return io_error("cannot replace", to, errno);
+  }
+  std::filesystem::path dir = to.parent_path();
+  if (dir.empty()) dir = ".";
+  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+  return ok_status();
+}
+
 Status write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode,
                          Overwrite overwrite) {
   std::filesystem::path dir = path.parent_path();
@@ -74,25 +99,8 @@ Status write_file_atomic(const std::filesystem::path& path, std::string_view dat
   if (::fsync(fd) != 0) return io_error("cannot flush", path, errno);
   if (temp.close() != 0) return io_error("cannot close", path, errno);
 
-  if (overwrite == Overwrite::refuse) {
-    if (::renameat2(AT_FDCWD, temp.path().c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) != 0) {
-      if (errno == EEXIST) {
-        return make_error(Errc::conflict,
-                          path.string() + " exists already; refusing to overwrite it");
-      }
-      return io_error("cannot create", path, errno);
-    }
-  } else if (::rename(temp.path().c_str(), path.c_str()) != 0) {
-    return io_error("cannot replace", path, errno);
-  }
+  ONBOARD_CHECK(rename_into_place(temp.path(), path, overwrite));
   temp.keep();
-
-  // The rename is durable only once the directory entry is on disk.
-  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
   return ok_status();
 }
 
@@ -138,6 +146,26 @@ Result<Secret> read_secret_env(const std::string& variable) {
                       "environment variable " + variable + " is not set or empty");
   }
   return Secret(value);
+}
+
+Status publish_file(const std::filesystem::path& written, const std::filesystem::path& target,
+                    mode_t mode) {
+  struct Remove {
+    const std::filesystem::path& path;
+    bool keep = false;
+    ~Remove() {
+      if (!keep) ::unlink(path.c_str());
+    }
+  } remove{written};
+  int fd = ::open(written.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return io_error("cannot open", written, errno);
+  const bool flushed = ::fchmod(fd, mode) == 0 && ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!flushed) return io_error("cannot flush", written, err);
+  ONBOARD_CHECK(rename_into_place(written, target, Overwrite::refuse));
+  remove.keep = true;
+  return ok_status();
 }
 
 }  // namespace onboard

@@ -31,4 +31,10 @@ Result<Secret> read_secret_file(const std::filesystem::path& path);
 // Reads a secret from an environment variable, which must be set and non-empty.
 Result<Secret> read_secret_env(const std::string& variable);
 
+// Puts a file someone else wrote (`written`, in the same directory as `target`) in place as
+// write_file_atomic does: mode set, fsync, rename refusing an existing `target` (Errc::conflict),
+// fsync of the directory. `written` is removed on failure.
+Status publish_file(const std::filesystem::path& written, const std::filesystem::path& target,
+                    mode_t mode);
+
 }  // namespace onboard

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/revocation.h"
+#include "registry/sqlite_backup.h"
 #include "registry/sqlite_internal.h"
 #include "registry/store.h"
 
@@ -43,6 +45,10 @@ class SqliteStore final : public Store, private Connection {
       : Connection(std::move(db), std::move(path), read_only) {}
 
   Status create_or_upgrade(UnixTime now);
+  // sqlite_backup.cpp: what backup_sqlite_registry and restore_sqlite_registry report, and the
+  // restore itself.
+  Result<RegistrySummary> summary();
+  Result<RestoreSummary> restore_from(const std::filesystem::path& backup, const Actor& actor);
 
   // AccessStore
   Result<AccessData> read_access(const AccessQuery& query) override {
@@ -119,6 +125,8 @@ class SqliteStore final : public Store, private Connection {
   Result<ApiToken> find_api_token(std::string_view token_sha256) override;
 
  private:
+  Result<RestoreSummary> restore_attached(std::string_view backup_name, const Actor& actor);
+
   // register_device and register_device_in_batch (sqlite_devices.cpp).
   Result<Device> insert_device(const NewDevice& device, const NewCertificate& certificate,
                                std::optional<std::string_view> batch_id, std::int64_t line,
