@@ -9,6 +9,14 @@ namespace onboard::registry::sqlite {
 
 namespace {
 
+// The record of a certificate this transaction has just inserted: active, not revoked.
+Certificate just_recorded(const NewCertificate& c, std::string device_id, CertificateKind kind) {
+  return Certificate{
+      c.serial_hex, c.issuer,    c.sha256_fingerprint,      std::move(device_id), c.subject,
+      c.not_before, c.not_after, CertificateStatus::active, std::nullopt,         std::nullopt,
+      c.pem,        kind};
+}
+
 // Columns in the order of `SELECT id, name, type, location, firmware, status, created_at,
 // updated_at, metadata`.
 Device device_from(const SQLite::Statement& s) {
@@ -364,18 +372,7 @@ Result<AddedCertificate> SqliteStore::add_certificate(std::string_view device_id
                  {{"serial", cert.serial_hex},
                   {"fingerprint", cert.sha256_fingerprint},
                   {"superseded", added.superseded_serials}});
-    added.certificate = Certificate{cert.serial_hex,
-                                    cert.issuer,
-                                    cert.sha256_fingerprint,
-                                    id,
-                                    cert.subject,
-                                    cert.not_before,
-                                    cert.not_after,
-                                    CertificateStatus::active,
-                                    std::nullopt,
-                                    std::nullopt,
-                                    cert.pem,
-                                    CertificateKind::device};
+    added.certificate = just_recorded(cert, std::string(id), CertificateKind::device);
     return added;
   });
 }
@@ -398,18 +395,7 @@ Result<Certificate> SqliteStore::record_certificate(CertificateKind kind,
                   {"fingerprint", cert.sha256_fingerprint},
                   {"subject", cert.subject},
                   {"not_after", cert.not_after}});
-    return Certificate{cert.serial_hex,
-                       cert.issuer,
-                       cert.sha256_fingerprint,
-                       {},
-                       cert.subject,
-                       cert.not_before,
-                       cert.not_after,
-                       CertificateStatus::active,
-                       std::nullopt,
-                       std::nullopt,
-                       cert.pem,
-                       kind};
+    return just_recorded(cert, {}, kind);
   });
 }
 

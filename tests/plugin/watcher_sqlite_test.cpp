@@ -3,37 +3,23 @@
 // say it cannot read the registry (so that the staleness limit takes over). Never silence.
 #include <catch2/catch.hpp>
 
-#include <cstdio>
 #include <filesystem>
 #include <string>
 
 #include "plugin/watcher.h"
 #include "registry/sqlite_store.h"
+#include "tests/registry/fixtures.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
 using namespace onboard::plugin;
+using onboard::test::kAlice;
 using onboard::test::must;
+using onboard::test::register_test_device;
 using onboard::test::TempDir;
 
 namespace {
-
-constexpr UnixTime kNow = 1'700'000'000;
-const registry::Actor kOperator{"operator", kNow};
-
-registry::NewCertificate certificate(const std::string& device_id, int n) {
-  char fingerprint[65];
-  std::snprintf(fingerprint, sizeof fingerprint, "%064x", n);
-  return registry::NewCertificate{"0" + std::to_string(n),
-                                  "CN=Onboard Test CA",
-                                  fingerprint,
-                                  "CN=" + device_id,
-                                  kNow,
-                                  kNow + 86'400,
-                                  "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                                  {}};
-}
 
 // One onboardctl command: open, write, close.
 template <class Change>
@@ -79,18 +65,15 @@ TEST_CASE("a change written after the registry's WAL files were deleted still re
   TempDir dir;
   const std::string path = (dir / "registry.db").string();
   write(path, [](registry::Store& store) {
-    for (int n = 1; n <= 2; ++n) {
-      registry::NewDevice d;
-      d.id = "dev-" + std::to_string(n);
-      must(store.register_device(d, certificate(d.id, n), kOperator));
-    }
+    register_test_device(store, "dev-1");
+    register_test_device(store, "dev-2");
   });
   Broker broker(path);
   REQUIRE(status_of(*broker.snapshot, "dev-1") == registry::DeviceStatus::active);
 
   // Control: an ordinary change arrives through the change feed, without a full read.
   write(path,
-        [](registry::Store& store) { must(store.set_device_enabled("dev-2", false, kOperator)); });
+        [](registry::Store& store) { must(store.set_device_enabled("dev-2", false, kAlice)); });
   auto taken = broker.poll();
   CHECK(status_of(*broker.snapshot, "dev-2") == registry::DeviceStatus::disabled);
   CHECK(taken.kicks == std::vector<std::string>{"dev-2"});
@@ -110,7 +93,7 @@ TEST_CASE("a change written after the registry's WAL files were deleted still re
   CHECK(Broker::logged(taken, "read in full"));
 
   write(path, [](registry::Store& store) {
-    must(store.revoke_device("dev-1", RevocationReason::key_compromise, kOperator));
+    must(store.revoke_device("dev-1", RevocationReason::key_compromise, kAlice));
   });
   taken = broker.poll();
   CHECK(status_of(*broker.snapshot, "dev-1") == registry::DeviceStatus::revoked);
@@ -118,7 +101,7 @@ TEST_CASE("a change written after the registry's WAL files were deleted still re
   CHECK_FALSE(Broker::logged(taken, "read in full"));  // through the change feed again
 
   write(path,
-        [](registry::Store& store) { must(store.set_device_enabled("dev-2", true, kOperator)); });
+        [](registry::Store& store) { must(store.set_device_enabled("dev-2", true, kAlice)); });
   broker.poll();
   CHECK(status_of(*broker.snapshot, "dev-2") == registry::DeviceStatus::active);
 }

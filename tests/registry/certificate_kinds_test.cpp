@@ -8,51 +8,23 @@
 #include <cstdio>
 
 #include "registry/sqlite_store.h"
+#include "tests/registry/fixtures.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
 using namespace onboard::registry;
+using onboard::test::kAlice;
+using onboard::test::kNow;
+using onboard::test::kTestIssuer;
 using onboard::test::must;
+using onboard::test::new_device;
+using onboard::test::open_test_store;
 using onboard::test::require_error;
 using onboard::test::TempDir;
+using onboard::test::test_certificate;
 
 namespace {
-
-constexpr UnixTime kNow = 1'700'000'000;
-const Actor kAlice{"alice", kNow};
-constexpr const char* kIssuer = "CN=Onboard Test CA";
-
-std::string hex(std::uint64_t value, int width, bool upper) {
-  char buffer[80];
-  std::snprintf(buffer, sizeof buffer, upper ? "%0*llX" : "%0*llx", width,
-                static_cast<unsigned long long>(value));
-  return buffer;
-}
-
-// A record with a serial and fingerprint no other call returns; `subject_cn` is its CN.
-NewCertificate certificate(std::string_view subject_cn, std::string issuer = kIssuer) {
-  static std::atomic<std::uint64_t> counter{0x5000};
-  const auto n = counter++;
-  return NewCertificate{hex(n, 32, true),
-                        std::move(issuer),
-                        hex(n, 64, false),
-                        "CN=" + std::string(subject_cn),
-                        kNow,
-                        kNow + 365 * 86400,
-                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                        {}};
-}
-
-std::unique_ptr<Store> open_store(const TempDir& dir) {
-  return must(open_sqlite_store((dir / "registry.db").string(), OpenMode::read_write));
-}
-
-NewDevice device(std::string id) {
-  NewDevice d;
-  d.id = std::move(id);
-  return d;
-}
 
 std::int64_t audit_rows(Store& store) {
   return static_cast<std::int64_t>(must(store.audit_list(0)).size());
@@ -68,11 +40,11 @@ const DeviceAccess* find_access(const AccessData& data, std::string_view id) {
 
 TEST_CASE("server and other certificates are recorded audited and listed with their kind") {
   TempDir dir;
-  auto store = open_store(dir);
-  const auto own = certificate("dev");
-  must(store->register_device(device("dev"), own, kAlice));
-  const auto server = certificate("broker.example");
-  const auto other = certificate("dev");  // a CN equal to a device id changes nothing
+  auto store = open_test_store(dir);
+  const auto own = test_certificate("dev");
+  must(store->register_device(new_device("dev"), own, kAlice));
+  const auto server = test_certificate("broker.example");
+  const auto other = test_certificate("dev");  // a CN equal to a device id changes nothing
 
   const auto recorded = must(store->record_certificate(CertificateKind::server, server, kAlice));
   CHECK(recorded.kind == CertificateKind::server);
@@ -117,11 +89,11 @@ TEST_CASE("server and other certificates are recorded audited and listed with th
 TEST_CASE(
     "the broker's access data holds only device certificates even for a CN that is a device id") {
   TempDir dir;
-  auto store = open_store(dir);
-  const auto own = certificate("dev");
-  must(store->register_device(device("dev"), own, kAlice));
-  const auto other = certificate("dev");
-  const auto server = certificate("dev");
+  auto store = open_test_store(dir);
+  const auto own = test_certificate("dev");
+  must(store->register_device(new_device("dev"), own, kAlice));
+  const auto other = test_certificate("dev");
+  const auto server = test_certificate("dev");
   must(store->record_certificate(CertificateKind::other, other, kAlice));
   must(store->record_certificate(CertificateKind::server, server, kAlice));
 
@@ -139,15 +111,15 @@ TEST_CASE(
 
 TEST_CASE("record_certificate refuses a device kind a held key and a duplicate") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   const auto before = audit_rows(*store);
-  require_error(store->record_certificate(CertificateKind::device, certificate("x"), kAlice),
+  require_error(store->record_certificate(CertificateKind::device, test_certificate("x"), kAlice),
                 Errc::invalid_input, "with its device");
-  auto with_key = certificate("x");
+  auto with_key = test_certificate("x");
   with_key.held_key_pem = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n";
   require_error(store->record_certificate(CertificateKind::other, with_key, kAlice),
                 Errc::invalid_input, "keys of devices only");
-  const auto once = certificate("x");
+  const auto once = test_certificate("x");
   must(store->record_certificate(CertificateKind::other, once, kAlice));
   require_error(store->record_certificate(CertificateKind::server, once, kAlice), Errc::conflict,
                 "already exists");
@@ -158,9 +130,9 @@ TEST_CASE("record_certificate refuses a device kind a held key and a duplicate")
 TEST_CASE(
     "a revoked server certificate is on its issuer's CRL only and a second revoke writes nothing") {
   TempDir dir;
-  auto store = open_store(dir);
-  const auto server = certificate("broker");
-  const auto bystander = certificate("other-host");
+  auto store = open_test_store(dir);
+  const auto server = test_certificate("broker");
+  const auto bystander = test_certificate("other-host");
   must(store->record_certificate(CertificateKind::server, server, kAlice));
   must(store->record_certificate(CertificateKind::other, bystander, kAlice));
   const auto seq_before = must(store->change_seq());
@@ -172,7 +144,7 @@ TEST_CASE(
   CHECK(outcome.certificate.status == CertificateStatus::revoked);
   CHECK(outcome.certificate.revoked_at == kNow + 50);
 
-  const auto crl = must(store->revoked_certificates(kIssuer));
+  const auto crl = must(store->revoked_certificates(kTestIssuer));
   REQUIRE(crl.size() == 1);
   CHECK(crl[0].serial_hex == server.serial_hex);
   CHECK(crl[0].reason == RevocationReason::key_compromise);
@@ -201,11 +173,11 @@ TEST_CASE(
     "revoking one device certificate keeps the device names it in the change feed and drops its "
     "held key") {
   TempDir dir;
-  auto store = open_store(dir);
-  auto held = certificate("dev");
+  auto store = open_test_store(dir);
+  auto held = test_certificate("dev");
   held.held_key_pem = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n";
-  must(store->register_device(device("dev"), held, kAlice));
-  must(store->register_device(device("bystander"), certificate("bystander"), kAlice));
+  must(store->register_device(new_device("dev"), held, kAlice));
+  must(store->register_device(new_device("bystander"), test_certificate("bystander"), kAlice));
   REQUIRE(must(store->held_key("dev")).has_value());
   const auto seq = must(store->change_seq());
 
@@ -223,14 +195,14 @@ TEST_CASE(
   REQUIRE(dev->certificates.size() == 1);
   CHECK(dev->certificates[0].status == CertificateStatus::revoked);
   CHECK(find_access(access, "bystander") == nullptr);
-  CHECK(must(store->revoked_certificates(kIssuer)).size() == 1);
+  CHECK(must(store->revoked_certificates(kTestIssuer)).size() == 1);
 }
 
 TEST_CASE("a serial two issuers share is ambiguous and the fingerprint still finds each") {
   TempDir dir;
-  auto store = open_store(dir);
-  auto first = certificate("a");
-  auto second = certificate("b", "CN=Root");
+  auto store = open_test_store(dir);
+  auto first = test_certificate("a");
+  auto second = test_certificate("b", "CN=Root");
   second.serial_hex = first.serial_hex;
   must(store->record_certificate(CertificateKind::other, first, kAlice));
   must(store->record_certificate(CertificateKind::other, second, kAlice));
@@ -241,7 +213,7 @@ TEST_CASE("a serial two issuers share is ambiguous and the fingerprint still fin
 
 TEST_CASE("root CRL numbers are a sequence apart from the CRL numbers") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   CHECK(must(store->next_crl_number(kAlice)) == 1);
   CHECK(must(store->next_crl_number(kAlice)) == 2);
   CHECK(must(store->next_root_crl_number(kAlice)) == 1);

@@ -9,57 +9,35 @@
 
 #include "registry/schema.h"
 #include "registry/sqlite_store.h"
+#include "tests/registry/fixtures.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
 using namespace onboard::registry;
+using onboard::test::kAlice;
+using onboard::test::kNow;
+using onboard::test::kTestIssuer;
 using onboard::test::must;
+using onboard::test::new_device;
+using onboard::test::open_test_store;
+using onboard::test::registry_path;
 using onboard::test::require_error;
 using onboard::test::TempDir;
+using onboard::test::test_certificate;
 
 namespace {
 
-constexpr UnixTime kNow = 1'700'000'000;
-const Actor kAlice{"alice", kNow};
 const std::string kEncrypted =
     "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
 
-std::string db_path(const TempDir& dir) { return (dir / "registry.db").string(); }
-
-std::unique_ptr<Store> open_store(const TempDir& dir, OpenMode mode = OpenMode::read_write) {
-  return must(open_sqlite_store(db_path(dir), mode));
-}
-
-std::string hex(std::uint64_t value, int width) {
-  char buffer[80];
-  std::snprintf(buffer, sizeof buffer, "%0*llx", width, static_cast<unsigned long long>(value));
-  return buffer;
-}
-
+// A record whose certificate carries `held_key` (empty: none).
 NewCertificate certificate(std::string_view device_id, std::string held_key = "") {
-  static std::atomic<std::uint64_t> counter{1};
-  const auto n = counter++;
-  std::string serial = hex(n, 32);
-  for (auto& c : serial) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return NewCertificate{serial,
-                        "CN=Onboard Test CA",
-                        hex(n, 64),
-                        "CN=" + std::string(device_id),
-                        kNow,
-                        kNow + 365 * 86400,
-                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                        std::move(held_key)};
-}
-
-NewDevice device(std::string id) {
-  NewDevice d;
-  d.id = std::move(id);
-  return d;
+  return test_certificate(device_id, kTestIssuer, std::move(held_key));
 }
 
 std::int64_t count(const TempDir& dir, const char* sql) {
-  SQLite::Database raw(db_path(dir), SQLite::OPEN_READONLY);
+  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
   return raw.execAndGet(sql).getInt64();
 }
 
@@ -87,8 +65,8 @@ Certificate active_certificate(Store& store, const std::string& id) {
 
 TEST_CASE("a held key lives exactly as long as its certificate may still be packaged") {
   TempDir dir;
-  auto store = open_store(dir);
-  must(store->register_device(device("dev-1"), certificate("dev-1", kEncrypted), kAlice));
+  auto store = open_test_store(dir);
+  must(store->register_device(new_device("dev-1"), certificate("dev-1", kEncrypted), kAlice));
   auto held = must(store->held_key("dev-1"));
   REQUIRE(held.has_value());
   CHECK(held->encrypted_pem == kEncrypted);
@@ -98,7 +76,7 @@ TEST_CASE("a held key lives exactly as long as its certificate may still be pack
   SECTION("a plaintext key is refused and nothing is written") {
     auto plain =
         certificate("dev-2", "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
-    require_error(store->register_device(device("dev-2"), plain, kAlice), Errc::invalid_input,
+    require_error(store->register_device(new_device("dev-2"), plain, kAlice), Errc::invalid_input,
                   "encrypted");
     CHECK(count(dir, "SELECT count(*) FROM devices WHERE id = 'dev-2'") == 0);
   }
@@ -125,10 +103,10 @@ TEST_CASE("a held key lives exactly as long as its certificate may still be pack
 
 TEST_CASE("recording a bundle erases the packaged keys, re-checking every device first") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   must(store->create_batch("b1", "devices.csv", kAlice));
   for (const std::string id : {"dev-1", "dev-2", "dev-3"}) {
-    must(store->register_device_in_batch(device(id), certificate(id, kEncrypted), "b1",
+    must(store->register_device_in_batch(new_device(id), certificate(id, kEncrypted), "b1",
                                          id == "dev-1" ? 2 : 3, kAlice));
   }
   auto batch = must(store->get_batch("b1"));
@@ -136,7 +114,7 @@ TEST_CASE("recording a bundle erases the packaged keys, re-checking every device
   CHECK(batch.devices[0].device_id == "dev-1");
   CHECK(batch.devices[0].line == 2);
   require_error(
-      store->register_device_in_batch(device("dev-4"), certificate("dev-4"), "nope", 2, kAlice),
+      store->register_device_in_batch(new_device("dev-4"), certificate("dev-4"), "nope", 2, kAlice),
       Errc::not_found, "batch nope");
   CHECK(count(dir, "SELECT count(*) FROM devices WHERE id = 'dev-4'") == 0);
   require_error(store->create_batch("b1", "again.csv", kAlice), Errc::conflict);
@@ -194,7 +172,7 @@ TEST_CASE("recording a bundle erases the packaged keys, re-checking every device
     require_error(store->claim_bundle_download("bdl-none", "x", later), Errc::not_found);
     // Two stores, as two server workers: one claim wins.
     must(store->record_bundle(bundle_of("bdl-7", {c2}), kAlice));
-    auto other = open_store(dir);
+    auto other = open_test_store(dir);
     auto a = store->claim_bundle_download("bdl-7", "a", later);
     auto b = other->claim_bundle_download("bdl-7", "b", later);
     CHECK(a.ok() != b.ok());
@@ -204,7 +182,7 @@ TEST_CASE("recording a bundle erases the packaged keys, re-checking every device
 
 TEST_CASE("API tokens are stored as hashes, found while active, and revoked once") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   const std::string hash(64, 'b');
   auto token = must(store->create_api_token("ci", ApiRole::operator_role, hash, kAlice));
   CHECK(token.name == "ci");
@@ -235,7 +213,7 @@ TEST_CASE("API tokens are stored as hashes, found while active, and revoked once
 
 TEST_CASE("record_event appends an audit row and accepts only a JSON object") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   CHECK(
       store->record_event("bundle.download_refused", "bdl-1", R"({"why":"expired"})", kAlice).ok());
   auto rows = must(store->audit_list(0));
@@ -251,7 +229,7 @@ TEST_CASE("a version 1 registry is upgraded in place, keeping its data") {
   TempDir dir;
   {
     // A file as version 1 wrote it, with one device and its certificate.
-    SQLite::Database raw(db_path(dir), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    SQLite::Database raw(registry_path(dir), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     raw.exec("PRAGMA journal_mode = WAL");
     SQLite::Transaction transaction(raw);
     schema::migrate(raw, 0, kNow, 1);
@@ -263,9 +241,9 @@ TEST_CASE("a version 1 registry is upgraded in place, keeping its data") {
         std::string(64, 'a') + "', 'dev-1', 'CN=dev-1', 1, 2, 'active', 'p')");
     transaction.commit();
   }
-  auto read_only = open_sqlite_store(db_path(dir), OpenMode::read_only);
+  auto read_only = open_sqlite_store(registry_path(dir), OpenMode::read_only);
   require_error(read_only, Errc::corrupt, "open it once with onboardctl");
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   CHECK(must(store->get_device("dev-1")).id == "dev-1");
   CHECK_FALSE(must(store->held_key("dev-1")).has_value());
   CHECK(count(dir, "SELECT schema_version FROM meta") == schema::kCurrentVersion);
@@ -273,5 +251,5 @@ TEST_CASE("a version 1 registry is upgraded in place, keeping its data") {
   auto rows = must(store->audit_list(0));
   CHECK(rows.back().action == "registry.migrate");
   CHECK(must(store->verify_audit()).ok());
-  CHECK(open_sqlite_store(db_path(dir), OpenMode::read_only).ok());
+  CHECK(open_sqlite_store(registry_path(dir), OpenMode::read_only).ok());
 }

@@ -16,41 +16,22 @@
 
 #include "registry/schema.h"
 #include "registry/sqlite_store.h"
+#include "tests/registry/fixtures.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
 using namespace onboard::registry;
+using onboard::test::kAlice;
+using onboard::test::kNow;
 using onboard::test::must;
+using onboard::test::register_test_device;
+using onboard::test::registry_path;
 using onboard::test::require_error;
 using onboard::test::TempDir;
+using onboard::test::test_certificate;
 
 namespace {
-
-constexpr UnixTime kNow = 1'700'000'000;
-const Actor kAlice{"alice", kNow};
-
-std::string db_path(const TempDir& dir) { return (dir / "registry.db").string(); }
-
-NewCertificate certificate(const std::string& device_id, int n) {
-  char fingerprint[65];
-  std::snprintf(fingerprint, sizeof fingerprint, "%064x", n);
-  return NewCertificate{"0" + std::to_string(n),
-                        "CN=Onboard Test CA",
-                        fingerprint,
-                        "CN=" + device_id,
-                        kNow,
-                        kNow + 86'400,
-                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                        {}};
-}
-
-void add(Store& store, const std::string& id, const std::string& type, int n) {
-  NewDevice d;
-  d.id = id;
-  d.type = type;
-  must(store.register_device(d, certificate(id, n), kAlice));
-}
 
 // Everything in AccessData, one line per value, to compare two reads field by field.
 std::string describe(const AccessData& data) {
@@ -77,19 +58,19 @@ std::string describe(const AccessData& data) {
 
 TEST_CASE("the broker's access store reads what the full store reads, for every scope") {
   TempDir dir;
-  auto writer = must(open_sqlite_store(db_path(dir), OpenMode::read_write));
-  add(*writer, "a1", "sensor", 1);
-  add(*writer, "a2", "", 2);
-  add(*writer, "a3", "sensor", 3);
+  auto writer = must(open_sqlite_store(registry_path(dir), OpenMode::read_write));
+  register_test_device(*writer, "a1", "sensor");
+  register_test_device(*writer, "a2", "");
+  register_test_device(*writer, "a3", "sensor");
   must(writer->add_rule({SubjectKind::device, "a1", "cfg/a1", acl::kRead, RuleEffect::allow, 5},
                         kAlice));
   must(writer->add_rule(
       {SubjectKind::group, "sensor", "telemetry/%d", acl::kPublish, RuleEffect::deny, 1}, kAlice));
-  must(writer->add_certificate("a2", certificate("a2", 4), /*supersede_active=*/true, kAlice));
+  must(writer->add_certificate("a2", test_certificate("a2"), /*supersede_active=*/true, kAlice));
   must(writer->set_device_enabled("a3", false, kAlice));
 
-  auto access = must(open_sqlite_access(db_path(dir)));
-  auto full = must(open_sqlite_store(db_path(dir), OpenMode::read_only));
+  auto access = must(open_sqlite_access(registry_path(dir)));
+  auto full = must(open_sqlite_store(registry_path(dir), OpenMode::read_only));
   const std::vector<AccessQuery> queries = {
       AccessQuery::everything(), AccessQuery::listed({"a1", "a2", "nobody"}, {"sensor", "none"}),
       AccessQuery::changed_since(0), AccessQuery::changed_since(3)};
@@ -107,9 +88,9 @@ TEST_CASE("the broker's access store reads what the full store reads, for every 
 
 TEST_CASE("the broker's access store sees what a writer commits after it was opened") {
   TempDir dir;
-  auto writer = must(open_sqlite_store(db_path(dir), OpenMode::read_write));
-  add(*writer, "a1", "", 1);
-  auto access = must(open_sqlite_access(db_path(dir)));
+  auto writer = must(open_sqlite_store(registry_path(dir), OpenMode::read_write));
+  register_test_device(*writer, "a1", "");
+  auto access = must(open_sqlite_access(registry_path(dir)));
   const auto first = must(access->read_access(AccessQuery::everything()));
   CHECK(first.devices.size() == 1);
 
@@ -117,7 +98,7 @@ TEST_CASE("the broker's access store sees what a writer commits after it was ope
   CHECK(unchanged.change_seq == first.change_seq);
   CHECK(unchanged.devices.empty());
 
-  add(*writer, "a2", "", 2);
+  register_test_device(*writer, "a2", "");
   const auto changed = must(access->read_access(AccessQuery::changed_since(first.change_seq)));
   CHECK(changed.change_seq > first.change_seq);
   REQUIRE(changed.devices.size() == 1);
@@ -126,34 +107,35 @@ TEST_CASE("the broker's access store sees what a writer commits after it was ope
 
 TEST_CASE("the broker's access store opens only a current registry and never writes") {
   TempDir dir;
-  require_error(open_sqlite_access(db_path(dir)), Errc::not_found, "no registry at");
-  CHECK_FALSE(std::filesystem::exists(db_path(dir)));  // nothing created
+  require_error(open_sqlite_access(registry_path(dir)), Errc::not_found, "no registry at");
+  CHECK_FALSE(std::filesystem::exists(registry_path(dir)));  // nothing created
 
-  std::ofstream{db_path(dir)};  // zero bytes: an empty SQLite database
-  require_error(open_sqlite_access(db_path(dir)), Errc::not_found, "not an initialised registry");
-  CHECK(std::filesystem::file_size(db_path(dir)) == 0);  // still untouched
+  std::ofstream{registry_path(dir)};  // zero bytes: an empty SQLite database
+  require_error(open_sqlite_access(registry_path(dir)), Errc::not_found,
+                "not an initialised registry");
+  CHECK(std::filesystem::file_size(registry_path(dir)) == 0);  // still untouched
 
-  std::filesystem::remove(db_path(dir));
+  std::filesystem::remove(registry_path(dir));
   {
     // A registry of schema version 2, which only onboardctl upgrades.
-    SQLite::Database old(db_path(dir), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    SQLite::Database old(registry_path(dir), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
     SQLite::Transaction transaction(old);
     schema::migrate(old, 0, kNow, 2);
     transaction.commit();
   }
-  require_error(open_sqlite_access(db_path(dir)), Errc::corrupt,
+  require_error(open_sqlite_access(registry_path(dir)), Errc::corrupt,
                 "open it once with onboardctl to upgrade it");
 
-  std::filesystem::remove(db_path(dir));
-  std::ofstream(db_path(dir)) << "this is a CA key, not a database\n";
-  require_error(open_sqlite_access(db_path(dir)), Errc::corrupt, "not an SQLite database");
+  std::filesystem::remove(registry_path(dir));
+  std::ofstream(registry_path(dir)) << "this is a CA key, not a database\n";
+  require_error(open_sqlite_access(registry_path(dir)), Errc::corrupt, "not an SQLite database");
 
   // The positive control: a current registry opens, and opening it changed nothing.
-  std::filesystem::remove(db_path(dir));
-  must(open_sqlite_store(db_path(dir), OpenMode::read_write));
-  SQLite::Database raw(db_path(dir), SQLite::OPEN_READONLY);
+  std::filesystem::remove(registry_path(dir));
+  must(open_sqlite_store(registry_path(dir), OpenMode::read_write));
+  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
   const auto audit_rows = raw.execAndGet("SELECT count(*) FROM audit_events").getInt64();
-  auto access = must(open_sqlite_access(db_path(dir)));
+  auto access = must(open_sqlite_access(registry_path(dir)));
   CHECK(must(access->read_access(AccessQuery::everything())).groups.size() == 1);
   CHECK(raw.execAndGet("SELECT count(*) FROM audit_events").getInt64() == audit_rows);
 }

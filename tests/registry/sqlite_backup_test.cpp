@@ -18,44 +18,24 @@
 #include "registry/snapshot_loader.h"
 #include "registry/sqlite_access.h"
 #include "registry/sqlite_store.h"
+#include "tests/registry/fixtures.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
 using namespace onboard::registry;
+using onboard::test::kNow;
+using onboard::test::kTestIssuer;
 using onboard::test::must;
+using onboard::test::register_test_device;
 using onboard::test::require_error;
 using onboard::test::TempDir;
+using onboard::test::test_certificate;
 
 namespace {
 
-constexpr UnixTime kNow = 1'700'000'000;
-const Actor kOperator{"operator", kNow};
 const Actor kLater{"operator", kNow + 3600};
-constexpr std::string_view kIssuer = "CN=Onboard Test CA";
-
-std::string fingerprint(int n) {
-  char text[65];
-  std::snprintf(text, sizeof text, "%064x", n);
-  return text;
-}
-
-NewCertificate certificate(const std::string& device_id, int n) {
-  return NewCertificate{"0" + std::to_string(n),
-                        std::string(kIssuer),
-                        fingerprint(n),
-                        "CN=" + device_id,
-                        kNow,
-                        kNow + 86'400,
-                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                        {}};
-}
-
-void add(Store& store, const std::string& id, int n) {
-  NewDevice d;
-  d.id = id;
-  must(store.register_device(d, certificate(id, n), kOperator));
-}
+const std::string kTokenHash(64, 'a');
 
 std::unique_ptr<Store> open(const std::string& path) {
   return must(open_sqlite_store(path, OpenMode::read_write));
@@ -65,9 +45,9 @@ DeviceStatus status_of(Store& store, const std::string& id) {
   return must(store.get_device(id)).status;
 }
 
-bool on_crl(Store& store, int n) {
-  for (const auto& entry : must(store.revoked_certificates(kIssuer)))
-    if (entry.serial_hex == "0" + std::to_string(n)) return true;
+bool on_crl(Store& store, const NewCertificate& certificate) {
+  for (const auto& entry : must(store.revoked_certificates(kTestIssuer)))
+    if (entry.serial_hex == certificate.serial_hex) return true;
   return false;
 }
 
@@ -78,8 +58,8 @@ TEST_CASE("a backup is a checked copy of the registry that never overwrites a fi
   const std::string path = (dir / "registry.db").string();
   {
     auto store = open(path);
-    add(*store, "dev-1", 1);
-    add(*store, "dev-2", 2);
+    register_test_device(*store, "dev-1");
+    register_test_device(*store, "dev-2");
   }
   auto keep_open = open(path);  // a writer's connection stays open, as onboardctl serve's does
   const auto target = dir / "backup.db";
@@ -109,12 +89,13 @@ TEST_CASE("a backup is a checked copy of the registry that never overwrites a fi
 TEST_CASE("a restore brings the backup's state back but never undoes a revocation") {
   TempDir dir;
   const std::string path = (dir / "registry.db").string();
+  NewCertificate cert1, cert3;
   {
     auto store = open(path);
-    add(*store, "dev-1", 1);
-    add(*store, "dev-2", 2);
-    add(*store, "dev-3", 3);
-    must(store->create_api_token("ci", ApiRole::reader, fingerprint(100), kOperator));
+    cert1 = register_test_device(*store, "dev-1");
+    register_test_device(*store, "dev-2");
+    cert3 = register_test_device(*store, "dev-3");
+    must(store->create_api_token("ci", ApiRole::reader, kTokenHash, onboard::test::kAlice));
   }
   const auto backup = dir / "backup.db";
   must(backup_sqlite_registry(path, backup));
@@ -122,10 +103,10 @@ TEST_CASE("a restore brings the backup's state back but never undoes a revocatio
   // After the backup: a new device, a disable, two revocations, a revoked token, and a device
   // registered and revoked that the backup has never heard of.
   auto store = open(path);
-  add(*store, "dev-4", 4);
+  register_test_device(*store, "dev-4");
   must(store->set_device_enabled("dev-2", false, kLater));
   must(store->revoke_device("dev-1", RevocationReason::key_compromise, kLater));
-  add(*store, "dev-5", 5);
+  const auto cert5 = register_test_device(*store, "dev-5");
   must(store->revoke_device("dev-5", RevocationReason::key_compromise, kLater));
   must(store->revoke_api_token("ci", kLater));
   const auto crl_number_before = must(store->next_crl_number(kLater));  // a CRL signed since
@@ -154,10 +135,10 @@ TEST_CASE("a restore brings the backup's state back but never undoes a revocatio
   // Revocations stand: dev-1 and its certificate, the token, and dev-5's certificate, which the
   // backup never had, is still on the CRL.
   CHECK(status_of(*store, "dev-1") == DeviceStatus::revoked);
-  CHECK(on_crl(*store, 1));
-  CHECK(on_crl(*store, 5));
-  CHECK_FALSE(on_crl(*store, 3));
-  require_error(store->find_api_token(fingerprint(100)), Errc::not_found);
+  CHECK(on_crl(*store, cert1));
+  CHECK(on_crl(*store, cert5));
+  CHECK_FALSE(on_crl(*store, cert3));
+  require_error(store->find_api_token(kTokenHash), Errc::not_found);
   // Numbers never go back.
   CHECK(must(store->next_crl_number(kLater)) > crl_number_before);
   CHECK(must(store->change_seq()) > seq_before);
@@ -178,12 +159,12 @@ TEST_CASE("a restore refuses a backup that is not a sound registry and changes n
   const std::string path = (dir / "registry.db").string();
   {
     auto store = open(path);
-    add(*store, "dev-1", 1);
+    register_test_device(*store, "dev-1");
   }
   const auto backup = dir / "backup.db";
   must(backup_sqlite_registry(path, backup));
   auto store = open(path);
-  add(*store, "dev-2", 2);
+  register_test_device(*store, "dev-2");
   const auto seq = must(store->change_seq());
 
   SECTION("not a registry") {

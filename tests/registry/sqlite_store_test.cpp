@@ -14,56 +14,26 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/registry/fixtures.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
 using namespace onboard;
 using namespace onboard::registry;
+using onboard::test::kAlice;
+using onboard::test::kNow;
 using onboard::test::must;
+using onboard::test::new_device;
+using onboard::test::open_test_store;
+using onboard::test::registry_path;
 using onboard::test::require_error;
 using onboard::test::TempDir;
+using onboard::test::test_certificate;
 
 namespace {
 
-constexpr UnixTime kNow = 1'700'000'000;
-const Actor kAlice{"alice", kNow};
-
-std::string db_path(const TempDir& dir) { return (dir / "registry.db").string(); }
-
-std::unique_ptr<Store> open_store(const TempDir& dir, OpenMode mode = OpenMode::read_write) {
-  return must(open_sqlite_store(db_path(dir), mode));
-}
-
-std::string hex(std::uint64_t value, int width, bool upper) {
-  char buffer[80];
-  std::snprintf(buffer, sizeof buffer, upper ? "%0*llX" : "%0*llx", width,
-                static_cast<unsigned long long>(value));
-  return buffer;
-}
-
-// A certificate record with a serial and fingerprint no other call returns.
-NewCertificate certificate(std::string_view device_id) {
-  static std::atomic<std::uint64_t> counter{1};
-  const auto n = counter++;
-  return NewCertificate{hex(n, 32, true),
-                        "CN=Onboard Test CA",
-                        hex(n, 64, false),
-                        "CN=" + std::string(device_id),
-                        kNow,
-                        kNow + 365 * 86400,
-                        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                        {}};
-}
-
-NewDevice device(std::string id, std::string type = "") {
-  NewDevice d;
-  d.id = std::move(id);
-  d.type = std::move(type);
-  return d;
-}
-
 Device register_one(Store& store, const std::string& id, const std::string& type = "") {
-  return must(store.register_device(device(id, type), certificate(id), kAlice));
+  return must(store.register_device(new_device(id, type), test_certificate(id), kAlice));
 }
 
 // Everything a change leaves behind, counted through a raw connection so that nothing the
@@ -74,7 +44,7 @@ struct Footprint {
 };
 
 Footprint footprint(const TempDir& dir) {
-  SQLite::Database raw(db_path(dir), SQLite::OPEN_READONLY);
+  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
   auto count = [&](const char* sql) { return raw.execAndGet(sql).getInt64(); };
   return Footprint{
       count("SELECT count(*) FROM devices"),      count("SELECT count(*) FROM certificates"),
@@ -84,7 +54,7 @@ Footprint footprint(const TempDir& dir) {
 }
 
 void raw_exec(const TempDir& dir, const std::string& sql) {
-  SQLite::Database raw(db_path(dir), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
   raw.exec(sql);
 }
 
@@ -95,7 +65,7 @@ void raw_exec(const TempDir& dir, const std::string& sql) {
 TEST_CASE(
     "a fresh registry has the default group whose one rule allows readwrite on devices/%d/#") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   const auto groups = must(store->list_groups());
   REQUIRE(groups.size() == 1);
   CHECK(groups[0].name == "default");
@@ -113,47 +83,48 @@ TEST_CASE(
 
 TEST_CASE("a reopened registry keeps its data and is not migrated again") {
   TempDir dir;
-  register_one(*open_store(dir), "dev-1");
+  register_one(*open_test_store(dir), "dev-1");
   const auto before = footprint(dir);
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   CHECK(must(store->get_device("dev-1")).id == "dev-1");
   CHECK(footprint(dir) == before);
 }
 
 TEST_CASE("a registry file is in WAL mode and carries the registry's application id") {
   TempDir dir;
-  open_store(dir);
-  SQLite::Database raw(db_path(dir), SQLite::OPEN_READONLY);
+  open_test_store(dir);
+  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
   CHECK(raw.execAndGet("PRAGMA journal_mode").getString() == "wal");
   CHECK(raw.execAndGet("PRAGMA application_id").getInt() == 0x4F4E4244);
 }
 
 TEST_CASE("a registry with a newer schema version is refused with a clear message") {
   TempDir dir;
-  open_store(dir);
+  open_test_store(dir);
   raw_exec(dir, "UPDATE meta SET schema_version = 99");
   for (auto mode : {OpenMode::read_write, OpenMode::read_only}) {
-    auto opened = open_sqlite_store(db_path(dir), mode);
+    auto opened = open_sqlite_store(registry_path(dir), mode);
     require_error(opened, Errc::corrupt, "schema version 99, newer than this build understands");
   }
 }
 
 TEST_CASE("a registry with an unknown schema version below 1 is refused") {
   TempDir dir;
-  open_store(dir);
+  open_test_store(dir);
   raw_exec(dir, "UPDATE meta SET schema_version = 0");
-  require_error(open_sqlite_store(db_path(dir), OpenMode::read_write), Errc::corrupt,
+  require_error(open_sqlite_store(registry_path(dir), OpenMode::read_write), Errc::corrupt,
                 "unknown schema version 0");
 }
 
 TEST_CASE("a file that is not an SQLite database is refused and left untouched") {
   TempDir dir;
   const std::string text = "this is a CA key, not a database\n";
-  std::ofstream(db_path(dir)) << text;
+  std::ofstream(registry_path(dir)) << text;
   for (auto mode : {OpenMode::read_write, OpenMode::read_only}) {
-    require_error(open_sqlite_store(db_path(dir), mode), Errc::corrupt, "not an SQLite database");
+    require_error(open_sqlite_store(registry_path(dir), mode), Errc::corrupt,
+                  "not an SQLite database");
   }
-  std::ifstream in(db_path(dir));
+  std::ifstream in(registry_path(dir));
   std::stringstream content;
   content << in.rdbuf();
   CHECK(content.str() == text);
@@ -162,33 +133,33 @@ TEST_CASE("a file that is not an SQLite database is refused and left untouched")
 TEST_CASE("an SQLite database that is not a registry is refused and left untouched") {
   TempDir dir;
   raw_exec(dir, "CREATE TABLE photos (id INTEGER PRIMARY KEY)");
-  require_error(open_sqlite_store(db_path(dir), OpenMode::read_write), Errc::corrupt,
+  require_error(open_sqlite_store(registry_path(dir), OpenMode::read_write), Errc::corrupt,
                 "not a mosquitto-onboard registry");
-  SQLite::Database raw(db_path(dir), SQLite::OPEN_READONLY);
+  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
   CHECK(raw.execAndGet("SELECT count(*) FROM sqlite_schema").getInt() == 1);
   CHECK(raw.execAndGet("PRAGMA journal_mode").getString() == "delete");
 }
 
 TEST_CASE("opening a missing or empty registry read-only is not found and creates nothing") {
   TempDir dir;
-  require_error(open_sqlite_store(db_path(dir), OpenMode::read_only), Errc::not_found,
+  require_error(open_sqlite_store(registry_path(dir), OpenMode::read_only), Errc::not_found,
                 "no registry at");
-  CHECK_FALSE(std::filesystem::exists(db_path(dir)));
-  std::ofstream{db_path(dir)};  // zero bytes: an empty SQLite database
-  require_error(open_sqlite_store(db_path(dir), OpenMode::read_only), Errc::not_found,
+  CHECK_FALSE(std::filesystem::exists(registry_path(dir)));
+  std::ofstream{registry_path(dir)};  // zero bytes: an empty SQLite database
+  require_error(open_sqlite_store(registry_path(dir), OpenMode::read_only), Errc::not_found,
                 "not an initialised registry");
 }
 
 TEST_CASE("a read-only store reads everything but every write is refused and nothing changes") {
   TempDir dir;
-  register_one(*open_store(dir), "dev-1");
+  register_one(*open_test_store(dir), "dev-1");
   const auto before = footprint(dir);
-  auto reader = open_store(dir, OpenMode::read_only);
+  auto reader = open_test_store(dir, OpenMode::read_only);
   CHECK(must(reader->get_device("dev-1")).id == "dev-1");
   CHECK(must(reader->verify_audit()).ok());
 
-  require_error(reader->register_device(device("dev-2"), certificate("dev-2"), kAlice), Errc::io,
-                "read-only");
+  require_error(reader->register_device(new_device("dev-2"), test_certificate("dev-2"), kAlice),
+                Errc::io, "read-only");
   require_error(reader->set_device_enabled("dev-1", false, kAlice), Errc::io);
   require_error(reader->revoke_device("dev-1", RevocationReason::unspecified, kAlice), Errc::io);
   require_error(reader->create_group("g", "", kAlice), Errc::io);
@@ -200,12 +171,12 @@ TEST_CASE("a read-only store reads everything but every write is refused and not
 
 TEST_CASE("a registered device reads back with its fields, its certificate and its defaults") {
   TempDir dir;
-  auto store = open_store(dir);
-  NewDevice input = device("sensor-01", "thermo");
+  auto store = open_test_store(dir);
+  NewDevice input = new_device("sensor-01", "thermo");
   input.location = "hall 3";
   input.firmware = "1.2.3";
   input.metadata = R"({ "rack": 7,  "tags": ["a"] })";
-  const auto cert = certificate("sensor-01");
+  const auto cert = test_certificate("sensor-01");
   const auto registered = must(store->register_device(input, cert, kAlice));
 
   const auto read = must(store->get_device("sensor-01"));
@@ -240,7 +211,7 @@ TEST_CASE("a registered device reads back with its fields, its certificate and i
 
 TEST_CASE("a device of a new type creates the type's group, whose rules then apply to it") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "t-1", "thermo");
   const auto groups = must(store->list_groups());
   REQUIRE(groups.size() == 2);
@@ -265,7 +236,7 @@ TEST_CASE("a device of a new type creates the type's group, whose rules then app
 
 TEST_CASE("an untyped device gets only the default group's rules") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "plain");
   const auto rules = must(store->rules_for_device("plain"));
   REQUIRE(rules.size() == 1);
@@ -274,7 +245,7 @@ TEST_CASE("an untyped device gets only the default group's rules") {
 
 TEST_CASE("devices list in id order, page by the last id seen and filter by status and type") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   for (int i = 0; i < 25; ++i) {
     char id[16];
     std::snprintf(id, sizeof id, "dev-%02d", i);
@@ -318,46 +289,48 @@ TEST_CASE("devices list in id order, page by the last id seen and filter by stat
 
 TEST_CASE("registering a duplicate device id is a conflict and writes nothing") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dup");
   const auto before = footprint(dir);
-  require_error(store->register_device(device("dup", "newtype"), certificate("dup"), kAlice),
-                Errc::conflict, "device dup already exists");
+  require_error(
+      store->register_device(new_device("dup", "newtype"), test_certificate("dup"), kAlice),
+      Errc::conflict, "device dup already exists");
   CHECK(footprint(dir) == before);
 }
 
 TEST_CASE("a duplicate certificate fingerprint rolls back the device row written before it") {
   TempDir dir;
-  auto store = open_store(dir);
-  const auto first = certificate("one");
-  must(store->register_device(device("one"), first, kAlice));
+  auto store = open_test_store(dir);
+  const auto first = test_certificate("one");
+  must(store->register_device(new_device("one"), first, kAlice));
   const auto before = footprint(dir);
 
-  auto clash = certificate("two");
+  auto clash = test_certificate("two");
   clash.sha256_fingerprint = first.sha256_fingerprint;
   // A new type too: its group row is written before the certificate fails, and must go as well.
-  require_error(store->register_device(device("two", "brandnew"), clash, kAlice), Errc::conflict,
-                "fingerprint");
+  require_error(store->register_device(new_device("two", "brandnew"), clash, kAlice),
+                Errc::conflict, "fingerprint");
   CHECK(footprint(dir) == before);
   require_error(store->get_device("two"), Errc::not_found);
 
-  auto same_serial = certificate("two");
+  auto same_serial = test_certificate("two");
   same_serial.serial_hex = first.serial_hex;
-  require_error(store->register_device(device("two"), same_serial, kAlice), Errc::conflict,
+  require_error(store->register_device(new_device("two"), same_serial, kAlice), Errc::conflict,
                 "serial");
   CHECK(footprint(dir) == before);
 }
 
 TEST_CASE("a failure at the very end of a registration leaves nothing behind") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   // Simulates a failure on the last write of the transaction (the audit row), after the device,
   // group and certificate rows were written.
   raw_exec(dir,
            "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events "
            "BEGIN SELECT RAISE(ABORT, 'simulated failure'); END");
   const auto before = footprint(dir);
-  auto result = store->register_device(device("late", "latetype"), certificate("late"), kAlice);
+  auto result =
+      store->register_device(new_device("late", "latetype"), test_certificate("late"), kAlice);
   REQUIRE_FALSE(result.ok());
   CHECK(result.error().message.find("register device") == 0);
   CHECK(footprint(dir) == before);
@@ -368,60 +341,60 @@ TEST_CASE("a failure at the very end of a registration leaves nothing behind") {
 
 TEST_CASE("invalid input is refused before anything is written") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   const auto before = footprint(dir);
-  require_error(store->register_device(device("bad/id"), certificate("x"), kAlice),
+  require_error(store->register_device(new_device("bad/id"), test_certificate("x"), kAlice),
                 Errc::invalid_input, "device id contains '/'");
-  require_error(store->register_device(device("ok", "bad type"), certificate("x"), kAlice),
+  require_error(store->register_device(new_device("ok", "bad type"), test_certificate("x"), kAlice),
                 Errc::invalid_input, "group name");
-  NewDevice not_object = device("ok");
+  NewDevice not_object = new_device("ok");
   not_object.metadata = "[1, 2]";
-  require_error(store->register_device(not_object, certificate("x"), kAlice), Errc::invalid_input,
-                "metadata must be a JSON object");
-  NewDevice not_json = device("ok");
+  require_error(store->register_device(not_object, test_certificate("x"), kAlice),
+                Errc::invalid_input, "metadata must be a JSON object");
+  NewDevice not_json = new_device("ok");
   not_json.metadata = "{";
-  require_error(store->register_device(not_json, certificate("x"), kAlice), Errc::invalid_input,
-                "not valid JSON");
-  NewDevice deep = device("ok");
+  require_error(store->register_device(not_json, test_certificate("x"), kAlice),
+                Errc::invalid_input, "not valid JSON");
+  NewDevice deep = new_device("ok");
   deep.metadata = R"({"a":)" + std::string(100, '[') + std::string(100, ']') + "}";
-  require_error(store->register_device(deep, certificate("x"), kAlice), Errc::invalid_input,
+  require_error(store->register_device(deep, test_certificate("x"), kAlice), Errc::invalid_input,
                 "nested");
-  NewDevice huge = device("ok");
+  NewDevice huge = new_device("ok");
   huge.metadata = R"({"a":")" + std::string(70 * 1024, 'x') + R"("})";
-  require_error(store->register_device(huge, certificate("x"), kAlice), Errc::invalid_input,
+  require_error(store->register_device(huge, test_certificate("x"), kAlice), Errc::invalid_input,
                 "64 KiB");
-  auto bad_fingerprint = certificate("ok");
+  auto bad_fingerprint = test_certificate("ok");
   bad_fingerprint.sha256_fingerprint = "abc";
-  require_error(store->register_device(device("ok"), bad_fingerprint, kAlice), Errc::invalid_input,
-                "fingerprint");
-  auto lower_serial = certificate("ok");
+  require_error(store->register_device(new_device("ok"), bad_fingerprint, kAlice),
+                Errc::invalid_input, "fingerprint");
+  auto lower_serial = test_certificate("ok");
   lower_serial.serial_hex = "0a";
-  require_error(store->register_device(device("ok"), lower_serial, kAlice), Errc::invalid_input,
+  require_error(store->register_device(new_device("ok"), lower_serial, kAlice), Errc::invalid_input,
                 "serial");
-  auto backwards = certificate("ok");
+  auto backwards = test_certificate("ok");
   backwards.not_after = backwards.not_before - 1;
-  require_error(store->register_device(device("ok"), backwards, kAlice), Errc::invalid_input);
-  require_error(store->register_device(device("ok"), certificate("ok"), Actor{"", kNow}),
+  require_error(store->register_device(new_device("ok"), backwards, kAlice), Errc::invalid_input);
+  require_error(store->register_device(new_device("ok"), test_certificate("ok"), Actor{"", kNow}),
                 Errc::invalid_input, "actor");
   CHECK(footprint(dir) == before);
 }
 
 TEST_CASE("an unknown device is not found by every call that names one") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   require_error(store->get_device("ghost"), Errc::not_found, "device ghost does not exist");
   require_error(store->certificates_of("ghost"), Errc::not_found);
   require_error(store->rules_for_device("ghost"), Errc::not_found);
   require_error(store->set_device_enabled("ghost", false, kAlice), Errc::not_found);
   require_error(store->revoke_device("ghost", RevocationReason::unspecified, kAlice),
                 Errc::not_found);
-  require_error(store->add_certificate("ghost", certificate("ghost"), true, kAlice),
+  require_error(store->add_certificate("ghost", test_certificate("ghost"), true, kAlice),
                 Errc::not_found);
 }
 
 TEST_CASE("disabling and enabling change the status once each, and a revoked device refuses both") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev");
   CHECK(must(store->set_device_enabled("dev", false, Actor{"bob", kNow + 10})));
   const auto disabled = must(store->get_device("dev"));
@@ -442,7 +415,7 @@ TEST_CASE("disabling and enabling change the status once each, and a revoked dev
 
 TEST_CASE("a device update changes only the given fields and audits each old and new value") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev", "sensor");
   DeviceUpdate update;
   update.name = "Boiler room sensor";
@@ -487,7 +460,7 @@ TEST_CASE("a device update changes only the given fields and audits each old and
 
 TEST_CASE("a device update to a new type creates its group and is a change row, others are not") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev", "sensor");
   const auto seq = must(store->change_seq());
   DeviceUpdate where;
@@ -519,7 +492,7 @@ TEST_CASE("a device update to a new type creates its group and is a change row, 
 
 TEST_CASE("a revoked or unknown device is not updated, and invalid values are refused first") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev");
   register_one(*store, "gone");
   must(store->revoke_device("gone", RevocationReason::unspecified, kAlice));
@@ -543,9 +516,9 @@ TEST_CASE("a revoked or unknown device is not updated, and invalid values are re
 
 TEST_CASE("revoking a device revokes all its active certificates and lists them for the CRL") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev");
-  const auto second = certificate("dev");
+  const auto second = test_certificate("dev");
   must(store->add_certificate("dev", second, false, kAlice));
   register_one(*store, "bystander");
 
@@ -572,7 +545,7 @@ TEST_CASE("revoking a device revokes all its active certificates and lists them 
 
 TEST_CASE("revoking a device twice says already revoked and writes nothing") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev");
   must(store->revoke_device("dev", RevocationReason::unspecified, kAlice));
   const auto before = footprint(dir);
@@ -586,14 +559,14 @@ TEST_CASE("revoking a device twice says already revoked and writes nothing") {
 
 TEST_CASE("renewal with supersede revokes the old certificate as superseded, without keeps both") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev");
-  const auto kept = must(store->add_certificate("dev", certificate("dev"), false, kAlice));
+  const auto kept = must(store->add_certificate("dev", test_certificate("dev"), false, kAlice));
   CHECK(kept.superseded_serials.empty());
   CHECK(must(store->certificates_of("dev")).size() == 2);
 
   const Actor later{"alice", kNow + 50};
-  const auto renewal = certificate("dev");
+  const auto renewal = test_certificate("dev");
   const auto added = must(store->add_certificate("dev", renewal, true, later));
   CHECK(added.superseded_serials.size() == 2);
   CHECK(added.certificate.serial_hex == renewal.serial_hex);
@@ -611,9 +584,9 @@ TEST_CASE("renewal with supersede revokes the old certificate as superseded, wit
 
 TEST_CASE("a renewal that clashes rolls back the superseding of the old certificate") {
   TempDir dir;
-  auto store = open_store(dir);
-  const auto original = certificate("dev");
-  must(store->register_device(device("dev"), original, kAlice));
+  auto store = open_test_store(dir);
+  const auto original = test_certificate("dev");
+  must(store->register_device(new_device("dev"), original, kAlice));
   const auto before = footprint(dir);
   require_error(store->add_certificate("dev", original, true, kAlice), Errc::conflict);
   CHECK(footprint(dir) == before);
@@ -622,18 +595,18 @@ TEST_CASE("a renewal that clashes rolls back the superseding of the old certific
 
 TEST_CASE("a revoked device cannot receive a new certificate") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev");
   must(store->revoke_device("dev", RevocationReason::unspecified, kAlice));
-  require_error(store->add_certificate("dev", certificate("dev"), true, kAlice), Errc::conflict,
-                "revoked");
+  require_error(store->add_certificate("dev", test_certificate("dev"), true, kAlice),
+                Errc::conflict, "revoked");
 }
 
 TEST_CASE("a certificate is found by its fingerprint in any common spelling") {
   TempDir dir;
-  auto store = open_store(dir);
-  const auto cert = certificate("dev");
-  must(store->register_device(device("dev"), cert, kAlice));
+  auto store = open_test_store(dir);
+  const auto cert = test_certificate("dev");
+  must(store->register_device(new_device("dev"), cert, kAlice));
   CHECK(must(store->find_certificate_by_fingerprint(cert.sha256_fingerprint)).device_id == "dev");
 
   std::string colons;
@@ -652,7 +625,7 @@ TEST_CASE("a certificate is found by its fingerprint in any common spelling") {
 
 TEST_CASE("rules attach to a device or a group, come back with their ids and can be removed") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "dev");
   const auto rule = must(store->add_rule(
       {SubjectKind::device, "dev", "telemetry/%d", kAccessPublish, RuleEffect::allow, 3},
@@ -686,7 +659,7 @@ TEST_CASE("rules attach to a device or a group, come back with their ids and can
 
 TEST_CASE("a rule for an unknown device or group, or with a bad access mask, is refused") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   const auto before = footprint(dir);
   require_error(
       store->add_rule({SubjectKind::device, "ghost", "a/#", kAccessRead, RuleEffect::allow, 0},
@@ -711,7 +684,7 @@ TEST_CASE("a rule for an unknown device or group, or with a bad access mask, is 
 
 TEST_CASE("groups are created once and listed by name") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   const auto group = must(store->create_group("cameras", "all cameras", kAlice));
   CHECK(group.name == "cameras");
   require_error(store->create_group("cameras", "again", kAlice), Errc::conflict,
@@ -731,7 +704,7 @@ TEST_CASE("groups are created once and listed by name") {
 
 TEST_CASE("CRL numbers strictly increase and record when the last one was issued") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   CHECK(must(store->crl_state()).number == 0);
   CHECK_FALSE(must(store->crl_state()).last_issued_at);
   std::uint64_t previous = 0;
@@ -745,12 +718,12 @@ TEST_CASE("CRL numbers strictly increase and record when the last one was issued
   CHECK(state.number == 5);
   CHECK(state.last_issued_at == kNow + 5);
   // The number survives reopening: it must never go back.
-  CHECK(must(open_store(dir)->next_crl_number(kAlice)) == 6);
+  CHECK(must(open_test_store(dir)->next_crl_number(kAlice)) == 6);
 }
 
 TEST_CASE("the change sequence grows with every change and changes_since returns the rows after") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   const auto start = must(store->change_seq());
   CHECK(must(store->changes_since(start)).empty());
 
@@ -786,7 +759,7 @@ TEST_CASE("the change sequence grows with every change and changes_since returns
 
 TEST_CASE("verify_audit passes on an untouched log and names an edited row") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   for (int i = 0; i < 5; ++i) register_one(*store, "dev-" + std::to_string(i));
   const auto clean = must(store->verify_audit());
   CHECK(clean.ok());
@@ -800,7 +773,7 @@ TEST_CASE("verify_audit passes on an untouched log and names an edited row") {
 
 TEST_CASE("verify_audit names a deleted middle row") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   for (int i = 0; i < 5; ++i) register_one(*store, "dev-" + std::to_string(i));
   raw_exec(dir, "DELETE FROM audit_events WHERE seq = 4");
   const auto check = must(store->verify_audit());
@@ -810,7 +783,7 @@ TEST_CASE("verify_audit names a deleted middle row") {
 
 TEST_CASE("verify_audit names a deleted newest row") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   for (int i = 0; i < 5; ++i) register_one(*store, "dev-" + std::to_string(i));
   raw_exec(dir, "DELETE FROM audit_events WHERE seq = 6");
   const auto check = must(store->verify_audit());
@@ -840,7 +813,7 @@ TEST_CASE("SQLite result codes become typed errors with safe messages") {
 
 TEST_CASE("a disk that fills up mid-write is an io error and leaves nothing behind") {
   TempDir dir;
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   register_one(*store, "before");
   const auto before = footprint(dir);
 
@@ -856,9 +829,9 @@ TEST_CASE("a disk that fills up mid-write is an io error and leaves nothing behi
   rlimit tight = saved;
   tight.rlim_cur = static_cast<rlim_t>(largest + 16 * 1024);
   REQUIRE(setrlimit(RLIMIT_FSIZE, &tight) == 0);
-  auto big = certificate("big");
+  auto big = test_certificate("big");
   big.pem += std::string(2 * 1024 * 1024, 'x');  // more than the limit leaves room for
-  auto result = store->register_device(device("big"), big, kAlice);
+  auto result = store->register_device(new_device("big"), big, kAlice);
   setrlimit(RLIMIT_FSIZE, &saved);
   std::signal(SIGXFSZ, saved_handler);
 
@@ -872,7 +845,7 @@ TEST_CASE("two processes creating the same registry at once both succeed and cre
   TempDir dir;
   std::vector<std::string> errors_a, errors_b;
   auto opener = [&](std::vector<std::string>& errors) {
-    auto opened = open_sqlite_store(db_path(dir), OpenMode::read_write);
+    auto opened = open_sqlite_store(registry_path(dir), OpenMode::read_write);
     if (!opened.ok()) errors.push_back(opened.error().message);
   };
   std::thread a(opener, std::ref(errors_a));
@@ -889,9 +862,9 @@ TEST_CASE("two processes creating the same registry at once both succeed and cre
 
 TEST_CASE("two writers on separate connections register 200 devices each without an error") {
   TempDir dir;
-  open_store(dir);
+  open_test_store(dir);
   auto writer = [&](std::string prefix, std::vector<std::string>& errors) {
-    auto opened = open_sqlite_store(db_path(dir), OpenMode::read_write);
+    auto opened = open_sqlite_store(registry_path(dir), OpenMode::read_write);
     if (!opened.ok()) {
       errors.push_back(opened.error().message);
       return;
@@ -899,7 +872,7 @@ TEST_CASE("two writers on separate connections register 200 devices each without
     auto& store = *opened.value();
     for (int i = 0; i < 200; ++i) {
       const std::string id = prefix + std::to_string(i);
-      auto result = store.register_device(device(id, prefix), certificate(id), kAlice);
+      auto result = store.register_device(new_device(id, prefix), test_certificate(id), kAlice);
       if (!result.ok()) errors.push_back(result.error().message);
     }
   };
@@ -913,7 +886,7 @@ TEST_CASE("two writers on separate connections register 200 devices each without
   if (!errors_a.empty()) WARN(errors_a.front());
   if (!errors_b.empty()) WARN(errors_b.front());
 
-  auto store = open_store(dir);
+  auto store = open_test_store(dir);
   CHECK(must(store->count_devices({})) == 400);
   const auto f = footprint(dir);
   CHECK(f.certificates == 400);
@@ -923,25 +896,25 @@ TEST_CASE("two writers on separate connections register 200 devices each without
 
 TEST_CASE("a reader in another thread never sees a device without its certificate") {
   TempDir dir;
-  open_store(dir);
+  open_test_store(dir);
   std::atomic<bool> done{false};
   std::vector<std::string> errors;
   std::thread writer([&] {
-    auto opened = open_sqlite_store(db_path(dir), OpenMode::read_write);
+    auto opened = open_sqlite_store(registry_path(dir), OpenMode::read_write);
     if (!opened.ok()) {
       errors.push_back(opened.error().message);
     } else {
       for (int i = 0; i < 150 && errors.empty(); ++i) {
         char id[16];
         std::snprintf(id, sizeof id, "r-%03d", i);
-        auto result = opened.value()->register_device(device(id), certificate(id), kAlice);
+        auto result = opened.value()->register_device(new_device(id), test_certificate(id), kAlice);
         if (!result.ok()) errors.push_back(result.error().message);
       }
     }
     done = true;
   });
 
-  auto reader = open_store(dir, OpenMode::read_only);
+  auto reader = open_test_store(dir, OpenMode::read_only);
   std::int64_t last_count = 0;
   int reads = 0;
   bool consistent = true;
