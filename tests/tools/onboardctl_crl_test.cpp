@@ -14,7 +14,7 @@
 #include "tests/support/process.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
-#include "tools/crl_refresh.h"
+#include "ops/crl_refresh.h"
 
 using namespace onboard;
 using namespace onboard::ca;

@@ -32,7 +32,7 @@
 #include "tests/support/process.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
-#include "tools/operations.h"
+#include "ops/operations.h"
 
 using namespace onboard;
 using namespace onboard::ca;
