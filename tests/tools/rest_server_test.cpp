@@ -28,11 +28,11 @@
 #include "ca/keys.h"
 #include "core/digest.h"
 #include "core/files.h"
+#include "ops/operations.h"
 #include "registry/sqlite_store.h"
 #include "tests/support/process.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
-#include "ops/operations.h"
 
 using namespace onboard;
 using namespace onboard::ca;
