@@ -76,7 +76,7 @@ Result<ops::KeyPlan> key_plan(const KeySource& source, std::optional<Secret>& ho
   return plan;
 }
 
-ops::HandOut write_outputs(ops::CredentialWriter& writer, const KeySource& source) {
+ops::BeforeRecord write_outputs(ops::CredentialWriter& writer, const KeySource& source) {
   return [&writer, &source](const ops::Issuance& issued) -> Status {
     std::vector<ops::OutputFile> files;
     if (issued.private_key) {

@@ -33,7 +33,7 @@ Result<ops::KeyPlan> key_plan(const KeySource& source, std::optional<Secret>& ho
 
 // Writes the requested key and certificate files, both or neither; `writer` remembers them so a
 // registry refusal afterwards can undo them (a file that --force replaced is put back).
-ops::HandOut write_outputs(ops::CredentialWriter& writer, const KeySource& source);
+ops::BeforeRecord write_outputs(ops::CredentialWriter& writer, const KeySource& source);
 
 // Where the key of an issued certificate is, as a note after "key ...".
 const char* key_custody(const ops::Issuance& issued);

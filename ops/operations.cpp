@@ -178,13 +178,13 @@ std::optional<std::string> hold_passphrase_problem(const Secret& passphrase) {
 
 Result<Registered> register_device(Store& store, const ca::Authority& ca,
                                    const RegisterRequest& request, const registry::Actor& actor,
-                                   const HandOut& hand_out) {
+                                   const BeforeRecord& before_record) {
   ONBOARD_CHECK(validate_new_device(request.device));
   // Before any key is made or certificate signed: a duplicate must cost nothing.
   if (auto existing = store.get_device(request.device.id); existing.ok())
     return make_error(Errc::conflict, "device " + request.device.id + " already exists");
   ONBOARD_TRY(auto prepared, prepare_certificate(ca, request.device.id, request.key));
-  if (hand_out) ONBOARD_CHECK(hand_out(prepared.issuance));
+  if (before_record) ONBOARD_CHECK(before_record(prepared.issuance));
   auto device = request.batch_id.empty()
                     ? store.register_device(request.device, prepared.record, actor)
                     : store.register_device_in_batch(request.device, prepared.record,
@@ -306,14 +306,14 @@ Result<std::vector<registry::Certificate>> list_certificates(Store& store,
 Result<Renewed> renew_certificate(Store& store, const ca::Authority& ca,
                                   const std::filesystem::path& crl_path, std::string_view device_id,
                                   const KeyPlan& key, const registry::Actor& actor,
-                                  const HandOut& hand_out) {
+                                  const BeforeRecord& before_record) {
   ONBOARD_TRY(auto device, get_device(store, device_id));
   const std::string id(device_id);
   if (device.status == registry::DeviceStatus::revoked)
     return make_error(Errc::conflict,
                       "device " + id + " is revoked; register a new device instead");
   ONBOARD_TRY(auto prepared, prepare_certificate(ca, id, key));
-  if (hand_out) ONBOARD_CHECK(hand_out(prepared.issuance));
+  if (before_record) ONBOARD_CHECK(before_record(prepared.issuance));
   Renewed renewed;
   ONBOARD_TRY(renewed.added, store.add_certificate(id, prepared.record, true, actor));
   renewed.issuance = std::move(prepared.issuance);

@@ -51,9 +51,12 @@ struct Issuance {
   bool key_held = false;
 };
 
-// Called after issuance, before the registry records anything: a CLI writes its files here. An
-// error stops the operation; nothing is recorded.
-using HandOut = std::function<Status(const Issuance&)>;
+// Runs once the certificate is issued (and its key made), right before the registry write: the
+// slow work (key generation, signing) is done, the store is not touched yet. The CLI writes the
+// key and certificate files here, so a key is never recorded that the operator did not get; the
+// REST server takes its write turn here, so writers queue for the store, not for the signing.
+// An error stops the operation and nothing is recorded.
+using BeforeRecord = std::function<Status(const Issuance&)>;
 
 // Why `passphrase` may not protect held keys (bundle::password_problem), or nullopt.
 std::optional<std::string> hold_passphrase_problem(const Secret& passphrase);
@@ -82,10 +85,11 @@ struct Registered {
   Issuance issuance;
 };
 // Validates the device (id, type, metadata), refuses a duplicate id (conflict) before any key is
-// made, issues the certificate, hands it out, and records device and certificate in one step.
+// made, issues the certificate, calls before_record, and records device and certificate in one
+// step.
 Result<Registered> register_device(registry::Store& store, const ca::Authority& ca,
                                    const RegisterRequest& request, const registry::Actor& actor,
-                                   const HandOut& hand_out = {});
+                                   const BeforeRecord& before_record = {});
 
 struct DevicePage {
   std::vector<registry::Device> devices;
@@ -151,7 +155,7 @@ struct Renewed {
 Result<Renewed> renew_certificate(registry::Store& store, const ca::Authority& ca,
                                   const std::filesystem::path& crl_path, std::string_view device_id,
                                   const KeyPlan& key, const registry::Actor& actor,
-                                  const HandOut& hand_out = {});
+                                  const BeforeRecord& before_record = {});
 
 // ---- certificates of every kind (the CA's record) ---------------------------------------------
 
