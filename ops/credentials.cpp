@@ -65,9 +65,8 @@ Status CredentialWriter::write(std::vector<OutputFile> files, bool force) {
     if (::stat(path.c_str(), &st) != 0) {
       return make_error(Errc::io, "cannot read " + path.string() + ": " + std::strerror(errno));
     }
-    ONBOARD_TRY(std::string old, read_file(path));
-    replaced_.push_back({path, Secret(old), static_cast<mode_t>(st.st_mode & 07777)});
-    std::fill(old.begin(), old.end(), '\0');
+    ONBOARD_TRY(Secret old, read_file_secret(path));
+    replaced_.push_back({path, std::move(old), static_cast<mode_t>(st.st_mode & 07777)});
   }
   for (auto& file : files) {
     auto status = write_file_atomic(file.path, file.content.view(), file.mode,
