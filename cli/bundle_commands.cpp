@@ -24,6 +24,7 @@
 #include "core/encoding.h"
 #include "core/files.h"
 #include "core/identity.h"
+#include "ops/bundles.h"
 #include "ops/credentials.h"
 #include "ops/csv.h"
 #include "ops/duration.h"
@@ -44,89 +45,17 @@ constexpr const char* kDefaultBaseUrl = "http://127.0.0.1:8443";
 
 // ---- bundle create ---------------------------------------------------------------------------
 
-// What one device contributes to a bundle, read and checked before anything is written.
-struct Packable {
-  registry::Device device;
-  registry::Certificate certificate;  // its active certificate
-  std::optional<registry::HeldKey> held;
-};
-
-Result<Packable> packable_device(registry::Store& store, const std::string& id) {
-  if (auto problem = device_id_problem(id)) return make_error(Errc::invalid_input, *problem);
-  ONBOARD_TRY(auto device, store.get_device(id));
-  if (device.status != registry::DeviceStatus::active) {
-    return make_error(Errc::conflict,
-                      "device " + id + " is " + std::string(to_string(device.status)) + "; a " +
-                          std::string(to_string(device.status)) + " device cannot be bundled");
-  }
-  ONBOARD_TRY(auto certificates, store.certificates_of(id));
-  const registry::Certificate* active = nullptr;
-  for (const auto& c : certificates) {
-    if (c.status == registry::CertificateStatus::active) active = &c;  // the newest wins
-  }
-  if (active == nullptr) {
-    return make_error(Errc::conflict, "device " + id + " has no active certificate to bundle");
-  }
-  ONBOARD_TRY(auto held, store.held_key(id));
-  if (held && held->certificate_sha256 != active->sha256_fingerprint) {
-    return make_error(Errc::corrupt, "device " + id +
-                                         "'s held key belongs to another certificate than its "
-                                         "active one; renew the certificate");
-  }
-  return Packable{std::move(device), *active, std::move(held)};
-}
-
-// The held key, decrypted and checked against the certificate, as plaintext PKCS#8 PEM.
-Result<Secret> unlock_held_key(const Packable& p, const Secret& passphrase) {
-  auto key = ca::private_key_from_pem(p.held->encrypted_pem, &passphrase);
-  if (!key.ok()) {
-    if (key.error().code == Errc::bad_passphrase) {
-      return make_error(Errc::bad_passphrase, "cannot decrypt the held key of " + p.device.id +
-                                                  ": wrong hold passphrase");
+// With --split: one 'device<TAB>zip<TAB>password' line per bundle. Built in a Secret: a
+// std::string would leave the passwords in freed memory.
+Secret password_lines(const ops::BundlePlan& plan, bool split) {
+  Secret text;
+  for (const auto& b : plan.bundles) {
+    if (split) {
+      text.append(plan.devices[b.devices.front()].device.id + "\t" + b.path.string() + "\t");
     }
-    return std::move(key).error();
-  }
-  ONBOARD_TRY(auto certificate, ca::certificate_from_pem(p.certificate.pem));
-  if (!ca::same_public_key(key->get(), X509_get0_pubkey(certificate.get()))) {
-    return make_error(Errc::corrupt,
-                      "the held key of " + p.device.id + " does not match its certificate");
-  }
-  return ca::private_key_to_pem(key->get());
-}
-
-// One archive to write: its devices, where it goes, its password.
-struct PlannedBundle {
-  std::string id;
-  std::filesystem::path path;
-  std::vector<const Packable*> devices;
-  Secret password;
-  bool with_keys = false;
-  std::optional<Secret> replaced;  // the old content of `path` under --force, to put back
-  mode_t replaced_mode = 0600;
-  bool written = false;
-};
-
-Status restore(PlannedBundle& b) {
-  if (!b.written) return ok_status();
-  b.written = false;
-  if (b.replaced)
-    return write_file_atomic(b.path, b.replaced->view(), b.replaced_mode, Overwrite::replace);
-  std::error_code ec;
-  std::filesystem::remove(b.path, ec);
-  return ok_status();
-}
-
-Result<std::string> sha256_of_file(const std::filesystem::path& path) {
-  ONBOARD_TRY(std::string bytes, read_file(path, std::uint64_t{1} << 32));
-  return sha256_hex(bytes);
-}
-
-std::string password_lines(const std::vector<PlannedBundle>& bundles, bool split) {
-  if (!split) return std::string(bundles.front().password.view()) + "\n";
-  std::string text;
-  for (const auto& b : bundles) {
-    text += b.devices.front()->device.id + "\t" + b.path.string() + "\t" +
-            std::string(b.password.view()) + "\n";
+    text.append(b.password.view());
+    text.append("\n");
+    if (!split) break;
   }
   return text;
 }
@@ -169,89 +98,31 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
     if (o->devices.empty() && o->batch.empty()) {
       return make_error(Errc::invalid_input, "name the devices to package, or --batch ID");
     }
-    ONBOARD_TRY(auto broker, bundle::parse_broker_address(o->broker));
+    ops::BundleRequest request;
+    ONBOARD_TRY(request.broker, bundle::parse_broker_address(o->broker));
     ONBOARD_TRY(auto store, ops::open_registry(ws));
     ONBOARD_TRY(auto ca, ca::Authority::open(ws.dir));
-    std::vector<std::string> ids = o->devices;
-    if (!o->batch.empty()) {
-      ONBOARD_TRY(auto batch, store->get_batch(o->batch));
-      for (const auto& member : batch.devices) ids.push_back(member.device_id);
-      if (ids.empty()) return make_error(Errc::conflict, "batch " + o->batch + " is empty");
-    }
-    std::set<std::string> unique(ids.begin(), ids.end());
-    if (unique.size() != ids.size()) {
-      return make_error(Errc::invalid_input, "a device is named twice");
-    }
-
-    // Read and check everything first: a refusal writes nothing.
-    std::vector<Packable> packables;
-    for (const auto& id : ids) {
-      ONBOARD_TRY(auto p, packable_device(*store, id));
-      packables.push_back(std::move(p));
-    }
-    const bool any_held = std::any_of(packables.begin(), packables.end(),
-                                      [](const Packable& p) { return p.held.has_value(); });
+    request.device_ids = o->devices;
+    request.batch_id = o->batch;
+    request.out = o->out;
+    request.split = o->split;
+    request.replace = o->force;
     std::optional<Secret> hold_passphrase;
-    if (any_held) {
+    request.hold_passphrase = [&]() -> Result<const Secret*> {
       ONBOARD_TRY(hold_passphrase, o->hold.read());
       if (!hold_passphrase) {
         return make_error(Errc::invalid_input,
                           "the keys the tool made are held encrypted until packaged: give "
                           "--hold-passphrase-env VAR or --hold-passphrase-file FILE");
       }
-    }
+      return &*hold_passphrase;
+    };
     ONBOARD_TRY(std::optional<Secret> own_password, o->password.read());
-    if (own_password) {
-      if (auto problem = bundle::password_problem(*own_password)) {
-        return make_error(Errc::invalid_input, "the bundle password is too weak: " + *problem);
-      }
-    }
-
-    std::vector<PlannedBundle> plan;
-    if (o->split) {
-      std::error_code ec;
-      std::filesystem::create_directories(o->out, ec);
-      if (ec || !std::filesystem::is_directory(o->out)) {
-        return make_error(Errc::io, "cannot use " + o->out + " as the output directory" +
-                                        (ec ? ": " + ec.message() : std::string()));
-      }
-      for (const auto& p : packables) {
-        PlannedBundle b;
-        b.path = std::filesystem::path(o->out) / (p.device.id + ".zip");
-        b.devices.push_back(&p);
-        plan.push_back(std::move(b));
-      }
-    } else {
-      PlannedBundle b;
-      b.path = o->out;
-      for (const auto& p : packables) b.devices.push_back(&p);
-      plan.push_back(std::move(b));
-    }
-    for (auto& b : plan) {
-      ONBOARD_TRY(b.id, ops::random_id("bdl-"));
-      if (own_password) {
-        b.password = Secret(own_password->view());
-      } else {
-        ONBOARD_TRY(b.password, bundle::generate_password());
-      }
-      b.path = std::filesystem::absolute(b.path).lexically_normal();
-      std::error_code ec;
-      if (std::filesystem::exists(b.path, ec)) {
-        if (!o->force) {
-          return make_error(Errc::conflict,
-                            b.path.string() + " exists already; pass --force to replace it");
-        }
-        if (!std::filesystem::is_regular_file(b.path)) {
-          return make_error(Errc::conflict, b.path.string() + " is not a regular file");
-        }
-        ONBOARD_TRY(std::string old, read_file(b.path, std::uint64_t{1} << 32));
-        b.replaced = Secret(old);
-        std::fill(old.begin(), old.end(), '\0');
-      }
-    }
+    if (own_password) request.password = &*own_password;
+    ONBOARD_TRY(auto plan, ops::plan_bundles(*store, request));
     if (!o->password_out.empty()) {
       const auto password_path = std::filesystem::absolute(o->password_out).lexically_normal();
-      for (const auto& b : plan) {
+      for (const auto& b : plan.bundles) {
         if (b.path == password_path) {
           // With --force the password would overwrite the archive it opens.
           return make_error(Errc::invalid_input, "--password-out names the bundle itself");
@@ -263,114 +134,44 @@ void add_bundle_create(CLI::App& bundle_cmd, const GlobalOptions& global, int& e
                         o->password_out + " exists already; pass --force to replace it");
     }
 
-    // Write every archive, then the password file, and only then record the bundles, which
-    // erases the held keys: a failure before that point leaves the keys where they were.
-    auto undo_all = [&] {
-      for (auto& b : plan) (void)restore(b);
-    };
-    const UnixTime now = unix_now();
-    const std::string chain = ca.chain_pem();
-    std::vector<std::string> zip_sha256(plan.size());
-    for (std::size_t i = 0; i < plan.size(); ++i) {
-      auto& b = plan[i];
-      std::vector<bundle::DeviceCredentials> credentials;
-      for (const Packable* p : b.devices) {
-        bundle::DeviceCredentials c{p->device.id, p->certificate.pem,
-                                    p->certificate.sha256_fingerprint, std::nullopt};
-        if (p->held) {
-          auto key = unlock_held_key(*p, *hold_passphrase);
-          if (!key.ok()) {
-            undo_all();
-            return std::move(key).error();
-          }
-          c.private_key_pem = std::move(key).value();
-          b.with_keys = true;
-        }
-        credentials.push_back(std::move(c));
-      }
-      auto files = bundle::bundle_files(std::move(credentials), chain, broker, now);
-      if (!files.ok()) {
-        undo_all();
-        return std::move(files).error();
-      }
-      auto written = bundle::write_encrypted_zip(b.path, *files, b.password,
-                                                 o->force ? Overwrite::replace : Overwrite::refuse);
-      if (!written.ok()) {
-        undo_all();
-        return std::move(written).error();
-      }
-      b.written = true;
-      auto digest = sha256_of_file(b.path);
-      if (!digest.ok()) {
-        undo_all();
-        return std::move(digest).error();
-      }
-      zip_sha256[i] = *digest;
-    }
+    // The password file is written with the archives, before the bundles are recorded.
     ops::CredentialWriter password_file;
-    if (!o->password_out.empty()) {
+    auto write_password_file = [&](const ops::BundlePlan& written) -> Status {
+      if (o->password_out.empty()) return ok_status();
       std::vector<ops::OutputFile> out;
-      out.push_back({o->password_out, Secret(password_lines(plan, o->split)), 0600});
-      if (auto status = password_file.write(std::move(out), o->force); !status.ok()) {
-        undo_all();
-        return std::move(status).error();
-      }
-    }
+      out.push_back({o->password_out, password_lines(written, o->split), 0600});
+      return password_file.write(std::move(out), o->force);
+    };
+    ONBOARD_TRY(auto written,
+                ops::write_bundles(*store, ca, plan, ops::make_actor(), write_password_file));
+    if (written.recorded.empty()) password_file.undo();
 
-    // Record each bundle. One that fails is removed; the ones recorded before it stay valid
-    // and their passwords are still shown, since their keys are gone from the server.
-    std::optional<Error> failure;
-    std::vector<std::size_t> recorded;
-    for (std::size_t i = 0; i < plan.size(); ++i) {
-      auto& b = plan[i];
-      registry::BundleRecord record;
-      record.id = b.id;
-      record.batch_id = o->batch;
-      record.path = b.path.string();
-      record.sha256 = zip_sha256[i];
-      std::error_code ec;
-      record.size = static_cast<std::int64_t>(std::filesystem::file_size(b.path, ec));
-      record.with_keys = b.with_keys;
-      for (const Packable* p : b.devices) {
-        record.devices.push_back({p->device.id, p->certificate.sha256_fingerprint});
-      }
-      auto stored = store->record_bundle(record, ops::make_actor());
-      if (!stored.ok()) {
-        failure = std::move(stored).error();
-        for (std::size_t j = i; j < plan.size(); ++j) (void)restore(plan[j]);
-        break;
-      }
-      recorded.push_back(i);
-    }
-    if (recorded.empty()) password_file.undo();
-
-    for (std::size_t i : recorded) {
-      const auto& b = plan[i];
-      std::size_t keys = 0;
-      for (const Packable* p : b.devices) keys += p->held ? 1 : 0;
+    for (std::size_t i : written.recorded) {
+      const auto& b = plan.bundles[i];
       std::cout << "bundle " << b.id << "  " << b.path.string() << "\n"
                 << "  devices      " << b.devices.size() << " ("
-                << (keys == 0 ? std::string("certificates only")
-                              : std::to_string(keys) + " private key" + (keys == 1 ? "" : "s") +
-                                    " inside; the server's copies are erased")
+                << (b.keys == 0
+                        ? std::string("certificates only")
+                        : std::to_string(b.keys) + " private key" + (b.keys == 1 ? "" : "s") +
+                              " inside; the server's copies are erased")
                 << ")\n"
-                << "  sha256       " << zip_sha256[i] << "\n";
+                << "  sha256       " << b.sha256 << "\n";
       if (o->password_out.empty()) {
         std::cout << "  password     " << b.password.view() << "\n";
       }
     }
-    if (!recorded.empty() && o->password_out.empty()) {
+    if (!written.recorded.empty() && o->password_out.empty()) {
       std::cout << "The password is shown only this once: send it by another channel than the "
                    "zip.\n";
     }
-    if (!o->password_out.empty() && !recorded.empty()) {
+    if (!o->password_out.empty() && !written.recorded.empty()) {
       std::cout << "passwords written to " << o->password_out << " (0600)\n";
     }
-    if (failure) {
-      if (!recorded.empty()) {
-        failure->message += " (the bundles listed above were recorded and stay valid)";
+    if (written.failure) {
+      if (!written.recorded.empty()) {
+        written.failure->message += " (the bundles listed above were recorded and stay valid)";
       }
-      return *failure;
+      return *written.failure;
     }
     return kExitOk;
   });
