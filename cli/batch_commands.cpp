@@ -24,6 +24,7 @@
 #include "core/encoding.h"
 #include "core/files.h"
 #include "core/identity.h"
+#include "ops/batches.h"
 #include "ops/credentials.h"
 #include "ops/csv.h"
 #include "ops/duration.h"
@@ -37,148 +38,6 @@ namespace onboard::cli {
 namespace {
 
 using nlohmann::json;
-
-struct BatchRow {
-  int line = 0;
-  std::string id, name, type, location, firmware, csr_path;
-  std::string csr_pem;  // checked; empty when the tool makes the key
-  bool skip = false;    // exists already and --skip-existing
-};
-
-// Reads and checks the whole CSV. Problems are collected for every row, each naming its line,
-// so that the operator fixes the file in one go.
-struct ParsedBatch {
-  std::vector<BatchRow> rows;
-  std::vector<std::string> problems;
-};
-
-Result<ParsedBatch> parse_batch_csv(const std::filesystem::path& csv_path, registry::Store& store,
-                                    bool skip_existing) {
-  ONBOARD_TRY(std::string text, read_file(csv_path, 64u << 20));
-  const std::string where = csv_path.string();
-  auto records = ops::parse_csv(text);
-  if (!records.ok()) {
-    return make_error(Errc::invalid_input, where + ": " + records.error().message);
-  }
-  if (records->empty()) return make_error(Errc::invalid_input, where + ": the file is empty");
-  static const std::set<std::string> kKnown = {"id", "name", "type", "location", "firmware", "csr"};
-  std::map<std::string, std::size_t> column;
-  const auto& header = records->front();
-  for (std::size_t i = 0; i < header.fields.size(); ++i) {
-    std::string name = header.fields[i];
-    if (!kKnown.contains(name)) {
-      return make_error(Errc::invalid_input,
-                        where + ":" + std::to_string(header.line) + ": unknown column '" +
-                            name.substr(0, 40) +
-                            "'; the header names columns among id, name, type, location, "
-                            "firmware, csr");
-    }
-    if (!column.emplace(name, i).second) {
-      return make_error(Errc::invalid_input, where + ":" + std::to_string(header.line) +
-                                                 ": column '" + name + "' appears twice");
-    }
-  }
-  if (!column.contains("name")) {
-    return make_error(Errc::invalid_input, where + ":" + std::to_string(header.line) +
-                                               ": the header must name a 'name' column");
-  }
-  ParsedBatch parsed;
-  std::set<std::string> ids;
-  const auto base_dir = csv_path.parent_path();
-  for (std::size_t r = 1; r < records->size(); ++r) {
-    const auto& record = (*records)[r];
-    auto problem = [&](const std::string& what) {
-      parsed.problems.push_back(where + ":" + std::to_string(record.line) + ": " + what);
-    };
-    if (record.fields.size() != header.fields.size()) {
-      problem("expected " + std::to_string(header.fields.size()) + " fields, found " +
-              std::to_string(record.fields.size()));
-      continue;
-    }
-    auto field = [&](const char* name) -> std::string {
-      auto it = column.find(name);
-      return it == column.end() ? std::string() : record.fields[it->second];
-    };
-    BatchRow row;
-    row.line = record.line;
-    row.id = field("id");
-    row.name = field("name");
-    row.type = field("type");
-    row.location = field("location");
-    row.firmware = field("firmware");
-    row.csr_path = field("csr");
-    bool ok = true;
-    // The rules register_device applies, checked here too to report every row at once.
-    for (auto [col, value, limit] : {std::tuple<const char*, const std::string*, std::size_t>{
-                                         "name", &row.name, ops::kMaxNameBytes},
-                                     {"location", &row.location, ops::kMaxLocationBytes},
-                                     {"firmware", &row.firmware, ops::kMaxFirmwareBytes}}) {
-      if (auto p = ops::text_problem(col, *value, limit)) {
-        problem(*p);
-        ok = false;
-      }
-    }
-    if (!ok) continue;  // the other checks would echo the bad text
-    if (row.name.empty()) {
-      problem("name is empty");
-      ok = false;
-    }
-    if (!row.type.empty()) {
-      if (auto p = registry::group_name_problem(row.type)) {
-        problem("type: " + *p);
-        ok = false;
-      }
-    }
-    if (!row.csr_path.empty()) {
-      std::filesystem::path csr_file = row.csr_path;
-      if (csr_file.is_relative()) csr_file = base_dir / csr_file;
-      auto pem = read_file(csr_file, 1 << 20);
-      if (!pem.ok()) {
-        problem("csr: " + pem.error().message);
-        continue;
-      }
-      auto checked = ca::read_device_csr(*pem);
-      if (!checked.ok()) {
-        problem("csr " + row.csr_path + ": " + checked.error().message);
-        continue;
-      }
-      if (row.id.empty()) row.id = checked->device_id;
-      if (checked->device_id != row.id) {
-        problem("the CSR's CN is '" + checked->device_id + "', not the device id '" + row.id + "'");
-        ok = false;
-      }
-      row.csr_pem = std::move(pem).value();
-    }
-    if (row.id.empty()) {
-      if (device_id_problem(row.name)) {
-        problem("name '" + row.name.substr(0, 64) + "' is not a valid device id; add an id column");
-        continue;
-      }
-      row.id = row.name;
-    }
-    if (auto p = device_id_problem(row.id)) {
-      problem("id: " + *p);
-      continue;
-    }
-    if (!ids.insert(row.id).second) {
-      problem("device " + row.id + " appears twice in the file");
-      continue;
-    }
-    if (auto existing = store.get_device(row.id); existing.ok()) {
-      if (skip_existing) {
-        row.skip = true;
-      } else {
-        problem("device " + row.id +
-                " is registered already (pass --skip-existing to leave such rows out)");
-        ok = false;
-      }
-    } else if (existing.error().code != Errc::not_found) {
-      return std::move(existing).error();
-    }
-    if (ok) parsed.rows.push_back(std::move(row));
-  }
-  return parsed;
-}
 
 // A one-line progress bar on stderr, only when it is a terminal.
 class Progress {
@@ -250,24 +109,22 @@ void add_batch_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
         }
       }
       ONBOARD_TRY(auto store, ops::open_registry(ws));
-      ONBOARD_TRY(auto parsed, parse_batch_csv(o->csv, *store, o->skip_existing));
+      const std::filesystem::path csv_path = o->csv;
+      ONBOARD_TRY(std::string text, read_file(csv_path, 64u << 20));
+      ONBOARD_TRY(auto rows, ops::read_batch_csv(text, csv_path.string()));
+      ONBOARD_TRY(auto parsed, ops::check_batch_rows(std::move(rows), *store, o->skip_existing,
+                                                     csv_path.parent_path()));
       if (!parsed.problems.empty()) {
         for (const auto& p : parsed.problems) std::cerr << p << "\n";
         return make_error(Errc::invalid_input, std::to_string(parsed.problems.size()) +
                                                    " problem(s) in " + o->csv +
                                                    "; nothing was registered");
       }
-      std::vector<BatchRow*> todo;
-      std::size_t skipped = 0;
-      for (auto& row : parsed.rows) {
-        if (row.skip) {
-          ++skipped;
-        } else {
-          todo.push_back(&row);
-        }
-      }
-      const bool needs_hold = std::any_of(todo.begin(), todo.end(),
-                                          [](const BatchRow* r) { return r->csr_pem.empty(); });
+      const auto todo = static_cast<std::size_t>(std::count_if(
+          parsed.rows.begin(), parsed.rows.end(), [](const ops::BatchRow& r) { return !r.skip; }));
+      const bool needs_hold =
+          std::any_of(parsed.rows.begin(), parsed.rows.end(),
+                      [](const ops::BatchRow& r) { return !r.skip && r.csr_pem.empty(); });
       std::optional<Secret> hold;
       if (needs_hold) {
         ONBOARD_TRY(hold, o->hold.read());
@@ -277,63 +134,38 @@ void add_batch_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
                             "bundled: give --hold-passphrase-env VAR or --hold-passphrase-file "
                             "FILE");
         }
-        if (auto problem = ops::hold_passphrase_problem(*hold)) {
-          return make_error(Errc::invalid_input, "the hold passphrase is too weak: " + *problem);
-        }
       }
       ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->ca_passphrase));
-      std::string batch_id = o->batch_id;
-      bool extended = false;
-      if (batch_id.empty()) {
-        ONBOARD_TRY(batch_id, ops::random_id("batch-"));
+      ops::BatchRequest request;
+      request.batch_id = o->batch_id;
+      request.source = csv_path.filename().string();
+      request.key_alg = alg;
+      request.days = o->days;
+      request.hold_passphrase = hold ? &*hold : nullptr;
+      Progress progress(todo);
+      ONBOARD_TRY(auto registered,
+                  ops::register_batch(*store, ca, request, parsed.rows, ops::make_actor(),
+                                      [&](std::size_t done, const ops::BatchRow& next) {
+                                        progress.update(done, next.id);
+                                      }));
+      const std::size_t done = registered.registered.size();
+      if (registered.failure) {
+        progress.finish();
+        const auto& row = *registered.failed_row;
+        std::string done_text = done == 0 ? std::string("no row was registered")
+                                          : std::to_string(done) + " row(s) before it (lines " +
+                                                std::to_string(registered.first_line) + " to " +
+                                                std::to_string(registered.last_line) +
+                                                ") are registered in batch " + registered.batch_id;
+        return make_error(registered.failure->code,
+                          o->csv + ":" + std::to_string(row.line) + " (device " + row.id +
+                              "): " + registered.failure->message + "; " + done_text +
+                              "; the rest are not; fix the cause and rerun with --batch " +
+                              registered.batch_id + " --skip-existing");
       }
-      if (auto existing = store->get_batch(batch_id); existing.ok()) {
-        extended = true;
-      } else if (existing.error().code == Errc::not_found) {
-        ONBOARD_CHECK(store->create_batch(
-            batch_id, std::filesystem::path(o->csv).filename().string(), ops::make_actor()));
-      } else {
-        return std::move(existing).error();
-      }
-
-      Progress progress(todo.size());
-      std::size_t done = 0, held = 0;
-      int first_line = 0, last_line = 0;
-      for (BatchRow* row : todo) {
-        progress.update(done, row->id);
-        auto step = [&]() -> Status {
-          ops::RegisterRequest request;
-          request.device = registry::NewDevice{row->id,       row->name,     row->type,
-                                               row->location, row->firmware, "{}"};
-          request.key.csr_pem = row->csr_pem;
-          request.key.csr_label = "csr " + row->csr_path;
-          request.key.key_alg = alg;
-          request.key.hold_passphrase = row->csr_pem.empty() ? &*hold : nullptr;
-          request.key.days = o->days;
-          request.batch_id = batch_id;
-          request.batch_line = row->line;
-          auto registered = ops::register_device(*store, ca, request, ops::make_actor());
-          if (!registered.ok()) return std::move(registered).error();
-          return ok_status();
-        };
-        if (auto status = step(); !status.ok()) {
-          progress.finish();
-          std::string done_text = done == 0 ? std::string("no row was registered")
-                                            : std::to_string(done) + " row(s) before it (lines " +
-                                                  std::to_string(first_line) + " to " +
-                                                  std::to_string(last_line) +
-                                                  ") are registered in batch " + batch_id;
-          return make_error(status.error().code,
-                            o->csv + ":" + std::to_string(row->line) + " (device " + row->id +
-                                "): " + status.error().message + "; " + done_text +
-                                "; the rest are not; fix the cause and rerun with --batch " +
-                                batch_id + " --skip-existing");
-        }
-        if (done == 0) first_line = row->line;
-        last_line = row->line;
-        ++done;
-        if (row->csr_pem.empty()) ++held;
-      }
+      const std::string& batch_id = registered.batch_id;
+      const bool extended = registered.extended;
+      const std::size_t held = registered.keys_held, skipped = registered.skipped;
       progress.update(done, "");
       progress.finish();
       std::cout << "batch " << batch_id << (extended ? " (extended)" : "") << "\n"
