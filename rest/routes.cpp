@@ -10,11 +10,15 @@
 #include <system_error>
 
 #include "bundle/link_token.h"
+#include "bundle/package.h"
 #include "ca/crl.h"
 #include "core/digest.h"
 #include "core/encoding.h"
 #include "core/files.h"
 #include "core/identity.h"
+#include "ops/batches.h"
+#include "ops/bundles.h"
+#include "ops/duration.h"
 #include "ops/operations.h"
 #include "ops/views.h"
 
@@ -407,6 +411,220 @@ Reply download_bundle(Context& ctx, Call& call) {
   return reply;
 }
 
+// ---- bundles ---------------------------------------------------------------------------------
+
+constexpr std::size_t kMaxBundleDevices = 1000;
+constexpr std::size_t kMaxPasswordBytes = 1024;
+
+std::vector<std::string> device_list(const json& body) {
+  auto it = body.find("devices");
+  if (it == body.end() || it->is_null()) return {};
+  if (!it->is_array()) throw BadRequest{"devices must be an array of device ids"};
+  if (it->size() > kMaxBundleDevices)
+    throw BadRequest{"devices: at most " + std::to_string(kMaxBundleDevices) + " per request"};
+  std::vector<std::string> ids;
+  for (const auto& id : *it) {
+    if (!id.is_string()) throw BadRequest{"devices must be an array of device ids"};
+    ids.push_back(id.get<std::string>());
+  }
+  return ids;
+}
+
+// POST /v1/bundles: what `onboardctl bundle create` does, through the same operation. The
+// archives go to DATA_DIR/bundles/BUNDLE-ID.zip (a request names no path). The answer carries
+// each bundle's password only when the server generated it (a password sent in the request is
+// not echoed), and, with link_ttl, the path of a one-time download link.
+Reply create_bundles(Context& ctx, Call& call) {
+  json body = body_object(call);
+  expect_only(body, {"devices", "batch", "split", "broker", "password", "link_ttl"});
+  ops::BundleRequest request;
+  request.device_ids = device_list(body);
+  request.batch_id = optional_string(body, "batch").value_or("");
+  if (request.device_ids.empty() == request.batch_id.empty())
+    throw BadRequest{"give either devices (a non-empty array) or batch"};
+  if (auto it = body.find("split"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) throw BadRequest{"split must be true or false"};
+    request.split = it->get<bool>();
+  }
+  request.broker = take(
+      bundle::parse_broker_address(optional_string(body, "broker").value_or("localhost:8883")));
+  std::optional<UnixTime> link_ttl;
+  if (auto ttl = optional_string(body, "link_ttl"))
+    link_ttl = take(ops::parse_duration(*ttl, "link_ttl", 60, 30 * ops::kDay));
+  std::optional<Secret> password;
+  if (auto it = body.find("password"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) throw BadRequest{"password must be a string"};
+    const auto& text = it->get_ref<const std::string&>();
+    if (text.size() > kMaxPasswordBytes)
+      throw BadRequest{"password: at most " + std::to_string(kMaxPasswordBytes) + " bytes"};
+    password.emplace(text);
+    request.password = &*password;
+  }
+  request.out = ctx.workspace.dir / "bundles";
+  request.name_by_id = true;
+  request.hold_passphrase = [&ctx]() -> Result<const Secret*> {
+    if (!ctx.hold_passphrase) {
+      return make_error(Errc::conflict,
+                        "a device's key is held encrypted, and this server was started without "
+                        "the hold passphrase that opens it (--hold-passphrase-env or "
+                        "--hold-passphrase-file)");
+    }
+    return &*ctx.hold_passphrase;
+  };
+
+  auto plan = take(ops::plan_bundles(call.store, request));
+  // The archives are written (the slow part) before the write turn; the records after it.
+  std::unique_lock turn(ctx.write_turn, std::defer_lock);
+  auto written = take(
+      ops::write_bundles(call.store, ctx.ca, plan, call.actor, [&turn](const ops::BundlePlan&) {
+        turn.lock();
+        return ok_status();
+      }));
+  if (written.recorded.empty()) throw ErrorReply{reply_for(*written.failure)};
+  json bundles = json::array();
+  for (std::size_t i : written.recorded) {
+    const auto& b = plan.bundles[i];
+    json devices = json::array();
+    for (std::size_t index : b.devices) devices.push_back(plan.devices[index].device.id);
+    json out{{"id", b.id},
+             {"devices", std::move(devices)},
+             {"keys", b.keys},
+             {"sha256", b.sha256},
+             {"size", b.size},
+             {"link", nullptr},
+             {"link_expires_at", nullptr}};
+    out["password"] = b.password_generated ? json(std::string(b.password.view())) : json(nullptr);
+    if (link_ttl) {
+      // The bundles are recorded and their held keys erased: a link that cannot be made must
+      // not cost the caller the passwords. It is left null (`onboardctl bundle link` makes one).
+      const UnixTime expires_at = call.actor.now + *link_ttl;
+      auto token = bundle::make_link_token(b.id, expires_at, ctx.link_secret);
+      auto audited = token.ok() ? call.store.record_event(
+                                      "bundle.link", b.id,
+                                      dump(json{{"expires_at", iso_time(expires_at)}}), call.actor)
+                                : Status(token.error());
+      if (audited.ok()) {
+        out["link"] = "/v1/bundles/" + *token;
+        out["link_expires_at"] = iso_time(expires_at);
+      } else {
+        log_line("bundle " + b.id + ": no link made: " + audited.error().message);
+      }
+    }
+    bundles.push_back(std::move(out));
+  }
+  json reply{{"bundles", std::move(bundles)}};
+  if (written.failure) {
+    log_line("bundle create: " + written.failure->message);
+    reply["warning"] =
+        "not every bundle could be recorded; the ones listed were recorded and stay valid";
+  }
+  return json_reply(201, reply);
+}
+
+// ---- batches ---------------------------------------------------------------------------------
+
+constexpr std::size_t kMaxBatchDevices = 1000;
+
+// POST /v1/batches: what `onboardctl batch register` does with a CSV file, through the same
+// operation, with the rows as JSON. Every row is checked first and every problem reported at
+// once (400, nothing registered); then each row is registered in its own transaction.
+Reply register_batch(Context& ctx, Call& call) {
+  json body = body_object(call);
+  expect_only(body, {"batch", "skip_existing", "key_alg", "days", "devices"});
+  ops::BatchRequest request;
+  request.batch_id = optional_string(body, "batch").value_or("");
+  if (!request.batch_id.empty()) {
+    if (auto problem = device_id_problem(request.batch_id)) throw BadRequest{"batch: " + *problem};
+  }
+  request.source = "rest";
+  bool skip_existing = false;
+  if (auto it = body.find("skip_existing"); it != body.end() && !it->is_null()) {
+    if (!it->is_boolean()) throw BadRequest{"skip_existing must be true or false"};
+    skip_existing = it->get<bool>();
+  }
+  if (auto key_alg = optional_string(body, "key_alg")) {
+    auto alg = ca::parse_key_alg(*key_alg);
+    if (!alg) throw BadRequest{"key_alg must be one of " + std::string(ca::kKeyAlgNames)};
+    request.key_alg = *alg;
+  }
+  if (auto days = optional_integer(body, "days")) {
+    if (*days < 1 || *days > 3650) throw BadRequest{"days must be 1 to 3650"};
+    request.days = static_cast<int>(*days);
+  }
+  auto devices = body.find("devices");
+  if (devices == body.end() || !devices->is_array() || devices->empty())
+    throw BadRequest{"devices must be a non-empty array of objects"};
+  if (devices->size() > kMaxBatchDevices)
+    throw BadRequest{"devices: at most " + std::to_string(kMaxBatchDevices) + " per request"};
+  ops::CheckedBatch rows;
+  for (std::size_t i = 0; i < devices->size(); ++i) {
+    const json& item = (*devices)[i];
+    const std::string where = "devices[" + std::to_string(i) + "]";
+    if (!item.is_object()) throw BadRequest{where + " must be an object"};
+    for (const auto& [key, value] : item.items()) {
+      static constexpr std::string_view kKnown[] = {"id",       "name",     "type",
+                                                    "location", "firmware", "csr"};
+      if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown))
+        throw BadRequest{where + ": unknown field '" + key + "'"};
+      if (!value.is_string() && !value.is_null())
+        throw BadRequest{where + ": " + key + " must be a string"};
+    }
+    ops::BatchRow row;
+    row.line = static_cast<int>(i) + 1;
+    row.where = where;
+    row.id = optional_string(item, "id").value_or("");
+    row.name = optional_string(item, "name").value_or("");
+    row.type = optional_string(item, "type").value_or("");
+    row.location = optional_string(item, "location").value_or("");
+    row.firmware = optional_string(item, "firmware").value_or("");
+    row.csr_pem = optional_string(item, "csr").value_or("");
+    rows.rows.push_back(std::move(row));
+  }
+  // No csr_path in a request: the server reads no file a client names.
+  auto checked = take(ops::check_batch_rows(std::move(rows), call.store, skip_existing, {}));
+  if (!checked.problems.empty()) {
+    Reply reply = json_reply(
+        400, json{{"error",
+                   {{"code", "invalid_input"},
+                    {"message", std::to_string(checked.problems.size()) +
+                                    " problem(s) in the request; nothing was registered"}}},
+                  {"problems", checked.problems}});
+    return reply;
+  }
+  const bool needs_hold =
+      std::any_of(checked.rows.begin(), checked.rows.end(),
+                  [](const ops::BatchRow& r) { return !r.skip && r.csr_pem.empty(); });
+  if (needs_hold && !ctx.hold_passphrase) {
+    throw ErrorReply{error_reply(
+        409, "cannot_hold_keys",
+        "this server cannot hold device keys (it was started without --hold-passphrase-env or "
+        "--hold-passphrase-file); send a csr for every device so each keeps its own key")};
+  }
+  request.hold_passphrase = ctx.hold_passphrase ? &*ctx.hold_passphrase : nullptr;
+  // One batch is one writer: its rows go in one after another, in the turn.
+  std::lock_guard turn(ctx.write_turn);
+  auto registered =
+      take(ops::register_batch(call.store, ctx.ca, request, checked.rows, call.actor));
+  if (registered.failure) {
+    const auto& row = *registered.failed_row;
+    const std::size_t done = registered.registered.size();
+    std::string done_text = done == 0 ? std::string("no device was registered")
+                                      : std::to_string(done) +
+                                            " device(s) before it are registered in batch " +
+                                            registered.batch_id;
+    throw ErrorReply{reply_for(make_error(
+        registered.failure->code, row.where + " (device " + row.id +
+                                      "): " + registered.failure->message + "; " + done_text +
+                                      "; the rest are not; fix the cause and retry with batch " +
+                                      registered.batch_id + " and skip_existing"))};
+  }
+  return json_reply(201, json{{"batch", registered.batch_id},
+                              {"extended", registered.extended},
+                              {"registered", registered.registered},
+                              {"keys_held", registered.keys_held},
+                              {"skipped", registered.skipped}});
+}
+
 // ---- the route table -------------------------------------------------------------------------
 
 constexpr RouteSpec kRoutes[] = {
@@ -430,6 +648,8 @@ constexpr RouteSpec kRoutes[] = {
     {"DELETE", "/v1/groups/{name}/acl/{rule_id}", Need::operator_role, delete_rule},
     {"GET", "/v1/acl/check", Need::reader, check_access},
     {"GET", "/v1/audit", Need::reader, list_audit},
+    {"POST", "/v1/batches", Need::operator_role, register_batch},
+    {"POST", "/v1/bundles", Need::operator_role, create_bundles},
     // Public: relying parties, load balancers and the holder of a one-time link.
     {"GET", "/crl", Need::nobody, get_crl},
     {"GET", "/crl.pem", Need::nobody, get_crl},
