@@ -1,36 +1,16 @@
 #include "cli/commands.h"
 
-#include <openssl/rand.h>
-#include <unistd.h>
-
-#include <charconv>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <set>
-#include <tuple>
 
 #include "bundle/link_token.h"
-#include "bundle/manifest.h"
 #include "bundle/package.h"
-#include "bundle/password.h"
-#include "bundle/zip.h"
 #include "ca/authority.h"
-#include "ca/csr.h"
-#include "ca/keys.h"
 #include "cli/table.h"
-#include "core/digest.h"
-#include "core/encoding.h"
-#include "core/files.h"
-#include "core/identity.h"
 #include "ops/bundles.h"
 #include "ops/credentials.h"
-#include "ops/csv.h"
 #include "ops/duration.h"
-#include "ops/operations.h"
-#include "ops/text.h"
-#include "ops/views.h"
 #include "ops/workspace.h"
 #include "registry/store.h"
 

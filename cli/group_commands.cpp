@@ -1,28 +1,14 @@
 #include "cli/commands.h"
 
-#include <grp.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <algorithm>
 #include <cstring>
-#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <optional>
-#include <system_error>
 
 #include "ca/authority.h"
 #include "cli/table.h"
-#include "core/files.h"
-#include "core/identity.h"
-#include "ops/credentials.h"
 #include "ops/operations.h"
-#include "ops/text.h"
-#include "ops/views.h"
 #include "ops/workspace.h"
-#include "registry/acl.h"
-#include "registry/sqlite_store.h"
 
 namespace onboard::cli {
 namespace {

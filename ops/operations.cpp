@@ -267,7 +267,7 @@ Result<std::uint64_t> rewrite_crl(Store& store, const ca::Authority& ca,
     ONBOARD_TRY(std::uint64_t number, store.next_crl_number(actor));
     const UnixTime now = unix_now();
     // Relying parties that cache the CRL must fetch a new one at least this often; a broker that
-    // loads it refuses every device once it expires (tools/crl_refresh.h).
+    // loads it refuses every device once it expires (ops/crl_refresh.h).
     ca::CrlParams params{number, now, now + validity};
     ONBOARD_TRY(auto crl, ca::build_crl(ca.issuer(), *ca.signer(), revoked, params));
     ONBOARD_CHECK(write_file_atomic(crl_path, ca::crl_to_pem(crl.get()), 0644, Overwrite::replace));

@@ -1,6 +1,6 @@
 // The registry operations, once: plain requests in, Result out, nothing printed. The CLI commands
-// (registry_commands.cpp, token_commands.cpp) and the REST server (rest_server.cpp) both call
-// these, so a rule (a check, an order of steps, what is audited) lives in exactly one place.
+// (cli/*_commands.cpp) and the REST server (rest/routes.cpp) both call these, so a rule (a
+// check, an order of steps, what is audited) lives in exactly one place.
 //
 // Every function validates its input and names the offending field in neutral words ("type: ...",
 // "topic: ..."); a front end may check earlier in its own words (a CLI option, a JSON field).

@@ -8,7 +8,6 @@
 #include <string>
 #include <string_view>
 
-#include "core/identity.h"
 #include "core/x509.h"
 #include "ops/operations.h"
 
