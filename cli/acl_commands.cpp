@@ -1,11 +1,10 @@
 #include "cli/commands.h"
 
-#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "cli/key_options.h"
+#include "cli/rule_table.h"
 #include "ops/operations.h"
 #include "ops/views.h"
 #include "ops/workspace.h"

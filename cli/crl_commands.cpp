@@ -1,6 +1,5 @@
 #include "cli/commands.h"
 
-#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>

@@ -1,7 +1,6 @@
 #include "cli/commands.h"
 
 #include <algorithm>
-#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -9,6 +8,7 @@
 
 #include "ca/authority.h"
 #include "cli/key_options.h"
+#include "cli/rule_table.h"
 #include "cli/table.h"
 #include "core/identity.h"
 #include "ops/credentials.h"

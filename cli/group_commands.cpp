@@ -1,6 +1,5 @@
 #include "cli/commands.h"
 
-#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>

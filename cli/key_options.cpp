@@ -1,13 +1,10 @@
 #include "cli/key_options.h"
 
 #include <filesystem>
-#include <iostream>
 #include <system_error>
 
 #include "ca/keys.h"
-#include "cli/table.h"
 #include "core/files.h"
-#include "registry/acl.h"
 
 namespace onboard::cli {
 namespace {
@@ -93,16 +90,6 @@ const char* key_custody(const ops::Issuance& issued) {
   if (issued.key_held) return " (made here; held encrypted in the registry until bundled)";
   if (issued.private_key) return " (made here)";
   return " (held by the device)";
-}
-
-void print_rules(const std::vector<registry::RuleRecord>& rules) {
-  Table table({"RULE", "FROM", "EFFECT", "ACCESS", "PATTERN", "PRIORITY"});
-  for (const auto& r : rules) {
-    table.add({std::to_string(r.id), std::string(to_string(r.subject_kind)) + " " + r.subject,
-               std::string(to_string(r.effect)), acl::access_name(r.access), r.pattern,
-               std::to_string(r.priority)});
-  }
-  table.print(std::cout);
 }
 
 }  // namespace onboard::cli

@@ -6,12 +6,10 @@
 
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "cli/cli.h"
 #include "ops/credentials.h"
 #include "ops/operations.h"
-#include "registry/model.h"
 
 namespace onboard::cli {
 
@@ -37,8 +35,5 @@ ops::BeforeRecord write_outputs(ops::CredentialWriter& writer, const KeySource& 
 
 // Where the key of an issued certificate is, as a note after "key ...".
 const char* key_custody(const ops::Issuance& issued);
-
-// Prints rules as a table (acl list, device show).
-void print_rules(const std::vector<registry::RuleRecord>& rules);
 
 }  // namespace onboard::cli
