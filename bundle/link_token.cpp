@@ -92,20 +92,8 @@ Result<Secret> read_secret_fd(int fd, const std::filesystem::path& path) {
     return make_error(Errc::corrupt, path.string() + " is not " + std::to_string(kLinkSecretBytes) +
                                          " bytes long");
   }
-  std::array<char, kLinkSecretBytes> buf{};
-  std::size_t got = 0;
-  while (got < buf.size()) {
-    const ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      OPENSSL_cleanse(buf.data(), buf.size());
-      return io_error("cannot read", path, err);
-    }
-    got += static_cast<std::size_t>(n);
-  }
-  Secret secret(std::string_view(buf.data(), buf.size()));
-  OPENSSL_cleanse(buf.data(), buf.size());
+  ONBOARD_TRY(Secret secret, read_fd_secret(fd, path, kLinkSecretBytes));
+  if (secret.size() != kLinkSecretBytes) return io_error("cannot read", path, EIO);  // shrank
   return secret;
 }
 

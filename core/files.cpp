@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -129,10 +132,39 @@ Result<std::string> read_file(const std::filesystem::path& path, std::size_t max
   return out;
 }
 
+Result<Secret> read_fd_secret(int fd, const std::filesystem::path& path, std::size_t max_bytes) {
+  Secret out;
+  std::array<char, 4096> buf;
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      OPENSSL_cleanse(buf.data(), buf.size());
+      return io_error("cannot read", path, err);
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > max_bytes) {
+      OPENSSL_cleanse(buf.data(), buf.size());
+      return make_error(Errc::invalid_input,
+                        path.string() + " is larger than " + std::to_string(max_bytes) + " bytes");
+    }
+    out.append(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+  }
+  OPENSSL_cleanse(buf.data(), buf.size());
+  return out;
+}
+
+Result<Secret> read_file_secret(const std::filesystem::path& path, std::size_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return io_error("cannot open", path, errno);
+  auto secret = read_fd_secret(fd, path, max_bytes);
+  ::close(fd);
+  return secret;
+}
+
 Result<Secret> read_secret_file(const std::filesystem::path& path) {
-  ONBOARD_TRY(std::string raw, read_file(path, 4096));
-  Secret secret(raw);
-  std::fill(raw.begin(), raw.end(), '\0');
+  ONBOARD_TRY(Secret secret, read_file_secret(path, 4096));
   secret.trim_line_end();
   if (secret.empty())
     return make_error(Errc::invalid_input, "passphrase file " + path.string() + " is empty");

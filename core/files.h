@@ -25,6 +25,13 @@ Status write_file_atomic(const std::filesystem::path& path, std::string_view dat
 Result<std::string> read_file(const std::filesystem::path& path,
                               std::size_t max_bytes = 16 * 1024 * 1024);
 
+// The one way to read secret bytes (a key, a passphrase, an archive that holds keys): straight
+// into a Secret, through a read buffer that is wiped, so no copy is left in freed memory.
+// Refuses more than `max_bytes` (Errc::invalid_input). `path` names the descriptor in errors.
+Result<Secret> read_fd_secret(int fd, const std::filesystem::path& path, std::size_t max_bytes);
+Result<Secret> read_file_secret(const std::filesystem::path& path,
+                                std::size_t max_bytes = 16 * 1024 * 1024);
+
 // Reads a secret (a passphrase) from a file: one line, trailing newline removed, never empty.
 Result<Secret> read_secret_file(const std::filesystem::path& path);
 

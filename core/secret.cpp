@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <utility>
 
 namespace onboard {
@@ -18,6 +19,17 @@ Secret& Secret::operator=(Secret&& other) noexcept {
 }
 
 Secret::~Secret() { wipe(); }
+
+void Secret::append(std::string_view bytes) {
+  if (data_.size() + bytes.size() > data_.capacity()) {
+    std::string grown;
+    grown.reserve(std::max(2 * data_.capacity(), data_.size() + bytes.size()));
+    grown.append(data_);
+    wipe();
+    data_.swap(grown);
+  }
+  data_.append(bytes);
+}
 
 void Secret::trim_line_end() noexcept {
   std::size_t n = data_.size();

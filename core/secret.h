@@ -21,7 +21,8 @@ class Secret {
   const char* c_str() const noexcept { return data_.c_str(); }
   std::size_t size() const noexcept { return data_.size(); }
   bool empty() const noexcept { return data_.empty(); }
-  void append(std::string_view bytes) { data_.append(bytes); }
+  // Grows without leaving a copy behind: a full buffer is cleansed before it is given back.
+  void append(std::string_view bytes);
   // Removes trailing CR/LF, as left by `echo pass > file`.
   void trim_line_end() noexcept;
   void wipe() noexcept;

@@ -4,12 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
-#include "tools/bundle_commands.h"
-#include "tools/ca_commands.h"
-#include "tools/cli.h"
-#include "tools/registry_commands.h"
-#include "tools/serve_command.h"
-#include "tools/token_commands.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
 
 int main(int argc, char** argv) {
   // Every file this tool creates starts private; group access is granted explicitly where needed.
@@ -29,11 +25,7 @@ int main(int argc, char** argv) {
       ->envname("ONBOARD_DATA_DIR");
 
   int exit_code = kExitOk;
-  add_registry_commands(app, global, exit_code);
-  add_ca_commands(app, global, exit_code);
-  add_bundle_commands(app, global, exit_code);
-  add_token_commands(app, global, exit_code);
-  add_serve_command(app, global, exit_code);
+  add_commands(app, global, exit_code);
 
   try {
     app.parse(argc, argv);

@@ -80,3 +80,23 @@ TEST_CASE("reading a file larger than the limit is refused") {
   CHECK_FALSE(read_file(dir / "big", 99).ok());
   CHECK(read_file(dir / "big", 100).ok());
 }
+
+TEST_CASE("a file read as a secret arrives whole however long and is refused over the limit") {
+  TempDir dir;
+  // Longer than the read buffer and than any short-string buffer, so the Secret grows several
+  // times on the way.
+  std::string content;
+  for (int i = 0; content.size() < 20000; ++i) content += std::to_string(i) + ",";
+  REQUIRE(write_file_atomic(dir / "key.pem", content, 0600, Overwrite::refuse).ok());
+  auto whole = read_file_secret(dir / "key.pem");
+  REQUIRE(whole.ok());
+  CHECK(whole->view() == content);
+  CHECK(read_file_secret(dir / "key.pem", content.size()).ok());
+  auto over = read_file_secret(dir / "key.pem", content.size() - 1);
+  REQUIRE_FALSE(over.ok());
+  CHECK(over.error().code == Errc::invalid_input);
+  CHECK(over.error().message.find("larger than") != std::string::npos);
+  auto missing = read_file_secret(dir / "missing");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().code == Errc::io);
+}

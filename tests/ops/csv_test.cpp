@@ -1,6 +1,6 @@
 // The CSV parser `batch register` reads manufacturers' files with: RFC 4180 as spreadsheets export
 // it, and errors that name the line an operator must fix.
-#include "tools/csv.h"
+#include "ops/csv.h"
 
 #include <catch2/catch.hpp>
 
@@ -11,7 +11,7 @@
 
 namespace {
 
-namespace csv = onboard::cli;  // where parse_csv lives: one line to change if it moves
+namespace csv = onboard::ops;  // where parse_csv lives: one line to change if it moves
 using onboard::Errc;
 using onboard::test::must;
 using onboard::test::require_error;

@@ -1,7 +1,7 @@
 // The operations both front ends (the CLI and the REST server) call, against a real SQLite
 // registry and a real CA in a temporary directory: what each records, hands out, refuses, and
 // leaves behind when it fails.
-#include "tools/operations.h"
+#include "ops/operations.h"
 
 #include <SQLiteCpp/Database.h>
 #include <openssl/bn.h>

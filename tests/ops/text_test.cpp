@@ -1,17 +1,17 @@
 // Free text an operator stores (a device's name, location, firmware) and how stored text is shown
 // on a terminal; and the edges of duration parsing that tests/tools does not already cover.
-#include "tools/text.h"
+#include "ops/text.h"
 
 #include <catch2/catch.hpp>
 
 #include <limits>
 #include <string>
 
-#include "tools/duration.h"
+#include "ops/duration.h"
 
 namespace {
 
-namespace text = onboard::cli;  // where text_problem and terminal_safe live
+namespace text = onboard::ops;  // where text_problem and terminal_safe live
 namespace dur = onboard::ops;   // where parse_duration lives
 using namespace std::string_literals;
 

@@ -1,6 +1,6 @@
 // The JSON views `onboardctl ... --json` and the REST API both print: the field names and formats
 // docs/openapi.yaml promises, times as RFC 3339, and nothing secret.
-#include "tools/views.h"
+#include "ops/views.h"
 
 #include <catch2/catch.hpp>
 
@@ -10,7 +10,7 @@
 
 namespace {
 
-namespace views = onboard::cli;  // where the views live: one line to change if they move
+namespace views = onboard::ops;  // where the views live: one line to change if they move
 using nlohmann::json;
 using namespace onboard::registry;
 

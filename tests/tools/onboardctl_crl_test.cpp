@@ -11,10 +11,10 @@
 #include "ca/certificate.h"
 #include "ca/crl.h"
 #include "core/files.h"
+#include "ops/crl_refresh.h"
 #include "tests/support/process.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
-#include "tools/crl_refresh.h"
 
 using namespace onboard;
 using namespace onboard::ca;

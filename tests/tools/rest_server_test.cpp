@@ -21,6 +21,7 @@
 
 #include "bundle/link_token.h"
 #include "bundle/manifest.h"
+#include "bundle/zip.h"
 #include "ca/authority.h"
 #include "ca/certificate.h"
 #include "ca/crl.h"
@@ -28,11 +29,11 @@
 #include "ca/keys.h"
 #include "core/digest.h"
 #include "core/files.h"
+#include "ops/operations.h"
 #include "registry/sqlite_store.h"
 #include "tests/support/process.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
-#include "tools/operations.h"
 
 using namespace onboard;
 using namespace onboard::ca;
@@ -1333,4 +1334,232 @@ TEST_CASE(
     CHECK(bob->status == 200);
   }
   CHECK(server.stop(SIGTERM) == 0);
+}
+
+namespace {
+
+// The names of a bundle's entries, opened with `password`.
+std::set<std::string> zip_entries(const std::filesystem::path& zip, const std::string& password) {
+  auto files = bundle::read_encrypted_zip(zip, Secret(password));
+  INFO(zip.string());
+  REQUIRE(files.ok());
+  std::set<std::string> names;
+  for (const auto& f : *files) names.insert(f.name);
+  return names;
+}
+
+// The files under DATA/bundles, where the server writes the archives.
+std::size_t bundle_files_in(const std::filesystem::path& data) {
+  std::error_code ec;
+  if (!std::filesystem::exists(data / "bundles", ec)) return 0;
+  std::size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(data / "bundles")) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("POST /v1/bundles packages devices with their held keys, and its link serves the zip") {
+  Served s(true);
+  register_with_csr(s, "dev-1");
+  auto c = s.client(s.operator_token);
+  auto held = post_json(c, "/v1/devices", json{{"id", "dev-2"}});
+  REQUIRE(held->status == 201);
+  REQUIRE(s.store()->held_key("dev-2")->has_value());
+
+  auto r = post_json(c, "/v1/bundles", json{{"devices", {"dev-1", "dev-2"}}, {"link_ttl", "1h"}});
+  json created = body_of(r);
+  REQUIRE(r->status == 201);
+  REQUIRE(created["bundles"].size() == 1);
+  const json b = created["bundles"][0];
+  CHECK(b["devices"] == json::array({"dev-1", "dev-2"}));
+  CHECK(b["keys"] == 1);
+  REQUIRE(b["password"].is_string());
+  const std::string password = b["password"];
+  const auto zip = s.data() / "bundles" / (b["id"].get<std::string>() + ".zip");
+  REQUIRE(std::filesystem::exists(zip));
+  CHECK(sha256_hex(read_file(zip).value()).value() == b["sha256"]);
+  auto names = zip_entries(zip, password);
+  for (const char* name : {"dev-1/client.crt", "dev-2/client.crt", "dev-2/client.key"})
+    CHECK(names.contains(name));
+  CHECK_FALSE(names.contains("dev-1/client.key"));  // dev-1 keeps its own
+  // Packaged: the server's encrypted copy is gone, and the bundle is recorded.
+  CHECK_FALSE(s.store()->held_key("dev-2")->has_value());
+  CHECK(s.store()->get_bundle(b["id"].get<std::string>()).ok());
+  // The password is in the answer once, never in the log.
+  CHECK_FALSE(contains(s.log(), password));
+
+  // The link is the one-time download `bundle link` would have made.
+  REQUIRE(b["link"].is_string());
+  httplib::Client anyone("127.0.0.1", s.port);
+  auto download = anyone.Get(b["link"].get<std::string>().c_str());
+  REQUIRE(download);
+  CHECK(download->status == 200);
+  CHECK(download->body == read_file(zip).value());
+  check_error(anyone.Get(b["link"].get<std::string>().c_str()), 410, "gone");
+
+  // A password of the caller's own is used and not echoed; split makes one zip per device.
+  const std::string own = "correct-horse-battery-staple-42Q";
+  auto split = post_json(c, "/v1/bundles",
+                         json{{"devices", {"dev-1", "dev-2"}}, {"split", true}, {"password", own}});
+  json two = body_of(split);
+  REQUIRE(split->status == 201);
+  REQUIRE(two["bundles"].size() == 2);
+  for (const auto& one : two["bundles"]) {
+    CHECK(one["password"].is_null());
+    CHECK(one["link"].is_null());
+    CHECK(one["keys"] == 0);  // dev-2's key went into the first bundle and is gone
+    CHECK(zip_entries(s.data() / "bundles" / (one["id"].get<std::string>() + ".zip"), own)
+              .contains(one["devices"][0].get<std::string>() + "/client.crt"));
+  }
+  CHECK_FALSE(contains(split->body, own));
+}
+
+TEST_CASE("POST /v1/bundles refuses bad input, a reader and no token, and writes nothing then") {
+  Served s;  // without a hold passphrase
+  register_with_csr(s, "dev-1");
+  // A key held under a passphrase this server was not given.
+  REQUIRE(
+      onboardctl_in(s.data(),
+                    {"device", "register", "dev-held", "--hold-key", "--hold-passphrase-env", "P"},
+                    {{"P", kHoldPassphrase}})
+          .exit_code == 0);
+  const json good{{"devices", {"dev-1"}}};
+  httplib::Client anonymous("127.0.0.1", s.port);
+  check_error(post_json(anonymous, "/v1/bundles", good), 401, "unauthorized");
+  auto reader = s.client(s.reader_token);
+  check_error(post_json(reader, "/v1/bundles", good), 403, "forbidden");
+
+  auto c = s.client(s.operator_token);
+  check_error(post_json(c, "/v1/bundles", json::object()), 400, "invalid_input",
+              "give either devices");
+  check_error(post_json(c, "/v1/bundles", json{{"devices", "dev-1"}}), 400, "invalid_input",
+              "devices must be an array");
+  check_error(post_json(c, "/v1/bundles", json{{"devices", {"dev-1"}}, {"batch", "b"}}), 400,
+              "invalid_input", "give either devices");
+  // No request chooses where the server writes.
+  check_error(post_json(c, "/v1/bundles", json{{"devices", {"dev-1"}}, {"out", "/tmp/x.zip"}}), 400,
+              "invalid_input", "unknown field 'out'");
+  check_error(post_json(c, "/v1/bundles", json{{"devices", {"dev-1"}}, {"broker", "a;b"}}), 400,
+              "invalid_input");
+  check_error(post_json(c, "/v1/bundles", json{{"devices", {"dev-1"}}, {"link_ttl", "1y"}}), 400,
+              "invalid_input", "link_ttl");
+  check_error(
+      post_json(c, "/v1/bundles", json{{"devices", {"dev-1"}}, {"password", "password1234"}}), 400,
+      "invalid_input", "too weak");
+  check_error(post_json(c, "/v1/bundles",
+                        json{{"devices", {"dev-1"}}, {"password", std::string(2000, 'x')}}),
+              400, "invalid_input", "at most 1024 bytes");
+  check_error(post_json(c, "/v1/bundles", json{{"devices", {"dev-1", "dev-1"}}}), 400,
+              "invalid_input", "named twice");
+  check_error(post_json(c, "/v1/bundles", json{{"devices", {"dev-9"}}}), 404, "not_found");
+  check_error(post_json(c, "/v1/bundles", json{{"batch", "batch-none"}}), 404, "not_found");
+  check_error(post_json(c, "/v1/bundles", json{{"devices", {"dev-1", "dev-held"}}}), 409,
+              "conflict", "hold passphrase");
+  REQUIRE(c.Patch("/v1/devices/dev-1", json{{"status", "disabled"}}.dump(), "application/json")
+              ->status == 200);
+  check_error(post_json(c, "/v1/bundles", good), 409, "conflict", "disabled");
+  CHECK(bundle_files_in(s.data()) == 0);
+  CHECK(s.store()->held_key("dev-held")->has_value());
+
+  // The positive control: the same device, enabled again, is packaged.
+  REQUIRE(
+      c.Patch("/v1/devices/dev-1", json{{"status", "active"}}.dump(), "application/json")->status ==
+      200);
+  auto ok = post_json(c, "/v1/bundles", good);
+  REQUIRE(ok);
+  CHECK(ok->status == 201);
+  CHECK(bundle_files_in(s.data()) == 1);
+}
+
+TEST_CASE("POST /v1/batches registers rows into a batch that POST /v1/bundles then packages") {
+  Served s(true);
+  auto c = s.client(s.operator_token);
+  auto r = post_json(c, "/v1/batches",
+                     json{{"devices",
+                           {{{"name", "dev-a"}, {"type", "temp"}, {"csr", device_csr("dev-a")}},
+                            {{"name", "Dev B"}, {"id", "dev-b"}, {"location", "roof"}}}}});
+  json made = body_of(r);
+  REQUIRE(r->status == 201);
+  const std::string batch = made["batch"];
+  CHECK(batch.starts_with("batch-"));
+  CHECK(made["extended"] == false);
+  CHECK(made["registered"] == json::array({"dev-a", "dev-b"}));
+  CHECK(made["keys_held"] == 1);
+  CHECK(made["skipped"] == 0);
+  auto store = s.store();
+  auto recorded = store->get_batch(batch);
+  REQUIRE(recorded.ok());
+  REQUIRE(recorded->devices.size() == 2);
+  CHECK(recorded->devices[0].line == 1);
+  CHECK(store->get_device("dev-b")->name == "Dev B");
+  CHECK(store->get_device("dev-b")->location == "roof");
+  CHECK(store->held_key("dev-b")->has_value());
+  CHECK_FALSE(store->held_key("dev-a")->has_value());
+
+  // The batch is extended; a device registered already is left out when asked.
+  auto more = post_json(c, "/v1/batches",
+                        json{{"batch", batch},
+                             {"skip_existing", true},
+                             {"devices", {{{"name", "dev-a"}}, {{"name", "dev-c"}}}}});
+  json extended = body_of(more);
+  REQUIRE(more->status == 201);
+  CHECK(extended["batch"] == batch);
+  CHECK(extended["extended"] == true);
+  CHECK(extended["registered"] == json::array({"dev-c"}));
+  CHECK(extended["skipped"] == 1);
+
+  auto packed = post_json(c, "/v1/bundles", json{{"batch", batch}});
+  json bundles = body_of(packed);
+  REQUIRE(packed->status == 201);
+  REQUIRE(bundles["bundles"].size() == 1);
+  CHECK(bundles["bundles"][0]["devices"] == json::array({"dev-a", "dev-b", "dev-c"}));
+  CHECK(bundles["bundles"][0]["keys"] == 2);
+}
+
+TEST_CASE("POST /v1/batches reports every bad row and registers nothing, and refuses a reader") {
+  Served s;  // without a hold passphrase
+  const json good{{"devices", {{{"name", "ok-1"}, {"csr", device_csr("ok-1")}}}}};
+  httplib::Client anonymous("127.0.0.1", s.port);
+  check_error(post_json(anonymous, "/v1/batches", good), 401, "unauthorized");
+  auto reader = s.client(s.reader_token);
+  check_error(post_json(reader, "/v1/batches", good), 403, "forbidden");
+
+  auto c = s.client(s.operator_token);
+  auto bad = post_json(c, "/v1/batches",
+                       json{{"devices",
+                             {{{"name", "ok-1"}, {"csr", device_csr("ok-1")}},
+                              {{"name", "not an id!"}, {"csr", device_csr("x")}, {"id", "y"}},
+                              {{"name", "bell\x07"}},
+                              {{"name", "ok-1"}, {"csr", device_csr("ok-1")}}}}});
+  check_error(bad, 400, "invalid_input", "3 problem(s)");
+  json problems = body_of(bad)["problems"];
+  REQUIRE(problems.size() == 3);
+  CHECK(contains(problems[0], "devices[1]: the CSR's CN is 'x'"));
+  CHECK(problems[1].get<std::string>().starts_with("devices[2]: name"));
+  CHECK(contains(problems[2], "devices[3]: device ok-1 appears twice"));
+  CHECK(s.store()->get_device("ok-1").error().code == Errc::not_found);
+
+  check_error(post_json(c, "/v1/batches", json{{"devices", json::array()}}), 400, "invalid_input");
+  // The server reads no file a client names.
+  check_error(post_json(c, "/v1/batches",
+                        json{{"devices", {{{"name", "a"}, {"csr_path", "/etc/passwd"}}}}}),
+              400, "invalid_input", "unknown field 'csr_path'");
+  check_error(post_json(c, "/v1/batches", json{{"batch", "../x"}, {"devices", {{{"name", "a"}}}}}),
+              400, "invalid_input", "batch:");
+  check_error(post_json(c, "/v1/batches", json{{"days", 0}, {"devices", {{{"name", "a"}}}}}), 400,
+              "invalid_input", "days");
+  // A row without a CSR needs a key the server holds, which this one cannot.
+  check_error(post_json(c, "/v1/batches", json{{"devices", {{{"name", "a"}}}}}), 409,
+              "cannot_hold_keys");
+  CHECK(s.store()->get_device("a").error().code == Errc::not_found);
+
+  // The positive control: the good row alone is registered.
+  auto ok = post_json(c, "/v1/batches", good);
+  REQUIRE(ok);
+  CHECK(ok->status == 201);
+  CHECK(s.store()->get_device("ok-1").ok());
 }

@@ -1,0 +1,461 @@
+#include "cli/commands.h"
+
+#include <iostream>
+#include <memory>
+#include <system_error>
+
+#include "ca/authority.h"
+#include "ca/crl.h"
+#include "ca/csr.h"
+#include "ca/verify.h"
+#include "cli/table.h"
+#include "core/files.h"
+#include "core/identity.h"
+#include "ops/credentials.h"
+#include "ops/operations.h"
+#include "ops/views.h"
+#include "ops/workspace.h"
+#include "registry/model.h"
+
+namespace onboard::cli {
+namespace {
+
+constexpr UnixTime kDay = 86400;
+
+std::string key_alg_help(const char* what, const char* default_alg) {
+  return std::string("Key algorithm of ") + what + ": " + std::string(ca::kKeyAlgNames) +
+         " (default " + default_alg + ")";
+}
+
+Result<ca::Authority> open_signing_ca(const GlobalOptions& global, const PassphraseSource& source) {
+  return cli::open_signing_ca(data_dir(global), source);
+}
+
+// The registry the CA records what it signs in, opened before anything is signed: every
+// certificate the CA signs is recorded, so that it can be listed and revoked (and so reach the
+// CRL). Without a registry nothing is signed.
+Result<std::unique_ptr<registry::Store>> open_ca_registry(const ops::Workspace& ws) {
+  auto store = ops::open_registry(ws);
+  if (!store.ok()) {
+    Error e = std::move(store).error();
+    e.message = "the CA records every certificate it signs in the registry: " + e.message;
+    return e;
+  }
+  return store;
+}
+
+// A key made here (0600) and its certificate (0644), both or neither, then the certificate's
+// record: when the record cannot be written, the files are taken back, so no certificate leaves
+// this command unrecorded.
+Status hand_out_and_record(registry::Store& store, registry::CertificateKind kind,
+                           const ca::IssuedCertificate& issued,
+                           const std::filesystem::path& cert_path,
+                           const std::filesystem::path* key_path, const Secret* key_pem,
+                           bool force) {
+  std::vector<ops::OutputFile> files;
+  if (key_path != nullptr) files.push_back({*key_path, Secret(key_pem->view()), 0600});
+  files.push_back({cert_path, Secret(issued.pem), 0644});
+  ops::CredentialWriter writer;
+  ONBOARD_CHECK(writer.write(std::move(files), force));
+  auto recorded = ops::record_issued(store, kind, issued, ops::make_actor());
+  if (!recorded.ok()) {
+    writer.undo();
+    Error e = std::move(recorded).error();
+    e.message = "the certificate could not be recorded, so it was not handed out: " + e.message;
+    return e;
+  }
+  return ok_status();
+}
+
+void print_issued(const ca::IssuedCertificate& issued, const std::filesystem::path& cert_path,
+                  registry::CertificateKind kind) {
+  std::cout << "issued " << issued.info.subject_cn << "\n"
+            << "  recorded     kind " << to_string(kind)
+            << (kind == registry::CertificateKind::other ? " (not a device: cannot connect)" : "")
+            << "\n"
+            << "  serial       " << issued.info.serial_hex << "\n"
+            << "  fingerprint  sha256:" << issued.info.sha256_fingerprint << "\n"
+            << "  key          " << issued.info.key << "\n"
+            << "  certificate  " << cert_path.string() << "\n";
+}
+
+void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string key_alg = "rsa3072", intermediate_key_alg = "rsa3072";
+    ca::CaInitOptions init;
+    PassphraseSource passphrase;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd =
+      ca.add_subcommand("init", "Create the root CA (and optionally an issuing intermediate)");
+  cmd->add_option("--key-alg", opts->key_alg, key_alg_help("the root CA key", "rsa3072"));
+  cmd->add_option("--name", opts->init.common_name, "Common name of the root CA")
+      ->capture_default_str();
+  cmd->add_option("--org", opts->init.organization, "Organization (O) in the CA subjects");
+  cmd->add_option("--days", opts->init.root_days, "Validity of the root CA in days")
+      ->capture_default_str();
+  cmd->add_flag(
+      "--intermediate", opts->init.intermediate,
+      "Also create an issuing CA signed by the root; it signs devices and servers, so the "
+      "root key can be kept offline");
+  cmd->add_option("--intermediate-key-alg", opts->intermediate_key_alg,
+                  key_alg_help("the issuing CA key", "rsa3072"));
+  cmd->add_option("--intermediate-days", opts->init.intermediate_days,
+                  "Validity of the issuing CA in days")
+      ->capture_default_str();
+  cmd->add_option(
+      "--crl-url", opts->init.crl_url,
+      "CRL distribution point URL written into every certificate issued (http or https)");
+  cmd->add_option("--root-crl-url", opts->init.root_crl_url,
+                  "With --intermediate: where the root's own CRL is published, written into the "
+                  "intermediate's certificate (default: --crl-url with its last path segment "
+                  "replaced by root-crl)");
+  opts->passphrase.add_to(*cmd, "the new CA keys (they are encrypted when given)");
+  cmd->callback([&global, &exit_code, opts] {
+    exit_code = run_action([&]() -> Result<int> {
+      ONBOARD_TRY(opts->init.root_key_alg, ops::key_alg_option(opts->key_alg));
+      ONBOARD_TRY(opts->init.intermediate_key_alg, ops::key_alg_option(opts->intermediate_key_alg));
+      ONBOARD_TRY(auto passphrase, opts->passphrase.read());
+      opts->init.passphrase = passphrase ? &*passphrase : nullptr;
+      const auto dir = data_dir(global);
+      ONBOARD_TRY(auto authority, ca::Authority::create(dir, opts->init, unix_now()));
+      auto root = ca::describe_certificate(authority.root());
+      std::cout << "created root CA " << root.subject << " (" << root.key << ") in "
+                << authority.paths().dir.string() << "\n";
+      if (authority.has_intermediate()) {
+        auto issuing = ca::describe_certificate(authority.issuer());
+        std::cout << "created issuing CA " << issuing.subject << " (" << issuing.key << ")\n";
+        // The root signed it: recorded so that it can be revoked on the root's CRL. Without a
+        // registry yet, 'onboardctl init' records it when it creates one.
+        const ops::Workspace ws(dir);
+        if (std::filesystem::exists(ws.registry)) {
+          ONBOARD_TRY(auto store, ops::open_registry(ws));
+          ONBOARD_CHECK(ops::record_intermediate(*store, authority));
+        }
+      }
+      std::cout << "trust chain: " << authority.paths().root_cert.string() << "\n";
+      return kExitOk;
+    });
+  });
+}
+
+void add_cert(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  auto* cmd =
+      ca.add_subcommand("cert", "Print the CA chain (PEM) that the broker and clients trust");
+  cmd->callback([&global, &exit_code] {
+    exit_code = run_action([&]() -> Result<int> {
+      ONBOARD_TRY(auto authority, ca::Authority::open(data_dir(global)));
+      std::cout << authority.chain_pem();
+      return kExitOk;
+    });
+  });
+}
+
+void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string csr, device, key_alg = "rsa2048", cert_out, key_out;
+    int days = 365;
+    bool force = false;
+    PassphraseSource passphrase;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = ca.add_subcommand(
+      "issue",
+      "Issue a client certificate outside the device registry, from a CSR (--csr) or with a key "
+      "made here (--device); it is recorded (kind other) and revocable, but cannot connect to the "
+      "broker: register devices with 'device register'");
+  auto* csr =
+      cmd->add_option("--csr", opts->csr, "PEM CSR made by the device; its CN is the device id");
+  auto* device = cmd->add_option("--device", opts->device, "Device id, when the key is made here");
+  csr->excludes(device);
+  cmd->add_option("--key-alg", opts->key_alg, key_alg_help("a key made here", "rsa2048"));
+  cmd->add_option("--cert-out", opts->cert_out, "Where to write the certificate (PEM)")->required();
+  cmd->add_option("--key-out", opts->key_out,
+                  "Where to write a key made here (PKCS#8 PEM, mode 0600)");
+  cmd->add_option("--days", opts->days, "Validity in days")->capture_default_str();
+  cmd->add_flag("--force", opts->force, "Replace existing output files");
+  opts->passphrase.add_to(*cmd, "the CA key");
+  cmd->callback([&global, &exit_code, opts] {
+    exit_code = run_action([&]() -> Result<int> {
+      if (opts->csr.empty() == opts->device.empty()) {
+        return make_error(Errc::invalid_input, "give either --csr FILE or --device ID");
+      }
+      if (!opts->csr.empty() && !opts->key_out.empty()) {
+        return make_error(Errc::invalid_input,
+                          "--key-out goes with --device: with --csr the key stays on the device");
+      }
+      if (!opts->device.empty() && opts->key_out.empty()) {
+        return make_error(Errc::invalid_input,
+                          "--device makes a key here; say where it goes with --key-out FILE");
+      }
+      ONBOARD_CHECK(ops::check_validity_days(opts->days));
+      ONBOARD_TRY(ca::KeyAlg alg, ops::key_alg_option(opts->key_alg));
+
+      ossl::Ptr<EVP_PKEY> key;  // set when the key is made here
+      ossl::Ptr<EVP_PKEY> public_key;
+      std::string device_id;
+      if (!opts->csr.empty()) {
+        ONBOARD_TRY(std::string pem, read_file(opts->csr, 1 << 20));
+        auto checked = ca::read_device_csr(pem);
+        if (!checked.ok()) {
+          return make_error(checked.error().code, opts->csr + ": " + checked.error().message);
+        }
+        device_id = checked->device_id;
+        public_key = std::move(checked->public_key);
+      } else {
+        if (auto problem = device_id_problem(opts->device))
+          return make_error(Errc::invalid_input, *problem);
+        device_id = opts->device;
+      }
+      const ops::Workspace ws(data_dir(global));
+      ONBOARD_TRY(auto store, open_ca_registry(ws));
+      ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
+      if (!opts->device.empty()) {
+        ONBOARD_TRY(key, ca::generate_key(alg));
+      }
+
+      ca::CertificateRequest request;
+      request.profile = ca::Profile::device;
+      request.common_name = device_id;
+      request.public_key = key ? key.get() : public_key.get();
+      const UnixTime now = unix_now();
+      request.not_before = now - 300;
+      request.not_after = now + opts->days * kDay;
+      ONBOARD_TRY(auto issued, authority.issue(std::move(request)));
+
+      std::filesystem::path key_path = opts->key_out;
+      // Recorded as `other`, never as a device's certificate: it was not registered, so it
+      // cannot connect to the broker even when its CN is a registered device's id.
+      if (key) {
+        ONBOARD_TRY(Secret key_pem, ca::private_key_to_pem(key.get()));
+        ONBOARD_CHECK(hand_out_and_record(*store, registry::CertificateKind::other, issued,
+                                          opts->cert_out, &key_path, &key_pem, opts->force));
+      } else {
+        ONBOARD_CHECK(hand_out_and_record(*store, registry::CertificateKind::other, issued,
+                                          opts->cert_out, nullptr, nullptr, opts->force));
+      }
+      print_issued(issued, opts->cert_out, registry::CertificateKind::other);
+      if (key) std::cout << "  private key  " << key_path.string() << " (0600)\n";
+      return kExitOk;
+    });
+  });
+}
+
+void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::vector<std::string> dns, ip;
+    std::string key_alg = "rsa2048", cert_out, key_out, name;
+    int days = 825;
+    bool force = false;
+    PassphraseSource passphrase;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd =
+      ca.add_subcommand("issue-server",
+                        "Issue the broker's TLS server certificate and key; it is recorded (kind "
+                        "server) and revocable");
+  cmd->add_option("--dns", opts->dns, "DNS name the broker is reached by (repeatable)");
+  cmd->add_option("--ip", opts->ip, "IP address the broker is reached by (repeatable)");
+  cmd->add_option("--name", opts->name, "Subject common name (default: the first DNS name or IP)");
+  cmd->add_option("--key-alg", opts->key_alg, key_alg_help("the server key", "rsa2048"));
+  cmd->add_option("--cert-out", opts->cert_out, "Where to write the certificate (PEM)")->required();
+  cmd->add_option("--key-out", opts->key_out, "Where to write the key (PKCS#8 PEM, mode 0600)")
+      ->required();
+  cmd->add_option("--days", opts->days, "Validity in days")->capture_default_str();
+  cmd->add_flag("--force", opts->force, "Replace existing output files");
+  opts->passphrase.add_to(*cmd, "the CA key");
+  cmd->callback([&global, &exit_code, opts] {
+    exit_code = run_action([&]() -> Result<int> {
+      if (opts->dns.empty() && opts->ip.empty()) {
+        return make_error(Errc::invalid_input, "give at least one --dns NAME or --ip ADDRESS");
+      }
+      for (const auto& d : opts->dns) {
+        if (auto problem = ca::dns_name_problem(d))
+          return make_error(Errc::invalid_input, *problem);
+      }
+      for (const auto& i : opts->ip) {
+        if (auto problem = ca::ip_address_problem(i))
+          return make_error(Errc::invalid_input, *problem);
+      }
+      ONBOARD_CHECK(ops::check_validity_days(opts->days));
+      ONBOARD_TRY(ca::KeyAlg alg, ops::key_alg_option(opts->key_alg));
+      const ops::Workspace ws(data_dir(global));
+      ONBOARD_TRY(auto store, open_ca_registry(ws));
+      ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
+      ONBOARD_TRY(auto key, ca::generate_key(alg));
+
+      ca::CertificateRequest request;
+      request.profile = ca::Profile::server;
+      request.common_name = !opts->name.empty()  ? opts->name
+                            : !opts->dns.empty() ? opts->dns.front()
+                                                 : opts->ip.front();
+      request.public_key = key.get();
+      request.dns_names = opts->dns;
+      request.ip_addresses = opts->ip;
+      const UnixTime now = unix_now();
+      request.not_before = now - 300;
+      request.not_after = now + opts->days * kDay;
+      ONBOARD_TRY(auto issued, authority.issue(std::move(request)));
+      ONBOARD_TRY(Secret key_pem, ca::private_key_to_pem(key.get()));
+      std::filesystem::path key_path = opts->key_out;
+      ONBOARD_CHECK(hand_out_and_record(*store, registry::CertificateKind::server, issued,
+                                        opts->cert_out, &key_path, &key_pem, opts->force));
+      print_issued(issued, opts->cert_out, registry::CertificateKind::server);
+      std::cout << "  private key  " << key_path.string() << " (0600)\n";
+      return kExitOk;
+    });
+  });
+}
+
+void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string cert, crl;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd =
+      ca.add_subcommand("verify", "Check a certificate against this CA, as a relying party would");
+  cmd->add_option("CERT", opts->cert, "PEM certificate to check")->required();
+  cmd->add_option("--crl", opts->crl, "Also check revocation against this PEM CRL");
+  cmd->callback([&global, &exit_code, opts] {
+    exit_code = run_action([&]() -> Result<int> {
+      ONBOARD_TRY(auto authority, ca::Authority::open(data_dir(global)));
+      ONBOARD_TRY(std::string pem, read_file(opts->cert, 1 << 20));
+      ONBOARD_TRY(auto cert, ca::certificate_from_pem(pem));
+      std::vector<X509*> intermediates;
+      if (authority.has_intermediate())
+        intermediates.push_back(const_cast<X509*>(authority.issuer()));
+      std::vector<X509*> roots{const_cast<X509*>(authority.root())};
+      ossl::Ptr<X509_CRL> crl;
+      std::vector<X509_CRL*> crls;
+      if (!opts->crl.empty()) {
+        ONBOARD_TRY(std::string crl_pem, read_file(opts->crl));
+        ONBOARD_TRY(crl, ca::crl_from_pem(crl_pem));
+        crls.push_back(crl.get());
+      }
+      ca::VerifyOptions options;
+      options.check_crl = crl != nullptr;
+      auto outcome = ca::verify_certificate(cert.get(), intermediates, roots, crls, options);
+      auto info = ca::describe_certificate(cert.get());
+      if (!outcome.ok()) {
+        return make_error(Errc::invalid_input, opts->cert + ": " + info.subject_cn + " (serial " +
+                                                   info.serial_hex + "): " + outcome.message);
+      }
+      std::cout << opts->cert << ": OK (" << info.subject_cn << ", serial " << info.serial_hex
+                << ")\n";
+      return kExitOk;
+    });
+  });
+}
+
+void add_list(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string kind, status;
+    bool json_out = false;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = ca.add_subcommand(
+      "list",
+      "List every certificate the CA signed and recorded, oldest first: devices', "
+      "servers' and others'");
+  cmd->add_option("--kind", opts->kind, "Only this kind: device, server or other");
+  cmd->add_option("--status", opts->status, "Only this status: active or revoked");
+  cmd->add_flag("--json", opts->json_out, "Print JSON, with each certificate's PEM");
+  on_run(cmd, global, exit_code, [opts](const ops::Workspace& ws) -> Result<int> {
+    ONBOARD_TRY(auto filter, ops::certificate_filter(opts->kind, opts->status));
+    ONBOARD_TRY(auto store, ops::open_registry(ws));
+    ONBOARD_TRY(auto certs, ops::list_all_certificates(*store, filter));
+    if (opts->json_out) {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& c : certs) {
+        auto j = ops::certificate_json(c, true);
+        j["kind"] = std::string(to_string(c.kind));
+        j["device"] = c.device_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(c.device_id);
+        out.push_back(std::move(j));
+      }
+      std::cout << out.dump(2) << "\n";
+      return kExitOk;
+    }
+    Table table({"SERIAL", "KIND", "STATUS", "SUBJECT", "NOT AFTER", "DEVICE"});
+    for (const auto& c : certs) {
+      std::string status(to_string(c.status));
+      if (c.revocation_reason)
+        status += " (" + std::string(revocation_reason_name(*c.revocation_reason)) + ")";
+      table.add({c.serial_hex, std::string(to_string(c.kind)), status, c.subject,
+                 iso_time(c.not_after), c.device_id.empty() ? "-" : c.device_id});
+    }
+    table.print(std::cout);
+    return kExitOk;
+  });
+}
+
+void add_revoke(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string name, reason = "unspecified";
+    PassphraseSource passphrase;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = ca.add_subcommand(
+      "revoke",
+      "Revoke one certificate of any kind (final) and rewrite the CRL; a device's certificate is "
+      "refused at connect from then on, its device keeps its status");
+  cmd->add_option("CERT", opts->name,
+                  "The certificate's serial or SHA-256 fingerprint (as 'ca list' shows them)")
+      ->required();
+  cmd->add_option("--reason", opts->reason, std::string(kRevocationReasonNames))
+      ->capture_default_str();
+  opts->passphrase.add_to(*cmd, "the CA key (to sign the CRL)");
+  on_run(cmd, global, exit_code, [opts](const ops::Workspace& ws) -> Result<int> {
+    auto reason = parse_revocation_reason(opts->reason);
+    if (!reason) {
+      return make_error(Errc::invalid_input,
+                        "--reason must be one of " + std::string(kRevocationReasonNames));
+    }
+    ONBOARD_TRY(auto store, ops::open_registry(ws));
+    ONBOARD_TRY(auto passphrase, opts->passphrase.read());
+    ONBOARD_TRY(auto authority,
+                ca::Authority::open(ws.dir));  // before revoking: the CRL must follow
+    ONBOARD_CHECK(authority.load_signing_key(passphrase ? &*passphrase : nullptr));
+    ONBOARD_TRY(auto revoked, ops::revoke_certificate(*store, authority, ws.crl, opts->name,
+                                                      *reason, ops::make_actor()));
+    const auto& cert = revoked.outcome.certificate;
+    const std::string what = std::string(to_string(cert.kind)) + " certificate " + cert.serial_hex +
+                             " (" + cert.subject + ")";
+    if (revoked.outcome.already_revoked) {
+      std::cout << what << " was already revoked\n";
+      return kExitOk;
+    }
+    std::cout << "revoked " << what << "\n";
+    if (revoked.crl_number) {
+      std::cout << "CRL " << *revoked.crl_number << " written to " << ws.crl.string() << "\n";
+    }
+    if (revoked.needs_root_crl) {
+      auto number = ops::write_root_crl(*store, authority, ws, passphrase ? &*passphrase : nullptr);
+      if (!number.ok()) {
+        return make_error(
+            number.error().code,
+            "revoked in the registry, but the root CRL was not written: " + number.error().message +
+                "; run 'onboardctl crl' where the root key is");
+      }
+      std::cout << "root CRL " << number->value_or(0) << " written to " << ws.root_crl.string()
+                << "\n";
+    }
+    return kExitOk;
+  });
+}
+
+}  // namespace
+
+void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
+  auto* ca = app.add_subcommand(
+      "ca", "The certificate authority: create it, issue, list, revoke and verify certificates");
+  ca->require_subcommand(1);
+  add_init(*ca, global, exit_code);
+  add_cert(*ca, global, exit_code);
+  add_issue(*ca, global, exit_code);
+  add_issue_server(*ca, global, exit_code);
+  add_list(*ca, global, exit_code);
+  add_revoke(*ca, global, exit_code);
+  add_verify(*ca, global, exit_code);
+}
+
+}  // namespace onboard::cli

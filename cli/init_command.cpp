@@ -1,0 +1,164 @@
+#include "cli/commands.h"
+
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <system_error>
+
+#include "ca/authority.h"
+#include "core/files.h"
+#include "ops/credentials.h"
+#include "ops/workspace.h"
+#include "registry/acl.h"
+#include "registry/sqlite_store.h"
+
+namespace onboard::cli {
+namespace {
+
+using nlohmann::json;
+using registry::Store;
+
+Status set_group_access(const std::filesystem::path& path, gid_t gid, mode_t mode) {
+  if (::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0 || ::chmod(path.c_str(), mode) != 0) {
+    return make_error(
+        Errc::io, "cannot set the group or mode of " + path.string() + ": " + std::strerror(errno));
+  }
+  return ok_status();
+}
+
+// The broker opens the registry after dropping its privileges, as a member of the group that
+// owns the data directory: every folder above it must let that group (or everyone) through, or
+// the broker cannot start. Returns the first folder that does not, walking down from `/`.
+std::optional<std::filesystem::path> unsearchable_ancestor(const std::filesystem::path& dir,
+                                                           gid_t gid) {
+  std::filesystem::path prefix;
+  for (const auto& part : std::filesystem::absolute(dir).lexically_normal().parent_path()) {
+    prefix /= part;
+    struct stat st {};
+    if (::stat(prefix.c_str(), &st) != 0) return prefix;
+    const bool passes = (st.st_mode & S_IXOTH) != 0 || (st.st_gid == gid && (st.st_mode & S_IXGRP));
+    if (!passes) return prefix;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+// ---- init ------------------------------------------------------------------------------------
+
+void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string group = "mosquitto", key_alg = "rsa3072";
+    bool no_group = false;
+    ca::CaInitOptions ca;
+    PassphraseSource passphrase;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd =
+      app.add_subcommand("init", "Create the data directory: registry, CA and an empty CRL");
+  cmd->add_option("--group", o->group,
+                  "Group that may read the registry (the broker's user is in it); the directory is "
+                  "made setgid "
+                  "and group-writable, because an SQLite WAL reader must create the -shm file")
+      ->capture_default_str();
+  cmd->add_flag("--no-group", o->no_group,
+                "Keep everything private to the operator (the broker cannot read it)");
+  cmd->add_option("--key-alg", o->key_alg,
+                  "CA key algorithm: " + std::string(ca::kKeyAlgNames) + " (default rsa3072)");
+  cmd->add_flag("--intermediate", o->ca.intermediate,
+                "Also create an issuing CA (the root key can then go offline)");
+  cmd->add_option("--crl-url", o->ca.crl_url,
+                  "CRL distribution point URL written into issued certificates");
+  cmd->add_option("--root-crl-url", o->ca.root_crl_url,
+                  "With --intermediate: where the root's own CRL is published, written into the "
+                  "intermediate's certificate (default: --crl-url with its last path segment "
+                  "replaced by root-crl, as 'onboardctl serve' publishes it)");
+  cmd->add_option("--org", o->ca.organization, "Organization (O) in the CA subjects");
+  o->passphrase.add_to(*cmd, "the new CA keys");
+  on_run(cmd, global, exit_code, [o](const ops::Workspace& ws) -> Result<int> {
+    if (std::filesystem::exists(ws.registry)) {
+      return make_error(Errc::conflict, "a registry already exists in " + ws.dir.string() +
+                                            "; refusing to touch it");
+    }
+    ONBOARD_TRY(o->ca.root_key_alg, ops::key_alg_option(o->key_alg));
+    o->ca.intermediate_key_alg = o->ca.root_key_alg;
+    std::optional<gid_t> gid;
+    if (!o->no_group) {
+      const group* g = ::getgrnam(o->group.c_str());
+      if (g == nullptr) {
+        return make_error(
+            Errc::not_found,
+            "group '" + o->group +
+                "' does not exist; create it, choose another with --group, or pass --no-group");
+      }
+      gid = g->gr_gid;
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(ws.dir, ec);
+    if (ec) return make_error(Errc::io, "cannot create " + ws.dir.string() + ": " + ec.message());
+    if (gid)
+      ONBOARD_CHECK(set_group_access(ws.dir, *gid, 02770));
+    else
+      ::chmod(ws.dir.c_str(), 0700);
+
+    bool made_ca = false;
+    if (!std::filesystem::exists(ca::CaPaths(ws.dir).root_cert)) {
+      ONBOARD_TRY(auto passphrase, o->passphrase.read());
+      o->ca.passphrase = passphrase ? &*passphrase : nullptr;
+      ONBOARD_TRY(auto created, ca::Authority::create(ws.dir, o->ca, unix_now()));
+      (void)created;
+      made_ca = true;
+    }
+    ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
+    ca::CaPaths paths(ws.dir);
+    ONBOARD_CHECK(
+        write_file_atomic(paths.dir / "chain.pem", ca.chain_pem(), 0644, Overwrite::replace));
+    if (gid) ONBOARD_CHECK(set_group_access(paths.dir, *gid, 0750));
+
+    ONBOARD_TRY(auto store,
+                registry::open_sqlite_store(ws.registry, registry::OpenMode::read_write));
+    if (gid) ONBOARD_CHECK(set_group_access(ws.registry, *gid, 0660));
+    ONBOARD_TRY(std::uint64_t crl_number, ops::write_crl(*store, ca, ws.crl));
+    ONBOARD_CHECK(ops::record_intermediate(*store, ca));
+    std::string root_crl_line;
+    if (ca.has_intermediate()) {
+      ONBOARD_TRY(auto passphrase, o->passphrase.read());
+      auto root_number = ops::write_root_crl(*store, ca, ws, passphrase ? &*passphrase : nullptr);
+      if (root_number.ok()) {
+        root_crl_line = "  root CRL  " + ws.root_crl.string() + " (number " +
+                        std::to_string(root_number->value_or(0)) + ")\n";
+      } else if (root_number.error().code == Errc::not_found) {
+        root_crl_line = "  root CRL  not written: " + root_number.error().message + "\n";
+      } else {
+        return std::move(root_number).error();
+      }
+    }
+    std::cout << "initialised " << ws.dir.string() << "\n"
+              << "  registry  " << ws.registry.string() << "\n"
+              << "  CA        " << paths.dir.string() << (made_ca ? " (new)" : " (existing)")
+              << "\n"
+              << "  chain     " << (paths.dir / "chain.pem").string() << "\n"
+              << "  CRL       " << ws.crl.string() << " (number " << crl_number << ")\n"
+              << root_crl_line << "  access    "
+              << (gid ? "group " + o->group + " may read the registry, certificates and CRL"
+                      : std::string("operator only"))
+              << "\n";
+    if (gid) {
+      if (auto blocked = unsearchable_ancestor(ws.dir, *gid)) {
+        std::cerr << "warning: group " << o->group << " cannot reach " << ws.dir.string() << ": "
+                  << blocked->string() << " is not searchable by it, so a broker running as a "
+                  << "member of that group cannot open the registry (chmod o+x "
+                  << blocked->string() << ", or choose another data directory)\n";
+      }
+    }
+    return kExitOk;
+  });
+}
+
+}  // namespace onboard::cli

@@ -1,0 +1,99 @@
+#include "cli/commands.h"
+
+#include <charconv>
+#include <iostream>
+#include <memory>
+
+#include "ops/credentials.h"
+#include "ops/operations.h"
+#include "ops/workspace.h"
+#include "rest/server.h"
+
+namespace onboard::cli {
+namespace {
+
+// "HOST:PORT", "[v6]:PORT" or ":PORT"; the port 0 to 65535 (0: any free port).
+Status parse_listen(const std::string& text, rest::ServeOptions& options) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos)
+    return make_error(Errc::invalid_input, "--listen must be HOST:PORT, e.g. 127.0.0.1:8443");
+  std::string host = text.substr(0, colon);
+  const std::string port_text = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  int port = -1;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 0 || port > 65535)
+    return make_error(Errc::invalid_input, "--listen: the port must be 0 to 65535");
+  options.host = host.empty() ? "127.0.0.1" : host;
+  options.port = port;
+  return ok_status();
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string listen = "127.0.0.1:8443";
+    rest::ServeOptions server;
+    PassphraseSource passphrase;
+    PassphraseSource hold_passphrase{"hold-passphrase"};
+    bool list_routes = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "serve",
+      "Serve the REST API (bearer tokens from 'onboardctl token create'), the CRL and one-time "
+      "bundle links until SIGTERM/SIGINT");
+  cmd->add_option("--listen", o->listen,
+                  "Address and port. The default is loopback only; binding any other address "
+                  "(e.g. 0.0.0.0:8443) exposes the API to the network: use --tls-cert/--tls-key "
+                  "then")
+      ->capture_default_str();
+  cmd->add_option("--threads", o->server.threads,
+                  "Worker threads; each open keep-alive connection holds one")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--max-body", o->server.max_body_bytes,
+                  "Largest request body in bytes (larger: 413)")
+      ->capture_default_str()
+      ->check(CLI::Range(1024, 16 * 1024 * 1024));
+  auto* cert_opt = cmd->add_option("--tls-cert", o->server.tls_cert,
+                                   "Serve HTTPS with this certificate chain (PEM)");
+  auto* key_opt =
+      cmd->add_option("--tls-key", o->server.tls_key, "The TLS key (PEM, unencrypted, 0600)");
+  auto* client_ca_opt = cmd->add_option(
+      "--client-ca", o->server.client_ca,
+      "Also accept operators by client certificate: CA certificates (PEM, e.g. DATA_DIR/ca/"
+      "chain.pem) to verify them against; bind a certificate with 'token create --client-cert'");
+  cert_opt->needs(key_opt);
+  key_opt->needs(cert_opt);
+  client_ca_opt->needs(cert_opt);
+  o->passphrase.add_to(*cmd, "the CA key (read once, at start)");
+  o->hold_passphrase.add_to(
+      *cmd,
+      "device keys the server makes for requests without a CSR; they are kept encrypted until "
+      "bundled. Without it such requests are refused");
+  cmd->add_flag("--list-routes", o->list_routes, "Print the routes served, one per line, and exit");
+  cmd->callback([o, &global, &exit_code] {
+    exit_code = run_action([&]() -> Result<int> {
+      if (o->list_routes) {
+        for (const auto& route : rest::routes())
+          std::cout << route.method << " " << route.path << "\n";
+        return kExitOk;
+      }
+      ONBOARD_CHECK(parse_listen(o->listen, o->server));
+      const ops::Workspace ws(data_dir(global));
+      ONBOARD_TRY(auto hold, o->hold_passphrase.read());
+      if (hold) {
+        if (auto problem = ops::hold_passphrase_problem(*hold))
+          return make_error(Errc::invalid_input, "hold passphrase: " + *problem);
+      }
+      ONBOARD_TRY(auto ca, open_signing_ca(ws.dir, o->passphrase));
+      ONBOARD_CHECK(rest::serve(ws, std::move(ca), std::move(hold), o->server));
+      return kExitOk;
+    });
+  });
+}
+
+}  // namespace onboard::cli

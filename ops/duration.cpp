@@ -1,0 +1,53 @@
+#include "ops/duration.h"
+
+#include <charconv>
+
+namespace onboard::ops {
+
+Result<UnixTime> parse_duration(std::string_view text, std::string_view option, UnixTime min,
+                                UnixTime max) {
+  auto bad = [&] {
+    return make_error(Errc::invalid_input,
+                      std::string(option) + " must be a whole number and a unit (s, m, h or d), " +
+                          "e.g. 7d or 36h, from " + format_duration(min) + " to " +
+                          format_duration(max) + "; not '" + std::string(text) + "'");
+  };
+  if (text.size() < 2) return bad();
+  UnixTime unit = 0;
+  switch (text.back()) {
+    case 's':
+      unit = 1;
+      break;
+    case 'm':
+      unit = 60;
+      break;
+    case 'h':
+      unit = 3600;
+      break;
+    case 'd':
+      unit = kDay;
+      break;
+    default:
+      return bad();
+  }
+  const std::string_view digits = text.substr(0, text.size() - 1);
+  UnixTime number = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
+  // Compare before multiplying, so that no number of days can overflow.
+  if (ec != std::errc() || end != digits.data() + digits.size() || number < 1 ||
+      number > max / unit || number * unit < min)
+    return bad();
+  return number * unit;
+}
+
+std::string format_duration(UnixTime seconds) {
+  if (seconds < 0) return "-" + format_duration(-seconds);
+  const UnixTime d = seconds / kDay, h = seconds % kDay / 3600, m = seconds % 3600 / 60;
+  if (d > 0) return std::to_string(d) + "d" + (h > 0 ? " " + std::to_string(h) + "h" : "");
+  if (h > 0) return std::to_string(h) + "h" + (m > 0 ? " " + std::to_string(m) + "m" : "");
+  if (m > 0 && seconds % 60 == 0) return std::to_string(m) + "m";
+  if (m > 0) return std::to_string(m) + "m " + std::to_string(seconds % 60) + "s";
+  return std::to_string(seconds) + "s";
+}
+
+}  // namespace onboard::ops

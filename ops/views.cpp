@@ -1,0 +1,72 @@
+#include "ops/views.h"
+
+#include <ctime>
+
+#include "registry/acl.h"
+
+namespace onboard::ops {
+
+using nlohmann::json;
+
+json device_json(const registry::Device& d) {
+  return json{{"id", d.id},
+              {"name", d.name},
+              {"type", d.type},
+              {"location", d.location},
+              {"firmware", d.firmware},
+              {"status", std::string(to_string(d.status))},
+              {"created_at", iso_time(d.created_at)},
+              {"updated_at", iso_time(d.updated_at)},
+              {"metadata", json::parse(d.metadata, nullptr, false)}};
+}
+
+json certificate_json(const registry::Certificate& c, bool with_pem) {
+  json j{{"serial", c.serial_hex},
+         {"sha256_fingerprint", c.sha256_fingerprint},
+         {"issuer", c.issuer},
+         {"subject", c.subject},
+         {"not_before", iso_time(c.not_before)},
+         {"not_after", iso_time(c.not_after)},
+         {"status", std::string(to_string(c.status))}};
+  if (c.revoked_at) j["revoked_at"] = iso_time(*c.revoked_at);
+  if (c.revocation_reason)
+    j["revocation_reason"] = std::string(revocation_reason_name(*c.revocation_reason));
+  if (with_pem) j["pem"] = c.pem;
+  return j;
+}
+
+json rule_json(const registry::RuleRecord& r) {
+  return json{{"id", r.id},
+              {"subject_kind", std::string(to_string(r.subject_kind))},
+              {"subject", r.subject},
+              {"effect", std::string(to_string(r.effect))},
+              {"access", acl::access_name(r.access)},
+              {"pattern", r.pattern},
+              {"priority", r.priority}};
+}
+
+json audit_json(const registry::AuditEvent& e) {
+  return json{{"seq", e.seq},         {"at", iso_time(e.at)},
+              {"actor", e.actor},     {"action", e.action},
+              {"subject", e.subject}, {"details", json::parse(e.details, nullptr, false)},
+              {"hash", e.hash}};
+}
+
+json token_json(const registry::ApiToken& t) {
+  json j{{"name", t.name},
+         {"role", std::string(to_string(t.role))},
+         {"created_at", iso_time(t.created_at)},
+         {"revoked_at", nullptr}};
+  if (t.revoked_at) j["revoked_at"] = iso_time(*t.revoked_at);
+  return j;
+}
+
+json held_key_json(const std::optional<registry::HeldKey>& held) {
+  if (!held) return nullptr;
+  return json{{"encrypted", true},
+              {"since", iso_time(held->created_at)},
+              {"certificate_sha256", held->certificate_sha256},
+              {"wiped_when", "bundled"}};
+}
+
+}  // namespace onboard::ops

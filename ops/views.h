@@ -1,0 +1,22 @@
+// JSON views of registry values, shared by `onboardctl ... --json` and the REST server so that
+// both speak the same field names.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "core/time.h"
+#include "registry/model.h"
+
+namespace onboard::ops {
+
+nlohmann::json device_json(const registry::Device& device);
+nlohmann::json certificate_json(const registry::Certificate& certificate, bool with_pem);
+nlohmann::json rule_json(const registry::RuleRecord& rule);
+nlohmann::json audit_json(const registry::AuditEvent& event);
+nlohmann::json token_json(const registry::ApiToken& token);
+// The server's copy of a device's key, never its content: null when none exists.
+nlohmann::json held_key_json(const std::optional<registry::HeldKey>& held);
+
+}  // namespace onboard::ops

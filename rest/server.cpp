@@ -1,0 +1,284 @@
+#include "rest/server.h"
+
+#include <httplib.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <thread>
+
+#include "bundle/link_token.h"
+#include "ops/crl_refresh.h"
+#include "ops/operations.h"
+#include "rest/auth.h"
+#include "rest/context.h"
+#include "rest/http.h"
+#include "rest/routes.h"
+
+namespace onboard::rest {
+namespace {
+
+using registry::Store;
+
+// "/v1/devices/{id}/acl" -> "/v1/devices/([^/]+)/acl"; everything else literal.
+std::string path_regex(std::string_view path) {
+  std::string out;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '{') {
+      i = path.find('}', i);
+      out += "([^/]+)";
+    } else if (std::string_view(".[]()*+?^$|\\").find(path[i]) != std::string_view::npos) {
+      out += '\\';
+      out += path[i];
+    } else {
+      out += path[i];
+    }
+  }
+  return out;
+}
+
+// Everything around a handler: a store, authentication and authorization, the content type,
+// and the guarantee that no exception leaves (any becomes a JSON 500).
+Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& request,
+             const std::string& body) noexcept {
+  try {
+    auto lease = ctx.stores.borrow();
+    if (!lease.ok()) return reply_for(lease.error());
+    Store& store = **lease;
+    registry::Actor actor{"rest:anonymous", unix_now()};
+    if (route.need != Need::nobody) {
+      auto who = caller(store, request);
+      if (who.index() == 1) return std::get<1>(std::move(who));
+      const auto& credential = std::get<0>(who);
+      if (route.need == Need::operator_role &&
+          credential.role != registry::ApiRole::operator_role) {
+        return error_reply(403, "forbidden", "this credential may only read");
+      }
+      actor.name = "rest:" + credential.name;
+    } else if (std::string_view(route.path).starts_with("/v1/bundles/")) {
+      actor.name = "rest:link";
+    }
+    if (!body.empty() && !is_json_content_type(request.get_header_value("Content-Type"))) {
+      return error_reply(415, "unsupported_media_type", "send the body as application/json");
+    }
+    Call call{request, body, store, actor};
+    return route.handler(ctx, call);
+  } catch (const BadRequest& e) {
+    return error_reply(400, "invalid_input", e.message);
+  } catch (ErrorReply& e) {
+    return std::move(e.reply);
+  } catch (const std::exception& e) {
+    log_line(std::string("internal error: ") + e.what());
+  } catch (...) {
+    log_line("internal error: unknown exception");
+  }
+  return error_reply(500, "internal", "internal error; the server log has the details");
+}
+
+void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_bytes) {
+  for (const auto& route : route_table()) {
+    const std::string pattern = path_regex(route.path);
+    const std::string_view method = route.method;
+    if (method == "GET") {
+      server.Get(pattern,
+                 [&ctx, &route](const httplib::Request& request, httplib::Response& response) {
+                   send(response, handle(ctx, route, request, request.body));
+                 });
+      continue;
+    }
+    auto handler = [&ctx, &route, max_body_bytes](const httplib::Request& request,
+                                                  httplib::Response& response,
+                                                  const httplib::ContentReader& reader) {
+      auto body = read_body(request, response, reader, max_body_bytes);
+      if (body.index() == 1) return send(response, std::get<1>(std::move(body)));
+      send(response, handle(ctx, route, request, std::get<0>(body)));
+    };
+    if (method == "POST")
+      server.Post(pattern, handler);
+    else if (method == "PATCH")
+      server.Patch(pattern, handler);
+    else if (method == "DELETE")
+      server.Delete(pattern, handler);
+  }
+  // Whatever httplib answers on its own (no route 404, 413 body too large, 400 unparsable
+  // request) gets the same JSON error shape; replies a handler already filled are left alone.
+  server.set_error_handler([](const httplib::Request&, httplib::Response& response) {
+    if (!response.body.empty()) return;
+    switch (response.status) {
+      case 404:
+        send(response, error_reply(404, "not_found", "no such resource"));
+        break;
+      case 413:
+        send(response, error_reply(413, "payload_too_large", "the request body is too large"));
+        break;
+      case 405:
+        send(response, error_reply(405, "method_not_allowed", "method not allowed"));
+        break;
+      default:
+        send(response, error_reply(response.status, "bad_request", "the request was refused"));
+        break;
+    }
+  });
+  server.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& response, std::exception_ptr) {
+        send(response, error_reply(500, "internal", "internal error"));
+      });
+}
+
+}  // namespace
+
+std::vector<Route> routes() {
+  std::vector<Route> out;
+  for (const auto& route : route_table()) out.push_back({route.method, route.path});
+  return out;
+}
+
+// Re-issues the CRL before it expires: a broker that loads it (`crlfile`) refuses every device
+// once it is past its next update, and this process holds the CA key. Checked at start and every
+// `check` after; rewritten when less than half of its default lifetime is left, in the write turn
+// like every other CRL rewrite. Never throws: a failure is logged once and retried.
+void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds check) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  bool failing = false;
+  do {
+    std::string problem;
+    try {
+      const auto standing =
+          ops::crl_standing(ctx.workspace.crl, unix_now(), ops::kDefaultCrlValidity / 2);
+      if (standing.due) {
+        std::lock_guard turn(ctx.write_turn);
+        auto store = ctx.stores.borrow();
+        auto number = store.ok() ? ops::rewrite_crl(**store, ctx.ca, ctx.workspace.crl, "",
+                                                    registry::Actor{"serve:crl", unix_now()})
+                                 : Result<std::uint64_t>(store.error());
+        if (number.ok()) {
+          log_line("CRL " + std::to_string(*number) + " written to " + ctx.workspace.crl.string() +
+                   " (" + standing.why + ")");
+        } else {
+          problem = number.error().message;
+        }
+      }
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    if (!problem.empty() && !failing) log_line("cannot refresh the CRL (will retry): " + problem);
+    failing = !problem.empty();
+  } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
+}
+
+Status serve(const ops::Workspace& workspace, ca::Authority ca,
+             std::optional<Secret> hold_passphrase, const ServeOptions& options) {
+  ONBOARD_TRY(Secret link_secret, bundle::load_or_create_link_secret(workspace.dir));
+  {
+    // Fail at start, not at the first request, when the registry cannot be opened.
+    ONBOARD_TRY(auto store, ops::open_registry(workspace));
+    (void)store;
+  }
+  Context ctx{workspace,
+              std::move(ca),
+              std::move(hold_passphrase),
+              std::move(link_secret),
+              StorePool(workspace),
+              {}};
+
+  std::unique_ptr<httplib::Server> server;
+  const bool tls = !options.tls_cert.empty();
+  if (tls) {
+    auto ssl = std::make_unique<httplib::SSLServer>([&options](SSL_CTX& tls_ctx) {
+      SSL_CTX_set_min_proto_version(&tls_ctx, TLS1_2_VERSION);
+      SSL_CTX_set_options(&tls_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+      if (SSL_CTX_use_certificate_chain_file(&tls_ctx, options.tls_cert.c_str()) != 1 ||
+          SSL_CTX_use_PrivateKey_file(&tls_ctx, options.tls_key.c_str(), SSL_FILETYPE_PEM) != 1 ||
+          SSL_CTX_check_private_key(&tls_ctx) != 1) {
+        return false;
+      }
+      if (!options.client_ca.empty()) {
+        if (SSL_CTX_load_verify_locations(&tls_ctx, options.client_ca.c_str(), nullptr) != 1)
+          return false;
+        STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.client_ca.c_str());
+        if (names == nullptr) return false;
+        SSL_CTX_set_client_CA_list(&tls_ctx, names);  // takes ownership
+        // Asked for, not required: token clients connect without one. A certificate that is
+        // presented must verify, or the handshake fails.
+        SSL_CTX_set_verify(&tls_ctx, SSL_VERIFY_PEER, nullptr);
+      }
+      return true;
+    });
+    ERR_clear_error();  // what a failed setup left; the message below says what to check
+    if (!ssl->is_valid())
+      return make_error(Errc::invalid_input,
+                        "cannot use --tls-cert/--tls-key/--client-ca (unreadable, mismatched, not "
+                        "PEM, or an encrypted key)");
+    server = std::move(ssl);
+  } else {
+    server = std::make_unique<httplib::Server>();
+  }
+  const std::size_t threads = std::max<std::size_t>(options.threads, 1);
+  // A keep-alive connection holds its worker while it is open; the pool bounds both.
+  server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server->set_tcp_nodelay(true);  // without it every response waits for the peer's delayed ACK
+  server->set_keep_alive_max_count(options.keep_alive_max_requests);
+  server->set_keep_alive_timeout(options.keep_alive_seconds);
+  server->set_read_timeout(10, 0);
+  server->set_write_timeout(10, 0);
+  server->set_payload_max_length(options.max_body_bytes);
+  install_routes(*server, ctx, options.max_body_bytes);
+
+  // SIGTERM and SIGINT are taken by one thread with sigwait, which then stops the server: stop()
+  // is not async-signal-safe, so it must not run in a handler. Blocked here before any worker
+  // thread exists, so every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  if (pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr) != 0)
+    return make_error(Errc::internal, "cannot block SIGTERM/SIGINT");
+  // After the mask: this thread must not take SIGTERM either.
+  std::jthread crl_refresher([&ctx, &options](std::stop_token stop) {
+    refresh_crl_on_schedule(ctx, stop, options.crl_check_interval);
+  });
+
+  int port = options.port;
+  if (port == 0) {
+    port = server->bind_to_any_port(options.host);
+  } else if (!server->bind_to_port(options.host, port)) {
+    port = -1;
+  }
+  if (port <= 0) {
+    return make_error(Errc::io, "cannot listen on " + options.host + ":" +
+                                    std::to_string(options.port) +
+                                    " (in use, not an address of this host, or not permitted)");
+  }
+  std::atomic<bool> listening_done{false};
+  std::atomic<bool> signalled{false};
+  std::thread watcher([&] {
+    int signal_number = 0;
+    sigwait(&stop_signals, &signal_number);
+    if (listening_done.load()) return;
+    signalled.store(true);
+    log_line("stopping (signal " + std::to_string(signal_number) + ")");
+    server->stop();
+  });
+  const bool ipv6 = options.host.find(':') != std::string::npos;
+  std::cout << "serving on " << (tls ? "https" : "http") << "://"
+            << (ipv6 ? "[" + options.host + "]" : options.host) << ":" << port << std::endl;
+  (void)server->listen_after_bind();
+  listening_done.store(true);
+  if (!signalled.load()) pthread_kill(watcher.native_handle(), SIGTERM);  // wake the watcher
+  watcher.join();
+  if (!signalled.load()) return make_error(Errc::io, "the server stopped unexpectedly");
+  return ok_status();
+}
+
+}  // namespace onboard::rest

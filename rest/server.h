@@ -1,0 +1,48 @@
+// The REST server behind `onboardctl serve`: HTTP routes (routes.h) mapped onto ops::
+// (ops/operations.h), bearer-token authentication, JSON errors. docs/openapi.yaml describes every
+// route.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ca/authority.h"
+#include "core/secret.h"
+#include "ops/workspace.h"
+
+namespace onboard::rest {
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8443;  // 0: any free port (printed at start)
+  std::size_t threads = 8;
+  std::size_t max_body_bytes = 256 * 1024;  // a CSR is ~1 KiB; nothing legitimate comes near
+  int keep_alive_seconds = 5;
+  std::size_t keep_alive_max_requests = 1000;
+  std::string tls_cert, tls_key;  // both or neither: HTTPS
+  // With TLS: CA certificates (PEM) that client certificates are verified against. A verified
+  // client certificate bound to a credential (token create --client-cert) authenticates without
+  // a bearer token; a client without one may still send a token.
+  std::string client_ca;
+  // How often the server looks whether the CRL needs re-issuing (it does when less than half of
+  // its lifetime is left).
+  std::chrono::seconds crl_check_interval{60};
+};
+
+// One route as the server registers it and docs/openapi.yaml names it: "GET", "/v1/devices/{id}".
+struct Route {
+  std::string method;
+  std::string path;
+};
+std::vector<Route> routes();
+
+// Serves until SIGTERM or SIGINT, then returns (requests in flight are finished). The CA's
+// signing key is loaded; `hold_passphrase` lets requests without a CSR have a key made and held.
+// Prints "serving on http(s)://HOST:PORT" on stdout once listening.
+Status serve(const ops::Workspace& workspace, ca::Authority ca,
+             std::optional<Secret> hold_passphrase, const ServeOptions& options);
+
+}  // namespace onboard::rest
