@@ -27,8 +27,6 @@ constexpr std::size_t kMaxTokenBytes = kHeaderBytes + kMaxBundleIdLength + kTagB
 // Domain separation: this key signs nothing else, but a label costs nothing and keeps it so.
 constexpr std::string_view kLabel{"mosquitto-onboard link token v1\0", 32};
 
-constexpr std::string_view kBase64Url =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 // Strict decoding: alphabet only, no padding, no impossible length, and the unused low bits of the
 // last character must be zero, so that no two spellings decode to the same token.

@@ -14,6 +14,7 @@ void add_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   add_bundle_commands(app, global, exit_code);
   add_batch_commands(app, global, exit_code);
   add_token_commands(app, global, exit_code);
+  add_registry_commands(app, global, exit_code);
   add_serve_command(app, global, exit_code);
 }
 

@@ -1,0 +1,77 @@
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "ops/workspace.h"
+#include "registry/sqlite_backup.h"
+
+namespace onboard::cli {
+namespace {
+
+void print_summary(const char* label, const registry::RegistrySummary& s) {
+  std::cout << label << s.devices << " devices, change " << s.change_seq << ", audit "
+            << s.audit_rows << " rows, head " << s.audit_head << "\n";
+}
+
+}  // namespace
+
+// ---- registry -----------------------------------------------------------------------------------
+
+void add_registry_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
+  auto* group = app.add_subcommand(
+      "registry", "Back up and restore the registry (online: brokers and the server may run)");
+  group->require_subcommand(1);
+  {
+    auto file = std::make_shared<std::string>();
+    auto* cmd = group->add_subcommand(
+        "backup",
+        "Copy the registry to FILE (mode 0600) as of one moment, checked before it is kept; an "
+        "existing FILE is never overwritten");
+    cmd->add_option("FILE", *file, "Where to write the copy")->required();
+    on_run(cmd, global, exit_code, [file](const ops::Workspace& ws) -> Result<int> {
+      ONBOARD_TRY(auto summary, registry::backup_sqlite_registry(ws.registry, *file));
+      std::cout << "backed up to " << *file << "\n";
+      print_summary("  ", summary);
+      return kExitOk;
+    });
+  }
+  {
+    struct Opts {
+      std::string file;
+      bool yes = false;
+    };
+    auto o = std::make_shared<Opts>();
+    auto* cmd = group->add_subcommand(
+        "restore",
+        "Replace the registry's content with the backup FILE, in one transaction, while brokers "
+        "run: they pick the restored state up and disconnect whoever it no longer allows. "
+        "Revocations made since the backup stay (certificates, devices, API tokens), used bundle "
+        "links stay used and erased held keys stay erased; CRL numbers and the change counter "
+        "never go back. The audit log becomes the backup's, plus a registry.restore row naming the "
+        "head "
+        "of the log it replaced (keep a copy of the old registry if its history matters)");
+    cmd->add_option("FILE", o->file, "A backup written by `onboardctl registry backup`")
+        ->required();
+    cmd->add_flag("--yes", o->yes, "Confirm: changes made since the backup are lost");
+    on_run(cmd, global, exit_code, [o](const ops::Workspace& ws) -> Result<int> {
+      if (!o->yes) {
+        return make_error(Errc::invalid_input,
+                          "a restore loses every change made since the backup other than "
+                          "revocations; add --yes to go ahead");
+      }
+      ONBOARD_TRY(auto summary,
+                  registry::restore_sqlite_registry(ws.registry, o->file, ops::make_actor()));
+      std::cout << "restored from " << o->file << "\n";
+      print_summary("  now:      ", summary.restored);
+      print_summary("  replaced: ", summary.replaced);
+      std::cout << "  revocations kept: " << summary.revocations_kept
+                << ", held keys dropped: " << summary.held_keys_dropped
+                << ", devices and groups announced to brokers: " << summary.subjects_announced
+                << "\n";
+      return kExitOk;
+    });
+  }
+}
+
+}  // namespace onboard::cli
