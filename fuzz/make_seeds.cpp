@@ -1,0 +1,135 @@
+// Writes the seeds of the fuzz corpora that only the project's own code can make valid: signed
+// link tokens, AES-256 archives, CSRs and a manifest. Usage: fuzz_make_seeds CORPUS_DIR. The
+// text seeds (topics, options, broker configurations) are written by hand.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bundle/link_token.h"
+#include "bundle/manifest.h"
+#include "bundle/zip.h"
+#include "ca/csr.h"
+#include "ca/keys.h"
+#include "core/digest.h"
+#include "fuzz/fuzz_secrets.h"
+
+namespace {
+
+using namespace onboard;
+namespace fs = std::filesystem;
+
+template <class T>
+T must(Result<T> result, const char* what) {
+  if (!result) {
+    std::fprintf(stderr, "make_seeds: %s: %s\n", what, result.error().message.c_str());
+    std::exit(1);
+  }
+  return std::move(result).value();
+}
+
+void write(const fs::path& path, std::string_view data) {
+  fs::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+std::string read(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+bundle::BundleFile file(std::string name, std::string_view content, mode_t mode) {
+  return bundle::BundleFile{std::move(name), Secret(content), mode, fuzz::kNow};
+}
+
+void link_tokens(const fs::path& dir) {
+  const Secret secret{std::string_view(fuzz::kLinkSecret)};
+  const Secret other{std::string_view("another-server-secret-0123456789")};
+  const std::string valid =
+      must(bundle::make_link_token("batch-2026.11_a", fuzz::kNow + 3600, secret), "token");
+  write(dir / "valid", valid);
+  write(dir / "valid-long-id",
+        must(bundle::make_link_token(std::string(64, 'b'), fuzz::kNow + 1, secret), "token"));
+  write(dir / "expired", must(bundle::make_link_token("old", fuzz::kNow - 1, secret), "token"));
+  write(dir / "other-secret",
+        must(bundle::make_link_token("batch-2026.11_a", fuzz::kNow + 3600, other), "token"));
+  write(dir / "truncated", std::string_view(valid).substr(0, valid.size() - 3));
+  std::string flipped = valid;
+  flipped[5] = flipped[5] == 'A' ? 'B' : 'A';
+  write(dir / "flipped", flipped);
+  write(dir / "padded", valid + "=");
+}
+
+void archives(const fs::path& dir) {
+  const Secret password{std::string_view(fuzz::kZipPassword)};
+  std::vector<bundle::BundleFile> files;
+  files.push_back(file("sensor-1/cert.pem", "-----BEGIN CERTIFICATE-----\nAA==\n", 0644));
+  files.push_back(file("sensor-1/key.pem", "-----BEGIN PRIVATE KEY-----\nAA==\n", 0600));
+  files.push_back(file("README.txt", "", 0644));
+  const fs::path valid = dir / "valid.zip";
+  fs::create_directories(dir);
+  fs::remove(valid);
+  if (!bundle::write_encrypted_zip(valid, files, password, Overwrite::refuse)) std::exit(1);
+  std::vector<bundle::BundleFile> one;
+  one.push_back(file("a", "x", 0644));
+  const fs::path other = dir / "other-password.zip";
+  fs::remove(other);
+  if (!bundle::write_encrypted_zip(other, one, Secret(std::string_view("not-the-password")),
+                                   Overwrite::refuse)) {
+    std::exit(1);
+  }
+  // Damaged copies: a flipped byte in the first entry's data, and a cut-off central directory.
+  std::string bytes = read(valid);
+  std::string damaged = bytes;
+  damaged[80] = static_cast<char>(damaged[80] ^ 0x01);
+  write(dir / "flipped-data.zip", damaged);
+  write(dir / "truncated.zip", std::string_view(bytes).substr(0, bytes.size() - 30));
+}
+
+void csrs(const fs::path& dir) {
+  auto p256 = must(ca::generate_key(ca::KeyAlg::p256), "key");
+  auto ed25519 = must(ca::generate_key(ca::KeyAlg::ed25519), "key");
+  write(dir / "p256.pem", ca::csr_to_pem(must(ca::make_csr(p256.get(), "sensor-1"), "csr").get()));
+  write(dir / "ed25519.pem",
+        ca::csr_to_pem(must(ca::make_csr(ed25519.get(), "gw.hall-7_01"), "csr").get()));
+  // A CN that is not a device id: parses, then is refused by the check.
+  write(dir / "bad-cn.pem", ca::csr_to_pem(must(ca::make_csr(p256.get(), "a/b+#"), "csr").get()));
+  const std::string pem = ca::csr_to_pem(must(ca::make_csr(p256.get(), "sensor-2"), "csr").get());
+  std::string tampered = pem;
+  tampered[tampered.size() / 2] = tampered[tampered.size() / 2] == 'A' ? 'B' : 'A';
+  write(dir / "tampered.pem", tampered);
+}
+
+void manifests(const fs::path& dir) {
+  std::vector<bundle::BundleFile> files;
+  files.push_back(file("sensor-1/cert.pem", "cert", 0644));
+  files.push_back(file("sensor-1/key.pem", "key", 0600));
+  const std::vector<bundle::ManifestDevice> devices{
+      {"sensor-1", must(sha256_hex("cert"), "digest")}};
+  auto manifest = must(bundle::make_manifest_file(files, devices, fuzz::kNow), "manifest");
+  const std::string json(manifest.content.view());
+  write(dir / "valid.json", json);
+  write(dir / "truncated.json", std::string_view(json).substr(0, json.size() / 2));
+  std::string wrong_version = json;
+  wrong_version.replace(wrong_version.find("\"version\": 1"), 12, "\"version\": 2");
+  write(dir / "version-2.json", wrong_version);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+    return 2;
+  }
+  const fs::path corpus(argv[1]);
+  link_tokens(corpus / "link_token");
+  archives(corpus / "zip");
+  csrs(corpus / "csr");
+  manifests(corpus / "manifest");
+  return 0;
+}
