@@ -27,7 +27,6 @@ constexpr std::size_t kMaxTokenBytes = kHeaderBytes + kMaxBundleIdLength + kTagB
 // Domain separation: this key signs nothing else, but a label costs nothing and keeps it so.
 constexpr std::string_view kLabel{"mosquitto-onboard link token v1\0", 32};
 
-
 // Strict decoding: alphabet only, no padding, no impossible length, and the unused low bits of the
 // last character must be zero, so that no two spellings decode to the same token.
 
