@@ -268,7 +268,12 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
     if (listening_done.load()) return;
     signalled.store(true);
     log_line("stopping (signal " + std::to_string(signal_number) + ")");
-    server->stop();
+    // stop() does nothing until listen_after_bind has started serving, so a signal that arrives
+    // just after "serving on" would be lost and the server would never stop: repeat until it took.
+    while (!listening_done.load()) {
+      server->stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   });
   const bool ipv6 = options.host.find(':') != std::string::npos;
   std::cout << "serving on " << (tls ? "https" : "http") << "://"

@@ -1025,6 +1025,20 @@ TEST_CASE("every route the server registers is in docs/openapi.yaml, and only th
   CHECK(served == documented);
 }
 
+TEST_CASE("serve stops on a signal sent the moment it says it is serving") {
+  // The first moments after "serving on" are when a service manager's stop most often lands.
+  TempDir dir;
+  REQUIRE(onboardctl_in(dir.path(), {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  for (int round = 0; round < 20; ++round) {
+    INFO("round " << round);
+    test::ChildProcess server(
+        {ONBOARDCTL_PATH, "--data-dir", dir.path().string(), "serve", "--listen", "127.0.0.1:0"},
+        dir.path() / "serve.log");
+    REQUIRE(server.read_line().starts_with("serving on http://127.0.0.1:"));
+    CHECK(server.stop(round % 2 == 0 ? SIGTERM : SIGINT) == 0);
+  }
+}
+
 TEST_CASE("serve stops cleanly on SIGTERM and SIGINT, and refuses a weak hold passphrase") {
   for (int signal : {SIGTERM, SIGINT}) {
     Served s;
