@@ -310,8 +310,13 @@ Result<RegistrySummary> backup_sqlite_registry(const std::filesystem::path& regi
 Result<RestoreSummary> restore_sqlite_registry(const std::filesystem::path& registry,
                                                const std::filesystem::path& backup,
                                                const Actor& actor) {
-  ONBOARD_TRY(RegistrySummary from, checked_summary(backup, "the backup"));
-  (void)from;
+  // Restoring a registry from itself (or a link to it) would empty the tables it reads from.
+  std::error_code same_error;
+  if (std::filesystem::equivalent(registry, backup, same_error)) {
+    return make_error(Errc::invalid_input,
+                      backup.string() + " is the registry itself, not a backup of it");
+  }
+  if (auto checked = checked_summary(backup, "the backup"); !checked.ok()) return checked.error();
   sqlite::SqliteStore* live = nullptr;
   ONBOARD_TRY(auto store, open_full(registry, OpenMode::read_write, live));
   (void)store;  // owns `live`

@@ -171,6 +171,13 @@ TEST_CASE("a restore refuses a backup that is not a sound registry and changes n
     std::ofstream(dir / "junk.db") << "not a database";
     require_error(restore_sqlite_registry(path, dir / "junk.db", kLater), Errc::corrupt);
   }
+  SECTION("the registry itself, by its name or through a link") {
+    require_error(restore_sqlite_registry(path, path, kLater), Errc::invalid_input,
+                  "the registry itself");
+    std::filesystem::create_hard_link(path, dir / "link.db");
+    require_error(restore_sqlite_registry(path, dir / "link.db", kLater), Errc::invalid_input,
+                  "the registry itself");
+  }
   SECTION("missing") {
     require_error(restore_sqlite_registry(path, dir / "none.db", kLater), Errc::not_found);
   }
