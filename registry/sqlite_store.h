@@ -14,15 +14,11 @@
 #include <memory>
 
 #include "core/error.h"
+#include "registry/open.h"
 #include "registry/sqlite_access.h"
 #include "registry/store.h"
 
 namespace onboard::registry {
-
-enum class OpenMode {
-  read_write,  // creates the file if needed and runs the migrations (onboardctl)
-  read_only,   // never writes and never migrates; the file must be a current registry
-};
 
 // Errc::not_found when read_only and there is no registry at `path`; Errc::corrupt for a file
 // that is not an SQLite database, not ours, or of an unknown or newer schema version; Errc::io
