@@ -10,10 +10,11 @@
 
 #include "core/error.h"
 #include "core/time.h"
+#include "registry/sql.h"
 
 namespace onboard::registry::schema {
 
-inline constexpr int kCurrentVersion = 3;
+inline constexpr int kCurrentVersion = sql::kSchemaVersion;
 // PRAGMA application_id of every registry file ("ONBD"): tells our file from any other SQLite DB.
 inline constexpr std::int32_t kApplicationId = 0x4F4E4244;
 

@@ -1,5 +1,8 @@
 #include "registry/sqlite_backup.h"
 
+#include <SQLiteCpp/Database.h>
+#include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Statement.h>
 #include <openssl/rand.h>
 #include <unistd.h>
 
@@ -10,43 +13,44 @@
 
 #include "core/encoding.h"
 #include "core/files.h"
+#include "registry/sqlite_access.h"
 #include "registry/sqlite_store.h"
-#include "registry/sqlite_store_internal.h"
+#include "registry/store_internal.h"
 
 namespace onboard::registry {
-namespace sqlite {
+namespace sql {
 namespace {
 
 // The tables of schema `schema` (main or backup), each with its columns in order.
-std::vector<std::string> table_shapes(SQLite::Database& db, const std::string& schema) {
+std::vector<std::string> table_shapes(Database& db, const std::string& schema) {
   std::vector<std::string> shapes;
   auto tables = prepare(db, ("SELECT name FROM " + schema +
                              ".sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
                              "ORDER BY name")
                                 .c_str());
-  while (tables.executeStep()) {
-    const std::string name = tables.getColumn(0).getString();
+  while (tables.step()) {
+    const std::string name = tables.text(0);
     auto columns = prepare(db, "SELECT name FROM pragma_table_info(?1, ?2) ORDER BY cid", name,
                            std::string_view(schema));
     std::string shape = name + "(";
-    while (columns.executeStep()) shape += columns.getColumn(0).getString() + ",";
+    while (columns.step()) shape += columns.text(0) + ",";
     shapes.push_back(shape + ")");
   }
   return shapes;
 }
 
 // The main schema's tables, each after every table it refers to.
-std::vector<std::string> tables_parents_first(SQLite::Database& db) {
+std::vector<std::string> tables_parents_first(Database& db) {
   std::vector<std::pair<std::string, std::set<std::string>>> pending;
   auto names = prepare(db,
                        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND "
                        "name NOT LIKE 'sqlite_%' ORDER BY name");
-  while (names.executeStep()) {
-    std::string name = names.getColumn(0).getString();
+  while (names.step()) {
+    std::string name = names.text(0);
     std::set<std::string> parents;
     auto keys = prepare(db, "SELECT \"table\" FROM pragma_foreign_key_list(?1, 'main')", name);
-    while (keys.executeStep()) {
-      if (keys.getColumn(0).getString() != name) parents.insert(keys.getColumn(0).getString());
+    while (keys.step()) {
+      if (keys.text(0) != name) parents.insert(keys.text(0));
     }
     pending.emplace_back(std::move(name), std::move(parents));
   }
@@ -65,27 +69,25 @@ std::vector<std::string> tables_parents_first(SQLite::Database& db) {
   return ordered;
 }
 
-std::int64_t changed_rows(SQLite::Database& db, const char* sql) {
-  return static_cast<std::int64_t>(db.exec(sql));
-}
+std::int64_t changed_rows(Database& db, const char* sql) { return prepare(db, sql).exec(); }
 
 }  // namespace
 
-Result<RegistrySummary> SqliteStore::summary() {
+Result<RegistrySummary> SqlStore::summary() {
   return read("summarize registry", [&]() -> Result<RegistrySummary> {
     RegistrySummary s;
     auto meta = prepare(db_, "SELECT change_seq, audit_head_seq, audit_head_hash FROM meta");
-    if (!meta.executeStep()) throw CorruptValue("no meta row");
-    s.change_seq = meta.getColumn(0).getInt64();
-    s.audit_rows = meta.getColumn(1).getInt64();
-    s.audit_head = meta.getColumn(2).getString();
-    s.devices = db_.execAndGet("SELECT count(*) FROM devices").getInt64();
+    if (!meta.step()) throw CorruptValue("no meta row");
+    s.change_seq = meta.int64(0);
+    s.audit_rows = meta.int64(1);
+    s.audit_head = meta.text(2);
+    s.devices = query_int64(db_, "SELECT count(*) FROM devices");
     return s;
   });
 }
 
-Result<RestoreSummary> SqliteStore::restore_attached(std::string_view backup_name,
-                                                     const Actor& actor) {
+Result<RestoreSummary> SqlStore::restore_attached(std::string_view backup_name,
+                                                  const Actor& actor) {
   ONBOARD_TRY(RegistrySummary replaced, summary());
   return write("restore registry", actor, [&]() -> Result<RestoreSummary> {
     RestoreSummary out;
@@ -184,9 +186,8 @@ Result<RestoreSummary> SqliteStore::restore_attached(std::string_view backup_nam
         UNION SELECT 'group', name FROM main.groups
         ORDER BY 1, 2
       )sql");
-      while (all.executeStep()) {
-        subjects.emplace_back(change_kind_from(all.getColumn(0).getString()),
-                              all.getColumn(1).getString());
+      while (all.step()) {
+        subjects.emplace_back(change_kind_from(all.text(0)), all.text(1));
       }
     }
     for (const auto& [kind, subject] : subjects) record_change(kind, subject, actor.now);
@@ -196,11 +197,10 @@ Result<RestoreSummary> SqliteStore::restore_attached(std::string_view backup_nam
     {
       // Checked here rather than left to COMMIT, so that the message can say what is wrong.
       auto broken = prepare(db_, "PRAGMA foreign_key_check");
-      if (broken.executeStep()) {
+      if (broken.step()) {
         return make_error(Errc::corrupt,
                           "the restored registry would break a reference: a row of " +
-                              broken.getColumn(0).getString() + " refers to a " +
-                              broken.getColumn(2).getString() +
+                              broken.text(0) + " refers to a " + broken.text(2) +
                               " row that does not exist; nothing was changed");
       }
     }
@@ -220,8 +220,8 @@ Result<RestoreSummary> SqliteStore::restore_attached(std::string_view backup_nam
   });
 }
 
-Result<RestoreSummary> SqliteStore::restore_from(const std::filesystem::path& backup,
-                                                 const Actor& actor) {
+Result<RestoreSummary> SqlStore::restore_from(const std::filesystem::path& backup,
+                                              const Actor& actor) {
   // ATTACH cannot run inside a transaction: the backup is attached around the write.
   try {
     prepare(db_, "ATTACH DATABASE ?1 AS backup", backup.string()).exec();
@@ -229,7 +229,7 @@ Result<RestoreSummary> SqliteStore::restore_from(const std::filesystem::path& ba
     return current_exception_error("open backup " + backup.string());
   }
   struct Detach {
-    SQLite::Database& db;
+    Database& db;
     ~Detach() {
       try {
         db.exec("DETACH DATABASE backup");
@@ -242,22 +242,22 @@ Result<RestoreSummary> SqliteStore::restore_from(const std::filesystem::path& ba
   return out;
 }
 
-}  // namespace sqlite
+}  // namespace sql
 
 namespace {
 
 // Opens the registry as the full SQLite store, for the members only it has.
 Result<std::unique_ptr<Store>> open_full(const std::filesystem::path& path, OpenMode mode,
-                                         sqlite::SqliteStore*& sqlite_store) {
+                                         sql::SqlStore*& sqlite_store) {
   ONBOARD_TRY(auto store, open_sqlite_store(path, mode));
-  sqlite_store = dynamic_cast<sqlite::SqliteStore*>(store.get());
+  sqlite_store = dynamic_cast<sql::SqlStore*>(store.get());
   if (sqlite_store == nullptr) return make_error(Errc::internal, "not an SQLite store");
   return store;
 }
 
 // Opens a backup read-only and checks its audit chain: a copy is only as good as its history.
 Result<RegistrySummary> checked_summary(const std::filesystem::path& path, const char* what) {
-  sqlite::SqliteStore* sqlite_store = nullptr;
+  sql::SqlStore* sqlite_store = nullptr;
   ONBOARD_TRY(auto store, open_full(path, OpenMode::read_only, sqlite_store));
   ONBOARD_TRY(AuditCheck check, store->verify_audit());
   if (!check.ok()) {
@@ -285,17 +285,23 @@ Result<RegistrySummary> backup_sqlite_registry(const std::filesystem::path& regi
   const std::filesystem::path partial =
       dir / ("." + target.filename().string() + ".partial-" + hex_encode(random));
   {
-    sqlite::SqliteStore* source = nullptr;
+    sql::SqlStore* source = nullptr;
     ONBOARD_TRY(auto store, open_full(registry, OpenMode::read_only, source));
     (void)store;
     try {
       SQLite::Database db(registry.string(), SQLite::OPEN_READONLY);
       db.setBusyTimeout(5000);
       // One read transaction: the copy is the registry as of one commit, WAL included.
-      sqlite::prepare(db, "VACUUM INTO ?1", partial.string()).exec();
+      SQLite::Statement vacuum(db, "VACUUM INTO ?1");
+      vacuum.bind(1, partial.string());
+      vacuum.exec();
+    } catch (const SQLite::Exception& e) {
+      ::unlink(partial.c_str());
+      const int code = e.getExtendedErrorCode() != -1 ? e.getExtendedErrorCode() : e.getErrorCode();
+      return detail::sqlite_error(code, "back up registry " + registry.string());
     } catch (...) {
       ::unlink(partial.c_str());
-      return sqlite::current_exception_error("back up registry " + registry.string());
+      return sql::current_exception_error("back up registry " + registry.string());
     }
   }
   auto summary = checked_summary(partial, "the copy");
@@ -317,7 +323,7 @@ Result<RestoreSummary> restore_sqlite_registry(const std::filesystem::path& regi
                       backup.string() + " is the registry itself, not a backup of it");
   }
   if (auto checked = checked_summary(backup, "the backup"); !checked.ok()) return checked.error();
-  sqlite::SqliteStore* live = nullptr;
+  sql::SqlStore* live = nullptr;
   ONBOARD_TRY(auto store, open_full(registry, OpenMode::read_write, live));
   (void)store;  // owns `live`
   return live->restore_from(backup, actor);

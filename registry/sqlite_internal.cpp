@@ -1,12 +1,13 @@
-// Opening and recognising a registry file, and turning SQLite failures into Errors: shared by
-// the broker's read-only store and the full store.
+// The SQLite backend: statements, transactions, recognising our file, and SQLite's result codes
+// as the seam's failures.
 #include "registry/sqlite_internal.h"
 
 #include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Statement.h>
 #include <sqlite3.h>
 
 #include <filesystem>
-#include <new>
+#include <utility>
 
 #include "registry/schema.h"
 #include "registry/sqlite_access.h"
@@ -16,65 +17,187 @@ namespace onboard::registry {
 namespace detail {
 
 Error sqlite_error(int code, std::string_view what) {
-  const std::string prefix = std::string(what) + ": ";
-  auto io = [&](std::string_view why) { return make_error(Errc::io, prefix + std::string(why)); };
-  switch (code & 0xff) {  // the primary code; extended codes add detail in the high bits
-    case SQLITE_FULL:
-      return io("the disk is full");
-    case SQLITE_IOERR:
-      return io("an I/O error occurred on the registry file");
-    case SQLITE_READONLY:
-      return io("the registry is read-only (check the permissions of the file and its directory)");
-    case SQLITE_CANTOPEN:
-      return io("the registry cannot be opened (check the path and the directory's permissions)");
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-      return io("permission denied");
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return io("the registry stayed locked by another writer for too long");
-    case SQLITE_NOTADB:
-      return make_error(Errc::corrupt, prefix + "the file is not an SQLite database");
-    case SQLITE_CORRUPT:
-      return make_error(Errc::corrupt, prefix + "the registry file is damaged");
-    case SQLITE_CONSTRAINT:
-      if (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY) {
-        return make_error(Errc::conflict, prefix + "it already exists");
-      }
-      if (code == SQLITE_CONSTRAINT_FOREIGNKEY) {
-        return make_error(Errc::not_found, prefix + "it refers to something that does not exist");
-      }
-      return make_error(Errc::internal, prefix + "a registry constraint was violated");
-    default:
-      // sqlite3_errstr is a fixed English phrase per code: nothing from the data leaks through it.
-      return make_error(Errc::internal, prefix + "unexpected SQLite error (" +
-                                            (code >= 0 ? sqlite3_errstr(code) : "misuse") + ")");
-  }
+  const sql::Failure failure = sqlite::sqlite_failure(code);
+  return make_error(failure.errc, std::string(what) + ": " + failure.what());
 }
 
 }  // namespace detail
 
 namespace sqlite {
 namespace {
-constexpr int kBusyTimeoutMs = 5000;
-}  // namespace
 
-Error current_exception_error(std::string_view what) {
+constexpr int kBusyTimeoutMs = 5000;
+
+// Runs `f`, turning SQLite's exceptions into the seam's.
+template <class F>
+auto guarded(F&& f) -> decltype(f()) {
   try {
-    throw;
+    return f();
   } catch (const SQLite::Exception& e) {
     const int code = e.getExtendedErrorCode() != -1 ? e.getExtendedErrorCode() : e.getErrorCode();
-    return detail::sqlite_error(code, what);
-  } catch (const CorruptValue& e) {
-    return make_error(Errc::corrupt, std::string(what) + ": the registry holds " + e.what());
-  } catch (const std::bad_alloc&) {
-    return make_error(Errc::internal, std::string(what) + ": out of memory");
-  } catch (...) {
-    return make_error(Errc::internal, std::string(what) + ": internal error");
+    throw sqlite_failure(code);
   }
 }
 
-Result<SQLite::Database> open_registry_file(const std::string& path, bool read_only) {
+class SqliteCursor final : public sql::Cursor {
+ public:
+  SqliteCursor(SQLite::Database& db, std::string_view sql)
+      : statement_(guarded([&] { return SQLite::Statement(db, std::string(sql)); })) {}
+
+  void bind(std::vector<sql::Value> values) override {
+    guarded([&] {
+      statement_.reset();
+      statement_.clearBindings();
+      int index = 0;
+      for (const auto& v : values) {
+        ++index;
+        if (v.null) {
+          statement_.bind(index);
+        } else if (v.type == sql::Value::Type::integer) {
+          statement_.bind(index, v.integer);
+        } else {
+          // SQLITE_TRANSIENT: SQLite copies the text, so `values` may go.
+          statement_.bind(index, v.text);
+        }
+      }
+    });
+  }
+
+  bool next() override {
+    return guarded([&] { return statement_.executeStep(); });
+  }
+
+  std::int64_t exec() override {
+    return guarded([&]() -> std::int64_t {
+      const int changed = statement_.exec();
+      statement_.reset();
+      return changed;
+    });
+  }
+
+  void reset() override {
+    guarded([&] { statement_.reset(); });
+  }
+
+  bool is_null(int column) const override {
+    return guarded([&] { return statement_.getColumn(column).isNull(); });
+  }
+  std::int64_t integer(int column) const override {
+    return guarded([&] { return statement_.getColumn(column).getInt64(); });
+  }
+  std::string_view text(int column) const override {
+    return guarded([&] {
+      const SQLite::Column c = statement_.getColumn(column);
+      return std::string_view(c.getText(), static_cast<std::size_t>(c.getBytes()));
+    });
+  }
+
+ private:
+  // mutable: SQLiteCpp's column getters are not const, reading a column changes nothing.
+  mutable SQLite::Statement statement_;
+};
+
+class SqliteDatabase final : public sql::Database {
+ public:
+  SqliteDatabase(SQLite::Database db, std::string path)
+      : db_(std::move(db)), path_(std::move(path)) {}
+
+  SQLite::Database& raw() noexcept { return db_; }
+
+  std::unique_ptr<sql::Cursor> prepare(std::string_view sql) override {
+    return std::make_unique<SqliteCursor>(db_, sql);
+  }
+  void exec(std::string_view sql) override {
+    guarded([&] { db_.exec(std::string(sql)); });
+  }
+
+  // IMMEDIATE takes the write lock now, waiting up to the busy timeout behind another writer: a
+  // deferred transaction that reads first could not upgrade to a write while another writer
+  // commits, and would fail with SQLITE_BUSY without the busy handler ever waiting.
+  void begin(sql::Transaction kind) override {
+    exec(kind == sql::Transaction::write ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED");
+  }
+  void commit() override { exec("COMMIT"); }
+  void rollback() noexcept override {
+    if (sqlite3_get_autocommit(db_.getHandle()) != 0) return;  // no transaction open
+    try {
+      db_.exec("ROLLBACK");
+    } catch (...) {
+      // A failed ROLLBACK leaves nothing to do: SQLite has rolled back already or will on close.
+    }
+  }
+
+  // The erased rows' old page images still sit in the WAL until a checkpoint copies the zeroed
+  // pages back and the log is truncated. A busy reader only delays it.
+  void scrub() noexcept override {
+    try {
+      db_.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    } catch (...) {
+    }
+  }
+
+  int schema_version() override {
+    auto version = guarded([&] { return schema::stored_version(db_, path_); });
+    if (!version.ok()) throw sql::Failure(version.error().code, version.error().message);
+    return version.value();
+  }
+  void migrate(int from, UnixTime now) override {
+    guarded([&] { schema::migrate(db_, from, now); });
+  }
+
+ private:
+  SQLite::Database db_;
+  std::string path_;
+};
+
+}  // namespace
+
+sql::Failure sqlite_failure(int code) {
+  using sql::Failure;
+  switch (code & 0xff) {  // the primary code; extended codes add detail in the high bits
+    case SQLITE_FULL:
+      return Failure(Errc::io, "the disk is full");
+    case SQLITE_IOERR:
+      return Failure(Errc::io, "an I/O error occurred on the registry file");
+    case SQLITE_READONLY:
+      return Failure(Errc::io,
+                     "the registry is read-only (check the permissions of the file and its "
+                     "directory)");
+    case SQLITE_CANTOPEN:
+      return Failure(Errc::io,
+                     "the registry cannot be opened (check the path and the directory's "
+                     "permissions)");
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      return Failure(Errc::io, "permission denied");
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Failure(Errc::io, "the registry stayed locked by another writer for too long");
+    case SQLITE_NOTADB:
+      return Failure(Errc::corrupt, "the file is not an SQLite database");
+    case SQLITE_CORRUPT:
+      return Failure(Errc::corrupt, "the registry file is damaged");
+    case SQLITE_CONSTRAINT:
+      if (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        return Failure(Errc::conflict, "it already exists");
+      }
+      if (code == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        return Failure(Errc::not_found, "it refers to something that does not exist");
+      }
+      return Failure(Errc::internal, "a registry constraint was violated");
+    default:
+      // sqlite3_errstr is a fixed English phrase per code: nothing from the data leaks through it.
+      return Failure(Errc::internal, std::string("unexpected SQLite error (") +
+                                         (code >= 0 ? sqlite3_errstr(code) : "misuse") + ")");
+  }
+}
+
+SQLite::Database& raw_database(sql::Database& db) {
+  if (auto* sqlite = dynamic_cast<SqliteDatabase*>(&db)) return sqlite->raw();
+  throw sql::Failure(Errc::internal, "not an SQLite registry");
+}
+
+Result<std::unique_ptr<sql::Database>> open_registry_file(const std::string& path, bool read_only) {
   std::error_code ignored;
   if (read_only && !std::filesystem::exists(path, ignored)) {
     return make_error(Errc::not_found, "no registry at " + path);
@@ -82,9 +205,11 @@ Result<SQLite::Database> open_registry_file(const std::string& path, bool read_o
   try {
     const int flags =
         read_only ? SQLite::OPEN_READONLY : (SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    SQLite::Database db(path, flags, kBusyTimeoutMs);
+    auto db = std::make_unique<SqliteDatabase>(
+        guarded([&] { return SQLite::Database(path, flags, kBusyTimeoutMs); }), path);
     // Recognise the file before changing anything in it: a foreign file is left untouched.
-    ONBOARD_TRY(const int version, schema::stored_version(db, path));
+    ONBOARD_TRY(const int version,
+                guarded([&] { return schema::stored_version(db->raw(), path); }));
     if (read_only) {
       if (version == 0)
         return make_error(Errc::not_found, path + " is not an initialised registry");
@@ -93,35 +218,19 @@ Result<SQLite::Database> open_registry_file(const std::string& path, bool read_o
                                              std::to_string(version) +
                                              "; open it once with onboardctl to upgrade it");
       }
-      return db;
+      return std::unique_ptr<sql::Database>(std::move(db));
     }
-    if (db.execAndGet("PRAGMA journal_mode = WAL").getString() != "wal") {
+    SQLite::Database& raw = db->raw();
+    if (guarded([&] { return raw.execAndGet("PRAGMA journal_mode = WAL").getString(); }) != "wal") {
       return make_error(Errc::io, "open registry " + path + ": cannot switch to WAL mode");
     }
-    db.exec("PRAGMA foreign_keys = ON");
+    db->exec("PRAGMA foreign_keys = ON");
     // Deleted content (a held key once packaged) is overwritten with zeros, not just unlinked.
-    db.exec("PRAGMA secure_delete = ON");
-    return db;
+    db->exec("PRAGMA secure_delete = ON");
+    return std::unique_ptr<sql::Database>(std::move(db));
   } catch (...) {
-    return current_exception_error("open registry " + path);
+    return sql::current_exception_error("open registry " + path);
   }
-}
-
-std::optional<std::string> text_or_null(const SQLite::Column& column) {
-  if (column.isNull()) return std::nullopt;
-  return column.getString();
-}
-
-DeviceStatus device_status_from(const std::string& text) {
-  if (auto status = parse_device_status(text)) return *status;
-  throw CorruptValue("an unknown device status");
-}
-
-ChangeKind change_kind_from(const std::string& text) {
-  for (auto kind : {ChangeKind::device, ChangeKind::group, ChangeKind::crl}) {
-    if (text == to_string(kind)) return kind;
-  }
-  throw CorruptValue("an unknown change kind");
 }
 
 }  // namespace sqlite

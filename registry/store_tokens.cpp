@@ -1,28 +1,28 @@
-// TokenStore on SQLite: API tokens, stored by their SHA-256 only.
-#include "registry/sqlite_store_internal.h"
+// TokenStore: API tokens, stored by their SHA-256 only.
+#include "registry/store_internal.h"
 
 #include "core/identity.h"
 
-namespace onboard::registry::sqlite {
+namespace onboard::registry::sql {
 
 namespace {
 
-ApiToken api_token_from(const SQLite::Statement& s) {
+ApiToken api_token_from(const Statement& s) {
   ApiToken t;
-  t.id = s.getColumn(0).getInt64();
-  t.name = s.getColumn(1).getString();
-  auto role = parse_api_role(s.getColumn(2).getString());
+  t.id = s.int64(0);
+  t.name = s.text(1);
+  auto role = parse_api_role(s.text(2));
   if (!role) throw CorruptValue("an unknown API role");
   t.role = *role;
-  t.created_at = s.getColumn(3).getInt64();
-  if (!s.getColumn(4).isNull()) t.revoked_at = s.getColumn(4).getInt64();
+  t.created_at = s.int64(3);
+  if (!s.is_null(4)) t.revoked_at = s.int64(4);
   return t;
 }
 
 }  // namespace
 
-Result<ApiToken> SqliteStore::create_api_token(std::string_view name, ApiRole role,
-                                               std::string_view token_sha256, const Actor& actor) {
+Result<ApiToken> SqlStore::create_api_token(std::string_view name, ApiRole role,
+                                            std::string_view token_sha256, const Actor& actor) {
   if (auto problem = device_id_problem(name)) {
     return make_error(Errc::invalid_input, "token name: " + *problem);
   }
@@ -30,45 +30,48 @@ Result<ApiToken> SqliteStore::create_api_token(std::string_view name, ApiRole ro
   if (!hash) return make_error(Errc::invalid_input, "a token hash must be 64 hex digits");
   return write("create API token", actor, [&]() -> Result<ApiToken> {
     auto existing = prepare(db_, "SELECT 1 FROM api_tokens WHERE name = ?1", name);
-    if (existing.executeStep()) {
+    if (existing.step()) {
       return make_error(Errc::conflict, "a token named " + std::string(name) + " already exists");
     }
-    prepare(db_,
-            "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
-            name, to_string(role), *hash, actor.now)
-        .exec();
+    auto inserted = prepare(db_,
+                            "INSERT INTO api_tokens (name, role, token_sha256, created_at) "
+                            "VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                            name, to_string(role), *hash, actor.now);
+    if (!inserted.step()) throw CorruptValue("no id for a new token");
+    const std::int64_t id = inserted.int64(0);
+    inserted.reset();
     record_audit(actor, "token.create", name, {{"role", to_string(role)}});
-    return ApiToken{db_.getLastInsertRowid(), std::string(name), role, actor.now, std::nullopt};
+    return ApiToken{id, std::string(name), role, actor.now, std::nullopt};
   });
 }
 
-Result<std::vector<ApiToken>> SqliteStore::list_api_tokens() {
+Result<std::vector<ApiToken>> SqlStore::list_api_tokens() {
   return read("list API tokens", [&]() -> Result<std::vector<ApiToken>> {
     auto query =
         prepare(db_, "SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY name");
     std::vector<ApiToken> tokens;
-    while (query.executeStep()) tokens.push_back(api_token_from(query));
+    while (query.step()) tokens.push_back(api_token_from(query));
     return tokens;
   });
 }
 
-Result<bool> SqliteStore::revoke_api_token(std::string_view name, const Actor& actor) {
+Result<bool> SqlStore::revoke_api_token(std::string_view name, const Actor& actor) {
   if (auto problem = device_id_problem(name)) {
     return make_error(Errc::invalid_input, "token name: " + *problem);
   }
   return write("revoke API token", actor, [&]() -> Result<bool> {
     auto query = prepare(db_, "SELECT revoked_at FROM api_tokens WHERE name = ?1", name);
-    if (!query.executeStep()) {
+    if (!query.step()) {
       return make_error(Errc::not_found, "no token is named " + std::string(name));
     }
-    if (!query.getColumn(0).isNull()) return false;
+    if (!query.is_null(0)) return false;
     prepare(db_, "UPDATE api_tokens SET revoked_at = ?1 WHERE name = ?2", actor.now, name).exec();
     record_audit(actor, "token.revoke", name, nlohmann::json::object());
     return true;
   });
 }
 
-Result<ApiToken> SqliteStore::find_api_token(std::string_view token_sha256) {
+Result<ApiToken> SqlStore::find_api_token(std::string_view token_sha256) {
   auto hash = normalize_fingerprint(token_sha256);
   if (!hash) return make_error(Errc::invalid_input, "a token hash must be 64 hex digits");
   return read("find API token", [&]() -> Result<ApiToken> {
@@ -76,9 +79,9 @@ Result<ApiToken> SqliteStore::find_api_token(std::string_view token_sha256) {
                          "SELECT id, name, role, created_at, revoked_at FROM api_tokens "
                          "WHERE token_sha256 = ?1 AND revoked_at IS NULL",
                          *hash);
-    if (!query.executeStep()) return make_error(Errc::not_found, "unknown or revoked token");
+    if (!query.step()) return make_error(Errc::not_found, "unknown or revoked token");
     return api_token_from(query);
   });
 }
 
-}  // namespace onboard::registry::sqlite
+}  // namespace onboard::registry::sql

@@ -1,24 +1,22 @@
-// AuditStore on SQLite, and the audit and change rows every write appends.
-#include "registry/sqlite_store_internal.h"
+// AuditStore, and the audit and change rows every write appends.
+#include "registry/store_internal.h"
 
 #include "registry/audit.h"
 
-namespace onboard::registry::sqlite {
+namespace onboard::registry::sql {
 
 namespace {
 
-AuditEvent audit_event_from(const SQLite::Statement& s) {
-  return AuditEvent{s.getColumn(0).getInt64(),  s.getColumn(1).getInt64(),
-                    s.getColumn(2).getString(), s.getColumn(3).getString(),
-                    s.getColumn(4).getString(), s.getColumn(5).getString(),
-                    s.getColumn(6).getString(), s.getColumn(7).getString()};
+AuditEvent audit_event_from(const Statement& s) {
+  return AuditEvent{s.int64(0), s.int64(1), s.text(2), s.text(3),
+                    s.text(4),  s.text(5),  s.text(6), s.text(7)};
 }
 
 }  // namespace
 
 // The change counter lives in meta and is bumped in the caller's transaction; a reader that saw
 // seq N loads exactly the rows after N.
-void SqliteStore::record_change(ChangeKind kind, std::string_view subject, UnixTime now) {
+void SqlStore::record_change(ChangeKind kind, std::string_view subject, UnixTime now) {
   db_.exec("UPDATE meta SET change_seq = change_seq + 1 WHERE id = 1");
   prepare(db_,
           "INSERT INTO changes (seq, at, kind, subject) "
@@ -27,13 +25,13 @@ void SqliteStore::record_change(ChangeKind kind, std::string_view subject, UnixT
       .exec();
 }
 
-void SqliteStore::record_audit(const Actor& actor, std::string_view action,
-                               std::string_view subject, const nlohmann::json& details) {
+void SqlStore::record_audit(const Actor& actor, std::string_view action, std::string_view subject,
+                            const nlohmann::json& details) {
   auto head = prepare(db_, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
-  if (!head.executeStep()) throw CorruptValue("no meta row");
+  if (!head.step()) throw CorruptValue("no meta row");
   AuditEvent event;
-  event.seq = head.getColumn(0).getInt64() + 1;
-  event.prev_hash = head.getColumn(1).getString();
+  event.seq = head.int64(0) + 1;
+  event.prev_hash = head.text(1);
   event.at = actor.now;
   event.actor = actor.name;
   event.action = std::string(action);
@@ -53,40 +51,40 @@ void SqliteStore::record_audit(const Actor& actor, std::string_view action,
       .exec();
 }
 
-Result<std::vector<AuditEvent>> SqliteStore::audit_list(std::size_t limit, std::int64_t after_seq) {
-  const std::int64_t sql_limit = limit == 0 ? -1 : static_cast<std::int64_t>(limit);
+Result<std::vector<AuditEvent>> SqlStore::audit_list(std::size_t limit, std::int64_t after_seq) {
+  const std::int64_t sql_limit = limit == 0 ? kNoLimit : static_cast<std::int64_t>(limit);
   return read("list audit events", [&]() -> Result<std::vector<AuditEvent>> {
     auto query = prepare(db_,
                          "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
                          "FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                          after_seq, sql_limit);
     std::vector<AuditEvent> events;
-    while (query.executeStep()) events.push_back(audit_event_from(query));
+    while (query.step()) events.push_back(audit_event_from(query));
     return events;
   });
 }
 
 // One read transaction: the rows and the head come from the same snapshot, so a concurrent
 // append cannot look like tampering.
-Result<AuditCheck> SqliteStore::verify_audit() {
+Result<AuditCheck> SqlStore::verify_audit() {
   return read("verify audit log", [&]() -> Result<AuditCheck> {
     AuditChainVerifier verifier;
     auto rows = prepare(db_,
                         "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
                         "FROM audit_events ORDER BY seq");
-    while (rows.executeStep()) {
+    while (rows.step()) {
       if (!verifier.add(audit_event_from(rows))) break;  // the first problem is the answer
     }
     rows.reset();
     auto head_query = prepare(db_, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
-    if (!head_query.executeStep()) throw CorruptValue("no meta row");
-    const AuditHead head{head_query.getColumn(0).getInt64(), head_query.getColumn(1).getString()};
+    if (!head_query.step()) throw CorruptValue("no meta row");
+    const AuditHead head{head_query.int64(0), head_query.text(1)};
     return verifier.finish(head);
   });
 }
 
-Status SqliteStore::record_event(std::string_view action, std::string_view subject,
-                                 std::string_view details, const Actor& actor) {
+Status SqlStore::record_event(std::string_view action, std::string_view subject,
+                              std::string_view details, const Actor& actor) {
   auto parsed = nlohmann::json::parse(details, nullptr, false);
   if (parsed.is_discarded() || !parsed.is_object()) {
     return make_error(Errc::invalid_input, "audit details must be a JSON object");
@@ -98,24 +96,23 @@ Status SqliteStore::record_event(std::string_view action, std::string_view subje
   });
 }
 
-Result<std::int64_t> SqliteStore::change_seq() {
+Result<std::int64_t> SqlStore::change_seq() {
   return read("read change sequence", [&]() -> Result<std::int64_t> {
-    return db_.execAndGet("SELECT change_seq FROM meta WHERE id = 1").getInt64();
+    return query_int64(db_, "SELECT change_seq FROM meta WHERE id = 1");
   });
 }
 
-Result<std::vector<Change>> SqliteStore::changes_since(std::int64_t seq) {
+Result<std::vector<Change>> SqlStore::changes_since(std::int64_t seq) {
   return read("read changes", [&]() -> Result<std::vector<Change>> {
     auto query =
         prepare(db_, "SELECT seq, at, kind, subject FROM changes WHERE seq > ?1 ORDER BY seq", seq);
     std::vector<Change> changes;
-    while (query.executeStep()) {
-      changes.push_back(Change{query.getColumn(0).getInt64(), query.getColumn(1).getInt64(),
-                               change_kind_from(query.getColumn(2).getString()),
-                               query.getColumn(3).getString()});
+    while (query.step()) {
+      changes.push_back(
+          Change{query.int64(0), query.int64(1), change_kind_from(query.text(2)), query.text(3)});
     }
     return changes;
   });
 }
 
-}  // namespace onboard::registry::sqlite
+}  // namespace onboard::registry::sql

@@ -1,27 +1,29 @@
-// DeliveryStore on SQLite: held keys, batches and bundles.
-#include "registry/sqlite_store_internal.h"
+// DeliveryStore: held keys, batches and bundles.
+#include "registry/store_internal.h"
 
 #include "core/identity.h"
 
-namespace onboard::registry::sqlite {
+namespace onboard::registry::sql {
 
-void SqliteStore::hold_key(std::string_view device_id, const NewCertificate& certificate,
-                           UnixTime now) {
+void SqlStore::hold_key(std::string_view device_id, const NewCertificate& certificate,
+                        UnixTime now) {
   if (certificate.held_key_pem.empty()) return;
   prepare(db_,
-          "INSERT OR REPLACE INTO held_keys (device_id, certificate_sha256, encrypted_pem, "
-          "created_at) VALUES (?1, ?2, ?3, ?4)",
+          "INSERT INTO held_keys (device_id, certificate_sha256, encrypted_pem, created_at) "
+          "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (device_id) DO UPDATE SET "
+          "certificate_sha256 = excluded.certificate_sha256, "
+          "encrypted_pem = excluded.encrypted_pem, created_at = excluded.created_at",
           device_id, certificate.sha256_fingerprint, certificate.held_key_pem, now)
       .exec();
 }
 
 // The connection runs with secure_delete on (see open_registry_file), so the row's bytes are
 // overwritten with zeros in the page, not merely unlinked.
-void SqliteStore::erase_held_key(std::string_view device_id) {
+void SqlStore::erase_held_key(std::string_view device_id) {
   prepare(db_, "DELETE FROM held_keys WHERE device_id = ?1", device_id).exec();
 }
 
-Result<std::optional<HeldKey>> SqliteStore::held_key(std::string_view device_id) {
+Result<std::optional<HeldKey>> SqlStore::held_key(std::string_view device_id) {
   ONBOARD_CHECK(check_device_id(device_id));
   return read("read held key", [&]() -> Result<std::optional<HeldKey>> {
     if (!subject_exists(SubjectKind::device, device_id)) {
@@ -31,20 +33,19 @@ Result<std::optional<HeldKey>> SqliteStore::held_key(std::string_view device_id)
                          "SELECT device_id, certificate_sha256, encrypted_pem, created_at "
                          "FROM held_keys WHERE device_id = ?1",
                          device_id);
-    if (!query.executeStep()) return std::optional<HeldKey>();
+    if (!query.step()) return std::optional<HeldKey>();
     return std::optional<HeldKey>(
-        HeldKey{query.getColumn(0).getString(), query.getColumn(1).getString(),
-                query.getColumn(2).getString(), query.getColumn(3).getInt64()});
+        HeldKey{query.text(0), query.text(1), query.text(2), query.int64(3)});
   });
 }
 
-Status SqliteStore::create_batch(std::string_view id, std::string_view source, const Actor& actor) {
+Status SqlStore::create_batch(std::string_view id, std::string_view source, const Actor& actor) {
   if (auto problem = device_id_problem(id)) {
     return make_error(Errc::invalid_input, "batch id: " + *problem);
   }
   return write("create batch", actor, [&]() -> Status {
     auto existing = prepare(db_, "SELECT 1 FROM batches WHERE id = ?1", id);
-    if (existing.executeStep()) {
+    if (existing.step()) {
       return make_error(Errc::conflict, "batch " + std::string(id) + " already exists");
     }
     prepare(db_, "INSERT INTO batches (id, source, created_at) VALUES (?1, ?2, ?3)", id, source,
@@ -55,62 +56,59 @@ Status SqliteStore::create_batch(std::string_view id, std::string_view source, c
   });
 }
 
-Result<Batch> SqliteStore::get_batch(std::string_view id) {
+Result<Batch> SqlStore::get_batch(std::string_view id) {
   if (auto problem = device_id_problem(id)) {
     return make_error(Errc::invalid_input, "batch id: " + *problem);
   }
   return read("read batch", [&]() -> Result<Batch> {
     auto query = prepare(db_, "SELECT id, source, created_at FROM batches WHERE id = ?1", id);
-    if (!query.executeStep()) {
+    if (!query.step()) {
       return make_error(Errc::not_found, "batch " + std::string(id) + " does not exist");
     }
-    Batch batch{query.getColumn(0).getString(),
-                query.getColumn(1).getString(),
-                query.getColumn(2).getInt64(),
-                {}};
+    Batch batch{query.text(0), query.text(1), query.int64(2), {}};
     auto members = prepare(
         db_, "SELECT device_id, line FROM batch_devices WHERE batch_id = ?1 ORDER BY line", id);
-    while (members.executeStep()) {
-      batch.devices.push_back({members.getColumn(0).getString(), members.getColumn(1).getInt64()});
+    while (members.step()) {
+      batch.devices.push_back({members.text(0), members.int64(1)});
     }
     return batch;
   });
 }
 
-Result<Device> SqliteStore::register_device_in_batch(const NewDevice& input,
-                                                     const NewCertificate& certificate,
-                                                     std::string_view batch_id, std::int64_t line,
-                                                     const Actor& actor) {
+Result<Device> SqlStore::register_device_in_batch(const NewDevice& input,
+                                                  const NewCertificate& certificate,
+                                                  std::string_view batch_id, std::int64_t line,
+                                                  const Actor& actor) {
   return insert_device(input, certificate, batch_id, line, actor);
 }
 
-std::optional<BundleRecord> SqliteStore::load_bundle(std::string_view id) {
+std::optional<BundleRecord> SqlStore::load_bundle(std::string_view id) {
   auto query = prepare(db_,
                        "SELECT id, batch_id, path, sha256, size, with_keys, created_at, "
                        "downloaded_at, downloaded_by FROM bundles WHERE id = ?1",
                        id);
-  if (!query.executeStep()) return std::nullopt;
+  if (!query.step()) return std::nullopt;
   BundleRecord b;
-  b.id = query.getColumn(0).getString();
-  b.batch_id = text_or_null(query.getColumn(1)).value_or("");
-  b.path = query.getColumn(2).getString();
-  b.sha256 = query.getColumn(3).getString();
-  b.size = query.getColumn(4).getInt64();
-  b.with_keys = query.getColumn(5).getInt() != 0;
-  b.created_at = query.getColumn(6).getInt64();
-  if (!query.getColumn(7).isNull()) b.downloaded_at = query.getColumn(7).getInt64();
-  b.downloaded_by = text_or_null(query.getColumn(8)).value_or("");
+  b.id = query.text(0);
+  b.batch_id = query.text_or_null(1).value_or("");
+  b.path = query.text(2);
+  b.sha256 = query.text(3);
+  b.size = query.int64(4);
+  b.with_keys = query.int32(5) != 0;
+  b.created_at = query.int64(6);
+  if (!query.is_null(7)) b.downloaded_at = query.int64(7);
+  b.downloaded_by = query.text_or_null(8).value_or("");
   auto devices = prepare(db_,
                          "SELECT device_id, certificate_sha256 FROM bundle_devices "
                          "WHERE bundle_id = ?1 ORDER BY device_id",
                          id);
-  while (devices.executeStep()) {
-    b.devices.push_back({devices.getColumn(0).getString(), devices.getColumn(1).getString()});
+  while (devices.step()) {
+    b.devices.push_back({devices.text(0), devices.text(1)});
   }
   return b;
 }
 
-Result<BundleRecord> SqliteStore::record_bundle(const BundleRecord& input, const Actor& actor) {
+Result<BundleRecord> SqlStore::record_bundle(const BundleRecord& input, const Actor& actor) {
   auto bad = [](std::string why) { return make_error(Errc::invalid_input, std::move(why)); };
   if (auto problem = device_id_problem(input.id)) return bad("bundle id: " + *problem);
   if (input.devices.empty()) return bad("a bundle holds at least one device");
@@ -124,7 +122,7 @@ Result<BundleRecord> SqliteStore::record_bundle(const BundleRecord& input, const
     }
     if (!input.batch_id.empty()) {
       auto batch = prepare(db_, "SELECT 1 FROM batches WHERE id = ?1", input.batch_id);
-      if (!batch.executeStep()) {
+      if (!batch.step()) {
         return make_error(Errc::not_found, "batch " + input.batch_id + " does not exist");
       }
     }
@@ -142,7 +140,7 @@ Result<BundleRecord> SqliteStore::record_bundle(const BundleRecord& input, const
                                  "SELECT 1 FROM certificates WHERE sha256_fingerprint = ?1 AND "
                                  "device_id = ?2 AND status = 'active'",
                                  d.certificate_sha256, d.device_id);
-      if (!certificate.executeStep()) {
+      if (!certificate.step()) {
         return make_error(Errc::conflict, "the certificate bundled for " + d.device_id +
                                               " is no longer its active certificate");
       }
@@ -177,19 +175,13 @@ Result<BundleRecord> SqliteStore::record_bundle(const BundleRecord& input, const
                   {"keys_wiped", wiped}});
     return *load_bundle(input.id);
   });
-  if (recorded.ok() && recorded->with_keys) {
-    // The erased rows' old page images still sit in the WAL until a checkpoint copies the zeroed
-    // pages back and the log is truncated. Best effort: a busy reader only delays it (the keys
-    // there are encrypted anyway).
-    try {
-      db_.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-    } catch (...) {
-    }
-  }
+  // The erased keys' old bytes may outlive the commit in the database's own files (SQLite's WAL);
+  // the backend clears them as far as it can (the keys there are encrypted anyway).
+  if (recorded.ok() && recorded->with_keys) db_.scrub();
   return recorded;
 }
 
-Result<BundleRecord> SqliteStore::get_bundle(std::string_view id) {
+Result<BundleRecord> SqlStore::get_bundle(std::string_view id) {
   if (auto problem = device_id_problem(id)) {
     return make_error(Errc::invalid_input, "bundle id: " + *problem);
   }
@@ -199,7 +191,7 @@ Result<BundleRecord> SqliteStore::get_bundle(std::string_view id) {
   });
 }
 
-Result<std::vector<BundleRecord>> SqliteStore::bundles_of_device(std::string_view device_id) {
+Result<std::vector<BundleRecord>> SqlStore::bundles_of_device(std::string_view device_id) {
   ONBOARD_CHECK(check_device_id(device_id));
   return read("list bundles", [&]() -> Result<std::vector<BundleRecord>> {
     auto query = prepare(db_,
@@ -207,16 +199,16 @@ Result<std::vector<BundleRecord>> SqliteStore::bundles_of_device(std::string_vie
                          "WHERE d.device_id = ?1 ORDER BY b.created_at, b.id",
                          device_id);
     std::vector<std::string> ids;
-    while (query.executeStep()) ids.push_back(query.getColumn(0).getString());
+    while (query.step()) ids.push_back(query.text(0));
     std::vector<BundleRecord> bundles;
     for (const auto& id : ids) bundles.push_back(*load_bundle(id));
     return bundles;
   });
 }
 
-Result<BundleRecord> SqliteStore::claim_bundle_download(std::string_view id,
-                                                        std::string_view downloaded_by,
-                                                        const Actor& actor) {
+Result<BundleRecord> SqlStore::claim_bundle_download(std::string_view id,
+                                                     std::string_view downloaded_by,
+                                                     const Actor& actor) {
   if (auto problem = device_id_problem(id)) {
     return make_error(Errc::invalid_input, "bundle id: " + *problem);
   }
@@ -238,4 +230,4 @@ Result<BundleRecord> SqliteStore::claim_bundle_download(std::string_view id,
   });
 }
 
-}  // namespace onboard::registry::sqlite
+}  // namespace onboard::registry::sql

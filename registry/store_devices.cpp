@@ -1,11 +1,11 @@
-// DeviceStore on SQLite: devices and their certificates, and the certificates of other kinds.
-#include "registry/sqlite_store_internal.h"
+// DeviceStore: devices and their certificates, and the certificates of other kinds.
+#include "registry/store_internal.h"
 
 #include <utility>
 
 #include "core/identity.h"
 
-namespace onboard::registry::sqlite {
+namespace onboard::registry::sql {
 
 namespace {
 
@@ -19,12 +19,10 @@ Certificate just_recorded(const NewCertificate& c, std::string device_id, Certif
 
 // Columns in the order of `SELECT id, name, type, location, firmware, status, created_at,
 // updated_at, metadata`.
-Device device_from(const SQLite::Statement& s) {
-  return Device{s.getColumn(0).getString(), s.getColumn(1).getString(),
-                s.getColumn(2).getString(), s.getColumn(3).getString(),
-                s.getColumn(4).getString(), device_status_from(s.getColumn(5).getString()),
-                s.getColumn(6).getInt64(),  s.getColumn(7).getInt64(),
-                s.getColumn(8).getString()};
+Device device_from(const Statement& s) {
+  return Device{s.text(0),  s.text(1),  s.text(2),
+                s.text(3),  s.text(4),  device_status_from(s.text(5)),
+                s.int64(6), s.int64(7), s.text(8)};
 }
 
 CertificateKind certificate_kind_from(const std::string& text) {
@@ -38,36 +36,35 @@ CertificateKind certificate_kind_from(const std::string& text) {
   "status, revoked_at, revocation_reason, pem, kind"
 
 // Columns: ONBOARD_CERTIFICATE_COLUMNS.
-Certificate certificate_from(const SQLite::Statement& s) {
+Certificate certificate_from(const Statement& s) {
   Certificate c;
-  c.serial_hex = s.getColumn(0).getString();
-  c.issuer = s.getColumn(1).getString();
-  c.sha256_fingerprint = s.getColumn(2).getString();
-  c.device_id = text_or_null(s.getColumn(3)).value_or("");
-  c.subject = s.getColumn(4).getString();
-  c.not_before = s.getColumn(5).getInt64();
-  c.not_after = s.getColumn(6).getInt64();
-  c.status = s.getColumn(7).getString() == "revoked" ? CertificateStatus::revoked
-                                                     : CertificateStatus::active;
-  if (!s.getColumn(8).isNull()) c.revoked_at = s.getColumn(8).getInt64();
-  if (auto reason = text_or_null(s.getColumn(9))) c.revocation_reason = reason_from(*reason);
-  c.pem = s.getColumn(10).getString();
-  c.kind = certificate_kind_from(s.getColumn(11).getString());
+  c.serial_hex = s.text(0);
+  c.issuer = s.text(1);
+  c.sha256_fingerprint = s.text(2);
+  c.device_id = s.text_or_null(3).value_or("");
+  c.subject = s.text(4);
+  c.not_before = s.int64(5);
+  c.not_after = s.int64(6);
+  c.status = s.text(7) == "revoked" ? CertificateStatus::revoked : CertificateStatus::active;
+  if (!s.is_null(8)) c.revoked_at = s.int64(8);
+  if (auto reason = s.text_or_null(9)) c.revocation_reason = reason_from(*reason);
+  c.pem = s.text(10);
+  c.kind = certificate_kind_from(s.text(11));
   return c;
 }
 
 }  // namespace
 
-std::optional<Device> SqliteStore::load_device(std::string_view id) {
+std::optional<Device> SqlStore::load_device(std::string_view id) {
   auto query = prepare(db_,
                        "SELECT id, name, type, location, firmware, status, created_at, updated_at, "
                        "metadata FROM devices WHERE id = ?1",
                        id);
-  if (!query.executeStep()) return std::nullopt;
+  if (!query.step()) return std::nullopt;
   return device_from(query);
 }
 
-Result<Device> SqliteStore::load_unrevoked_device(std::string_view id, std::string_view refusal) {
+Result<Device> SqlStore::load_unrevoked_device(std::string_view id, std::string_view refusal) {
   auto device = load_device(id);
   if (!device) return make_error(Errc::not_found, "device " + std::string(id) + " does not exist");
   if (device->status == DeviceStatus::revoked) {
@@ -77,9 +74,9 @@ Result<Device> SqliteStore::load_unrevoked_device(std::string_view id, std::stri
   return std::move(*device);
 }
 
-Result<Device> SqliteStore::insert_device(const NewDevice& input, const NewCertificate& certificate,
-                                          std::optional<std::string_view> batch_id,
-                                          std::int64_t line, const Actor& actor) {
+Result<Device> SqlStore::insert_device(const NewDevice& input, const NewCertificate& certificate,
+                                       std::optional<std::string_view> batch_id, std::int64_t line,
+                                       const Actor& actor) {
   ONBOARD_CHECK(check_device_id(input.id));
   if (!input.type.empty()) ONBOARD_CHECK(check_group_name(input.type));
   ONBOARD_TRY(std::string metadata, compact_metadata(input.metadata));
@@ -88,7 +85,7 @@ Result<Device> SqliteStore::insert_device(const NewDevice& input, const NewCerti
   return write("register device", actor, [&]() -> Result<Device> {
     if (batch_id) {
       auto batch = prepare(db_, "SELECT 1 FROM batches WHERE id = ?1", *batch_id);
-      if (!batch.executeStep()) {
+      if (!batch.step()) {
         return make_error(Errc::not_found, "batch " + std::string(*batch_id) + " does not exist");
       }
     }
@@ -131,12 +128,12 @@ Result<Device> SqliteStore::insert_device(const NewDevice& input, const NewCerti
   });
 }
 
-Result<Device> SqliteStore::register_device(const NewDevice& input,
-                                            const NewCertificate& certificate, const Actor& actor) {
+Result<Device> SqlStore::register_device(const NewDevice& input, const NewCertificate& certificate,
+                                         const Actor& actor) {
   return insert_device(input, certificate, std::nullopt, 0, actor);
 }
 
-Result<Device> SqliteStore::get_device(std::string_view id) {
+Result<Device> SqlStore::get_device(std::string_view id) {
   ONBOARD_CHECK(check_device_id(id));
   return read("get device", [&]() -> Result<Device> {
     if (auto device = load_device(id)) return *device;
@@ -146,10 +143,10 @@ Result<Device> SqliteStore::get_device(std::string_view id) {
 
 // `?1 IS NULL OR ...` keeps one fixed statement for every filter combination; keyset paging on
 // the primary key stays fast however deep the page.
-Result<std::vector<Device>> SqliteStore::list_devices(const DeviceFilter& filter) {
+Result<std::vector<Device>> SqlStore::list_devices(const DeviceFilter& filter) {
   std::optional<std::string_view> status;
   if (filter.status) status = to_string(*filter.status);
-  const std::int64_t limit = filter.limit == 0 ? -1 : static_cast<std::int64_t>(filter.limit);
+  const std::int64_t limit = filter.limit == 0 ? kNoLimit : static_cast<std::int64_t>(filter.limit);
   return read("list devices", [&]() -> Result<std::vector<Device>> {
     auto query = prepare(db_,
                          "SELECT id, name, type, location, firmware, status, created_at, "
@@ -158,12 +155,12 @@ Result<std::vector<Device>> SqliteStore::list_devices(const DeviceFilter& filter
                          "AND id > ?3 ORDER BY id LIMIT ?4",
                          status, filter.type, std::string_view(filter.after_id), limit);
     std::vector<Device> devices;
-    while (query.executeStep()) devices.push_back(device_from(query));
+    while (query.step()) devices.push_back(device_from(query));
     return devices;
   });
 }
 
-Result<std::int64_t> SqliteStore::count_devices(const DeviceFilter& filter) {
+Result<std::int64_t> SqlStore::count_devices(const DeviceFilter& filter) {
   std::optional<std::string_view> status;
   if (filter.status) status = to_string(*filter.status);
   return read("count devices", [&]() -> Result<std::int64_t> {
@@ -171,13 +168,12 @@ Result<std::int64_t> SqliteStore::count_devices(const DeviceFilter& filter) {
                          "SELECT count(*) FROM devices "
                          "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2)",
                          status, filter.type);
-    query.executeStep();
-    return query.getColumn(0).getInt64();
+    query.step();
+    return query.int64(0);
   });
 }
 
-Result<bool> SqliteStore::set_device_enabled(std::string_view id, bool enabled,
-                                             const Actor& actor) {
+Result<bool> SqlStore::set_device_enabled(std::string_view id, bool enabled, const Actor& actor) {
   ONBOARD_CHECK(check_device_id(id));
   return write(enabled ? "enable device" : "disable device", actor, [&]() -> Result<bool> {
     ONBOARD_TRY(const Device device,
@@ -193,8 +189,8 @@ Result<bool> SqliteStore::set_device_enabled(std::string_view id, bool enabled,
 
 // The audit row names each changed field with its old and new value; fields given but equal to
 // what is stored are not changes.
-Result<Device> SqliteStore::update_device(std::string_view id, const DeviceUpdate& update,
-                                          const Actor& actor) {
+Result<Device> SqlStore::update_device(std::string_view id, const DeviceUpdate& update,
+                                       const Actor& actor) {
   ONBOARD_CHECK(check_device_id(id));
   if (update.empty()) return make_error(Errc::invalid_input, "nothing to update");
   if (update.type && !update.type->empty()) ONBOARD_CHECK(check_group_name(*update.type));
@@ -240,8 +236,8 @@ Result<Device> SqliteStore::update_device(std::string_view id, const DeviceUpdat
   });
 }
 
-Result<RevokeOutcome> SqliteStore::revoke_device(std::string_view id, RevocationReason reason,
-                                                 const Actor& actor) {
+Result<RevokeOutcome> SqlStore::revoke_device(std::string_view id, RevocationReason reason,
+                                              const Actor& actor) {
   ONBOARD_CHECK(check_device_id(id));
   return write("revoke device", actor, [&]() -> Result<RevokeOutcome> {
     auto device = load_device(id);
@@ -263,7 +259,7 @@ Result<RevokeOutcome> SqliteStore::revoke_device(std::string_view id, Revocation
   });
 }
 
-void SqliteStore::set_device_status(std::string_view id, DeviceStatus status, UnixTime now) {
+void SqlStore::set_device_status(std::string_view id, DeviceStatus status, UnixTime now) {
   prepare(db_, "UPDATE devices SET status = ?1, updated_at = ?2 WHERE id = ?3", to_string(status),
           now, id)
       .exec();
@@ -271,18 +267,18 @@ void SqliteStore::set_device_status(std::string_view id, DeviceStatus status, Un
 
 // The duplicate checks come first so the operator reads which certificate clashes; the UNIQUE
 // constraints stay as the backstop.
-Status SqliteStore::insert_certificate(CertificateKind kind, std::string_view device_id,
-                                       const NewCertificate& c) {
+Status SqlStore::insert_certificate(CertificateKind kind, std::string_view device_id,
+                                    const NewCertificate& c) {
   auto same_fingerprint = prepare(db_, "SELECT 1 FROM certificates WHERE sha256_fingerprint = ?1",
                                   c.sha256_fingerprint);
-  if (same_fingerprint.executeStep()) {
+  if (same_fingerprint.step()) {
     return make_error(Errc::conflict,
                       "a certificate with fingerprint " + c.sha256_fingerprint + " already exists");
   }
   auto same_serial =
       prepare(db_, "SELECT 1 FROM certificates WHERE issuer = ?1 AND serial_hex = ?2", c.issuer,
               c.serial_hex);
-  if (same_serial.executeStep()) {
+  if (same_serial.step()) {
     return make_error(Errc::conflict, "a certificate with serial " + c.serial_hex +
                                           " from the same issuer already exists");
   }
@@ -298,15 +294,15 @@ Status SqliteStore::insert_certificate(CertificateKind kind, std::string_view de
   return ok_status();
 }
 
-std::vector<std::string> SqliteStore::revoke_active_certificates(std::string_view device_id,
-                                                                 RevocationReason reason,
-                                                                 UnixTime now) {
+std::vector<std::string> SqlStore::revoke_active_certificates(std::string_view device_id,
+                                                              RevocationReason reason,
+                                                              UnixTime now) {
   std::vector<std::string> serials;
   auto active = prepare(db_,
                         "SELECT serial_hex FROM certificates WHERE device_id = ?1 AND "
                         "status = 'active' ORDER BY rowid",
                         device_id);
-  while (active.executeStep()) serials.push_back(active.getColumn(0).getString());
+  while (active.step()) serials.push_back(active.text(0));
   prepare(db_,
           "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 "
           "WHERE device_id = ?3 AND status = 'active'",
@@ -315,7 +311,7 @@ std::vector<std::string> SqliteStore::revoke_active_certificates(std::string_vie
   return serials;
 }
 
-Result<std::vector<Certificate>> SqliteStore::certificates_of(std::string_view device_id) {
+Result<std::vector<Certificate>> SqlStore::certificates_of(std::string_view device_id) {
   ONBOARD_CHECK(check_device_id(device_id));
   return read("list certificates", [&]() -> Result<std::vector<Certificate>> {
     if (!subject_exists(SubjectKind::device, device_id)) {
@@ -326,12 +322,12 @@ Result<std::vector<Certificate>> SqliteStore::certificates_of(std::string_view d
                          " FROM certificates WHERE device_id = ?1 ORDER BY rowid",
                          device_id);
     std::vector<Certificate> certificates;
-    while (query.executeStep()) certificates.push_back(certificate_from(query));
+    while (query.step()) certificates.push_back(certificate_from(query));
     return certificates;
   });
 }
 
-Result<Certificate> SqliteStore::find_certificate_by_fingerprint(std::string_view sha256_hex) {
+Result<Certificate> SqlStore::find_certificate_by_fingerprint(std::string_view sha256_hex) {
   auto fingerprint = normalize_fingerprint(sha256_hex);
   if (!fingerprint) {
     return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
@@ -341,16 +337,16 @@ Result<Certificate> SqliteStore::find_certificate_by_fingerprint(std::string_vie
                          "SELECT " ONBOARD_CERTIFICATE_COLUMNS
                          " FROM certificates WHERE sha256_fingerprint = ?1",
                          *fingerprint);
-    if (!query.executeStep()) {
+    if (!query.step()) {
       return make_error(Errc::not_found, "no certificate has fingerprint " + *fingerprint);
     }
     return certificate_from(query);
   });
 }
 
-Result<AddedCertificate> SqliteStore::add_certificate(std::string_view device_id,
-                                                      const NewCertificate& certificate,
-                                                      bool supersede_active, const Actor& actor) {
+Result<AddedCertificate> SqlStore::add_certificate(std::string_view device_id,
+                                                   const NewCertificate& certificate,
+                                                   bool supersede_active, const Actor& actor) {
   ONBOARD_CHECK(check_device_id(device_id));
   ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
   const std::string id(device_id);
@@ -377,9 +373,9 @@ Result<AddedCertificate> SqliteStore::add_certificate(std::string_view device_id
   });
 }
 
-Result<Certificate> SqliteStore::record_certificate(CertificateKind kind,
-                                                    const NewCertificate& certificate,
-                                                    const Actor& actor) {
+Result<Certificate> SqlStore::record_certificate(CertificateKind kind,
+                                                 const NewCertificate& certificate,
+                                                 const Actor& actor) {
   if (kind == CertificateKind::device) {
     return make_error(Errc::invalid_input,
                       "a device certificate is recorded with its device (register or renew it)");
@@ -399,7 +395,7 @@ Result<Certificate> SqliteStore::record_certificate(CertificateKind kind,
   });
 }
 
-Result<std::vector<Certificate>> SqliteStore::list_certificates(const CertificateFilter& filter) {
+Result<std::vector<Certificate>> SqlStore::list_certificates(const CertificateFilter& filter) {
   std::optional<std::string_view> kind, status;
   if (filter.kind) kind = to_string(*filter.kind);
   if (filter.status) status = to_string(*filter.status);
@@ -411,12 +407,12 @@ Result<std::vector<Certificate>> SqliteStore::list_certificates(const Certificat
                          "ORDER BY rowid",
                          kind, status);
     std::vector<Certificate> certificates;
-    while (query.executeStep()) certificates.push_back(certificate_from(query));
+    while (query.step()) certificates.push_back(certificate_from(query));
     return certificates;
   });
 }
 
-Result<Certificate> SqliteStore::find_certificate_by_serial(std::string_view serial_hex) {
+Result<Certificate> SqlStore::find_certificate_by_serial(std::string_view serial_hex) {
   std::string serial;
   for (char c : serial_hex) {
     if (c == ':') continue;  // the form `openssl x509 -serial` does not print, but others do
@@ -430,11 +426,11 @@ Result<Certificate> SqliteStore::find_certificate_by_serial(std::string_view ser
                          "SELECT " ONBOARD_CERTIFICATE_COLUMNS
                          " FROM certificates WHERE serial_hex = ?1 ORDER BY rowid LIMIT 2",
                          serial);
-    if (!query.executeStep()) {
+    if (!query.step()) {
       return make_error(Errc::not_found, "no certificate has serial " + serial);
     }
     Certificate found = certificate_from(query);
-    if (query.executeStep()) {
+    if (query.step()) {
       return make_error(Errc::conflict, "more than one issuer used serial " + serial +
                                             "; name the certificate by its fingerprint");
     }
@@ -442,9 +438,9 @@ Result<Certificate> SqliteStore::find_certificate_by_serial(std::string_view ser
   });
 }
 
-Result<CertificateRevokeOutcome> SqliteStore::revoke_certificate(std::string_view sha256_hex,
-                                                                 RevocationReason reason,
-                                                                 const Actor& actor) {
+Result<CertificateRevokeOutcome> SqlStore::revoke_certificate(std::string_view sha256_hex,
+                                                              RevocationReason reason,
+                                                              const Actor& actor) {
   auto fingerprint = normalize_fingerprint(sha256_hex);
   if (!fingerprint) {
     return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
@@ -454,7 +450,7 @@ Result<CertificateRevokeOutcome> SqliteStore::revoke_certificate(std::string_vie
                          "SELECT " ONBOARD_CERTIFICATE_COLUMNS
                          " FROM certificates WHERE sha256_fingerprint = ?1",
                          *fingerprint);
-    if (!query.executeStep()) {
+    if (!query.step()) {
       return make_error(Errc::not_found, "no certificate has fingerprint " + *fingerprint);
     }
     CertificateRevokeOutcome outcome;
@@ -489,4 +485,4 @@ Result<CertificateRevokeOutcome> SqliteStore::revoke_certificate(std::string_vie
   });
 }
 
-}  // namespace onboard::registry::sqlite
+}  // namespace onboard::registry::sql

@@ -1,7 +1,8 @@
-// The full SQLite store: its class, and the input checks its parts share. Each role's methods are
-// defined in a file of their own (sqlite_devices.cpp, sqlite_crl.cpp, sqlite_rules.cpp,
-// sqlite_audit.cpp, sqlite_delivery.cpp, sqlite_tokens.cpp); read_access is the connection's
-// (sqlite_access.cpp), shared with the broker's read-only store. Internal to registry/.
+// The full store, written once over the SQL seam (sql.h) for every backend: its class, and the
+// input checks its parts share. Each role's methods are defined in a file of their own
+// (store_devices.cpp, store_crl.cpp, store_rules.cpp, store_audit.cpp, store_delivery.cpp,
+// store_tokens.cpp); read_access is the connection's (access_read.cpp), shared with the broker's
+// read-only store. Internal to registry/.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -16,13 +17,13 @@
 
 #include "core/error.h"
 #include "core/revocation.h"
+#include "registry/sql.h"
 #include "registry/sqlite_backup.h"
-#include "registry/sqlite_internal.h"
 #include "registry/store.h"
 
-namespace onboard::registry::sqlite {
+namespace onboard::registry::sql {
 
-// --- Input checks (sqlite_store.cpp) ---------------------------------------------------------
+// --- Input checks (store_checks.cpp) ---------------------------------------------------------
 // Everything that is echoed in a message is checked first, so messages stay one clean line.
 
 bool is_hex(std::string_view text, bool upper);
@@ -39,14 +40,14 @@ RevocationReason reason_from(const std::string& text);
 
 // --- The store -------------------------------------------------------------------------------
 
-class SqliteStore final : public Store, private Connection {
+class SqlStore final : public Store, private Connection {
  public:
-  SqliteStore(SQLite::Database db, std::string path, bool read_only)
-      : Connection(std::move(db), std::move(path), read_only) {}
+  SqlStore(std::unique_ptr<Database> db, std::string where, bool read_only)
+      : Connection(std::move(db), std::move(where), read_only) {}
 
   Status create_or_upgrade(UnixTime now);
-  // sqlite_backup.cpp: what backup_sqlite_registry and restore_sqlite_registry report, and the
-  // restore itself.
+  // sqlite_backup.cpp, on an SQLite registry only: what backup_sqlite_registry and
+  // restore_sqlite_registry report, and the restore itself.
   Result<RegistrySummary> summary();
   Result<RestoreSummary> restore_from(const std::filesystem::path& backup, const Actor& actor);
 
@@ -127,14 +128,14 @@ class SqliteStore final : public Store, private Connection {
  private:
   Result<RestoreSummary> restore_attached(std::string_view backup_name, const Actor& actor);
 
-  // register_device and register_device_in_batch (sqlite_devices.cpp).
+  // register_device and register_device_in_batch (store_devices.cpp).
   Result<Device> insert_device(const NewDevice& device, const NewCertificate& certificate,
                                std::optional<std::string_view> batch_id, std::int64_t line,
                                const Actor& actor);
 
-  // Helpers for use inside read()/write(); they throw SQLite::Exception.
+  // Helpers for use inside read()/write(); they throw Failure.
 
-  // Devices and certificates (sqlite_devices.cpp).
+  // Devices and certificates (store_devices.cpp).
   std::optional<Device> load_device(std::string_view id);
   // The device a change is about, for a change its revocation forbids (a revoked device's record
   // is final): Errc::not_found when unknown, Errc::conflict "device ID is revoked; <refusal>".
@@ -146,21 +147,21 @@ class SqliteStore final : public Store, private Connection {
                                                       RevocationReason reason, UnixTime now);
   void set_device_status(std::string_view id, DeviceStatus status, UnixTime now);
 
-  // Rules and groups (sqlite_rules.cpp).
+  // Rules and groups (store_rules.cpp).
   bool group_exists(std::string_view name);
   bool subject_exists(SubjectKind kind, std::string_view name);
   void insert_group(std::string_view name, std::string_view description, UnixTime now);
-  std::vector<RuleRecord> query_rules(SQLite::Statement& statement);
+  std::vector<RuleRecord> query_rules(Statement& statement);
 
-  // The audit row and the change row every write appends (sqlite_audit.cpp).
+  // The audit row and the change row every write appends (store_audit.cpp).
   void record_change(ChangeKind kind, std::string_view subject, UnixTime now);
   void record_audit(const Actor& actor, std::string_view action, std::string_view subject,
                     const nlohmann::json& details);
 
-  // Held keys and bundles (sqlite_delivery.cpp).
+  // Held keys and bundles (store_delivery.cpp).
   void hold_key(std::string_view device_id, const NewCertificate& certificate, UnixTime now);
   void erase_held_key(std::string_view device_id);
   std::optional<BundleRecord> load_bundle(std::string_view id);
 };
 
-}  // namespace onboard::registry::sqlite
+}  // namespace onboard::registry::sql

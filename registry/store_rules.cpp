@@ -1,60 +1,60 @@
-// RuleStore on SQLite: ACL rules and groups.
-#include "registry/sqlite_store_internal.h"
+// RuleStore: ACL rules and groups.
+#include "registry/store_internal.h"
 
 #include <string>
 
-namespace onboard::registry::sqlite {
+namespace onboard::registry::sql {
 
 namespace {
 
 // Columns: id, device_id, group_name, access, pattern, effect, priority, created_at.
-RuleRecord rule_from(const SQLite::Statement& s) {
+RuleRecord rule_from(const Statement& s) {
   RuleRecord r;
-  r.id = s.getColumn(0).getInt64();
-  if (auto device = text_or_null(s.getColumn(1))) {
+  r.id = s.int64(0);
+  if (auto device = s.text_or_null(1)) {
     r.subject_kind = SubjectKind::device;
     r.subject = *device;
   } else {
     r.subject_kind = SubjectKind::group;
-    r.subject = s.getColumn(2).getString();
+    r.subject = s.text(2);
   }
-  const auto access = s.getColumn(3).getInt();
+  const auto access = s.int32(3);
   if (access < 1 || access > kAccessReadWrite) throw CorruptValue("an invalid access mask");
   r.access = static_cast<std::uint8_t>(access);
-  r.pattern = s.getColumn(4).getString();
-  r.effect = s.getColumn(5).getString() == "deny" ? RuleEffect::deny : RuleEffect::allow;
-  r.priority = s.getColumn(6).getInt();
-  r.created_at = s.getColumn(7).getInt64();
+  r.pattern = s.text(4);
+  r.effect = s.text(5) == "deny" ? RuleEffect::deny : RuleEffect::allow;
+  r.priority = s.int32(6);
+  r.created_at = s.int64(7);
   return r;
 }
 
 }  // namespace
 
-bool SqliteStore::group_exists(std::string_view name) {
+bool SqlStore::group_exists(std::string_view name) {
   auto query = prepare(db_, "SELECT 1 FROM groups WHERE name = ?1", name);
-  return query.executeStep();
+  return query.step();
 }
 
-bool SqliteStore::subject_exists(SubjectKind kind, std::string_view name) {
+bool SqlStore::subject_exists(SubjectKind kind, std::string_view name) {
   if (kind == SubjectKind::group) return group_exists(name);
   auto query = prepare(db_, "SELECT 1 FROM devices WHERE id = ?1", name);
-  return query.executeStep();
+  return query.step();
 }
 
-void SqliteStore::insert_group(std::string_view name, std::string_view description, UnixTime now) {
+void SqlStore::insert_group(std::string_view name, std::string_view description, UnixTime now) {
   prepare(db_, "INSERT INTO groups (name, description, created_at) VALUES (?1, ?2, ?3)", name,
           description, now)
       .exec();
   record_change(ChangeKind::group, name, now);
 }
 
-std::vector<RuleRecord> SqliteStore::query_rules(SQLite::Statement& statement) {
+std::vector<RuleRecord> SqlStore::query_rules(Statement& statement) {
   std::vector<RuleRecord> rules;
-  while (statement.executeStep()) rules.push_back(rule_from(statement));
+  while (statement.step()) rules.push_back(rule_from(statement));
   return rules;
 }
 
-Result<RuleRecord> SqliteStore::add_rule(const NewRule& rule, const Actor& actor) {
+Result<RuleRecord> SqlStore::add_rule(const NewRule& rule, const Actor& actor) {
   ONBOARD_CHECK(check_subject(rule.subject_kind, rule.subject));
   if (rule.access < 1 || rule.access > kAccessReadWrite) {
     return make_error(Errc::invalid_input, "access must combine publish, subscribe and read");
@@ -73,20 +73,17 @@ Result<RuleRecord> SqliteStore::add_rule(const NewRule& rule, const Actor& actor
     } else {
       group_name = rule.subject;
     }
-    prepare(db_,
-            "INSERT INTO acl_rules (device_id, group_name, access, pattern, effect, priority, "
-            "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            device_id, group_name, static_cast<int>(rule.access), rule.pattern,
-            to_string(rule.effect), rule.priority, actor.now)
-        .exec();
-    const RuleRecord record{db_.getLastInsertRowid(),
-                            rule.subject_kind,
-                            rule.subject,
-                            rule.pattern,
-                            rule.access,
-                            rule.effect,
-                            rule.priority,
-                            actor.now};
+    auto inserted = prepare(db_,
+                            "INSERT INTO acl_rules (device_id, group_name, access, pattern, "
+                            "effect, priority, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+                            "RETURNING id",
+                            device_id, group_name, static_cast<int>(rule.access), rule.pattern,
+                            to_string(rule.effect), rule.priority, actor.now);
+    if (!inserted.step()) throw CorruptValue("no id for a new rule");
+    const std::int64_t id = inserted.int64(0);
+    inserted.reset();
+    const RuleRecord record{id,          rule.subject_kind, rule.subject,  rule.pattern,
+                            rule.access, rule.effect,       rule.priority, actor.now};
     record_change(device ? ChangeKind::device : ChangeKind::group, rule.subject, actor.now);
     record_audit(actor, rule.effect == RuleEffect::allow ? "acl.grant" : "acl.deny",
                  std::to_string(record.id),
@@ -98,13 +95,13 @@ Result<RuleRecord> SqliteStore::add_rule(const NewRule& rule, const Actor& actor
   });
 }
 
-Status SqliteStore::remove_rule(std::int64_t rule_id, const Actor& actor) {
+Status SqlStore::remove_rule(std::int64_t rule_id, const Actor& actor) {
   return write("remove rule", actor, [&]() -> Status {
     auto query = prepare(db_,
                          "SELECT id, device_id, group_name, access, pattern, effect, priority, "
                          "created_at FROM acl_rules WHERE id = ?1",
                          rule_id);
-    if (!query.executeStep()) {
+    if (!query.step()) {
       return make_error(Errc::not_found, "rule " + std::to_string(rule_id) + " does not exist");
     }
     const RuleRecord rule = rule_from(query);
@@ -122,8 +119,8 @@ Status SqliteStore::remove_rule(std::int64_t rule_id, const Actor& actor) {
   });
 }
 
-Result<std::vector<RuleRecord>> SqliteStore::rules_for_subject(SubjectKind kind,
-                                                               std::string_view name) {
+Result<std::vector<RuleRecord>> SqlStore::rules_for_subject(SubjectKind kind,
+                                                            std::string_view name) {
   ONBOARD_CHECK(check_subject(kind, name));
   return read("list rules", [&]() -> Result<std::vector<RuleRecord>> {
     if (!subject_exists(kind, name)) {
@@ -143,7 +140,7 @@ Result<std::vector<RuleRecord>> SqliteStore::rules_for_subject(SubjectKind kind,
   });
 }
 
-Result<std::vector<RuleRecord>> SqliteStore::rules_for_device(std::string_view device_id) {
+Result<std::vector<RuleRecord>> SqlStore::rules_for_device(std::string_view device_id) {
   ONBOARD_CHECK(check_device_id(device_id));
   return read("list rules", [&]() -> Result<std::vector<RuleRecord>> {
     auto device = load_device(device_id);
@@ -163,8 +160,8 @@ Result<std::vector<RuleRecord>> SqliteStore::rules_for_device(std::string_view d
   });
 }
 
-Result<Group> SqliteStore::create_group(std::string_view name, std::string_view description,
-                                        const Actor& actor) {
+Result<Group> SqlStore::create_group(std::string_view name, std::string_view description,
+                                     const Actor& actor) {
   ONBOARD_CHECK(check_group_name(name));
   return write("create group", actor, [&]() -> Result<Group> {
     if (group_exists(name)) {
@@ -176,16 +173,15 @@ Result<Group> SqliteStore::create_group(std::string_view name, std::string_view 
   });
 }
 
-Result<std::vector<Group>> SqliteStore::list_groups() {
+Result<std::vector<Group>> SqlStore::list_groups() {
   return read("list groups", [&]() -> Result<std::vector<Group>> {
     auto query = prepare(db_, "SELECT name, description, created_at FROM groups ORDER BY name");
     std::vector<Group> groups;
-    while (query.executeStep()) {
-      groups.push_back(Group{query.getColumn(0).getString(), query.getColumn(1).getString(),
-                             query.getColumn(2).getInt64()});
+    while (query.step()) {
+      groups.push_back(Group{query.text(0), query.text(1), query.int64(2)});
     }
     return groups;
   });
 }
 
-}  // namespace onboard::registry::sqlite
+}  // namespace onboard::registry::sql

@@ -1,0 +1,204 @@
+// The broker's read of the registry (AccessStore::read_access), the same on every backend.
+#include <set>
+#include <utility>
+
+#include "registry/sql.h"
+
+namespace onboard::registry::sql {
+namespace {
+
+// --- Reading access data ---------------------------------------------------------------------
+// The columns the broker needs; strict about values, so that a damaged row fails the load (and the
+// plugin keeps its last good snapshot) rather than turning into an allow.
+
+// A text column as a view, valid until the statement steps again.
+std::string_view text_view(const Statement& s, int index) { return s.view(index); }
+
+CertificateStatus certificate_status_from(std::string_view text) {
+  if (text == "active") return CertificateStatus::active;
+  if (text == "revoked") return CertificateStatus::revoked;
+  throw CorruptValue("an unknown certificate status");
+}
+
+// Columns from `first`: id, access, pattern, effect, priority.
+// Patterns are interned as they are read: a fleet repeats a few patterns on every device.
+acl::Rule access_rule_from(const Statement& s, int first, acl::PatternPool::Session& patterns) {
+  const auto access = s.int32(first + 1);
+  if (access < 1 || access > kAccessReadWrite) throw CorruptValue("an invalid access mask");
+  const std::string_view effect = text_view(s, first + 3);
+  if (effect != "allow" && effect != "deny") throw CorruptValue("an unknown rule effect");
+  return acl::Rule{s.int64(first), patterns.intern_text(text_view(s, first + 2)),
+                   static_cast<std::uint8_t>(access),
+                   effect == "allow" ? acl::Effect::allow : acl::Effect::deny, s.int32(first + 4)};
+}
+
+// Columns from `first`: sha256_fingerprint, serial_hex, status, not_before, not_after.
+CertificateAccess certificate_access_from(const Statement& s, int first) {
+  return CertificateAccess{s.text(first), s.text(first + 1),
+                           certificate_status_from(text_view(s, first + 2)), s.int64(first + 3),
+                           s.int64(first + 4)};
+}
+
+// Columns: id, status, type.
+DeviceAccess device_access_from(const Statement& s) {
+  DeviceAccess device;
+  device.id = s.text(0);
+  device.status = device_status_from(s.text(1));
+  device.type = s.text(2);
+  return device;
+}
+
+// For a merge join: `rows` is ordered by its column 0 like the keys the caller walks through, in
+// the same (binary) order. Skips rows whose key sorts before `key` (orphans, which foreign keys
+// forbid), then passes every row with this key to `take` and leaves `rows` on the first row after.
+template <class F>
+void take_rows_of(Statement& rows, bool& has_row, std::string_view key, F&& take) {
+  while (has_row && text_view(rows, 0) < key) has_row = rows.step();
+  while (has_row && text_view(rows, 0) == key) {
+    take(rows);
+    has_row = rows.step();
+  }
+}
+
+}  // namespace
+
+Result<AccessData> Connection::read_access_data(const AccessQuery& query) {
+  return read("read access data", [&]() -> Result<AccessData> {
+    AccessData data;
+    // The first read fixes the transaction's view: every row below is as of this seq.
+    data.change_seq = query_int64(db_, "SELECT change_seq FROM meta WHERE id = 1");
+    switch (query.scope) {
+      case AccessQuery::Scope::everything:
+        read_all_access(data);
+        break;
+      case AccessQuery::Scope::listed:
+        read_listed_access(
+            std::set<std::string, std::less<>>(query.device_ids.begin(), query.device_ids.end()),
+            std::set<std::string, std::less<>>(query.group_names.begin(), query.group_names.end()),
+            data);
+        break;
+      case AccessQuery::Scope::changed_since: {
+        // The plugin asks this every refresh interval; nearly always nothing changed, and one
+        // read of the counter is all that answer should cost.
+        if (data.change_seq <= query.after_seq) break;
+        std::set<std::string, std::less<>> device_ids, group_names;
+        auto changes =
+            prepare(db_, "SELECT kind, subject FROM changes WHERE seq > ?1", query.after_seq);
+        while (changes.step()) {
+          const ChangeKind kind = change_kind_from(changes.text(0));
+          if (kind == ChangeKind::device) device_ids.insert(changes.text(1));
+          if (kind == ChangeKind::group) group_names.insert(changes.text(1));
+        }
+        read_listed_access(device_ids, group_names, data);
+        break;
+      }
+    }
+    return data;
+  });
+}
+
+// A handful of set-based reads, merged in id order: the same six statements at any fleet size.
+void Connection::read_all_access(AccessData& data) {
+  acl::PatternPool pool;  // equal patterns share a node from the start (registry/pattern.h)
+  acl::PatternPool::Session patterns(pool);
+  data.devices.reserve(static_cast<std::size_t>(query_int64(db_, "SELECT count(*) FROM devices")));
+  auto devices = prepare(db_, "SELECT id, status, type FROM devices ORDER BY id");
+  auto rules = prepare(db_,
+                       "SELECT device_id, id, access, pattern, effect, priority FROM acl_rules "
+                       "WHERE device_id IS NOT NULL ORDER BY device_id, priority DESC, id");
+  auto certificates = prepare(db_,
+                              "SELECT device_id, sha256_fingerprint, serial_hex, status, "
+                              "not_before, not_after FROM certificates WHERE kind = 'device' "
+                              "ORDER BY device_id, rowid");
+  bool rule_row = rules.step();
+  bool cert_row = certificates.step();
+  while (devices.step()) {
+    DeviceAccess device = device_access_from(devices);
+    take_rows_of(rules, rule_row, device.id, [&](const Statement& row) {
+      device.rules.push_back(access_rule_from(row, 1, patterns));
+    });
+    take_rows_of(certificates, cert_row, device.id, [&](const Statement& row) {
+      device.certificates.push_back(certificate_access_from(row, 1));
+    });
+    // Grown row by row, the lists have room to spare (sixteen rules for ten); trimmed here, where
+    // the freed block is reused by the next device, rather than in Snapshot::build.
+    device.rules.shrink_to_fit();
+    device.certificates.shrink_to_fit();
+    data.devices.push_back(std::move(device));
+  }
+
+  auto groups = prepare(db_, "SELECT name FROM groups ORDER BY name");
+  auto group_rules = prepare(db_,
+                             "SELECT group_name, id, access, pattern, effect, priority FROM "
+                             "acl_rules WHERE group_name IS NOT NULL "
+                             "ORDER BY group_name, priority DESC, id");
+  bool group_rule_row = group_rules.step();
+  while (groups.step()) {
+    GroupAccess group{groups.text(0), {}};
+    take_rows_of(group_rules, group_rule_row, group.name, [&](const Statement& row) {
+      group.rules.push_back(access_rule_from(row, 1, patterns));
+    });
+    data.groups.push_back(std::move(group));
+  }
+}
+
+// Three indexed lookups per device and one per group, each statement prepared once.
+void Connection::read_listed_access(const std::set<std::string, std::less<>>& device_ids,
+                                    const std::set<std::string, std::less<>>& group_names,
+                                    AccessData& data) {
+  acl::PatternPool pool;  // equal patterns share a node from the start (registry/pattern.h)
+  acl::PatternPool::Session patterns(pool);
+  auto device_row = prepare(db_, "SELECT id, status, type FROM devices WHERE id = ?1");
+  auto rules = prepare(db_,
+                       "SELECT id, access, pattern, effect, priority FROM acl_rules "
+                       "WHERE device_id = ?1 ORDER BY priority DESC, id");
+  auto certificates = prepare(db_,
+                              "SELECT sha256_fingerprint, serial_hex, status, not_before, "
+                              "not_after FROM certificates "
+                              "WHERE device_id = ?1 AND kind = 'device' ORDER BY rowid");
+  for (const auto& id : device_ids) {
+    device_row.bind(id);
+    if (!device_row.step()) {
+      data.missing_devices.push_back(id);
+      continue;
+    }
+    DeviceAccess device = device_access_from(device_row);
+    rules.bind(id);
+    while (rules.step()) device.rules.push_back(access_rule_from(rules, 0, patterns));
+    certificates.bind(id);
+    while (certificates.step()) {
+      device.certificates.push_back(certificate_access_from(certificates, 0));
+    }
+    data.devices.push_back(std::move(device));
+  }
+
+  auto group_rules = prepare(db_,
+                             "SELECT id, access, pattern, effect, priority FROM acl_rules "
+                             "WHERE group_name = ?1 ORDER BY priority DESC, id");
+  for (const auto& name : group_names) {
+    GroupAccess group{name, {}};
+    group_rules.bind(name);
+    while (group_rules.step()) group.rules.push_back(access_rule_from(group_rules, 0, patterns));
+    data.groups.push_back(std::move(group));
+  }
+}
+
+namespace {
+
+class AccessOnlyStore final : public AccessStore, private Connection {
+ public:
+  AccessOnlyStore(std::unique_ptr<Database> db, std::string where)
+      : Connection(std::move(db), std::move(where), /*read_only=*/true) {}
+
+  Result<AccessData> read_access(const AccessQuery& query) override {
+    return read_access_data(query);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<AccessStore> access_only_store(std::unique_ptr<Database> db, std::string where) {
+  return std::make_unique<AccessOnlyStore>(std::move(db), std::move(where));
+}
+
+}  // namespace onboard::registry::sql
