@@ -37,8 +37,7 @@ NewCertificate certificate(std::string_view device_id, std::string held_key = ""
 }
 
 std::int64_t count(const TempDir& dir, const char* sql) {
-  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
-  return raw.execAndGet(sql).getInt64();
+  return onboard::test::raw_int64(dir, sql);
 }
 
 BundleRecord bundle_of(const std::string& id, const std::vector<Certificate>& certificates,
@@ -225,7 +224,7 @@ TEST_CASE("record_event appends an audit row and accepts only a JSON object") {
   CHECK(must(store->verify_audit()).ok());
 }
 
-TEST_CASE("a version 1 registry is upgraded in place, keeping its data") {
+TEST_CASE("a version 1 registry is upgraded in place, keeping its data", "[sqlite]") {
   TempDir dir;
   {
     // A file as version 1 wrote it, with one device and its certificate.

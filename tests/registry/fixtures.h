@@ -1,5 +1,10 @@
 // What the registry's tests share: a clock, an operator, certificate records that never collide,
-// and a store in a temporary directory. Records only: nothing here signs anything.
+// and a store for each test. Records only: nothing here signs anything.
+//
+// The Store tests are one conformance suite for every backend: built as they are, they run on an
+// SQLite file in the test's temporary directory (registry_tests); built with ONBOARD_TEST_POSTGRES
+// (registry_pg_tests), the same tests run on a fresh database in the test cluster. A test of one
+// backend's own behaviour carries the tag [sqlite] or [postgres] and runs only there.
 #pragma once
 
 #include <atomic>
@@ -9,7 +14,15 @@
 #include <string>
 #include <string_view>
 
+#include <SQLiteCpp/Database.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "registry/open.h"
+#include "registry/pg_database.h"
 #include "registry/sqlite_store.h"
+#include "tests/support/postgres.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
@@ -21,9 +34,53 @@ inline constexpr std::string_view kTestIssuer = "CN=Onboard Test CA";
 
 inline std::string registry_path(const TempDir& dir) { return (dir / "registry.db").string(); }
 
+#ifdef ONBOARD_TEST_POSTGRES
+inline constexpr registry::Backend kTestBackend = registry::Backend::postgresql;
+#else
+inline constexpr registry::Backend kTestBackend = registry::Backend::sqlite;
+#endif
+
+// The registry of the test that uses `dir`: the SQLite file in it, or a fresh PostgreSQL database
+// made on first use and remembered in the directory, so that reopening finds the same one.
+inline registry::Location test_location(const TempDir& dir) {
+  if (kTestBackend == registry::Backend::sqlite) {
+    return registry::Location{registry::Backend::sqlite, registry_path(dir)};
+  }
+  const auto remembered = dir / "postgres.conninfo";
+  std::string conninfo;
+  if (std::ifstream in(remembered); in) std::getline(in, conninfo);
+  if (conninfo.empty()) {
+    conninfo = fresh_test_database("registry");
+    std::ofstream(remembered) << conninfo << '\n';
+  }
+  return registry::Location{registry::Backend::postgresql, conninfo};
+}
+
 inline std::unique_ptr<registry::Store> open_test_store(
     const TempDir& dir, registry::OpenMode mode = registry::OpenMode::read_write) {
-  return must(registry::open_sqlite_store(registry_path(dir), mode));
+  return must(registry::open_store(test_location(dir), mode));
+}
+
+// SQL run on the test's registry behind the Store's back: to count what a change left behind, or
+// to damage the registry on purpose. Throws on failure.
+inline void raw_exec(const TempDir& dir, const std::string& sql) {
+  const auto location = test_location(dir);
+  if (location.backend == registry::Backend::sqlite) {
+    SQLite::Database raw(location.target, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    raw.exec(sql);
+    return;
+  }
+  must(registry::pg::connect(location, {}))->exec(sql);
+}
+
+inline std::int64_t raw_int64(const TempDir& dir, const std::string& sql) {
+  const auto location = test_location(dir);
+  if (location.backend == registry::Backend::sqlite) {
+    SQLite::Database raw(location.target, SQLite::OPEN_READONLY);
+    return raw.execAndGet(sql).getInt64();
+  }
+  auto db = must(registry::pg::connect(location, {}));
+  return registry::sql::query_int64(*db, sql);
 }
 
 // A certificate record for `subject_cn` whose serial (upper-case hex) and fingerprint no other

@@ -25,10 +25,13 @@ using onboard::test::kNow;
 using onboard::test::must;
 using onboard::test::new_device;
 using onboard::test::open_test_store;
+using onboard::test::raw_exec;
+using onboard::test::raw_int64;
 using onboard::test::registry_path;
 using onboard::test::require_error;
 using onboard::test::TempDir;
 using onboard::test::test_certificate;
+using onboard::test::test_location;
 
 namespace {
 
@@ -44,18 +47,12 @@ struct Footprint {
 };
 
 Footprint footprint(const TempDir& dir) {
-  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
-  auto count = [&](const char* sql) { return raw.execAndGet(sql).getInt64(); };
+  auto count = [&](const char* sql) { return raw_int64(dir, sql); };
   return Footprint{
       count("SELECT count(*) FROM devices"),      count("SELECT count(*) FROM certificates"),
       count("SELECT count(*) FROM groups"),       count("SELECT count(*) FROM acl_rules"),
       count("SELECT count(*) FROM audit_events"), count("SELECT count(*) FROM changes"),
       count("SELECT change_seq FROM meta")};
-}
-
-void raw_exec(const TempDir& dir, const std::string& sql) {
-  SQLite::Database raw(registry_path(dir), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-  raw.exec(sql);
 }
 
 }  // namespace
@@ -90,7 +87,7 @@ TEST_CASE("a reopened registry keeps its data and is not migrated again") {
   CHECK(footprint(dir) == before);
 }
 
-TEST_CASE("a registry file is in WAL mode and carries the registry's application id") {
+TEST_CASE("a registry file is in WAL mode and carries the registry's application id", "[sqlite]") {
   TempDir dir;
   open_test_store(dir);
   SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
@@ -103,7 +100,7 @@ TEST_CASE("a registry with a newer schema version is refused with a clear messag
   open_test_store(dir);
   raw_exec(dir, "UPDATE meta SET schema_version = 99");
   for (auto mode : {OpenMode::read_write, OpenMode::read_only}) {
-    auto opened = open_sqlite_store(registry_path(dir), mode);
+    auto opened = open_store(test_location(dir), mode);
     require_error(opened, Errc::corrupt, "schema version 99, newer than this build understands");
   }
 }
@@ -112,11 +109,11 @@ TEST_CASE("a registry with an unknown schema version below 1 is refused") {
   TempDir dir;
   open_test_store(dir);
   raw_exec(dir, "UPDATE meta SET schema_version = 0");
-  require_error(open_sqlite_store(registry_path(dir), OpenMode::read_write), Errc::corrupt,
+  require_error(open_store(test_location(dir), OpenMode::read_write), Errc::corrupt,
                 "unknown schema version 0");
 }
 
-TEST_CASE("a file that is not an SQLite database is refused and left untouched") {
+TEST_CASE("a file that is not an SQLite database is refused and left untouched", "[sqlite]") {
   TempDir dir;
   const std::string text = "this is a CA key, not a database\n";
   std::ofstream(registry_path(dir)) << text;
@@ -130,17 +127,18 @@ TEST_CASE("a file that is not an SQLite database is refused and left untouched")
   CHECK(content.str() == text);
 }
 
-TEST_CASE("an SQLite database that is not a registry is refused and left untouched") {
+TEST_CASE("an SQLite database that is not a registry is refused and left untouched", "[sqlite]") {
   TempDir dir;
   raw_exec(dir, "CREATE TABLE photos (id INTEGER PRIMARY KEY)");
-  require_error(open_sqlite_store(registry_path(dir), OpenMode::read_write), Errc::corrupt,
+  require_error(open_store(test_location(dir), OpenMode::read_write), Errc::corrupt,
                 "not a mosquitto-onboard registry");
   SQLite::Database raw(registry_path(dir), SQLite::OPEN_READONLY);
   CHECK(raw.execAndGet("SELECT count(*) FROM sqlite_schema").getInt() == 1);
   CHECK(raw.execAndGet("PRAGMA journal_mode").getString() == "delete");
 }
 
-TEST_CASE("opening a missing or empty registry read-only is not found and creates nothing") {
+TEST_CASE("opening a missing or empty registry read-only is not found and creates nothing",
+          "[sqlite]") {
   TempDir dir;
   require_error(open_sqlite_store(registry_path(dir), OpenMode::read_only), Errc::not_found,
                 "no registry at");
@@ -325,9 +323,17 @@ TEST_CASE("a failure at the very end of a registration leaves nothing behind") {
   auto store = open_test_store(dir);
   // Simulates a failure on the last write of the transaction (the audit row), after the device,
   // group and certificate rows were written.
-  raw_exec(dir,
-           "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events "
-           "BEGIN SELECT RAISE(ABORT, 'simulated failure'); END");
+  if (onboard::test::kTestBackend == Backend::sqlite) {
+    raw_exec(dir,
+             "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events "
+             "BEGIN SELECT RAISE(ABORT, 'simulated failure'); END");
+  } else {
+    raw_exec(dir,
+             "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS "
+             "$$ BEGIN RAISE EXCEPTION 'simulated failure'; END $$; "
+             "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_events "
+             "FOR EACH ROW EXECUTE FUNCTION fail()");
+  }
   const auto before = footprint(dir);
   auto result =
       store->register_device(new_device("late", "latetype"), test_certificate("late"), kAlice);
@@ -335,7 +341,9 @@ TEST_CASE("a failure at the very end of a registration leaves nothing behind") {
   CHECK(result.error().message.find("register device") == 0);
   CHECK(footprint(dir) == before);
 
-  raw_exec(dir, "DROP TRIGGER fail_audit");
+  raw_exec(dir, onboard::test::kTestBackend == Backend::sqlite
+                    ? "DROP TRIGGER fail_audit"
+                    : "DROP TRIGGER fail_audit ON audit_events");
   register_one(*store, "late", "latetype");  // the store is still usable afterwards
 }
 
@@ -793,7 +801,7 @@ TEST_CASE("verify_audit names a deleted newest row") {
 
 // --- errors and concurrency ------------------------------------------------------------------
 
-TEST_CASE("SQLite result codes become typed errors with safe messages") {
+TEST_CASE("SQLite result codes become typed errors with safe messages", "[sqlite]") {
   using detail::sqlite_error;
   CHECK(sqlite_error(SQLITE_FULL, "register device").code == Errc::io);
   CHECK(sqlite_error(SQLITE_FULL, "register device").message ==
@@ -811,7 +819,7 @@ TEST_CASE("SQLite result codes become typed errors with safe messages") {
   CHECK(sqlite_error(-1, "x").code == Errc::internal);
 }
 
-TEST_CASE("a disk that fills up mid-write is an io error and leaves nothing behind") {
+TEST_CASE("a disk that fills up mid-write is an io error and leaves nothing behind", "[sqlite]") {
   TempDir dir;
   auto store = open_test_store(dir);
   register_one(*store, "before");
@@ -845,7 +853,7 @@ TEST_CASE("two processes creating the same registry at once both succeed and cre
   TempDir dir;
   std::vector<std::string> errors_a, errors_b;
   auto opener = [&](std::vector<std::string>& errors) {
-    auto opened = open_sqlite_store(registry_path(dir), OpenMode::read_write);
+    auto opened = open_store(test_location(dir), OpenMode::read_write);
     if (!opened.ok()) errors.push_back(opened.error().message);
   };
   std::thread a(opener, std::ref(errors_a));
@@ -864,7 +872,7 @@ TEST_CASE("two writers on separate connections register 200 devices each without
   TempDir dir;
   open_test_store(dir);
   auto writer = [&](std::string prefix, std::vector<std::string>& errors) {
-    auto opened = open_sqlite_store(registry_path(dir), OpenMode::read_write);
+    auto opened = open_store(test_location(dir), OpenMode::read_write);
     if (!opened.ok()) {
       errors.push_back(opened.error().message);
       return;
@@ -900,7 +908,7 @@ TEST_CASE("a reader in another thread never sees a device without its certificat
   std::atomic<bool> done{false};
   std::vector<std::string> errors;
   std::thread writer([&] {
-    auto opened = open_sqlite_store(registry_path(dir), OpenMode::read_write);
+    auto opened = open_store(test_location(dir), OpenMode::read_write);
     if (!opened.ok()) {
       errors.push_back(opened.error().message);
     } else {
