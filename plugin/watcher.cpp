@@ -5,8 +5,10 @@
 #include <ctime>
 #include <exception>
 #include <mutex>
+#include <thread>
 
 #include "plugin/file_stamp.h"
+#include "registry/pg_access.h"
 #include "registry/sqlite_access.h"
 
 namespace onboard::plugin {
@@ -60,6 +62,78 @@ class SqliteAccess final : public AccessSource {
   std::array<Side, 2> sides_{{{"-wal", std::nullopt}, {"-shm", std::nullopt}}};
 };
 
+// A PostgreSQL registry: one connection, read-only, LISTENing for the notification every commit
+// that changes what brokers decide from sends. The notification is only a wake-up: each refresh
+// reads the change feed after the snapshot's seq, so a notice lost across a reconnect loses
+// nothing.
+class PgAccess final : public AccessSource {
+ public:
+  PgAccess(registry::Location location, std::chrono::milliseconds timeout)
+      : location_(std::move(location)), timeout_(timeout) {}
+
+  std::string name() const override { return "registry " + location_.display(); }
+
+  std::optional<std::string> outdated() override {
+    if (!store_) return "not connected";
+    return std::nullopt;
+  }
+
+  Result<std::shared_ptr<const registry::Snapshot>> reopen() override {
+    if (auto wait = backing_off()) return *wait;
+    store_.reset();
+    auto store = registry::open_pg_access(location_, timeout_);
+    if (!store.ok()) return failed(store.error());
+    auto snapshot = registry::load_snapshot(*store.value());
+    if (!snapshot.ok()) return failed(snapshot.error());
+    store_ = std::move(store).value();
+    backoff_ = {};
+    return snapshot;
+  }
+
+  Result<std::optional<registry::Refresh>> refresh(const registry::Snapshot& snapshot) override {
+    if (auto wait = backing_off()) return *wait;
+    // The store reconnects by itself on the next read after a lost connection, and LISTENs again.
+    auto refreshed = registry::refresh_snapshot(*store_, snapshot);
+    if (!refreshed.ok()) return failed(refreshed.error());
+    backoff_ = {};
+    return refreshed;
+  }
+
+  bool notifies() const noexcept override { return true; }
+
+  bool wait_for_change(std::chrono::milliseconds max) noexcept override {
+    if (store_ && !backing_off()) {
+      auto changed = store_->wait_for_change(max);
+      if (changed.ok()) return changed.value();
+    }
+    std::this_thread::sleep_for(max);  // disconnected: the next refresh tries again
+    return false;
+  }
+
+ private:
+  // While backing off after a failure: the failure again, without touching the network.
+  std::optional<Error> backing_off() const {
+    if (backoff_.count() == 0 || Clock::now() >= retry_at_) return std::nullopt;
+    return last_error_;
+  }
+
+  Error failed(Error error) {
+    backoff_ = backoff_.count() == 0 ? std::chrono::seconds(1)
+                                     : std::min<std::chrono::seconds>(2 * backoff_, kMaxBackoff);
+    retry_at_ = Clock::now() + backoff_;
+    last_error_ = error;
+    return error;
+  }
+
+  static constexpr std::chrono::seconds kMaxBackoff{8};
+  registry::Location location_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<registry::PgAccessStore> store_;
+  std::chrono::seconds backoff_{0};
+  Clock::time_point retry_at_;
+  Error last_error_{Errc::io, ""};
+};
+
 // May itself throw (std::bad_alloc for the string): callers catch that too.
 std::string what_of(const std::exception_ptr& e) {
   try {
@@ -77,6 +151,12 @@ std::unique_ptr<AccessSource> sqlite_access_source(std::string path) {
   return std::make_unique<SqliteAccess>(std::move(path));
 }
 
+std::unique_ptr<AccessSource> access_source(const registry::Location& location,
+                                            std::chrono::milliseconds timeout) {
+  if (location.backend == registry::Backend::sqlite) return sqlite_access_source(location.target);
+  return std::make_unique<PgAccess>(location, timeout);
+}
+
 Watcher::Watcher(std::unique_ptr<AccessSource> source,
                  std::shared_ptr<const registry::Snapshot> snapshot, Handover& handover,
                  std::atomic<Clock::rep>& last_ok, std::unique_ptr<CrlGuard> crl)
@@ -92,7 +172,11 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
     std::condition_variable_any cv;
     std::unique_lock lock(m);
     while (!stop.stop_requested()) {
-      cv.wait_for(lock, stop, interval, [] { return false; });
+      if (source_->notifies()) {
+        wait_for_notification(stop);
+      } else {
+        cv.wait_for(lock, stop, interval, [] { return false; });
+      }
       if (stop.stop_requested()) break;
       poll();
     }
@@ -100,6 +184,18 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
     // Only the wait itself could get here (a system error); the broker keeps the last snapshot
     // and the staleness limit then refuses new connections.
     failed_with_current_exception("the registry watcher stopped: ");
+  }
+}
+
+// Until a change notice, the idle interval, or `stop`; in short slices so that a stop is seen
+// within a fraction of a second.
+void Watcher::wait_for_notification(const std::stop_token& stop) {
+  constexpr std::chrono::milliseconds kSlice{200};
+  const auto until = Clock::now() + source_->idle_interval();
+  while (!stop.stop_requested()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+    if (left.count() <= 0) return;
+    if (source_->wait_for_change(std::min(left, kSlice))) return;
   }
 }
 

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "plugin/crl_guard.h"
 #include "plugin/handover.h"
+#include "registry/location.h"
 #include "registry/snapshot.h"
 #include "registry/snapshot_loader.h"
 
@@ -37,10 +38,31 @@ class AccessSource {
   virtual Result<std::shared_ptr<const registry::Snapshot>> reopen() = 0;
   // What changed after `snapshot` (nullopt: nothing).
   virtual Result<std::optional<registry::Refresh>> refresh(const registry::Snapshot& snapshot) = 0;
+
+  // A source that is told of changes (PostgreSQL's notifications) says so here; the watcher then
+  // waits for the word and asks only every idle_interval() while nothing comes. A source that
+  // cannot tell (an SQLite file) is polled every refresh interval.
+  virtual bool notifies() const noexcept { return false; }
+  virtual std::chrono::milliseconds idle_interval() const noexcept {
+    return std::chrono::seconds(5);
+  }
+  // Waits up to `max` for a change notice: true when one came. Never throws; a lost connection is
+  // left for the next refresh to report (and reconnect).
+  virtual bool wait_for_change(std::chrono::milliseconds max) noexcept {
+    (void)max;
+    return false;
+  }
 };
 
 // The SQLite registry at `path`, opened read-only.
 std::unique_ptr<AccessSource> sqlite_access_source(std::string path);
+
+// The registry at `location`, read-only: an SQLite file as above, or a PostgreSQL database whose
+// change notifications wake the watcher. Against PostgreSQL every statement and connection attempt
+// gives up after `timeout`, and after a failure the next attempt waits a backoff (1 s, doubling to
+// 8 s) so that a database that is down is not hammered by every broker.
+std::unique_ptr<AccessSource> access_source(const registry::Location& location,
+                                            std::chrono::milliseconds timeout);
 
 class Watcher {
  public:
@@ -48,7 +70,8 @@ class Watcher {
           Handover& handover, std::atomic<Clock::rep>& last_ok,
           std::unique_ptr<CrlGuard> crl = nullptr);
 
-  // Polls every `interval` until `stop`. Never throws.
+  // Polls every `interval` until `stop` (a source that notifies: when told, or every idle
+  // interval). Never throws.
   void run(std::stop_token stop, std::chrono::milliseconds interval) noexcept;
 
   // One round: the registry, then the CRL. Never throws. Public for the tests.
@@ -61,6 +84,7 @@ class Watcher {
  private:
   void poll_registry();
   void reload(const std::string& why);
+  void wait_for_notification(const std::stop_token& stop);
   void failed(const std::string& why) noexcept;
   void failed_with_current_exception(const char* prefix) noexcept;
   void succeeded();

@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include "tests/support/run.h"
+
 namespace onboard::test {
 namespace {
 
@@ -94,9 +96,22 @@ std::optional<std::string> test_cluster_conninfo() {
   return conninfo;
 }
 
+namespace {
+
+std::string fresh_database_in(const std::string& conninfo, std::string_view label);
+
+}  // namespace
+
 std::string fresh_test_database(std::string_view label) {
   const std::optional<std::string> conninfo = test_cluster_conninfo();
   if (!conninfo) throw std::runtime_error(test_cluster_missing());
+  return fresh_database_in(*conninfo, label);
+}
+
+namespace {
+
+std::string fresh_database_in(const std::string& cluster, std::string_view label) {
+  const std::optional<std::string> conninfo = cluster;
   Connection conn(PQconnectdb(conninfo->c_str()));
   if (!conn) throw std::runtime_error("libpq: out of memory");
   if (PQstatus(conn.get()) != CONNECTION_OK) {
@@ -120,6 +135,8 @@ std::string fresh_test_database(std::string_view label) {
   throw std::runtime_error("no free database name for " + std::string(label));
 }
 
+}  // namespace
+
 std::string test_cluster_missing() {
   const char* dir = std::getenv("ONBOARD_TEST_PG_DIR");
   if (dir != nullptr && *dir != '\0') return {};
@@ -130,6 +147,37 @@ std::string test_cluster_missing() {
 bool test_cluster_required() {
   const char* ci = std::getenv("CI");
   return ci != nullptr && std::string_view(ci) == "true";
+}
+
+PrivateCluster::PrivateCluster(std::string script)
+    : script_(std::move(script)), dir_("/tmp/onboard-pgp-" + std::to_string(::getpid())) {
+  static std::atomic<unsigned> count{0};
+  dir_ += "-" + std::to_string(++count);
+  run_script("start");
+  std::ifstream in(dir_ + "/conninfo");
+  std::getline(in, conninfo_);
+  if (conninfo_.empty()) throw std::runtime_error("pg_cluster start wrote no conninfo");
+}
+
+PrivateCluster::~PrivateCluster() {
+  run({script_, "resume", dir_});  // a paused server would not stop
+  run({script_, "stop", dir_});
+}
+
+std::string PrivateCluster::fresh_database(std::string_view label) {
+  return fresh_database_in(conninfo_, label);
+}
+
+void PrivateCluster::down() { run_script("down"); }
+void PrivateCluster::up() { run_script("up"); }
+void PrivateCluster::pause() { run_script("pause"); }
+void PrivateCluster::resume() { run_script("resume"); }
+
+void PrivateCluster::run_script(const char* command) {
+  const auto result = run({script_, command, dir_});
+  if (result.exit_code != 0) {
+    throw std::runtime_error("pg_cluster " + std::string(command) + " failed: " + result.err);
+  }
 }
 
 }  // namespace onboard::test

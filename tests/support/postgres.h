@@ -26,6 +26,30 @@ std::string fresh_test_database(std::string_view label);
 std::string test_cluster_missing();
 bool test_cluster_required();
 
+// A cluster of one test's own, for what the shared one must not suffer: going down, coming back,
+// hanging. Started by the constructor (throws std::runtime_error on failure), stopped and removed
+// by the destructor. The script's path comes from the build (PG_CLUSTER_SCRIPT).
+class PrivateCluster {
+ public:
+  explicit PrivateCluster(std::string script);
+  ~PrivateCluster();
+  PrivateCluster(const PrivateCluster&) = delete;
+  PrivateCluster& operator=(const PrivateCluster&) = delete;
+
+  // The cluster's `postgres` database as a libpq keyword string.
+  const std::string& conninfo() const noexcept { return conninfo_; }
+  // A new empty database in it, as fresh_test_database does in the shared cluster.
+  std::string fresh_database(std::string_view label);
+  void down();    // stops, keeping its data and port
+  void up();      // starts again
+  void pause();   // SIGSTOP to the server and its backends: it hangs
+  void resume();  // SIGCONT
+
+ private:
+  void run_script(const char* command);
+  std::string script_, dir_, conninfo_;
+};
+
 }  // namespace onboard::test
 
 // First statement of a Catch2 test case that needs the cluster: without one it fails the test
