@@ -22,7 +22,8 @@ namespace onboard::test {
 
 class Fleet {
  public:
-  Fleet() {
+  // `env` is added to every onboardctl run (e.g. ONBOARD_REGISTRY for a registry elsewhere).
+  explicit Fleet(std::map<std::string, std::string> env = {}) : env_(std::move(env)) {
     // The broker drops to user mosquitto before loading the plugin: it must be able to reach the
     // data directory, as in a real installation.
     std::filesystem::permissions(dir_.path(), std::filesystem::perms(0755));
@@ -48,7 +49,9 @@ class Fleet {
   RunResult ctl(std::vector<std::string> args,
                 const std::map<std::string, std::string>& env = {}) const {
     args.insert(args.begin(), {ONBOARDCTL_PATH, "--data-dir", data().string()});
-    return run(args, {}, env);
+    auto all = env_;
+    for (const auto& [key, value] : env) all[key] = value;
+    return run(args, {}, all);
   }
   static void must(const RunResult& r) {
     INFO(r.out << r.err);
@@ -99,6 +102,7 @@ class Fleet {
 
  private:
   TempDir dir_;
+  std::map<std::string, std::string> env_;
 };
 
 constexpr int kRefused = 128;      // SUBACK "failure" (MQTT 3.1.1)
