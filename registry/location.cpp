@@ -90,8 +90,44 @@ bool written_password(std::string_view text, bool uri) {
   return false;
 }
 
-// libpq's own parser. Its error message quotes parts of the text: it is shown only when the text
-// can hold no password (checked above) and has no percent-encoding that could spell one.
+// Whether `word` stands in the text as a keyword: followed by '=' (spaces allowed).
+bool written_as_keyword(std::string_view text, std::string_view word) {
+  for (auto at = text.find(word); at != std::string_view::npos; at = text.find(word, at + 1)) {
+    auto i = at + word.size();
+    while (i < text.size() && is_space(text[i])) ++i;
+    if (i < text.size() && text[i] == '=') return true;
+  }
+  return false;
+}
+
+// libpq's message with every quoted part of the text replaced by "...", except a keyword the text
+// names as one (invalid connection option "colour") and the "=" libpq says is missing: a bare
+// word (missing "=" after "hunter2") or the whole URI may be quoted, and either may be a secret.
+std::string redact_quotes(std::string_view message, std::string_view text) {
+  std::string out;
+  std::size_t i = 0;
+  while (i < message.size()) {
+    const auto open = message.find('"', i);
+    const auto close = open == std::string_view::npos ? open : message.find('"', open + 1);
+    if (close == std::string_view::npos) {
+      out += message.substr(i);
+      break;
+    }
+    const auto quoted = message.substr(open + 1, close - open - 1);
+    const bool keyword = !quoted.empty() &&
+                         std::all_of(quoted.begin(), quoted.end(), is_keyword_char) &&
+                         written_as_keyword(text, quoted);
+    out += message.substr(i, open + 1 - i);
+    out += (keyword || quoted == "=") ? quoted : "...";
+    out += '"';
+    i = close + 1;
+  }
+  return out;
+}
+
+// libpq's own parser. Its error message quotes parts of the text: only keywords are shown (see
+// redact_quotes), and nothing at all when the text has percent-encoding, which could spell a
+// password= that written_password could not see.
 Result<Options> parse_conninfo(const std::string& text) {
   char* error = nullptr;
   Options options(PQconninfoParse(text.c_str(), &error));
@@ -101,14 +137,14 @@ Result<Options> parse_conninfo(const std::string& text) {
     message = error;
     PQfreemem(error);
   }
-  while (!message.empty() && (message.back() == '\n' || is_space(message.back())))
-    message.pop_back();
+  while (!message.empty() && is_space(message.back())) message.pop_back();
   if (message.empty() || text.find('%') != std::string::npos) {
     return invalid(
         "libpq cannot parse the PostgreSQL connection string (its message is not "
         "shown: with percent-encoding it could quote a password)");
   }
-  return invalid("libpq cannot parse the PostgreSQL connection string: " + message);
+  return invalid("libpq cannot parse the PostgreSQL connection string: " +
+                 redact_quotes(message, text));
 }
 
 bool has_password_option(const PQconninfoOption* options) {

@@ -104,6 +104,11 @@ TEST_CASE("libpq's parse errors are reported for PostgreSQL strings without a pa
                  "libpq cannot parse the PostgreSQL connection string: invalid connection option "
                  "\"colour\""));
   CHECK(contains(refused("postgresql://db.example/registry?sslmode"), "separator"));
+  // A word that is not written as a keyword may be a secret: libpq's quote of it is hidden.
+  CHECK(refused("host=db.example hunter2") ==
+        "libpq cannot parse the PostgreSQL connection string: missing \"=\" after \"...\" in "
+        "connection info string");
+  CHECK(contains(refused("postgresql://[::1/registry"), "\"...\""));
   CHECK(contains(refused("postgresql://db.example/registry?sslmode%3"),
                  "libpq cannot parse the PostgreSQL connection string (its message is not shown"));
   CHECK(contains(refused("host='db.example"), "unterminated quoted string"));
@@ -149,6 +154,11 @@ TEST_CASE("no message or display ever shows a password even from a malformed loc
            "host=h password='secret",
            "host='h password=secret",
            "host=h password",
+           "host=h secret",
+           "host=h secret dbname=x",
+           "postgresql://h/db?secret",
+           "postgresql://h/db?secret&",
+           "postgresql://[::1/secret",
            "u:secret@h/db",
            "postgresql:/u:secret@h/db",
            "mysql://u:secret@h/db",
