@@ -39,7 +39,7 @@ bool contains(const std::string& text, const std::string& part) {
 
 }  // namespace
 
-TEST_CASE("--registry keeps the registry at an absolute path outside the data directory") {
+TEST_CASE("the registry option keeps the registry at an absolute path outside the data directory") {
   TempDir base;
   const auto data = base / "data";
   std::filesystem::create_directories(base / "elsewhere");
@@ -74,7 +74,7 @@ TEST_CASE("--registry keeps the registry at an absolute path outside the data di
   CHECK(contains(again.err, "a registry already exists at " + registry.string()));
 }
 
-TEST_CASE("ONBOARD_REGISTRY names the registry and --registry beats it") {
+TEST_CASE("ONBOARD_REGISTRY names the registry and the registry option beats it") {
   TempDir base;
   const auto data = base / "data";
   const auto first = base / "first.db";
@@ -179,7 +179,7 @@ TEST_CASE(
   CHECK(sqlite_restore.exit_code == 0);
 }
 
-TEST_CASE("serve opens the registry --registry names") {
+TEST_CASE("serve opens the registry where the registry option names it") {
   TempDir base;
   const auto data = base / "data";
   const auto registry = base / "registry.db";
@@ -190,6 +190,15 @@ TEST_CASE("serve opens the registry --registry names") {
   auto r = onboardctl(data, {"--registry", missing.string()}, {"serve", "--listen", "127.0.0.1:0"});
   CHECK(r.exit_code == 4);
   CHECK(contains(r.err, "no registry at " + missing.string()));
+}
+
+TEST_CASE("the global help names the registry option and its variable") {
+  auto r = onboard::test::run({ONBOARDCTL_PATH, "--help"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "--registry"));
+  CHECK(contains(r.out, "ONBOARD_REGISTRY"));
+  CHECK(contains(r.out, "postgresql://"));
+  CHECK(contains(r.out, "PGPASSFILE"));
 }
 
 TEST_CASE("registry grants prints the PostgreSQL rights and refuses odd role names") {
