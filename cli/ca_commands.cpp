@@ -127,8 +127,9 @@ void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
         std::cout << "created issuing CA " << issuing.subject << " (" << issuing.key << ")\n";
         // The root signed it: recorded so that it can be revoked on the root's CRL. Without a
         // registry yet, 'onboardctl init' records it when it creates one.
-        const ops::Workspace ws(dir);
-        if (std::filesystem::exists(ws.registry)) {
+        ONBOARD_TRY(const auto ws, workspace(global));
+        ONBOARD_TRY(const bool has_registry, ops::registry_exists(ws));
+        if (has_registry) {
           ONBOARD_TRY(auto store, ops::open_registry(ws));
           ONBOARD_CHECK(ops::record_intermediate(*store, authority));
         }

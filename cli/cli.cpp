@@ -5,6 +5,7 @@
 
 #include "core/files.h"
 #include "ops/credentials.h"
+#include "registry/location.h"
 
 namespace onboard::cli {
 
@@ -38,6 +39,29 @@ std::filesystem::path data_dir(const GlobalOptions& global) {
   if (!global.data_dir.empty()) return global.data_dir;
   if (const char* env = std::getenv("ONBOARD_DATA_DIR"); env != nullptr && *env != '\0') return env;
   return kDefaultDataDir;
+}
+
+void add_registry_option(CLI::App& app, GlobalOptions& global) {
+  app.add_option("--registry", global.registry,
+                 "Where the registry is: an absolute path to an SQLite file (or "
+                 "sqlite:///ABS/PATH), a postgresql:// URI or a libpq keyword string (host=... "
+                 "dbname=...), never with a password (libpq reads it from PGPASSFILE, ~/.pgpass "
+                 "or a service file). Default $ONBOARD_REGISTRY, else DATA_DIR/registry.db")
+      ->envname("ONBOARD_REGISTRY")
+      ->type_name("LOCATION")
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            auto location = registry::parse_location(text);
+            return location.ok() ? std::string() : location.error().message;
+          },
+          ""));
+}
+
+Result<ops::Workspace> workspace(const GlobalOptions& global) {
+  const auto dir = data_dir(global);
+  if (global.registry.empty()) return ops::Workspace(dir);
+  ONBOARD_TRY(auto location, registry::parse_location(global.registry));
+  return ops::Workspace(dir, std::move(location));
 }
 
 void PassphraseSource::add_to(CLI::App& command, const std::string& what) {

@@ -36,11 +36,19 @@ int report(const Error& error);
 // Global options, parsed before any command runs.
 struct GlobalOptions {
   std::string data_dir;
+  std::string registry;  // a location (registry/location.h); empty: DATA_DIR/registry.db
 };
 
 // The data directory: --data-dir, else $ONBOARD_DATA_DIR, else /var/lib/mosquitto-onboard.
 std::filesystem::path data_dir(const GlobalOptions& global);
 inline constexpr const char* kDefaultDataDir = "/var/lib/mosquitto-onboard";
+
+// Adds --registry LOCATION (also $ONBOARD_REGISTRY; the option wins). A location that does not
+// parse is a usage error (exit 2), reported without repeating it: it may hold a password.
+void add_registry_option(CLI::App& app, GlobalOptions& global);
+
+// The data directory with the registry where --registry / $ONBOARD_REGISTRY names it, else in it.
+Result<ops::Workspace> workspace(const GlobalOptions& global);
 
 // --passphrase-env VAR / --passphrase-file FILE: where the CA key's passphrase comes from. Never
 // from argv, where every user of the machine can read it.
@@ -67,7 +75,10 @@ int run_action(const Action& action) noexcept;
 template <class F>
 void on_run(CLI::App* cmd, const GlobalOptions& global, int& exit_code, F body) {
   cmd->callback([&global, &exit_code, body] {
-    exit_code = run_action([&]() -> Result<int> { return body(ops::Workspace(data_dir(global))); });
+    exit_code = run_action([&]() -> Result<int> {
+      ONBOARD_TRY(auto ws, workspace(global));
+      return body(ws);
+    });
   });
 }
 

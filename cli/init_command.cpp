@@ -16,7 +16,7 @@
 #include "ops/credentials.h"
 #include "ops/workspace.h"
 #include "registry/acl.h"
-#include "registry/sqlite_store.h"
+#include "registry/open.h"
 
 namespace onboard::cli {
 namespace {
@@ -61,11 +61,15 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
   };
   auto o = std::make_shared<Opts>();
   auto* cmd =
-      app.add_subcommand("init", "Create the data directory: registry, CA and an empty CRL");
+      app.add_subcommand("init",
+                         "Create the data directory (CA and an empty CRL) and the registry, in it "
+                         "or where --registry names it (an SQLite file, or the schema in a "
+                         "PostgreSQL database)");
   cmd->add_option("--group", o->group,
                   "Group that may read the registry (the broker's user is in it); the directory is "
                   "made setgid "
-                  "and group-writable, because an SQLite WAL reader must create the -shm file")
+                  "and group-writable, because an SQLite WAL reader must create the -shm file. A "
+                  "PostgreSQL registry's access is by role instead ('onboardctl registry grants')")
       ->capture_default_str();
   cmd->add_flag("--no-group", o->no_group,
                 "Keep everything private to the operator (the broker cannot read it)");
@@ -82,8 +86,10 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
   cmd->add_option("--org", o->ca.organization, "Organization (O) in the CA subjects");
   o->passphrase.add_to(*cmd, "the new CA keys");
   on_run(cmd, global, exit_code, [o](const ops::Workspace& ws) -> Result<int> {
-    if (std::filesystem::exists(ws.registry)) {
-      return make_error(Errc::conflict, "a registry already exists in " + ws.dir.string() +
+    ONBOARD_TRY(const bool has_registry, ops::registry_exists(ws));
+    if (has_registry) {
+      return make_error(Errc::conflict, "a registry already exists at " +
+                                            ws.registry_location.display() +
                                             "; refusing to touch it");
     }
     ONBOARD_TRY(o->ca.root_key_alg, ops::key_alg_option(o->key_alg));
@@ -121,9 +127,11 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
         write_file_atomic(paths.dir / "chain.pem", ca.chain_pem(), 0644, Overwrite::replace));
     if (gid) ONBOARD_CHECK(set_group_access(paths.dir, *gid, 0750));
 
+    // Creates the registry wherever its location names it, with the schema up to date.
     ONBOARD_TRY(auto store,
-                registry::open_sqlite_store(ws.registry, registry::OpenMode::read_write));
-    if (gid) ONBOARD_CHECK(set_group_access(ws.registry, *gid, 0660));
+                registry::open_store(ws.registry_location, registry::OpenMode::read_write));
+    const auto sqlite_file = ws.sqlite_registry();
+    if (gid && sqlite_file) ONBOARD_CHECK(set_group_access(*sqlite_file, *gid, 0660));
     ONBOARD_TRY(std::uint64_t crl_number, ops::write_crl(*store, ca, ws.crl));
     ONBOARD_CHECK(ops::record_intermediate(*store, ca));
     std::string root_crl_line;
@@ -140,14 +148,18 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
       }
     }
     std::cout << "initialised " << ws.dir.string() << "\n"
-              << "  registry  " << ws.registry.string() << "\n"
+              << "  registry  " << ws.registry_location.display() << "\n"
               << "  CA        " << paths.dir.string() << (made_ca ? " (new)" : " (existing)")
               << "\n"
               << "  chain     " << (paths.dir / "chain.pem").string() << "\n"
               << "  CRL       " << ws.crl.string() << " (number " << crl_number << ")\n"
               << root_crl_line << "  access    "
-              << (gid ? "group " + o->group + " may read the registry, certificates and CRL"
-                      : std::string("operator only"))
+              << (!gid ? std::string("operator only")
+                  : sqlite_file
+                      ? "group " + o->group + " may read the registry, certificates and CRL"
+                      : "group " + o->group +
+                            " may read the certificates and CRL; the PostgreSQL registry's roles "
+                            "get their rights from 'onboardctl registry grants'")
               << "\n";
     if (gid) {
       if (auto blocked = unsearchable_ancestor(ws.dir, *gid)) {

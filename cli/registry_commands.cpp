@@ -1,13 +1,25 @@
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
 
 #include "cli/commands.h"
+#include "ops/grants.h"
 #include "ops/workspace.h"
 #include "registry/sqlite_backup.h"
 
 namespace onboard::cli {
 namespace {
+
+// Backup and restore copy an SQLite file; a PostgreSQL registry has PostgreSQL's own tools.
+Result<std::filesystem::path> sqlite_only(const ops::Workspace& ws, const char* what,
+                                          const char* alternative) {
+  if (auto file = ws.sqlite_registry()) return *file;
+  return make_error(Errc::invalid_input, std::string("registry ") + what +
+                                             " works on an SQLite registry only; the registry at " +
+                                             ws.registry_location.display() +
+                                             " is in PostgreSQL: use " + alternative);
+}
 
 void print_summary(const char* label, const registry::RegistrySummary& s) {
   std::cout << label << s.devices << " devices, change " << s.change_seq << ", audit "
@@ -20,7 +32,9 @@ void print_summary(const char* label, const registry::RegistrySummary& s) {
 
 void add_registry_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   auto* group = app.add_subcommand(
-      "registry", "Back up and restore the registry (online: brokers and the server may run)");
+      "registry",
+      "Back up and restore an SQLite registry (online: brokers and the server may run); print a "
+      "PostgreSQL registry's grants");
   group->require_subcommand(1);
   {
     auto file = std::make_shared<std::string>();
@@ -30,7 +44,8 @@ void add_registry_commands(CLI::App& app, const GlobalOptions& global, int& exit
         "existing FILE is never overwritten");
     cmd->add_option("FILE", *file, "Where to write the copy")->required();
     on_run(cmd, global, exit_code, [file](const ops::Workspace& ws) -> Result<int> {
-      ONBOARD_TRY(auto summary, registry::backup_sqlite_registry(ws.registry, *file));
+      ONBOARD_TRY(auto registry_file, sqlite_only(ws, "backup", "pg_dump"));
+      ONBOARD_TRY(auto summary, registry::backup_sqlite_registry(registry_file, *file));
       std::cout << "backed up to " << *file << "\n";
       print_summary("  ", summary);
       return kExitOk;
@@ -60,8 +75,9 @@ void add_registry_commands(CLI::App& app, const GlobalOptions& global, int& exit
                           "a restore loses every change made since the backup other than "
                           "revocations; add --yes to go ahead");
       }
+      ONBOARD_TRY(auto registry_file, sqlite_only(ws, "restore", "pg_restore"));
       ONBOARD_TRY(auto summary,
-                  registry::restore_sqlite_registry(ws.registry, o->file, ops::make_actor()));
+                  registry::restore_sqlite_registry(registry_file, o->file, ops::make_actor()));
       std::cout << "restored from " << o->file << "\n";
       print_summary("  now:      ", summary.restored);
       print_summary("  replaced: ", summary.replaced);
@@ -70,6 +86,32 @@ void add_registry_commands(CLI::App& app, const GlobalOptions& global, int& exit
                 << ", devices and groups announced to brokers: " << summary.subjects_announced
                 << "\n";
       return kExitOk;
+    });
+  }
+  {
+    struct Opts {
+      std::string broker_role, writer_role;
+    };
+    auto o = std::make_shared<Opts>();
+    auto* cmd = group->add_subcommand(
+        "grants",
+        "Print the SQL that gives a PostgreSQL registry's roles their rights: the broker role "
+        "reads meta, groups, devices, certificates, acl_rules and changes only; the writer role "
+        "(onboardctl, serve) reads and writes every table's rows; neither changes the schema. "
+        "Nothing is applied: run it as the tables' owner, e.g. onboardctl registry grants ... > "
+        "grants.sql; psql -v ON_ERROR_STOP=1 -d DBNAME -f grants.sql");
+    cmd->add_option("--broker-role", o->broker_role,
+                    "The role the brokers connect as (a plain lower-case identifier)")
+        ->required();
+    cmd->add_option("--writer-role", o->writer_role,
+                    "The role onboardctl and the REST server connect as")
+        ->required();
+    cmd->callback([o, &exit_code] {
+      exit_code = run_action([&]() -> Result<int> {
+        ONBOARD_TRY(auto sql, ops::postgresql_grants(o->broker_role, o->writer_role));
+        std::cout << sql;
+        return kExitOk;
+      });
     });
   }
 }

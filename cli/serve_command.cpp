@@ -83,7 +83,7 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
         return kExitOk;
       }
       ONBOARD_CHECK(parse_listen(o->listen, o->server));
-      const ops::Workspace ws(data_dir(global));
+      ONBOARD_TRY(const auto ws, workspace(global));
       ONBOARD_TRY(auto hold, o->hold_passphrase.read());
       if (hold) {
         if (auto problem = ops::hold_passphrase_problem(*hold))

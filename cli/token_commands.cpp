@@ -31,7 +31,8 @@ void add_token_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
                     "bearer token: for 'serve --client-ca'");
     cmd->callback([o, &global, &exit_code] {
       exit_code = run_action([&]() -> Result<int> {
-        ONBOARD_TRY(auto store, ops::open_registry(ops::Workspace(data_dir(global))));
+        ONBOARD_TRY(auto ws, workspace(global));
+        ONBOARD_TRY(auto store, ops::open_registry(ws));
         if (!o->client_cert.empty()) {
           ONBOARD_TRY(std::string pem, read_file(o->client_cert, 1 << 20));
           ONBOARD_TRY(auto credential, ops::create_certificate_credential(*store, o->name, o->role,
@@ -56,7 +57,8 @@ void add_token_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
     cmd->add_flag("--json", *json_out, "Print JSON");
     cmd->callback([json_out, &global, &exit_code] {
       exit_code = run_action([&]() -> Result<int> {
-        ONBOARD_TRY(auto store, ops::open_registry(ops::Workspace(data_dir(global))));
+        ONBOARD_TRY(auto ws, workspace(global));
+        ONBOARD_TRY(auto store, ops::open_registry(ws));
         ONBOARD_TRY(auto tokens, ops::list_api_tokens(*store));
         if (*json_out) {
           nlohmann::json out = nlohmann::json::array();
@@ -80,7 +82,8 @@ void add_token_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
     cmd->add_option("NAME", *name, "Token name")->required();
     cmd->callback([name, &global, &exit_code] {
       exit_code = run_action([&]() -> Result<int> {
-        ONBOARD_TRY(auto store, ops::open_registry(ops::Workspace(data_dir(global))));
+        ONBOARD_TRY(auto ws, workspace(global));
+        ONBOARD_TRY(auto store, ops::open_registry(ws));
         ONBOARD_TRY(bool changed, ops::revoke_api_token(*store, *name, ops::make_actor()));
         std::cout << "token " << *name << (changed ? " revoked" : " was already revoked") << "\n";
         return kExitOk;

@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   auto config = plugin::parse_config(options);
   if (!config) return 0;
-  if (config->registry.empty()) std::abort();
+  if (config->registry.target.empty()) std::abort();
   if (config->refresh_interval.count() <= 0 || config->staleness_limit.count() <= 0) std::abort();
   return 0;
 }

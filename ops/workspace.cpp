@@ -7,35 +7,53 @@
 
 #include "core/files.h"
 #include "ops/operations.h"
-#include "registry/sqlite_store.h"
+#include "registry/open.h"
 
 namespace onboard::ops {
 
 Workspace::Workspace(const std::filesystem::path& d)
-    : dir(d), registry(d / "registry.db"), crl(d / "crl.pem"), root_crl(d / "root-crl.pem") {}
+    : Workspace(d, registry::Location{registry::Backend::sqlite, (d / "registry.db").string()}) {}
+
+Workspace::Workspace(const std::filesystem::path& d, registry::Location location)
+    : dir(d),
+      crl(d / "crl.pem"),
+      root_crl(d / "root-crl.pem"),
+      registry_location(std::move(location)) {}
+
+std::optional<std::filesystem::path> Workspace::sqlite_registry() const {
+  if (registry_location.backend != registry::Backend::sqlite) return std::nullopt;
+  return std::filesystem::path(registry_location.target);
+}
 
 Result<std::unique_ptr<registry::Store>> open_registry(const Workspace& workspace) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(workspace.registry, ec);
-  if (status.type() == std::filesystem::file_type::not_found) {
-    return make_error(Errc::not_found,
-                      "no registry in " + workspace.dir.string() + "; run 'onboardctl init' first");
+  if (const auto file = workspace.sqlite_registry()) {
+    std::error_code ec;
+    const auto status = std::filesystem::status(*file, ec);
+    if (status.type() == std::filesystem::file_type::not_found) {
+      return make_error(Errc::not_found,
+                        "no registry at " + file->string() + "; run 'onboardctl init' first");
+    }
+    if (ec) return make_error(Errc::io, "cannot reach " + file->string() + ": " + ec.message());
+    // SQLite takes an empty file for a new database, and the store would quietly initialise it: a
+    // registry truncated by a crash or a full disk would come back empty instead of being
+    // reported. Only `onboardctl init` creates a registry.
+    if (std::filesystem::is_regular_file(status) && std::filesystem::file_size(*file, ec) == 0 &&
+        !ec) {
+      return make_error(Errc::corrupt,
+                        file->string() +
+                            " is empty (truncated?); restore it from a backup, or remove it and "
+                            "run 'onboardctl init'");
+    }
   }
-  if (ec) {
-    return make_error(Errc::io,
-                      "cannot reach " + workspace.registry.string() + ": " + ec.message());
-  }
-  // SQLite takes an empty file for a new database, and the store would quietly initialise it: a
-  // registry truncated by a crash or a full disk would come back empty instead of being reported.
-  // Only `onboardctl init` creates a registry.
-  if (std::filesystem::is_regular_file(status) &&
-      std::filesystem::file_size(workspace.registry, ec) == 0 && !ec) {
-    return make_error(Errc::corrupt,
-                      workspace.registry.string() +
-                          " is empty (truncated?); restore it from a backup, or remove it and run "
-                          "'onboardctl init'");
-  }
-  return registry::open_sqlite_store(workspace.registry, registry::OpenMode::read_write);
+  return registry::open_store(workspace.registry_location, registry::OpenMode::read_write);
+}
+
+Result<bool> registry_exists(const Workspace& workspace) {
+  if (const auto file = workspace.sqlite_registry()) return std::filesystem::exists(*file);
+  auto store = registry::open_store(workspace.registry_location, registry::OpenMode::read_only);
+  if (store.ok()) return true;
+  if (store.error().code == Errc::not_found) return false;
+  return std::move(store).error();
 }
 
 std::string actor_name() {

@@ -27,18 +27,26 @@ Result<bool> parse_bool(const std::string& key, const std::string& value) {
 
 Result<Config> parse_config(const std::vector<std::pair<std::string, std::string>>& options) {
   Config config;
+  bool has_registry = false;
   for (const auto& [key, raw] : options) {
     // Mosquitto keeps trailing spaces in option values; they are never meaningful here.
     std::string value = raw;
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t' || value.back() == '\r'))
       value.pop_back();
     if (key == "registry") {
-      if (value.empty() || value.front() != '/') {
-        return make_error(Errc::invalid_input,
-                          "plugin_opt_registry must be an absolute path (the broker's working "
-                          "directory is not ours)");
+      // An SQLite path must be absolute: the broker's working directory is not ours. The parser's
+      // messages never quote the value, which may hold a password.
+      auto location = registry::parse_location(value);
+      if (!location.ok()) {
+        return make_error(Errc::invalid_input, "plugin_opt_registry: " + location.error().message);
       }
-      config.registry = value;
+      config.registry = std::move(location).value();
+      has_registry = true;
+    } else if (key == "cache_file") {
+      if (value.empty() || value.front() != '/') {
+        return make_error(Errc::invalid_input, "plugin_opt_cache_file must be an absolute path");
+      }
+      config.cache_file = value;
     } else if (key == "crl_file" || key == "crl_cafile") {
       if (value.empty() || value.front() != '/') {
         return make_error(Errc::invalid_input, "plugin_opt_" + key + " must be an absolute path");
@@ -75,9 +83,10 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
       return make_error(Errc::invalid_input, "unknown option plugin_opt_" + key);
     }
   }
-  if (config.registry.empty()) {
+  if (!has_registry) {
     return make_error(Errc::invalid_input,
-                      "plugin_opt_registry is required: the path of the registry database");
+                      "plugin_opt_registry is required: where the registry is (the SQLite file's "
+                      "absolute path or a PostgreSQL connection string)");
   }
   if (!config.crl_cafile.empty() && config.crl_file.empty()) {
     return make_error(Errc::invalid_input, "plugin_opt_crl_cafile goes with plugin_opt_crl_file");

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/error.h"
+#include "registry/location.h"
 
 namespace onboard::plugin {
 
@@ -21,7 +23,10 @@ enum class ClientsWithoutCertificate {
 };
 
 struct Config {
-  std::string registry;                            // plugin_opt_registry (required)
+  registry::Location registry;  // plugin_opt_registry (required): a location
+  // plugin_opt_cache_file: where the last good snapshot is kept, for starting while a PostgreSQL
+  // registry is down (an absolute path). Parsed, not used yet.
+  std::optional<std::string> cache_file;
   std::chrono::milliseconds refresh_interval{50};  // plugin_opt_refresh_interval_ms
   std::chrono::seconds staleness_limit{60};        // plugin_opt_staleness_limit_s
   AclLogging log_acl = AclLogging::none;           // plugin_opt_log_acl

@@ -82,7 +82,13 @@ class Plugin {
  public:
   static Result<std::unique_ptr<Plugin>> create(plugin::Config config,
                                                 mosquitto_plugin_id_t* identifier) {
-    auto source = plugin::sqlite_access_source(config.registry);
+    // Only an SQLite registry has a watcher so far.
+    if (config.registry.backend != registry::Backend::sqlite) {
+      return make_error(Errc::invalid_input, "registry " + config.registry.display() +
+                                                 ": a PostgreSQL registry is not supported yet by "
+                                                 "the plugin");
+    }
+    auto source = plugin::sqlite_access_source(config.registry.target);
     ONBOARD_TRY(auto snapshot, source->reopen());
     std::unique_ptr<plugin::CrlGuard> crl;
     if (!config.crl_file.empty()) {
@@ -95,7 +101,7 @@ class Plugin {
     auto plugin = std::unique_ptr<Plugin>(new Plugin(config, identifier));
     plugin->snapshot_ = snapshot;
     plugin->last_ok_.store(Clock::now().time_since_epoch().count());
-    log(MOSQ_LOG_NOTICE, "registry " + config.registry + ": " +
+    log(MOSQ_LOG_NOTICE, "registry " + config.registry.display() + ": " +
                              std::to_string(snapshot->device_count()) + " devices, change " +
                              std::to_string(snapshot->change_seq()));
     if (crl) log(MOSQ_LOG_NOTICE, "watching CRL " + config.crl_file + " for the listener");

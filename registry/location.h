@@ -24,13 +24,16 @@ struct Location {
   // The SQLite file's absolute path, or the libpq connection string exactly as given.
   std::string target;
 
-  // For messages and logs: the path, or the connection string with any password masked.
+  // For messages and logs: the path, or the PostgreSQL options rebuilt as a keyword string
+  // (host= port= dbname= user= first) without the password, whatever `target` holds.
   std::string display() const;
 };
 
-// Errc::invalid_input, naming what is wrong, for: an empty text, a relative SQLite path, an
-// sqlite:// URL with a host or a query, a PostgreSQL location with a password in it (URI userinfo
-// or a password= keyword), or one libpq cannot parse.
+// Errc::invalid_input, naming what is wrong, for: an empty, over-long (4096) or NUL-holding text,
+// a relative path, an sqlite:// URL with a host, a query, a fragment or a '%', an unknown scheme, a
+// PostgreSQL location with a password in it (URI userinfo, a password= keyword or query parameter,
+// percent-encoded or not), or one libpq's PQconninfoParse refuses. No message quotes the text:
+// of libpq's message only the keywords the text names are kept.
 Result<Location> parse_location(std::string_view text);
 
 }  // namespace onboard::registry

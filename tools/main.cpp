@@ -20,9 +20,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "onboardctl 0.1.0");
   GlobalOptions global;
   app.add_option("--data-dir", global.data_dir,
-                 std::string("Data directory (CA and registry); default $ONBOARD_DATA_DIR, else ") +
+                 std::string("Data directory (CA, CRL and the registry unless --registry puts it "
+                             "elsewhere); default $ONBOARD_DATA_DIR, else ") +
                      kDefaultDataDir)
       ->envname("ONBOARD_DATA_DIR");
+  add_registry_option(app, global);
 
   int exit_code = kExitOk;
   add_commands(app, global, exit_code);

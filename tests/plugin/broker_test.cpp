@@ -328,6 +328,23 @@ TEST_CASE("the broker refuses to start with a bad plugin configuration, and says
     CHECK_FALSE(broker.started());
     CHECK(broker.log().find("onboard: cannot start") != std::string::npos);
   }
+  SECTION("a registry location with a password, which the log never shows") {
+    auto options = fleet.broker_options();
+    options.registry = "postgresql://broker:secret@127.0.0.1:1/registry";
+    Broker broker(fleet.dir().path(), options);
+    CHECK_FALSE(broker.started());
+    CHECK(broker.log().find("onboard: cannot start: plugin_opt_registry: the registry location "
+                            "must not contain a password") != std::string::npos);
+    CHECK(broker.log().find("secret") == std::string::npos);
+  }
+  SECTION("a PostgreSQL registry that cannot be reached") {
+    auto options = fleet.broker_options();
+    options.registry = "postgresql://broker@127.0.0.1:1/registry";
+    Broker broker(fleet.dir().path(), options);
+    CHECK_FALSE(broker.started());
+    CHECK(broker.log().find("onboard: cannot start: registry host=127.0.0.1 port=1") !=
+          std::string::npos);
+  }
   SECTION("an unknown option") {
     Broker broker(fleet.dir().path(), fleet.broker_options({"refresh_intervall_ms 10"}));
     CHECK_FALSE(broker.started());

@@ -15,11 +15,64 @@ TEST_CASE("the registry path is required and must be absolute") {
   CHECK(relative.error().message.find("absolute path") != std::string::npos);
 }
 
+TEST_CASE("plugin_opt_registry takes every registry location onboardctl takes") {
+  auto url = parse_config(Options{{"registry", "sqlite:///var/lib/mosquitto-onboard/registry.db"}});
+  REQUIRE(url.ok());
+  CHECK(url->registry.backend == registry::Backend::sqlite);
+  CHECK(url->registry.target == "/var/lib/mosquitto-onboard/registry.db");
+
+  auto uri = parse_config(
+      Options{{"registry", "postgresql://broker@db.example/registry?sslmode=verify-full"}});
+  REQUIRE(uri.ok());
+  CHECK(uri->registry.backend == registry::Backend::postgresql);
+  CHECK(uri->registry.display() ==
+        "host=db.example dbname=registry user=broker sslmode=verify-full");
+
+  auto keywords = parse_config(Options{{"registry", "host=/run/postgresql dbname=registry "}});
+  REQUIRE(keywords.ok());
+  CHECK(keywords->registry.backend == registry::Backend::postgresql);
+  CHECK(keywords->registry.target == "host=/run/postgresql dbname=registry");
+}
+
+TEST_CASE("plugin_opt_registry refuses a password and never repeats it") {
+  for (const char* location :
+       {"postgresql://broker:secret@db.example/registry", "host=db.example password=secret",
+        "host=db.example secret", "postgresql://broker:secret@[::1/registry"}) {
+    INFO(location);
+    auto config = parse_config(Options{{"registry", location}});
+    REQUIRE_FALSE(config.ok());
+    CHECK(config.error().code == Errc::invalid_input);
+    CHECK(config.error().message.starts_with("plugin_opt_registry: "));
+    CHECK(config.error().message.find("secret") == std::string::npos);
+  }
+  auto password = parse_config(Options{{"registry", "host=db.example password=secret"}});
+  CHECK(password.error().message.find("PGPASSFILE") != std::string::npos);
+  auto host = parse_config(Options{{"registry", "sqlite://db.example/registry.db"}});
+  REQUIRE_FALSE(host.ok());
+  CHECK(host.error().message.find("no host") != std::string::npos);
+}
+
+TEST_CASE("plugin_opt_cache_file is an optional absolute path") {
+  auto config = parse_config(Options{{"registry", "host=db.example dbname=registry"},
+                                     {"cache_file", "/var/cache/mosquitto-onboard/snapshot "}});
+  REQUIRE(config.ok());
+  REQUIRE(config->cache_file.has_value());
+  CHECK(*config->cache_file == "/var/cache/mosquitto-onboard/snapshot");
+  for (const char* bad : {"snapshot", "", "./cache/snapshot"}) {
+    INFO(bad);
+    auto relative = parse_config(Options{{"registry", "/r.db"}, {"cache_file", bad}});
+    REQUIRE_FALSE(relative.ok());
+    CHECK(relative.error().message == "plugin_opt_cache_file must be an absolute path");
+  }
+}
+
 TEST_CASE(
     "defaults refresh every 50 ms, refuse after 60 s without the registry, and log connections") {
   auto config = parse_config(Options{{"registry", "/var/lib/mosquitto-onboard/registry.db  "}});
   REQUIRE(config.ok());
-  CHECK(config->registry == "/var/lib/mosquitto-onboard/registry.db");  // trailing spaces dropped
+  CHECK(config->registry.backend == registry::Backend::sqlite);
+  CHECK(config->registry.target == "/var/lib/mosquitto-onboard/registry.db");  // spaces dropped
+  CHECK_FALSE(config->cache_file.has_value());
   CHECK(config->refresh_interval == std::chrono::milliseconds(50));
   CHECK(config->staleness_limit == std::chrono::seconds(60));
   CHECK(config->log_connections);
