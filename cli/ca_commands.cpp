@@ -208,7 +208,7 @@ void add_issue(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
           return make_error(Errc::invalid_input, *problem);
         device_id = opts->device;
       }
-      const ops::Workspace ws(data_dir(global));
+      ONBOARD_TRY(const auto ws, workspace(global));
       ONBOARD_TRY(auto store, open_ca_registry(ws));
       ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
       if (!opts->device.empty()) {
@@ -280,7 +280,7 @@ void add_issue_server(CLI::App& ca, const GlobalOptions& global, int& exit_code)
       }
       ONBOARD_CHECK(ops::check_validity_days(opts->days));
       ONBOARD_TRY(ca::KeyAlg alg, ops::key_alg_option(opts->key_alg));
-      const ops::Workspace ws(data_dir(global));
+      ONBOARD_TRY(const auto ws, workspace(global));
       ONBOARD_TRY(auto store, open_ca_registry(ws));
       ONBOARD_TRY(auto authority, open_signing_ca(global, opts->passphrase));
       ONBOARD_TRY(auto key, ca::generate_key(alg));

@@ -82,13 +82,10 @@ class Plugin {
  public:
   static Result<std::unique_ptr<Plugin>> create(plugin::Config config,
                                                 mosquitto_plugin_id_t* identifier) {
-    // Only an SQLite registry has a watcher so far.
-    if (config.registry.backend != registry::Backend::sqlite) {
-      return make_error(Errc::invalid_input, "registry " + config.registry.display() +
-                                                 ": a PostgreSQL registry is not supported yet by "
-                                                 "the plugin");
-    }
-    auto source = plugin::sqlite_access_source(config.registry.target);
+    // The watcher's thread is the only one that touches the network; it gives up on a statement
+    // or a connection attempt after this long.
+    constexpr std::chrono::seconds kDatabaseTimeout{5};
+    auto source = plugin::access_source(config.registry, kDatabaseTimeout);
     ONBOARD_TRY(auto snapshot, source->reopen());
     std::unique_ptr<plugin::CrlGuard> crl;
     if (!config.crl_file.empty()) {

@@ -176,6 +176,7 @@ TEST_CASE("brokers keep deciding while PostgreSQL is down and take up changes on
   Fleet& fleet = *registry.fleet;
   auto one = fleet.add_device("dev-1");
   auto two = fleet.add_device("dev-2");
+  auto three = fleet.unregistered("dev-3");
   auto a = registry.start_broker({"staleness_limit_s 120"});
   auto b = registry.start_broker({"staleness_limit_s 120"});
   auto one_a = connected("dev-1", one, a->port());
@@ -191,7 +192,7 @@ TEST_CASE("brokers keep deciding while PostgreSQL is down and take up changes on
   REQUIRE(m);
   CHECK(m->payload == "down");
   auto two_b = connected("dev-2", two, b->port());
-  MqttClient stranger("dev-3", fleet.unregistered("dev-3"));
+  MqttClient stranger("dev-3", three);
   CHECK(stranger.connect(a->port()) == kNotAuthorized);
 
   cluster.up();
