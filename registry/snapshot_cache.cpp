@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <unordered_set>
 #include <utility>
@@ -101,7 +102,11 @@ bool fits_u32(std::size_t n) { return n <= UINT32_MAX; }
 bool encodable(const std::vector<acl::Rule>& rules) {
   if (!fits_u32(rules.size())) return false;
   for (const auto& rule : rules) {
-    if (!fits_u32(rule.pattern.text().size())) return false;
+    // A mask the reader refuses would make a cache that no broker can start from.
+    if (!fits_u32(rule.pattern.text().size()) || rule.access < 1 ||
+        rule.access > kAccessReadWrite) {
+      return false;
+    }
   }
   return true;
 }
@@ -239,7 +244,7 @@ std::shared_ptr<const Snapshot> decode_body(std::string_view body) {
   }
   for (const auto& group : groups) {
     if (!group_names.insert(group.name).second) {
-      throw Refused{"group " + group.name + " is listed twice"};
+      throw Refused{"a group name is listed twice"};
     }
   }
   if (!r.done()) throw Refused{std::to_string(r.left()) + " trailing bytes after the groups"};
@@ -307,7 +312,9 @@ Result<std::string> encode_snapshot_cache(const Snapshot& snapshot) {
     write_rules(w, group.rules);
   });
   if (!ok || devices != snapshot.device_count() || !fits_u32(devices) || !fits_u32(groups)) {
-    return make_error(Errc::internal, "the snapshot does not fit the cache format");
+    return make_error(Errc::internal,
+                      "the snapshot does not fit the cache format (an over-long list or string, or "
+                      "an invalid access mask)");
   }
   ONBOARD_TRY(std::string digest, sha256_hex(out));
   out += digest;
@@ -331,14 +338,18 @@ Result<std::shared_ptr<const Snapshot>> decode_snapshot_cache(std::string_view b
     return cache_error(Errc::corrupt, name, "not a snapshot cache file (wrong magic)");
   }
   const std::size_t line_end = bytes.find('\n');
-  if (line_end == std::string_view::npos || line_end > kSnapshotCacheMagic.size() + 16) {
+  if (line_end == std::string_view::npos) {
     return cache_error(Errc::corrupt, name, "truncated in the header line");
   }
   if (bytes.substr(0, line_end + 1) != kSnapshotCacheMagic) {
-    return cache_error(Errc::corrupt, name,
-                       "format version " +
-                           std::string(bytes.substr(kPrefix.size(), line_end - kPrefix.size())) +
-                           " is not supported (this build reads 1)");
+    // The version is named only when it looks like one: file bytes do not go into the log as such.
+    const std::string_view version = bytes.substr(kPrefix.size(), line_end - kPrefix.size());
+    const bool plain = !version.empty() && version.size() <= 8 &&
+                       version.find_first_not_of("0123456789") == std::string_view::npos;
+    return cache_error(
+        Errc::corrupt, name,
+        (plain ? "format version " + std::string(version) : std::string("a format version")) +
+            " that is not supported (this build reads 1)");
   }
   if (bytes.size() < kSnapshotCacheMagic.size() + kDigestChars) {
     return cache_error(Errc::corrupt, name, "truncated before its checksum");
@@ -357,6 +368,8 @@ Result<std::shared_ptr<const Snapshot>> decode_snapshot_cache(std::string_view b
     return cache_error(Errc::corrupt, name, refused.reason);
   } catch (const std::bad_alloc&) {
     return cache_error(Errc::internal, name, "out of memory while decoding");
+  } catch (const std::exception& e) {  // none is expected; the plugin's callers must never see one
+    return cache_error(Errc::internal, name, std::string("cannot decode: ") + e.what());
   }
 }
 

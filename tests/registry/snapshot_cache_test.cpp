@@ -247,6 +247,18 @@ TEST_CASE("snapshot cache: the file is written 0600 and a second write replaces 
   CHECK(file_bytes(dir / "cache").starts_with(kSnapshotCacheMagic));
 }
 
+TEST_CASE("snapshot cache: a snapshot the reader would refuse is not written") {
+  TempDir dir;
+  std::vector<DeviceAccess> devices{
+      DeviceAccess{"d", DeviceStatus::active, "", {allow(1, "a/#", 0)}, {cert(1)}}};
+  auto status = write_snapshot_cache(*Snapshot::build(std::move(devices), {}, 1), dir / "cache");
+  REQUIRE_FALSE(status.ok());
+  CHECK(status.error().code == Errc::internal);
+  CHECK_THAT(status.error().message, Contains("invalid access mask"));
+  CHECK(test::files_in(dir.path()) == 0);
+  CHECK(write_snapshot_cache(*fleet(), dir / "cache").ok());  // the control
+}
+
 TEST_CASE("snapshot cache: flipping any single byte is refused") {
   auto encoded = encode_snapshot_cache(*fleet());
   REQUIRE(encoded.ok());
@@ -312,8 +324,12 @@ TEST_CASE("snapshot cache: a wrong magic or an unknown version is refused") {
   CHECK_THAT(decode_error("SQLite format 3"), Contains("wrong magic"));
   std::string v2 = "onboard-snapshot-cache 2\n" + body();
   v2 += sha256_hex(v2).value();
-  CHECK_THAT(decode_error(v2), Contains("format version 2 is not supported"));
+  CHECK_THAT(decode_error(v2), Contains("format version 2 that is not supported"));
   CHECK_THAT(decode_error("onboard-snapshot-cache 1"), Contains("header line"));
+  // Bytes that are not a version number are not repeated into the log.
+  const std::string odd = decode_error("onboard-snapshot-cache \x1b[2J\n" + body());
+  CHECK_THAT(odd, Contains("a format version that is not supported"));
+  CHECK(odd.find('\x1b') == std::string::npos);
 }
 
 TEST_CASE("snapshot cache: a count or length beyond the bytes left is refused before allocating") {
@@ -347,7 +363,7 @@ TEST_CASE("snapshot cache: a device or group listed twice is refused") {
              Contains("a device id is listed twice"));
   const std::string group = str("default") + u32(0);
   CHECK_THAT(decode_error(with_checksum(i64(1) + u32(0) + u32(2) + group + group)),
-             Contains("group default is listed twice"));
+             Contains("a group name is listed twice"));
   CHECK(decode_snapshot_cache(with_checksum(i64(1) + u32(1) + device + u32(1) + group), "c").ok());
 }
 
