@@ -21,6 +21,7 @@
 //   - Errc::corrupt: wrong magic, an unknown version, a checksum that does not match, truncated or
 //     trailing bytes, a length or count larger than the bytes left, an invalid enum value or
 //     access mask, a device id or group name given twice.
+//   - Errc::internal: memory ran out while decoding (nothing is thrown).
 // Every message names the file and the reason. The directory that holds the file is the
 // operator's to protect (like the registry file itself).
 #pragma once
