@@ -1,6 +1,6 @@
 // Writes the seeds of the fuzz corpora that only the project's own code can make valid: signed
-// link tokens, AES-256 archives, CSRs and a manifest. Usage: fuzz_make_seeds CORPUS_DIR. The
-// text seeds (topics, options, broker configurations) are written by hand.
+// link tokens, AES-256 archives, CSRs, a manifest and snapshot cache files. Usage: fuzz_make_seeds
+// CORPUS_DIR. The text seeds (topics, options, broker configurations) are written by hand.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +16,7 @@
 #include "ca/keys.h"
 #include "core/digest.h"
 #include "fuzz/fuzz_secrets.h"
+#include "registry/snapshot_cache.h"
 
 namespace {
 
@@ -119,6 +120,42 @@ void manifests(const fs::path& dir) {
   write(dir / "version-2.json", wrong_version);
 }
 
+// snapshot_cache's seeds are bodies (the fuzz target adds the magic and a matching checksum) and
+// one whole file. The fleet has a device with a deny and %c/%u rules, a revoked certificate, a
+// disabled device and two groups.
+void snapshot_caches(const fs::path& dir) {
+  using namespace registry;
+  auto rule = [](std::int64_t id, const char* pattern, std::uint8_t access, acl::Effect effect) {
+    return acl::Rule{id, pattern, access, effect, static_cast<int>(id % 3)};
+  };
+  auto cert = [](char c, CertificateStatus status) {
+    return CertificateAccess{std::string(64, c), "0A1B", status, fuzz::kNow - 86'400,
+                             fuzz::kNow + 86'400};
+  };
+  std::vector<DeviceAccess> devices;
+  devices.push_back(
+      DeviceAccess{"sensor-1",
+                   DeviceStatus::active,
+                   "sensor",
+                   {rule(11, "devices/%d/secret", acl::kReadWrite, acl::Effect::deny),
+                    rule(12, "clients/%c/#", acl::kPublish, acl::Effect::allow),
+                    rule(13, "users/%u/+", acl::kSubscribe, acl::Effect::allow)},
+                   {cert('a', CertificateStatus::revoked), cert('b', CertificateStatus::active)}});
+  devices.push_back(
+      DeviceAccess{"off", DeviceStatus::disabled, "", {}, {cert('c', CertificateStatus::active)}});
+  std::vector<GroupAccess> groups{
+      {"default", {rule(1, "devices/%d/#", acl::kReadWrite, acl::Effect::allow)}},
+      {"sensor", {rule(2, "fleet/#", acl::kRead, acl::Effect::allow)}}};
+  const auto body = [](const Snapshot& snapshot) {
+    const std::string file = must(encode_snapshot_cache(snapshot), "snapshot cache");
+    return file.substr(kSnapshotCacheMagic.size(), file.size() - kSnapshotCacheMagic.size() - 64);
+  };
+  const auto fleet = Snapshot::build(std::move(devices), std::move(groups), 42);
+  write(dir / "fleet.body", body(*fleet));
+  write(dir / "empty.body", body(*Snapshot::build({}, {}, 0)));
+  write(dir / "fleet.file", must(encode_snapshot_cache(*fleet), "snapshot cache"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,5 +168,6 @@ int main(int argc, char** argv) {
   archives(corpus / "zip");
   csrs(corpus / "csr");
   manifests(corpus / "manifest");
+  snapshot_caches(corpus / "snapshot_cache");
   return 0;
 }

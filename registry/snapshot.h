@@ -95,6 +95,12 @@ class Snapshot {
       for (const auto& [id, device] : *shard) f(*device);
     }
   }
+  // Calls f(const GroupAccess&) for every group, in no particular order.
+  template <class F>
+  void for_each_group(F&& f) const {
+    if (!groups_) return;
+    for (const auto& [name, group] : *groups_) f(*group);
+  }
 
   std::int64_t change_seq() const noexcept { return change_seq_; }
   std::size_t device_count() const noexcept { return device_count_; }
