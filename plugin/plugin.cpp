@@ -18,6 +18,7 @@
 #include <chrono>
 #include <csignal>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -35,6 +36,7 @@
 #include "plugin/crl_guard.h"
 #include "plugin/handover.h"
 #include "plugin/watcher.h"
+#include "registry/snapshot_cache.h"
 
 // Mosquitto 2.0's broker does not export it (libmosquitto does); weak, so that the plugin still
 // loads where it is absent.
@@ -86,7 +88,8 @@ class Plugin {
     // or a connection attempt after this long.
     constexpr std::chrono::seconds kDatabaseTimeout{5};
     auto source = plugin::access_source(config.registry, kDatabaseTimeout);
-    ONBOARD_TRY(auto snapshot, source->reopen());
+    ONBOARD_TRY(auto start, first_snapshot(*source, config));
+    auto [snapshot, read_at] = std::move(start);
     std::unique_ptr<plugin::CrlGuard> crl;
     if (!config.crl_file.empty()) {
       std::string issuers;
@@ -97,13 +100,14 @@ class Plugin {
     }
     auto plugin = std::unique_ptr<Plugin>(new Plugin(config, identifier));
     plugin->snapshot_ = snapshot;
-    plugin->last_ok_.store(Clock::now().time_since_epoch().count());
+    plugin->last_ok_.store(read_at.time_since_epoch().count());
     log(MOSQ_LOG_NOTICE, "registry " + config.registry.display() + ": " +
                              std::to_string(snapshot->device_count()) + " devices, change " +
                              std::to_string(snapshot->change_seq()));
     if (crl) log(MOSQ_LOG_NOTICE, "watching CRL " + config.crl_file + " for the listener");
     auto watcher = std::make_shared<plugin::Watcher>(std::move(source), snapshot, plugin->handover_,
                                                      plugin->last_ok_, std::move(crl));
+    if (config.cache_file) watcher->keep_cache(*config.cache_file);
     plugin->watcher_ = watcher;
     // The first poll reports on the CRL the broker is about to load.
     if (watcher->crl() != nullptr) watcher->poll();
@@ -114,6 +118,42 @@ class Plugin {
   }
 
   mosquitto_plugin_id_t* identifier() const noexcept { return identifier_; }
+
+  // The snapshot to start from and when its content was read: the registry now, or, when it cannot
+  // be reached and plugin_opt_cache_file is set, the last good snapshot kept there. The cache
+  // counts as read when it was written, so that one older than the staleness limit lets the broker
+  // start but refuse new connections until the registry answers (fail closed on old news).
+  static Result<std::pair<std::shared_ptr<const Snapshot>, Clock::time_point>> first_snapshot(
+      plugin::AccessSource& source, const plugin::Config& config) {
+    auto read = source.reopen();
+    if (read.ok()) return std::make_pair(std::move(read).value(), Clock::now());
+    if (!config.cache_file) {
+      Error e = std::move(read).error();
+      if (config.registry.backend == registry::Backend::postgresql) {
+        e.message +=
+            " (set plugin_opt_cache_file to start from the last good snapshot while the "
+            "registry is down)";
+      }
+      return e;
+    }
+    auto cached = registry::read_snapshot_cache(*config.cache_file);
+    if (!cached.ok()) {
+      return make_error(read.error().code,
+                        read.error().message + "; and the cache file: " + cached.error().message);
+    }
+    std::error_code ec;
+    const auto written = std::filesystem::last_write_time(*config.cache_file, ec);
+    const auto age = ec ? std::chrono::hours(24 * 365)
+                        : std::chrono::duration_cast<Clock::duration>(
+                              std::filesystem::file_time_type::clock::now() - written);
+    log(MOSQ_LOG_WARNING,
+        read.error().message + "; starting from the cache file " + *config.cache_file +
+            " (change " + std::to_string(cached.value()->change_seq()) + ", written " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(age).count()) +
+            " s ago) until the registry answers");
+    return std::make_pair(std::move(cached).value(),
+                          Clock::now() - std::max(age, Clock::duration{}));
+  }
 
   // Decision table (the first row that applies decides):
   //  1. no certificate, and the client is a session of this client id whose connection ended:

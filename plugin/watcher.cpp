@@ -9,6 +9,7 @@
 
 #include "plugin/file_stamp.h"
 #include "registry/pg_access.h"
+#include "registry/snapshot_cache.h"
 #include "registry/sqlite_access.h"
 
 namespace onboard::plugin {
@@ -171,6 +172,7 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
     std::mutex m;
     std::condition_variable_any cv;
     std::unique_lock lock(m);
+    write_cache();  // the snapshot the broker starts with, before any change
     while (!stop.stop_requested()) {
       if (source_->notifies()) {
         wait_for_notification(stop);
@@ -199,6 +201,35 @@ void Watcher::wait_for_notification(const std::stop_token& stop) {
   }
 }
 
+void Watcher::keep_cache(std::string path, std::chrono::milliseconds spacing) {
+  cache_path_ = std::move(path);
+  cache_spacing_ = spacing;
+}
+
+// After a change, once the spacing has passed since the last write: a burst of changes costs one
+// write, and the last of them is written at the next poll after the burst.
+void Watcher::write_cache() noexcept {
+  if (!cache_path_ || failing_ || current_->change_seq() == cached_seq_) return;
+  if (Clock::now() - cached_at_ < cache_spacing_) return;
+  try {
+    cached_at_ = Clock::now();
+    const auto written = registry::write_snapshot_cache(*current_, *cache_path_);
+    if (!written.ok()) {
+      if (!cache_failing_) {
+        handover_.post_log(LogLevel::warning,
+                           "cannot keep the cache file: " + written.error().message);
+      }
+      cache_failing_ = true;
+      return;
+    }
+    if (cache_failing_) handover_.post_log(LogLevel::notice, "cache file written again");
+    cache_failing_ = false;
+    cached_seq_ = current_->change_seq();
+  } catch (...) {
+    cache_failing_ = true;  // out of memory: the next change tries again
+  }
+}
+
 void Watcher::poll() noexcept {
   try {
     poll_registry();
@@ -206,6 +237,7 @@ void Watcher::poll() noexcept {
     // e.g. std::bad_alloc while building a snapshot: keep the last one, try again next poll.
     failed_with_current_exception("");
   }
+  write_cache();
   if (!crl_) return;
   try {
     crl_->poll(handover_, static_cast<UnixTime>(std::time(nullptr)));

@@ -70,6 +70,11 @@ class Watcher {
           Handover& handover, std::atomic<Clock::rep>& last_ok,
           std::unique_ptr<CrlGuard> crl = nullptr);
 
+  // Keeps a copy of the last good snapshot at `path` (plugin_opt_cache_file), rewritten after a
+  // change at most every `spacing`, so that a broker restarted while the registry is unreachable
+  // can start from it. Call before run().
+  void keep_cache(std::string path, std::chrono::milliseconds spacing = std::chrono::seconds(2));
+
   // Polls every `interval` until `stop` (a source that notifies: when told, or every idle
   // interval). Never throws.
   void run(std::stop_token stop, std::chrono::milliseconds interval) noexcept;
@@ -88,6 +93,7 @@ class Watcher {
   void failed(const std::string& why) noexcept;
   void failed_with_current_exception(const char* prefix) noexcept;
   void succeeded();
+  void write_cache() noexcept;
 
   std::unique_ptr<AccessSource> source_;
   std::shared_ptr<const registry::Snapshot> current_;
@@ -97,6 +103,11 @@ class Watcher {
   std::atomic<bool> full_reload_{false};
   bool failing_ = false;
   bool crl_failing_ = false;
+  std::optional<std::string> cache_path_;
+  std::chrono::milliseconds cache_spacing_{0};
+  std::int64_t cached_seq_ = -1;
+  Clock::time_point cached_at_{};
+  bool cache_failing_ = false;
 };
 
 }  // namespace onboard::plugin

@@ -207,3 +207,43 @@ TEST_CASE("brokers keep deciding while PostgreSQL is down and take up changes on
   // Control: the other device was not touched.
   CHECK_FALSE(two_b->wait_disconnected(300ms));
 }
+
+TEST_CASE("a broker restarted while PostgreSQL is down starts from its cache file and catches up") {
+  ONBOARD_REQUIRE_TEST_CLUSTER();
+  PrivateCluster cluster(PG_CLUSTER_SCRIPT);
+  PgRegistry registry(cluster.fresh_database("cache"), cluster.conninfo());
+  Fleet& fleet = *registry.fleet;
+  auto one = fleet.add_device("dev-1");
+  auto two = fleet.add_device("dev-2");
+  auto stranger = fleet.unregistered("dev-3");
+  // A directory the broker's user may write its cache in.
+  const auto cache_dir = fleet.dir() / "cache";
+  std::filesystem::create_directory(cache_dir);
+  if (Fleet::as_root()) {
+    REQUIRE(::chown(cache_dir.c_str(), ::getpwnam("mosquitto")->pw_uid, -1) == 0);
+  }
+  const std::string cache = "cache_file " + (cache_dir / "snapshot").string();
+  auto broker = registry.start_broker({cache});
+  REQUIRE(eventually([&] { return std::filesystem::exists(cache_dir / "snapshot"); }));
+
+  cluster.down();
+  broker.reset();  // stopped while the database is down
+  broker = registry.start_broker({cache});
+  CHECK(broker->log().find("starting from the cache file") != std::string::npos);
+  auto one_client = connected("dev-1", one, broker->port());
+  MqttClient unknown("dev-3", stranger);
+  CHECK(unknown.connect(broker->port()) == kNotAuthorized);
+
+  // Without a cache file a broker cannot start while the registry is down, and says what to do.
+  auto options = fleet.broker_options();
+  options.registry = registry.broker;
+  Broker without(fleet.dir().path(), options);
+  CHECK_FALSE(without.started());
+  CHECK(without.log().find("plugin_opt_cache_file") != std::string::npos);
+
+  cluster.up();
+  fleet.must(fleet.ctl({"device", "revoke", "dev-1", "--reason", "keyCompromise"}));
+  CHECK(one_client->wait_disconnected(20s));
+  // Control: the other device connects once the registry is back.
+  auto two_client = connected("dev-2", two, broker->port());
+}
