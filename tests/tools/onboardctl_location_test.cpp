@@ -71,6 +71,14 @@ TEST_CASE("the registry option keeps the registry at an absolute path outside th
   CHECK(url.exit_code == 0);
   CHECK(contains(url.out, "dev-1"));
 
+  // A registry whose directory does not exist is refused before anything is made.
+  const auto other = base / "other";
+  auto typo = onboardctl(other, {"--registry", (base / "nowhere" / "fleet.db").string()}, kInit);
+  CHECK(typo.exit_code == 4);
+  CHECK(contains(typo.err,
+                 "the registry's directory " + (base / "nowhere").string() + " does not exist"));
+  CHECK_FALSE(std::filesystem::exists(other));
+
   // A second init at the same location refuses to touch it.
   auto again = onboardctl(data, at, kInit);
   CHECK(again.exit_code == 5);
