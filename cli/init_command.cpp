@@ -92,6 +92,15 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
                                             ws.registry_location.display() +
                                             "; refusing to touch it");
     }
+    // A registry outside the data directory goes into a directory that exists: checked before
+    // anything is made, so that a typo leaves no half-made data directory behind.
+    const auto sqlite_file = ws.sqlite_registry();
+    const bool registry_elsewhere = sqlite_file && sqlite_file->parent_path() != ws.dir;
+    if (registry_elsewhere && !std::filesystem::is_directory(sqlite_file->parent_path())) {
+      return make_error(Errc::not_found, "the registry's directory " +
+                                             sqlite_file->parent_path().string() +
+                                             " does not exist; create it first");
+    }
     ONBOARD_TRY(o->ca.root_key_alg, ops::key_alg_option(o->key_alg));
     o->ca.intermediate_key_alg = o->ca.root_key_alg;
     std::optional<gid_t> gid;
@@ -130,7 +139,6 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
     // Creates the registry wherever its location names it, with the schema up to date.
     ONBOARD_TRY(auto store,
                 registry::open_store(ws.registry_location, registry::OpenMode::read_write));
-    const auto sqlite_file = ws.sqlite_registry();
     if (gid && sqlite_file) ONBOARD_CHECK(set_group_access(*sqlite_file, *gid, 0660));
     ONBOARD_TRY(std::uint64_t crl_number, ops::write_crl(*store, ca, ws.crl));
     ONBOARD_CHECK(ops::record_intermediate(*store, ca));
@@ -167,6 +175,12 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
                   << blocked->string() << " is not searchable by it, so a broker running as a "
                   << "member of that group cannot open the registry (chmod o+x "
                   << blocked->string() << ", or choose another data directory)\n";
+      }
+      if (registry_elsewhere) {
+        std::cerr << "warning: the registry is outside the data directory: group " << o->group
+                  << " needs to reach " << sqlite_file->parent_path().string()
+                  << " and write to it (an SQLite WAL reader creates the -shm file there), "
+                  << "which init leaves as it is\n";
       }
     }
     return kExitOk;

@@ -1,11 +1,14 @@
 // Where the registry is: `onboardctl --registry LOCATION` and $ONBOARD_REGISTRY, run as an operator
 // runs them, checked by exit code, by stderr and by where the registry ends up on disk.
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "tests/support/postgres.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
 
@@ -67,6 +70,14 @@ TEST_CASE("the registry option keeps the registry at an absolute path outside th
   auto url = onboardctl(data, {"--registry", "sqlite://" + registry.string()}, {"device", "list"});
   CHECK(url.exit_code == 0);
   CHECK(contains(url.out, "dev-1"));
+
+  // A registry whose directory does not exist is refused before anything is made.
+  const auto other = base / "other";
+  auto typo = onboardctl(other, {"--registry", (base / "nowhere" / "fleet.db").string()}, kInit);
+  CHECK(typo.exit_code == 4);
+  CHECK(contains(typo.err,
+                 "the registry's directory " + (base / "nowhere").string() + " does not exist"));
+  CHECK_FALSE(std::filesystem::exists(other));
 
   // A second init at the same location refuses to touch it.
   auto again = onboardctl(data, at, kInit);
@@ -227,4 +238,76 @@ TEST_CASE("registry grants prints the PostgreSQL rights and refuses odd role nam
     CHECK(bad.out.empty());
     CHECK(contains(bad.err, "role"));
   }
+}
+
+namespace {
+
+// psql on `conninfo`, stopping at the first error; `sql` as one -c (one transaction).
+RunResult psql(const std::string& conninfo, const std::string& sql) {
+  const std::string binary = std::filesystem::exists("/usr/lib/postgresql/15/bin/psql")
+                                 ? "/usr/lib/postgresql/15/bin/psql"
+                                 : "/usr/bin/psql";
+  return onboard::test::run(
+      {binary, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", sql});
+}
+
+}  // namespace
+
+TEST_CASE("a PostgreSQL registry is made by init and used by every command", "[postgres]") {
+  ONBOARD_REQUIRE_TEST_CLUSTER();
+  TempDir base;
+  const auto data = base / "data";
+  const std::string conninfo = onboard::test::fresh_test_database("location_cli");
+  const Args at{"--registry", conninfo};
+
+  auto init = onboardctl(data, at, kInit);
+  REQUIRE(init.exit_code == 0);
+  CHECK(contains(init.out, "registry  host=127.0.0.1"));
+  CHECK_FALSE(std::filesystem::exists(data / "registry.db"));
+  REQUIRE(onboardctl(data, at, register_device(base, "dev-1")).exit_code == 0);
+  auto list = onboardctl(data, {}, {"device", "list"}, {{"ONBOARD_REGISTRY", conninfo}});
+  CHECK(list.exit_code == 0);
+  CHECK(contains(list.out, "dev-1"));
+
+  auto again = onboardctl(data, at, kInit);
+  CHECK(again.exit_code == 5);
+  CHECK(contains(again.err, "a registry already exists at host=127.0.0.1"));
+  auto backup = onboardctl(data, at, {"registry", "backup", (base / "copy.db").string()});
+  CHECK(backup.exit_code == 3);
+  CHECK(contains(backup.err, "pg_dump"));
+}
+
+TEST_CASE("the printed grants apply to the schema init made and give each role its rights",
+          "[postgres]") {
+  ONBOARD_REQUIRE_TEST_CLUSTER();
+  TempDir base;
+  const auto data = base / "data";
+  const std::string conninfo = onboard::test::fresh_test_database("location_grants");
+  REQUIRE(onboardctl(data, {"--registry", conninfo}, kInit).exit_code == 0);
+
+  // Roles belong to the whole cluster: names of this process, so that runs do not collide.
+  const std::string suffix = std::to_string(::getpid());
+  const std::string broker = "loc_broker_" + suffix, writer = "loc_writer_" + suffix;
+  auto grants = onboardctl(
+      data, {}, {"registry", "grants", "--broker-role", broker, "--writer-role", writer});
+  REQUIRE(grants.exit_code == 0);
+  REQUIRE(psql(conninfo, "CREATE ROLE " + broker + "; CREATE ROLE " + writer).exit_code == 0);
+  auto applied = psql(conninfo, grants.out);
+  INFO(applied.err);
+  REQUIRE(applied.exit_code == 0);
+
+  auto as = [&](const std::string& role, const std::string& sql) {
+    return psql(conninfo, "SET ROLE " + role + "; " + sql).exit_code == 0;
+  };
+  CHECK(as(broker, "SELECT count(*) FROM devices, certificates, acl_rules, changes, meta, groups"));
+  CHECK_FALSE(as(broker, "SELECT count(*) FROM held_keys"));
+  CHECK_FALSE(as(broker, "SELECT count(*) FROM api_tokens"));
+  CHECK_FALSE(as(broker, "SELECT count(*) FROM audit_events"));
+  CHECK_FALSE(as(broker, "DELETE FROM devices"));
+  CHECK(as(writer, "DELETE FROM held_keys; SELECT count(*) FROM api_tokens"));
+  CHECK(as(writer, "SELECT nextval(pg_get_serial_sequence('acl_rules', 'id'))"));
+  CHECK(as(writer, "SELECT nextval(pg_get_serial_sequence('certificates', 'rowid'))"));
+  CHECK_FALSE(as(writer, "CREATE TABLE extra (i int)"));
+  CHECK_FALSE(as(writer, "DROP TABLE devices"));
+  CHECK_FALSE(as(writer, "TRUNCATE changes"));
 }
