@@ -439,8 +439,12 @@ void PgDatabase::listen() {
 
 bool PgDatabase::wait_for_change(std::chrono::milliseconds timeout) {
   auto& db = *impl_;
+  const PGconn* before = db.connection.get();
   db.ensure_connected();
   PGconn* c = db.connection.get();
+  // A new connection may have missed notifications while there was none: say "changed", so that
+  // the caller reads the feed.
+  if (c != before) return true;
   auto drain = [&] {
     bool any = false;
     while (PGnotify* n = PQnotifies(c)) {

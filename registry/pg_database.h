@@ -60,7 +60,8 @@ class PgDatabase final : public sql::Database {
   // LISTEN on kChangeChannel (again after every reconnect). Throws Failure.
   void listen();
   // Waits up to `timeout` for a notification on kChangeChannel; true when one (or several)
-  // arrived. Throws Failure when the connection is lost.
+  // arrived, or when the connection had to be made anew (notifications may have been missed).
+  // Throws Failure when the connection is lost or cannot be made.
   bool wait_for_change(std::chrono::milliseconds timeout);
 
   // Used by the cursors (pg_database.cpp).
