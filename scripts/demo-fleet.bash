@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2154  # work, data, onboardctl, plugin: set by scripts/demo
 # `scripts/demo fleet`, sourced by scripts/demo after it has built and set up its helpers (show, say,
 # client, free_port, wait_for_port, init_data_dir, issue_server_cert) and its cleanup, which stops
 # everything in fleet_pids and the cluster in pg_dir.
