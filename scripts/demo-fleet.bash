@@ -112,7 +112,8 @@ subscribe() {
   shift 4
   # shellcheck disable=SC2046
   (
-    mosquitto_sub $(client "$device" "${fleet_port[$broker]}") -V 5 -d -t "$topic" "$@" \
+    # Line-buffered, so that its debug lines (SUBACK) show in the file as they happen.
+    stdbuf -oL mosquitto_sub $(client "$device" "${fleet_port[$broker]}") -V 5 -d -t "$topic" "$@" \
       >"$work/$name.log" 2>&1 &
     echo $! >"$work/$name.pid"
     wait $! || true
