@@ -87,9 +87,14 @@ class Plugin {
     // The watcher's thread is the only one that touches the network; it gives up on a statement
     // or a connection attempt after this long.
     constexpr std::chrono::seconds kDatabaseTimeout{5};
-    auto source = plugin::access_source(config.registry, kDatabaseTimeout);
+    // A quiet registry is asked at least three times per staleness limit, so that it never
+    // counts as stale while it answers.
+    const auto idle = std::min<std::chrono::milliseconds>(
+        std::chrono::seconds(5),
+        std::chrono::duration_cast<std::chrono::milliseconds>(config.staleness_limit) / 3);
+    auto source = plugin::access_source(config.registry, kDatabaseTimeout, idle);
     ONBOARD_TRY(auto start, first_snapshot(*source, config));
-    auto [snapshot, read_at] = std::move(start);
+    auto [snapshot, read_at, from_cache] = std::move(start);
     std::unique_ptr<plugin::CrlGuard> crl;
     if (!config.crl_file.empty()) {
       std::string issuers;
@@ -107,7 +112,7 @@ class Plugin {
     if (crl) log(MOSQ_LOG_NOTICE, "watching CRL " + config.crl_file + " for the listener");
     auto watcher = std::make_shared<plugin::Watcher>(std::move(source), snapshot, plugin->handover_,
                                                      plugin->last_ok_, std::move(crl));
-    if (config.cache_file) watcher->keep_cache(*config.cache_file);
+    if (config.cache_file) watcher->keep_cache(*config.cache_file, from_cache);
     plugin->watcher_ = watcher;
     // The first poll reports on the CRL the broker is about to load.
     if (watcher->crl() != nullptr) watcher->poll();
@@ -123,10 +128,14 @@ class Plugin {
   // be reached and plugin_opt_cache_file is set, the last good snapshot kept there. The cache
   // counts as read when it was written, so that one older than the staleness limit lets the broker
   // start but refuse new connections until the registry answers (fail closed on old news).
-  static Result<std::pair<std::shared_ptr<const Snapshot>, Clock::time_point>> first_snapshot(
-      plugin::AccessSource& source, const plugin::Config& config) {
+  struct Start {
+    std::shared_ptr<const Snapshot> snapshot;
+    Clock::time_point read_at;
+    bool from_cache = false;
+  };
+  static Result<Start> first_snapshot(plugin::AccessSource& source, const plugin::Config& config) {
     auto read = source.reopen();
-    if (read.ok()) return std::make_pair(std::move(read).value(), Clock::now());
+    if (read.ok()) return Start{std::move(read).value(), Clock::now(), false};
     if (!config.cache_file) {
       Error e = std::move(read).error();
       if (config.registry.backend == registry::Backend::postgresql) {
@@ -151,8 +160,7 @@ class Plugin {
             " (change " + std::to_string(cached.value()->change_seq()) + ", written " +
             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(age).count()) +
             " s ago) until the registry answers");
-    return std::make_pair(std::move(cached).value(),
-                          Clock::now() - std::max(age, Clock::duration{}));
+    return Start{std::move(cached).value(), Clock::now() - std::max(age, Clock::duration{}), true};
   }
 
   // Decision table (the first row that applies decides):

@@ -69,8 +69,9 @@ class SqliteAccess final : public AccessSource {
 // nothing.
 class PgAccess final : public AccessSource {
  public:
-  PgAccess(registry::Location location, std::chrono::milliseconds timeout)
-      : location_(std::move(location)), timeout_(timeout) {}
+  PgAccess(registry::Location location, std::chrono::milliseconds timeout,
+           std::chrono::milliseconds idle)
+      : location_(std::move(location)), timeout_(timeout), idle_(idle) {}
 
   std::string name() const override { return "registry " + location_.display(); }
 
@@ -101,6 +102,7 @@ class PgAccess final : public AccessSource {
   }
 
   bool notifies() const noexcept override { return true; }
+  std::chrono::milliseconds idle_interval() const noexcept override { return idle_; }
 
   bool wait_for_change(std::chrono::milliseconds max) noexcept override {
     if (store_ && !backing_off()) {
@@ -129,6 +131,7 @@ class PgAccess final : public AccessSource {
   static constexpr std::chrono::seconds kMaxBackoff{8};
   registry::Location location_;
   std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds idle_;
   std::unique_ptr<registry::PgAccessStore> store_;
   std::chrono::seconds backoff_{0};
   Clock::time_point retry_at_;
@@ -153,9 +156,10 @@ std::unique_ptr<AccessSource> sqlite_access_source(std::string path) {
 }
 
 std::unique_ptr<AccessSource> access_source(const registry::Location& location,
-                                            std::chrono::milliseconds timeout) {
+                                            std::chrono::milliseconds timeout,
+                                            std::chrono::milliseconds idle) {
   if (location.backend == registry::Backend::sqlite) return sqlite_access_source(location.target);
-  return std::make_unique<PgAccess>(location, timeout);
+  return std::make_unique<PgAccess>(location, timeout, idle);
 }
 
 Watcher::Watcher(std::unique_ptr<AccessSource> source,
@@ -201,9 +205,11 @@ void Watcher::wait_for_notification(const std::stop_token& stop) {
   }
 }
 
-void Watcher::keep_cache(std::string path, std::chrono::milliseconds spacing) {
+void Watcher::keep_cache(std::string path, bool started_from_it,
+                         std::chrono::milliseconds spacing) {
   cache_path_ = std::move(path);
   cache_spacing_ = spacing;
+  if (started_from_it) cached_seq_ = current_->change_seq();
 }
 
 // After a change, once the spacing has passed since the last write: a burst of changes costs one
@@ -278,6 +284,7 @@ void Watcher::reload(const std::string& why) {
     if (registry::must_disconnect(before, next.find_device(before.id))) kicks.push_back(before.id);
   });
   current_ = std::move(snapshot).value();
+  cached_seq_ = -1;  // read from the registry itself: the cache is rewritten, even if unchanged
   handover_.post_log(LogLevel::notice, source_->name() + " read in full (" + why + "): " +
                                            std::to_string(current_->device_count()) + " devices");
   succeeded();

@@ -61,8 +61,11 @@ std::unique_ptr<AccessSource> sqlite_access_source(std::string path);
 // change notifications wake the watcher. Against PostgreSQL every statement and connection attempt
 // gives up after `timeout`, and after a failure the next attempt waits a backoff (1 s, doubling to
 // 8 s) so that a database that is down is not hammered by every broker.
-std::unique_ptr<AccessSource> access_source(const registry::Location& location,
-                                            std::chrono::milliseconds timeout);
+// `idle` is how often the watcher asks a PostgreSQL registry when no notice comes: at most a
+// third of the staleness limit, so that a quiet but healthy registry never counts as stale.
+std::unique_ptr<AccessSource> access_source(
+    const registry::Location& location, std::chrono::milliseconds timeout,
+    std::chrono::milliseconds idle = std::chrono::seconds(5));
 
 class Watcher {
  public:
@@ -73,7 +76,10 @@ class Watcher {
   // Keeps a copy of the last good snapshot at `path` (plugin_opt_cache_file), rewritten after a
   // change at most every `spacing`, so that a broker restarted while the registry is unreachable
   // can start from it. Call before run().
-  void keep_cache(std::string path, std::chrono::milliseconds spacing = std::chrono::seconds(2));
+  // `started_from_it`: the watcher's first snapshot was read from that file, which then is not
+  // rewritten (its age is what the broker trusts it by) until the registry has been read again.
+  void keep_cache(std::string path, bool started_from_it = false,
+                  std::chrono::milliseconds spacing = std::chrono::seconds(2));
 
   // Polls every `interval` until `stop` (a source that notifies: when told, or every idle
   // interval). Never throws.

@@ -228,8 +228,13 @@ TEST_CASE("a broker restarted while PostgreSQL is down starts from its cache fil
 
   cluster.down();
   broker.reset();  // stopped while the database is down
+  const auto written = std::filesystem::last_write_time(cache_dir / "snapshot");
   broker = registry.start_broker({cache});
   CHECK(broker->log().find("starting from the cache file") != std::string::npos);
+  // The cache it started from is not rewritten (its age is what it is trusted by) until the
+  // registry has been read again.
+  std::this_thread::sleep_for(2500ms);
+  CHECK(std::filesystem::last_write_time(cache_dir / "snapshot") == written);
   auto one_client = connected("dev-1", one, broker->port());
   MqttClient unknown("dev-3", stranger);
   CHECK(unknown.connect(broker->port()) == kNotAuthorized);
@@ -246,4 +251,21 @@ TEST_CASE("a broker restarted while PostgreSQL is down starts from its cache fil
   CHECK(one_client->wait_disconnected(20s));
   // Control: the other device connects once the registry is back.
   auto two_client = connected("dev-2", two, broker->port());
+  // Read from the registry again, the cache is rewritten.
+  CHECK(eventually(
+      [&] { return std::filesystem::last_write_time(cache_dir / "snapshot") != written; }));
+}
+
+TEST_CASE("a quiet PostgreSQL registry never counts as stale, even with a short staleness limit") {
+  ONBOARD_REQUIRE_TEST_CLUSTER();
+  PgRegistry registry(fresh_test_database("quiet"), *test_cluster_conninfo());
+  auto creds = registry.fleet->add_device("dev-1");
+  auto broker = registry.start_broker({"staleness_limit_s 2"});
+  // Nothing changes for longer than the limit; each connect is still decided on a fresh read.
+  for (int i = 0; i < 4; ++i) {
+    std::this_thread::sleep_for(1500ms);
+    MqttClient client("dev-1", creds);
+    CHECK(client.connect(broker->port()) == 0);
+  }
+  CHECK(broker->log().find("refusing new connections") == std::string::npos);
 }
