@@ -106,7 +106,10 @@ Filled fill(Store& store) {
                                         kAlice));
   }
   must(store.register_device(new_device("dev-4"), test_certificate("dev-4"), kAlice));
-  must(store.create_group("sensor", "every sensor", kAlice));
+  // Its key is still held (the others' go with their bundle, supersession and revocation).
+  must(store.register_device(new_device("dev-5"),
+                             test_certificate("dev-5", kTestIssuer, kEncrypted), kAlice));
+  must(store.create_group("spare", "no rules yet", kAlice));
   must(store.add_rule({SubjectKind::group, "sensor", "sensors/%d/#", 3, RuleEffect::allow, 5},
                       kAlice));
   must(store.add_rule({SubjectKind::device, "dev-4", "alarms/#", 2, RuleEffect::deny, 9}, kAlice));
@@ -242,8 +245,8 @@ TEST_CASE("an SQLite registry copied to a new file keeps every row and goes on",
   const auto target = sqlite_at(dir, "copy.db");
 
   const auto summary = must(copy_registry(source, target, kNow));
-  CHECK(summary.devices == 4);
-  CHECK(summary.certificates == 6);
+  CHECK(summary.devices == 5);
+  CHECK(summary.certificates == 7);
   auto source_store = open_location(source);
   CHECK(summary.change_seq == must(source_store->change_seq()));
   CHECK(summary.audit_head == must(source_store->verify_audit()).head_hash);
