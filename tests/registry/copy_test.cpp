@@ -296,6 +296,29 @@ TEST_CASE("a source whose audit log was edited is not copied and leaves no file"
   }
 }
 
+// A source damaged behind the Store's back: a rule for a device that does not exist, written with
+// foreign keys off. The copy fails at that row, after the tables before it were filled.
+void add_orphan_rule(const Location& source) {
+  SQLite::Database(source.target, SQLite::OPEN_READWRITE)
+      .exec(
+          "PRAGMA foreign_keys = OFF; INSERT INTO acl_rules (device_id, access, pattern, effect, "
+          "priority, created_at) VALUES ('ghost', 1, 'x/#', 'allow', 0, 0)");
+}
+
+TEST_CASE("a copy that fails at a row leaves no SQLite file", "[sqlite]") {
+  TempDir dir;
+  const auto source = sqlite_at(dir, "registry.db");
+  fill(*open_location(source));
+  must(copy_registry(source, sqlite_at(dir, "before.db"), kNow));  // copies while it is intact
+
+  add_orphan_rule(source);
+  const auto target = sqlite_at(dir, "copy.db");
+  CHECK_FALSE(copy_registry(source, target, kNow).ok());
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+    CHECK_FALSE(std::filesystem::exists(target.target + suffix));
+  }
+}
+
 TEST_CASE("a missing source is reported and no target is made", "[sqlite]") {
   TempDir dir;
   const auto target = sqlite_at(dir, "copy.db");
@@ -363,6 +386,22 @@ TEST_CASE("a copy that fails leaves the PostgreSQL target empty", "[postgres]") 
   CHECK(postgres_tables(target) == 0);
 
   // The same database then takes a good copy: nothing of the failed one is in the way.
+  must(copy_registry(pristine, target, kNow));
+  CHECK(dump(target) == dump(pristine));
+}
+
+TEST_CASE("a copy that fails at a row midway leaves the PostgreSQL target empty", "[postgres]") {
+  ONBOARD_REQUIRE_TEST_CLUSTER();
+  TempDir dir;
+  const auto source = sqlite_at(dir, "registry.db");
+  fill(*open_location(source));
+  const auto pristine = sqlite_at(dir, "pristine.db");
+  must(copy_registry(source, pristine, kNow));
+
+  add_orphan_rule(source);
+  const auto target = fresh_postgres("copy_fails_midway");
+  CHECK_FALSE(copy_registry(source, target, kNow).ok());  // a foreign key the row breaks
+  CHECK(postgres_tables(target) == 0);
   must(copy_registry(pristine, target, kNow));
   CHECK(dump(target) == dump(pristine));
 }
