@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "ops/grants.h"
 #include "ops/workspace.h"
+#include "registry/copy.h"
 #include "registry/sqlite_backup.h"
 
 namespace onboard::cli {
@@ -33,8 +34,9 @@ void print_summary(const char* label, const registry::RegistrySummary& s) {
 void add_registry_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   auto* group = app.add_subcommand(
       "registry",
-      "Back up and restore an SQLite registry (online: brokers and the server may run); print a "
-      "PostgreSQL registry's grants");
+      "Back up and restore an SQLite registry (online: brokers and the server may run); copy a "
+      "registry to another location (to PostgreSQL and back); print a PostgreSQL registry's "
+      "grants");
   group->require_subcommand(1);
   {
     auto file = std::make_shared<std::string>();
@@ -85,6 +87,32 @@ void add_registry_commands(CLI::App& app, const GlobalOptions& global, int& exit
                 << ", held keys dropped: " << summary.held_keys_dropped
                 << ", devices and groups announced to brokers: " << summary.subjects_announced
                 << "\n";
+      return kExitOk;
+    });
+  }
+  {
+    auto to = std::make_shared<std::string>();
+    auto* cmd = group->add_subcommand(
+        "copy",
+        "Copy the whole registry (--registry, or the data directory's) to LOCATION, e.g. from its "
+        "SQLite file to PostgreSQL: every row with its ids, so that the audit chain, the change "
+        "seq and the CRL numbers go on unchanged. The registry is only read (others may write "
+        "meanwhile: the copy is of one moment). LOCATION must be empty: a new SQLite file, or a "
+        "PostgreSQL database without tables; it is filled in one transaction, checked (row counts, "
+        "audit chain, change seq) before it commits, and left as it was on any failure. Point "
+        "onboardctl, serve and the brokers at LOCATION afterwards");
+    cmd->add_option("--to", *to,
+                    "Where to copy to: a new SQLite file's path or a PostgreSQL "
+                    "location (as --registry takes)")
+        ->required();
+    on_run(cmd, global, exit_code, [to](const ops::Workspace& ws) -> Result<int> {
+      ONBOARD_TRY(const auto target, registry::parse_location(*to));
+      ONBOARD_TRY(const auto summary,
+                  registry::copy_registry(ws.registry_location, target, unix_now()));
+      std::cout << "copied " << ws.registry_location.display() << " to " << target.display()
+                << "\n  " << summary.devices << " devices, " << summary.certificates
+                << " certificates, audit " << summary.audit_rows << " rows, change "
+                << summary.change_seq << ", audit head " << summary.audit_head << "\n";
       return kExitOk;
     });
   }
