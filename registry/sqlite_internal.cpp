@@ -6,7 +6,9 @@
 #include <SQLiteCpp/Statement.h>
 #include <sqlite3.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <utility>
 
 #include "registry/schema.h"
@@ -150,6 +152,25 @@ class SqliteDatabase final : public sql::Database {
   std::string path_;
 };
 
+// Switching to WAL needs the file to itself for a moment, and SQLite answers SQLITE_BUSY at once,
+// without its busy handler, while another connection is creating the same registry: wait and
+// retry for as long as the busy timeout would.
+std::string switch_to_wal(SQLite::Database& db) {
+  constexpr int kPauseMs = 10;
+  for (int waited = 0;; waited += kPauseMs) {
+    try {
+      return db.execAndGet("PRAGMA journal_mode = WAL").getString();
+    } catch (const SQLite::Exception& e) {
+      const int code = e.getErrorCode() & 0xff;
+      if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) || waited >= kBusyTimeoutMs) {
+        throw sqlite_failure(e.getExtendedErrorCode() != -1 ? e.getExtendedErrorCode()
+                                                            : e.getErrorCode());
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(kPauseMs));
+  }
+}
+
 }  // namespace
 
 sql::Failure sqlite_failure(int code) {
@@ -220,8 +241,7 @@ Result<std::unique_ptr<sql::Database>> open_registry_file(const std::string& pat
       }
       return std::unique_ptr<sql::Database>(std::move(db));
     }
-    SQLite::Database& raw = db->raw();
-    if (guarded([&] { return raw.execAndGet("PRAGMA journal_mode = WAL").getString(); }) != "wal") {
+    if (switch_to_wal(db->raw()) != "wal") {
       return make_error(Errc::io, "open registry " + path + ": cannot switch to WAL mode");
     }
     db->exec("PRAGMA foreign_keys = ON");

@@ -860,8 +860,8 @@ TEST_CASE("two processes creating the same registry at once both succeed and cre
   std::thread b(opener, std::ref(errors_b));
   a.join();
   b.join();
-  CHECK(errors_a.empty());
-  CHECK(errors_b.empty());
+  CHECK(errors_a == std::vector<std::string>{});
+  CHECK(errors_b == std::vector<std::string>{});
   const auto f = footprint(dir);
   CHECK(f.audit_rows == 1);
   CHECK(f.groups == 1);
