@@ -267,10 +267,11 @@ class PgCursor final : public sql::Cursor {
 
   std::int64_t exec() override {
     result_ = db_.run(sql_, values_);
+    // PQcmdTuples points into the result: read it before the result goes.
     const char* changed = PQcmdTuples(result_.get());
-    reset();
     std::int64_t n = 0;
     if (changed != nullptr) std::from_chars(changed, changed + std::strlen(changed), n);
+    reset();
     return n;
   }
 
