@@ -86,7 +86,9 @@ class Plugin {
                                                 mosquitto_plugin_id_t* identifier) {
     // The watcher's thread is the only one that touches the network; it gives up on a statement
     // or a connection attempt after this long.
-    constexpr std::chrono::seconds kDatabaseTimeout{5};
+    // Long enough for the largest statement of a full read at a million devices on a busy host,
+    // well inside the default staleness limit.
+    constexpr std::chrono::seconds kDatabaseTimeout{30};
     // A quiet registry is asked at least three times per staleness limit, so that it never
     // counts as stale while it answers.
     const auto idle = std::min<std::chrono::milliseconds>(

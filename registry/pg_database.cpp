@@ -147,8 +147,11 @@ struct PgDatabase::Impl {
     prepared.clear();
     in_transaction = false;
     const auto ms = std::to_string(options.timeout.count());
+    // A transaction sits idle while the client works through a large result (the broker building
+    // a million-device snapshot between statements): the idle limit only ends what a vanished
+    // client left open, so it is generous.
     simple("SET statement_timeout = " + ms + "; SET lock_timeout = " + ms +
-           "; SET idle_in_transaction_session_timeout = " + ms);
+           "; SET idle_in_transaction_session_timeout = '5min'");
     // The broker reads only: refused by the server too, whatever the role's grants allow.
     if (options.read_only) simple("SET default_transaction_read_only = on");
     if (listening) simple(std::string("LISTEN ") + kChangeChannel);
