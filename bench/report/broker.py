@@ -491,7 +491,10 @@ def fleet_rows(recs):
 def seconds_file(directory, name):
     """Seconds from a file of microseconds that bench/run wrote (None when it did not)."""
     path = os.path.join(directory, name)
-    return int(open(path).read()) / 1e6 if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return int(f.read()) / 1e6
 
 
 def fleet(mode, out, img_dir, machine, directory, connections, rate):
@@ -549,8 +552,13 @@ def fleet(mode, out, img_dir, machine, directory, connections, rate):
                     + ("met" if b["accepted"] == 0 and b["not_closed"] == 0 else "**missed**"))
     lines += [*common.table(columns, rows), ""]
     lines += verdicts
-    if verdicts:
-        lines += ["", "With 50 revocations per broker the p99 by nearest rank is the second highest value."]
+    counts = sorted({int(r[3]) for r in rows if r[1] != "both" and int(r[3]) > 1})
+    if verdicts and counts:
+        # The nearest rank of p99 over few values is the highest or next to it: say which.
+        ranks = [f"the {'highest' if int(0.99 * (n - 1) + 0.5) == n - 1 else 'second highest'} of {n}"
+                 for n in counts]
+        lines += ["", "p99 by nearest rank, as the load generator computes it, is " + ", ".join(ranks)
+                  + " revocations per broker: with so few, read p99 as the worst case."]
     registered = [(title, seconds_file(directory, f"register_{name}.us")) for title, name in runs]
     known = [(t, s) for t, s in registered if s is not None]
     if known:

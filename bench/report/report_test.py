@@ -247,6 +247,34 @@ class BrokerTest(unittest.TestCase):
         self.assertIn("- every revoked device's reconnect refused: **missed**", lines)
         self.assertIn("- p99 24.5 ms (target ≤ 250 ms): met", lines)
 
+    def test_fleet_section_per_broker(self):
+        pg = [
+            '{"type":"broker","broker":0,"connections":8,"refused_at_start":0}',
+            '{"type":"broker","broker":1,"connections":7,"refused_at_start":0}',
+            '{"type":"revocation","device":"victim-000","broker":0,"closed":true,"ms":20.0}',
+            '{"type":"reconnect","device":"victim-000","broker":0,"accepted":false}',
+            '{"type":"revocation","device":"victim-001","broker":1,"closed":true,"ms":300.0}',
+            '{"type":"reconnect","device":"victim-001","broker":1,"accepted":false}',
+            '{"type":"revocation","device":"victim-002","broker":0,"closed":false}',
+            '{"type":"summary","revocations":2,"not_closed":1,"reconnect_accepted":0,"failed_commands":0,'
+            '"other_closed":0,"p50_ms":20.0,"p99_ms":300.0,"max_ms":300.0}',
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "postgresql.jsonl"), "w") as f:
+                f.write("\n".join(pg) + "\n")
+            with open(os.path.join(tmp, "register_postgresql.us"), "w") as f:
+                f.write("1500000\n")
+            lines = broker.fleet("full", os.path.join(tmp, "fleet.md"), tmp, MACHINE, tmp, "15", "100")
+        self.assertIn("| PostgreSQL | 1 of 2 | 8 | 1 | 20.0 | 20.0 | 20.0 | 1 | 0 | |", lines)
+        self.assertIn("| PostgreSQL | 2 of 2 | 7 | 1 | 300.0 | 300.0 | 300.0 | 0 | 0 | |", lines)
+        self.assertIn("| PostgreSQL | both | 15 | 2 | 300.0 | 300.0 | 300.0 | 1 | 0 | 0 |", lines)
+        # Broker 1 closed in time but left one device connected; broker 2 was too slow.
+        self.assertTrue(any(line.startswith("- PostgreSQL, broker 1 of 2: p99 20.0 ms (target ≤ 250 ms): met")
+                            and line.endswith("**missed**") for line in lines))
+        self.assertTrue(any("broker 2 of 2: p99 300.0 ms (target ≤ 250 ms): **missed by 50.0 ms**" in line
+                            for line in lines))
+        self.assertTrue(any("1.5 s on PostgreSQL (100 ms per device)" in line for line in lines))
+
     def test_throughput_ratios_per_round(self):
         with tempfile.TemporaryDirectory() as tmp:
             for load in ("qos0", "qos1", "latency"):
