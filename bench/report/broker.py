@@ -488,13 +488,14 @@ def fleet_rows(recs):
     return per
 
 
-def seconds_file(directory, name):
-    """Seconds from a file of microseconds that bench/run wrote (None when it did not)."""
+def timing_file(directory, name):
+    """(seconds, count) from a file "MICROSECONDS COUNT" that bench/run wrote (None when it did not)."""
     path = os.path.join(directory, name)
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return int(f.read()) / 1e6
+        us, count = f.read().split()
+    return int(us) / 1e6, int(count)
 
 
 def fleet(mode, out, img_dir, machine, directory, connections, rate):
@@ -559,13 +560,13 @@ def fleet(mode, out, img_dir, machine, directory, connections, rate):
                  for n in counts]
         lines += ["", "p99 by nearest rank, as the load generator computes it, is " + ", ".join(ranks)
                   + " revocations per broker: with so few, read p99 as the worst case."]
-    registered = [(title, seconds_file(directory, f"register_{name}.us")) for title, name in runs]
-    known = [(t, s) for t, s in registered if s is not None]
+    registered = [(title, timing_file(directory, f"register_{name}.us")) for title, name in runs]
+    known = [(t, r) for t, r in registered if r is not None]
     if known:
         lines += ["", "Setting up: registering the devices (`onboardctl device register ID --key-alg p256`, one",
                   "process per device, two at a time; a P-256 key, a certificate and a commit each) took "
-                  + "; ".join(f"{s:.1f} s on {t} ({s * 1000 / int(connections):.0f} ms per device)"
-                              for t, s in known) + "."]
+                  + "; ".join(f"{s:.1f} s for {n:,} devices on {t} ({s * 1000 / n:.0f} ms per device)"
+                              for t, (s, n) in known) + "."]
     smoke_note(mode, lines)
     return lines
 

@@ -263,7 +263,7 @@ class BrokerTest(unittest.TestCase):
             with open(os.path.join(tmp, "postgresql.jsonl"), "w") as f:
                 f.write("\n".join(pg) + "\n")
             with open(os.path.join(tmp, "register_postgresql.us"), "w") as f:
-                f.write("1500000\n")
+                f.write("1500000 15\n")
             lines = broker.fleet("full", os.path.join(tmp, "fleet.md"), tmp, MACHINE, tmp, "15", "100")
         self.assertIn("| PostgreSQL | 1 of 2 | 8 | 1 | 20.0 | 20.0 | 20.0 | 1 | 0 | |", lines)
         self.assertIn("| PostgreSQL | 2 of 2 | 7 | 1 | 300.0 | 300.0 | 300.0 | 0 | 0 | |", lines)
@@ -273,7 +273,7 @@ class BrokerTest(unittest.TestCase):
                             and line.endswith("**missed**") for line in lines))
         self.assertTrue(any("broker 2 of 2: p99 300.0 ms (target ≤ 250 ms): **missed by 50.0 ms**" in line
                             for line in lines))
-        self.assertTrue(any("1.5 s on PostgreSQL (100 ms per device)" in line for line in lines))
+        self.assertTrue(any("1.5 s for 15 devices on PostgreSQL (100 ms per device)" in line for line in lines))
 
     def test_throughput_ratios_per_round(self):
         with tempfile.TemporaryDirectory() as tmp:
