@@ -713,7 +713,10 @@ int run_revocation(const std::vector<Endpoint>& endpoints, const RevocationOptio
     int refused = 0;
     auto some = connect_all(endpoints[b], ids_of[b], 0, pump, refused);
     refused_at_start += refused;
-    emit({{"type", "broker"}, {"broker", b}, {"connections", some.size()}, {"refused_at_start", refused}});
+    emit({{"type", "broker"},
+          {"broker", b},
+          {"connections", some.size()},
+          {"refused_at_start", refused}});
     for (auto& c : some) owned.push_back(std::move(c));
   }
   auto live = pointers(owned);
