@@ -11,6 +11,7 @@ import py_compile
 import tempfile
 import unittest
 
+import backend_start
 import broker
 import common
 import decisions
@@ -283,6 +284,20 @@ class BrokerTest(unittest.TestCase):
             self.assertEqual(broker.per_round(tmp, 2, "onboard", "qos0", "msgs_per_s"), [1800.0, None])
             rate, cpu = broker.pooled(tmp, 1, "onboard", "qos1")
             self.assertEqual((rate, cpu), (1800.0, 12.0))
+
+
+class BackendStartTest(unittest.TestCase):
+    def test_snapshot_memory_is_the_difference_to_the_empty_registry(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "starts.tsv"), "w") as f:
+                f.write("sqlite-0\t1\t100000\t10240\nsqlite-1000\t1\t2000000\t20480\n"
+                        "postgresql-0\t1\t150000\t11264\npostgresql-1000\t1\t3000000\t23552\n")
+            lines = backend_start.section(tmp, "full", MACHINE, "1000", "1")
+        self.assertIn("| SQLite | 1,000 | 2.00 (2.00–2.00) | 20.0 (20.0–20.0) |", lines)
+        self.assertIn("- SQLite: snapshot memory at 1,000 devices 10.0 MiB (10,486 bytes per device); start 2.00 s",
+                      lines)
+        self.assertIn("- PostgreSQL: snapshot memory at 1,000 devices 12.0 MiB (12,583 bytes per device); start "
+                      "3.00 s", lines)
 
 
 class SectionsTest(unittest.TestCase):
