@@ -13,17 +13,20 @@ import common
 
 
 def read_starts(path):
-    """{set: [(start seconds, rss KiB), ...]} from starts.tsv."""
-    starts = {}
+    """({set: [(start seconds, rss KiB), ...]}, {set: failed starts}) from starts.tsv."""
+    starts, failed = {}, {}
     with open(path) as f:
         for line in f:
             name, _run, us, rss = line.split()
-            starts.setdefault(name, []).append((int(us) / 1e6, int(rss)))
-    return starts
+            if us == "failed":
+                failed[name] = failed.get(name, 0) + 1
+            else:
+                starts.setdefault(name, []).append((int(us) / 1e6, int(rss)))
+    return starts, failed
 
 
 def section(directory, mode, machine, size, runs):
-    starts = read_starts(os.path.join(directory, "starts.tsv"))
+    starts, failed = read_starts(os.path.join(directory, "starts.tsv"))
     lines = common.header("Broker start and snapshot memory: SQLite and PostgreSQL", machine, [
         f"One registry of {int(size):,} devices filled by `onboard_registry_bench --fill` (SQLite, raw INSERTs;",
         "every device with its certificate and ten rules of its own, ten type groups), whose device,",
@@ -41,14 +44,19 @@ def section(directory, mode, machine, size, runs):
     for backend, title in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
         for n in ("0", size):
             values = starts.get(f"{backend}-{n}", [])
-            if not values:
+            failures = failed.get(f"{backend}-{n}", 0)
+            if not values and not failures:
                 continue
             secs = [s for s, _ in values]
             rss = [r / 1024 for _, r in values]
-            medians[(backend, n)] = (common.median(secs), common.median(rss))
-            rows.append([title, f"{int(n):,}", f"{common.median(secs):.2f} ({min(secs):.2f}–{max(secs):.2f})",
-                         f"{common.median(rss):.1f} ({min(rss):.1f}–{max(rss):.1f})"])
-    lines += [*common.table([("registry", "l"), ("devices", "r"), ("start s", "r"), ("RSS MiB", "r")], rows), ""]
+            if values:
+                medians[(backend, n)] = (common.median(secs), common.median(rss))
+                rows.append([title, f"{int(n):,}", f"{common.median(secs):.2f} ({min(secs):.2f}–{max(secs):.2f})",
+                             f"{common.median(rss):.1f} ({min(rss):.1f}–{max(rss):.1f})", str(failures)])
+            else:
+                rows.append([title, f"{int(n):,}", "–", "–", str(failures)])
+    lines += [*common.table([("registry", "l"), ("devices", "r"), ("start s", "r"), ("RSS MiB", "r"),
+                             ("failed starts", "r")], rows), ""]
     for backend, title in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
         if (backend, "0") in medians and (backend, size) in medians:
             extra = medians[(backend, size)][1] - medians[(backend, "0")][1]

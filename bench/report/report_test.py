@@ -291,9 +291,11 @@ class BackendStartTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             with open(os.path.join(tmp, "starts.tsv"), "w") as f:
                 f.write("sqlite-0\t1\t100000\t10240\nsqlite-1000\t1\t2000000\t20480\n"
-                        "postgresql-0\t1\t150000\t11264\npostgresql-1000\t1\t3000000\t23552\n")
+                        "postgresql-0\t1\t150000\t11264\npostgresql-1000\t1\t3000000\t23552\n"
+                        "postgresql-1000\t2\tfailed\t0\n")
             lines = backend_start.section(tmp, "full", MACHINE, "1000", "1")
-        self.assertIn("| SQLite | 1,000 | 2.00 (2.00–2.00) | 20.0 (20.0–20.0) |", lines)
+        self.assertIn("| SQLite | 1,000 | 2.00 (2.00–2.00) | 20.0 (20.0–20.0) | 0 |", lines)
+        self.assertIn("| PostgreSQL | 1,000 | 3.00 (3.00–3.00) | 23.0 (23.0–23.0) | 1 |", lines)
         self.assertIn("- SQLite: snapshot memory at 1,000 devices 10.0 MiB (10,486 bytes per device); start 2.00 s",
                       lines)
         self.assertIn("- PostgreSQL: snapshot memory at 1,000 devices 12.0 MiB (12,583 bytes per device); start "
