@@ -6,7 +6,9 @@
 //   onboard_loadgen check      --ids FILE (the first two ids)                         DEVICE
 //   onboard_loadgen revocation --ids FILE --connections N --victims FILE --rate R
 //                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     DEVICE
-//   DEVICE: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id)
+//   DEVICE: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id);
+//   revocation takes --port once per broker of a fleet on one registry (onboardctl then finds
+//   the registry as it would anyway, e.g. through $ONBOARD_REGISTRY, which it inherits)
 //   --targets FILE: one broker per line, "NAME PORT PID CERTS_DIR IDS_FILE"
 //   (`onboard_loadgen MODE --help` lists each mode's options.)
 //
@@ -16,8 +18,9 @@
 //   check       whether the set-up refused a foreign subscription and publish, and delivered the
 //               device's own message
 //   fleet       revocation: devices connected, and refused at the start
-//   revocation  one per victim: "device", "closed" (within --timeout-ms) and "ms" when closed
-//   reconnect   one per closed victim: "device", "accepted" (must be false)
+//   revocation  one per victim: "device", "broker" (the index of its --port), "closed" (within
+//               --timeout-ms) and "ms" when closed
+//   reconnect   one per closed victim: "device", "broker", "accepted" (must be false)
 //   summary     revocation: the counts and percentiles over all victims
 //
 // One libmosquitto connection per device certificate, all driven by this one thread through
@@ -84,9 +87,10 @@ struct StormOptions {
   std::string targets, cafile;
   std::size_t count = 0, concurrency = 0, rounds = 0;
 };
-// check and revocation talk to one broker, given by its port.
+// check talks to one broker, given by its port; revocation to one or more brokers on one registry,
+// the devices spread over them in turn.
 struct DeviceOptions {
-  int port = 0;
+  std::vector<int> ports;
   std::string cafile, certs;
 };
 struct CheckOptions {
@@ -682,22 +686,39 @@ class Child {
   bool reaped_ = false;
 };
 
-// With N devices connected and traffic flowing at a fixed rate, revokes the victims one at a time
-// with `onboardctl device revoke` and measures from the command's exit (its transaction has
-// committed by then) to this client seeing its connection closed; then checks that the revoked
-// device's reconnect is refused.
-int run_revocation(const Endpoint& endpoint, const RevocationOptions& options) {
+// With N devices connected (spread over the brokers in turn: device i to broker i mod B, victim
+// j to broker j mod B) and traffic flowing at a fixed rate, revokes the victims one at a time with
+// `onboardctl device revoke` and measures from the command's exit (its transaction has committed
+// by then) to this client seeing its connection closed; then checks that the revoked device's
+// reconnect to the same broker is refused.
+int run_revocation(const std::vector<Endpoint>& endpoints, const RevocationOptions& options) {
   auto ids = read_lines(options.ids);
   const auto victims = read_lines(options.victims);
-  const std::size_t connections = options.connections;
+  const std::size_t connections = options.connections, brokers = endpoints.size();
   ids.resize(std::min(ids.size(), connections - std::min(connections, victims.size())));
-  ids.insert(ids.end(), victims.begin(), victims.end());
   const double rate = options.rate;
   const auto timeout = milliseconds(options.timeout_ms);
   const std::string &onboardctl = options.onboardctl, &data_dir = options.data_dir;
+  std::vector<std::vector<std::string>> ids_of(brokers);
+  std::map<std::string, std::size_t> broker_of;
+  for (std::size_t i = 0; i < ids.size(); ++i) ids_of[i % brokers].push_back(ids[i]);
+  for (std::size_t j = 0; j < victims.size(); ++j) {
+    ids_of[j % brokers].push_back(victims[j]);
+    broker_of[victims[j]] = j % brokers;
+  }
   Pump pump;
   int refused_at_start = 0;
-  auto owned = connect_all(endpoint, ids, 0, pump, refused_at_start);
+  std::vector<std::unique_ptr<Connection>> owned;
+  for (std::size_t b = 0; b < brokers; ++b) {
+    int refused = 0;
+    auto some = connect_all(endpoints[b], ids_of[b], 0, pump, refused);
+    refused_at_start += refused;
+    emit({{"type", "broker"},
+          {"broker", b},
+          {"connections", some.size()},
+          {"refused_at_start", refused}});
+    for (auto& c : some) owned.push_back(std::move(c));
+  }
   auto live = pointers(owned);
   std::map<std::string, Connection*> by_id;
   for (auto* c : live) by_id[c->id] = c;
@@ -707,7 +728,10 @@ int run_revocation(const Endpoint& endpoint, const RevocationOptions& options) {
                                      duration<double>(static_cast<double>(i) / rate));
   }
   drive(live, 0, rate, 0, pump, start + std::chrono::seconds(1));
-  emit({{"type", "fleet"}, {"connections", live.size()}, {"refused_at_start", refused_at_start}});
+  emit({{"type", "fleet"},
+        {"connections", live.size()},
+        {"brokers", brokers},
+        {"refused_at_start", refused_at_start}});
 
   std::size_t not_closed = 0, reconnect_accepted = 0, failed_commands = 0, other_closed = 0;
   std::vector<double> latencies_ms;
@@ -715,6 +739,7 @@ int run_revocation(const Endpoint& endpoint, const RevocationOptions& options) {
     auto found = by_id.find(victim);
     if (found == by_id.end() || found->second->state != State::subscribed) continue;
     Connection* target = found->second;
+    const std::size_t broker = broker_of[victim];
     Child revoke({onboardctl, "--data-dir", data_dir, "device", "revoke", victim});
     // Traffic keeps flowing while the command runs.
     const auto command_deadline = Clock::now() + std::chrono::seconds(30);
@@ -732,15 +757,19 @@ int run_revocation(const Endpoint& endpoint, const RevocationOptions& options) {
     }
     if (target->state == State::subscribed) {
       ++not_closed;
-      emit({{"type", "revocation"}, {"device", victim}, {"closed", false}});
+      emit({{"type", "revocation"}, {"device", victim}, {"broker", broker}, {"closed", false}});
       continue;
     }
     // Negative when the broker closed the connection before the command had exited.
     const double ms = duration<double, std::milli>(target->closed_at - exited).count();
     latencies_ms.push_back(ms);
-    emit({{"type", "revocation"}, {"device", victim}, {"closed", true}, {"ms", rounded(ms, 2)}});
+    emit({{"type", "revocation"},
+          {"device", victim},
+          {"broker", broker},
+          {"closed", true},
+          {"ms", rounded(ms, 2)}});
 
-    auto again = start_connect(endpoint, victim);
+    auto again = start_connect(endpoints[broker], victim);
     std::vector<Connection*> one{again.get()};
     const auto reconnect_deadline = Clock::now() + std::chrono::seconds(5);
     while (again->state == State::connecting && Clock::now() < reconnect_deadline) {
@@ -748,7 +777,7 @@ int run_revocation(const Endpoint& endpoint, const RevocationOptions& options) {
     }
     const bool accepted = again->state == State::connected;
     if (accepted) ++reconnect_accepted;
-    emit({{"type", "reconnect"}, {"device", victim}, {"accepted", accepted}});
+    emit({{"type", "reconnect"}, {"device", victim}, {"broker", broker}, {"accepted", accepted}});
   }
   for (auto* c : live) {
     bool victim = std::find(victims.begin(), victims.end(), c->id) != victims.end();
@@ -773,8 +802,11 @@ int run_revocation(const Endpoint& endpoint, const RevocationOptions& options) {
 
 // The options every mode that talks to one broker takes.
 void add_device_options(CLI::App& mode, DeviceOptions& o) {
-  mode.add_option("--port", o.port, "the broker's mTLS port on 127.0.0.1")
+  mode.add_option("--port", o.ports,
+                  "the broker's mTLS port on 127.0.0.1 (revocation: once per broker, all on one "
+                  "registry)")
       ->required()
+      ->take_all()
       ->check(CLI::Range(1, 65535));
   mode.add_option("--cafile", o.cafile, "CA certificate (PEM) the broker's certificate chains to")
       ->required()
@@ -907,9 +939,13 @@ int main(int argc, char** argv) {
     if (*storm_mode) return run_storm(storm);
     const DeviceOptions& device = *check_mode ? check.device : revocation.device;
     TlsContexts tls(device.cafile, device.certs);
-    Endpoint endpoint{device.port, &tls};
-    if (*check_mode) return run_check(endpoint, check);
-    return run_revocation(endpoint, revocation);
+    std::vector<Endpoint> endpoints;
+    for (int port : device.ports) endpoints.push_back(Endpoint{port, &tls});
+    if (*check_mode) {
+      if (endpoints.size() != 1) throw std::runtime_error("check talks to one broker: one --port");
+      return run_check(endpoints.front(), check);
+    }
+    return run_revocation(endpoints, revocation);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "onboard_loadgen: %s\n", e.what());
     return 1;

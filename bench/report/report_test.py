@@ -11,6 +11,7 @@ import py_compile
 import tempfile
 import unittest
 
+import backend_start
 import broker
 import common
 import decisions
@@ -247,6 +248,34 @@ class BrokerTest(unittest.TestCase):
         self.assertIn("- every revoked device's reconnect refused: **missed**", lines)
         self.assertIn("- p99 24.5 ms (target ≤ 250 ms): met", lines)
 
+    def test_fleet_section_per_broker(self):
+        pg = [
+            '{"type":"broker","broker":0,"connections":8,"refused_at_start":0}',
+            '{"type":"broker","broker":1,"connections":7,"refused_at_start":0}',
+            '{"type":"revocation","device":"victim-000","broker":0,"closed":true,"ms":20.0}',
+            '{"type":"reconnect","device":"victim-000","broker":0,"accepted":false}',
+            '{"type":"revocation","device":"victim-001","broker":1,"closed":true,"ms":300.0}',
+            '{"type":"reconnect","device":"victim-001","broker":1,"accepted":false}',
+            '{"type":"revocation","device":"victim-002","broker":0,"closed":false}',
+            '{"type":"summary","revocations":2,"not_closed":1,"reconnect_accepted":0,"failed_commands":0,'
+            '"other_closed":0,"p50_ms":20.0,"p99_ms":300.0,"max_ms":300.0}',
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "postgresql.jsonl"), "w") as f:
+                f.write("\n".join(pg) + "\n")
+            with open(os.path.join(tmp, "register_postgresql.us"), "w") as f:
+                f.write("1500000 15\n")
+            lines = broker.fleet("full", os.path.join(tmp, "fleet.md"), tmp, MACHINE, tmp, "15", "100")
+        self.assertIn("| PostgreSQL | 1 of 2 | 8 | 1 | 20.0 | 20.0 | 20.0 | 1 | 0 | |", lines)
+        self.assertIn("| PostgreSQL | 2 of 2 | 7 | 1 | 300.0 | 300.0 | 300.0 | 0 | 0 | |", lines)
+        self.assertIn("| PostgreSQL | both | 15 | 2 | 300.0 | 300.0 | 300.0 | 1 | 0 | 0 |", lines)
+        # Broker 1 closed in time but left one device connected; broker 2 was too slow.
+        self.assertTrue(any(line.startswith("- PostgreSQL, broker 1 of 2: p99 20.0 ms (target ≤ 250 ms): met")
+                            and line.endswith("**missed**") for line in lines))
+        self.assertTrue(any("broker 2 of 2: p99 300.0 ms (target ≤ 250 ms): **missed by 50.0 ms**" in line
+                            for line in lines))
+        self.assertTrue(any("1.5 s for 15 devices on PostgreSQL (100 ms per device)" in line for line in lines))
+
     def test_throughput_ratios_per_round(self):
         with tempfile.TemporaryDirectory() as tmp:
             for load in ("qos0", "qos1", "latency"):
@@ -255,6 +284,22 @@ class BrokerTest(unittest.TestCase):
             self.assertEqual(broker.per_round(tmp, 2, "onboard", "qos0", "msgs_per_s"), [1800.0, None])
             rate, cpu = broker.pooled(tmp, 1, "onboard", "qos1")
             self.assertEqual((rate, cpu), (1800.0, 12.0))
+
+
+class BackendStartTest(unittest.TestCase):
+    def test_snapshot_memory_is_the_difference_to_the_empty_registry(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "starts.tsv"), "w") as f:
+                f.write("sqlite-0\t1\t100000\t10240\nsqlite-1000\t1\t2000000\t20480\n"
+                        "postgresql-0\t1\t150000\t11264\npostgresql-1000\t1\t3000000\t23552\n"
+                        "postgresql-1000\t2\tfailed\t0\n")
+            lines = backend_start.section(tmp, "full", MACHINE, "1000", "1")
+        self.assertIn("| SQLite | 1,000 | 2.00 (2.00–2.00) | 20.0 (20.0–20.0) | 0 |", lines)
+        self.assertIn("| PostgreSQL | 1,000 | 3.00 (3.00–3.00) | 23.0 (23.0–23.0) | 1 |", lines)
+        self.assertIn("- SQLite: snapshot memory at 1,000 devices 10.0 MiB (10,486 bytes per device); start 2.00 s",
+                      lines)
+        self.assertIn("- PostgreSQL: snapshot memory at 1,000 devices 12.0 MiB (12,583 bytes per device); start "
+                      "3.00 s", lines)
 
 
 class SectionsTest(unittest.TestCase):
