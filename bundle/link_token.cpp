@@ -94,21 +94,6 @@ Result<Secret> read_secret_fd(int fd, const std::filesystem::path& path) {
   return secret;
 }
 
-// Closes a descriptor on every path.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 }  // namespace
 
 std::optional<std::string> bundle_id_problem(std::string_view id) {
@@ -201,7 +186,7 @@ Result<Secret> load_or_create_link_secret(const std::filesystem::path& data_dir)
   // Two rounds at most: if another process creates the file between our open and our create, the
   // rename refuses and we read what it wrote.
   for (int round = 0; round < 2; ++round) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY));
     if (fd.get() >= 0) return read_secret_fd(fd.get(), path);
     if (errno == ELOOP) {
       return make_error(Errc::conflict, path.string() + " is a symbolic link; refusing to use it");

@@ -200,4 +200,8 @@ Status publish_file(const std::filesystem::path& written, const std::filesystem:
   return ok_status();
 }
 
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 }  // namespace onboard

@@ -44,4 +44,17 @@ Result<Secret> read_secret_env(const std::string& variable);
 Status publish_file(const std::filesystem::path& written, const std::filesystem::path& target,
                     mode_t mode);
 
+// Owns a file descriptor and closes it on every path; -1 owns nothing.
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd();
+  int get() const noexcept { return fd_; }
+
+ private:
+  int fd_;
+};
+
 }  // namespace onboard

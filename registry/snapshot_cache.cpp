@@ -260,20 +260,6 @@ Error cache_error(Errc code, std::string_view name, std::string_view reason) {
   return make_error(code, "snapshot cache " + std::string(name) + ": " + std::string(reason));
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 }  // namespace
 
 Result<std::string> encode_snapshot_cache(const Snapshot& snapshot) {
@@ -377,7 +363,7 @@ Result<std::shared_ptr<const Snapshot>> read_snapshot_cache(const std::filesyste
   const std::string name = path.string();
   // O_NOFOLLOW: a symbolic link is refused, never followed. O_NONBLOCK: a FIFO planted in its place
   // cannot hang the open; fstat refuses it below.
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (fd.get() < 0) {
     const int err = errno;
     if (err == ENOENT) return cache_error(Errc::not_found, name, "no such file");
