@@ -338,6 +338,9 @@ TEST_CASE("the broker refuses to start with a bad plugin configuration, and says
     CHECK(broker.log().find("secret") == std::string::npos);
   }
   SECTION("a PostgreSQL registry that cannot be reached") {
+    // With the sanitizer runtimes preloaded into the broker, libpq's first translated message
+    // deadlocks on glibc's gettext lock (see scripts/test): the default preset runs this.
+    if (!std::string(BROKER_PRELOAD).empty()) return;
     auto options = fleet.broker_options();
     options.registry = "postgresql://broker@127.0.0.1:1/registry";
     Broker broker(fleet.dir().path(), options);
