@@ -10,8 +10,7 @@
 #include <memory>
 #include <optional>
 
-#include "registry/pg_database.h"
-#include "registry/sqlite_internal.h"
+#include "registry/open_database.h"
 #include "registry/store_internal.h"
 
 namespace onboard::registry {
@@ -280,16 +279,6 @@ class InTransaction final : public sql::Database {
   sql::Database& db_;
 };
 
-Result<std::unique_ptr<sql::Database>> open_side(const Location& location, bool read_only) {
-  if (location.backend == Backend::sqlite) {
-    return sqlite::open_registry_file(location.target, read_only);
-  }
-  pg::Options options;
-  options.read_only = read_only;
-  ONBOARD_TRY(auto db, pg::connect(location, options));
-  return std::unique_ptr<sql::Database>(std::move(db));
-}
-
 // Removes a new SQLite target and the files SQLite keeps beside it.
 void remove_sqlite_files(const std::string& path) {
   std::error_code ignored;
@@ -398,12 +387,12 @@ Result<CopySummary> copy_registry(const Location& from, const Location& to, Unix
     }
     ::close(fd);
   }
-  auto source = open_side(from, /*read_only=*/true);
+  auto source = open_database(from, /*read_only=*/true);
   if (!source) {
     if (new_file) remove_sqlite_files(to.target);
     return std::move(source).error();
   }
-  auto opened = open_side(to, /*read_only=*/false);
+  auto opened = open_database(to, /*read_only=*/false);
   if (!opened) {
     if (new_file) remove_sqlite_files(to.target);
     return make_error(opened.error().code, target_name + ": " + opened.error().message);

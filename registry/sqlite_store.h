@@ -1,7 +1,6 @@
-// The SQLite implementation of the Store seam, every role of it. The broker opens the same file
-// in the access role only (sqlite_access.h). The implementation is split per role:
-// sqlite_store.cpp (opening, migrations, input checks), sqlite_access.cpp, sqlite_devices.cpp,
-// sqlite_crl.cpp, sqlite_rules.cpp, sqlite_audit.cpp, sqlite_delivery.cpp, sqlite_tokens.cpp.
+// The Store on an SQLite file, every role of it: open_store (open.h) for an SQLite location. The
+// broker opens the same file in the access role only (sqlite_access.h). The store itself is the
+// one written over the SQL seam (store_internal.h); the SQLite backend is sqlite_internal.h.
 //
 // One file, WAL mode (a reader never blocks the writer, and sees a whole transaction or none of
 // it), foreign keys on, busy timeout 5 s so that two writing processes queue instead of failing.
