@@ -1,10 +1,10 @@
 // What the registry's tests share: a clock, an operator, certificate records that never collide,
 // and a store for each test. Records only: nothing here signs anything.
 //
-// The Store tests are one conformance suite for every backend: built as they are, they run on an
-// SQLite file in the test's temporary directory (registry_tests); built with ONBOARD_TEST_POSTGRES
-// (registry_pg_tests), the same tests run on a fresh database in the test cluster. A test of one
-// backend's own behaviour carries the tag [sqlite] or [postgres] and runs only there.
+// The Store tests are one conformance suite for every backend, compiled once and linked twice: with
+// backend_sqlite.cpp they run on an SQLite file in the test's temporary directory (registry_tests),
+// with backend_postgres.cpp on a fresh database in the test cluster (registry_pg_tests). A test of
+// one backend's own behaviour carries the tag [sqlite] or [postgres] and runs only there.
 #pragma once
 
 #include <atomic>
@@ -34,11 +34,8 @@ inline constexpr std::string_view kTestIssuer = "CN=Onboard Test CA";
 
 inline std::string registry_path(const TempDir& dir) { return (dir / "registry.db").string(); }
 
-#ifdef ONBOARD_TEST_POSTGRES
-inline constexpr registry::Backend kTestBackend = registry::Backend::postgresql;
-#else
-inline constexpr registry::Backend kTestBackend = registry::Backend::sqlite;
-#endif
+// Defined by the executable: backend_sqlite.cpp or backend_postgres.cpp.
+extern const registry::Backend kTestBackend;
 
 // The registry of the test that uses `dir`: the SQLite file in it, or a fresh PostgreSQL database
 // made on first use and remembered in the directory, so that reopening finds the same one.
