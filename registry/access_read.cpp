@@ -102,14 +102,14 @@ void Connection::read_all_access(AccessData& data) {
   acl::PatternPool pool;  // equal patterns share a node from the start (registry/pattern.h)
   acl::PatternPool::Session patterns(pool);
   data.devices.reserve(static_cast<std::size_t>(query_int64(db_, "SELECT count(*) FROM devices")));
-  auto devices = prepare(db_, "SELECT id, status, type FROM devices ORDER BY id");
-  auto rules = prepare(db_,
-                       "SELECT device_id, id, access, pattern, effect, priority FROM acl_rules "
-                       "WHERE device_id IS NOT NULL ORDER BY device_id, priority DESC, id");
-  auto certificates = prepare(db_,
-                              "SELECT device_id, sha256_fingerprint, serial_hex, status, "
-                              "not_before, not_after FROM certificates WHERE kind = 'device' "
-                              "ORDER BY device_id, rowid");
+  auto devices = scan(db_, "SELECT id, status, type FROM devices ORDER BY id");
+  auto rules = scan(db_,
+                    "SELECT device_id, id, access, pattern, effect, priority FROM acl_rules "
+                    "WHERE device_id IS NOT NULL ORDER BY device_id, priority DESC, id");
+  auto certificates = scan(db_,
+                           "SELECT device_id, sha256_fingerprint, serial_hex, status, "
+                           "not_before, not_after FROM certificates WHERE kind = 'device' "
+                           "ORDER BY device_id, rowid");
   bool rule_row = rules.step();
   bool cert_row = certificates.step();
   while (devices.step()) {
@@ -127,11 +127,11 @@ void Connection::read_all_access(AccessData& data) {
     data.devices.push_back(std::move(device));
   }
 
-  auto groups = prepare(db_, "SELECT name FROM groups ORDER BY name");
-  auto group_rules = prepare(db_,
-                             "SELECT group_name, id, access, pattern, effect, priority FROM "
-                             "acl_rules WHERE group_name IS NOT NULL "
-                             "ORDER BY group_name, priority DESC, id");
+  auto groups = scan(db_, "SELECT name FROM groups ORDER BY name");
+  auto group_rules = scan(db_,
+                          "SELECT group_name, id, access, pattern, effect, priority FROM "
+                          "acl_rules WHERE group_name IS NOT NULL "
+                          "ORDER BY group_name, priority DESC, id");
   bool group_rule_row = group_rules.step();
   while (groups.step()) {
     GroupAccess group{groups.text(0), {}};

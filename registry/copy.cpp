@@ -173,8 +173,8 @@ std::int64_t copy_rows(sql::Database& from, sql::Database& to, Backend to_backen
   auto insert = to.prepare(std::string("INSERT INTO ") + table.name + " (" + columns + ") " +
                            (override_identity ? "OVERRIDING SYSTEM VALUE " : "") + "VALUES (" +
                            placeholders + ")");
-  auto rows = from.prepare(std::string("SELECT ") + columns + " FROM " + table.name + " ORDER BY " +
-                           table.order_by);
+  auto rows = from.prepare_scan(std::string("SELECT ") + columns + " FROM " + table.name +
+                                " ORDER BY " + table.order_by);
   rows->bind({});
   std::int64_t copied = 0;
   while (rows->next()) {
@@ -265,6 +265,9 @@ class InTransaction final : public sql::Database {
  public:
   explicit InTransaction(sql::Database& db) : db_(db) {}
   std::unique_ptr<sql::Cursor> prepare(std::string_view sql) override { return db_.prepare(sql); }
+  std::unique_ptr<sql::Cursor> prepare_scan(std::string_view sql) override {
+    return db_.prepare_scan(sql);
+  }
   void exec(std::string_view sql) override { db_.exec(sql); }
   void begin(sql::Transaction) override {}
   void commit() override {}

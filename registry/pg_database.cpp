@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -207,19 +208,16 @@ struct PgDatabase::Impl {
     return wait_result();
   }
 
+  // A statement with bound values, prepared once per connection and kept by its text and types.
   ResultPtr run(const std::string& sql, const std::vector<sql::Value>& values) {
     ensure_connected();
     PGconn* c = connection.get();
-    std::vector<Oid> types;
     std::string key = sql;
     key.push_back('\0');
-    for (const auto& v : values) {
-      const bool integer = v.type == sql::Value::Type::integer;
-      types.push_back(integer ? kInt8Oid : kTextOid);
-      key.push_back(integer ? 'i' : 't');
-    }
+    for (const auto& v : values) key.push_back(v.type == sql::Value::Type::integer ? 'i' : 't');
     auto named = prepared.find(key);
     if (named == prepared.end()) {
+      const auto types = types_of(values);
       const std::string name = "s" + std::to_string(prepared.size() + 1);
       if (PQsendPrepare(c, name.c_str(), sql.c_str(), static_cast<int>(types.size()),
                         types.data()) == 0) {
@@ -228,31 +226,69 @@ struct PgDatabase::Impl {
       wait_result();
       named = prepared.emplace(std::move(key), name).first;
     }
-    std::vector<std::string> integers(values.size());
-    std::vector<const char*> pointers(values.size(), nullptr);
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      const auto& v = values[i];
-      if (v.null) continue;
-      if (v.type == sql::Value::Type::integer) {
-        integers[i] = std::to_string(v.integer);
-        pointers[i] = integers[i].c_str();
-      } else {
-        pointers[i] = v.text.c_str();
-      }
-    }
-    if (PQsendQueryPrepared(c, named->second.c_str(), static_cast<int>(pointers.size()),
-                            pointers.data(), nullptr, nullptr, /*text results*/ 0) == 0) {
+    const Bound bound(values);
+    if (PQsendQueryPrepared(c, named->second.c_str(), bound.count(), bound.pointers.data(), nullptr,
+                            nullptr, /*text results*/ 0) == 0) {
       lost("cannot send to the database: " + first_line(PQerrorMessage(c)));
     }
     return wait_result();
   }
+
+  // A statement run once, not kept prepared: a scan's DECLARE and FETCH name their own cursor.
+  ResultPtr run_once(const std::string& sql, const std::vector<sql::Value>& values) {
+    ensure_connected();
+    PGconn* c = connection.get();
+    const auto types = types_of(values);
+    const Bound bound(values);
+    if (PQsendQueryParams(c, sql.c_str(), bound.count(), types.data(), bound.pointers.data(),
+                          nullptr, nullptr, /*text results*/ 0) == 0) {
+      lost("cannot send to the database: " + first_line(PQerrorMessage(c)));
+    }
+    return wait_result();
+  }
+
+  // Cursors declared on this connection: each scan names a new one (they close at the end of
+  // their transaction).
+  std::uint64_t scans = 0;
+
+ private:
+  static std::vector<Oid> types_of(const std::vector<sql::Value>& values) {
+    std::vector<Oid> types;
+    types.reserve(values.size());
+    for (const auto& v : values) {
+      types.push_back(v.type == sql::Value::Type::integer ? kInt8Oid : kTextOid);
+    }
+    return types;
+  }
+
+  // Values in libpq's text format; the pointers stay valid while this lives.
+  struct Bound {
+    explicit Bound(const std::vector<sql::Value>& values)
+        : integers(values.size()), pointers(values.size(), nullptr) {
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        const auto& v = values[i];
+        if (v.null) continue;
+        if (v.type == sql::Value::Type::integer) {
+          integers[i] = std::to_string(v.integer);
+          pointers[i] = integers[i].c_str();
+        } else {
+          pointers[i] = v.text.c_str();
+        }
+      }
+    }
+    int count() const { return static_cast<int>(pointers.size()); }
+    std::vector<std::string> integers;
+    std::vector<const char*> pointers;
+  };
 };
 
 namespace {
 
 class PgCursor final : public sql::Cursor {
  public:
-  PgCursor(PgDatabase::Impl& db, std::string_view sql) : db_(db), sql_(numbered_parameters(sql)) {}
+  enum class Kind { statement, scan };
+  PgCursor(PgDatabase::Impl& db, std::string_view sql, Kind kind)
+      : db_(db), sql_(numbered_parameters(sql)), kind_(kind) {}
 
   void bind(std::vector<sql::Value> values) override {
     values_ = std::move(values);
@@ -261,9 +297,9 @@ class PgCursor final : public sql::Cursor {
 
   bool next() override {
     if (!result_) {
-      result_ = db_.run(sql_, values_);
-      rows_ = PQntuples(result_.get());
-      row_ = -1;
+      start();
+    } else if (row_ + 1 >= rows_ && !cursor_.empty()) {
+      fetch();
     }
     return ++row_ < rows_;
   }
@@ -282,6 +318,7 @@ class PgCursor final : public sql::Cursor {
     result_.reset();
     rows_ = 0;
     row_ = -1;
+    cursor_.clear();  // a declared cursor is left to close with its transaction
   }
 
   bool is_null(int column) const override {
@@ -314,12 +351,40 @@ class PgCursor final : public sql::Cursor {
     }
   }
 
+  // Runs the statement: whole, or (a scan inside a transaction) as a server-side cursor whose
+  // first batch is fetched here.
+  void start() {
+    if (kind_ == Kind::scan && db_.in_transaction) {
+      const std::string name = "onboard_scan_" + std::to_string(++db_.scans);
+      db_.run_once("DECLARE " + name + " NO SCROLL CURSOR FOR " + sql_, values_);
+      cursor_ = name;
+      fetch();
+      return;
+    }
+    take(db_.run(sql_, values_));
+  }
+
+  // The next batch of a scan; a short batch is the last.
+  void fetch() {
+    const int batch = std::max(1, db_.options.scan_batch);
+    take(db_.run_once("FETCH " + std::to_string(batch) + " FROM " + cursor_, {}));
+    if (rows_ < batch) cursor_.clear();
+  }
+
+  void take(ResultPtr result) {
+    result_ = std::move(result);
+    rows_ = PQntuples(result_.get());
+    row_ = -1;
+  }
+
   PgDatabase::Impl& db_;
   std::string sql_;
+  Kind kind_;
   std::vector<sql::Value> values_;
   ResultPtr result_;
   int rows_ = 0;
   int row_ = -1;
+  std::string cursor_;  // the scan's server-side cursor while it has rows left to fetch
 };
 
 }  // namespace
@@ -328,7 +393,11 @@ PgDatabase::PgDatabase(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 PgDatabase::~PgDatabase() = default;
 
 std::unique_ptr<sql::Cursor> PgDatabase::prepare(std::string_view sql) {
-  return std::make_unique<PgCursor>(*impl_, sql);
+  return std::make_unique<PgCursor>(*impl_, sql, PgCursor::Kind::statement);
+}
+
+std::unique_ptr<sql::Cursor> PgDatabase::prepare_scan(std::string_view sql) {
+  return std::make_unique<PgCursor>(*impl_, sql, PgCursor::Kind::scan);
 }
 
 void PgDatabase::exec(std::string_view sql) {

@@ -31,6 +31,9 @@ struct Options {
   // How long one statement may take, and (when the location does not say) how long connecting.
   std::chrono::milliseconds timeout{30'000};
   const char* application_name = "onboardctl";
+  // Rows a scan (prepare_scan inside a transaction) fetches at once: a few megabytes, and a
+  // million-row table in a hundred round trips.
+  int scan_batch = 10'000;
 };
 
 class PgDatabase;
@@ -49,6 +52,7 @@ class PgDatabase final : public sql::Database {
   PgDatabase& operator=(const PgDatabase&) = delete;
 
   std::unique_ptr<sql::Cursor> prepare(std::string_view sql) override;
+  std::unique_ptr<sql::Cursor> prepare_scan(std::string_view sql) override;
   void exec(std::string_view sql) override;
   void begin(sql::Transaction kind) override;
   void commit() override;

@@ -82,6 +82,10 @@ class Database {
  public:
   virtual ~Database() = default;
   virtual std::unique_ptr<Cursor> prepare(std::string_view sql) = 0;
+  // A query of many rows (a whole table) stepped through while other statements run: inside a
+  // transaction a backend may fetch it in batches instead of holding every row at once. SQLite
+  // steps through its B-tree anyway; PostgreSQL would otherwise receive the whole result.
+  virtual std::unique_ptr<Cursor> prepare_scan(std::string_view sql) { return prepare(sql); }
   // Statements without values or rows, several separated by ';' (DDL, schema setup).
   virtual void exec(std::string_view sql) = 0;
   // read: every statement sees one snapshot; write: also holds the registry's write lock.
@@ -154,6 +158,14 @@ class Statement {
 template <class... Args>
 Statement prepare(Database& db, std::string_view sql, const Args&... args) {
   Statement statement(db.prepare(sql));
+  statement.bind(args...);
+  return statement;
+}
+
+// The same for a query of many rows (Database::prepare_scan).
+template <class... Args>
+Statement scan(Database& db, std::string_view sql, const Args&... args) {
+  Statement statement(db.prepare_scan(sql));
   statement.bind(args...);
   return statement;
 }

@@ -69,9 +69,9 @@ Result<std::vector<AuditEvent>> SqlStore::audit_list(std::size_t limit, std::int
 Result<AuditCheck> SqlStore::verify_audit() {
   return read("verify audit log", [&]() -> Result<AuditCheck> {
     AuditChainVerifier verifier;
-    auto rows = prepare(db_,
-                        "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
-                        "FROM audit_events ORDER BY seq");
+    auto rows = scan(db_,
+                     "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
+                     "FROM audit_events ORDER BY seq");
     while (rows.step()) {
       if (!verifier.add(audit_event_from(rows))) break;  // the first problem is the answer
     }
