@@ -142,6 +142,26 @@ void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_
     else if (method == "DELETE")
       server.Delete(pattern, handler);
   }
+  // httplib reads the body of a request that no content-reader route takes (a GET with a body, a
+  // PUT, a POST to an unknown path) before any handler runs, whoever sends it. No route of this
+  // API takes such a body, so it is refused from the headers and the connection ends.
+  server.set_pre_routing_handler([](const httplib::Request& request, httplib::Response& response) {
+    const std::string& method = request.method;
+    if (!announces_body(request) || method == "POST" || method == "PATCH" || method == "DELETE")
+      return httplib::Server::HandlerResponse::Unhandled;
+    send(response,
+         closing(error_reply(400, "bad_request", "a " + method + " request takes no body")));
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  // Registered after every route: a POST, PATCH or DELETE that no route matched.
+  auto no_route = [](const httplib::Request& request, httplib::Response& response,
+                     const httplib::ContentReader&) {
+    Reply reply = error_reply(404, "not_found", "no such resource");
+    send(response, announces_body(request) ? closing(std::move(reply)) : std::move(reply));
+  };
+  server.Post(".*", no_route);
+  server.Patch(".*", no_route);
+  server.Delete(".*", no_route);
   // Whatever httplib answers on its own (no route 404, 413 body too large, 400 unparsable
   // request) gets the same JSON error shape; replies a handler already filled (a body, or one
   // that closes the connection written by a content provider) are left alone.

@@ -1025,6 +1025,41 @@ TEST_CASE("a body that is not JSON is refused 415 after authentication and befor
   CHECK(s.store()->get_device("json-1").ok());
 }
 
+TEST_CASE("a body that no route reads is refused before it is read, and the connection closed") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  // httplib would read these before any handler ran, whoever sent them.
+  RawConnection get(s.port);
+  get.send(request_head("GET", "/v1/devices", {"Content-Length: 100000000"}));
+  check_refused_before_body(get, 400, "bad_request");
+  RawConnection put(s.port);
+  put.send(request_head("PUT", "/v1/devices", {"Transfer-Encoding: chunked"}));
+  check_refused_before_body(put, 400, "bad_request");
+  RawConnection unknown(s.port);
+  unknown.send(request_head("POST", "/v1/nothing-here",
+                            {"Content-Type: application/json", "Content-Length: 100000000"}));
+  check_refused_before_body(unknown, 404, "not_found");
+  // httplib leaves a chunked DELETE body unread; it must not become the next request.
+  RawConnection chunked_delete(s.port);
+  chunked_delete.send(request_head(
+      "DELETE", "/v1/devices/dev-1/acl/1",
+      {bearer(s.operator_token), "Content-Type: application/json", "Transfer-Encoding: chunked"}));
+  check_refused_before_body(chunked_delete, 400, "bad_request", "0\r\n\r\n");
+
+  // Beside them: without a body the same kinds of request are answered on one kept-alive
+  // connection.
+  RawConnection plain(s.port);
+  plain.send(request_head("GET", "/v1/devices", {bearer(s.reader_token)}));
+  CHECK(plain.read_response().status == 200);
+  plain.send(request_head("POST", "/v1/nothing-here", {}));
+  RawResponse missing = plain.read_response();
+  CHECK(missing.status == 404);
+  CHECK(json::parse(missing.body, nullptr, false)["error"]["code"] == "not_found");
+  CHECK(missing.headers.contains("keep-alive"));
+  plain.send(request_head("GET", "/healthz", {}));
+  CHECK(plain.read_response().status == 200);
+}
+
 TEST_CASE("PATCH changes a device's name, type, location, firmware and metadata, audited") {
   Served s;
   register_with_csr(s, "dev-1");
