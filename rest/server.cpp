@@ -142,8 +142,9 @@ void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_
     else if (method == "DELETE")
       server.Delete(pattern, handler);
   }
-  // httplib reads the body of a request that no content-reader route takes (a GET with a body, a
-  // PUT, a POST to an unknown path) before any handler runs, whoever sends it. No route of this
+  // A body no content-reader route takes is either read by httplib before any handler runs,
+  // whoever sends it (PUT, a POST to an unknown path), or left on the connection to be taken for
+  // the next request (GET, HEAD, OPTIONS: httplib 0.11 reads no body for them). No route of this
   // API takes such a body, so it is refused from the headers and the connection ends.
   server.set_pre_routing_handler([](const httplib::Request& request, httplib::Response& response) {
     const std::string& method = request.method;

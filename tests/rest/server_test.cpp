@@ -978,6 +978,12 @@ TEST_CASE("a reader on an operator route is refused 403 before the body is read"
       check_refused_before_body(connection, 403, "forbidden");
     }
   }
+  // A client that sends its body at once (httplib's) still gets the refusal, and its next request
+  // on a new connection is answered.
+  auto eager = s.client(s.reader_token);
+  const json big{{"id", "d"}, {"metadata", {{"note", std::string(200 * 1024, 'a')}}}};
+  check_error(post_json(eager, "/v1/devices", big), 403, "forbidden");
+  CHECK(eager.Get("/v1/devices/dev-1")->status == 200);
   // Beside them: the same reader reads twice on one kept-alive connection, and the operator's
   // PATCH with a body sent after its headers is applied.
   RawConnection reader(s.port);
@@ -1028,7 +1034,8 @@ TEST_CASE("a body that is not JSON is refused 415 after authentication and befor
 TEST_CASE("a body that no route reads is refused before it is read, and the connection closed") {
   Served s;
   register_with_csr(s, "dev-1");
-  // httplib would read these before any handler ran, whoever sent them.
+  // httplib would leave the GET's body on the connection as the next request, and read the
+  // others before any handler ran, whoever sent them.
   RawConnection get(s.port);
   get.send(request_head("GET", "/v1/devices", {"Content-Length: 100000000"}));
   check_refused_before_body(get, 400, "bad_request");
@@ -1449,6 +1456,12 @@ TEST_CASE(
   check_error(tls_client("")->Get("/v1/devices"), 401, "unauthorized");
   auto with_token = tls_client("");
   with_token->set_bearer_token_auth(reader.c_str());
+  CHECK(with_token->Get("/v1/devices")->status == 200);
+  // A refusal sent before the body was read ends the TLS connection too; the client gets the
+  // refusal and its next request is answered.
+  check_error(with_token->Post("/v1/devices", json{{"id", "d2"}, {"csr", device_csr("d2")}}.dump(),
+                               "application/json"),
+              403, "forbidden");
   CHECK(with_token->Get("/v1/devices")->status == 200);
   // Plain HTTP to the TLS port gets no answer.
   httplib::Client plain("127.0.0.1", port);
