@@ -67,8 +67,9 @@ std::variant<registry::Actor, Reply> authorize(Store& store, const RouteSpec& ro
 // The request up to its handler's reply. Every check the headers allow comes before the body is
 // read, so an unknown caller makes the server read nothing but headers: a store, then who may
 // call (401, 403), then the type of an announced body (415), then the body (`reader`, routes with
-// a body; GET routes have none and get httplib's empty one), bounded (413), then the handler.
-// `body_unread` says whether the request's body is still on the connection.
+// a body; a GET has none: the pre-routing handler refuses one), bounded (413), then the handler.
+// `body_unread` is cleared once read_body has run: until then the body is still on the
+// connection.
 Reply respond(Context& ctx, const RouteSpec& route, const httplib::Request& request,
               httplib::Response& response, const httplib::ContentReader* reader,
               std::size_t max_body_bytes, bool& body_unread) {
@@ -82,13 +83,10 @@ Reply respond(Context& ctx, const RouteSpec& route, const httplib::Request& requ
   std::string body;
   if (reader != nullptr) {
     auto read = read_body(request, response, *reader, max_body_bytes);
-    if (read.index() == 1) {
-      body_unread = reply_closes(std::get<1>(read));
-      return std::get<1>(std::move(read));
-    }
+    body_unread = false;  // read, or refused by read_body, whose reply says whether to close
+    if (read.index() == 1) return std::get<1>(std::move(read));
     body = std::get<0>(std::move(read));
   }
-  body_unread = false;
   Call call{request, reader != nullptr ? body : request.body, store, std::get<0>(actor)};
   return route.handler(ctx, call);
 }
