@@ -55,7 +55,8 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
   cmd->add_option("--max-body", o->server.max_body_bytes,
-                  "Largest request body in bytes (larger: 413)")
+                  "Largest request body in bytes (larger: 413); read only once the caller is "
+                  "authenticated")
       ->capture_default_str()
       ->check(CLI::Range(1024, 16 * 1024 * 1024));
   auto* cert_opt = cmd->add_option("--tls-cert", o->server.tls_cert,

@@ -113,10 +113,43 @@ std::string query_string(const httplib::Request& request, const char* key) {
   return request.has_param(key) ? request.get_param_value(key) : std::string();
 }
 
+bool announces_body(const httplib::Request& request) {
+  if (request.has_header("Transfer-Encoding")) return true;
+  // Anything but digits that are all zero announces one: an unreadable length is not "none".
+  const std::string length = request.get_header_value("Content-Length");
+  return length.find_first_not_of('0') != std::string::npos;
+}
+
+Reply closing(Reply reply) {
+  reply.headers.emplace_back("Connection", "close");
+  return reply;
+}
+
+bool reply_closes(const Reply& reply) {
+  return std::any_of(reply.headers.begin(), reply.headers.end(), [](const auto& header) {
+    return header.first == "Connection" && header.second == "close";
+  });
+}
+
 void send(httplib::Response& response, Reply reply) {
   response.status = reply.status;
+  const bool close = reply_closes(reply);
   for (auto& [name, value] : reply.headers) response.set_header(name, value);
-  if (reply.status != 204) response.set_content(std::move(reply.body), reply.content_type);
+  if (reply.status == 204) return;
+  if (!close || reply.body.empty()) {
+    response.set_content(std::move(reply.body), reply.content_type);
+    return;
+  }
+  const std::size_t size = reply.body.size();
+  response.set_content_provider(
+      size, reply.content_type,
+      [body = std::move(reply.body)](std::size_t offset, std::size_t length,
+                                     httplib::DataSink& sink) {
+        // A Range header can ask for any offset and length; nothing past the end is written.
+        if (offset < body.size())
+          sink.write(body.data() + offset, std::min(length, body.size() - offset));
+        return false;  // the whole reply is out: httplib now ends the connection
+      });
 }
 
 std::variant<std::string, Reply> read_body(const httplib::Request& request,
@@ -126,6 +159,10 @@ std::variant<std::string, Reply> read_body(const httplib::Request& request,
   std::string body;
   if (!request.has_header("Content-Length") && !request.has_header("Transfer-Encoding"))
     return body;
+  // httplib 0.11 reads no DELETE body without a Content-Length: a chunked one would stay on the
+  // connection and be taken for the next request.
+  if (request.method == "DELETE" && !request.has_header("Content-Length"))
+    return closing(error_reply(400, "bad_request", "send a DELETE body with Content-Length"));
   // httplib refuses a Content-Length over the limit (and skips the body); this bounds a chunked
   // body, whose rest is read and dropped like that skipped one.
   bool too_large = false;
@@ -134,14 +171,11 @@ std::variant<std::string, Reply> read_body(const httplib::Request& request,
     if (!too_large) body.append(data, size);
     return true;
   };
-  // A multipart body is read through httplib's multipart parser, which needs both callbacks;
-  // it is refused afterwards as not JSON.
-  const bool read = request.is_multipart_form_data()
-                        ? reader([](const httplib::MultipartFormData&) { return true; }, append)
-                        : reader(append);
+  // Never multipart: handle() refused any body that is not JSON before asking for it.
+  const bool read = reader(append);
   if (too_large || response.status == 413)
     return error_reply(413, "payload_too_large", "the request body is too large");
-  if (!read) return error_reply(400, "bad_request", "the request body could not be read");
+  if (!read) return closing(error_reply(400, "bad_request", "the request body could not be read"));
   return body;
 }
 

@@ -68,6 +68,9 @@ struct Call {
 
 bool is_json_content_type(const std::string& value);
 
+// Whether the headers announce a body: Content-Length other than 0, or any Transfer-Encoding.
+bool announces_body(const httplib::Request& request);
+
 // The body as a JSON object. An empty body (none sent, or Content-Length: 0) is {}: on a route
 // whose fields are all optional it means "nothing given" (POST /revoke/{id} without a reason);
 // elsewhere the first missing required field is named.
@@ -81,16 +84,27 @@ std::int64_t query_integer(const httplib::Request& request, const char* key, std
                            std::int64_t min, std::int64_t max);
 std::string query_string(const httplib::Request& request, const char* key);
 
+// A reply whose headers say `Connection: close` ends the connection once it is written: one
+// sent before the request's body was read, so that the unread body is never taken for the next
+// request. httplib 0.11 keeps a connection open after any reply unless the request asked to close
+// it or writing the reply failed, so such a reply is written by a content provider that reports
+// failure once the whole reply is out; httplib then shuts the socket down (over TLS without a
+// close_notify). A reply that must close has a body (every error_reply has one).
 void send(httplib::Response& response, Reply reply);
+// The same reply, marked to end the connection.
+Reply closing(Reply reply);
+// Whether the reply is marked to end the connection.
+bool reply_closes(const Reply& reply);
 
 // The body of a POST, PATCH or DELETE, read here rather than by httplib. RFC 9112 section 6.3: a
 // request with neither Transfer-Encoding nor Content-Length has no body, and that is what
 // `curl -X POST URL` sends. httplib 0.11 instead reads such a request until the client closes
 // the connection, which a client waiting for its answer never does, and after the read timeout
 // answered 400 before any handler ran. A content-reader route is handed the reader and asks it
-// for the body only when the request announces one. An announced body is always read to its end,
-// even when the request is then refused, so a kept-alive connection stays in step. The Reply is
-// the refusal.
+// for the body only when the request announces one, and only after the request passed every
+// check its headers allow (authentication first). A body over `max_bytes` is read to its end and
+// refused 413, so a kept-alive connection stays in step; a body that could not be read is refused
+// 400 and ends the connection. The Reply is the refusal.
 std::variant<std::string, Reply> read_body(const httplib::Request& request,
                                            httplib::Response& response,
                                            const httplib::ContentReader& reader,

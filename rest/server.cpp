@@ -46,42 +46,75 @@ std::string path_regex(std::string_view path) {
   return out;
 }
 
-// Everything around a handler: a store, authentication and authorization, the content type,
-// and the guarantee that no exception leaves (any becomes a JSON 500).
-Reply handle(Context& ctx, const RouteSpec& route, const httplib::Request& request,
-             const std::string& body) noexcept {
+// Who may call the route, from the headers alone: the actor the audit names, or the refusal
+// (401 unknown caller, 403 a reader on an operator route).
+std::variant<registry::Actor, Reply> authorize(Store& store, const RouteSpec& route,
+                                               const httplib::Request& request) {
+  registry::Actor actor{"rest:anonymous", unix_now()};
+  if (route.need != Need::nobody) {
+    auto who = caller(store, request);
+    if (who.index() == 1) return std::get<1>(std::move(who));
+    const auto& credential = std::get<0>(who);
+    if (route.need == Need::operator_role && credential.role != registry::ApiRole::operator_role)
+      return error_reply(403, "forbidden", "this credential may only read");
+    actor.name = "rest:" + credential.name;
+  } else if (std::string_view(route.path).starts_with("/v1/bundles/")) {
+    actor.name = "rest:link";
+  }
+  return actor;
+}
+
+// The request up to its handler's reply. Every check the headers allow comes before the body is
+// read, so an unknown caller makes the server read nothing but headers: a store, then who may
+// call (401, 403), then the type of an announced body (415), then the body (`reader`, routes with
+// a body; a GET has none: the pre-routing handler refuses one), bounded (413), then the handler.
+// `body_unread` is cleared once read_body has run: until then the body is still on the
+// connection.
+Reply respond(Context& ctx, const RouteSpec& route, const httplib::Request& request,
+              httplib::Response& response, const httplib::ContentReader* reader,
+              std::size_t max_body_bytes, bool& body_unread) {
+  auto lease = ctx.stores.borrow();
+  if (!lease.ok()) return reply_for(lease.error());
+  Store& store = **lease;
+  auto actor = authorize(store, route, request);
+  if (actor.index() == 1) return std::get<1>(std::move(actor));
+  if (announces_body(request) && !is_json_content_type(request.get_header_value("Content-Type")))
+    return error_reply(415, "unsupported_media_type", "send the body as application/json");
+  std::string body;
+  if (reader != nullptr) {
+    auto read = read_body(request, response, *reader, max_body_bytes);
+    body_unread = false;  // read, or refused by read_body, whose reply says whether to close
+    if (read.index() == 1) return std::get<1>(std::move(read));
+    body = std::get<0>(std::move(read));
+  }
+  Call call{request, reader != nullptr ? body : request.body, store, std::get<0>(actor)};
+  return route.handler(ctx, call);
+}
+
+// Everything around a handler: respond(), the guarantee that no exception leaves (any becomes a
+// JSON 500), and the end of the connection when the reply goes out before the body was read.
+void handle(Context& ctx, const RouteSpec& route, const httplib::Request& request,
+            httplib::Response& response, const httplib::ContentReader* reader,
+            std::size_t max_body_bytes) noexcept {
+  bool body_unread = reader != nullptr && announces_body(request);
+  Reply reply = error_reply(500, "internal", "internal error; the server log has the details");
   try {
-    auto lease = ctx.stores.borrow();
-    if (!lease.ok()) return reply_for(lease.error());
-    Store& store = **lease;
-    registry::Actor actor{"rest:anonymous", unix_now()};
-    if (route.need != Need::nobody) {
-      auto who = caller(store, request);
-      if (who.index() == 1) return std::get<1>(std::move(who));
-      const auto& credential = std::get<0>(who);
-      if (route.need == Need::operator_role &&
-          credential.role != registry::ApiRole::operator_role) {
-        return error_reply(403, "forbidden", "this credential may only read");
-      }
-      actor.name = "rest:" + credential.name;
-    } else if (std::string_view(route.path).starts_with("/v1/bundles/")) {
-      actor.name = "rest:link";
-    }
-    if (!body.empty() && !is_json_content_type(request.get_header_value("Content-Type"))) {
-      return error_reply(415, "unsupported_media_type", "send the body as application/json");
-    }
-    Call call{request, body, store, actor};
-    return route.handler(ctx, call);
+    reply = respond(ctx, route, request, response, reader, max_body_bytes, body_unread);
   } catch (const BadRequest& e) {
-    return error_reply(400, "invalid_input", e.message);
+    reply = error_reply(400, "invalid_input", e.message);
   } catch (ErrorReply& e) {
-    return std::move(e.reply);
+    reply = std::move(e.reply);
   } catch (const std::exception& e) {
     log_line(std::string("internal error: ") + e.what());
   } catch (...) {
     log_line("internal error: unknown exception");
   }
-  return error_reply(500, "internal", "internal error; the server log has the details");
+  try {
+    if (body_unread && !reply_closes(reply)) reply = closing(std::move(reply));
+    send(response, std::move(reply));
+  } catch (...) {
+    response.status = 500;  // out of memory: the error handler below makes it a JSON 500
+  }
 }
 
 void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_bytes) {
@@ -89,18 +122,16 @@ void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_
     const std::string pattern = path_regex(route.path);
     const std::string_view method = route.method;
     if (method == "GET") {
-      server.Get(pattern,
-                 [&ctx, &route](const httplib::Request& request, httplib::Response& response) {
-                   send(response, handle(ctx, route, request, request.body));
-                 });
+      server.Get(pattern, [&ctx, &route, max_body_bytes](const httplib::Request& request,
+                                                         httplib::Response& response) {
+        handle(ctx, route, request, response, nullptr, max_body_bytes);
+      });
       continue;
     }
     auto handler = [&ctx, &route, max_body_bytes](const httplib::Request& request,
                                                   httplib::Response& response,
                                                   const httplib::ContentReader& reader) {
-      auto body = read_body(request, response, reader, max_body_bytes);
-      if (body.index() == 1) return send(response, std::get<1>(std::move(body)));
-      send(response, handle(ctx, route, request, std::get<0>(body)));
+      handle(ctx, route, request, response, &reader, max_body_bytes);
     };
     if (method == "POST")
       server.Post(pattern, handler);
@@ -109,10 +140,32 @@ void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_
     else if (method == "DELETE")
       server.Delete(pattern, handler);
   }
+  // A body no content-reader route takes is either read by httplib before any handler runs,
+  // whoever sends it (PUT, a POST to an unknown path), or left on the connection to be taken for
+  // the next request (GET, HEAD, OPTIONS: httplib 0.11 reads no body for them). No route of this
+  // API takes such a body, so it is refused from the headers and the connection ends.
+  server.set_pre_routing_handler([](const httplib::Request& request, httplib::Response& response) {
+    const std::string& method = request.method;
+    if (!announces_body(request) || method == "POST" || method == "PATCH" || method == "DELETE")
+      return httplib::Server::HandlerResponse::Unhandled;
+    send(response,
+         closing(error_reply(400, "bad_request", "a " + method + " request takes no body")));
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  // Registered after every route: a POST, PATCH or DELETE that no route matched.
+  auto no_route = [](const httplib::Request& request, httplib::Response& response,
+                     const httplib::ContentReader&) {
+    Reply reply = error_reply(404, "not_found", "no such resource");
+    send(response, announces_body(request) ? closing(std::move(reply)) : std::move(reply));
+  };
+  server.Post(".*", no_route);
+  server.Patch(".*", no_route);
+  server.Delete(".*", no_route);
   // Whatever httplib answers on its own (no route 404, 413 body too large, 400 unparsable
-  // request) gets the same JSON error shape; replies a handler already filled are left alone.
+  // request) gets the same JSON error shape; replies a handler already filled (a body, or one
+  // that closes the connection written by a content provider) are left alone.
   server.set_error_handler([](const httplib::Request&, httplib::Response& response) {
-    if (!response.body.empty()) return;
+    if (!response.body.empty() || response.content_length_ > 0) return;
     switch (response.status) {
       case 404:
         send(response, error_reply(404, "not_found", "no such resource"));
@@ -127,6 +180,14 @@ void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_
         send(response, error_reply(response.status, "bad_request", "the request was refused"));
         break;
     }
+  });
+  // httplib adds its Keep-Alive header to every reply the request did not ask to close, and its
+  // own Connection header when it did: a reply that closes says so once.
+  server.set_post_routing_handler([](const httplib::Request&, httplib::Response& response) {
+    if (response.get_header_value("Connection") != "close") return;
+    response.headers.erase("Keep-Alive");
+    response.headers.erase("Connection");
+    response.set_header("Connection", "close");
   });
   server.set_exception_handler(
       [](const httplib::Request&, httplib::Response& response, std::exception_ptr) {

@@ -1,8 +1,13 @@
 // `onboardctl serve` as it runs for real: a separate process on a free loopback port, driven over
 // HTTP by httplib's client and by curl, checked by status, JSON error shape and by what the
 // registry holds afterwards.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
@@ -192,6 +197,118 @@ std::pair<std::set<std::string>, long> crl_contents(const std::string& pem) {
   return {serials, n};
 }
 
+// A plain HTTP/1.1 connection to the server, for what httplib's client cannot do: send a
+// request's headers and wait before (or instead of) its body. Every receive waits at most 5 s,
+// so a server that waits for a body fails the test rather than hanging it.
+struct RawResponse {
+  int status = 0;  // 0: the connection ended or stayed silent before a whole response came
+  std::map<std::string, std::string> headers;  // names in lower case
+  std::string body;
+};
+class RawConnection {
+ public:
+  explicit RawConnection(int port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    REQUIRE(fd_ >= 0);
+    timeval timeout{5, 0};
+    REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) == 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+  }
+  RawConnection(const RawConnection&) = delete;
+  RawConnection& operator=(const RawConnection&) = delete;
+  ~RawConnection() { ::close(fd_); }
+
+  void send(const std::string& bytes) {
+    REQUIRE(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(bytes.size()));
+  }
+  RawResponse read_response() {
+    RawResponse response;
+    std::size_t end = 0;
+    while ((end = buffer_.find("\r\n\r\n")) == std::string::npos)
+      if (!receive()) return response;
+    std::istringstream head(buffer_.substr(0, end));
+    std::string line;
+    std::getline(head, line);
+    std::istringstream status_line(line);
+    std::string version;
+    int status = 0;
+    status_line >> version >> status;
+    while (std::getline(head, line)) {
+      const auto colon = line.find(':');
+      if (colon == std::string::npos) continue;
+      std::string name = line.substr(0, colon);
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      std::string value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      if (!value.empty() && value.back() == '\r') value.pop_back();
+      response.headers[name] = value;
+    }
+    const std::size_t length = response.headers.contains("content-length")
+                                   ? std::stoul(response.headers["content-length"])
+                                   : 0;
+    buffer_.erase(0, end + 4);
+    while (buffer_.size() < length)
+      if (!receive()) return response;
+    response.body = buffer_.substr(0, length);
+    buffer_.erase(0, length);
+    response.status = status;
+    return response;
+  }
+  // Whether the server ended the connection within 2 s (rather than sending more or staying
+  // silent): well before it would close an idle kept-alive connection (5 s).
+  bool closed_by_server() {
+    if (!buffer_.empty()) return false;
+    timeval timeout{2, 0};
+    REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) == 0);
+    char c = 0;
+    const ssize_t n = ::recv(fd_, &c, 1, 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+  }
+
+ private:
+  bool receive() {
+    char chunk[4096];
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n <= 0) return false;
+    buffer_.append(chunk, static_cast<std::size_t>(n));
+    return true;
+  }
+  int fd_;
+  std::string buffer_;
+};
+
+// A request line and headers, ended by the empty line; `extra` are whole header lines.
+std::string request_head(const std::string& method, const std::string& path,
+                         std::initializer_list<std::string> extra) {
+  std::string head = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  for (const auto& line : extra) head += line + "\r\n";
+  return head + "\r\n";
+}
+
+std::string bearer(const std::string& token) { return "Authorization: Bearer " + token; }
+
+// A refusal the server sent without reading the body the headers announced.
+// `unread` is sent after the reply, as a client that sends its body late would: the server must
+// not take it for the next request.
+void check_refused_before_body(RawConnection& connection, int status, const std::string& code,
+                               const std::string& unread = "") {
+  RawResponse r = connection.read_response();
+  INFO("a status of 0 means no reply within 5 s: the server waited for the body");
+  REQUIRE(r.status == status);
+  CHECK(json::parse(r.body, nullptr, false)["error"]["code"] == code);
+  CHECK(r.headers["connection"] == "close");
+  CHECK_FALSE(r.headers.contains("keep-alive"));
+  if (!unread.empty()) connection.send(unread);
+  CHECK(connection.closed_by_server());
+}
+
+// The two ways a request announces a large body it has not sent.
+const std::vector<std::string> kLargeBodyFramings{"Transfer-Encoding: chunked",
+                                                  "Content-Length: 100000000"};
 }  // namespace
 
 TEST_CASE("the original three endpoints keep their field names: register, device, revoke") {
@@ -803,6 +920,153 @@ TEST_CASE("every POST, PATCH and DELETE route answers a request without a body a
   CHECK(s.store()->get_device("dev-1")->status == registry::DeviceStatus::revoked);
 }
 
+TEST_CASE("an unknown caller is refused 401 before any byte of an announced body is read") {
+  Served s;
+  for (const auto& framing : kLargeBodyFramings) {
+    INFO(framing);
+    for (const std::string& authorization :
+         {std::string("X-None: no token"), bearer("onb_" + std::string(43, 'A'))}) {
+      INFO(authorization);
+      RawConnection connection(s.port);
+      connection.send(request_head("POST", "/v1/devices",
+                                   {authorization, "Content-Type: application/json", framing}));
+      check_refused_before_body(connection, 401, "unauthorized");
+    }
+  }
+  // The body of a refused request, sent after all, is never taken for the next request: here it
+  // is one, which the server would answer.
+  const std::string smuggled = request_head("GET", "/healthz", {});
+  RawConnection late(s.port);
+  late.send(request_head(
+      "POST", "/v1/devices",
+      {"Content-Type: application/json", "Content-Length: " + std::to_string(smuggled.size())}));
+  check_refused_before_body(late, 401, "unauthorized", smuggled);
+
+  // Beside them: the operator's chunked body, sent after the headers, is read and registers the
+  // device, and the connection stays open for a second request.
+  RawConnection connection(s.port);
+  connection.send(request_head(
+      "POST", "/v1/devices",
+      {bearer(s.operator_token), "Content-Type: application/json", "Transfer-Encoding: chunked"}));
+  const std::string body = json{{"id", "raw-1"}, {"csr", device_csr("raw-1")}}.dump();
+  std::ostringstream chunked;
+  chunked << std::hex << body.size() << "\r\n" << body << "\r\n0\r\n\r\n";
+  connection.send(chunked.str());
+  RawResponse created = connection.read_response();
+  INFO(created.body);
+  CHECK(created.status == 201);
+  CHECK_FALSE(created.headers.contains("connection"));
+  CHECK(s.store()->get_device("raw-1").ok());
+  connection.send(request_head("GET", "/v1/devices/raw-1", {bearer(s.operator_token)}));
+  const RawResponse read = connection.read_response();
+  CHECK(read.status == 200);
+  CHECK(json::parse(read.body, nullptr, false)["id"] == "raw-1");
+}
+
+TEST_CASE("a reader on an operator route is refused 403 before the body is read") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  for (const auto& framing : kLargeBodyFramings) {
+    INFO(framing);
+    for (const auto& [method, path] :
+         {std::pair{"POST", "/v1/devices"}, std::pair{"PATCH", "/v1/devices/dev-1"},
+          std::pair{"POST", "/v1/devices/dev-1/acl"}}) {
+      INFO(method << " " << path);
+      RawConnection connection(s.port);
+      connection.send(request_head(
+          method, path, {bearer(s.reader_token), "Content-Type: application/json", framing}));
+      check_refused_before_body(connection, 403, "forbidden");
+    }
+  }
+  // A client that sends its body at once (httplib's) still gets the refusal, and its next request
+  // on a new connection is answered.
+  auto eager = s.client(s.reader_token);
+  const json big{{"id", "d"}, {"metadata", {{"note", std::string(200 * 1024, 'a')}}}};
+  check_error(post_json(eager, "/v1/devices", big), 403, "forbidden");
+  CHECK(eager.Get("/v1/devices/dev-1")->status == 200);
+  // Beside them: the same reader reads twice on one kept-alive connection, and the operator's
+  // PATCH with a body sent after its headers is applied.
+  RawConnection reader(s.port);
+  for (int i = 0; i < 2; ++i) {
+    reader.send(request_head("GET", "/v1/devices/dev-1", {bearer(s.reader_token)}));
+    RawResponse r = reader.read_response();
+    CHECK(r.status == 200);
+    CHECK(r.headers.contains("keep-alive"));
+  }
+  const std::string patch = json{{"name", "renamed"}}.dump();
+  RawConnection writer(s.port);
+  writer.send(request_head("PATCH", "/v1/devices/dev-1",
+                           {bearer(s.operator_token), "Content-Type: application/json",
+                            "Content-Length: " + std::to_string(patch.size())}));
+  writer.send(patch);
+  const RawResponse patched = writer.read_response();
+  INFO(patched.body);
+  CHECK(patched.status == 200);
+  CHECK(s.store()->get_device("dev-1")->name == "renamed");
+}
+
+TEST_CASE("a body that is not JSON is refused 415 after authentication and before it is read") {
+  Served s;
+  for (const auto& framing : kLargeBodyFramings) {
+    INFO(framing);
+    RawConnection connection(s.port);
+    connection.send(request_head("POST", "/v1/devices",
+                                 {bearer(s.operator_token), "Content-Type: text/plain", framing}));
+    check_refused_before_body(connection, 415, "unsupported_media_type");
+    // Who is calling comes first: without a token the same request is 401.
+    RawConnection anonymous(s.port);
+    anonymous.send(request_head("POST", "/v1/devices", {"Content-Type: text/plain", framing}));
+    check_refused_before_body(anonymous, 401, "unauthorized");
+  }
+  // Beside them: the same request as JSON is read and processed.
+  const std::string body = json{{"id", "json-1"}, {"csr", device_csr("json-1")}}.dump();
+  RawConnection connection(s.port);
+  connection.send(request_head("POST", "/v1/devices",
+                               {bearer(s.operator_token), "Content-Type: application/json",
+                                "Content-Length: " + std::to_string(body.size())}));
+  connection.send(body);
+  const RawResponse created = connection.read_response();
+  INFO(created.body);
+  CHECK(created.status == 201);
+  CHECK(s.store()->get_device("json-1").ok());
+}
+
+TEST_CASE("a body that no route reads is refused before it is read, and the connection closed") {
+  Served s;
+  register_with_csr(s, "dev-1");
+  // httplib would leave the GET's body on the connection as the next request, and read the
+  // others before any handler ran, whoever sent them.
+  RawConnection get(s.port);
+  get.send(request_head("GET", "/v1/devices", {"Content-Length: 100000000"}));
+  check_refused_before_body(get, 400, "bad_request");
+  RawConnection put(s.port);
+  put.send(request_head("PUT", "/v1/devices", {"Transfer-Encoding: chunked"}));
+  check_refused_before_body(put, 400, "bad_request");
+  RawConnection unknown(s.port);
+  unknown.send(request_head("POST", "/v1/nothing-here",
+                            {"Content-Type: application/json", "Content-Length: 100000000"}));
+  check_refused_before_body(unknown, 404, "not_found");
+  // httplib leaves a chunked DELETE body unread; it must not become the next request.
+  RawConnection chunked_delete(s.port);
+  chunked_delete.send(request_head(
+      "DELETE", "/v1/devices/dev-1/acl/1",
+      {bearer(s.operator_token), "Content-Type: application/json", "Transfer-Encoding: chunked"}));
+  check_refused_before_body(chunked_delete, 400, "bad_request", "0\r\n\r\n");
+
+  // Beside them: without a body the same kinds of request are answered on one kept-alive
+  // connection.
+  RawConnection plain(s.port);
+  plain.send(request_head("GET", "/v1/devices", {bearer(s.reader_token)}));
+  CHECK(plain.read_response().status == 200);
+  plain.send(request_head("POST", "/v1/nothing-here", {}));
+  RawResponse missing = plain.read_response();
+  CHECK(missing.status == 404);
+  CHECK(json::parse(missing.body, nullptr, false)["error"]["code"] == "not_found");
+  CHECK(missing.headers.contains("keep-alive"));
+  plain.send(request_head("GET", "/healthz", {}));
+  CHECK(plain.read_response().status == 200);
+}
+
 TEST_CASE("PATCH changes a device's name, type, location, firmware and metadata, audited") {
   Served s;
   register_with_csr(s, "dev-1");
@@ -1192,6 +1456,12 @@ TEST_CASE(
   check_error(tls_client("")->Get("/v1/devices"), 401, "unauthorized");
   auto with_token = tls_client("");
   with_token->set_bearer_token_auth(reader.c_str());
+  CHECK(with_token->Get("/v1/devices")->status == 200);
+  // A refusal sent before the body was read ends the TLS connection too; the client gets the
+  // refusal and its next request is answered.
+  check_error(with_token->Post("/v1/devices", json{{"id", "d2"}, {"csr", device_csr("d2")}}.dump(),
+                               "application/json"),
+              403, "forbidden");
   CHECK(with_token->Get("/v1/devices")->status == 200);
   // Plain HTTP to the TLS port gets no answer.
   httplib::Client plain("127.0.0.1", port);
