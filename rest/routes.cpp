@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "bundle/link_token.h"
 #include "bundle/package.h"
@@ -56,6 +58,31 @@ json details_json(const ops::DeviceDetails& details) {
   for (const auto& r : details.effective_rules) out["rules"].push_back(ops::rule_json(r));
   out["server_key_copy"] = ops::held_key_json(details.held_key);
   return out;
+}
+
+// ---- metadata --------------------------------------------------------------------------------
+
+// The registry's bound (registry::metadata_problem): a value inside the metadata object may sit
+// in at most 32 objects and arrays, the metadata object included.
+constexpr std::size_t kMaxMetadataDepth = 32;
+
+// The "metadata" object of a request as the text the registry checks and stores. Its depth is
+// checked here first, without recursion: dump() recurses once per level, and a body within the
+// size limit (256 KiB by default) can nest about 120,000 arrays, which overflowed the worker's
+// stack and ended the server before the registry's own check could refuse it.
+std::string metadata_text(const json& metadata) {
+  if (!metadata.is_object()) throw BadRequest{"metadata must be a JSON object"};
+  std::vector<std::pair<const json*, std::size_t>> todo{{&metadata, 0}};
+  while (!todo.empty()) {
+    const auto [value, depth] = todo.back();
+    todo.pop_back();
+    if (!value->is_structured() || value->empty()) continue;
+    if (depth >= kMaxMetadataDepth)
+      throw BadRequest{"metadata is nested more than " + std::to_string(kMaxMetadataDepth) +
+                       " levels deep"};
+    for (const auto& member : *value) todo.emplace_back(&member, depth + 1);
+  }
+  return dump(metadata);
 }
 
 // ---- key plans -------------------------------------------------------------------------------
@@ -119,8 +146,7 @@ Reply register_device(Context& ctx, Call& call) {
   device.location = optional_string(body, "location").value_or("");
   device.firmware = optional_string(body, "firmware").value_or("");
   if (auto it = body.find("metadata"); it != body.end() && !it->is_null()) {
-    if (!it->is_object()) throw BadRequest{"metadata must be a JSON object"};
-    device.metadata = dump(*it);
+    device.metadata = metadata_text(*it);
   }
   ops::RegisterRequest request{std::move(device), key_plan(ctx, body), {}, 0};
   std::unique_lock turn(ctx.write_turn, std::defer_lock);
@@ -198,8 +224,7 @@ Reply patch_device(Context& ctx, Call& call) {
   update.location = optional_string(body, "location");
   update.firmware = optional_string(body, "firmware");
   if (auto it = body.find("metadata"); it != body.end() && !it->is_null()) {
-    if (!it->is_object()) throw BadRequest{"metadata must be a JSON object"};
-    update.metadata = dump(*it);
+    update.metadata = metadata_text(*it);
   }
   if (update.empty()) {
     throw BadRequest{

@@ -1208,6 +1208,42 @@ TEST_CASE("REST registration and PATCH refuse control characters and over-long f
   CHECK(kept["metadata"] == json{{"Gebäude", "Süd"}});
 }
 
+TEST_CASE("metadata nested too deep is refused with 400 and the server keeps serving") {
+  Served s;
+  auto c = s.client(s.operator_token);
+  REQUIRE(
+      post_json(c, "/v1/devices", json{{"id", "dev-1"}, {"csr", device_csr("dev-1")}})->status ==
+      201);
+  // A value inside `levels` objects and arrays, the metadata object included.
+  auto nested = [](int levels) {
+    json value = "x";
+    for (int i = 1; i < levels; ++i) value = json::array({value});
+    return json{{"m", value}};
+  };
+  // The registry's bound is 32 levels: at it, accepted (the positive control); one more, refused.
+  json at_limit = body_of(
+      c.Patch("/v1/devices/dev-1", json{{"metadata", nested(32)}}.dump(), "application/json"));
+  CHECK(at_limit["metadata"] == nested(32));
+  check_error(
+      c.Patch("/v1/devices/dev-1", json{{"metadata", nested(33)}}.dump(), "application/json"), 400,
+      "invalid_input", "nested more than 32 levels");
+
+  // 120,000 nested arrays fit the default body limit (256 KiB). Serialising them recursed once
+  // per level and overflowed the worker's stack: the server died instead of answering.
+  const std::string deep = std::string(120000, '[') + std::string(120000, ']');
+  const std::string metadata = "\"metadata\": {\"a\": " + deep + "}";
+  check_error(c.Post("/v1/devices",
+                     "{\"id\": \"dev-deep\", \"csr\": " + json(device_csr("dev-deep")).dump() +
+                         ", " + metadata + "}",
+                     "application/json"),
+              400, "invalid_input", "nested more than 32 levels");
+  check_error(c.Patch("/v1/devices/dev-1", "{" + metadata + "}", "application/json"), 400,
+              "invalid_input", "nested more than 32 levels");
+  // Still serving, and neither request changed anything.
+  check_error(c.Get("/v1/devices/dev-deep"), 404, "not_found");
+  CHECK(body_of(c.Get("/v1/devices/dev-1"))["metadata"] == nested(32));
+}
+
 TEST_CASE("the CLI and the server write the same registry at once without losing a write") {
   Served s;
   constexpr int kPerWriter = 12;
