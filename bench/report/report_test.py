@@ -199,13 +199,26 @@ class RegistryTest(unittest.TestCase):
 
 
 class RestTest(unittest.TestCase):
-    def test_one_row_per_run_and_ca(self):
+    def test_one_row_per_run_and_setup_and_the_backend_ratio(self):
         r = {"per_second": 812.4, "p50_us": 4321.0, "p99_us": 12345.0, "requests": 406, "errors": 0}
-        results = {(name, "p256"): r for name, _, _ in rest.RUNS}
-        lines = rest.render(results, "smoke", MACHINE, "0.5", "4", ["p256"])
-        self.assertIn("| p256 | register (CSR) | keep-alive | 812 | 4.32 | 12.35 | 406 | 0 |", lines)
-        self.assertIn("| p256 | GET device | new per request | 812 | 4.32 | 12.35 | 406 | 0 |", lines)
+        slower = dict(r, per_second=406.2)
+        results = {(name, "p256-sqlite"): r for name, _, _ in rest.RUNS}
+        results.update({(name, "p256-postgresql"): slower for name, _, _ in rest.RUNS})
+        lines = rest.render(results, "smoke", MACHINE, "0.5", "4", ["p256-sqlite", "p256-postgresql"])
+        self.assertIn("| p256 | SQLite | register (CSR) | keep-alive | 812 | 4.32 | 12.35 | 406 | 0 |", lines)
+        self.assertIn("| p256 | SQLite | GET device | new per request | 812 | 4.32 | 12.35 | 406 | 0 |", lines)
+        self.assertIn("| p256 | PostgreSQL | register (CSR) | keep-alive | 406 | 4.32 | 12.35 | 406 | 0 |", lines)
+        ratio = next(line for line in lines if line.startswith("- PostgreSQL beside SQLite"))
+        self.assertIn("(p256 CA)", ratio)
+        self.assertIn("register (CSR) (keep-alive) ×0.50", ratio)
         self.assertTrue(lines[-1].startswith("*Smoke run: half a second per row;"))
+
+    def test_no_ratio_without_both_backends(self):
+        r = {"per_second": 812.4, "p50_us": 4321.0, "p99_us": 12345.0, "requests": 406, "errors": 0}
+        results = {(name, "rsa3072-sqlite"): r for name, _, _ in rest.RUNS}
+        lines = rest.render(results, "full", MACHINE, "10", "4", ["rsa3072-sqlite"])
+        self.assertIn("| rsa3072 | SQLite | GET device | keep-alive | 812 | 4.32 | 12.35 | 406 | 0 |", lines)
+        self.assertFalse(any(line.startswith("- PostgreSQL beside SQLite") for line in lines))
 
 
 # What onboard_loadgen prints (see loadgen.cpp).
@@ -290,16 +303,23 @@ class BackendStartTest(unittest.TestCase):
     def test_snapshot_memory_is_the_difference_to_the_empty_registry(self):
         with tempfile.TemporaryDirectory() as tmp:
             with open(os.path.join(tmp, "starts.tsv"), "w") as f:
-                f.write("sqlite-0\t1\t100000\t10240\nsqlite-1000\t1\t2000000\t20480\n"
-                        "postgresql-0\t1\t150000\t11264\npostgresql-1000\t1\t3000000\t23552\n"
-                        "postgresql-1000\t2\tfailed\t0\n")
-            lines = backend_start.section(tmp, "full", MACHINE, "1000", "1")
-        self.assertIn("| SQLite | 1,000 | 2.00 (2.00–2.00) | 20.0 (20.0–20.0) | 0 |", lines)
-        self.assertIn("| PostgreSQL | 1,000 | 3.00 (3.00–3.00) | 23.0 (23.0–23.0) | 1 |", lines)
+                f.write("sqlite-0\t1\t100000\t10240\t10240\n"
+                        "sqlite-1000\t1\t2000000\t20480\t30720\n"
+                        "sqlite-5000\t1\t4000000\t40960\t51200\n"
+                        "postgresql-0\t1\t150000\t11264\t11264\n"
+                        "postgresql-1000\t1\t3000000\t23552\t25600\n"
+                        "postgresql-1000\t2\tfailed\t0\t0\n")
+            lines = backend_start.section(tmp, "full", MACHINE, ["1000", "5000"], "1")
+        self.assertIn("| SQLite | 1,000 | 2.00 (2.00–2.00) | 20.0 (20.0–20.0) | 30.0 | 0 |", lines)
+        self.assertIn("| SQLite | 5,000 | 4.00 (4.00–4.00) | 40.0 (40.0–40.0) | 50.0 | 0 |", lines)
+        self.assertIn("| PostgreSQL | 1,000 | 3.00 (3.00–3.00) | 23.0 (23.0–23.0) | 25.0 | 1 |", lines)
         self.assertIn("- SQLite: snapshot memory at 1,000 devices 10.0 MiB (10,486 bytes per device); start 2.00 s",
                       lines)
         self.assertIn("- PostgreSQL: snapshot memory at 1,000 devices 12.0 MiB (12,583 bytes per device); start "
                       "3.00 s", lines)
+        self.assertIn("- PostgreSQL beside SQLite at 1,000 devices: start ×1.50, RSS ×1.15", lines)
+        # No PostgreSQL start at 5,000: no ratio for that size.
+        self.assertFalse(any("beside SQLite at 5,000" in line for line in lines))
 
 
 class SectionsTest(unittest.TestCase):
