@@ -3,7 +3,7 @@
 // and P-256 CA made once in a temporary directory. The first byte chooses the route (low four
 // bits) and whether its path names the registered device, group and rule or unknown ones (bit
 // 4); the rest is the body. Invariants: never a 5xx reply (an internal error on bad input is a
-// bug) nor an exception other than the two handle() turns into replies; every reply is JSON
+// bug) nor an exception escaping rest::call_handler (a 500); every reply is JSON
 // (204: empty); a 4xx reply has the error shape {"error": {"code", "message"}} (a refused batch
 // may add "problems", a list of strings); and the audit log verifies afterwards (after each of
 // the first 256 inputs, then every 128th: the check reads the whole log).
@@ -67,14 +67,12 @@ struct Fixture {
   std::string known_rule;                      // a rule of the known device, made at start
 };
 
-// "/v1/devices/{id}/acl/{rule_id}" -> the path with the parameters filled in and the regex
-// handle()'s router matches it with (server.cpp's path_regex: a parameter is one segment).
-void fill_path(std::string_view templ, bool known, const std::string& known_rule, std::string& path,
-               std::string& regex) {
+// "/v1/devices/{id}/acl/{rule_id}" -> the path with the parameters filled in.
+std::string fill_path(std::string_view templ, bool known, const std::string& known_rule) {
+  std::string path;
   for (std::size_t i = 0; i < templ.size(); ++i) {
     if (templ[i] != '{') {
       path += templ[i];
-      regex += templ[i] == '.' ? std::string("\\.") : std::string(1, templ[i]);
       continue;
     }
     const std::size_t end = templ.find('}', i);
@@ -85,32 +83,27 @@ void fill_path(std::string_view templ, bool known, const std::string& known_rule
       path += known ? kKnownGroup : kUnknownGroup;
     else
       path += known ? kKnownDevice : kUnknownDevice;
-    regex += "([^/]+)";
     i = end;
   }
+  return path;
 }
 
 // What handle() does around a handler once the caller is authenticated as an operator and the
-// body is JSON: a store from the pool, BadRequest as a 400, ErrorReply as its reply. Anything
-// else thrown would be handle()'s 500.
+// body is JSON: the path matched as the router matches it, a store from the pool, and
+// call_handler. An exception that escapes call_handler would be handle()'s 500: a bug here.
 rest::Reply call_route(rest::Context& ctx, const rest::RouteSpec& route, bool known,
                        const std::string& known_rule, const std::string& body) {
   httplib::Request request;
   request.method = route.method;
-  std::string regex;
-  fill_path(route.path, known, known_rule, request.path, regex);
+  request.path = fill_path(route.path, known, known_rule);
   request.set_header("Content-Type", "application/json");
-  if (!std::regex_match(request.path, request.matches, std::regex(regex)))
+  if (!std::regex_match(request.path, request.matches, std::regex(rest::path_regex(route.path))))
     fail(std::string("path does not match its route: ") + request.path);
   auto lease = ctx.stores.borrow();
   if (!lease.ok()) return rest::reply_for(lease.error());
   rest::Call call{request, body, **lease, registry::Actor{"rest:fuzz-operator", unix_now()}};
   try {
-    return route.handler(ctx, call);
-  } catch (const rest::BadRequest& e) {
-    return rest::error_reply(400, "invalid_input", e.message);
-  } catch (rest::ErrorReply& e) {
-    return std::move(e.reply);
+    return rest::call_handler(ctx, route, call);
   } catch (const std::exception& e) {
     fail(std::string(route.method) + " " + request.path + ": exception: " + e.what());
   } catch (...) {

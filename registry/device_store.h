@@ -111,6 +111,10 @@ class DeviceStore {
                                                               const Actor& actor) = 0;
 };
 
+// How deep metadata may nest: a value inside the metadata object sits in at most this many
+// objects and arrays, the metadata object included.
+inline constexpr int kMaxMetadataDepth = 32;
+
 // The metadata check the store applies, exposed so the CLI can check at the edge with the same
 // words.
 std::optional<std::string> metadata_problem(std::string_view json);

@@ -22,13 +22,12 @@ std::optional<std::string> group_name_problem(std::string_view name) {
 // nlohmann's dump() recurses once per nesting level.
 std::optional<std::string> metadata_problem(std::string_view json) {
   constexpr std::size_t kMaxBytes = 64 * 1024;
-  constexpr int kMaxDepth = 32;
   if (json.size() > kMaxBytes) return "metadata is larger than 64 KiB";
   bool too_deep = false;
   const auto parsed = nlohmann::json::parse(
       json,
       [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
-        if (depth > kMaxDepth) too_deep = true;
+        if (depth > kMaxMetadataDepth) too_deep = true;
         return !too_deep;  // drops what is too deep instead of building it
       },
       /*allow_exceptions=*/false);

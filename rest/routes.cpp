@@ -24,6 +24,7 @@
 #include "ops/duration.h"
 #include "ops/operations.h"
 #include "ops/views.h"
+#include "registry/device_store.h"
 
 namespace onboard::rest {
 namespace {
@@ -62,24 +63,20 @@ json details_json(const ops::DeviceDetails& details) {
 
 // ---- metadata --------------------------------------------------------------------------------
 
-// The registry's bound (registry::metadata_problem): a value inside the metadata object may sit
-// in at most 32 objects and arrays, the metadata object included.
-constexpr std::size_t kMaxMetadataDepth = 32;
-
 // The "metadata" object of a request as the text the registry checks and stores. Its depth is
 // checked here first, without recursion: dump() recurses once per level, and a body within the
 // size limit (256 KiB by default) can nest about 120,000 arrays, which overflowed the worker's
 // stack and ended the server before the registry's own check could refuse it.
 std::string metadata_text(const json& metadata) {
   if (!metadata.is_object()) throw BadRequest{"metadata must be a JSON object"};
-  std::vector<std::pair<const json*, std::size_t>> todo{{&metadata, 0}};
+  std::vector<std::pair<const json*, int>> todo{{&metadata, 0}};
   while (!todo.empty()) {
     const auto [value, depth] = todo.back();
     todo.pop_back();
     if (!value->is_structured() || value->empty()) continue;
-    if (depth >= kMaxMetadataDepth)
-      throw BadRequest{"metadata is nested more than " + std::to_string(kMaxMetadataDepth) +
-                       " levels deep"};
+    if (depth >= registry::kMaxMetadataDepth)
+      throw BadRequest{"metadata is nested more than " +
+                       std::to_string(registry::kMaxMetadataDepth) + " levels deep"};
     for (const auto& member : *value) todo.emplace_back(&member, depth + 1);
   }
   return dump(metadata);
@@ -688,5 +685,31 @@ constexpr RouteSpec kRoutes[] = {
 }  // namespace
 
 std::span<const RouteSpec> route_table() { return kRoutes; }
+
+std::string path_regex(std::string_view path) {
+  std::string out;
+  for (std::size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '{') {
+      i = path.find('}', i);
+      out += "([^/]+)";
+    } else if (std::string_view(".[]()*+?^$|\\").find(path[i]) != std::string_view::npos) {
+      out += '\\';
+      out += path[i];
+    } else {
+      out += path[i];
+    }
+  }
+  return out;
+}
+
+Reply call_handler(Context& ctx, const RouteSpec& route, Call& call) {
+  try {
+    return route.handler(ctx, call);
+  } catch (const BadRequest& e) {
+    return error_reply(400, "invalid_input", e.message);
+  } catch (ErrorReply& e) {
+    return std::move(e.reply);
+  }
+}
 
 }  // namespace onboard::rest

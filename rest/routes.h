@@ -3,6 +3,8 @@
 #pragma once
 
 #include <span>
+#include <string>
+#include <string_view>
 
 #include "rest/context.h"
 #include "rest/http.h"
@@ -21,5 +23,13 @@ struct RouteSpec {
 };
 
 std::span<const RouteSpec> route_table();
+
+// The regex a route's path template matches with: "/v1/devices/{id}/acl" ->
+// "/v1/devices/([^/]+)/acl" (a parameter is one segment, captured in order); the rest literal.
+std::string path_regex(std::string_view path);
+
+// Runs the route's handler: a BadRequest becomes a 400 and an ErrorReply its reply. Any other
+// exception is a bug and propagates to the caller (the server answers it with a 500).
+Reply call_handler(Context& ctx, const RouteSpec& route, Call& call);
 
 }  // namespace onboard::rest

@@ -29,23 +29,6 @@ namespace {
 
 using registry::Store;
 
-// "/v1/devices/{id}/acl" -> "/v1/devices/([^/]+)/acl"; everything else literal.
-std::string path_regex(std::string_view path) {
-  std::string out;
-  for (std::size_t i = 0; i < path.size(); ++i) {
-    if (path[i] == '{') {
-      i = path.find('}', i);
-      out += "([^/]+)";
-    } else if (std::string_view(".[]()*+?^$|\\").find(path[i]) != std::string_view::npos) {
-      out += '\\';
-      out += path[i];
-    } else {
-      out += path[i];
-    }
-  }
-  return out;
-}
-
 // Who may call the route, from the headers alone: the actor the audit names, or the refusal
 // (401 unknown caller, 403 a reader on an operator route).
 std::variant<registry::Actor, Reply> authorize(Store& store, const RouteSpec& route,
@@ -88,11 +71,12 @@ Reply respond(Context& ctx, const RouteSpec& route, const httplib::Request& requ
     body = std::get<0>(std::move(read));
   }
   Call call{request, reader != nullptr ? body : request.body, store, std::get<0>(actor)};
-  return route.handler(ctx, call);
+  return call_handler(ctx, route, call);
 }
 
-// Everything around a handler: respond(), the guarantee that no exception leaves (any becomes a
-// JSON 500), and the end of the connection when the reply goes out before the body was read.
+// Everything around a handler: respond(), the guarantee that no exception leaves (what
+// call_handler does not turn into a reply becomes a JSON 500), and the end of the connection when
+// the reply goes out before the body was read.
 void handle(Context& ctx, const RouteSpec& route, const httplib::Request& request,
             httplib::Response& response, const httplib::ContentReader* reader,
             std::size_t max_body_bytes) noexcept {
@@ -100,10 +84,6 @@ void handle(Context& ctx, const RouteSpec& route, const httplib::Request& reques
   Reply reply = error_reply(500, "internal", "internal error; the server log has the details");
   try {
     reply = respond(ctx, route, request, response, reader, max_body_bytes, body_unread);
-  } catch (const BadRequest& e) {
-    reply = error_reply(400, "invalid_input", e.message);
-  } catch (ErrorReply& e) {
-    reply = std::move(e.reply);
   } catch (const std::exception& e) {
     log_line(std::string("internal error: ") + e.what());
   } catch (...) {
