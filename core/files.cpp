@@ -90,7 +90,10 @@ Status write_file_atomic(const std::filesystem::path& path, std::string_view dat
   if (overwrite == Overwrite::refuse && ::access(path.c_str(), F_OK) == 0) {
     return make_error(Errc::conflict, path.string() + " exists already; refusing to overwrite it");
   }
-  std::string pattern = (dir / ("." + path.filename().string() + ".XXXXXX")).string();
+  std::string temp_name = ".";  // appended, not "." + ...: GCC 12 warns falsely (-Wrestrict) there
+  temp_name += path.filename().string();
+  temp_name += ".XXXXXX";
+  std::string pattern = (dir / temp_name).string();
   std::vector<char> name(pattern.begin(), pattern.end());
   name.push_back('\0');
   int fd = ::mkostemp(name.data(), O_CLOEXEC);  // created 0600 whatever the umask

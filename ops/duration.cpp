@@ -41,13 +41,29 @@ Result<UnixTime> parse_duration(std::string_view text, std::string_view option, 
 }
 
 std::string format_duration(UnixTime seconds) {
-  if (seconds < 0) return "-" + format_duration(-seconds);
+  if (seconds < 0) return std::string(1, '-').append(format_duration(-seconds));
   const UnixTime d = seconds / kDay, h = seconds % kDay / 3600, m = seconds % 3600 / 60;
-  if (d > 0) return std::to_string(d) + "d" + (h > 0 ? " " + std::to_string(h) + "h" : "");
-  if (h > 0) return std::to_string(h) + "h" + (m > 0 ? " " + std::to_string(m) + "m" : "");
-  if (m > 0 && seconds % 60 == 0) return std::to_string(m) + "m";
-  if (m > 0) return std::to_string(m) + "m " + std::to_string(seconds % 60) + "s";
-  return std::to_string(seconds) + "s";
+  // Built by appending (here and above): GCC 12 warns falsely (-Wrestrict) on "literal" +
+  // std::string temporaries.
+  std::string out;
+  const auto part = [&out](UnixTime n, char unit) {
+    if (!out.empty()) out += ' ';
+    out += std::to_string(n);
+    out += unit;
+  };
+  if (d > 0) {
+    part(d, 'd');
+    if (h > 0) part(h, 'h');
+  } else if (h > 0) {
+    part(h, 'h');
+    if (m > 0) part(m, 'm');
+  } else if (m > 0) {
+    part(m, 'm');
+    if (seconds % 60 != 0) part(seconds % 60, 's');
+  } else {
+    part(seconds, 's');
+  }
+  return out;
 }
 
 }  // namespace onboard::ops

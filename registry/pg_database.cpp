@@ -218,7 +218,8 @@ struct PgDatabase::Impl {
     auto named = prepared.find(key);
     if (named == prepared.end()) {
       const auto types = types_of(values);
-      const std::string name = "s" + std::to_string(prepared.size() + 1);
+      std::string name(1, 's');
+      name += std::to_string(prepared.size() + 1);
       if (PQsendPrepare(c, name.c_str(), sql.c_str(), static_cast<int>(types.size()),
                         types.data()) == 0) {
         lost("cannot send to the database: " + first_line(PQerrorMessage(c)));

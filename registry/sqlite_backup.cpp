@@ -282,8 +282,11 @@ Result<RegistrySummary> backup_sqlite_registry(const std::filesystem::path& regi
   }
   const std::filesystem::path dir =
       target.parent_path().empty() ? std::filesystem::path(".") : target.parent_path();
-  const std::filesystem::path partial =
-      dir / ("." + target.filename().string() + ".partial-" + hex_encode(random));
+  std::string partial_name = ".";
+  partial_name += target.filename().string();
+  partial_name += ".partial-";
+  partial_name += hex_encode(random);
+  const std::filesystem::path partial = dir / partial_name;
   {
     sql::SqlStore* source = nullptr;
     ONBOARD_TRY(auto store, open_full(registry, OpenMode::read_only, source));
