@@ -348,6 +348,7 @@ struct Front::State {
     set_events(c, 0);
     auto peer = per_peer.find(c.peer);
     if (peer != per_peer.end() && --peer->second == 0) per_peer.erase(peer);
+    ::shutdown(fd, SHUT_RDWR);
     ::close(fd);
     connections.erase(it);
     if (accept_paused) accept_paused = !watch(listen_fd, EPOLLIN);
