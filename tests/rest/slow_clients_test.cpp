@@ -8,6 +8,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <httplib.h>
+
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <map>
@@ -223,6 +225,55 @@ TEST_CASE(
   CHECK(fresh.get("/healthz") == 200);
   // The idle connections were kept open, not closed to make room.
   for (auto& connection : idle) CHECK(connection->get("/healthz") == 200);
+}
+
+TEST_CASE("over HTTPS a silent handshake and idle kept connections hold no worker") {
+  test::TempDir dir;
+  const auto data = dir / "data";
+  REQUIRE(onboardctl_in(data, {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  REQUIRE(onboardctl_in(
+              data, {"ca", "issue-server", "--ip", "127.0.0.1", "--key-alg", "p256", "--cert-out",
+                     (dir / "server.crt").string(), "--key-out", (dir / "server.key").string()})
+              .exit_code == 0);
+  test::ChildProcess server(
+      {ONBOARDCTL_PATH, "--data-dir", data.string(), "serve", "--listen", "127.0.0.1:0",
+       "--threads", "2", "--header-timeout", "2", "--tls-cert", (dir / "server.crt").string(),
+       "--tls-key", (dir / "server.key").string()},
+      dir / "serve.log");
+  const std::string line = server.read_line();
+  REQUIRE(line.starts_with("serving on https://127.0.0.1:"));
+  const int port = std::stoi(line.substr(line.rfind(':') + 1));
+  const std::string chain = (data / "ca" / "chain.pem").string();
+  auto client = [&] {
+    auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", port);
+    c->set_ca_cert_path(chain.c_str());
+    c->enable_server_certificate_verification(true);
+    c->set_keep_alive(true);
+    c->set_read_timeout(3, 0);
+    return c;
+  };
+  // Two connections per worker that never send a ClientHello, and two kept-alive HTTPS clients
+  // idle after a request each.
+  std::vector<std::unique_ptr<Raw>> silent;
+  for (int i = 0; i < 4; ++i) silent.push_back(std::make_unique<Raw>(port));
+  std::vector<std::unique_ptr<httplib::SSLClient>> idle;
+  for (int i = 0; i < 2; ++i) {
+    idle.push_back(client());
+    auto r = idle.back()->Get("/healthz");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+  }
+  auto fresh = client();
+  auto answered = fresh->Get("/healthz");
+  REQUIRE(answered);
+  CHECK(answered->status == 200);
+  // The idle clients are answered again; the silent connections are closed at the head deadline.
+  for (auto& c : idle) {
+    auto again = c->Get("/healthz");
+    REQUIRE(again);
+    CHECK(again->status == 200);
+  }
+  for (auto& connection : silent) CHECK(connection->closed_within(3));
 }
 
 TEST_CASE("scan_head finds the end of a request head and nothing else") {
