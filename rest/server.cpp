@@ -47,6 +47,11 @@ std::string path_regex(std::string_view path) {
   return out;
 }
 
+// Set by the post-routing handler when the reply says `Connection: close`, on the worker thread
+// that runs the request; read by that thread once httplib has written the reply (serve()), since
+// httplib itself keeps a connection open after any reply the request did not ask to close.
+thread_local bool reply_closes_connection = false;
+
 // Who may call the route, from the headers alone: the actor the audit names, or the refusal
 // (401 unknown caller, 403 a reader on an operator route).
 std::variant<registry::Actor, Reply> authorize(Store& store, const RouteSpec& route,
@@ -183,9 +188,11 @@ void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_
     }
   });
   // httplib adds its Keep-Alive header to every reply the request did not ask to close, and its
-  // own Connection header when it did: a reply that closes says so once.
+  // own Connection header when it did: a reply that closes says so once, and the connection ends
+  // after it (see serve()).
   server.set_post_routing_handler([](const httplib::Request&, httplib::Response& response) {
     if (response.get_header_value("Connection") != "close") return;
+    reply_closes_connection = true;
     response.headers.erase("Keep-Alive");
     response.headers.erase("Connection");
     response.set_header("Connection", "close");
@@ -315,12 +322,16 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
               Front::bind(options.host, options.port, tls_ctx.get(), front_options,
                           [&server](httplib::Stream& stream, bool close_connection,
                                     bool& connection_closed, SSL* ssl) {
-                            if (ssl == nullptr)
-                              return server.process_request(stream, close_connection,
-                                                            connection_closed, nullptr);
-                            return server.process_request(
-                                stream, close_connection, connection_closed,
-                                [ssl](httplib::Request& request) { request.ssl = ssl; });
+                            reply_closes_connection = false;
+                            const bool ok =
+                                ssl == nullptr
+                                    ? server.process_request(stream, close_connection,
+                                                             connection_closed, nullptr)
+                                    : server.process_request(
+                                          stream, close_connection, connection_closed,
+                                          [ssl](httplib::Request& request) { request.ssl = ssl; });
+                            if (reply_closes_connection) connection_closed = true;
+                            return ok;
                           }));
 
   // SIGTERM and SIGINT are taken by one thread with sigwait, which then stops the front. Blocked
