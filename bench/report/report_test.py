@@ -232,7 +232,7 @@ class RestSlowTest(unittest.TestCase):
         return {"baseline": self.BASE, "attack": attack, "attack-open-caps": dict(attack, attack_closed_by_server=0)}
 
     def test_one_row_per_scenario_and_the_goal(self):
-        lines = rest_slow.render(self.results(0.25), "full", MACHINE, "4", list(rest_slow.SCENARIOS))
+        lines = rest_slow.render(self.results(0.25), "full", MACHINE, "4", "Release", list(rest_slow.SCENARIOS))
         self.assertIn("| defaults (512 total, 16 per peer) | none | 0 | 300 | 0 | 1.2 | 3.1 | 4.2 | - |", lines)
         self.assertIn("| defaults (512 total, 16 per peer) | slow and idle | 500 | 300 | 0 | 1.2 | 3.1 | 250.0 | 400 |",
                       lines)
@@ -241,7 +241,7 @@ class RestSlowTest(unittest.TestCase):
 
     def test_a_slow_or_failed_probe_misses_the_goal(self):
         for attack_max, failures in ((1.5, 0), (0.1, 1)):
-            lines = rest_slow.render(self.results(attack_max, failures), "smoke", MACHINE, "4",
+            lines = rest_slow.render(self.results(attack_max, failures), "smoke", MACHINE, "4", "Release",
                                      list(rest_slow.SCENARIOS))
             goal = next(line for line in lines if line.startswith("- Goal: defaults"))
             self.assertIn("NOT met", goal)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The slow and idle clients section (issue 14) from bench/rest_slow.py's JSON results.
 
-    rest_slow.py WORK_DIR OUT.md MODE MACHINE THREADS SCENARIO...
+    rest_slow.py WORK_DIR OUT.md MODE MACHINE THREADS BUILD_TYPE SCENARIO...
 
 WORK_DIR holds one JSON object per scenario, named SCENARIO.json; the scenarios are those of
 SCENARIOS below.
@@ -27,7 +27,7 @@ def ms(seconds):
     return "-" if seconds is None else f"{seconds * 1000:.1f}"
 
 
-def render(results, mode, machine, threads, scenarios):
+def render(results, mode, machine, threads, build_type, scenarios):
     first = results[scenarios[0]]
     attacked = [results[name] for name in scenarios if results[name]["connections"] > 0]
     connections = attacked[0]["connections"] if attacked else 0
@@ -36,12 +36,12 @@ def render(results, mode, machine, threads, scenarios):
         "## Slow and idle clients (`onboardctl serve`, issue 14)",
         "",
         machine,
-        f"- `onboardctl serve --threads {threads}` on 127.0.0.1, plain HTTP, default timeouts (head",
-        "  10 s, keep-alive 5 s). Probe: `bench/rest_slow.py`, GET /healthz from 127.0.0.2 on a new",
-        f"  connection per request, one after another for {first['seconds']:g} s per row. Attack: one",
-        f"  address (127.0.0.1) keeps {connections} connections open, half sending one byte of an",
-        f"  endless request head every {drip:g} s, half idle; a connection the server closes (beyond",
-        "  a cap, or past the head deadline) is opened again at the next drip.",
+        f"- `onboardctl serve --threads {threads}` ({build_type} build) on 127.0.0.1, plain HTTP,",
+        "  default timeouts (head 10 s, keep-alive 5 s). Probe: `bench/rest_slow.py`, GET /healthz",
+        f"  from 127.0.0.2 on a new connection per request, one after another for {first['seconds']:g} s",
+        f"  per row. Attack: one address (127.0.0.1) keeps {connections} connections open, half sending",
+        f"  one byte of an endless request head every {drip:g} s, half idle; a connection the server",
+        "  closes (beyond a cap, or past the head deadline) is opened again at the next drip.",
         "- Goal: under the attack every probe is answered, the slowest within 1 s.",
         "",
     ]
@@ -68,9 +68,9 @@ def render(results, mode, machine, threads, scenarios):
 
 
 def main(argv):
-    work, out, mode, machine, threads, *scenarios = argv
+    work, out, mode, machine, threads, build_type, *scenarios = argv
     results = {name: common.read_json(os.path.join(work, f"{name}.json")) for name in scenarios}
-    lines = render(results, mode, machine, threads, scenarios)
+    lines = render(results, mode, machine, threads, build_type, scenarios)
     common.write_lines(out, lines)
     common.echo_tables(lines)
 
