@@ -31,6 +31,10 @@ Status parse_listen(const std::string& text, rest::ServeOptions& options) {
   return ok_status();
 }
 
+std::string seconds_text(std::chrono::milliseconds duration) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(duration).count());
+}
+
 }  // namespace
 
 void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_code) {
@@ -70,13 +74,15 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
          "--header-timeout",
          [o](int seconds) { o->server.header_timeout = std::chrono::seconds(seconds); },
          "Seconds a client has to send a whole request line and headers (TLS handshake "
-         "included), however slowly it sends them; then the connection is closed [10]")
+         "included), however slowly it sends them; then the connection is closed")
+      ->default_str(seconds_text(o->server.header_timeout))
       ->check(CLI::Range(1, 3600));
   cmd->add_option_function<int>(
          "--body-timeout",
          [o](int seconds) { o->server.body_timeout = std::chrono::seconds(seconds); },
          "Seconds an authenticated request has to send its whole body; then the connection is "
-         "closed [30]")
+         "closed")
+      ->default_str(seconds_text(o->server.body_timeout))
       ->check(CLI::Range(1, 3600));
   cmd->add_option("--max-body", o->server.max_body_bytes,
                   "Largest request body in bytes (larger: 413); read only once the caller is "
