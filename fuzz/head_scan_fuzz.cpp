@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   switch (scan.kind) {
     case HeadScan::complete: {
       const std::size_t n = scan.head_bytes;
-      check(n >= 4 && n <= max && n <= bytes.size());
+      check(n >= 3 && n <= max && n <= bytes.size());  // shortest: "\n\r\n"
       check(bytes.substr(n - 2, 2) == "\r\n" && bytes[n - 3] == '\n');
       check(bytes.find('\n') < n - 2);  // a first line ends before the empty one
       check(scan_head(bytes.substr(0, n - 1), max).kind == HeadScan::incomplete);

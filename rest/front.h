@@ -46,9 +46,10 @@ struct HeadScan {
   enum Kind { incomplete, complete, too_large } kind = incomplete;
   std::size_t head_bytes = 0;  // complete: the bytes up to and including the empty line
 };
-// Pure: the head ends at the first empty line (CRLF CRLF, or a bare LF LF as httplib's line reader
-// also accepts). Leading empty lines before a request line (RFC 9112 section 2.2) count toward
-// the head. More than `max_head_bytes` without an end is too_large.
+// Pure. The head is what httplib reads as one: the first line up to its LF, whatever it holds
+// (even empty: httplib then answers 400), then header lines up to the first one that is exactly
+// CRLF (a bare LF line is no end: httplib skips it and reads on). A head longer than
+// `max_head_bytes`, or more than that many bytes without an end, is too_large.
 HeadScan scan_head(std::string_view buffered, std::size_t max_head_bytes);
 
 // One request on a connection whose head is buffered: httplib::Server::process_request. Returns

@@ -296,6 +296,7 @@ TEST_CASE("scan_head finds the end of a request head and nothing else") {
   CHECK(scan_head("GET / HTTP/1.1\r\nHost: x\r\n\n\r\n", 1024).head_bytes == 28);
   // The first line is the request line whatever it holds: an empty one does not end the head.
   CHECK(scan_head("\r\n\r\n", 1024).head_bytes == 4);
+  CHECK(scan_head("\n\r\nGET / HTTP/1.1\r\n\r\n", 1024).head_bytes == 3);
   CHECK(scan_head("\r\n", 1024).kind == HeadScan::incomplete);
   // The bound: a head of exactly the limit is complete, one byte more is too large, and so is
   // anything over the limit without an end.
