@@ -248,7 +248,9 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
 
 namespace {
 
-// process_request (one request on a stream) is protected in httplib::Server.
+// process_request (one request on a stream) is protected in httplib::Server. The server is never
+// started (the front listens), so httplib's is_running() stays false and a content provider
+// would write no body at all: replies are set whole (send() in http.cpp).
 class RequestServer : public httplib::Server {
  public:
   using httplib::Server::process_request;
