@@ -47,11 +47,6 @@ std::string path_regex(std::string_view path) {
   return out;
 }
 
-// Set by the post-routing handler when the reply says `Connection: close`, on the worker thread
-// that runs the request; read by that thread once httplib has written the reply (serve()), since
-// httplib itself keeps a connection open after any reply the request did not ask to close.
-thread_local bool reply_closes_connection = false;
-
 // Who may call the route, from the headers alone: the actor the audit names, or the refusal
 // (401 unknown caller, 403 a reader on an operator route).
 std::variant<registry::Actor, Reply> authorize(Store& store, const RouteSpec& route,
@@ -122,6 +117,11 @@ void handle(Context& ctx, const RouteSpec& route, const httplib::Request& reques
     response.status = 500;  // out of memory: the error handler below makes it a JSON 500
   }
 }
+
+// Set by the post-routing handler when the reply says `Connection: close`, on the worker thread
+// that runs the request; read by that thread once httplib has written the reply (serve()), since
+// httplib itself keeps a connection open after any reply the request did not ask to close.
+thread_local bool reply_closes_connection = false;
 
 void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_bytes) {
   for (const auto& route : route_table()) {
