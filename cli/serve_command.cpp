@@ -1,6 +1,7 @@
 #include "cli/commands.h"
 
 #include <charconv>
+#include <chrono>
 #include <iostream>
 #include <memory>
 
@@ -30,6 +31,10 @@ Status parse_listen(const std::string& text, rest::ServeOptions& options) {
   return ok_status();
 }
 
+std::string seconds_text(std::chrono::milliseconds duration) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(duration).count());
+}
+
 }  // namespace
 
 void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_code) {
@@ -51,9 +56,34 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
                   "then")
       ->capture_default_str();
   cmd->add_option("--threads", o->server.threads,
-                  "Worker threads; each open keep-alive connection holds one")
+                  "Worker threads, each serving one request at a time; clients that are slow to "
+                  "send a request or idle between requests wait without holding one")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
+  cmd->add_option("--max-connections", o->server.max_connections,
+                  "Open connections at once, from all peers; more are closed at once (plain "
+                  "HTTP: after a 503)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--max-connections-per-peer", o->server.max_connections_per_peer,
+                  "Open connections at once from one IP address; more are closed at once (plain "
+                  "HTTP: after a 503)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option_function<int>(
+         "--header-timeout",
+         [o](int seconds) { o->server.header_timeout = std::chrono::seconds(seconds); },
+         "Seconds a client has to send a whole request line and headers (TLS handshake "
+         "included), however slowly it sends them; then the connection is closed")
+      ->default_str(seconds_text(o->server.header_timeout))
+      ->check(CLI::Range(1, 3600));
+  cmd->add_option_function<int>(
+         "--body-timeout",
+         [o](int seconds) { o->server.body_timeout = std::chrono::seconds(seconds); },
+         "Seconds an authenticated request has to send its whole body; then the connection is "
+         "closed")
+      ->default_str(seconds_text(o->server.body_timeout))
+      ->check(CLI::Range(1, 3600));
   cmd->add_option("--max-body", o->server.max_body_bytes,
                   "Largest request body in bytes (larger: 413); read only once the caller is "
                   "authenticated")

@@ -133,23 +133,9 @@ bool reply_closes(const Reply& reply) {
 
 void send(httplib::Response& response, Reply reply) {
   response.status = reply.status;
-  const bool close = reply_closes(reply);
   for (auto& [name, value] : reply.headers) response.set_header(name, value);
   if (reply.status == 204) return;
-  if (!close || reply.body.empty()) {
-    response.set_content(std::move(reply.body), reply.content_type);
-    return;
-  }
-  const std::size_t size = reply.body.size();
-  response.set_content_provider(
-      size, reply.content_type,
-      [body = std::move(reply.body)](std::size_t offset, std::size_t length,
-                                     httplib::DataSink& sink) {
-        // A Range header can ask for any offset and length; nothing past the end is written.
-        if (offset < body.size())
-          sink.write(body.data() + offset, std::min(length, body.size() - offset));
-        return false;  // the whole reply is out: httplib now ends the connection
-      });
+  response.set_content(std::move(reply.body), reply.content_type);
 }
 
 std::variant<std::string, Reply> read_body(const httplib::Request& request,

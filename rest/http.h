@@ -86,10 +86,9 @@ std::string query_string(const httplib::Request& request, const char* key);
 
 // A reply whose headers say `Connection: close` ends the connection once it is written: one
 // sent before the request's body was read, so that the unread body is never taken for the next
-// request. httplib 0.11 keeps a connection open after any reply unless the request asked to close
-// it or writing the reply failed, so such a reply is written by a content provider that reports
-// failure once the whole reply is out; httplib then shuts the socket down (over TLS without a
-// close_notify). A reply that must close has a body (every error_reply has one).
+// request. httplib 0.11 would keep the connection open after it; the server's post-routing
+// handler sees the header and the connection front (front.h) closes the connection after the
+// reply (rest/server.cpp).
 void send(httplib::Response& response, Reply reply);
 // The same reply, marked to end the connection.
 Reply closing(Reply reply);

@@ -21,6 +21,7 @@
 #include "ops/operations.h"
 #include "rest/auth.h"
 #include "rest/context.h"
+#include "rest/front.h"
 #include "rest/http.h"
 #include "rest/routes.h"
 
@@ -97,6 +98,11 @@ void handle(Context& ctx, const RouteSpec& route, const httplib::Request& reques
   }
 }
 
+// Set by the post-routing handler when the reply says `Connection: close`, on the worker thread
+// that runs the request; read by that thread once httplib has written the reply (serve()), since
+// httplib itself keeps a connection open after any reply the request did not ask to close.
+thread_local bool reply_closes_connection = false;
+
 void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_bytes) {
   for (const auto& route : route_table()) {
     const std::string pattern = path_regex(route.path);
@@ -162,9 +168,11 @@ void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_
     }
   });
   // httplib adds its Keep-Alive header to every reply the request did not ask to close, and its
-  // own Connection header when it did: a reply that closes says so once.
+  // own Connection header when it did: a reply that closes says so once, and the connection ends
+  // after it (see serve()).
   server.set_post_routing_handler([](const httplib::Request&, httplib::Response& response) {
     if (response.get_header_value("Connection") != "close") return;
+    reply_closes_connection = true;
     response.headers.erase("Keep-Alive");
     response.headers.erase("Connection");
     response.set_header("Connection", "close");
@@ -218,6 +226,29 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
   } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
 }
 
+namespace {
+
+// process_request (one request on a stream) is protected in httplib::Server. The server is never
+// started (the front listens), so httplib's is_running() stays false and a content provider
+// would write no body at all: replies are set whole (send() in http.cpp).
+class RequestServer : public httplib::Server {
+ public:
+  using httplib::Server::process_request;
+};
+
+// With --client-ca: client certificates are asked for and verified against these CAs.
+bool use_client_ca(SSL_CTX& tls_ctx, const std::string& client_ca) {
+  if (client_ca.empty()) return true;
+  if (SSL_CTX_load_verify_locations(&tls_ctx, client_ca.c_str(), nullptr) != 1) return false;
+  STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca.c_str());
+  if (names == nullptr) return false;
+  SSL_CTX_set_client_CA_list(&tls_ctx, names);  // takes ownership
+  SSL_CTX_set_verify(&tls_ctx, SSL_VERIFY_PEER, nullptr);
+  return true;
+}
+
+}  // namespace
+
 Status serve(const ops::Workspace& workspace, ca::Authority ca,
              std::optional<Secret> hold_passphrase, const ServeOptions& options) {
   ONBOARD_TRY(Secret link_secret, bundle::load_or_create_link_secret(workspace.dir));
@@ -233,52 +264,60 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
               StorePool(workspace),
               {}};
 
-  std::unique_ptr<httplib::Server> server;
+  // The TLS context the front's connections are made from. A client certificate is asked for,
+  // not required: token clients connect without one. A certificate that is presented must
+  // verify, or the handshake fails.
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> tls_ctx(nullptr, &SSL_CTX_free);
   const bool tls = !options.tls_cert.empty();
   if (tls) {
-    auto ssl = std::make_unique<httplib::SSLServer>([&options](SSL_CTX& tls_ctx) {
-      SSL_CTX_set_min_proto_version(&tls_ctx, TLS1_2_VERSION);
-      SSL_CTX_set_options(&tls_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-      if (SSL_CTX_use_certificate_chain_file(&tls_ctx, options.tls_cert.c_str()) != 1 ||
-          SSL_CTX_use_PrivateKey_file(&tls_ctx, options.tls_key.c_str(), SSL_FILETYPE_PEM) != 1 ||
-          SSL_CTX_check_private_key(&tls_ctx) != 1) {
-        return false;
-      }
-      if (!options.client_ca.empty()) {
-        if (SSL_CTX_load_verify_locations(&tls_ctx, options.client_ca.c_str(), nullptr) != 1)
-          return false;
-        STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.client_ca.c_str());
-        if (names == nullptr) return false;
-        SSL_CTX_set_client_CA_list(&tls_ctx, names);  // takes ownership
-        // Asked for, not required: token clients connect without one. A certificate that is
-        // presented must verify, or the handshake fails.
-        SSL_CTX_set_verify(&tls_ctx, SSL_VERIFY_PEER, nullptr);
-      }
-      return true;
-    });
+    tls_ctx.reset(SSL_CTX_new(TLS_server_method()));
+    SSL_CTX* c = tls_ctx.get();
+    const bool usable =
+        c != nullptr && SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION) == 1 &&
+        (SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION), true) &&
+        SSL_CTX_use_certificate_chain_file(c, options.tls_cert.c_str()) == 1 &&
+        SSL_CTX_use_PrivateKey_file(c, options.tls_key.c_str(), SSL_FILETYPE_PEM) == 1 &&
+        SSL_CTX_check_private_key(c) == 1 && use_client_ca(*c, options.client_ca);
     ERR_clear_error();  // what a failed setup left; the message below says what to check
-    if (!ssl->is_valid())
+    if (!usable)
       return make_error(Errc::invalid_input,
                         "cannot use --tls-cert/--tls-key/--client-ca (unreadable, mismatched, not "
                         "PEM, or an encrypted key)");
-    server = std::move(ssl);
-  } else {
-    server = std::make_unique<httplib::Server>();
   }
-  const std::size_t threads = std::max<std::size_t>(options.threads, 1);
-  // A keep-alive connection holds its worker while it is open; the pool bounds both.
-  server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server->set_tcp_nodelay(true);  // without it every response waits for the peer's delayed ACK
-  server->set_keep_alive_max_count(options.keep_alive_max_requests);
-  server->set_keep_alive_timeout(options.keep_alive_seconds);
-  server->set_read_timeout(10, 0);
-  server->set_write_timeout(10, 0);
-  server->set_payload_max_length(options.max_body_bytes);
-  install_routes(*server, ctx, options.max_body_bytes);
+  // httplib parses, routes and answers one request at a time on a connection the front hands
+  // over with its head complete; the front owns sockets, timeouts and connection caps.
+  RequestServer server;
+  server.set_keep_alive_max_count(options.keep_alive_max_requests);
+  server.set_keep_alive_timeout(options.keep_alive_seconds);  // what its Keep-Alive header says
+  server.set_payload_max_length(options.max_body_bytes);
+  install_routes(server, ctx, options.max_body_bytes);
 
-  // SIGTERM and SIGINT are taken by one thread with sigwait, which then stops the server: stop()
-  // is not async-signal-safe, so it must not run in a handler. Blocked here before any worker
-  // thread exists, so every thread inherits the mask.
+  FrontOptions front_options;
+  front_options.workers = std::max<std::size_t>(options.threads, 1);
+  front_options.max_connections = options.max_connections;
+  front_options.max_connections_per_peer = options.max_connections_per_peer;
+  front_options.header_timeout = options.header_timeout;
+  front_options.body_timeout = options.body_timeout;
+  front_options.keep_alive = std::chrono::seconds(options.keep_alive_seconds);
+  front_options.keep_alive_max_requests = options.keep_alive_max_requests;
+  ONBOARD_TRY(auto front,
+              Front::bind(options.host, options.port, tls_ctx.get(), front_options,
+                          [&server](httplib::Stream& stream, bool close_connection,
+                                    bool& connection_closed, SSL* ssl) {
+                            reply_closes_connection = false;
+                            const bool ok =
+                                ssl == nullptr
+                                    ? server.process_request(stream, close_connection,
+                                                             connection_closed, nullptr)
+                                    : server.process_request(
+                                          stream, close_connection, connection_closed,
+                                          [ssl](httplib::Request& request) { request.ssl = ssl; });
+                            if (reply_closes_connection) connection_closed = true;
+                            return ok;
+                          }));
+
+  // SIGTERM and SIGINT are taken by one thread with sigwait, which then stops the front. Blocked
+  // here before any worker thread exists, so every thread inherits the mask.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
@@ -290,37 +329,22 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
     refresh_crl_on_schedule(ctx, stop, options.crl_check_interval);
   });
 
-  int port = options.port;
-  if (port == 0) {
-    port = server->bind_to_any_port(options.host);
-  } else if (!server->bind_to_port(options.host, port)) {
-    port = -1;
-  }
-  if (port <= 0) {
-    return make_error(Errc::io, "cannot listen on " + options.host + ":" +
-                                    std::to_string(options.port) +
-                                    " (in use, not an address of this host, or not permitted)");
-  }
-  std::atomic<bool> listening_done{false};
+  std::atomic<bool> serving_done{false};
   std::atomic<bool> signalled{false};
   std::thread watcher([&] {
     int signal_number = 0;
     sigwait(&stop_signals, &signal_number);
-    if (listening_done.load()) return;
+    if (serving_done.load()) return;
     signalled.store(true);
     log_line("stopping (signal " + std::to_string(signal_number) + ")");
-    // stop() does nothing until listen_after_bind has started serving, so a signal that arrives
-    // just after "serving on" would be lost and the server would never stop: repeat until it took.
-    while (!listening_done.load()) {
-      server->stop();
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    front->stop();  // a signal that comes before run() is kept by the eventfd
   });
   const bool ipv6 = options.host.find(':') != std::string::npos;
   std::cout << "serving on " << (tls ? "https" : "http") << "://"
-            << (ipv6 ? "[" + options.host + "]" : options.host) << ":" << port << std::endl;
-  (void)server->listen_after_bind();
-  listening_done.store(true);
+            << (ipv6 ? "[" + options.host + "]" : options.host) << ":" << front->port()
+            << std::endl;
+  front->run();
+  serving_done.store(true);
   if (!signalled.load()) pthread_kill(watcher.native_handle(), SIGTERM);  // wake the watcher
   watcher.join();
   if (!signalled.load()) return make_error(Errc::io, "the server stopped unexpectedly");

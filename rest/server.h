@@ -17,8 +17,16 @@ namespace onboard::rest {
 
 struct ServeOptions {
   std::string host = "127.0.0.1";
-  int port = 8443;  // 0: any free port (printed at start)
-  std::size_t threads = 8;
+  int port = 8443;          // 0: any free port (printed at start)
+  std::size_t threads = 8;  // workers: each serves one request at a time, never a waiting client
+  // Open connections at once, in total and from one peer address; more are refused (closed; a
+  // plain HTTP one answered 503 first).
+  std::size_t max_connections = 512;
+  std::size_t max_connections_per_peer = 16;
+  // The whole request head (TLS handshake included for a new connection) must arrive within this,
+  // however it is split; then the body within body_timeout.
+  std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds body_timeout{std::chrono::seconds(30)};
   std::size_t max_body_bytes = 256 * 1024;  // a CSR is ~1 KiB; nothing legitimate comes near
   int keep_alive_seconds = 5;
   std::size_t keep_alive_max_requests = 1000;

@@ -19,6 +19,7 @@ import dynsec_config
 import issuance
 import registry
 import rest
+import rest_slow
 import sections
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -219,6 +220,32 @@ class RestTest(unittest.TestCase):
         lines = rest.render(results, "full", MACHINE, "10", "4", ["rsa3072-sqlite"])
         self.assertIn("| rsa3072 | SQLite | GET device | keep-alive | 812 | 4.32 | 12.35 | 406 | 0 |", lines)
         self.assertFalse(any(line.startswith("- PostgreSQL beside SQLite") for line in lines))
+
+
+class RestSlowTest(unittest.TestCase):
+    BASE = {"connections": 0, "drip_seconds": 2.0, "seconds": 20.0, "probes": 300, "failures": 0,
+            "p50": 0.0012, "p99": 0.0031, "max": 0.0042}
+
+    def results(self, attack_max, failures=0):
+        attack = dict(self.BASE, connections=500, max=attack_max, failures=failures, attack_opened=900,
+                      attack_closed_by_server=400, attack_open_failures=0, attack_held_at_end=500)
+        return {"baseline": self.BASE, "attack": attack, "attack-open-caps": dict(attack, attack_closed_by_server=0)}
+
+    def test_one_row_per_scenario_and_the_goal(self):
+        lines = rest_slow.render(self.results(0.25), "full", MACHINE, "4", "Release", list(rest_slow.SCENARIOS))
+        self.assertIn("| defaults (512 total, 16 per peer) | none | 0 | 300 | 0 | 1.2 | 3.1 | 4.2 | - |", lines)
+        self.assertIn("| defaults (512 total, 16 per peer) | slow and idle | 500 | 300 | 0 | 1.2 | 3.1 | 250.0 | 400 |",
+                      lines)
+        self.assertIn("- Goal: defaults (512 total, 16 per peer) caps: met; raised (2048 total, 1024 per peer) caps: met",
+                      lines)
+
+    def test_a_slow_or_failed_probe_misses_the_goal(self):
+        for attack_max, failures in ((1.5, 0), (0.1, 1)):
+            lines = rest_slow.render(self.results(attack_max, failures), "smoke", MACHINE, "4", "Release",
+                                     list(rest_slow.SCENARIOS))
+            goal = next(line for line in lines if line.startswith("- Goal: defaults"))
+            self.assertIn("NOT met", goal)
+            self.assertTrue(lines[-1].startswith("*Smoke run:"))
 
 
 # What onboard_loadgen prints (see loadgen.cpp).

@@ -158,8 +158,8 @@ std::string register_with_csr(const Served& s, const std::string& id) {
 }
 
 // curl as a user types it, printing the body, a newline and the status. --max-time: a server that
-// waits for a body that never comes fails the test rather than hanging it (its read timeout is
-// 10 s).
+// waits for a body that never comes fails the test rather than hanging it (its body timeout is
+// 30 s).
 struct CurlReply {
   int status = 0;
   json body;
