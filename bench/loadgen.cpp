@@ -51,8 +51,8 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -897,8 +897,7 @@ class History {
   }
   const RegistryModel& current() const { return *versions_.back().model; }
   void commit(RegistryModel next, Clock::time_point from, Clock::time_point committed) {
-    versions_.push_back(
-        {from, committed, std::make_shared<const RegistryModel>(std::move(next))});
+    versions_.push_back({from, committed, std::make_shared<const RegistryModel>(std::move(next))});
     // Decisions are judged within seconds; a minute of history is plenty.
     while (versions_.size() > 2 &&
            versions_[1].committed + window_ + std::chrono::seconds(60) < committed) {
@@ -963,7 +962,9 @@ constexpr std::size_t kSoakPayload = 24;  // sender index, sequence number, send
 class SoakRun {
  public:
   SoakRun(const std::vector<Endpoint>& endpoints, const SoakOptions& options)
-      : endpoints_(endpoints), o_(options), window_(milliseconds(options.window_ms)),
+      : endpoints_(endpoints),
+        o_(options),
+        window_(milliseconds(options.window_ms)),
         history_(initial_model(), window_) {}
 
   int run();
@@ -1011,7 +1012,7 @@ class SoakRun {
   std::unordered_map<std::string, std::size_t> index_of_;
   std::vector<std::vector<std::size_t>> cells_;
   std::int64_t soak_a_rule_ = 0;  // the group rule the churn removes and grants again (0: removed)
-  History history_;  // after the members initial_model fills
+  History history_;               // after the members initial_model fills
   std::unordered_map<std::uint64_t, SoakRecord> records_;
   std::deque<std::pair<Clock::time_point, std::uint64_t>> due_;
   std::multimap<Clock::time_point, std::function<void()>> tasks_;
@@ -1027,6 +1028,7 @@ class SoakRun {
                 unexpected_closes_ = 0, late_disconnects_ = 0, changes_ = 0;
   std::vector<double> disconnect_ms_;
   std::vector<std::size_t> pending_connects_;
+  bool stopping_ = false;  // the run's own disconnects at the end
 };
 
 SoakRun* soak_of(void* self) { return static_cast<SoakConnection*>(self)->run; }
@@ -1150,7 +1152,7 @@ void SoakRun::on_connect(SoakConnection& c, int rc) {
 void SoakRun::on_disconnect(SoakConnection& c) {
   if (!c.judged_connect) judge_connect(c, false);  // refused during the handshake
   const auto& d = devices_[c.device];
-  if (c.connected && !d.busy) {
+  if (c.connected && !d.busy && !stopping_) {
     ++unexpected_closes_;
     emit({{"type", "unexpected_close"}, {"device", d.id}});
   }
@@ -1224,7 +1226,6 @@ void SoakRun::resolve(std::uint64_t key) {
   }
   // Who could receive it: the owner of a devices/ID/ topic, the cell of a fleet topic.
   std::vector<std::size_t> candidates;
-  std::string filter_group;
   if (r.topic.starts_with("devices/")) {
     auto id = r.topic.substr(8, r.topic.find('/', 8) - 8);
     candidates.push_back(index_of_.at(id));
@@ -1271,25 +1272,25 @@ std::size_t SoakRun::pick_device() {
 
 void SoakRun::cross_check(const std::string& device, const std::string& access,
                           const std::string& topic) {
-  commands_.push_back(
-      {{"acl", "check", device, access, topic, "--json"},
-       nullptr,
-       [this, device, access, topic](Clock::time_point, const std::string& out) {
-         auto answer = nlohmann::json::parse(out, nullptr, false);
-         const bool allowed = !answer.is_discarded() && answer.value("decision", "") == "allow";
-         const auto mask = *acl::parse_access(access);
-         const bool model = model_allows(history_.current(), device,
-                                         static_cast<acl::Access>(mask), topic);
-         if (allowed != model) {
-           ++model_mismatches_;
-           emit({{"type", "mismatch"},
-                 {"device", device},
-                 {"access", access},
-                 {"topic", topic},
-                 {"registry", allowed},
-                 {"model", model}});
-         }
-       }});
+  commands_.push_back({{"acl", "check", device, access, topic, "--json"},
+                       nullptr,
+                       [this, device, access, topic](Clock::time_point, const std::string& out) {
+                         auto answer = nlohmann::json::parse(out, nullptr, false);
+                         const bool allowed =
+                             !answer.is_discarded() && answer.value("decision", "") == "allow";
+                         const auto mask = *acl::parse_access(access);
+                         const bool model = model_allows(history_.current(), device,
+                                                         static_cast<acl::Access>(mask), topic);
+                         if (allowed != model) {
+                           ++model_mismatches_;
+                           emit({{"type", "mismatch"},
+                                 {"device", device},
+                                 {"access", access},
+                                 {"topic", topic},
+                                 {"registry", allowed},
+                                 {"model", model}});
+                         }
+                       }});
 }
 
 // One change, in turn: the group rule, a device deny rule, disable (enable follows), a move to
@@ -1355,17 +1356,17 @@ void SoakRun::churn_step() {
                              },
                              nullptr});
       } else {
-        commands_.push_back({{"acl", "deny", "--device", id, "--access", "publish", "--topic",
-                              "fleet/+/+/%d"},
-                             [id](RegistryModel& m, const std::string& out) {
-                               acl::Rule rule;
-                               rule.id = std::stoll(out.substr(5));
-                               rule.pattern = acl::Pattern("fleet/+/+/%d");
-                               rule.access = acl::kPublish;
-                               rule.effect = acl::Effect::deny;
-                               m.device_rules[id].push_back(rule);
-                             },
-                             nullptr});
+        commands_.push_back(
+            {{"acl", "deny", "--device", id, "--access", "publish", "--topic", "fleet/+/+/%d"},
+             [id](RegistryModel& m, const std::string& out) {
+               acl::Rule rule;
+               rule.id = std::stoll(out.substr(5));
+               rule.pattern = acl::Pattern("fleet/+/+/%d");
+               rule.access = acl::kPublish;
+               rule.effect = acl::Effect::deny;
+               m.device_rules[id].push_back(rule);
+             },
+             nullptr});
       }
       break;
     }
@@ -1397,11 +1398,10 @@ void SoakRun::churn_step() {
     case 3: {  // to the other group
       const std::string to =
           history_.current().devices.at(id).type == "soak-a" ? "soak-b" : "soak-a";
-      commands_.push_back({{"device", "update", id, "--type", to},
-                           [id, to](RegistryModel& m, const std::string&) {
-                             m.devices[id].type = to;
-                           },
-                           nullptr});
+      commands_.push_back(
+          {{"device", "update", id, "--type", to},
+           [id, to](RegistryModel& m, const std::string&) { m.devices[id].type = to; },
+           nullptr});
       cross_check(id, "publish", cell_topic(to.back(), target));
       return;
     }
@@ -1426,18 +1426,18 @@ void SoakRun::churn_step() {
       cells_[d.cell].push_back(index);
       devices_.push_back(std::move(d));
       const std::string nid = devices_[index].id;
-      commands_.push_back(
-          {{"device", "register", nid, "--type", "soak-a", "--key-alg", "p256", "--key-out",
-            o_.device.certs + "/" + nid + ".key", "--cert-out", o_.device.certs + "/" + nid + ".crt"},
-           [nid](RegistryModel& m, const std::string&) {
-             m.devices[nid] = DeviceModel{"soak-a", DeviceStatus::active};
-           },
-           [this, index](Clock::time_point exited, const std::string&) {
-             at(exited + window_ + milliseconds(500), [this, index] {
-               connect(index);
-               devices_[index].busy = false;
-             });
-           }});
+      commands_.push_back({{"device", "register", nid, "--type", "soak-a", "--key-alg", "p256",
+                            "--key-out", o_.device.certs + "/" + nid + ".key", "--cert-out",
+                            o_.device.certs + "/" + nid + ".crt"},
+                           [nid](RegistryModel& m, const std::string&) {
+                             m.devices[nid] = DeviceModel{"soak-a", DeviceStatus::active};
+                           },
+                           [this, index](Clock::time_point exited, const std::string&) {
+                             at(exited + window_ + milliseconds(500), [this, index] {
+                               connect(index);
+                               devices_[index].busy = false;
+                             });
+                           }});
       cross_check(nid, "subscribe", cell_filter('a', devices_[index].cell));
       return;
     }
@@ -1477,7 +1477,8 @@ void SoakRun::finish_command(int rc) {
 int SoakRun::run() {
   scratch_ = o_.data_dir + "/../soak-command.out";
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(duration<double>(o_.seconds));
+  const auto end =
+      start + std::chrono::duration_cast<Clock::duration>(duration<double>(o_.seconds));
   for (std::size_t i = devices_.size(); i-- > 0;) pending_connects_.push_back(i);
   Pump pump;
   auto next_churn = start + std::chrono::seconds(5);  // after the fleet has connected
@@ -1529,13 +1530,20 @@ int SoakRun::run() {
       if (c.next_send <= now) {
         std::string topic;
         switch (c.turn++ % 4) {
-          case 0: topic = "devices/" + d.id + "/load"; break;
-          case 1: topic = cell_topic('a', i); break;
-          case 2: topic = cell_topic('b', i); break;
+          case 0:
+            topic = "devices/" + d.id + "/load";
+            break;
+          case 1:
+            topic = cell_topic('a', i);
+            break;
+          case 2:
+            topic = cell_topic('b', i);
+            break;
           default: {
             const auto& cell = cells_[d.cell];
-            const auto other = cell[(std::find(cell.begin(), cell.end(), i) - cell.begin() + 1) %
-                                    cell.size()];
+            const auto at_cell =
+                static_cast<std::size_t>(std::find(cell.begin(), cell.end(), i) - cell.begin());
+            const auto other = cell[(at_cell + 1) % cell.size()];
             topic = "devices/" + devices_[other].id + "/load";
           }
         }
@@ -1547,8 +1555,8 @@ int SoakRun::run() {
         std::memcpy(payload + 8, &seq, 8);
         std::memcpy(payload + 16, &sent_ns, 8);
         int mid = 0;
-        if (mosquitto_publish_v5(c.mosq.get(), &mid, topic.c_str(), kSoakPayload, payload, 1,
-                                 false, nullptr) == MOSQ_ERR_SUCCESS) {
+        if (mosquitto_publish_v5(c.mosq.get(), &mid, topic.c_str(), kSoakPayload, payload, 1, false,
+                                 nullptr) == MOSQ_ERR_SUCCESS) {
           records_[sender << 32 | seq] = SoakRecord{i, topic, now, {}, -1, {}};
           c.publishing[mid] = sender << 32 | seq;
           ++published_;
@@ -1559,8 +1567,8 @@ int SoakRun::run() {
       // Filters refused earlier are asked for again, so that a right granted later is used.
       if (c.next_resubscribe <= now) {
         c.next_resubscribe = now + std::chrono::seconds(5);
-        for (const auto& filter : {"devices/" + d.id + "/#", cell_filter('a', d.cell),
-                                   cell_filter('b', d.cell)}) {
+        for (const auto& filter :
+             {"devices/" + d.id + "/#", cell_filter('a', d.cell), cell_filter('b', d.cell)}) {
           if (c.granted.contains(filter)) continue;
           int mid = 0;
           if (mosquitto_subscribe_v5(c.mosq.get(), &mid, filter.c_str(), 1, 0, nullptr) ==
@@ -1656,6 +1664,7 @@ int SoakRun::run() {
                      ? 0.0
                      : *std::max_element(disconnect_ms_.begin(), disconnect_ms_.end()),
                  1)}});
+  stopping_ = true;
   for (auto& d : devices_) {
     if (d.conn && !d.conn->closed) mosquitto_disconnect(d.conn->mosq.get());
   }
@@ -1837,8 +1846,7 @@ int main(int argc, char** argv) {
   soak_mode->add_option("--onboardctl", soak.onboardctl, "the onboardctl binary")
       ->required()
       ->check(CLI::ExistingFile);
-  soak_mode
-      ->add_option("--data-dir", soak.data_dir, "the data directory the broker's plugin reads")
+  soak_mode->add_option("--data-dir", soak.data_dir, "the data directory the broker's plugin reads")
       ->required()
       ->check(CLI::ExistingDirectory);
   add_device_options(*soak_mode, soak.device);

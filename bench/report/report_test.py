@@ -405,6 +405,14 @@ class SoakTest(unittest.TestCase):
         _, failed = self.render(records, mode="smoke")
         self.assertEqual(failed, [])
 
+    def test_a_control_run_that_found_nothing_fails(self):
+        _, failed = soak.render([soak_summary()], "smoke", MACHINE, 8, 30, "20", None, soak_summary())
+        self.assertEqual(failed, ["the control run against a broker without access control found no wrong decision"])
+        lines, failed = soak.render([soak_summary()], "smoke", MACHINE, 8, 30, "20", None,
+                                    soak_summary(wrong=7, late_disconnects=2))
+        self.assertEqual(failed, [])
+        self.assertTrue(any("found 7 wrong decisions of 110 and 2 late disconnects" in line for line in lines))
+
     def test_no_summary_is_an_error(self):
         with self.assertRaises(SystemExit):
             self.render([{"type": "fleet", "devices": 8, "connected": 8, "seconds": 1.0}])

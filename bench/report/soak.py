@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The soak section (issue 14) from `onboard_loadgen soak`'s JSON lines.
 
-    soak.py SOAK.jsonl MODE OUT.md MACHINE DEVICES SECONDS RATE REGISTER.us
+    soak.py SOAK.jsonl MODE OUT.md MACHINE DEVICES SECONDS RATE REGISTER.us [CONTROL.jsonl]
+
+CONTROL.jsonl: the same oracle run briefly against a broker without access control, which must
+have found wrong decisions (else the oracle would pass anything, and the run fails).
 
 Writes the section, then exits with status 3 when the run failed its checks: a wrong decision, a
 revoked or disabled device disconnected late (1 s or more after its command) or not at all, the
@@ -46,7 +49,15 @@ def failures(summary, drift, mode):
     return found
 
 
-def render(records, mode, machine, devices, seconds, rate, register_us):
+def control_summary(records):
+    """The control run's summary line; fails when there is none."""
+    summaries = [r for r in records if r["type"] == "summary"]
+    if not summaries:
+        raise SystemExit("soak: the control run wrote no summary")
+    return summaries[-1]
+
+
+def render(records, mode, machine, devices, seconds, rate, register_us, control=None):
     summaries = [r for r in records if r["type"] == "summary"]
     if not summaries:
         raise SystemExit("soak: the load generator wrote no summary")
@@ -55,6 +66,8 @@ def render(records, mode, machine, devices, seconds, rate, register_us):
     samples = [r for r in records if r["type"] == "memory"]
     drift = memory_drift(samples, seconds)
     failed = failures(s, drift, mode)
+    if control is not None and not control["wrong"]:
+        failed.append("the control run against a broker without access control found no wrong decision")
     lines = common.header(
         "Soak: churn under load, every decision checked (issue 14)", machine,
         [f"- Load: `onboard_loadgen soak`, {devices:,} devices (half in group soak-a, half in soak-b)",
@@ -104,6 +117,11 @@ def render(records, mode, machine, devices, seconds, rate, register_us):
         lines += ["", f"- Broker RSS (the plugin's snapshot included; sampled every few seconds): "
                   f"{first / 1024:.1f} MiB after warm-up, {last / 1024:.1f} MiB at the end "
                   f"({d * 100:+.1f} %; limit ±{MEMORY_TOLERANCE * 100:.0f} %)"]
+    if control is not None:
+        lines += ["", f"- Control: the same oracle for {control['seconds']:g} s with {control['devices']} devices "
+                  "against a broker without access control (no plugin, the certificate's CN as username) "
+                  f"found {control['wrong']:,} wrong decisions of {control['decisions']:,} and "
+                  f"{control['late_disconnects']} late disconnects, as it must."]
     wrongs = [r for r in records if r["type"] == "wrong"]
     if wrongs:
         lines += ["", "First wrong decisions:", ""]
@@ -115,15 +133,16 @@ def render(records, mode, machine, devices, seconds, rate, register_us):
 
 
 def main(argv):
-    path, mode, out, machine, devices, seconds, rate, register = argv
+    path, mode, out, machine, devices, seconds, rate, register, *control_path = argv
     records = common.read_json_lines(path)
+    control = control_summary(common.read_json_lines(control_path[0])) if control_path else None
     try:
         with open(register) as f:
             us, n = f.read().split()
             register_us = (int(us), int(n))
     except OSError:
         register_us = None
-    lines, failed = render(records, mode, machine, int(devices), float(seconds), rate, register_us)
+    lines, failed = render(records, mode, machine, int(devices), float(seconds), rate, register_us, control)
     common.write_lines(out, lines)
     common.echo_tables(lines)
     if failed:
