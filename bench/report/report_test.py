@@ -398,6 +398,13 @@ class SoakTest(unittest.TestCase):
         _, failed = self.render([soak_summary(model_mismatches=1, failed_commands=2)])
         self.assertEqual(len(failed), 2)
 
+    def test_warm_up_lasts_until_10_s_after_the_fleet_connected(self):
+        fleet = {"type": "fleet", "devices": 8, "connected": 8, "seconds": 25.0}
+        # Warm-up ends at 35 s, not at 20 s (a fifth of 100 s): 1100 kB to 1111 kB is +1.0 %.
+        lines, failed = self.render([fleet, soak_summary(), *soak_memory(500, 700, 900, 1000, 1100, 1111)])
+        self.assertEqual(failed, [])
+        self.assertIn("(+1.0 %; limit ±5 %)", "\n".join(lines))
+
     def test_memory_growth_fails_except_in_a_smoke_run(self):
         records = [soak_summary(), *soak_memory(500, 500, 1000, 1000, 1100)]
         _, failed = self.render(records)

@@ -19,10 +19,11 @@ MEMORY_TOLERANCE = 0.05
 DISCONNECT_LIMIT_MS = 1000.0
 
 
-def memory_drift(samples, seconds):
-    """(first, last, drift) of the broker's RSS in kB after warm-up (the first fifth of the run,
-    at least 10 s); None when fewer than two samples are left."""
-    warmup = max(10.0, seconds / 5)
+def memory_drift(samples, seconds, fleet_seconds=0.0):
+    """(first, last, drift) of the broker's RSS in kB after warm-up (until 10 s after the whole
+    fleet had connected, and at least the first fifth of the run); None when fewer than two
+    samples are left."""
+    warmup = max(10.0, seconds / 5, fleet_seconds + 10)
     kept = [s for s in samples if s["t"] >= warmup]
     if len(kept) < 2:
         return None
@@ -64,7 +65,7 @@ def render(records, mode, machine, devices, seconds, rate, register_us, control=
     s = summaries[-1]
     fleet = next((r for r in records if r["type"] == "fleet"), None)
     samples = [r for r in records if r["type"] == "memory"]
-    drift = memory_drift(samples, seconds)
+    drift = memory_drift(samples, seconds, fleet["seconds"] if fleet else 0.0)
     failed = failures(s, drift, mode)
     if control is not None and not control["wrong"]:
         failed.append("the control run against a broker without access control found no wrong decision")
@@ -74,7 +75,8 @@ def render(records, mode, machine, devices, seconds, rate, register_us, control=
          f"  over mTLS (MQTT v5, QoS 1) to one broker with the plugin (SQLite registry) for {seconds:g} s,",
          f"  {rate} msgs/s in all: each device publishes in turn to its own subtree, its cell's",
          "  `fleet/a/CELL/ID` and `fleet/b/CELL/ID` (4 devices to a cell, all subscribed) and a",
-         "  neighbour's subtree (never allowed). Every second one registry change by `onboardctl`:",
+         "  neighbour's subtree (never allowed). Once the fleet is up, one `onboardctl` change at a",
+         "  time, about every second (each followed by its `acl check`), in turn:",
          "  group rule `fleet/a/#` removed or granted again, a device deny rule at the same priority",
          "  added or removed, a device disabled (enabled 3 s later, then reconnected), moved to the",
          "  other group, revoked (then its reconnect tried), a new device registered and connected.",
@@ -90,7 +92,7 @@ def render(records, mode, machine, devices, seconds, rate, register_us, control=
     if register_us:
         us, n = register_us
         lines += [f"- Registration beforehand: {n:,} devices in {us / 1e6:.0f} s (`onboardctl device "
-                  "register`, two at a time)"]
+                  "register`, not part of the run)"]
     lines += [""]
     checked = s["checked"]
     wrong_by_kind = s["wrong_by_kind"]
