@@ -6,6 +6,8 @@
 //   onboard_loadgen check      --ids FILE (the first two ids)                         DEVICE
 //   onboard_loadgen revocation --ids FILE --connections N --victims FILE --rate R
 //                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     DEVICE
+//   onboard_loadgen soak       --ids FILE ("ID TYPE" lines) --seconds S --rate R
+//                              --onboardctl PATH --data-dir DIR [--broker-pid P]     DEVICE
 //   DEVICE: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id);
 //   revocation takes --port once per broker of a fleet on one registry (onboardctl then finds
 //   the registry as it would anyway, e.g. through $ONBOARD_REGISTRY, which it inherits)
@@ -21,7 +23,12 @@
 //   revocation  one per victim: "device", "broker" (the index of its --port), "closed" (within
 //               --timeout-ms) and "ms" when closed
 //   reconnect   one per closed victim: "device", "broker", "accepted" (must be false)
-//   summary     revocation: the counts and percentiles over all victims
+//   summary     revocation: the counts and percentiles over all victims; soak: decisions checked
+//               and wrong by kind, disconnect latencies, message rates
+//   soak also: fleet (devices connected), memory (broker RSS every few seconds), wrong (the first
+//   20 wrong decisions), mismatch (model vs `acl check`), late_disconnect, unexpected_close,
+//   failed_command. Its exit status is 3 when it found a wrong decision, a late disconnect, a
+//   mismatch or a failed command.
 //
 // One libmosquitto connection per device certificate, all driven by this one thread through
 // poll(2) and libmosquitto's external-loop calls (mosquitto_loop_read/write/misc): a thread per
