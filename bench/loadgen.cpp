@@ -6,6 +6,8 @@
 //   onboard_loadgen check      --ids FILE (the first two ids)                         DEVICE
 //   onboard_loadgen revocation --ids FILE --connections N --victims FILE --rate R
 //                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     DEVICE
+//   onboard_loadgen soak       --ids FILE ("ID TYPE" lines) --seconds S --rate R
+//                              --onboardctl PATH --data-dir DIR [--broker-pid P]     DEVICE
 //   DEVICE: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id);
 //   revocation takes --port once per broker of a fleet on one registry (onboardctl then finds
 //   the registry as it would anyway, e.g. through $ONBOARD_REGISTRY, which it inherits)
@@ -21,7 +23,12 @@
 //   revocation  one per victim: "device", "broker" (the index of its --port), "closed" (within
 //               --timeout-ms) and "ms" when closed
 //   reconnect   one per closed victim: "device", "broker", "accepted" (must be false)
-//   summary     revocation: the counts and percentiles over all victims
+//   summary     revocation: the counts and percentiles over all victims; soak: decisions checked
+//               and wrong by kind, disconnect latencies, message rates
+//   soak also: fleet (devices connected), memory (broker RSS every few seconds), wrong (the first
+//   20 wrong decisions), mismatch (model vs `acl check`), late_disconnect, unexpected_close,
+//   failed_command. Its exit status is 3 when it found a wrong decision, a late disconnect, a
+//   mismatch or a failed command.
 //
 // One libmosquitto connection per device certificate, all driven by this one thread through
 // poll(2) and libmosquitto's external-loop calls (mosquitto_loop_read/write/misc): a thread per
@@ -50,17 +57,22 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cli_checks.h"
+#include "registry/acl.h"
 
 extern char** environ;
 
@@ -69,6 +81,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::duration;
 using std::chrono::milliseconds;
+namespace acl = onboard::acl;
 
 constexpr std::size_t kPayloadBytes = 64;  // the send time (8 bytes) and padding
 constexpr int kKeepaliveSeconds = 60;
@@ -298,7 +311,9 @@ std::unique_ptr<Connection> start_connect(const Endpoint& endpoint, const std::s
 // became readable.
 class Pump {
  public:
-  bool turn(const std::vector<Connection*>& connections, milliseconds timeout, int extra_fd = -1) {
+  // C: any connection type with a `mosq` owner (Connection here, SoakConnection in soak mode).
+  template <class C>
+  bool turn(const std::vector<C*>& connections, milliseconds timeout, int extra_fd = -1) {
     fds_.clear();
     owners_.clear();
     for (auto* c : connections) {
@@ -307,14 +322,14 @@ class Pump {
       short events = POLLIN;
       if (mosquitto_want_write(c->mosq.get())) events |= POLLOUT;
       fds_.push_back({sock, events, 0});
-      owners_.push_back(c);
+      owners_.push_back(c->mosq.get());
     }
     if (extra_fd >= 0) fds_.push_back({extra_fd, POLLIN, 0});
     int ready = ::poll(fds_.data(), fds_.size(), static_cast<int>(timeout.count()));
     bool extra_ready = false;
     if (ready > 0) {
       for (std::size_t i = 0; i < owners_.size(); ++i) {
-        auto* m = owners_[i]->mosq.get();
+        auto* m = owners_[i];
         if (fds_[i].revents & (POLLIN | POLLERR | POLLHUP)) mosquitto_loop_read(m, 1);
         if ((fds_[i].revents & POLLOUT) && mosquitto_socket(m) >= 0) mosquitto_loop_write(m, 1);
       }
@@ -330,7 +345,7 @@ class Pump {
 
  private:
   std::vector<pollfd> fds_;
-  std::vector<Connection*> owners_;
+  std::vector<mosquitto*> owners_;
   Clock::time_point last_misc_ = Clock::now();
 };
 
@@ -648,13 +663,14 @@ int run_check(const Endpoint& endpoint, const CheckOptions& options) {
 // A child process, waited for through a pidfd so that the event loop keeps running meanwhile.
 class Child {
  public:
-  explicit Child(const std::vector<std::string>& argv) {
+  // Its standard output goes to `out` (truncated first), or nowhere.
+  explicit Child(const std::vector<std::string>& argv, const std::string& out = "/dev/null") {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
@@ -800,6 +816,876 @@ int run_revocation(const std::vector<Endpoint>& endpoints, const RevocationOptio
   return 0;
 }
 
+// ---- soak (issue 14): churn with an oracle
+// ------------------------------------------------------
+//
+// Devices connected over mTLS (MQTT v5, QoS 1, so that a refused publish shows as PUBACK 0x87)
+// carry traffic while a churn runs one `onboardctl` change every --churn-interval seconds:
+// a group rule removed and granted again, a device-level deny rule added and removed, a device
+// disabled and enabled, moved to the other group, revoked, a new device registered and
+// connected. Every decision the broker makes that this client can observe is checked against
+// the registry's answer at that moment:
+//   connect    CONNACK (or a refused handshake) of every connect and reconnect
+//   subscribe  the SUBACK code of each filter
+//   publish    the PUBACK code of each message (0/16 allowed, 0x87 refused)
+//   read       each delivery, and each non-delivery to a device that held a granted
+//              subscription matching the topic from before the publish and stayed connected
+// The answer comes from acl::evaluate, the function the plugin decides with, over a model of the
+// registry's rules, groups and device states that starts from `onboardctl acl list` and takes
+// every change the churn commits; after every change `onboardctl acl check --json` (the
+// registry's own explanation) is asked about the device and topic the change touched and must
+// agree with the model. A decision made during [a, b] may match any registry state that may have
+// been in effect then: a change counts from its command's start, and the previous state stays
+// acceptable until --window-ms after the command's exit (the propagation window).
+// Revoked and disabled devices must be disconnected within --window-ms of the command's exit.
+
+struct SoakOptions {
+  DeviceOptions device;
+  std::string ids, onboardctl, data_dir;
+  double seconds = 0, rate = 0, churn_interval = 1, memory_interval = 5;
+  long window_ms = 1000;
+  long broker_pid = 0;
+  std::size_t cell = 4;
+};
+
+enum class DeviceStatus { active, disabled, revoked };
+struct DeviceModel {
+  std::string type;
+  DeviceStatus status = DeviceStatus::active;
+};
+// What the broker decides from, as far as this run changes it.
+struct RegistryModel {
+  std::map<std::string, std::vector<acl::Rule>> group_rules, device_rules;
+  std::unordered_map<std::string, DeviceModel> devices;
+};
+
+bool model_connects(const RegistryModel& m, const std::string& id) {
+  auto d = m.devices.find(id);
+  return d != m.devices.end() && d->second.status == DeviceStatus::active;
+}
+
+// The device's rules, then default's, then its type's: the sets the registry evaluates.
+bool model_allows(const RegistryModel& m, const std::string& id, acl::Access access,
+                  const std::string& topic) {
+  auto d = m.devices.find(id);
+  if (d == m.devices.end() || d->second.status != DeviceStatus::active) return false;
+  std::vector<std::span<const acl::Rule>> sets;
+  auto add = [&](const std::map<std::string, std::vector<acl::Rule>>& rules,
+                 const std::string& key) {
+    auto found = rules.find(key);
+    if (found != rules.end()) sets.emplace_back(found->second);
+  };
+  add(m.device_rules, id);
+  add(m.group_rules, "default");
+  if (!d->second.type.empty() && d->second.type != "default") add(m.group_rules, d->second.type);
+  const acl::Substitutions subs{id, id, id};
+  return acl::evaluate(sets, access, topic, subs).decision == acl::Decision::allow;
+}
+
+acl::Rule rule_from_json(const nlohmann::json& j) {
+  acl::Rule rule;
+  rule.id = j.at("id").get<std::int64_t>();
+  rule.pattern = acl::Pattern(j.at("pattern").get<std::string>());
+  auto access = acl::parse_access(j.at("access").get<std::string>());
+  auto effect = acl::parse_effect(j.at("effect").get<std::string>());
+  if (!access || !effect) throw std::runtime_error("acl list: unknown access or effect");
+  rule.access = *access;
+  rule.effect = *effect;
+  rule.priority = j.at("priority").get<int>();
+  return rule;
+}
+
+// The registry's states since the start, each from the start of the command that made it.
+class History {
+ public:
+  History(RegistryModel initial, Clock::duration window) : window_(window) {
+    auto now = Clock::now();
+    versions_.push_back({now, now, std::make_shared<const RegistryModel>(std::move(initial))});
+  }
+  const RegistryModel& current() const { return *versions_.back().model; }
+  void commit(RegistryModel next, Clock::time_point from, Clock::time_point committed) {
+    versions_.push_back({from, committed, std::make_shared<const RegistryModel>(std::move(next))});
+    // Decisions are judged within seconds; a minute of history is plenty.
+    while (versions_.size() > 2 &&
+           versions_[1].committed + window_ + std::chrono::seconds(60) < committed) {
+      versions_.pop_front();
+    }
+  }
+  // Which answers (bit 1: refused, bit 2: allowed) the states that may have been in effect
+  // during [a, b] give.
+  template <class Ask>
+  int answers(Clock::time_point a, Clock::time_point b, Ask ask) const {
+    int bits = 0;
+    for (std::size_t i = 0; i < versions_.size(); ++i) {
+      if (i > 0 && versions_[i].from > b) break;
+      if (i + 1 < versions_.size() && versions_[i + 1].committed + window_ < a) continue;
+      bits |= ask(*versions_[i].model) ? 2 : 1;
+    }
+    return bits;
+  }
+
+ private:
+  struct Version {
+    Clock::time_point from, committed;
+    std::shared_ptr<const RegistryModel> model;
+  };
+  std::deque<Version> versions_;
+  Clock::duration window_;
+};
+
+class SoakRun;
+struct SoakConnection {
+  SoakRun* run = nullptr;
+  std::size_t device = 0;
+  MosquittoPtr mosq;
+  bool connected = false, closed = false, judged_connect = false;
+  Clock::time_point started, closed_at;
+  std::map<int, std::pair<std::string, Clock::time_point>> subscribing;  // mid: filter, sent
+  std::map<std::string, Clock::time_point> granted;                      // filter: SUBACK seen
+  std::unordered_map<int, std::uint64_t> publishing;                     // mid: record key
+  Clock::time_point next_send, next_resubscribe;
+  std::uint64_t turn = 0;
+};
+
+struct SoakDevice {
+  std::string id;
+  std::size_t cell = 0;
+  std::unique_ptr<SoakConnection> conn;
+  bool revoked = false, busy = false;  // busy: in a churn step (disabled, awaiting reconnect)
+  std::uint64_t seq = 0;
+};
+
+// One published message, until it is judged.
+struct SoakRecord {
+  std::size_t sender = 0;
+  std::string topic;
+  Clock::time_point sent, acked;
+  int reason = -1;
+  std::vector<std::size_t> received;
+};
+
+constexpr std::size_t kSoakPayload = 24;  // sender index, sequence number, send time
+
+class SoakRun {
+ public:
+  SoakRun(const std::vector<Endpoint>& endpoints, const SoakOptions& options)
+      : endpoints_(endpoints),
+        o_(options),
+        window_(milliseconds(options.window_ms)),
+        history_(initial_model(), window_) {}
+
+  int run();
+
+  // Callbacks (record only; the loop acts).
+  void on_connect(SoakConnection& c, int rc);
+  void on_disconnect(SoakConnection& c);
+  void on_subscribe(SoakConnection& c, int mid, int count, const int* codes);
+  void on_publish(SoakConnection& c, int mid, int reason);
+  void on_message(SoakConnection& c, const mosquitto_message* message);
+
+ private:
+  struct Command {
+    std::vector<std::string> args;  // after onboardctl --data-dir DIR
+    std::function<void(RegistryModel&, const std::string& out)> apply;  // on success
+    std::function<void(Clock::time_point exited, const std::string& out)> after;
+  };
+
+  RegistryModel initial_model();
+  std::string ctl_output(const std::vector<std::string>& args);
+  void connect(std::size_t device);
+  void wrong(const std::string& kind, const std::string& what);
+  void judge_connect(SoakConnection& c, bool accepted);
+  void resolve(std::uint64_t key);
+  void churn_step();
+  void start_command();
+  void finish_command(int rc);
+  void cross_check(const std::string& device, const std::string& access, const std::string& topic);
+  std::size_t pick_device();
+  std::string cell_topic(char group, std::size_t device) const {
+    return std::string("fleet/") + group + "/" + std::to_string(devices_[device].cell) + "/" +
+           devices_[device].id;
+  }
+  std::string cell_filter(char group, std::size_t cell) const {
+    return std::string("fleet/") + group + "/" + std::to_string(cell) + "/#";
+  }
+  void at(Clock::time_point when, std::function<void()> task) {
+    tasks_.emplace(when, std::move(task));
+  }
+
+  std::vector<Endpoint> endpoints_;
+  const SoakOptions& o_;
+  Clock::duration window_;
+  std::vector<SoakDevice> devices_;
+  std::unordered_map<std::string, std::size_t> index_of_;
+  std::vector<std::vector<std::size_t>> cells_;
+  std::int64_t soak_a_rule_ = 0;  // the group rule the churn removes and grants again (0: removed)
+  History history_;               // after the members initial_model fills
+  std::unordered_map<std::uint64_t, SoakRecord> records_;
+  std::deque<std::pair<Clock::time_point, std::uint64_t>> due_;
+  std::multimap<Clock::time_point, std::function<void()>> tasks_;
+  std::deque<Command> commands_;
+  std::unique_ptr<Child> child_;
+  Command running_;
+  Clock::time_point command_started_;
+  std::string scratch_;
+  std::size_t step_ = 0, pick_ = 0, registered_ = 0;
+  std::map<std::string, std::uint64_t> checked_, wrong_;
+  std::uint64_t wrong_total_ = 0, published_ = 0, delivered_ = 0, unresolved_ = 0,
+                late_deliveries_ = 0, failed_commands_ = 0, model_mismatches_ = 0,
+                unexpected_closes_ = 0, late_disconnects_ = 0, changes_ = 0;
+  std::vector<double> disconnect_ms_;
+  std::vector<std::size_t> pending_connects_;
+  bool stopping_ = false;  // the run's own disconnects at the end
+};
+
+SoakRun* soak_of(void* self) { return static_cast<SoakConnection*>(self)->run; }
+void soak_on_connect(mosquitto*, void* self, int rc) {
+  soak_of(self)->on_connect(*static_cast<SoakConnection*>(self), rc);
+}
+void soak_on_disconnect(mosquitto*, void* self, int) {
+  soak_of(self)->on_disconnect(*static_cast<SoakConnection*>(self));
+}
+void soak_on_subscribe(mosquitto*, void* self, int mid, int count, const int* codes,
+                       const mosquitto_property*) {
+  soak_of(self)->on_subscribe(*static_cast<SoakConnection*>(self), mid, count, codes);
+}
+void soak_on_publish(mosquitto*, void* self, int mid, int reason, const mosquitto_property*) {
+  soak_of(self)->on_publish(*static_cast<SoakConnection*>(self), mid, reason);
+}
+void soak_on_message(mosquitto*, void* self, const mosquitto_message* message) {
+  soak_of(self)->on_message(*static_cast<SoakConnection*>(self), message);
+}
+
+std::string SoakRun::ctl_output(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{o_.onboardctl, "--data-dir", o_.data_dir};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const std::string out = o_.data_dir + "/../soak-ctl.out";
+  Child child(argv, out);
+  if (child.reap() != 0) throw std::runtime_error("onboardctl " + args.front() + " failed");
+  std::ifstream in(out);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Ids "ID TYPE" from --ids; rules from `acl list` of default and the two types.
+RegistryModel SoakRun::initial_model() {
+  RegistryModel m;
+  for (const auto& line : read_lines(o_.ids)) {
+    std::istringstream fields(line);
+    SoakDevice d;
+    std::string type;
+    if (!(fields >> d.id >> type)) throw std::runtime_error("bad --ids line: " + line);
+    d.cell = devices_.size() / o_.cell;
+    index_of_[d.id] = devices_.size();
+    if (cells_.size() <= d.cell) cells_.resize(d.cell + 1);
+    cells_[d.cell].push_back(devices_.size());
+    devices_.push_back(std::move(d));
+    m.devices[devices_.back().id] = DeviceModel{type, DeviceStatus::active};
+  }
+  for (const std::string group : {"default", "soak-a", "soak-b"}) {
+    auto rules = nlohmann::json::parse(ctl_output({"acl", "list", "--group", group, "--json"}));
+    for (const auto& r : rules) {
+      m.group_rules[group].push_back(rule_from_json(r));
+      if (group == "soak-a" && r.at("pattern") == "fleet/a/#") soak_a_rule_ = r.at("id");
+    }
+  }
+  if (soak_a_rule_ == 0) throw std::runtime_error("group soak-a has no rule fleet/a/#");
+  return m;
+}
+
+void SoakRun::wrong(const std::string& kind, const std::string& what) {
+  ++wrong_[kind];
+  if (++wrong_total_ <= 20) emit({{"type", "wrong"}, {"decision", kind}, {"what", what}});
+}
+
+void SoakRun::connect(std::size_t device) {
+  auto c = std::make_unique<SoakConnection>();
+  c->run = this;
+  c->device = device;
+  c->started = Clock::now();
+  const std::string& id = devices_[device].id;
+  c->mosq.reset(mosquitto_new(id.c_str(), true, c.get()));
+  if (!c->mosq) throw std::runtime_error("mosquitto_new failed");
+  auto* m = c->mosq.get();
+  const Endpoint& endpoint = endpoints_[device % endpoints_.size()];
+  if (mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5) != MOSQ_ERR_SUCCESS ||
+      mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS ||
+      mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, endpoint.tls->get(id)) != MOSQ_ERR_SUCCESS) {
+    throw std::runtime_error("cannot set up the connection of " + id);
+  }
+  mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
+  mosquitto_connect_callback_set(m, soak_on_connect);
+  mosquitto_disconnect_callback_set(m, soak_on_disconnect);
+  mosquitto_subscribe_v5_callback_set(m, soak_on_subscribe);
+  mosquitto_publish_v5_callback_set(m, soak_on_publish);
+  mosquitto_message_callback_set(m, soak_on_message);
+  if (mosquitto_connect(m, "127.0.0.1", endpoint.port, kKeepaliveSeconds) != MOSQ_ERR_SUCCESS) {
+    c->closed = true;
+    c->closed_at = Clock::now();
+  }
+  devices_[device].conn = std::move(c);
+}
+
+void SoakRun::judge_connect(SoakConnection& c, bool accepted) {
+  if (c.judged_connect) return;
+  c.judged_connect = true;
+  ++checked_["connect"];
+  const std::string& id = devices_[c.device].id;
+  int bits = history_.answers(c.started, Clock::now(),
+                              [&](const RegistryModel& m) { return model_connects(m, id); });
+  if (!(bits & (accepted ? 2 : 1))) {
+    wrong("connect", id + (accepted ? " was accepted" : " was refused"));
+  }
+}
+
+void SoakRun::on_connect(SoakConnection& c, int rc) {
+  judge_connect(c, rc == 0);
+  if (rc != 0) return;
+  c.connected = true;
+  const auto& d = devices_[c.device];
+  for (const auto& filter :
+       {"devices/" + d.id + "/#", cell_filter('a', d.cell), cell_filter('b', d.cell)}) {
+    int mid = 0;
+    if (mosquitto_subscribe_v5(c.mosq.get(), &mid, filter.c_str(), 1, 0, nullptr) ==
+        MOSQ_ERR_SUCCESS) {
+      c.subscribing[mid] = {filter, Clock::now()};
+    }
+  }
+  const auto spread = duration<double>(static_cast<double>(devices_.size()) / o_.rate);
+  c.next_send = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                   spread * (static_cast<double>(c.device % 97) / 97.0));
+  c.next_resubscribe = Clock::now() + std::chrono::seconds(5);
+}
+
+void SoakRun::on_disconnect(SoakConnection& c) {
+  if (!c.judged_connect) judge_connect(c, false);  // refused during the handshake
+  const auto& d = devices_[c.device];
+  if (c.connected && !d.busy && !stopping_) {
+    ++unexpected_closes_;
+    emit({{"type", "unexpected_close"}, {"device", d.id}});
+  }
+  c.connected = false;
+  c.closed = true;
+  c.closed_at = Clock::now();
+}
+
+void SoakRun::on_subscribe(SoakConnection& c, int mid, int count, const int* codes) {
+  auto found = c.subscribing.find(mid);
+  if (found == c.subscribing.end() || count != 1) return;
+  const auto [filter, sent] = found->second;
+  c.subscribing.erase(found);
+  const bool granted = codes[0] < 0x80;
+  ++checked_["subscribe"];
+  const std::string& id = devices_[c.device].id;
+  int bits = history_.answers(sent, Clock::now(), [&](const RegistryModel& m) {
+    return model_allows(m, id, acl::kSubscribe, filter);
+  });
+  if (!(bits & (granted ? 2 : 1))) {
+    wrong("subscribe", id + " " + filter + (granted ? " granted" : " refused"));
+  }
+  if (granted) c.granted.emplace(filter, Clock::now());
+}
+
+void SoakRun::on_publish(SoakConnection& c, int mid, int reason) {
+  auto found = c.publishing.find(mid);
+  if (found == c.publishing.end()) return;
+  auto record = records_.find(found->second);
+  if (record != records_.end()) {
+    record->second.reason = reason;
+    record->second.acked = Clock::now();
+    // Deliveries leave the broker before the PUBACK; two seconds more for them to arrive.
+    due_.emplace_back(record->second.acked + std::chrono::seconds(2), found->second);
+  }
+  c.publishing.erase(found);
+}
+
+void SoakRun::on_message(SoakConnection& c, const mosquitto_message* message) {
+  if (message->payloadlen != static_cast<int>(kSoakPayload)) return;
+  std::uint64_t sender = 0, seq = 0;
+  std::memcpy(&sender, message->payload, 8);
+  std::memcpy(&seq, static_cast<const char*>(message->payload) + 8, 8);
+  ++delivered_;
+  auto record = records_.find(sender << 32 | seq);
+  if (record == records_.end()) {
+    ++late_deliveries_;
+    return;
+  }
+  record->second.received.push_back(c.device);
+}
+
+// Judges one message: its publish decision, and the read decision of every device that could
+// have received it.
+void SoakRun::resolve(std::uint64_t key) {
+  auto found = records_.find(key);
+  if (found == records_.end()) return;
+  const SoakRecord r = std::move(found->second);
+  records_.erase(found);
+  const std::string& sender = devices_[r.sender].id;
+  const bool accepted = r.reason >= 0 && r.reason < 0x80;
+  if (r.reason != 0 && r.reason != 16 && r.reason != 0x87) {
+    wrong("publish", sender + " " + r.topic + " PUBACK reason " + std::to_string(r.reason));
+  }
+  ++checked_["publish"];
+  int bits = history_.answers(r.sent, r.acked, [&](const RegistryModel& m) {
+    return model_allows(m, sender, acl::kPublish, r.topic);
+  });
+  if (!(bits & (accepted ? 2 : 1))) {
+    wrong("publish", sender + " " + r.topic + (accepted ? " accepted" : " refused"));
+  }
+  // Who could receive it: the owner of a devices/ID/ topic, the cell of a fleet topic.
+  std::vector<std::size_t> candidates;
+  if (r.topic.starts_with("devices/")) {
+    auto id = r.topic.substr(8, r.topic.find('/', 8) - 8);
+    candidates.push_back(index_of_.at(id));
+  } else {
+    candidates = cells_[devices_[r.sender].cell];
+  }
+  for (std::size_t receiver : candidates) {
+    const auto& device = devices_[receiver];
+    const bool received =
+        std::find(r.received.begin(), r.received.end(), receiver) != r.received.end();
+    const std::string filter = r.topic.starts_with("devices/")
+                                   ? "devices/" + device.id + "/#"
+                                   : cell_filter(r.topic[6], device.cell);
+    if (!received) {
+      // Judged only where a delivery was due: a subscription granted before the publish, on a
+      // connection open from before it until now.
+      const auto* c = device.conn.get();
+      if (!accepted || c == nullptr || !c->connected || c->started > r.sent) continue;
+      auto g = c->granted.find(filter);
+      if (g == c->granted.end() || g->second > r.sent) continue;
+    }
+    ++checked_["read"];
+    int read = history_.answers(r.sent, r.acked, [&](const RegistryModel& m) {
+      return model_allows(m, device.id, acl::kRead, r.topic);
+    });
+    if (received && !accepted) {
+      wrong("read", device.id + " received " + r.topic + " that was refused to " + sender);
+    } else if (!(read & (received ? 2 : 1))) {
+      wrong("read", device.id + (received ? " received " : " did not receive ") + r.topic +
+                        " from " + sender);
+    }
+  }
+}
+
+std::size_t SoakRun::pick_device() {
+  // A stride through the fleet, so that successive steps touch different cells.
+  for (std::size_t tries = 0; tries < devices_.size(); ++tries) {
+    pick_ = (pick_ + 7919) % devices_.size();
+    auto& d = devices_[pick_];
+    if (!d.revoked && !d.busy && d.conn && d.conn->connected) return pick_;
+  }
+  return devices_.size();
+}
+
+void SoakRun::cross_check(const std::string& device, const std::string& access,
+                          const std::string& topic) {
+  commands_.push_back({{"acl", "check", device, access, topic, "--json"},
+                       nullptr,
+                       [this, device, access, topic](Clock::time_point, const std::string& out) {
+                         auto answer = nlohmann::json::parse(out, nullptr, false);
+                         const bool allowed =
+                             !answer.is_discarded() && answer.value("decision", "") == "allow";
+                         const auto mask = *acl::parse_access(access);
+                         const bool model = model_allows(history_.current(), device,
+                                                         static_cast<acl::Access>(mask), topic);
+                         if (allowed != model) {
+                           ++model_mismatches_;
+                           emit({{"type", "mismatch"},
+                                 {"device", device},
+                                 {"access", access},
+                                 {"topic", topic},
+                                 {"registry", allowed},
+                                 {"model", model}});
+                         }
+                       }});
+}
+
+// One change, in turn: the group rule, a device deny rule, disable (enable follows), a move to
+// the other group, a revocation, a registration.
+void SoakRun::churn_step() {
+  const std::size_t kind = step_++ % 6;
+  const std::size_t target = pick_device();
+  if (kind != 0 && kind != 5 && target == devices_.size()) return;
+  const std::string id = target < devices_.size() ? devices_[target].id : "";
+  const auto watch_close = [this, target](Clock::time_point exited, const std::string&) {
+    auto* c = devices_[target].conn.get();
+    at(exited + window_, [this, target, exited, c] {
+      auto* now_c = devices_[target].conn.get();
+      if (now_c != c || c == nullptr) return;
+      if (!c->closed) {
+        ++late_disconnects_;
+        emit({{"type", "late_disconnect"}, {"device", devices_[target].id}});
+      } else {
+        disconnect_ms_.push_back(duration<double, std::milli>(c->closed_at - exited).count());
+      }
+    });
+    // The reconnect must be refused (judged by the connect oracle).
+    at(exited + window_ + milliseconds(500), [this, target] { connect(target); });
+  };
+  switch (kind) {
+    case 0: {  // the group rule fleet/a/#: removed, then granted again
+      const bool present = soak_a_rule_ > 0;
+      if (present) {
+        const auto rule = soak_a_rule_;
+        commands_.push_back({{"acl", "remove", std::to_string(rule)},
+                             [rule](RegistryModel& m, const std::string&) {
+                               std::erase_if(m.group_rules["soak-a"],
+                                             [&](const acl::Rule& r) { return r.id == rule; });
+                             },
+                             nullptr});
+        soak_a_rule_ = 0;
+      } else {
+        commands_.push_back(
+            {{"acl", "grant", "--group", "soak-a", "--access", "readwrite", "--topic", "fleet/a/#"},
+             [this](RegistryModel& m, const std::string& out) {
+               acl::Rule rule;
+               rule.id = std::stoll(out.substr(5));  // "rule N: ..."
+               rule.pattern = acl::Pattern("fleet/a/#");
+               rule.access = acl::kReadWrite;
+               rule.effect = acl::Effect::allow;
+               m.group_rules["soak-a"].push_back(rule);
+               soak_a_rule_ = rule.id;
+             },
+             nullptr});
+      }
+      if (target < devices_.size()) cross_check(id, "publish", cell_topic('a', target));
+      return;
+    }
+    case 1: {  // a device-level deny at the group allow's priority: deny wins the tie
+      auto& rules = history_.current().device_rules;
+      auto has = rules.find(id);
+      if (has != rules.end() && !has->second.empty()) {
+        const auto rule = has->second.front().id;
+        commands_.push_back({{"acl", "remove", std::to_string(rule)},
+                             [id, rule](RegistryModel& m, const std::string&) {
+                               std::erase_if(m.device_rules[id],
+                                             [&](const acl::Rule& r) { return r.id == rule; });
+                             },
+                             nullptr});
+      } else {
+        commands_.push_back(
+            {{"acl", "deny", "--device", id, "--access", "publish", "--topic", "fleet/+/+/%d"},
+             [id](RegistryModel& m, const std::string& out) {
+               acl::Rule rule;
+               rule.id = std::stoll(out.substr(5));
+               rule.pattern = acl::Pattern("fleet/+/+/%d");
+               rule.access = acl::kPublish;
+               rule.effect = acl::Effect::deny;
+               m.device_rules[id].push_back(rule);
+             },
+             nullptr});
+      }
+      break;
+    }
+    case 2: {  // disable; enable three seconds later, and the device connects again
+      devices_[target].busy = true;
+      commands_.push_back(
+          {{"device", "disable", id},
+           [id](RegistryModel& m, const std::string&) {
+             m.devices[id].status = DeviceStatus::disabled;
+           },
+           [this, id, target, watch_close](Clock::time_point exited, const std::string& out) {
+             watch_close(exited, out);
+             at(exited + std::chrono::seconds(3), [this, id, target] {
+               commands_.push_back({{"device", "enable", id},
+                                    [id](RegistryModel& m, const std::string&) {
+                                      m.devices[id].status = DeviceStatus::active;
+                                    },
+                                    [this, target](Clock::time_point done, const std::string&) {
+                                      at(done + window_ + milliseconds(500), [this, target] {
+                                        connect(target);
+                                        devices_[target].busy = false;
+                                      });
+                                    }});
+             });
+           }});
+      cross_check(id, "publish", "devices/" + id + "/load");
+      return;
+    }
+    case 3: {  // to the other group
+      const std::string to =
+          history_.current().devices.at(id).type == "soak-a" ? "soak-b" : "soak-a";
+      commands_.push_back(
+          {{"device", "update", id, "--type", to},
+           [id, to](RegistryModel& m, const std::string&) { m.devices[id].type = to; },
+           nullptr});
+      cross_check(id, "publish", cell_topic(to.back(), target));
+      return;
+    }
+    case 4: {  // revoke
+      devices_[target].busy = true;
+      devices_[target].revoked = true;
+      commands_.push_back({{"device", "revoke", id},
+                           [id](RegistryModel& m, const std::string&) {
+                             m.devices[id].status = DeviceStatus::revoked;
+                           },
+                           watch_close});
+      break;
+    }
+    case 5: {  // register a new device of soak-a, then connect it
+      SoakDevice d;
+      d.id = "soak-new-" + std::to_string(registered_++);
+      d.cell = devices_.size() / o_.cell;
+      d.busy = true;
+      const std::size_t index = devices_.size();
+      index_of_[d.id] = index;
+      if (cells_.size() <= d.cell) cells_.resize(d.cell + 1);
+      cells_[d.cell].push_back(index);
+      devices_.push_back(std::move(d));
+      const std::string nid = devices_[index].id;
+      commands_.push_back({{"device", "register", nid, "--type", "soak-a", "--key-alg", "p256",
+                            "--key-out", o_.device.certs + "/" + nid + ".key", "--cert-out",
+                            o_.device.certs + "/" + nid + ".crt"},
+                           [nid](RegistryModel& m, const std::string&) {
+                             m.devices[nid] = DeviceModel{"soak-a", DeviceStatus::active};
+                           },
+                           [this, index](Clock::time_point exited, const std::string&) {
+                             at(exited + window_ + milliseconds(500), [this, index] {
+                               connect(index);
+                               devices_[index].busy = false;
+                             });
+                           }});
+      cross_check(nid, "subscribe", cell_filter('a', devices_[index].cell));
+      return;
+    }
+  }
+  cross_check(id, "publish", cell_topic('a', target));
+}
+
+void SoakRun::start_command() {
+  if (child_ || commands_.empty()) return;
+  running_ = std::move(commands_.front());
+  commands_.pop_front();
+  std::vector<std::string> argv{o_.onboardctl, "--data-dir", o_.data_dir};
+  argv.insert(argv.end(), running_.args.begin(), running_.args.end());
+  command_started_ = Clock::now();
+  child_ = std::make_unique<Child>(argv, scratch_);
+}
+
+void SoakRun::finish_command(int rc) {
+  const auto exited = Clock::now();
+  child_.reset();
+  std::ifstream in(scratch_);
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (rc != 0) {
+    ++failed_commands_;
+    emit({{"type", "failed_command"}, {"command", running_.args}, {"status", rc}});
+    return;
+  }
+  if (running_.apply) {
+    RegistryModel next = history_.current();
+    running_.apply(next, out);
+    history_.commit(std::move(next), command_started_, exited);
+    ++changes_;
+  }
+  if (running_.after) running_.after(exited, out);
+}
+
+int SoakRun::run() {
+  scratch_ = o_.data_dir + "/../soak-command.out";
+  const auto start = Clock::now();
+  const auto end =
+      start + std::chrono::duration_cast<Clock::duration>(duration<double>(o_.seconds));
+  for (std::size_t i = devices_.size(); i-- > 0;) pending_connects_.push_back(i);
+  Pump pump;
+  auto next_churn = start + std::chrono::seconds(5);  // after the fleet has connected
+  auto next_memory = start;
+  const auto churn_every =
+      std::chrono::duration_cast<Clock::duration>(duration<double>(o_.churn_interval));
+  const auto memory_every =
+      std::chrono::duration_cast<Clock::duration>(duration<double>(o_.memory_interval));
+  std::vector<SoakConnection*> live;
+  std::uint64_t published_at_churn = 0;
+  Clock::time_point traffic_from{};
+  bool fleet_up = false;
+  while (Clock::now() < end) {
+    auto now = Clock::now();
+    // Connect the fleet, 32 handshakes at a time.
+    std::size_t handshakes = 0;
+    for (auto& d : devices_) {
+      if (d.conn && !d.conn->judged_connect && !d.conn->closed) ++handshakes;
+    }
+    while (!pending_connects_.empty() && handshakes < 32) {
+      connect(pending_connects_.back());
+      pending_connects_.pop_back();
+      ++handshakes;
+    }
+    if (!fleet_up && pending_connects_.empty() && handshakes == 0) {
+      fleet_up = true;
+      traffic_from = now;
+      published_at_churn = published_;
+      std::size_t connected = 0;
+      for (auto& d : devices_) connected += d.conn && d.conn->connected ? 1 : 0;
+      emit({{"type", "fleet"},
+            {"devices", devices_.size()},
+            {"connected", connected},
+            {"seconds", rounded(seconds_between(start, now), 2)}});
+      next_churn = std::max(next_churn, now + std::chrono::seconds(1));
+    }
+    // Traffic: each connection in turn publishes to its own subtree, its cell's fleet/a and
+    // fleet/b topics, and its neighbour's subtree (never allowed).
+    const auto interval = std::chrono::duration_cast<Clock::duration>(
+        duration<double>(static_cast<double>(devices_.size()) / o_.rate));
+    live.clear();
+    for (std::size_t i = 0; i < devices_.size(); ++i) {
+      auto& d = devices_[i];
+      if (!d.conn) continue;
+      auto& c = *d.conn;
+      if (c.closed) continue;
+      live.push_back(&c);
+      if (!c.connected) continue;
+      if (c.next_send <= now) {
+        std::string topic;
+        switch (c.turn++ % 4) {
+          case 0:
+            topic = "devices/" + d.id + "/load";
+            break;
+          case 1:
+            topic = cell_topic('a', i);
+            break;
+          case 2:
+            topic = cell_topic('b', i);
+            break;
+          default: {
+            const auto& cell = cells_[d.cell];
+            const auto at_cell =
+                static_cast<std::size_t>(std::find(cell.begin(), cell.end(), i) - cell.begin());
+            const auto other = cell[(at_cell + 1) % cell.size()];
+            topic = "devices/" + devices_[other].id + "/load";
+          }
+        }
+        const std::uint64_t seq = ++d.seq;
+        unsigned char payload[kSoakPayload];
+        const std::uint64_t sender = i;
+        const std::int64_t sent_ns = now.time_since_epoch().count();
+        std::memcpy(payload, &sender, 8);
+        std::memcpy(payload + 8, &seq, 8);
+        std::memcpy(payload + 16, &sent_ns, 8);
+        int mid = 0;
+        if (mosquitto_publish_v5(c.mosq.get(), &mid, topic.c_str(), kSoakPayload, payload, 1, false,
+                                 nullptr) == MOSQ_ERR_SUCCESS) {
+          records_[sender << 32 | seq] = SoakRecord{i, topic, now, {}, -1, {}};
+          c.publishing[mid] = sender << 32 | seq;
+          ++published_;
+        }
+        c.next_send += interval;
+        if (c.next_send < now) c.next_send = now + interval;
+      }
+      // Filters refused earlier are asked for again, so that a right granted later is used.
+      if (c.next_resubscribe <= now) {
+        c.next_resubscribe = now + std::chrono::seconds(5);
+        for (const auto& filter :
+             {"devices/" + d.id + "/#", cell_filter('a', d.cell), cell_filter('b', d.cell)}) {
+          if (c.granted.contains(filter)) continue;
+          int mid = 0;
+          if (mosquitto_subscribe_v5(c.mosq.get(), &mid, filter.c_str(), 1, 0, nullptr) ==
+              MOSQ_ERR_SUCCESS) {
+            c.subscribing[mid] = {filter, now};
+          }
+        }
+      }
+    }
+    const bool child_done = pump.turn(live, milliseconds(2), child_ ? child_->fd() : -1);
+    if (child_done) finish_command(child_->reap());
+    now = Clock::now();
+    if (fleet_up && now >= next_churn) {
+      next_churn += churn_every;
+      if (commands_.size() < 4) churn_step();
+    }
+    start_command();
+    while (!tasks_.empty() && tasks_.begin()->first <= now) {
+      auto task = std::move(tasks_.begin()->second);
+      tasks_.erase(tasks_.begin());
+      task();
+    }
+    while (!due_.empty() && due_.front().first <= now) {
+      resolve(due_.front().second);
+      due_.pop_front();
+    }
+    if (now >= next_memory && o_.broker_pid > 0) {
+      next_memory += memory_every;
+      std::ifstream status("/proc/" + std::to_string(o_.broker_pid) + "/status");
+      long rss_kb = 0;
+      for (std::string line; std::getline(status, line);) {
+        if (line.starts_with("VmRSS:")) rss_kb = std::stol(line.substr(6));
+      }
+      emit({{"type", "memory"},
+            {"t", rounded(seconds_between(start, now), 1)},
+            {"rss_kb", rss_kb},
+            {"cpu_s", rounded(process_cpu_us(o_.broker_pid) / 1e6, 2)}});
+    }
+  }
+  // The last messages: judged once they are due.
+  const auto drain = Clock::now() + std::chrono::seconds(3);
+  while (Clock::now() < drain) {
+    live.clear();
+    for (auto& d : devices_) {
+      if (d.conn && !d.conn->closed) live.push_back(d.conn.get());
+    }
+    pump.turn(live, milliseconds(5));
+    while (!due_.empty() && due_.front().first <= Clock::now()) {
+      resolve(due_.front().second);
+      due_.pop_front();
+    }
+  }
+  unresolved_ += records_.size();
+  const double traffic_seconds = fleet_up ? seconds_between(traffic_from, Clock::now()) : 0;
+  std::uint64_t checked = 0;
+  nlohmann::ordered_json checked_json, wrong_json;
+  for (const auto& [kind, n] : checked_) {
+    checked += n;
+    checked_json[kind] = n;
+    wrong_json[kind] = wrong_.contains(kind) ? wrong_.at(kind) : 0;
+  }
+  std::size_t connected = 0;
+  for (auto& d : devices_) connected += d.conn && d.conn->connected ? 1 : 0;
+  emit({{"type", "summary"},
+        {"devices", devices_.size()},
+        {"connected_at_end", connected},
+        {"seconds", rounded(o_.seconds, 1)},
+        {"changes", changes_},
+        {"failed_commands", failed_commands_},
+        {"model_mismatches", model_mismatches_},
+        {"decisions", checked},
+        {"checked", checked_json},
+        {"wrong", wrong_total_},
+        {"wrong_by_kind", wrong_json},
+        {"published", published_},
+        {"delivered", delivered_},
+        {"msgs_per_s",
+         rounded(traffic_seconds > 0
+                     ? static_cast<double>(published_ - published_at_churn) / traffic_seconds
+                     : 0.0,
+                 1)},
+        {"deliveries_per_s",
+         rounded(traffic_seconds > 0 ? static_cast<double>(delivered_) / traffic_seconds : 0.0, 1)},
+        {"unresolved", unresolved_},
+        {"late_deliveries", late_deliveries_},
+        {"unexpected_closes", unexpected_closes_},
+        {"disconnects", disconnect_ms_.size()},
+        {"late_disconnects", late_disconnects_},
+        {"disconnect_p50_ms", rounded(percentile(disconnect_ms_, 0.5), 1)},
+        {"disconnect_p99_ms", rounded(percentile(disconnect_ms_, 0.99), 1)},
+        {"disconnect_max_ms",
+         rounded(disconnect_ms_.empty()
+                     ? 0.0
+                     : *std::max_element(disconnect_ms_.begin(), disconnect_ms_.end()),
+                 1)}});
+  stopping_ = true;
+  for (auto& d : devices_) {
+    if (d.conn && !d.conn->closed) mosquitto_disconnect(d.conn->mosq.get());
+  }
+  live.clear();
+  for (auto& d : devices_) {
+    if (d.conn) live.push_back(d.conn.get());
+  }
+  pump.turn(live, milliseconds(50));
+  return wrong_total_ == 0 && late_disconnects_ == 0 && model_mismatches_ == 0 &&
+                 failed_commands_ == 0
+             ? 0
+             : 3;
+}
+
 // The options every mode that talks to one broker takes.
 void add_device_options(CLI::App& mode, DeviceOptions& o) {
   mode.add_option("--port", o.ports,
@@ -932,18 +1818,63 @@ int main(int argc, char** argv) {
       ->check(count);
   add_device_options(*revocation_mode, revocation.device);
 
+  SoakOptions soak;
+  auto* soak_mode = app.add_subcommand(
+      "soak",
+      "devices carry traffic while onboardctl changes rules, groups and device states every "
+      "--churn-interval seconds; every observed decision is checked against the registry's "
+      "answer at that moment (see loadgen.cpp)");
+  soak_mode->add_option("--ids", soak.ids, "\"ID TYPE\" per line: the registered devices")
+      ->required()
+      ->check(CLI::ExistingFile);
+  soak_mode->add_option("--seconds", soak.seconds, "how long the run lasts")
+      ->required()
+      ->check(positive);
+  soak_mode->add_option("--rate", soak.rate, "QoS 1 messages per second in all")
+      ->required()
+      ->check(positive);
+  soak_mode->add_option("--churn-interval", soak.churn_interval, "seconds between changes")
+      ->capture_default_str()
+      ->check(positive);
+  soak_mode
+      ->add_option("--window-ms", soak.window_ms,
+                   "propagation window: a change may be seen this long after its command exits, "
+                   "and a revoked or disabled device must be disconnected by then")
+      ->capture_default_str()
+      ->check(count);
+  soak_mode->add_option("--cell", soak.cell, "devices per fleet/G/CELL topic group")
+      ->capture_default_str()
+      ->check(count);
+  soak_mode->add_option("--broker-pid", soak.broker_pid, "the broker whose memory is sampled")
+      ->check(count);
+  soak_mode->add_option("--memory-interval", soak.memory_interval, "seconds between samples")
+      ->capture_default_str()
+      ->check(positive);
+  soak_mode->add_option("--onboardctl", soak.onboardctl, "the onboardctl binary")
+      ->required()
+      ->check(CLI::ExistingFile);
+  soak_mode->add_option("--data-dir", soak.data_dir, "the data directory the broker's plugin reads")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  add_device_options(*soak_mode, soak.device);
+
   CLI11_PARSE(app, argc, argv);
   try {
     LibMosquitto library;
     if (*throughput_mode) return run_throughput(throughput);
     if (*storm_mode) return run_storm(storm);
-    const DeviceOptions& device = *check_mode ? check.device : revocation.device;
+    const DeviceOptions& device =
+        *check_mode ? check.device : (*soak_mode ? soak.device : revocation.device);
     TlsContexts tls(device.cafile, device.certs);
     std::vector<Endpoint> endpoints;
     for (int port : device.ports) endpoints.push_back(Endpoint{port, &tls});
     if (*check_mode) {
       if (endpoints.size() != 1) throw std::runtime_error("check talks to one broker: one --port");
       return run_check(endpoints.front(), check);
+    }
+    if (*soak_mode) {
+      SoakRun run(endpoints, soak);
+      return run.run();
     }
     return run_revocation(endpoints, revocation);
   } catch (const std::exception& e) {

@@ -21,6 +21,7 @@ import registry
 import rest
 import rest_slow
 import sections
+import soak
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MACHINE = "- Machine: test"
@@ -372,6 +373,94 @@ class DynsecConfigTest(unittest.TestCase):
         self.assertEqual(config["clients"][1]["roles"], [{"rolename": "role-b"}])
         self.assertEqual({acl["topic"] for acl in config["roles"][0]["acls"]}, {"devices/a/#"})
         self.assertEqual(len(config["roles"][0]["acls"]), 4)
+
+
+def soak_summary(**changes):
+    """A passing soak summary line, with CHANGES applied."""
+    s = {"type": "summary", "devices": 8, "connected_at_end": 7, "seconds": 30, "changes": 20,
+         "failed_commands": 0, "model_mismatches": 0, "decisions": 110,
+         "checked": {"connect": 10, "publish": 60, "read": 30, "subscribe": 10}, "wrong": 0,
+         "wrong_by_kind": {"connect": 0, "publish": 0, "read": 0, "subscribe": 0}, "published": 60,
+         "delivered": 30, "msgs_per_s": 2.0, "deliveries_per_s": 1.0, "unresolved": 1,
+         "late_deliveries": 0, "unexpected_closes": 0, "disconnects": 4, "late_disconnects": 0,
+         "disconnect_p50_ms": 60.0, "disconnect_p99_ms": 120.0, "disconnect_max_ms": 120.0}
+    s.update(changes)
+    return s
+
+
+def soak_memory(*rss):
+    """Memory samples 10 s apart from t = 0."""
+    return [{"type": "memory", "t": 10.0 * i, "rss_kb": kb, "cpu_s": 0} for i, kb in enumerate(rss)]
+
+
+class SoakTest(unittest.TestCase):
+    def render(self, records, mode="quick", seconds=100):
+        return soak.render(records, mode, MACHINE, 8, seconds, "20", (2_000_000, 8))
+
+    def test_a_clean_run_passes_with_its_counts(self):
+        lines, failed = self.render([soak_summary(), *soak_memory(900, 1000, 1010, 1020, 1040)])
+        self.assertEqual(failed, [])
+        text = "\n".join(lines)
+        self.assertIn("| publish | 60 | 0 |", text)
+        self.assertIn("| **all** | **110** | **0** |", text)
+        self.assertIn("60 / 120 / 120", text)
+        # Warm-up is the first fifth of 100 s (20 s): 1010 kB to 1040 kB is +3.0 %.
+        self.assertIn("(+3.0 %; limit ±5 %)", text)
+        self.assertIn("**Result: passed**", text)
+
+    def test_wrong_decisions_fail_and_are_listed(self):
+        wrong = {"type": "wrong", "decision": "read", "what": "soak-1 received fleet/a/0/soak-2"}
+        lines, failed = self.render([wrong, soak_summary(wrong=1, wrong_by_kind={"read": 1})])
+        self.assertEqual(failed, ["1 wrong decision(s)"])
+        self.assertIn("- read: soak-1 received fleet/a/0/soak-2", lines)
+        self.assertTrue(lines[-1].startswith("**Result: FAILED: 1 wrong decision(s)"))
+
+    def test_late_and_slow_disconnects_fail(self):
+        _, failed = self.render([soak_summary(late_disconnects=2)])
+        self.assertEqual(failed, ["2 device(s) not disconnected within 1 s"])
+        _, failed = self.render([soak_summary(disconnect_max_ms=1000.0)])
+        self.assertEqual(failed, ["a disconnect took 1000 ms"])
+
+    def test_model_disagreement_and_failed_commands_fail(self):
+        _, failed = self.render([soak_summary(model_mismatches=1, failed_commands=2)])
+        self.assertEqual(len(failed), 2)
+
+    def test_warm_up_lasts_until_10_s_after_the_fleet_connected(self):
+        fleet = {"type": "fleet", "devices": 8, "connected": 8, "seconds": 25.0}
+        # Warm-up ends at 35 s, not at 20 s (a fifth of 100 s): 1100 kB to 1111 kB is +1.0 %.
+        lines, failed = self.render([fleet, soak_summary(), *soak_memory(500, 700, 900, 1000, 1100, 1111)])
+        self.assertEqual(failed, [])
+        self.assertIn("(+1.0 %; limit ±5 %)", "\n".join(lines))
+
+    def test_memory_growth_fails_except_in_a_smoke_run(self):
+        records = [soak_summary(), *soak_memory(500, 500, 1000, 1000, 1100)]
+        _, failed = self.render(records)
+        self.assertEqual(failed, ["broker memory moved +10.0 % after warm-up"])
+        _, failed = self.render(records, mode="smoke")
+        self.assertEqual(failed, [])
+
+    def test_a_control_run_that_found_nothing_fails(self):
+        _, failed = soak.render([soak_summary()], "smoke", MACHINE, 8, 30, "20", None, soak_summary())
+        self.assertEqual(failed, ["the control run against a broker without access control found no wrong decision"])
+        lines, failed = soak.render([soak_summary()], "smoke", MACHINE, 8, 30, "20", None,
+                                    soak_summary(wrong=7, late_disconnects=2))
+        self.assertEqual(failed, [])
+        self.assertTrue(any("found 7 wrong decisions of 110 and 2 late disconnects" in line for line in lines))
+
+    def test_no_summary_is_an_error(self):
+        with self.assertRaises(SystemExit):
+            self.render([{"type": "fleet", "devices": 8, "connected": 8, "seconds": 1.0}])
+
+    def test_main_exits_3_on_failure_after_writing_the_section(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "soak.jsonl")
+            with open(path, "w") as f:
+                f.write(json.dumps(soak_summary(wrong=1)) + "\n")
+            out = os.path.join(tmp, "soak.md")
+            status = soak.main([path, "smoke", out, MACHINE, "8", "30", "20", os.path.join(tmp, "none")])
+            self.assertEqual(status, 3)
+            with open(out) as f:
+                self.assertIn("FAILED", f.read())
 
 
 if __name__ == "__main__":
