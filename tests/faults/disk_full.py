@@ -148,6 +148,12 @@ def main():
                     stray = [f for f in data_files(h) - files_before if os.path.basename(f).startswith(".")]
                     if stray:
                         raise Violation(f"{where}: temporary files left behind: {stray}")
+                    # A failed bundle leaves no zip and no password file (a zip whose password
+                    # nobody saw, or a password file without its zip).
+                    if run.returncode != 0 and isinstance(op, Bundle):
+                        left = [p for p in (ctx["out"], ctx["pw"]) if os.path.exists(p)]
+                        if left:
+                            raise Violation(f"{where}: a failed bundle left {left}")
                 finally:
                     unfill(mount)
                 h.check_invariants(where)
