@@ -16,6 +16,7 @@ Usage: disk_full.py --onboardctl PATH [--step KIB] [--size-mib N] [--ops LIST]
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,20 @@ def unfill(mount):
         os.unlink(path)
 
 
+def summary(runs):
+    """Markdown rows, one per stretch of room in which an operation failed the same way."""
+    rows = []
+    for name, kib, code, message in runs:
+        # The same failure names another batch or device each run.
+        same = re.sub(r"(batch|ren|rev|tok)-\d+", r"\1-N", message)
+        if rows and rows[-1][0] == name and rows[-1][3] == code and rows[-1][4] == same:
+            rows[-1][2] = kib
+        else:
+            rows.append([name, kib, kib, code, same])
+    return [f"| {name} | {lo}{'' if lo == hi else f' to {hi}'} | {code} | {same[:220]} |"
+            for name, lo, hi, code, same in rows]
+
+
 def data_files(h):
     """Every file under the data directory but SQLite's own -wal and -shm."""
     found = set()
@@ -126,6 +141,7 @@ def main():
         print(f"disk_full: a {args.size_mib} MiB tmpfs at {mount}; batches of {Batch.size} devices")
         table = ["| Operation | Free KiB | Exit | Message |", "|---|---:|---:|---|"]
         print("\n".join(table))
+        runs = []  # (operation, free KiB, exit code, message) for the Markdown summary
         for name in args.ops.split(","):
             op = kinds[name](h, name)
             slack = 0
@@ -139,7 +155,7 @@ def main():
                     message = (run.stderr.strip().splitlines() or [""])[-1]
                     # The work directory's random name would make every report differ.
                     row = f"| {name} | {slack // 1024} | {run.returncode} | {message[:200].replace(base, '…')} |"
-                    table.append(row)
+                    runs.append((name, slack // 1024, run.returncode, message.replace(base, "…")))
                     print(row, flush=True)
                     if run.returncode != 0 and not any(c in message.lower() for c in CLEAR):
                         raise Violation(f"{where}: the error does not say the disk is full: {run.stderr}")
@@ -170,7 +186,7 @@ def main():
         print("disk_full: every write failed cleanly on a full disk and completed once there was room")
         if args.markdown:
             with open(args.markdown, "w") as f:
-                f.write("\n".join(table) + "\n")
+                f.write("\n".join(table + summary(runs)) + "\n")
         ok = True
     except Violation as v:
         print(f"disk_full: FAILED: {v}", file=sys.stderr)

@@ -504,8 +504,9 @@ def main():
                 h.start_server()
             ctx = op.prepare()
             before = h.snapshot()
-            # Spread over the operation's duration, a little past its end.
-            delay = rng.uniform(0, durations[n] * 1.1)
+            # Spread over the operation's duration and past its end: a run under a kill may take
+            # longer than the measured one (a REST request's first connection, a busy machine).
+            delay = rng.uniform(0, durations[n] * 1.5)
             finished = killed_run(op, ctx, delay)
             after = h.snapshot()
             where = f"kill {i + 1} ({n} after {delay * 1000:.0f} ms)"
