@@ -164,7 +164,7 @@ class Harness:
             "crl": self.count("SELECT crl_number FROM meta"),
         }
 
-    def check_invariants(self, where):
+    def check_invariants(self, where, verify_audit=True):
         def none(sql, what):
             rows = self.query(sql)
             if rows:
@@ -206,6 +206,8 @@ class Harness:
         if rows < self.audit_rows:
             raise Violation(f"{where}: audit rows went down from {self.audit_rows} to {rows}")
         self.audit_rows = rows
+        if not verify_audit:
+            return
         p = self.run("audit", "verify", check=False)
         if p.returncode != 0:
             raise Violation(f"{where}: audit verify failed ({p.returncode}): {p.stdout} {p.stderr}")
