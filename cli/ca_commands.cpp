@@ -423,6 +423,9 @@ void add_revoke(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
                              " (" + cert.subject + ")";
     if (revoked.outcome.already_revoked) {
       std::cout << what << " was already revoked\n";
+      if (revoked.crl_number) {  // the CRL did not list it yet
+        std::cout << "CRL " << *revoked.crl_number << " written to " << ws.crl.string() << "\n";
+      }
       return kExitOk;
     }
     std::cout << "revoked " << what << "\n";

@@ -304,7 +304,12 @@ void add_device_commands(CLI::App& app, const GlobalOptions& global, int& exit_c
                   ops::revoke_device(*store, ca, ws.crl, o->id, *reason, ops::make_actor()));
       const auto& outcome = revoked.outcome;
       if (outcome.already_revoked) {
-        std::cout << o->id << " already revoked; nothing changed\n";
+        if (revoked.crl_number) {
+          std::cout << o->id << " already revoked; the CRL did not list it yet: CRL "
+                    << *revoked.crl_number << " written to " << ws.crl.string() << "\n";
+        } else {
+          std::cout << o->id << " already revoked; nothing changed\n";
+        }
         return kExitOk;
       }
       const std::uint64_t number = revoked.crl_number.value_or(0);

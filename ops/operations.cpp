@@ -1,6 +1,8 @@
 #include "ops/operations.h"
 
+#include <openssl/bn.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 #include <nlohmann/json.hpp>
 
 #include <array>
@@ -15,6 +17,7 @@
 #include "core/encoding.h"
 #include "core/files.h"
 #include "core/identity.h"
+#include "core/ossl.h"
 #include "ops/credentials.h"
 #include "ops/text.h"
 #include "registry/acl.h"
@@ -150,6 +153,27 @@ Status validate_new_device(const registry::NewDevice& d) {
 
 // A CA's subject as the registry stores its certificates' issuer (RFC 2253).
 std::string subject_of(const X509* ca) { return ca::describe_certificate(ca).subject; }
+
+// Whether the CRL at `path` lists every one of `serials` (hex). A missing or unreadable CRL lists
+// none of them.
+bool crl_lists(const std::filesystem::path& path, const std::vector<std::string>& serials) {
+  auto pem = read_file(path);
+  if (!pem.ok()) return false;
+  auto crl = ca::crl_from_pem(*pem);
+  if (!crl.ok()) return false;
+  for (const auto& hex : serials) {
+    BIGNUM* raw = nullptr;
+    if (BN_hex2bn(&raw, hex.c_str()) == 0) {
+      ossl::clear_errors();
+      return false;
+    }
+    ossl::Ptr<BIGNUM> bn(raw);
+    ossl::Ptr<ASN1_INTEGER> serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
+    X509_REVOKED* entry = nullptr;
+    if (!serial || X509_CRL_get0_by_serial(crl->get(), &entry, serial.get()) == 0) return false;
+  }
+  return true;
+}
 
 constexpr std::size_t kTokenRandomBytes = 32;
 constexpr std::size_t kTokenLength = kTokenPrefix.size() + (kTokenRandomBytes * 8 + 5) / 6;
@@ -288,7 +312,22 @@ Result<Revoked> revoke_device(Store& store, const ca::Authority& ca,
   ONBOARD_CHECK(check_device_id(id));
   Revoked revoked;
   ONBOARD_TRY(revoked.outcome, store.revoke_device(id, reason, actor));
-  if (revoked.outcome.already_revoked) return revoked;
+  if (revoked.outcome.already_revoked) {
+    // A revoke stopped between its commit and the CRL rewrite (killed, disk full) left the CRL
+    // without these certificates; the rerun is how it gets finished, so it rewrites the CRL then.
+    ONBOARD_TRY(auto certificates, store.certificates_of(id));
+    std::vector<std::string> serials;
+    const std::string issuer = subject_of(ca.issuer());
+    for (const auto& c : certificates) {
+      if (c.status == registry::CertificateStatus::revoked && c.issuer == issuer)
+        serials.push_back(c.serial_hex);
+    }
+    if (!crl_lists(crl_path, serials)) {
+      ONBOARD_TRY(revoked.crl_number,
+                  rewrite_crl(store, ca, crl_path, "revoked " + std::string(id), actor));
+    }
+    return revoked;
+  }
   ONBOARD_TRY(revoked.crl_number,
               rewrite_crl(store, ca, crl_path, "revoked " + std::string(id), actor));
   return revoked;
@@ -372,8 +411,17 @@ Result<CertificateRevoked> revoke_certificate(Store& store, const ca::Authority&
   ONBOARD_TRY(auto found, find_certificate(store, name));
   CertificateRevoked revoked;
   ONBOARD_TRY(revoked.outcome, store.revoke_certificate(found.sha256_fingerprint, reason, actor));
-  if (revoked.outcome.already_revoked) return revoked;
   const std::string& issuer = revoked.outcome.certificate.issuer;
+  if (revoked.outcome.already_revoked) {
+    // As in revoke_device: finish a revoke that was stopped before its CRL was rewritten.
+    if (issuer == subject_of(ca.issuer()) &&
+        !crl_lists(crl_path, {revoked.outcome.certificate.serial_hex})) {
+      ONBOARD_TRY(
+          revoked.crl_number,
+          rewrite_crl(store, ca, crl_path, "revoked certificate " + found.serial_hex, actor));
+    }
+    return revoked;
+  }
   if (issuer == subject_of(ca.issuer())) {
     ONBOARD_TRY(revoked.crl_number,
                 rewrite_crl(store, ca, crl_path, "revoked certificate " + found.serial_hex, actor));

@@ -131,7 +131,9 @@ Result<std::uint64_t> rewrite_crl(registry::Store& store, const ca::Authority& c
 
 struct Revoked {
   registry::RevokeOutcome outcome;
-  std::optional<std::uint64_t> crl_number;  // when a CRL was written (not for already revoked)
+  // When a CRL was written: always for a new revocation; for an already revoked device only when
+  // the CRL on disk did not list its certificates yet (a revoke stopped before its CRL rewrite).
+  std::optional<std::uint64_t> crl_number;
 };
 Result<Revoked> revoke_device(registry::Store& store, const ca::Authority& ca,
                               const std::filesystem::path& crl_path, std::string_view id,
@@ -181,7 +183,8 @@ struct CertificateRevoked {
   bool needs_root_crl = false;
 };
 // Revokes one certificate of any kind (a device's too: its device keeps its status) and
-// rewrites the CRL of the CA that issued it when that is the issuing CA. Idempotent.
+// rewrites the CRL of the CA that issued it when that is the issuing CA. Idempotent; for an
+// already revoked certificate the CRL is rewritten only when it does not list it yet.
 Result<CertificateRevoked> revoke_certificate(registry::Store& store, const ca::Authority& ca,
                                               const std::filesystem::path& crl_path,
                                               std::string_view name, RevocationReason reason,

@@ -179,6 +179,11 @@ sql::Failure sqlite_failure(int code) {
     case SQLITE_FULL:
       return Failure(Errc::io, "the disk is full");
     case SQLITE_IOERR:
+      // Opening a registry on a full disk fails here, growing its -shm file (ENOSPC or a quota).
+      if (code == SQLITE_IOERR_SHMSIZE) {
+        return Failure(Errc::io,
+                       "the disk is full (the registry's shared-memory file -shm cannot grow)");
+      }
       return Failure(Errc::io, "an I/O error occurred on the registry file");
     case SQLITE_READONLY:
       return Failure(Errc::io,

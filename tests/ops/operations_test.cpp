@@ -992,6 +992,63 @@ TEST_CASE("revoke_certificate puts one certificate on the CRL and leaves its dev
   CHECK(read_text(w.crl) == crl_before);
 }
 
+// A revoke killed (or out of disk space) after its registry commit and before the CRL rewrite left
+// a revoked device whose certificates the CRL did not list, and rerunning the revoke answered
+// "already revoked; nothing changed" without ever rewriting the CRL (found by
+// tests/faults/kill_faults.py). The rerun now finishes the job.
+TEST_CASE("a rerun of revoke_device rewrites a CRL that a stopped revoke left without it") {
+  World w;
+  auto registered = w.register_one("sensor-001");
+  const auto& serial = registered.issuance.certificate.info.serial_hex;
+  must(ops::rewrite_crl(*w.store, *w.ca, w.crl, "", w.actor));  // a CRL without the device
+  const auto unwritable = w.dir / "no-such-dir" / "crl.pem";    // stands in for the kill
+  REQUIRE_FALSE(ops::revoke_device(*w.store, *w.ca, unwritable, "sensor-001",
+                                   RevocationReason::key_compromise, w.actor)
+                    .ok());
+  REQUIRE_FALSE(crl_lists(read_crl(w.crl).get(), serial));
+
+  auto rerun = must(ops::revoke_device(*w.store, *w.ca, w.crl, "sensor-001",
+                                       RevocationReason::key_compromise, w.actor));
+  CHECK(rerun.outcome.already_revoked);
+  REQUIRE(rerun.crl_number);
+  auto crl = read_crl(w.crl);
+  CHECK(crl_lists(crl.get(), serial));
+  CHECK(crl_number(crl.get()) == static_cast<long>(*rerun.crl_number));
+  CHECK(signed_by(crl.get(), w.ca->issuer()));
+
+  // Once the CRL lists it, a further rerun changes nothing (control).
+  const std::string crl_before = read_text(w.crl);
+  const auto audit_before = w.audit_rows();
+  auto again = must(ops::revoke_device(*w.store, *w.ca, w.crl, "sensor-001",
+                                       RevocationReason::key_compromise, w.actor));
+  CHECK_FALSE(again.crl_number);
+  CHECK(read_text(w.crl) == crl_before);
+  CHECK(w.audit_rows() == audit_before);
+}
+
+TEST_CASE("a rerun of revoke_certificate rewrites a CRL that a stopped revoke left without it") {
+  World w;
+  auto registered = w.register_one("sensor-001");
+  const auto& info = registered.issuance.certificate.info;
+  must(ops::rewrite_crl(*w.store, *w.ca, w.crl, "", w.actor));
+  const auto unwritable = w.dir / "no-such-dir" / "crl.pem";
+  REQUIRE_FALSE(ops::revoke_certificate(*w.store, *w.ca, unwritable, info.serial_hex,
+                                        RevocationReason::key_compromise, w.actor)
+                    .ok());
+  REQUIRE_FALSE(crl_lists(read_crl(w.crl).get(), info.serial_hex));
+
+  auto rerun = must(ops::revoke_certificate(*w.store, *w.ca, w.crl, info.serial_hex,
+                                            RevocationReason::key_compromise, w.actor));
+  CHECK(rerun.outcome.already_revoked);
+  REQUIRE(rerun.crl_number);
+  CHECK(crl_lists(read_crl(w.crl).get(), info.serial_hex));
+  const std::string crl_before = read_text(w.crl);
+  auto again = must(ops::revoke_certificate(*w.store, *w.ca, w.crl, info.serial_hex,
+                                            RevocationReason::key_compromise, w.actor));
+  CHECK_FALSE(again.crl_number);
+  CHECK(read_text(w.crl) == crl_before);
+}
+
 TEST_CASE("certificate_filter parses kind and status and list_all_certificates applies them") {
   World w;
   w.register_one("a");

@@ -807,6 +807,11 @@ TEST_CASE("SQLite result codes become typed errors with safe messages", "[sqlite
   CHECK(sqlite_error(SQLITE_FULL, "register device").message ==
         "register device: the disk is full");
   CHECK(sqlite_error(SQLITE_IOERR_WRITE, "x").code == Errc::io);
+  // On a full disk, opening fails growing the -shm file: the message must say why.
+  CHECK(sqlite_error(SQLITE_IOERR_SHMSIZE, "open registry").message ==
+        "open registry: the disk is full (the registry's shared-memory file -shm cannot grow)");
+  CHECK(sqlite_error(SQLITE_IOERR_WRITE, "x").message ==
+        "x: an I/O error occurred on the registry file");  // other I/O errors say no more
   CHECK(sqlite_error(SQLITE_READONLY, "x").code == Errc::io);
   CHECK(sqlite_error(SQLITE_BUSY, "x").code == Errc::io);
   CHECK(sqlite_error(SQLITE_CANTOPEN, "x").code == Errc::io);
