@@ -3,6 +3,7 @@
 // It must still start with no writer running, after the WAL was truncated, and take up every
 // change live, also across WAL restarts. Real broker (dropping to user mosquitto), real mTLS
 // clients, certificates and changes made by the real onboardctl.
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,12 +13,14 @@
 
 #include <array>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 
 #include "core/time.h"
 #include "registry/sqlite_store.h"
 #include "tests/plugin/fleet.h"
+#include "tests/support/as_user.h"
 
 using namespace onboard::test;
 using namespace std::chrono_literals;
@@ -56,6 +59,24 @@ std::array<char, 8> wal_salts(const Fleet& fleet) {
   wal.seekg(16);
   wal.read(salts.data(), salts.size());
   return salts;
+}
+
+// errno of opening each registry file for writing, and of creating a file beside them, as the
+// broker's user.
+std::string broker_user_write_errors(const Fleet& fleet) {
+  const auto account = broker_account();
+  REQUIRE(account);
+  return run_as(*account, [&] {
+    std::string out;
+    for (const auto& path :
+         {fleet.registry().string(), fleet.registry().string() + "-wal",
+          fleet.registry().string() + "-shm", (fleet.data() / "planted").string()}) {
+      const int fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0600);
+      out += std::to_string(fd < 0 ? errno : 0) + " ";
+      if (fd >= 0) ::close(fd);
+    }
+    return out;
+  });
 }
 
 // A device connects and its message comes back: the broker decides from the registry.
@@ -121,6 +142,9 @@ TEST_CASE("a revocation reaches a broker without write access, also after the WA
   CHECK(first_client->wait_disconnected(3s));
   CHECK_FALSE(second_client->wait_disconnected(200ms));
   check_delivers("dev-kept", kept, broker->port());
+  // Meanwhile the broker's user could not have written any of it.
+  CHECK(files_of(fleet) == expected_files(fleet));
+  CHECK(broker_user_write_errors(fleet) == "13 13 13 13 ");  // EACCES
 
   // Enough commits for checkpoints to run and the WAL to start over (new salts), with the
   // broker reading all along.
