@@ -386,6 +386,43 @@ TEST_CASE("a data directory from an older init is tightened by the next onboardc
   }
 }
 
+TEST_CASE("the broker's user is told which WAL file is missing and one onboardctl run repairs it") {
+  const auto account = onboard::test::broker_account();
+  if (!account) {
+    WARN("skipped: needs root and the mosquitto user to act as the broker's user");
+    return;
+  }
+  TempDir base;
+  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
+  const auto dir = base / "data";
+  REQUIRE(init_registry(dir, {"--group", "mosquitto"}).exit_code == 0);
+  const auto db = dir / "registry.db";
+  auto open_as_broker = [&] {
+    return onboard::test::run_as(*account, [&]() -> std::string {
+      auto store = registry::open_sqlite_access(db);
+      return store.ok() ? "opened" : store.error().message;
+    });
+  };
+  REQUIRE(open_as_broker() == "opened");
+
+  // Someone removes the WAL files while nothing has the registry open (a backup script, an
+  // sqlite3 shell that deleted them on close): the broker cannot create them.
+  for (const char* removed : {"-shm", "-wal"}) {
+    INFO("removed " << removed);
+    REQUIRE(std::filesystem::remove(db.string() + removed));
+    const std::string refused = open_as_broker();
+    CHECK(contains(refused, db.string() + removed + " is missing"));
+    CHECK(contains(refused, "onboardctl"));
+    CHECK_FALSE(std::filesystem::exists(db.string() + removed));  // nothing was created
+
+    auto list = onboardctl_in(dir, {"device", "list"});
+    INFO(list.err);
+    REQUIRE(list.exit_code == 0);
+    CHECK(mode_of(db.string() + removed) == 0640);
+    CHECK(open_as_broker() == "opened");
+  }
+}
+
 TEST_CASE("a registry backup and restore leave the WAL files the broker reads in place") {
   const group* g = ::getgrgid(::getegid());
   REQUIRE(g != nullptr);
