@@ -2,6 +2,7 @@
 // directory, checked by exit code, by the one line on stderr, and by what is (not) left on disk.
 #include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -421,6 +422,69 @@ TEST_CASE("the broker's user is told which WAL file is missing and one onboardct
     CHECK(mode_of(db.string() + removed) == 0640);
     CHECK(open_as_broker() == "opened");
   }
+}
+
+TEST_CASE(
+    "an operator who is not root is told to ask root when the broker's user owns a WAL file") {
+  const auto account = onboard::test::broker_account();
+  const passwd* nobody = ::getpwnam("nobody");
+  if (!account || nobody == nullptr) {
+    WARN("skipped: needs root and the users mosquitto and nobody");
+    return;
+  }
+  TempDir base;
+  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
+  const auto dir = base / "data";
+  std::filesystem::create_directory(dir);
+  REQUIRE(::chown(dir.c_str(), nobody->pw_uid, nobody->pw_gid) == 0);
+  auto as_operator = [&](Args args) {
+    // In the broker's group, as an operator sharing the registry with it had to be.
+    args.insert(args.begin(), {"/usr/sbin/runuser", "-u", "nobody", "-g", "mosquitto", "--",
+                               ONBOARDCTL_PATH, "--data-dir", dir.string()});
+    return onboard::test::run(args);
+  };
+  auto init = as_operator({"init", "--key-alg", "p256", "--no-group"});
+  INFO(init.err);
+  REQUIRE(init.exit_code == 0);
+  // An older installation: the operator's registry shared with group mosquitto for writing, and
+  // WAL files the broker created.
+  const auto db = dir / "registry.db";
+  REQUIRE(::chown(dir.c_str(), static_cast<uid_t>(-1), account->gid) == 0);
+  REQUIRE(::chmod(dir.c_str(), 02770) == 0);
+  REQUIRE(::chown(db.c_str(), static_cast<uid_t>(-1), account->gid) == 0);
+  REQUIRE(::chmod(db.c_str(), 0660) == 0);
+  for (const char* suffix : {"-wal", "-shm"}) {
+    const auto side = db.string() + suffix;
+    REQUIRE(::chown(side.c_str(), account->uid, account->gid) == 0);
+    REQUIRE(::chmod(side.c_str(), 0660) == 0);
+  }
+
+  // The operator tightens what it owns, and refuses to go on with WAL files the broker could
+  // still write, naming the fix.
+  auto refused = as_operator({"device", "list"});
+  CHECK(refused.exit_code == 6);
+  CHECK(one_line_error(refused));
+  CHECK(contains(refused.err, "belongs to another user"));
+  CHECK(contains(refused.err, "chown --reference=" + db.string()));
+  CHECK(mode_of(dir) == 02750);
+  CHECK(mode_of(db) == 0640);
+
+  // Root fixes it, after which the operator works again.
+  auto fixed = onboardctl_in(dir, {"device", "list"});
+  INFO(fixed.err);
+  REQUIRE(fixed.exit_code == 0);
+  for (const char* suffix : {"-wal", "-shm"}) {
+    const auto side = db.string() + suffix;
+    INFO(side);
+    struct stat st {};
+    REQUIRE(::stat(side.c_str(), &st) == 0);
+    CHECK(st.st_uid == nobody->pw_uid);
+    CHECK(st.st_gid == account->gid);
+    CHECK(mode_of(side) == 0640);
+  }
+  auto again = as_operator({"device", "list"});
+  INFO(again.err);
+  CHECK(again.exit_code == 0);
 }
 
 TEST_CASE("a registry backup and restore leave the WAL files the broker reads in place") {
