@@ -280,14 +280,18 @@ Status settle_side_files(const std::string& path) {
     if (::chmod(path.c_str(), mode) != 0) return io_failure("cannot set the mode of", path);
   }
   // Write access to the directory would let the broker's group replace the side files with its
-  // own (the registry's group is the broker's). A sticky directory keeps others' files safe.
+  // own (the registry's group is the broker's). Tightened: a setgid directory of the registry's
+  // group (what init made, 2770 before) and one writable by everyone. A sticky directory (/tmp)
+  // keeps others' files safe and is never changed.
   std::string dir = std::filesystem::path(path).parent_path().string();
   if (dir.empty()) dir = ".";
   struct stat d {};
   if (::stat(dir.c_str(), &d) != 0) return io_failure("cannot inspect", dir);
-  const bool group_writes = (d.st_mode & S_IWGRP) != 0 && d.st_gid == db.st_gid;
-  const bool others_write = (d.st_mode & S_IWOTH) != 0 && (d.st_mode & S_ISVTX) == 0;
-  if (group_writes || others_write) {
+  const bool sticky = (d.st_mode & S_ISVTX) != 0;
+  const bool group_writes =
+      (d.st_mode & (S_ISGID | S_IWGRP)) == (S_ISGID | S_IWGRP) && d.st_gid == db.st_gid;
+  const bool others_write = (d.st_mode & S_IWOTH) != 0;
+  if (!sticky && (group_writes || others_write)) {
     if (!(me == 0 || d.st_uid == me)) {
       return make_error(Errc::io, "the registry's directory " + dir +
                                       " is writable by its group or others, and only its owner or "
