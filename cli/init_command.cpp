@@ -66,10 +66,10 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
                          "or where --registry names it (an SQLite file, or the schema in a "
                          "PostgreSQL database)");
   cmd->add_option("--group", o->group,
-                  "Group that may read the registry (the broker's user is in it); the directory is "
-                  "made setgid "
-                  "and group-writable, because an SQLite WAL reader must create the -shm file. A "
-                  "PostgreSQL registry's access is by role instead ('onboardctl registry grants')")
+                  "Group that may read the registry (the broker's user is in it), never write it: "
+                  "the directory is made 2750 and the registry with its -wal and -shm files 0640, "
+                  "which onboardctl keeps in place for the broker. A PostgreSQL registry's access "
+                  "is by role instead ('onboardctl registry grants')")
       ->capture_default_str();
   cmd->add_flag("--no-group", o->no_group,
                 "Keep everything private to the operator (the broker cannot read it)");
@@ -118,7 +118,7 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
     std::filesystem::create_directories(ws.dir, ec);
     if (ec) return make_error(Errc::io, "cannot create " + ws.dir.string() + ": " + ec.message());
     if (gid)
-      ONBOARD_CHECK(set_group_access(ws.dir, *gid, 02770));
+      ONBOARD_CHECK(set_group_access(ws.dir, *gid, 02750));
     else
       ::chmod(ws.dir.c_str(), 0700);
 
@@ -139,7 +139,13 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
     // Creates the registry wherever its location names it, with the schema up to date.
     ONBOARD_TRY(auto store,
                 registry::open_store(ws.registry_location, registry::OpenMode::read_write));
-    if (gid && sqlite_file) ONBOARD_CHECK(set_group_access(*sqlite_file, *gid, 0660));
+    // The broker reads the registry through its -wal and -shm files too, which it cannot create:
+    // the writing open made them (and keeps them), here they get the group's read access.
+    if (gid && sqlite_file) {
+      for (const char* suffix : {"", "-wal", "-shm"}) {
+        ONBOARD_CHECK(set_group_access(sqlite_file->string() + suffix, *gid, 0640));
+      }
+    }
     ONBOARD_TRY(std::uint64_t crl_number, ops::write_crl(*store, ca, ws.crl));
     ONBOARD_CHECK(ops::record_intermediate(*store, ca));
     std::string root_crl_line;
@@ -179,8 +185,7 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
       if (registry_elsewhere) {
         std::cerr << "warning: the registry is outside the data directory: group " << o->group
                   << " needs to reach " << sqlite_file->parent_path().string()
-                  << " and write to it (an SQLite WAL reader creates the -shm file there), "
-                  << "which init leaves as it is\n";
+                  << " (which init leaves as it is) and must not be able to write to it\n";
       }
     }
     return kExitOk;

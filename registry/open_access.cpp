@@ -19,7 +19,10 @@ Result<std::unique_ptr<sql::Database>> open_database(const Location& location, b
 }
 
 Result<std::unique_ptr<AccessStore>> open_access(const Location& location) {
-  ONBOARD_TRY(auto db, open_database(location, /*read_only=*/true, "mosquitto-onboard"));
+  // The broker: an SQLite file without write access to it (see open_registry_reader).
+  ONBOARD_TRY(auto db, location.backend == Backend::sqlite
+                           ? sqlite::open_registry_reader(location.target)
+                           : open_database(location, /*read_only=*/true, "mosquitto-onboard"));
   try {
     return sql::access_only_store(std::move(db), location.display());
   } catch (...) {

@@ -5,9 +5,16 @@
 #include <SQLiteCpp/Exception.h>
 #include <SQLiteCpp/Statement.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <array>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -175,6 +182,11 @@ std::string switch_to_wal(SQLite::Database& db) {
 
 sql::Failure sqlite_failure(int code) {
   using sql::Failure;
+  // A read that met a writer in the middle of rebuilding the WAL index: gone at the next read.
+  if (code == SQLITE_READONLY_RECOVERY || code == SQLITE_BUSY_RECOVERY ||
+      code == SQLITE_READONLY_CANTINIT) {
+    return Failure(Errc::io, "a writer is recovering the registry's WAL index (try again)");
+  }
   switch (code & 0xff) {  // the primary code; extended codes add detail in the high bits
     case SQLITE_FULL:
       return Failure(Errc::io, "the disk is full");
@@ -223,20 +235,174 @@ SQLite::Database& raw_database(sql::Database& db) {
   throw sql::Failure(Errc::internal, "not an SQLite registry");
 }
 
-Result<std::unique_ptr<sql::Database>> open_registry_file(const std::string& path, bool read_only) {
+namespace {
+
+// read_only: onboardctl reading (it may create the side files); reader: the broker, which may not.
+enum class OpenAccess { read_write, read_only, reader };
+
+constexpr std::array<const char*, 2> kSideFiles{"-wal", "-shm"};
+
+// The path as an SQLite URI (file:...), every byte but the unreserved ones and '/'
+// percent-encoded, so that '?', '#' or '%' in a directory name stay part of the path.
+std::string file_uri(const std::string& path, const char* query) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string uri = "file:";
+  for (const char ch : path) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) != 0 || c == '/' || c == '-' || c == '.' || c == '_' || c == '~') {
+      uri += ch;
+    } else {
+      uri += '%';
+      uri += kHex[c >> 4];
+      uri += kHex[c & 0xf];
+    }
+  }
+  return uri + "?" + query;
+}
+
+Error io_failure(const std::string& what, const std::string& path) {
+  return make_error(Errc::io, what + " " + path + ": " + std::strerror(errno));
+}
+
+// The broker reads the registry as a member of the file's group, without write access to the
+// file, its -wal and -shm files or the directory: only the kernel's permissions keep a
+// compromised broker from rewriting who may do what. SQLite creates the side files with the
+// registry file's mode and (as root) its owner; an installation made before this rule (registry
+// 0660, side files often created by the broker's own user) is tightened here, by the owner of
+// the registry or root. What cannot be tightened is refused rather than silently left writable.
+Status settle_side_files(const std::string& path) {
+  struct stat db {};
+  if (::stat(path.c_str(), &db) != 0) return io_failure("cannot inspect", path);
+  const uid_t me = ::geteuid();
+  const bool may_change = me == 0 || db.st_uid == me;
+  const mode_t mode = db.st_mode & 0777 & ~mode_t{022};
+  if ((db.st_mode & 022) != 0) {
+    if (!may_change) {
+      return make_error(Errc::io, path + " is writable by its group or others, and only its " +
+                                      "owner or root can change that: run 'chmod g-w,o-w " + path +
+                                      "' as either");
+    }
+    if (::chmod(path.c_str(), mode) != 0) return io_failure("cannot set the mode of", path);
+  }
+  // Write access to the directory would let the broker's group replace the side files with its
+  // own (the registry's group is the broker's). Tightened: a setgid directory of the registry's
+  // group (what init made, 2770 before) and one writable by everyone. A sticky directory (/tmp)
+  // keeps others' files safe and is never changed.
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  struct stat d {};
+  if (::stat(dir.c_str(), &d) != 0) return io_failure("cannot inspect", dir);
+  const bool sticky = (d.st_mode & S_ISVTX) != 0;
+  const bool group_writes =
+      (d.st_mode & (S_ISGID | S_IWGRP)) == (S_ISGID | S_IWGRP) && d.st_gid == db.st_gid;
+  const bool others_write = (d.st_mode & S_IWOTH) != 0;
+  if (!sticky && (group_writes || others_write)) {
+    if (!(me == 0 || d.st_uid == me)) {
+      return make_error(Errc::io, "the registry's directory " + dir +
+                                      " is writable by its group or others, and only its owner or "
+                                      "root can change that: run 'chmod g-w,o-w " +
+                                      dir + "' as either");
+    }
+    if (::chmod(dir.c_str(), d.st_mode & 07777 & ~mode_t{022}) != 0) {
+      return io_failure("cannot set the mode of", dir);
+    }
+  }
+  for (const char* suffix : kSideFiles) {
+    const std::string side = path + suffix;
+    struct stat st {};
+    if (::lstat(side.c_str(), &st) != 0) {
+      if (errno == ENOENT) continue;  // SQLite creates it at the first read
+      return io_failure("cannot inspect", side);
+    }
+    if (!S_ISREG(st.st_mode)) return make_error(Errc::io, side + " is not a regular file");
+    if (st.st_uid != db.st_uid || st.st_gid != db.st_gid) {
+      // Only root gives a file away; the owner may still move it into one of its own groups.
+      const bool moved = me == 0 ? ::chown(side.c_str(), db.st_uid, db.st_gid) == 0
+                         : st.st_uid == me && st.st_uid == db.st_uid
+                             ? ::chown(side.c_str(), static_cast<uid_t>(-1), db.st_gid) == 0
+                             : false;
+      if (!moved) {
+        return make_error(Errc::io, side + " belongs to another user or group than " + path +
+                                        " (left by an older installation, whose broker created "
+                                        "it): as root, give it the registry file's owner and "
+                                        "group (chown --reference=" +
+                                        path + " " + side + ")");
+      }
+    }
+    if ((st.st_mode & 0777) != mode && ::chmod(side.c_str(), mode) != 0) {
+      return io_failure("cannot set the mode of", side);
+    }
+  }
+  return ok_status();
+}
+
+// What keeps a reader without write access out, when SQLite says only that it cannot open the
+// database: the side files it cannot create, or cannot read.
+std::optional<std::string> missing_side_files(const std::string& path) {
+  std::string problems;
+  for (const char* suffix : kSideFiles) {
+    const std::string side = path + suffix;
+    if (::access(side.c_str(), R_OK) == 0) continue;
+    const int error = errno;
+    if (!problems.empty()) problems += " and ";
+    problems += side + (error == ENOENT ? " is missing" : " is not readable by this user");
+  }
+  if (problems.empty()) return std::nullopt;
+  return problems;
+}
+
+Result<std::unique_ptr<sql::Database>> open_file(const std::string& path, OpenAccess access) {
   std::error_code ignored;
-  if (read_only && !std::filesystem::exists(path, ignored)) {
+  if (access != OpenAccess::read_write && !std::filesystem::exists(path, ignored)) {
     return make_error(Errc::not_found, "no registry at " + path);
   }
   try {
-    const int flags =
-        read_only ? SQLite::OPEN_READONLY : (SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    auto db = std::make_unique<SqliteDatabase>(
-        guarded([&] { return SQLite::Database(path, flags, kBusyTimeoutMs); }), path);
+    std::unique_ptr<SqliteDatabase> db;
+    if (access == OpenAccess::reader) {
+      // mode=ro: never write. Not readonly_shm: SQLite shares one -shm mapping per file among
+      // the connections of a process, and a read-only one would refuse a writer in the same
+      // process; without write access the -shm file is opened read-only anyway. Never immutable
+      // or nolock: the reader must see every commit, and not read a page while it is rewritten.
+      db = std::make_unique<SqliteDatabase>(
+          guarded([&] {
+            return SQLite::Database(file_uri(path, "mode=ro"),
+                                    SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, kBusyTimeoutMs);
+          }),
+          path);
+    } else {
+      const int flags = access == OpenAccess::read_only
+                            ? SQLite::OPEN_READONLY
+                            : (SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+      db = std::make_unique<SqliteDatabase>(
+          guarded([&] { return SQLite::Database(path, flags, kBusyTimeoutMs); }), path);
+    }
+    if (access == OpenAccess::read_write) {
+      // Without this the last connection to close deletes -wal and -shm, and a reader without
+      // write access to the directory (the broker) can then not open the registry until a
+      // writer recreates them.
+      int persist = 1;
+      sqlite3_file_control(db->raw().getHandle(), "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+    }
     // Recognise the file before changing anything in it: a foreign file is left untouched.
-    ONBOARD_TRY(const int version,
-                guarded([&] { return schema::stored_version(db->raw(), path); }));
-    if (read_only) {
+    int version = 0;
+    try {
+      ONBOARD_TRY(version, schema::stored_version(db->raw(), path));
+    } catch (const SQLite::Exception& e) {
+      const int code = e.getExtendedErrorCode() != -1 ? e.getExtendedErrorCode() : e.getErrorCode();
+      if (access == OpenAccess::reader &&
+          (code == SQLITE_READONLY_DIRECTORY || (code & 0xff) == SQLITE_CANTOPEN)) {
+        if (auto missing = missing_side_files(path)) {
+          return make_error(Errc::io,
+                            "open registry " + path + ": " + *missing +
+                                "; the broker reads the registry without write access and "
+                                "cannot create them: run any onboardctl command that opens "
+                                "the registry (e.g. 'onboardctl device list') as its owner, which "
+                                "recreates both with the registry file's group and mode");
+        }
+      }
+      throw sqlite_failure(code);
+    }
+    if (access != OpenAccess::read_write) {
       if (version == 0)
         return make_error(Errc::not_found, path + " is not an initialised registry");
       if (version < schema::kCurrentVersion) {
@@ -249,6 +415,12 @@ Result<std::unique_ptr<sql::Database>> open_registry_file(const std::string& pat
     if (switch_to_wal(db->raw()) != "wal") {
       return make_error(Errc::io, "open registry " + path + ": cannot switch to WAL mode");
     }
+    // Reading in WAL mode creates -wal and -shm (kept by persist-WAL) before the command ends.
+    db->exec("SELECT count(*) FROM sqlite_schema");
+    // A persisted WAL is cut back to this size after each checkpoint, and to nothing when the last
+    // connection closes: a broker starting without a writer then reads little of it.
+    db->exec("PRAGMA journal_size_limit = 1048576");
+    ONBOARD_CHECK(settle_side_files(path));
     db->exec("PRAGMA foreign_keys = ON");
     // Deleted content (a held key once packaged) is overwritten with zeros, not just unlinked.
     db->exec("PRAGMA secure_delete = ON");
@@ -256,6 +428,16 @@ Result<std::unique_ptr<sql::Database>> open_registry_file(const std::string& pat
   } catch (...) {
     return sql::current_exception_error("open registry " + path);
   }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<sql::Database>> open_registry_file(const std::string& path, bool read_only) {
+  return open_file(path, read_only ? OpenAccess::read_only : OpenAccess::read_write);
+}
+
+Result<std::unique_ptr<sql::Database>> open_registry_reader(const std::string& path) {
+  return open_file(path, OpenAccess::reader);
 }
 
 }  // namespace sqlite

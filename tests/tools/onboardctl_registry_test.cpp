@@ -1,6 +1,8 @@
 // onboardctl's registry commands run as an operator runs them: a real process on a real data
 // directory, checked by exit code, by the one line on stderr, and by what is (not) left on disk.
+#include <fcntl.h>
 #include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -23,6 +26,9 @@
 #include "ca/keys.h"
 #include "core/files.h"
 #include "registry/audit.h"
+#include "registry/snapshot_loader.h"
+#include "registry/sqlite_access.h"
+#include "tests/support/as_user.h"
 #include "tests/support/run.h"
 #include "tests/support/temp_dir.h"
 
@@ -181,7 +187,7 @@ TEST_CASE("init makes the registry, the CA, the chain and a CRL, private to the 
   CHECK(contains(crl_verify.out + crl_verify.err, "verify OK"));
 }
 
-TEST_CASE("init with a group lets that group read the registry and share its WAL files") {
+TEST_CASE("init with a group lets that group read the registry and its WAL files but not write") {
   const group* g = ::getgrgid(::getegid());
   REQUIRE(g != nullptr);
   const std::string group_name = g->gr_name;
@@ -191,31 +197,326 @@ TEST_CASE("init with a group lets that group read the registry and share its WAL
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(contains(r.out, "group " + group_name + " may read"));
-  CHECK(mode_of(dir) == 02770);  // setgid: the -wal and -shm files inherit the group
-  CHECK(mode_of(dir / "registry.db") == 0660);
+  // setgid, so that whatever is made inside has the group; the group may not create or remove.
+  CHECK(mode_of(dir) == 02750);
   CHECK(mode_of(dir / "ca") == 0750);
   CHECK(mode_of(dir / "ca" / "root.key") == 0600);  // the CA key stays the operator's alone
-  struct stat st {};
-  REQUIRE(::stat((dir / "registry.db").c_str(), &st) == 0);
-  CHECK(st.st_gid == g->gr_gid);
+  // The broker cannot create the -wal and -shm files it reads through: they are there, readable
+  // by the group, after onboardctl has exited.
+  auto check_registry_files = [&] {
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      const auto path = dir / (std::string("registry.db") + suffix);
+      INFO(path);
+      REQUIRE(std::filesystem::exists(path));
+      CHECK(mode_of(path) == 0640);
+      struct stat st {};
+      REQUIRE(::stat(path.c_str(), &st) == 0);
+      CHECK(st.st_gid == g->gr_gid);
+      CHECK(st.st_uid == ::geteuid());
+    }
+  };
+  check_registry_files();
 
-  // While a reader (the broker) holds the registry open, a write leaves -wal and -shm files that
-  // the group can use too, although onboardctl runs under umask 077.
-  SQLite::Database reader((dir / "registry.db").string(), SQLite::OPEN_READONLY);
-  CHECK(reader.execAndGet("SELECT count(*) FROM devices").getInt() == 0);
+  // A write while a reader (the broker) holds the registry open keeps them so, although
+  // onboardctl runs under umask 077; and so does one with no reader.
+  {
+    SQLite::Database reader((dir / "registry.db").string(), SQLite::OPEN_READONLY);
+    CHECK(reader.execAndGet("SELECT count(*) FROM devices").getInt() == 0);
+    auto add = onboardctl_in(dir, {"device", "register", "dev-1", "--key-alg", "p256", "--key-out",
+                                   (base / "dev-1.key").string()});
+    INFO(add.err);
+    REQUIRE(add.exit_code == 0);
+    check_registry_files();
+    CHECK(reader.execAndGet("SELECT count(*) FROM devices").getInt() == 1);
+  }
+  auto disable = onboardctl_in(dir, {"device", "disable", "dev-1"});
+  INFO(disable.err);
+  REQUIRE(disable.exit_code == 0);
+  check_registry_files();
+}
+
+namespace {
+
+// errno of open(2) with `flags`, 0 when it succeeded.
+int open_errno(const std::filesystem::path& path, int flags) {
+  const int fd = ::open(path.c_str(), flags, 0600);
+  if (fd < 0) return errno;
+  ::close(fd);
+  return 0;
+}
+
+// The extended SQLite result of running `sql` on `db`, 0 when it succeeded.
+int sqlite_result(SQLite::Database& db, const std::string& sql) {
+  try {
+    db.exec(sql);
+    return 0;
+  } catch (const SQLite::Exception& e) {
+    return e.getErrorCode();
+  }
+}
+
+// What the broker's user gets from the kernel and from SQLite on the registry in `dir`: one
+// "name=result" word each, results as errno values or SQLite primary codes, 0 for success.
+std::string broker_user_attempts(const std::filesystem::path& dir) {
+  const auto db = dir / "registry.db";
+  std::string out;
+  auto note = [&](const std::string& name, long value) {
+    out += name + "=" + std::to_string(value) + " ";
+  };
+  note("rdwr-db", open_errno(db, O_RDWR));
+  note("rdwr-wal", open_errno(dir / "registry.db-wal", O_RDWR));
+  note("rdwr-shm", open_errno(dir / "registry.db-shm", O_RDWR));
+  note("create", open_errno(dir / "planted", O_WRONLY | O_CREAT | O_EXCL));
+  note("rename",
+       ::rename((dir / "registry.db-wal").c_str(), (dir / "moved").c_str()) == 0 ? 0 : errno);
+  // SQLite asked for write access (no mode=ro): only the kernel can refuse.
+  try {
+    SQLite::Database rw(db.string(), SQLite::OPEN_READWRITE, 1000);
+    note("update", sqlite_result(rw, "UPDATE devices SET status = 'active'"));
+    note("insert", sqlite_result(rw,
+                                 "INSERT INTO changes (at, kind, subject) VALUES "
+                                 "(0, 'device', 'dev-1')"));
+    note("checkpoint", sqlite_result(rw, "PRAGMA wal_checkpoint(TRUNCATE)"));
+    // Control: the same user reads the registry.
+    note("read", rw.execAndGet("SELECT count(*) FROM devices").getInt());
+  } catch (const SQLite::Exception& e) {
+    out += std::string("sqlite-open-failed: ") + e.what() + " ";
+  }
+  // The broker's own way in: the plugin's reader.
+  auto store = registry::open_sqlite_access(db);
+  if (!store.ok()) return out + "access-failed: " + store.error().message;
+  auto snapshot = registry::load_snapshot(*store.value());
+  if (!snapshot.ok()) return out + "snapshot-failed: " + snapshot.error().message;
+  note("snapshot-devices", static_cast<long>(snapshot.value()->device_count()));
+  return out;
+}
+
+bool has_word(const std::string& text, const std::string& word) {
+  return (" " + text).find(" " + word + " ") != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("the broker's user reads the registry but cannot write it, its WAL files or its folder") {
+  const auto account = onboard::test::broker_account();
+  if (!account) {
+    WARN("skipped: needs root and the mosquitto user to act as the broker's user");
+    return;
+  }
+  TempDir base;
+  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
+  const auto dir = base / "data";
+  auto r = init_registry(dir, {"--group", "mosquitto"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
   auto add = onboardctl_in(dir, {"device", "register", "dev-1", "--key-alg", "p256", "--key-out",
                                  (base / "dev-1.key").string()});
-  INFO(add.err);
   REQUIRE(add.exit_code == 0);
+  auto disable = onboardctl_in(dir, {"device", "disable", "dev-1"});
+  REQUIRE(disable.exit_code == 0);
+
+  const std::string seen =
+      onboard::test::run_as(*account, [&] { return broker_user_attempts(dir); });
+  INFO(seen);
+  for (const char* word : {"rdwr-db=13", "rdwr-wal=13", "rdwr-shm=13", "create=13", "rename=13",
+                           "update=8", "insert=8", "checkpoint=8"}) {
+    CHECK(has_word(seen, word));  // EACCES; SQLITE_READONLY
+  }
+  CHECK(has_word(seen, "read=1"));
+  CHECK(has_word(seen, "snapshot-devices=1"));
+  CHECK_FALSE(std::filesystem::exists(dir / "planted"));
+  // Nothing the broker's user tried changed the device; the owner still writes.
+  auto show = onboardctl_in(dir, {"device", "show", "dev-1", "--json"});
+  REQUIRE(show.exit_code == 0);
+  CHECK(json::parse(show.out)["status"] == "disabled");
+  auto enable = onboardctl_in(dir, {"device", "enable", "dev-1"});
+  INFO(enable.err);
+  CHECK(enable.exit_code == 0);
+}
+
+TEST_CASE("a data directory from an older init is tightened by the next onboardctl command") {
+  const auto account = onboard::test::broker_account();
+  if (!account) {
+    WARN("skipped: needs root and the mosquitto user to act as the broker's user");
+    return;
+  }
+  TempDir base;
+  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
+  const auto dir = base / "data";
+  auto r = init_registry(dir, {"--group", "mosquitto"});
+  REQUIRE(r.exit_code == 0);
+  auto add = onboardctl_in(dir, {"device", "register", "dev-1", "--key-alg", "p256", "--key-out",
+                                 (base / "dev-1.key").string()});
+  REQUIRE(add.exit_code == 0);
+  // As an older init left it: the folder 2770, the registry 0660, and the WAL files made by the
+  // broker, which created them (it had write access to the folder).
+  const auto db = dir / "registry.db";
+  REQUIRE(::chmod(dir.c_str(), 02770) == 0);
+  REQUIRE(::chmod(db.c_str(), 0660) == 0);
   for (const char* suffix : {"-wal", "-shm"}) {
+    const auto side = dir / (std::string("registry.db") + suffix);
+    REQUIRE(::chown(side.c_str(), account->uid, account->gid) == 0);
+    REQUIRE(::chmod(side.c_str(), 0660) == 0);
+  }
+  // The hole: the broker's user may write the registry and its WAL.
+  const std::string before = onboard::test::run_as(*account, [&] {
+    return std::to_string(open_errno(db, O_RDWR)) + " " +
+           std::to_string(open_errno(dir / "registry.db-wal", O_RDWR));
+  });
+  REQUIRE(before == "0 0");
+
+  auto list = onboardctl_in(dir, {"device", "list"});
+  INFO(list.err);
+  REQUIRE(list.exit_code == 0);
+  CHECK(mode_of(dir) == 02750);
+  for (const char* suffix : {"", "-wal", "-shm"}) {
     const auto path = dir / (std::string("registry.db") + suffix);
     INFO(path);
-    REQUIRE(std::filesystem::exists(path));
-    CHECK(mode_of(path) == 0660);
+    CHECK(mode_of(path) == 0640);
+    struct stat st {};
     REQUIRE(::stat(path.c_str(), &st) == 0);
-    CHECK(st.st_gid == g->gr_gid);
+    CHECK(st.st_uid == ::geteuid());
+    CHECK(st.st_gid == account->gid);
   }
-  CHECK(reader.execAndGet("SELECT count(*) FROM devices").getInt() == 1);
+  const std::string after =
+      onboard::test::run_as(*account, [&] { return broker_user_attempts(dir); });
+  INFO(after);
+  for (const char* word : {"rdwr-db=13", "rdwr-wal=13", "rdwr-shm=13", "create=13", "update=8",
+                           "checkpoint=8", "read=1", "snapshot-devices=1"}) {
+    CHECK(has_word(after, word));
+  }
+}
+
+TEST_CASE("the broker's user is told which WAL file is missing and one onboardctl run repairs it") {
+  const auto account = onboard::test::broker_account();
+  if (!account) {
+    WARN("skipped: needs root and the mosquitto user to act as the broker's user");
+    return;
+  }
+  TempDir base;
+  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
+  const auto dir = base / "data";
+  REQUIRE(init_registry(dir, {"--group", "mosquitto"}).exit_code == 0);
+  const auto db = dir / "registry.db";
+  auto open_as_broker = [&] {
+    return onboard::test::run_as(*account, [&]() -> std::string {
+      auto store = registry::open_sqlite_access(db);
+      return store.ok() ? "opened" : store.error().message;
+    });
+  };
+  REQUIRE(open_as_broker() == "opened");
+
+  // Someone removes the WAL files while nothing has the registry open (a backup script, an
+  // sqlite3 shell that deleted them on close): the broker cannot create them.
+  for (const char* removed : {"-shm", "-wal"}) {
+    INFO("removed " << removed);
+    REQUIRE(std::filesystem::remove(db.string() + removed));
+    const std::string refused = open_as_broker();
+    CHECK(contains(refused, db.string() + removed + " is missing"));
+    CHECK(contains(refused, "onboardctl"));
+    CHECK_FALSE(std::filesystem::exists(db.string() + removed));  // nothing was created
+
+    auto list = onboardctl_in(dir, {"device", "list"});
+    INFO(list.err);
+    REQUIRE(list.exit_code == 0);
+    CHECK(mode_of(db.string() + removed) == 0640);
+    CHECK(open_as_broker() == "opened");
+  }
+}
+
+TEST_CASE(
+    "an operator who is not root is told to ask root when the broker's user owns a WAL file") {
+  const auto account = onboard::test::broker_account();
+  const passwd* nobody = ::getpwnam("nobody");
+  if (!account || nobody == nullptr) {
+    WARN("skipped: needs root and the users mosquitto and nobody");
+    return;
+  }
+  TempDir base;
+  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
+  const auto dir = base / "data";
+  std::filesystem::create_directory(dir);
+  REQUIRE(::chown(dir.c_str(), nobody->pw_uid, nobody->pw_gid) == 0);
+  auto as_operator = [&](Args args) {
+    // In the broker's group, as an operator sharing the registry with it had to be.
+    args.insert(args.begin(), {"/usr/sbin/runuser", "-u", "nobody", "-g", "mosquitto", "--",
+                               ONBOARDCTL_PATH, "--data-dir", dir.string()});
+    return onboard::test::run(args);
+  };
+  auto init = as_operator({"init", "--key-alg", "p256", "--no-group"});
+  INFO(init.err);
+  REQUIRE(init.exit_code == 0);
+  // An older installation: the operator's registry shared with group mosquitto for writing, and
+  // WAL files the broker created.
+  const auto db = dir / "registry.db";
+  REQUIRE(::chown(dir.c_str(), static_cast<uid_t>(-1), account->gid) == 0);
+  REQUIRE(::chmod(dir.c_str(), 02770) == 0);
+  REQUIRE(::chown(db.c_str(), static_cast<uid_t>(-1), account->gid) == 0);
+  REQUIRE(::chmod(db.c_str(), 0660) == 0);
+  for (const char* suffix : {"-wal", "-shm"}) {
+    const auto side = db.string() + suffix;
+    REQUIRE(::chown(side.c_str(), account->uid, account->gid) == 0);
+    REQUIRE(::chmod(side.c_str(), 0660) == 0);
+  }
+
+  // The operator tightens what it owns, and refuses to go on with WAL files the broker could
+  // still write, naming the fix.
+  auto refused = as_operator({"device", "list"});
+  CHECK(refused.exit_code == 6);
+  CHECK(one_line_error(refused));
+  CHECK(contains(refused.err, "belongs to another user"));
+  CHECK(contains(refused.err, "chown --reference=" + db.string()));
+  CHECK(mode_of(dir) == 02750);
+  CHECK(mode_of(db) == 0640);
+
+  // Root fixes it, after which the operator works again.
+  auto fixed = onboardctl_in(dir, {"device", "list"});
+  INFO(fixed.err);
+  REQUIRE(fixed.exit_code == 0);
+  for (const char* suffix : {"-wal", "-shm"}) {
+    const auto side = db.string() + suffix;
+    INFO(side);
+    struct stat st {};
+    REQUIRE(::stat(side.c_str(), &st) == 0);
+    CHECK(st.st_uid == nobody->pw_uid);
+    CHECK(st.st_gid == account->gid);
+    CHECK(mode_of(side) == 0640);
+  }
+  auto again = as_operator({"device", "list"});
+  INFO(again.err);
+  CHECK(again.exit_code == 0);
+}
+
+TEST_CASE("a registry backup and restore leave the WAL files the broker reads in place") {
+  const group* g = ::getgrgid(::getegid());
+  REQUIRE(g != nullptr);
+  TempDir base;
+  const auto dir = base / "data";
+  REQUIRE(init_registry(dir, {"--group", g->gr_name}).exit_code == 0);
+  auto add = onboardctl_in(dir, {"device", "register", "dev-1", "--key-alg", "p256", "--key-out",
+                                 (base / "dev-1.key").string()});
+  REQUIRE(add.exit_code == 0);
+  auto check_registry_files = [&] {
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      const auto path = dir / (std::string("registry.db") + suffix);
+      INFO(path);
+      REQUIRE(std::filesystem::exists(path));
+      CHECK(mode_of(path) == 0640);
+      struct stat st {};
+      REQUIRE(::stat(path.c_str(), &st) == 0);
+      CHECK(st.st_gid == g->gr_gid);
+    }
+    CHECK(mode_of(dir) == 02750);
+  };
+  const auto backup = base / "backup.db";
+  auto saved = onboardctl_in(dir, {"registry", "backup", backup.string()});
+  INFO(saved.err);
+  REQUIRE(saved.exit_code == 0);
+  check_registry_files();
+  auto restored = onboardctl_in(dir, {"registry", "restore", backup.string(), "--yes"});
+  INFO(restored.err);
+  REQUIRE(restored.exit_code == 0);
+  check_registry_files();
 }
 
 TEST_CASE("init warns when a folder above the data directory keeps the broker's group out") {
