@@ -1305,6 +1305,7 @@ TEST_CASE(
   };
   auto expect_differs = [&](const std::string& problem) {
     auto r = fleet({"audit", "verify"});
+    INFO(r.err);
     CHECK(r.exit_code == 8);
     CHECK(contains(r.err, "registry state differs from the audit log: " + problem));
     CHECK(one_line_error(r));
@@ -1325,10 +1326,14 @@ TEST_CASE(
   }
   SECTION("a revoked certificate made active again") {
     const auto revoked = seq_of("device.revoke", "dev-b");
+    const std::string fingerprint =
+        SQLite::Database(fleet.registry().string(), SQLite::OPEN_READONLY)
+            .execAndGet("SELECT sha256_fingerprint FROM certificates WHERE device_id = 'dev-b'")
+            .getString();
     tamper(
         "UPDATE certificates SET status = 'active', revoked_at = NULL, revocation_reason = NULL "
         "WHERE device_id = 'dev-b'");
-    expect_differs("differs from row " + revoked);
+    expect_differs("certificate " + fingerprint + " differs from row " + revoked);
   }
   SECTION("a rule deleted") {
     const auto id = std::to_string(count("SELECT max(id) FROM acl_rules"));
