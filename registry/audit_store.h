@@ -16,13 +16,21 @@
 
 namespace onboard::registry {
 
-// verify_audit's answer: ok, or the first bad row and what is wrong with it.
+// verify_audit's answer: ok, or the first problem. verify_audit checks the chain of rows first,
+// then that the authorization state (devices, certificates, rules, groups, API tokens) is what
+// the rows recorded (entity_state.h): a change made behind the store shows.
 struct AuditCheck {
   std::int64_t rows_checked = 0;
+  std::int64_t entities_checked = 0;  // current entities compared with the log
+  // The row the problem is about: an edited or missing row; for the state, the newest row that
+  // recorded the entity (or the row that found it changed). None for an entity no row recorded.
   std::optional<std::int64_t> bad_seq;
-  std::string problem;    // "row 17 was edited", "row 18 is missing", ...
+  // The entity whose state differs from the log ("device dev-1", "rule 17"); empty for a problem
+  // of the chain itself.
+  std::string entity;
+  std::string problem;    // "row 17 was edited", "device dev-1 differs from row 9, ...", ...
   std::string head_hash;  // worth recording elsewhere: it pins the whole chain
-  bool ok() const noexcept { return !bad_seq.has_value(); }
+  bool ok() const noexcept { return problem.empty(); }
 };
 
 class AuditStore {
@@ -35,7 +43,8 @@ class AuditStore {
   virtual Result<AuditCheck> verify_audit() = 0;
 
   // An audit row for an event that changes nothing else (a refused download, a link issued).
-  // `details` must be a JSON object.
+  // `details` must be a JSON object without the keys the store records state under ("state",
+  // "attest").
   virtual Status record_event(std::string_view action, std::string_view subject,
                               std::string_view details, const Actor& actor) = 0;
 

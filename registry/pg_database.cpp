@@ -475,13 +475,20 @@ int PgDatabase::schema_version() {
                                      ", newer than this build understands (" +
                                      std::to_string(sql::kSchemaVersion) + "); upgrade onboardctl");
   }
-  if (v != sql::kSchemaVersion) {
+  if (v < sql::kOldestPostgresVersion) {
     throw Failure(Errc::corrupt, "the registry has an unknown schema version " + std::to_string(v));
   }
   return static_cast<int>(v);
 }
 
 void PgDatabase::migrate(int from, UnixTime now) {
+  if (from >= sql::kOldestPostgresVersion && from < sql::kSchemaVersion) {
+    // Version 4 changes no table (schema.cpp); the store records the state it starts from.
+    sql::Statement bump(prepare("UPDATE meta SET schema_version = ?1 WHERE id = 1"));
+    bump.bind(sql::kSchemaVersion);
+    bump.exec();
+    return;
+  }
   if (from != 0) {
     throw Failure(Errc::corrupt,
                   "no migration from schema version " + std::to_string(from) + " on PostgreSQL");
@@ -548,6 +555,11 @@ Result<std::unique_ptr<PgDatabase>> connect(const Location& location, const Opti
       const int version = db->schema_version();
       if (version == 0)
         return make_error(Errc::not_found, where + " is not an initialised registry");
+      if (version < sql::kSchemaVersion) {
+        return make_error(Errc::corrupt, where + " has the old schema version " +
+                                             std::to_string(version) +
+                                             "; open it once with onboardctl to upgrade it");
+      }
     }
     return db;
   } catch (...) {

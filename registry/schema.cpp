@@ -227,6 +227,10 @@ DROP TABLE held_keys_v2;
 ALTER TABLE meta ADD COLUMN root_crl_number INTEGER NOT NULL DEFAULT 0;
 )sql";
 
+// Version 4: the audit rows record the state of what they change (entity_state.h). No table
+// changes; the migration's audit row, written by the store after this, records the state of every
+// entity as the log's starting point, since the older rows record none.
+
 void migrate_to_1(SQLite::Database& db, UnixTime now) {
   db.exec(kVersion1);
   db.exec("PRAGMA application_id = " + std::to_string(kApplicationId));  // a constant, not input
@@ -285,6 +289,7 @@ void migrate(SQLite::Database& db, int from_version, UnixTime now, int to_versio
   if (from_version < 1 && to_version >= 1) migrate_to_1(db, now);
   if (from_version < 2 && to_version >= 2) db.exec(kVersion2);
   if (from_version < 3 && to_version >= 3) db.exec(kVersion3);
+  // Version 4 changes no table (see above): the version bump below is all of it.
   if (from_version < to_version) {
     SQLite::Statement bump(db, "UPDATE meta SET schema_version = ?");
     bump.bind(1, to_version);

@@ -27,7 +27,10 @@
 namespace onboard::registry::sql {
 
 // The registry's schema version, the same tables on every backend (each backend's DDL says how).
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
+// The oldest version a PostgreSQL registry can have (the first that backend had): it is migrated
+// from there like an SQLite file.
+inline constexpr int kOldestPostgresVersion = 3;
 
 // LIMIT's value for "no limit" (SQLite's -1 is an error in PostgreSQL).
 inline constexpr std::int64_t kNoLimit = INT64_MAX;

@@ -204,12 +204,14 @@ Result<RestoreSummary> SqlStore::restore_attached(std::string_view backup_name,
                               " row that does not exist; nothing was changed");
       }
     }
-    record_audit(actor, "registry.restore", backup_name,
-                 {{"replaced_audit_head", replaced.audit_head},
-                  {"replaced_audit_rows", replaced.audit_rows},
-                  {"replaced_change_seq", replaced.change_seq},
-                  {"revocations_kept", out.revocations_kept},
-                  {"held_keys_dropped", out.held_keys_dropped}});
+    // The kept revocations changed entities after the backup's last row: the restore records the
+    // whole state it leaves, which the log vouches for from here on.
+    record_attested(actor, "registry.restore", backup_name,
+                    {{"replaced_audit_head", replaced.audit_head},
+                     {"replaced_audit_rows", replaced.audit_rows},
+                     {"replaced_change_seq", replaced.change_seq},
+                     {"revocations_kept", out.revocations_kept},
+                     {"held_keys_dropped", out.held_keys_dropped}});
     db_.exec(R"sql(
       DROP TABLE temp.keep_subjects; DROP TABLE temp.keep_revoked_certificates;
       DROP TABLE temp.keep_revoked_devices; DROP TABLE temp.keep_revoked_tokens;
@@ -262,8 +264,7 @@ Result<RegistrySummary> checked_summary(const std::filesystem::path& path, const
   ONBOARD_TRY(AuditCheck check, store->verify_audit());
   if (!check.ok()) {
     return make_error(Errc::corrupt, std::string(what) + " " + path.string() +
-                                         ": its audit log does not verify at row " +
-                                         std::to_string(*check.bad_seq) + ": " + check.problem);
+                                         ": its audit log does not verify: " + check.problem);
   }
   return sqlite_store->summary();
 }

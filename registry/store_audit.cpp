@@ -25,8 +25,35 @@ void SqlStore::record_change(ChangeKind kind, std::string_view subject, UnixTime
       .exec();
 }
 
+std::optional<std::string> SqlStore::stored_digest(Entity entity, std::string_view key) {
+  const EntityTable& table = entity_table(entity);
+  // Built from the constant table list only; the key is bound.
+  const std::string sql = std::string("SELECT ") + table.columns + " FROM " + table.table +
+                          " WHERE " + table.key + " = ?1";
+  auto query = table.integer_columns.front()
+                   ? prepare(db_, sql, static_cast<std::int64_t>(std::stoll(std::string(key))))
+                   : prepare(db_, sql, key);
+  if (!query.step()) return std::nullopt;
+  return entity_digest(table, query);
+}
+
+void SqlStore::touch(Touched& touched, Entity entity, std::string_view key) {
+  if (touched.contains(entity, key)) return;  // the first state is the one before the write
+  touched.entries.push_back(Touched::Entry{entity, std::string(key), stored_digest(entity, key)});
+}
+
 void SqlStore::record_audit(const Actor& actor, std::string_view action, std::string_view subject,
-                            const nlohmann::json& details) {
+                            const nlohmann::json& recorded, const Touched& touched) {
+  nlohmann::json details = recorded;
+  if (!touched.entries.empty()) {
+    nlohmann::json state = nlohmann::json::object();
+    for (const auto& e : touched.entries) {
+      const auto after = stored_digest(e.entity, e.key);
+      state[entity_ref(e.entity, e.key)] = {e.before ? nlohmann::json(*e.before) : nullptr,
+                                            after ? nlohmann::json(*after) : nullptr};
+    }
+    details["state"] = std::move(state);
+  }
   auto head = prepare(db_, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
   if (!head.step()) throw CorruptValue("no meta row");
   AuditEvent event;
@@ -64,22 +91,79 @@ Result<std::vector<AuditEvent>> SqlStore::audit_list(std::size_t limit, std::int
   });
 }
 
-// One read transaction: the rows and the head come from the same snapshot, so a concurrent
-// append cannot look like tampering.
+void SqlStore::record_attested(const Actor& actor, std::string_view action,
+                               std::string_view subject, nlohmann::json details) {
+  std::uint64_t part = 1;
+  nlohmann::json entities = nlohmann::json::object();
+  auto flush = [&] {
+    nlohmann::json attest = {{"part", part}, {"entities", std::move(entities)}};
+    entities = nlohmann::json::object();
+    if (part == 1) {
+      details["attest"] = std::move(attest);
+      record_audit(actor, action, subject, details);
+    } else {
+      record_audit(actor, "state.attest", subject, {{"attest", std::move(attest)}});
+    }
+    ++part;
+  };
+  for (const auto& table : entity_tables()) {
+    auto rows = scan(db_, std::string("SELECT ") + table.columns + " FROM " + table.table +
+                              " ORDER BY " + table.order_by);
+    while (rows.step()) {
+      entities[entity_ref(table.entity, entity_key(table, rows))] = entity_digest(table, rows);
+      if (entities.size() == kAttestChunk) flush();
+    }
+  }
+  if (part == 1 || !entities.empty()) flush();
+}
+
+// One read transaction: the rows, the head and the entities come from the same snapshot, so a
+// concurrent write cannot look like tampering. The chain first: the state is only compared with
+// rows known to be genuine.
 Result<AuditCheck> SqlStore::verify_audit() {
   return read("verify audit log", [&]() -> Result<AuditCheck> {
     AuditChainVerifier verifier;
+    StateLedger ledger;
     auto rows = scan(db_,
                      "SELECT seq, at, actor, action, subject, details, prev_hash, hash "
                      "FROM audit_events ORDER BY seq");
     while (rows.step()) {
-      if (!verifier.add(audit_event_from(rows))) break;  // the first problem is the answer
+      const AuditEvent row = audit_event_from(rows);
+      if (!verifier.add(row)) break;  // the first problem of the chain is the answer
+      ledger.add_row(row);            // after its first problem the ledger only waits
     }
     rows.reset();
     auto head_query = prepare(db_, "SELECT audit_head_seq, audit_head_hash FROM meta WHERE id = 1");
     if (!head_query.step()) throw CorruptValue("no meta row");
     const AuditHead head{head_query.int64(0), head_query.text(1)};
-    return verifier.finish(head);
+    head_query.reset();
+    AuditCheck check = verifier.finish(head);
+    if (!check.ok()) return check;
+    for (const auto& table : entity_tables()) {
+      if (!ledger.ok()) break;
+      auto entities = scan(db_, std::string("SELECT ") + table.columns + " FROM " + table.table +
+                                    " ORDER BY " + table.order_by);
+      while (entities.step()) {
+        if (!ledger.add_current(table, entity_key(table, entities),
+                                entity_digest(table, entities))) {
+          break;
+        }
+      }
+      entities.reset();
+    }
+    if (ledger.ok()) {
+      if (const auto seq = ledger.first_missing()) {
+        auto row_query = prepare(db_,
+                                 "SELECT seq, at, actor, action, subject, details, prev_hash, "
+                                 "hash FROM audit_events WHERE seq = ?1",
+                                 *seq);
+        if (!row_query.step()) throw CorruptValue("an audit row that vanished");
+        const auto ref = ledger.missing_in(audit_event_from(row_query));
+        ledger.report_missing(*seq, ref.value_or("entity:?"));
+      }
+    }
+    ledger.finish(check);
+    return check;
   });
 }
 
@@ -88,6 +172,10 @@ Status SqlStore::record_event(std::string_view action, std::string_view subject,
   auto parsed = nlohmann::json::parse(details, nullptr, false);
   if (parsed.is_discarded() || !parsed.is_object()) {
     return make_error(Errc::invalid_input, "audit details must be a JSON object");
+  }
+  if (parsed.contains("state") || parsed.contains("attest") || action == "state.attest") {
+    return make_error(Errc::invalid_input,
+                      "audit details may not use the keys the registry records state under");
   }
   if (action.empty()) return make_error(Errc::invalid_input, "an audit row needs an action");
   return write("record event", actor, [&]() -> Status {

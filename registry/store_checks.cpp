@@ -80,7 +80,9 @@ Status SqlStore::create_or_upgrade(UnixTime now) {
     if (version == kSchemaVersion) return ok_status();
     db_.migrate(version, now);
     nlohmann::json details = {{"from_version", version}, {"to_version", kSchemaVersion}};
-    record_audit(system, version == 0 ? "registry.create" : "registry.migrate", where_, details);
+    // The registry's state as the log starts vouching for it: a new registry's default group and
+    // rule, or, from before version 4, everything the older log recorded no state for.
+    record_attested(system, version == 0 ? "registry.create" : "registry.migrate", where_, details);
     return ok_status();
   });
 }

@@ -92,6 +92,8 @@ Result<Device> SqlStore::insert_device(const NewDevice& input, const NewCertific
     if (load_device(input.id)) {
       return make_error(Errc::conflict, "device " + input.id + " already exists");
     }
+    Touched touched;
+    touch(touched, Entity::device, input.id);
     const Device device{input.id,       input.name.empty() ? input.id : input.name,
                         input.type,     input.location,
                         input.firmware, DeviceStatus::active,
@@ -104,9 +106,12 @@ Result<Device> SqlStore::insert_device(const NewDevice& input, const NewCertific
             device.metadata)
         .exec();
     const bool new_group = !device.type.empty() && !group_exists(device.type);
-    if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now);
+    if (new_group) {
+      insert_group(device.type, "devices of type " + device.type, actor.now, touched);
+    }
     // Fails on a duplicate certificate after the device row exists: returning the error makes
     // write() roll the device row back with it.
+    touch(touched, Entity::certificate, cert.sha256_fingerprint);
     ONBOARD_CHECK(insert_certificate(CertificateKind::device, device.id, cert));
     hold_key(device.id, cert, actor.now);
     if (batch_id) {
@@ -123,7 +128,7 @@ Result<Device> SqlStore::insert_device(const NewDevice& input, const NewCertific
       details["batch"] = *batch_id;
       details["line"] = line;
     }
-    record_audit(actor, "device.register", device.id, details);
+    record_audit(actor, "device.register", device.id, details, touched);
     return device;
   });
 }
@@ -180,9 +185,12 @@ Result<bool> SqlStore::set_device_enabled(std::string_view id, bool enabled, con
                 load_unrevoked_device(id, "it can no longer be enabled or disabled"));
     const auto target = enabled ? DeviceStatus::active : DeviceStatus::disabled;
     if (device.status == target) return false;
+    Touched touched;
+    touch(touched, Entity::device, id);
     set_device_status(id, target, actor.now);
     record_change(ChangeKind::device, id, actor.now);
-    record_audit(actor, enabled ? "device.enable" : "device.disable", id, nlohmann::json::object());
+    record_audit(actor, enabled ? "device.enable" : "device.disable", id, nlohmann::json::object(),
+                 touched);
     return true;
   });
 }
@@ -215,6 +223,8 @@ Result<Device> SqlStore::update_device(std::string_view id, const DeviceUpdate& 
     apply("firmware", device.firmware, update.firmware);
     apply("metadata", device.metadata, metadata);
     if (changed.empty()) return device;  // nothing differs: nothing written, audit included
+    Touched touched;
+    touch(touched, Entity::device, id);
     device.updated_at = actor.now;
     prepare(db_,
             "UPDATE devices SET name = ?1, type = ?2, location = ?3, firmware = ?4, metadata = ?5, "
@@ -227,11 +237,13 @@ Result<Device> SqlStore::update_device(std::string_view id, const DeviceUpdate& 
       // The broker finds a device's group by its type: the device's change row makes a running
       // broker reload it, and so apply the new group's rules and drop the old one's.
       const bool new_group = !device.type.empty() && !group_exists(device.type);
-      if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now);
+      if (new_group) {
+        insert_group(device.type, "devices of type " + device.type, actor.now, touched);
+      }
       record_change(ChangeKind::device, id, actor.now);
       details["created_group"] = new_group;
     }
-    record_audit(actor, "device.update", id, details);
+    record_audit(actor, "device.update", id, details, touched);
     return device;
   });
 }
@@ -248,13 +260,15 @@ Result<RevokeOutcome> SqlStore::revoke_device(std::string_view id, RevocationRea
       outcome.already_revoked = true;  // idempotent: an answer, and nothing written
       return outcome;
     }
-    outcome.revoked_serials = revoke_active_certificates(id, reason, actor.now);
+    Touched touched;
+    touch(touched, Entity::device, id);
+    outcome.revoked_serials = revoke_active_certificates(id, reason, actor.now, touched);
     erase_held_key(id);  // a revoked device is never packaged: its key has no use left
     set_device_status(id, DeviceStatus::revoked, actor.now);
     record_change(ChangeKind::device, id, actor.now);
-    record_audit(
-        actor, "device.revoke", id,
-        {{"reason", revocation_reason_name(reason)}, {"serials", outcome.revoked_serials}});
+    record_audit(actor, "device.revoke", id,
+                 {{"reason", revocation_reason_name(reason)}, {"serials", outcome.revoked_serials}},
+                 touched);
     return outcome;
   });
 }
@@ -295,14 +309,18 @@ Status SqlStore::insert_certificate(CertificateKind kind, std::string_view devic
 }
 
 std::vector<std::string> SqlStore::revoke_active_certificates(std::string_view device_id,
-                                                              RevocationReason reason,
-                                                              UnixTime now) {
-  std::vector<std::string> serials;
+                                                              RevocationReason reason, UnixTime now,
+                                                              Touched& touched) {
+  std::vector<std::string> serials, fingerprints;
   auto active = prepare(db_,
-                        "SELECT serial_hex FROM certificates WHERE device_id = ?1 AND "
-                        "status = 'active' ORDER BY rowid",
+                        "SELECT serial_hex, sha256_fingerprint FROM certificates WHERE "
+                        "device_id = ?1 AND status = 'active' ORDER BY rowid",
                         device_id);
-  while (active.step()) serials.push_back(active.text(0));
+  while (active.step()) {
+    serials.push_back(active.text(0));
+    fingerprints.push_back(active.text(1));
+  }
+  for (const auto& fingerprint : fingerprints) touch(touched, Entity::certificate, fingerprint);
   prepare(db_,
           "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 "
           "WHERE device_id = ?3 AND status = 'active'",
@@ -353,10 +371,12 @@ Result<AddedCertificate> SqlStore::add_certificate(std::string_view device_id,
   return write("add certificate", actor, [&]() -> Result<AddedCertificate> {
     ONBOARD_CHECK(load_unrevoked_device(id, "it cannot receive a new certificate"));
     AddedCertificate added;
+    Touched touched;
     if (supersede_active) {
       added.superseded_serials =
-          revoke_active_certificates(id, RevocationReason::superseded, actor.now);
+          revoke_active_certificates(id, RevocationReason::superseded, actor.now, touched);
     }
+    touch(touched, Entity::certificate, cert.sha256_fingerprint);
     ONBOARD_CHECK(insert_certificate(CertificateKind::device, id, cert));
     if (!cert.held_key_pem.empty()) {
       hold_key(id, cert, actor.now);
@@ -367,7 +387,8 @@ Result<AddedCertificate> SqlStore::add_certificate(std::string_view device_id,
     record_audit(actor, "certificate.add", id,
                  {{"serial", cert.serial_hex},
                   {"fingerprint", cert.sha256_fingerprint},
-                  {"superseded", added.superseded_serials}});
+                  {"superseded", added.superseded_serials}},
+                 touched);
     added.certificate = just_recorded(cert, std::string(id), CertificateKind::device);
     return added;
   });
@@ -385,12 +406,15 @@ Result<Certificate> SqlStore::record_certificate(CertificateKind kind,
     return make_error(Errc::invalid_input, "the registry holds keys of devices only");
   }
   return write("record certificate", actor, [&]() -> Result<Certificate> {
+    Touched touched;
+    touch(touched, Entity::certificate, cert.sha256_fingerprint);
     ONBOARD_CHECK(insert_certificate(kind, {}, cert));
     record_audit(actor, "certificate.record", cert.serial_hex,
                  {{"kind", to_string(kind)},
                   {"fingerprint", cert.sha256_fingerprint},
                   {"subject", cert.subject},
-                  {"not_after", cert.not_after}});
+                  {"not_after", cert.not_after}},
+                 touched);
     return just_recorded(cert, {}, kind);
   });
 }
@@ -460,6 +484,8 @@ Result<CertificateRevokeOutcome> SqlStore::revoke_certificate(std::string_view s
       outcome.already_revoked = true;  // idempotent: an answer, and nothing written
       return outcome;
     }
+    Touched touched;
+    touch(touched, Entity::certificate, *fingerprint);
     prepare(db_,
             "UPDATE certificates SET status = 'revoked', revoked_at = ?1, revocation_reason = ?2 "
             "WHERE sha256_fingerprint = ?3",
@@ -480,7 +506,7 @@ Result<CertificateRevokeOutcome> SqlStore::revoke_certificate(std::string_view s
       record_change(ChangeKind::device, cert.device_id, actor.now);
       details["device"] = cert.device_id;
     }
-    record_audit(actor, "certificate.revoke", cert.serial_hex, details);
+    record_audit(actor, "certificate.revoke", cert.serial_hex, details, touched);
     return outcome;
   });
 }

@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/revocation.h"
+#include "registry/entity_state.h"
 #include "registry/sql.h"
 #include "registry/sqlite_backup.h"
 #include "registry/store.h"
@@ -143,20 +144,32 @@ class SqlStore final : public Store, private Connection {
   // kind device needs the device's id; any other kind records no device.
   Status insert_certificate(CertificateKind kind, std::string_view device_id,
                             const NewCertificate& c);
+  // Touches each certificate it revokes.
   std::vector<std::string> revoke_active_certificates(std::string_view device_id,
-                                                      RevocationReason reason, UnixTime now);
+                                                      RevocationReason reason, UnixTime now,
+                                                      Touched& touched);
   void set_device_status(std::string_view id, DeviceStatus status, UnixTime now);
 
   // Rules and groups (store_rules.cpp).
   bool group_exists(std::string_view name);
   bool subject_exists(SubjectKind kind, std::string_view name);
-  void insert_group(std::string_view name, std::string_view description, UnixTime now);
+  void insert_group(std::string_view name, std::string_view description, UnixTime now,
+                    Touched& touched);
   std::vector<RuleRecord> query_rules(Statement& statement);
 
   // The audit row and the change row every write appends (store_audit.cpp).
   void record_change(ChangeKind kind, std::string_view subject, UnixTime now);
+  // The row's details get the state of each touched entity before and after the write.
   void record_audit(const Actor& actor, std::string_view action, std::string_view subject,
-                    const nlohmann::json& details);
+                    const nlohmann::json& details, const Touched& touched = {});
+  // The entity's state digest as stored now; nullopt when it does not exist.
+  std::optional<std::string> stored_digest(Entity entity, std::string_view key);
+  // Before a write changes the entity: remembers its digest for record_audit.
+  void touch(Touched& touched, Entity entity, std::string_view key);
+  // After a write that replaced the state wholesale (a new or migrated registry, a restore): the
+  // row records every entity's digest, in parts of kAttestChunk (entity_state.h).
+  void record_attested(const Actor& actor, std::string_view action, std::string_view subject,
+                       nlohmann::json details);
 
   // Held keys and bundles (store_delivery.cpp).
   void hold_key(std::string_view device_id, const NewCertificate& certificate, UnixTime now);

@@ -41,7 +41,9 @@ bool SqlStore::subject_exists(SubjectKind kind, std::string_view name) {
   return query.step();
 }
 
-void SqlStore::insert_group(std::string_view name, std::string_view description, UnixTime now) {
+void SqlStore::insert_group(std::string_view name, std::string_view description, UnixTime now,
+                            Touched& touched) {
+  touch(touched, Entity::group, name);
   prepare(db_, "INSERT INTO groups (name, description, created_at) VALUES (?1, ?2, ?3)", name,
           description, now)
       .exec();
@@ -82,6 +84,8 @@ Result<RuleRecord> SqlStore::add_rule(const NewRule& rule, const Actor& actor) {
     if (!inserted.step()) throw CorruptValue("no id for a new rule");
     const std::int64_t id = inserted.int64(0);
     inserted.reset();
+    Touched touched;
+    touched.created(Entity::rule, std::to_string(id));  // ids are never reused
     const RuleRecord record{id,          rule.subject_kind, rule.subject,  rule.pattern,
                             rule.access, rule.effect,       rule.priority, actor.now};
     record_change(device ? ChangeKind::device : ChangeKind::group, rule.subject, actor.now);
@@ -90,7 +94,8 @@ Result<RuleRecord> SqlStore::add_rule(const NewRule& rule, const Actor& actor) {
                  {{std::string(to_string(rule.subject_kind)), rule.subject},
                   {"access", rule.access},
                   {"pattern", rule.pattern},
-                  {"priority", rule.priority}});
+                  {"priority", rule.priority}},
+                 touched);
     return record;
   });
 }
@@ -106,6 +111,8 @@ Status SqlStore::remove_rule(std::int64_t rule_id, const Actor& actor) {
     }
     const RuleRecord rule = rule_from(query);
     query.reset();
+    Touched touched;
+    touch(touched, Entity::rule, std::to_string(rule_id));
     prepare(db_, "DELETE FROM acl_rules WHERE id = ?1", rule_id).exec();
     const bool device = rule.subject_kind == SubjectKind::device;
     record_change(device ? ChangeKind::device : ChangeKind::group, rule.subject, actor.now);
@@ -114,7 +121,8 @@ Status SqlStore::remove_rule(std::int64_t rule_id, const Actor& actor) {
                   {"access", rule.access},
                   {"pattern", rule.pattern},
                   {"effect", to_string(rule.effect)},
-                  {"priority", rule.priority}});
+                  {"priority", rule.priority}},
+                 touched);
     return ok_status();
   });
 }
@@ -167,8 +175,9 @@ Result<Group> SqlStore::create_group(std::string_view name, std::string_view des
     if (group_exists(name)) {
       return make_error(Errc::conflict, "group " + std::string(name) + " already exists");
     }
-    insert_group(name, description, actor.now);
-    record_audit(actor, "group.create", name, {{"description", description}});
+    Touched touched;
+    insert_group(name, description, actor.now, touched);
+    record_audit(actor, "group.create", name, {{"description", description}}, touched);
     return Group{std::string(name), std::string(description), actor.now};
   });
 }

@@ -33,6 +33,8 @@ Result<ApiToken> SqlStore::create_api_token(std::string_view name, ApiRole role,
     if (existing.step()) {
       return make_error(Errc::conflict, "a token named " + std::string(name) + " already exists");
     }
+    Touched touched;
+    touch(touched, Entity::token, name);
     auto inserted = prepare(db_,
                             "INSERT INTO api_tokens (name, role, token_sha256, created_at) "
                             "VALUES (?1, ?2, ?3, ?4) RETURNING id",
@@ -40,7 +42,7 @@ Result<ApiToken> SqlStore::create_api_token(std::string_view name, ApiRole role,
     if (!inserted.step()) throw CorruptValue("no id for a new token");
     const std::int64_t id = inserted.int64(0);
     inserted.reset();
-    record_audit(actor, "token.create", name, {{"role", to_string(role)}});
+    record_audit(actor, "token.create", name, {{"role", to_string(role)}}, touched);
     return ApiToken{id, std::string(name), role, actor.now, std::nullopt};
   });
 }
@@ -65,8 +67,11 @@ Result<bool> SqlStore::revoke_api_token(std::string_view name, const Actor& acto
       return make_error(Errc::not_found, "no token is named " + std::string(name));
     }
     if (!query.is_null(0)) return false;
+    query.reset();
+    Touched touched;
+    touch(touched, Entity::token, name);
     prepare(db_, "UPDATE api_tokens SET revoked_at = ?1 WHERE name = ?2", actor.now, name).exec();
-    record_audit(actor, "token.revoke", name, nlohmann::json::object());
+    record_audit(actor, "token.revoke", name, nlohmann::json::object(), touched);
     return true;
   });
 }

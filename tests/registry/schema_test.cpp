@@ -6,6 +6,7 @@
 #include <SQLiteCpp/Statement.h>
 #include <SQLiteCpp/Transaction.h>
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "registry/sqlite_store.h"
 #include "tests/support/result.h"
@@ -83,7 +84,7 @@ TEST_CASE("a version 2 registry is migrated in place to version 3 and keeps what
 
   auto store = must(open_sqlite_store(path, OpenMode::read_write));
   CHECK(scalar(path, "SELECT schema_version FROM meta") == schema::kCurrentVersion);
-  CHECK(schema::kCurrentVersion == 3);
+  CHECK(schema::kCurrentVersion == 4);
 
   // Every certificate is now a device certificate of its device, in its old order.
   const auto all = must(store->list_certificates({}));
@@ -120,8 +121,19 @@ TEST_CASE("a version 2 registry is migrated in place to version 3 and keeps what
   const auto events = must(store->audit_list(0));
   REQUIRE(events.size() == 1);
   CHECK(events[0].action == "registry.migrate");
-  CHECK(events[0].details == R"({"from_version":2,"to_version":3})");
-  CHECK(must(store->verify_audit()).ok());
+  // Its row records the state the log vouches for from here on (version 4): every entity.
+  const auto details = nlohmann::json::parse(events[0].details);
+  CHECK(details["from_version"] == 2);
+  CHECK(details["to_version"] == 4);
+  CHECK(details["attest"]["part"] == 1);
+  std::vector<std::string> attested;
+  for (const auto& [ref, digest] : details["attest"]["entities"].items()) attested.push_back(ref);
+  CHECK(attested == std::vector<std::string>{"certificate:" + kFp1, "certificate:" + kFp2,
+                                             "device:dev-a", "device:dev-b", "group:default",
+                                             "rule:1"});
+  const auto check = must(store->verify_audit());
+  CHECK(check.ok());
+  CHECK(check.entities_checked == 6);
 
   // And version 3 is in force: non-device certificates and the root CRL number.
   NewCertificate server{"0C",

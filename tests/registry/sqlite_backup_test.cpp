@@ -189,6 +189,14 @@ TEST_CASE("a restore refuses a backup that is not a sound registry and changes n
     require_error(restore_sqlite_registry(path, backup, kLater), Errc::corrupt,
                   "audit log does not verify");
   }
+  SECTION("a device renamed in the backup behind the tool's back") {
+    {
+      SQLite::Database db(backup.string(), SQLite::OPEN_READWRITE);
+      db.exec("UPDATE devices SET name = 'mallory' WHERE id = 'dev-1'");
+    }
+    require_error(restore_sqlite_registry(path, backup, kLater), Errc::corrupt,
+                  "audit log does not verify: device dev-1 differs from row");
+  }
   CHECK(must(store->change_seq()) == seq);
   CHECK(must(store->get_device("dev-2")).id == "dev-2");
 

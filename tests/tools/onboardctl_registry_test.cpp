@@ -1567,6 +1567,96 @@ TEST_CASE("the audit log lists every change, and verify names an edited or delet
   }
 }
 
+TEST_CASE(
+    "audit verify names an entity changed behind the tool's back and the row it differs from") {
+  Fleet fleet;
+  for (const char* id : {"dev-a", "dev-b"}) fleet.require_add(id);
+  REQUIRE(fleet({"device", "disable", "dev-a"}).exit_code == 0);
+  REQUIRE(fleet({"device", "revoke", "dev-b"}).exit_code == 0);
+  REQUIRE(
+      fleet({"acl", "grant", "--device", "dev-a", "--access", "read", "--topic", "x"}).exit_code ==
+      0);
+  auto seq_of = [&](const std::string& action, const std::string& subject) {
+    std::int64_t seq = 0;
+    for (const auto& e : fleet.audit()) {
+      if (e["action"] == action && e["subject"] == subject) seq = e["seq"].get<std::int64_t>();
+    }
+    REQUIRE(seq > 0);
+    return std::to_string(seq);
+  };
+  auto count = [&](const char* sql) {
+    SQLite::Database db(fleet.registry().string(), SQLite::OPEN_READONLY);
+    return db.execAndGet(sql).getInt64();
+  };
+  const auto entities = count(
+      "SELECT (SELECT count(*) FROM devices) + (SELECT count(*) FROM certificates) + "
+      "(SELECT count(*) FROM acl_rules) + (SELECT count(*) FROM groups) + "
+      "(SELECT count(*) FROM api_tokens)");
+
+  auto intact = fleet({"audit", "verify"});
+  INFO(intact.err);
+  REQUIRE(intact.exit_code == 0);
+  CHECK(contains(intact.out, "audit log intact: "));
+  CHECK(contains(intact.out, "registry state matches the log: " + std::to_string(entities) +
+                                 " devices, certificates, rules, groups and tokens"));
+
+  auto tamper = [&](const std::string& sql) {
+    SQLite::Database db(fleet.registry().string(), SQLite::OPEN_READWRITE);
+    CHECK(db.exec(sql) == 1);
+  };
+  auto expect_differs = [&](const std::string& problem) {
+    auto r = fleet({"audit", "verify"});
+    INFO(r.err);
+    CHECK(r.exit_code == 8);
+    CHECK(contains(r.err, "registry state differs from the audit log: " + problem));
+    CHECK(one_line_error(r));
+    CHECK(r.out.empty());
+  };
+  SECTION("a disabled device enabled") {
+    const auto disabled = seq_of("device.disable", "dev-a");
+    tamper("UPDATE devices SET status = 'active' WHERE id = 'dev-a'");
+    expect_differs("device dev-a differs from row " + disabled +
+                   ", the newest row that changed it (changed outside the registry)");
+  }
+  SECTION("a rule granting every topic added") {
+    tamper(
+        "INSERT INTO acl_rules (group_name, access, pattern, effect, priority, created_at) "
+        "VALUES ('default', 7, '#', 'allow', 100, 1)");
+    const auto id = std::to_string(count("SELECT max(id) FROM acl_rules"));
+    expect_differs("rule " + id + " has no audit row behind it (added outside the registry)");
+  }
+  SECTION("a revoked certificate made active again") {
+    const auto revoked = seq_of("device.revoke", "dev-b");
+    const std::string fingerprint =
+        SQLite::Database(fleet.registry().string(), SQLite::OPEN_READONLY)
+            .execAndGet("SELECT sha256_fingerprint FROM certificates WHERE device_id = 'dev-b'")
+            .getString();
+    tamper(
+        "UPDATE certificates SET status = 'active', revoked_at = NULL, revocation_reason = NULL "
+        "WHERE device_id = 'dev-b'");
+    expect_differs("certificate " + fingerprint + " differs from row " + revoked);
+  }
+  SECTION("a rule deleted") {
+    const auto id = std::to_string(count("SELECT max(id) FROM acl_rules"));
+    const auto granted = seq_of("acl.grant", id);
+    tamper("DELETE FROM acl_rules WHERE id = " + id);
+    expect_differs("rule " + id + " is missing, but row " + granted +
+                   " recorded it (deleted outside the registry)");
+  }
+  SECTION("a device added") {
+    tamper(
+        "INSERT INTO devices (id, name, type, location, firmware, status, created_at, "
+        "updated_at, metadata) VALUES ('ghost', 'ghost', '', '', '', 'active', 1, 1, '{}')");
+    expect_differs("device ghost has no audit row behind it (added outside the registry)");
+  }
+  SECTION("a device moved into another group") {
+    // Its groups are the default group and its type's: a new type moves it.
+    const auto revoked = seq_of("device.revoke", "dev-b");
+    tamper("UPDATE devices SET type = 'admins' WHERE id = 'dev-b'");
+    expect_differs("device dev-b differs from row " + revoked);
+  }
+}
+
 // ---- concurrency and damaged data --------------------------------------------------------------
 
 TEST_CASE("two onboardctl processes registering at once lose nothing and never report a lock") {
