@@ -48,11 +48,6 @@ std::optional<std::array<unsigned char, kTagBytes>> tag_of(std::string_view mess
   return tag;
 }
 
-void put_u64(std::string& out, std::uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8)
-    out.push_back(static_cast<char>((v >> shift) & 0xff));
-}
-
 std::uint64_t get_u64(std::string_view in) {
   std::uint64_t v = 0;
   for (int i = 0; i < 8; ++i)
@@ -133,7 +128,7 @@ Result<std::string> make_link_token(std::string_view bundle_id, UnixTime expires
   }
   std::string token;
   token.push_back(static_cast<char>(kVersion));
-  put_u64(token, static_cast<std::uint64_t>(expires_at));
+  append_u64_be(token, static_cast<std::uint64_t>(expires_at));
   token.push_back(static_cast<char>(bundle_id.size()));
   token.append(bundle_id);
   auto tag = tag_of(token, secret_key);

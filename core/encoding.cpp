@@ -67,4 +67,14 @@ std::optional<std::string> base64url_decode(std::string_view text) {
   return out;
 }
 
+void append_u64_be(std::string& out, std::uint64_t value) {
+  for (int shift = 56; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((value >> shift) & 0xff));
+}
+
+void append_length_prefixed(std::string& out, std::string_view field) {
+  append_u64_be(out, field.size());
+  out.append(field);
+}
+
 }  // namespace onboard

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -22,5 +23,11 @@ inline std::string base64url_encode(std::string_view bytes) {
 // Strict: alphabet only, no padding, no impossible length, and the unused low bits of the last
 // character zero, so that no two spellings decode to the same bytes.
 std::optional<std::string> base64url_decode(std::string_view text);
+
+// Fixed-width binary fields for what is hashed or signed: a value as 8 bytes, most significant
+// first, and a field as its length (8 bytes likewise) then its bytes, so that no two field lists
+// encode alike ("ab" + "c" against "a" + "bc").
+void append_u64_be(std::string& out, std::uint64_t value);
+void append_length_prefixed(std::string& out, std::string_view field);
 
 }  // namespace onboard

@@ -1,5 +1,6 @@
 #include "registry/audit.h"
 #include "core/digest.h"
+#include "core/encoding.h"
 
 #include <openssl/evp.h>
 
@@ -13,27 +14,16 @@ namespace {
 // Versioned so that a future encoding can never be confused with this one.
 constexpr std::string_view kEncodingTag = "mosquitto-onboard audit v1";
 
-void put_u64(std::string& out, std::uint64_t value) {
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out.push_back(static_cast<char>((value >> shift) & 0xff));
-  }
-}
-
-void put_field(std::string& out, std::string_view field) {
-  put_u64(out, field.size());
-  out.append(field);
-}
-
 std::string canonical_encoding(const AuditEvent& event) {
   std::string out;
-  put_field(out, kEncodingTag);
-  put_u64(out, static_cast<std::uint64_t>(event.seq));
-  put_u64(out, static_cast<std::uint64_t>(event.at));
-  put_field(out, event.actor);
-  put_field(out, event.action);
-  put_field(out, event.subject);
-  put_field(out, event.details);
-  put_field(out, event.prev_hash);
+  append_length_prefixed(out, kEncodingTag);
+  append_u64_be(out, static_cast<std::uint64_t>(event.seq));
+  append_u64_be(out, static_cast<std::uint64_t>(event.at));
+  append_length_prefixed(out, event.actor);
+  append_length_prefixed(out, event.action);
+  append_length_prefixed(out, event.subject);
+  append_length_prefixed(out, event.details);
+  append_length_prefixed(out, event.prev_hash);
   return out;
 }
 

@@ -18,17 +18,6 @@ constexpr std::string_view kStateTag = "mosquitto-onboard state v1";
 // What a reference names at most in a message: the rest is cut.
 constexpr std::size_t kShownKeyBytes = 80;
 
-void put_u64(std::string& out, std::uint64_t value) {
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out.push_back(static_cast<char>((value >> shift) & 0xff));
-  }
-}
-
-void put_field(std::string& out, std::string_view field) {
-  put_u64(out, field.size());
-  out.append(field);
-}
-
 std::array<unsigned char, 32> sha256(std::string_view data) {
   std::array<unsigned char, 32> digest{};
   unsigned int size = 0;
@@ -173,18 +162,18 @@ std::string entity_key(const EntityTable& table, const Statement& row) {
 
 std::string entity_digest(const EntityTable& table, const Statement& row) {
   std::string encoding;
-  put_field(encoding, kStateTag);
-  put_field(encoding, table.name);
+  append_length_prefixed(encoding, kStateTag);
+  append_length_prefixed(encoding, table.name);
   for (std::size_t i = 0; i < table.integer_columns.size(); ++i) {
     const int column = static_cast<int>(i);
     if (row.is_null(column)) {
       encoding.push_back('N');
     } else if (table.integer_columns[i]) {
       encoding.push_back('I');
-      put_u64(encoding, static_cast<std::uint64_t>(row.int64(column)));
+      append_u64_be(encoding, static_cast<std::uint64_t>(row.int64(column)));
     } else {
       encoding.push_back('T');
-      put_field(encoding, row.view(column));
+      append_length_prefixed(encoding, row.view(column));
     }
   }
   return hex_encode(sha256(encoding));

@@ -43,6 +43,15 @@ AuditCheck verify(const std::vector<AuditEvent>& rows, const AuditHead& head) {
 
 }  // namespace
 
+// The encoding is fixed for good: every registry's chain was hashed with it. The expected value was
+// computed independently (Python: hashlib.sha256 over each field as an 8-byte big-endian length
+// and its bytes, seq and at as 8-byte big-endian values, in the order of audit.h).
+TEST_CASE("an audit hash is the documented encoding of the row") {
+  const AuditEvent row{7,       1'767'225'600,          "cli:root",           "device.register",
+                       "dev-1", R"({"type":"sensor"})", std::string(64, '0'), ""};
+  CHECK(audit_hash(row) == "b66dc7435b32564b4b14f8b45201e16769eb59f6673a011b8d1cea4b5c1a264f");
+}
+
 TEST_CASE("an audit hash is 64 lower-case hex digits and depends on every field") {
   const AuditEvent base = make_chain(1).front();
   const std::string hash = audit_hash(base);
