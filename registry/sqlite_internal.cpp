@@ -4,7 +4,6 @@
 
 #include <SQLiteCpp/Exception.h>
 #include <SQLiteCpp/Statement.h>
-#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,7 +18,6 @@
 #include <thread>
 #include <utility>
 
-#include "core/files.h"
 #include "registry/schema.h"
 #include "registry/sqlite_access.h"
 
@@ -311,25 +309,17 @@ Status settle_side_files(const std::string& path) {
   }
   for (const char* suffix : kSideFiles) {
     const std::string side = path + suffix;
-    // Changed through a descriptor of the file inspected, never by name: whoever could write the
-    // directory until now could swap the name for a link to another file between a check and a
-    // chown or chmod by name (which follow links), and root would then give that file away.
-    const UniqueFd fd(::open(side.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-    if (fd.get() < 0) {
+    struct stat st {};
+    if (::lstat(side.c_str(), &st) != 0) {
       if (errno == ENOENT) continue;  // SQLite creates it at the first read
-      if (errno == ELOOP) return make_error(Errc::io, side + " is not a regular file");
       return io_failure("cannot inspect", side);
     }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) return io_failure("cannot inspect", side);
-    if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
-      return make_error(Errc::io, side + " is not a regular file with one name");
-    }
+    if (!S_ISREG(st.st_mode)) return make_error(Errc::io, side + " is not a regular file");
     if (st.st_uid != db.st_uid || st.st_gid != db.st_gid) {
       // Only root gives a file away; the owner may still move it into one of its own groups.
-      const bool moved = me == 0 ? ::fchown(fd.get(), db.st_uid, db.st_gid) == 0
+      const bool moved = me == 0 ? ::chown(side.c_str(), db.st_uid, db.st_gid) == 0
                          : st.st_uid == me && st.st_uid == db.st_uid
-                             ? ::fchown(fd.get(), static_cast<uid_t>(-1), db.st_gid) == 0
+                             ? ::chown(side.c_str(), static_cast<uid_t>(-1), db.st_gid) == 0
                              : false;
       if (!moved) {
         return make_error(Errc::io, side + " belongs to another user or group than " + path +
@@ -339,7 +329,7 @@ Status settle_side_files(const std::string& path) {
                                         path + " " + side + ")");
       }
     }
-    if ((st.st_mode & 0777) != mode && ::fchmod(fd.get(), mode) != 0) {
+    if ((st.st_mode & 0777) != mode && ::chmod(side.c_str(), mode) != 0) {
       return io_failure("cannot set the mode of", side);
     }
   }

@@ -387,45 +387,6 @@ TEST_CASE("a data directory from an older init is tightened by the next onboardc
   }
 }
 
-TEST_CASE(
-    "a WAL file swapped for a link is refused and the file it names keeps its owner and mode") {
-  const auto account = onboard::test::broker_account();
-  if (!account) {
-    WARN("skipped: needs root and the mosquitto user to act as the broker's user");
-    return;
-  }
-  TempDir base;
-  REQUIRE(::chmod(base.path().c_str(), 0755) == 0);
-  const auto dir = base / "data";
-  REQUIRE(init_registry(dir, {"--group", "mosquitto"}).exit_code == 0);
-  // What a broker with write access to an older folder could leave: -shm a link to a file of
-  // someone else's, which a chown or chmod by name would hand to the registry's owner and group.
-  const auto victim = base / "victim";
-  { std::ofstream(victim) << "secret"; }
-  REQUIRE(::chown(victim.c_str(), account->uid, account->gid) == 0);
-  REQUIRE(::chmod(victim.c_str(), 0600) == 0);
-  const auto shm = dir / "registry.db-shm";
-  REQUIRE(::unlink(shm.c_str()) == 0);
-  REQUIRE(::symlink(victim.c_str(), shm.c_str()) == 0);
-
-  auto refused = onboardctl_in(dir, {"device", "list"});
-  INFO(refused.err);
-  CHECK(refused.exit_code != 0);
-  CHECK(refused.err.find("registry cannot be opened") != std::string::npos);
-  struct stat st {};
-  REQUIRE(::stat(victim.c_str(), &st) == 0);
-  CHECK(st.st_uid == account->uid);
-  CHECK(st.st_gid == account->gid);
-  CHECK((st.st_mode & 07777) == 0600);
-
-  // The control: with the link gone, the same command works and SQLite makes a real -shm.
-  REQUIRE(::unlink(shm.c_str()) == 0);
-  auto listed = onboardctl_in(dir, {"device", "list"});
-  INFO(listed.err);
-  CHECK(listed.exit_code == 0);
-  CHECK(mode_of(shm) == 0640);
-}
-
 TEST_CASE("the broker's user is told which WAL file is missing and one onboardctl run repairs it") {
   const auto account = onboard::test::broker_account();
   if (!account) {
