@@ -4,10 +4,16 @@
 //
 //   ONBOARD_BENCH_TOKEN=onb_... onboard_rest_bench --port P --mode register|read
 //       [--threads 4] [--seconds 5] [--prefix dev] [--read-ids N] [--no-keep-alive]
+//   onboard_rest_bench --port P --mode ocsp --ocsp-request FILE.der | --mode crl
+//   onboard_rest_bench --mode ocsp_sign
 //
 // register: each thread registers prefix-T-N devices, its CSRs made before the clock starts (the
 // device makes its key, not the server). read: each thread reads the devices a register run
-// left, round robin. Every non-2xx answer counts as an error, and any error fails the run.
+// left, round robin. ocsp: POST /ocsp with one DER request (e.g. `openssl ocsp -reqout`), every
+// answer looked up and signed by the server; crl: GET /crl, the CRL file as it is. ocsp_sign: no
+// server, the raw cost of one signed OCSP answer (ca::build_ocsp_response, P-256 responder) on
+// each thread. Every non-2xx answer counts as an error (for ocsp, so does any OCSP status other
+// than successful), and any error fails the run.
 #include <httplib.h>
 
 #include <CLI/CLI.hpp>
@@ -17,12 +23,16 @@
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "ca/certificate.h"
 #include "ca/csr.h"
 #include "ca/keys.h"
+#include "ca/ocsp.h"
+#include "core/files.h"
 
 #include "cli_checks.h"
 
@@ -37,8 +47,59 @@ struct Options {
   double seconds = 5;
   std::string prefix = "dev";
   bool keep_alive = true;
-  int read_ids = 0;  // read mode: how many ids per thread the register run made
+  int read_ids = 0;          // read mode: how many ids per thread the register run made
+  std::string ocsp_request;  // ocsp mode: the DER request file
 };
+
+// ocsp_sign mode: a root and its delegated responder, in memory.
+struct SignFixture {
+  onboard::ossl::Ptr<X509> root;
+  onboard::ca::OcspResponder responder;
+  onboard::ca::OcspRequest request;
+};
+
+onboard::Result<SignFixture> make_sign_fixture() {
+  using namespace onboard;
+  const UnixTime now = unix_now();
+  ONBOARD_TRY(auto root_key, ca::generate_key(ca::KeyAlg::p256));
+  ca::KeySigner signer(std::move(root_key));
+  ca::CertificateRequest root;
+  root.profile = ca::Profile::root_ca;
+  root.common_name = "Bench Root";
+  root.public_key = signer.public_key();
+  root.not_before = now - 60;
+  root.not_after = now + 86400;
+  ONBOARD_TRY(auto root_cert, ca::issue_certificate(root, nullptr, signer));
+  ONBOARD_TRY(auto key, ca::generate_key(ca::KeyAlg::p256));
+  ca::CertificateRequest responder;
+  responder.profile = ca::Profile::ocsp_responder;
+  responder.common_name = "Bench OCSP Responder";
+  responder.public_key = key.get();
+  responder.not_before = now - 60;
+  responder.not_after = now + 3600;
+  ONBOARD_TRY(auto responder_cert, ca::issue_certificate(responder, root_cert.get(), signer));
+  ossl::Ptr<OCSP_REQUEST> req(OCSP_REQUEST_new());
+  OCSP_request_add0_id(req.get(),
+                       OCSP_cert_to_id(EVP_sha1(), responder_cert.get(), root_cert.get()));
+  OCSP_request_add1_nonce(req.get(), nullptr, 16);
+  unsigned char* der = nullptr;
+  const int len = i2d_OCSP_REQUEST(req.get(), &der);
+  const std::string bytes(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+  OPENSSL_free(der);
+  ONBOARD_TRY(auto parsed, ca::parse_ocsp_request(bytes));
+  return SignFixture{std::move(root_cert),
+                     ca::OcspResponder{std::move(responder_cert), std::move(key)},
+                     std::move(parsed)};
+}
+
+bool ocsp_successful(const std::string& der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  OCSP_RESPONSE* response = d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(der.size()));
+  const bool ok =
+      response != nullptr && OCSP_response_status(response) == OCSP_RESPONSE_STATUS_SUCCESSFUL;
+  OCSP_RESPONSE_free(response);
+  return ok;
+}
 
 struct ThreadResult {
   std::vector<double> latencies_us;
@@ -64,14 +125,15 @@ int main(int argc, char** argv) {
       "HTTP load for `onboardctl serve` on 127.0.0.1: registrations or reads per second and their "
       "latency, printed as one JSON object. The bearer token is read from the environment "
       "variable ONBOARD_BENCH_TOKEN, never from the command line."};
-  app.add_option("--port", o.port, "the server's port on 127.0.0.1")
-      ->required()
+  app.add_option("--port", o.port, "the server's port on 127.0.0.1 (not for ocsp_sign)")
       ->check(CLI::Range(1, 65535));
   app.add_option("--mode", o.mode,
                  "register: POST /v1/devices with P-256 CSRs made beforehand; read: GET "
-                 "/v1/devices/<id> of the devices a register run left")
+                 "/v1/devices/<id> of the devices a register run left; ocsp: POST /ocsp; crl: "
+                 "GET /crl; ocsp_sign: signed OCSP answers in-process, no server")
       ->required()
-      ->check(CLI::IsMember({"register", "read"}));
+      ->check(CLI::IsMember({"register", "read", "ocsp", "crl", "ocsp_sign"}));
+  app.add_option("--ocsp-request", o.ocsp_request, "ocsp mode: the DER OCSP request to send");
   app.add_option(
          "--threads", o.threads,
          "client threads, each with its own HTTP client (and connection, unless --no-keep-alive)")
@@ -92,8 +154,31 @@ int main(int argc, char** argv) {
     std::cerr << "rest_bench: --mode read needs --read-ids\n";
     return 2;
   }
+  const bool public_route = o.mode == "ocsp" || o.mode == "crl" || o.mode == "ocsp_sign";
+  if (o.mode != "ocsp_sign" && o.port == 0) {
+    std::cerr << "rest_bench: --port is required for --mode " << o.mode << "\n";
+    return 2;
+  }
+  std::string ocsp_body;
+  if (o.mode == "ocsp") {
+    auto body = onboard::read_file(o.ocsp_request, onboard::ca::kMaxOcspRequestBytes);
+    if (!body.ok()) {
+      std::cerr << "rest_bench: --ocsp-request: " << body.error().message << "\n";
+      return 2;
+    }
+    ocsp_body = std::move(body).value();
+  }
+  std::optional<SignFixture> fixture;
+  if (o.mode == "ocsp_sign") {
+    auto made = make_sign_fixture();
+    if (!made.ok()) {
+      std::cerr << "rest_bench: " << made.error().message << "\n";
+      return 1;
+    }
+    fixture.emplace(std::move(made).value());
+  }
   const char* token = std::getenv("ONBOARD_BENCH_TOKEN");  // never on argv
-  if (token == nullptr) {
+  if (token == nullptr && !public_route) {
     std::cerr << "rest_bench: set ONBOARD_BENCH_TOKEN to an operator token\n";
     return 2;
   }
@@ -127,7 +212,7 @@ int main(int argc, char** argv) {
       httplib::Client client("127.0.0.1", o.port);
       client.set_keep_alive(o.keep_alive);
       client.set_tcp_nodelay(true);
-      client.set_bearer_token_auth(token);
+      if (token != nullptr) client.set_bearer_token_auth(token);
       client.set_read_timeout(30, 0);
       auto& result = results[static_cast<std::size_t>(t)];
       const auto& my_bodies = bodies[static_cast<std::size_t>(t)];
@@ -136,6 +221,32 @@ int main(int argc, char** argv) {
         const auto t0 = Clock::now();
         if (t0 >= stop) break;
         if (o.mode == "register" && n >= static_cast<int>(my_bodies.size())) break;
+        if (o.mode == "ocsp_sign") {
+          const onboard::ca::OcspAnswer answer[] = {{}};
+          const auto now = onboard::unix_now();
+          auto der = onboard::ca::build_ocsp_response(fixture->request, answer, fixture->responder,
+                                                      now, now + 3600);
+          if (!der.ok()) {
+            ++result.errors;
+            continue;
+          }
+          result.latencies_us.push_back(
+              std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+          continue;
+        }
+        if (o.mode == "ocsp" || o.mode == "crl") {
+          auto r = o.mode == "ocsp" ? client.Post("/ocsp", ocsp_body, "application/ocsp-request")
+                                    : client.Get("/crl");
+          const auto t1 = Clock::now();
+          if (!r || r->status != 200 || (o.mode == "ocsp" && !ocsp_successful(r->body))) {
+            if (result.errors++ == 0)
+              std::cerr << "rest_bench: "
+                        << (r ? std::to_string(r->status) : httplib::to_string(r.error())) << "\n";
+            continue;
+          }
+          result.latencies_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+          continue;
+        }
         auto r = o.mode == "register"
                      ? client.Post("/v1/devices", my_bodies[static_cast<std::size_t>(n)],
                                    "application/json")

@@ -90,6 +90,10 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
     if (auto problem = crl_url_problem(root_crl_url))
       return make_error(Errc::invalid_input, "root CRL URL: " + *problem);
   }
+  if (!options.ocsp_url.empty()) {
+    if (auto problem = ocsp_url_problem(options.ocsp_url))
+      return make_error(Errc::invalid_input, *problem);
+  }
   if (!options.intermediate && options.root_days < 2) {
     return make_error(Errc::invalid_input, "root CA validity is too short to issue anything");
   }
@@ -116,6 +120,7 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
   Authority ca(paths);
   ca.crl_url_ = options.crl_url;
   ca.root_crl_url_ = root_crl_url;
+  ca.ocsp_url_ = options.ocsp_url;
   Rollback rollback;
   ONBOARD_CHECK(rollback.write(paths.root_key, root_key_pem.view(), 0600));
   ONBOARD_CHECK(rollback.write(paths.root_cert, certificate_to_pem(root.get()), 0644));
@@ -142,6 +147,7 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
     ca.signer_ = std::move(root_signer);
   }
   nlohmann::json settings = {{"crl_url", options.crl_url}, {"root_crl_url", root_crl_url}};
+  if (!options.ocsp_url.empty()) settings["ocsp_url"] = options.ocsp_url;
   ONBOARD_CHECK(rollback.write(paths.settings, settings.dump(2) + "\n", 0644));
   rollback.commit();
   ca.root_ = std::move(root);
@@ -163,13 +169,33 @@ Result<Authority> Authority::open(const std::filesystem::path& data_dir) {
     ONBOARD_TRY(std::string text, read_file(paths.settings, 65536));
     nlohmann::json settings = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (!settings.is_object() || !settings.value("crl_url", nlohmann::json("")).is_string() ||
-        !settings.value("root_crl_url", nlohmann::json("")).is_string()) {
+        !settings.value("root_crl_url", nlohmann::json("")).is_string() ||
+        !settings.value("ocsp_url", nlohmann::json("")).is_string()) {
       return make_error(Errc::corrupt, paths.settings.string() + " is not valid CA settings JSON");
     }
     ca.crl_url_ = settings.value("crl_url", "");
     ca.root_crl_url_ = settings.value("root_crl_url", "");
+    ca.ocsp_url_ = settings.value("ocsp_url", "");
   }
   return ca;
+}
+
+Status Authority::set_ocsp_url(const std::filesystem::path& data_dir, std::string_view url) {
+  if (!url.empty()) {
+    if (auto problem = ocsp_url_problem(url)) return make_error(Errc::invalid_input, *problem);
+  }
+  ONBOARD_TRY(Authority ca, open(data_dir));  // a CA is here and its settings read
+  nlohmann::json settings = nlohmann::json::object();
+  if (std::filesystem::exists(ca.paths_.settings)) {
+    ONBOARD_TRY(std::string text, read_file(ca.paths_.settings, 65536));
+    settings = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  }
+  // Other settings are kept as they are.
+  if (url.empty())
+    settings.erase("ocsp_url");
+  else
+    settings["ocsp_url"] = std::string(url);
+  return write_file_atomic(ca.paths_.settings, settings.dump(2) + "\n", 0644, Overwrite::replace);
 }
 
 Status Authority::load_signing_key(const Secret* passphrase) {
@@ -241,6 +267,7 @@ Result<IssuedCertificate> Authority::issue(CertificateRequest request) const {
     return make_error(Errc::internal, "the CA issues device and server certificates only");
   }
   if (request.crl_url.empty()) request.crl_url = crl_url_;
+  if (request.ocsp_url.empty()) request.ocsp_url = ocsp_url_;
   ONBOARD_TRY(auto cert, issue_certificate(request, issuer(), *signer_));
   return make_issued(std::move(cert));
 }

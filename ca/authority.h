@@ -3,7 +3,9 @@
 //   <dir>/ca/root.key      its PKCS#8 key (0600, optionally passphrase-encrypted)
 //   <dir>/ca/issuing.crt   an optional intermediate that signs devices and servers
 //   <dir>/ca/issuing.key
-//   <dir>/ca/ca.json       settings: the CRL distribution point URLs
+//   <dir>/ca/ca.json       settings: the CRL distribution point URLs, the OCSP URL
+//   <dir>/ca/ocsp.crt      the delegated OCSP responder 'onboardctl serve' makes (ops/ocsp.h)
+//   <dir>/ca/ocsp.key
 // With an intermediate, the root key is needed only to make the intermediate and to sign the
 // root's own CRL (which says whether the intermediate is revoked): it can be kept offline and
 // brought out for that.
@@ -35,6 +37,8 @@ struct CaInitOptions {
   // Written into the intermediate's certificate: where the root's CRL is published. Empty with
   // an intermediate and a crl_url: derived from crl_url (derived_root_crl_url).
   std::string root_crl_url;
+  // Written into device and server certificates (Authority Information Access) when set.
+  std::string ocsp_url;
   const Secret* passphrase = nullptr;  // encrypts the CA key files when set
 };
 
@@ -70,6 +74,10 @@ class Authority {
   std::string chain_pem() const;
   const std::string& crl_url() const noexcept { return crl_url_; }
   const std::string& root_crl_url() const noexcept { return root_crl_url_; }
+  const std::string& ocsp_url() const noexcept { return ocsp_url_; }
+  // Sets (or, with an empty url, removes) the OCSP URL in the CA's settings for certificates
+  // issued from now on; those issued before keep what they carry.
+  static Status set_ocsp_url(const std::filesystem::path& data_dir, std::string_view url);
   const CaPaths& paths() const noexcept { return paths_; }
   const Signer* signer() const noexcept { return signer_.get(); }
 
@@ -79,7 +87,7 @@ class Authority {
   Result<std::unique_ptr<Signer>> load_root_signer(const Secret* passphrase) const;
 
   // Issues a device or server certificate under the issuing CA, with the CRL distribution point
-  // filled in. Requires load_signing_key().
+  // and the OCSP URL filled in. Requires load_signing_key().
   Result<IssuedCertificate> issue(CertificateRequest request) const;
 
  private:
@@ -90,6 +98,7 @@ class Authority {
   ossl::Ptr<X509> issuing_;
   std::string crl_url_;
   std::string root_crl_url_;
+  std::string ocsp_url_;
   std::unique_ptr<Signer> signer_;
 };
 

@@ -136,6 +136,10 @@ Status check_request(const CertificateRequest& request, const X509* issuer) {
     if (auto problem = crl_url_problem(request.crl_url))
       return make_error(Errc::invalid_input, *problem);
   }
+  if (!request.ocsp_url.empty()) {
+    if (auto problem = ocsp_url_problem(request.ocsp_url))
+      return make_error(Errc::invalid_input, *problem);
+  }
   if (request.path_length < 0 || request.path_length > 8) {
     return make_error(Errc::invalid_input, "CA path length must be between 0 and 8");
   }
@@ -172,12 +176,24 @@ Status add_profile_extensions(X509* cert, const CertificateRequest& request, con
       ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_ext_key_usage, "serverAuth"));
       ONBOARD_CHECK(add_subject_alt_names(cert, request));
       break;
+    case Profile::ocsp_responder:
+      // RFC 6960 4.2.2.2: the CA delegates signing OCSP answers with OCSPSigning; nocheck
+      // (4.2.2.2.1) tells clients not to ask about the responder itself, so it is short-lived.
+      ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_basic_constraints, "critical,CA:FALSE"));
+      ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_key_usage, "critical,digitalSignature"));
+      ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_ext_key_usage, "OCSPSigning"));
+      ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_id_pkix_OCSP_noCheck, "ignored"));
+      break;
   }
   ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_subject_key_identifier, "hash"));
   ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_authority_key_identifier, "keyid:always"));
   if (!request.crl_url.empty() && request.profile != Profile::root_ca) {
     ONBOARD_CHECK(
         add_conf_extension(cert, &ctx, NID_crl_distribution_points, "URI:" + request.crl_url));
+  }
+  if (!request.ocsp_url.empty() &&
+      (request.profile == Profile::device || request.profile == Profile::server)) {
+    ONBOARD_CHECK(add_conf_extension(cert, &ctx, NID_info_access, "OCSP;URI:" + request.ocsp_url));
   }
   return ok_status();
 }
@@ -231,6 +247,12 @@ std::optional<std::string> ip_address_problem(std::string_view address) {
     return std::nullopt;
   }
   return "'" + text + "' is not an IPv4 or IPv6 address";
+}
+
+std::optional<std::string> ocsp_url_problem(std::string_view url) {
+  auto problem = crl_url_problem(url);
+  if (problem && problem->starts_with("CRL URL")) problem->replace(0, 3, "OCSP");
+  return problem;
 }
 
 std::optional<std::string> crl_url_problem(std::string_view url) {

@@ -21,6 +21,7 @@ enum class Profile {
   intermediate_ca,  // signed by the root; CA:TRUE pathlen:0
   device,           // CN = device id; digitalSignature (+ keyEncipherment for RSA), clientAuth
   server,           // the broker: SAN DNS/IP names, serverAuth
+  ocsp_responder,   // delegated OCSP responder: digitalSignature, OCSPSigning, id-pkix-ocsp-nocheck
 };
 
 struct CertificateRequest {
@@ -33,7 +34,8 @@ struct CertificateRequest {
   std::vector<std::string> dns_names;     // server profile
   std::vector<std::string> ip_addresses;  // server profile
   std::string crl_url;                    // optional CRL distribution point (http or https)
-  int path_length = 0;                    // CA profiles: how many CAs may follow below
+  std::string ocsp_url;  // optional Authority Information Access OCSP URL (device and server)
+  int path_length = 0;   // CA profiles: how many CAs may follow below
 };
 
 // Signs `request` with `signer`. `issuer` is the issuing CA's certificate, or nullptr for a
@@ -45,6 +47,8 @@ Result<ossl::Ptr<X509>> issue_certificate(const CertificateRequest& request, con
 std::optional<std::string> dns_name_problem(std::string_view name);
 std::optional<std::string> ip_address_problem(std::string_view address);
 std::optional<std::string> crl_url_problem(std::string_view url);
+// The same rules for an OCSP responder URL (Authority Information Access).
+std::optional<std::string> ocsp_url_problem(std::string_view url);
 std::optional<std::string> subject_name_problem(std::string_view name);
 
 struct CertificateInfo {

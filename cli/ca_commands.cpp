@@ -110,6 +110,9 @@ void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
                   "With --intermediate: where the root's own CRL is published, written into the "
                   "intermediate's certificate (default: --crl-url with its last path segment "
                   "replaced by root-crl)");
+  cmd->add_option("--ocsp-url", opts->init.ocsp_url,
+                  "OCSP responder URL written into every certificate issued (Authority "
+                  "Information Access; 'onboardctl serve' answers at /ocsp)");
   opts->passphrase.add_to(*cmd, "the new CA keys (they are encrypted when given)");
   cmd->callback([&global, &exit_code, opts] {
     exit_code = run_action([&]() -> Result<int> {
@@ -447,6 +450,26 @@ void add_revoke(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
   });
 }
 
+void add_set_ocsp_url(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  auto url = std::make_shared<std::string>();
+  auto* cmd = ca.add_subcommand(
+      "set-ocsp-url",
+      "Set the OCSP responder URL that certificates issued from now on carry (Authority "
+      "Information Access); \"\" removes it. Certificates issued before keep theirs");
+  cmd->add_option("URL", *url, "http:// or https:// URL, e.g. http://ca.example:8443/ocsp")
+      ->required();
+  cmd->callback([&global, &exit_code, url] {
+    exit_code = run_action([&]() -> Result<int> {
+      ONBOARD_CHECK(ca::Authority::set_ocsp_url(data_dir(global), *url));
+      if (url->empty())
+        std::cout << "OCSP URL removed; certificates issued from now on carry none\n";
+      else
+        std::cout << "OCSP URL set to " << *url << " for certificates issued from now on\n";
+      return kExitOk;
+    });
+  });
+}
+
 }  // namespace
 
 void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
@@ -460,6 +483,7 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& exit_code)
   add_list(*ca, global, exit_code);
   add_revoke(*ca, global, exit_code);
   add_verify(*ca, global, exit_code);
+  add_set_ocsp_url(*ca, global, exit_code);
 }
 
 }  // namespace onboard::cli

@@ -83,6 +83,9 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
                   "With --intermediate: where the root's own CRL is published, written into the "
                   "intermediate's certificate (default: --crl-url with its last path segment "
                   "replaced by root-crl, as 'onboardctl serve' publishes it)");
+  cmd->add_option("--ocsp-url", o->ca.ocsp_url,
+                  "OCSP responder URL written into issued certificates (Authority Information "
+                  "Access); 'onboardctl serve' answers at /ocsp");
   cmd->add_option("--org", o->ca.organization, "Organization (O) in the CA subjects");
   o->passphrase.add_to(*cmd, "the new CA keys");
   on_run(cmd, global, exit_code, [o](const ops::Workspace& ws) -> Result<int> {

@@ -1,6 +1,7 @@
 // Writes the seeds of the fuzz corpora that only the project's own code can make valid: signed
-// link tokens, AES-256 archives, CSRs, a manifest and snapshot cache files. Usage: fuzz_make_seeds
-// CORPUS_DIR. The text seeds (topics, options, broker configurations) are written by hand.
+// link tokens, AES-256 archives, CSRs, a manifest, snapshot cache files and OCSP requests. Usage:
+// fuzz_make_seeds CORPUS_DIR. The text seeds (topics, options, broker configurations) are written
+// by hand.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,9 +10,12 @@
 #include <string_view>
 #include <vector>
 
+#include <openssl/ocsp.h>
 #include "bundle/link_token.h"
 #include "bundle/manifest.h"
 #include "bundle/zip.h"
+
+#include "ca/certificate.h"
 #include "ca/csr.h"
 #include "ca/keys.h"
 #include "core/digest.h"
@@ -105,6 +109,44 @@ void csrs(const fs::path& dir) {
   write(dir / "tampered.pem", tampered);
 }
 
+// OCSP requests as clients send them (SHA-1 and SHA-256 CertIDs, with and without a nonce, two
+// IDs), the base64 of one as GET /ocsp/ carries it, and near misses.
+void ocsp_requests(const fs::path& dir) {
+  auto key = must(ca::generate_key(ca::KeyAlg::p256), "key");
+  ca::KeySigner signer(std::move(key));
+  ca::CertificateRequest root;
+  root.profile = ca::Profile::root_ca;
+  root.common_name = "Seed Root";
+  root.public_key = signer.public_key();
+  root.not_before = 1'800'000'000;
+  root.not_after = root.not_before + 86400;
+  auto root_cert = must(ca::issue_certificate(root, nullptr, signer), "root");
+  auto request = [&](const EVP_MD* md, int ids, bool nonce) {
+    OCSP_REQUEST* req = OCSP_REQUEST_new();
+    for (int i = 0; i < ids; ++i)
+      OCSP_request_add0_id(req, OCSP_cert_to_id(md, root_cert.get(), root_cert.get()));
+    if (nonce) OCSP_request_add1_nonce(req, nullptr, 16);
+    unsigned char* der = nullptr;
+    const int len = i2d_OCSP_REQUEST(req, &der);
+    std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+    OCSP_REQUEST_free(req);
+    return out;
+  };
+  const std::string sha1 = request(EVP_sha1(), 1, false);
+  write(dir / "sha1.der", sha1);
+  write(dir / "sha256-nonce.der", request(EVP_sha256(), 1, true));
+  write(dir / "two-ids-nonce.der", request(EVP_sha1(), 2, true));
+  write(dir / "md5.der", request(EVP_md5(), 1, false));
+  write(dir / "truncated.der", sha1.substr(0, sha1.size() - 3));
+  write(dir / "trailing.der", sha1 + '\0');
+  std::string b64(4 * ((sha1.size() + 2) / 3) + 1, '\0');
+  b64.resize(static_cast<std::size_t>(EVP_EncodeBlock(
+      reinterpret_cast<unsigned char*>(b64.data()),
+      reinterpret_cast<const unsigned char*>(sha1.data()), static_cast<int>(sha1.size()))));
+  write(dir / "get-path.b64", b64);
+}
+
 void manifests(const fs::path& dir) {
   std::vector<bundle::BundleFile> files;
   files.push_back(file("sensor-1/cert.pem", "cert", 0644));
@@ -169,5 +211,6 @@ int main(int argc, char** argv) {
   csrs(corpus / "csr");
   manifests(corpus / "manifest");
   snapshot_caches(corpus / "snapshot_cache");
+  ocsp_requests(corpus / "ocsp_request");
   return 0;
 }

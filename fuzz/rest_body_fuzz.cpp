@@ -142,8 +142,11 @@ Fixture make_fixture() {
                             std::move(link_secret),
                             rest::StorePool(workspace),
                             {}};
+  // The JSON routes only: POST /ocsp takes DER (the ocsp_request target fuzzes its parser).
   for (const auto& route : rest::route_table())
-    if (std::string_view(route.method) != "GET") f.routes.push_back(&route);
+    if (std::string_view(route.method) != "GET" &&
+        std::string_view(route.body_type) == "application/json")
+      f.routes.push_back(&route);
 
   // The known device (its key held by the server), group and rule, through the handlers.
   auto setup = [&](std::string_view method, std::string_view path, const json& body) {

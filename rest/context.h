@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ca/authority.h"
+#include "ca/ocsp.h"
 #include "core/secret.h"
 #include "ops/workspace.h"
 #include "registry/store.h"
@@ -74,6 +75,14 @@ struct Context {
   // also keeps two CRL rewrites from finishing out of order (an older CRL replacing a newer one).
   // Other processes (the CLI) still meet the server in SQLite's lock and busy timeout.
   std::mutex write_turn;
+  // The delegated OCSP responder, loaded or made on the first OCSP request and renewed when it
+  // nears its end (rest/ocsp.cpp).
+  struct OcspState {
+    std::mutex mutex;
+    std::shared_ptr<const ca::OcspResponder> responder;
+    UnixTime not_after = 0;
+    UnixTime retry_at = 0;  // after a failed renewal, not before this
+  } ocsp{};
 };
 
 }  // namespace onboard::rest

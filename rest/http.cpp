@@ -52,13 +52,17 @@ Reply reply_for(const Error& error) {
 }
 
 bool is_json_content_type(const std::string& value) {
+  return is_content_type(value, "application/json");
+}
+
+bool is_content_type(const std::string& value, std::string_view wanted) {
   std::string media = value.substr(0, value.find(';'));
   media.erase(
       std::remove_if(media.begin(), media.end(), [](unsigned char c) { return std::isspace(c); }),
       media.end());
   std::transform(media.begin(), media.end(), media.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return media == "application/json";
+  return media == wanted;
 }
 
 json body_object(const Call& call) {

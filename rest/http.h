@@ -67,6 +67,8 @@ struct Call {
 };
 
 bool is_json_content_type(const std::string& value);
+// Whether a Content-Type header names `media` (parameters, case and blanks aside).
+bool is_content_type(const std::string& value, std::string_view media);
 
 // Whether the headers announce a body: Content-Length other than 0, or any Transfer-Encoding.
 bool announces_body(const httplib::Request& request);

@@ -25,6 +25,7 @@
 #include "ops/operations.h"
 #include "ops/views.h"
 #include "registry/device_store.h"
+#include "rest/ocsp.h"
 
 namespace onboard::rest {
 namespace {
@@ -678,6 +679,8 @@ constexpr RouteSpec kRoutes[] = {
     {"GET", "/crl.pem", Need::nobody, get_crl},
     {"GET", "/root-crl", Need::nobody, get_root_crl},
     {"GET", "/root-crl.pem", Need::nobody, get_root_crl},
+    {"POST", "/ocsp", Need::nobody, post_ocsp, "application/ocsp-request"},
+    {"GET", "/ocsp/{request}", Need::nobody, get_ocsp, "application/json", true},
     {"GET", "/healthz", Need::nobody, healthz},
     {"GET", "/v1/bundles/{token}", Need::nobody, download_bundle},
 };
@@ -686,12 +689,12 @@ constexpr RouteSpec kRoutes[] = {
 
 std::span<const RouteSpec> route_table() { return kRoutes; }
 
-std::string path_regex(std::string_view path) {
+std::string path_regex(std::string_view path, bool tail) {
   std::string out;
   for (std::size_t i = 0; i < path.size(); ++i) {
     if (path[i] == '{') {
       i = path.find('}', i);
-      out += "([^/]+)";
+      out += tail && path.find('{', i) == std::string_view::npos ? "(.+)" : "([^/]+)";
     } else if (std::string_view(".[]()*+?^$|\\").find(path[i]) != std::string_view::npos) {
       out += '\\';
       out += path[i];

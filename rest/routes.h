@@ -20,13 +20,17 @@ struct RouteSpec {
   const char* path;  // OpenAPI template: {name} is one path segment
   Need need;
   Handler handler;
+  const char* body_type = "application/json";  // the media type a body must have
+  // The last {name} takes the rest of the path, '/' included: base64 in GET /ocsp/{request}.
+  bool tail = false;
 };
 
 std::span<const RouteSpec> route_table();
 
 // The regex a route's path template matches with: "/v1/devices/{id}/acl" ->
 // "/v1/devices/([^/]+)/acl" (a parameter is one segment, captured in order); the rest literal.
-std::string path_regex(std::string_view path);
+// With `tail`, the last parameter matches the rest of the path ("(.+)").
+std::string path_regex(std::string_view path, bool tail = false);
 
 // Runs the route's handler: a BadRequest becomes a 400 and an ErrorReply its reply. Any other
 // exception is a bug and propagates to the caller (the server answers it with a 500).

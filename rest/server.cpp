@@ -62,8 +62,10 @@ Reply respond(Context& ctx, const RouteSpec& route, const httplib::Request& requ
   Store& store = **lease;
   auto actor = authorize(store, route, request);
   if (actor.index() == 1) return std::get<1>(std::move(actor));
-  if (announces_body(request) && !is_json_content_type(request.get_header_value("Content-Type")))
-    return error_reply(415, "unsupported_media_type", "send the body as application/json");
+  if (announces_body(request) &&
+      !is_content_type(request.get_header_value("Content-Type"), route.body_type))
+    return error_reply(415, "unsupported_media_type",
+                       std::string("send the body as ") + route.body_type);
   std::string body;
   if (reader != nullptr) {
     auto read = read_body(request, response, *reader, max_body_bytes);
@@ -105,7 +107,7 @@ thread_local bool reply_closes_connection = false;
 
 void install_routes(httplib::Server& server, Context& ctx, std::size_t max_body_bytes) {
   for (const auto& route : route_table()) {
-    const std::string pattern = path_regex(route.path);
+    const std::string pattern = path_regex(route.path, route.tail);
     const std::string_view method = route.method;
     if (method == "GET") {
       server.Get(pattern, [&ctx, &route, max_body_bytes](const httplib::Request& request,

@@ -1799,7 +1799,7 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
   TempDir data;
   const std::vector<std::pair<Args, Args>> commands{
       {{"init"},
-       {"--group", "--no-group", "--key-alg", "--intermediate", "--crl-url", "--org",
+       {"--group", "--no-group", "--key-alg", "--intermediate", "--crl-url", "--ocsp-url", "--org",
         "--passphrase-env", "--passphrase-file"}},
       {{"device"}, {"register", "list", "show", "update", "enable", "disable", "revoke"}},
       {{"device", "register"},
