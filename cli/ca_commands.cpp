@@ -328,15 +328,16 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
         intermediates.push_back(const_cast<X509*>(authority.issuer()));
       for (const auto& retired : authority.retired()) intermediates.push_back(retired.cert.get());
       std::vector<X509*> roots{const_cast<X509*>(authority.root())};
-      ossl::Ptr<X509_CRL> crl;
+      // Every CRL in the file: one per issuing CA after 'ca rotate'.
+      std::vector<ossl::Ptr<X509_CRL>> read_crls;
       std::vector<X509_CRL*> crls;
       if (!opts->crl.empty()) {
         ONBOARD_TRY(std::string crl_pem, read_file(opts->crl));
-        ONBOARD_TRY(crl, ca::crl_from_pem(crl_pem));
-        crls.push_back(crl.get());
+        ONBOARD_TRY(read_crls, ca::crls_from_pem(crl_pem));
+        for (const auto& crl : read_crls) crls.push_back(crl.get());
       }
       ca::VerifyOptions options;
-      options.check_crl = crl != nullptr;
+      options.check_crl = !crls.empty();
       auto outcome = ca::verify_certificate(cert.get(), intermediates, roots, crls, options);
       auto info = ca::describe_certificate(cert.get());
       if (!outcome.ok()) {

@@ -1,7 +1,6 @@
 #include "ops/operations.h"
 
 #include <openssl/bn.h>
-#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <nlohmann/json.hpp>
@@ -172,13 +171,9 @@ bool in_crl_file(const ca::Authority& ca, const std::string& issuer) {
 bool crl_lists(const std::filesystem::path& path, const std::vector<std::string>& serials) {
   auto pem = read_file(path);
   if (!pem.ok()) return false;
-  std::vector<ossl::Ptr<X509_CRL>> crls;
-  ossl::Ptr<BIO> bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())));
-  if (!bio) return false;
-  while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr))
-    crls.emplace_back(crl);
-  ossl::clear_errors();  // the end of the text
-  if (crls.empty()) return false;
+  auto read = ca::crls_from_pem(*pem);
+  if (!read.ok()) return false;
+  const auto& crls = *read;
   for (const auto& hex : serials) {
     BIGNUM* raw = nullptr;
     if (BN_hex2bn(&raw, hex.c_str()) == 0) {

@@ -585,8 +585,8 @@ TEST_CASE("/v1/devices?expiring=30d lists the devices whose certificate expires 
   auto c = s.client(s.reader_token);
   auto op = s.client(s.operator_token);
   for (const auto& [id, days] : {std::pair{"soon", 10}, std::pair{"later", 365}}) {
-    auto r = post_json(op, "/v1/devices",
-                       json{{"id", id}, {"csr", device_csr(id)}, {"days", days}});
+    auto r =
+        post_json(op, "/v1/devices", json{{"id", id}, {"csr", device_csr(id)}, {"days", days}});
     REQUIRE(r);
     INFO(r->body);
     REQUIRE(r->status == 201);

@@ -63,7 +63,7 @@ struct Site {
   // openssl verify as a relying party with a CRL check, trusting the root only; the
   // intermediates come from chain.pem, the CRLs from crl.pem.
   RunResult openssl_verify(const std::string& id) const {
-    return onboard::test::run({"openssl", "verify", "-crl_check", "-CAfile",
+    return onboard::test::run({"/usr/bin/openssl", "verify", "-crl_check", "-CAfile",
                                (ca() / "root.crt").string(), "-untrusted",
                                (ca() / "chain.pem").string(), "-CRLfile",
                                (data() / "crl.pem").string(), cert(id).string()});
@@ -204,10 +204,10 @@ TEST_CASE("ca rotate makes a new issuing CA while the old one still verifies and
   // chain.pem: both issuing CAs and the root; crl.pem: a CRL for each issuing CA.
   CHECK(count(file_text(site.ca() / "chain.pem"), "BEGIN CERTIFICATE") == 3);
   CHECK(count(file_text(site.data() / "crl.pem"), "BEGIN X509 CRL") == 2);
-  auto issuer_a = onboard::test::run({"openssl", "x509", "-noout", "-issuer", "-in",
-                                      site.cert("dev-a").string()});
-  auto issuer_b = onboard::test::run({"openssl", "x509", "-noout", "-issuer", "-in",
-                                      site.cert("dev-b").string()});
+  auto issuer_a = onboard::test::run(
+      {"/usr/bin/openssl", "x509", "-noout", "-issuer", "-in", site.cert("dev-a").string()});
+  auto issuer_b = onboard::test::run(
+      {"/usr/bin/openssl", "x509", "-noout", "-issuer", "-in", site.cert("dev-b").string()});
   CHECK(issuer_a.out != issuer_b.out);
 
   // A relying party with the chain and the CRL file accepts both; onboardctl too.
@@ -222,6 +222,11 @@ TEST_CASE("ca rotate makes a new issuing CA while the old one still verifies and
   CHECK(refused.exit_code != 0);
   CHECK(contains(refused.out + refused.err, "certificate revoked"));
   site.must(site.openssl_verify("dev-b"));
+  const std::string crl = (site.data() / "crl.pem").string();
+  auto own_refused = site.ctl({"ca", "verify", site.cert("dev-a").string(), "--crl", crl});
+  CHECK(own_refused.exit_code == 3);
+  CHECK(contains(own_refused.err, "revoked"));
+  site.must(site.ctl({"ca", "verify", site.cert("dev-b").string(), "--crl", crl}));
 
   // Rotating again the same day would repeat the default name: refused, nothing changed.
   const std::string current = file_text(site.ca() / "issuing.crt");
