@@ -239,6 +239,22 @@ TEST_CASE(
   CHECK(connect("dev-old", old_device, *broker) == 0);
   CHECK(connect("dev-new", new_device, *broker) == 0);
 
+  {
+    // The control: a crlfile with the new issuer's CRL alone (the first of crl.pem) fails the
+    // old issuer's devices in the handshake, unrevoked as they are.
+    auto crls = onboard::test::run({"/usr/bin/openssl", "crl", "-in", site.crl().string()});
+    REQUIRE(crls.exit_code == 0);
+    std::ofstream(site.dir() / "first-crl.pem") << crls.out;
+    std::string config = site.example_config(CrlMode::none);
+    config += "crlfile " + (site.dir() / "first-crl.pem").string() + "\n";
+    BrokerOptions options;
+    options.config_text = config;
+    options.preload = BROKER_PRELOAD;
+    auto partial = site.Fleet::start(options);
+    CHECK(connect("dev-new", new_device, *partial) == 0);
+    CHECK(connect("dev-old", old_device, *partial) == kNoConnack);
+  }
+
   site.must(site.ctl({"device", "revoke", "dev-old"}));
   // Refused in the handshake: the old issuer's CRL, which it still signs, lists it.
   CHECK(eventually_refused_by_tls("dev-old", old_device, *broker));

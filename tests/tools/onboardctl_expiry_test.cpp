@@ -210,7 +210,18 @@ TEST_CASE("ca rotate makes a new issuing CA while the old one still verifies and
       {"/usr/bin/openssl", "x509", "-noout", "-issuer", "-in", site.cert("dev-b").string()});
   CHECK(issuer_a.out != issuer_b.out);
 
-  // A relying party with the chain and the CRL file accepts both; onboardctl too.
+  // A relying party with the chain and the CRL file accepts both; onboardctl too. With the new
+  // issuer's CRL alone (the first in the file) the old issuer's device fails: no CRL of its own.
+  auto first =
+      onboard::test::run({"/usr/bin/openssl", "crl", "-in", (site.data() / "crl.pem").string(),
+                          "-out", (site.dir / "first-crl.pem").string()});
+  site.must(first);
+  auto no_crl = onboard::test::run(
+      {"/usr/bin/openssl", "verify", "-crl_check", "-CAfile", (site.ca() / "root.crt").string(),
+       "-untrusted", (site.ca() / "chain.pem").string(), "-CRLfile",
+       (site.dir / "first-crl.pem").string(), site.cert("dev-a").string()});
+  CHECK(no_crl.exit_code != 0);
+  CHECK(contains(no_crl.out + no_crl.err, "unable to get certificate CRL"));
   site.must(site.openssl_verify("dev-a"));
   site.must(site.openssl_verify("dev-b"));
   site.must(site.ctl({"ca", "verify", site.cert("dev-a").string()}));
