@@ -520,8 +520,11 @@ void add_status(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
                   << info.serial_hex << ") " << (warn == "EXPIRED" ? "has expired" : warn)
                   << (role == "root" ? "; a new root must be distributed to every broker and "
                                        "device before then"
-                                     : "; rotate it with 'onboardctl ca rotate' (see 'CA "
-                                       "rotation' in docs/architecture.md)")
+                      : role == "issuing"
+                          ? "; rotate it with 'onboardctl ca rotate' (see 'CA rotation' in "
+                            "docs/architecture.md)"
+                          : "; renew its devices before then ('onboardctl cert renew'), then "
+                            "retire it (see 'CA rotation' in docs/architecture.md)")
                   << "\n";
       }
       return kExitOk;
@@ -541,7 +544,7 @@ void add_rotate(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       "Replace the issuing intermediate with a new one signed by the root (needs the root key in "
       "DATA_DIR/ca). The old one is kept as issuing-SERIAL.crt/.key: its devices still connect "
       "and can still be revoked; new certificates come from the new one. Rewrites chain.pem and "
-      "the CRL; reload the broker afterwards");
+      "the CRL; restart the broker (and onboardctl serve) afterwards");
   cmd->add_option("--name", opts->rotate.common_name,
                   "Common name of the new issuing CA (default: the current one's with today's "
                   "date); it must differ from every issuer of this CA");
@@ -595,10 +598,10 @@ void add_rotate(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
     auto number = ops::write_crl(*store, authority, ws.crl);
     ONBOARD_CHECK(
         finish(number.ok() ? ok_status() : Status(std::move(number).error()), "writing the CRL"));
-    std::cout
-        << "CRL " << *number << " written to " << ws.crl.string() << " (one CRL per issuing CA)\n"
-        << "next: reload the broker (SIGHUP) so that it trusts the new issuing CA (cafile) and "
-           "reads the CRL; devices get the new chain in their next bundle\n";
+    std::cout << "CRL " << *number << " written to " << ws.crl.string()
+              << " (one CRL per issuing CA)\n"
+              << "next: restart the broker (a SIGHUP is not enough) and onboardctl serve, so that "
+                 "they use the new issuing CA and chain; take the root key offline again\n";
     return kExitOk;
   });
 }
