@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <system_error>
 #include <vector>
@@ -27,6 +29,7 @@ class Rollback {
     written_.push_back(path);
     return ok_status();
   }
+  void add(const std::filesystem::path& path) { written_.push_back(path); }
   void commit() { written_.clear(); }
 
  private:
@@ -47,7 +50,105 @@ Status check_days(int days, const char* what) {
   return ok_status();
 }
 
+// ---- kept earlier issuing CAs ('ca rotate') ----
+
+constexpr std::string_view kRetiredPrefix = "issuing-";
+
+// The issuing CAs kept in `paths.dir` as issuing-<SERIAL>.crt, newest (latest not-before) first.
+Result<std::vector<RetiredIssuer>> read_retired_issuers(const CaPaths& paths) {
+  std::vector<RetiredIssuer> found;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(paths.dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with(kRetiredPrefix) || !name.ends_with(".crt")) continue;
+    const std::string serial =
+        name.substr(kRetiredPrefix.size(), name.size() - kRetiredPrefix.size() - 4);
+    RetiredIssuer retired;
+    ONBOARD_TRY(retired.cert, read_certificate(entry.path()));
+    if (describe_certificate(retired.cert.get()).serial_hex != serial) {
+      return make_error(Errc::corrupt, entry.path().string() +
+                                           " does not hold the certificate of serial " + serial);
+    }
+    retired.cert_path = entry.path();
+    retired.key_path = paths.retired_key(serial);
+    found.push_back(std::move(retired));
+  }
+  if (ec) return make_error(Errc::io, "cannot list " + paths.dir.string() + ": " + ec.message());
+  std::sort(found.begin(), found.end(), [](const RetiredIssuer& a, const RetiredIssuer& b) {
+    return describe_certificate(a.cert.get()).not_before >
+           describe_certificate(b.cert.get()).not_before;
+  });
+  return found;
+}
+
+// A kept issuing CA's key: it still signs the CRL of the devices it issued.
+Result<std::unique_ptr<Signer>> load_retired_signer(const RetiredIssuer& retired,
+                                                    const Secret* passphrase) {
+  const auto& path = retired.key_path;
+  if (!std::filesystem::exists(path)) {
+    return make_error(Errc::not_found,
+                      "the earlier issuing CA " + retired.cert_path.string() +
+                          " is kept but its key " + path.string() +
+                          " is missing: it must sign its devices' CRL. Put the key back, or retire "
+                          "that CA (move both files away, see 'CA rotation' in the docs)");
+  }
+  ONBOARD_TRY(std::string pem, read_file(path, 1 << 20));
+  auto key = private_key_from_pem(pem, passphrase);
+  std::fill(pem.begin(), pem.end(), '\0');
+  if (!key.ok()) {
+    Error e = std::move(key).error();
+    e.message = path.string() + ": " + e.message;
+    return e;
+  }
+  if (X509_check_private_key(retired.cert.get(), key.value().get()) != 1) {
+    ossl::clear_errors();
+    return make_error(Errc::corrupt,
+                      path.string() + " does not hold the key of " + retired.cert_path.string());
+  }
+  return std::unique_ptr<Signer>(std::make_unique<KeySigner>(std::move(key).value()));
+}
+
+// The subject's O=, for a new issuing CA named like the one it replaces.
+std::string organization_of(const X509* cert) {
+  const X509_NAME* name = X509_get_subject_name(cert);
+  const int at = X509_NAME_get_index_by_NID(name, NID_organizationName, -1);
+  if (at < 0) return {};
+  const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at));
+  unsigned char* utf8 = nullptr;
+  const int length = ASN1_STRING_to_UTF8(&utf8, data);
+  if (length < 0) {
+    ossl::clear_errors();
+    return {};
+  }
+  std::string out(reinterpret_cast<const char*>(utf8), static_cast<std::size_t>(length));
+  OPENSSL_free(utf8);
+  return out;
+}
+
+// "<name> YYYY-MM-DD": the replaced CA's common name with the date of `now`, its own date (from
+// an earlier rotation) replaced.
+std::string rotated_name(const std::string& current, UnixTime now) {
+  std::string base = current;
+  const auto is_date = [](std::string_view t) {
+    return t.size() == 10 && t[4] == '-' && t[7] == '-' &&
+           std::all_of(t.begin(), t.end(), [](char c) {
+             return c == '-' || std::isdigit(static_cast<unsigned char>(c));
+           });
+  };
+  if (base.size() > 11 && base[base.size() - 11] == ' ' &&
+      is_date(std::string_view(base).substr(base.size() - 10)))
+    base.resize(base.size() - 11);
+  return base + " " + iso_time(now).substr(0, 10);
+}
+
 }  // namespace
+
+std::filesystem::path CaPaths::retired_cert(std::string_view serial_hex) const {
+  return dir / (std::string(kRetiredPrefix) + std::string(serial_hex) + ".crt");
+}
+std::filesystem::path CaPaths::retired_key(std::string_view serial_hex) const {
+  return dir / (std::string(kRetiredPrefix) + std::string(serial_hex) + ".key");
+}
 
 CaPaths::CaPaths(const std::filesystem::path& data_dir)
     : dir(data_dir / "ca"),
@@ -164,6 +265,7 @@ Result<Authority> Authority::open(const std::filesystem::path& data_dir) {
   ONBOARD_TRY(ca.root_, read_certificate(paths.root_cert));
   if (std::filesystem::exists(paths.issuing_cert)) {
     ONBOARD_TRY(ca.issuing_, read_certificate(paths.issuing_cert));
+    ONBOARD_TRY(ca.retired_, read_retired_issuers(paths));
   }
   if (std::filesystem::exists(paths.settings)) {
     ONBOARD_TRY(std::string text, read_file(paths.settings, 65536));
@@ -217,6 +319,9 @@ Status Authority::load_signing_key(const Secret* passphrase) {
                       path.string() + " does not hold the key of the CA certificate");
   }
   signer_ = std::make_unique<KeySigner>(std::move(key).value());
+  for (auto& retired : retired_) {
+    ONBOARD_TRY(retired.signer, load_retired_signer(retired, passphrase));
+  }
   return ok_status();
 }
 
@@ -257,6 +362,7 @@ std::string derived_root_crl_url(std::string_view crl_url) {
 std::string Authority::chain_pem() const {
   std::string pem;
   if (issuing_) pem += certificate_to_pem(issuing_.get());
+  for (const auto& retired : retired_) pem += certificate_to_pem(retired.cert.get());
   pem += certificate_to_pem(root_.get());
   return pem;
 }
@@ -270,6 +376,106 @@ Result<IssuedCertificate> Authority::issue(CertificateRequest request) const {
   if (request.ocsp_url.empty()) request.ocsp_url = ocsp_url_;
   ONBOARD_TRY(auto cert, issue_certificate(request, issuer(), *signer_));
   return make_issued(std::move(cert));
+}
+
+Status Authority::rotate(const Signer& root_signer, const RotateOptions& options, UnixTime now) {
+  if (!issuing_) {
+    return make_error(Errc::invalid_input,
+                      "this CA has no issuing intermediate: its root signs devices itself, and a "
+                      "root cannot be rotated this way (every device certificate hangs on it). "
+                      "Rotation replaces an intermediate; a CA made without --intermediate needs "
+                      "a new CA made with --intermediate and its devices re-enrolled");
+  }
+  if (!signer_) return make_error(Errc::internal, "the CA signing key is not loaded");
+  if (EVP_PKEY_eq(root_signer.public_key(), X509_get0_pubkey(root_.get())) != 1) {
+    ossl::clear_errors();
+    return make_error(Errc::invalid_input, "the signer given does not hold the root CA's key");
+  }
+  ONBOARD_CHECK(check_days(options.days, "issuing CA"));
+  const CertificateInfo old_info = describe_certificate(issuing_.get());
+  const std::string name =
+      options.common_name.empty() ? rotated_name(old_info.subject_cn, now) : options.common_name;
+  if (auto problem = subject_name_problem(name)) return make_error(Errc::invalid_input, *problem);
+  std::vector<const X509*> issuers{root_.get(), issuing_.get()};
+  for (const auto& r : retired_) issuers.push_back(r.cert.get());
+  for (const X509* other : issuers) {
+    if (describe_certificate(other).subject_cn == name) {
+      return make_error(Errc::invalid_input,
+                        "'" + name +
+                            "' is the name of an issuer of this CA already; give the new "
+                            "issuing CA another name (--name): CRLs and the registry tell issuers "
+                            "apart by name");
+    }
+  }
+  const auto root_not_after = describe_certificate(root_.get()).not_after;
+  if (root_not_after <= now + kDay) {
+    return make_error(Errc::invalid_input,
+                      "the root CA expires within a day: a new intermediate under it is no use");
+  }
+  const auto retired_cert = paths_.retired_cert(old_info.serial_hex);
+  const auto retired_key = paths_.retired_key(old_info.serial_hex);
+  if (std::filesystem::exists(retired_cert) || std::filesystem::exists(retired_key)) {
+    return make_error(Errc::conflict,
+                      retired_cert.string() + " exists already; refusing to overwrite it");
+  }
+
+  ONBOARD_TRY(auto key, generate_key(options.key_alg));
+  CertificateRequest request;
+  request.profile = Profile::intermediate_ca;
+  request.common_name = name;
+  request.organization = organization_of(issuing_.get());
+  request.public_key = key.get();
+  request.not_before = now - 300;
+  request.not_after = std::min(now + options.days * kDay, root_not_after);
+  request.path_length = 0;
+  request.crl_url = root_crl_url_;  // its revocation is on the root's CRL, as the first one's
+  ONBOARD_TRY(auto cert, issue_certificate(request, root_.get(), root_signer));
+  ONBOARD_TRY(Secret key_pem, private_key_to_pem(key.get(), options.passphrase));
+
+  // The new files under temporary names, the old ones linked to their kept names, then the new
+  // ones renamed over the current names: until those renames the CA is as it was.
+  const auto next_cert = paths_.dir / "issuing-next.crt.tmp";
+  const auto next_key = paths_.dir / "issuing-next.key.tmp";
+  std::error_code ignored;
+  std::filesystem::remove(next_cert, ignored);
+  std::filesystem::remove(next_key, ignored);
+  Rollback rollback;
+  ONBOARD_CHECK(rollback.write(next_key, key_pem.view(), 0600));
+  ONBOARD_CHECK(rollback.write(next_cert, certificate_to_pem(cert.get()), 0644));
+  for (const auto& [from, to] :
+       {std::pair{paths_.issuing_key, retired_key}, std::pair{paths_.issuing_cert, retired_cert}}) {
+    std::error_code ec;
+    std::filesystem::create_hard_link(from, to, ec);
+    if (ec)
+      return make_error(
+          Errc::io, "cannot keep " + from.string() + " as " + to.string() + ": " + ec.message());
+    rollback.add(to);
+  }
+  std::error_code ec;
+  std::filesystem::rename(next_key, paths_.issuing_key, ec);
+  if (ec)
+    return make_error(Errc::io,
+                      "cannot replace " + paths_.issuing_key.string() + ": " + ec.message());
+  std::filesystem::rename(next_cert, paths_.issuing_cert, ec);
+  if (ec) {
+    // Put the old key back under its name so that key and certificate match again.
+    std::error_code undo;
+    std::filesystem::copy_file(retired_key, paths_.issuing_key,
+                               std::filesystem::copy_options::overwrite_existing, undo);
+    return make_error(Errc::io,
+                      "cannot replace " + paths_.issuing_cert.string() + ": " + ec.message());
+  }
+  rollback.commit();
+
+  RetiredIssuer kept;
+  kept.cert = std::move(issuing_);
+  kept.cert_path = retired_cert;
+  kept.key_path = retired_key;
+  kept.signer = std::move(signer_);
+  retired_.insert(retired_.begin(), std::move(kept));
+  issuing_ = std::move(cert);
+  signer_ = std::make_unique<KeySigner>(std::move(key));
+  return ok_status();
 }
 
 }  // namespace onboard::ca

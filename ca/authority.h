@@ -1,8 +1,15 @@
 // The certificate authority as it lives in a data directory:
 //   <dir>/ca/root.crt      the self-signed root (0644: the broker and clients trust it)
 //   <dir>/ca/root.key      its PKCS#8 key (0600, optionally passphrase-encrypted)
-//   <dir>/ca/issuing.crt   an optional intermediate that signs devices and servers
-//   <dir>/ca/issuing.key
+//   <dir>/ca/issuing.crt   an optional intermediate that signs devices and servers: the current
+//   <dir>/ca/issuing.key   issuing CA
+//   <dir>/ca/issuing-<SERIAL>.crt  an earlier issuing CA that 'ca rotate' replaced, kept (with
+//   <dir>/ca/issuing-<SERIAL>.key  its key) while its devices are in use: it is in chain.pem, so
+//                          they still verify, and it still signs their CRL (one per kept issuer
+//                          in crl.pem). Retired by moving both files away (docs: "CA rotation").
+//   <dir>/ca/chain.pem     what brokers (cafile) and devices trust: the current issuing CA, the
+//                          kept earlier ones, then the root (chain_pem(); written by init and
+//                          rotate)
 //   <dir>/ca/ca.json       settings: the CRL distribution point URLs, the OCSP URL
 //   <dir>/ca/ocsp.crt      the delegated OCSP responder 'onboardctl serve' makes (ops/ocsp.h)
 //   <dir>/ca/ocsp.key
@@ -15,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ca/certificate.h"
 #include "ca/keys.h"
@@ -45,6 +53,26 @@ struct CaInitOptions {
 struct CaPaths {
   explicit CaPaths(const std::filesystem::path& data_dir);
   std::filesystem::path dir, root_cert, root_key, issuing_cert, issuing_key, settings;
+  // Where 'ca rotate' keeps the issuing CA it replaced, by its serial (upper-case hex).
+  std::filesystem::path retired_cert(std::string_view serial_hex) const;
+  std::filesystem::path retired_key(std::string_view serial_hex) const;
+  std::filesystem::path chain() const { return dir / "chain.pem"; }
+};
+
+// An issuing CA that 'ca rotate' replaced, kept for the overlap: it verifies the devices it
+// issued and signs their CRL, but issues nothing new.
+struct RetiredIssuer {
+  ossl::Ptr<X509> cert;
+  std::filesystem::path cert_path, key_path;
+  std::unique_ptr<Signer> signer;  // set by load_signing_key()
+};
+
+// What 'ca rotate' makes: a new issuing CA signed by the root.
+struct RotateOptions {
+  std::string common_name;  // empty: the current one's, with today's date (see rotate())
+  KeyAlg key_alg = KeyAlg::rsa3072;
+  int days = 1825;                     // capped at the root's own expiry
+  const Secret* passphrase = nullptr;  // encrypts the new key file when set
 };
 
 // What issuance returns: the certificate and what the registry stores about it.
@@ -63,14 +91,18 @@ class Authority {
   // Opens an existing CA's certificates; the signing key is loaded by load_signing_key().
   static Result<Authority> open(const std::filesystem::path& data_dir);
 
-  // Loads the issuing CA's private key (the intermediate's if there is one, else the root's).
+  // Loads the issuing CA's private key (the intermediate's if there is one, else the root's), and
+  // those of the kept earlier issuing CAs (same passphrase), which sign their own CRLs.
   Status load_signing_key(const Secret* passphrase);
   bool can_sign() const noexcept { return signer_ != nullptr; }
 
   const X509* root() const noexcept { return root_.get(); }
   const X509* issuer() const noexcept { return issuing_ ? issuing_.get() : root_.get(); }
   bool has_intermediate() const noexcept { return issuing_ != nullptr; }
-  // Issuing CA first, then the root: what a relying party needs to build the chain.
+  // Earlier issuing CAs kept by 'ca rotate', newest first.
+  const std::vector<RetiredIssuer>& retired() const noexcept { return retired_; }
+  // Issuing CA first, then the kept earlier ones, then the root: what a relying party needs to
+  // build the chain of any device still in use.
   std::string chain_pem() const;
   const std::string& crl_url() const noexcept { return crl_url_; }
   const std::string& root_crl_url() const noexcept { return root_crl_url_; }
@@ -90,12 +122,21 @@ class Authority {
   // and the OCSP URL filled in. Requires load_signing_key().
   Result<IssuedCertificate> issue(CertificateRequest request) const;
 
+  // Replaces the issuing intermediate with a new one signed by the root (`root_signer`, from
+  // load_root_signer()): the old certificate and key are kept as issuing-<SERIAL>.crt/.key and
+  // become retired()[0]; new issuance uses the new one. Needs load_signing_key() first. Refuses
+  // (Errc::invalid_input) a CA without an intermediate, where the root signs devices itself, and
+  // a common name that an issuer of this CA already has (CRLs and the registry tell issuers apart
+  // by name). On failure nothing on disk has changed. Does not write chain.pem or the CRL.
+  Status rotate(const Signer& root_signer, const RotateOptions& options, UnixTime now);
+
  private:
   explicit Authority(CaPaths paths) : paths_(std::move(paths)) {}
 
   CaPaths paths_;
   ossl::Ptr<X509> root_;
   ossl::Ptr<X509> issuing_;
+  std::vector<RetiredIssuer> retired_;
   std::string crl_url_;
   std::string root_crl_url_;
   std::string ocsp_url_;

@@ -108,4 +108,17 @@ Result<ossl::Ptr<X509_CRL>> crl_from_pem(std::string_view pem) {
   return crl;
 }
 
+Result<std::vector<ossl::Ptr<X509_CRL>>> crls_from_pem(std::string_view pem) {
+  auto bio = ossl::mem_reader(pem);
+  std::vector<ossl::Ptr<X509_CRL>> crls;
+  while (bio) {
+    ossl::Ptr<X509_CRL> crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+    if (!crl) break;
+    crls.push_back(std::move(crl));
+  }
+  ossl::clear_errors();  // the end of the text
+  if (crls.empty()) return make_error(Errc::invalid_input, "not a PEM CRL");
+  return crls;
+}
+
 }  // namespace onboard::ca

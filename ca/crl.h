@@ -5,6 +5,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ca/certificate.h"
 #include "core/revocation.h"
@@ -25,6 +26,9 @@ Result<ossl::Ptr<X509_CRL>> build_crl(const X509* issuer, const Signer& signer,
 
 std::string crl_to_pem(const X509_CRL* crl);
 std::string crl_to_der(const X509_CRL* crl);
+// The first CRL of a PEM text.
 Result<ossl::Ptr<X509_CRL>> crl_from_pem(std::string_view pem);
+// Every CRL of a PEM text, in order: a CRL file holds one per issuing CA after 'ca rotate'.
+Result<std::vector<ossl::Ptr<X509_CRL>>> crls_from_pem(std::string_view pem);
 
 }  // namespace onboard::ca

@@ -12,6 +12,7 @@
 #include "core/files.h"
 #include "core/identity.h"
 #include "ops/credentials.h"
+#include "ops/duration.h"
 #include "ops/operations.h"
 #include "ops/views.h"
 #include "ops/workspace.h"
@@ -328,16 +329,18 @@ void add_verify(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       std::vector<X509*> intermediates;
       if (authority.has_intermediate())
         intermediates.push_back(const_cast<X509*>(authority.issuer()));
+      for (const auto& retired : authority.retired()) intermediates.push_back(retired.cert.get());
       std::vector<X509*> roots{const_cast<X509*>(authority.root())};
-      ossl::Ptr<X509_CRL> crl;
+      // Every CRL in the file: one per issuing CA after 'ca rotate'.
+      std::vector<ossl::Ptr<X509_CRL>> read_crls;
       std::vector<X509_CRL*> crls;
       if (!opts->crl.empty()) {
         ONBOARD_TRY(std::string crl_pem, read_file(opts->crl));
-        ONBOARD_TRY(crl, ca::crl_from_pem(crl_pem));
-        crls.push_back(crl.get());
+        ONBOARD_TRY(read_crls, ca::crls_from_pem(crl_pem));
+        for (const auto& crl : read_crls) crls.push_back(crl.get());
       }
       ca::VerifyOptions options;
-      options.check_crl = crl != nullptr;
+      options.check_crl = !crls.empty();
       auto outcome = ca::verify_certificate(cert.get(), intermediates, roots, crls, options);
       auto info = ca::describe_certificate(cert.get());
       if (!outcome.ok()) {
@@ -470,6 +473,162 @@ void add_set_ocsp_url(CLI::App& ca, const GlobalOptions& global, int& exit_code)
   });
 }
 
+void add_status(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string warn_within = "90d";
+    bool json_out = false;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = ca.add_subcommand(
+      "status",
+      "Show each CA certificate (root, issuing, earlier issuing CAs kept by 'ca rotate') with "
+      "its validity and days left; warns about those expiring soon");
+  cmd->add_option("--warn-within", opts->warn_within,
+                  "Warn about a CA certificate that expires within this duration (e.g. 90d)")
+      ->capture_default_str();
+  cmd->add_flag("--json", opts->json_out, "Print JSON");
+  cmd->callback([&global, &exit_code, opts] {
+    exit_code = run_action([&]() -> Result<int> {
+      ONBOARD_TRY(const UnixTime warn_within,
+                  ops::parse_duration(opts->warn_within, "--warn-within", 1, 36500 * kDay));
+      ONBOARD_TRY(auto authority, ca::Authority::open(data_dir(global)));
+      const UnixTime now = unix_now();
+      struct Row {
+        std::string role;
+        ca::CertificateInfo info;
+      };
+      std::vector<Row> rows{{"root", ca::describe_certificate(authority.root())}};
+      if (authority.has_intermediate())
+        rows.push_back({"issuing", ca::describe_certificate(authority.issuer())});
+      for (const auto& retired : authority.retired())
+        rows.push_back({"earlier issuing", ca::describe_certificate(retired.cert.get())});
+      // Whole days, rounded down: "0 days left" is still valid, negative is expired.
+      const auto days_left = [now](UnixTime not_after) {
+        const UnixTime left = not_after - now;
+        return left >= 0 ? left / kDay : -((-left + kDay - 1) / kDay);
+      };
+      const auto warning = [&](const ca::CertificateInfo& info) -> std::string {
+        if (info.not_after < now) return "EXPIRED";
+        if (info.not_after - now <= warn_within) return "expires within " + opts->warn_within;
+        return {};
+      };
+      if (opts->json_out) {
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& [role, info] : rows) {
+          const std::string warn = warning(info);
+          out.push_back(
+              {{"role", role},
+               {"subject", info.subject},
+               {"serial", info.serial_hex},
+               {"not_before", iso_time(info.not_before)},
+               {"not_after", iso_time(info.not_after)},
+               {"days_left", days_left(info.not_after)},
+               {"warning", warn.empty() ? nlohmann::json(nullptr) : nlohmann::json(warn)}});
+        }
+        std::cout << nlohmann::json{{"certificates", std::move(out)}}.dump(2) << "\n";
+        return kExitOk;
+      }
+      Table table({"ROLE", "SUBJECT", "SERIAL", "NOT BEFORE", "NOT AFTER", "DAYS LEFT", "STATE"});
+      for (const auto& [role, info] : rows) {
+        const std::string warn = warning(info);
+        table.add({role, info.subject, info.serial_hex, iso_time(info.not_before),
+                   iso_time(info.not_after), std::to_string(days_left(info.not_after)),
+                   warn.empty() ? "ok" : warn});
+      }
+      table.print(std::cout);
+      for (const auto& [role, info] : rows) {
+        const std::string warn = warning(info);
+        if (warn.empty()) continue;
+        std::cerr << "warning: the " << role << " CA " << info.subject_cn << " (serial "
+                  << info.serial_hex << ") " << (warn == "EXPIRED" ? "has expired" : warn)
+                  << (role == "root" ? "; a new root must be distributed to every broker and "
+                                       "device before then"
+                      : role == "issuing"
+                          ? "; rotate it with 'onboardctl ca rotate' (see 'CA rotation' in "
+                            "docs/architecture.md)"
+                          : "; renew its devices before then ('onboardctl cert renew'), then "
+                            "retire it (see 'CA rotation' in docs/architecture.md)")
+                  << "\n";
+      }
+      return kExitOk;
+    });
+  });
+}
+
+void add_rotate(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
+  struct Opts {
+    std::string key_alg = "rsa3072";
+    ca::RotateOptions rotate;
+    PassphraseSource passphrase;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = ca.add_subcommand(
+      "rotate",
+      "Replace the issuing intermediate with a new one signed by the root (needs the root key in "
+      "DATA_DIR/ca). The old one is kept as issuing-SERIAL.crt/.key: its devices still connect "
+      "and can still be revoked; new certificates come from the new one. Rewrites chain.pem and "
+      "the CRL; restart the broker (and onboardctl serve) afterwards");
+  cmd->add_option("--name", opts->rotate.common_name,
+                  "Common name of the new issuing CA (default: the current one's with today's "
+                  "date); it must differ from every issuer of this CA");
+  cmd->add_option("--key-alg", opts->key_alg, key_alg_help("the new issuing CA key", "rsa3072"));
+  cmd->add_option("--days", opts->rotate.days,
+                  "Validity of the new issuing CA in days (capped at the root's)")
+      ->capture_default_str();
+  opts->passphrase.add_to(*cmd, "the CA keys (the new key is encrypted with it too)");
+  on_run(cmd, global, exit_code, [opts](const ops::Workspace& ws) -> Result<int> {
+    ONBOARD_TRY(opts->rotate.key_alg, ops::key_alg_option(opts->key_alg));
+    ONBOARD_TRY(auto passphrase, opts->passphrase.read());
+    const Secret* secret = passphrase ? &*passphrase : nullptr;
+    opts->rotate.passphrase = secret;
+    // The new intermediate is recorded (so the root's CRL can revoke it) and the CRL rewritten:
+    // the registry must be there before anything changes.
+    ONBOARD_TRY(auto store, open_ca_registry(ws));
+    ONBOARD_TRY(auto authority, ca::Authority::open(ws.dir));
+    if (!authority.has_intermediate()) {
+      // The same refusal rotate() gives, before asking for any key.
+      ONBOARD_CHECK(authority.rotate(ca::KeySigner(nullptr), opts->rotate, unix_now()));
+    }
+    ONBOARD_CHECK(authority.load_signing_key(secret));
+    auto root_signer = authority.load_root_signer(secret);
+    if (!root_signer.ok()) {
+      Error e = std::move(root_signer).error();
+      e.message = "rotation needs the root CA key, to sign the new intermediate: " + e.message;
+      return e;
+    }
+    const auto old = ca::describe_certificate(authority.issuer());
+    ONBOARD_CHECK(authority.rotate(**root_signer, opts->rotate, unix_now()));
+    const auto now_issuing = ca::describe_certificate(authority.issuer());
+    std::cout << "created issuing CA " << now_issuing.subject << " (serial "
+              << now_issuing.serial_hex << ", until " << iso_time(now_issuing.not_after) << ")\n"
+              << "kept earlier issuing CA " << old.subject << " (serial " << old.serial_hex
+              << ") as " << authority.paths().retired_cert(old.serial_hex).string() << "\n";
+    // From here the CA on disk has rotated: what follows is told, not rolled back, when it fails.
+    const auto finish = [&](Status step, const std::string& what) -> Status {
+      if (step.ok()) return step;
+      Error e = std::move(step).error();
+      e.message = "the CA rotated, but " + what + " failed: " + e.message +
+                  "; fix that and run 'onboardctl crl' (and write chain.pem with 'onboardctl ca "
+                  "cert')";
+      return e;
+    };
+    ONBOARD_CHECK(finish(write_file_atomic(authority.paths().chain(), authority.chain_pem(), 0644,
+                                           Overwrite::replace),
+                         "writing chain.pem"));
+    std::cout << "chain     " << authority.paths().chain().string()
+              << " (new issuing CA, kept ones, root)\n";
+    ONBOARD_CHECK(finish(ops::record_intermediate(*store, authority), "recording it"));
+    auto number = ops::write_crl(*store, authority, ws.crl);
+    ONBOARD_CHECK(
+        finish(number.ok() ? ok_status() : Status(std::move(number).error()), "writing the CRL"));
+    std::cout << "CRL " << *number << " written to " << ws.crl.string()
+              << " (one CRL per issuing CA)\n"
+              << "next: restart the broker (a SIGHUP is not enough) and onboardctl serve, so that "
+                 "they use the new issuing CA and chain; take the root key offline again\n";
+    return kExitOk;
+  });
+}
+
 }  // namespace
 
 void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
@@ -482,6 +641,8 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& exit_code)
   add_issue_server(*ca, global, exit_code);
   add_list(*ca, global, exit_code);
   add_revoke(*ca, global, exit_code);
+  add_rotate(*ca, global, exit_code);
+  add_status(*ca, global, exit_code);
   add_verify(*ca, global, exit_code);
   add_set_ocsp_url(*ca, global, exit_code);
 }

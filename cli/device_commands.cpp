@@ -12,6 +12,7 @@
 #include "cli/table.h"
 #include "core/identity.h"
 #include "ops/credentials.h"
+#include "ops/duration.h"
 #include "ops/operations.h"
 #include "ops/text.h"
 #include "ops/views.h"
@@ -20,6 +21,19 @@
 
 namespace onboard::cli {
 namespace {
+
+// When the device's current certificate (its latest-expiring active one) expires, for 'show'.
+std::string current_expiry(const std::vector<registry::Certificate>& certs, UnixTime now) {
+  std::optional<UnixTime> latest;
+  for (const auto& c : certs) {
+    if (c.status == registry::CertificateStatus::active && (!latest || c.not_after > *latest))
+      latest = c.not_after;
+  }
+  if (!latest) return "no active certificate";
+  const UnixTime left = *latest - now;
+  return iso_time(*latest) + (left < 0 ? " (expired " + ops::format_duration(-left) + " ago)"
+                                       : " (in " + ops::format_duration(left) + ")");
+}
 
 using nlohmann::json;
 using registry::Store;
@@ -94,7 +108,7 @@ void add_device_commands(CLI::App& app, const GlobalOptions& global, int& exit_c
 
   {
     struct Opts {
-      std::string status, type, after;
+      std::string status, type, after, expiring;
       std::size_t limit = 100;
       bool json_out = false;
     };
@@ -103,6 +117,9 @@ void add_device_commands(CLI::App& app, const GlobalOptions& global, int& exit_c
     cmd->add_option("--status", o->status,
                     "Only devices with this status: active, disabled or revoked");
     cmd->add_option("--type", o->type, "Only devices of this type");
+    cmd->add_option("--expiring", o->expiring,
+                    "Only devices whose current certificate expires within this duration (e.g. "
+                    "30d, 12h), or has expired; revoked devices have none");
     cmd->add_option("--limit", o->limit, "Page size (0: everything)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
@@ -113,6 +130,8 @@ void add_device_commands(CLI::App& app, const GlobalOptions& global, int& exit_c
       auto filter = ops::device_filter(o->status, o->type, o->limit, o->after);
       // ops names the field ("status must be ..."); here it is an option.
       if (!filter.ok()) return make_error(filter.error().code, "--" + filter.error().message);
+      const UnixTime now = unix_now();
+      ONBOARD_CHECK(ops::filter_expiring(*filter, o->expiring, "--expiring", now));
       ONBOARD_TRY(auto store, ops::open_registry(ws));
       if (o->json_out) {
         // Streamed a page at a time: exporting a whole fleet needs the memory of one page.
@@ -127,7 +146,7 @@ void add_device_commands(CLI::App& app, const GlobalOptions& global, int& exit_c
           ONBOARD_TRY(auto chunk, ops::list_devices(*store, page));
           const auto& devices = chunk.devices;
           for (const auto& d : devices) {
-            std::cout << (printed++ == 0 ? "\n" : ",\n") << ops::device_json(d).dump();
+            std::cout << (printed++ == 0 ? "\n" : ",\n") << ops::listed_device_json(d, now).dump();
           }
           if (!devices.empty()) last = devices.back().id;
           if (devices.size() < page.limit || (o->limit != 0 && printed == o->limit)) break;
@@ -139,10 +158,10 @@ void add_device_commands(CLI::App& app, const GlobalOptions& global, int& exit_c
       ONBOARD_TRY(auto listed, ops::list_devices(*store, *filter));
       const auto& devices = listed.devices;
       const bool more = listed.next_after.has_value();
-      Table table({"ID", "STATUS", "TYPE", "LOCATION", "FIRMWARE", "CREATED"});
+      Table table({"ID", "STATUS", "TYPE", "LOCATION", "FIRMWARE", "CREATED", "CERT EXPIRES"});
       for (const auto& d : devices) {
         table.add({d.id, std::string(to_string(d.status)), d.type, d.location, d.firmware,
-                   iso_time(d.created_at)});
+                   iso_time(d.created_at), ops::certificate_expiry_text(d, now)});
       }
       table.print(std::cout);
       if (more) std::cout << "(more: --after " << *listed.next_after << ")\n";
@@ -186,6 +205,7 @@ void add_device_commands(CLI::App& app, const GlobalOptions& global, int& exit_c
                 << "created   " << iso_time(d.created_at) << "\nupdated   "
                 << iso_time(d.updated_at) << "\n"
                 << "metadata  " << ops::terminal_safe(d.metadata) << "\n"
+                << "expires   " << current_expiry(certs, unix_now()) << "\n"
                 << "server key copy: "
                 << (details.held_key
                         ? "held, encrypted, since " + iso_time(details.held_key->created_at) +

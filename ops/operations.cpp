@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 
@@ -19,6 +20,7 @@
 #include "core/identity.h"
 #include "core/ossl.h"
 #include "ops/credentials.h"
+#include "ops/duration.h"
 #include "ops/text.h"
 #include "registry/acl.h"
 #include "registry/snapshot.h"
@@ -154,13 +156,24 @@ Status validate_new_device(const registry::NewDevice& d) {
 // A CA's subject as the registry stores its certificates' issuer (RFC 2253).
 std::string subject_of(const X509* ca) { return ca::describe_certificate(ca).subject; }
 
-// Whether the CRL at `path` lists every one of `serials` (hex). A missing or unreadable CRL lists
-// none of them.
+// Whether `issuer` (a subject as the registry stores it) is a CA whose CRL goes into the CRL file:
+// the issuing CA, or an earlier one kept after 'ca rotate'.
+bool in_crl_file(const ca::Authority& ca, const std::string& issuer) {
+  if (issuer == subject_of(ca.issuer())) return true;
+  for (const auto& retired : ca.retired()) {
+    if (issuer == subject_of(retired.cert.get())) return true;
+  }
+  return false;
+}
+
+// Whether the CRL file at `path` lists every one of `serials` (hex), in any of its CRLs (one per
+// issuing CA). A missing or unreadable CRL lists none of them.
 bool crl_lists(const std::filesystem::path& path, const std::vector<std::string>& serials) {
   auto pem = read_file(path);
   if (!pem.ok()) return false;
-  auto crl = ca::crl_from_pem(*pem);
-  if (!crl.ok()) return false;
+  auto read = ca::crls_from_pem(*pem);
+  if (!read.ok()) return false;
+  const auto& crls = *read;
   for (const auto& hex : serials) {
     BIGNUM* raw = nullptr;
     if (BN_hex2bn(&raw, hex.c_str()) == 0) {
@@ -169,8 +182,12 @@ bool crl_lists(const std::filesystem::path& path, const std::vector<std::string>
     }
     ossl::Ptr<BIGNUM> bn(raw);
     ossl::Ptr<ASN1_INTEGER> serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
-    X509_REVOKED* entry = nullptr;
-    if (!serial || X509_CRL_get0_by_serial(crl->get(), &entry, serial.get()) == 0) return false;
+    if (!serial) return false;
+    const bool listed = std::any_of(crls.begin(), crls.end(), [&](const auto& crl) {
+      X509_REVOKED* entry = nullptr;
+      return X509_CRL_get0_by_serial(crl.get(), &entry, serial.get()) != 0;
+    });
+    if (!listed) return false;
   }
   return true;
 }
@@ -248,6 +265,14 @@ Result<DevicePage> list_devices(Store& store, const registry::DeviceFilter& filt
   return page;
 }
 
+Status filter_expiring(registry::DeviceFilter& filter, std::string_view window,
+                       std::string_view option, UnixTime now) {
+  if (window.empty()) return ok_status();
+  ONBOARD_TRY(const UnixTime within, parse_duration(window, option, 1, 3650 * kDay));
+  filter.expiring_by = now + within;
+  return ok_status();
+}
+
 Result<registry::Device> get_device(Store& store, std::string_view id) {
   ONBOARD_CHECK(check_device_id(id));
   return store.get_device(id);
@@ -294,7 +319,18 @@ Result<std::uint64_t> rewrite_crl(Store& store, const ca::Authority& ca,
     // loads it refuses every device once it expires (ops/crl_refresh.h).
     ca::CrlParams params{number, now, now + validity};
     ONBOARD_TRY(auto crl, ca::build_crl(ca.issuer(), *ca.signer(), revoked, params));
-    ONBOARD_CHECK(write_file_atomic(crl_path, ca::crl_to_pem(crl.get()), 0644, Overwrite::replace));
+    std::string pem = ca::crl_to_pem(crl.get());
+    // After 'ca rotate' the devices of each kept earlier issuing CA are still in use, and a broker
+    // with `crlfile` refuses a device whose issuer has no CRL in the file: one CRL per issuing
+    // CA, the current one's first (what a reader of a single CRL gets), all under one number.
+    for (const auto& retired : ca.retired()) {
+      if (!retired.signer)
+        return make_error(Errc::internal, "a kept issuing CA's key is not loaded");
+      ONBOARD_TRY(auto kept, store.revoked_certificates(subject_of(retired.cert.get())));
+      ONBOARD_TRY(auto older, ca::build_crl(retired.cert.get(), *retired.signer, kept, params));
+      pem += ca::crl_to_pem(older.get());
+    }
+    ONBOARD_CHECK(write_file_atomic(crl_path, pem, 0644, Overwrite::replace));
     return number;
   };
   auto number = write();
@@ -317,9 +353,8 @@ Result<Revoked> revoke_device(Store& store, const ca::Authority& ca,
     // without these certificates; the rerun is how it gets finished, so it rewrites the CRL then.
     ONBOARD_TRY(auto certificates, store.certificates_of(id));
     std::vector<std::string> serials;
-    const std::string issuer = subject_of(ca.issuer());
     for (const auto& c : certificates) {
-      if (c.status == registry::CertificateStatus::revoked && c.issuer == issuer)
+      if (c.status == registry::CertificateStatus::revoked && in_crl_file(ca, c.issuer))
         serials.push_back(c.serial_hex);
     }
     if (!crl_lists(crl_path, serials)) {
@@ -414,15 +449,14 @@ Result<CertificateRevoked> revoke_certificate(Store& store, const ca::Authority&
   const std::string& issuer = revoked.outcome.certificate.issuer;
   if (revoked.outcome.already_revoked) {
     // As in revoke_device: finish a revoke that was stopped before its CRL was rewritten.
-    if (issuer == subject_of(ca.issuer()) &&
-        !crl_lists(crl_path, {revoked.outcome.certificate.serial_hex})) {
+    if (in_crl_file(ca, issuer) && !crl_lists(crl_path, {revoked.outcome.certificate.serial_hex})) {
       ONBOARD_TRY(
           revoked.crl_number,
           rewrite_crl(store, ca, crl_path, "revoked certificate " + found.serial_hex, actor));
     }
     return revoked;
   }
-  if (issuer == subject_of(ca.issuer())) {
+  if (in_crl_file(ca, issuer)) {
     ONBOARD_TRY(revoked.crl_number,
                 rewrite_crl(store, ca, crl_path, "revoked certificate " + found.serial_hex, actor));
   } else if (ca.has_intermediate() && issuer == subject_of(ca.root())) {

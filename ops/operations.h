@@ -99,6 +99,11 @@ struct DevicePage {
 Result<registry::DeviceFilter> device_filter(std::string_view status, std::string_view type,
                                              std::size_t limit, std::string_view after);
 Result<DevicePage> list_devices(registry::Store& store, const registry::DeviceFilter& filter);
+// Narrows `filter` to devices whose current certificate expires within `window` (a duration,
+// ops/duration.h: "30d") of `now`, or has expired. `option` names the flag or query parameter in
+// the error message. An empty window changes nothing.
+Status filter_expiring(registry::DeviceFilter& filter, std::string_view window,
+                       std::string_view option, UnixTime now);
 
 struct DeviceDetails {
   registry::Device device;

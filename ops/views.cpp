@@ -20,6 +20,23 @@ json device_json(const registry::Device& d) {
               {"metadata", json::parse(d.metadata, nullptr, false)}};
 }
 
+json listed_device_json(const registry::Device& d, UnixTime now) {
+  json j = device_json(d);
+  if (d.certificate_not_after) {
+    j["certificate_not_after"] = iso_time(*d.certificate_not_after);
+    j["certificate_expired"] = *d.certificate_not_after < now;
+  } else {
+    j["certificate_not_after"] = nullptr;
+    j["certificate_expired"] = nullptr;
+  }
+  return j;
+}
+
+std::string certificate_expiry_text(const registry::Device& d, UnixTime now) {
+  if (!d.certificate_not_after) return "-";
+  return iso_time(*d.certificate_not_after) + (*d.certificate_not_after < now ? " (expired)" : "");
+}
+
 json certificate_json(const registry::Certificate& c, bool with_pem) {
   json j{{"serial", c.serial_hex},
          {"sha256_fingerprint", c.sha256_fingerprint},

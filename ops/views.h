@@ -12,6 +12,11 @@
 namespace onboard::ops {
 
 nlohmann::json device_json(const registry::Device& device);
+// device_json of a listed device, with its current certificate's expiry: "certificate_not_after"
+// (null without an active certificate) and "certificate_expired" (at `now`).
+nlohmann::json listed_device_json(const registry::Device& device, UnixTime now);
+// A listed device's certificate expiry for a table: the time, "(expired)" after it, "-" for none.
+std::string certificate_expiry_text(const registry::Device& device, UnixTime now);
 nlohmann::json certificate_json(const registry::Certificate& certificate, bool with_pem);
 nlohmann::json rule_json(const registry::RuleRecord& rule);
 nlohmann::json audit_json(const registry::AuditEvent& event);

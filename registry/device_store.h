@@ -24,6 +24,8 @@ struct DeviceFilter {
   std::optional<std::string> type;
   std::size_t limit = 100;  // list_devices only; 0 means no limit
   std::string after_id;     // keyset paging: only ids sorting after this one (list_devices only)
+  // Only devices whose current certificate expires at or before this time (expired ones too).
+  std::optional<UnixTime> expiring_by;
 };
 
 // update_device's input: only the fields that are set change. name "" means "same as the id" and

@@ -29,6 +29,9 @@ struct Device {
   UnixTime created_at = 0;
   UnixTime updated_at = 0;
   std::string metadata = "{}";  // a JSON object, stored compact
+  // Filled by list_devices only: when the device's current certificate (its latest-expiring
+  // active one) expires; nullopt when it has none (revoked) or the device was not listed.
+  std::optional<UnixTime> certificate_not_after;
 };
 
 // What the operator supplies for a new device; the store fills in status and times.

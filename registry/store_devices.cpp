@@ -20,9 +20,9 @@ Certificate just_recorded(const NewCertificate& c, std::string device_id, Certif
 // Columns in the order of `SELECT id, name, type, location, firmware, status, created_at,
 // updated_at, metadata`.
 Device device_from(const Statement& s) {
-  return Device{s.text(0),  s.text(1),  s.text(2),
-                s.text(3),  s.text(4),  device_status_from(s.text(5)),
-                s.int64(6), s.int64(7), s.text(8)};
+  return Device{
+      s.text(0),  s.text(1),  s.text(2), s.text(3),   s.text(4), device_status_from(s.text(5)),
+      s.int64(6), s.int64(7), s.text(8), std::nullopt};
 }
 
 CertificateKind certificate_kind_from(const std::string& text) {
@@ -98,7 +98,7 @@ Result<Device> SqlStore::insert_device(const NewDevice& input, const NewCertific
                         input.type,     input.location,
                         input.firmware, DeviceStatus::active,
                         actor.now,      actor.now,
-                        metadata};
+                        metadata,       std::nullopt};
     prepare(db_,
             "INSERT INTO devices (id, name, type, location, firmware, status, created_at, "
             "updated_at, metadata) VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6, ?7)",
@@ -148,19 +148,29 @@ Result<Device> SqlStore::get_device(std::string_view id) {
 
 // `?1 IS NULL OR ...` keeps one fixed statement for every filter combination; keyset paging on
 // the primary key stays fast however deep the page.
+// When a device's current certificate expires: its latest-expiring active device certificate.
+#define ONBOARD_CURRENT_NOT_AFTER                                                \
+  "(SELECT max(c.not_after) FROM certificates c WHERE c.device_id = devices.id " \
+  "AND c.kind = 'device' AND c.status = 'active')"
+
 Result<std::vector<Device>> SqlStore::list_devices(const DeviceFilter& filter) {
   std::optional<std::string_view> status;
   if (filter.status) status = to_string(*filter.status);
   const std::int64_t limit = filter.limit == 0 ? kNoLimit : static_cast<std::int64_t>(filter.limit);
   return read("list devices", [&]() -> Result<std::vector<Device>> {
-    auto query = prepare(db_,
-                         "SELECT id, name, type, location, firmware, status, created_at, "
-                         "updated_at, metadata FROM devices "
-                         "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2) "
-                         "AND id > ?3 ORDER BY id LIMIT ?4",
-                         status, filter.type, std::string_view(filter.after_id), limit);
+    auto query = prepare(
+        db_,
+        "SELECT id, name, type, location, firmware, status, created_at, "
+        "updated_at, metadata, " ONBOARD_CURRENT_NOT_AFTER
+        " FROM devices "
+        "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2) "
+        "AND (?5 IS NULL OR " ONBOARD_CURRENT_NOT_AFTER " <= ?5) AND id > ?3 ORDER BY id LIMIT ?4",
+        status, filter.type, std::string_view(filter.after_id), limit, filter.expiring_by);
     std::vector<Device> devices;
-    while (query.step()) devices.push_back(device_from(query));
+    while (query.step()) {
+      devices.push_back(device_from(query));
+      if (!query.is_null(9)) devices.back().certificate_not_after = query.int64(9);
+    }
     return devices;
   });
 }
@@ -171,8 +181,9 @@ Result<std::int64_t> SqlStore::count_devices(const DeviceFilter& filter) {
   return read("count devices", [&]() -> Result<std::int64_t> {
     auto query = prepare(db_,
                          "SELECT count(*) FROM devices "
-                         "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2)",
-                         status, filter.type);
+                         "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR type = ?2) "
+                         "AND (?3 IS NULL OR " ONBOARD_CURRENT_NOT_AFTER " <= ?3)",
+                         status, filter.type, filter.expiring_by);
     query.step();
     return query.int64(0);
   });

@@ -188,9 +188,11 @@ Reply list_devices(Context&, Call& call) {
   const auto limit = query_integer(r, "limit", 100, 1, 1000);
   auto filter = take(ops::device_filter(query_string(r, "status"), query_string(r, "type"),
                                         static_cast<std::size_t>(limit), query_string(r, "after")));
+  const UnixTime now = unix_now();
+  (void)take(ops::filter_expiring(filter, query_string(r, "expiring"), "expiring", now));
   auto page = take(ops::list_devices(call.store, filter));
   json devices = json::array();
-  for (const auto& d : page.devices) devices.push_back(ops::device_json(d));
+  for (const auto& d : page.devices) devices.push_back(ops::listed_device_json(d, now));
   return json_reply(200,
                     json{{"devices", std::move(devices)},
                          {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});

@@ -22,13 +22,18 @@ namespace onboard::test {
 
 class Fleet {
  public:
-  // `env` is added to every onboardctl run (e.g. ONBOARD_REGISTRY for a registry elsewhere).
-  explicit Fleet(std::map<std::string, std::string> env = {}) : env_(std::move(env)) {
+  // `env` is added to every onboardctl run (e.g. ONBOARD_REGISTRY for a registry elsewhere);
+  // `init_options` to `onboardctl init` (e.g. --intermediate).
+  explicit Fleet(std::map<std::string, std::string> env = {},
+                 const std::vector<std::string>& init_options = {})
+      : env_(std::move(env)) {
     // The broker drops to user mosquitto before loading the plugin: it must be able to reach the
     // data directory, as in a real installation.
     std::filesystem::permissions(dir_.path(), std::filesystem::perms(0755));
-    must(ctl(as_root() ? std::vector<std::string>{"init", "--key-alg", "p256"}
-                       : std::vector<std::string>{"init", "--key-alg", "p256", "--no-group"}));
+    std::vector<std::string> init{"init", "--key-alg", "p256"};
+    if (!as_root()) init.push_back("--no-group");
+    init.insert(init.end(), init_options.begin(), init_options.end());
+    must(ctl(init));
     must(ctl({"ca", "issue-server", "--dns", "localhost", "--ip", "127.0.0.1", "--key-alg", "p256",
               "--cert-out", (data() / "server.crt").string(), "--key-out",
               (data() / "server.key").string()}));

@@ -283,6 +283,26 @@ TEST_CASE("devices list in id order, page by the last id seen and filter by stat
   active_even.type = "even";
   CHECK(must(store->count_devices(active_even)) == 12);  // 13 even, dev-04 revoked
   CHECK(must(store->count_devices({})) == 25);
+
+  // Each listed device carries its current certificate's expiry (none for the revoked one), and
+  // expiring_by keeps those that expire by then: every unrevoked one, or none.
+  DeviceFilter all;
+  all.limit = 0;
+  for (const auto& d : must(store->list_devices(all))) {
+    INFO(d.id);
+    if (d.id == "dev-04") {
+      CHECK_FALSE(d.certificate_not_after.has_value());
+    } else {
+      CHECK(d.certificate_not_after == kNow + 365 * 86400);
+    }
+  }
+  DeviceFilter expiring = all;
+  expiring.expiring_by = kNow + 365 * 86400;
+  CHECK(must(store->list_devices(expiring)).size() == 24);
+  CHECK(must(store->count_devices(expiring)) == 24);
+  expiring.expiring_by = kNow + 365 * 86400 - 1;
+  CHECK(must(store->list_devices(expiring)).empty());
+  CHECK(must(store->count_devices(expiring)) == 0);
 }
 
 TEST_CASE("registering a duplicate device id is a conflict and writes nothing") {

@@ -580,6 +580,40 @@ TEST_CASE("/v1/devices lists with paging and filters, and PATCH enables and disa
       "invalid_input", "reason");
 }
 
+TEST_CASE("/v1/devices?expiring=30d lists the devices whose certificate expires within 30 days") {
+  Served s;
+  auto c = s.client(s.reader_token);
+  auto op = s.client(s.operator_token);
+  for (const auto& [id, days] : {std::pair{"soon", 10}, std::pair{"later", 365}}) {
+    auto r =
+        post_json(op, "/v1/devices", json{{"id", id}, {"csr", device_csr(id)}, {"days", days}});
+    REQUIRE(r);
+    INFO(r->body);
+    REQUIRE(r->status == 201);
+  }
+  // Both listed without the filter, each with its certificate's expiry.
+  json all = body_of(c.Get("/v1/devices"));
+  REQUIRE(all["devices"].size() == 2);
+  for (const auto& d : all["devices"]) {
+    CHECK(d["certificate_not_after"].is_string());
+    CHECK(d["certificate_expired"] == false);
+  }
+  json within = body_of(c.Get("/v1/devices?expiring=30d"));
+  REQUIRE(within["devices"].size() == 1);
+  CHECK(within["devices"][0]["id"] == "soon");
+  CHECK(body_of(c.Get("/v1/devices?expiring=9d"))["devices"].empty());
+  CHECK(body_of(c.Get("/v1/devices?expiring=400d"))["devices"].size() == 2);
+  // A revoked device has no current certificate: nothing to renew, never listed as expiring.
+  REQUIRE(op.Post("/v1/devices/soon/revoke", "", "application/json")->status == 200);
+  CHECK(body_of(c.Get("/v1/devices?expiring=30d"))["devices"].empty());
+  json revoked = body_of(c.Get("/v1/devices?status=revoked"));
+  REQUIRE(revoked["devices"].size() == 1);
+  CHECK(revoked["devices"][0]["certificate_not_after"].is_null());
+  for (const char* bad : {"30", "thirty", "0d", "-5d", "30y", "99999d"})
+    check_error(c.Get(std::string("/v1/devices?expiring=") + bad), 400, "invalid_input",
+                "expiring must be a whole number and a unit");
+}
+
 TEST_CASE("certificates are listed and renewed from a CSR, and a revoked device gets none") {
   Served s;
   const std::string first = register_with_csr(s, "dev-1");
