@@ -3,7 +3,8 @@
 //   <dir>/ca/root.key      its PKCS#8 key (0600, optionally passphrase-encrypted)
 //   <dir>/ca/issuing.crt   an optional intermediate that signs devices and servers
 //   <dir>/ca/issuing.key
-//   <dir>/ca/ca.json       settings: the CRL distribution point URLs
+//   <dir>/ca/ca.json       settings: the CRL distribution point URLs; for keys in a PKCS#11
+//                          token, their URIs and the module (never the PIN), and no .key files
 // With an intermediate, the root key is needed only to make the intermediate and to sign the
 // root's own CRL (which says whether the intermediate is revoked): it can be kept offline and
 // brought out for that.
@@ -36,6 +37,18 @@ struct CaInitOptions {
   // an intermediate and a crl_url: derived from crl_url (derived_root_crl_url).
   std::string root_crl_url;
   const Secret* passphrase = nullptr;  // encrypts the CA key files when set
+  // A PKCS#11 URI (pkcs11:token=...;object=...): the keys are generated in that token instead of
+  // files, the root's labelled `object`, an intermediate's `object`-issuing; `passphrase` is then
+  // the token's user PIN.
+  std::string token_key_uri;
+  std::string pkcs11_module;  // the module that reaches the token (.so path)
+};
+
+// Where the CA keys are when they are in a PKCS#11 token (from ca.json).
+struct TokenKeys {
+  std::string module;
+  std::string root_uri;
+  std::string issuing_uri;  // empty without an intermediate
 };
 
 struct CaPaths {
@@ -59,7 +72,8 @@ class Authority {
   // Opens an existing CA's certificates; the signing key is loaded by load_signing_key().
   static Result<Authority> open(const std::filesystem::path& data_dir);
 
-  // Loads the issuing CA's private key (the intermediate's if there is one, else the root's).
+  // Loads the issuing CA's private key (the intermediate's if there is one, else the root's):
+  // from its file, or opens it in its PKCS#11 token with `passphrase` as the PIN.
   Status load_signing_key(const Secret* passphrase);
   bool can_sign() const noexcept { return signer_ != nullptr; }
 
@@ -72,6 +86,8 @@ class Authority {
   const std::string& root_crl_url() const noexcept { return root_crl_url_; }
   const CaPaths& paths() const noexcept { return paths_; }
   const Signer* signer() const noexcept { return signer_.get(); }
+  // Set when the CA keys are in a PKCS#11 token.
+  const std::optional<TokenKeys>& token_keys() const noexcept { return token_keys_; }
 
   // The root's own key, for signing the root CRL when there is an intermediate (without one the
   // root is the signing CA and load_signing_key() loads it). Errc::not_found when the key file
@@ -90,8 +106,13 @@ class Authority {
   ossl::Ptr<X509> issuing_;
   std::string crl_url_;
   std::string root_crl_url_;
+  std::optional<TokenKeys> token_keys_;
   std::unique_ptr<Signer> signer_;
 };
+
+// With options.token_key_uri: checks that the token is there and takes the PIN, so that a command
+// can fail before it has made anything (Errc::not_found, Errc::bad_passphrase). Else does nothing.
+Status check_token_access(const CaInitOptions& options);
 
 // The root CRL's URL next to the issuing CA's: the last path segment of `crl_url` becomes
 // "root-crl" (keeping a ".pem" ending), e.g. http://ca.example/crl -> http://ca.example/root-crl,
