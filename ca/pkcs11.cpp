@@ -570,14 +570,24 @@ Result<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::generate(const std::string& 
       return ossl::error("cannot make a key id");
   }
   unsigned char yes = 1, no = 0;
-  std::vector<struct ck_attribute> pub{attr(CKA_TOKEN, &yes, 1), attr(CKA_VERIFY, &yes, 1),
+  // A CA key signs and does nothing else: no decryption or key wrapping with it, whatever the
+  // token's defaults.
+  std::vector<struct ck_attribute> pub{attr(CKA_TOKEN, &yes, 1),
+                                       attr(CKA_VERIFY, &yes, 1),
+                                       attr(CKA_ENCRYPT, &no, 1),
+                                       attr(CKA_WRAP, &no, 1),
                                        attr(CKA_LABEL, uri.object.data(), uri.object.size()),
                                        attr(CKA_ID, id.data(), id.size())};
-  std::vector<struct ck_attribute> priv{
-      attr(CKA_TOKEN, &yes, 1),          attr(CKA_PRIVATE, &yes, 1),
-      attr(CKA_SENSITIVE, &yes, 1),      attr(CKA_EXTRACTABLE, &no, 1),
-      attr(CKA_SIGN, &yes, 1),           attr(CKA_LABEL, uri.object.data(), uri.object.size()),
-      attr(CKA_ID, id.data(), id.size())};
+  std::vector<struct ck_attribute> priv{attr(CKA_TOKEN, &yes, 1),
+                                        attr(CKA_PRIVATE, &yes, 1),
+                                        attr(CKA_SENSITIVE, &yes, 1),
+                                        attr(CKA_EXTRACTABLE, &no, 1),
+                                        attr(CKA_SIGN, &yes, 1),
+                                        attr(CKA_DECRYPT, &no, 1),
+                                        attr(CKA_UNWRAP, &no, 1),
+                                        attr(CKA_DERIVE, &no, 1),
+                                        attr(CKA_LABEL, uri.object.data(), uri.object.size()),
+                                        attr(CKA_ID, id.data(), id.size())};
   struct ck_mechanism mechanism {};
   unsigned long bits = 0;
   const unsigned char exponent[] = {0x01, 0x00, 0x01};
