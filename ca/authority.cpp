@@ -13,6 +13,8 @@ namespace onboard::ca {
 namespace {
 
 constexpr UnixTime kDay = 86400;
+// The intermediate's key in a token: the root key's label with this after it.
+constexpr const char* kIssuingSuffix = "-issuing";
 
 // Removes files written by a CA creation that did not finish.
 class Rollback {
@@ -178,7 +180,7 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
   ONBOARD_TRY(root_key, make_ca_key(options.root_key_alg, options, "", token_rollback));
   if (options.intermediate) {
     ONBOARD_TRY(issuing_key,
-                make_ca_key(options.intermediate_key_alg, options, "-issuing", token_rollback));
+                make_ca_key(options.intermediate_key_alg, options, kIssuingSuffix, token_rollback));
   }
 
   std::error_code ec;
@@ -335,7 +337,9 @@ Status check_token_access(const CaInitOptions& options) {
   ONBOARD_TRY(auto uri, parse_pkcs11_uri(options.token_key_uri));
   if (options.passphrase == nullptr) return pin_missing(options.token_key_uri);
   ONBOARD_TRY(std::string module, token_module(options, uri));
-  return Pkcs11Signer::check_access(module, uri, *options.passphrase);
+  std::vector<std::string> labels{uri.object};
+  if (options.intermediate) labels.push_back(uri.object + kIssuingSuffix);
+  return Pkcs11Signer::check_access(module, uri, *options.passphrase, labels);
 }
 
 std::string derived_root_crl_url(std::string_view crl_url) {

@@ -110,8 +110,9 @@ class Authority {
   std::unique_ptr<Signer> signer_;
 };
 
-// With options.token_key_uri: checks that the token is there and takes the PIN, so that a command
-// can fail before it has made anything (Errc::not_found, Errc::bad_passphrase). Else does nothing.
+// With options.token_key_uri: checks that the token is there, takes the PIN and has no key of the
+// new keys' labels, so that a command can fail before it has made anything (Errc::not_found,
+// Errc::bad_passphrase, Errc::conflict). Else does nothing.
 Status check_token_access(const CaInitOptions& options);
 
 // The root CRL's URL next to the issuing CA's: the last path segment of `crl_url` becomes

@@ -406,6 +406,22 @@ struct EcdsaSigFree {
   void operator()(ECDSA_SIG* p) const noexcept { ECDSA_SIG_free(p); }
 };
 
+// Errc::conflict when the token holds a private key of that label or id already: a key of the
+// token is never replaced, nor made ambiguous.
+Status check_new_key(const Session& session, const std::string& label, const std::string& id) {
+  for (const auto& [by_label, by_id] : {std::pair{label, std::string()}, {std::string(), id}}) {
+    if (by_label.empty() && by_id.empty()) continue;
+    ONBOARD_TRY(auto existing, find_objects(session, CKO_PRIVATE_KEY, by_label, by_id));
+    if (!existing.empty()) {
+      return make_error(Errc::conflict,
+                        "the PKCS#11 " + session.describe() + " already holds a key " +
+                            (by_label.empty() ? "with that id" : "labelled '" + by_label + "'") +
+                            "; choose another object= or remove that key");
+    }
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 struct Pkcs11Signer::Impl {
@@ -540,9 +556,9 @@ Result<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::open(const std::string& modu
 }
 
 Status Pkcs11Signer::check_access(const std::string& module, const Pkcs11Uri& uri,
-                                  const Secret& pin) {
+                                  const Secret& pin, const std::vector<std::string>& new_labels) {
   ONBOARD_TRY(auto session, open_session(module, uri, pin, /*read_write=*/false));
-  (void)session;
+  for (const auto& label : new_labels) ONBOARD_CHECK(check_new_key(*session, label, ""));
   return ok_status();
 }
 
@@ -553,16 +569,7 @@ Result<std::unique_ptr<Pkcs11Signer>> Pkcs11Signer::generate(const std::string& 
     return make_error(Errc::invalid_input, "a key made in a token needs object=LABEL in its URI");
   }
   ONBOARD_TRY(auto session, open_session(module, uri, pin, /*read_write=*/true));
-  for (const auto& [label, id] : {std::pair{uri.object, std::string()}, {std::string(), uri.id}}) {
-    if (label.empty() && id.empty()) continue;
-    ONBOARD_TRY(auto existing, find_objects(*session, CKO_PRIVATE_KEY, label, id));
-    if (!existing.empty()) {
-      return make_error(Errc::conflict,
-                        "the PKCS#11 " + session->describe() + " already holds a key " +
-                            (label.empty() ? "with that id" : "labelled '" + label + "'") +
-                            "; choose another object= or remove that key");
-    }
-  }
+  ONBOARD_CHECK(check_new_key(*session, uri.object, uri.id));
   std::string id = uri.id;
   if (id.empty()) {
     id.resize(16);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ca/keys.h"
 #include "ca/signer.h"
@@ -53,9 +54,10 @@ class Pkcs11Signer final : public Signer {
   static Result<std::unique_ptr<Pkcs11Signer>> generate(const std::string& module,
                                                         const Pkcs11Uri& uri, const Secret& pin,
                                                         KeyAlg alg);
-  // Opens the token and logs in, nothing more: lets a command fail on a wrong PIN or a missing
-  // token before it has made anything.
-  static Status check_access(const std::string& module, const Pkcs11Uri& uri, const Secret& pin);
+  // Opens the token, logs in and checks that no key has one of `new_labels` yet: lets a command
+  // fail on a wrong PIN, a missing token or a label in use before it has made anything.
+  static Status check_access(const std::string& module, const Pkcs11Uri& uri, const Secret& pin,
+                             const std::vector<std::string>& new_labels);
 
   ~Pkcs11Signer() override;
   Pkcs11Signer(const Pkcs11Signer&) = delete;
