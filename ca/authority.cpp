@@ -8,12 +8,15 @@
 #include <system_error>
 #include <vector>
 
+#include "ca/pkcs11.h"
 #include "core/files.h"
 
 namespace onboard::ca {
 namespace {
 
 constexpr UnixTime kDay = 86400;
+// The intermediate's key in a token: the root key's label with this after it.
+constexpr const char* kIssuingSuffix = "-issuing";
 
 // Removes files written by a CA creation that did not finish.
 class Rollback {
@@ -35,6 +38,83 @@ class Rollback {
  private:
   std::vector<std::filesystem::path> written_;
 };
+
+// A key made for a new CA: in memory (to be written to its file) or in a PKCS#11 token.
+struct NewKey {
+  std::unique_ptr<Signer> signer;
+  Secret pem;       // the key file's contents; empty for a key in a token
+  std::string uri;  // where the key is in its token; empty for a key file
+};
+
+// Deletes the keys a CA creation made in a token when the creation does not finish. Declared
+// after the keys it watches, so that it runs while they still exist.
+class TokenRollback {
+ public:
+  ~TokenRollback() {
+    for (auto* key : made_) (void)key->destroy();
+  }
+  void add(Pkcs11Signer* key) { made_.push_back(key); }
+  void commit() { made_.clear(); }
+
+ private:
+  std::vector<Pkcs11Signer*> made_;
+};
+
+// The module a new token CA uses: --pkcs11-module (or its environment variable), else the URI's
+// module-path.
+Result<std::string> token_module(const CaInitOptions& options, const Pkcs11Uri& uri) {
+  std::string module = !options.pkcs11_module.empty() ? options.pkcs11_module : uri.module_path;
+  if (module.empty()) {
+    return make_error(Errc::invalid_input,
+                      "a CA key in a PKCS#11 token needs its module: --pkcs11-module PATH or "
+                      "ONBOARD_PKCS11_MODULE (e.g. /usr/lib/softhsm/libsofthsm2.so)");
+  }
+  return module;
+}
+
+Error pin_missing(std::string_view uri) {
+  return make_error(Errc::bad_passphrase, "the CA key is in a PKCS#11 token (" + std::string(uri) +
+                                              "): give its user PIN with --passphrase-env VAR "
+                                              "or --passphrase-file FILE");
+}
+
+// The root's key (`suffix` empty) or the intermediate's ("-issuing" after the root's label).
+Result<NewKey> make_ca_key(KeyAlg alg, const CaInitOptions& options, const std::string& suffix,
+                           TokenRollback& rollback) {
+  NewKey key;
+  if (options.token_key_uri.empty()) {
+    ONBOARD_TRY(auto pkey, generate_key(alg));
+    ONBOARD_TRY(key.pem, private_key_to_pem(pkey.get(), options.passphrase));
+    key.signer = std::make_unique<KeySigner>(std::move(pkey));
+    return key;
+  }
+  ONBOARD_TRY(auto uri, parse_pkcs11_uri(options.token_key_uri));
+  if (options.passphrase == nullptr) return pin_missing(options.token_key_uri);
+  ONBOARD_TRY(std::string module, token_module(options, uri));
+  if (!suffix.empty()) {
+    uri.object += suffix;
+    uri.id.clear();  // a fresh random one
+  }
+  ONBOARD_TRY(auto token_key, Pkcs11Signer::generate(module, uri, *options.passphrase, alg));
+  rollback.add(token_key.get());
+  key.uri = token_key->uri();
+  key.signer = std::move(token_key);
+  return key;
+}
+
+// Opens a CA key kept in a token and checks that it is the key of `cert`.
+Result<std::unique_ptr<Signer>> open_token_key(const TokenKeys& keys, const std::string& uri_text,
+                                               const Secret* pin, const X509* cert) {
+  ONBOARD_TRY(auto uri, parse_pkcs11_uri(uri_text));
+  if (pin == nullptr) return pin_missing(uri_text);
+  ONBOARD_TRY(auto signer, Pkcs11Signer::open(pkcs11_module_path(keys.module), uri, *pin));
+  if (X509_check_private_key(cert, signer->public_key()) != 1) {
+    ossl::clear_errors();
+    return make_error(Errc::corrupt,
+                      "the token key " + uri_text + " is not the key of the CA certificate");
+  }
+  return std::unique_ptr<Signer>(std::move(signer));
+}
 
 Result<ossl::Ptr<X509>> read_certificate(const std::filesystem::path& path) {
   ONBOARD_TRY(std::string pem, read_file(path));
@@ -199,58 +279,72 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
     return make_error(Errc::invalid_input, "root CA validity is too short to issue anything");
   }
 
+  // The keys first: a token that is missing or refuses the PIN leaves no CA directory behind.
+  NewKey root_key, issuing_key;
+  TokenRollback token_rollback;
+  ONBOARD_TRY(root_key, make_ca_key(options.root_key_alg, options, "", token_rollback));
+  if (options.intermediate) {
+    ONBOARD_TRY(issuing_key,
+                make_ca_key(options.intermediate_key_alg, options, kIssuingSuffix, token_rollback));
+  }
+
   std::error_code ec;
   std::filesystem::create_directories(paths.dir, ec);
   if (ec) return make_error(Errc::io, "cannot create " + paths.dir.string() + ": " + ec.message());
   // Certificates in here must be readable by the broker after it drops privileges; keys are 0600.
   ::chmod(paths.dir.c_str(), 0755);
 
-  ONBOARD_TRY(auto root_key, generate_key(options.root_key_alg));
   CertificateRequest root_request;
   root_request.profile = Profile::root_ca;
   root_request.common_name = options.common_name;
   root_request.organization = options.organization;
-  root_request.public_key = root_key.get();
+  root_request.public_key = root_key.signer->public_key();
   root_request.not_before = now - 300;  // tolerate clock skew between the CA and relying parties
   root_request.not_after = now + options.root_days * kDay;
   root_request.path_length = options.intermediate ? 1 : 0;
-  ONBOARD_TRY(Secret root_key_pem, private_key_to_pem(root_key.get(), options.passphrase));
-  auto root_signer = std::make_unique<KeySigner>(std::move(root_key));
-  ONBOARD_TRY(auto root, issue_certificate(root_request, nullptr, *root_signer));
+  ONBOARD_TRY(auto root, issue_certificate(root_request, nullptr, *root_key.signer));
 
   Authority ca(paths);
   ca.crl_url_ = options.crl_url;
   ca.root_crl_url_ = root_crl_url;
   ca.ocsp_url_ = options.ocsp_url;
   Rollback rollback;
-  ONBOARD_CHECK(rollback.write(paths.root_key, root_key_pem.view(), 0600));
+  if (root_key.uri.empty())
+    ONBOARD_CHECK(rollback.write(paths.root_key, root_key.pem.view(), 0600));
   ONBOARD_CHECK(rollback.write(paths.root_cert, certificate_to_pem(root.get()), 0644));
 
   if (options.intermediate) {
-    ONBOARD_TRY(auto issuing_key, generate_key(options.intermediate_key_alg));
     CertificateRequest request;
     request.profile = Profile::intermediate_ca;
     request.common_name = options.intermediate_common_name;
     request.organization = options.organization;
-    request.public_key = issuing_key.get();
+    request.public_key = issuing_key.signer->public_key();
     request.not_before = now - 300;
     request.not_after = std::min(now + options.intermediate_days * kDay, root_request.not_after);
     request.path_length = 0;
     // The intermediate's revocation is published by its issuer, the root.
     request.crl_url = root_crl_url;
-    ONBOARD_TRY(auto issuing, issue_certificate(request, root.get(), *root_signer));
-    ONBOARD_TRY(Secret issuing_key_pem, private_key_to_pem(issuing_key.get(), options.passphrase));
-    ONBOARD_CHECK(rollback.write(paths.issuing_key, issuing_key_pem.view(), 0600));
+    ONBOARD_TRY(auto issuing, issue_certificate(request, root.get(), *root_key.signer));
+    if (issuing_key.uri.empty())
+      ONBOARD_CHECK(rollback.write(paths.issuing_key, issuing_key.pem.view(), 0600));
     ONBOARD_CHECK(rollback.write(paths.issuing_cert, certificate_to_pem(issuing.get()), 0644));
     ca.issuing_ = std::move(issuing);
-    ca.signer_ = std::make_unique<KeySigner>(std::move(issuing_key));
-  } else {
-    ca.signer_ = std::move(root_signer);
   }
   nlohmann::json settings = {{"crl_url", options.crl_url}, {"root_crl_url", root_crl_url}};
   if (!options.ocsp_url.empty()) settings["ocsp_url"] = options.ocsp_url;
+  if (!root_key.uri.empty()) {
+    ONBOARD_TRY(auto uri, parse_pkcs11_uri(options.token_key_uri));
+    ONBOARD_TRY(std::string module, token_module(options, uri));
+    TokenKeys keys{module, root_key.uri, issuing_key.uri};
+    settings["key"] = {
+        {"pkcs11",
+         {{"module", keys.module}, {"root", keys.root_uri}, {"issuing", keys.issuing_uri}}}};
+    ca.token_keys_ = std::move(keys);
+  }
   ONBOARD_CHECK(rollback.write(paths.settings, settings.dump(2) + "\n", 0644));
   rollback.commit();
+  token_rollback.commit();
+  ca.signer_ = std::move(options.intermediate ? issuing_key.signer : root_key.signer);
   ca.root_ = std::move(root);
   return ca;
 }
@@ -278,6 +372,21 @@ Result<Authority> Authority::open(const std::filesystem::path& data_dir) {
     ca.crl_url_ = settings.value("crl_url", "");
     ca.root_crl_url_ = settings.value("root_crl_url", "");
     ca.ocsp_url_ = settings.value("ocsp_url", "");
+    if (settings.contains("key")) {
+      // {"pkcs11": {"module": PATH, "root": URI, "issuing": URI or ""}}
+      const auto& key = settings["key"];
+      const auto token = key.is_object() ? key.value("pkcs11", nlohmann::json()) : nlohmann::json();
+      auto field = [&token](const char* name) -> const std::string* {
+        const auto it = token.find(name);
+        return it != token.end() && it->is_string() ? it->get_ptr<const std::string*>() : nullptr;
+      };
+      if (!token.is_object() || !field("module") || !field("root") || !field("issuing") ||
+          (ca.issuing_ && field("issuing")->empty())) {
+        return make_error(Errc::corrupt,
+                          paths.settings.string() + ": the CA key's PKCS#11 settings are damaged");
+      }
+      ca.token_keys_ = TokenKeys{*field("module"), *field("root"), *field("issuing")};
+    }
   }
   return ca;
 }
@@ -301,6 +410,11 @@ Status Authority::set_ocsp_url(const std::filesystem::path& data_dir, std::strin
 }
 
 Status Authority::load_signing_key(const Secret* passphrase) {
+  if (token_keys_) {
+    const auto& uri = issuing_ ? token_keys_->issuing_uri : token_keys_->root_uri;
+    ONBOARD_TRY(signer_, open_token_key(*token_keys_, uri, passphrase, issuer()));
+    return ok_status();
+  }
   const auto& path = issuing_ ? paths_.issuing_key : paths_.root_key;
   ONBOARD_TRY(std::string pem, read_file(path, 1 << 20));
   auto key = private_key_from_pem(pem, passphrase);
@@ -326,6 +440,8 @@ Status Authority::load_signing_key(const Secret* passphrase) {
 }
 
 Result<std::unique_ptr<Signer>> Authority::load_root_signer(const Secret* passphrase) const {
+  if (token_keys_)
+    return open_token_key(*token_keys_, token_keys_->root_uri, passphrase, root_.get());
   const auto& path = paths_.root_key;
   if (!std::filesystem::exists(path)) {
     return make_error(Errc::not_found,
@@ -345,6 +461,16 @@ Result<std::unique_ptr<Signer>> Authority::load_root_signer(const Secret* passph
                       path.string() + " does not hold the key of the root CA certificate");
   }
   return std::unique_ptr<Signer>(std::make_unique<KeySigner>(std::move(key).value()));
+}
+
+Status check_token_access(const CaInitOptions& options) {
+  if (options.token_key_uri.empty()) return ok_status();
+  ONBOARD_TRY(auto uri, parse_pkcs11_uri(options.token_key_uri));
+  if (options.passphrase == nullptr) return pin_missing(options.token_key_uri);
+  ONBOARD_TRY(std::string module, token_module(options, uri));
+  std::vector<std::string> labels{uri.object};
+  if (options.intermediate) labels.push_back(uri.object + kIssuingSuffix);
+  return Pkcs11Signer::check_access(module, uri, *options.passphrase, labels);
 }
 
 std::string derived_root_crl_url(std::string_view crl_url) {
@@ -385,6 +511,13 @@ Status Authority::rotate(const Signer& root_signer, const RotateOptions& options
                       "root cannot be rotated this way (every device certificate hangs on it). "
                       "Rotation replaces an intermediate; a CA made without --intermediate needs "
                       "a new CA made with --intermediate and its devices re-enrolled");
+  }
+  if (token_keys_) {
+    // The new intermediate's key would be a file: a token CA rotates only inside its token,
+    // which is not built yet.
+    return make_error(Errc::invalid_input,
+                      "this CA's keys are in a PKCS#11 token, and 'ca rotate' makes the new "
+                      "issuing key as a file: rotating a token CA is not supported yet");
   }
   if (!signer_) return make_error(Errc::internal, "the CA signing key is not loaded");
   if (EVP_PKEY_eq(root_signer.public_key(), X509_get0_pubkey(root_.get())) != 1) {

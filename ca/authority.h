@@ -10,7 +10,9 @@
 //   <dir>/ca/chain.pem     what brokers (cafile) and devices trust: the current issuing CA, the
 //                          kept earlier ones, then the root (chain_pem(); written by init and
 //                          rotate)
-//   <dir>/ca/ca.json       settings: the CRL distribution point URLs, the OCSP URL
+//   <dir>/ca/ca.json       settings: the CRL distribution point URLs, the OCSP URL; for keys
+//                          in a PKCS#11 token, their URIs and the module (never the PIN), and
+//                          no .key files
 //   <dir>/ca/ocsp.crt      the delegated OCSP responder 'onboardctl serve' makes (ops/ocsp.h)
 //   <dir>/ca/ocsp.key
 // With an intermediate, the root key is needed only to make the intermediate and to sign the
@@ -48,6 +50,18 @@ struct CaInitOptions {
   // Written into device and server certificates (Authority Information Access) when set.
   std::string ocsp_url;
   const Secret* passphrase = nullptr;  // encrypts the CA key files when set
+  // A PKCS#11 URI (pkcs11:token=...;object=...): the keys are generated in that token instead of
+  // files, the root's labelled `object`, an intermediate's `object`-issuing; `passphrase` is then
+  // the token's user PIN.
+  std::string token_key_uri;
+  std::string pkcs11_module;  // the module that reaches the token (.so path)
+};
+
+// Where the CA keys are when they are in a PKCS#11 token (from ca.json).
+struct TokenKeys {
+  std::string module;
+  std::string root_uri;
+  std::string issuing_uri;  // empty without an intermediate
 };
 
 struct CaPaths {
@@ -91,8 +105,9 @@ class Authority {
   // Opens an existing CA's certificates; the signing key is loaded by load_signing_key().
   static Result<Authority> open(const std::filesystem::path& data_dir);
 
-  // Loads the issuing CA's private key (the intermediate's if there is one, else the root's), and
-  // those of the kept earlier issuing CAs (same passphrase), which sign their own CRLs.
+  // Loads the issuing CA's private key (the intermediate's if there is one, else the root's):
+  // from its file, or opens it in its PKCS#11 token with `passphrase` as the PIN; and the
+  // keys of the kept earlier issuing CAs (files, same passphrase), which sign their own CRLs.
   Status load_signing_key(const Secret* passphrase);
   bool can_sign() const noexcept { return signer_ != nullptr; }
 
@@ -112,6 +127,8 @@ class Authority {
   static Status set_ocsp_url(const std::filesystem::path& data_dir, std::string_view url);
   const CaPaths& paths() const noexcept { return paths_; }
   const Signer* signer() const noexcept { return signer_.get(); }
+  // Set when the CA keys are in a PKCS#11 token.
+  const std::optional<TokenKeys>& token_keys() const noexcept { return token_keys_; }
 
   // The root's own key, for signing the root CRL when there is an intermediate (without one the
   // root is the signing CA and load_signing_key() loads it). Errc::not_found when the key file
@@ -140,8 +157,14 @@ class Authority {
   std::string crl_url_;
   std::string root_crl_url_;
   std::string ocsp_url_;
+  std::optional<TokenKeys> token_keys_;
   std::unique_ptr<Signer> signer_;
 };
+
+// With options.token_key_uri: checks that the token is there, takes the PIN and has no key of the
+// new keys' labels, so that a command can fail before it has made anything (Errc::not_found,
+// Errc::bad_passphrase, Errc::conflict). Else does nothing.
+Status check_token_access(const CaInitOptions& options);
 
 // The root CRL's URL next to the issuing CA's: the last path segment of `crl_url` becomes
 // "root-crl" (keeping a ".pem" ending), e.g. http://ca.example/crl -> http://ca.example/root-crl,

@@ -114,6 +114,14 @@ void add_init(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
   cmd->add_option("--ocsp-url", opts->init.ocsp_url,
                   "OCSP responder URL written into every certificate issued (Authority "
                   "Information Access; 'onboardctl serve' answers at /ocsp)");
+  cmd->add_option("--ca-key", opts->init.token_key_uri,
+                  "Generate the CA keys inside a PKCS#11 token (RFC 7512 URI "
+                  "pkcs11:token=LABEL;object=LABEL); the PIN comes from --passphrase-env/-file")
+      ->type_name("URI");
+  cmd->add_option("--pkcs11-module", opts->init.pkcs11_module,
+                  "The PKCS#11 module (.so) that reaches the --ca-key token")
+      ->envname("ONBOARD_PKCS11_MODULE")
+      ->type_name("PATH");
   opts->passphrase.add_to(*cmd, "the new CA keys (they are encrypted when given)");
   cmd->callback([&global, &exit_code, opts] {
     exit_code = run_action([&]() -> Result<int> {

@@ -65,11 +65,13 @@ Result<ops::Workspace> workspace(const GlobalOptions& global) {
 }
 
 void PassphraseSource::add_to(CLI::App& command, const std::string& what) {
+  // A CA key in a PKCS#11 token has no passphrase: the same options carry the token's PIN.
+  const std::string whose = stem == "passphrase" ? what + " (or the user PIN of its token)" : what;
   auto* env_opt =
       command.add_option("--" + stem + "-env", env,
-                         "Name of an environment variable holding the passphrase of " + what);
+                         "Name of an environment variable holding the passphrase of " + whose);
   auto* file_opt = command.add_option("--" + stem + "-file", file,
-                                      "File holding the passphrase of " + what + " (first line)");
+                                      "File holding the passphrase of " + whose + " (first line)");
   env_opt->excludes(file_opt);
 }
 

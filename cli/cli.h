@@ -24,7 +24,7 @@ enum ExitCode : int {
   kExitNotFound = 4,    // no such CA, device, rule...
   kExitConflict = 5,    // exists already, or the state forbids it
   kExitIo = 6,          // a file or directory could not be read or written
-  kExitPassphrase = 7,  // the CA key could not be decrypted
+  kExitPassphrase = 7,  // the CA key could not be decrypted (or its token refused the PIN)
   kExitCorrupt = 8,     // stored data is damaged or of an unknown version
 };
 

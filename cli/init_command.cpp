@@ -87,6 +87,17 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
                   "OCSP responder URL written into issued certificates (Authority Information "
                   "Access); 'onboardctl serve' answers at /ocsp");
   cmd->add_option("--org", o->ca.organization, "Organization (O) in the CA subjects");
+  cmd->add_option("--ca-key", o->ca.token_key_uri,
+                  "Generate the CA keys inside a PKCS#11 token, never to leave it: an RFC 7512 URI "
+                  "pkcs11:token=LABEL;object=LABEL (with --intermediate the issuing key is "
+                  "LABEL-issuing). The token's user PIN comes from --passphrase-env or "
+                  "--passphrase-file, and later commands that sign need it the same way")
+      ->type_name("URI");
+  cmd->add_option("--pkcs11-module", o->ca.pkcs11_module,
+                  "The PKCS#11 module (.so) that reaches the --ca-key token, remembered in "
+                  "ca/ca.json (e.g. /usr/lib/softhsm/libsofthsm2.so)")
+      ->envname("ONBOARD_PKCS11_MODULE")
+      ->type_name("PATH");
   o->passphrase.add_to(*cmd, "the new CA keys");
   on_run(cmd, global, exit_code, [o](const ops::Workspace& ws) -> Result<int> {
     ONBOARD_TRY(const bool has_registry, ops::registry_exists(ws));
@@ -106,6 +117,18 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
     }
     ONBOARD_TRY(o->ca.root_key_alg, ops::key_alg_option(o->key_alg));
     o->ca.intermediate_key_alg = o->ca.root_key_alg;
+    const bool has_ca = std::filesystem::exists(ca::CaPaths(ws.dir).root_cert);
+    if (!o->ca.token_key_uri.empty()) {
+      if (has_ca) {
+        return make_error(Errc::conflict,
+                          "--ca-key makes a new CA, and " + ws.dir.string() + " has one already");
+      }
+      // A missing token or a wrong PIN fails here, before anything is made.
+      ONBOARD_TRY(auto pin, o->passphrase.read());
+      o->ca.passphrase = pin ? &*pin : nullptr;
+      ONBOARD_CHECK(ca::check_token_access(o->ca));
+      o->ca.passphrase = nullptr;
+    }
     std::optional<gid_t> gid;
     if (!o->no_group) {
       const group* g = ::getgrnam(o->group.c_str());
@@ -126,7 +149,7 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& exit_code
       ::chmod(ws.dir.c_str(), 0700);
 
     bool made_ca = false;
-    if (!std::filesystem::exists(ca::CaPaths(ws.dir).root_cert)) {
+    if (!has_ca) {
       ONBOARD_TRY(auto passphrase, o->passphrase.read());
       o->ca.passphrase = passphrase ? &*passphrase : nullptr;
       ONBOARD_TRY(auto created, ca::Authority::create(ws.dir, o->ca, unix_now()));
