@@ -842,7 +842,7 @@ int run_revocation(const std::vector<Endpoint>& endpoints, const RevocationOptio
 struct SoakOptions {
   DeviceOptions device;
   std::string ids, onboardctl, data_dir;
-  double seconds = 0, rate = 0, churn_interval = 1, memory_interval = 5;
+  double seconds = 0, rate = 0, churn_interval = 1, memory_interval = 5, connect_seconds = 1800;
   long window_ms = 1000;
   long broker_pid = 0;
   std::size_t cell = 4;
@@ -1484,8 +1484,12 @@ void SoakRun::finish_command(int rc) {
 int SoakRun::run() {
   scratch_ = o_.data_dir + "/../soak-command.out";
   const auto start = Clock::now();
-  const auto end =
-      start + std::chrono::duration_cast<Clock::duration>(duration<double>(o_.seconds));
+  // --seconds of traffic and churn with the whole fleet up, counted from when it is: 10,000 TLS
+  // handshakes take minutes on a small machine. Connecting gets --connect-seconds at most.
+  const auto seconds_of = [](double s) {
+    return std::chrono::duration_cast<Clock::duration>(duration<double>(s));
+  };
+  auto end = start + seconds_of(o_.connect_seconds + o_.seconds);
   for (std::size_t i = devices_.size(); i-- > 0;) pending_connects_.push_back(i);
   Pump pump;
   auto next_churn = start + std::chrono::seconds(5);  // after the fleet has connected
@@ -1521,6 +1525,7 @@ int SoakRun::run() {
             {"connected", connected},
             {"seconds", rounded(seconds_between(start, now), 2)}});
       next_churn = std::max(next_churn, now + std::chrono::seconds(1));
+      end = now + seconds_of(o_.seconds);
     }
     // Traffic: each connection in turn publishes to its own subtree, its cell's fleet/a and
     // fleet/b topics, and its neighbour's subtree (never allowed).
@@ -1827,11 +1832,18 @@ int main(int argc, char** argv) {
   soak_mode->add_option("--ids", soak.ids, "\"ID TYPE\" per line: the registered devices")
       ->required()
       ->check(CLI::ExistingFile);
-  soak_mode->add_option("--seconds", soak.seconds, "how long the run lasts")
+  soak_mode
+      ->add_option("--seconds", soak.seconds,
+                   "how long the run lasts once every device has connected (or failed to)")
       ->required()
       ->check(positive);
   soak_mode->add_option("--rate", soak.rate, "QoS 1 messages per second in all")
       ->required()
+      ->check(positive);
+  soak_mode
+      ->add_option("--connect-seconds", soak.connect_seconds,
+                   "the most the fleet may take to connect; the run ends then if it is not up")
+      ->capture_default_str()
       ->check(positive);
   soak_mode->add_option("--churn-interval", soak.churn_interval, "seconds between changes")
       ->capture_default_str()

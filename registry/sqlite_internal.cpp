@@ -4,6 +4,7 @@
 
 #include <SQLiteCpp/Exception.h>
 #include <SQLiteCpp/Statement.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <thread>
 #include <utility>
 
+#include "core/files.h"
 #include "registry/schema.h"
 #include "registry/sqlite_access.h"
 
@@ -309,17 +311,33 @@ Status settle_side_files(const std::string& path) {
   }
   for (const char* suffix : kSideFiles) {
     const std::string side = path + suffix;
-    struct stat st {};
-    if (::lstat(side.c_str(), &st) != 0) {
+    // Inspected and changed through one descriptor, never by name: a group that could write the
+    // directory until now could swap the name for a link to another file between a check and a
+    // chown or chmod by name (both follow links), and root would then give that file away.
+    // O_PATH, not O_RDONLY: closing any other descriptor of a file drops every POSIX lock this
+    // process holds on it (SQLite's on -shm among them, and concurrent writers then fail with
+    // "locking protocol"); Linux skips that for O_PATH descriptors (filp_close/filp_flush call
+    // locks_remove_posix only without FMODE_PATH). O_NOFOLLOW with O_PATH opens a link itself,
+    // which fstat then shows is no regular file.
+    const UniqueFd fd(::open(side.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (fd.get() < 0) {
       if (errno == ENOENT) continue;  // SQLite creates it at the first read
       return io_failure("cannot inspect", side);
     }
-    if (!S_ISREG(st.st_mode)) return make_error(Errc::io, side + " is not a regular file");
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return io_failure("cannot inspect", side);
+    // A second name would be another file's, linked in (a hard link to a victim, say).
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+      return make_error(Errc::io, side + " is not a regular file with one name");
+    }
     if (st.st_uid != db.st_uid || st.st_gid != db.st_gid) {
       // Only root gives a file away; the owner may still move it into one of its own groups.
-      const bool moved = me == 0 ? ::chown(side.c_str(), db.st_uid, db.st_gid) == 0
+      const auto chown_pinned = [&](uid_t uid, gid_t gid) {
+        return ::fchownat(fd.get(), "", uid, gid, AT_EMPTY_PATH) == 0;
+      };
+      const bool moved = me == 0 ? chown_pinned(db.st_uid, db.st_gid)
                          : st.st_uid == me && st.st_uid == db.st_uid
-                             ? ::chown(side.c_str(), static_cast<uid_t>(-1), db.st_gid) == 0
+                             ? chown_pinned(static_cast<uid_t>(-1), db.st_gid)
                              : false;
       if (!moved) {
         return make_error(Errc::io, side + " belongs to another user or group than " + path +
@@ -329,8 +347,16 @@ Status settle_side_files(const std::string& path) {
                                         path + " " + side + ")");
       }
     }
-    if ((st.st_mode & 0777) != mode && ::chmod(side.c_str(), mode) != 0) {
-      return io_failure("cannot set the mode of", side);
+    // fchmod refuses an O_PATH descriptor (EBADF) and glibc 2.36's fchmodat refuses
+    // AT_EMPTY_PATH (EINVAL); chmod of /proc/self/fd/N reaches the inode the descriptor pins.
+    if ((st.st_mode & 0777) != mode) {
+      const std::string pinned = "/proc/self/fd/" + std::to_string(fd.get());
+      if (::chmod(pinned.c_str(), mode) != 0) {
+        if (errno == ENOENT) {
+          return make_error(Errc::io, "cannot set the mode of " + side + ": /proc is not mounted");
+        }
+        return io_failure("cannot set the mode of", side);
+      }
     }
   }
   return ok_status();

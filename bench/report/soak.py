@@ -20,10 +20,10 @@ DISCONNECT_LIMIT_MS = 1000.0
 
 
 def memory_drift(samples, seconds, fleet_seconds=0.0):
-    """(first, last, drift) of the broker's RSS in kB after warm-up (until 10 s after the whole
-    fleet had connected, and at least the first fifth of the run); None when fewer than two
-    samples are left."""
-    warmup = max(10.0, seconds / 5, fleet_seconds + 10)
+    """(first, last, drift) of the broker's RSS in kB after warm-up (the first fifth of the run
+    with the whole fleet connected, at least 10 s); None when fewer than two samples are left.
+    The run's seconds count from when the fleet is up."""
+    warmup = fleet_seconds + max(10.0, seconds / 5)
     kept = [s for s in samples if s["t"] >= warmup]
     if len(kept) < 2:
         return None
@@ -72,11 +72,12 @@ def render(records, mode, machine, devices, seconds, rate, register_us, control=
     lines = common.header(
         "Soak: churn under load, every decision checked (issue 14)", machine,
         [f"- Load: `onboard_loadgen soak`, {devices:,} devices (half in group soak-a, half in soak-b)",
-         f"  over mTLS (MQTT v5, QoS 1) to one broker with the plugin (SQLite registry) for {seconds:g} s,",
-         f"  {rate} msgs/s in all: each device publishes in turn to its own subtree, its cell's",
-         "  `fleet/a/CELL/ID` and `fleet/b/CELL/ID` (4 devices to a cell, all subscribed) and a",
-         "  neighbour's subtree (never allowed). Once the fleet is up, one `onboardctl` change at a",
-         "  time, about every second (each followed by its `acl check`), in turn:",
+         f"  over mTLS (MQTT v5, QoS 1) to one broker with the plugin (SQLite registry) for {seconds:g} s",
+         f"  once all have connected, {rate} msgs/s in all: each device publishes in turn to its",
+         "  own subtree, its cell's `fleet/a/CELL/ID` and `fleet/b/CELL/ID` (4 devices to a cell,",
+         "  all subscribed) and a neighbour's subtree (never allowed). Once the fleet is up, one",
+         "  `onboardctl` change at a time, about every second (each followed by its `acl check`),",
+         "  in turn:",
          "  group rule `fleet/a/#` removed or granted again, a device deny rule at the same priority",
          "  added or removed, a device disabled (enabled 3 s later, then reconnected), moved to the",
          "  other group, revoked (then its reconnect tried), a new device registered and connected.",
@@ -91,8 +92,8 @@ def render(records, mode, machine, devices, seconds, rate, register_us, control=
                   f"{fleet['seconds']:.1f} s"]
     if register_us:
         us, n = register_us
-        lines += [f"- Registration beforehand: {n:,} devices in {us / 1e6:.0f} s (`onboardctl device "
-                  "register`, not part of the run)"]
+        lines += [f"- Registration beforehand: {n:,} devices in {us / 1e6:.0f} s (`onboardctl batch "
+                  "register` of one CSV, then `bundle create` of the batch; not part of the run)"]
     lines += [""]
     checked = s["checked"]
     wrong_by_kind = s["wrong_by_kind"]
