@@ -1598,7 +1598,7 @@ TEST_CASE(
   REQUIRE(intact.exit_code == 0);
   CHECK(contains(intact.out, "audit log intact: "));
   CHECK(contains(intact.out, "registry state matches the log: " + std::to_string(entities) +
-                                 " devices, certificates, rules, groups and tokens"));
+                                 " devices, certificates, rules, groups, tokens and claims"));
 
   auto tamper = [&](const std::string& sql) {
     SQLite::Database db(fleet.registry().string(), SQLite::OPEN_READWRITE);
