@@ -65,7 +65,7 @@ class FakeAccessStore final : public AccessStore {
 
  private:
   AccessData select(const std::vector<std::string>& ids, const std::vector<std::string>& names) {
-    AccessData out{data.change_seq, {}, {}, {}};
+    AccessData out{data.change_seq, {}, {}, {}, std::nullopt};
     for (const auto& id : ids) {
       bool found = false;
       for (const auto& d : data.devices) {
