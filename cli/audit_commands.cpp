@@ -71,7 +71,7 @@ void add_audit_commands(CLI::App& app, const GlobalOptions& global, int& exit_co
       std::cout << "audit log intact: " << check.rows_checked << " events, head " << check.head_hash
                 << "\n"
                 << "registry state matches the log: " << check.entities_checked
-                << " devices, certificates, rules, groups and tokens\n";
+                << " devices, certificates, rules, groups, tokens and claims\n";
       return kExitOk;
     });
   }

@@ -372,7 +372,7 @@ void add_list(CLI::App& ca, const GlobalOptions& global, int& exit_code) {
       "list",
       "List every certificate the CA signed and recorded, oldest first: devices', "
       "servers' and others'");
-  cmd->add_option("--kind", opts->kind, "Only this kind: device, server or other");
+  cmd->add_option("--kind", opts->kind, "Only this kind: device, server, other or claim");
   cmd->add_option("--status", opts->status, "Only this status: active or revoked");
   cmd->add_flag("--json", opts->json_out, "Print JSON, with each certificate's PEM");
   on_run(cmd, global, exit_code, [opts](const ops::Workspace& ws) -> Result<int> {

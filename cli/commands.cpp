@@ -12,6 +12,7 @@ void add_commands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
   add_audit_commands(app, global, exit_code);
   add_ca_commands(app, global, exit_code);
   add_bundle_commands(app, global, exit_code);
+  add_claim_commands(app, global, exit_code);
   add_batch_commands(app, global, exit_code);
   add_token_commands(app, global, exit_code);
   add_registry_commands(app, global, exit_code);

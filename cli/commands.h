@@ -16,6 +16,7 @@ void add_crl_command(CLI::App& app, const GlobalOptions& global, int& exit_code)
 void add_audit_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);     // audit
 void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);        // ca
 void add_bundle_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);    // bundle
+void add_claim_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);     // claim
 void add_batch_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);     // batch
 void add_token_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);     // token
 void add_registry_commands(CLI::App& app, const GlobalOptions& global, int& exit_code);  // registry

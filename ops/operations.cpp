@@ -413,7 +413,7 @@ Result<registry::CertificateFilter> certificate_filter(std::string_view kind,
   if (!kind.empty()) {
     filter.kind = registry::parse_certificate_kind(kind);
     if (!filter.kind)
-      return make_error(Errc::invalid_input, "kind must be device, server or other");
+      return make_error(Errc::invalid_input, "kind must be device, server, other or claim");
   }
   if (status == "active") {
     filter.status = registry::CertificateStatus::active;

@@ -6,12 +6,13 @@
 namespace onboard::plugin {
 
 void AcceptedClients::put(Client client, std::string_view client_id, std::string_view device_id,
-                          bool deferred) {
+                          bool deferred, bool claim) {
   forget(client);
   Entry e;
   e.client_id = client_id;
   e.device_id = device_id;
   e.deferred = deferred;
+  e.claim = claim;
   e.online = true;
   e.generation = next_generation_++;
   entries_.emplace(client, std::move(e));
@@ -20,6 +21,11 @@ void AcceptedClients::put(Client client, std::string_view client_id, std::string
 void AcceptedClients::accept_device(Client client, std::string_view client_id,
                                     std::string_view device_id) {
   put(client, client_id, device_id, false);
+}
+
+void AcceptedClients::accept_claim(Client client, std::string_view client_id,
+                                   std::string_view claim_username) {
+  put(client, client_id, claim_username, false, true);
 }
 
 void AcceptedClients::defer(Client client, std::string_view client_id) {
@@ -39,7 +45,8 @@ std::optional<AcceptedClients::Standing> AcceptedClients::offline_session(
   auto it = entries_.find(client);
   if (it == entries_.end() || it->second.online || it->second.client_id != client_id)
     return std::nullopt;
-  return it->second.deferred ? Standing::deferred : Standing::device;
+  if (it->second.deferred) return Standing::deferred;
+  return it->second.claim ? Standing::claim : Standing::device;
 }
 
 // Decision table for a DISCONNECT:

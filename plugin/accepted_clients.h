@@ -34,6 +34,9 @@ class AcceptedClients {
 
   // BASIC_AUTH accepted a device's certificate and set the username to `device_id`.
   void accept_device(Client client, std::string_view client_id, std::string_view device_id);
+  // BASIC_AUTH accepted a claim's certificate and set the username to `claim_username`
+  // (registry::claim_username): the client may only ask for its own certificate.
+  void accept_claim(Client client, std::string_view client_id, std::string_view claim_username);
   // BASIC_AUTH left a client without a certificate to Mosquitto's other mechanisms
   // (plugin_opt_clients_without_certificate defer).
   void defer(Client client, std::string_view client_id);
@@ -43,6 +46,7 @@ class AcceptedClients {
 
   enum class Standing {
     device,        // the connect check accepted this device: its registry rights apply
+    claim,         // the connect check accepted this claim: the claim gate's rights apply
     deferred,      // no certificate, left to Mosquitto's other mechanisms: defer the decision
     not_accepted,  // the connect check did not accept this client: deny (see take_kicks())
   };
@@ -60,7 +64,8 @@ class AcceptedClients {
 
   struct Verdict {
     Standing standing = Standing::not_accepted;
-    std::string_view device_id;    // for `device`: the id the connect check accepted
+    std::string_view device_id;    // for `device`: the id the connect check accepted; for
+                                   // `claim`: the username it was given
     bool has_certificate = false;  // for `not_accepted`: what the client presents now
   };
 
@@ -90,8 +95,8 @@ class AcceptedClients {
       const bool same_client = client_id != nullptr && e.client_id == client_id &&
                                (e.deferred || (username != nullptr && e.device_id == username));
       if (same_client && (e.online || !presents_certificate())) {
-        return e.deferred ? Verdict{Standing::deferred, {}, false}
-                          : Verdict{Standing::device, e.device_id, false};
+        if (e.deferred) return Verdict{Standing::deferred, {}, false};
+        return Verdict{e.claim ? Standing::claim : Standing::device, e.device_id, false};
       }
       erase(it);
     }
@@ -114,14 +119,16 @@ class AcceptedClients {
  private:
   struct Entry {
     std::string client_id;
-    std::string device_id;  // empty for a deferred client
+    std::string device_id;  // empty for a deferred client; the username for a claim's
     bool deferred = false;
+    bool claim = false;
     bool online = true;
     std::uint64_t generation = 0;
   };
   using Entries = std::unordered_map<Client, Entry>;
 
-  void put(Client client, std::string_view client_id, std::string_view device_id, bool deferred);
+  void put(Client client, std::string_view client_id, std::string_view device_id, bool deferred,
+           bool claim = false);
   void erase(Entries::iterator it);
 
   // Bounds the refusal bookkeeping under a flood of distinct clients; clearing it only means a

@@ -55,6 +55,10 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
     } else if (key == "refresh_interval_ms") {
       ONBOARD_TRY(long ms, parse_number(key, value, 10, 10000));
       config.refresh_interval = std::chrono::milliseconds(ms);
+    } else if (key == "claim_connect_rate") {
+      ONBOARD_TRY(config.claim_connect_rate, parse_number(key, value, 1, 100000));
+    } else if (key == "claim_connect_burst") {
+      ONBOARD_TRY(config.claim_connect_burst, parse_number(key, value, 1, 1000000));
     } else if (key == "staleness_limit_s") {
       ONBOARD_TRY(long s, parse_number(key, value, 1, 86400));
       config.staleness_limit = std::chrono::seconds(s);

@@ -36,6 +36,11 @@ struct Config {
   std::string crl_cafile;  // plugin_opt_crl_cafile: a CRL must be signed by one of these
   // plugin_opt_clients_without_certificate. Certificate clients are always the plugin's to decide.
   ClientsWithoutCertificate without_certificate = ClientsWithoutCertificate::deny;
+  // Connects with one claim's certificate (docs/provisioning.md): a token bucket per claim that
+  // refills at this many per second and holds at most `burst`, so that a leaked claim cannot flood
+  // the broker (and, later, the CA). plugin_opt_claim_connect_rate, plugin_opt_claim_connect_burst.
+  long claim_connect_rate = 10;
+  long claim_connect_burst = 50;
 };
 
 // Unknown keys, bad values and a missing registry are errors: a typo in a security setting must

@@ -32,6 +32,7 @@
 #include "plugin/accepted_clients.h"
 #include "plugin/broker_config.h"
 #include "plugin/broker_version.h"
+#include "plugin/claim_rate.h"
 #include "plugin/config.h"
 #include "plugin/crl_guard.h"
 #include "plugin/handover.h"
@@ -176,7 +177,10 @@ class Plugin {
   //     other mechanisms (password_file, dynamic security), remembered as deferred so that its
   //     topic checks are deferred too and never decided as a device's;
   //  3. the registry's connect verdict (no certificate included): refused → AUTH; accepted →
-  //     username := device id, remembered as accepted, SUCCESS.
+  //     username := device id, remembered as accepted, SUCCESS;
+  //  4. a claim's certificate that the verdict accepted (the claim table in snapshot.h) and
+  //     within the claim's connect rate → username := claim:<name>, remembered as a claim
+  //     client (it may only ask for its own certificate), SUCCESS; beyond the rate → AUTH.
   int on_basic_auth(const mosquitto_evt_basic_auth& event) {
     ossl::Ptr<X509> cert(static_cast<X509*>(mosquitto_client_certificate(event.client)));
     std::string fingerprint, cn;
@@ -203,6 +207,38 @@ class Plugin {
     }
     auto verdict =
         snapshot_->connect_verdict({fingerprint, cn, client_id}, std::time(nullptr), stale());
+    // The claim's name views into the snapshot, which stays put for this callback.
+    if (verdict.accepted() && !verdict.claim.empty() &&
+        !claim_rate_.allow(verdict.claim, Clock::now())) {
+      verdict.reason = registry::ConnectReason::claim_rate_limited;
+    }
+    if (!verdict.accepted() && !verdict.claim.empty()) {
+      clients_.forget(event.client);
+      std::size_t suppressed = 0;
+      // Claim clients are many and a flood is what a refusal here is about: rate-limited lines.
+      if (config_.log_connections && claim_log_.allow(Clock::now(), suppressed)) {
+        log(MOSQ_LOG_WARNING,
+            "refused client '" + printable(client_id) + "' (claim '" + std::string(verdict.claim) +
+                "'): " + std::string(registry::to_string(verdict.reason)) +
+                (suppressed > 0 ? " (" + std::to_string(suppressed) + " similar lines suppressed)"
+                                : std::string()));
+      }
+      return MOSQ_ERR_AUTH;
+    }
+    if (verdict.accepted() && !verdict.claim.empty()) {
+      const std::string username = registry::claim_username(verdict.claim);
+      if (mosquitto_set_username(event.client, username.c_str()) != MOSQ_ERR_SUCCESS) {
+        log(MOSQ_LOG_ERR, "cannot set the username of client '" + client_id + "'; refusing it");
+        clients_.forget(event.client);
+        return MOSQ_ERR_AUTH;
+      }
+      clients_.accept_claim(event.client, client_id, username);
+      if (config_.log_connections)
+        log(MOSQ_LOG_INFO, "accepted client '" + client_id + "' with claim '" +
+                               std::string(verdict.claim) +
+                               "' (it may only ask for its certificate)");
+      return MOSQ_ERR_SUCCESS;
+    }
     if (!verdict.accepted()) {
       if (config_.log_connections) {
         log(MOSQ_LOG_WARNING, "refused client '" + client_id + "' (device '" +
@@ -261,6 +297,10 @@ class Plugin {
         return MOSQ_ERR_ACL_DENIED;
     }
     if (event.topic == nullptr) return MOSQ_ERR_ACL_DENIED;
+    if (standing.standing == plugin::AcceptedClients::Standing::claim) {
+      return claim_access(standing.device_id, client_id != nullptr ? client_id : "", access,
+                          event.topic);
+    }
     auto evaluation = snapshot_->check_access(
         standing.device_id, client_id != nullptr ? client_id : "", access, event.topic);
     const bool allowed = evaluation.decision == acl::Decision::allow;
@@ -272,6 +312,29 @@ class Plugin {
               (evaluation.rule != nullptr ? "rule " + std::to_string(evaluation.rule->id)
                                           : std::string("no rule")) +
               ")");
+    }
+    return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+  }
+
+  // A claim client's topic check: its claim must still be usable (revoked or expired since the
+  // connect → denied; used up → it may wait for its answer but not ask again), and the topic one
+  // of its own `$provision/<client id>/...` (registry::claim_topic_allowed).
+  int claim_access(std::string_view username, std::string_view client_id, acl::Access access,
+                   const char* topic) {
+    std::string_view name = username;
+    name.remove_prefix(std::min(name.size(), registry::kClaimUsernamePrefix.size()));
+    const registry::ClaimEntry* claim = snapshot_->find_claim(name);
+    bool allowed = claim != nullptr &&
+                   snapshot_->claim_standing(*claim, std::time(nullptr)) ==
+                       registry::ConnectReason::accepted &&
+                   registry::claim_topic_allowed(client_id, access, topic);
+    if (allowed && access == acl::kPublish && claim->access.quota_used >= claim->access.quota)
+      allowed = false;
+    if (config_.log_acl == plugin::AclLogging::all ||
+        (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
+      log(MOSQ_LOG_INFO, std::string(allowed ? "allowed " : "denied ") + acl::access_name(access) +
+                             " '" + printable(topic) + "' for '" + printable(client_id) +
+                             "' (claim '" + std::string(name) + "')");
     }
     return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
   }
@@ -345,7 +408,12 @@ class Plugin {
     for (const auto& [level, line] : taken.logs) log(mosquitto_level(level), line);
     if (taken.snapshot) snapshot_ = std::move(taken.snapshot);
     for (const auto& device : taken.kicks) {
-      log(MOSQ_LOG_NOTICE, "disconnecting device '" + device + "': no longer allowed to connect");
+      const bool claim = device.starts_with(registry::kClaimUsernamePrefix);
+      log(MOSQ_LOG_NOTICE,
+          std::string(claim ? "disconnecting the clients of " : "disconnecting ") +
+              (claim ? "claim '" + device.substr(registry::kClaimUsernamePrefix.size())
+                     : "device '" + device) +
+              "': no longer allowed to connect");
       mosquitto_kick_client_by_username(device.c_str(), false);
     }
     if (taken.crl_reload) reload_crl(*taken.crl_reload);
@@ -406,6 +474,8 @@ class Plugin {
   mosquitto_plugin_id_t* identifier_ = nullptr;
   plugin::AcceptedClients clients_;  // broker thread only
   plugin::LogLimiter refusal_log_{10, std::chrono::seconds(10)};
+  plugin::LogLimiter claim_log_{20, std::chrono::seconds(10)};
+  plugin::ClaimRateLimiter claim_rate_{config_.claim_connect_rate, config_.claim_connect_burst};
   std::shared_ptr<const Snapshot> snapshot_;  // broker thread only
   Handover handover_;
   std::atomic<Clock::rep> last_ok_{0};

@@ -283,6 +283,7 @@ void Watcher::reload(const std::string& why) {
   current_->for_each_device([&](const registry::DeviceAccess& before) {
     if (registry::must_disconnect(before, next.find_device(before.id))) kicks.push_back(before.id);
   });
+  for (auto& claim : registry::claim_kicks(*current_, next)) kicks.push_back(std::move(claim));
   current_ = std::move(snapshot).value();
   cached_seq_ = -1;  // read from the registry itself: the cache is rewritten, even if unchanged
   handover_.post_log(LogLevel::notice, source_->name() + " read in full (" + why + "): " +

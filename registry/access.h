@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,20 @@ struct GroupAccess {
   std::vector<acl::Rule> rules;
 };
 
+// What the snapshot keeps of one claim: enough for the claim gate (docs/provisioning.md).
+struct ClaimAccess {
+  std::string name;
+  std::string certificate_sha256;
+  CertificateStatus certificate_status = CertificateStatus::active;
+  UnixTime not_before = 0;  // of the claim certificate
+  UnixTime not_after = 0;   // likewise: the claim's expiry
+  ClaimStatus status = ClaimStatus::active;
+  std::int64_t quota = 0;
+  std::int64_t quota_used = 0;
+  std::string id_pattern;
+  std::string device_type;
+};
+
 acl::Rule to_acl_rule(const RuleRecord& record);
 
 // Which part of the registry AccessStore::read_access reads.
@@ -74,6 +89,9 @@ struct AccessData {
   std::vector<GroupAccess> groups;
   // Devices asked for (or changed) that are not registered (malformed ids included). Sorted.
   std::vector<std::string> missing_devices;
+  // Every claim, by name: read for `everything`, and for `changed_since` when the feed names a
+  // claim; nullopt when not read (the snapshot keeps the claims it has).
+  std::optional<std::vector<ClaimAccess>> claims;
 };
 
 }  // namespace onboard::registry

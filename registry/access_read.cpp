@@ -39,6 +39,34 @@ CertificateAccess certificate_access_from(const Statement& s, int first) {
                            s.int64(first + 4)};
 }
 
+// Every claim with its certificate's state, by name. Claims are few (one per fleet or factory
+// run): always read whole.
+std::vector<ClaimAccess> read_claims(Database& db) {
+  auto rows = prepare(db,
+                      "SELECT c.name, c.certificate_sha256, t.status, t.not_before, t.not_after, "
+                      "c.status, c.quota, c.quota_used, c.id_pattern, c.device_type "
+                      "FROM claims AS c JOIN certificates AS t "
+                      "ON t.sha256_fingerprint = c.certificate_sha256 ORDER BY c.name");
+  std::vector<ClaimAccess> claims;
+  while (rows.step()) {
+    ClaimAccess claim;
+    claim.name = rows.text(0);
+    claim.certificate_sha256 = rows.text(1);
+    claim.certificate_status = certificate_status_from(text_view(rows, 2));
+    claim.not_before = rows.int64(3);
+    claim.not_after = rows.int64(4);
+    const std::string_view status = text_view(rows, 5);
+    if (status != "active" && status != "revoked") throw CorruptValue("an unknown claim status");
+    claim.status = status == "active" ? ClaimStatus::active : ClaimStatus::revoked;
+    claim.quota = rows.int64(6);
+    claim.quota_used = rows.int64(7);
+    claim.id_pattern = rows.text(8);
+    claim.device_type = rows.text(9);
+    claims.push_back(std::move(claim));
+  }
+  return claims;
+}
+
 // Columns: id, status, type.
 DeviceAccess device_access_from(const Statement& s) {
   DeviceAccess device;
@@ -70,6 +98,7 @@ Result<AccessData> Connection::read_access_data(const AccessQuery& query) {
     switch (query.scope) {
       case AccessQuery::Scope::everything:
         read_all_access(data);
+        data.claims = read_claims(db_);
         break;
       case AccessQuery::Scope::listed:
         read_listed_access(
@@ -82,14 +111,17 @@ Result<AccessData> Connection::read_access_data(const AccessQuery& query) {
         // read of the counter is all that answer should cost.
         if (data.change_seq <= query.after_seq) break;
         std::set<std::string, std::less<>> device_ids, group_names;
+        bool claims_changed = false;
         auto changes =
             prepare(db_, "SELECT kind, subject FROM changes WHERE seq > ?1", query.after_seq);
         while (changes.step()) {
           const ChangeKind kind = change_kind_from(changes.text(0));
           if (kind == ChangeKind::device) device_ids.insert(changes.text(1));
           if (kind == ChangeKind::group) group_names.insert(changes.text(1));
+          if (kind == ChangeKind::claim) claims_changed = true;
         }
         read_listed_access(device_ids, group_names, data);
+        if (claims_changed) data.claims = read_claims(db_);
         break;
       }
     }

@@ -140,6 +140,14 @@ const std::vector<EntityTable>& entity_tables() {
        "name, id, role, token_sha256, created_at, revoked_at",
        {false, true, false, false, true, true},
        "name"},
+      {Entity::claim,
+       "claim",
+       "claims",
+       "name",
+       "name, certificate_sha256, quota, quota_used, expires_at, id_pattern, device_type, status, "
+       "created_at, created_by, revoked_at",
+       {false, false, true, true, true, false, false, false, true, false, true},
+       "name"},
   };
   return kTables;
 }

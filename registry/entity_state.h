@@ -1,5 +1,6 @@
 // The authorization state the audit log vouches for: devices (status, type and so group
-// membership), certificates of every kind (revocation included), ACL rules, groups and API tokens.
+// membership), certificates of every kind (revocation included), ACL rules, groups, API tokens and
+// claims.
 // Internal to registry/.
 //
 // Every write that changes such an entity records in its audit row, under "state", the entity's
@@ -28,7 +29,7 @@
 
 namespace onboard::registry::sql {
 
-enum class Entity : std::uint8_t { device, certificate, rule, group, token };
+enum class Entity : std::uint8_t { device, certificate, rule, group, token, claim };
 
 // One entity kind's table: the columns that make up its state, the key first.
 struct EntityTable {
@@ -41,7 +42,7 @@ struct EntityTable {
   const char* order_by;  // the order verify reads the table in
 };
 
-// Devices, certificates, rules, groups, tokens: the order verify checks them in.
+// Devices, certificates, rules, groups, tokens, claims: the order verify checks them in.
 const std::vector<EntityTable>& entity_tables();
 const EntityTable& entity_table(Entity entity);
 

@@ -33,12 +33,15 @@ std::string_view to_string(CertificateKind kind) noexcept {
       return "server";
     case CertificateKind::other:
       return "other";
+    case CertificateKind::claim:
+      return "claim";
   }
   return "other";
 }
 
 std::optional<CertificateKind> parse_certificate_kind(std::string_view text) noexcept {
-  for (auto kind : {CertificateKind::device, CertificateKind::server, CertificateKind::other}) {
+  for (auto kind : {CertificateKind::device, CertificateKind::server, CertificateKind::other,
+                    CertificateKind::claim}) {
     if (text == to_string(kind)) return kind;
   }
   return std::nullopt;
@@ -70,8 +73,14 @@ std::string_view to_string(ChangeKind kind) noexcept {
       return "group";
     case ChangeKind::crl:
       return "crl";
+    case ChangeKind::claim:
+      return "claim";
   }
   return "crl";
+}
+
+std::string_view to_string(ClaimStatus status) noexcept {
+  return status == ClaimStatus::active ? "active" : "revoked";
 }
 
 }  // namespace onboard::registry

@@ -52,7 +52,9 @@ std::string_view to_string(CertificateStatus status) noexcept;
 // and only those are ever loaded for the broker's connect check: a `server` certificate (the
 // broker's own, from `ca issue-server`) or an `other` one (`ca issue`, which signs a CSR for use
 // outside the registry) cannot connect as a device, whatever its CN says.
-enum class CertificateKind { device, server, other };
+// A `claim` certificate belongs to a claim (see Claim): it lets devices ask for their own
+// certificate and nothing else.
+enum class CertificateKind { device, server, other, claim };
 std::string_view to_string(CertificateKind kind) noexcept;
 std::optional<CertificateKind> parse_certificate_kind(std::string_view text) noexcept;
 
@@ -146,7 +148,8 @@ struct AuditEvent {
 
 // One entry of the change feed: what to reload. `device` covers the device row, its certificates
 // and its own rules; `group` covers the group and its rules; `crl` a new CRL number.
-enum class ChangeKind { device, group, crl };
+// `claim`: the claims (few) are reloaded whole; the subject names the claim changed.
+enum class ChangeKind { device, group, crl, claim };
 std::string_view to_string(ChangeKind kind) noexcept;
 
 struct Change {
@@ -205,6 +208,36 @@ struct ApiToken {
   ApiRole role = ApiRole::reader;
   UnixTime created_at = 0;
   std::optional<UnixTime> revoked_at;
+};
+
+// A claim: the credential a fleet is flashed with so that each device can enroll itself (ask for
+// its own certificate over MQTT, docs/provisioning.md). Its certificate (kind claim) identifies
+// the connection; the claim says how many devices may enroll with it (quota, quota_used: a unit
+// is spent in the transaction that records an enrolled device's certificate), until when, which
+// client ids they may take (id_pattern, registry/id_pattern.h) and the type (group) they get.
+enum class ClaimStatus { active, revoked };
+std::string_view to_string(ClaimStatus status) noexcept;
+
+struct Claim {
+  std::string name;                // same characters as a device id
+  std::string certificate_sha256;  // the claim certificate's fingerprint
+  std::int64_t quota = 0;          // devices that may enroll, at least 1
+  std::int64_t quota_used = 0;     // 0..quota
+  UnixTime expires_at = 0;         // the claim certificate's not_after
+  std::string id_pattern;
+  std::string device_type;  // empty, or the group enrolled devices get as their type
+  ClaimStatus status = ClaimStatus::active;
+  UnixTime created_at = 0;
+  std::string created_by;  // the actor
+  std::optional<UnixTime> revoked_at;
+};
+
+// What the operator supplies for a new claim; the store fills in the rest.
+struct NewClaim {
+  std::string name;
+  std::int64_t quota = 0;
+  std::string id_pattern;  // checked with id_pattern_problem
+  std::string device_type;
 };
 
 // Who makes a change, and when: written to the audit row, and the time every timestamp of the

@@ -484,6 +484,8 @@ int PgDatabase::schema_version() {
 void PgDatabase::migrate(int from, UnixTime now) {
   if (from >= sql::kOldestPostgresVersion && from < sql::kSchemaVersion) {
     // Version 4 changes no table (schema.cpp); the store records the state it starts from.
+    // Version 5 adds the claims.
+    if (from < 5) exec(kMigrateTo5);
     sql::Statement bump(prepare("UPDATE meta SET schema_version = ?1 WHERE id = 1"));
     bump.bind(sql::kSchemaVersion);
     bump.exec();

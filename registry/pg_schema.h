@@ -56,7 +56,7 @@ CREATE TABLE certificates (
   issuer             TEXT COLLATE "C" NOT NULL,
   sha256_fingerprint TEXT COLLATE "C" NOT NULL UNIQUE,
   kind               TEXT   NOT NULL DEFAULT 'device'
-                            CHECK (kind IN ('device', 'server', 'other')),
+                            CHECK (kind IN ('device', 'server', 'other', 'claim')),
   device_id          TEXT COLLATE "C" REFERENCES devices (id),
   subject            TEXT   NOT NULL,
   not_before         BIGINT NOT NULL,
@@ -104,7 +104,7 @@ CREATE TABLE audit_events (
 CREATE TABLE changes (
   seq     BIGINT PRIMARY KEY,
   at      BIGINT NOT NULL,
-  kind    TEXT   NOT NULL CHECK (kind IN ('device', 'group', 'crl')),
+  kind    TEXT   NOT NULL CHECK (kind IN ('device', 'group', 'crl', 'claim')),
   subject TEXT COLLATE "C" NOT NULL
 );
 
@@ -165,6 +165,47 @@ CREATE TABLE api_tokens (
   token_sha256 TEXT COLLATE "C" NOT NULL UNIQUE,
   created_at   BIGINT NOT NULL,
   revoked_at   BIGINT
+);
+
+CREATE TABLE claims (
+  name               TEXT COLLATE "C" PRIMARY KEY,
+  certificate_sha256 TEXT COLLATE "C" NOT NULL UNIQUE REFERENCES certificates (sha256_fingerprint),
+  quota              BIGINT NOT NULL CHECK (quota > 0),
+  quota_used         BIGINT NOT NULL CHECK (quota_used >= 0 AND quota_used <= quota),
+  expires_at         BIGINT NOT NULL,
+  id_pattern         TEXT   NOT NULL CHECK (id_pattern <> ''),
+  device_type        TEXT COLLATE "C" NOT NULL,
+  status             TEXT   NOT NULL CHECK (status IN ('active', 'revoked')),
+  created_at         BIGINT NOT NULL,
+  created_by         TEXT   NOT NULL,
+  revoked_at         BIGINT,
+  CHECK ((status = 'revoked') = (revoked_at IS NOT NULL))
+);
+)sql";
+
+// From version 4 (or 3, which changed no table) to 5: claims, and the kinds they add to the
+// certificates and the change feed. The column CHECKs carry PostgreSQL's default names.
+inline constexpr const char* kMigrateTo5 = R"sql(
+ALTER TABLE certificates DROP CONSTRAINT certificates_kind_check;
+ALTER TABLE certificates ADD CONSTRAINT certificates_kind_check
+  CHECK (kind IN ('device', 'server', 'other', 'claim'));
+ALTER TABLE changes DROP CONSTRAINT changes_kind_check;
+ALTER TABLE changes ADD CONSTRAINT changes_kind_check
+  CHECK (kind IN ('device', 'group', 'crl', 'claim'));
+
+CREATE TABLE claims (
+  name               TEXT COLLATE "C" PRIMARY KEY,
+  certificate_sha256 TEXT COLLATE "C" NOT NULL UNIQUE REFERENCES certificates (sha256_fingerprint),
+  quota              BIGINT NOT NULL CHECK (quota > 0),
+  quota_used         BIGINT NOT NULL CHECK (quota_used >= 0 AND quota_used <= quota),
+  expires_at         BIGINT NOT NULL,
+  id_pattern         TEXT   NOT NULL CHECK (id_pattern <> ''),
+  device_type        TEXT COLLATE "C" NOT NULL,
+  status             TEXT   NOT NULL CHECK (status IN ('active', 'revoked')),
+  created_at         BIGINT NOT NULL,
+  created_by         TEXT   NOT NULL,
+  revoked_at         BIGINT,
+  CHECK ((status = 'revoked') = (revoked_at IS NOT NULL))
 );
 )sql";
 

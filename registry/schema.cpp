@@ -231,6 +231,89 @@ ALTER TABLE meta ADD COLUMN root_crl_number INTEGER NOT NULL DEFAULT 0;
 // changes; the migration's audit row, written by the store after this, records the state of every
 // entity as the log's starting point, since the older rows record none.
 
+// Version 5: claims (issue 16; docs/provisioning.md). Notes on choices:
+// - A claim's certificate is recorded like every certificate the CA signs, as kind `claim` (no
+//   device); certificates and changes get their wider CHECKs by being rebuilt, as in version 3
+//   (held_keys saved and rebuilt around certificates, rowids kept).
+// - The change feed gets kind `claim`: the broker reloads its (few) claims whole on one.
+// - claims.quota_used <= quota is a CHECK, so that the enrolment that spends a unit can be one
+//   conditional UPDATE (`... WHERE quota_used < quota`) and the quota holds exactly however many
+//   enrolments race for it; the registry refuses the one too many, not the caller.
+// - expires_at is the claim certificate's not_after: the certificate stops working when the
+//   claim does, whatever the broker last read.
+// - created_by is the actor, for `claim show` without reading the audit log.
+constexpr const char* kVersion5 = R"sql(
+CREATE TEMP TABLE held_keys_v4 AS SELECT * FROM held_keys;
+DROP TABLE held_keys;
+
+CREATE TABLE certificates_v5 (
+  serial_hex         TEXT    NOT NULL,
+  issuer             TEXT    NOT NULL,
+  sha256_fingerprint TEXT    NOT NULL UNIQUE,
+  kind               TEXT    NOT NULL DEFAULT 'device'
+                             CHECK (kind IN ('device', 'server', 'other', 'claim')),
+  device_id          TEXT    REFERENCES devices (id),
+  subject            TEXT    NOT NULL,
+  not_before         INTEGER NOT NULL,
+  not_after          INTEGER NOT NULL,
+  status             TEXT    NOT NULL CHECK (status IN ('active', 'revoked')),
+  revoked_at         INTEGER,
+  revocation_reason  TEXT,
+  pem                TEXT    NOT NULL,
+  PRIMARY KEY (issuer, serial_hex),
+  CHECK ((status = 'revoked') = (revoked_at IS NOT NULL AND revocation_reason IS NOT NULL)),
+  CHECK ((kind = 'device') = (device_id IS NOT NULL))
+);
+INSERT INTO certificates_v5 (rowid, serial_hex, issuer, sha256_fingerprint, kind, device_id,
+                             subject, not_before, not_after, status, revoked_at,
+                             revocation_reason, pem)
+  SELECT rowid, serial_hex, issuer, sha256_fingerprint, kind, device_id, subject, not_before,
+         not_after, status, revoked_at, revocation_reason, pem
+  FROM certificates;
+DROP TABLE certificates;
+ALTER TABLE certificates_v5 RENAME TO certificates;
+CREATE INDEX certificates_by_device ON certificates (device_id) WHERE device_id IS NOT NULL;
+CREATE INDEX certificates_by_kind ON certificates (kind);
+CREATE INDEX certificates_by_serial ON certificates (serial_hex);
+CREATE INDEX certificates_revoked ON certificates (issuer, serial_hex, revoked_at,
+                                                   revocation_reason)
+  WHERE status = 'revoked';
+
+CREATE TABLE held_keys (
+  device_id          TEXT    PRIMARY KEY REFERENCES devices (id),
+  certificate_sha256 TEXT    NOT NULL REFERENCES certificates (sha256_fingerprint),
+  encrypted_pem      TEXT    NOT NULL CHECK (substr(encrypted_pem, 12, 9) = 'ENCRYPTED'),
+  created_at         INTEGER NOT NULL
+);
+INSERT INTO held_keys SELECT * FROM held_keys_v4;
+DROP TABLE held_keys_v4;
+
+CREATE TABLE changes_v5 (
+  seq     INTEGER PRIMARY KEY,
+  at      INTEGER NOT NULL,
+  kind    TEXT    NOT NULL CHECK (kind IN ('device', 'group', 'crl', 'claim')),
+  subject TEXT    NOT NULL
+);
+INSERT INTO changes_v5 (seq, at, kind, subject) SELECT seq, at, kind, subject FROM changes;
+DROP TABLE changes;
+ALTER TABLE changes_v5 RENAME TO changes;
+
+CREATE TABLE claims (
+  name               TEXT    PRIMARY KEY,
+  certificate_sha256 TEXT    NOT NULL UNIQUE REFERENCES certificates (sha256_fingerprint),
+  quota              INTEGER NOT NULL CHECK (quota > 0),
+  quota_used         INTEGER NOT NULL CHECK (quota_used >= 0 AND quota_used <= quota),
+  expires_at         INTEGER NOT NULL,
+  id_pattern         TEXT    NOT NULL CHECK (id_pattern <> ''),
+  device_type        TEXT    NOT NULL,
+  status             TEXT    NOT NULL CHECK (status IN ('active', 'revoked')),
+  created_at         INTEGER NOT NULL,
+  created_by         TEXT    NOT NULL,
+  revoked_at         INTEGER,
+  CHECK ((status = 'revoked') = (revoked_at IS NOT NULL))
+);
+)sql";
+
 void migrate_to_1(SQLite::Database& db, UnixTime now) {
   db.exec(kVersion1);
   db.exec("PRAGMA application_id = " + std::to_string(kApplicationId));  // a constant, not input
@@ -290,6 +373,7 @@ void migrate(SQLite::Database& db, int from_version, UnixTime now, int to_versio
   if (from_version < 2 && to_version >= 2) db.exec(kVersion2);
   if (from_version < 3 && to_version >= 3) db.exec(kVersion3);
   // Version 4 changes no table (see above): the version bump below is all of it.
+  if (from_version < 5 && to_version >= 5) db.exec(kVersion5);
   if (from_version < to_version) {
     SQLite::Statement bump(db, "UPDATE meta SET schema_version = ?");
     bump.bind(1, to_version);

@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "core/identity.h"
+
 namespace onboard::registry {
 namespace {
 
@@ -60,6 +62,18 @@ std::string_view to_string(ConnectReason reason) noexcept {
       return "device revoked";
     case ConnectReason::client_id_mismatch:
       return "client id is not the device id";
+    case ConnectReason::claim_revoked:
+      return "claim revoked";
+    case ConnectReason::claim_expired:
+      return "claim expired";
+    case ConnectReason::claim_used_up:
+      return "claim used up (its quota is spent)";
+    case ConnectReason::claim_id_not_allowed:
+      return "client id not allowed by the claim's id pattern";
+    case ConnectReason::claim_id_registered:
+      return "client id is a registered device's";
+    case ConnectReason::claim_rate_limited:
+      return "too many connects with this claim (rate limit)";
   }
   return "refused";
 }
@@ -186,23 +200,103 @@ const GroupAccess* Snapshot::find_group(std::string_view name) const noexcept {
   return it == groups_->end() ? nullptr : it->second.get();
 }
 
+std::string claim_username(std::string_view claim_name) {
+  return std::string(kClaimUsernamePrefix) + std::string(claim_name);
+}
+
+bool claim_topic_allowed(std::string_view client_id, acl::Access access,
+                         std::string_view topic) noexcept {
+  constexpr std::string_view kRoot = "$provision/";
+  if (client_id.empty() || !topic.starts_with(kRoot)) return false;
+  topic.remove_prefix(kRoot.size());
+  if (!topic.starts_with(client_id) || topic.size() <= client_id.size() ||
+      topic[client_id.size()] != '/') {
+    return false;
+  }
+  const std::string_view leaf = topic.substr(client_id.size() + 1);
+  switch (access) {
+    case acl::kPublish:
+      return leaf == "csr";
+    case acl::kSubscribe:
+      return leaf == "+" || leaf == "accepted" || leaf == "rejected";
+    case acl::kRead:
+      return leaf == "accepted" || leaf == "rejected";
+    default:
+      return false;
+  }
+}
+
+const ClaimEntry* Snapshot::find_claim_by_certificate(
+    std::string_view sha256_fingerprint) const noexcept {
+  if (!claims_) return nullptr;
+  auto it = claims_->by_certificate.find(sha256_fingerprint);
+  return it == claims_->by_certificate.end() ? nullptr : &claims_->entries[it->second];
+}
+
+const ClaimEntry* Snapshot::find_claim(std::string_view name) const noexcept {
+  if (!claims_) return nullptr;
+  auto it = claims_->by_name.find(name);
+  return it == claims_->by_name.end() ? nullptr : &claims_->entries[it->second];
+}
+
+std::shared_ptr<const Snapshot> Snapshot::with_claims(std::vector<ClaimAccess> claims) const {
+  auto next = std::make_shared<Snapshot>(*this);  // shares every shard
+  auto table = std::make_shared<Claims>();
+  table->entries.reserve(claims.size());
+  for (auto& claim : claims) {
+    ClaimEntry entry{std::move(claim), std::nullopt};
+    if (auto pattern = IdPattern::compile(entry.access.id_pattern); pattern.ok())
+      entry.pattern = std::move(pattern).value();
+    table->by_certificate.emplace(entry.access.certificate_sha256, table->entries.size());
+    table->by_name.emplace(entry.access.name, table->entries.size());
+    table->entries.push_back(std::move(entry));
+  }
+  next->claims_ = std::move(table);
+  return next;
+}
+
+ConnectReason Snapshot::claim_standing(const ClaimEntry& claim, UnixTime now) const noexcept {
+  const ClaimAccess& c = claim.access;
+  if (c.status != ClaimStatus::active || c.certificate_status != CertificateStatus::active)
+    return ConnectReason::claim_revoked;
+  if (now < c.not_before) return ConnectReason::certificate_not_yet_valid;
+  if (now > c.not_after) return ConnectReason::claim_expired;
+  return ConnectReason::accepted;
+}
+
 ConnectVerdict Snapshot::connect_verdict(const ConnectRequest& request, UnixTime now,
                                          bool stale) const noexcept {
-  if (stale) return {ConnectReason::registry_stale, {}};
-  if (request.sha256_fingerprint.empty()) return {ConnectReason::no_certificate, {}};
+  if (stale) return {ConnectReason::registry_stale, {}, {}};
+  if (request.sha256_fingerprint.empty()) return {ConnectReason::no_certificate, {}, {}};
   auto owner = find_certificate(request.sha256_fingerprint);
-  if (!owner) return {ConnectReason::unknown_certificate, {}};
+  if (!owner) {
+    const ClaimEntry* claim = find_claim_by_certificate(request.sha256_fingerprint);
+    if (claim == nullptr) return {ConnectReason::unknown_certificate, {}, {}};
+    const std::string_view name = claim->access.name;
+    if (auto standing = claim_standing(*claim, now); standing != ConnectReason::accepted)
+      return {standing, {}, name};
+    if (claim->access.quota_used >= claim->access.quota)
+      return {ConnectReason::claim_used_up, {}, name};
+    if (!is_valid_device_id(request.client_id) || !claim->pattern ||
+        !claim->pattern->matches(request.client_id)) {
+      return {ConnectReason::claim_id_not_allowed, {}, name};
+    }
+    if (find_device(request.client_id) != nullptr)
+      return {ConnectReason::claim_id_registered, {}, name};
+    return {ConnectReason::accepted, {}, name};
+  }
   const DeviceAccess& device = *owner->device;
   const CertificateAccess& cert = *owner->certificate;
   if (cert.status != CertificateStatus::active)
-    return {ConnectReason::certificate_revoked, device.id};
-  if (now < cert.not_before) return {ConnectReason::certificate_not_yet_valid, device.id};
-  if (now > cert.not_after) return {ConnectReason::certificate_expired, device.id};
-  if (request.common_name != device.id) return {ConnectReason::common_name_mismatch, device.id};
-  if (device.status == DeviceStatus::disabled) return {ConnectReason::device_disabled, device.id};
-  if (device.status == DeviceStatus::revoked) return {ConnectReason::device_revoked, device.id};
-  if (request.client_id != device.id) return {ConnectReason::client_id_mismatch, device.id};
-  return {ConnectReason::accepted, device.id};
+    return {ConnectReason::certificate_revoked, device.id, {}};
+  if (now < cert.not_before) return {ConnectReason::certificate_not_yet_valid, device.id, {}};
+  if (now > cert.not_after) return {ConnectReason::certificate_expired, device.id, {}};
+  if (request.common_name != device.id) return {ConnectReason::common_name_mismatch, device.id, {}};
+  if (device.status == DeviceStatus::disabled)
+    return {ConnectReason::device_disabled, device.id, {}};
+  if (device.status == DeviceStatus::revoked) return {ConnectReason::device_revoked, device.id, {}};
+  if (request.client_id != device.id) return {ConnectReason::client_id_mismatch, device.id, {}};
+  return {ConnectReason::accepted, device.id, {}};
 }
 
 acl::Evaluation check_device_access(const DeviceAccess& device, const GroupAccess* type_group,

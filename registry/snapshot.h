@@ -21,6 +21,7 @@
 
 #include "registry/access.h"
 #include "registry/acl.h"
+#include "registry/id_pattern.h"
 #include "registry/model.h"
 
 namespace onboard::registry {
@@ -38,6 +39,13 @@ enum class ConnectReason {
   device_disabled,
   device_revoked,
   client_id_mismatch,  // the MQTT client id is not the device id
+  // A claim certificate (docs/provisioning.md):
+  claim_revoked,         // the claim or its certificate is revoked
+  claim_expired,         // after the claim's expiry
+  claim_used_up,         // every unit of its quota is spent
+  claim_id_not_allowed,  // the client id is no device id, or does not match the id pattern
+  claim_id_registered,   // the client id is a registered device's
+  claim_rate_limited,    // more connects with this claim than its rate allows (the plugin's)
 };
 std::string_view to_string(ConnectReason reason) noexcept;
 
@@ -50,8 +58,29 @@ struct ConnectRequest {
 struct ConnectVerdict {
   ConnectReason reason = ConnectReason::accepted;
   std::string_view device_id;  // the registered device, when the certificate is known
+  // The claim, when the certificate is a claim's (then device_id is empty).
+  std::string_view claim;
   bool accepted() const noexcept { return reason == ConnectReason::accepted; }
 };
+
+// A claim as the snapshot holds it: its id pattern compiled once, when the snapshot is built
+// (nullopt when the stored pattern does not compile: every id is refused).
+struct ClaimEntry {
+  ClaimAccess access;
+  std::optional<IdPattern> pattern;
+};
+
+// The username the plugin gives a client it accepted with claim `name`. ':' is in no device id,
+// so no claim client ever has a device's rights, and revoking a claim can disconnect every client
+// of it by this username.
+inline constexpr std::string_view kClaimUsernamePrefix = "claim:";
+std::string claim_username(std::string_view claim_name);
+
+// Whether a client connected with a claim may do this, by topic alone (the claim's state is the
+// caller's): publish exactly `$provision/<client id>/csr`; subscribe to `$provision/<client id>/+`,
+// `.../accepted` or `.../rejected`; receive messages on those two topics. Nothing else.
+bool claim_topic_allowed(std::string_view client_id, acl::Access access,
+                         std::string_view topic_or_filter) noexcept;
 
 // The topic decision for one device, given its groups' rules (nullptr: the group has none). A
 // device that is not active is denied everything; otherwise its own rules, its type group's and
@@ -87,6 +116,19 @@ class Snapshot {
   std::optional<CertificateOwner> find_certificate(
       std::string_view sha256_fingerprint) const noexcept;
   const GroupAccess* find_group(std::string_view name) const noexcept;
+  // The claim of this certificate fingerprint, or of this name (nullptr: none).
+  const ClaimEntry* find_claim_by_certificate(std::string_view sha256_fingerprint) const noexcept;
+  const ClaimEntry* find_claim(std::string_view name) const noexcept;
+  // A new snapshot with the claims replaced by these (every claim; they are few) and otherwise the
+  // same, sharing every shard.
+  std::shared_ptr<const Snapshot> with_claims(std::vector<ClaimAccess> claims) const;
+  // Calls f(const ClaimEntry&) for every claim.
+  template <class F>
+  void for_each_claim(F&& f) const {
+    if (!claims_) return;
+    for (const auto& claim : claims_->entries) f(claim);
+  }
+  std::size_t claim_count() const noexcept { return claims_ ? claims_->entries.size() : 0; }
 
   // Calls f(const DeviceAccess&) for every device, in no particular order.
   template <class F>
@@ -117,6 +159,15 @@ class Snapshot {
   //  7. device disabled / revoked → device_disabled / device_revoked
   //  8. client id differs from the device id → client_id_mismatch
   //  9. otherwise accepted.
+  // A fingerprint that is no device's but a claim's certificate's (step 3) is decided by
+  // claim_verdict instead.
+  // Claim table, in order:
+  //  1. claim or its certificate revoked → claim_revoked
+  //  2. now before not_before → certificate_not_yet_valid; after not_after → claim_expired
+  //  3. quota_used >= quota → claim_used_up
+  //  4. client id no valid device id, or not matching the id pattern → claim_id_not_allowed
+  //  5. client id a registered device's id → claim_id_registered
+  //  6. otherwise accepted, with `claim` set.
   ConnectVerdict connect_verdict(const ConnectRequest& request, UnixTime now,
                                  bool stale) const noexcept;
 
@@ -125,6 +176,11 @@ class Snapshot {
   // evaluated together by acl::evaluate. Allocates nothing.
   acl::Evaluation check_access(std::string_view username, std::string_view client_id,
                                acl::Access access, std::string_view topic_or_filter) const noexcept;
+
+  // The claim's standing now, for a client it was accepted with (ConnectReason::accepted while
+  // it is usable: not revoked, not expired; a used-up claim may still subscribe and receive its
+  // answer, but not publish another request).
+  ConnectReason claim_standing(const ClaimEntry& claim, UnixTime now) const noexcept;
 
  private:
   // Inline and cheap: std::hash<std::string_view>, an out-of-line Murmur, was a tenth of a hot
@@ -170,6 +226,11 @@ class Snapshot {
   std::array<std::shared_ptr<const DeviceShard>, kShards> devices_;
   std::array<std::shared_ptr<const CertificateShard>, kShards> certificates_;
   std::shared_ptr<const Groups> groups_;
+  struct Claims {
+    std::vector<ClaimEntry> entries;
+    std::unordered_map<std::string, std::size_t, Hash, std::equal_to<>> by_certificate, by_name;
+  };
+  std::shared_ptr<const Claims> claims_;
   // groups_'s "default", looked up once per snapshot instead of once per decision (nullptr: none).
   const GroupAccess* default_group_ = nullptr;
   // Every rule's pattern comes from here, so equal patterns share one node; passed on by

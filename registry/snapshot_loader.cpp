@@ -17,6 +17,22 @@ bool must_disconnect(const DeviceAccess& before, const DeviceAccess* after) noex
   return false;
 }
 
+std::vector<std::string> claim_kicks(const Snapshot& before, const Snapshot& after) {
+  auto usable = [](const ClaimAccess& c) {
+    return c.status == ClaimStatus::active && c.certificate_status == CertificateStatus::active;
+  };
+  std::vector<std::string> kicks;
+  before.for_each_claim([&](const ClaimEntry& was) {
+    if (!usable(was.access)) return;
+    const ClaimEntry* now = after.find_claim(was.access.name);
+    if (now == nullptr || !usable(now->access) ||
+        now->access.certificate_sha256 != was.access.certificate_sha256) {
+      kicks.push_back(claim_username(was.access.name));
+    }
+  });
+  return kicks;
+}
+
 Result<std::optional<DeviceAccess>> load_device_access(AccessStore& store, std::string_view id) {
   ONBOARD_TRY(auto data, store.read_access(AccessQuery::listed({std::string(id)}, {})));
   if (data.devices.empty()) return std::optional<DeviceAccess>();
@@ -32,7 +48,9 @@ Result<GroupAccess> load_group_access(AccessStore& store, std::string_view name)
 
 Result<std::shared_ptr<const Snapshot>> load_snapshot(AccessStore& store) {
   ONBOARD_TRY(auto data, store.read_access(AccessQuery::everything()));
-  return Snapshot::build(std::move(data.devices), std::move(data.groups), data.change_seq);
+  auto snapshot = Snapshot::build(std::move(data.devices), std::move(data.groups), data.change_seq);
+  if (data.claims) return snapshot->with_claims(std::move(*data.claims));
+  return snapshot;
 }
 
 Result<std::optional<Refresh>> refresh_snapshot(AccessStore& store, const Snapshot& current) {
@@ -60,6 +78,11 @@ Result<std::optional<Refresh>> refresh_snapshot(AccessStore& store, const Snapsh
   refresh.groups_reloaded = data.groups.size();
   refresh.snapshot = current.with_changes(std::move(data.devices), data.missing_devices,
                                           std::move(data.groups), data.change_seq);
+  if (data.claims) {
+    refresh.snapshot = refresh.snapshot->with_claims(std::move(*data.claims));
+    auto kicks = claim_kicks(current, *refresh.snapshot);
+    refresh.kicks.insert(refresh.kicks.end(), kicks.begin(), kicks.end());
+  }
   return std::optional<Refresh>(std::move(refresh));
 }
 

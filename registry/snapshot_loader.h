@@ -24,8 +24,9 @@ Result<GroupAccess> load_group_access(AccessStore& store, std::string_view name)
 
 struct Refresh {
   std::shared_ptr<const Snapshot> snapshot;
-  // Devices to disconnect now: no longer registered or active, or one of whose certificates that
-  // was active is not any more (revoked, superseded, removed).
+  // Usernames to disconnect now: devices no longer registered or active, or one of whose
+  // certificates that was active is not any more (revoked, superseded, removed); and
+  // claim_username() of each claim revoked or removed.
   std::vector<std::string> kicks;
   std::size_t devices_reloaded = 0;
   std::size_t groups_reloaded = 0;
@@ -38,6 +39,10 @@ struct Refresh {
 // The devices and groups the change feed names after current.change_seq(), read with the feed in
 // one transaction, applied with Snapshot::with_changes. nullopt when nothing changed.
 Result<std::optional<Refresh>> refresh_snapshot(AccessStore& store, const Snapshot& current);
+
+// claim_username() of every claim usable in `before` (active, its certificate active) that is not
+// in `after`: its clients are to be disconnected.
+std::vector<std::string> claim_kicks(const Snapshot& before, const Snapshot& after);
 
 // Would a device that was `before` have to be disconnected now that it is `after` (nullptr: gone)?
 bool must_disconnect(const DeviceAccess& before, const DeviceAccess* after) noexcept;

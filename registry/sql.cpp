@@ -25,7 +25,7 @@ DeviceStatus device_status_from(std::string_view text) {
 }
 
 ChangeKind change_kind_from(std::string_view text) {
-  for (auto kind : {ChangeKind::device, ChangeKind::group, ChangeKind::crl}) {
+  for (auto kind : {ChangeKind::device, ChangeKind::group, ChangeKind::crl, ChangeKind::claim}) {
     if (text == to_string(kind)) return kind;
   }
   throw CorruptValue("an unknown change kind");

@@ -192,6 +192,7 @@ Result<RestoreSummary> SqlStore::restore_attached(std::string_view backup_name,
     }
     for (const auto& [kind, subject] : subjects) record_change(kind, subject, actor.now);
     record_change(ChangeKind::crl, "", actor.now);
+    record_change(ChangeKind::claim, "", actor.now);  // every broker reloads its claims
     out.subjects_announced = static_cast<std::int64_t>(subjects.size());
 
     {

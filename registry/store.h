@@ -9,6 +9,7 @@
 //   AuditStore     audit_store.h     the audit log and the change feed
 //   DeliveryStore  delivery_store.h  held keys, batches and bundles
 //   TokenStore     token_store.h     the REST server's API tokens
+//   ClaimStore     claim_store.h     claims devices enroll themselves with
 //
 // A caller takes the narrowest role that does its job (the snapshot loader takes AccessStore&), so
 // that a new backend can serve it before implementing the rest. onboardctl and the REST server
@@ -27,6 +28,7 @@
 
 #include "registry/access_store.h"
 #include "registry/audit_store.h"
+#include "registry/claim_store.h"
 #include "registry/crl_store.h"
 #include "registry/delivery_store.h"
 #include "registry/device_store.h"
@@ -41,6 +43,7 @@ class Store : public AccessStore,
               public RuleStore,
               public AuditStore,
               public DeliveryStore,
-              public TokenStore {};
+              public TokenStore,
+              public ClaimStore {};
 
 }  // namespace onboard::registry

@@ -412,6 +412,10 @@ Result<Certificate> SqlStore::record_certificate(CertificateKind kind,
     return make_error(Errc::invalid_input,
                       "a device certificate is recorded with its device (register or renew it)");
   }
+  if (kind == CertificateKind::claim) {
+    return make_error(Errc::invalid_input,
+                      "a claim certificate is recorded with its claim (claim create)");
+  }
   ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
   if (!cert.held_key_pem.empty()) {
     return make_error(Errc::invalid_input, "the registry holds keys of devices only");
@@ -517,6 +521,10 @@ Result<CertificateRevokeOutcome> SqlStore::revoke_certificate(std::string_view s
       record_change(ChangeKind::device, cert.device_id, actor.now);
       details["device"] = cert.device_id;
     }
+    // A claim's certificate is the claim: revoking one revokes the other, and the brokers
+    // reload their claims.
+    if (cert.kind == CertificateKind::claim)
+      revoke_claim_of(cert.sha256_fingerprint, actor.now, touched);
     record_audit(actor, "certificate.revoke", cert.serial_hex, details, touched);
     return outcome;
   });

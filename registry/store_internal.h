@@ -126,6 +126,14 @@ class SqlStore final : public Store, private Connection {
   Result<bool> revoke_api_token(std::string_view name, const Actor& actor) override;
   Result<ApiToken> find_api_token(std::string_view token_sha256) override;
 
+  // ClaimStore (store_claims.cpp)
+  Result<Claim> create_claim(const NewClaim& claim, const NewCertificate& certificate,
+                             const Actor& actor) override;
+  Result<Claim> get_claim(std::string_view name) override;
+  Result<std::vector<Claim>> list_claims() override;
+  Result<ClaimRevokeOutcome> revoke_claim(std::string_view name, RevocationReason reason,
+                                          const Actor& actor) override;
+
  private:
   Result<RestoreSummary> restore_attached(std::string_view backup_name, const Actor& actor);
 
@@ -170,6 +178,11 @@ class SqlStore final : public Store, private Connection {
   // row records every entity's digest, in parts of kAttestChunk (entity_state.h).
   void record_attested(const Actor& actor, std::string_view action, std::string_view subject,
                        nlohmann::json details);
+
+  // Claims (store_claims.cpp).
+  std::optional<Claim> load_claim(std::string_view name);
+  // Marks the claim of this certificate revoked (touching it), if there is an active one.
+  void revoke_claim_of(std::string_view certificate_sha256, UnixTime now, Touched& touched);
 
   // Held keys and bundles (store_delivery.cpp).
   void hold_key(std::string_view device_id, const NewCertificate& certificate, UnixTime now);

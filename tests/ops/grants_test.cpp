@@ -56,7 +56,7 @@ TEST_CASE("the broker reads only what it decides from and the writer writes rows
   const auto broker = statement(*sql, "GRANT SELECT ON TABLE");
   CHECK(broker ==
         "GRANT SELECT ON TABLE public.meta, public.groups, public.devices, public.certificates, "
-        "public.acl_rules, public.changes TO \"onboard_broker\"");
+        "public.acl_rules, public.changes, public.claims TO \"onboard_broker\"");
   for (const char* secret_table : {"held_keys", "api_tokens", "audit_events", "bundles", "batches"})
     CHECK_FALSE(contains(broker, secret_table));
   // The broker appears in no other grant on a table.

@@ -56,7 +56,8 @@ class FakeAccessStore final : public AccessStore {
       case AccessQuery::Scope::listed:
         return select(query.device_ids, query.group_names);
       case AccessQuery::Scope::changed_since:
-        if (data.change_seq <= query.after_seq) return AccessData{data.change_seq, {}, {}, {}};
+        if (data.change_seq <= query.after_seq)
+          return AccessData{data.change_seq, {}, {}, {}, std::nullopt};
         return select(changed_devices, changed_groups);
     }
     return make_error(Errc::internal, "unknown scope");
@@ -64,7 +65,7 @@ class FakeAccessStore final : public AccessStore {
 
  private:
   AccessData select(const std::vector<std::string>& ids, const std::vector<std::string>& names) {
-    AccessData out{data.change_seq, {}, {}, {}};
+    AccessData out{data.change_seq, {}, {}, {}, std::nullopt};
     for (const auto& id : ids) {
       bool found = false;
       for (const auto& d : data.devices) {

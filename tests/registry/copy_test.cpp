@@ -123,6 +123,8 @@ Filled fill(Store& store) {
   must(store.revoke_device("dev-3", RevocationReason::key_compromise, kAlice));
   must(store.next_crl_number(kAlice));
   must(store.next_root_crl_number(kAlice));
+  must(store.create_claim(NewClaim{"factory-1", 10, "dev-[0-9]+", "sensor"},
+                          test_certificate("factory-1"), kAlice));
 
   BundleRecord bundle;
   bundle.id = "bundle-1";
@@ -246,7 +248,7 @@ TEST_CASE("an SQLite registry copied to a new file keeps every row and goes on",
 
   const auto summary = must(copy_registry(source, target, kNow));
   CHECK(summary.devices == 5);
-  CHECK(summary.certificates == 7);
+  CHECK(summary.certificates == 8);
   auto source_store = open_location(source);
   CHECK(summary.change_seq == must(source_store->change_seq()));
   CHECK(summary.audit_head == must(source_store->verify_audit()).head_hash);

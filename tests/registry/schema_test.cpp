@@ -84,7 +84,7 @@ TEST_CASE("a version 2 registry is migrated in place to version 3 and keeps what
 
   auto store = must(open_sqlite_store(path, OpenMode::read_write));
   CHECK(scalar(path, "SELECT schema_version FROM meta") == schema::kCurrentVersion);
-  CHECK(schema::kCurrentVersion == 4);
+  CHECK(schema::kCurrentVersion == 5);
 
   // Every certificate is now a device certificate of its device, in its old order.
   const auto all = must(store->list_certificates({}));
@@ -124,7 +124,7 @@ TEST_CASE("a version 2 registry is migrated in place to version 3 and keeps what
   // Its row records the state the log vouches for from here on (version 4): every entity.
   const auto details = nlohmann::json::parse(events[0].details);
   CHECK(details["from_version"] == 2);
-  CHECK(details["to_version"] == 4);
+  CHECK(details["to_version"] == sql::kSchemaVersion);
   CHECK(details["attest"]["part"] == 1);
   std::vector<std::string> attested;
   for (const auto& [ref, digest] : details["attest"]["entities"].items()) attested.push_back(ref);
@@ -157,6 +157,67 @@ TEST_CASE("a version 2 registry is migrated in place to version 3 and keeps what
       "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, kind, device_id, subject, "
       "not_before, not_after, status, pem) VALUES ('0E', 'CN=CA', 'ee', 'device', NULL, 'CN=x', "
       "1, 2, 'active', 'p')"));
+}
+
+TEST_CASE("a version 4 registry is migrated in place to version 5 and keeps what it held") {
+  TempDir dir;
+  const std::string path = (dir / "registry.db").string();
+  write_version_2_file(path);
+  {
+    // As version 4 left it: a server certificate beside the devices', and a change feed.
+    SQLite::Database db(path, SQLite::OPEN_READWRITE);
+    db.exec("PRAGMA foreign_keys = ON");
+    SQLite::Transaction transaction(db);
+    schema::migrate(db, 2, kNow, 4);
+    db.exec(
+        "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, kind, subject, "
+        "not_before, not_after, status, pem) VALUES ('0C', 'CN=CA', '" +
+        kFp3 + "', 'server', 'CN=broker', 1, 2, 'active', 'p')");
+    db.exec(
+        "UPDATE meta SET change_seq = 2; INSERT INTO changes (seq, at, kind, subject) VALUES "
+        "(1, 1, 'device', 'dev-a'), (2, 1, 'crl', '')");
+    // Version 4 refuses what version 5 adds.
+    CHECK_THROWS(
+        db.exec("INSERT INTO changes (seq, at, kind, subject) VALUES (3, 1, 'claim', 'x')"));
+    transaction.commit();
+  }
+  REQUIRE(scalar(path, "SELECT schema_version FROM meta") == 4);
+
+  auto store = must(open_sqlite_store(path, OpenMode::read_write));
+  CHECK(scalar(path, "SELECT schema_version FROM meta") == 5);
+  const auto all = must(store->list_certificates({}));
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].sha256_fingerprint == kFp1);
+  CHECK(all[2].kind == CertificateKind::server);
+  REQUIRE(must(store->held_key("dev-a")).has_value());
+  const auto changes = must(store->changes_since(0));
+  REQUIRE(changes.size() >= 2);
+  CHECK(changes[0].subject == "dev-a");
+  CHECK(changes[1].kind == ChangeKind::crl);
+  CHECK(scalar(path, "SELECT count(*) FROM pragma_foreign_key_check") == 0);
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READONLY);
+    CHECK(raw.execAndGet("PRAGMA integrity_check").getString() == "ok");
+  }
+  CHECK(scalar(path, "SELECT count(*) FROM sqlite_temp_schema") == 0);
+
+  // Claims work, and the audit log vouches for everything, the migrated entities included.
+  const Actor actor{"alice", kNow};
+  NewCertificate claim_cert{"0D",
+                            "CN=CA",
+                            std::string(64, 'e'),
+                            "CN=factory-1",
+                            1,
+                            kNow + 3600,
+                            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                            {}};
+  must(store->create_claim(NewClaim{"factory-1", 5, "sensor-.+", ""}, claim_cert, actor));
+  must(store->revoke_claim("factory-1", RevocationReason::unspecified, actor));
+  const auto check = must(store->verify_audit());
+  INFO(check.problem);
+  CHECK(check.ok());
+  CHECK(check.entities_checked ==
+        9);  // 2 devices, 4 certificates, the default group and rule, 1 claim
 }
 
 TEST_CASE("reopening a migrated registry does not migrate it again") {

@@ -47,6 +47,7 @@ void MqttClient::init(const std::string& client_id, int protocol_version, bool c
   mosquitto_disconnect_callback_set(mosq_, on_disconnect);
   mosquitto_subscribe_callback_set(mosq_, on_subscribe);
   mosquitto_publish_callback_set(mosq_, on_publish);
+  mosquitto_publish_v5_callback_set(mosq_, on_publish_v5);
   mosquitto_message_callback_set(mosq_, on_message);
 }
 
@@ -120,6 +121,18 @@ bool MqttClient::publish(const std::string& topic, const std::string& payload, i
   return cv_.wait_for(lock, std::chrono::seconds(5), [&] { return pub_mid_done_ == mid; });
 }
 
+int MqttClient::publish_reason(const std::string& topic, const std::string& payload) {
+  int mid = 0;
+  if (mosquitto_publish(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()),
+                        payload.data(), 1, false) != MOSQ_ERR_SUCCESS) {
+    return -1;
+  }
+  std::unique_lock lock(mutex_);
+  if (!cv_.wait_for(lock, std::chrono::seconds(5), [&] { return pub_reason_mid_ == mid; }))
+    return -1;
+  return pub_reason_;
+}
+
 void MqttClient::set_will(const std::string& topic, const std::string& payload) {
   if (mosquitto_will_set(mosq_, topic.c_str(), static_cast<int>(payload.size()), payload.data(), 1,
                          false) != MOSQ_ERR_SUCCESS) {
@@ -185,6 +198,15 @@ void MqttClient::on_publish(struct mosquitto*, void* self, int mid) {
   auto* c = static_cast<MqttClient*>(self);
   std::lock_guard lock(c->mutex_);
   c->pub_mid_done_ = mid;
+  c->cv_.notify_all();
+}
+
+void MqttClient::on_publish_v5(struct mosquitto*, void* self, int mid, int reason_code,
+                               const struct mqtt5__property*) {
+  auto* c = static_cast<MqttClient*>(self);
+  std::lock_guard lock(c->mutex_);
+  c->pub_reason_mid_ = mid;
+  c->pub_reason_ = reason_code;
   c->cv_.notify_all();
 }
 

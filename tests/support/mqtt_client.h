@@ -50,6 +50,9 @@ class MqttClient {
   int subscribe(const std::string& filter, int qos = 1);
   // Publishes with QoS 1 and waits for the PUBACK: true when it came.
   bool publish(const std::string& topic, const std::string& payload, int qos = 1);
+  // MQTT v5: publishes with QoS 1 and returns the PUBACK's reason code (0 = success, 0x87 = not
+  // authorised), or -1 when none came.
+  int publish_reason(const std::string& topic, const std::string& payload);
   // Before connect(): a username and password to send as well (a certificate client may send one).
   void set_login(const PasswordLogin& login);
   // Before connect(): the message the broker publishes if the connection is lost.
@@ -71,6 +74,8 @@ class MqttClient {
   static void on_disconnect(struct mosquitto*, void* self, int rc);
   static void on_subscribe(struct mosquitto*, void* self, int mid, int count, const int* granted);
   static void on_publish(struct mosquitto*, void* self, int mid);
+  static void on_publish_v5(struct mosquitto*, void* self, int mid, int reason_code,
+                            const struct mqtt5__property* props);
   static void on_message(struct mosquitto*, void* self, const struct mosquitto_message* message);
 
   struct mosquitto* mosq_ = nullptr;
@@ -82,6 +87,7 @@ class MqttClient {
   std::chrono::steady_clock::time_point disconnected_at_{};
   int sub_mid_ = -1, sub_granted_ = -1;
   int pub_mid_done_ = -1;
+  int pub_reason_mid_ = -1, pub_reason_ = -1;
   std::deque<Message> messages_;
   bool loop_started_ = false;
 };

@@ -148,7 +148,7 @@ TEST_CASE("ca issue and ca issue-server record what they sign and ca list shows 
 
   auto bad_kind = fleet({"ca", "list", "--kind", "router"});
   CHECK(bad_kind.exit_code == 3);
-  CHECK(contains(bad_kind.err, "device, server or other"));
+  CHECK(contains(bad_kind.err, "device, server, other or claim"));
 
   // Audited like every registry change, and the chain still verifies.
   auto audit = fleet({"audit", "list", "--json"});

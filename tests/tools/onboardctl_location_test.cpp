@@ -220,7 +220,7 @@ TEST_CASE("registry grants prints the PostgreSQL rights and refuses odd role nam
   CHECK(r.exit_code == 0);
   CHECK(contains(r.out,
                  "GRANT SELECT ON TABLE public.meta, public.groups, public.devices, "
-                 "public.certificates, public.acl_rules, public.changes TO "
+                 "public.certificates, public.acl_rules, public.changes, public.claims TO "
                  "\"onboard_broker\";"));
   CHECK(contains(r.out, "TO \"onboard_writer\";"));
   CHECK_FALSE(std::filesystem::exists(base / "data"));  // printed only: nothing opened or made

@@ -1598,7 +1598,7 @@ TEST_CASE(
   REQUIRE(intact.exit_code == 0);
   CHECK(contains(intact.out, "audit log intact: "));
   CHECK(contains(intact.out, "registry state matches the log: " + std::to_string(entities) +
-                                 " devices, certificates, rules, groups and tokens"));
+                                 " devices, certificates, rules, groups, tokens and claims"));
 
   auto tamper = [&](const std::string& sql) {
     SQLite::Database db(fleet.registry().string(), SQLite::OPEN_READWRITE);
@@ -1837,6 +1837,14 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
         "7-Zip"}},
       {{"bundle", "link"}, {"BUNDLE", "--ttl", "--base-url", "410"}},
       {{"bundle", "show"}, {"BUNDLE", "--json"}},
+      {{"claim"}, {"create", "list", "show", "revoke"}},
+      {{"claim", "create"},
+       {"NAME", "--quota", "--expires", "--type", "--id-pattern", "--out", "--password-out",
+        "--password-env", "--password-file", "--key-alg", "--broker", "--force", "--passphrase-env",
+        "$provision/<its client id>/csr", "not implemented yet"}},
+      {{"claim", "list"}, {"--json"}},
+      {{"claim", "show"}, {"NAME", "--json"}},
+      {{"claim", "revoke"}, {"NAME", "--reason", "CRL", "--passphrase-env"}},
       {{"batch"}, {"register", "show"}},
       {{"batch", "register"},
        {"--csv", "--batch", "--key-alg", "--days", "--skip-existing", "--hold-passphrase-env",

@@ -1,0 +1,187 @@
+// ClaimStore: the claims devices enroll themselves with, and their certificates.
+#include "core/identity.h"
+#include "registry/id_pattern.h"
+#include "registry/store_internal.h"
+
+namespace onboard::registry {
+
+std::optional<std::string> claim_name_problem(std::string_view name) {
+  auto problem = device_id_problem(name);
+  if (!problem) return std::nullopt;
+  constexpr std::string_view kSubject = "device id";
+  if (problem->starts_with(kSubject)) return "claim name" + problem->substr(kSubject.size());
+  return "claim name: " + *problem;
+}
+
+}  // namespace onboard::registry
+
+namespace onboard::registry::sql {
+namespace {
+
+#define ONBOARD_CLAIM_COLUMNS                                                                  \
+  "name, certificate_sha256, quota, quota_used, expires_at, id_pattern, device_type, status, " \
+  "created_at, created_by, revoked_at"
+
+// Columns: ONBOARD_CLAIM_COLUMNS.
+Claim claim_from(const Statement& s) {
+  Claim c;
+  c.name = s.text(0);
+  c.certificate_sha256 = s.text(1);
+  c.quota = s.int64(2);
+  c.quota_used = s.int64(3);
+  c.expires_at = s.int64(4);
+  c.id_pattern = s.text(5);
+  c.device_type = s.text(6);
+  const std::string status = s.text(7);
+  if (status == "active") {
+    c.status = ClaimStatus::active;
+  } else if (status == "revoked") {
+    c.status = ClaimStatus::revoked;
+  } else {
+    throw CorruptValue("an unknown claim status");
+  }
+  c.created_at = s.int64(8);
+  c.created_by = s.text(9);
+  if (!s.is_null(10)) c.revoked_at = s.int64(10);
+  return c;
+}
+
+Status check_claim_name(std::string_view name) {
+  if (auto problem = claim_name_problem(name)) return make_error(Errc::invalid_input, *problem);
+  return ok_status();
+}
+
+}  // namespace
+
+std::optional<Claim> SqlStore::load_claim(std::string_view name) {
+  auto query = prepare(db_, "SELECT " ONBOARD_CLAIM_COLUMNS " FROM claims WHERE name = ?1", name);
+  if (!query.step()) return std::nullopt;
+  return claim_from(query);
+}
+
+void SqlStore::revoke_claim_of(std::string_view certificate_sha256, UnixTime now,
+                               Touched& touched) {
+  auto query =
+      prepare(db_, "SELECT name FROM claims WHERE certificate_sha256 = ?1 AND status = 'active'",
+              certificate_sha256);
+  if (!query.step()) return;
+  const std::string name = query.text(0);
+  query.reset();
+  touch(touched, Entity::claim, name);
+  prepare(db_, "UPDATE claims SET status = 'revoked', revoked_at = ?1 WHERE name = ?2", now, name)
+      .exec();
+  record_change(ChangeKind::claim, name, now);
+}
+
+Result<Claim> SqlStore::create_claim(const NewClaim& input, const NewCertificate& certificate,
+                                     const Actor& actor) {
+  ONBOARD_CHECK(check_claim_name(input.name));
+  if (input.quota < 1 || input.quota > kMaxClaimQuota) {
+    return make_error(Errc::invalid_input, "quota must be 1 to " + std::to_string(kMaxClaimQuota));
+  }
+  if (auto problem = id_pattern_problem(input.id_pattern)) {
+    return make_error(Errc::invalid_input, *problem);
+  }
+  if (!input.device_type.empty()) ONBOARD_CHECK(check_group_name(input.device_type));
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+  if (!cert.held_key_pem.empty()) {
+    return make_error(Errc::invalid_input, "the registry holds keys of devices only");
+  }
+  return write("create claim", actor, [&]() -> Result<Claim> {
+    if (load_claim(input.name)) {
+      return make_error(Errc::conflict, "claim " + input.name + " already exists");
+    }
+    Touched touched;
+    touch(touched, Entity::certificate, cert.sha256_fingerprint);
+    touch(touched, Entity::claim, input.name);
+    ONBOARD_CHECK(insert_certificate(CertificateKind::claim, {}, cert));
+    const Claim claim{
+        input.name,       cert.sha256_fingerprint, input.quota,         0,         cert.not_after,
+        input.id_pattern, input.device_type,       ClaimStatus::active, actor.now, actor.name,
+        std::nullopt};
+    prepare(db_,
+            "INSERT INTO claims (" ONBOARD_CLAIM_COLUMNS
+            ") VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, 'active', ?7, ?8, NULL)",
+            claim.name, claim.certificate_sha256, claim.quota, claim.expires_at, claim.id_pattern,
+            claim.device_type, claim.created_at, claim.created_by)
+        .exec();
+    record_change(ChangeKind::claim, claim.name, actor.now);
+    record_audit(actor, "claim.create", claim.name,
+                 {{"serial", cert.serial_hex},
+                  {"fingerprint", cert.sha256_fingerprint},
+                  {"quota", claim.quota},
+                  {"expires_at", claim.expires_at},
+                  {"id_pattern", claim.id_pattern},
+                  {"type", claim.device_type}},
+                 touched);
+    return claim;
+  });
+}
+
+Result<Claim> SqlStore::get_claim(std::string_view name) {
+  ONBOARD_CHECK(check_claim_name(name));
+  return read("get claim", [&]() -> Result<Claim> {
+    if (auto claim = load_claim(name)) return *claim;
+    return make_error(Errc::not_found, "claim " + std::string(name) + " does not exist");
+  });
+}
+
+Result<std::vector<Claim>> SqlStore::list_claims() {
+  return read("list claims", [&]() -> Result<std::vector<Claim>> {
+    auto query = prepare(db_, "SELECT " ONBOARD_CLAIM_COLUMNS " FROM claims ORDER BY name");
+    std::vector<Claim> claims;
+    while (query.step()) claims.push_back(claim_from(query));
+    return claims;
+  });
+}
+
+Result<ClaimRevokeOutcome> SqlStore::revoke_claim(std::string_view name, RevocationReason reason,
+                                                  const Actor& actor) {
+  ONBOARD_CHECK(check_claim_name(name));
+  return write("revoke claim", actor, [&]() -> Result<ClaimRevokeOutcome> {
+    auto claim = load_claim(name);
+    if (!claim)
+      return make_error(Errc::not_found, "claim " + std::string(name) + " does not exist");
+    ClaimRevokeOutcome outcome;
+    auto serial = prepare(db_,
+                          "SELECT serial_hex, status FROM certificates "
+                          "WHERE sha256_fingerprint = ?1",
+                          claim->certificate_sha256);
+    if (!serial.step()) throw CorruptValue("a claim without its certificate");
+    outcome.serial_hex = serial.text(0);
+    const bool certificate_active = serial.text(1) == "active";
+    serial.reset();
+    if (claim->status == ClaimStatus::revoked && !certificate_active) {
+      outcome.already_revoked = true;  // idempotent: an answer, and nothing written
+      outcome.claim = std::move(*claim);
+      return outcome;
+    }
+    Touched touched;
+    touch(touched, Entity::claim, name);
+    touch(touched, Entity::certificate, claim->certificate_sha256);
+    if (certificate_active) {
+      prepare(db_,
+              "UPDATE certificates SET status = 'revoked', revoked_at = ?1, "
+              "revocation_reason = ?2 WHERE sha256_fingerprint = ?3",
+              actor.now, revocation_reason_name(reason), claim->certificate_sha256)
+          .exec();
+    }
+    if (claim->status == ClaimStatus::active) {
+      prepare(db_, "UPDATE claims SET status = 'revoked', revoked_at = ?1 WHERE name = ?2",
+              actor.now, name)
+          .exec();
+      claim->status = ClaimStatus::revoked;
+      claim->revoked_at = actor.now;
+    }
+    record_change(ChangeKind::claim, name, actor.now);
+    record_audit(actor, "claim.revoke", name,
+                 {{"reason", revocation_reason_name(reason)},
+                  {"serial", outcome.serial_hex},
+                  {"fingerprint", claim->certificate_sha256}},
+                 touched);
+    outcome.claim = std::move(*claim);
+    return outcome;
+  });
+}
+
+}  // namespace onboard::registry::sql

@@ -1,0 +1,146 @@
+// The claim gate's pure parts: the id pattern, the snapshot's connect verdict for a claim
+// certificate, and the topics a claim client may use.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <string>
+
+#include "registry/id_pattern.h"
+#include "registry/snapshot.h"
+#include "tests/support/result.h"
+
+using namespace onboard;
+using namespace onboard::registry;
+using onboard::test::must;
+
+namespace {
+
+constexpr UnixTime kNow = 1'700'000'000;
+const std::string kClaimFp(64, 'c');
+const std::string kDeviceFp(64, 'd');
+
+ClaimAccess claim(std::string name = "factory-1") {
+  ClaimAccess c;
+  c.name = std::move(name);
+  c.certificate_sha256 = kClaimFp;
+  c.not_before = kNow - 10;
+  c.not_after = kNow + 3600;
+  c.quota = 3;
+  c.quota_used = 0;
+  c.id_pattern = "sensor-[0-9]{4}";
+  return c;
+}
+
+std::shared_ptr<const Snapshot> snapshot_with(ClaimAccess c) {
+  DeviceAccess device;
+  device.id = "sensor-0001";
+  device.certificates.push_back({kDeviceFp, "01", CertificateStatus::active, 0, kNow + 3600});
+  return Snapshot::build({device}, {}, 1)->with_claims({std::move(c)});
+}
+
+ConnectReason verdict(const Snapshot& s, std::string_view client_id, UnixTime now = kNow) {
+  return s.connect_verdict({kClaimFp, "factory-1", client_id}, now, false).reason;
+}
+
+}  // namespace
+
+TEST_CASE("an id pattern matches whole ids only") {
+  auto p = must(IdPattern::compile("sensor-[0-9]{4}"));
+  CHECK(p.matches("sensor-0042"));
+  CHECK_FALSE(p.matches("sensor-042"));
+  CHECK_FALSE(p.matches("sensor-00421"));
+  CHECK_FALSE(p.matches("xsensor-0042"));
+  auto q = must(IdPattern::compile("[a-f]+_x?\\.v{1,3}.*"));
+  CHECK(q.matches("abc_x.vv"));
+  CHECK(q.matches("f_.vvv-anything.9"));
+  CHECK(q.matches("abc_x.vvvv"));    // '.*' takes the fourth v
+  CHECK_FALSE(q.matches("abc_x."));  // at least one v
+  CHECK_FALSE(q.matches("abc_xx.v"));
+  CHECK_FALSE(q.matches("g_.v"));
+  auto any = must(IdPattern::compile(kAnyIdPattern));
+  CHECK(any.matches("dev-1"));
+  CHECK_FALSE(any.matches(""));
+  CHECK_FALSE(any.matches("dev/1"));
+}
+
+TEST_CASE("an id pattern outside the restricted syntax is refused with the reason") {
+  auto problem = [](std::string_view p) { return id_pattern_problem(p).value_or("(none)"); };
+  CHECK_THAT(problem("a|b"), Catch::Contains("'|' is not supported"));
+  CHECK_THAT(problem("(ab)+"), Catch::Contains("'(' is not supported"));
+  CHECK_THAT(problem("^abc$"), Catch::Contains("not supported"));
+  CHECK_THAT(problem("[^a]"), Catch::Contains("negated"));
+  CHECK_THAT(problem("[a-"), Catch::Contains("not closed"));
+  CHECK_THAT(problem("a{3"), Catch::Contains("not closed"));
+  CHECK_THAT(problem("a{999}"), Catch::Contains("'{' needs a count"));
+  CHECK_THAT(problem("a**"), Catch::Contains("quantifier cannot follow"));
+  CHECK_THAT(problem("*a"), Catch::Contains("follows no character"));
+  CHECK_THAT(problem("a/b"), Catch::Contains("'/' is not supported"));
+  CHECK_THAT(problem(""), Catch::Contains("empty"));
+  CHECK_THAT(problem(std::string(300, 'a')), Catch::Contains("the limit is 256"));
+  CHECK_THAT(problem("a{128}b{128}c{128}d{128}e"), Catch::Contains("too complex"));
+  CHECK(problem("[z-a]").find("bad range") != std::string::npos);
+}
+
+TEST_CASE("matching is linear even for patterns that make a backtracking matcher explode") {
+  auto p = must(IdPattern::compile("a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b"));
+  const std::string id(64, 'a');
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 1000; ++i) CHECK_FALSE(p.matches(id));
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(1));
+}
+
+TEST_CASE("a claim certificate connects only with a free id its pattern allows") {
+  auto s = snapshot_with(claim());
+  const auto accepted = s->connect_verdict({kClaimFp, "factory-1", "sensor-0002"}, kNow, false);
+  CHECK(accepted.accepted());
+  CHECK(accepted.claim == "factory-1");
+  CHECK(accepted.device_id.empty());
+  CHECK(verdict(*s, "sensor-02") == ConnectReason::claim_id_not_allowed);
+  CHECK(verdict(*s, "sensor-0002/x") == ConnectReason::claim_id_not_allowed);
+  CHECK(verdict(*s, "sensor-0001") == ConnectReason::claim_id_registered);
+  // The registered device itself still connects as before.
+  CHECK(s->connect_verdict({kDeviceFp, "sensor-0001", "sensor-0001"}, kNow, false).accepted());
+  // A stale registry refuses claims as everyone.
+  CHECK(s->connect_verdict({kClaimFp, "factory-1", "sensor-0002"}, kNow, true).reason ==
+        ConnectReason::registry_stale);
+}
+
+TEST_CASE("an expired revoked or used-up claim is refused at connect") {
+  CHECK(verdict(*snapshot_with(claim()), "sensor-0002", kNow + 3601) ==
+        ConnectReason::claim_expired);
+  auto revoked = claim();
+  revoked.status = ClaimStatus::revoked;
+  CHECK(verdict(*snapshot_with(revoked), "sensor-0002") == ConnectReason::claim_revoked);
+  auto cert_revoked = claim();
+  cert_revoked.certificate_status = CertificateStatus::revoked;
+  CHECK(verdict(*snapshot_with(cert_revoked), "sensor-0002") == ConnectReason::claim_revoked);
+  auto used = claim();
+  used.quota_used = used.quota;
+  CHECK(verdict(*snapshot_with(used), "sensor-0002") == ConnectReason::claim_used_up);
+  auto broken = claim();
+  broken.id_pattern = "(";  // stored damaged: no id is allowed
+  CHECK(verdict(*snapshot_with(broken), "sensor-0002") == ConnectReason::claim_id_not_allowed);
+  // Claims go with their snapshot: a later device change keeps them.
+  auto s = snapshot_with(claim())->with_changes({}, {}, {}, 2);
+  CHECK(s->find_claim("factory-1") != nullptr);
+  CHECK(verdict(*s, "sensor-0002") == ConnectReason::accepted);
+}
+
+TEST_CASE("a claim client may use only its own provision topics") {
+  CHECK(claim_topic_allowed("s-1", acl::kPublish, "$provision/s-1/csr"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kPublish, "$provision/s-2/csr"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kPublish, "$provision/s-1/accepted"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kPublish, "$provision/s-1/csr/x"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kPublish, "$provision/s-1"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kPublish, "devices/s-1/x"));
+  CHECK(claim_topic_allowed("s-1", acl::kSubscribe, "$provision/s-1/+"));
+  CHECK(claim_topic_allowed("s-1", acl::kSubscribe, "$provision/s-1/accepted"));
+  CHECK(claim_topic_allowed("s-1", acl::kSubscribe, "$provision/s-1/rejected"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kSubscribe, "$provision/s-1/#"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kSubscribe, "$provision/+/accepted"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kSubscribe, "$provision/s-1/csr"));
+  CHECK(claim_topic_allowed("s-1", acl::kRead, "$provision/s-1/accepted"));
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kRead, "$provision/s-1/csr"));
+  CHECK_FALSE(claim_topic_allowed("", acl::kPublish, "$provision//csr"));
+  CHECK(claim_username("factory-1") == "claim:factory-1");
+}

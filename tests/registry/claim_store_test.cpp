@@ -1,0 +1,169 @@
+// Claims in the registry (ClaimStore): recorded with their certificate, audited with their state,
+// fed to the broker through the change feed, revoked with their certificate. Conformance suite:
+// runs on SQLite and PostgreSQL.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tests/registry/fixtures.h"
+#include "tests/support/result.h"
+#include "tests/support/temp_dir.h"
+
+using namespace onboard;
+using namespace onboard::registry;
+using onboard::test::kAlice;
+using onboard::test::kNow;
+using onboard::test::kTestIssuer;
+using onboard::test::must;
+using onboard::test::open_test_store;
+using onboard::test::raw_exec;
+using onboard::test::register_test_device;
+using onboard::test::require_error;
+using onboard::test::TempDir;
+using onboard::test::test_certificate;
+
+namespace {
+
+NewClaim new_claim(std::string name, std::int64_t quota = 10,
+                   std::string pattern = "sensor-[0-9]{4}", std::string type = "sensors") {
+  return NewClaim{std::move(name), quota, std::move(pattern), std::move(type)};
+}
+
+const ClaimAccess* find(const std::vector<ClaimAccess>& claims, std::string_view name) {
+  for (const auto& c : claims) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("a claim is recorded with its certificate and reaches the broker's read") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto seq_before = must(store->change_seq());
+  const auto cert = test_certificate("factory-1");
+  const Claim claim = must(store->create_claim(new_claim("factory-1"), cert, kAlice));
+  CHECK(claim.status == ClaimStatus::active);
+  CHECK(claim.quota == 10);
+  CHECK(claim.quota_used == 0);
+  CHECK(claim.expires_at == cert.not_after);
+  CHECK(claim.created_by == "alice");
+  CHECK(claim.certificate_sha256 == cert.sha256_fingerprint);
+
+  const Claim read = must(store->get_claim("factory-1"));
+  CHECK(read.id_pattern == "sensor-[0-9]{4}");
+  CHECK(read.device_type == "sensors");
+  REQUIRE(must(store->list_claims()).size() == 1);
+
+  // Its certificate is recorded as a claim's: no device, never loaded as a device certificate.
+  const auto recorded = must(store->find_certificate_by_fingerprint(cert.sha256_fingerprint));
+  CHECK(recorded.kind == CertificateKind::claim);
+  CHECK(recorded.device_id.empty());
+
+  // The broker learns of it from the change feed.
+  const auto changed = must(store->read_access(AccessQuery::changed_since(seq_before)));
+  REQUIRE(changed.claims.has_value());
+  const ClaimAccess* access = find(*changed.claims, "factory-1");
+  REQUIRE(access != nullptr);
+  CHECK(access->certificate_sha256 == cert.sha256_fingerprint);
+  CHECK(access->certificate_status == CertificateStatus::active);
+  CHECK(access->not_after == cert.not_after);
+  CHECK(changed.devices.empty());
+  const auto everything = must(store->read_access(AccessQuery::everything()));
+  REQUIRE(everything.claims.has_value());
+  CHECK(everything.claims->size() == 1);
+  CHECK(everything.devices.empty());
+
+  // A device change alone does not make the broker read the claims again.
+  const auto seq_after = must(store->change_seq());
+  register_test_device(*store, "dev-1");
+  CHECK_FALSE(must(store->read_access(AccessQuery::changed_since(seq_after))).claims.has_value());
+
+  const auto events = must(store->audit_list(0));
+  CHECK(events.back().action == "device.register");
+  CHECK(events[events.size() - 2].action == "claim.create");
+  const auto check = must(store->verify_audit());
+  CHECK(check.ok());
+}
+
+TEST_CASE("a claim with bad input or a taken name is refused and nothing is written") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  must(store->create_claim(new_claim("factory-1"), test_certificate("factory-1"), kAlice));
+  const auto audit_rows = must(store->audit_list(0)).size();
+  require_error(store->create_claim(new_claim("factory-2", 0), test_certificate("x"), kAlice),
+                Errc::invalid_input, "quota must be 1");
+  require_error(
+      store->create_claim(new_claim("factory-2", 5, "sensor-(a|b)"), test_certificate("x"), kAlice),
+      Errc::invalid_input, "id pattern");
+  require_error(store->create_claim(new_claim("factory/2"), test_certificate("x"), kAlice),
+                Errc::invalid_input, "claim name contains '/'");
+  require_error(store->create_claim(new_claim("factory-2", 5, "x+", "bad type"),
+                                    test_certificate("x"), kAlice),
+                Errc::invalid_input, "");
+  require_error(store->create_claim(new_claim("factory-1"), test_certificate("x"), kAlice),
+                Errc::conflict, "claim factory-1 already exists");
+  CHECK(must(store->audit_list(0)).size() == audit_rows);
+  CHECK(must(store->list_claims()).size() == 1);
+  // A claim certificate is never recorded on its own.
+  require_error(store->record_certificate(CertificateKind::claim, test_certificate("y"), kAlice),
+                Errc::invalid_input, "claim create");
+}
+
+TEST_CASE("revoking a claim revokes its certificate and tells the broker") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto cert = test_certificate("factory-1");
+  must(store->create_claim(new_claim("factory-1"), cert, kAlice));
+  const auto seq = must(store->change_seq());
+  const Actor later{"bob", kNow + 60};
+  const auto revoked =
+      must(store->revoke_claim("factory-1", RevocationReason::key_compromise, later));
+  CHECK_FALSE(revoked.already_revoked);
+  CHECK(revoked.claim.status == ClaimStatus::revoked);
+  CHECK(revoked.claim.revoked_at == kNow + 60);
+  CHECK(revoked.serial_hex == cert.serial_hex);
+  // On the CRL, and read by the broker as revoked.
+  const auto listed = must(store->revoked_certificates(kTestIssuer));
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].serial_hex == cert.serial_hex);
+  const auto changed = must(store->read_access(AccessQuery::changed_since(seq)));
+  REQUIRE(changed.claims.has_value());
+  CHECK(changed.claims->at(0).status == ClaimStatus::revoked);
+  CHECK(changed.claims->at(0).certificate_status == CertificateStatus::revoked);
+
+  // Again: an answer, nothing written.
+  const auto rows = must(store->audit_list(0)).size();
+  CHECK(must(store->revoke_claim("factory-1", RevocationReason::key_compromise, later))
+            .already_revoked);
+  CHECK(must(store->audit_list(0)).size() == rows);
+  require_error(store->revoke_claim("nobody", RevocationReason::unspecified, later),
+                Errc::not_found, "claim nobody does not exist");
+  CHECK(must(store->verify_audit()).ok());
+}
+
+TEST_CASE("revoking a claim's certificate directly revokes the claim too") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto cert = test_certificate("factory-1");
+  must(store->create_claim(new_claim("factory-1"), cert, kAlice));
+  const auto seq = must(store->change_seq());
+  must(store->revoke_certificate(cert.sha256_fingerprint, RevocationReason::unspecified, kAlice));
+  CHECK(must(store->get_claim("factory-1")).status == ClaimStatus::revoked);
+  CHECK(must(store->read_access(AccessQuery::changed_since(seq))).claims.has_value());
+  CHECK(must(store->verify_audit()).ok());
+}
+
+TEST_CASE("a claim changed behind the store is named by audit verify") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  must(store->create_claim(new_claim("factory-1", 10), test_certificate("factory-1"), kAlice));
+  REQUIRE(must(store->verify_audit()).ok());
+  raw_exec(dir, "UPDATE claims SET quota = 1000000 WHERE name = 'factory-1'");
+  const auto check = must(store->verify_audit());
+  CHECK_FALSE(check.ok());
+  CHECK(check.entity == "claim factory-1");
+  CHECK_THAT(check.problem, Catch::Contains("changed outside the registry"));
+}
