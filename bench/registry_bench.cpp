@@ -617,9 +617,11 @@ void fill_registry(const std::filesystem::path& path, std::size_t n, std::size_t
   set_head.bind(2, event.hash);
   set_head.exec();
   // Rows written here record no state digests (registry/entity_state.h): the registry is left at
-  // schema version 3, as a registry from before them, so that the next onboardctl command upgrades
-  // it and attests the whole fleet in the audit log, and `audit verify` then passes.
-  db.exec("UPDATE meta SET schema_version = 3 WHERE id = 1");
+  // schema version 4 without its successor's claims table, as a registry from before the last
+  // step, so that the next onboardctl command upgrades it and attests the whole fleet in the
+  // audit log (every upgrade does), and `audit verify` then passes.
+  db.exec("DROP TABLE claims");
+  db.exec("UPDATE meta SET schema_version = 4 WHERE id = 1");
   transaction.commit();
   db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
   std::fprintf(stderr,
