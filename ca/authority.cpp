@@ -161,6 +161,25 @@ Result<std::vector<RetiredIssuer>> read_retired_issuers(const CaPaths& paths) {
   return found;
 }
 
+// A CA key file, wiped from memory once parsed, checked to be the key of `cert` (named `what` in
+// the error) before it signs anything.
+Result<std::unique_ptr<Signer>> load_key_signer(const std::filesystem::path& path, const X509* cert,
+                                                const std::string& what, const Secret* passphrase) {
+  ONBOARD_TRY(std::string pem, read_file(path, 1 << 20));
+  auto key = private_key_from_pem(pem, passphrase);
+  std::fill(pem.begin(), pem.end(), '\0');
+  if (!key.ok()) {
+    Error e = std::move(key).error();
+    e.message = path.string() + ": " + e.message;
+    return e;
+  }
+  if (X509_check_private_key(cert, key.value().get()) != 1) {
+    ossl::clear_errors();
+    return make_error(Errc::corrupt, path.string() + " does not hold the key of " + what);
+  }
+  return std::unique_ptr<Signer>(std::make_unique<KeySigner>(std::move(key).value()));
+}
+
 // A kept issuing CA's key: it still signs the CRL of the devices it issued.
 Result<std::unique_ptr<Signer>> load_retired_signer(const RetiredIssuer& retired,
                                                     const Secret* passphrase) {
@@ -172,20 +191,7 @@ Result<std::unique_ptr<Signer>> load_retired_signer(const RetiredIssuer& retired
                           " is missing: it must sign its devices' CRL. Put the key back, or retire "
                           "that CA (move both files away, see 'CA rotation' in the docs)");
   }
-  ONBOARD_TRY(std::string pem, read_file(path, 1 << 20));
-  auto key = private_key_from_pem(pem, passphrase);
-  std::fill(pem.begin(), pem.end(), '\0');
-  if (!key.ok()) {
-    Error e = std::move(key).error();
-    e.message = path.string() + ": " + e.message;
-    return e;
-  }
-  if (X509_check_private_key(retired.cert.get(), key.value().get()) != 1) {
-    ossl::clear_errors();
-    return make_error(Errc::corrupt,
-                      path.string() + " does not hold the key of " + retired.cert_path.string());
-  }
-  return std::unique_ptr<Signer>(std::make_unique<KeySigner>(std::move(key).value()));
+  return load_key_signer(path, retired.cert.get(), retired.cert_path.string(), passphrase);
 }
 
 // The subject's O=, for a new issuing CA named like the one it replaces.
@@ -416,23 +422,15 @@ Status Authority::load_signing_key(const Secret* passphrase) {
     return ok_status();
   }
   const auto& path = issuing_ ? paths_.issuing_key : paths_.root_key;
-  ONBOARD_TRY(std::string pem, read_file(path, 1 << 20));
-  auto key = private_key_from_pem(pem, passphrase);
-  std::fill(pem.begin(), pem.end(), '\0');
-  if (!key.ok()) {
-    Error e = std::move(key).error();
-    e.message = path.string() + ": " + e.message;
+  auto signer = load_key_signer(path, issuer(), "the CA certificate", passphrase);
+  if (!signer.ok()) {
+    Error e = std::move(signer).error();
     if (e.code == Errc::bad_passphrase && (passphrase == nullptr || passphrase->empty())) {
       e.message += " (pass --passphrase-env VAR or --passphrase-file FILE)";
     }
     return e;
   }
-  if (X509_check_private_key(issuer(), key.value().get()) != 1) {
-    ossl::clear_errors();
-    return make_error(Errc::corrupt,
-                      path.string() + " does not hold the key of the CA certificate");
-  }
-  signer_ = std::make_unique<KeySigner>(std::move(key).value());
+  signer_ = std::move(signer).value();
   for (auto& retired : retired_) {
     ONBOARD_TRY(retired.signer, load_retired_signer(retired, passphrase));
   }
@@ -447,20 +445,7 @@ Result<std::unique_ptr<Signer>> Authority::load_root_signer(const Secret* passph
     return make_error(Errc::not_found,
                       "the root CA key " + path.string() + " is not here (kept offline?)");
   }
-  ONBOARD_TRY(std::string pem, read_file(path, 1 << 20));
-  auto key = private_key_from_pem(pem, passphrase);
-  std::fill(pem.begin(), pem.end(), '\0');
-  if (!key.ok()) {
-    Error e = std::move(key).error();
-    e.message = path.string() + ": " + e.message;
-    return e;
-  }
-  if (X509_check_private_key(root_.get(), key.value().get()) != 1) {
-    ossl::clear_errors();
-    return make_error(Errc::corrupt,
-                      path.string() + " does not hold the key of the root CA certificate");
-  }
-  return std::unique_ptr<Signer>(std::make_unique<KeySigner>(std::move(key).value()));
+  return load_key_signer(path, root_.get(), "the root CA certificate", passphrase);
 }
 
 Status check_token_access(const CaInitOptions& options) {
