@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "ca/certificate.h"
 #include "ca/keys.h"
@@ -65,6 +66,16 @@ int base64_value(char c) {
   return -1;
 }
 
+// Whether `request` encodes to exactly `der`.
+bool encodes_back(const OCSP_REQUEST* request, std::string_view der) {
+  unsigned char* encoded = nullptr;
+  const int len = i2d_OCSP_REQUEST(request, &encoded);
+  const bool same = len > 0 && static_cast<std::size_t>(len) == der.size() &&
+                    std::memcmp(encoded, der.data(), der.size()) == 0;
+  OPENSSL_free(encoded);
+  return same;
+}
+
 }  // namespace
 
 Result<OcspRequest> parse_ocsp_request(std::string_view der) {
@@ -81,6 +92,14 @@ Result<OcspRequest> parse_ocsp_request(std::string_view der) {
     return make_error(Errc::invalid_input, "not a DER OCSP request");
   }
   if (p != end) return make_error(Errc::invalid_input, "bytes after the OCSP request");
+  // The answer copies the request's certificate IDs and nonce, which re-encodes them. OpenSSL
+  // reads some encodings it cannot write back (BER lengths, an algorithm's parameters of a
+  // universal tag 0), and then the answer could not be built: a request is accepted only when it
+  // encodes back to exactly the bytes received, as RFC 6960's DER requires.
+  if (!encodes_back(parsed.request.get(), der)) {
+    ossl::clear_errors();
+    return make_error(Errc::invalid_input, "the OCSP request is not in DER");
+  }
   const int count = OCSP_request_onereq_count(parsed.request.get());
   if (count < 1) return make_error(Errc::invalid_input, "the OCSP request names no certificate");
   if (static_cast<std::size_t>(count) > kMaxOcspRequestIds)

@@ -116,6 +116,15 @@ TEST_CASE("malformed OCSP requests are refused and a valid one beside them is no
   // SEQUENCE { SEQUENCE { SEQUENCE OF {} } }: a TBSRequest naming no certificate.
   CHECK(refused(std::string("\x30\x04\x30\x02\x30\x00", 6)) ==
         "the OCSP request names no certificate");
+  // Found by the fuzz target: a certificate ID whose hash algorithm has parameters of universal
+  // tag 0, which OpenSSL reads but cannot encode again, so no answer could be signed for it.
+  const std::string unwritable_parameters(
+      "\x30\x51\x30\x4f\x30\x4d\x30\x4b\x30\x49\x30\x09\x06\x05\x2b\x0e\x01\x00\x00\x20\x00\x04"
+      "\x14\x26\xe7\x0d\xea\xfb\xd9\x7e\x3b\x76\xce\xea\xb3\xfd\x95\x27\xac\x71\x6c\x9b\xa0\x04"
+      "\x14\x03\xd8\x3b\xab\xf0\x75\x10\xdf\xa9\x46\x5f\xc4\xd8\x9b\x03\x30\x60\x00\x00\xc0\x02"
+      "\x10\xd0\x0f\xfd\x82\xc3\x62\x61\xdc\xf8\xf8\x6f\x26\x17\x28\xd8\xc8",
+      83);
+  CHECK(refused(unwritable_parameters) == "the OCSP request is not in DER");
   std::vector<std::pair<const X509*, const X509*>> many(kMaxOcspRequestIds + 1,
                                                         {leaf.cert.get(), root.cert.get()});
   CHECK(refused(request_der(many)).find("more than 16") != std::string::npos);
