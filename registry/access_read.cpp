@@ -1,5 +1,6 @@
 // The broker's read of the registry (AccessStore::read_access), the same on every backend.
 #include <algorithm>
+#include <iterator>
 #include <set>
 #include <utility>
 
@@ -158,19 +159,25 @@ void Connection::read_all_access(AccessData& data) {
                            "ORDER BY device_id, rowid");
   bool rule_row = rules.step();
   bool cert_row = certificates.step();
+  // Each device's rows are gathered here, then copied into lists of their exact size: one
+  // allocation per list instead of one per doubling and another to trim it.
+  std::vector<acl::Rule> rule_rows;
+  std::vector<CertificateAccess> cert_rows;
   while (devices.step()) {
     DeviceAccess device = device_access_from(devices);
+    rule_rows.clear();
+    cert_rows.clear();
     take_rows_of(rules, rule_row, device.id, [&](const Statement& row) {
-      device.rules.push_back(access_rule_from(row, 1, patterns));
+      rule_rows.push_back(access_rule_from(row, 1, patterns));
     });
     take_rows_of(certificates, cert_row, device.id, [&](const Statement& row) {
-      device.certificates.push_back(certificate_access_from(row, 1));
+      cert_rows.push_back(certificate_access_from(row, 1));
     });
-    // Grown row by row, the lists have room to spare (sixteen rules for ten); trimmed here, where
-    // the freed block is reused by the next device, rather than in Snapshot::build.
-    sort_rules(device.rules);
-    device.rules.shrink_to_fit();
-    device.certificates.shrink_to_fit();
+    sort_rules(rule_rows);
+    device.rules.assign(std::make_move_iterator(rule_rows.begin()),
+                        std::make_move_iterator(rule_rows.end()));
+    device.certificates.assign(std::make_move_iterator(cert_rows.begin()),
+                               std::make_move_iterator(cert_rows.end()));
     data.devices.push_back(std::move(device));
   }
 
