@@ -1,10 +1,12 @@
 // The immutable picture of the registry that the broker plugin decides from. Built off the broker's
 // thread, swapped in on its tick, read by every callback without locks or I/O.
 //
-// Devices and certificates are split into 4096 shards by hash. A change to a few devices copies
-// only the shards they live in (about 250 pointers each at a million devices) and shares every
-// other shard with the previous snapshot: one change at a million devices costs about 0.2 ms on the
-// watcher thread (256 shards took 3.5 ms; bench/registry_bench.cpp, with_changes).
+// Devices and certificates are split into 4096 shards by hash, each an immutable flat table of
+// pointers. A change to a few devices rebuilds only the shards they live in (about 250 pointers
+// each at a million devices) and shares every other shard with the previous snapshot; every
+// device it did not change stays the same object at the same address. One change at a million
+// devices costs about 0.25 ms of CPU on the watcher thread (bench/registry_bench.cpp,
+// with_changes; docs/benchmarks.md).
 #pragma once
 
 #include <array>
