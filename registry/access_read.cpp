@@ -146,10 +146,10 @@ void Connection::read_all_access(AccessData& data) {
   data.devices.reserve(static_cast<std::size_t>(query_int64(db_, "SELECT count(*) FROM devices")));
   auto devices = scan(db_, "SELECT id, status, type FROM devices ORDER BY id");
   // Both in the order of their device index, (device_id, rowid), so that the database streams them
-  // instead of sorting ten million rules first (16 of 36 s at a million devices); the rules of
-  // each device are then put in priority order here (sort_rules). For a certificate, kind is
-  // 'device' exactly when device_id is set (a CHECK): the condition that lets the partial index
-  // serve.
+  // instead of sorting every rule of the fleet before the first row (ten million at a million
+  // devices); the rules of each device are then put in priority order here (sort_rules). For a
+  // certificate, kind is 'device' exactly when device_id is set (a CHECK): the condition that lets
+  // the partial index serve.
   auto rules = scan(db_,
                     "SELECT device_id, id, access, pattern, effect, priority FROM acl_rules "
                     "WHERE device_id IS NOT NULL ORDER BY device_id, id");
