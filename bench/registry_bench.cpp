@@ -178,12 +178,18 @@ class SqliteFleet {
     if (::mkdtemp(pattern) == nullptr) die("mkdtemp failed");
     dir_ = pattern;
     path_ = dir_ / "registry.db";
-    must(open_sqlite_store(path_, OpenMode::read_write));  // the schema, as the Store makes it
+    write(path_, n);
+  }
+  // The same fleet in a new registry at `path` that outlives the program (--write-fleet).
+  static void write(const std::filesystem::path& path, std::size_t n) {
+    if (std::filesystem::exists(path))
+      die(path.string() + " exists; write the fleet to a new file");
+    must(open_sqlite_store(path, OpenMode::read_write));  // the schema, as the Store makes it
     const auto start = Clock::now();
-    fill(n);
+    fill(path, n);
     std::fprintf(stderr, "registry_bench: wrote %zu devices to %s in %.1f s (%.0f MiB)\n", n,
-                 path_.c_str(), seconds_since(start),
-                 static_cast<double>(std::filesystem::file_size(path_)) / (1 << 20));
+                 path.c_str(), seconds_since(start),
+                 static_cast<double>(std::filesystem::file_size(path)) / (1 << 20));
   }
   SqliteFleet(const SqliteFleet&) = delete;
   SqliteFleet& operator=(const SqliteFleet&) = delete;
@@ -194,8 +200,8 @@ class SqliteFleet {
   const std::filesystem::path& path() const { return path_; }
 
  private:
-  void fill(std::size_t n) {
-    SQLite::Database db(path_.string(), SQLite::OPEN_READWRITE);
+  static void fill(const std::filesystem::path& path, std::size_t n) {
+    SQLite::Database db(path.string(), SQLite::OPEN_READWRITE);
     db.exec("PRAGMA synchronous = OFF");  // this connection only: filling, not measuring
     SQLite::Transaction transaction(db, SQLite::TransactionBehavior::IMMEDIATE);
     const std::string pem =
@@ -479,6 +485,35 @@ void refresh_sqlite(benchmark::State& state, std::size_t n) {
   state.counters["kicks"] = static_cast<double>(kicks);
 }
 
+// --- load mode: one timed load_snapshot of a kept registry
+// ----------------------------------------
+
+// What the plugin's start costs on this registry: the wall time of load_snapshot, the resident
+// memory the snapshot adds (after malloc_trim, as the benchmarks report it), and the peak.
+void time_load(const std::filesystem::path& path, int repeat) {
+  auto store = must(open_sqlite_store(path, OpenMode::read_only));
+  for (int run = 0; run < repeat; ++run) {
+    const double before = resident_bytes();
+    const auto start = Clock::now();
+    auto snapshot = must(load_snapshot(*store));
+    const double took = seconds_since(start);
+    const double added = resident_bytes() - before;
+    std::printf("load_snapshot %s: %zu devices in %.2f s, snapshot %.0f MiB (%.0f bytes/device)\n",
+                path.c_str(), snapshot->device_count(), took, added / (1 << 20),
+                added / static_cast<double>(std::max<std::size_t>(1, snapshot->device_count())));
+    snapshot.reset();
+    // Its two halves, as load_snapshot does them: the read, then the build.
+    const auto read_start = Clock::now();
+    auto data = must(store->read_access(AccessQuery::everything()));
+    const double read = seconds_since(read_start);
+    const auto build_start = Clock::now();
+    auto built = Snapshot::build(std::move(data.devices), std::move(data.groups), data.change_seq);
+    std::printf("  of which read_access %.2f s, Snapshot::build %.2f s\n", read,
+                seconds_since(build_start));
+    std::fflush(stdout);
+  }
+}
+
 // --- fill mode: a large fleet in an onboardctl registry ---------------------------------------
 
 void fill_registry(const std::filesystem::path& path, std::size_t n, std::size_t revoked) {
@@ -658,7 +693,26 @@ int main(int argc, char** argv) {
       ->check(bench_cli::whole_number())
       ->needs(fill_option);
   fill_option->needs(devices_option)->excludes(sizes_option);
+  std::string write_fleet, load;
+  int repeat = 1;
+  auto* write_option = app.add_option("--write-fleet", write_fleet,
+                                      "write the benchmarks' SQLite fleet of --sizes' first size "
+                                      "to this new file, kept for --load, and exit");
+  auto* load_option =
+      app.add_option("--load", load,
+                     "time load_snapshot on this registry (--repeat times) and exit")
+          ->check(CLI::ExistingFile);
+  app.add_option("--repeat", repeat, "load mode: loads to time")->needs(load_option);
+  write_option->excludes(fill_option)->excludes(load_option);
   if (const int rc = bench_cli::parse(app, argc, argv); rc >= 0) return rc;
+  if (*write_option) {
+    SqliteFleet::write(write_fleet, sizes.front());
+    return 0;
+  }
+  if (*load_option) {
+    time_load(load, repeat);
+    return 0;
+  }
 
   if (*fill_option) {
     if (!app.remaining().empty()) {

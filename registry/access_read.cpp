@@ -1,4 +1,6 @@
 // The broker's read of the registry (AccessStore::read_access), the same on every backend.
+#include <algorithm>
+#include <iterator>
 #include <set>
 #include <utility>
 
@@ -76,6 +78,14 @@ DeviceAccess device_access_from(const Statement& s) {
   return device;
 }
 
+// Rules read in id order into the order the snapshot keeps (registry/access.h): highest priority
+// first, then id. Stable, so that equal priorities keep their id order; most lists are already so.
+void sort_rules(std::vector<acl::Rule>& rules) {
+  auto higher = [](const acl::Rule& a, const acl::Rule& b) { return a.priority > b.priority; };
+  if (!std::is_sorted(rules.begin(), rules.end(), higher))
+    std::stable_sort(rules.begin(), rules.end(), higher);
+}
+
 // For a merge join: `rows` is ordered by its column 0 like the keys the caller walks through, in
 // the same (binary) order. Skips rows whose key sorts before `key` (orphans, which foreign keys
 // forbid), then passes every row with this key to `take` and leaves `rows` on the first row after.
@@ -135,27 +145,39 @@ void Connection::read_all_access(AccessData& data) {
   acl::PatternPool::Session patterns(pool);
   data.devices.reserve(static_cast<std::size_t>(query_int64(db_, "SELECT count(*) FROM devices")));
   auto devices = scan(db_, "SELECT id, status, type FROM devices ORDER BY id");
+  // Both in the order of their device index, (device_id, rowid), so that the database streams them
+  // instead of sorting every rule of the fleet before the first row (ten million at a million
+  // devices); the rules of each device are then put in priority order here (sort_rules). For a
+  // certificate, kind is 'device' exactly when device_id is set (a CHECK): the condition that lets
+  // the partial index serve.
   auto rules = scan(db_,
                     "SELECT device_id, id, access, pattern, effect, priority FROM acl_rules "
-                    "WHERE device_id IS NOT NULL ORDER BY device_id, priority DESC, id");
+                    "WHERE device_id IS NOT NULL ORDER BY device_id, id");
   auto certificates = scan(db_,
                            "SELECT device_id, sha256_fingerprint, serial_hex, status, "
-                           "not_before, not_after FROM certificates WHERE kind = 'device' "
+                           "not_before, not_after FROM certificates WHERE device_id IS NOT NULL "
                            "ORDER BY device_id, rowid");
   bool rule_row = rules.step();
   bool cert_row = certificates.step();
+  // Each device's rows are gathered here, then copied into lists of their exact size: one
+  // allocation per list instead of one per doubling and another to trim it.
+  std::vector<acl::Rule> rule_rows;
+  std::vector<CertificateAccess> cert_rows;
   while (devices.step()) {
     DeviceAccess device = device_access_from(devices);
+    rule_rows.clear();
+    cert_rows.clear();
     take_rows_of(rules, rule_row, device.id, [&](const Statement& row) {
-      device.rules.push_back(access_rule_from(row, 1, patterns));
+      rule_rows.push_back(access_rule_from(row, 1, patterns));
     });
     take_rows_of(certificates, cert_row, device.id, [&](const Statement& row) {
-      device.certificates.push_back(certificate_access_from(row, 1));
+      cert_rows.push_back(certificate_access_from(row, 1));
     });
-    // Grown row by row, the lists have room to spare (sixteen rules for ten); trimmed here, where
-    // the freed block is reused by the next device, rather than in Snapshot::build.
-    device.rules.shrink_to_fit();
-    device.certificates.shrink_to_fit();
+    sort_rules(rule_rows);
+    device.rules.assign(std::make_move_iterator(rule_rows.begin()),
+                        std::make_move_iterator(rule_rows.end()));
+    device.certificates.assign(std::make_move_iterator(cert_rows.begin()),
+                               std::make_move_iterator(cert_rows.end()));
     data.devices.push_back(std::move(device));
   }
 

@@ -1,32 +1,12 @@
 #include "registry/snapshot.h"
 
+#include <algorithm>
 #include <array>
 
 #include "core/identity.h"
 
 namespace onboard::registry {
 namespace {
-
-const CertificateAccess* certificate_of(const DeviceAccess& device,
-                                        std::string_view fingerprint) noexcept {
-  for (const auto& cert : device.certificates) {
-    if (cert.sha256_fingerprint == fingerprint) return &cert;
-  }
-  return nullptr;
-}
-
-// Puts `device` under `key`, a view into `device` itself, replacing any entry of that key whole:
-// assigning only the value would leave the old key viewing a device that may be freed.
-// Returns whether the key is new.
-template <class Index>
-bool put(Index& index, std::string_view key, const std::shared_ptr<const DeviceAccess>& device) {
-  auto [it, inserted] = index.try_emplace(key, device);
-  if (!inserted) {
-    index.erase(it);
-    index.emplace(key, device);
-  }
-  return inserted;
-}
 
 // Gives every rule the pool's node for its pattern, so equal patterns are held once, and trims the
 // rule list to its size: read row by row, ten rules had room for sixteen (400 bytes instead of 256
@@ -78,34 +58,103 @@ std::string_view to_string(ConnectReason reason) noexcept {
   return "refused";
 }
 
+namespace {
+
+// The capacity for `n` entries: at most 80% full, so that probes stay short and always end.
+std::size_t capacity_for(std::size_t n) { return n == 0 ? 0 : n + n / 4 + 1; }
+
+}  // namespace
+
+Snapshot::DeviceShard Snapshot::make_device_shard(
+    std::span<const std::shared_ptr<const DeviceAccess>> list,
+    std::vector<const DeviceAccess*>* replaced) {
+  DeviceShard shard;
+  shard.slots.resize(capacity_for(list.size()));
+  for (const auto& device : list) {
+    const std::size_t capacity = shard.slots.size();
+    for (std::size_t i = home_slot(Hash{}(device->id), capacity);;
+         i = i + 1 == capacity ? 0 : i + 1) {
+      auto& slot = shard.slots[i];
+      if (!slot) {
+        slot = device;
+        ++shard.size;
+        break;
+      }
+      if (slot->id == device->id) {
+        if (replaced != nullptr) replaced->push_back(slot.get());
+        slot = device;
+        break;
+      }
+    }
+  }
+  return shard;
+}
+
+Snapshot::CertificateShard Snapshot::make_certificate_shard(std::span<const CertificateSlot> list) {
+  CertificateShard shard;
+  shard.slots.resize(capacity_for(list.size()));
+  for (const auto& entry : list) {
+    const std::size_t capacity = shard.slots.size();
+    const std::string_view key = entry.certificate->sha256_fingerprint;
+    for (std::size_t i = home_slot(Hash{}(key), capacity);; i = i + 1 == capacity ? 0 : i + 1) {
+      auto& slot = shard.slots[i];
+      if (slot.device == nullptr) {
+        slot = entry;
+        ++shard.size;
+        break;
+      }
+      if (slot.certificate->sha256_fingerprint == key) {
+        slot = entry;
+        break;
+      }
+    }
+  }
+  return shard;
+}
+
 std::shared_ptr<const Snapshot> Snapshot::build(std::vector<DeviceAccess> devices,
                                                 std::vector<GroupAccess> groups,
                                                 std::int64_t change_seq) {
   auto snapshot = std::make_shared<Snapshot>();
-  std::array<std::shared_ptr<DeviceShard>, kShards> device_shards;
-  std::array<std::shared_ptr<CertificateShard>, kShards> cert_shards;
-  for (std::size_t i = 0; i < kShards; ++i) {
-    device_shards[i] = std::make_shared<DeviceShard>();
-    cert_shards[i] = std::make_shared<CertificateShard>();
-    // Sized up front: growing them by rehashing made the build three times slower at a million
-    // devices (bench/registry_bench.cpp).
-    device_shards[i]->reserve(devices.size() / kShards + 1);
-    cert_shards[i]->reserve(devices.size() / kShards + 1);
-  }
   snapshot->patterns_ = std::make_shared<acl::PatternPool>();
   acl::PatternPool::Session patterns(*snapshot->patterns_);
+
+  // Every device in input order, and the lists of each shard.
+  std::vector<std::shared_ptr<const DeviceAccess>> entries;
+  entries.reserve(devices.size());
+  std::vector<std::vector<std::shared_ptr<const DeviceAccess>>> lists(kShards);
+  for (auto& list : lists)
+    list.reserve(devices.size() / kShards + devices.size() / kShards / 4 + 1);
   for (auto& device : devices) {
     intern_rules(device.rules, patterns);
-    auto entry = std::make_shared<const DeviceAccess>(std::move(device));
-    for (const auto& cert : entry->certificates) {
-      put(*cert_shards[shard_of(cert.sha256_fingerprint)], cert.sha256_fingerprint, entry);
-    }
-    if (put(*device_shards[shard_of(entry->id)], entry->id, entry)) ++snapshot->device_count_;
+    entries.push_back(std::make_shared<const DeviceAccess>(std::move(device)));
+    lists[shard_of(entries.back()->id)].push_back(entries.back());
+  }
+  devices = {};
+  // Of two devices with one id the last is kept, and only kept devices' certificates are indexed.
+  std::vector<const DeviceAccess*> replaced;
+  for (std::size_t i = 0; i < kShards; ++i) {
+    auto shard = std::make_shared<DeviceShard>(make_device_shard(lists[i], &replaced));
+    snapshot->device_count_ += shard->size;
+    snapshot->devices_[i] = std::move(shard);
+    lists[i] = {};
+  }
+  std::sort(replaced.begin(), replaced.end());
+  std::vector<std::vector<CertificateSlot>> cert_lists(kShards);
+  for (auto& list : cert_lists)
+    list.reserve(entries.size() / kShards + entries.size() / kShards / 4 + 1);
+  for (const auto& device : entries) {
+    if (!replaced.empty() && std::binary_search(replaced.begin(), replaced.end(), device.get()))
+      continue;
+    for (const auto& cert : device->certificates)
+      cert_lists[shard_of(cert.sha256_fingerprint)].push_back({device.get(), &cert});
   }
   for (std::size_t i = 0; i < kShards; ++i) {
-    snapshot->devices_[i] = std::move(device_shards[i]);
-    snapshot->certificates_[i] = std::move(cert_shards[i]);
+    snapshot->certificates_[i] =
+        std::make_shared<CertificateShard>(make_certificate_shard(cert_lists[i]));
+    cert_lists[i] = {};
   }
+
   auto group_map = std::make_shared<Groups>();
   for (auto& group : groups) {
     intern_rules(group.rules, patterns);
@@ -123,34 +172,46 @@ std::shared_ptr<const Snapshot> Snapshot::with_changes(std::vector<DeviceAccess>
                                                        std::vector<GroupAccess> groups,
                                                        std::int64_t change_seq) const {
   auto next = std::make_shared<Snapshot>(*this);  // shares every shard
-  std::array<std::shared_ptr<DeviceShard>, kShards> device_copies;
-  std::array<std::shared_ptr<CertificateShard>, kShards> cert_copies;
-  auto device_shard = [&](std::string_view key) -> DeviceShard& {
-    std::size_t i = shard_of(key);
-    if (!device_copies[i]) {
-      device_copies[i] = std::make_shared<DeviceShard>(*devices_[i]);
-      next->devices_[i] = device_copies[i];
+  // The shards touched, as plain lists of their entries; made into tables at the end. A shard
+  // holds about 250 devices at a million, so a linear search in its list costs little.
+  std::unordered_map<std::size_t, std::vector<std::shared_ptr<const DeviceAccess>>> device_lists;
+  std::unordered_map<std::size_t, std::vector<CertificateSlot>> cert_lists;
+  auto device_list = [&](std::string_view id) -> auto& {
+    const std::size_t i = shard_of(id);
+    auto [it, fresh] = device_lists.try_emplace(i);
+    if (fresh) {
+      it->second.reserve(devices_[i]->size + 1);
+      for (const auto& device : devices_[i]->slots) {
+        if (device) it->second.push_back(device);
+      }
     }
-    return *device_copies[i];
+    return it->second;
   };
-  auto cert_shard = [&](std::string_view key) -> CertificateShard& {
-    std::size_t i = shard_of(key);
-    if (!cert_copies[i]) {
-      cert_copies[i] = std::make_shared<CertificateShard>(*certificates_[i]);
-      next->certificates_[i] = cert_copies[i];
+  auto cert_list = [&](std::string_view fingerprint) -> auto& {
+    const std::size_t i = shard_of(fingerprint);
+    auto [it, fresh] = cert_lists.try_emplace(i);
+    if (fresh) {
+      it->second.reserve(certificates_[i]->size + 1);
+      for (const auto& slot : certificates_[i]->slots) {
+        if (slot.device != nullptr) it->second.push_back(slot);
+      }
     }
-    return *cert_copies[i];
+    return it->second;
   };
   auto drop = [&](std::string_view id) {
-    auto& shard = device_shard(id);
-    auto it = shard.find(id);
-    if (it == shard.end()) return;
-    for (const auto& cert : it->second->certificates) {
-      auto& certs = cert_shard(cert.sha256_fingerprint);
-      auto owner = certs.find(cert.sha256_fingerprint);
-      if (owner != certs.end() && owner->second == it->second) certs.erase(owner);
+    if (find_device(id) == nullptr && !device_lists.contains(shard_of(id))) return;
+    auto& list = device_list(id);
+    auto it = std::find_if(list.begin(), list.end(), [&](const auto& d) { return d->id == id; });
+    if (it == list.end()) return;
+    for (const auto& cert : (*it)->certificates) {
+      auto& certs = cert_list(cert.sha256_fingerprint);
+      std::erase_if(certs, [&](const CertificateSlot& slot) {
+        return slot.device == it->get() &&
+               slot.certificate->sha256_fingerprint == cert.sha256_fingerprint;
+      });
     }
-    shard.erase(it);
+    *it = std::move(list.back());
+    list.pop_back();
     --next->device_count_;
   };
 
@@ -160,11 +221,22 @@ std::shared_ptr<const Snapshot> Snapshot::with_changes(std::vector<DeviceAccess>
     drop(device.id);
     intern_rules(device.rules, patterns);
     auto entry = std::make_shared<const DeviceAccess>(std::move(device));
-    for (const auto& cert : entry->certificates)
-      put(cert_shard(cert.sha256_fingerprint), cert.sha256_fingerprint, entry);
-    device_shard(entry->id).emplace(entry->id, entry);
+    for (const auto& cert : entry->certificates) {
+      auto& certs = cert_list(cert.sha256_fingerprint);
+      // As in a table: the certificate's fingerprint now names this device, whichever it named.
+      std::erase_if(certs, [&](const CertificateSlot& slot) {
+        return slot.certificate->sha256_fingerprint == cert.sha256_fingerprint;
+      });
+      certs.push_back({entry.get(), &cert});
+    }
+    device_list(entry->id).push_back(std::move(entry));
     ++next->device_count_;
   }
+  for (const auto& [i, list] : device_lists)
+    next->devices_[i] = std::make_shared<DeviceShard>(make_device_shard(list, nullptr));
+  for (const auto& [i, list] : cert_lists)
+    next->certificates_[i] = std::make_shared<CertificateShard>(make_certificate_shard(list));
+
   if (!groups.empty()) {
     auto group_map = std::make_shared<Groups>(*groups_);
     for (auto& group : groups) {
@@ -180,19 +252,28 @@ std::shared_ptr<const Snapshot> Snapshot::with_changes(std::vector<DeviceAccess>
 }
 
 const DeviceAccess* Snapshot::find_device(std::string_view id) const noexcept {
-  const auto& shard = *devices_[shard_of(id)];
-  auto it = shard.find(id);
-  return it == shard.end() ? nullptr : it->second.get();
+  const std::size_t hash = Hash{}(id);
+  const DeviceShard& shard = *devices_[hash % kShards];
+  const std::size_t capacity = shard.slots.size();
+  if (capacity == 0) return nullptr;
+  for (std::size_t i = home_slot(hash, capacity);; i = i + 1 == capacity ? 0 : i + 1) {
+    const DeviceAccess* device = shard.slots[i].get();
+    if (device == nullptr || device->id == id) return device;
+  }
 }
 
 std::optional<Snapshot::CertificateOwner> Snapshot::find_certificate(
     std::string_view fingerprint) const noexcept {
-  const auto& shard = *certificates_[shard_of(fingerprint)];
-  auto it = shard.find(fingerprint);
-  if (it == shard.end()) return std::nullopt;
-  const CertificateAccess* cert = certificate_of(*it->second, fingerprint);
-  if (cert == nullptr) return std::nullopt;
-  return CertificateOwner{it->second.get(), cert};
+  const std::size_t hash = Hash{}(fingerprint);
+  const CertificateShard& shard = *certificates_[hash % kShards];
+  const std::size_t capacity = shard.slots.size();
+  if (capacity == 0) return std::nullopt;
+  for (std::size_t i = home_slot(hash, capacity);; i = i + 1 == capacity ? 0 : i + 1) {
+    const CertificateSlot& slot = shard.slots[i];
+    if (slot.device == nullptr) return std::nullopt;
+    if (slot.certificate->sha256_fingerprint == fingerprint)
+      return CertificateOwner{slot.device, slot.certificate};
+  }
 }
 
 const GroupAccess* Snapshot::find_group(std::string_view name) const noexcept {

@@ -1,10 +1,12 @@
 // The immutable picture of the registry that the broker plugin decides from. Built off the broker's
 // thread, swapped in on its tick, read by every callback without locks or I/O.
 //
-// Devices and certificates are split into 4096 shards by hash. A change to a few devices copies
-// only the shards they live in (about 250 pointers each at a million devices) and shares every
-// other shard with the previous snapshot: one change at a million devices costs about 0.2 ms on the
-// watcher thread (256 shards took 3.5 ms; bench/registry_bench.cpp, with_changes).
+// Devices and certificates are split into 4096 shards by hash, each an immutable flat table of
+// pointers. A change to a few devices rebuilds only the shards they live in (about 250 pointers
+// each at a million devices) and shares every other shard with the previous snapshot; every
+// device it did not change stays the same object at the same address. One change at a million
+// devices costs about 0.25 ms of CPU on the watcher thread (bench/registry_bench.cpp,
+// with_changes; docs/benchmarks.md).
 #pragma once
 
 #include <array>
@@ -134,7 +136,9 @@ class Snapshot {
   template <class F>
   void for_each_device(F&& f) const {
     for (const auto& shard : devices_) {
-      for (const auto& [id, device] : *shard) f(*device);
+      for (const auto& device : shard->slots) {
+        if (device) f(*device);
+      }
     }
   }
   // Calls f(const GroupAccess&) for every group, in no particular order.
@@ -209,17 +213,39 @@ class Snapshot {
       return static_cast<std::size_t>(h ^ (h >> 31));
     }
   };
-  // Keys view strings inside the device their entry holds (its id, a certificate's fingerprint):
-  // a key is valid exactly as long as its entry, and a second copy of every id and fingerprint
-  // would cost a heap string per device at a million devices. So an entry is only ever replaced
-  // whole (see `put` in snapshot.cpp), never by assigning another device under the old key.
-  using DeviceShard = std::unordered_map<std::string_view, std::shared_ptr<const DeviceAccess>,
-                                         Hash, std::equal_to<>>;
-  // fingerprint → the owning device; the certificate record is found in the device.
-  using CertificateShard = std::unordered_map<std::string_view, std::shared_ptr<const DeviceAccess>,
-                                              Hash, std::equal_to<>>;
+  // A shard: an open-addressing table (linear probing, at most 80% full) of what hashes to it.
+  // Built whole and never changed afterwards: with_changes builds a new table for each shard it
+  // touches, holding the very same device objects for the devices that did not change, so their
+  // addresses stay what find_device returned before. A table of pointers costs 20 bytes a device
+  // at a million devices, where std::unordered_map's node per entry and bucket array took 56.
+  // The slot a key starts probing at comes from the hash's high half; the shard from its low bits.
+  static std::size_t home_slot(std::size_t hash, std::size_t capacity) noexcept {
+    return static_cast<std::size_t>(((static_cast<std::uint64_t>(hash) >> 32) * capacity) >> 32);
+  }
+  // Devices by id; nullptr: an empty slot.
+  struct DeviceShard {
+    std::vector<std::shared_ptr<const DeviceAccess>> slots;
+    std::size_t size = 0;
+  };
+  // A certificate by its fingerprint, with the device it is registered to. The device is held by
+  // the device shards of every snapshot that holds this shard (with_changes rebuilds the
+  // certificate shards of every device it drops or replaces).
+  struct CertificateSlot {
+    const DeviceAccess* device = nullptr;  // nullptr: an empty slot
+    const CertificateAccess* certificate = nullptr;
+  };
+  struct CertificateShard {
+    std::vector<CertificateSlot> slots;
+    std::size_t size = 0;
+  };
   using Groups =
       std::unordered_map<std::string, std::shared_ptr<const GroupAccess>, Hash, std::equal_to<>>;
+
+  // The tables for lists of entries; a later entry replaces an earlier one of the same key.
+  // `replaced` (when given) collects the devices so replaced.
+  static DeviceShard make_device_shard(std::span<const std::shared_ptr<const DeviceAccess>> list,
+                                       std::vector<const DeviceAccess*>* replaced);
+  static CertificateShard make_certificate_shard(std::span<const CertificateSlot> list);
 
   static std::size_t shard_of(std::string_view key) noexcept { return Hash{}(key) % kShards; }
 

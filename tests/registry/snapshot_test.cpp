@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <map>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -306,6 +309,39 @@ TEST_CASE("build: a device listed twice is counted once, the last one wins") {
       {device("d", {cert(1)}), device("d", {cert(2)}, DeviceStatus::disabled)}, {}, 1);
   CHECK(snapshot->device_count() == 1);
   CHECK(snapshot->find_device("d")->status == DeviceStatus::disabled);
+  // Only the kept device's certificates are found: none names a device the snapshot dropped.
+  auto kept = snapshot->find_certificate(fingerprint(2));
+  REQUIRE(kept);
+  CHECK(kept->device == snapshot->find_device("d"));
+  CHECK_FALSE(snapshot->find_certificate(fingerprint(1)));
+}
+
+TEST_CASE("build: every device and certificate of a large fleet is found, and nothing else") {
+  // Twenty thousand devices put about five in each shard: lookups probe past other keys.
+  constexpr int kDevices = 20'000;
+  std::vector<DeviceAccess> devices;
+  for (int i = 0; i < kDevices; ++i)
+    devices.push_back(device("d" + std::to_string(i), {cert(i + 1)}));
+  auto snapshot = Snapshot::build(std::move(devices), {default_group()}, 1);
+  CHECK(snapshot->device_count() == kDevices);
+  std::size_t missing = 0, wrong_owner = 0, found_absent = 0;
+  for (int i = 0; i < kDevices; ++i) {
+    const std::string id = "d" + std::to_string(i);
+    const DeviceAccess* found = snapshot->find_device(id);
+    if (found == nullptr || found->id != id) ++missing;
+    auto owner = snapshot->find_certificate(fingerprint(i + 1));
+    if (!owner || owner->device != found ||
+        owner->certificate->sha256_fingerprint != fingerprint(i + 1))
+      ++wrong_owner;
+    if (snapshot->find_device("x" + std::to_string(i)) != nullptr) ++found_absent;
+    if (snapshot->find_certificate(fingerprint(kDevices + i + 1))) ++found_absent;
+  }
+  CHECK(missing == 0);
+  CHECK(wrong_owner == 0);
+  CHECK(found_absent == 0);
+  std::size_t visited = 0;
+  snapshot->for_each_device([&](const DeviceAccess&) { ++visited; });
+  CHECK(visited == kDevices);
 }
 
 TEST_CASE("with_changes: a changed device is replaced, the old snapshot is untouched") {
@@ -375,6 +411,112 @@ TEST_CASE("with_changes: untouched devices are still found, across many shards")
   CHECK(verdict(*after, 9, "d8", "d8") == ConnectReason::unknown_certificate);
   CHECK(verdict(*before, 8, "d7", "d7") == ConnectReason::accepted);
   CHECK(verdict(*before, 9, "d8", "d8") == ConnectReason::accepted);
+}
+
+TEST_CASE("with_changes: an unchanged device keeps its address, a changed one gets a new one") {
+  // Twenty thousand devices: every changed device shares its shard with about four unchanged ones.
+  std::vector<DeviceAccess> devices;
+  for (int i = 0; i < 20'000; ++i)
+    devices.push_back(device("d" + std::to_string(i), {cert(i + 1)}));
+  auto before = Snapshot::build(std::move(devices), {default_group()}, 1);
+  std::vector<DeviceAccess> changed;
+  for (int i = 0; i < 20'000; i += 97)
+    changed.push_back(device("d" + std::to_string(i), {cert(i + 1)}));
+  const std::size_t changes = changed.size();
+  auto after = before->with_changes(std::move(changed), std::vector<std::string>{"d1"}, {}, 2);
+  std::size_t moved = 0, kept = 0;
+  for (int i = 2; i < 20'000; ++i) {
+    const std::string id = "d" + std::to_string(i);
+    const DeviceAccess* was = before->find_device(id);
+    const DeviceAccess* is = after->find_device(id);
+    REQUIRE(is != nullptr);
+    if (i % 97 == 0) {
+      if (is != was) ++moved;
+    } else if (is == was) {
+      ++kept;
+    }
+    // The certificate index names the device the snapshot holds.
+    auto owner = after->find_certificate(fingerprint(i + 1));
+    if (!owner || owner->device != is) FAIL("the certificate of " << id);
+  }
+  CHECK(kept == 20'000 - 2 - (changes - 1));
+  CHECK(moved == changes - 1);  // d0 is changed too but not counted above
+  CHECK(after->find_device("d0") != before->find_device("d0"));
+  CHECK(after->find_device("d1") == nullptr);
+  CHECK(after->device_count() == 19'999);
+}
+
+TEST_CASE("with_changes: rounds of changes agree with a build from scratch") {
+  // A model of the registry (id -> certificate numbers, status) changed at random, each round
+  // applied with with_changes and compared with Snapshot::build of the model.
+  std::mt19937 random(15);
+  std::map<std::string, std::pair<std::vector<int>, DeviceStatus>> model;
+  int next_cert = 1;
+  auto make = [](const std::string& id, const std::pair<std::vector<int>, DeviceStatus>& value) {
+    std::vector<CertificateAccess> certs;
+    for (int n : value.first) certs.push_back(cert(n));
+    return device(id, std::move(certs), value.second);
+  };
+  for (int i = 0; i < 3000; ++i)
+    model["d" + std::to_string(i)] = {{next_cert++}, DeviceStatus::active};
+  std::vector<DeviceAccess> initial;
+  for (const auto& [id, value] : model) initial.push_back(make(id, value));
+  auto snapshot = Snapshot::build(std::move(initial), {default_group()}, 1);
+
+  for (int round = 0; round < 10; ++round) {
+    std::vector<DeviceAccess> changed;
+    std::vector<std::string> removed;
+    std::set<std::string> touched;
+    for (int k = 0; k < 150; ++k) {
+      const std::string id = "d" + std::to_string(random() % 4000);  // some are new
+      if (!touched.insert(id).second) continue;
+      switch (random() % 4) {
+        case 0:  // removed (or never there)
+          model.erase(id);
+          removed.push_back(id);
+          break;
+        case 1:  // a new certificate beside the old ones
+          model[id].first.push_back(next_cert++);
+          break;
+        case 2:  // renewed: the old certificates gone
+          model[id].first = {next_cert++};
+          break;
+        default:  // disabled or enabled
+          model[id].second = random() % 2 ? DeviceStatus::disabled : DeviceStatus::active;
+          break;
+      }
+      if (model.contains(id)) changed.push_back(make(id, model[id]));
+    }
+    snapshot = snapshot->with_changes(std::move(changed), removed, {}, round + 2);
+    std::vector<DeviceAccess> all;
+    for (const auto& [id, value] : model) all.push_back(make(id, value));
+    auto fresh = Snapshot::build(std::move(all), {default_group()}, round + 2);
+
+    INFO("round " << round);
+    REQUIRE(snapshot->device_count() == fresh->device_count());
+    std::size_t visited = 0;
+    snapshot->for_each_device([&](const DeviceAccess&) { ++visited; });
+    CHECK(visited == model.size());
+    std::size_t differences = 0;
+    for (int i = 0; i < 4000; ++i) {
+      const std::string id = "d" + std::to_string(i);
+      const DeviceAccess* a = snapshot->find_device(id);
+      const DeviceAccess* b = fresh->find_device(id);
+      if ((a == nullptr) != (b == nullptr)) ++differences;
+      if (a != nullptr && b != nullptr &&
+          (a->status != b->status || a->certificates.size() != b->certificates.size()))
+        ++differences;
+    }
+    for (int n = 1; n < next_cert; ++n) {
+      auto a = snapshot->find_certificate(fingerprint(n));
+      auto b = fresh->find_certificate(fingerprint(n));
+      if (a.has_value() != b.has_value()) ++differences;
+      if (a && b &&
+          (a->device->id != b->device->id || a->device != snapshot->find_device(a->device->id)))
+        ++differences;
+    }
+    CHECK(differences == 0);
+  }
 }
 
 TEST_CASE("with_changes: groups given are replaced, others kept, and the old snapshot keeps its") {
