@@ -51,6 +51,8 @@ class ClientRules {
  private:
   static constexpr std::size_t kMaxCachedTopic = 256;     // longer topics are evaluated every time
   static constexpr std::size_t kAllocationOverhead = 16;  // glibc malloc's per allocation
+  // Heap for compiled rule sets per client, so that a connected client stays near 512 bytes.
+  static constexpr std::size_t kCompiledBudget = 160;
   static std::size_t slot(acl::Access access) noexcept {
     return access == acl::kPublish ? 0 : access == acl::kSubscribe ? 1 : 2;
   }
