@@ -26,6 +26,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "plugin/client_rules.h"
+
 namespace onboard::plugin {
 
 class AcceptedClients {
@@ -66,7 +68,11 @@ class AcceptedClients {
     Standing standing = Standing::not_accepted;
     std::string_view device_id;    // for `device`: the id the connect check accepted; for
                                    // `claim`: the username it was given
+    std::string_view client_id;    // for `device`: the client id it was accepted with
     bool has_certificate = false;  // for `not_accepted`: what the client presents now
+    // For `device`: the client's bound rules (client_rules.h), kept with the entry and dropped
+    // with it, so that a new client at the same address never inherits them.
+    ClientRules* rules = nullptr;
   };
 
   // Decision table for one topic check (the first row that applies decides):
@@ -95,12 +101,13 @@ class AcceptedClients {
       const bool same_client = client_id != nullptr && e.client_id == client_id &&
                                (e.deferred || (username != nullptr && e.device_id == username));
       if (same_client && (e.online || !presents_certificate())) {
-        if (e.deferred) return Verdict{Standing::deferred, {}, false};
-        return Verdict{e.claim ? Standing::claim : Standing::device, e.device_id, false};
+        if (e.deferred) return Verdict{Standing::deferred, {}, {}, false, nullptr};
+        if (e.claim) return Verdict{Standing::claim, e.device_id, e.client_id, false, nullptr};
+        return Verdict{Standing::device, e.device_id, e.client_id, false, &it->second.rules};
       }
       erase(it);
     }
-    return Verdict{Standing::not_accepted, {}, presents_certificate()};
+    return Verdict{Standing::not_accepted, {}, {}, presents_certificate(), nullptr};
   }
 
   // A client the topic check refused. True the first time for this connection: the caller logs
@@ -124,6 +131,7 @@ class AcceptedClients {
     bool claim = false;
     bool online = true;
     std::uint64_t generation = 0;
+    ClientRules rules;  // for a device: bound at its first topic check
   };
   using Entries = std::unordered_map<Client, Entry>;
 

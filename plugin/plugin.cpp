@@ -25,6 +25,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/ossl.h"
@@ -301,8 +302,10 @@ class Plugin {
       return claim_access(standing.device_id, client_id != nullptr ? client_id : "", access,
                           event.topic);
     }
-    auto evaluation = snapshot_->check_access(
-        standing.device_id, client_id != nullptr ? client_id : "", access, event.topic);
+    // The client's rules, bound at its first check after the connect or a snapshot swap: no
+    // device lookup and no placeholder substitution per message (client_rules.h).
+    auto evaluation = plugin::decide(*standing.rules, *snapshot_, generation_, standing.device_id,
+                                     standing.client_id, access, event.topic);
     const bool allowed = evaluation.decision == acl::Decision::allow;
     if (config_.log_acl == plugin::AclLogging::all ||
         (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
@@ -406,7 +409,11 @@ class Plugin {
   void take_handover() {
     auto taken = handover_.take();
     for (const auto& [level, line] : taken.logs) log(mosquitto_level(level), line);
-    if (taken.snapshot) snapshot_ = std::move(taken.snapshot);
+    if (taken.snapshot) {
+      // The watcher thread frees the old one; no bound rules read it after the generation moved.
+      handover_.retire(std::exchange(snapshot_, std::move(taken.snapshot)));
+      ++generation_;  // every client's bound rules are rebuilt before their next answer
+    }
     for (const auto& device : taken.kicks) {
       const bool claim = device.starts_with(registry::kClaimUsernamePrefix);
       log(MOSQ_LOG_NOTICE,
@@ -477,6 +484,7 @@ class Plugin {
   plugin::LogLimiter claim_log_{20, std::chrono::seconds(10)};
   plugin::ClaimRateLimiter claim_rate_{config_.claim_connect_rate, config_.claim_connect_burst};
   std::shared_ptr<const Snapshot> snapshot_;  // broker thread only
+  std::uint64_t generation_ = 1;              // of snapshot_, for plugin::ClientRules
   Handover handover_;
   std::atomic<Clock::rep> last_ok_{0};
   bool reported_stale_ = false;

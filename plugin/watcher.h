@@ -39,9 +39,10 @@ class AccessSource {
   // What changed after `snapshot` (nullopt: nothing).
   virtual Result<std::optional<registry::Refresh>> refresh(const registry::Snapshot& snapshot) = 0;
 
-  // A source that is told of changes (PostgreSQL's notifications) says so here; the watcher then
-  // waits for the word and asks only every idle_interval() while nothing comes. A source that
-  // cannot tell (an SQLite file) is polled every refresh interval.
+  // A source that is told of changes (PostgreSQL's notifications, inotify on an SQLite file's
+  // directory) says so here; the watcher then waits for the word and asks only every
+  // idle_interval() while nothing comes. A source that cannot tell is polled every refresh
+  // interval.
   virtual bool notifies() const noexcept { return false; }
   virtual std::chrono::milliseconds idle_interval() const noexcept {
     return std::chrono::seconds(5);
@@ -54,15 +55,20 @@ class AccessSource {
   }
 };
 
-// The SQLite registry at `path`, opened read-only.
-std::unique_ptr<AccessSource> sqlite_access_source(std::string path);
+// The SQLite registry at `path`, opened read-only. Where the kernel offers inotify it watches the
+// registry's directory and notifies of changes; it is then also read every `idle` (a safety read,
+// for writes inotify cannot see), else every refresh interval.
+inline constexpr std::chrono::milliseconds kSqliteSafetyInterval{1000};
+std::unique_ptr<AccessSource> sqlite_access_source(
+    std::string path, std::chrono::milliseconds idle = kSqliteSafetyInterval);
 
-// The registry at `location`, read-only: an SQLite file as above, or a PostgreSQL database whose
-// change notifications wake the watcher. Against PostgreSQL every statement and connection attempt
-// gives up after `timeout`, and after a failure the next attempt waits a backoff (1 s, doubling to
-// 8 s) so that a database that is down is not hammered by every broker.
-// `idle` is how often the watcher asks a PostgreSQL registry when no notice comes: at most a
-// third of the staleness limit, so that a quiet but healthy registry never counts as stale.
+// The registry at `location`, read-only: an SQLite file as above (its safety read at most every
+// kSqliteSafetyInterval), or a PostgreSQL database whose change notifications wake the watcher.
+// Against PostgreSQL every statement and connection attempt gives up after `timeout`, and after a
+// failure the next attempt waits a backoff (1 s, doubling to 8 s) so that a database that is down
+// is not hammered by every broker. `idle` is how often the watcher asks a PostgreSQL registry when
+// no notice comes: at most a third of the staleness limit, so that a quiet but healthy registry
+// never counts as stale.
 std::unique_ptr<AccessSource> access_source(
     const registry::Location& location, std::chrono::milliseconds timeout,
     std::chrono::milliseconds idle = std::chrono::seconds(5));
@@ -95,7 +101,8 @@ class Watcher {
  private:
   void poll_registry();
   void reload(const std::string& why);
-  void wait_for_notification(const std::stop_token& stop);
+  void wait_for_notification(const std::stop_token& stop, std::chrono::milliseconds interval);
+  void poll_crl() noexcept;
   void failed(const std::string& why) noexcept;
   void failed_with_current_exception(const char* prefix) noexcept;
   void succeeded();

@@ -1,0 +1,81 @@
+// A connected device's topic rules, bound to the client once instead of looked up per decision.
+//
+// Why: the broker asks for a decision on every PUBLISH and every delivered message. Looking the
+// device and its type group up in the snapshot, and substituting %d, %c and %u into every rule's
+// pattern, on every call, cost most of a decision (callgrind, bench/run broker_cost). A client's
+// device, client id and username do not change while it is connected, so its rules are bound
+// the first time it asks after the connect or after a snapshot swap: the device and its groups
+// found once, each placeholder written into the pattern (`devices/%d/#` becomes the literal
+// `devices/dev1/#`), and the last topic's answers kept.
+//
+// Correctness: a binding belongs to one snapshot generation. The plugin bumps the generation on
+// every swap, and a binding of an older one is rebuilt before it answers, so the first check after
+// a change (revoke, disable, rule added or removed, group change) is decided by the new snapshot.
+// Every answer equals Snapshot::check_access's for the current snapshot (the differential test in
+// tests/plugin/client_rules_test.cpp).
+//
+// Broker thread only. The rule spans point into the bound snapshot, which the plugin holds as long
+// as the generation is current.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "registry/acl.h"
+#include "registry/snapshot.h"
+
+namespace onboard::plugin {
+
+class ClientRules {
+ public:
+  // Binds to the rules `snapshot` (of `generation`, never 0) holds for device `username` and a
+  // client with this client id. An unknown or inactive device is bound to deny everything.
+  // `client_id` must outlive the binding (AcceptedClients' own copy does).
+  void bind(const registry::Snapshot& snapshot, std::uint64_t generation, std::string_view username,
+            std::string_view client_id);
+  bool bound_to(std::uint64_t generation) const noexcept { return generation_ == generation; }
+
+  // The decision for the bound snapshot, the same as snapshot.check_access(username, client_id,
+  // access, topic_or_filter) with the values given to bind(). The rule pointer is valid while the
+  // binding is.
+  acl::Evaluation check(acl::Access access, std::string_view topic_or_filter);
+
+  // Heap bytes this binding holds (compiled patterns, the kept topic), for the memory figure.
+  std::size_t heap_bytes() const noexcept;
+
+ private:
+  static constexpr std::size_t kMaxCachedTopic = 256;     // longer topics are evaluated every time
+  static constexpr std::size_t kAllocationOverhead = 16;  // glibc malloc's per allocation
+  // Heap for compiled rule sets per client, so that a connected client stays near 512 bytes.
+  static constexpr std::size_t kCompiledBudget = 160;
+  static std::size_t slot(acl::Access access) noexcept {
+    return access == acl::kPublish ? 0 : access == acl::kSubscribe ? 1 : 2;
+  }
+
+  std::uint64_t generation_ = 0;  // 0: not bound
+  bool deny_all_ = true;
+  std::uint8_t set_count_ = 0;
+  std::uint8_t cached_ = 0;          // which slots of answers_ hold the answer for topic_
+  std::uint32_t pattern_bytes_ = 0;  // of the compiled patterns' own nodes
+  std::array<std::span<const acl::Rule>, 3> sets_{};
+  // Substitutions for the rules that could not be compiled (a malformed pattern, a value that
+  // cannot be written into one): the snapshot's device id and the strings given to bind().
+  std::string_view device_id_, client_id_;  // the device's id is also the username
+  std::vector<acl::Rule> compiled_;  // the sets that had placeholders, substituted, in set order
+  std::string topic_;
+  std::array<acl::Evaluation, 3> answers_{};
+};
+
+// The decision for a device client the connect check accepted: rebinds `rules` when the snapshot's
+// generation moved on, then checks.
+acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
+                       std::uint64_t generation, std::string_view username,
+                       std::string_view client_id, acl::Access access,
+                       std::string_view topic_or_filter);
+
+}  // namespace onboard::plugin

@@ -1,0 +1,277 @@
+// The plugin's bound, cached decisions (plugin/client_rules.h) against the plain evaluation
+// (Snapshot::check_access) of the snapshot in force, over random interleavings of registry changes,
+// connects, disconnects and topic checks.
+#include <array>
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "plugin/accepted_clients.h"
+#include "plugin/client_rules.h"
+#include "registry/snapshot.h"
+
+namespace {
+
+using onboard::plugin::AcceptedClients;
+using onboard::plugin::ClientRules;
+using onboard::plugin::decide;
+using onboard::registry::DeviceAccess;
+using onboard::registry::DeviceStatus;
+using onboard::registry::GroupAccess;
+using onboard::registry::Snapshot;
+namespace acl = onboard::acl;
+
+// Ids with the characters a placeholder cannot be written with ('%', '+', '/'), so that the
+// uncompiled path is compared as well.
+const std::vector<std::string> kDeviceIds{"dev1", "dev2", "dev3", "sensor-7", "a.b_c",
+                                          "x%dy", "p+q",  "s/t",  "dev10",    "d"};
+const std::vector<std::string> kTypes{"", "ta", "tb", "tc"};  // tc has no group
+const std::vector<std::string> kPatterns{
+    "devices/%d/#", "devices/%c/+",   "devices/%u/x", "devices/+/x",   "#",
+    "a/%d",         "a/b%dc/#",       "devices/%d",   "$SYS/#",        "+/%d/#",
+    "fleet/#",      "fleet/+/status", "a/#/b",        "a/x%zy",        "devices/%d%c/#",
+    "%d/#",         "devices/%d/+/t", "+/+",          "devices/dev1/#"};
+
+struct World {
+  std::mt19937 rng{20261207};
+  std::int64_t next_rule = 1;
+  std::int64_t seq = 1;
+
+  int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); }
+  template <class T>
+  const T& pick(const std::vector<T>& v) {
+    return v[static_cast<std::size_t>(pick(static_cast<int>(v.size())))];
+  }
+
+  std::vector<acl::Rule> rules() {
+    std::vector<acl::Rule> out;
+    const int n = pick(4);
+    for (int i = 0; i < n; ++i) {
+      out.push_back(acl::Rule{next_rule++, pick(kPatterns), static_cast<std::uint8_t>(1 + pick(7)),
+                              pick(3) == 0 ? acl::Effect::deny : acl::Effect::allow, pick(3)});
+    }
+    return out;
+  }
+
+  DeviceAccess device(const std::string& id) {
+    DeviceAccess d;
+    d.id = id;
+    const int status = pick(8);
+    d.status = status == 0   ? DeviceStatus::disabled
+               : status == 1 ? DeviceStatus::revoked
+                             : DeviceStatus::active;
+    d.type = pick(kTypes);
+    d.rules = rules();
+    return d;
+  }
+
+  GroupAccess group(const std::string& name) { return GroupAccess{name, rules()}; }
+
+  std::string level(const std::vector<std::string>& extra) {
+    switch (pick(6)) {
+      case 0:
+        return pick(kDeviceIds);
+      case 1:
+        return "b" + pick(kDeviceIds) + "c";
+      case 2:
+        return pick(kDeviceIds) + pick(kDeviceIds);
+      default: {
+        static const std::vector<std::string> words{"devices", "a",    "x", "fleet", "status",
+                                                    "t",       "$SYS", "",  "b",     "dev1"};
+        return pick(3) == 0 && !extra.empty() ? pick(extra) : pick(words);
+      }
+    }
+  }
+
+  std::string topic(bool filter) {
+    static const std::vector<std::string> wildcards{"+", "#"};
+    std::string out;
+    const int n = 1 + pick(4);
+    for (int i = 0; i < n; ++i) {
+      if (i > 0) out += '/';
+      out += level(filter ? wildcards : std::vector<std::string>{});
+    }
+    return out;
+  }
+};
+
+acl::Access random_access(World& w) {
+  const int a = w.pick(3);
+  return a == 0 ? acl::kPublish : a == 1 ? acl::kSubscribe : acl::kRead;
+}
+
+}  // namespace
+
+TEST_CASE("bound and cached decisions equal the plain evaluation through changes and reconnects") {
+  World w;
+  std::vector<DeviceAccess> devices;
+  for (std::size_t i = 0; i + 2 < kDeviceIds.size(); ++i)
+    devices.push_back(w.device(kDeviceIds[i]));
+  auto snapshot = Snapshot::build(devices, {w.group("default"), w.group("ta"), w.group("tb")}, 1);
+  std::uint64_t generation = 1;
+  AcceptedClients clients;
+
+  // Eight client slots: the broker's `struct mosquitto*` addresses, reused by later clients.
+  struct Slot {
+    std::string client_id, username;
+  };
+  std::array<int, 8> addresses{};
+  std::array<Slot, 8> slots;
+  std::vector<std::pair<std::string, acl::Access>> recent;
+
+  int compared = 0, allowed = 0, denied = 0, changes = 0, repeats = 0, mismatches = 0;
+  std::vector<std::string> examples;
+  for (int step = 0; step < 60000; ++step) {
+    const int op = w.pick(100);
+    const std::size_t s = static_cast<std::size_t>(w.pick(8));
+    const void* client = &addresses[s];
+    if (op < 4) {
+      // A registry change: a device replaced (rules, status, type), added or removed, or a group's
+      // rules replaced; then the swap, as the plugin's tick does it.
+      ++changes;
+      std::vector<DeviceAccess> changed;
+      std::vector<std::string> removed;
+      std::vector<GroupAccess> groups;
+      const int kind = w.pick(4);
+      if (kind == 0) {
+        groups.push_back(w.group(w.pick(std::vector<std::string>{"default", "ta", "tb"})));
+      } else if (kind == 1) {
+        removed.push_back(w.pick(kDeviceIds));
+      } else {
+        changed.push_back(w.device(w.pick(kDeviceIds)));
+      }
+      snapshot = snapshot->with_changes(std::move(changed), removed, std::move(groups), ++w.seq);
+      ++generation;
+    } else if (op < 12) {
+      // A connect the connect check accepted: username := device id; the client id is normally the
+      // device id, here sometimes not (the bound rules must not assume it).
+      const std::string& device = w.pick(kDeviceIds);
+      slots[s] = Slot{w.pick(4) == 0 ? w.pick(kDeviceIds) : device, device};
+      clients.accept_device(client, slots[s].client_id, device);
+    } else if (op < 16) {
+      clients.disconnected(client, slots[s].client_id.c_str(), w.pick(2) == 0, w.pick(2) == 0);
+      if (w.pick(3) == 0) clients.sweep();
+    } else if (op < 17) {
+      clients.forget(client);
+    } else {
+      std::pair<std::string, acl::Access> check;
+      if (!recent.empty() && w.pick(2) == 0) {
+        check = w.pick(recent);  // the same topic again: the kept answer must still be right
+        ++repeats;
+      } else {
+        const acl::Access access = random_access(w);
+        check = {w.topic(access == acl::kSubscribe), access};
+        if (recent.size() < 16) {
+          recent.push_back(check);
+        } else {
+          recent[static_cast<std::size_t>(w.pick(16))] = check;
+        }
+      }
+      auto verdict = clients.check(client, slots[s].client_id.c_str(), slots[s].username.c_str(),
+                                   [] { return false; });
+      if (verdict.standing != AcceptedClients::Standing::device) continue;
+      const auto ours = decide(*verdict.rules, *snapshot, generation, verdict.device_id,
+                               verdict.client_id, check.second, check.first);
+      const auto plain =
+          snapshot->check_access(verdict.device_id, verdict.client_id, check.second, check.first);
+      ++compared;
+      (plain.decision == acl::Decision::allow ? allowed : denied)++;
+      const std::int64_t our_rule = ours.rule != nullptr ? ours.rule->id : 0;
+      const std::int64_t plain_rule = plain.rule != nullptr ? plain.rule->id : 0;
+      if (ours.decision != plain.decision || our_rule != plain_rule) {
+        ++mismatches;
+        if (examples.size() < 5) {
+          examples.push_back(
+              std::string(acl::access_name(check.second)) + " '" + check.first + "' by '" +
+              std::string(verdict.device_id) + "' client '" + std::string(verdict.client_id) +
+              "': bound " + std::string(acl::to_string(ours.decision)) + " rule " +
+              std::to_string(our_rule) + ", plain " + std::string(acl::to_string(plain.decision)) +
+              " rule " + std::to_string(plain_rule));
+        }
+      }
+    }
+  }
+  INFO(compared << " compared, " << allowed << " allowed, " << denied << " denied, " << changes
+                << " changes, " << repeats << " repeated topics");
+  for (const auto& e : examples) UNSCOPED_INFO(e);
+  CHECK(mismatches == 0);
+  // The comparison covered both answers, many swaps and many repeated topics.
+  CHECK(allowed > 1000);
+  CHECK(denied > 1000);
+  CHECK(changes > 1000);
+  CHECK(repeats > 10000);
+}
+
+TEST_CASE("the first check after a change is decided by the new snapshot") {
+  auto rule = [](std::int64_t id, const char* pattern, acl::Effect effect) {
+    return acl::Rule{id, pattern, acl::kReadWrite, effect, 0};
+  };
+  DeviceAccess dev{
+      "dev1", DeviceStatus::active, "ta", {rule(1, "devices/%d/#", acl::Effect::allow)}, {}};
+  auto first = Snapshot::build({dev}, {GroupAccess{"ta", {}}}, 1);
+  ClientRules rules;
+  const std::string client_id = "dev1";
+  auto ask = [&](const Snapshot& snapshot, std::uint64_t generation, const char* topic) {
+    return decide(rules, snapshot, generation, "dev1", client_id, acl::kPublish, topic).decision;
+  };
+  REQUIRE(ask(*first, 1, "devices/dev1/t") == acl::Decision::allow);
+  REQUIRE(ask(*first, 1, "devices/dev1/t") == acl::Decision::allow);  // kept answer
+  REQUIRE(ask(*first, 1, "devices/dev2/t") == acl::Decision::no_match);
+
+  SECTION("disabled") {
+    DeviceAccess disabled = dev;
+    disabled.status = DeviceStatus::disabled;
+    auto next = first->with_changes({disabled}, {}, {}, 2);
+    CHECK(ask(*next, 2, "devices/dev1/t") == acl::Decision::deny);
+    // Enabled again: allowed again (the deny was the snapshot's, not a stuck answer).
+    auto again = next->with_changes({dev}, {}, {}, 3);
+    CHECK(ask(*again, 3, "devices/dev1/t") == acl::Decision::allow);
+  }
+  SECTION("removed from the registry") {
+    const std::vector<std::string> removed{"dev1"};
+    auto next = first->with_changes({}, removed, {}, 2);
+    CHECK(ask(*next, 2, "devices/dev1/t") == acl::Decision::deny);
+  }
+  SECTION("a group deny rule added") {
+    auto next = first->with_changes(
+        {}, {}, {GroupAccess{"ta", {rule(2, "devices/+/t", acl::Effect::deny)}}}, 2);
+    CHECK(ask(*next, 2, "devices/dev1/t") == acl::Decision::deny);
+    CHECK(ask(*next, 2, "devices/dev1/u") == acl::Decision::allow);
+  }
+  SECTION("its own rule removed, another granted") {
+    DeviceAccess changed = dev;
+    changed.rules = {rule(3, "devices/%d/u", acl::Effect::allow)};
+    auto next = first->with_changes({changed}, {}, {}, 2);
+    CHECK(ask(*next, 2, "devices/dev1/t") == acl::Decision::no_match);
+    CHECK(ask(*next, 2, "devices/dev1/u") == acl::Decision::allow);
+  }
+  SECTION("moved to a type whose group denies") {
+    DeviceAccess moved = dev;
+    moved.type = "tb";
+    auto next = first->with_changes(
+        {moved}, {}, {GroupAccess{"tb", {rule(4, "devices/#", acl::Effect::deny)}}}, 2);
+    CHECK(ask(*next, 2, "devices/dev1/t") == acl::Decision::deny);
+  }
+}
+
+TEST_CASE("a bound client holds a few hundred bytes") {
+  DeviceAccess dev{"bench-0001",
+                   DeviceStatus::active,
+                   "sensor",
+                   {acl::Rule{1, "devices/%d/#", acl::kReadWrite, acl::Effect::allow, 0}},
+                   {}};
+  auto snapshot = Snapshot::build(
+      {dev},
+      {GroupAccess{"sensor", {acl::Rule{2, "fleet/+/status", acl::kRead, acl::Effect::allow, 0}}},
+       GroupAccess{"default", {acl::Rule{3, "$SYS/#", acl::kReadWrite, acl::Effect::deny, 0}}}},
+      1);
+  ClientRules rules;
+  const std::string client_id = "bench-0001";
+  REQUIRE(
+      decide(rules, *snapshot, 1, "bench-0001", client_id, acl::kPublish, "devices/bench-0001/load")
+          .decision == acl::Decision::allow);
+  // The object, its compiled pattern and the kept topic; AcceptedClients' entry adds its two ids.
+  CHECK(sizeof(ClientRules) + rules.heap_bytes() < 400);
+}
