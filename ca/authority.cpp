@@ -415,8 +415,9 @@ Result<Authority> Authority::open(const std::filesystem::path& data_dir) {
         }
         for (const auto& [serial, uri] : kept->items()) {
           if (!uri.is_string()) {
-            return make_error(Errc::corrupt, paths.settings.string() +
-                                                 ": the kept issuing CAs' PKCS#11 keys are damaged");
+            return make_error(
+                Errc::corrupt,
+                paths.settings.string() + ": the kept issuing CAs' PKCS#11 keys are damaged");
           }
           ca.token_keys_->kept_uris[serial] = uri.get<std::string>();
         }
@@ -449,7 +450,8 @@ Status Authority::load_signing_key(const Secret* passphrase) {
     const auto& uri = issuing_ ? token_keys_->issuing_uri : token_keys_->root_uri;
     ONBOARD_TRY(signer_, open_token_key(*token_keys_, uri, passphrase, issuer()));
     for (auto& retired : retired_) {
-      const auto kept = token_keys_->kept_uris.find(describe_certificate(retired.cert.get()).serial_hex);
+      const auto kept =
+          token_keys_->kept_uris.find(describe_certificate(retired.cert.get()).serial_hex);
       if (kept == token_keys_->kept_uris.end()) {
         // Not in the token: a key file beside it, or the error that says it is missing.
         ONBOARD_TRY(retired.signer, load_retired_signer(retired, passphrase));

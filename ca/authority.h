@@ -88,7 +88,7 @@ struct RetiredIssuer {
 struct RotateOptions {
   std::string common_name;  // empty: the current one's, with today's date (see rotate())
   KeyAlg key_alg = KeyAlg::rsa3072;
-  int days = 1825;                     // capped at the root's own expiry
+  int days = 1825;  // capped at the root's own expiry
   // Encrypts the new key file when set; for a CA whose keys are in a PKCS#11 token, the token's
   // user PIN (the new key is generated there).
   const Secret* passphrase = nullptr;

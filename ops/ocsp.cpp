@@ -63,8 +63,8 @@ Result<ca::OcspResponder> renew_ocsp_responder(registry::Store& store, const Ocs
                                                const registry::Actor& actor) {
   if (issuer.signer == nullptr)
     return make_error(Errc::internal, "the issuing CA's signing key is not loaded");
-  ONBOARD_TRY(auto responder, ca::issue_ocsp_responder(issuer.cert, *issuer.signer, actor.now,
-                                                       kOcspResponderDays));
+  ONBOARD_TRY(auto responder,
+              ca::issue_ocsp_responder(issuer.cert, *issuer.signer, actor.now, kOcspResponderDays));
   X509_up_ref(responder.cert.get());
   auto issued = ca::make_issued(ossl::Ptr<X509>(responder.cert.get()));
   ONBOARD_TRY(auto recorded, record_issued(store, registry::CertificateKind::other, issued, actor));
@@ -72,8 +72,7 @@ Result<ca::OcspResponder> renew_ocsp_responder(registry::Store& store, const Ocs
   ONBOARD_TRY(Secret key_pem, ca::private_key_to_pem(responder.key.get()));
   // Key first: a reader that finds the new certificate finds its key (a reader that finds the
   // new key beside the old certificate sees a mismatch and renews once more).
-  ONBOARD_CHECK(
-      write_file_atomic(issuer.responder_key, key_pem.view(), 0600, Overwrite::replace));
+  ONBOARD_CHECK(write_file_atomic(issuer.responder_key, key_pem.view(), 0600, Overwrite::replace));
   ONBOARD_CHECK(write_file_atomic(issuer.responder_cert, issued.pem, 0644, Overwrite::replace));
   return responder;
 }

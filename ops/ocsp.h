@@ -3,10 +3,11 @@
 //
 // Choices (docs/architecture.md, "OCSP"):
 //  - The responder certificate lives in <data>/ca/ocsp.crt and ocsp.key (0600, unencrypted: the
-//    server signs with it unattended); each issuing CA kept by 'ca rotate' has its own. It is valid kOcspResponderDays and renewed once less than
-//    kOcspResponderRenewBefore is left, or when it is missing, unreadable or from another CA. It
-//    carries id-pkix-ocsp-nocheck, so it cannot be revoked in practice: hence the short life.
-//    Each one is recorded in the registry (kind other), like every certificate the CA signs.
+//    server signs with it unattended); each issuing CA kept by 'ca rotate' has its own. It is valid
+//    kOcspResponderDays and renewed once less than kOcspResponderRenewBefore is left, or when it is
+//    missing, unreadable or from another CA. It carries id-pkix-ocsp-nocheck, so it cannot be
+//    revoked in practice: hence the short life. Each one is recorded in the registry (kind other),
+//    like every certificate the CA signs.
 //  - Every answer is looked up and signed when asked, never cached: a revocation shows in the
 //    very next answer. thisUpdate is the time of the answer, nextUpdate kOcspResponseValidity
 //    after it (how long a client may keep it).

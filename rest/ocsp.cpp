@@ -68,8 +68,7 @@ Reply answer(Context& ctx, Call& call, std::string_view der) {
   const std::size_t index = ops::ocsp_request_issuer(issuers, *request);
   auto responder = current_responder(ctx, call.store, issuers[index], index);
   if (!responder) return ocsp_reply(ca::ocsp_error_response(ca::OcspError::try_later));
-  return ocsp_reply(
-      ops::answer_ocsp(call.store, issuers[index], *responder, *request, unix_now()));
+  return ocsp_reply(ops::answer_ocsp(call.store, issuers[index], *responder, *request, unix_now()));
 }
 
 }  // namespace

@@ -350,14 +350,13 @@ bool wants_pem(const httplib::Request& request) {
 // One issuer's CRL from the CRL file, which holds one per issuing CA after 'ca rotate'.
 Reply issuer_crl_reply(const std::string& pem, const X509* issuer, bool as_pem) {
   for (auto& crl : take(ca::crls_from_pem(pem))) {
-    if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_subject_name(issuer)) != 0)
-      continue;
+    if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_subject_name(issuer)) != 0) continue;
     if (as_pem) return Reply{200, ca::crl_to_pem(crl.get()), "application/x-pem-file", {}};
     return Reply{200, ca::crl_to_der(crl.get()), "application/pkix-crl", {}};
   }
-  return error_reply(404, "not_found",
-                     "the CRL file has no CRL of " + subject_common_name(issuer) +
-                         " yet; run 'onboardctl crl'");
+  return error_reply(
+      404, "not_found",
+      "the CRL file has no CRL of " + subject_common_name(issuer) + " yet; run 'onboardctl crl'");
 }
 
 // The CRL as the last revocation wrote it: served from the file, never re-signed per request. In

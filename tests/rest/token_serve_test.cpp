@@ -71,15 +71,15 @@ struct TokenCa {
     return test::run(args, {}, env);
   }
   Args serve_args(const std::string& pin_env) const {
-    return {ONBOARDCTL_PATH, "--data-dir",       data().string(), "serve",  "--listen",
+    return {ONBOARDCTL_PATH, "--data-dir",       data().string(), "serve",     "--listen",
             "127.0.0.1:0",   "--passphrase-env", pin_env,         "--threads", "2"};
   }
 };
 
 std::string openssl_ocsp(const TokenCa& ca, const std::string& url, const std::string& cert) {
-  auto r = test::run({"/usr/bin/openssl", "ocsp", "-issuer",
-                      (ca.data() / "ca" / "issuing.crt").string(), "-cert", cert, "-url", url,
-                      "-CAfile", ca.chain()});
+  auto r =
+      test::run({"/usr/bin/openssl", "ocsp", "-issuer", (ca.data() / "ca" / "issuing.crt").string(),
+                 "-cert", cert, "-url", url, "-CAfile", ca.chain()});
   INFO(r.out << r.err);
   CHECK(r.exit_code == 0);
   return r.out + r.err;
@@ -106,9 +106,9 @@ TEST_CASE("serve signs issues revokes and answers CRL and OCSP with the CA key i
   REQUIRE(key.ok());
   auto csr = ca::make_csr(key->get(), "hsm-dev");
   REQUIRE(csr.ok());
-  auto registered = client.Post(
-      "/v1/devices", auth,
-      json{{"id", "hsm-dev"}, {"csr", ca::csr_to_pem(csr->get())}}.dump(), "application/json");
+  auto registered = client.Post("/v1/devices", auth,
+                                json{{"id", "hsm-dev"}, {"csr", ca::csr_to_pem(csr->get())}}.dump(),
+                                "application/json");
   REQUIRE(registered);
   INFO(registered->body);
   REQUIRE(registered->status == 201);
@@ -158,8 +158,9 @@ TEST_CASE("serve signs issues revokes and answers CRL and OCSP with the CA key i
   CHECK(contains(after, "Reason: keyCompromise"));
 }
 
-TEST_CASE("serve refuses a wrong PIN with exit 7 and a missing token with exit 4 and writes "
-          "nothing") {
+TEST_CASE(
+    "serve refuses a wrong PIN with exit 7 and a missing token with exit 4 and writes "
+    "nothing") {
   TokenCa ca;
   const auto before = snapshot(ca.data());
 

@@ -227,17 +227,15 @@ TEST_CASE("ca rotate of a CA whose keys are in a token makes the new issuing key
                              (token.dir / "dev-new.crt").string()});
   INFO(new_issued.out << new_issued.err);
   CHECK(new_issued.exit_code == 0);
-  CHECK(openssl({"verify", "-CAfile", chain, (token.dir / "dev-old.crt").string()}).exit_code ==
-        0);
+  CHECK(openssl({"verify", "-CAfile", chain, (token.dir / "dev-old.crt").string()}).exit_code == 0);
 
   // Revoking the old device signs the kept issuer's CRL with its key, still in the token.
   auto revoked = token.ctl({"device", "revoke", "dev-old", "--passphrase-env", "CA_PIN"});
   INFO(revoked.out << revoked.err);
   REQUIRE(revoked.exit_code == 0);
   const std::string crl = (token.data() / "crl.pem").string();
-  auto old_checked =
-      openssl({"verify", "-crl_check", "-CRLfile", crl, "-CAfile", chain,
-               (token.dir / "dev-old.crt").string()});
+  auto old_checked = openssl({"verify", "-crl_check", "-CRLfile", crl, "-CAfile", chain,
+                              (token.dir / "dev-old.crt").string()});
   CHECK(old_checked.exit_code != 0);
   CHECK((old_checked.out + old_checked.err).find("certificate revoked") != std::string::npos);
   auto new_checked = openssl({"verify", "-crl_check", "-CRLfile", crl, "-CAfile", chain,
