@@ -116,6 +116,23 @@ Result<std::unique_ptr<Signer>> open_token_key(const TokenKeys& keys, const std:
   return std::unique_ptr<Signer>(std::move(signer));
 }
 
+// ca.json's "key" member for keys in a token: {"pkcs11": {"module", "root", "issuing", "kept"}}.
+nlohmann::json token_keys_json(const TokenKeys& keys) {
+  nlohmann::json token = {
+      {"module", keys.module}, {"root", keys.root_uri}, {"issuing", keys.issuing_uri}};
+  if (!keys.kept_uris.empty()) token["kept"] = keys.kept_uris;
+  return {{"pkcs11", std::move(token)}};
+}
+
+// "2026-12-07T01:20:00Z" -> "20261207T012000Z": a token key label made unique by its time.
+std::string compact_time(UnixTime now) {
+  std::string out;
+  for (char c : iso_time(now)) {
+    if (std::isalnum(static_cast<unsigned char>(c))) out.push_back(c);
+  }
+  return out;
+}
+
 Result<ossl::Ptr<X509>> read_certificate(const std::filesystem::path& path) {
   ONBOARD_TRY(std::string pem, read_file(path));
   auto cert = certificate_from_pem(pem);
@@ -341,10 +358,8 @@ Result<Authority> Authority::create(const std::filesystem::path& data_dir,
   if (!root_key.uri.empty()) {
     ONBOARD_TRY(auto uri, parse_pkcs11_uri(options.token_key_uri));
     ONBOARD_TRY(std::string module, token_module(options, uri));
-    TokenKeys keys{module, root_key.uri, issuing_key.uri};
-    settings["key"] = {
-        {"pkcs11",
-         {{"module", keys.module}, {"root", keys.root_uri}, {"issuing", keys.issuing_uri}}}};
+    TokenKeys keys{module, root_key.uri, issuing_key.uri, {}};
+    settings["key"] = token_keys_json(keys);
     ca.token_keys_ = std::move(keys);
   }
   ONBOARD_CHECK(rollback.write(paths.settings, settings.dump(2) + "\n", 0644));
@@ -391,7 +406,22 @@ Result<Authority> Authority::open(const std::filesystem::path& data_dir) {
         return make_error(Errc::corrupt,
                           paths.settings.string() + ": the CA key's PKCS#11 settings are damaged");
       }
-      ca.token_keys_ = TokenKeys{*field("module"), *field("root"), *field("issuing")};
+      ca.token_keys_ = TokenKeys{*field("module"), *field("root"), *field("issuing"), {}};
+      // {"SERIAL": URI}: the keys of the issuing CAs 'ca rotate' kept.
+      if (const auto kept = token.find("kept"); kept != token.end()) {
+        if (!kept->is_object()) {
+          return make_error(Errc::corrupt, paths.settings.string() +
+                                               ": the kept issuing CAs' PKCS#11 keys are damaged");
+        }
+        for (const auto& [serial, uri] : kept->items()) {
+          if (!uri.is_string()) {
+            return make_error(
+                Errc::corrupt,
+                paths.settings.string() + ": the kept issuing CAs' PKCS#11 keys are damaged");
+          }
+          ca.token_keys_->kept_uris[serial] = uri.get<std::string>();
+        }
+      }
     }
   }
   return ca;
@@ -419,6 +449,17 @@ Status Authority::load_signing_key(const Secret* passphrase) {
   if (token_keys_) {
     const auto& uri = issuing_ ? token_keys_->issuing_uri : token_keys_->root_uri;
     ONBOARD_TRY(signer_, open_token_key(*token_keys_, uri, passphrase, issuer()));
+    for (auto& retired : retired_) {
+      const auto kept =
+          token_keys_->kept_uris.find(describe_certificate(retired.cert.get()).serial_hex);
+      if (kept == token_keys_->kept_uris.end()) {
+        // Not in the token: a key file beside it, or the error that says it is missing.
+        ONBOARD_TRY(retired.signer, load_retired_signer(retired, passphrase));
+      } else {
+        ONBOARD_TRY(retired.signer,
+                    open_token_key(*token_keys_, kept->second, passphrase, retired.cert.get()));
+      }
+    }
     return ok_status();
   }
   const auto& path = issuing_ ? paths_.issuing_key : paths_.root_key;
@@ -470,6 +511,18 @@ std::string derived_root_crl_url(std::string_view crl_url) {
          (segment.ends_with(".pem") ? ".pem" : "");
 }
 
+std::string issuer_crl_url(std::string_view crl_url, std::string_view issuer_serial_hex) {
+  if (crl_url.empty() || crl_url.ends_with(".pem")) return std::string(crl_url);
+  std::string url(crl_url);
+  if (!url.ends_with('/')) url += '/';
+  return url + std::string(issuer_serial_hex);
+}
+
+std::string Authority::issuing_crl_url() const {
+  if (retired_.empty()) return crl_url_;
+  return issuer_crl_url(crl_url_, describe_certificate(issuer()).serial_hex);
+}
+
 std::string Authority::chain_pem() const {
   std::string pem;
   if (issuing_) pem += certificate_to_pem(issuing_.get());
@@ -483,7 +536,7 @@ Result<IssuedCertificate> Authority::issue(CertificateRequest request) const {
   if (request.profile != Profile::device && request.profile != Profile::server) {
     return make_error(Errc::internal, "the CA issues device and server certificates only");
   }
-  if (request.crl_url.empty()) request.crl_url = crl_url_;
+  if (request.crl_url.empty()) request.crl_url = issuing_crl_url();
   if (request.ocsp_url.empty()) request.ocsp_url = ocsp_url_;
   ONBOARD_TRY(auto cert, issue_certificate(request, issuer(), *signer_));
   return make_issued(std::move(cert));
@@ -496,13 +549,6 @@ Status Authority::rotate(const Signer& root_signer, const RotateOptions& options
                       "root cannot be rotated this way (every device certificate hangs on it). "
                       "Rotation replaces an intermediate; a CA made without --intermediate needs "
                       "a new CA made with --intermediate and its devices re-enrolled");
-  }
-  if (token_keys_) {
-    // The new intermediate's key would be a file: a token CA rotates only inside its token,
-    // which is not built yet.
-    return make_error(Errc::invalid_input,
-                      "this CA's keys are in a PKCS#11 token, and 'ca rotate' makes the new "
-                      "issuing key as a file: rotating a token CA is not supported yet");
   }
   if (!signer_) return make_error(Errc::internal, "the CA signing key is not loaded");
   if (EVP_PKEY_eq(root_signer.public_key(), X509_get0_pubkey(root_.get())) != 1) {
@@ -537,18 +583,41 @@ Status Authority::rotate(const Signer& root_signer, const RotateOptions& options
                       retired_cert.string() + " exists already; refusing to overwrite it");
   }
 
-  ONBOARD_TRY(auto key, generate_key(options.key_alg));
+  // The new key: generated in the CA's token (deleted again if the rotation does not finish), or
+  // in memory for a key file.
+  ossl::Ptr<EVP_PKEY> file_key;
+  std::unique_ptr<Pkcs11Signer> token_key;
+  TokenRollback token_rollback;  // after token_key: it runs while the key is still open
+  if (token_keys_) {
+    if (options.passphrase == nullptr) return pin_missing(token_keys_->root_uri);
+    ONBOARD_TRY(auto uri, parse_pkcs11_uri(token_keys_->root_uri));
+    uri.object += std::string(kIssuingSuffix) + "-" + compact_time(now);
+    uri.id.clear();  // a fresh random one
+    ONBOARD_TRY(token_key, Pkcs11Signer::generate(pkcs11_module_path(token_keys_->module), uri,
+                                                  *options.passphrase, options.key_alg));
+    token_rollback.add(token_key.get());
+  } else {
+    ONBOARD_TRY(file_key, generate_key(options.key_alg));
+  }
   CertificateRequest request;
   request.profile = Profile::intermediate_ca;
   request.common_name = name;
   request.organization = organization_of(issuing_.get());
-  request.public_key = key.get();
+  request.public_key = token_key ? token_key->public_key() : file_key.get();
   request.not_before = now - 300;
   request.not_after = std::min(now + options.days * kDay, root_not_after);
   request.path_length = 0;
   request.crl_url = root_crl_url_;  // its revocation is on the root's CRL, as the first one's
   ONBOARD_TRY(auto cert, issue_certificate(request, root_.get(), root_signer));
-  ONBOARD_TRY(Secret key_pem, private_key_to_pem(key.get(), options.passphrase));
+  if (token_key) {
+    ONBOARD_CHECK(replace_token_issuer(cert.get(), token_key->uri(), old_info.serial_hex));
+    token_rollback.commit();
+    keep_current_issuer(retired_cert, retired_key);
+    issuing_ = std::move(cert);
+    signer_ = std::move(token_key);
+    return ok_status();
+  }
+  ONBOARD_TRY(Secret key_pem, private_key_to_pem(file_key.get(), options.passphrase));
 
   // The new files under temporary names, the old ones linked to their kept names, then the new
   // ones renamed over the current names: until those renames the CA is as it was.
@@ -585,14 +654,67 @@ Status Authority::rotate(const Signer& root_signer, const RotateOptions& options
   }
   rollback.commit();
 
+  keep_current_issuer(retired_cert, retired_key);
+  issuing_ = std::move(cert);
+  signer_ = std::make_unique<KeySigner>(std::move(file_key));
+  return ok_status();
+}
+
+void Authority::keep_current_issuer(const std::filesystem::path& cert_path,
+                                    const std::filesystem::path& key_path) {
   RetiredIssuer kept;
   kept.cert = std::move(issuing_);
-  kept.cert_path = retired_cert;
-  kept.key_path = retired_key;
+  kept.cert_path = cert_path;
+  kept.key_path = key_path;
   kept.signer = std::move(signer_);
   retired_.insert(retired_.begin(), std::move(kept));
-  issuing_ = std::move(cert);
-  signer_ = std::make_unique<KeySigner>(std::move(key));
+}
+
+Status Authority::replace_token_issuer(const X509* cert, const std::string& key_uri,
+                                       const std::string& old_serial) {
+  // ca.json with the new key as the issuing one and the old one kept under its CA's serial.
+  TokenKeys keys = *token_keys_;
+  keys.kept_uris[old_serial] = keys.issuing_uri;
+  keys.issuing_uri = key_uri;
+  ONBOARD_TRY(std::string text, read_file(paths_.settings, 65536));
+  nlohmann::json settings = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!settings.is_object())
+    return make_error(Errc::corrupt, paths_.settings.string() + " is not valid CA settings JSON");
+  settings["key"] = token_keys_json(keys);
+
+  // Both new files under temporary names and the old certificate linked to its kept name; then
+  // the certificate and the settings renamed into place. Until the first rename the CA is as it
+  // was; a failed second rename puts the old certificate back.
+  const auto next_cert = paths_.dir / "issuing-next.crt.tmp";
+  const auto next_settings = paths_.dir / "ca.json.next.tmp";
+  const auto kept_cert = paths_.retired_cert(old_serial);
+  std::error_code ignored;
+  std::filesystem::remove(next_cert, ignored);
+  std::filesystem::remove(next_settings, ignored);
+  Rollback rollback;
+  ONBOARD_CHECK(rollback.write(next_cert, certificate_to_pem(cert), 0644));
+  ONBOARD_CHECK(rollback.write(next_settings, settings.dump(2) + "\n", 0644));
+  std::error_code ec;
+  std::filesystem::create_hard_link(paths_.issuing_cert, kept_cert, ec);
+  if (ec) {
+    return make_error(Errc::io, "cannot keep " + paths_.issuing_cert.string() + " as " +
+                                    kept_cert.string() + ": " + ec.message());
+  }
+  rollback.add(kept_cert);
+  std::filesystem::rename(next_cert, paths_.issuing_cert, ec);
+  if (ec) {
+    return make_error(Errc::io,
+                      "cannot replace " + paths_.issuing_cert.string() + ": " + ec.message());
+  }
+  std::filesystem::rename(next_settings, paths_.settings, ec);
+  if (ec) {
+    std::error_code undo;
+    std::filesystem::copy_file(kept_cert, paths_.issuing_cert,
+                               std::filesystem::copy_options::overwrite_existing, undo);
+    return make_error(Errc::io, "cannot replace " + paths_.settings.string() + ": " + ec.message());
+  }
+  rollback.commit();
+  token_keys_ = std::move(keys);
   return ok_status();
 }
 

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,6 +63,8 @@ struct TokenKeys {
   std::string module;
   std::string root_uri;
   std::string issuing_uri;  // empty without an intermediate
+  // The keys of earlier issuing CAs 'ca rotate' kept, by the CA's serial (upper-case hex).
+  std::map<std::string, std::string> kept_uris;
 };
 
 struct CaPaths {
@@ -85,8 +88,10 @@ struct RetiredIssuer {
 struct RotateOptions {
   std::string common_name;  // empty: the current one's, with today's date (see rotate())
   KeyAlg key_alg = KeyAlg::rsa3072;
-  int days = 1825;                     // capped at the root's own expiry
-  const Secret* passphrase = nullptr;  // encrypts the new key file when set
+  int days = 1825;  // capped at the root's own expiry
+  // Encrypts the new key file when set; for a CA whose keys are in a PKCS#11 token, the token's
+  // user PIN (the new key is generated there).
+  const Secret* passphrase = nullptr;
 };
 
 // What issuance returns: the certificate and what the registry stores about it.
@@ -120,6 +125,13 @@ class Authority {
   // build the chain of any device still in use.
   std::string chain_pem() const;
   const std::string& crl_url() const noexcept { return crl_url_; }
+  // The CRL distribution point of certificates the current issuing CA signs from now on. While
+  // 'ca rotate' keeps earlier issuing CAs, each issuer's certificates need a URL of their own
+  // that serves that issuer's CRL: crl_url()/<ISSUER SERIAL> (issuer_crl_url()). The plain
+  // crl_url() then still serves the oldest kept issuer's, whose certificates carry it; a single
+  // issuer issues with the plain URL. A crl_url() ending in ".pem" is a file holding every
+  // issuer's CRL and stays as it is.
+  std::string issuing_crl_url() const;
   const std::string& root_crl_url() const noexcept { return root_crl_url_; }
   const std::string& ocsp_url() const noexcept { return ocsp_url_; }
   // Sets (or, with an empty url, removes) the OCSP URL in the CA's settings for certificates
@@ -141,7 +153,10 @@ class Authority {
 
   // Replaces the issuing intermediate with a new one signed by the root (`root_signer`, from
   // load_root_signer()): the old certificate and key are kept as issuing-<SERIAL>.crt/.key and
-  // become retired()[0]; new issuance uses the new one. Needs load_signing_key() first. Refuses
+  // become retired()[0]; new issuance uses the new one. For a CA whose keys are in a PKCS#11
+  // token the new key is generated in that token (labelled "<root label>-issuing-<UTC time>",
+  // never extractable), the old one stays there, and ca.json records both (the kept one under
+  // "kept" by its CA's serial): no key file is written. Needs load_signing_key() first. Refuses
   // (Errc::invalid_input) a CA without an intermediate, where the root signs devices itself, and
   // a common name that an issuer of this CA already has (CRLs and the registry tell issuers apart
   // by name). On failure nothing on disk has changed. Does not write chain.pem or the CRL.
@@ -149,6 +164,14 @@ class Authority {
 
  private:
   explicit Authority(CaPaths paths) : paths_(std::move(paths)) {}
+  // rotate(): the current issuing CA and its signer become retired()[0].
+  void keep_current_issuer(const std::filesystem::path& cert_path,
+                           const std::filesystem::path& key_path);
+  // rotate() in a token: issuing.crt replaced by `cert` (the old one kept as
+  // issuing-<old_serial>.crt) and ca.json by settings naming `key_uri` as the issuing key and the
+  // old key as kept. On failure nothing on disk has changed.
+  Status replace_token_issuer(const X509* cert, const std::string& key_uri,
+                              const std::string& old_serial);
 
   CaPaths paths_;
   ossl::Ptr<X509> root_;
@@ -170,6 +193,10 @@ Status check_token_access(const CaInitOptions& options);
 // "root-crl" (keeping a ".pem" ending), e.g. http://ca.example/crl -> http://ca.example/root-crl,
 // which is where 'onboardctl serve' publishes it. Empty for an empty crl_url.
 std::string derived_root_crl_url(std::string_view crl_url);
+
+// `crl_url` + "/" + `issuer_serial_hex`, where 'onboardctl serve' publishes that issuer's CRL
+// alone; `crl_url` itself when it is empty or ends in ".pem".
+std::string issuer_crl_url(std::string_view crl_url, std::string_view issuer_serial_hex);
 
 // Builds the IssuedCertificate view of a certificate.
 IssuedCertificate make_issued(ossl::Ptr<X509> cert);

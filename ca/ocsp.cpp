@@ -232,21 +232,21 @@ std::string ocsp_error_response(OcspError error) {
   return std::string(der, sizeof der);
 }
 
-Result<OcspResponder> issue_ocsp_responder(const Authority& ca, UnixTime now, int days) {
-  if (!ca.can_sign()) return make_error(Errc::internal, "the CA signing key is not loaded");
+Result<OcspResponder> issue_ocsp_responder(const X509* issuer, const Signer& signer, UnixTime now,
+                                           int days) {
   if (days < 1) return make_error(Errc::invalid_input, "responder validity must be at least a day");
   ONBOARD_TRY(auto key, generate_key(KeyAlg::p256));
   CertificateRequest request;
   request.profile = Profile::ocsp_responder;
-  const std::string issuer_cn = subject_common_name(ca.issuer());
+  const std::string issuer_cn = subject_common_name(issuer);
   request.common_name = (issuer_cn.empty() ? std::string("CA") : issuer_cn) + " OCSP Responder";
   if (request.common_name.size() > 64) request.common_name = "OCSP Responder";
   request.public_key = key.get();
   request.not_before = now - 300;  // clock skew, as for every certificate the CA issues
   request.not_after = now + static_cast<UnixTime>(days) * 86400;
-  if (auto issuer_end = to_unix_time(X509_get0_notAfter(ca.issuer())))
+  if (auto issuer_end = to_unix_time(X509_get0_notAfter(issuer)))
     request.not_after = std::min(request.not_after, *issuer_end);
-  ONBOARD_TRY(auto cert, issue_certificate(request, ca.issuer(), *ca.signer()));
+  ONBOARD_TRY(auto cert, issue_certificate(request, issuer, signer));
   return OcspResponder{std::move(cert), std::move(key)};
 }
 

@@ -103,9 +103,10 @@ Result<std::string> build_ocsp_response(const OcspRequest& request,
 enum class OcspError { malformed_request = 1, internal_error = 2, try_later = 3 };
 std::string ocsp_error_response(OcspError error);
 
-// Issues a new responder certificate for `ca`'s issuing CA through the CA's Signer: a fresh
-// P-256 key, CN "<issuing CA CN> OCSP Responder", valid from `now` for `days` (never past the
-// issuing CA). Requires Authority::load_signing_key().
-Result<OcspResponder> issue_ocsp_responder(const Authority& ca, UnixTime now, int days);
+// Issues a new responder certificate for the issuing CA `issuer` through its `signer` (the
+// current issuing CA's or a kept earlier one's, Authority::load_signing_key()): a fresh P-256
+// key, CN "<issuer CN> OCSP Responder", valid from `now` for `days` (never past the issuer).
+Result<OcspResponder> issue_ocsp_responder(const X509* issuer, const Signer& signer, UnixTime now,
+                                           int days);
 
 }  // namespace onboard::ca

@@ -75,13 +75,17 @@ struct Context {
   // also keeps two CRL rewrites from finishing out of order (an older CRL replacing a newer one).
   // Other processes (the CLI) still meet the server in SQLite's lock and busy timeout.
   std::mutex write_turn;
-  // The delegated OCSP responder, loaded or made on the first OCSP request and renewed when it
-  // nears its end (rest/ocsp.cpp).
+  // The delegated OCSP responders, one per issuing CA in ops::ocsp_issuers() order, each loaded
+  // or made on the first request about its issuer and renewed when it nears its end
+  // (rest/ocsp.cpp).
   struct OcspState {
+    struct Responder {
+      std::shared_ptr<const ca::OcspResponder> responder;
+      UnixTime not_after = 0;
+      UnixTime retry_at = 0;  // after a failed renewal, not before this
+    };
     std::mutex mutex;
-    std::shared_ptr<const ca::OcspResponder> responder;
-    UnixTime not_after = 0;
-    UnixTime retry_at = 0;  // after a failed renewal, not before this
+    std::vector<Responder> by_issuer;
   } ocsp{};
 };
 

@@ -19,6 +19,7 @@
 #include "core/encoding.h"
 #include "core/files.h"
 #include "core/identity.h"
+#include "core/x509.h"
 #include "ops/batches.h"
 #include "ops/bundles.h"
 #include "ops/duration.h"
@@ -346,12 +347,42 @@ bool wants_pem(const httplib::Request& request) {
          request.get_header_value("Accept").find("application/x-pem-file") != std::string::npos;
 }
 
-// The CRL as the last revocation wrote it: served from the file, never re-signed per request.
+// One issuer's CRL from the CRL file, which holds one per issuing CA after 'ca rotate'.
+Reply issuer_crl_reply(const std::string& pem, const X509* issuer, bool as_pem) {
+  for (auto& crl : take(ca::crls_from_pem(pem))) {
+    if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_subject_name(issuer)) != 0) continue;
+    if (as_pem) return Reply{200, ca::crl_to_pem(crl.get()), "application/x-pem-file", {}};
+    return Reply{200, ca::crl_to_der(crl.get()), "application/pkix-crl", {}};
+  }
+  return error_reply(
+      404, "not_found",
+      "the CRL file has no CRL of " + subject_common_name(issuer) + " yet; run 'onboardctl crl'");
+}
+
+// The CRL as the last revocation wrote it: served from the file, never re-signed per request. In
+// DER a response holds one CRL: the oldest issuing CA's, whose certificates name this URL (those
+// of issuers made by 'ca rotate' while it was kept name /crl/<ISSUER SERIAL>, see
+// Authority::issuing_crl_url()). The PEM is the whole file.
 Reply get_crl(Context& ctx, Call& call) {
   auto pem = take(read_file(ctx.workspace.crl, 16 * 1024 * 1024));
   if (wants_pem(call.request)) return Reply{200, pem, "application/x-pem-file", {}};
-  auto crl = take(ca::crl_from_pem(pem));
-  return Reply{200, ca::crl_to_der(crl.get()), "application/pkix-crl", {}};
+  const auto& kept = ctx.ca.retired();
+  return issuer_crl_reply(pem, kept.empty() ? ctx.ca.issuer() : kept.back().cert.get(), false);
+}
+
+// The CRL of the issuing CA of that serial (upper-case hex, as in its kept file name): current
+// or kept by 'ca rotate'. 404 for any other serial.
+Reply get_issuer_crl(Context& ctx, Call& call) {
+  const std::string serial = call.param(1);
+  const X509* issuer = nullptr;
+  if (ctx.ca.has_intermediate() && serial_hex(ctx.ca.issuer()) == serial) issuer = ctx.ca.issuer();
+  for (const auto& kept : ctx.ca.retired()) {
+    if (serial_hex(kept.cert.get()) == serial) issuer = kept.cert.get();
+  }
+  if (issuer == nullptr)
+    return error_reply(404, "not_found", "no issuing CA of this CA has serial " + serial);
+  auto pem = take(read_file(ctx.workspace.crl, 16 * 1024 * 1024));
+  return issuer_crl_reply(pem, issuer, wants_pem(call.request));
 }
 
 // The root CA's own CRL (only with an issuing intermediate; 404 otherwise), likewise from the
@@ -679,6 +710,7 @@ constexpr RouteSpec kRoutes[] = {
     // Public: relying parties, load balancers and the holder of a one-time link.
     {"GET", "/crl", Need::nobody, get_crl},
     {"GET", "/crl.pem", Need::nobody, get_crl},
+    {"GET", "/crl/{issuer}", Need::nobody, get_issuer_crl},
     {"GET", "/root-crl", Need::nobody, get_root_crl},
     {"GET", "/root-crl.pem", Need::nobody, get_root_crl},
     {"POST", "/ocsp", Need::nobody, post_ocsp, "application/ocsp-request"},

@@ -161,7 +161,7 @@ TEST_CASE("a responder certificate is delegated by the issuing CA and its answer
   options.intermediate = true;
   auto authority = must(Authority::create(dir.path(), options, unix_now()));
   const UnixTime now = unix_now();
-  auto responder = must(issue_ocsp_responder(authority, now, 7));
+  auto responder = must(issue_ocsp_responder(authority.issuer(), *authority.signer(), now, 7));
 
   // The profile: issued by the issuing CA (not the root), OCSPSigning, nocheck, not a CA.
   CHECK(X509_check_issued(const_cast<X509*>(authority.issuer()), responder.cert.get()) ==

@@ -8,6 +8,7 @@
 #include <httplib.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -35,8 +36,16 @@ bool contains(const std::string& text, const std::string& part) {
 // A CA with an issuing intermediate, the server on it, the OCSP URL set to where it listens, and
 // devices registered after that (so their certificates carry the URL).
 struct Responder {
-  Responder() {
-    REQUIRE(ctl({"init", "--no-group", "--key-alg", "p256", "--intermediate"}).exit_code == 0);
+  explicit Responder(Args init_extra = {}) {
+    Args init{"init", "--no-group", "--key-alg", "p256", "--intermediate"};
+    init.insert(init.end(), init_extra.begin(), init_extra.end());
+    REQUIRE(ctl(init).exit_code == 0);
+    start();
+  }
+  // Starts the server (again: after 'ca rotate' it must be restarted) and points the OCSP URL of
+  // certificates issued from now on at it.
+  void start() {
+    server.reset();
     server = std::make_unique<test::ChildProcess>(
         Args{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve", "--listen", "127.0.0.1:0",
              "--threads", "2"},
@@ -66,7 +75,11 @@ struct Responder {
   // `openssl ocsp` as an operator types it (it sends a nonce and checks the echo); stdout and
   // stderr together.
   std::string openssl_ocsp(const std::string& cert, Args extra = {}) const {
-    Args args{"/usr/bin/openssl", "ocsp", "-issuer", issuer(), "-cert", cert, "-url", url,
+    return openssl_ocsp_under(issuer(), cert, std::move(extra));
+  }
+  std::string openssl_ocsp_under(const std::string& issuer_cert, const std::string& cert,
+                                 Args extra = {}) const {
+    Args args{"/usr/bin/openssl", "ocsp", "-issuer", issuer_cert, "-cert", cert, "-url", url,
               "-CAfile",          chain()};
     args.insert(args.end(), extra.begin(), extra.end());
     auto r = test::run(args);
@@ -267,4 +280,136 @@ TEST_CASE("GnuTLS ocsptool agrees with the registry on good and revoked") {
   CHECK(contains(good, "Certificate Status: good"));
   CHECK(contains(good, "Nonce: "));  // sent with --nonce, echoed, checked
   CHECK(contains(ask("gnutls-revoked"), "Certificate Status: revoked"));
+}
+
+namespace {
+
+// The serial of a certificate file, as openssl prints it (upper-case hex).
+std::string serial_of(const std::string& cert) {
+  auto r = test::run({"/usr/bin/openssl", "x509", "-in", cert, "-noout", "-serial"});
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.out.starts_with("serial="));
+  return r.out.substr(7, r.out.size() - 8);
+}
+
+std::string crl_distribution_point(const std::string& cert) {
+  auto r = test::run(
+      {"/usr/bin/openssl", "x509", "-in", cert, "-noout", "-ext", "crlDistributionPoints"});
+  const auto at = r.out.find("URI:");
+  REQUIRE(at != std::string::npos);
+  return r.out.substr(at + 4, r.out.find('\n', at) - at - 4);
+}
+
+}  // namespace
+
+TEST_CASE("after ca rotate openssl ocsp gets answers for devices of both issuing CAs") {
+  Responder r;
+  r.register_device("old-good");
+  r.register_device("old-doomed");
+  const std::string old_issuer = r.path("old-issuing.crt");
+  REQUIRE(std::filesystem::copy_file(r.issuer(), old_issuer));
+  auto rotated = r.ctl({"ca", "rotate", "--key-alg", "p256"});
+  INFO(rotated.out << rotated.err);
+  REQUIRE(rotated.exit_code == 0);
+  r.start();  // a rotation takes effect in a server at its restart
+  r.register_device("new-good");
+  r.register_device("new-doomed");
+  REQUIRE(r.ctl({"device", "revoke", "old-doomed", "--reason", "keyCompromise"}).exit_code == 0);
+  REQUIRE(r.ctl({"device", "revoke", "new-doomed", "--reason", "superseded"}).exit_code == 0);
+
+  // Each certificate asked under its own issuer: the registry's status, from a responder that
+  // issuer certified (openssl checks that: "Response verify OK").
+  const std::string old_good = r.openssl_ocsp_under(old_issuer, r.path("old-good.crt"));
+  CHECK(contains(old_good, "Response verify OK"));
+  CHECK(contains(old_good, r.path("old-good.crt") + ": good"));
+  const std::string old_doomed = r.openssl_ocsp_under(old_issuer, r.path("old-doomed.crt"));
+  CHECK(contains(old_doomed, "Response verify OK"));
+  CHECK(contains(old_doomed, r.path("old-doomed.crt") + ": revoked"));
+  CHECK(contains(old_doomed, "Reason: keyCompromise"));
+  const std::string new_good = r.openssl_ocsp(r.path("new-good.crt"));
+  CHECK(contains(new_good, "Response verify OK"));
+  CHECK(contains(new_good, r.path("new-good.crt") + ": good"));
+  const std::string new_doomed = r.openssl_ocsp(r.path("new-doomed.crt"));
+  CHECK(contains(new_doomed, "Response verify OK"));
+  CHECK(contains(new_doomed, r.path("new-doomed.crt") + ": revoked"));
+
+  // A certificate asked under the wrong issuer is not ours to vouch for: unknown, never good.
+  const std::string new_serial = "0x" + serial_of(r.path("new-good.crt"));
+  const std::string crossed =
+      r.openssl_ocsp_under(old_issuer, r.path("old-good.crt"), {"-serial", new_serial});
+  CHECK(contains(crossed, "Response verify OK"));
+  CHECK(contains(crossed, new_serial + ": unknown"));
+
+  // The responders: one per issuer, each issued by it and kept beside it.
+  const auto ca_dir = r.data() / "ca";
+  const std::string old_serial = serial_of(old_issuer);
+  const auto kept_responder = (ca_dir / ("ocsp-" + old_serial + ".crt")).string();
+  REQUIRE(std::filesystem::exists(kept_responder));
+  CHECK(test::run(
+            {"/usr/bin/openssl", "verify", "-partial_chain", "-CAfile", old_issuer, kept_responder})
+            .exit_code == 0);
+  CHECK(test::run(
+            {"/usr/bin/openssl", "verify", "-partial_chain", "-CAfile", r.issuer(), kept_responder})
+            .exit_code != 0);
+  CHECK(test::run({"/usr/bin/openssl", "verify", "-partial_chain", "-CAfile", r.issuer(),
+                   (ca_dir / "ocsp.crt").string()})
+            .exit_code == 0);
+  CHECK(test::mode_of(ca_dir / ("ocsp-" + old_serial + ".key")) == 0600);
+}
+
+TEST_CASE("after ca rotate each issuing CA's CRL is served at the URL its certificates name") {
+  Responder r({"--crl-url", "http://ca.example/crl"});
+  r.register_device("old-dev");
+  const std::string old_issuer = r.path("old-issuing.crt");
+  REQUIRE(std::filesystem::copy_file(r.issuer(), old_issuer));
+  REQUIRE(r.ctl({"ca", "rotate", "--key-alg", "p256"}).exit_code == 0);
+  r.start();
+  r.register_device("new-dev");
+  const std::string new_serial = serial_of(r.issuer());
+  // The certificates of the first issuer name the plain URL; those of the new one (made while the
+  // first is kept) the URL of their own issuer's CRL.
+  CHECK(crl_distribution_point(r.path("old-dev.crt")) == "http://ca.example/crl");
+  CHECK(crl_distribution_point(r.path("new-dev.crt")) == "http://ca.example/crl/" + new_serial);
+  REQUIRE(r.ctl({"device", "revoke", "old-dev"}).exit_code == 0);
+  REQUIRE(r.ctl({"device", "revoke", "new-dev"}).exit_code == 0);
+
+  httplib::Client client("127.0.0.1", r.port);
+  client.set_read_timeout(20, 0);
+  // Fetches a DER CRL from `path` and checks a device certificate with it as a relying party
+  // that follows the distribution point does: revoked means the CRL is that issuer's and lists it.
+  auto check_with = [&](const std::string& path, const std::string& cert) {
+    auto got = client.Get(path.c_str());
+    REQUIRE(got);
+    REQUIRE(got->status == 200);
+    CHECK(got->get_header_value("Content-Type") == "application/pkix-crl");
+    const std::string der = r.path("fetched.der"), pem = r.path("fetched.pem");
+    REQUIRE(write_file_atomic(der, got->body, 0644, Overwrite::replace).ok());
+    REQUIRE(test::run({"/usr/bin/openssl", "crl", "-inform", "DER", "-in", der, "-out", pem})
+                .exit_code == 0);
+    auto verified = test::run(
+        {"/usr/bin/openssl", "verify", "-crl_check", "-CRLfile", pem, "-CAfile", r.chain(), cert});
+    return verified.out + verified.err;
+  };
+  CHECK(contains(check_with("/crl", r.path("old-dev.crt")), "certificate revoked"));
+  CHECK(contains(check_with("/crl/" + new_serial, r.path("new-dev.crt")), "certificate revoked"));
+  // Each URL serves one issuer's CRL: the other issuer's device finds no CRL there.
+  CHECK(contains(check_with("/crl", r.path("new-dev.crt")), "unable to get certificate CRL"));
+  CHECK(contains(check_with("/crl/" + new_serial, r.path("old-dev.crt")),
+                 "unable to get certificate CRL"));
+  // The kept issuer's CRL by its serial too, and PEM on request.
+  CHECK(contains(check_with("/crl/" + serial_of(old_issuer), r.path("old-dev.crt")),
+                 "certificate revoked"));
+  auto pem = client.Get(("/crl/" + new_serial).c_str(),
+                        httplib::Headers{{"Accept", "application/x-pem-file"}});
+  REQUIRE(pem);
+  CHECK(pem->status == 200);
+  CHECK(pem->body.starts_with("-----BEGIN X509 CRL-----"));
+  CHECK(pem->body.find("BEGIN X509 CRL", 10) == std::string::npos);  // one CRL
+  // A serial that is no issuer of this CA (the root's is not one either): 404.
+  auto unknown = client.Get("/crl/0123456789ABCDEF");
+  REQUIRE(unknown);
+  CHECK(unknown->status == 404);
+  auto root = client.Get(("/crl/" + serial_of((r.data() / "ca" / "root.crt").string())).c_str());
+  REQUIRE(root);
+  CHECK(root->status == 404);
 }

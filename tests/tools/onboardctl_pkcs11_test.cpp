@@ -8,6 +8,7 @@
 
 #include "core/files.h"
 #include "tests/support/run.h"
+#include "tests/support/softhsm.h"
 #include "tests/support/temp_dir.h"
 
 using onboard::test::RunResult;
@@ -18,31 +19,12 @@ namespace {
 using Args = std::vector<std::string>;
 using Env = std::map<std::string, std::string>;
 
-constexpr const char* kModule = "/usr/lib/softhsm/libsofthsm2.so";
-constexpr const char* kPin = "pin-4711-token";
+constexpr const char* kModule = onboard::test::kSoftHsmModule;
+constexpr const char* kPin = onboard::test::kSoftHsmPin;
 constexpr const char* kKeyUri = "pkcs11:token=onboard-ca;object=ca-root";
 
-// A SoftHSM token store of its own (SOFTHSM2_CONF names a config whose tokendir is in here) with
-// one initialised token, and a data directory beside it.
-struct Token {
-  TempDir dir;
-  Env env;
-
-  Token() {
-    INFO("the tests need SoftHSM: scripts/install-deps installs softhsm2");
-    REQUIRE(std::filesystem::exists(kModule));
-    std::filesystem::create_directories(dir / "tokens");
-    std::ofstream(dir / "softhsm2.conf") << "directories.tokendir = " << (dir / "tokens").string()
-                                         << "\nobjectstore.backend = file\nlog.level = ERROR\n";
-    env = {{"SOFTHSM2_CONF", (dir / "softhsm2.conf").string()},
-           {"CA_PIN", kPin},
-           {"WRONG_PIN", "pin-0000-wrong"}};
-    auto made = onboard::test::run({"/usr/bin/softhsm2-util", "--init-token", "--free", "--label",
-                                    "onboard-ca", "--pin", kPin, "--so-pin", "so-pin-1234"},
-                                   {}, env);
-    INFO(made.out << made.err);
-    REQUIRE(made.exit_code == 0);
-  }
+// A throwaway token with a data directory beside it.
+struct Token : onboard::test::SoftHsmToken {
   std::filesystem::path data() const { return dir / "data"; }
   RunResult ctl(Args args, const Env& extra = {}) const {
     args.insert(args.begin(), {ONBOARDCTL_PATH, "--data-dir", data().string()});
@@ -199,4 +181,65 @@ TEST_CASE("init with a bad PKCS#11 token leaves nothing behind") {
   CHECK(again.exit_code == 5);
   CHECK(again.err.find("already holds a key labelled 'ca-root'") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(other / "data"));
+}
+
+TEST_CASE("ca rotate of a CA whose keys are in a token makes the new issuing key in the token") {
+  Token token;
+  REQUIRE(token.init({"--intermediate"}).exit_code == 0);
+  REQUIRE(token.register_device("dev-old").exit_code == 0);
+  const auto ca = token.data() / "ca";
+  auto ca_files = [&] {
+    std::map<std::string, std::string> files;
+    for (const auto& entry : std::filesystem::directory_iterator(ca))
+      files[entry.path().filename().string()] = read(entry.path());
+    return files;
+  };
+  const auto before = ca_files();
+  std::string old_serial =
+      openssl({"x509", "-in", (ca / "issuing.crt").string(), "-noout", "-serial"}).out;
+  REQUIRE(old_serial.starts_with("serial="));
+  old_serial = old_serial.substr(7, old_serial.size() - 8);  // without "serial=" and the newline
+
+  // A wrong PIN is refused before anything is made: the CA directory is as it was.
+  auto wrong = token.ctl({"ca", "rotate", "--key-alg", "p256", "--passphrase-env", "WRONG_PIN"});
+  CHECK(wrong.exit_code == 7);
+  CHECK(wrong.err.find("wrong PIN") != std::string::npos);
+  CHECK(ca_files() == before);
+
+  auto rotated = token.ctl({"ca", "rotate", "--key-alg", "p256", "--passphrase-env", "CA_PIN"});
+  INFO(rotated.out << rotated.err);
+  REQUIRE(rotated.exit_code == 0);
+  // No key file anywhere: the new issuing key was made in the token, the old one stays there.
+  for (const auto& [name, text] : ca_files()) {
+    CHECK_FALSE(name.ends_with(".key"));
+    CHECK(text.find("PRIVATE KEY") == std::string::npos);
+  }
+  const std::string settings = read(ca / "ca.json");
+  CHECK(settings.find("object=ca-root-issuing-") != std::string::npos);
+  CHECK(settings.find("\"kept\"") != std::string::npos);
+  CHECK(settings.find("\"" + old_serial + "\": \"pkcs11:") != std::string::npos);
+  CHECK(settings.find(kPin) == std::string::npos);
+
+  // The new issuing CA signs new devices with its token key; both issuers' devices verify.
+  REQUIRE(token.register_device("dev-new").exit_code == 0);
+  const std::string chain = (ca / "chain.pem").string();
+  auto new_issued = openssl({"verify", "-partial_chain", "-CAfile", (ca / "issuing.crt").string(),
+                             (token.dir / "dev-new.crt").string()});
+  INFO(new_issued.out << new_issued.err);
+  CHECK(new_issued.exit_code == 0);
+  CHECK(openssl({"verify", "-CAfile", chain, (token.dir / "dev-old.crt").string()}).exit_code == 0);
+
+  // Revoking the old device signs the kept issuer's CRL with its key, still in the token.
+  auto revoked = token.ctl({"device", "revoke", "dev-old", "--passphrase-env", "CA_PIN"});
+  INFO(revoked.out << revoked.err);
+  REQUIRE(revoked.exit_code == 0);
+  const std::string crl = (token.data() / "crl.pem").string();
+  auto old_checked = openssl({"verify", "-crl_check", "-CRLfile", crl, "-CAfile", chain,
+                              (token.dir / "dev-old.crt").string()});
+  CHECK(old_checked.exit_code != 0);
+  CHECK((old_checked.out + old_checked.err).find("certificate revoked") != std::string::npos);
+  auto new_checked = openssl({"verify", "-crl_check", "-CRLfile", crl, "-CAfile", chain,
+                              (token.dir / "dev-new.crt").string()});
+  INFO(new_checked.out << new_checked.err);
+  CHECK(new_checked.exit_code == 0);
 }
