@@ -60,6 +60,8 @@ constexpr const char* kPrefix = "onboard: ";
 // The largest enrolment request (docs/provisioning.md); larger ones are answered here.
 constexpr std::uint32_t kMaxProvisionRequestBytes = 16 * 1024;
 constexpr std::string_view kProvisionTopicPrefix = "$provision/";
+// How long an acceptance may wait for the snapshot to know the new device.
+constexpr std::chrono::seconds kHoldAcceptance{2};
 
 void log(int level, const std::string& message) {
   mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str());
@@ -385,12 +387,15 @@ class Plugin {
       return MOSQ_ERR_SUCCESS;
     std::string_view claim = standing.device_id;
     claim.remove_prefix(std::min(claim.size(), registry::kClaimUsernamePrefix.size()));
+    const auto now = Clock::now();
     if (event.payloadlen > kMaxProvisionRequestBytes) {
-      local_answers_.push_back(plugin::rejection(client_id, "payload_too_large",
-                                                 "the request is over 16384 bytes", false));
+      held_answers_.push_back({plugin::rejection(client_id, "payload_too_large",
+                                                 "the request is over 16384 bytes", false),
+                               now});
     } else if (!provisioner_) {
-      local_answers_.push_back(plugin::rejection(
-          client_id, "signer_unavailable", "this broker has no signer configured", true));
+      held_answers_.push_back({plugin::rejection(client_id, "signer_unavailable",
+                                                 "this broker has no signer configured", true),
+                               now});
     } else {
       provisioner_->submit({std::string(claim), client_id,
                             std::string(static_cast<const char*>(event.payload),
@@ -451,7 +456,7 @@ class Plugin {
   }
 
   ~Plugin() {
-    provisioner_.reset();
+    provisioner_.reset();  // before the hand-over its workers log to
     worker_.request_stop();
     if (worker_.joinable()) worker_.join();
   }
@@ -527,28 +532,40 @@ class Plugin {
   }
 
   // Each answer to its client alone (a client id given: no subscription needed, no READ check),
-  // QoS 1. A client gone meanwhile misses it and asks again.
+  // QoS 1. A client gone meanwhile misses it and asks again. An acceptance waits until the
+  // snapshot knows the new device (a refresh or two), so that the device may reconnect with its
+  // certificate the moment it has it; at most kHoldAcceptance, then it goes anyway.
   void publish_answers() {
-    std::vector<plugin::ProvisionAnswer> answers;
-    answers.swap(local_answers_);
     if (provisioner_ && provisioner_->pending()) {
-      auto taken = provisioner_->take();
-      answers.insert(answers.end(), std::make_move_iterator(taken.begin()),
-                     std::make_move_iterator(taken.end()));
+      const auto until = Clock::now() + kHoldAcceptance;
+      for (auto& answer : provisioner_->take()) held_answers_.push_back({std::move(answer), until});
     }
-    for (const auto& answer : answers) {
-      const std::string topic =
-          std::string(kProvisionTopicPrefix) + answer.client_id + "/" + answer.result;
-      const int rc = mosquitto_broker_publish_copy(
-          answer.client_id.c_str(), topic.c_str(), static_cast<int>(answer.payload.size()),
-          answer.payload.data(), 1, false, nullptr);
-      if (rc != MOSQ_ERR_SUCCESS) {
-        log(MOSQ_LOG_WARNING, "cannot publish the answer to client '" + answer.client_id +
-                                  "': " + mosquitto_strerror(rc));
-      } else if (config_.log_connections) {
-        log(MOSQ_LOG_INFO, "answered client '" + answer.client_id + "': " + answer.result +
-                               (answer.code.empty() ? std::string() : " (" + answer.code + ")"));
+    if (held_answers_.empty()) return;
+    const auto now = Clock::now();
+    std::vector<HeldAnswer> waiting;
+    for (auto& held : held_answers_) {
+      if (held.answer.result == "accepted" && now < held.until &&
+          snapshot_->find_device(held.answer.client_id) == nullptr) {
+        waiting.push_back(std::move(held));
+        continue;
       }
+      publish_answer(held.answer);
+    }
+    held_answers_.swap(waiting);
+  }
+
+  void publish_answer(const plugin::ProvisionAnswer& answer) {
+    const std::string topic =
+        std::string(kProvisionTopicPrefix) + answer.client_id + "/" + answer.result;
+    const int rc = mosquitto_broker_publish_copy(answer.client_id.c_str(), topic.c_str(),
+                                                 static_cast<int>(answer.payload.size()),
+                                                 answer.payload.data(), 1, false, nullptr);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      log(MOSQ_LOG_WARNING, "cannot publish the answer to client '" + answer.client_id +
+                                "': " + mosquitto_strerror(rc));
+    } else if (config_.log_connections) {
+      log(MOSQ_LOG_INFO, "answered client '" + answer.client_id + "': " + answer.result +
+                             (answer.code.empty() ? std::string() : " (" + answer.code + ")"));
     }
   }
 
@@ -571,7 +588,11 @@ class Plugin {
   bool own_sighup_ = false;  // broker thread only
   std::shared_ptr<plugin::Watcher> watcher_;
   std::jthread worker_;
-  std::vector<plugin::ProvisionAnswer> local_answers_;  // broker thread only
+  struct HeldAnswer {
+    plugin::ProvisionAnswer answer;
+    Clock::time_point until;
+  };
+  std::vector<HeldAnswer> held_answers_;  // broker thread only
   std::unique_ptr<plugin::Provisioner> provisioner_;    // null: no signer configured
 };
 
