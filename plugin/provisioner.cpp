@@ -37,8 +37,11 @@ class HttpSigner final : public SignerClient {
       return rejection(request.client_id, "internal_error", "the request cannot be handed over",
                        true);
     }
-    auto result = client_.Post("/v1/provision/" + request.claim + "/" + request.client_id,
-                               request.payload, "application/octet-stream");
+    const std::string path = "/v1/provision/" + request.claim + "/" + request.client_id;
+    auto result = client_.Post(path, request.payload, "application/octet-stream");
+    // A kept-alive connection the signer closed meanwhile fails once; asking again is safe (a
+    // repeated request is answered with the certificate issued the first time).
+    if (!result) result = client_.Post(path, request.payload, "application/octet-stream");
     if (!result) {
       throw std::runtime_error("the signer cannot be reached: " + httplib::to_string(result.error()));
     }
