@@ -1776,8 +1776,8 @@ int run_provision(const Endpoint& endpoint, const ProvisionOptions& options) {
         e->asked = Clock::now();
         e->sent = true;
         const std::string topic = "$provision/" + e->id + "/csr";
-        mosquitto_publish(c.mosq.get(), nullptr, topic.c_str(),
-                          static_cast<int>(e->request.size()), e->request.data(), 1, false);
+        mosquitto_publish(c.mosq.get(), nullptr, topic.c_str(), static_cast<int>(e->request.size()),
+                          e->request.data(), 1, false);
         return false;
       }
       if (!c.answer.empty()) {
@@ -2020,9 +2020,9 @@ int main(int argc, char** argv) {
     if (*throughput_mode) return run_throughput(throughput);
     if (*storm_mode) return run_storm(storm);
     const DeviceOptions& device =
-        *check_mode ? check.device
-                    : (*soak_mode ? soak.device
-                                  : (*provision_mode ? provision.device : revocation.device));
+        *check_mode
+            ? check.device
+            : (*soak_mode ? soak.device : (*provision_mode ? provision.device : revocation.device));
     TlsContexts tls(device.cafile, device.certs);
     std::vector<Endpoint> endpoints;
     for (int port : device.ports) endpoints.push_back(Endpoint{port, &tls});

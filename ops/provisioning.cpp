@@ -48,8 +48,7 @@ std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& reques
     out.device.metadata = metadata->dump();
   }
   auto req = ca::csr_from_pem(csr->get<std::string>());
-  if (!req.ok())
-    return refusal(ProvisionCode::invalid_csr, "csr: not a PEM certificate request");
+  if (!req.ok()) return refusal(ProvisionCode::invalid_csr, "csr: not a PEM certificate request");
   const EVP_PKEY* key = X509_REQ_get0_pubkey(req->get());
   if (key == nullptr) return refusal(ProvisionCode::invalid_csr, "csr: no readable public key");
   if (auto acceptable = ca::check_acceptable_key(key); !acceptable.ok())
@@ -73,8 +72,8 @@ std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& reques
 
 // The active device certificate of `device_id` whose key is `key`: what a retry of an enrolment
 // that went through is answered with. nullopt when there is none (the id is someone else's).
-Result<std::optional<std::string>> issued_before(registry::Store& store,
-                                                 std::string_view device_id, const EVP_PKEY* key) {
+Result<std::optional<std::string>> issued_before(registry::Store& store, std::string_view device_id,
+                                                 const EVP_PKEY* key) {
   ONBOARD_TRY(auto certificates, store.certificates_of(device_id));
   for (const auto& c : certificates) {
     if (c.kind != registry::CertificateKind::device ||
@@ -168,8 +167,7 @@ ProvisionAnswer enroll_checked(registry::Store& store, const ca::Authority& ca,
     if (auto existing = answer_existing()) return std::move(*existing);
   }
   if (outcome->refusal != registry::EnrollRefusal::none) {
-    return refusal(code_of(outcome->refusal),
-                   std::string(registry::to_string(outcome->refusal)));
+    return refusal(code_of(outcome->refusal), std::string(registry::to_string(outcome->refusal)));
   }
   return enrolled(request.client_id, std::move(issued->pem), ca, false);
 }

@@ -371,8 +371,7 @@ class Plugin {
   // published to the client on a later tick (publish_answers). Messages on any other topic, and
   // from any other client, are the broker's as usual.
   int on_message(const mosquitto_evt_message& event) {
-    if (event.topic == nullptr ||
-        !std::string_view(event.topic).starts_with(kProvisionTopicPrefix))
+    if (event.topic == nullptr || !std::string_view(event.topic).starts_with(kProvisionTopicPrefix))
       return MOSQ_ERR_SUCCESS;
     const char* id = mosquitto_client_id(event.client);
     const char* username = mosquitto_client_username(event.client);
@@ -592,8 +591,8 @@ class Plugin {
     plugin::ProvisionAnswer answer;
     Clock::time_point until;
   };
-  std::vector<HeldAnswer> held_answers_;  // broker thread only
-  std::unique_ptr<plugin::Provisioner> provisioner_;    // null: no signer configured
+  std::vector<HeldAnswer> held_answers_;              // broker thread only
+  std::unique_ptr<plugin::Provisioner> provisioner_;  // null: no signer configured
 };
 
 // The C callbacks: catch everything, deny on any failure.

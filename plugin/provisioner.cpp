@@ -12,8 +12,8 @@ namespace {
 // URL path without escaping. Anything else never reaches the signer.
 bool id_characters(std::string_view text) {
   return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
   });
 }
 
@@ -21,8 +21,8 @@ class HttpSigner final : public SignerClient {
  public:
   explicit HttpSigner(const SignerOptions& options) : client_(options.url), token_(options.token) {
     const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
-    const auto usec = std::chrono::duration_cast<std::chrono::microseconds>(options.timeout -
-                                                                            seconds);
+    const auto usec =
+        std::chrono::duration_cast<std::chrono::microseconds>(options.timeout - seconds);
     client_.set_connection_timeout(seconds.count(), usec.count());
     client_.set_read_timeout(seconds.count(), usec.count());
     client_.set_write_timeout(seconds.count(), usec.count());
@@ -43,7 +43,8 @@ class HttpSigner final : public SignerClient {
     // repeated request is answered with the certificate issued the first time).
     if (!result) result = client_.Post(path, request.payload, "application/octet-stream");
     if (!result) {
-      throw std::runtime_error("the signer cannot be reached: " + httplib::to_string(result.error()));
+      throw std::runtime_error("the signer cannot be reached: " +
+                               httplib::to_string(result.error()));
     }
     const std::string kind = result->get_header_value("X-Provision-Result");
     if (result->status != 200 || (kind != "accepted" && kind != "rejected")) {
@@ -63,8 +64,8 @@ class HttpSigner final : public SignerClient {
 ProvisionAnswer rejection(std::string client_id, std::string_view code, std::string_view message,
                           bool retryable) {
   std::string payload = "{\"code\":\"" + std::string(code) + "\",\"message\":\"" +
-                        std::string(message) + "\",\"retryable\":" + (retryable ? "true" : "false") +
-                        "}";
+                        std::string(message) +
+                        "\",\"retryable\":" + (retryable ? "true" : "false") + "}";
   return ProvisionAnswer{std::move(client_id), "rejected", std::move(payload), std::string(code)};
 }
 

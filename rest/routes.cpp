@@ -667,7 +667,8 @@ Reply provision_enroll(Context& ctx, Call& call) {
   Reply reply;
   reply.body = ops::answer_payload(answer);
   reply.headers.emplace_back("X-Provision-Result", std::string(ops::answer_topic_suffix(answer)));
-  if (answer.refused) reply.headers.emplace_back("X-Provision-Code", std::string(to_string(*answer.refused)));
+  if (answer.refused)
+    reply.headers.emplace_back("X-Provision-Code", std::string(to_string(*answer.refused)));
   return reply;
 }
 

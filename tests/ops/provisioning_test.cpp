@@ -146,16 +146,20 @@ TEST_CASE("every bad request is refused with its code and records nothing") {
   require_refused(site.enroll("line-a", "unit-1",
                               json{{"csr", csr_for(key.get(), "unit-1")}, {"extra", 1}}.dump()),
                   ProvisionCode::malformed_request);
-  require_refused(site.enroll("line-a", "unit-1",
-                              json{{"csr", csr_for(key.get(), "unit-1")}, {"metadata", "x"}}.dump()),
-                  ProvisionCode::malformed_request);
+  require_refused(
+      site.enroll("line-a", "unit-1",
+                  json{{"csr", csr_for(key.get(), "unit-1")}, {"metadata", "x"}}.dump()),
+      ProvisionCode::malformed_request);
   require_refused(site.enroll("line-a", "unit-1",
                               json{{"csr", csr_for(key.get(), "unit-1")},
                                    {"pad", std::string(ops::kMaxProvisionRequestBytes, 'x')}}
                                   .dump()),
                   ProvisionCode::payload_too_large);
-  require_refused(site.enroll("line-a", "unit-1", R"({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"})"),
-                  ProvisionCode::invalid_csr);
+  require_refused(
+      site.enroll(
+          "line-a", "unit-1",
+          R"({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"})"),
+      ProvisionCode::invalid_csr);
   require_refused(site.enroll("line-a", "unit-1", request_for(key.get(), "unit-2")),
                   ProvisionCode::cn_mismatch);
   ossl::Ptr<EVP_PKEY> weak(EVP_RSA_gen(1024));
@@ -212,8 +216,8 @@ TEST_CASE("the quota holds exactly when more devices than it allows enroll at on
         return;
       }
       const std::string id = "dev-" + std::to_string(i);
-      const auto answer = ops::enroll(**store, *site.ca,
-                                      {"burst", id, request_for(keys[i].get(), id)}, site.actor);
+      const auto answer =
+          ops::enroll(**store, *site.ca, {"burst", id, request_for(keys[i].get(), id)}, site.actor);
       if (!answer.refused)
         ++accepted;
       else if (*answer.refused == ProvisionCode::claim_used_up)

@@ -72,8 +72,9 @@ class SignerSite : public Fleet {
   // What a device does on first boot: its own key (kept in key(id)) and a CSR with CN = `cn`.
   std::string make_csr(const std::string& id, const std::string& cn,
                        const std::string& newkey = "ec") {
-    std::vector<std::string> args{"/usr/bin/openssl", "req", "-new", "-nodes", "-subj", "/CN=" + cn,
-                                  "-keyout", key(id).string(), "-out", (dir() / "req.pem").string()};
+    std::vector<std::string> args{
+        "/usr/bin/openssl", "req",     "-new",           "-nodes", "-subj",
+        "/CN=" + cn,        "-keyout", key(id).string(), "-out",   (dir() / "req.pem").string()};
     if (newkey == "ec") {
       args.insert(args.end(), {"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"});
     } else {
@@ -153,9 +154,9 @@ TEST_CASE("a device enrolls itself over MQTT and reconnects as an ordinary devic
   CHECK(again.body["certificate"] == certificate);
   CHECK(site.claim_json("factory-1")["quota_used"] == 1);
   // Another key for the id it now has: taken.
-  require_rejected(ask(enrolling, "sensor-0001",
-                       SignerSite::request(site.make_csr("other-key", "sensor-0001"))),
-                   "id_taken");
+  require_rejected(
+      ask(enrolling, "sensor-0001", SignerSite::request(site.make_csr("other-key", "sensor-0001"))),
+      "id_taken");
 
   // The device now connects with its own certificate and key, and uses its own topics.
   std::ofstream(site.cert("sensor-0001")) << certificate;

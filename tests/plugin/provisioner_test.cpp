@@ -31,7 +31,8 @@ class FakeSigner final : public SignerClient {
       gate_.cv.wait(lock, [&] { return !gate_.hold; });
     }
     if (request.client_id == "down") throw std::runtime_error("connection refused");
-    return ProvisionAnswer{request.client_id, "accepted", request.claim + ":" + request.payload, ""};
+    return ProvisionAnswer{request.client_id, "accepted", request.claim + ":" + request.payload,
+                           ""};
   }
 
  private:
