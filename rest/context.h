@@ -69,9 +69,6 @@ struct Context {
   std::optional<Secret> hold_passphrase;
   Secret link_secret;
   StorePool stores;
-  // What the broker's plugin sends as its bearer token to hand over enrolment requests
-  // (--provision-token-file); none: the provisioning route refuses every caller.
-  std::optional<Secret> provision_token;
   // The server's writers take turns here rather than in SQLite's busy handler, whose sleeps grow
   // to 100 ms and serve waiters in no order (measured: p99 of registrations 350 ms with four
   // writers, 4 ms alone). Key generation and signing run before the turn, in parallel. The turn
@@ -86,6 +83,9 @@ struct Context {
     UnixTime not_after = 0;
     UnixTime retry_at = 0;  // after a failed renewal, not before this
   } ocsp{};
+  // What the broker's plugin sends as its bearer token to hand over enrolment requests
+  // (--provision-token-file); none: the provisioning route refuses every caller.
+  std::optional<Secret> provision_token{};
 };
 
 }  // namespace onboard::rest
