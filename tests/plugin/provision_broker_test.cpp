@@ -86,6 +86,8 @@ class SignerSite : public Fleet {
   }
   static std::string request(const std::string& csr) { return json{{"csr", csr}}.dump(); }
 
+  const std::string& signer_url() const { return signer_url_; }
+
   json claim_json(const std::string& name) {
     auto r = ctl({"claim", "show", name, "--json"});
     must(r);
@@ -266,4 +268,54 @@ TEST_CASE("with quota 5 and 15 devices asking at once exactly 5 get a certificat
   auto listed = site.ctl({"device", "list", "--json"});
   Fleet::must(listed);
   CHECK(json::parse(listed.out)["devices"].size() == 5);
+}
+
+TEST_CASE(
+    "only the provisioning secret may hand requests to the signer and it opens nothing else") {
+  SignerSite site;
+  site.add_claim("line-a", {"--quota", "5", "--expires", "1h"});
+  site.start_signer();
+  auto token = site.ctl({"token", "create", "--name", "ops", "--role", "operator"});
+  Fleet::must(token);
+  std::string operator_token = token.out;
+  while (!operator_token.empty() && operator_token.back() == '\n') operator_token.pop_back();
+  std::ifstream in(site.token_file());
+  std::string secret;
+  std::getline(in, secret);
+  std::ofstream(site.dir() / "body") << R"({"csr":"x"})";
+  // The HTTP status, and the X-Provision-Result header when there is one.
+  auto post = [&](const std::string& bearer, const std::string& path) {
+    std::vector<std::string> args{"/usr/bin/curl",
+                                  "-s",
+                                  "-o",
+                                  "/dev/null",
+                                  "-D",
+                                  "-",
+                                  "-w",
+                                  "status=%{http_code}",
+                                  "-X",
+                                  "POST",
+                                  "-H",
+                                  "Content-Type: application/octet-stream",
+                                  "--data-binary",
+                                  "@" + (site.dir() / "body").string()};
+    if (!bearer.empty()) args.insert(args.end(), {"-H", "Authorization: Bearer " + bearer});
+    args.push_back(site.signer_url() + path);
+    return run(args).out;
+  };
+  const std::string route = "/v1/provision/line-a/unit-1";
+  CHECK(post("", route).find("status=401") != std::string::npos);
+  CHECK(post(operator_token, route).find("status=401") != std::string::npos);
+  std::string wrong = secret;
+  wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
+  CHECK(post(wrong, route).find("status=401") != std::string::npos);
+  // The secret itself: handled (the request is no CSR), and nothing recorded.
+  const std::string handled = post(secret, route);
+  CHECK(handled.find("status=200") != std::string::npos);
+  CHECK(handled.find("X-Provision-Result: rejected") != std::string::npos);
+  CHECK(handled.find("X-Provision-Code: invalid_csr") != std::string::npos);
+  CHECK(site.claim_json("line-a")["quota_used"] == 0);
+  // ... and it is no API token: an operator route refuses it, the operator token's own works.
+  CHECK(post(secret, "/v1/devices").find("status=401") != std::string::npos);
+  CHECK(post(operator_token, "/v1/devices").find("status=401") == std::string::npos);
 }
