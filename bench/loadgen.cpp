@@ -1126,8 +1126,7 @@ void SoakRun::connect(std::size_t device) {
   const Endpoint& endpoint = endpoints_[device % endpoints_.size()];
   if (mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5) != MOSQ_ERR_SUCCESS ||
       mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS ||
-      mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, endpoint.tls->get(tls_id.empty() ? id : tls_id)) !=
-          MOSQ_ERR_SUCCESS) {
+      mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, endpoint.tls->get(id)) != MOSQ_ERR_SUCCESS) {
     throw std::runtime_error("cannot set up the connection of " + id);
   }
   mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
@@ -1748,7 +1747,7 @@ int run_provision(const Endpoint& endpoint, const ProvisionOptions& options) {
   };
   std::vector<Enrolment> all(options.count);
   for (std::size_t i = 0; i < options.count; ++i) {
-    char suffix[16];
+    char suffix[24];
     std::snprintf(suffix, sizeof suffix, "%06zu", i);
     all[i].id = options.prefix + suffix;
     all[i].request = enrolment_request(all[i].id);
