@@ -1813,10 +1813,10 @@ int run_provision(const Endpoint& endpoint, const ProvisionOptions& options) {
         {"seconds", rounded(seconds, 3)},
         {"enrolments_per_s",
          rounded(seconds > 0 ? static_cast<double>(accepted) / seconds : 0.0, 1)},
-        {"claim_to_certificate_ms_p50", rounded(percentile(to_certificate_ms, 50), 1)},
-        {"claim_to_certificate_ms_p99", rounded(percentile(to_certificate_ms, 99), 1)},
-        {"request_to_answer_ms_p50", rounded(percentile(to_answer_ms, 50), 1)},
-        {"request_to_answer_ms_p99", rounded(percentile(to_answer_ms, 99), 1)}});
+        {"claim_to_certificate_ms_p50", rounded(percentile(to_certificate_ms, 0.5), 1)},
+        {"claim_to_certificate_ms_p99", rounded(percentile(to_certificate_ms, 0.99), 1)},
+        {"request_to_answer_ms_p50", rounded(percentile(to_answer_ms, 0.5), 1)},
+        {"request_to_answer_ms_p99", rounded(percentile(to_answer_ms, 0.99), 1)}});
   return accepted == options.count ? 0 : 3;
 }
 
