@@ -20,7 +20,8 @@ namespace {
 
 constexpr int kV5Accepted = 0;
 // PUBACK "no matching subscribers": a success code, the publish passed the ACL check (nothing
-// subscribes to a request topic until the answering side, the next stage, is in).
+// subscribes to a request topic; the answer is a separate publish to the client, and this broker
+// has no signer configured).
 constexpr int kV5NoSubscribers = 0x10;
 constexpr int kV5NotAuthorized = 0x87;  // MQTT v5 CONNACK / PUBACK / SUBACK reason code
 constexpr int kV5 = 5;
