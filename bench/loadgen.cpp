@@ -8,6 +8,8 @@
 //                              --onboardctl PATH --data-dir DIR [--timeout-ms T]     DEVICE
 //   onboard_loadgen soak       --ids FILE ("ID TYPE" lines) --seconds S --rate R
 //                              --onboardctl PATH --data-dir DIR [--broker-pid P]     DEVICE
+//   onboard_loadgen provision  --count N --prefix P (a claim's certificate: DIR/claim.crt, .key)
+//                              [--timeout S]                                         DEVICE
 //   DEVICE: --port P --cafile CA.pem --certs DIR (DIR/ID.crt and DIR/ID.key per device id);
 //   revocation takes --port once per broker of a fleet on one registry (onboardctl then finds
 //   the registry as it would anyway, e.g. through $ONBOARD_REGISTRY, which it inherits)
@@ -25,6 +27,10 @@
 //   reconnect   one per closed victim: "device", "broker", "accepted" (must be false)
 //   summary     revocation: the counts and percentiles over all victims; soak: decisions checked
 //               and wrong by kind, disconnect latencies, message rates
+//   provision   enrolment over MQTT: N devices at once, each with its own new key, connect with
+//               the claim's certificate, publish a CSR to $provision/<id>/csr as soon as they are
+//               connected and wait for the answer; the counts, enrolments per second and the
+//               percentiles of claim-to-certificate (connect start to answer) and request-to-answer
 //   soak also: fleet (devices connected), memory (broker RSS every few seconds), wrong (the first
 //   20 wrong decisions), mismatch (model vs `acl check`), late_disconnect, unexpected_close,
 //   failed_command. Its exit status is 3 when it found a wrong decision, a late disconnect, a
@@ -41,6 +47,8 @@
 // = device id, and a second connect takes the first one's session over).
 #include <fcntl.h>
 #include <mosquitto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
@@ -68,6 +76,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -243,6 +252,7 @@ struct Connection {
   Clock::time_point next_send{};      // fixed-rate schedule
   Clock::time_point closed_at{};
   std::vector<double>* latencies_us = nullptr;  // where receipts are recorded, when measuring
+  std::string answer;                           // provision: the topic of the answer, once it came
 };
 
 void on_connect(mosquitto*, void* self, int rc) {
@@ -265,6 +275,10 @@ void on_subscribe(mosquitto*, void* self, int, int count, const int* granted) {
 void on_message(mosquitto*, void* self, const mosquitto_message* message) {
   auto* c = static_cast<Connection*>(self);
   auto now = Clock::now();
+  if (std::string_view(message->topic).starts_with("$provision/")) {
+    c->answer = message->topic;
+    return;
+  }
   ++c->received;
   if (c->in_flight > 0) --c->in_flight;
   c->last_received = now;
@@ -276,7 +290,9 @@ void on_message(mosquitto*, void* self, const mosquitto_message* message) {
   }
 }
 
-std::unique_ptr<Connection> start_connect(const Endpoint& endpoint, const std::string& id) {
+// `tls_id`: whose certificate it connects with (the device's own, or a claim's).
+std::unique_ptr<Connection> start_connect(const Endpoint& endpoint, const std::string& id,
+                                          const std::string& tls_id = {}) {
   auto c = std::make_unique<Connection>();
   c->id = id;
   c->topic = "devices/" + id + "/load";
@@ -286,7 +302,8 @@ std::unique_ptr<Connection> start_connect(const Endpoint& endpoint, const std::s
   // With a context of our own (and no defaults added to it) libmosquitto still runs TLS but
   // leaves verification to the context.
   if (mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0) != MOSQ_ERR_SUCCESS ||
-      mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, endpoint.tls->get(id)) != MOSQ_ERR_SUCCESS) {
+      mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, endpoint.tls->get(tls_id.empty() ? id : tls_id)) !=
+          MOSQ_ERR_SUCCESS) {
     throw std::runtime_error("cannot set the TLS context for " + id);
   }
   // Without it Nagle's algorithm meets the broker's delayed ACKs and QoS 1 flat out stalls in
@@ -1692,6 +1709,117 @@ int SoakRun::run() {
 }
 
 // The options every mode that talks to one broker takes.
+// ---- provision: devices enrolling themselves ----------------------------------------------------
+
+struct ProvisionOptions {
+  DeviceOptions device;
+  std::string prefix = "enroll-";
+  std::size_t count = 0;
+  double timeout = 120;
+};
+
+// What a device does on first boot, outside the clock: a P-256 key and the request with a CSR
+// whose CN is its id.
+std::string enrolment_request(const std::string& id) {
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(EVP_EC_gen("P-256"), &EVP_PKEY_free);
+  std::unique_ptr<X509_REQ, decltype(&X509_REQ_free)> req(X509_REQ_new(), &X509_REQ_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+  if (!key || !req || !bio ||
+      X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req.get()), "CN", MBSTRING_ASC,
+                                 reinterpret_cast<const unsigned char*>(id.c_str()), -1, -1,
+                                 0) != 1 ||
+      X509_REQ_set_pubkey(req.get(), key.get()) != 1 ||
+      X509_REQ_sign(req.get(), key.get(), EVP_sha256()) <= 0 ||
+      PEM_write_bio_X509_REQ(bio.get(), req.get()) != 1) {
+    throw std::runtime_error("cannot make a CSR for " + id);
+  }
+  char* data = nullptr;
+  const long size = BIO_get_mem_data(bio.get(), &data);
+  return nlohmann::json{{"csr", std::string(data, static_cast<std::size_t>(size))}}.dump();
+}
+
+int run_provision(const Endpoint& endpoint, const ProvisionOptions& options) {
+  struct Enrolment {
+    std::string id, request;
+    std::unique_ptr<Connection> c;
+    Clock::time_point started{}, asked{};
+    bool sent = false;
+  };
+  std::vector<Enrolment> all(options.count);
+  for (std::size_t i = 0; i < options.count; ++i) {
+    char suffix[24];
+    std::snprintf(suffix, sizeof suffix, "%06zu", i);
+    all[i].id = options.prefix + suffix;
+    all[i].request = enrolment_request(all[i].id);
+  }
+  std::vector<double> to_certificate_ms, to_answer_ms;
+  std::size_t accepted = 0, rejected = 0, refused = 0;
+  std::map<std::string, std::size_t> codes;
+  Pump pump;
+  const auto t0 = Clock::now();
+  for (auto& e : all) {
+    e.started = Clock::now();
+    e.c = start_connect(endpoint, e.id, "claim");
+  }
+  std::vector<Enrolment*> waiting;
+  for (auto& e : all) waiting.push_back(&e);
+  const auto deadline = after(options.timeout);
+  Clock::time_point last_answer = t0;
+  while (!waiting.empty() && Clock::now() < deadline) {
+    std::vector<Connection*> live;
+    for (auto* e : waiting) live.push_back(e->c.get());
+    pump.turn(live, milliseconds(5));
+    std::erase_if(waiting, [&](Enrolment* e) {
+      Connection& c = *e->c;
+      if (c.state == State::connected && !e->sent) {
+        e->asked = Clock::now();
+        e->sent = true;
+        const std::string topic = "$provision/" + e->id + "/csr";
+        mosquitto_publish(c.mosq.get(), nullptr, topic.c_str(), static_cast<int>(e->request.size()),
+                          e->request.data(), 1, false);
+        return false;
+      }
+      if (!c.answer.empty()) {
+        const auto now = Clock::now();
+        last_answer = now;
+        if (c.answer.ends_with("/accepted")) {
+          ++accepted;
+          to_certificate_ms.push_back(seconds_between(e->started, now) * 1e3);
+          to_answer_ms.push_back(seconds_between(e->asked, now) * 1e3);
+        } else {
+          ++rejected;
+        }
+        mosquitto_disconnect(c.mosq.get());
+        return true;
+      }
+      if (c.state == State::refused || c.state == State::closed) {
+        ++refused;
+        return true;
+      }
+      return false;
+    });
+  }
+  // Let the DISCONNECTs go out.
+  std::vector<Connection*> leaving;
+  for (auto& e : all) leaving.push_back(e.c.get());
+  for (int i = 0; i < 20; ++i) pump.turn(leaving, milliseconds(5));
+  const double seconds = seconds_between(t0, last_answer);
+  emit({{"type", "summary"},
+        {"devices", options.count},
+        {"accepted", accepted},
+        {"rejected", rejected},
+        {"refused", refused},
+        {"timed_out", waiting.size()},
+        {"seconds", rounded(seconds, 3)},
+        {"enrolments_per_s",
+         rounded(seconds > 0 ? static_cast<double>(accepted) / seconds : 0.0, 1)},
+        {"claim_to_certificate_ms_p50", rounded(percentile(to_certificate_ms, 0.5), 1)},
+        {"claim_to_certificate_ms_p99", rounded(percentile(to_certificate_ms, 0.99), 1)},
+        {"request_to_answer_ms_p50", rounded(percentile(to_answer_ms, 0.5), 1)},
+        {"request_to_answer_ms_p99", rounded(percentile(to_answer_ms, 0.99), 1)}});
+  return accepted == options.count ? 0 : 3;
+}
+
 void add_device_options(CLI::App& mode, DeviceOptions& o) {
   mode.add_option("--port", o.ports,
                   "the broker's mTLS port on 127.0.0.1 (revocation: once per broker, all on one "
@@ -1870,13 +1998,30 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   add_device_options(*soak_mode, soak.device);
 
+  ProvisionOptions provision;
+  auto* provision_mode = app.add_subcommand(
+      "provision",
+      "enrolment over MQTT: --count devices at once with the claim certificate in --certs "
+      "(claim.crt, claim.key), each asking for its own certificate");
+  provision_mode->add_option("--count", provision.count, "devices enrolling at once")
+      ->required()
+      ->check(count);
+  provision_mode->add_option("--prefix", provision.prefix, "their ids: PREFIX000000, ...")
+      ->capture_default_str();
+  provision_mode->add_option("--timeout", provision.timeout, "seconds to wait for every answer")
+      ->capture_default_str()
+      ->check(positive);
+  add_device_options(*provision_mode, provision.device);
+
   CLI11_PARSE(app, argc, argv);
   try {
     LibMosquitto library;
     if (*throughput_mode) return run_throughput(throughput);
     if (*storm_mode) return run_storm(storm);
     const DeviceOptions& device =
-        *check_mode ? check.device : (*soak_mode ? soak.device : revocation.device);
+        *check_mode
+            ? check.device
+            : (*soak_mode ? soak.device : (*provision_mode ? provision.device : revocation.device));
     TlsContexts tls(device.cafile, device.certs);
     std::vector<Endpoint> endpoints;
     for (int port : device.ports) endpoints.push_back(Endpoint{port, &tls});
@@ -1888,6 +2033,7 @@ int main(int argc, char** argv) {
       SoakRun run(endpoints, soak);
       return run.run();
     }
+    if (*provision_mode) return run_provision(endpoints.front(), provision);
     return run_revocation(endpoints, revocation);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "onboard_loadgen: %s\n", e.what());

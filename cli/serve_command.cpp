@@ -97,6 +97,11 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
       "--client-ca", o->server.client_ca,
       "Also accept operators by client certificate: CA certificates (PEM, e.g. DATA_DIR/ca/"
       "chain.pem) to verify them against; bind a certificate with 'token create --client-cert'");
+  cmd->add_option("--provision-token-file", o->server.provision_token_file,
+                  "Let the broker's plugin hand over devices' enrolment requests (docs/"
+                  "provisioning.md), authenticated by the secret in this file (one line, at least "
+                  "32 characters; the same file as the plugin's plugin_opt_provision_token_file)")
+      ->check(CLI::ExistingFile);
   cert_opt->needs(key_opt);
   key_opt->needs(cert_opt);
   client_ca_opt->needs(cert_opt);

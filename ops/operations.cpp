@@ -673,3 +673,9 @@ Result<registry::ApiToken> authenticate_token(Store& store, std::string_view tok
 }
 
 }  // namespace onboard::ops
+
+namespace onboard::ops {
+
+Status check_new_device(const registry::NewDevice& device) { return validate_new_device(device); }
+
+}  // namespace onboard::ops

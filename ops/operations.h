@@ -74,6 +74,10 @@ inline constexpr std::size_t kMaxFirmwareBytes = 64;
 inline constexpr std::size_t kMaxMetadataBytes = 4096;
 inline constexpr std::size_t kMaxDescriptionBytes = 256;  // a group's
 
+// The checks register_device applies to a new device (id, free text, metadata), for the other
+// ways in (enrolment over MQTT).
+Status check_new_device(const registry::NewDevice& device);
+
 struct RegisterRequest {
   registry::NewDevice device;
   KeyPlan key;

@@ -52,6 +52,25 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
         return make_error(Errc::invalid_input, "plugin_opt_" + key + " must be an absolute path");
       }
       (key == "crl_file" ? config.crl_file : config.crl_cafile) = value;
+    } else if (key == "provision_url") {
+      if (!value.starts_with("http://") && !value.starts_with("https://")) {
+        return make_error(Errc::invalid_input,
+                          "plugin_opt_provision_url must start with http:// or https://");
+      }
+      config.provision_url = value;
+    } else if (key == "provision_token_file" || key == "provision_cafile") {
+      if (value.empty() || value.front() != '/') {
+        return make_error(Errc::invalid_input, "plugin_opt_" + key + " must be an absolute path");
+      }
+      (key == "provision_token_file" ? config.provision_token_file : config.provision_cafile) =
+          value;
+    } else if (key == "provision_workers") {
+      ONBOARD_TRY(config.provision_workers, parse_number(key, value, 1, 64));
+    } else if (key == "provision_queue") {
+      ONBOARD_TRY(config.provision_queue, parse_number(key, value, 1, 1000000));
+    } else if (key == "provision_timeout_ms") {
+      ONBOARD_TRY(long ms, parse_number(key, value, 100, 60000));
+      config.provision_timeout = std::chrono::milliseconds(ms);
     } else if (key == "refresh_interval_ms") {
       ONBOARD_TRY(long ms, parse_number(key, value, 10, 10000));
       config.refresh_interval = std::chrono::milliseconds(ms);
@@ -94,6 +113,17 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
   }
   if (!config.crl_cafile.empty() && config.crl_file.empty()) {
     return make_error(Errc::invalid_input, "plugin_opt_crl_cafile goes with plugin_opt_crl_file");
+  }
+  if (!config.provision_url.empty() && config.provision_token_file.empty()) {
+    return make_error(Errc::invalid_input,
+                      "plugin_opt_provision_url needs plugin_opt_provision_token_file (the secret "
+                      "the signer accepts)");
+  }
+  if (config.provision_url.empty() &&
+      (!config.provision_token_file.empty() || !config.provision_cafile.empty())) {
+    return make_error(Errc::invalid_input,
+                      "plugin_opt_provision_token_file and plugin_opt_provision_cafile go with "
+                      "plugin_opt_provision_url");
   }
   if (config.staleness_limit <= config.refresh_interval) {
     return make_error(Errc::invalid_input,

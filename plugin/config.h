@@ -41,6 +41,19 @@ struct Config {
   // the broker (and, later, the CA). plugin_opt_claim_connect_rate, plugin_opt_claim_connect_burst.
   long claim_connect_rate = 10;
   long claim_connect_burst = 50;
+  // Enrolment over MQTT (docs/provisioning.md): where the signer (`onboardctl serve`) is,
+  // plugin_opt_provision_url (http:// or https://; empty: requests are answered
+  // signer_unavailable), the file with the secret it accepts (plugin_opt_provision_token_file,
+  // required with a URL), the CA certificates its TLS certificate is checked against
+  // (plugin_opt_provision_cafile), how many requests go to it at once
+  // (plugin_opt_provision_workers), how many may wait (plugin_opt_provision_queue) and how long
+  // one may take (plugin_opt_provision_timeout_ms).
+  std::string provision_url;
+  std::string provision_token_file;
+  std::string provision_cafile;
+  long provision_workers = 4;
+  long provision_queue = 1000;
+  std::chrono::milliseconds provision_timeout{5000};
 };
 
 // Unknown keys, bad values and a missing registry are errors: a typo in a security setting must

@@ -17,17 +17,21 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "core/files.h"
 #include "core/ossl.h"
 #include "core/x509.h"
 #include "plugin/accepted_clients.h"
@@ -37,6 +41,7 @@
 #include "plugin/config.h"
 #include "plugin/crl_guard.h"
 #include "plugin/handover.h"
+#include "plugin/provisioner.h"
 #include "plugin/watcher.h"
 #include "registry/snapshot_cache.h"
 
@@ -53,6 +58,11 @@ using plugin::LogLevel;
 using registry::Snapshot;
 
 constexpr const char* kPrefix = "onboard: ";
+// The largest enrolment request (docs/provisioning.md); larger ones are answered here.
+constexpr std::uint32_t kMaxProvisionRequestBytes = 16 * 1024;
+constexpr std::string_view kProvisionTopicPrefix = "$provision/";
+// How long an acceptance may wait for the snapshot to know the new device.
+constexpr std::chrono::seconds kHoldAcceptance{2};
 
 void log(int level, const std::string& message) {
   mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str());
@@ -107,8 +117,25 @@ class Plugin {
       }
       crl = std::make_unique<plugin::CrlGuard>(config.crl_file, std::move(issuers));
     }
+    std::optional<plugin::SignerOptions> signer;
+    if (!config.provision_url.empty()) {
+      ONBOARD_TRY(Secret token, read_secret_file(config.provision_token_file));
+      signer = plugin::SignerOptions{config.provision_url, std::string(token.view()),
+                                     config.provision_cafile, config.provision_timeout};
+    }
     auto plugin = std::unique_ptr<Plugin>(new Plugin(config, identifier));
     plugin->snapshot_ = snapshot;
+    if (signer) {
+      Handover* handover = &plugin->handover_;
+      plugin->provisioner_ = std::make_unique<plugin::Provisioner>(
+          [options = *signer] { return plugin::http_signer(options); },
+          static_cast<std::size_t>(config.provision_workers),
+          static_cast<std::size_t>(config.provision_queue),
+          [handover](LogLevel level, std::string line) {
+            handover->post_log(level, std::move(line));
+          });
+      log(MOSQ_LOG_NOTICE, "enrolment requests go to the signer at " + config.provision_url);
+    }
     plugin->last_ok_.store(read_at.time_since_epoch().count());
     log(MOSQ_LOG_NOTICE, "registry " + config.registry.display() + ": " +
                              std::to_string(snapshot->device_count()) + " devices, change " +
@@ -342,8 +369,46 @@ class Plugin {
     return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
   }
 
+  // A claim client's request on `$provision/<its client id>/csr` (the topic check let it through:
+  // its claim is usable and has quota left) goes to the signer off this thread; the answer is
+  // published to the client on a later tick (publish_answers). Messages on any other topic, and
+  // from any other client, are the broker's as usual.
+  int on_message(const mosquitto_evt_message& event) {
+    if (event.topic == nullptr || !std::string_view(event.topic).starts_with(kProvisionTopicPrefix))
+      return MOSQ_ERR_SUCCESS;
+    const char* id = mosquitto_client_id(event.client);
+    const char* username = mosquitto_client_username(event.client);
+    auto standing = clients_.check(event.client, id, username, [&] {
+      return ossl::Ptr<X509>(static_cast<X509*>(mosquitto_client_certificate(event.client))) !=
+             nullptr;
+    });
+    if (standing.standing != plugin::AcceptedClients::Standing::claim || id == nullptr)
+      return MOSQ_ERR_SUCCESS;
+    const std::string client_id = id;
+    if (event.topic != std::string(kProvisionTopicPrefix) + client_id + "/csr")
+      return MOSQ_ERR_SUCCESS;
+    std::string_view claim = standing.device_id;
+    claim.remove_prefix(std::min(claim.size(), registry::kClaimUsernamePrefix.size()));
+    const auto now = Clock::now();
+    if (event.payloadlen > kMaxProvisionRequestBytes) {
+      held_answers_.push_back({plugin::rejection(client_id, "payload_too_large",
+                                                 "the request is over 16384 bytes", false),
+                               now});
+    } else if (!provisioner_) {
+      held_answers_.push_back({plugin::rejection(client_id, "signer_unavailable",
+                                                 "this broker has no signer configured", true),
+                               now});
+    } else {
+      provisioner_->submit({std::string(claim), client_id,
+                            std::string(static_cast<const char*>(event.payload),
+                                        event.payload != nullptr ? event.payloadlen : 0)});
+    }
+    return MOSQ_ERR_SUCCESS;
+  }
+
   int on_tick() {
     if (handover_.pending()) take_handover();
+    publish_answers();
     kick_unaccepted();
     const bool now_stale = stale();
     if (now_stale != reported_stale_) {
@@ -393,6 +458,7 @@ class Plugin {
   }
 
   ~Plugin() {
+    provisioner_.reset();  // before the hand-over its workers log to
     worker_.request_stop();
     if (worker_.joinable()) worker_.join();
   }
@@ -471,6 +537,44 @@ class Plugin {
     log(MOSQ_LOG_WARNING, line);
   }
 
+  // Each answer to its client alone (a client id given: no subscription needed, no READ check),
+  // QoS 1. A client gone meanwhile misses it and asks again. An acceptance waits until the
+  // snapshot knows the new device (a refresh or two), so that the device may reconnect with its
+  // certificate the moment it has it; at most kHoldAcceptance, then it goes anyway.
+  void publish_answers() {
+    if (provisioner_ && provisioner_->pending()) {
+      const auto until = Clock::now() + kHoldAcceptance;
+      for (auto& answer : provisioner_->take()) held_answers_.push_back({std::move(answer), until});
+    }
+    if (held_answers_.empty()) return;
+    const auto now = Clock::now();
+    std::vector<HeldAnswer> waiting;
+    for (auto& held : held_answers_) {
+      if (held.answer.result == "accepted" && now < held.until &&
+          snapshot_->find_device(held.answer.client_id) == nullptr) {
+        waiting.push_back(std::move(held));
+        continue;
+      }
+      publish_answer(held.answer);
+    }
+    held_answers_.swap(waiting);
+  }
+
+  void publish_answer(const plugin::ProvisionAnswer& answer) {
+    const std::string topic =
+        std::string(kProvisionTopicPrefix) + answer.client_id + "/" + answer.result;
+    const int rc = mosquitto_broker_publish_copy(answer.client_id.c_str(), topic.c_str(),
+                                                 static_cast<int>(answer.payload.size()),
+                                                 answer.payload.data(), 1, false, nullptr);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      log(MOSQ_LOG_WARNING, "cannot publish the answer to client '" + answer.client_id +
+                                "': " + mosquitto_strerror(rc));
+    } else if (config_.log_connections) {
+      log(MOSQ_LOG_INFO, "answered client '" + answer.client_id + "': " + answer.result +
+                             (answer.code.empty() ? std::string() : " (" + answer.code + ")"));
+    }
+  }
+
   void kick_unaccepted() {
     clients_.sweep();
     for (const auto& username : clients_.take_kicks())
@@ -491,6 +595,12 @@ class Plugin {
   bool own_sighup_ = false;  // broker thread only
   std::shared_ptr<plugin::Watcher> watcher_;
   std::jthread worker_;
+  struct HeldAnswer {
+    plugin::ProvisionAnswer answer;
+    Clock::time_point until;
+  };
+  std::vector<HeldAnswer> held_answers_;              // broker thread only
+  std::unique_ptr<plugin::Provisioner> provisioner_;  // null: no signer configured
 };
 
 // The C callbacks: catch everything, deny on any failure.
@@ -529,6 +639,17 @@ int acl_callback(int, void* event_data, void* userdata) noexcept {
   }
 }
 
+// A failure handling a request must not drop the message with an error: the device gets no
+// answer then and asks again.
+int message_callback(int, void* event_data, void* userdata) noexcept {
+  try {
+    return static_cast<Plugin*>(userdata)->on_message(
+        *static_cast<const mosquitto_evt_message*>(event_data));
+  } catch (...) {
+    return MOSQ_ERR_SUCCESS;
+  }
+}
+
 struct Registration {
   int event;
   MOSQ_FUNC_generic_callback callback;
@@ -540,6 +661,7 @@ constexpr Registration kCallbacks[] = {
     {MOSQ_EVT_TICK, tick_callback},
     {MOSQ_EVT_DISCONNECT, callback<mosquitto_evt_disconnect, &Plugin::on_disconnect>},
     {MOSQ_EVT_RELOAD, reload_callback},
+    {MOSQ_EVT_MESSAGE, message_callback},
 };
 
 void unregister_all(mosquitto_plugin_id_t* identifier) {

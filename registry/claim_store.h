@@ -22,6 +22,23 @@ struct ClaimRevokeOutcome {
   std::string serial_hex;        // of its certificate
 };
 
+// Why an enrolment was refused; `none` when the device was enrolled.
+enum class EnrollRefusal {
+  none,
+  claim_unknown,
+  claim_revoked,
+  claim_expired,
+  claim_used_up,
+  id_not_allowed,  // the id does not match the claim's id pattern
+  id_taken,        // a device of that id exists
+};
+std::string_view to_string(EnrollRefusal refusal) noexcept;
+
+struct EnrollOutcome {
+  EnrollRefusal refusal = EnrollRefusal::none;
+  Device device;  // the new device, when enrolled
+};
+
 class ClaimStore {
  public:
   virtual ~ClaimStore() = default;
@@ -38,6 +55,15 @@ class ClaimStore {
   // Revoking a certificate of kind claim directly (revoke_certificate) revokes its claim too.
   virtual Result<ClaimRevokeOutcome> revoke_claim(std::string_view name, RevocationReason reason,
                                                   const Actor& actor) = 0;
+  // A device enrolling itself with a claim, in one transaction: the claim must be active and in
+  // date at actor.now, the id must match its id pattern and be no device's; then one unit of its
+  // quota is spent (`quota_used = quota_used + 1 WHERE quota_used < quota`, so that concurrent
+  // enrolments can never spend more than the quota) and the device (of the claim's type) and its
+  // certificate are recorded, audited as device.enroll. A refusal is an outcome, not an error,
+  // and writes nothing.
+  virtual Result<EnrollOutcome> enroll_device(std::string_view claim, const NewDevice& device,
+                                              const NewCertificate& certificate,
+                                              const Actor& actor) = 0;
 };
 
 // Why `name` cannot name a claim (the characters of a device id), or nullopt.

@@ -185,3 +185,96 @@ Result<ClaimRevokeOutcome> SqlStore::revoke_claim(std::string_view name, Revocat
 }
 
 }  // namespace onboard::registry::sql
+
+namespace onboard::registry {
+
+std::string_view to_string(EnrollRefusal refusal) noexcept {
+  switch (refusal) {
+    case EnrollRefusal::none:
+      return "enrolled";
+    case EnrollRefusal::claim_unknown:
+      return "claim unknown";
+    case EnrollRefusal::claim_revoked:
+      return "claim revoked";
+    case EnrollRefusal::claim_expired:
+      return "claim expired";
+    case EnrollRefusal::claim_used_up:
+      return "claim used up";
+    case EnrollRefusal::id_not_allowed:
+      return "id not allowed by the claim's id pattern";
+    case EnrollRefusal::id_taken:
+      return "id taken";
+  }
+  return "unknown";
+}
+
+}  // namespace onboard::registry
+
+namespace onboard::registry::sql {
+
+// Decision table (the first row that applies refuses; nothing is written then):
+//  1. no such claim;  2. claim revoked;  3. actor.now at or past its expiry;
+//  4. the id outside its id pattern;  5. a device of that id exists;
+//  6. no unit of quota left: the conditional update changed no row.
+// Otherwise the unit is spent and the device recorded, in this one transaction.
+Result<EnrollOutcome> SqlStore::enroll_device(std::string_view claim_name, const NewDevice& input,
+                                              const NewCertificate& certificate,
+                                              const Actor& actor) {
+  ONBOARD_CHECK(check_claim_name(claim_name));
+  ONBOARD_CHECK(check_device_id(input.id));
+  ONBOARD_TRY(std::string metadata, compact_metadata(input.metadata));
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+  return write("enroll device", actor, [&]() -> Result<EnrollOutcome> {
+    EnrollOutcome out;
+    auto claim = load_claim(claim_name);
+    if (!claim) {
+      out.refusal = EnrollRefusal::claim_unknown;
+      return out;
+    }
+    if (claim->status == ClaimStatus::revoked) {
+      out.refusal = EnrollRefusal::claim_revoked;
+      return out;
+    }
+    if (actor.now >= claim->expires_at) {
+      out.refusal = EnrollRefusal::claim_expired;
+      return out;
+    }
+    auto pattern = IdPattern::compile(claim->id_pattern);
+    if (!pattern.ok()) throw CorruptValue("a claim's id pattern does not compile");
+    if (!pattern->matches(input.id)) {
+      out.refusal = EnrollRefusal::id_not_allowed;
+      return out;
+    }
+    if (load_device(input.id)) {
+      out.refusal = EnrollRefusal::id_taken;
+      return out;
+    }
+    Touched touched;
+    touch(touched, Entity::claim, claim->name);
+    if (prepare(db_,
+                "UPDATE claims SET quota_used = quota_used + 1 WHERE name = ?1 AND "
+                "quota_used < quota",
+                claim->name)
+            .exec() != 1) {
+      out.refusal = EnrollRefusal::claim_used_up;
+      return out;
+    }
+    NewDevice device = input;
+    device.type = claim->device_type;
+    bool new_group = false;
+    ONBOARD_TRY(out.device, insert_device_rows(device, metadata, cert, actor, touched, new_group));
+    record_change(ChangeKind::device, out.device.id, actor.now);
+    record_change(ChangeKind::claim, claim->name, actor.now);
+    record_audit(actor, "device.enroll", out.device.id,
+                 {{"claim", claim->name},
+                  {"type", out.device.type},
+                  {"serial", cert.serial_hex},
+                  {"fingerprint", cert.sha256_fingerprint},
+                  {"created_group", new_group},
+                  {"quota_used", claim->quota_used + 1}},
+                 touched);
+    return out;
+  });
+}
+
+}  // namespace onboard::registry::sql

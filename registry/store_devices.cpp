@@ -74,6 +74,29 @@ Result<Device> SqlStore::load_unrevoked_device(std::string_view id, std::string_
   return std::move(*device);
 }
 
+Result<Device> SqlStore::insert_device_rows(const NewDevice& input, const std::string& metadata,
+                                            const NewCertificate& cert, const Actor& actor,
+                                            Touched& touched, bool& new_group) {
+  touch(touched, Entity::device, input.id);
+  const Device device{input.id,       input.name.empty() ? input.id : input.name,
+                      input.type,     input.location,
+                      input.firmware, DeviceStatus::active,
+                      actor.now,      actor.now,
+                      metadata,       std::nullopt};
+  prepare(db_,
+          "INSERT INTO devices (id, name, type, location, firmware, status, created_at, "
+          "updated_at, metadata) VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6, ?7)",
+          device.id, device.name, device.type, device.location, device.firmware, actor.now,
+          device.metadata)
+      .exec();
+  new_group = !device.type.empty() && !group_exists(device.type);
+  if (new_group) insert_group(device.type, "devices of type " + device.type, actor.now, touched);
+  touch(touched, Entity::certificate, cert.sha256_fingerprint);
+  ONBOARD_CHECK(insert_certificate(CertificateKind::device, device.id, cert));
+  hold_key(device.id, cert, actor.now);
+  return device;
+}
+
 Result<Device> SqlStore::insert_device(const NewDevice& input, const NewCertificate& certificate,
                                        std::optional<std::string_view> batch_id, std::int64_t line,
                                        const Actor& actor) {
@@ -93,27 +116,9 @@ Result<Device> SqlStore::insert_device(const NewDevice& input, const NewCertific
       return make_error(Errc::conflict, "device " + input.id + " already exists");
     }
     Touched touched;
-    touch(touched, Entity::device, input.id);
-    const Device device{input.id,       input.name.empty() ? input.id : input.name,
-                        input.type,     input.location,
-                        input.firmware, DeviceStatus::active,
-                        actor.now,      actor.now,
-                        metadata,       std::nullopt};
-    prepare(db_,
-            "INSERT INTO devices (id, name, type, location, firmware, status, created_at, "
-            "updated_at, metadata) VALUES (?1, ?2, ?3, ?4, ?5, 'active', ?6, ?6, ?7)",
-            device.id, device.name, device.type, device.location, device.firmware, actor.now,
-            device.metadata)
-        .exec();
-    const bool new_group = !device.type.empty() && !group_exists(device.type);
-    if (new_group) {
-      insert_group(device.type, "devices of type " + device.type, actor.now, touched);
-    }
-    // Fails on a duplicate certificate after the device row exists: returning the error makes
-    // write() roll the device row back with it.
-    touch(touched, Entity::certificate, cert.sha256_fingerprint);
-    ONBOARD_CHECK(insert_certificate(CertificateKind::device, device.id, cert));
-    hold_key(device.id, cert, actor.now);
+    bool new_group = false;
+    ONBOARD_TRY(const Device device,
+                insert_device_rows(input, metadata, cert, actor, touched, new_group));
     if (batch_id) {
       prepare(db_, "INSERT INTO batch_devices (batch_id, device_id, line) VALUES (?1, ?2, ?3)",
               *batch_id, device.id, line)

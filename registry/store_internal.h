@@ -133,6 +133,9 @@ class SqlStore final : public Store, private Connection {
   Result<std::vector<Claim>> list_claims() override;
   Result<ClaimRevokeOutcome> revoke_claim(std::string_view name, RevocationReason reason,
                                           const Actor& actor) override;
+  Result<EnrollOutcome> enroll_device(std::string_view claim, const NewDevice& device,
+                                      const NewCertificate& certificate,
+                                      const Actor& actor) override;
 
  private:
   Result<RestoreSummary> restore_attached(std::string_view backup_name, const Actor& actor);
@@ -143,6 +146,13 @@ class SqlStore final : public Store, private Connection {
                                const Actor& actor);
 
   // Helpers for use inside read()/write(); they throw Failure.
+
+  // The rows of a new device (checked by the caller, metadata compacted) and its first
+  // certificate; creates its type's group if new (`new_group`). A duplicate certificate is an
+  // error: the caller's write() rolls the device row back with it.
+  Result<Device> insert_device_rows(const NewDevice& device, const std::string& metadata,
+                                    const NewCertificate& certificate, const Actor& actor,
+                                    Touched& touched, bool& new_group);
 
   // Devices and certificates (store_devices.cpp).
   std::optional<Device> load_device(std::string_view id);

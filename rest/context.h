@@ -87,6 +87,9 @@ struct Context {
     std::mutex mutex;
     std::vector<Responder> by_issuer;
   } ocsp{};
+  // What the broker's plugin sends as its bearer token to hand over enrolment requests
+  // (--provision-token-file); none: the provisioning route refuses every caller.
+  std::optional<Secret> provision_token{};
 };
 
 }  // namespace onboard::rest

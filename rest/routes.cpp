@@ -24,6 +24,7 @@
 #include "ops/bundles.h"
 #include "ops/duration.h"
 #include "ops/operations.h"
+#include "ops/provisioning.h"
 #include "ops/views.h"
 #include "registry/device_store.h"
 #include "rest/ocsp.h"
@@ -682,6 +683,26 @@ Reply register_batch(Context& ctx, Call& call) {
                               {"skipped", registered.skipped}});
 }
 
+// ---- enrolment over MQTT --------------------------------------------------------------------
+
+// The broker's plugin hands over what a device published on $provision/<client id>/csr, as
+// published (the body); the reply's body is what the plugin publishes back, on the topic the
+// X-Provision-Result header names (accepted or rejected). A refusal is a 200 too: the request
+// was handled, and the device is told why.
+Reply provision_enroll(Context& ctx, Call& call) {
+  ops::EnrollRequest request{call.param(1), call.param(2), call.body};
+  std::unique_lock turn(ctx.write_turn, std::defer_lock);
+  const auto answer = ops::enroll(
+      call.store, ctx.ca, request, call.actor, [&turn] { turn.lock(); },
+      [](const std::string& line) { log_line(line); });
+  Reply reply;
+  reply.body = ops::answer_payload(answer);
+  reply.headers.emplace_back("X-Provision-Result", std::string(ops::answer_topic_suffix(answer)));
+  if (answer.refused)
+    reply.headers.emplace_back("X-Provision-Code", std::string(to_string(*answer.refused)));
+  return reply;
+}
+
 // ---- the route table -------------------------------------------------------------------------
 
 constexpr RouteSpec kRoutes[] = {
@@ -717,6 +738,9 @@ constexpr RouteSpec kRoutes[] = {
     {"GET", "/ocsp/{request}", Need::nobody, get_ocsp, "application/json", true},
     {"GET", "/healthz", Need::nobody, healthz},
     {"GET", "/v1/bundles/{token}", Need::nobody, download_bundle},
+    // The broker's plugin only (serve --provision-token-file).
+    {"POST", "/v1/provision/{claim}/{client_id}", Need::provisioner, provision_enroll,
+     "application/octet-stream"},
 };
 
 }  // namespace

@@ -11,7 +11,9 @@
 
 namespace onboard::rest {
 
-enum class Need { nobody, reader, operator_role };
+// provisioner: the broker's plugin handing over devices' enrolment requests, authenticated by the
+// secret of `serve --provision-token-file` (no registry token can call it, nor it anything else).
+enum class Need { nobody, reader, operator_role, provisioner };
 
 using Handler = Reply (*)(Context&, Call&);
 

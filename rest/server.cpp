@@ -16,7 +16,10 @@
 #include <stop_token>
 #include <thread>
 
+#include <openssl/crypto.h>
+
 #include "bundle/link_token.h"
+#include "core/files.h"
 #include "ops/crl_refresh.h"
 #include "ops/operations.h"
 #include "rest/auth.h"
@@ -32,10 +35,26 @@ using registry::Store;
 
 // Who may call the route, from the headers alone: the actor the audit names, or the refusal
 // (401 unknown caller, 403 a reader on an operator route).
-std::variant<registry::Actor, Reply> authorize(Store& store, const RouteSpec& route,
+// The broker's plugin: the bearer token is the provisioning secret (compared in constant time).
+bool provision_caller(const Context& ctx, const httplib::Request& request) {
+  if (!ctx.provision_token) return false;
+  const std::string header = request.get_header_value("Authorization");
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!std::string_view(header).starts_with(kBearer)) return false;
+  const std::string_view sent = std::string_view(header).substr(kBearer.size());
+  const std::string_view want = ctx.provision_token->view();
+  return sent.size() == want.size() && CRYPTO_memcmp(sent.data(), want.data(), want.size()) == 0;
+}
+
+std::variant<registry::Actor, Reply> authorize(const Context& ctx, Store& store,
+                                               const RouteSpec& route,
                                                const httplib::Request& request) {
   registry::Actor actor{"rest:anonymous", unix_now()};
-  if (route.need != Need::nobody) {
+  if (route.need == Need::provisioner) {
+    if (!provision_caller(ctx, request))
+      return error_reply(401, "unauthorized", "a provisioning credential is required");
+    actor.name = "provision:broker";
+  } else if (route.need != Need::nobody) {
     auto who = caller(store, request);
     if (who.index() == 1) return std::get<1>(std::move(who));
     const auto& credential = std::get<0>(who);
@@ -60,7 +79,7 @@ Reply respond(Context& ctx, const RouteSpec& route, const httplib::Request& requ
   auto lease = ctx.stores.borrow();
   if (!lease.ok()) return reply_for(lease.error());
   Store& store = **lease;
-  auto actor = authorize(store, route, request);
+  auto actor = authorize(ctx, store, route, request);
   if (actor.index() == 1) return std::get<1>(std::move(actor));
   if (announces_body(request) &&
       !is_content_type(request.get_header_value("Content-Type"), route.body_type))
@@ -265,6 +284,13 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
               std::move(link_secret),
               StorePool(workspace),
               {}};
+  if (!options.provision_token_file.empty()) {
+    ONBOARD_TRY(ctx.provision_token, read_secret_file(options.provision_token_file));
+    if (ctx.provision_token->view().size() < 32) {
+      return make_error(Errc::invalid_input,
+                        "--provision-token-file: the secret must be at least 32 characters");
+    }
+  }
 
   // The TLS context the front's connections are made from. A client certificate is asked for,
   // not required: token clients connect without one. A certificate that is presented must

@@ -38,6 +38,9 @@ struct ServeOptions {
   // How often the server looks whether the CRL needs re-issuing (it does when less than half of
   // its lifetime is left).
   std::chrono::seconds crl_check_interval{60};
+  // A file holding the secret the broker's plugin authenticates with to hand over enrolment
+  // requests (POST /v1/provision/...); empty: enrolment over MQTT is off.
+  std::string provision_token_file;
 };
 
 // One route as the server registers it and docs/openapi.yaml names it: "GET", "/v1/devices/{id}".

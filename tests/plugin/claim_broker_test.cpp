@@ -6,7 +6,6 @@
 #include <fstream>
 #include <thread>
 
-#include "bundle/zip.h"
 #include "tests/plugin/fleet.h"
 #include "tests/support/broker.h"
 #include "tests/support/mqtt_client.h"
@@ -21,7 +20,8 @@ namespace {
 
 constexpr int kV5Accepted = 0;
 // PUBACK "no matching subscribers": a success code, the publish passed the ACL check (nothing
-// subscribes to a request topic until the answering side, the next stage, is in).
+// subscribes to a request topic; the answer is a separate publish to the client, and this broker
+// has no signer configured).
 constexpr int kV5NoSubscribers = 0x10;
 constexpr int kV5NotAuthorized = 0x87;  // MQTT v5 CONNACK / PUBACK / SUBACK reason code
 constexpr int kV5 = 5;
@@ -31,26 +31,6 @@ class ClaimSite : public Fleet {
  public:
   ClaimSite() { set_clock("+0d"); }
   void set_clock(const std::string& offset) { std::ofstream(dir() / "clock") << offset << "\n"; }
-
-  // `onboardctl claim create`, then the certificate and key taken out of its zip.
-  Credentials add_claim(const std::string& name, const std::vector<std::string>& options) {
-    const auto zip = dir() / (name + ".zip");
-    const auto password_file = dir() / (name + ".password");
-    std::vector<std::string> args{
-        "claim", "create", name, "--out", zip.string(), "--password-out", password_file.string()};
-    args.insert(args.end(), options.begin(), options.end());
-    must(ctl(args));
-    std::ifstream in(password_file);
-    std::string password;
-    std::getline(in, password);
-    auto files = bundle::read_encrypted_zip(zip, Secret(password));
-    REQUIRE(files.ok());
-    for (const auto& f : *files) {
-      if (f.name == "claim.crt") std::ofstream(cert(name)) << f.content.view();
-      if (f.name == "claim.key") std::ofstream(key(name)) << f.content.view();
-    }
-    return credentials(name);
-  }
 
   std::unique_ptr<Broker> start_broker(std::vector<std::string> plugin_options) {
     auto options = broker_options(std::move(plugin_options));

@@ -156,3 +156,46 @@ TEST_CASE("clients without a certificate are denied unless deferring to Mosquitt
                                        "defer") != std::string::npos);
   }
 }
+
+TEST_CASE("the signer's options go together and default to four workers and a 5 s timeout") {
+  const std::pair<std::string, std::string> registry{"registry", "/var/lib/r.db"};
+  auto none = parse_config(Options{registry});
+  REQUIRE(none.ok());
+  CHECK(none->provision_url.empty());
+
+  auto full = parse_config(Options{registry,
+                                   {"provision_url", "https://signer.example:8443"},
+                                   {"provision_token_file", "/etc/onboard/provision.token"},
+                                   {"provision_cafile", "/etc/onboard/chain.pem"},
+                                   {"provision_workers", "8"},
+                                   {"provision_queue", "50"},
+                                   {"provision_timeout_ms", "2000"}});
+  REQUIRE(full.ok());
+  CHECK(full->provision_url == "https://signer.example:8443");
+  CHECK(full->provision_token_file == "/etc/onboard/provision.token");
+  CHECK(full->provision_workers == 8);
+  CHECK(full->provision_queue == 50);
+  CHECK(full->provision_timeout == std::chrono::milliseconds(2000));
+  auto defaults = parse_config(Options{registry,
+                                       {"provision_url", "http://127.0.0.1:8443"},
+                                       {"provision_token_file", "/etc/onboard/provision.token"}});
+  REQUIRE(defaults.ok());
+  CHECK(defaults->provision_workers == 4);
+  CHECK(defaults->provision_timeout == std::chrono::milliseconds(5000));
+
+  // A URL without the secret, the secret without a URL, another scheme, a relative path, a
+  // worker count out of range: refused, naming the option.
+  auto refused = [&](Options options, const std::string& named) {
+    options.insert(options.begin(), registry);
+    auto parsed = parse_config(options);
+    REQUIRE_FALSE(parsed.ok());
+    CHECK(parsed.error().message.find(named) != std::string::npos);
+  };
+  refused({{"provision_url", "http://127.0.0.1:8443"}}, "provision_token_file");
+  refused({{"provision_token_file", "/etc/onboard/provision.token"}}, "provision_url");
+  refused({{"provision_url", "ftp://x"}, {"provision_token_file", "/t"}}, "provision_url");
+  refused({{"provision_url", "http://x"}, {"provision_token_file", "t"}}, "provision_token_file");
+  refused(
+      {{"provision_url", "http://x"}, {"provision_token_file", "/t"}, {"provision_workers", "0"}},
+      "provision_workers");
+}

@@ -7,12 +7,14 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "bundle/zip.h"
 #include "tests/support/broker.h"
 #include "tests/support/mqtt_client.h"
 #include "tests/support/run.h"
@@ -70,6 +72,25 @@ class Fleet {
     if (!type.empty()) args.insert(args.end(), {"--type", type});
     must(ctl(args));
     return credentials(id);
+  }
+  // `onboardctl claim create`, then the certificate and key taken out of its zip.
+  Credentials add_claim(const std::string& name, const std::vector<std::string>& options) {
+    const auto zip = dir() / (name + ".zip");
+    const auto password_file = dir() / (name + ".password");
+    std::vector<std::string> args{
+        "claim", "create", name, "--out", zip.string(), "--password-out", password_file.string()};
+    args.insert(args.end(), options.begin(), options.end());
+    must(ctl(args));
+    std::ifstream in(password_file);
+    std::string password;
+    std::getline(in, password);
+    auto files = bundle::read_encrypted_zip(zip, Secret(password));
+    REQUIRE(files.ok());
+    for (const auto& f : *files) {
+      if (f.name == "claim.crt") std::ofstream(cert(name)) << f.content.view();
+      if (f.name == "claim.key") std::ofstream(key(name)) << f.content.view();
+    }
+    return credentials(name);
   }
   // Signed by the fleet's CA, but never registered.
   Credentials unregistered(const std::string& id) {

@@ -1,0 +1,254 @@
+#include "ops/provisioning.h"
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <nlohmann/json.hpp>
+
+#include "ca/certificate.h"
+#include "ca/csr.h"
+#include "ca/keys.h"
+#include "core/ossl.h"
+#include "ops/credentials.h"
+#include "ops/operations.h"
+#include "registry/id_pattern.h"
+
+namespace onboard::ops {
+namespace {
+
+using nlohmann::json;
+
+// The request's fields once read: the CSR, checked, and the device to record.
+struct Checked {
+  ossl::Ptr<EVP_PKEY> public_key;
+  registry::NewDevice device;
+};
+
+// A refusal, or the checked request. Order: size, JSON shape, CSR parse, key, signature, CN.
+std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& request) {
+  if (request.payload.size() > kMaxProvisionRequestBytes) {
+    return refusal(ProvisionCode::payload_too_large,
+                   "the request is over " + std::to_string(kMaxProvisionRequestBytes) + " bytes");
+  }
+  const json body = json::parse(request.payload, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    return refusal(ProvisionCode::malformed_request, "the request is not a JSON object");
+  for (const auto& [key, value] : body.items()) {
+    if (key != "csr" && key != "metadata")
+      return refusal(ProvisionCode::malformed_request, "unknown field '" + key + "'");
+  }
+  auto csr = body.find("csr");
+  if (csr == body.end() || !csr->is_string())
+    return refusal(ProvisionCode::malformed_request, "csr: a PEM certificate request is required");
+  Checked out;
+  out.device.id = request.client_id;
+  if (auto metadata = body.find("metadata"); metadata != body.end() && !metadata->is_null()) {
+    if (!metadata->is_object())
+      return refusal(ProvisionCode::malformed_request, "metadata must be a JSON object");
+    out.device.metadata = metadata->dump();
+  }
+  auto req = ca::csr_from_pem(csr->get<std::string>());
+  if (!req.ok()) return refusal(ProvisionCode::invalid_csr, "csr: not a PEM certificate request");
+  const EVP_PKEY* key = X509_REQ_get0_pubkey(req->get());
+  if (key == nullptr) return refusal(ProvisionCode::invalid_csr, "csr: no readable public key");
+  if (auto acceptable = ca::check_acceptable_key(key); !acceptable.ok())
+    return refusal(ProvisionCode::weak_key, "csr: " + acceptable.error().message);
+  if (X509_REQ_verify(req->get(), const_cast<EVP_PKEY*>(key)) != 1) {
+    ossl::clear_errors();
+    return refusal(ProvisionCode::invalid_csr, "csr: its signature does not match its key");
+  }
+  // The key and signature passed, so what check_device_csr can still refuse is the subject.
+  auto checked = ca::check_device_csr(req->get());
+  if (!checked.ok()) return refusal(ProvisionCode::cn_mismatch, "csr: " + checked.error().message);
+  if (checked->device_id != request.client_id) {
+    return refusal(ProvisionCode::cn_mismatch,
+                   "csr: its CN is not the client id '" + request.client_id + "'");
+  }
+  if (auto problem = check_new_device(out.device); !problem.ok())
+    return refusal(ProvisionCode::malformed_request, problem.error().message);
+  out.public_key = std::move(checked->public_key);
+  return out;
+}
+
+// The active device certificate of `device_id` whose key is `key`: what a retry of an enrolment
+// that went through is answered with. nullopt when there is none (the id is someone else's).
+Result<std::optional<std::string>> issued_before(registry::Store& store, std::string_view device_id,
+                                                 const EVP_PKEY* key) {
+  ONBOARD_TRY(auto certificates, store.certificates_of(device_id));
+  for (const auto& c : certificates) {
+    if (c.kind != registry::CertificateKind::device ||
+        c.status != registry::CertificateStatus::active)
+      continue;
+    auto cert = ca::certificate_from_pem(c.pem);
+    if (!cert.ok()) continue;
+    if (EVP_PKEY_eq(X509_get0_pubkey(cert->get()), key) == 1) return std::optional(c.pem);
+  }
+  ossl::clear_errors();
+  return std::optional<std::string>();
+}
+
+ProvisionCode code_of(registry::EnrollRefusal refusal) {
+  switch (refusal) {
+    case registry::EnrollRefusal::claim_revoked:
+    case registry::EnrollRefusal::claim_unknown:
+      return ProvisionCode::claim_revoked;
+    case registry::EnrollRefusal::claim_expired:
+      return ProvisionCode::claim_expired;
+    case registry::EnrollRefusal::claim_used_up:
+      return ProvisionCode::claim_used_up;
+    case registry::EnrollRefusal::id_not_allowed:
+      return ProvisionCode::id_not_allowed;
+    case registry::EnrollRefusal::id_taken:
+      return ProvisionCode::id_taken;
+    case registry::EnrollRefusal::none:
+      break;
+  }
+  return ProvisionCode::internal_error;
+}
+
+ProvisionAnswer enrolled(std::string device_id, std::string pem, const ca::Authority& ca,
+                         bool repeated) {
+  ProvisionAnswer answer;
+  answer.device_id = std::move(device_id);
+  answer.certificate_pem = std::move(pem);
+  answer.ca_chain_pem = ca.chain_pem();
+  answer.repeated = repeated;
+  return answer;
+}
+
+ProvisionAnswer enroll_checked(registry::Store& store, const ca::Authority& ca,
+                               const EnrollRequest& request, Checked& checked,
+                               const registry::Actor& actor, const BeforeEnroll& before_record,
+                               const std::function<void(const std::string&)>& log) {
+  auto internal = [&](const Error& e) {
+    if (log) log("enrolment of '" + request.client_id + "': " + e.message);
+    return refusal(ProvisionCode::internal_error, "the signer failed; try again later");
+  };
+  // Every check that costs no signature comes first; the transaction checks them all again.
+  auto claim = store.get_claim(request.claim);
+  if (!claim.ok()) {
+    if (claim.error().code == Errc::not_found)
+      return refusal(ProvisionCode::claim_revoked, "the claim does not exist");
+    return internal(claim.error());
+  }
+  if (claim->status == registry::ClaimStatus::revoked)
+    return refusal(ProvisionCode::claim_revoked, "the claim was revoked");
+  if (actor.now >= claim->expires_at)
+    return refusal(ProvisionCode::claim_expired, "the claim has expired");
+  auto pattern = registry::IdPattern::compile(claim->id_pattern);
+  if (!pattern.ok()) return internal(pattern.error());
+  if (!pattern->matches(request.client_id))
+    return refusal(ProvisionCode::id_not_allowed, "the client id is not allowed by the claim");
+  auto answer_existing = [&]() -> std::optional<ProvisionAnswer> {
+    auto device = store.get_device(request.client_id);
+    if (!device.ok()) {
+      if (device.error().code == Errc::not_found) return std::nullopt;
+      return internal(device.error());
+    }
+    auto before = issued_before(store, request.client_id, checked.public_key.get());
+    if (!before.ok()) return internal(before.error());
+    if (!*before)
+      return refusal(ProvisionCode::id_taken, "the id '" + request.client_id + "' is taken");
+    return enrolled(request.client_id, std::move(**before), ca, true);
+  };
+  if (auto existing = answer_existing()) return std::move(*existing);
+  if (claim->quota_used >= claim->quota)
+    return refusal(ProvisionCode::claim_used_up, "the claim's quota is spent");
+
+  auto issued = issue_device_certificate(ca, request.client_id, checked.public_key.get(),
+                                         kEnrolledCertificateDays);
+  if (!issued.ok()) return internal(issued.error());
+  if (before_record) before_record();
+  auto outcome = store.enroll_device(request.claim, checked.device,
+                                     new_certificate(issued->info, issued->pem), actor);
+  if (!outcome.ok()) return internal(outcome.error());
+  if (outcome->refusal == registry::EnrollRefusal::id_taken) {
+    // Another request for this id got in first: the same key's retry is answered as one.
+    if (auto existing = answer_existing()) return std::move(*existing);
+  }
+  if (outcome->refusal != registry::EnrollRefusal::none) {
+    return refusal(code_of(outcome->refusal), std::string(registry::to_string(outcome->refusal)));
+  }
+  return enrolled(request.client_id, std::move(issued->pem), ca, false);
+}
+
+}  // namespace
+
+std::string_view to_string(ProvisionCode code) noexcept {
+  switch (code) {
+    case ProvisionCode::malformed_request:
+      return "malformed_request";
+    case ProvisionCode::payload_too_large:
+      return "payload_too_large";
+    case ProvisionCode::invalid_csr:
+      return "invalid_csr";
+    case ProvisionCode::cn_mismatch:
+      return "cn_mismatch";
+    case ProvisionCode::weak_key:
+      return "weak_key";
+    case ProvisionCode::id_not_allowed:
+      return "id_not_allowed";
+    case ProvisionCode::id_taken:
+      return "id_taken";
+    case ProvisionCode::claim_expired:
+      return "claim_expired";
+    case ProvisionCode::claim_revoked:
+      return "claim_revoked";
+    case ProvisionCode::claim_used_up:
+      return "claim_used_up";
+    case ProvisionCode::rate_limited:
+      return "rate_limited";
+    case ProvisionCode::signer_unavailable:
+      return "signer_unavailable";
+    case ProvisionCode::internal_error:
+      return "internal_error";
+  }
+  return "internal_error";
+}
+
+bool retryable(ProvisionCode code) noexcept {
+  return code == ProvisionCode::rate_limited || code == ProvisionCode::signer_unavailable ||
+         code == ProvisionCode::internal_error;
+}
+
+ProvisionAnswer refusal(ProvisionCode code, std::string message) {
+  ProvisionAnswer answer;
+  answer.refused = code;
+  answer.message = std::move(message);
+  return answer;
+}
+
+std::string_view answer_topic_suffix(const ProvisionAnswer& answer) {
+  return answer.refused ? "rejected" : "accepted";
+}
+
+std::string answer_payload(const ProvisionAnswer& answer) {
+  if (answer.refused) {
+    return json{{"code", to_string(*answer.refused)},
+                {"message", answer.message},
+                {"retryable", retryable(*answer.refused)}}
+        .dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  return json{{"device_id", answer.device_id},
+              {"certificate", answer.certificate_pem},
+              {"ca_chain", answer.ca_chain_pem}}
+      .dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+ProvisionAnswer enroll(registry::Store& store, const ca::Authority& ca,
+                       const EnrollRequest& request, const registry::Actor& actor,
+                       const BeforeEnroll& before_record,
+                       const std::function<void(const std::string&)>& log) {
+  try {
+    auto checked = check_request(request);
+    if (checked.index() == 1) return std::get<1>(std::move(checked));
+    return enroll_checked(store, ca, request, std::get<0>(checked), actor, before_record, log);
+  } catch (const std::exception& e) {
+    if (log) log("enrolment of '" + request.client_id + "': " + e.what());
+  } catch (...) {
+    if (log) log("enrolment of '" + request.client_id + "': unknown exception");
+  }
+  return refusal(ProvisionCode::internal_error, "the signer failed; try again later");
+}
+
+}  // namespace onboard::ops

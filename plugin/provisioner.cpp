@@ -1,0 +1,151 @@
+#include "plugin/provisioner.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace onboard::plugin {
+namespace {
+
+// The characters of a device id (and so of a claim's name and a claim client's id): safe in a
+// URL path without escaping. Anything else never reaches the signer.
+bool id_characters(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+class HttpSigner final : public SignerClient {
+ public:
+  explicit HttpSigner(const SignerOptions& options) : client_(options.url), token_(options.token) {
+    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
+    const auto usec =
+        std::chrono::duration_cast<std::chrono::microseconds>(options.timeout - seconds);
+    client_.set_connection_timeout(seconds.count(), usec.count());
+    client_.set_read_timeout(seconds.count(), usec.count());
+    client_.set_write_timeout(seconds.count(), usec.count());
+    client_.set_keep_alive(true);
+    // Headers and body go out in two writes: without it Nagle's algorithm meets the server's
+    // delayed ACK and every request waits 40 ms.
+    client_.set_tcp_nodelay(true);
+    client_.set_bearer_token_auth(token_);
+    if (!options.cafile.empty()) client_.set_ca_cert_path(options.cafile);
+    client_.enable_server_certificate_verification(true);
+  }
+
+  ProvisionAnswer send(const ProvisionRequest& request) override {
+    if (!id_characters(request.claim) || !id_characters(request.client_id)) {
+      return rejection(request.client_id, "internal_error", "the request cannot be handed over",
+                       true);
+    }
+    const std::string path = "/v1/provision/" + request.claim + "/" + request.client_id;
+    auto result = client_.Post(path, request.payload, "application/octet-stream");
+    // A kept-alive connection the signer closed meanwhile fails once; asking again is safe (a
+    // repeated request is answered with the certificate issued the first time).
+    if (!result) result = client_.Post(path, request.payload, "application/octet-stream");
+    if (!result) {
+      throw std::runtime_error("the signer cannot be reached: " +
+                               httplib::to_string(result.error()));
+    }
+    const std::string kind = result->get_header_value("X-Provision-Result");
+    if (result->status != 200 || (kind != "accepted" && kind != "rejected")) {
+      throw std::runtime_error("the signer answered HTTP " + std::to_string(result->status));
+    }
+    return ProvisionAnswer{request.client_id, kind, std::move(result->body),
+                           result->get_header_value("X-Provision-Code")};
+  }
+
+ private:
+  httplib::Client client_;
+  std::string token_;
+};
+
+}  // namespace
+
+ProvisionAnswer rejection(std::string client_id, std::string_view code, std::string_view message,
+                          bool retryable) {
+  std::string payload = "{\"code\":\"" + std::string(code) + "\",\"message\":\"" +
+                        std::string(message) +
+                        "\",\"retryable\":" + (retryable ? "true" : "false") + "}";
+  return ProvisionAnswer{std::move(client_id), "rejected", std::move(payload), std::string(code)};
+}
+
+std::unique_ptr<SignerClient> http_signer(const SignerOptions& options) {
+  return std::make_unique<HttpSigner>(options);
+}
+
+Provisioner::Provisioner(MakeClient make_client, std::size_t workers, std::size_t queue_limit,
+                         std::function<void(LogLevel, std::string)> log)
+    : log_(std::move(log)), queue_limit_(queue_limit) {
+  for (std::size_t i = 0; i < workers; ++i) clients_.push_back(make_client());
+  for (auto& client : clients_) {
+    workers_.emplace_back([this, c = client.get()](std::stop_token stop) { run(stop, c); });
+  }
+}
+
+Provisioner::~Provisioner() {
+  for (auto& worker : workers_) worker.request_stop();
+  wake_.notify_all();
+  workers_.clear();  // joins
+}
+
+void Provisioner::submit(ProvisionRequest request) {
+  {
+    std::lock_guard lock(mutex_);
+    if (requests_.size() < queue_limit_) {
+      requests_.push_back(std::move(request));
+      wake_.notify_one();
+      return;
+    }
+  }
+  answer(rejection(request.client_id, "signer_unavailable",
+                   "too many requests are waiting for the signer; retry later", true));
+}
+
+std::vector<ProvisionAnswer> Provisioner::take() {
+  std::vector<ProvisionAnswer> out;
+  std::lock_guard lock(mutex_);
+  out.swap(answers_);
+  pending_.store(false, std::memory_order_release);
+  return out;
+}
+
+void Provisioner::answer(ProvisionAnswer answer) {
+  std::lock_guard lock(mutex_);
+  answers_.push_back(std::move(answer));
+  pending_.store(true, std::memory_order_release);
+}
+
+// A worker: one request at a time, to the end. Nothing it calls may end it: a throw becomes a
+// retryable rejection and a log line.
+void Provisioner::run(std::stop_token stop, SignerClient* client) {
+  while (true) {
+    ProvisionRequest request;
+    {
+      std::unique_lock lock(mutex_);
+      if (!wake_.wait(lock, stop, [this] { return !requests_.empty(); })) return;
+      request = std::move(requests_.front());
+      requests_.pop_front();
+    }
+    try {
+      answer(client->send(request));
+    } catch (const std::exception& e) {
+      try {
+        log_(LogLevel::warning, "enrolment of '" + request.client_id + "': " + e.what());
+        answer(rejection(request.client_id, "signer_unavailable",
+                         "the signer cannot be reached; retry later", true));
+      } catch (...) {
+      }
+    } catch (...) {
+      try {
+        answer(rejection(request.client_id, "internal_error", "the request failed; retry later",
+                         true));
+      } catch (...) {
+      }
+    }
+  }
+}
+
+}  // namespace onboard::plugin

@@ -1,0 +1,92 @@
+// Enrolment requests off the broker's thread (docs/provisioning.md): the broker thread submits
+// what a claim client published on `$provision/<client id>/csr` to a bounded queue and never
+// waits; worker threads owned by the plugin hand each request to the signer (`onboardctl serve`,
+// where the CA key is) and queue its answer; the broker thread takes the answers on its tick and
+// publishes each to its client. No broker headers: tested with a fake signer.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "plugin/handover.h"
+
+namespace onboard::plugin {
+
+struct ProvisionRequest {
+  std::string claim;
+  std::string client_id;
+  std::string payload;  // as published
+};
+
+struct ProvisionAnswer {
+  std::string client_id;
+  std::string result;   // "accepted" or "rejected": the last level of the answer's topic
+  std::string payload;  // JSON, as the device receives it
+  std::string code;     // a rejection's code, for the log
+};
+
+// A rejection the plugin answers itself: {"code","message","retryable"}. Codes and messages are
+// fixed text of the plugin's own (nothing to escape).
+ProvisionAnswer rejection(std::string client_id, std::string_view code, std::string_view message,
+                          bool retryable);
+
+// One connection to the signer, used by one worker thread at a time. Throws or returns a
+// signer_unavailable rejection when the signer cannot be reached.
+class SignerClient {
+ public:
+  virtual ~SignerClient() = default;
+  virtual ProvisionAnswer send(const ProvisionRequest& request) = 0;
+};
+
+struct SignerOptions {
+  std::string url;  // http://HOST:PORT or https://HOST:PORT
+  std::string token;
+  std::string cafile;  // https: the CA certificates the signer's certificate is checked against
+  std::chrono::milliseconds timeout{5000};
+};
+// The signer over HTTP(S): POST /v1/provision/<claim>/<client id> with the payload as its body.
+std::unique_ptr<SignerClient> http_signer(const SignerOptions& options);
+
+class Provisioner {
+ public:
+  using MakeClient = std::function<std::unique_ptr<SignerClient>()>;
+  Provisioner(MakeClient make_client, std::size_t workers, std::size_t queue_limit,
+              std::function<void(LogLevel, std::string)> log);
+  Provisioner(const Provisioner&) = delete;
+  Provisioner& operator=(const Provisioner&) = delete;
+  ~Provisioner();  // stops the workers; a request in flight ends within the signer's timeout
+
+  // Broker thread: queues the request, or, with the queue full, queues a signer_unavailable
+  // rejection for it at once. Never waits for the signer.
+  void submit(ProvisionRequest request);
+  // Broker thread: whether answers wait, without the lock.
+  bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+  std::vector<ProvisionAnswer> take();
+
+ private:
+  void run(std::stop_token stop, SignerClient* client);
+  void answer(ProvisionAnswer answer);
+
+  std::function<void(LogLevel, std::string)> log_;
+  std::size_t queue_limit_;
+  std::mutex mutex_;
+  std::condition_variable_any wake_;
+  std::deque<ProvisionRequest> requests_;
+  std::vector<ProvisionAnswer> answers_;
+  std::atomic<bool> pending_{false};
+  std::vector<std::unique_ptr<SignerClient>> clients_;
+  std::vector<std::jthread> workers_;  // last: stopped and joined first
+};
+
+}  // namespace onboard::plugin

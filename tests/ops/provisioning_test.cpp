@@ -1,0 +1,235 @@
+// Enrolment over MQTT as the signer runs it (ops/provisioning.h), against a real SQLite registry
+// and a real CA: what an enrolment records and spends, the answer to a retry, every refusal's
+// code, and the quota under concurrent enrolments.
+#include "ops/provisioning.h"
+
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ca/certificate.h"
+#include "ca/csr.h"
+#include "ca/keys.h"
+#include "ops/claims.h"
+#include "ops/operations.h"
+#include "registry/sqlite_store.h"
+#include "tests/support/result.h"
+#include "tests/support/temp_dir.h"
+
+namespace {
+
+using namespace onboard;
+using nlohmann::json;
+using onboard::test::must;
+using onboard::test::TempDir;
+using ops::ProvisionCode;
+
+// A registry, a CA and claims made by the real `claim create` operation.
+struct Site {
+  TempDir dir;
+  std::unique_ptr<registry::Store> store;
+  std::unique_ptr<ca::Authority> ca;
+  registry::Actor actor{"provision:broker", unix_now()};
+
+  Site() {
+    store = must(registry::open_sqlite_store(dir / "registry.db", registry::OpenMode::read_write));
+    ca::CaInitOptions options;
+    options.common_name = "Provisioning Test Root";
+    options.root_key_alg = ca::KeyAlg::p256;
+    ca = std::make_unique<ca::Authority>(
+        must(ca::Authority::create(dir / "data", options, unix_now())));
+  }
+  void add_claim(const std::string& name, std::int64_t quota, const std::string& pattern = "",
+                 const std::string& type = "") {
+    ops::ClaimRequest request;
+    request.claim = registry::NewClaim{name, quota, pattern, type};
+    request.lifetime = 3600;
+    request.out = dir / (name + ".zip");
+    must(ops::create_claim(*store, *ca, request, actor));
+  }
+  ops::ProvisionAnswer enroll(const std::string& claim, const std::string& id,
+                              const std::string& payload) {
+    return ops::enroll(*store, *ca, {claim, id, payload}, actor);
+  }
+  std::int64_t quota_used(const std::string& claim) {
+    return must(store->get_claim(claim)).quota_used;
+  }
+  std::int64_t devices() { return must(store->count_devices({})); }
+};
+
+ossl::Ptr<EVP_PKEY> p256() { return must(ca::generate_key(ca::KeyAlg::p256)); }
+
+std::string csr_for(const EVP_PKEY* key, const std::string& cn) {
+  return ca::csr_to_pem(must(ca::make_csr(key, cn)).get());
+}
+std::string request_for(const EVP_PKEY* key, const std::string& cn) {
+  return json{{"csr", csr_for(key, cn)}}.dump();
+}
+
+void require_refused(const ops::ProvisionAnswer& answer, ProvisionCode code) {
+  INFO(answer.message);
+  REQUIRE(answer.refused.has_value());
+  CHECK(to_string(*answer.refused) == to_string(code));
+  const json payload = json::parse(ops::answer_payload(answer));
+  CHECK(payload["code"] == std::string(to_string(code)));
+  CHECK(payload["retryable"] == ops::retryable(code));
+  CHECK(ops::answer_topic_suffix(answer) == "rejected");
+}
+
+}  // namespace
+
+TEST_CASE("an enrolment signs the CSR and records the device and a retry spends no second unit") {
+  Site site;
+  site.add_claim("factory-1", 5, "sensor-[0-9]{4}", "sensor");
+  const auto key = p256();
+  const std::string request =
+      json{{"csr", csr_for(key.get(), "sensor-0001")}, {"metadata", {{"fw", "1.2"}}}}.dump();
+
+  const auto first = site.enroll("factory-1", "sensor-0001", request);
+  INFO(first.message);
+  REQUIRE_FALSE(first.refused.has_value());
+  CHECK_FALSE(first.repeated);
+  CHECK(ops::answer_topic_suffix(first) == "accepted");
+  const auto cert = must(ca::certificate_from_pem(first.certificate_pem));
+  CHECK(EVP_PKEY_eq(X509_get0_pubkey(cert.get()), key.get()) == 1);
+  CHECK(ca::describe_certificate(cert.get()).subject == "CN=sensor-0001");
+  CHECK(first.ca_chain_pem == site.ca->chain_pem());
+  const json payload = json::parse(ops::answer_payload(first));
+  CHECK(payload["device_id"] == "sensor-0001");
+  CHECK(payload["certificate"] == first.certificate_pem);
+  CHECK(payload["ca_chain"] == first.ca_chain_pem);
+
+  const auto device = must(site.store->get_device("sensor-0001"));
+  CHECK(device.type == "sensor");
+  CHECK(json::parse(device.metadata)["fw"] == "1.2");
+  CHECK(site.quota_used("factory-1") == 1);
+  const auto audit = must(site.store->audit_list(0, 0));
+  CHECK(std::any_of(audit.begin(), audit.end(), [](const auto& e) {
+    return e.action == "device.enroll" && e.subject == "sensor-0001";
+  }));
+
+  // The answer was lost and the device asks again with the same CSR: the same certificate, no
+  // second unit.
+  const auto again = site.enroll("factory-1", "sensor-0001", request);
+  REQUIRE_FALSE(again.refused.has_value());
+  CHECK(again.repeated);
+  CHECK(again.certificate_pem == first.certificate_pem);
+  CHECK(site.quota_used("factory-1") == 1);
+  CHECK(must(site.store->certificates_of("sensor-0001")).size() == 1);
+
+  // Another key for the same id: someone else's id.
+  const auto other = p256();
+  require_refused(site.enroll("factory-1", "sensor-0001", request_for(other.get(), "sensor-0001")),
+                  ProvisionCode::id_taken);
+  CHECK(site.quota_used("factory-1") == 1);
+  CHECK(must(site.store->verify_audit()).ok());
+}
+
+TEST_CASE("every bad request is refused with its code and records nothing") {
+  Site site;
+  site.add_claim("line-a", 2, "unit-[0-9]+");
+  const auto key = p256();
+  const std::string good = request_for(key.get(), "unit-1");
+
+  require_refused(site.enroll("line-a", "unit-1", "not json"), ProvisionCode::malformed_request);
+  require_refused(site.enroll("line-a", "unit-1", "[1,2]"), ProvisionCode::malformed_request);
+  require_refused(site.enroll("line-a", "unit-1", "{}"), ProvisionCode::malformed_request);
+  require_refused(site.enroll("line-a", "unit-1", R"({"csr": 5})"),
+                  ProvisionCode::malformed_request);
+  require_refused(site.enroll("line-a", "unit-1",
+                              json{{"csr", csr_for(key.get(), "unit-1")}, {"extra", 1}}.dump()),
+                  ProvisionCode::malformed_request);
+  require_refused(
+      site.enroll("line-a", "unit-1",
+                  json{{"csr", csr_for(key.get(), "unit-1")}, {"metadata", "x"}}.dump()),
+      ProvisionCode::malformed_request);
+  require_refused(site.enroll("line-a", "unit-1",
+                              json{{"csr", csr_for(key.get(), "unit-1")},
+                                   {"pad", std::string(ops::kMaxProvisionRequestBytes, 'x')}}
+                                  .dump()),
+                  ProvisionCode::payload_too_large);
+  require_refused(
+      site.enroll(
+          "line-a", "unit-1",
+          R"({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"})"),
+      ProvisionCode::invalid_csr);
+  require_refused(site.enroll("line-a", "unit-1", request_for(key.get(), "unit-2")),
+                  ProvisionCode::cn_mismatch);
+  ossl::Ptr<EVP_PKEY> weak(EVP_RSA_gen(1024));
+  REQUIRE(weak);
+  require_refused(site.enroll("line-a", "unit-1", request_for(weak.get(), "unit-1")),
+                  ProvisionCode::weak_key);
+  require_refused(site.enroll("line-a", "other-1", request_for(key.get(), "other-1")),
+                  ProvisionCode::id_not_allowed);
+  CHECK(site.devices() == 0);
+  CHECK(site.quota_used("line-a") == 0);
+
+  // The quota: two devices, then used up.
+  REQUIRE_FALSE(site.enroll("line-a", "unit-1", good).refused.has_value());
+  const auto second = p256();
+  REQUIRE_FALSE(site.enroll("line-a", "unit-2", request_for(second.get(), "unit-2")).refused);
+  const auto third = p256();
+  require_refused(site.enroll("line-a", "unit-3", request_for(third.get(), "unit-3")),
+                  ProvisionCode::claim_used_up);
+  // A retry of an enrolment that went through is still answered once the quota is spent.
+  CHECK_FALSE(site.enroll("line-a", "unit-1", good).refused.has_value());
+
+  // Expired and revoked claims.
+  site.add_claim("line-b", 5);
+  site.actor.now += 7200;
+  require_refused(site.enroll("line-b", "unit-9", request_for(third.get(), "unit-9")),
+                  ProvisionCode::claim_expired);
+  site.actor.now -= 7200;
+  must(ops::revoke_claim(*site.store, *site.ca, site.dir / "crl.pem", "line-b",
+                         RevocationReason::unspecified, site.actor));
+  require_refused(site.enroll("line-b", "unit-9", request_for(third.get(), "unit-9")),
+                  ProvisionCode::claim_revoked);
+  require_refused(site.enroll("no-such-claim", "unit-9", request_for(third.get(), "unit-9")),
+                  ProvisionCode::claim_revoked);
+  CHECK(site.devices() == 2);
+  CHECK(site.quota_used("line-a") == 2);
+  CHECK(site.quota_used("line-b") == 0);
+}
+
+TEST_CASE("the quota holds exactly when more devices than it allows enroll at once") {
+  Site site;
+  site.add_claim("burst", 5);
+  constexpr int kDevices = 15;
+  std::vector<ossl::Ptr<EVP_PKEY>> keys;
+  for (int i = 0; i < kDevices; ++i) keys.push_back(p256());
+  std::atomic<int> accepted{0}, used_up{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kDevices; ++i) {
+    threads.emplace_back([&, i] {
+      // One connection per thread, as the server's workers have: the store is the only referee.
+      auto store =
+          registry::open_sqlite_store(site.dir / "registry.db", registry::OpenMode::read_write);
+      if (!store.ok()) {
+        ++other;
+        return;
+      }
+      const std::string id = "dev-" + std::to_string(i);
+      const auto answer =
+          ops::enroll(**store, *site.ca, {"burst", id, request_for(keys[i].get(), id)}, site.actor);
+      if (!answer.refused)
+        ++accepted;
+      else if (*answer.refused == ProvisionCode::claim_used_up)
+        ++used_up;
+      else
+        ++other;
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(accepted == 5);
+  CHECK(used_up == kDevices - 5);
+  CHECK(other == 0);
+  CHECK(site.quota_used("burst") == 5);
+  CHECK(site.devices() == 5);
+}
