@@ -11,6 +11,7 @@
 #include "core/ossl.h"
 #include "ops/credentials.h"
 #include "ops/operations.h"
+#include "ops/views.h"
 #include "registry/id_pattern.h"
 
 namespace onboard::ops {
@@ -45,6 +46,11 @@ std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& reques
   if (auto metadata = body.find("metadata"); metadata != body.end() && !metadata->is_null()) {
     if (!metadata->is_object())
       return refusal(ProvisionCode::malformed_request, "metadata must be a JSON object");
+    if (nested_deeper_than(*metadata, registry::kMaxMetadataDepth)) {
+      return refusal(ProvisionCode::malformed_request,
+                     "metadata is nested more than " + std::to_string(registry::kMaxMetadataDepth) +
+                         " levels deep");
+    }
     out.device.metadata = metadata->dump();
   }
   auto req = ca::csr_from_pem(csr->get<std::string>());

@@ -1,6 +1,8 @@
 #include "ops/views.h"
 
 #include <ctime>
+#include <utility>
+#include <vector>
 
 #include "registry/acl.h"
 
@@ -84,6 +86,18 @@ json held_key_json(const std::optional<registry::HeldKey>& held) {
               {"since", iso_time(held->created_at)},
               {"certificate_sha256", held->certificate_sha256},
               {"wiped_when", "bundled"}};
+}
+
+bool nested_deeper_than(const nlohmann::json& value, int levels) {
+  std::vector<std::pair<const nlohmann::json*, int>> todo{{&value, 0}};
+  while (!todo.empty()) {
+    const auto [next, depth] = todo.back();
+    todo.pop_back();
+    if (!next->is_structured() || next->empty()) continue;
+    if (depth >= levels) return true;
+    for (const auto& member : *next) todo.emplace_back(&member, depth + 1);
+  }
+  return false;
 }
 
 }  // namespace onboard::ops

@@ -24,4 +24,9 @@ nlohmann::json token_json(const registry::ApiToken& token);
 // The server's copy of a device's key, never its content: null when none exists.
 nlohmann::json held_key_json(const std::optional<registry::HeldKey>& held);
 
+// Whether `value` nests arrays and objects more than `levels` deep, found without recursion. A
+// request's "metadata" is checked with it before anything serialises it: dump() recurses once per
+// level, and a body within its size limit can nest deep enough to overflow a thread's stack.
+bool nested_deeper_than(const nlohmann::json& value, int levels);
+
 }  // namespace onboard::ops

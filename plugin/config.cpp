@@ -1,6 +1,7 @@
 #include "plugin/config.h"
 
 #include <charconv>
+#include <string_view>
 
 namespace onboard::plugin {
 namespace {
@@ -21,6 +22,17 @@ Result<bool> parse_bool(const std::string& key, const std::string& value) {
   if (value == "false" || value == "0" || value == "no") return false;
   return make_error(Errc::invalid_input,
                     "plugin_opt_" + key + " must be true or false, not '" + value + "'");
+}
+
+// Whether the authority of a URL (what follows "http://") names this machine: 127.0.0.1, [::1]
+// or localhost, with or without a port and a path.
+bool loopback_host(std::string_view authority) {
+  const std::string_view host = authority.substr(0, authority.find_first_of(":/"));
+  if (authority.starts_with("[::1]")) {
+    const std::string_view rest = authority.substr(5);
+    return rest.empty() || rest.front() == ':' || rest.front() == '/';
+  }
+  return host == "127.0.0.1" || host == "localhost";
 }
 
 }  // namespace
@@ -56,6 +68,14 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
       if (!value.starts_with("http://") && !value.starts_with("https://")) {
         return make_error(Errc::invalid_input,
                           "plugin_opt_provision_url must start with http:// or https://");
+      }
+      // The secret and the certificates the signer answers with travel in it: in clear text only
+      // to this machine.
+      if (value.starts_with("http://") && !loopback_host(value.substr(7))) {
+        return make_error(
+            Errc::invalid_input,
+            "plugin_opt_provision_url: http:// only to 127.0.0.1, [::1] or localhost; "
+            "use https:// to reach another machine");
       }
       config.provision_url = value;
     } else if (key == "provision_token_file" || key == "provision_cafile") {

@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -63,6 +64,10 @@ constexpr std::uint32_t kMaxProvisionRequestBytes = 16 * 1024;
 constexpr std::string_view kProvisionTopicPrefix = "$provision/";
 // How long an acceptance may wait for the snapshot to know the new device.
 constexpr std::chrono::seconds kHoldAcceptance{2};
+// One request per client at a time: another one while its first is with the signer is answered
+// rate_limited, so that one connection cannot fill the queue every claim shares. Past this age an
+// unanswered request no longer blocks the client's next one (an answer lost to a failure).
+constexpr std::chrono::seconds kRequestInFlightLimit{60};
 
 void log(int level, const std::string& message) {
   mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str());
@@ -327,7 +332,7 @@ class Plugin {
     if (event.topic == nullptr) return MOSQ_ERR_ACL_DENIED;
     if (standing.standing == plugin::AcceptedClients::Standing::claim) {
       return claim_access(standing.device_id, client_id != nullptr ? client_id : "", access,
-                          event.topic);
+                          event.topic, event.retain);
     }
     // The client's rules, bound at its first check after the connect or a snapshot swap: no
     // device lookup and no placeholder substitution per message (client_rules.h).
@@ -350,7 +355,7 @@ class Plugin {
   // connect → denied; used up → it may wait for its answer but not ask again), and the topic one
   // of its own `$provision/<client id>/...` (registry::claim_topic_allowed).
   int claim_access(std::string_view username, std::string_view client_id, acl::Access access,
-                   const char* topic) {
+                   const char* topic, bool retain) {
     std::string_view name = username;
     name.remove_prefix(std::min(name.size(), registry::kClaimUsernamePrefix.size()));
     const registry::ClaimEntry* claim = snapshot_->find_claim(name);
@@ -360,6 +365,9 @@ class Plugin {
                    registry::claim_topic_allowed(client_id, access, topic);
     if (allowed && access == acl::kPublish && claim->access.quota_used >= claim->access.quota)
       allowed = false;
+    // A retained request would be kept by the broker (memory, its persistence file) for every id
+    // a leaked claim connects with, and handed to any later reader of the topic.
+    if (allowed && access == acl::kPublish && retain) allowed = false;
     if (config_.log_acl == plugin::AclLogging::all ||
         (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
       log(MOSQ_LOG_INFO, std::string(allowed ? "allowed " : "denied ") + acl::access_name(access) +
@@ -398,7 +406,16 @@ class Plugin {
       held_answers_.push_back({plugin::rejection(client_id, "signer_unavailable",
                                                  "this broker has no signer configured", true),
                                now});
+    } else if (auto [it, first] = in_flight_.try_emplace(client_id, now);
+               !first && now - it->second < kRequestInFlightLimit) {
+      held_answers_.push_back(
+          {plugin::rejection(client_id, "rate_limited",
+                             "a request from this client is still with the signer; wait for its "
+                             "answer",
+                             true),
+           now});
     } else {
+      it->second = now;
       provisioner_->submit({std::string(claim), client_id,
                             std::string(static_cast<const char*>(event.payload),
                                         event.payload != nullptr ? event.payloadlen : 0)});
@@ -544,7 +561,10 @@ class Plugin {
   void publish_answers() {
     if (provisioner_ && provisioner_->pending()) {
       const auto until = Clock::now() + kHoldAcceptance;
-      for (auto& answer : provisioner_->take()) held_answers_.push_back({std::move(answer), until});
+      for (auto& answer : provisioner_->take()) {
+        in_flight_.erase(answer.client_id);
+        held_answers_.push_back({std::move(answer), until});
+      }
     }
     if (held_answers_.empty()) return;
     const auto now = Clock::now();
@@ -599,7 +619,9 @@ class Plugin {
     plugin::ProvisionAnswer answer;
     Clock::time_point until;
   };
-  std::vector<HeldAnswer> held_answers_;              // broker thread only
+  std::vector<HeldAnswer> held_answers_;  // broker thread only
+  // Clients with a request at the signer, since when (broker thread only).
+  std::unordered_map<std::string, Clock::time_point> in_flight_;
   std::unique_ptr<plugin::Provisioner> provisioner_;  // null: no signer configured
 };
 

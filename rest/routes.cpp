@@ -67,21 +67,14 @@ json details_json(const ops::DeviceDetails& details) {
 // ---- metadata --------------------------------------------------------------------------------
 
 // The "metadata" object of a request as the text the registry checks and stores. Its depth is
-// checked here first, without recursion: dump() recurses once per level, and a body within the
-// size limit (256 KiB by default) can nest about 120,000 arrays, which overflowed the worker's
-// stack and ended the server before the registry's own check could refuse it.
+// checked first: a body within the size limit (256 KiB by default) can nest about 120,000 arrays,
+// and dump() overflowed the worker's stack on them before the registry's own check could refuse
+// it (ops::nested_deeper_than).
 std::string metadata_text(const json& metadata) {
   if (!metadata.is_object()) throw BadRequest{"metadata must be a JSON object"};
-  std::vector<std::pair<const json*, int>> todo{{&metadata, 0}};
-  while (!todo.empty()) {
-    const auto [value, depth] = todo.back();
-    todo.pop_back();
-    if (!value->is_structured() || value->empty()) continue;
-    if (depth >= registry::kMaxMetadataDepth)
-      throw BadRequest{"metadata is nested more than " +
-                       std::to_string(registry::kMaxMetadataDepth) + " levels deep"};
-    for (const auto& member : *value) todo.emplace_back(&member, depth + 1);
-  }
+  if (ops::nested_deeper_than(metadata, registry::kMaxMetadataDepth))
+    throw BadRequest{"metadata is nested more than " + std::to_string(registry::kMaxMetadataDepth) +
+                     " levels deep"};
   return dump(metadata);
 }
 

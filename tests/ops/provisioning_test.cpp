@@ -150,6 +150,15 @@ TEST_CASE("every bad request is refused with its code and records nothing") {
       site.enroll("line-a", "unit-1",
                   json{{"csr", csr_for(key.get(), "unit-1")}, {"metadata", "x"}}.dump()),
       ProvisionCode::malformed_request);
+  // Metadata nested past the registry's 32 levels, within the size limit: refused before anything
+  // serialises it (recursively).
+  std::string deep = "{\"a\":1}";
+  for (int i = 0; i < 5000; ++i) deep = "[" + deep + "]";
+  const std::string csr_text = json(csr_for(key.get(), "unit-1")).dump();
+  const auto too_deep = site.enroll("line-a", "unit-1",
+                                    "{\"csr\":" + csr_text + ",\"metadata\":{\"x\":" + deep + "}}");
+  require_refused(too_deep, ProvisionCode::malformed_request);
+  CHECK(too_deep.message == "metadata is nested more than 32 levels deep");
   require_refused(site.enroll("line-a", "unit-1",
                               json{{"csr", csr_for(key.get(), "unit-1")},
                                    {"pad", std::string(ops::kMaxProvisionRequestBytes, 'x')}}

@@ -194,8 +194,26 @@ TEST_CASE("the signer's options go together and default to four workers and a 5 
   refused({{"provision_url", "http://127.0.0.1:8443"}}, "provision_token_file");
   refused({{"provision_token_file", "/etc/onboard/provision.token"}}, "provision_url");
   refused({{"provision_url", "ftp://x"}, {"provision_token_file", "/t"}}, "provision_url");
-  refused({{"provision_url", "http://x"}, {"provision_token_file", "t"}}, "provision_token_file");
-  refused(
-      {{"provision_url", "http://x"}, {"provision_token_file", "/t"}, {"provision_workers", "0"}},
-      "provision_workers");
+  refused({{"provision_url", "http://[::1]:1"}, {"provision_token_file", "t"}},
+          "provision_token_file");
+  refused({{"provision_url", "http://localhost"},
+           {"provision_token_file", "/t"},
+           {"provision_workers", "0"}},
+          "provision_workers");
+  // The secret goes in clear text over http://: only to this machine. The same host over https://
+  // is the positive control.
+  for (const char* url :
+       {"http://10.0.0.5:8443", "http://signer.example", "http://127.0.0.1.example",
+        "http://localhost.example:80", "http://[::1]x", "http://"}) {
+    INFO(url);
+    refused({{"provision_url", url}, {"provision_token_file", "/t"}}, "only to 127.0.0.1");
+  }
+  CHECK(parse_config(Options{registry,
+                             {"provision_url", "https://10.0.0.5:8443"},
+                             {"provision_token_file", "/t"}})
+            .ok());
+  CHECK(parse_config(Options{registry,
+                             {"provision_url", "http://[::1]:8443/"},
+                             {"provision_token_file", "/t"}})
+            .ok());
 }

@@ -3,7 +3,10 @@
 // `openssl req` as a device would, and real MQTT clients. The device asks on
 // $provision/<id>/csr, is answered on .../accepted or .../rejected without subscribing, and
 // reconnects with its new certificate as an ordinary device.
+#include <arpa/inet.h>
 #include <grp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -64,9 +67,12 @@ class SignerSite : public Fleet {
   }
   // A broker whose signer is a port nothing listens on.
   std::unique_ptr<Broker> start_broker_without_signer() {
-    return start_with({"provision_url http://127.0.0.1:" + std::to_string(free_port()),
+    return start_broker_with_signer_at(free_port(), 500);
+  }
+  std::unique_ptr<Broker> start_broker_with_signer_at(int port, int timeout_ms) {
+    return start_with({"provision_url http://127.0.0.1:" + std::to_string(port),
                        "provision_token_file " + token_file().string(),
-                       "provision_timeout_ms 500"});
+                       "provision_timeout_ms " + std::to_string(timeout_ms)});
   }
 
   // What a device does on first boot: its own key (kept in key(id)) and a CSR with CN = `cn`.
@@ -222,6 +228,62 @@ TEST_CASE("a signer that cannot be reached is a retryable rejection and devices 
   REQUIRE(message.has_value());
   CHECK(message->payload == "ok");
   CHECK(client.connected());
+}
+
+// A signer that takes the connection and never answers: a listening socket nobody accepts on.
+class SilentSigner {
+ public:
+  SilentSigner() : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    REQUIRE(fd_ >= 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(fd_, 16) == 0);
+    socklen_t size = sizeof address;
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &size) == 0);
+    port_ = ntohs(address.sin_port);
+  }
+  ~SilentSigner() { ::close(fd_); }
+  SilentSigner(const SilentSigner&) = delete;
+  SilentSigner& operator=(const SilentSigner&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_;
+  int port_ = 0;
+};
+
+TEST_CASE("a claim client may not retain a request and has one request at a time with the signer") {
+  SignerSite site;
+  const auto claim = site.add_claim("line-b", {"--quota", "5", "--expires", "1h"});
+  SilentSigner signer;
+  auto broker = site.start_broker_with_signer_at(signer.port(), 1000);
+  INFO(broker->log());
+  MqttClient client("unit-1", claim, kV5);
+  REQUIRE(client.connect(broker->port(), 3s) == 0);
+  const std::string request = SignerSite::request(site.make_csr("unit-1", "unit-1"));
+  const std::string topic = "$provision/unit-1/csr";
+
+  // Retained, the broker would keep it for every id a leaked claim connects with: refused. The
+  // same request not retained is taken (the positive control), and is now with the signer.
+  CHECK(client.publish_reason(topic, request, true) == kV5NotAuthorized);
+  REQUIRE(client.publish_reason(topic, request) == kV5NoSubscribers);
+
+  // A second request while the first waits for the signer: answered at once, rate_limited.
+  REQUIRE(client.publish_reason(topic, request) == kV5NoSubscribers);
+  auto second = answer_of(client, "unit-1");
+  REQUIRE(second.has_value());
+  require_rejected(*second, "rate_limited", true);
+  // The first one's answer, once the signer timed out (twice: one retry).
+  auto first = answer_of(client, "unit-1");
+  REQUIRE(first.has_value());
+  require_rejected(*first, "signer_unavailable", true);
+  // Answered, it no longer holds the client back: the next request goes to the signer again.
+  REQUIRE(client.publish_reason(topic, request) == kV5NoSubscribers);
+  auto third = answer_of(client, "unit-1");
+  REQUIRE(third.has_value());
+  require_rejected(*third, "signer_unavailable", true);
 }
 
 TEST_CASE("with quota 5 and 15 devices asking at once exactly 5 get a certificate") {

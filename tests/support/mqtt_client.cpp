@@ -121,10 +121,10 @@ bool MqttClient::publish(const std::string& topic, const std::string& payload, i
   return cv_.wait_for(lock, std::chrono::seconds(5), [&] { return pub_mid_done_ == mid; });
 }
 
-int MqttClient::publish_reason(const std::string& topic, const std::string& payload) {
+int MqttClient::publish_reason(const std::string& topic, const std::string& payload, bool retain) {
   int mid = 0;
   if (mosquitto_publish(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()),
-                        payload.data(), 1, false) != MOSQ_ERR_SUCCESS) {
+                        payload.data(), 1, retain) != MOSQ_ERR_SUCCESS) {
     return -1;
   }
   std::unique_lock lock(mutex_);

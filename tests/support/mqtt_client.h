@@ -50,9 +50,9 @@ class MqttClient {
   int subscribe(const std::string& filter, int qos = 1);
   // Publishes with QoS 1 and waits for the PUBACK: true when it came.
   bool publish(const std::string& topic, const std::string& payload, int qos = 1);
-  // MQTT v5: publishes with QoS 1 and returns the PUBACK's reason code (0 = success, 0x87 = not
-  // authorised), or -1 when none came.
-  int publish_reason(const std::string& topic, const std::string& payload);
+  // MQTT v5: publishes with QoS 1 (retained when asked) and returns the PUBACK's reason code
+  // (0 = success, 0x87 = not authorised), or -1 when none came.
+  int publish_reason(const std::string& topic, const std::string& payload, bool retain = false);
   // Before connect(): a username and password to send as well (a certificate client may send one).
   void set_login(const PasswordLogin& login);
   // Before connect(): the message the broker publishes if the connection is lost.
