@@ -8,7 +8,6 @@
 // that the registry holds under that device, and spends exactly one unit unless it repeats an
 // earlier answer.
 #include <openssl/x509.h>
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -26,6 +25,7 @@
 #include "core/ossl.h"
 #include "core/time.h"
 #include "core/x509.h"
+#include "fuzz/fuzz_scratch.h"
 #include "ops/claims.h"
 #include "ops/provisioning.h"
 #include "registry/sqlite_store.h"
@@ -37,23 +37,8 @@ using nlohmann::json;
 
 constexpr const char* kClaim = "fuzz-claim";
 
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "provision_request fuzz: %s\n", what.c_str());
-  std::abort();
-}
-
-template <class T>
-T need(Result<T> result, const char* what) {
-  if (!result.ok()) fail(std::string(what) + ": " + result.error().message);
-  return std::move(result).value();
-}
-
-// The temporary directory, removed when the process exits normally.
-std::filesystem::path g_dir;
-void remove_dir() {
-  std::error_code ec;
-  std::filesystem::remove_all(g_dir, ec);
-}
+using fuzz::fail;
+using fuzz::need;
 
 struct Fixture {
   std::unique_ptr<registry::Store> store;
@@ -63,25 +48,20 @@ struct Fixture {
 
 Fixture& fixture() {
   static Fixture made = [] {
-    std::string dir_text =
-        (std::filesystem::temp_directory_path() / "onboard-fuzz-XXXXXX").string();
-    if (::mkdtemp(dir_text.data()) == nullptr) fail("cannot make a temporary directory");
-    g_dir = dir_text;
-    std::atexit(remove_dir);
+    const std::filesystem::path& dir = fuzz::scratch_directory();
     Fixture f;
     f.actor.now = unix_now();
-    f.store =
-        need(registry::open_sqlite_store(g_dir / "registry.db", registry::OpenMode::read_write),
-             "registry");
+    f.store = need(registry::open_sqlite_store(dir / "registry.db", registry::OpenMode::read_write),
+                   "registry");
     ca::CaInitOptions options;
     options.common_name = "Fuzz Provisioning Root";
     options.root_key_alg = ca::KeyAlg::p256;
     f.ca = std::make_unique<ca::Authority>(
-        need(ca::Authority::create(g_dir / "data", options, unix_now()), "CA"));
+        need(ca::Authority::create(dir / "data", options, unix_now()), "CA"));
     ops::ClaimRequest claim;
     claim.claim = registry::NewClaim{kClaim, registry::kMaxClaimQuota, "", ""};
     claim.lifetime = 365 * 86400;
-    claim.out = g_dir / "claim.zip";
+    claim.out = dir / "claim.zip";
     (void)need(ops::create_claim(*f.store, *f.ca, claim, f.actor), "claim");
     return f;
   }();

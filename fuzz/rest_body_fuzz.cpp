@@ -25,6 +25,7 @@
 #include "bundle/link_token.h"
 #include "ca/authority.h"
 #include "core/time.h"
+#include "fuzz/fuzz_scratch.h"
 #include "ops/operations.h"
 #include "ops/workspace.h"
 #include "registry/open.h"
@@ -43,23 +44,8 @@ constexpr const char* kKnownGroup = "fuzz-group";
 constexpr const char* kUnknownGroup = "fuzz-nogroup";
 constexpr const char* kUnknownRule = "999999";
 
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "rest_body fuzz: %s\n", what.c_str());
-  std::abort();
-}
-
-template <class T>
-T need(Result<T> result, const char* what) {
-  if (!result.ok()) fail(std::string(what) + ": " + result.error().message);
-  return std::move(result).value();
-}
-
-// The temporary data directory, removed when the process exits normally.
-std::filesystem::path g_dir;
-void remove_dir() {
-  std::error_code ec;
-  std::filesystem::remove_all(g_dir, ec);
-}
+using fuzz::fail;
+using fuzz::need;
 
 struct Fixture {
   rest::Context* ctx = nullptr;
@@ -112,14 +98,7 @@ rest::Reply call_route(rest::Context& ctx, const rest::RouteSpec& route, bool kn
 }
 
 Fixture make_fixture() {
-  const char* tmp = std::getenv("TMPDIR");
-  std::string dir_text =
-      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/onboard-fuzz-rest.XXXXXX";
-  if (::mkdtemp(dir_text.data()) == nullptr) fail("cannot make a temporary directory");
-  g_dir = dir_text;
-  std::atexit(remove_dir);
-
-  const ops::Workspace workspace(g_dir / "data");
+  const ops::Workspace workspace(fuzz::scratch_directory() / "data");
   std::filesystem::create_directories(workspace.dir);
   ca::CaInitOptions options;
   options.root_key_alg = ca::KeyAlg::p256;
