@@ -168,7 +168,10 @@ Result<ClaimCreated> create_claim(registry::Store& store, const ca::Authority& c
         store.revoke_claim(out.claim.name, RevocationReason::cessation_of_operation, actor);
     what += revoked.ok() ? "it was revoked, create another"
                          : "revoking it failed too (" + revoked.error().message + "): revoke it";
-    return make_error(bundled.error().code, std::move(what));
+    // Not a busy registry to retry: the name is taken now. A claim revoked meanwhile stays a
+    // conflict; anything else is the server's failure.
+    return make_error(bundled.error().code == Errc::conflict ? Errc::conflict : Errc::internal,
+                      std::move(what));
   }
   return out;
 }

@@ -5,6 +5,7 @@
 #include <openssl/bn.h>
 #include <openssl/x509.h>
 
+#include <SQLiteCpp/Database.h>
 #include <httplib.h>
 
 #include <catch2/catch.hpp>
@@ -251,7 +252,8 @@ TEST_CASE("POST /v1/claims delivers the claim credential once through a one-time
   json shown = body_of(s.client(s.reader_token).Get("/v1/claims/line-a"));
   CHECK(shown["certificate_sha256"] == fingerprint);
 
-  // Neither the key, the certificate nor the password reached the log.
+  // Neither the key, the certificate nor the password reached the log (the server's stderr: the
+  // test of a bundle that cannot be recorded finds the server's line there).
   const std::string log = s.log();
   CHECK_FALSE(contains(log, password));
   CHECK_FALSE(contains(log, "BEGIN"));
@@ -430,4 +432,39 @@ TEST_CASE("a claim revoked over REST shows as revoked, again is a no-op, and enr
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().code == Errc::not_found);
   CHECK(s.store()->get_claim("line-c")->quota_used == 1);
+}
+
+TEST_CASE(
+    "a claim whose bundle cannot be recorded is revoked, its zip removed, no password given") {
+  Served s;
+  {
+    // The registry refuses every bundle from now on.
+    SQLite::Database raw(s.data() / "registry.db", SQLite::OPEN_READWRITE);
+    raw.exec(
+        "CREATE TRIGGER no_bundles BEFORE INSERT ON bundles "
+        "BEGIN SELECT RAISE(ABORT, 'no bundles today'); END");
+  }
+  auto c = s.client(s.operator_token);
+  auto r = post_json(c, "/v1/claims", json{{"name", "line-d"}, {"quota", 1}, {"expires", "1h"}});
+  check_error(r, 500, "internal");
+  CHECK_FALSE(contains(r->body, "password"));
+  // The claim was recorded first, and then revoked: nobody holds its credential.
+  json shown = body_of(s.client(s.reader_token).Get("/v1/claims/line-d"));
+  CHECK(shown["status"] == "revoked");
+  CHECK(files_in(s.data() / "bundles") == 0);
+  CHECK(contains(s.log(), "claim line-d was recorded but its bundle could not be"));
+  CHECK(contains(s.log(), "it was revoked"));
+  // The name stays taken.
+  check_error(post_json(c, "/v1/claims", json{{"name", "line-d"}, {"quota", 1}, {"expires", "1h"}}),
+              409, "conflict");
+
+  // The positive control: once the registry takes bundles again, a claim is made and delivered.
+  {
+    SQLite::Database raw(s.data() / "registry.db", SQLite::OPEN_READWRITE);
+    raw.exec("DROP TRIGGER no_bundles");
+  }
+  const json made = create(s, json{{"name", "line-e"}, {"quota", 1}, {"expires", "1h"}});
+  CHECK(made["status"] == "active");
+  CHECK(made["bundle"]["link"].is_string());
+  CHECK(files_in(s.data() / "bundles") == 1);
 }
