@@ -10,6 +10,7 @@
 #include "ops/claims.h"
 #include "ops/credentials.h"
 #include "ops/duration.h"
+#include "ops/views.h"
 #include "ops/workspace.h"
 #include "registry/id_pattern.h"
 #include "registry/store.h"
@@ -18,29 +19,6 @@ namespace onboard::cli {
 namespace {
 
 using nlohmann::json;
-
-// What `list` and `show` say of a claim's state: revoked, else expired or used up, else active.
-std::string claim_state(const registry::Claim& c, UnixTime now) {
-  if (c.status == registry::ClaimStatus::revoked) return "revoked";
-  if (now > c.expires_at) return "expired";
-  if (c.quota_used >= c.quota) return "used up";
-  return "active";
-}
-
-json claim_json(const registry::Claim& c, UnixTime now) {
-  return json{{"name", c.name},
-              {"status", to_string(c.status)},
-              {"state", claim_state(c, now)},
-              {"certificate_sha256", c.certificate_sha256},
-              {"quota", c.quota},
-              {"quota_used", c.quota_used},
-              {"expires_at", iso_time(c.expires_at)},
-              {"id_pattern", c.id_pattern},
-              {"type", c.device_type},
-              {"created_at", iso_time(c.created_at)},
-              {"created_by", c.created_by},
-              {"revoked_at", c.revoked_at ? json(iso_time(*c.revoked_at)) : json(nullptr)}};
-}
 
 void add_claim_create(CLI::App& claim_cmd, const GlobalOptions& global, int& exit_code) {
   struct Opts {
@@ -161,15 +139,15 @@ void add_claim_list(CLI::App& claim_cmd, const GlobalOptions& global, int& exit_
     const UnixTime now = unix_now();
     if (*json_out) {
       json all = json::array();
-      for (const auto& c : claims) all.push_back(claim_json(c, now));
+      for (const auto& c : claims) all.push_back(ops::claim_json(c, now));
       std::cout << all.dump(2) << "\n";
       return kExitOk;
     }
     Table table({"NAME", "STATE", "USED", "QUOTA", "EXPIRES", "TYPE", "ID PATTERN"});
     for (const auto& c : claims) {
-      table.add({c.name, claim_state(c, now), std::to_string(c.quota_used), std::to_string(c.quota),
-                 iso_time(c.expires_at), c.device_type.empty() ? "-" : c.device_type,
-                 c.id_pattern});
+      table.add({c.name, ops::claim_state(c, now), std::to_string(c.quota_used),
+                 std::to_string(c.quota), iso_time(c.expires_at),
+                 c.device_type.empty() ? "-" : c.device_type, c.id_pattern});
     }
     table.print(std::cout);
     return kExitOk;
@@ -190,11 +168,11 @@ void add_claim_show(CLI::App& claim_cmd, const GlobalOptions& global, int& exit_
     ONBOARD_TRY(auto c, store->get_claim(o->name));
     const UnixTime now = unix_now();
     if (o->json_out) {
-      std::cout << claim_json(c, now).dump(2) << "\n";
+      std::cout << ops::claim_json(c, now).dump(2) << "\n";
       return kExitOk;
     }
     std::cout << "claim        " << c.name << "\n"
-              << "state        " << claim_state(c, now) << "\n"
+              << "state        " << ops::claim_state(c, now) << "\n"
               << "quota        " << c.quota_used << " of " << c.quota << " used\n"
               << "expires      " << iso_time(c.expires_at) << "\n"
               << "id pattern   " << c.id_pattern << "\n"

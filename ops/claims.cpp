@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <system_error>
 
 #include "bundle/password.h"
@@ -37,7 +38,7 @@ Status check_request(const ClaimRequest& r) {
 }
 
 // What a device (or whoever flashes it) needs to know besides the certificate, in the zip.
-std::string claim_json(const registry::Claim& claim, const ClaimRequest& r) {
+std::string claim_zip_json(const registry::Claim& claim, const ClaimRequest& r) {
   nlohmann::json j = {
       {"claim", claim.name},
       {"expires_at", iso_time(claim.expires_at)},
@@ -68,6 +69,16 @@ Result<ClaimCreated> create_claim(registry::Store& store, const ca::Authority& c
     return std::move(existing).error();
   }
   ClaimCreated out;
+  if (r.as_bundle) {
+    ONBOARD_TRY(out.bundle_id, random_id("bdl-"));
+    std::error_code ec;
+    std::filesystem::create_directories(r.out, ec);
+    if (ec || !std::filesystem::is_directory(r.out)) {
+      return make_error(Errc::io, "cannot use " + r.out.string() + " as the output directory" +
+                                      (ec ? ": " + ec.message() : std::string()));
+    }
+    r.out /= out.bundle_id + ".zip";
+  }
   out.zip = std::filesystem::absolute(r.out).lexically_normal();
   std::error_code ec;
   if (!r.replace && std::filesystem::exists(out.zip, ec)) {
@@ -108,7 +119,7 @@ Result<ClaimCreated> create_claim(registry::Store& store, const ca::Authority& c
   files.push_back({"ca-chain.pem", Secret(ca.chain_pem()), 0644, actor.now});
   files.push_back({"claim.crt", Secret(issued.pem), 0644, actor.now});
   files.push_back({"claim.key", std::move(key_pem), 0600, actor.now});
-  files.push_back({"claim.json", Secret(claim_json(preview, r)), 0644, actor.now});
+  files.push_back({"claim.json", Secret(claim_zip_json(preview, r)), 0644, actor.now});
   ONBOARD_CHECK(bundle::write_encrypted_zip(out.zip, files, out.password,
                                             r.replace ? Overwrite::replace : Overwrite::refuse));
   auto remove_zip = [&] {
@@ -126,6 +137,7 @@ Result<ClaimCreated> create_claim(registry::Store& store, const ca::Authority& c
     return std::move(digest).error();
   }
   out.zip_sha256 = std::move(digest).value();
+  out.zip_size = static_cast<std::int64_t>(bytes->size());
   out.claim = preview;
   if (before_record) {
     if (auto status = before_record(out); !status.ok()) {
@@ -140,7 +152,46 @@ Result<ClaimCreated> create_claim(registry::Store& store, const ca::Authority& c
     return std::move(recorded).error();
   }
   out.claim = std::move(recorded).value();
+  if (!r.as_bundle) return out;
+  registry::BundleRecord bundle;
+  bundle.id = out.bundle_id;
+  bundle.path = out.zip.string();
+  bundle.sha256 = out.zip_sha256;
+  bundle.size = out.zip_size;
+  bundle.with_keys = true;  // the claim's key
+  bundle.claim = out.claim.name;
+  if (auto bundled = store.record_bundle(bundle, actor); !bundled.ok()) {
+    remove_zip();
+    std::string what = "claim " + out.claim.name + " was recorded but its bundle could not be (" +
+                       bundled.error().message + "); ";
+    auto revoked =
+        store.revoke_claim(out.claim.name, RevocationReason::cessation_of_operation, actor);
+    what += revoked.ok() ? "it was revoked, create another"
+                         : "revoking it failed too (" + revoked.error().message + "): revoke it";
+    // Not a busy registry to retry: the name is taken now. A claim revoked meanwhile stays a
+    // conflict; anything else is the server's failure.
+    return make_error(bundled.error().code == Errc::conflict ? Errc::conflict : Errc::internal,
+                      std::move(what));
+  }
   return out;
+}
+
+Result<ClaimPage> list_claims(registry::Store& store, std::size_t limit, std::string_view after) {
+  if (limit < 1) return make_error(Errc::invalid_input, "a page lists at least one claim");
+  ONBOARD_TRY(auto all, store.list_claims());  // claims are few
+  // Byte order here, whatever collation the registry's database sorts by: `after` must match it.
+  std::sort(all.begin(), all.end(),
+            [](const registry::Claim& a, const registry::Claim& b) { return a.name < b.name; });
+  ClaimPage page;
+  for (auto& claim : all) {
+    if (!after.empty() && claim.name <= after) continue;
+    if (page.claims.size() == limit) {
+      page.next_after = page.claims.back().name;
+      break;
+    }
+    page.claims.push_back(std::move(claim));
+  }
+  return page;
 }
 
 Result<ClaimRevoked> revoke_claim(registry::Store& store, const ca::Authority& ca,

@@ -80,6 +80,28 @@ json token_json(const registry::ApiToken& t) {
   return j;
 }
 
+std::string claim_state(const registry::Claim& c, UnixTime now) {
+  if (c.status == registry::ClaimStatus::revoked) return "revoked";
+  if (now > c.expires_at) return "expired";
+  if (c.quota_used >= c.quota) return "used up";
+  return "active";
+}
+
+json claim_json(const registry::Claim& c, UnixTime now) {
+  return json{{"name", c.name},
+              {"status", to_string(c.status)},
+              {"state", claim_state(c, now)},
+              {"certificate_sha256", c.certificate_sha256},
+              {"quota", c.quota},
+              {"quota_used", c.quota_used},
+              {"expires_at", iso_time(c.expires_at)},
+              {"id_pattern", c.id_pattern},
+              {"type", c.device_type},
+              {"created_at", iso_time(c.created_at)},
+              {"created_by", c.created_by},
+              {"revoked_at", c.revoked_at ? json(iso_time(*c.revoked_at)) : json(nullptr)}};
+}
+
 json held_key_json(const std::optional<registry::HeldKey>& held) {
   if (!held) return nullptr;
   return json{{"encrypted", true},

@@ -21,6 +21,10 @@ nlohmann::json certificate_json(const registry::Certificate& certificate, bool w
 nlohmann::json rule_json(const registry::RuleRecord& rule);
 nlohmann::json audit_json(const registry::AuditEvent& event);
 nlohmann::json token_json(const registry::ApiToken& token);
+// What a claim is at `now`: "revoked", else "expired" or "used up", else "active".
+std::string claim_state(const registry::Claim& claim, UnixTime now);
+// A claim with its state at `now`; never its certificate or key.
+nlohmann::json claim_json(const registry::Claim& claim, UnixTime now);
 // The server's copy of a device's key, never its content: null when none exists.
 nlohmann::json held_key_json(const std::optional<registry::HeldKey>& held);
 

@@ -38,8 +38,9 @@ class DeliveryStore {
   // Bundles. record_bundle re-checks under the write lock that every device is active and that
   // each listed certificate is its active one (Errc::conflict otherwise, and nothing is
   // written), records the bundle, and deletes the held keys of the devices whose keys it holds
-  // (with_keys and a matching certificate) -- erased from the file, not just unlinked. Duplicate
-  // bundle id: Errc::conflict.
+  // (with_keys and a matching certificate) -- erased from the file, not just unlinked. A claim's
+  // bundle (BundleRecord::claim, no devices): the claim must exist (Errc::not_found) and be active
+  // (Errc::conflict). Duplicate bundle id: Errc::conflict.
   virtual Result<BundleRecord> record_bundle(const BundleRecord& bundle, const Actor& actor) = 0;
   virtual Result<BundleRecord> get_bundle(std::string_view id) = 0;
   virtual Result<std::vector<BundleRecord>> bundles_of_device(std::string_view device_id) = 0;

@@ -180,7 +180,7 @@ struct Batch {
 };
 
 // A credential bundle that was written: what it holds and the SHA-256 of the zip, never its
-// password.
+// password. A bundle holds devices, or (POST /v1/claims) one claim's credential and no device.
 struct BundleDevice {
   std::string device_id;
   std::string certificate_sha256;
@@ -196,6 +196,10 @@ struct BundleRecord {
   std::optional<UnixTime> downloaded_at;  // set once, by the one-time link
   std::string downloaded_by;
   std::vector<BundleDevice> devices;
+  // The claim whose certificate and key the zip holds, when it holds no device. Not a column: given
+  // to record_bundle, which checks it and names it in the bundle.create audit row; get_bundle
+  // leaves it empty.
+  std::string claim{};
 };
 
 // A bearer token of the REST API; the store knows only the token's SHA-256.

@@ -111,7 +111,12 @@ std::optional<BundleRecord> SqlStore::load_bundle(std::string_view id) {
 Result<BundleRecord> SqlStore::record_bundle(const BundleRecord& input, const Actor& actor) {
   auto bad = [](std::string why) { return make_error(Errc::invalid_input, std::move(why)); };
   if (auto problem = device_id_problem(input.id)) return bad("bundle id: " + *problem);
-  if (input.devices.empty()) return bad("a bundle holds at least one device");
+  if (input.claim.empty() && input.devices.empty())
+    return bad("a bundle holds at least one device");
+  if (!input.claim.empty()) {
+    if (!input.devices.empty()) return bad("a claim's bundle holds no device");
+    if (auto problem = claim_name_problem(input.claim)) return bad(*problem);
+  }
   if (input.path.empty()) return bad("a bundle needs the path it was written to");
   if (!normalize_fingerprint(input.sha256)) return bad("a bundle's SHA-256 must be 64 hex digits");
   for (const auto& d : input.devices) ONBOARD_CHECK(check_device_id(d.device_id));
@@ -124,6 +129,14 @@ Result<BundleRecord> SqlStore::record_bundle(const BundleRecord& input, const Ac
       auto batch = prepare(db_, "SELECT 1 FROM batches WHERE id = ?1", input.batch_id);
       if (!batch.step()) {
         return make_error(Errc::not_found, "batch " + input.batch_id + " does not exist");
+      }
+    }
+    if (!input.claim.empty()) {
+      auto claim = load_claim(input.claim);
+      if (!claim) return make_error(Errc::not_found, "claim " + input.claim + " does not exist");
+      if (claim->status != ClaimStatus::active) {
+        return make_error(Errc::conflict,
+                          "claim " + input.claim + " is revoked and cannot be bundled");
       }
     }
     // Re-checked under the write lock: a device revoked or disabled since the caller read it
@@ -168,11 +181,12 @@ Result<BundleRecord> SqlStore::record_bundle(const BundleRecord& input, const Ac
     }
     nlohmann::json devices = nlohmann::json::array();
     for (const auto& d : input.devices) devices.push_back(d.device_id);
-    record_audit(actor, "bundle.create", input.id,
-                 {{"devices", devices},
-                  {"sha256", *normalize_fingerprint(input.sha256)},
-                  {"batch", input.batch_id},
-                  {"keys_wiped", wiped}});
+    nlohmann::json details{{"devices", devices},
+                           {"sha256", *normalize_fingerprint(input.sha256)},
+                           {"batch", input.batch_id},
+                           {"keys_wiped", wiped}};
+    if (!input.claim.empty()) details["claim"] = input.claim;
+    record_audit(actor, "bundle.create", input.id, details);
     return *load_bundle(input.id);
   });
   // The erased keys' old bytes may outlive the commit in the database's own files (SQLite's WAL);

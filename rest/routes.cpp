@@ -22,11 +22,13 @@
 #include "core/x509.h"
 #include "ops/batches.h"
 #include "ops/bundles.h"
+#include "ops/claims.h"
 #include "ops/duration.h"
 #include "ops/operations.h"
 #include "ops/provisioning.h"
 #include "ops/views.h"
 #include "registry/device_store.h"
+#include "registry/id_pattern.h"
 #include "rest/ocsp.h"
 
 namespace onboard::rest {
@@ -481,6 +483,25 @@ std::vector<std::string> device_list(const json& body) {
   return ids;
 }
 
+// A one-time download link (GET /v1/bundles/{token}) for a recorded bundle, audited as
+// bundle.link, into out's "link" and "link_expires_at". The bundle is recorded (and for devices
+// their held keys erased): a link that cannot be made must not cost the caller the password, so
+// it is left null and logged (`onboardctl bundle link` makes one). The caller holds the write turn.
+void add_link(Context& ctx, Call& call, const std::string& bundle_id, UnixTime ttl, json& out) {
+  const UnixTime expires_at = call.actor.now + ttl;
+  auto token = bundle::make_link_token(bundle_id, expires_at, ctx.link_secret);
+  auto audited = token.ok() ? call.store.record_event(
+                                  "bundle.link", bundle_id,
+                                  dump(json{{"expires_at", iso_time(expires_at)}}), call.actor)
+                            : Status(token.error());
+  if (audited.ok()) {
+    out["link"] = "/v1/bundles/" + *token;
+    out["link_expires_at"] = iso_time(expires_at);
+  } else {
+    log_line("bundle " + bundle_id + ": no link made: " + audited.error().message);
+  }
+}
+
 // POST /v1/bundles: what `onboardctl bundle create` does, through the same operation. The
 // archives go to DATA_DIR/bundles/BUNDLE-ID.zip (a request names no path). The answer carries
 // each bundle's password only when the server generated it (a password sent in the request is
@@ -545,22 +566,7 @@ Reply create_bundles(Context& ctx, Call& call) {
              {"link", nullptr},
              {"link_expires_at", nullptr}};
     out["password"] = b.password_generated ? json(std::string(b.password.view())) : json(nullptr);
-    if (link_ttl) {
-      // The bundles are recorded and their held keys erased: a link that cannot be made must
-      // not cost the caller the passwords. It is left null (`onboardctl bundle link` makes one).
-      const UnixTime expires_at = call.actor.now + *link_ttl;
-      auto token = bundle::make_link_token(b.id, expires_at, ctx.link_secret);
-      auto audited = token.ok() ? call.store.record_event(
-                                      "bundle.link", b.id,
-                                      dump(json{{"expires_at", iso_time(expires_at)}}), call.actor)
-                                : Status(token.error());
-      if (audited.ok()) {
-        out["link"] = "/v1/bundles/" + *token;
-        out["link_expires_at"] = iso_time(expires_at);
-      } else {
-        log_line("bundle " + b.id + ": no link made: " + audited.error().message);
-      }
-    }
+    if (link_ttl) add_link(ctx, call, b.id, *link_ttl, out);
     bundles.push_back(std::move(out));
   }
   json reply{{"bundles", std::move(bundles)}};
@@ -570,6 +576,106 @@ Reply create_bundles(Context& ctx, Call& call) {
         "not every bundle could be recorded; the ones listed were recorded and stay valid";
   }
   return json_reply(201, reply);
+}
+
+// ---- claims ----------------------------------------------------------------------------------
+
+Reply list_claims(Context&, Call& call) {
+  const auto limit = query_integer(call.request, "limit", 100, 1, 1000);
+  auto page = take(ops::list_claims(call.store, static_cast<std::size_t>(limit),
+                                    query_string(call.request, "after")));
+  const UnixTime now = unix_now();
+  json claims = json::array();
+  for (const auto& c : page.claims) claims.push_back(ops::claim_json(c, now));
+  return json_reply(200,
+                    json{{"claims", std::move(claims)},
+                         {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});
+}
+
+Reply get_claim(Context&, Call& call) {
+  return json_reply(200, ops::claim_json(take(call.store.get_claim(call.param(1))), unix_now()));
+}
+
+// POST /v1/claims: what `onboardctl claim create` does, through the same operation. The claim's
+// certificate and key never appear in a reply or a log: the zip goes to DATA_DIR/bundles/
+// BUNDLE-ID.zip, recorded as a bundle of the claim, and the reply carries its generated password
+// (once) and a one-time download link, as POST /v1/bundles does.
+Reply create_claim(Context& ctx, Call& call) {
+  json body = body_object(call);
+  expect_only(body,
+              {"name", "quota", "expires", "type", "id_pattern", "key_alg", "broker", "link_ttl"});
+  ops::ClaimRequest request;
+  request.claim.name = required_string(body, "name");
+  if (auto problem = registry::claim_name_problem(request.claim.name))
+    throw BadRequest{"name: " + *problem};
+  const auto quota = optional_integer(body, "quota");
+  if (!quota) throw BadRequest{"quota is required"};
+  if (*quota < 1 || *quota > registry::kMaxClaimQuota)
+    throw BadRequest{"quota must be 1 to " + std::to_string(registry::kMaxClaimQuota)};
+  request.claim.quota = *quota;
+  request.lifetime = take(
+      ops::parse_duration(required_string(body, "expires"), "expires", 60, ops::kMaxClaimLifetime));
+  request.claim.device_type = optional_string(body, "type").value_or("");
+  if (!request.claim.device_type.empty()) {
+    if (auto problem = registry::group_name_problem(request.claim.device_type))
+      throw BadRequest{"type: " + *problem};
+  }
+  request.claim.id_pattern = optional_string(body, "id_pattern").value_or("");
+  if (!request.claim.id_pattern.empty()) {
+    if (auto problem = registry::id_pattern_problem(request.claim.id_pattern))
+      throw BadRequest{"id_pattern: " + *problem};
+  }
+  if (auto key_alg = optional_string(body, "key_alg")) {
+    auto alg = ca::parse_key_alg(*key_alg);
+    if (!alg) throw BadRequest{"key_alg must be one of " + std::string(ca::kKeyAlgNames)};
+    request.key_alg = *alg;
+  }
+  request.broker = take(
+      bundle::parse_broker_address(optional_string(body, "broker").value_or("localhost:8883")));
+  const UnixTime link_ttl = take(ops::parse_duration(
+      optional_string(body, "link_ttl").value_or("24h"), "link_ttl", 60, 30 * ops::kDay));
+  request.out = ctx.workspace.dir / "bundles";
+  request.as_bundle = true;
+
+  // The key and the certificate are made and the zip written before the write turn; the claim,
+  // its bundle and the link are recorded in it.
+  std::unique_lock turn(ctx.write_turn, std::defer_lock);
+  auto created = take(
+      ops::create_claim(call.store, ctx.ca, request, call.actor, [&turn](const ops::ClaimCreated&) {
+        turn.lock();
+        return ok_status();
+      }));
+  json bundle{{"id", created.bundle_id},  {"sha256", created.zip_sha256},
+              {"size", created.zip_size}, {"password", std::string(created.password.view())},
+              {"link", nullptr},          {"link_expires_at", nullptr}};
+  add_link(ctx, call, created.bundle_id, link_ttl, bundle);
+  turn.unlock();
+  json out = ops::claim_json(created.claim, call.actor.now);
+  out["serial"] = created.serial_hex;
+  out["bundle"] = std::move(bundle);
+  Reply reply = json_reply(201, out);
+  reply.headers.emplace_back("Location", "/v1/claims/" + created.claim.name);
+  reply.headers.emplace_back("Cache-Control", "no-store");
+  return reply;
+}
+
+// POST /v1/claims/{name}/revoke: final. Again on a revoked claim: 200 with already_revoked, and
+// nothing written (no audit row, no CRL).
+Reply revoke_claim(Context& ctx, Call& call) {
+  json body = body_object(call);
+  expect_only(body, {"reason"});
+  auto reason_name = optional_string(body, "reason").value_or("cessationOfOperation");
+  auto reason = parse_revocation_reason(reason_name);
+  if (!reason) throw BadRequest{"reason must be one of " + std::string(kRevocationReasonNames)};
+  const std::string name = call.param(1);
+  std::lock_guard turn(ctx.write_turn);
+  auto revoked =
+      take(ops::revoke_claim(call.store, ctx.ca, ctx.workspace.crl, name, *reason, call.actor));
+  json out = ops::claim_json(revoked.outcome.claim, call.actor.now);
+  out["already_revoked"] = revoked.outcome.already_revoked;
+  out["serial"] = revoked.outcome.serial_hex;
+  out["crl_number"] = revoked.crl_number ? json(*revoked.crl_number) : json(nullptr);
+  return json_reply(200, out);
 }
 
 // ---- batches ---------------------------------------------------------------------------------
@@ -721,6 +827,10 @@ constexpr RouteSpec kRoutes[] = {
     {"GET", "/v1/audit", Need::reader, list_audit},
     {"POST", "/v1/batches", Need::operator_role, register_batch},
     {"POST", "/v1/bundles", Need::operator_role, create_bundles},
+    {"GET", "/v1/claims", Need::reader, list_claims},
+    {"POST", "/v1/claims", Need::operator_role, create_claim},
+    {"GET", "/v1/claims/{name}", Need::reader, get_claim},
+    {"POST", "/v1/claims/{name}/revoke", Need::operator_role, revoke_claim},
     // Public: relying parties, load balancers and the holder of a one-time link.
     {"GET", "/crl", Need::nobody, get_crl},
     {"GET", "/crl.pem", Need::nobody, get_crl},

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "registry/schema.h"
 #include "registry/sqlite_store.h"
@@ -251,4 +252,44 @@ TEST_CASE("a version 1 registry is upgraded in place, keeping its data", "[sqlit
   CHECK(rows.back().action == "registry.migrate");
   CHECK(must(store->verify_audit()).ok());
   CHECK(open_sqlite_store(registry_path(dir), OpenMode::read_only).ok());
+}
+
+TEST_CASE("a bundle of a claim's credential is recorded only for an active claim and no device") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  must(store->create_claim(NewClaim{"line-1", 5, "sensor-[0-9]+", ""}, test_certificate("line-1"),
+                           kAlice));
+  must(store->register_device(new_device("dev-1"), certificate("dev-1"), kAlice));
+  auto of_claim = [](const std::string& id, const std::string& claim) {
+    BundleRecord b = bundle_of(id, {});
+    b.claim = claim;
+    return b;
+  };
+
+  // Refused, and nothing recorded: an unknown claim, a claim and devices, a bad claim name.
+  require_error(store->record_bundle(of_claim("b-1", "line-9"), kAlice), Errc::not_found,
+                "claim line-9");
+  BundleRecord both = bundle_of("b-1", {active_certificate(*store, "dev-1")});
+  both.claim = "line-1";
+  require_error(store->record_bundle(both, kAlice), Errc::invalid_input, "no device");
+  require_error(store->record_bundle(of_claim("b-1", "line/1"), kAlice), Errc::invalid_input);
+  require_error(store->get_bundle("b-1"), Errc::not_found);
+
+  // An active claim's: recorded with no device, its audit row naming the claim.
+  const BundleRecord recorded = must(store->record_bundle(of_claim("b-1", "line-1"), kAlice));
+  CHECK(recorded.devices.empty());
+  CHECK(recorded.with_keys);
+  CHECK(must(store->get_bundle("b-1")).sha256 == std::string(64, 'a'));
+  const auto rows = must(store->audit_list(0));
+  REQUIRE(rows.back().action == "bundle.create");
+  CHECK(nlohmann::json::parse(rows.back().details)["claim"] == "line-1");
+  // It is downloaded once, as any bundle.
+  must(store->claim_bundle_download("b-1", "127.0.0.1", kAlice));
+  require_error(store->claim_bundle_download("b-1", "127.0.0.1", kAlice), Errc::conflict);
+
+  // A revoked claim's credential is not bundled.
+  must(store->revoke_claim("line-1", RevocationReason::cessation_of_operation, kAlice));
+  require_error(store->record_bundle(of_claim("b-2", "line-1"), kAlice), Errc::conflict, "revoked");
+  require_error(store->get_bundle("b-2"), Errc::not_found);
+  CHECK(must(store->verify_audit()).ok());
 }
