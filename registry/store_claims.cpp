@@ -13,6 +13,20 @@ std::optional<std::string> claim_name_problem(std::string_view name) {
   return "claim name: " + *problem;
 }
 
+std::string_view to_string(RenewRefusal refusal) noexcept {
+  switch (refusal) {
+    case RenewRefusal::none:
+      return "none";
+    case RenewRefusal::device_unknown:
+      return "device unknown";
+    case RenewRefusal::device_not_active:
+      return "device not active";
+    case RenewRefusal::certificate_not_current:
+      return "the certificate it connected with is not its active one";
+  }
+  return "unknown";
+}
+
 }  // namespace onboard::registry
 
 namespace onboard::registry::sql {
