@@ -655,10 +655,10 @@ Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_vi
 // that are active (a disabled device keeps its certificates as they are until it is enabled).
 Result<std::vector<std::string>> SqlStore::supersede_renewed(UnixTime successor_not_before_by,
                                                              const Actor& actor) {
-  return write("supersede renewed certificates", actor, [&]() -> Result<std::vector<std::string>> {
-    struct Old {
-      std::string device, serial, fingerprint;
-    };
+  struct Old {
+    std::string device, serial, fingerprint;
+  };
+  auto find = [&] {
     std::vector<Old> found;
     auto query = prepare(db_,
                          "SELECT prev.device_id, prev.serial_hex, prev.sha256_fingerprint "
@@ -670,7 +670,15 @@ Result<std::vector<std::string>> SqlStore::supersede_renewed(UnixTime successor_
                          "AND succ.not_before <= ?1) ORDER BY prev.device_id, prev.rowid",
                          successor_not_before_by);
     while (query.step()) found.push_back({query.text(0), query.text(1), query.text(2)});
-    query.reset();
+    return found;
+  };
+  // Usually there is nothing: the scan runs without taking the write lock, and the write
+  // transaction (which looks again) only when something is due.
+  ONBOARD_TRY(auto due, read("find renewed certificates",
+                             [&]() -> Result<std::vector<Old>> { return find(); }));
+  if (due.empty()) return std::vector<std::string>();
+  return write("supersede renewed certificates", actor, [&]() -> Result<std::vector<std::string>> {
+    const std::vector<Old> found = find();
     std::vector<std::string> serials;
     for (std::size_t i = 0; i < found.size();) {
       std::size_t end = i;
