@@ -690,8 +690,10 @@ class Plugin {
                                 answer.client_id + "' (" + answer.code +
                                 "); asking again at its next connect");
     } else if (config_.log_connections) {
+      std::string_view body = answer.payload;
+      while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.remove_suffix(1);
       log(MOSQ_LOG_INFO, "superseded the older certificates of device '" + answer.client_id +
-                             "': " + printable(answer.payload));
+                             "': " + printable(body));
     }
   }
 
