@@ -349,7 +349,12 @@ Result<Superseded> supersede(registry::Store& store, const ca::Authority& ca,
                              std::string_view current_sha256, const registry::Actor& actor) {
   Superseded out;
   ONBOARD_TRY(out.serials, store.supersede_predecessors(device_id, current_sha256, actor));
-  if (out.serials.empty()) return out;
+  if (out.serials.empty()) {
+    // Asked again after a supersession whose CRL rewrite failed (the plugin asks again at the
+    // next connect): the rerun finishes it.
+    auto listed = crl_lists_revoked_of(store, ca, crl_path, device_id);
+    if (!listed.ok() || *listed) return out;
+  }
   ONBOARD_TRY(out.crl_number,
               rewrite_crl(store, ca, crl_path,
                           "superseded the certificates of " + std::string(device_id), actor));

@@ -106,7 +106,8 @@ struct Superseded {
 };
 // The device connected with the certificate `current_sha256`: its active certificates recorded
 // before it are revoked as superseded (ClaimStore::supersede_predecessors) and, when there were
-// any, the CRL is rewritten.
+// any (or the CRL file does not list the device's revoked certificates yet: a rerun after a failed
+// rewrite), the CRL is rewritten.
 Result<Superseded> supersede(registry::Store& store, const ca::Authority& ca,
                              const std::filesystem::path& crl_path, std::string_view device_id,
                              std::string_view current_sha256, const registry::Actor& actor);

@@ -320,6 +320,7 @@ TEST_CASE("the new certificate's connect supersedes the older ones and writes th
                              request_for(key.get(), "unit-1"));
   REQUIRE_FALSE(renewed.refused.has_value());
   const auto crl = site.dir / "crl.pem";
+  must(ops::rewrite_crl(*site.store, *site.ca, crl, "", site.actor));
 
   // The old certificate connecting again supersedes nothing (nothing is older than it).
   auto none = must(ops::supersede(*site.store, *site.ca, crl, "unit-1",
@@ -339,9 +340,17 @@ TEST_CASE("the new certificate's connect supersedes the older ones and writes th
   CHECK(certificates[0].revocation_reason == RevocationReason::superseded);
   CHECK(certificates[1].status == registry::CertificateStatus::active);
   // Twice is once.
-  CHECK(must(ops::supersede(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256,
-                            site.actor))
-            .serials.empty());
+  const auto twice = must(
+      ops::supersede(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256, site.actor));
+  CHECK(twice.serials.empty());
+  CHECK_FALSE(twice.crl_number.has_value());
+  // A supersession whose CRL rewrite was lost is finished when the plugin asks again.
+  std::filesystem::remove(crl);
+  const auto rerun = must(
+      ops::supersede(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256, site.actor));
+  CHECK(rerun.serials.empty());
+  CHECK(rerun.crl_number.has_value());
+  CHECK(must(ops::crl_lists_revoked_of(*site.store, *site.ca, crl, "unit-1")));
   // The superseded certificate can no longer renew.
   require_refused(renew(site, "unit-1", device.certificate.sha256_fingerprint,
                         request_for(p256().get(), "unit-1")),
