@@ -218,7 +218,12 @@ ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
   auto certificates = store.certificates_of(request.device_id);
   if (!certificates.ok()) return internal(certificates.error());
   bool after_presented = false, presented_current = false;
+  std::size_t others_active = 0;
   for (const auto& c : *certificates) {
+    if (c.sha256_fingerprint != request.presented_sha256 &&
+        c.kind == registry::CertificateKind::device &&
+        c.status == registry::CertificateStatus::active)
+      ++others_active;
     if (c.sha256_fingerprint == request.presented_sha256) {
       after_presented = true;
       presented_current = c.kind == registry::CertificateKind::device &&
@@ -233,6 +238,8 @@ ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
     }
   }
   if (!presented_current) return not_allowed(registry::RenewRefusal::certificate_not_current);
+  if (others_active >= registry::kMaxPendingRenewals)
+    return not_allowed(registry::RenewRefusal::too_many_pending);
 
   auto issued = issue_device_certificate(ca, request.device_id, key, kEnrolledCertificateDays);
   if (!issued.ok()) return internal(issued.error());

@@ -6,6 +6,7 @@
 // nothing changes, no exception escapes.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -46,7 +47,11 @@ enum class RenewRefusal {
   device_unknown,
   device_not_active,        // disabled or revoked
   certificate_not_current,  // the presented certificate is not an active, in-date one of the device
+  too_many_pending,  // kMaxPendingRenewals other active certificates wait for their first connect
 };
+// How many certificates of a device besides the one it presents may be active (renewed, their
+// first connect still to come): a device cannot pile up certificates by renewing again and again.
+inline constexpr std::size_t kMaxPendingRenewals = 2;
 std::string_view to_string(RenewRefusal refusal) noexcept;
 
 struct RenewOutcome {

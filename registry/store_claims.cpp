@@ -23,6 +23,8 @@ std::string_view to_string(RenewRefusal refusal) noexcept {
       return "device not active";
     case RenewRefusal::certificate_not_current:
       return "the certificate it connected with is not its active one";
+    case RenewRefusal::too_many_pending:
+      return "earlier renewals still wait for their certificate to connect";
   }
   return "unknown";
 }

@@ -542,6 +542,7 @@ Result<CertificateRevokeOutcome> SqlStore::revoke_certificate(std::string_view s
 //     date at actor.now → certificate_not_current;
 //  4. an active certificate of the device recorded after the presented one with the request's key
 //     → that certificate, repeated (a retry);
+//  5. kMaxPendingRenewals active device certificates besides the presented one → too_many_pending;
 // otherwise the new certificate is recorded, the presented one left active.
 Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
                                             std::string_view presented_sha256,
@@ -572,16 +573,19 @@ Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
     std::optional<std::int64_t> presented_row;
     Certificate presented_cert;
     std::vector<Certificate> later;
+    std::size_t others_active = 0;
     while (query.step()) {
       const std::int64_t row = query.int64(0);
       Certificate c = certificate_from_at(query, 1);
+      const bool active =
+          c.kind == CertificateKind::device && c.status == CertificateStatus::active;
       if (c.sha256_fingerprint == *presented) {
         presented_row = row;
         presented_cert = std::move(c);
-      } else if (presented_row && c.kind == CertificateKind::device &&
-                 c.status == CertificateStatus::active) {
-        later.push_back(std::move(c));
+        continue;
       }
+      if (active) ++others_active;
+      if (presented_row && active) later.push_back(std::move(c));
     }
     query.reset();
     if (!presented_row || presented_cert.kind != CertificateKind::device ||
@@ -596,6 +600,10 @@ Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
         out.repeated = true;
         return out;
       }
+    }
+    if (others_active >= kMaxPendingRenewals) {
+      out.refusal = RenewRefusal::too_many_pending;
+      return out;
     }
     Touched touched;
     touch(touched, Entity::certificate, cert.sha256_fingerprint);

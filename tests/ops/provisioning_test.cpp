@@ -396,6 +396,26 @@ TEST_CASE("a renewal is refused for a device not active or a certificate not its
   CHECK(must(site.store->certificates_of("unit-2")).size() == 1);
 }
 
+TEST_CASE("a device with renewals waiting for their first connect may not renew again") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto device = enroll_device(site, "line-a", "unit-1");
+  std::vector<std::string> requests;
+  for (std::size_t i = 0; i < registry::kMaxPendingRenewals; ++i) {
+    requests.push_back(request_for(p256().get(), "unit-1"));
+    REQUIRE_FALSE(
+        renew(site, "unit-1", device.certificate.sha256_fingerprint, requests.back()).refused);
+  }
+  require_refused(renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                        request_for(p256().get(), "unit-1")),
+                  ProvisionCode::renewal_not_allowed);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 1 + registry::kMaxPendingRenewals);
+  // The retry of a pending one is still its certificate (the positive control).
+  const auto retry = renew(site, "unit-1", device.certificate.sha256_fingerprint, requests[0]);
+  REQUIRE_FALSE(retry.refused);
+  CHECK(retry.repeated);
+}
+
 TEST_CASE("retries of one renewal racing each other record one certificate") {
   Site site;
   site.add_claim("line-a", 5);

@@ -253,6 +253,32 @@ TEST_CASE("a renewal is refused for an unknown or inactive device and a certific
   CHECK(must(store->certificates_of("dev-2")).size() == 1);
 }
 
+TEST_CASE("a device cannot pile up renewed certificates that never connect") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto current = register_test_device(*store, "dev-1");
+  std::vector<NewCertificate> pending;
+  for (std::size_t i = 0; i < kMaxPendingRenewals; ++i) {
+    pending.push_back(test_certificate("dev-1"));
+    REQUIRE(must(store->renew_device("dev-1", current.sha256_fingerprint, pending.back(), no_key(),
+                                     kAlice))
+                .refusal == RenewRefusal::none);
+  }
+  const auto seq = must(store->change_seq());
+  CHECK(must(store->renew_device("dev-1", current.sha256_fingerprint, test_certificate("dev-1"),
+                                 no_key(), kAlice))
+            .refusal == RenewRefusal::too_many_pending);
+  CHECK(must(store->change_seq()) == seq);
+  // A retry of a pending one is still answered, and one connect clears the way.
+  CHECK(must(store->renew_device("dev-1", current.sha256_fingerprint, test_certificate("dev-1"),
+                                 key_of(pending[0]), kAlice))
+            .repeated);
+  must(store->supersede_predecessors("dev-1", pending.back().sha256_fingerprint, kAlice));
+  CHECK(must(store->renew_device("dev-1", pending.back().sha256_fingerprint,
+                                 test_certificate("dev-1"), no_key(), kAlice))
+            .refusal == RenewRefusal::none);
+}
+
 TEST_CASE("the successor's connect and the end of the grace period supersede the old certificate") {
   TempDir dir;
   auto store = open_test_store(dir);
