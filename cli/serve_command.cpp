@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "ops/credentials.h"
+#include "ops/duration.h"
 #include "ops/operations.h"
 #include "ops/workspace.h"
 #include "rest/server.h"
@@ -44,6 +45,7 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
     PassphraseSource passphrase;
     PassphraseSource hold_passphrase{"hold-passphrase"};
     bool list_routes = false;
+    std::string renewal_grace = "24h";
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -102,6 +104,11 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
                   "provisioning.md), authenticated by the secret in this file (one line, at least "
                   "32 characters; the same file as the plugin's plugin_opt_provision_token_file)")
       ->check(CLI::ExistingFile);
+  cmd->add_option("--renewal-grace", o->renewal_grace,
+                  "With --provision-token-file: how long a device's old certificate stays valid "
+                  "after it renewed over MQTT if the new one never connects; then it is revoked "
+                  "(superseded). 1s to 365d, default 24h")
+      ->default_str("24h");
   cert_opt->needs(key_opt);
   key_opt->needs(cert_opt);
   client_ca_opt->needs(cert_opt);
@@ -119,6 +126,9 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
         return kExitOk;
       }
       ONBOARD_CHECK(parse_listen(o->listen, o->server));
+      ONBOARD_TRY(const auto grace,
+                  ops::parse_duration(o->renewal_grace, "--renewal-grace", 1, 365 * ops::kDay));
+      o->server.renewal_grace = std::chrono::seconds(grace);
       ONBOARD_TRY(const auto ws, workspace(global));
       ONBOARD_TRY(auto hold, o->hold_passphrase.read());
       if (hold) {

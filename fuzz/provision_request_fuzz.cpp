@@ -6,7 +6,8 @@
 // published back is a JSON object of the answer's shape on the topic its outcome names; a refusal
 // records nothing and spends no unit; an enrolment answers with a certificate for the client id
 // that the registry holds under that device, and spends exactly one unit unless it repeats an
-// earlier answer.
+// earlier answer. The same payload then goes through ops::renew as the device's renewal
+// (check_renewal).
 #include <openssl/x509.h>
 
 #include <cstddef>
@@ -110,6 +111,52 @@ void check(Fixture& f, const ops::EnrollRequest& request) {
   if (spent != (answer.repeated ? 0 : 1)) fail("an enrolment spent " + std::to_string(spent));
 }
 
+// The same payload as a renewal by the device of that id (when there is one), presenting its
+// oldest active certificate: no exception, never internal_error; a refusal records nothing; an
+// acceptance answers with a certificate for the id that the registry holds, active, under that
+// device, and records one certificate unless it repeats an earlier answer.
+void check_renewal(Fixture& f, const ops::EnrollRequest& enrolled) {
+  auto certificates = f.store->certificates_of(enrolled.client_id);
+  if (!certificates.ok()) return;  // no such device
+  std::string presented;
+  for (const auto& c : *certificates) {
+    if (c.status == registry::CertificateStatus::active) {
+      presented = c.sha256_fingerprint;
+      break;
+    }
+  }
+  if (presented.empty()) return;
+  const std::size_t before = certificates->size();
+  ops::ProvisionAnswer answer;
+  try {
+    answer =
+        ops::renew(*f.store, *f.ca, {enrolled.client_id, presented, enrolled.payload}, f.actor);
+  } catch (const std::exception& e) {
+    fail(std::string("renew threw: ") + e.what());
+  }
+  const json payload = json::parse(ops::answer_payload(answer), nullptr, false);
+  if (!payload.is_object()) fail("the renewal's payload is not a JSON object");
+  const std::size_t after = need(f.store->certificates_of(enrolled.client_id), "certs").size();
+  if (answer.refused) {
+    if (*answer.refused == ops::ProvisionCode::internal_error)
+      fail("renewal internal_error: " + answer.message);
+    if (after != before) fail("a refused renewal recorded something");
+    return;
+  }
+  if (ops::answer_topic_suffix(answer) != "accepted" || answer.device_id != enrolled.client_id ||
+      payload.value("certificate", "") != answer.certificate_pem)
+    fail("a renewal's payload or topic");
+  if (certificate_cn(answer.certificate_pem) != enrolled.client_id)
+    fail("the renewed certificate is not for the device");
+  if (after != before + (answer.repeated ? 0 : 1))
+    fail("a renewal recorded " + std::to_string(after - before) + " certificates");
+  auto recorded = f.store->find_certificate_by_fingerprint(answer.certificate_sha256);
+  if (!recorded.ok() || recorded->device_id != enrolled.client_id ||
+      recorded->status != registry::CertificateStatus::active ||
+      recorded->pem != answer.certificate_pem)
+    fail("the renewed certificate is not the device's active one in the registry");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -121,5 +168,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   request.client_id = std::string(input.substr(0, newline));
   request.payload = std::string(input.substr(newline + 1));
   check(fixture(), request);
+  check_renewal(fixture(), request);
   return 0;
 }

@@ -342,6 +342,17 @@ Result<std::uint64_t> rewrite_crl(Store& store, const ca::Authority& ca,
   return number;
 }
 
+Result<bool> crl_lists_revoked_of(Store& store, const ca::Authority& ca,
+                                  const std::filesystem::path& crl_path, std::string_view id) {
+  ONBOARD_TRY(auto certificates, store.certificates_of(id));
+  std::vector<std::string> serials;
+  for (const auto& c : certificates) {
+    if (c.status == registry::CertificateStatus::revoked && in_crl_file(ca, c.issuer))
+      serials.push_back(c.serial_hex);
+  }
+  return crl_lists(crl_path, serials);
+}
+
 Result<Revoked> revoke_device(Store& store, const ca::Authority& ca,
                               const std::filesystem::path& crl_path, std::string_view id,
                               RevocationReason reason, const registry::Actor& actor) {
@@ -351,13 +362,8 @@ Result<Revoked> revoke_device(Store& store, const ca::Authority& ca,
   if (revoked.outcome.already_revoked) {
     // A revoke stopped between its commit and the CRL rewrite (killed, disk full) left the CRL
     // without these certificates; the rerun is how it gets finished, so it rewrites the CRL then.
-    ONBOARD_TRY(auto certificates, store.certificates_of(id));
-    std::vector<std::string> serials;
-    for (const auto& c : certificates) {
-      if (c.status == registry::CertificateStatus::revoked && in_crl_file(ca, c.issuer))
-        serials.push_back(c.serial_hex);
-    }
-    if (!crl_lists(crl_path, serials)) {
+    ONBOARD_TRY(const bool listed, crl_lists_revoked_of(store, ca, crl_path, id));
+    if (!listed) {
       ONBOARD_TRY(revoked.crl_number,
                   rewrite_crl(store, ca, crl_path, "revoked " + std::string(id), actor));
     }

@@ -138,6 +138,12 @@ Result<std::uint64_t> rewrite_crl(registry::Store& store, const ca::Authority& c
                                   const registry::Actor& actor,
                                   UnixTime validity = kDefaultCrlValidity);
 
+// Whether the CRL file at `crl_path` lists every revoked certificate of device `id` that belongs
+// in it (the issuing CA's and retired issuers'): how a rerun finds a change that stopped between
+// its commit and its CRL rewrite.
+Result<bool> crl_lists_revoked_of(registry::Store& store, const ca::Authority& ca,
+                                  const std::filesystem::path& crl_path, std::string_view id);
+
 struct Revoked {
   registry::RevokeOutcome outcome;
   // When a CRL was written: always for a new revocation; for an already revoked device only when

@@ -26,7 +26,8 @@ struct Checked {
 };
 
 // A refusal, or the checked request. Order: size, JSON shape, CSR parse, key, signature, CN.
-std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& request) {
+std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& request,
+                                                     bool metadata_allowed = true) {
   if (request.payload.size() > kMaxProvisionRequestBytes) {
     return refusal(ProvisionCode::payload_too_large,
                    "the request is over " + std::to_string(kMaxProvisionRequestBytes) + " bytes");
@@ -35,7 +36,7 @@ std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& reques
   if (body.is_discarded() || !body.is_object())
     return refusal(ProvisionCode::malformed_request, "the request is not a JSON object");
   for (const auto& [key, value] : body.items()) {
-    if (key != "csr" && key != "metadata")
+    if (key != "csr" && (key != "metadata" || !metadata_allowed))
       return refusal(ProvisionCode::malformed_request, "unknown field '" + key + "'");
   }
   auto csr = body.find("csr");
@@ -178,6 +179,82 @@ ProvisionAnswer enroll_checked(registry::Store& store, const ca::Authority& ca,
   return enrolled(request.client_id, std::move(issued->pem), ca, false);
 }
 
+bool holds_key(const registry::Certificate& c, const EVP_PKEY* key) {
+  auto cert = ca::certificate_from_pem(c.pem);
+  if (!cert.ok()) {
+    ossl::clear_errors();
+    return false;
+  }
+  const bool same = EVP_PKEY_eq(X509_get0_pubkey(cert->get()), key) == 1;
+  ossl::clear_errors();
+  return same;
+}
+
+ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
+                              const RenewRequest& request, Checked& checked,
+                              const registry::Actor& actor, const BeforeEnroll& before_record,
+                              const std::function<void(const std::string&)>& log) {
+  auto internal = [&](const Error& e) {
+    if (log) log("renewal of '" + request.device_id + "': " + e.message);
+    return refusal(ProvisionCode::internal_error, "the signer failed; try again later");
+  };
+  auto not_allowed = [](registry::RenewRefusal why) {
+    return refusal(ProvisionCode::renewal_not_allowed, std::string(registry::to_string(why)));
+  };
+  const EVP_PKEY* key = checked.public_key.get();
+  const registry::SameKey same_key = [key](const registry::Certificate& c) {
+    return holds_key(c, key);
+  };
+  // Every check that costs no signature comes first (a retry is answered without one); the
+  // transaction checks them all again.
+  auto device = store.get_device(request.device_id);
+  if (!device.ok()) {
+    if (device.error().code == Errc::not_found)
+      return not_allowed(registry::RenewRefusal::device_unknown);
+    return internal(device.error());
+  }
+  if (device->status != registry::DeviceStatus::active)
+    return not_allowed(registry::RenewRefusal::device_not_active);
+  auto certificates = store.certificates_of(request.device_id);
+  if (!certificates.ok()) return internal(certificates.error());
+  bool after_presented = false, presented_current = false;
+  std::size_t others_active = 0;
+  for (const auto& c : *certificates) {
+    if (c.sha256_fingerprint != request.presented_sha256 &&
+        c.kind == registry::CertificateKind::device &&
+        c.status == registry::CertificateStatus::active)
+      ++others_active;
+    if (c.sha256_fingerprint == request.presented_sha256) {
+      after_presented = true;
+      presented_current = c.kind == registry::CertificateKind::device &&
+                          c.status == registry::CertificateStatus::active &&
+                          actor.now >= c.not_before && actor.now < c.not_after;
+    } else if (after_presented && presented_current &&
+               c.kind == registry::CertificateKind::device &&
+               c.status == registry::CertificateStatus::active && same_key(c)) {
+      auto answer = enrolled(request.device_id, c.pem, ca, true);
+      answer.certificate_sha256 = c.sha256_fingerprint;
+      return answer;
+    }
+  }
+  if (!presented_current) return not_allowed(registry::RenewRefusal::certificate_not_current);
+  if (others_active >= registry::kMaxPendingRenewals)
+    return not_allowed(registry::RenewRefusal::too_many_pending);
+
+  auto issued = issue_device_certificate(ca, request.device_id, key, kEnrolledCertificateDays);
+  if (!issued.ok()) return internal(issued.error());
+  if (before_record) before_record();
+  auto outcome = store.renew_device(request.device_id, request.presented_sha256,
+                                    new_certificate(issued->info, issued->pem), same_key, actor);
+  if (!outcome.ok()) return internal(outcome.error());
+  if (outcome->refusal != registry::RenewRefusal::none) return not_allowed(outcome->refusal);
+  // A retry that raced this one and got in first: its certificate is the answer.
+  auto answer = outcome->repeated ? enrolled(request.device_id, outcome->certificate.pem, ca, true)
+                                  : enrolled(request.device_id, std::move(issued->pem), ca, false);
+  answer.certificate_sha256 = outcome->certificate.sha256_fingerprint;
+  return answer;
+}
+
 }  // namespace
 
 std::string_view to_string(ProvisionCode code) noexcept {
@@ -208,6 +285,8 @@ std::string_view to_string(ProvisionCode code) noexcept {
       return "signer_unavailable";
     case ProvisionCode::internal_error:
       return "internal_error";
+    case ProvisionCode::renewal_not_allowed:
+      return "renewal_not_allowed";
   }
   return "internal_error";
 }
@@ -255,6 +334,52 @@ ProvisionAnswer enroll(registry::Store& store, const ca::Authority& ca,
     if (log) log("enrolment of '" + request.client_id + "': unknown exception");
   }
   return refusal(ProvisionCode::internal_error, "the signer failed; try again later");
+}
+
+ProvisionAnswer renew(registry::Store& store, const ca::Authority& ca, const RenewRequest& request,
+                      const registry::Actor& actor, const BeforeEnroll& before_record,
+                      const std::function<void(const std::string&)>& log) {
+  try {
+    auto checked = check_request(EnrollRequest{{}, request.device_id, request.payload}, false);
+    if (checked.index() == 1) return std::get<1>(std::move(checked));
+    return renew_checked(store, ca, request, std::get<0>(checked), actor, before_record, log);
+  } catch (const std::exception& e) {
+    if (log) log("renewal of '" + request.device_id + "': " + e.what());
+  } catch (...) {
+    if (log) log("renewal of '" + request.device_id + "': unknown exception");
+  }
+  return refusal(ProvisionCode::internal_error, "the signer failed; try again later");
+}
+
+Result<Superseded> supersede(registry::Store& store, const ca::Authority& ca,
+                             const std::filesystem::path& crl_path, std::string_view device_id,
+                             std::string_view current_sha256, const registry::Actor& actor) {
+  Superseded out;
+  ONBOARD_TRY(out.serials, store.supersede_predecessors(device_id, current_sha256, actor));
+  if (out.serials.empty()) {
+    // Asked again after a supersession whose CRL rewrite failed (the plugin asks again at the
+    // next connect): the rerun finishes it.
+    auto listed = crl_lists_revoked_of(store, ca, crl_path, device_id);
+    if (!listed.ok() || *listed) return out;
+  }
+  ONBOARD_TRY(out.crl_number,
+              rewrite_crl(store, ca, crl_path,
+                          "superseded the certificates of " + std::string(device_id), actor));
+  return out;
+}
+
+Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority& ca,
+                                     const std::filesystem::path& crl_path, UnixTime grace,
+                                     const registry::Actor& actor) {
+  Superseded out;
+  ONBOARD_TRY(out.serials, store.supersede_renewed(actor.now - grace - kIssueBackdate, actor));
+  if (out.serials.empty()) return out;
+  ONBOARD_TRY(out.crl_number,
+              rewrite_crl(store, ca, crl_path,
+                          "superseded " + std::to_string(out.serials.size()) +
+                              " certificate(s) whose renewal's grace period is over",
+                          actor));
+  return out;
 }
 
 }  // namespace onboard::ops

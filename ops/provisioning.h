@@ -4,10 +4,13 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ca/authority.h"
 #include "core/error.h"
@@ -35,6 +38,7 @@ enum class ProvisionCode {
   rate_limited,
   signer_unavailable,
   internal_error,
+  renewal_not_allowed,
 };
 std::string_view to_string(ProvisionCode code) noexcept;
 // Whether the same request may succeed later.
@@ -46,7 +50,8 @@ struct ProvisionAnswer {
   std::string device_id;
   std::string certificate_pem;
   std::string ca_chain_pem;
-  bool repeated = false;  // a retry answered with the certificate issued before
+  bool repeated = false;             // a retry answered with the certificate issued before
+  std::string certificate_sha256{};  // renewal: the fingerprint of certificate_pem
 };
 
 // The payload the plugin publishes: `{"device_id","certificate","ca_chain"}` on accepted,
@@ -75,5 +80,49 @@ ProvisionAnswer enroll(registry::Store& store, const ca::Authority& ca,
                        const EnrollRequest& request, const registry::Actor& actor,
                        const BeforeEnroll& before_record = {},
                        const std::function<void(const std::string&)>& log = {});
+
+// A device renewing its own certificate: what it published on `$provision/<device id>/renew`,
+// with the fingerprint of the certificate it connected with (the plugin's word: the signer trusts
+// the broker, which checked that certificate at connect).
+struct RenewRequest {
+  std::string device_id;         // the client id = its device id
+  std::string presented_sha256;  // the certificate it connected with
+  std::string payload;           // `{"csr": PEM}`, as published
+};
+
+// Checks the request as enroll does (size, JSON, CSR, key, signature, CN = device id; no
+// `metadata`), then the device (active) and the presented certificate (its active, in-date device
+// certificate): otherwise renewal_not_allowed. A retry with the same key is answered with the
+// certificate issued for it before; otherwise a new one is signed (kEnrolledCertificateDays) and
+// recorded beside the presented one in one transaction (ClaimStore::renew_device), audited as
+// certificate.renew. Never throws.
+ProvisionAnswer renew(registry::Store& store, const ca::Authority& ca, const RenewRequest& request,
+                      const registry::Actor& actor, const BeforeEnroll& before_record = {},
+                      const std::function<void(const std::string&)>& log = {});
+
+struct Superseded {
+  std::vector<std::string> serials;         // revoked as superseded by this call
+  std::optional<std::uint64_t> crl_number;  // the CRL written for them
+};
+// The device connected with the certificate `current_sha256`: its active certificates recorded
+// before it are revoked as superseded (ClaimStore::supersede_predecessors) and, when there were
+// any (or the CRL file does not list the device's revoked certificates yet: a rerun after a failed
+// rewrite), the CRL is rewritten.
+Result<Superseded> supersede(registry::Store& store, const ca::Authority& ca,
+                             const std::filesystem::path& crl_path, std::string_view device_id,
+                             std::string_view current_sha256, const registry::Actor& actor);
+
+// How long a renewed device's old certificate stays valid when its new one never connects.
+inline constexpr UnixTime kDefaultRenewalGrace = 86400;
+// Certificates are issued with not_before this far in the past (clock skew, ca/authority.cpp): a
+// renewal was recorded at its certificate's not_before + this.
+inline constexpr UnixTime kIssueBackdate = 300;
+
+// The grace periods that ran out by actor.now: the old certificates of renewals recorded more
+// than `grace` seconds ago are revoked as superseded (ClaimStore::supersede_renewed) and, when
+// there were any, the CRL is rewritten.
+Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority& ca,
+                                     const std::filesystem::path& crl_path, UnixTime grace,
+                                     const registry::Actor& actor);
 
 }  // namespace onboard::ops

@@ -29,6 +29,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -68,6 +69,9 @@ constexpr std::chrono::seconds kHoldAcceptance{2};
 // rate_limited, so that one connection cannot fill the queue every claim shares. Past this age an
 // unanswered request no longer blocks the client's next one (an answer lost to a failure).
 constexpr std::chrono::seconds kRequestInFlightLimit{60};
+// Renewed connections remembered at most (a renewal window is short; beyond this a renewed
+// device may be disconnected once when its predecessor is revoked, and reconnects).
+constexpr std::size_t kMaxRenewedConnections = 100000;
 
 void log(int level, const std::string& message) {
   mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str());
@@ -292,7 +296,36 @@ class Plugin {
     }
     clients_.accept_device(event.client, client_id, verdict.device_id);
     if (config_.log_connections) log(MOSQ_LOG_INFO, "accepted device '" + client_id + "'");
+    note_renewed_connect(client_id, fingerprint);
     return MOSQ_ERR_SUCCESS;
+  }
+
+  // An accepted device connected with `fingerprint`. When the device has an active certificate
+  // recorded before this one (it renewed, and this is the new certificate), the signer is asked,
+  // off this thread, to revoke those as superseded; and this connection is remembered, so that
+  // the disconnect their revocation brings (the watcher kicks a device whose active certificate
+  // went) spares it.
+  void note_renewed_connect(const std::string& client_id, const std::string& fingerprint) {
+    if (!renewed_connections_.empty()) renewed_connections_.erase(client_id);
+    auto owner = snapshot_->find_certificate(fingerprint);
+    if (!owner) return;
+    bool predecessor = false;
+    for (const auto& c : owner->device->certificates) {
+      if (c.sha256_fingerprint == fingerprint) break;
+      if (c.status == registry::CertificateStatus::active) predecessor = true;
+    }
+    if (!predecessor) return;
+    if (renewed_connections_.size() < kMaxRenewedConnections)
+      renewed_connections_[client_id] = fingerprint;
+    if (!provisioner_ || !superseding_.insert(fingerprint).second) return;
+    log(MOSQ_LOG_NOTICE,
+        "device '" + client_id +
+            "' connected with its renewed certificate: superseding the older ones");
+    plugin::ProvisionRequest request;
+    request.client_id = client_id;
+    request.kind = plugin::RequestKind::connected;
+    request.certificate_sha256 = fingerprint;
+    provisioner_->submit(std::move(request));
   }
 
   // Only a client the connect check accepted gets a device's rights (AcceptedClients::check has
@@ -333,6 +366,10 @@ class Plugin {
     if (standing.standing == plugin::AcceptedClients::Standing::claim) {
       return claim_access(standing.device_id, client_id != nullptr ? client_id : "", access,
                           event.topic, event.retain);
+    }
+    if (std::string_view(event.topic).starts_with(kProvisionTopicPrefix)) {
+      return renewal_access(standing.device_id, client_id != nullptr ? client_id : "", access,
+                            event.topic, event.retain);
     }
     // The client's rules, bound at its first check after the connect or a snapshot swap: no
     // device lookup and no placeholder substitution per message (client_rules.h).
@@ -377,10 +414,30 @@ class Plugin {
     return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
   }
 
+  // A device's `$provision/...` topics are the plugin's alone, never its rules': it may renew
+  // itself (publish `$provision/<its id>/renew`, not retained, while the device is active and its
+  // client id is its device id) and subscribe to and receive its answers.
+  int renewal_access(std::string_view device_id, std::string_view client_id, acl::Access access,
+                     const char* topic, bool retain) {
+    const registry::DeviceAccess* device = snapshot_->find_device(device_id);
+    bool allowed = device != nullptr && device->status == registry::DeviceStatus::active &&
+                   client_id == device_id &&
+                   registry::renewal_topic_allowed(client_id, access, topic);
+    if (allowed && access == acl::kPublish && retain) allowed = false;
+    if (config_.log_acl == plugin::AclLogging::all ||
+        (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
+      log(MOSQ_LOG_INFO, std::string(allowed ? "allowed " : "denied ") + acl::access_name(access) +
+                             " '" + printable(topic) + "' for '" + std::string(device_id) +
+                             "' (renewal)");
+    }
+    return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+  }
+
   // A claim client's request on `$provision/<its client id>/csr` (the topic check let it through:
-  // its claim is usable and has quota left) goes to the signer off this thread; the answer is
-  // published to the client on a later tick (publish_answers). Messages on any other topic, and
-  // from any other client, are the broker's as usual.
+  // its claim is usable and has quota left), and a device's renewal on `$provision/<its id>/renew`
+  // (with the fingerprint of the certificate it connected with), go to the signer off this thread;
+  // the answer is published to the client on a later tick (publish_answers). Messages on any other
+  // topic, and from any other client, are the broker's as usual.
   int on_message(const mosquitto_evt_message& event) {
     if (event.topic == nullptr || !std::string_view(event.topic).starts_with(kProvisionTopicPrefix))
       return MOSQ_ERR_SUCCESS;
@@ -390,13 +447,28 @@ class Plugin {
       return ossl::Ptr<X509>(static_cast<X509*>(mosquitto_client_certificate(event.client))) !=
              nullptr;
     });
-    if (standing.standing != plugin::AcceptedClients::Standing::claim || id == nullptr)
-      return MOSQ_ERR_SUCCESS;
+    if (id == nullptr) return MOSQ_ERR_SUCCESS;
     const std::string client_id = id;
-    if (event.topic != std::string(kProvisionTopicPrefix) + client_id + "/csr")
+    plugin::ProvisionRequest request;
+    request.client_id = client_id;
+    if (standing.standing == plugin::AcceptedClients::Standing::claim) {
+      if (event.topic != std::string(kProvisionTopicPrefix) + client_id + "/csr")
+        return MOSQ_ERR_SUCCESS;
+      std::string_view claim = standing.device_id;
+      claim.remove_prefix(std::min(claim.size(), registry::kClaimUsernamePrefix.size()));
+      request.claim = std::string(claim);
+    } else if (standing.standing == plugin::AcceptedClients::Standing::device) {
+      // A device renewing itself (the topic check let it through: its own id, active).
+      if (standing.device_id != client_id ||
+          event.topic != std::string(kProvisionTopicPrefix) + client_id + "/renew")
+        return MOSQ_ERR_SUCCESS;
+      ossl::Ptr<X509> cert(static_cast<X509*>(mosquitto_client_certificate(event.client)));
+      if (!cert) return MOSQ_ERR_SUCCESS;
+      request.kind = plugin::RequestKind::renew;
+      request.certificate_sha256 = sha256_fingerprint(cert.get());
+    } else {
       return MOSQ_ERR_SUCCESS;
-    std::string_view claim = standing.device_id;
-    claim.remove_prefix(std::min(claim.size(), registry::kClaimUsernamePrefix.size()));
+    }
     const auto now = Clock::now();
     if (event.payloadlen > kMaxProvisionRequestBytes) {
       held_answers_.push_back({plugin::rejection(client_id, "payload_too_large",
@@ -416,9 +488,9 @@ class Plugin {
            now});
     } else {
       it->second = now;
-      provisioner_->submit({std::string(claim), client_id,
-                            std::string(static_cast<const char*>(event.payload),
-                                        event.payload != nullptr ? event.payloadlen : 0)});
+      request.payload = std::string(static_cast<const char*>(event.payload),
+                                    event.payload != nullptr ? event.payloadlen : 0);
+      provisioner_->submit(std::move(request));
     }
     return MOSQ_ERR_SUCCESS;
   }
@@ -499,6 +571,7 @@ class Plugin {
     }
     for (const auto& device : taken.kicks) {
       const bool claim = device.starts_with(registry::kClaimUsernamePrefix);
+      if (!claim && keeps_renewed_connection(device)) continue;
       log(MOSQ_LOG_NOTICE,
           std::string(claim ? "disconnecting the clients of " : "disconnecting ") +
               (claim ? "claim '" + device.substr(registry::kClaimUsernamePrefix.size())
@@ -507,6 +580,26 @@ class Plugin {
       mosquitto_kick_client_by_username(device.c_str(), false);
     }
     if (taken.crl_reload) reload_crl(*taken.crl_reload);
+  }
+
+  // A device kicked because an active certificate of it went (revoked as superseded, usually)
+  // while it is connected with its renewed certificate, which the new snapshot still accepts:
+  // that connection stays. Anything else about the device (revoked, disabled, that certificate
+  // gone too) kicks it as usual.
+  bool keeps_renewed_connection(const std::string& device) {
+    auto it = renewed_connections_.find(device);
+    if (it == renewed_connections_.end()) return false;
+    auto owner = snapshot_->find_certificate(it->second);
+    const bool keep = owner && owner->device->id == device &&
+                      owner->device->status == registry::DeviceStatus::active &&
+                      owner->certificate->status == registry::CertificateStatus::active;
+    renewed_connections_.erase(it);
+    if (keep) {
+      log(MOSQ_LOG_INFO, "device '" + device +
+                             "' stays connected: it uses its renewed certificate, not the one "
+                             "that went");
+    }
+    return keep;
   }
 
   // The watcher checked the CRL file as it was at `checked`. If it is still that file, the broker
@@ -562,6 +655,10 @@ class Plugin {
     if (provisioner_ && provisioner_->pending()) {
       const auto until = Clock::now() + kHoldAcceptance;
       for (auto& answer : provisioner_->take()) {
+        if (answer.kind == plugin::RequestKind::connected) {
+          superseded(answer);
+          continue;
+        }
         in_flight_.erase(answer.client_id);
         held_answers_.push_back({std::move(answer), until});
       }
@@ -570,14 +667,34 @@ class Plugin {
     const auto now = Clock::now();
     std::vector<HeldAnswer> waiting;
     for (auto& held : held_answers_) {
-      if (held.answer.result == "accepted" && now < held.until &&
-          snapshot_->find_device(held.answer.client_id) == nullptr) {
+      // A renewal waits for the new certificate, an enrolment for the new device.
+      const bool known =
+          held.answer.kind == plugin::RequestKind::renew
+              ? snapshot_->find_certificate(held.answer.certificate_sha256).has_value()
+              : snapshot_->find_device(held.answer.client_id) != nullptr;
+      if (held.answer.result == "accepted" && now < held.until && !known) {
         waiting.push_back(std::move(held));
         continue;
       }
       publish_answer(held.answer);
     }
     held_answers_.swap(waiting);
+  }
+
+  // The signer's word on a connected notice: the predecessors are superseded (the change reaches
+  // the snapshot on a refresh), or the notice failed and the next connect asks again.
+  void superseded(const plugin::ProvisionAnswer& answer) {
+    superseding_.erase(answer.certificate_sha256);
+    if (answer.result != "connected") {
+      log(MOSQ_LOG_WARNING, "cannot supersede the older certificates of device '" +
+                                answer.client_id + "' (" + answer.code +
+                                "); asking again at its next connect");
+    } else if (config_.log_connections) {
+      std::string_view body = answer.payload;
+      while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.remove_suffix(1);
+      log(MOSQ_LOG_INFO, "superseded the older certificates of device '" + answer.client_id +
+                             "': " + printable(body));
+    }
   }
 
   void publish_answer(const plugin::ProvisionAnswer& answer) {
@@ -622,6 +739,11 @@ class Plugin {
   std::vector<HeldAnswer> held_answers_;  // broker thread only
   // Clients with a request at the signer, since when (broker thread only).
   std::unordered_map<std::string, Clock::time_point> in_flight_;
+  // Devices connected with a renewed certificate while an older one was still active: client id
+  // → that certificate's fingerprint (broker thread only; see note_renewed_connect).
+  std::unordered_map<std::string, std::string> renewed_connections_;
+  // Certificates whose predecessors the signer is being asked to supersede (broker thread only).
+  std::unordered_set<std::string> superseding_;
   std::unique_ptr<plugin::Provisioner> provisioner_;  // null: no signer configured
 };
 

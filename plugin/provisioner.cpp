@@ -17,6 +17,13 @@ bool id_characters(std::string_view text) {
   });
 }
 
+// A SHA-256 fingerprint as the registry writes it: 64 lower-case hex digits.
+bool fingerprint_characters(std::string_view text) {
+  return text.size() == 64 && std::all_of(text.begin(), text.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
 class HttpSigner final : public SignerClient {
  public:
   explicit HttpSigner(const SignerOptions& options) : client_(options.url), token_(options.token) {
@@ -36,25 +43,57 @@ class HttpSigner final : public SignerClient {
   }
 
   ProvisionAnswer send(const ProvisionRequest& request) override {
-    if (!id_characters(request.claim) || !id_characters(request.client_id)) {
+    const bool enroll = request.kind == RequestKind::enroll;
+    if ((enroll && !id_characters(request.claim)) || !id_characters(request.client_id) ||
+        (!enroll && !fingerprint_characters(request.certificate_sha256))) {
+      if (request.kind == RequestKind::connected)
+        throw std::runtime_error("the request cannot be handed over");
       return rejection(request.client_id, "internal_error", "the request cannot be handed over",
                        true);
     }
-    const std::string path = "/v1/provision/" + request.claim + "/" + request.client_id;
-    auto result = client_.Post(path, request.payload, "application/octet-stream");
+    std::string path;
+    httplib::Headers headers;
+    if (enroll) {
+      path = "/v1/provision/" + request.claim + "/" + request.client_id;
+    } else {
+      path = "/v1/renew/" + request.client_id;
+      if (request.kind == RequestKind::connected) path += "/connected";
+      headers.emplace("X-Client-Certificate", request.certificate_sha256);
+    }
+    const char* type =
+        request.kind == RequestKind::connected ? "application/json" : "application/octet-stream";
+    auto result = client_.Post(path, headers, request.payload, type);
     // A kept-alive connection the signer closed meanwhile fails once; asking again is safe (a
-    // repeated request is answered with the certificate issued the first time).
-    if (!result) result = client_.Post(path, request.payload, "application/octet-stream");
+    // repeated request is answered with the certificate issued the first time; superseding twice
+    // revokes nothing the second time).
+    if (!result) result = client_.Post(path, headers, request.payload, type);
     if (!result) {
       throw std::runtime_error("the signer cannot be reached: " +
                                httplib::to_string(result.error()));
+    }
+    if (request.kind == RequestKind::connected) {
+      if (result->status != 200)
+        throw std::runtime_error("the signer answered HTTP " + std::to_string(result->status));
+      return ProvisionAnswer{request.client_id,       "connected",
+                             std::move(result->body), {},
+                             RequestKind::connected,  request.certificate_sha256};
     }
     const std::string kind = result->get_header_value("X-Provision-Result");
     if (result->status != 200 || (kind != "accepted" && kind != "rejected")) {
       throw std::runtime_error("the signer answered HTTP " + std::to_string(result->status));
     }
-    return ProvisionAnswer{request.client_id, kind, std::move(result->body),
-                           result->get_header_value("X-Provision-Code")};
+    std::string certificate;
+    if (request.kind == RequestKind::renew && kind == "accepted") {
+      certificate = result->get_header_value("X-Provision-Certificate");
+      if (!fingerprint_characters(certificate))
+        throw std::runtime_error("the signer's acceptance names no certificate fingerprint");
+    }
+    return ProvisionAnswer{request.client_id,
+                           kind,
+                           std::move(result->body),
+                           result->get_header_value("X-Provision-Code"),
+                           request.kind,
+                           std::move(certificate)};
   }
 
  private:
@@ -91,6 +130,35 @@ Provisioner::~Provisioner() {
   workers_.clear();  // joins
 }
 
+namespace {
+
+// A failure, as the kind of request gets it: a device's request is answered (the rejection is
+// published); a connected notice is not, and the plugin only logs it.
+ProvisionAnswer failure(const ProvisionRequest& request, std::string_view code,
+                        std::string_view message, bool retryable) {
+  auto out = rejection(request.client_id, code, message, retryable);
+  out.kind = request.kind;
+  if (request.kind == RequestKind::connected) {
+    out.result = "failed";
+    out.certificate_sha256 = request.certificate_sha256;
+  }
+  return out;
+}
+
+std::string_view what(RequestKind kind) {
+  switch (kind) {
+    case RequestKind::enroll:
+      return "enrolment";
+    case RequestKind::renew:
+      return "renewal";
+    case RequestKind::connected:
+      return "superseding the predecessors";
+  }
+  return "request";
+}
+
+}  // namespace
+
 void Provisioner::submit(ProvisionRequest request) {
   {
     std::lock_guard lock(mutex_);
@@ -100,8 +168,8 @@ void Provisioner::submit(ProvisionRequest request) {
       return;
     }
   }
-  answer(rejection(request.client_id, "signer_unavailable",
-                   "too many requests are waiting for the signer; retry later", true));
+  answer(failure(request, "signer_unavailable",
+                 "too many requests are waiting for the signer; retry later", true));
 }
 
 std::vector<ProvisionAnswer> Provisioner::take() {
@@ -133,15 +201,15 @@ void Provisioner::run(std::stop_token stop, SignerClient* client) {
       answer(client->send(request));
     } catch (const std::exception& e) {
       try {
-        log_(LogLevel::warning, "enrolment of '" + request.client_id + "': " + e.what());
-        answer(rejection(request.client_id, "signer_unavailable",
-                         "the signer cannot be reached; retry later", true));
+        log_(LogLevel::warning,
+             std::string(what(request.kind)) + " of '" + request.client_id + "': " + e.what());
+        answer(failure(request, "signer_unavailable", "the signer cannot be reached; retry later",
+                       true));
       } catch (...) {
       }
     } catch (...) {
       try {
-        answer(rejection(request.client_id, "internal_error", "the request failed; retry later",
-                         true));
+        answer(failure(request, "internal_error", "the request failed; retry later", true));
       } catch (...) {
       }
     }

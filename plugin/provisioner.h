@@ -23,10 +23,18 @@
 
 namespace onboard::plugin {
 
+// What a worker hands to the signer: an enrolment (a claim client's `$provision/<id>/csr`), a
+// renewal (a device's `$provision/<id>/renew`), or the news that a device connected with a
+// renewed certificate (its predecessors are then superseded; nothing is published).
+enum class RequestKind { enroll, renew, connected };
+
 struct ProvisionRequest {
-  std::string claim;
+  std::string claim;  // enroll: the claim the client connected with
   std::string client_id;
-  std::string payload;  // as published
+  std::string payload;  // as published (empty for connected)
+  RequestKind kind = RequestKind::enroll;
+  // renew, connected: the SHA-256 fingerprint of the certificate the client connected with.
+  std::string certificate_sha256{};
 };
 
 struct ProvisionAnswer {
@@ -34,6 +42,10 @@ struct ProvisionAnswer {
   std::string result;   // "accepted" or "rejected": the last level of the answer's topic
   std::string payload;  // JSON, as the device receives it
   std::string code;     // a rejection's code, for the log
+  RequestKind kind = RequestKind::enroll;
+  // renew, accepted: the fingerprint of the new certificate (the acceptance waits until the
+  // snapshot knows it). connected: the certificate the device connected with.
+  std::string certificate_sha256{};
 };
 
 // A rejection the plugin answers itself: {"code","message","retryable"}. Codes and messages are
@@ -55,7 +67,10 @@ struct SignerOptions {
   std::string cafile;  // https: the CA certificates the signer's certificate is checked against
   std::chrono::milliseconds timeout{5000};
 };
-// The signer over HTTP(S): POST /v1/provision/<claim>/<client id> with the payload as its body.
+// The signer over HTTP(S): POST /v1/provision/<claim>/<client id> with the payload as its body;
+// a renewal POST /v1/renew/<client id> with the presented certificate's fingerprint in
+// X-Client-Certificate; connected POST /v1/renew/<client id>/connected likewise, answered with
+// result "connected" (nothing to publish) and, in `payload`, the signer's JSON.
 std::unique_ptr<SignerClient> http_signer(const SignerOptions& options);
 
 class Provisioner {

@@ -6,6 +6,8 @@
 // nothing changes, no exception escapes.
 #pragma once
 
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +41,29 @@ struct EnrollOutcome {
   Device device;  // the new device, when enrolled
 };
 
+// Why a renewal was refused; `none` when a certificate is the answer.
+enum class RenewRefusal {
+  none,
+  device_unknown,
+  device_not_active,        // disabled or revoked
+  certificate_not_current,  // the presented certificate is not an active, in-date one of the device
+  too_many_pending,  // kMaxPendingRenewals other active certificates wait for their first connect
+};
+// How many certificates of a device besides the one it presents may be active (renewed, their
+// first connect still to come): a device cannot pile up certificates by renewing again and again.
+inline constexpr std::size_t kMaxPendingRenewals = 2;
+std::string_view to_string(RenewRefusal refusal) noexcept;
+
+struct RenewOutcome {
+  RenewRefusal refusal = RenewRefusal::none;
+  Certificate certificate;  // the new one, or the one a retry is answered with
+  bool repeated = false;    // a retry: the certificate recorded before, nothing written
+};
+
+// Whether a recorded certificate holds the key a renewal request asks for (the caller compares
+// keys; the store does not parse certificates).
+using SameKey = std::function<bool(const Certificate&)>;
+
 class ClaimStore {
  public:
   virtual ~ClaimStore() = default;
@@ -64,6 +89,32 @@ class ClaimStore {
   virtual Result<EnrollOutcome> enroll_device(std::string_view claim, const NewDevice& device,
                                               const NewCertificate& certificate,
                                               const Actor& actor) = 0;
+
+  // A device renewing its own certificate over MQTT, in one transaction (decision table in
+  // store_devices.cpp): the device must be active and `presented_sha256` (the certificate it
+  // connected with) one of its device certificates, active and in date at actor.now. A retry is
+  // an active certificate of the device recorded after the presented one whose key `same_key`
+  // says is the request's: it is the answer (repeated) and nothing is written. Otherwise the new
+  // certificate is recorded beside the presented one, which stays active until
+  // supersede_predecessors (its successor connected) or supersede_renewed (the grace period),
+  // audited as certificate.renew. A refusal is an outcome and writes nothing.
+  virtual Result<RenewOutcome> renew_device(std::string_view device_id,
+                                            std::string_view presented_sha256,
+                                            const NewCertificate& certificate,
+                                            const SameKey& same_key, const Actor& actor) = 0;
+  // The device connected with `current_sha256`: every active device certificate of the device
+  // recorded before it is revoked (reason superseded), audited as certificate.supersede. Nothing
+  // is written (and nothing returned) unless the device is active and `current_sha256` is an
+  // active certificate of it. Returns the serials revoked.
+  virtual Result<std::vector<std::string>> supersede_predecessors(std::string_view device_id,
+                                                                  std::string_view current_sha256,
+                                                                  const Actor& actor) = 0;
+  // The end of renewals' grace periods: every active device certificate of an active device that
+  // has an active device certificate recorded after it whose not_before is at or before
+  // `successor_not_before_by` is revoked (reason superseded), audited per device as
+  // certificate.supersede. Returns the serials revoked (none: nothing written).
+  virtual Result<std::vector<std::string>> supersede_renewed(UnixTime successor_not_before_by,
+                                                             const Actor& actor) = 0;
 };
 
 // Why `name` cannot name a claim (the characters of a device id), or nullopt.

@@ -285,8 +285,12 @@ std::string claim_username(std::string_view claim_name) {
   return std::string(kClaimUsernamePrefix) + std::string(claim_name);
 }
 
-bool claim_topic_allowed(std::string_view client_id, acl::Access access,
-                         std::string_view topic) noexcept {
+namespace {
+
+// `$provision/<client id>/<leaf>`: publish only `request`; subscribe `+`, `accepted`, `rejected`;
+// receive `accepted`, `rejected`.
+bool provision_topic_allowed(std::string_view client_id, acl::Access access, std::string_view topic,
+                             std::string_view request) noexcept {
   constexpr std::string_view kRoot = "$provision/";
   if (client_id.empty() || !topic.starts_with(kRoot)) return false;
   topic.remove_prefix(kRoot.size());
@@ -297,7 +301,7 @@ bool claim_topic_allowed(std::string_view client_id, acl::Access access,
   const std::string_view leaf = topic.substr(client_id.size() + 1);
   switch (access) {
     case acl::kPublish:
-      return leaf == "csr";
+      return leaf == request;
     case acl::kSubscribe:
       return leaf == "+" || leaf == "accepted" || leaf == "rejected";
     case acl::kRead:
@@ -305,6 +309,18 @@ bool claim_topic_allowed(std::string_view client_id, acl::Access access,
     default:
       return false;
   }
+}
+
+}  // namespace
+
+bool claim_topic_allowed(std::string_view client_id, acl::Access access,
+                         std::string_view topic) noexcept {
+  return provision_topic_allowed(client_id, access, topic, "csr");
+}
+
+bool renewal_topic_allowed(std::string_view client_id, acl::Access access,
+                           std::string_view topic) noexcept {
+  return provision_topic_allowed(client_id, access, topic, "renew");
 }
 
 const ClaimEntry* Snapshot::find_claim_by_certificate(

@@ -83,6 +83,11 @@ std::string claim_username(std::string_view claim_name);
 // `.../accepted` or `.../rejected`; receive messages on those two topics. Nothing else.
 bool claim_topic_allowed(std::string_view client_id, acl::Access access,
                          std::string_view topic_or_filter) noexcept;
+// The same for a device connected with its own certificate (docs/provisioning.md, "Renewal"):
+// publish exactly `$provision/<client id>/renew`; subscribe and receive as a claim client. The
+// plugin decides every `$provision/...` topic of a device by this alone: its rules never open one.
+bool renewal_topic_allowed(std::string_view client_id, acl::Access access,
+                           std::string_view topic_or_filter) noexcept;
 
 // The topic decision for one device, given its groups' rules (nullptr: the group has none). A
 // device that is not active is denied everything; otherwise its own rules, its type group's and

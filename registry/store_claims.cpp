@@ -13,6 +13,22 @@ std::optional<std::string> claim_name_problem(std::string_view name) {
   return "claim name: " + *problem;
 }
 
+std::string_view to_string(RenewRefusal refusal) noexcept {
+  switch (refusal) {
+    case RenewRefusal::none:
+      return "none";
+    case RenewRefusal::device_unknown:
+      return "device unknown";
+    case RenewRefusal::device_not_active:
+      return "device not active";
+    case RenewRefusal::certificate_not_current:
+      return "the certificate it connected with is not its active one";
+    case RenewRefusal::too_many_pending:
+      return "earlier renewals still wait for their certificate to connect";
+  }
+  return "unknown";
+}
+
 }  // namespace onboard::registry
 
 namespace onboard::registry::sql {

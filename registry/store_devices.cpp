@@ -35,23 +35,24 @@ CertificateKind certificate_kind_from(const std::string& text) {
   "serial_hex, issuer, sha256_fingerprint, device_id, subject, not_before, not_after, " \
   "status, revoked_at, revocation_reason, pem, kind"
 
-// Columns: ONBOARD_CERTIFICATE_COLUMNS.
-Certificate certificate_from(const Statement& s) {
+// Columns: ONBOARD_CERTIFICATE_COLUMNS, from column `at` on.
+Certificate certificate_from_at(const Statement& s, int at) {
   Certificate c;
-  c.serial_hex = s.text(0);
-  c.issuer = s.text(1);
-  c.sha256_fingerprint = s.text(2);
-  c.device_id = s.text_or_null(3).value_or("");
-  c.subject = s.text(4);
-  c.not_before = s.int64(5);
-  c.not_after = s.int64(6);
-  c.status = s.text(7) == "revoked" ? CertificateStatus::revoked : CertificateStatus::active;
-  if (!s.is_null(8)) c.revoked_at = s.int64(8);
-  if (auto reason = s.text_or_null(9)) c.revocation_reason = reason_from(*reason);
-  c.pem = s.text(10);
-  c.kind = certificate_kind_from(s.text(11));
+  c.serial_hex = s.text(at + 0);
+  c.issuer = s.text(at + 1);
+  c.sha256_fingerprint = s.text(at + 2);
+  c.device_id = s.text_or_null(at + 3).value_or("");
+  c.subject = s.text(at + 4);
+  c.not_before = s.int64(at + 5);
+  c.not_after = s.int64(at + 6);
+  c.status = s.text(at + 7) == "revoked" ? CertificateStatus::revoked : CertificateStatus::active;
+  if (!s.is_null(at + 8)) c.revoked_at = s.int64(at + 8);
+  if (auto reason = s.text_or_null(at + 9)) c.revocation_reason = reason_from(*reason);
+  c.pem = s.text(at + 10);
+  c.kind = certificate_kind_from(s.text(at + 11));
   return c;
 }
+Certificate certificate_from(const Statement& s) { return certificate_from_at(s, 0); }
 
 }  // namespace
 
@@ -533,6 +534,195 @@ Result<CertificateRevokeOutcome> SqlStore::revoke_certificate(std::string_view s
     record_audit(actor, "certificate.revoke", cert.serial_hex, details, touched);
     return outcome;
   });
+}
+
+// Decision table (the first row that applies refuses; nothing is written then):
+//  1. no such device → device_unknown;  2. the device not active → device_not_active;
+//  3. the presented certificate not a device certificate of this device, not active, or not in
+//     date at actor.now → certificate_not_current;
+//  4. an active certificate of the device recorded after the presented one with the request's key
+//     → that certificate, repeated (a retry);
+//  5. kMaxPendingRenewals active device certificates besides the presented one → too_many_pending;
+// otherwise the new certificate is recorded, the presented one left active.
+Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
+                                            std::string_view presented_sha256,
+                                            const NewCertificate& certificate,
+                                            const SameKey& same_key, const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  auto presented = normalize_fingerprint(presented_sha256);
+  if (!presented) {
+    return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
+  }
+  ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
+  const std::string id(device_id);
+  return write("renew certificate", actor, [&]() -> Result<RenewOutcome> {
+    RenewOutcome out;
+    auto device = load_device(id);
+    if (!device) {
+      out.refusal = RenewRefusal::device_unknown;
+      return out;
+    }
+    if (device->status != DeviceStatus::active) {
+      out.refusal = RenewRefusal::device_not_active;
+      return out;
+    }
+    auto query = prepare(db_,
+                         "SELECT rowid, " ONBOARD_CERTIFICATE_COLUMNS
+                         " FROM certificates WHERE device_id = ?1 ORDER BY rowid",
+                         id);
+    std::optional<std::int64_t> presented_row;
+    Certificate presented_cert;
+    std::vector<Certificate> later;
+    std::size_t others_active = 0;
+    while (query.step()) {
+      const std::int64_t row = query.int64(0);
+      Certificate c = certificate_from_at(query, 1);
+      const bool active =
+          c.kind == CertificateKind::device && c.status == CertificateStatus::active;
+      if (c.sha256_fingerprint == *presented) {
+        presented_row = row;
+        presented_cert = std::move(c);
+        continue;
+      }
+      if (active) ++others_active;
+      if (presented_row && active) later.push_back(std::move(c));
+    }
+    query.reset();
+    if (!presented_row || presented_cert.kind != CertificateKind::device ||
+        presented_cert.status != CertificateStatus::active ||
+        actor.now < presented_cert.not_before || actor.now >= presented_cert.not_after) {
+      out.refusal = RenewRefusal::certificate_not_current;
+      return out;
+    }
+    for (auto& c : later) {
+      if (same_key && same_key(c)) {
+        out.certificate = std::move(c);
+        out.repeated = true;
+        return out;
+      }
+    }
+    if (others_active >= kMaxPendingRenewals) {
+      out.refusal = RenewRefusal::too_many_pending;
+      return out;
+    }
+    Touched touched;
+    touch(touched, Entity::certificate, cert.sha256_fingerprint);
+    ONBOARD_CHECK(insert_certificate(CertificateKind::device, id, cert));
+    record_change(ChangeKind::device, id, actor.now);
+    record_audit(actor, "certificate.renew", id,
+                 {{"serial", cert.serial_hex},
+                  {"fingerprint", cert.sha256_fingerprint},
+                  {"renews", presented_cert.serial_hex}},
+                 touched);
+    out.certificate = just_recorded(cert, id, CertificateKind::device);
+    return out;
+  });
+}
+
+Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_view device_id,
+                                                                  std::string_view current_sha256,
+                                                                  const Actor& actor) {
+  ONBOARD_CHECK(check_device_id(device_id));
+  auto current = normalize_fingerprint(current_sha256);
+  if (!current) {
+    return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
+  }
+  const std::string id(device_id);
+  return write("supersede certificates", actor, [&]() -> Result<std::vector<std::string>> {
+    std::vector<std::string> serials, fingerprints;
+    auto device = load_device(id);
+    if (!device || device->status != DeviceStatus::active) return serials;
+    auto query = prepare(db_,
+                         "SELECT rowid, serial_hex, sha256_fingerprint, status, kind FROM "
+                         "certificates WHERE device_id = ?1 ORDER BY rowid",
+                         id);
+    bool found = false;
+    std::string current_serial;
+    while (query.step()) {
+      const bool active = query.text(3) == "active" && query.text(4) == "device";
+      if (query.text(2) == *current) {
+        found = active;
+        current_serial = query.text(1);
+        break;
+      }
+      if (active) {
+        serials.push_back(query.text(1));
+        fingerprints.push_back(query.text(2));
+      }
+    }
+    query.reset();
+    if (!found || fingerprints.empty()) return std::vector<std::string>();
+    supersede_certificates(
+        id, fingerprints,
+        {{"serial", current_serial}, {"superseded", serials}, {"why", "connected"}}, actor);
+    return serials;
+  });
+}
+
+// Candidates: active device certificates with a later active sibling old enough; only devices
+// that are active (a disabled device keeps its certificates as they are until it is enabled).
+Result<std::vector<std::string>> SqlStore::supersede_renewed(UnixTime successor_not_before_by,
+                                                             const Actor& actor) {
+  struct Old {
+    std::string device, serial, fingerprint;
+  };
+  auto find = [&] {
+    std::vector<Old> found;
+    auto query = prepare(db_,
+                         "SELECT prev.device_id, prev.serial_hex, prev.sha256_fingerprint "
+                         "FROM certificates prev JOIN devices d ON d.id = prev.device_id "
+                         "WHERE prev.kind = 'device' AND prev.status = 'active' "
+                         "AND d.status = 'active' AND EXISTS (SELECT 1 FROM certificates succ "
+                         "WHERE succ.device_id = prev.device_id AND succ.kind = 'device' "
+                         "AND succ.status = 'active' AND succ.rowid > prev.rowid "
+                         "AND succ.not_before <= ?1) ORDER BY prev.device_id, prev.rowid",
+                         successor_not_before_by);
+    while (query.step()) found.push_back({query.text(0), query.text(1), query.text(2)});
+    return found;
+  };
+  // Usually there is nothing: the scan runs without taking the write lock, and the write
+  // transaction (which looks again) only when something is due.
+  ONBOARD_TRY(auto due, read("find renewed certificates",
+                             [&]() -> Result<std::vector<Old>> { return find(); }));
+  if (due.empty()) return std::vector<std::string>();
+  return write("supersede renewed certificates", actor, [&]() -> Result<std::vector<std::string>> {
+    const std::vector<Old> found = find();
+    std::vector<std::string> serials;
+    for (std::size_t i = 0; i < found.size();) {
+      std::size_t end = i;
+      std::vector<std::string> fingerprints, device_serials;
+      while (end < found.size() && found[end].device == found[i].device) {
+        fingerprints.push_back(found[end].fingerprint);
+        device_serials.push_back(found[end].serial);
+        ++end;
+      }
+      supersede_certificates(found[i].device, fingerprints,
+                             {{"superseded", device_serials}, {"why", "grace period over"}}, actor);
+      serials.insert(serials.end(), device_serials.begin(), device_serials.end());
+      i = end;
+    }
+    return serials;
+  });
+}
+
+void SqlStore::supersede_certificates(const std::string& device_id,
+                                      const std::vector<std::string>& fingerprints,
+                                      const nlohmann::json& details, const Actor& actor) {
+  Touched touched;
+  for (const auto& fingerprint : fingerprints) {
+    touch(touched, Entity::certificate, fingerprint);
+    prepare(db_,
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?1, "
+            "revocation_reason = ?2 WHERE sha256_fingerprint = ?3",
+            actor.now, revocation_reason_name(RevocationReason::superseded), fingerprint)
+        .exec();
+    // A key kept for a revoked certificate has no use left.
+    prepare(db_, "DELETE FROM held_keys WHERE device_id = ?1 AND certificate_sha256 = ?2",
+            device_id, fingerprint)
+        .exec();
+  }
+  record_change(ChangeKind::device, device_id, actor.now);
+  record_audit(actor, "certificate.supersede", device_id, details, touched);
 }
 
 }  // namespace onboard::registry::sql

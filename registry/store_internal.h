@@ -136,6 +136,14 @@ class SqlStore final : public Store, private Connection {
   Result<EnrollOutcome> enroll_device(std::string_view claim, const NewDevice& device,
                                       const NewCertificate& certificate,
                                       const Actor& actor) override;
+  Result<RenewOutcome> renew_device(std::string_view device_id, std::string_view presented_sha256,
+                                    const NewCertificate& certificate, const SameKey& same_key,
+                                    const Actor& actor) override;
+  Result<std::vector<std::string>> supersede_predecessors(std::string_view device_id,
+                                                          std::string_view current_sha256,
+                                                          const Actor& actor) override;
+  Result<std::vector<std::string>> supersede_renewed(UnixTime successor_not_before_by,
+                                                     const Actor& actor) override;
 
  private:
   Result<RestoreSummary> restore_attached(std::string_view backup_name, const Actor& actor);
@@ -167,6 +175,11 @@ class SqlStore final : public Store, private Connection {
                                                       RevocationReason reason, UnixTime now,
                                                       Touched& touched);
   void set_device_status(std::string_view id, DeviceStatus status, UnixTime now);
+  // Revokes these certificates of the device as superseded (touching each, erasing a key held
+  // for one), with the device's change row and a certificate.supersede audit row.
+  void supersede_certificates(const std::string& device_id,
+                              const std::vector<std::string>& fingerprints,
+                              const nlohmann::json& details, const Actor& actor);
 
   // Rules and groups (store_rules.cpp).
   bool group_exists(std::string_view name);

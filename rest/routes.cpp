@@ -802,6 +802,45 @@ Reply provision_enroll(Context& ctx, Call& call) {
   return reply;
 }
 
+// The broker's plugin hands over what a device connected with its own certificate published on
+// $provision/<device id>/renew, and in X-Client-Certificate the fingerprint of that certificate.
+// Answered as provision_enroll; an acceptance also names the new certificate's fingerprint, so
+// that the plugin can hold the answer until its snapshot knows the certificate.
+Reply provision_renew(Context& ctx, Call& call) {
+  ops::RenewRequest request{call.param(1), call.request.get_header_value("X-Client-Certificate"),
+                            call.body};
+  std::unique_lock turn(ctx.write_turn, std::defer_lock);
+  const auto answer = ops::renew(
+      call.store, ctx.ca, request, call.actor, [&turn] { turn.lock(); },
+      [](const std::string& line) { log_line(line); });
+  Reply reply;
+  reply.body = ops::answer_payload(answer);
+  reply.headers.emplace_back("X-Provision-Result", std::string(ops::answer_topic_suffix(answer)));
+  if (answer.refused) {
+    reply.headers.emplace_back("X-Provision-Code", std::string(to_string(*answer.refused)));
+  } else {
+    reply.headers.emplace_back("X-Provision-Certificate", answer.certificate_sha256);
+  }
+  return reply;
+}
+
+// The broker's plugin: device {device_id} connected with the certificate in
+// X-Client-Certificate, so its older active certificates are superseded.
+Reply provision_connected(Context& ctx, Call& call) {
+  const std::string id = call.param(1);
+  const std::string fingerprint = call.request.get_header_value("X-Client-Certificate");
+  std::lock_guard turn(ctx.write_turn);
+  auto superseded =
+      take(ops::supersede(call.store, ctx.ca, ctx.workspace.crl, id, fingerprint, call.actor));
+  if (!superseded.serials.empty()) {
+    log_line("device '" + id + "' connected with its renewed certificate: superseded " +
+             std::to_string(superseded.serials.size()) + " older one(s)");
+  }
+  return json_reply(200, json{{"superseded", superseded.serials},
+                              {"crl_number", superseded.crl_number ? json(*superseded.crl_number)
+                                                                   : json(nullptr)}});
+}
+
 // ---- the route table -------------------------------------------------------------------------
 
 constexpr RouteSpec kRoutes[] = {
@@ -844,6 +883,9 @@ constexpr RouteSpec kRoutes[] = {
     // The broker's plugin only (serve --provision-token-file).
     {"POST", "/v1/provision/{claim}/{client_id}", Need::provisioner, provision_enroll,
      "application/octet-stream"},
+    {"POST", "/v1/renew/{device_id}", Need::provisioner, provision_renew,
+     "application/octet-stream"},
+    {"POST", "/v1/renew/{device_id}/connected", Need::provisioner, provision_connected},
 };
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "core/files.h"
 #include "ops/crl_refresh.h"
 #include "ops/operations.h"
+#include "ops/provisioning.h"
 #include "rest/auth.h"
 #include "rest/context.h"
 #include "rest/front.h"
@@ -247,6 +248,42 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
   } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
 }
 
+// Ends renewals' grace periods (docs/provisioning.md, "Renewal"): a device that renewed over MQTT
+// and whose new certificate has not connected within `grace` has its old one revoked as
+// superseded, and the CRL rewritten, in the write turn. Looked at every quarter of the grace
+// period, at least every second and at most every 10 minutes. Never throws: a failure is logged
+// once and retried.
+void supersede_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds grace) {
+  const auto check = std::clamp<std::chrono::seconds>(grace / 4, std::chrono::seconds(1),
+                                                      std::chrono::minutes(10));
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  bool failing = false;
+  do {
+    std::string problem;
+    try {
+      std::lock_guard turn(ctx.write_turn);
+      auto store = ctx.stores.borrow();
+      auto superseded =
+          store.ok() ? ops::supersede_expired(**store, ctx.ca, ctx.workspace.crl, grace.count(),
+                                              registry::Actor{"serve:renewal", unix_now()})
+                     : Result<ops::Superseded>(store.error());
+      if (!superseded.ok()) {
+        problem = superseded.error().message;
+      } else if (!superseded->serials.empty()) {
+        log_line("superseded " + std::to_string(superseded->serials.size()) +
+                 " certificate(s) whose renewal's grace period is over");
+      }
+    } catch (const std::exception& e) {
+      problem = e.what();
+    }
+    if (!problem.empty() && !failing)
+      log_line("cannot end renewals' grace periods (will retry): " + problem);
+    failing = !problem.empty();
+  } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
+}
+
 namespace {
 
 // process_request (one request on a stream) is protected in httplib::Server. The server is never
@@ -356,6 +393,13 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
   std::jthread crl_refresher([&ctx, &options](std::stop_token stop) {
     refresh_crl_on_schedule(ctx, stop, options.crl_check_interval);
   });
+  // Renewals come only through the provisioning route.
+  std::jthread renewal_sweeper;
+  if (ctx.provision_token) {
+    renewal_sweeper = std::jthread([&ctx, &options](std::stop_token stop) {
+      supersede_on_schedule(ctx, stop, options.renewal_grace);
+    });
+  }
 
   std::atomic<bool> serving_done{false};
   std::atomic<bool> signalled{false};

@@ -41,6 +41,9 @@ struct ServeOptions {
   // A file holding the secret the broker's plugin authenticates with to hand over enrolment
   // requests (POST /v1/provision/...); empty: enrolment over MQTT is off.
   std::string provision_token_file;
+  // How long a device's old certificate stays valid after it renewed over MQTT when the new one
+  // never connects (docs/provisioning.md, "Renewal"); then this server revokes it as superseded.
+  std::chrono::seconds renewal_grace{86400};
 };
 
 // One route as the server registers it and docs/openapi.yaml names it: "GET", "/v1/devices/{id}".

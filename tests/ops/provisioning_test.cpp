@@ -242,3 +242,240 @@ TEST_CASE("the quota holds exactly when more devices than it allows enroll at on
   CHECK(site.quota_used("burst") == 5);
   CHECK(site.devices() == 5);
 }
+
+// ---- renewal --------------------------------------------------------------------------------
+
+namespace {
+
+// A device enrolled through a claim, with the key of its first certificate.
+struct Enrolled {
+  ossl::Ptr<EVP_PKEY> key;
+  registry::Certificate certificate;
+};
+Enrolled enroll_device(Site& site, const std::string& claim, const std::string& id) {
+  Enrolled out{p256(), {}};
+  const auto answer = site.enroll(claim, id, request_for(out.key.get(), id));
+  INFO(answer.message);
+  REQUIRE_FALSE(answer.refused.has_value());
+  out.certificate = must(site.store->certificates_of(id)).back();
+  return out;
+}
+
+ops::ProvisionAnswer renew(Site& site, const std::string& id, const std::string& presented,
+                           const std::string& payload) {
+  return ops::renew(*site.store, *site.ca, {id, presented, payload}, site.actor);
+}
+
+}  // namespace
+
+TEST_CASE("a renewal records a new certificate beside the presented one and a retry is the same") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto device = enroll_device(site, "line-a", "unit-1");
+  const auto key = p256();
+  const std::string request = request_for(key.get(), "unit-1");
+
+  const auto first = renew(site, "unit-1", device.certificate.sha256_fingerprint, request);
+  INFO(first.message);
+  REQUIRE_FALSE(first.refused.has_value());
+  CHECK_FALSE(first.repeated);
+  CHECK(ops::answer_topic_suffix(first) == "accepted");
+  const auto cert = must(ca::certificate_from_pem(first.certificate_pem));
+  CHECK(EVP_PKEY_eq(X509_get0_pubkey(cert.get()), key.get()) == 1);
+  CHECK(ca::describe_certificate(cert.get()).subject == "CN=unit-1");
+  CHECK(first.certificate_sha256 == ca::describe_certificate(cert.get()).sha256_fingerprint);
+  auto certificates = must(site.store->certificates_of("unit-1"));
+  REQUIRE(certificates.size() == 2);
+  CHECK(certificates[0].status == registry::CertificateStatus::active);  // until the new connects
+  CHECK(certificates[1].pem == first.certificate_pem);
+  const auto audit = must(site.store->audit_list(0, 0));
+  CHECK(std::any_of(audit.begin(), audit.end(), [](const auto& e) {
+    return e.action == "certificate.renew" && e.subject == "unit-1";
+  }));
+  CHECK(site.quota_used("line-a") == 1);  // a renewal spends no claim unit
+
+  // The answer was lost: the same CSR is the same certificate, and nothing new is recorded.
+  const auto again = renew(site, "unit-1", device.certificate.sha256_fingerprint, request);
+  REQUIRE_FALSE(again.refused.has_value());
+  CHECK(again.repeated);
+  CHECK(again.certificate_pem == first.certificate_pem);
+  CHECK(again.certificate_sha256 == first.certificate_sha256);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 2);
+  // Its old key again is a renewal too (a new certificate for the same key), not the old one.
+  const auto same_key = renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                              request_for(device.key.get(), "unit-1"));
+  REQUIRE_FALSE(same_key.refused.has_value());
+  CHECK_FALSE(same_key.repeated);
+  CHECK(same_key.certificate_pem != device.certificate.pem);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 3);
+  CHECK(must(site.store->verify_audit()).ok());
+}
+
+TEST_CASE("the new certificate's connect supersedes the older ones and writes the CRL") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto device = enroll_device(site, "line-a", "unit-1");
+  const auto key = p256();
+  const auto renewed = renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                             request_for(key.get(), "unit-1"));
+  REQUIRE_FALSE(renewed.refused.has_value());
+  const auto crl = site.dir / "crl.pem";
+  must(ops::rewrite_crl(*site.store, *site.ca, crl, "", site.actor));
+
+  // The old certificate connecting again supersedes nothing (nothing is older than it).
+  auto none = must(ops::supersede(*site.store, *site.ca, crl, "unit-1",
+                                  device.certificate.sha256_fingerprint, site.actor));
+  CHECK(none.serials.empty());
+  CHECK_FALSE(none.crl_number.has_value());
+  CHECK(must(site.store->certificates_of("unit-1"))[0].status ==
+        registry::CertificateStatus::active);
+
+  auto superseded = must(
+      ops::supersede(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256, site.actor));
+  CHECK(superseded.serials == std::vector<std::string>{device.certificate.serial_hex});
+  CHECK(superseded.crl_number.has_value());
+  CHECK(std::filesystem::exists(crl));
+  const auto certificates = must(site.store->certificates_of("unit-1"));
+  CHECK(certificates[0].status == registry::CertificateStatus::revoked);
+  CHECK(certificates[0].revocation_reason == RevocationReason::superseded);
+  CHECK(certificates[1].status == registry::CertificateStatus::active);
+  // Twice is once.
+  const auto twice = must(
+      ops::supersede(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256, site.actor));
+  CHECK(twice.serials.empty());
+  CHECK_FALSE(twice.crl_number.has_value());
+  // A supersession whose CRL rewrite was lost is finished when the plugin asks again.
+  std::filesystem::remove(crl);
+  const auto rerun = must(
+      ops::supersede(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256, site.actor));
+  CHECK(rerun.serials.empty());
+  CHECK(rerun.crl_number.has_value());
+  CHECK(must(ops::crl_lists_revoked_of(*site.store, *site.ca, crl, "unit-1")));
+  // The superseded certificate can no longer renew.
+  require_refused(renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                        request_for(p256().get(), "unit-1")),
+                  ProvisionCode::renewal_not_allowed);
+  CHECK(must(site.store->verify_audit()).ok());
+}
+
+TEST_CASE("a renewal is refused for a device not active or a certificate not its own") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto one = enroll_device(site, "line-a", "unit-1");
+  const auto two = enroll_device(site, "line-a", "unit-2");
+  const std::string request = request_for(p256().get(), "unit-1");
+
+  // Another device's certificate, an unknown one, a fingerprint that is none.
+  require_refused(renew(site, "unit-1", two.certificate.sha256_fingerprint, request),
+                  ProvisionCode::renewal_not_allowed);
+  require_refused(renew(site, "unit-1", std::string(64, 'a'), request),
+                  ProvisionCode::renewal_not_allowed);
+  require_refused(renew(site, "unit-1", "not-a-fingerprint", request),
+                  ProvisionCode::renewal_not_allowed);
+  require_refused(renew(site, "unit-9", one.certificate.sha256_fingerprint,
+                        request_for(p256().get(), "unit-9")),
+                  ProvisionCode::renewal_not_allowed);
+  // The CSR's CN must be the device's id; the request carries the CSR alone.
+  require_refused(renew(site, "unit-1", one.certificate.sha256_fingerprint,
+                        request_for(p256().get(), "unit-2")),
+                  ProvisionCode::cn_mismatch);
+  require_refused(
+      renew(site, "unit-1", one.certificate.sha256_fingerprint,
+            json{{"csr", csr_for(p256().get(), "unit-1")}, {"metadata", json::object()}}.dump()),
+      ProvisionCode::malformed_request);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 1);
+
+  // A disabled device may not renew; enabled again it may (the positive control).
+  must(site.store->set_device_enabled("unit-1", false, site.actor));
+  require_refused(renew(site, "unit-1", one.certificate.sha256_fingerprint, request),
+                  ProvisionCode::renewal_not_allowed);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 1);
+  must(site.store->set_device_enabled("unit-1", true, site.actor));
+  CHECK_FALSE(renew(site, "unit-1", one.certificate.sha256_fingerprint, request).refused);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 2);
+  CHECK(must(site.store->certificates_of("unit-2")).size() == 1);
+}
+
+TEST_CASE("a device with renewals waiting for their first connect may not renew again") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto device = enroll_device(site, "line-a", "unit-1");
+  std::vector<std::string> requests;
+  for (std::size_t i = 0; i < registry::kMaxPendingRenewals; ++i) {
+    requests.push_back(request_for(p256().get(), "unit-1"));
+    REQUIRE_FALSE(
+        renew(site, "unit-1", device.certificate.sha256_fingerprint, requests.back()).refused);
+  }
+  require_refused(renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                        request_for(p256().get(), "unit-1")),
+                  ProvisionCode::renewal_not_allowed);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 1 + registry::kMaxPendingRenewals);
+  // The retry of a pending one is still its certificate (the positive control).
+  const auto retry = renew(site, "unit-1", device.certificate.sha256_fingerprint, requests[0]);
+  REQUIRE_FALSE(retry.refused);
+  CHECK(retry.repeated);
+}
+
+TEST_CASE("retries of one renewal racing each other record one certificate") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto device = enroll_device(site, "line-a", "unit-1");
+  const std::string request = request_for(p256().get(), "unit-1");
+  constexpr int kRetries = 8;
+  std::vector<std::string> answers(kRetries);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRetries; ++i) {
+    threads.emplace_back([&, i] {
+      auto store =
+          registry::open_sqlite_store(site.dir / "registry.db", registry::OpenMode::read_write);
+      if (!store.ok()) return;
+      const auto answer =
+          ops::renew(**store, *site.ca, {"unit-1", device.certificate.sha256_fingerprint, request},
+                     site.actor);
+      if (!answer.refused) answers[i] = answer.certificate_pem;
+    });
+  }
+  for (auto& t : threads) t.join();
+  const auto certificates = must(site.store->certificates_of("unit-1"));
+  REQUIRE(certificates.size() == 2);
+  for (const auto& pem : answers) CHECK(pem == certificates[1].pem);
+}
+
+TEST_CASE("a renewal's old certificate is superseded once its grace period is over") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto one = enroll_device(site, "line-a", "unit-1");
+  const auto two = enroll_device(site, "line-a", "unit-2");
+  REQUIRE_FALSE(
+      renew(site, "unit-1", one.certificate.sha256_fingerprint, request_for(p256().get(), "unit-1"))
+          .refused);
+  const auto crl = site.dir / "crl.pem";
+  constexpr UnixTime kGrace = 3600;
+
+  // Within the grace period nothing goes (the negative), nor a device that never renewed.
+  auto early = must(ops::supersede_expired(*site.store, *site.ca, crl, kGrace, site.actor));
+  CHECK(early.serials.empty());
+  CHECK_FALSE(std::filesystem::exists(crl));
+  CHECK(must(site.store->certificates_of("unit-1"))[0].status ==
+        registry::CertificateStatus::active);
+
+  // Past it, the old certificate is revoked as superseded and the CRL written; the new one and
+  // the other device's stay.
+  registry::Actor later = site.actor;
+  // The certificate was issued by the clock, a moment after site.actor.now.
+  later.now += kGrace + 60;
+  auto late = must(ops::supersede_expired(*site.store, *site.ca, crl, kGrace, later));
+  CHECK(late.serials == std::vector<std::string>{one.certificate.serial_hex});
+  CHECK(late.crl_number.has_value());
+  CHECK(std::filesystem::exists(crl));
+  const auto certificates = must(site.store->certificates_of("unit-1"));
+  REQUIRE(certificates.size() == 2);
+  CHECK(certificates[0].revocation_reason == RevocationReason::superseded);
+  CHECK(certificates[1].status == registry::CertificateStatus::active);
+  CHECK(must(site.store->certificates_of("unit-2"))[0].status ==
+        registry::CertificateStatus::active);
+  // Once is enough.
+  CHECK(must(ops::supersede_expired(*site.store, *site.ca, crl, kGrace, later)).serials.empty());
+  CHECK(must(site.store->verify_audit()).ok());
+  (void)two;
+}

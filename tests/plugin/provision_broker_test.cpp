@@ -48,12 +48,12 @@ class SignerSite : public Fleet {
   }
   std::filesystem::path token_file() const { return dir() / "provision.token"; }
 
-  void start_signer() {
-    signer_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve",
-                                 "--listen", "127.0.0.1:0", "--provision-token-file",
-                                 token_file().string()},
-        dir() / "serve.log");
+  void start_signer(const std::vector<std::string>& options = {}) {
+    std::vector<std::string> args{
+        ONBOARDCTL_PATH, "--data-dir",  data().string(),          "serve",
+        "--listen",      "127.0.0.1:0", "--provision-token-file", token_file().string()};
+    args.insert(args.end(), options.begin(), options.end());
+    signer_ = std::make_unique<ChildProcess>(args, dir() / "serve.log");
     const std::string line = signer_->read_line();
     INFO(line);
     REQUIRE(line.starts_with("serving on http://127.0.0.1:"));
@@ -380,4 +380,194 @@ TEST_CASE(
   // ... and it is no API token: an operator route refuses it, the operator token's own works.
   CHECK(post(secret, "/v1/devices").find("status=401") != std::string::npos);
   CHECK(post(operator_token, "/v1/devices").find("status=401") == std::string::npos);
+}
+
+// ---- renewal --------------------------------------------------------------------------------
+
+namespace {
+
+Answer renew(MqttClient& client, const std::string& id, const std::string& payload) {
+  REQUIRE(client.publish_reason("$provision/" + id + "/renew", payload) == kV5NoSubscribers);
+  auto answer = answer_of(client, id);
+  REQUIRE(answer.has_value());
+  return *answer;
+}
+
+// The device's certificates as the registry has them, oldest first.
+json certificates_of(SignerSite& site, const std::string& id) {
+  auto r = site.ctl({"cert", "list", id, "--json"});
+  Fleet::must(r);
+  return json::parse(r.out);
+}
+
+// Waits (at most `timeout`) until the registry has revoked the certificate `serial`.
+json wait_revoked(SignerSite& site, const std::string& id, const std::string& serial,
+                  std::chrono::milliseconds timeout = 10s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    for (const auto& c : certificates_of(site, id)) {
+      if (c["serial"] == serial && c["status"] == "revoked") return c;
+    }
+    if (std::chrono::steady_clock::now() > until) return json();
+    std::this_thread::sleep_for(50ms);
+  }
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a device renews its certificate over MQTT once and the old one goes when the new one "
+    "connects") {
+  SignerSite site;
+  site.add_device("meter-1");
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  const std::string old_serial = certificates_of(site, "meter-1")[0]["serial"];
+
+  std::string certificate, new_serial;
+  {
+    MqttClient old_device("meter-1", site.credentials("meter-1"), kV5);
+    REQUIRE(old_device.connect(broker->port(), 3s) == 0);
+    const std::string request = SignerSite::request(site.make_csr("meter-1-next", "meter-1"));
+    const Answer accepted = renew(old_device, "meter-1", request);
+    INFO(accepted.body.dump());
+    REQUIRE(accepted.result == "accepted");
+    CHECK(accepted.body["device_id"] == "meter-1");
+    certificate = accepted.body["certificate"];
+    CHECK(certificate.starts_with("-----BEGIN CERTIFICATE-----"));
+    CHECK(accepted.body["ca_chain"].get<std::string>().find("BEGIN CERTIFICATE") !=
+          std::string::npos);
+
+    // The answer was lost: the same CSR again is the same certificate, and no second one.
+    const Answer again = renew(old_device, "meter-1", request);
+    REQUIRE(again.result == "accepted");
+    CHECK(again.body["certificate"] == certificate);
+    auto certificates = certificates_of(site, "meter-1");
+    REQUIRE(certificates.size() == 2);
+    CHECK(certificates[0]["status"] == "active");  // the old one, until the new one connects
+    CHECK(certificates[1]["status"] == "active");
+    CHECK(certificates[1]["pem"] == certificate);
+    new_serial = certificates[1]["serial"];
+  }
+  {
+    // The old certificate still connects while the new one has not (the positive control).
+    MqttClient old_again("meter-1", site.credentials("meter-1"), kV5);
+    REQUIRE(old_again.connect(broker->port(), 3s) == 0);
+  }
+
+  // The new certificate connects and uses the device's own topics.
+  std::ofstream(site.cert("meter-1-next")) << certificate;
+  MqttClient new_device("meter-1", site.credentials("meter-1-next"), kV5);
+  REQUIRE(new_device.connect(broker->port(), 3s) == 0);
+  // Its first connect supersedes the old certificate in the registry.
+  const json revoked = wait_revoked(site, "meter-1", old_serial);
+  INFO(certificates_of(site, "meter-1").dump());
+  REQUIRE(revoked.is_object());
+  CHECK(revoked["revocation_reason"] == "superseded");
+  // The revocation reaches the broker, which keeps the connection made with the new certificate.
+  REQUIRE(broker->wait_for_log("stays connected"));
+  CHECK(new_device.connected());
+  REQUIRE(new_device.subscribe("devices/meter-1/#") == 1);
+  CHECK(new_device.publish_reason("devices/meter-1/telemetry", "7") == 0);
+  auto message = new_device.next_message();
+  REQUIRE(message.has_value());
+  CHECK(message->payload == "7");
+  // And the old certificate is refused from now on.
+  MqttClient refused("meter-1", site.credentials("meter-1"), kV5);
+  CHECK(refused.connect(broker->port(), 3s) == kV5NotAuthorized);
+  const auto after = certificates_of(site, "meter-1");
+  REQUIRE(after.size() == 2);
+  CHECK(after[1]["serial"] == new_serial);
+  CHECK(after[1]["status"] == "active");
+}
+
+TEST_CASE("a device may renew only itself and a claim client may not renew") {
+  SignerSite site;
+  site.add_device("meter-1");
+  site.add_device("meter-2");
+  const auto claim = site.add_claim("line-r", {"--quota", "5", "--expires", "1h"});
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  MqttClient device("meter-1", site.credentials("meter-1"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  const std::string for_two = SignerSite::request(site.make_csr("two-next", "meter-2"));
+
+  // Another device's renewal topic is closed to it, whatever the CSR says.
+  CHECK(device.publish_reason("$provision/meter-2/renew", for_two) == kV5NotAuthorized);
+  CHECK(device.subscribe("$provision/meter-2/+") >= 0x80);
+  // A request for another id on its own topic: the CN must be its own id.
+  require_rejected(renew(device, "meter-1", for_two), "cn_mismatch");
+  // Nothing else under $provision/ either: no enrolment request, no retained renewal.
+  CHECK(device.publish_reason("$provision/meter-1/csr", for_two) == kV5NotAuthorized);
+  const std::string own = SignerSite::request(site.make_csr("one-next", "meter-1"));
+  CHECK(device.publish_reason("$provision/meter-1/renew", own, true) == kV5NotAuthorized);
+  CHECK(certificates_of(site, "meter-2").size() == 1);
+  CHECK(certificates_of(site, "meter-1").size() == 1);
+  // Its own renewal is taken (the positive control), and may be subscribed to.
+  REQUIRE(device.subscribe("$provision/meter-1/+") == 1);
+  // PUBACK success (a subscription matches), yet its own request is not sent back to it.
+  REQUIRE(device.publish_reason("$provision/meter-1/renew", own) == 0);
+  auto answer = answer_of(device, "meter-1");
+  REQUIRE(answer.has_value());
+  CHECK(answer->result == "accepted");
+  CHECK_FALSE(device.next_message(300ms).has_value());
+  CHECK(certificates_of(site, "meter-1").size() == 2);
+
+  // A claim client may not renew, itself or a device.
+  MqttClient claim_client("unit-9", claim, kV5);
+  REQUIRE(claim_client.connect(broker->port(), 3s) == 0);
+  CHECK(claim_client.publish_reason("$provision/unit-9/renew", own) == kV5NotAuthorized);
+  CHECK(claim_client.publish_reason("$provision/meter-2/renew", for_two) == kV5NotAuthorized);
+  CHECK(certificates_of(site, "meter-2").size() == 1);
+  CHECK(site.claim_json("line-r")["quota_used"] == 0);
+}
+
+TEST_CASE("a bad renewal request is refused with its code and a good one then taken") {
+  SignerSite site;
+  site.add_device("meter-1");
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  MqttClient device("meter-1", site.credentials("meter-1"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  require_rejected(renew(device, "meter-1", "{not json"), "malformed_request");
+  require_rejected(renew(device, "meter-1", R"({"csr":"not a CSR"})"), "invalid_csr");
+  require_rejected(
+      renew(device, "meter-1", SignerSite::request(site.make_csr("weak", "meter-1", "rsa:1024"))),
+      "weak_key");
+  // metadata is the claim's business: a renewal carries the CSR alone.
+  const std::string csr = site.make_csr("next", "meter-1");
+  require_rejected(
+      renew(device, "meter-1", json{{"csr", csr}, {"metadata", json::object()}}.dump()),
+      "malformed_request");
+  CHECK(certificates_of(site, "meter-1").size() == 1);
+  // The same CSR alone is taken (the positive control).
+  CHECK(renew(device, "meter-1", SignerSite::request(csr)).result == "accepted");
+  CHECK(certificates_of(site, "meter-1").size() == 2);
+}
+
+TEST_CASE(
+    "an old certificate whose successor never connects is revoked when the grace period ends") {
+  SignerSite site;
+  site.add_device("meter-1");
+  site.start_signer({"--renewal-grace", "3s"});
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  const std::string old_serial = certificates_of(site, "meter-1")[0]["serial"];
+  MqttClient device("meter-1", site.credentials("meter-1"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  REQUIRE(renew(device, "meter-1", SignerSite::request(site.make_csr("next", "meter-1"))).result ==
+          "accepted");
+  // Within the grace period the old certificate is still the device's (the positive control).
+  CHECK(certificates_of(site, "meter-1")[0]["status"] == "active");
+  CHECK(device.connected());
+
+  const json revoked = wait_revoked(site, "meter-1", old_serial);
+  INFO(certificates_of(site, "meter-1").dump());
+  REQUIRE(revoked.is_object());
+  CHECK(revoked["revocation_reason"] == "superseded");
+  // The broker disconnects the connection made with it and refuses it from then on.
+  CHECK(device.wait_disconnected(5s));
+  MqttClient again("meter-1", site.credentials("meter-1"), kV5);
+  CHECK(again.connect(broker->port(), 3s) == kV5NotAuthorized);
+  CHECK(certificates_of(site, "meter-1")[1]["status"] == "active");
 }

@@ -114,3 +114,29 @@ TEST_CASE("a full queue answers at once and the queued requests are still served
   CHECK(answers.size() == 5 - refused.size());
   for (const auto& a : answers) CHECK(a.result == "accepted");
 }
+
+TEST_CASE(
+    "a connected notice the signer fails is a failure to log and never an answer to publish") {
+  Gate gate;
+  Provisioner provisioner([&] { return std::make_unique<FakeSigner>(gate); }, 1, 10,
+                          [](LogLevel, std::string) {});
+  const std::string fingerprint(64, 'a');
+  ProvisionRequest notice{"", "down", "", RequestKind::connected, fingerprint};
+  provisioner.submit(notice);
+  ProvisionRequest renewal{"", "down", "{}", RequestKind::renew, fingerprint};
+  provisioner.submit(renewal);
+  auto answers = wait_for(provisioner, 2);
+  REQUIRE(answers.size() == 2);
+  for (const auto& a : answers) {
+    if (a.kind == RequestKind::connected) {
+      CHECK(a.result == "failed");  // the broker thread only logs it
+      CHECK(a.certificate_sha256 == fingerprint);
+      CHECK(a.code == "signer_unavailable");
+    } else {
+      // A device's renewal is answered as an enrolment is: a retryable rejection.
+      CHECK(a.kind == RequestKind::renew);
+      CHECK(a.result == "rejected");
+      CHECK(a.code == "signer_unavailable");
+    }
+  }
+}

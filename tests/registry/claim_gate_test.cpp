@@ -147,4 +147,24 @@ TEST_CASE("a claim client may use only its own provision topics") {
   CHECK_FALSE(claim_topic_allowed("s-1", acl::kRead, "$provision/s-1/csr"));
   CHECK_FALSE(claim_topic_allowed("", acl::kPublish, "$provision//csr"));
   CHECK(claim_username("factory-1") == "claim:factory-1");
+  // A claim client's topics never include a renewal.
+  CHECK_FALSE(claim_topic_allowed("s-1", acl::kPublish, "$provision/s-1/renew"));
+}
+
+TEST_CASE("a device may renew only itself on its own provision topics") {
+  CHECK(renewal_topic_allowed("d-1", acl::kPublish, "$provision/d-1/renew"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kPublish, "$provision/d-2/renew"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kPublish, "$provision/d-1/csr"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kPublish, "$provision/d-1/accepted"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kPublish, "$provision/d-1/renew/x"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kPublish, "$provision/d-10/renew"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kPublish, "$provision/+/renew"));
+  CHECK(renewal_topic_allowed("d-1", acl::kSubscribe, "$provision/d-1/+"));
+  CHECK(renewal_topic_allowed("d-1", acl::kSubscribe, "$provision/d-1/accepted"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kSubscribe, "$provision/d-1/renew"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kSubscribe, "$provision/#"));
+  CHECK(renewal_topic_allowed("d-1", acl::kRead, "$provision/d-1/rejected"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kRead, "$provision/d-1/renew"));
+  CHECK_FALSE(renewal_topic_allowed("d-1", acl::kRead, "$provision/d-2/accepted"));
+  CHECK_FALSE(renewal_topic_allowed("", acl::kPublish, "$provision//renew"));
 }

@@ -167,3 +167,165 @@ TEST_CASE("a claim changed behind the store is named by audit verify") {
   CHECK(check.entity == "claim factory-1");
   CHECK_THAT(check.problem, Catch::Contains("changed outside the registry"));
 }
+
+// ---- renewal over MQTT ----------------------------------------------------------------------
+
+namespace {
+
+// The same-key check a renewal makes, here by fingerprint: records carry no real key.
+SameKey key_of(const NewCertificate& certificate) {
+  return [fingerprint = certificate.sha256_fingerprint](const Certificate& c) {
+    return c.sha256_fingerprint == fingerprint;
+  };
+}
+SameKey no_key() {
+  return [](const Certificate&) { return false; };
+}
+
+CertificateStatus status_of(Store& store, const NewCertificate& certificate) {
+  return must(store.find_certificate_by_fingerprint(certificate.sha256_fingerprint)).status;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a renewal records the new certificate beside the presented one and a retry writes "
+    "nothing") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto old_cert = register_test_device(*store, "dev-1");
+  const auto seq = must(store->change_seq());
+  const auto next = test_certificate("dev-1");
+
+  const auto renewed =
+      must(store->renew_device("dev-1", old_cert.sha256_fingerprint, next, no_key(), kAlice));
+  CHECK(renewed.refusal == RenewRefusal::none);
+  CHECK_FALSE(renewed.repeated);
+  CHECK(renewed.certificate.sha256_fingerprint == next.sha256_fingerprint);
+  CHECK(status_of(*store, old_cert) == CertificateStatus::active);
+  CHECK(status_of(*store, next) == CertificateStatus::active);
+  const auto changed = must(store->read_access(AccessQuery::changed_since(seq)));
+  REQUIRE(changed.devices.size() == 1);
+  CHECK(changed.devices[0].certificates.size() == 2);
+  CHECK(must(store->audit_list(0)).back().action == "certificate.renew");
+
+  // A retry whose key is the new certificate's: that certificate, and nothing written.
+  const auto seq_after = must(store->change_seq());
+  const auto retry = must(store->renew_device("dev-1", old_cert.sha256_fingerprint,
+                                              test_certificate("dev-1"), key_of(next), kAlice));
+  CHECK(retry.repeated);
+  CHECK(retry.certificate.sha256_fingerprint == next.sha256_fingerprint);
+  CHECK(must(store->change_seq()) == seq_after);
+  CHECK(must(store->certificates_of("dev-1")).size() == 2);
+  // The presented certificate's own key is no retry: it is the one being replaced.
+  const auto same_key = must(store->renew_device("dev-1", next.sha256_fingerprint,
+                                                 test_certificate("dev-1"), key_of(next), kAlice));
+  CHECK_FALSE(same_key.repeated);
+  CHECK(must(store->certificates_of("dev-1")).size() == 3);
+  CHECK(must(store->verify_audit()).ok());
+}
+
+TEST_CASE("a renewal is refused for an unknown or inactive device and a certificate not current") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto one = register_test_device(*store, "dev-1");
+  const auto two = register_test_device(*store, "dev-2");
+  const auto seq = must(store->change_seq());
+  auto refusal = [&](std::string_view id, const NewCertificate& presented, const Actor& actor) {
+    return must(store->renew_device(id, presented.sha256_fingerprint, test_certificate(id),
+                                    no_key(), actor))
+        .refusal;
+  };
+  CHECK(refusal("dev-9", one, kAlice) == RenewRefusal::device_unknown);
+  CHECK(refusal("dev-1", two, kAlice) == RenewRefusal::certificate_not_current);
+  const Actor expired{"alice", one.not_after};
+  CHECK(refusal("dev-1", one, expired) == RenewRefusal::certificate_not_current);
+  must(store->set_device_enabled("dev-2", false, kAlice));
+  CHECK(refusal("dev-2", two, kAlice) == RenewRefusal::device_not_active);
+  must(store->revoke_certificate(one.sha256_fingerprint, RevocationReason::unspecified, kAlice));
+  CHECK(refusal("dev-1", one, kAlice) == RenewRefusal::certificate_not_current);
+  require_error(
+      store->renew_device("dev-1", "not hex", test_certificate("dev-1"), no_key(), kAlice),
+      Errc::invalid_input);
+  // Only the disable and the revoke above wrote anything.
+  CHECK(must(store->change_seq()) == seq + 2);
+  CHECK(must(store->certificates_of("dev-1")).size() == 1);
+  CHECK(must(store->certificates_of("dev-2")).size() == 1);
+}
+
+TEST_CASE("a device cannot pile up renewed certificates that never connect") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto current = register_test_device(*store, "dev-1");
+  std::vector<NewCertificate> pending;
+  for (std::size_t i = 0; i < kMaxPendingRenewals; ++i) {
+    pending.push_back(test_certificate("dev-1"));
+    REQUIRE(must(store->renew_device("dev-1", current.sha256_fingerprint, pending.back(), no_key(),
+                                     kAlice))
+                .refusal == RenewRefusal::none);
+  }
+  const auto seq = must(store->change_seq());
+  CHECK(must(store->renew_device("dev-1", current.sha256_fingerprint, test_certificate("dev-1"),
+                                 no_key(), kAlice))
+            .refusal == RenewRefusal::too_many_pending);
+  CHECK(must(store->change_seq()) == seq);
+  // A retry of a pending one is still answered, and one connect clears the way.
+  CHECK(must(store->renew_device("dev-1", current.sha256_fingerprint, test_certificate("dev-1"),
+                                 key_of(pending[0]), kAlice))
+            .repeated);
+  must(store->supersede_predecessors("dev-1", pending.back().sha256_fingerprint, kAlice));
+  CHECK(must(store->renew_device("dev-1", pending.back().sha256_fingerprint,
+                                 test_certificate("dev-1"), no_key(), kAlice))
+            .refusal == RenewRefusal::none);
+}
+
+TEST_CASE("the successor's connect and the end of the grace period supersede the old certificate") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a1 = register_test_device(*store, "dev-a");
+  const auto b1 = register_test_device(*store, "dev-b");
+  const auto c1 = register_test_device(*store, "dev-c");
+  auto a2 = test_certificate("dev-a"), b2 = test_certificate("dev-b"),
+       c2 = test_certificate("dev-c");
+  b2.not_before = kNow + 100;  // issued later than a2
+  for (auto [id, old_cert, next] : {std::tuple{"dev-a", &a1, &a2}, std::tuple{"dev-b", &b1, &b2},
+                                    std::tuple{"dev-c", &c1, &c2}}) {
+    REQUIRE(must(store->renew_device(id, old_cert->sha256_fingerprint, *next, no_key(), kAlice))
+                .refusal == RenewRefusal::none);
+  }
+
+  // The old certificate connecting supersedes nothing; the new one supersedes the old.
+  CHECK(must(store->supersede_predecessors("dev-a", a1.sha256_fingerprint, kAlice)).empty());
+  CHECK(status_of(*store, a1) == CertificateStatus::active);
+  const auto seq = must(store->change_seq());
+  CHECK(must(store->supersede_predecessors("dev-a", a2.sha256_fingerprint, kAlice)) ==
+        std::vector<std::string>{a1.serial_hex});
+  const auto revoked = must(store->find_certificate_by_fingerprint(a1.sha256_fingerprint));
+  CHECK(revoked.status == CertificateStatus::revoked);
+  CHECK(revoked.revocation_reason == RevocationReason::superseded);
+  CHECK(status_of(*store, a2) == CertificateStatus::active);
+  const auto changed = must(store->read_access(AccessQuery::changed_since(seq)));
+  REQUIRE(changed.devices.size() == 1);
+  CHECK(changed.devices[0].id == "dev-a");
+  CHECK(must(store->audit_list(0)).back().action == "certificate.supersede");
+  CHECK(must(store->supersede_predecessors("dev-a", a2.sha256_fingerprint, kAlice)).empty());
+  // Another device's certificate supersedes nothing of this one.
+  CHECK(must(store->supersede_predecessors("dev-b", c2.sha256_fingerprint, kAlice)).empty());
+  CHECK(status_of(*store, b1) == CertificateStatus::active);
+
+  // The grace period: successors issued at or before the cut-off end their predecessors'. dev-b's
+  // was issued after it; dev-c is disabled and left as it is.
+  must(store->set_device_enabled("dev-c", false, kAlice));
+  CHECK(must(store->supersede_renewed(kNow - 1, kAlice)).empty());
+  CHECK(must(store->supersede_renewed(kNow + 50, kAlice)).empty());
+  CHECK(status_of(*store, b1) == CertificateStatus::active);
+  CHECK(status_of(*store, c1) == CertificateStatus::active);
+  CHECK(must(store->supersede_renewed(kNow + 100, kAlice)) ==
+        std::vector<std::string>{b1.serial_hex});
+  CHECK(must(store->find_certificate_by_fingerprint(b1.sha256_fingerprint)).revocation_reason ==
+        RevocationReason::superseded);
+  CHECK(status_of(*store, b2) == CertificateStatus::active);
+  CHECK(status_of(*store, c1) == CertificateStatus::active);
+  CHECK(must(store->supersede_renewed(kNow + 1000, kAlice)).empty());
+  CHECK(must(store->verify_audit()).ok());
+}

@@ -586,6 +586,24 @@ TEST_CASE("the data directory comes from ONBOARD_DATA_DIR when --data-dir is abs
   CHECK(list.exit_code == 0);
 }
 
+TEST_CASE("serve refuses a renewal grace period outside 1s to 365d before it opens anything") {
+  TempDir base;
+  const auto missing = (base / "no-data-dir").string();
+  for (const char* grace : {"0s", "366d", "soon"}) {
+    auto r = onboard::test::run({ONBOARDCTL_PATH, "--data-dir", missing, "serve", "--listen",
+                                 "127.0.0.1:0", "--renewal-grace", grace});
+    INFO(grace << ": " << r.err);
+    CHECK(r.exit_code == 3);
+    CHECK(contains(r.err, "--renewal-grace"));
+  }
+  // A good one passes that check (the positive control): it then fails on the missing data
+  // directory, not on the option.
+  auto good = onboard::test::run({ONBOARDCTL_PATH, "--data-dir", missing, "serve", "--listen",
+                                  "127.0.0.1:0", "--renewal-grace", "2s"});
+  CHECK(good.exit_code != 0);
+  CHECK_FALSE(contains(good.err, "--renewal-grace"));
+}
+
 // ---- device register ---------------------------------------------------------------------------
 
 TEST_CASE("register with a device's CSR issues a certificate for the device's own key") {
@@ -1861,7 +1879,8 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
       {{"registry", "restore"}, {"FILE", "--yes", "Revocations made since the backup stay"}},
       {{"serve"},
        {"--listen", "loopback", "--threads", "--max-body", "--tls-cert", "--tls-key",
-        "--passphrase-env", "--hold-passphrase-env", "--hold-passphrase-file", "--list-routes"}},
+        "--passphrase-env", "--hold-passphrase-env", "--hold-passphrase-file", "--list-routes",
+        "--renewal-grace"}},
   };
   std::set<Args> checked;
   for (const auto& [command, options] : commands) {
