@@ -63,6 +63,13 @@ class Handover {
   // Lets the tick skip the lock when there is nothing.
   bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
 
+  // Only the snapshot, when one was posted (the plugin's init waiting for the first); the rest
+  // stays for take().
+  std::shared_ptr<const registry::Snapshot> take_snapshot() {
+    std::lock_guard lock(mutex_);
+    return std::move(next_.snapshot);
+  }
+
   Taken take() {
     Taken out;
     std::lock_guard lock(mutex_);
