@@ -33,6 +33,14 @@ namespace onboard::plugin {
 
 class ClientRules {
  public:
+  ClientRules() = default;
+  // A binding views the client id its owner keeps and rules of the snapshot it was bound to: a
+  // copy could outlive either unnoticed. Moved only unbound, into AcceptedClients' table.
+  ClientRules(const ClientRules&) = delete;
+  ClientRules& operator=(const ClientRules&) = delete;
+  ClientRules(ClientRules&&) = default;
+  ClientRules& operator=(ClientRules&&) = default;
+
   // Binds to the rules `snapshot` (of `generation`, never 0) holds for device `username` and a
   // client with this client id. An unknown or inactive device is bound to deny everything.
   // `client_id` must outlive the binding (AcceptedClients' own copy does).

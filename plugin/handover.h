@@ -30,8 +30,11 @@ class Handover {
   };
 
   void post(std::shared_ptr<const registry::Snapshot> next, std::vector<std::string> new_kicks) {
+    // An older snapshot the broker thread never took is freed after the unlock: its last reference
+    // may be this one, and freeing a large snapshot must not hold up the broker's take().
+    std::shared_ptr<const registry::Snapshot> superseded;
     std::lock_guard lock(mutex_);
-    if (next) next_.snapshot = std::move(next);
+    if (next) superseded = std::exchange(next_.snapshot, std::move(next));
     next_.kicks.insert(next_.kicks.end(), new_kicks.begin(), new_kicks.end());
     pending_.store(true, std::memory_order_release);
   }
@@ -62,6 +65,13 @@ class Handover {
 
   // Lets the tick skip the lock when there is nothing.
   bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+
+  // Only the snapshot, when one was posted (the plugin's init waiting for the first); the rest
+  // stays for take().
+  std::shared_ptr<const registry::Snapshot> take_snapshot() {
+    std::lock_guard lock(mutex_);
+    return std::move(next_.snapshot);
+  }
 
   Taken take() {
     Taken out;

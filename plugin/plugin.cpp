@@ -38,6 +38,7 @@
 #include "core/x509.h"
 #include "plugin/accepted_clients.h"
 #include "plugin/broker_config.h"
+#include "plugin/broker_snapshot.h"
 #include "plugin/broker_version.h"
 #include "plugin/claim_rate.h"
 #include "plugin/config.h"
@@ -116,8 +117,9 @@ class Plugin {
         std::chrono::seconds(5),
         std::chrono::duration_cast<std::chrono::milliseconds>(config.staleness_limit) / 3);
     auto source = plugin::access_source(config.registry, kDatabaseTimeout, idle);
+    // The cheap checks only (the registry opens, its schema version): a misconfigured broker still
+    // refuses to start. The full read runs on the watcher thread (first_snapshot).
     ONBOARD_TRY(auto start, first_snapshot(*source, config));
-    auto [snapshot, read_at, from_cache] = std::move(start);
     std::unique_ptr<plugin::CrlGuard> crl;
     if (!config.crl_file.empty()) {
       std::string issuers;
@@ -133,7 +135,6 @@ class Plugin {
                                      config.provision_cafile, config.provision_timeout};
     }
     auto plugin = std::unique_ptr<Plugin>(new Plugin(config, identifier));
-    plugin->snapshot_ = snapshot;
     if (signer) {
       Handover* handover = &plugin->handover_;
       plugin->provisioner_ = std::make_unique<plugin::Provisioner>(
@@ -145,39 +146,41 @@ class Plugin {
           });
       log(MOSQ_LOG_NOTICE, "enrolment requests go to the signer at " + config.provision_url);
     }
-    plugin->last_ok_.store(read_at.time_since_epoch().count());
-    log(MOSQ_LOG_NOTICE, "registry " + config.registry.display() + ": " +
-                             std::to_string(snapshot->device_count()) + " devices, change " +
-                             std::to_string(snapshot->change_seq()));
+    if (start.cached) {
+      plugin->snapshot_.replace(start.cached->snapshot, plugin->handover_);
+      plugin->last_ok_.store((Clock::now() - start.cached->age).time_since_epoch().count());
+    }
     if (crl) log(MOSQ_LOG_NOTICE, "watching CRL " + config.crl_file + " for the listener");
-    auto watcher = std::make_shared<plugin::Watcher>(std::move(source), snapshot, plugin->handover_,
-                                                     plugin->last_ok_, std::move(crl));
-    if (config.cache_file) watcher->keep_cache(*config.cache_file, from_cache);
+    auto watcher = std::make_shared<plugin::Watcher>(
+        std::move(source), start.cached ? start.cached->snapshot : nullptr, plugin->handover_,
+        plugin->last_ok_, std::move(crl));
+    if (config.cache_file) watcher->keep_cache(*config.cache_file, start.cached.has_value());
     plugin->watcher_ = watcher;
     // The first poll reports on the CRL the broker is about to load.
-    if (watcher->crl() != nullptr) watcher->poll();
+    watcher->poll_crl();
     const auto interval = config.refresh_interval;
     plugin->worker_ =
         std::jthread([watcher, interval](std::stop_token stop) { watcher->run(stop, interval); });
+    if (!plugin->snapshot_.loaded()) plugin->wait_for_first_snapshot();
     return plugin;
   }
 
   mosquitto_plugin_id_t* identifier() const noexcept { return identifier_; }
 
-  // The snapshot to start from and when its content was read: the registry now, or, when it cannot
-  // be reached and plugin_opt_cache_file is set, the last good snapshot kept there. The cache
-  // counts as read when it was written, so that one older than the staleness limit lets the broker
-  // start but refuse new connections until the registry answers (fail closed on old news).
+  // What init starts from. The registry opens (the SQLite file exists and is a registry of this
+  // schema version, or PostgreSQL answers with one): nothing yet, the watcher thread reads it in
+  // full. It does not, and plugin_opt_cache_file is set: the last good snapshot kept there, read
+  // here (the registry is down: nothing to wait for), which counts as read when it was written, so
+  // that one older than the staleness limit lets the broker start but refuse new connections until
+  // the registry answers (fail closed on old news). Neither: the broker does not start.
   struct Start {
-    std::shared_ptr<const Snapshot> snapshot;
-    Clock::time_point read_at;
-    bool from_cache = false;
+    std::optional<plugin::CachedStart> cached;
   };
   static Result<Start> first_snapshot(plugin::AccessSource& source, const plugin::Config& config) {
-    auto read = source.reopen();
-    if (read.ok()) return Start{std::move(read).value(), Clock::now(), false};
+    auto probe = source.probe();
+    if (probe.ok()) return Start{};
     if (!config.cache_file) {
-      Error e = std::move(read).error();
+      Error e = std::move(probe).error();
       if (config.registry.backend == registry::Backend::postgresql) {
         e.message +=
             " (set plugin_opt_cache_file to start from the last good snapshot while the "
@@ -185,22 +188,28 @@ class Plugin {
       }
       return e;
     }
-    auto cached = registry::read_snapshot_cache(*config.cache_file);
-    if (!cached.ok()) {
-      return make_error(read.error().code,
-                        read.error().message + "; and the cache file: " + cached.error().message);
-    }
-    std::error_code ec;
-    const auto written = std::filesystem::last_write_time(*config.cache_file, ec);
-    const auto age = ec ? std::chrono::hours(24 * 365)
-                        : std::chrono::duration_cast<Clock::duration>(
-                              std::filesystem::file_time_type::clock::now() - written);
+    ONBOARD_TRY(auto cached,
+                plugin::read_cache_for_start(*config.cache_file, probe.error().message));
     log(MOSQ_LOG_WARNING,
-        read.error().message + "; starting from the cache file " + *config.cache_file +
-            " (change " + std::to_string(cached.value()->change_seq()) + ", written " +
-            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(age).count()) +
-            " s ago) until the registry answers");
-    return Start{std::move(cached).value(), Clock::now() - std::max(age, Clock::duration{}), true};
+        plugin::cache_start_line(*config.cache_file, cached, probe.error().message));
+    return Start{std::move(cached)};
+  }
+
+  // A small registry is read in a moment: init waits that long for it, so that no client is
+  // refused for want of a snapshot at start. A large one goes on loading on the watcher thread
+  // while the broker opens its listener; until it is in, every client is refused.
+  void wait_for_first_snapshot() {
+    constexpr auto kWait = std::chrono::milliseconds(500);
+    const auto until = Clock::now() + kWait;
+    while (Clock::now() < until) {
+      if (auto first = handover_.take_snapshot()) {
+        snapshot_.replace(std::move(first), handover_);
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    log(MOSQ_LOG_NOTICE, "registry " + config_.registry.display() +
+                             ": reading it in full; clients are refused until it is read");
   }
 
   // Decision table (the first row that applies decides):
@@ -231,8 +240,21 @@ class Plugin {
       return *offline == plugin::AcceptedClients::Standing::deferred ? MOSQ_ERR_PLUGIN_DEFER
                                                                      : MOSQ_ERR_AUTH;
     }
+    if (!snapshot_.loaded()) {
+      // Not even a client without a certificate is deferred: its id may be a device's.
+      clients_.forget(event.client);
+      std::size_t suppressed = 0;
+      if (not_loaded_log_.allow(Clock::now(), suppressed)) {
+        log(MOSQ_LOG_WARNING,
+            "refused client '" + printable(client_id) +
+                "': registry not loaded yet (every client is refused until it is read)" +
+                (suppressed > 0 ? " (" + std::to_string(suppressed) + " similar lines suppressed)"
+                                : std::string()));
+      }
+      return MOSQ_ERR_AUTH;
+    }
     if (!cert && config_.without_certificate == plugin::ClientsWithoutCertificate::defer) {
-      if (snapshot_->find_device(client_id) != nullptr) {
+      if (snapshot_.get().find_device(client_id) != nullptr) {
         clients_.forget(event.client);
         if (config_.log_connections)
           log(MOSQ_LOG_WARNING, "refused client '" + client_id +
@@ -243,7 +265,7 @@ class Plugin {
       return MOSQ_ERR_PLUGIN_DEFER;
     }
     auto verdict =
-        snapshot_->connect_verdict({fingerprint, cn, client_id}, std::time(nullptr), stale());
+        *snapshot_.connect_verdict({fingerprint, cn, client_id}, std::time(nullptr), stale());
     // The claim's name views into the snapshot, which stays put for this callback.
     if (verdict.accepted() && !verdict.claim.empty() &&
         !claim_rate_.allow(verdict.claim, Clock::now())) {
@@ -307,7 +329,8 @@ class Plugin {
   // went) spares it.
   void note_renewed_connect(const std::string& client_id, const std::string& fingerprint) {
     if (!renewed_connections_.empty()) renewed_connections_.erase(client_id);
-    auto owner = snapshot_->find_certificate(fingerprint);
+    if (!snapshot_.loaded()) return;
+    auto owner = snapshot_.get().find_certificate(fingerprint);
     if (!owner) return;
     bool predecessor = false;
     for (const auto& c : owner->device->certificates) {
@@ -334,6 +357,7 @@ class Plugin {
   // open TLS connection). One without a certificate may be an offline session, which must not be
   // kicked (see AcceptedClients::take_kicks); denying its every check is enough.
   int on_acl_check(const mosquitto_evt_acl_check& event) {
+    if (!snapshot_.loaded()) return MOSQ_ERR_ACL_DENIED;  // no client was accepted yet
     const char* username = mosquitto_client_username(event.client);
     const char* client_id = mosquitto_client_id(event.client);
     auto standing = clients_.check(event.client, client_id, username, [&] {
@@ -373,8 +397,8 @@ class Plugin {
     }
     // The client's rules, bound at its first check after the connect or a snapshot swap: no
     // device lookup and no placeholder substitution per message (client_rules.h).
-    auto evaluation = plugin::decide(*standing.rules, *snapshot_, generation_, standing.device_id,
-                                     standing.client_id, access, event.topic);
+    auto evaluation = snapshot_.decide(*standing.rules, standing.device_id, standing.client_id,
+                                       access, event.topic);
     const bool allowed = evaluation.decision == acl::Decision::allow;
     if (config_.log_acl == plugin::AclLogging::all ||
         (!allowed && config_.log_acl == plugin::AclLogging::denied)) {
@@ -395,9 +419,9 @@ class Plugin {
                    const char* topic, bool retain) {
     std::string_view name = username;
     name.remove_prefix(std::min(name.size(), registry::kClaimUsernamePrefix.size()));
-    const registry::ClaimEntry* claim = snapshot_->find_claim(name);
+    const registry::ClaimEntry* claim = snapshot_.get().find_claim(name);
     bool allowed = claim != nullptr &&
-                   snapshot_->claim_standing(*claim, std::time(nullptr)) ==
+                   snapshot_.get().claim_standing(*claim, std::time(nullptr)) ==
                        registry::ConnectReason::accepted &&
                    registry::claim_topic_allowed(client_id, access, topic);
     if (allowed && access == acl::kPublish && claim->access.quota_used >= claim->access.quota)
@@ -419,7 +443,8 @@ class Plugin {
   // client id is its device id) and subscribe to and receive its answers.
   int renewal_access(std::string_view device_id, std::string_view client_id, acl::Access access,
                      const char* topic, bool retain) {
-    const registry::DeviceAccess* device = snapshot_->find_device(device_id);
+    const registry::DeviceAccess* device =
+        snapshot_.loaded() ? snapshot_.get().find_device(device_id) : nullptr;
     bool allowed = device != nullptr && device->status == registry::DeviceStatus::active &&
                    client_id == device_id &&
                    registry::renewal_topic_allowed(client_id, access, topic);
@@ -499,7 +524,8 @@ class Plugin {
     if (handover_.pending()) take_handover();
     publish_answers();
     kick_unaccepted();
-    const bool now_stale = stale();
+    // Before the first snapshot every client is refused anyway, and said so.
+    const bool now_stale = snapshot_.loaded() && stale();
     if (now_stale != reported_stale_) {
       reported_stale_ = now_stale;
       if (now_stale)
@@ -565,9 +591,9 @@ class Plugin {
     auto taken = handover_.take();
     for (const auto& [level, line] : taken.logs) log(mosquitto_level(level), line);
     if (taken.snapshot) {
-      // The watcher thread frees the old one; no bound rules read it after the generation moved.
-      handover_.retire(std::exchange(snapshot_, std::move(taken.snapshot)));
-      ++generation_;  // every client's bound rules are rebuilt before their next answer
+      // The watcher thread frees the old one; no bound rules read it after the generation moved:
+      // every client's bound rules are rebuilt before their next answer.
+      snapshot_.replace(std::move(taken.snapshot), handover_);
     }
     for (const auto& device : taken.kicks) {
       const bool claim = device.starts_with(registry::kClaimUsernamePrefix);
@@ -589,7 +615,8 @@ class Plugin {
   bool keeps_renewed_connection(const std::string& device) {
     auto it = renewed_connections_.find(device);
     if (it == renewed_connections_.end()) return false;
-    auto owner = snapshot_->find_certificate(it->second);
+    auto owner =
+        snapshot_.loaded() ? snapshot_.get().find_certificate(it->second) : std::nullopt;
     const bool keep = owner && owner->device->id == device &&
                       owner->device->status == registry::DeviceStatus::active &&
                       owner->certificate->status == registry::CertificateStatus::active;
@@ -669,9 +696,10 @@ class Plugin {
     for (auto& held : held_answers_) {
       // A renewal waits for the new certificate, an enrolment for the new device.
       const bool known =
-          held.answer.kind == plugin::RequestKind::renew
-              ? snapshot_->find_certificate(held.answer.certificate_sha256).has_value()
-              : snapshot_->find_device(held.answer.client_id) != nullptr;
+          snapshot_.loaded() &&
+          (held.answer.kind == plugin::RequestKind::renew
+               ? snapshot_.get().find_certificate(held.answer.certificate_sha256).has_value()
+               : snapshot_.get().find_device(held.answer.client_id) != nullptr);
       if (held.answer.result == "accepted" && now < held.until && !known) {
         waiting.push_back(std::move(held));
         continue;
@@ -723,9 +751,9 @@ class Plugin {
   plugin::AcceptedClients clients_;  // broker thread only
   plugin::LogLimiter refusal_log_{10, std::chrono::seconds(10)};
   plugin::LogLimiter claim_log_{20, std::chrono::seconds(10)};
+  plugin::LogLimiter not_loaded_log_{1, std::chrono::seconds(10)};
   plugin::ClaimRateLimiter claim_rate_{config_.claim_connect_rate, config_.claim_connect_burst};
-  std::shared_ptr<const Snapshot> snapshot_;  // broker thread only
-  std::uint64_t generation_ = 1;              // of snapshot_, for plugin::ClientRules
+  plugin::BrokerSnapshot snapshot_;  // broker thread only; none until the first read is in
   Handover handover_;
   std::atomic<Clock::rep> last_ok_{0};
   bool reported_stale_ = false;

@@ -124,6 +124,13 @@ class SqliteAccess final : public AccessSource {
     return snapshot;
   }
 
+  Status probe() override {
+    if (!file_stamp(path_))
+      return make_error(Errc::not_found, name() + " does not exist or cannot be read");
+    ONBOARD_TRY(auto store, registry::open_sqlite_access(path_));  // and its schema version
+    return ok_status();
+  }
+
   Result<std::optional<registry::Refresh>> refresh(const registry::Snapshot& snapshot) override {
     return registry::refresh_snapshot(*store_, snapshot);
   }
@@ -180,6 +187,12 @@ class PgAccess final : public AccessSource {
     store_ = std::move(store).value();
     backoff_ = {};
     return snapshot;
+  }
+
+  // Connects (which checks the schema version) and disconnects; no backoff: init asks once.
+  Status probe() override {
+    ONBOARD_TRY(auto store, registry::open_pg_access(location_, timeout_));
+    return ok_status();
   }
 
   Result<std::optional<registry::Refresh>> refresh(const registry::Snapshot& snapshot) override {
@@ -241,6 +254,26 @@ std::string what_of(const std::exception_ptr& e) {
 
 }  // namespace
 
+Result<CachedStart> read_cache_for_start(const std::string& path, const std::string& why) {
+  auto cached = registry::read_snapshot_cache(path);
+  if (!cached.ok())
+    return make_error(cached.error().code, why + "; and the cache file: " + cached.error().message);
+  std::error_code ec;
+  const auto written = std::filesystem::last_write_time(path, ec);
+  const auto age = ec ? std::chrono::hours(24 * 365)
+                      : std::chrono::duration_cast<Clock::duration>(
+                            std::filesystem::file_time_type::clock::now() - written);
+  return CachedStart{std::move(cached).value(), std::max(age, Clock::duration{})};
+}
+
+std::string cache_start_line(const std::string& path, const CachedStart& start,
+                             const std::string& why) {
+  return why + "; starting from the cache file " + path + " (change " +
+         std::to_string(start.snapshot->change_seq()) + ", written " +
+         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(start.age).count()) +
+         " s ago) until the registry answers";
+}
+
 std::unique_ptr<AccessSource> sqlite_access_source(std::string path,
                                                    std::chrono::milliseconds idle) {
   return std::make_unique<SqliteAccess>(std::move(path), idle);
@@ -268,7 +301,8 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
     std::mutex m;
     std::condition_variable_any cv;
     std::unique_lock lock(m);
-    write_cache();  // the snapshot the broker starts with, before any change
+    if (!current_) poll();  // the first read, at once
+    write_cache();          // the snapshot the broker starts with, before any change
     while (!stop.stop_requested()) {
       if (source_->notifies()) {
         wait_for_notification(stop, interval);
@@ -304,13 +338,13 @@ void Watcher::keep_cache(std::string path, bool started_from_it,
                          std::chrono::milliseconds spacing) {
   cache_path_ = std::move(path);
   cache_spacing_ = spacing;
-  if (started_from_it) cached_seq_ = current_->change_seq();
+  if (started_from_it && current_) cached_seq_ = current_->change_seq();
 }
 
 // After a change, once the spacing has passed since the last write: a burst of changes costs one
 // write, and the last of them is written at the next poll after the burst.
 void Watcher::write_cache() noexcept {
-  if (!cache_path_ || failing_ || current_->change_seq() == cached_seq_) return;
+  if (!cache_path_ || !current_ || failing_ || current_->change_seq() == cached_seq_) return;
   if (Clock::now() - cached_at_ < cache_spacing_) return;
   try {
     cached_at_ = Clock::now();
@@ -361,6 +395,10 @@ void Watcher::poll_crl() noexcept {
 }
 
 void Watcher::poll_registry() {
+  if (!current_) {
+    full_reload_.store(false, std::memory_order_release);  // the first read is a full one
+    return first_read();
+  }
   if (full_reload_.exchange(false, std::memory_order_acq_rel)) return reload("reload requested");
   if (auto why = source_->outdated()) return reload(*why);
   auto refresh = source_->refresh(*current_);
@@ -371,6 +409,34 @@ void Watcher::poll_registry() {
   if (r.read_in_full_because) return reload(*r.read_in_full_because);
   current_ = r.snapshot;
   handover_.post(current_, std::move(r.kicks));
+}
+
+// The first snapshot: the registry read in full or, when that fails and there is a cache file, the
+// cache, which counts as read when it was written (one older than the staleness limit lets no new
+// client in until the registry answers). Neither: logged once, the broker keeps refusing everyone,
+// and the next poll tries again.
+void Watcher::first_read() {
+  auto read = source_->reopen();
+  if (read.ok()) {
+    current_ = std::move(read).value();
+    cached_seq_ = -1;
+    handover_.post_log(LogLevel::notice,
+                       source_->name() + ": " + std::to_string(current_->device_count()) +
+                           " devices, change " + std::to_string(current_->change_seq()));
+    succeeded();
+    handover_.post(current_, {});
+    return;
+  }
+  const std::string why = read.error().message;
+  if (!cache_path_) return failed(why + " (no client is let in until it is read)");
+  auto cached = read_cache_for_start(*cache_path_, why);
+  if (!cached.ok())
+    return failed(cached.error().message + " (no client is let in until one is read)");
+  handover_.post_log(LogLevel::warning, cache_start_line(*cache_path_, cached.value(), why));
+  current_ = cached.value().snapshot;
+  cached_seq_ = current_->change_seq();  // not rewritten until the registry itself is read
+  last_ok_.store((Clock::now() - cached.value().age).time_since_epoch().count());
+  handover_.post(current_, {});
 }
 
 // Reads the registry in full (the file or its WAL was replaced, or SIGHUP asked for it) and
@@ -403,8 +469,10 @@ void Watcher::failed_with_current_exception(const char* prefix) noexcept {
 void Watcher::failed(const std::string& why) noexcept {
   if (!failing_) {
     try {
-      handover_.post_log(LogLevel::error,
-                         "cannot read the registry (keeping the last good snapshot): " + why);
+      handover_.post_log(LogLevel::error, current_ ? "cannot read the registry (keeping the last "
+                                                     "good snapshot): " +
+                                                         why
+                                                   : "cannot read the registry: " + why);
     } catch (...) {
       // Out of memory for the line itself: the staleness limit still reports it.
     }

@@ -36,6 +36,10 @@ class AccessSource {
   virtual std::optional<std::string> outdated() = 0;
   // Opens whatever is at the path now and reads it in full.
   virtual Result<std::shared_ptr<const registry::Snapshot>> reopen() = 0;
+  // Opens the registry and checks its schema version, without reading it: the cheap check the
+  // plugin's init makes, so that a wrong path or location stops the broker, while the full read
+  // (seconds at a million devices) runs on the watcher thread. Keeps nothing open.
+  virtual Status probe() { return ok_status(); }
   // What changed after `snapshot` (nullopt: nothing).
   virtual Result<std::optional<registry::Refresh>> refresh(const registry::Snapshot& snapshot) = 0;
 
@@ -73,8 +77,24 @@ std::unique_ptr<AccessSource> access_source(
     const registry::Location& location, std::chrono::milliseconds timeout,
     std::chrono::milliseconds idle = std::chrono::seconds(5));
 
+// The snapshot kept at plugin_opt_cache_file, for a start while the registry cannot be read, and
+// how old it is (its write time: it counts as read then).
+struct CachedStart {
+  std::shared_ptr<const registry::Snapshot> snapshot;
+  Clock::duration age;
+};
+// `why`: why the registry could not be read, for the error and the warning line.
+Result<CachedStart> read_cache_for_start(const std::string& path, const std::string& why);
+// The warning line for a start from the cache file.
+std::string cache_start_line(const std::string& path, const CachedStart& start,
+                             const std::string& why);
+
 class Watcher {
  public:
+  // `snapshot` null: the registry has not been read yet; the first poll reads it in full (or,
+  // when that fails and keep_cache() was called, the cache file) and hands it over, and until then
+  // the broker thread has none and refuses every client. A failed first read is logged once and
+  // retried at every poll.
   Watcher(std::unique_ptr<AccessSource> source, std::shared_ptr<const registry::Snapshot> snapshot,
           Handover& handover, std::atomic<Clock::rep>& last_ok,
           std::unique_ptr<CrlGuard> crl = nullptr);
@@ -93,6 +113,8 @@ class Watcher {
 
   // One round: the registry, then the CRL. Never throws. Public for the tests.
   void poll() noexcept;
+  // The CRL alone (the plugin's init reports on the CRL the broker is about to load). Never throws.
+  void poll_crl() noexcept;
 
   // The next poll reads the registry in full (SIGHUP). Any thread.
   void request_full_reload() noexcept { full_reload_.store(true, std::memory_order_release); }
@@ -100,9 +122,9 @@ class Watcher {
 
  private:
   void poll_registry();
+  void first_read();
   void reload(const std::string& why);
   void wait_for_notification(const std::stop_token& stop, std::chrono::milliseconds interval);
-  void poll_crl() noexcept;
   void failed(const std::string& why) noexcept;
   void failed_with_current_exception(const char* prefix) noexcept;
   void succeeded();

@@ -5,7 +5,7 @@
 
 SIZES is a comma-separated list of device counts. DIR/starts.tsv has one line per broker start:
 SET (BACKEND-DEVICES), RUN, MICROSECONDS from starting mosquitto to its listener accepting a
-connection, VmRSS and VmHWM (the peak) in KiB right then.
+connection, VmRSS and VmHWM (the peak) in KiB once the plugin has read its registry.
 """
 import os
 import sys
@@ -37,8 +37,8 @@ def section(directory, mode, machine, sizes, runs):
         "hold the same rows; beside each an empty registry of the same backend. A broker with the",
         "plugin (the PostgreSQL ones as the read-only broker role) is started on each in turn,",
         f"{runs} rounds: *start* is the time from starting mosquitto until its listener accepts a TCP",
-        "connection, polled every 50 ms (the plugin loads its snapshot before the listener opens);",
-        "*RSS* is the broker's VmRSS at that moment and *peak* its VmHWM (the most it held while",
+        "connection, polled every 50 ms (the plugin reads its snapshot on its own thread, after init; RSS is taken once that read is in);",
+        "*RSS* is the broker's VmRSS then and *peak* its VmHWM (the most it held while",
         "building the snapshot); *snapshot memory* is RSS with the devices minus RSS on the empty",
         "registry of the same backend. Medians over rounds (min–max).",
     ])

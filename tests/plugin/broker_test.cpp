@@ -309,6 +309,23 @@ TEST_CASE("a corrupted registry is survived the same way") {
   CHECK(after.connect(broker->port()) == kNotAuthorized);
 }
 
+TEST_CASE("the registry is read in full after the plugin's init and then devices connect") {
+  Fleet fleet;
+  auto creds = fleet.add_device("dev-first");
+  auto stranger = fleet.unregistered("dev-stranger");
+  auto broker = fleet.start_with();
+  // The watcher thread's first read, handed over like every later snapshot.
+  REQUIRE(broker->wait_for_log("onboard: registry " + fleet.registry().string() +
+                               ": 1 devices, change "));
+  auto client = connected("dev-first", creds, broker->port());
+  CHECK(client->publish("devices/dev-first/temp", "20"));
+  // Control: what the registry does not vouch for is still refused.
+  MqttClient unknown("dev-stranger", stranger);
+  CHECK(unknown.connect(broker->port()) == kNotAuthorized);
+  // A registry this small is in before init returns: no client met an empty broker.
+  CHECK(broker->log().find("registry not loaded yet") == std::string::npos);
+}
+
 TEST_CASE("the broker refuses to start with a bad plugin configuration, and says why") {
   Fleet fleet;
   SECTION("a missing registry") {
@@ -318,6 +335,14 @@ TEST_CASE("the broker refuses to start with a bad plugin configuration, and says
     CHECK_FALSE(broker.started());
     CHECK(broker.wait_exit() != 0);
     CHECK(broker.log().find("onboard: cannot start: registry") != std::string::npos);
+  }
+  SECTION("a directory where the registry should be") {
+    auto options = fleet.broker_options();
+    options.registry = fleet.dir().path();
+    Broker broker(fleet.dir().path(), options);
+    CHECK_FALSE(broker.started());
+    CHECK(broker.wait_exit() != 0);
+    CHECK(broker.log().find("onboard: cannot start: ") != std::string::npos);
   }
   SECTION("a file that is not a registry") {
     std::ofstream(fleet.dir() / "junk.db")

@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 #include <thread>
@@ -129,4 +131,26 @@ TEST_CASE("a watcher posting while the broker takes loses no kick and never goes
   CHECK(logs.back() == std::to_string(kPosts));
   CHECK(takes.load() > 1);  // the tick ran while the watcher posted, not once at the end
   CHECK_FALSE(handover.pending());
+}
+
+TEST_CASE(
+    "a snapshot the broker never took is freed outside the lock when a newer one replaces it") {
+  Handover handover;
+  std::atomic<bool> freed{false}, broker_took_meanwhile{false};
+  std::future<void> taking;  // outlives the deleter, so that a lock held there cannot hang it
+  {
+    auto inner = snapshot_at(1);
+    // Its last reference, whose deleter asks the broker's side to take while it frees.
+    std::shared_ptr<const Snapshot> first(inner.get(), [&, inner](const Snapshot*) mutable {
+      taking = std::async(std::launch::async, [&] { (void)handover.take(); });
+      broker_took_meanwhile = taking.wait_for(std::chrono::seconds(2)) == std::future_status::ready;
+      inner.reset();
+      freed = true;
+    });
+    handover.post(std::move(first), {});
+  }
+  CHECK_FALSE(freed);
+  handover.post(snapshot_at(2), {});  // replaces the untaken first
+  CHECK(freed);
+  CHECK(broker_took_meanwhile);  // the lock was not held while it was freed
 }

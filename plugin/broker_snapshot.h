@@ -1,0 +1,59 @@
+// The snapshot the broker thread decides with. The plugin's init does not wait for the registry's
+// full read (seconds at a million devices): the watcher thread reads it and hands the first
+// snapshot over like every later one. Until it is in there is none, and every decision fails
+// closed: each connect is refused and each topic check denied.
+//
+// Broker thread only.
+#pragma once
+
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <utility>
+
+#include "plugin/client_rules.h"
+#include "plugin/handover.h"
+#include "registry/acl.h"
+#include "registry/snapshot.h"
+
+namespace onboard::plugin {
+
+class BrokerSnapshot {
+ public:
+  // False until the first snapshot is in.
+  bool loaded() const noexcept { return current_ != nullptr; }
+  // Only while loaded().
+  const registry::Snapshot& get() const noexcept { return *current_; }
+  // Moves on with every snapshot put in force: bound client rules of an older one are rebuilt.
+  std::uint64_t generation() const noexcept { return generation_; }
+
+  // Puts `next` in force. The one it replaces goes back to the watcher thread to be freed there.
+  void replace(std::shared_ptr<const registry::Snapshot> next, Handover& handover) {
+    auto old = std::exchange(current_, std::move(next));
+    if (old) handover.retire(std::move(old));
+    ++generation_;
+  }
+
+  // The registry's verdict on a connect, or nullopt before the first snapshot: refuse it then.
+  std::optional<registry::ConnectVerdict> connect_verdict(const registry::ConnectRequest& request,
+                                                          std::time_t now, bool stale) const {
+    if (!current_) return std::nullopt;
+    return current_->connect_verdict(request, now, stale);
+  }
+
+  // A device client's topic decision (plugin::decide); denied before the first snapshot.
+  acl::Evaluation decide(ClientRules& rules, std::string_view username, std::string_view client_id,
+                         acl::Access access, std::string_view topic_or_filter) const {
+    if (!current_) return {acl::Decision::deny, nullptr};
+    return plugin::decide(rules, *current_, generation_, username, client_id, access,
+                          topic_or_filter);
+  }
+
+ private:
+  std::shared_ptr<const registry::Snapshot> current_;
+  std::uint64_t generation_ = 1;  // never 0 (ClientRules' "not bound")
+};
+
+}  // namespace onboard::plugin
