@@ -615,8 +615,7 @@ class Plugin {
   bool keeps_renewed_connection(const std::string& device) {
     auto it = renewed_connections_.find(device);
     if (it == renewed_connections_.end()) return false;
-    auto owner =
-        snapshot_.loaded() ? snapshot_.get().find_certificate(it->second) : std::nullopt;
+    auto owner = snapshot_.loaded() ? snapshot_.get().find_certificate(it->second) : std::nullopt;
     const bool keep = owner && owner->device->id == device &&
                       owner->device->status == registry::DeviceStatus::active &&
                       owner->certificate->status == registry::CertificateStatus::active;
