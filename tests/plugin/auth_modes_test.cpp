@@ -99,6 +99,7 @@ void unaccepted_clients_are_denied_and_disconnected(bool subject) {
   for (auto at = log.find("did not accept it"); at != std::string::npos;
        at = log.find("did not accept it", at + 1))
     ++lines;
+  INFO(log);
   CHECK(lines == 6);
 
   // The broker and the observer are fine afterwards.
