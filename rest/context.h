@@ -90,6 +90,8 @@ struct Context {
   // What the broker's plugin sends as its bearer token to hand over enrolment requests
   // (--provision-token-file); none: the provisioning route refuses every caller.
   std::optional<Secret> provision_token{};
+  // The least age, in seconds, of the certificate a device renews (--renewal-min-age).
+  UnixTime renewal_min_age = 0;
 };
 
 }  // namespace onboard::rest

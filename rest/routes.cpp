@@ -808,7 +808,7 @@ Reply provision_enroll(Context& ctx, Call& call) {
 // that the plugin can hold the answer until its snapshot knows the certificate.
 Reply provision_renew(Context& ctx, Call& call) {
   ops::RenewRequest request{call.param(1), call.request.get_header_value("X-Client-Certificate"),
-                            call.body};
+                            call.body, ctx.renewal_min_age};
   std::unique_lock turn(ctx.write_turn, std::defer_lock);
   const auto answer = ops::renew(
       call.store, ctx.ca, request, call.actor, [&turn] { turn.lock(); },

@@ -321,6 +321,7 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
               std::move(link_secret),
               StorePool(workspace),
               {}};
+  ctx.renewal_min_age = options.renewal_min_age.count();
   if (!options.provision_token_file.empty()) {
     ONBOARD_TRY(ctx.provision_token, read_secret_file(options.provision_token_file));
     if (ctx.provision_token->view().size() < 32) {
