@@ -2,6 +2,7 @@
 // worker at a time), the secrets and the writers' turn.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -92,6 +93,10 @@ struct Context {
   std::optional<Secret> provision_token{};
   // The least age, in seconds, of the certificate a device renews (--renewal-min-age).
   UnixTime renewal_min_age = 0;
+  // Set when a revocation was committed but its CRL rewrite may have failed (a device's renewed
+  // certificate connecting, the renewal sweep): refresh_crl_on_schedule rewrites the CRL at its
+  // next check, and keeps it set until a rewrite succeeds.
+  std::atomic<bool> crl_stale{false};
 };
 
 }  // namespace onboard::rest

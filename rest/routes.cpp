@@ -830,8 +830,11 @@ Reply provision_connected(Context& ctx, Call& call) {
   const std::string id = call.param(1);
   const std::string fingerprint = call.request.get_header_value("X-Client-Certificate");
   std::lock_guard turn(ctx.write_turn);
-  auto superseded =
-      take(ops::supersede(call.store, ctx.ca, ctx.workspace.crl, id, fingerprint, call.actor));
+  auto result = ops::supersede(call.store, ctx.ca, ctx.workspace.crl, id, fingerprint, call.actor);
+  // The supersession may be committed with the CRL not rewritten: the CRL refresher retries it
+  // (the plugin asks again only at the device's next connect).
+  if (!result.ok()) ctx.crl_stale = true;
+  auto superseded = take(std::move(result));
   if (!superseded.serials.empty()) {
     log_line("device '" + id + "' connected with its renewed certificate: superseded " +
              std::to_string(superseded.serials.size()) + " older one(s)");
