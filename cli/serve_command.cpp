@@ -46,6 +46,7 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
     PassphraseSource hold_passphrase{"hold-passphrase"};
     bool list_routes = false;
     std::string renewal_grace = "24h";
+    std::string renewal_min_age = "1h";
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -109,6 +110,12 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
                   "after it renewed over MQTT if the new one never connects; then it is revoked "
                   "(superseded). 1s to 365d, default 24h")
       ->default_str("24h");
+  cmd->add_option("--renewal-min-age", o->renewal_min_age,
+                  "With --provision-token-file: how old the certificate a device connected with "
+                  "must be before it may renew it over MQTT (younger: renewal_too_soon), so that "
+                  "no device can have the CRL rewritten, and every broker re-read it, over and "
+                  "over. 0 to 365d, default 1h")
+      ->default_str("1h");
   cert_opt->needs(key_opt);
   key_opt->needs(cert_opt);
   client_ca_opt->needs(cert_opt);
@@ -129,6 +136,9 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
       ONBOARD_TRY(const auto grace,
                   ops::parse_duration(o->renewal_grace, "--renewal-grace", 1, 365 * ops::kDay));
       o->server.renewal_grace = std::chrono::seconds(grace);
+      ONBOARD_TRY(const auto min_age,
+                  ops::parse_duration(o->renewal_min_age, "--renewal-min-age", 0, 365 * ops::kDay));
+      o->server.renewal_min_age = std::chrono::seconds(min_age);
       ONBOARD_TRY(const auto ws, workspace(global));
       ONBOARD_TRY(auto hold, o->hold_passphrase.read());
       if (hold) {

@@ -12,6 +12,7 @@ Result<UnixTime> parse_duration(std::string_view text, std::string_view option, 
                           "e.g. 7d or 36h, from " + format_duration(min) + " to " +
                           format_duration(max) + "; not '" + std::string(text) + "'");
   };
+  if (min <= 0 && text == "0") return 0;  // a zero needs no unit where zero is allowed
   if (text.size() < 2) return bad();
   UnixTime unit = 0;
   switch (text.back()) {
@@ -34,7 +35,7 @@ Result<UnixTime> parse_duration(std::string_view text, std::string_view option, 
   UnixTime number = 0;
   auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
   // Compare before multiplying, so that no number of days can overflow.
-  if (ec != std::errc() || end != digits.data() + digits.size() || number < 1 ||
+  if (ec != std::errc() || end != digits.data() + digits.size() || number < 0 ||
       number > max / unit || number * unit < min)
     return bad();
   return number * unit;

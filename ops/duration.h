@@ -11,8 +11,8 @@ namespace onboard::ops {
 
 inline constexpr UnixTime kDay = 86400;
 
-// A whole number and one unit (s, m, h, d), from `min` to `max` seconds. `option` names the flag
-// in the error message, which also states the range.
+// A whole number and one unit (s, m, h, d), from `min` to `max` seconds (with `min` 0, also a bare
+// "0"). `option` names the flag in the error message, which also states the range.
 Result<UnixTime> parse_duration(std::string_view text, std::string_view option, UnixTime min = 1,
                                 UnixTime max = 3650 * kDay);
 

@@ -9,6 +9,7 @@
 #include "ca/csr.h"
 #include "ca/keys.h"
 #include "core/ossl.h"
+#include "core/time.h"
 #include "ops/credentials.h"
 #include "ops/operations.h"
 #include "ops/views.h"
@@ -218,6 +219,7 @@ ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
   auto certificates = store.certificates_of(request.device_id);
   if (!certificates.ok()) return internal(certificates.error());
   bool after_presented = false, presented_current = false;
+  UnixTime presented_issued = 0;
   std::size_t others_active = 0;
   for (const auto& c : *certificates) {
     if (c.sha256_fingerprint != request.presented_sha256 &&
@@ -226,6 +228,7 @@ ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
       ++others_active;
     if (c.sha256_fingerprint == request.presented_sha256) {
       after_presented = true;
+      presented_issued = c.not_before + kIssueBackdate;
       presented_current = c.kind == registry::CertificateKind::device &&
                           c.status == registry::CertificateStatus::active &&
                           actor.now >= c.not_before && actor.now < c.not_after;
@@ -238,6 +241,12 @@ ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
     }
   }
   if (!presented_current) return not_allowed(registry::RenewRefusal::certificate_not_current);
+  // A certificate's not_before never changes: the transaction need not check this again.
+  if (request.min_age > 0 && actor.now - presented_issued < request.min_age) {
+    return refusal(ProvisionCode::renewal_too_soon,
+                   "the certificate connected with is too new to renew; renew after " +
+                       iso_time(presented_issued + request.min_age));
+  }
   if (others_active >= registry::kMaxPendingRenewals)
     return not_allowed(registry::RenewRefusal::too_many_pending);
 
@@ -287,6 +296,8 @@ std::string_view to_string(ProvisionCode code) noexcept {
       return "internal_error";
     case ProvisionCode::renewal_not_allowed:
       return "renewal_not_allowed";
+    case ProvisionCode::renewal_too_soon:
+      return "renewal_too_soon";
   }
   return "internal_error";
 }

@@ -39,6 +39,7 @@ enum class ProvisionCode {
   signer_unavailable,
   internal_error,
   renewal_not_allowed,
+  renewal_too_soon,
 };
 std::string_view to_string(ProvisionCode code) noexcept;
 // Whether the same request may succeed later.
@@ -88,11 +89,18 @@ struct RenewRequest {
   std::string device_id;         // the client id = its device id
   std::string presented_sha256;  // the certificate it connected with
   std::string payload;           // `{"csr": PEM}`, as published
+  // The presented certificate must be at least this old (seconds since it was issued: its
+  // not_before + kIssueBackdate) or the renewal is renewal_too_soon (serve --renewal-min-age):
+  // a device looping renew → connect → renew would otherwise have the CRL rewritten, and every
+  // broker re-authenticate its clients, at each round.
+  UnixTime min_age = 0;
 };
 
 // Checks the request as enroll does (size, JSON, CSR, key, signature, CN = device id; no
 // `metadata`), then the device (active) and the presented certificate (its active, in-date device
-// certificate): otherwise renewal_not_allowed. A retry with the same key is answered with the
+// certificate): otherwise renewal_not_allowed; a presented certificate younger than
+// request.min_age is renewal_too_soon (checked after the retry below, whose answer costs no
+// signature and changes nothing). A retry with the same key is answered with the
 // certificate issued for it before; otherwise a new one is signed (kEnrolledCertificateDays) and
 // recorded beside the presented one in one transaction (ClaimStore::renew_device), audited as
 // certificate.renew. Never throws.

@@ -2,6 +2,7 @@
 // worker at a time), the secrets and the writers' turn.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -90,6 +91,12 @@ struct Context {
   // What the broker's plugin sends as its bearer token to hand over enrolment requests
   // (--provision-token-file); none: the provisioning route refuses every caller.
   std::optional<Secret> provision_token{};
+  // The least age, in seconds, of the certificate a device renews (--renewal-min-age).
+  UnixTime renewal_min_age = 0;
+  // Set when a revocation was committed but its CRL rewrite may have failed (a device's renewed
+  // certificate connecting, the renewal sweep): refresh_crl_on_schedule rewrites the CRL at its
+  // next check, and keeps it set until a rewrite succeeds.
+  std::atomic<bool> crl_stale{false};
 };
 
 }  // namespace onboard::rest

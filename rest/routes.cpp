@@ -808,7 +808,7 @@ Reply provision_enroll(Context& ctx, Call& call) {
 // that the plugin can hold the answer until its snapshot knows the certificate.
 Reply provision_renew(Context& ctx, Call& call) {
   ops::RenewRequest request{call.param(1), call.request.get_header_value("X-Client-Certificate"),
-                            call.body};
+                            call.body, ctx.renewal_min_age};
   std::unique_lock turn(ctx.write_turn, std::defer_lock);
   const auto answer = ops::renew(
       call.store, ctx.ca, request, call.actor, [&turn] { turn.lock(); },
@@ -830,8 +830,11 @@ Reply provision_connected(Context& ctx, Call& call) {
   const std::string id = call.param(1);
   const std::string fingerprint = call.request.get_header_value("X-Client-Certificate");
   std::lock_guard turn(ctx.write_turn);
-  auto superseded =
-      take(ops::supersede(call.store, ctx.ca, ctx.workspace.crl, id, fingerprint, call.actor));
+  auto result = ops::supersede(call.store, ctx.ca, ctx.workspace.crl, id, fingerprint, call.actor);
+  // The supersession may be committed with the CRL not rewritten: the CRL refresher retries it
+  // (the plugin asks again only at the device's next connect).
+  if (!result.ok()) ctx.crl_stale = true;
+  auto superseded = take(std::move(result));
   if (!superseded.serials.empty()) {
     log_line("device '" + id + "' connected with its renewed certificate: superseded " +
              std::to_string(superseded.serials.size()) + " older one(s)");

@@ -216,7 +216,8 @@ std::vector<Route> routes() {
 // Re-issues the CRL before it expires: a broker that loads it (`crlfile`) refuses every device
 // once it is past its next update, and this process holds the CA key. Checked at start and every
 // `check` after; rewritten when less than half of its default lifetime is left, in the write turn
-// like every other CRL rewrite. Never throws: a failure is logged once and retried.
+// like every other CRL rewrite, and also when a committed revocation's own rewrite failed
+// (Context::crl_stale). Never throws: a failure is logged once and retried.
 void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds check) {
   std::mutex m;
   std::condition_variable_any cv;
@@ -224,10 +225,15 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
   bool failing = false;
   do {
     std::string problem;
+    bool stale = false;
     try {
-      const auto standing =
+      auto standing =
           ops::crl_standing(ctx.workspace.crl, unix_now(), ops::kDefaultCrlValidity / 2);
-      if (standing.due) {
+      // A revocation whose rewrite failed (Context::crl_stale) is written now; the flag is set
+      // again below if this rewrite fails too.
+      stale = ctx.crl_stale.exchange(false);
+      if (stale && !standing.due) standing.why = "a revocation's earlier rewrite failed";
+      if (standing.due || stale) {
         std::lock_guard turn(ctx.write_turn);
         auto store = ctx.stores.borrow();
         auto number = store.ok() ? ops::rewrite_crl(**store, ctx.ca, ctx.workspace.crl, "",
@@ -243,6 +249,7 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
     } catch (const std::exception& e) {
       problem = e.what();
     }
+    if (!problem.empty() && stale) ctx.crl_stale = true;
     if (!problem.empty() && !failing) log_line("cannot refresh the CRL (will retry): " + problem);
     failing = !problem.empty();
   } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
@@ -270,12 +277,16 @@ void supersede_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seco
                                               registry::Actor{"serve:renewal", unix_now()})
                      : Result<ops::Superseded>(store.error());
       if (!superseded.ok()) {
+        // The revocations may be committed with the CRL not rewritten: the next sweep finds
+        // nothing due, so the CRL refresher retries the rewrite.
+        ctx.crl_stale = true;
         problem = superseded.error().message;
       } else if (!superseded->serials.empty()) {
         log_line("superseded " + std::to_string(superseded->serials.size()) +
                  " certificate(s) whose renewal's grace period is over");
       }
     } catch (const std::exception& e) {
+      ctx.crl_stale = true;
       problem = e.what();
     }
     if (!problem.empty() && !failing)
@@ -321,6 +332,7 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
               std::move(link_secret),
               StorePool(workspace),
               {}};
+  ctx.renewal_min_age = options.renewal_min_age.count();
   if (!options.provision_token_file.empty()) {
     ONBOARD_TRY(ctx.provision_token, read_secret_file(options.provision_token_file));
     if (ctx.provision_token->view().size() < 32) {

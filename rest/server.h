@@ -44,6 +44,8 @@ struct ServeOptions {
   // How long a device's old certificate stays valid after it renewed over MQTT when the new one
   // never connects (docs/provisioning.md, "Renewal"); then this server revokes it as superseded.
   std::chrono::seconds renewal_grace{86400};
+  // The least age of the certificate a device renews with (ops::RenewRequest::min_age).
+  std::chrono::seconds renewal_min_age{3600};
 };
 
 // One route as the server registers it and docs/openapi.yaml names it: "GET", "/v1/devices/{id}".

@@ -49,9 +49,11 @@ class SignerSite : public Fleet {
   std::filesystem::path token_file() const { return dir() / "provision.token"; }
 
   void start_signer(const std::vector<std::string>& options = {}) {
-    std::vector<std::string> args{
-        ONBOARDCTL_PATH, "--data-dir",  data().string(),          "serve",
-        "--listen",      "127.0.0.1:0", "--provision-token-file", token_file().string()};
+    std::vector<std::string> args{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve",
+                                  "--listen", "127.0.0.1:0", "--provision-token-file",
+                                  token_file().string(),
+                                  // Renewal tests renew certificates just issued.
+                                  "--renewal-min-age", "0"};
     args.insert(args.end(), options.begin(), options.end());
     signer_ = std::make_unique<ChildProcess>(args, dir() / "serve.log");
     const std::string line = signer_->read_line();

@@ -604,6 +604,27 @@ TEST_CASE("serve refuses a renewal grace period outside 1s to 365d before it ope
   CHECK_FALSE(contains(good.err, "--renewal-grace"));
 }
 
+TEST_CASE("serve refuses a renewal minimum age outside 0 to 365d before it opens anything") {
+  TempDir base;
+  const auto missing = (base / "no-data-dir").string();
+  for (const char* age : {"366d", "-1h", "soon", "1"}) {
+    auto r = onboard::test::run({ONBOARDCTL_PATH, "--data-dir", missing, "serve", "--listen",
+                                 "127.0.0.1:0", "--renewal-min-age", age});
+    INFO(age << ": " << r.err);
+    CHECK(r.exit_code == 3);
+    CHECK(contains(r.err, "--renewal-min-age"));
+  }
+  // Good ones pass that check (the positive control), 0 among them: they then fail on the
+  // missing data directory, not on the option.
+  for (const char* age : {"0", "0s", "2h", "365d"}) {
+    auto good = onboard::test::run({ONBOARDCTL_PATH, "--data-dir", missing, "serve", "--listen",
+                                    "127.0.0.1:0", "--renewal-min-age", age});
+    INFO(age << ": " << good.err);
+    CHECK(good.exit_code != 0);
+    CHECK_FALSE(contains(good.err, "--renewal-min-age"));
+  }
+}
+
 // ---- device register ---------------------------------------------------------------------------
 
 TEST_CASE("register with a device's CSR issues a certificate for the device's own key") {
@@ -1880,7 +1901,7 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
       {{"serve"},
        {"--listen", "loopback", "--threads", "--max-body", "--tls-cert", "--tls-key",
         "--passphrase-env", "--hold-passphrase-env", "--hold-passphrase-file", "--list-routes",
-        "--renewal-grace"}},
+        "--renewal-grace", "--renewal-min-age", "renewal_too_soon"}},
   };
   std::set<Args> checked;
   for (const auto& [command, options] : commands) {
