@@ -61,8 +61,9 @@ void add_claim_create(CLI::App& claim_cmd, const GlobalOptions& global, int& exi
   cmd->footer(
       "The zip holds ca-chain.pem, claim.crt, claim.key and claim.json. A client connecting with "
       "the claim certificate may only publish to $provision/<its client id>/csr and subscribe to "
-      "$provision/<its client id>/+ (docs/provisioning.md). The CSR signing that answers it is "
-      "not implemented yet. The password is shown once and stored nowhere.");
+      "$provision/<its client id>/+ (docs/provisioning.md). The broker's plugin hands the CSR to "
+      "`onboardctl serve --provision-token-file` to sign. The password is shown once and stored "
+      "nowhere.");
   on_run(cmd, global, exit_code, [o](const ops::Workspace& ws) -> Result<int> {
     ops::ClaimRequest request;
     request.claim.name = o->name;

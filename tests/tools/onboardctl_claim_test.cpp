@@ -173,8 +173,9 @@ TEST_CASE("claim create refuses bad input and a taken name and writes nothing") 
   CHECK(missing.exit_code == 4);
   CHECK(contains(missing.err, "claim nobody does not exist"));
   CHECK(site({"claim", "revoke", "nobody"}).exit_code == 4);
-  // --help says what a claim may do, and that the signing is not there yet.
+  // --help says what a claim may do, and who signs its CSRs.
   auto help = site({"claim", "create", "--help"});
   CHECK(contains(help.out, "$provision/<its client id>/csr"));
-  CHECK(contains(help.out, "not implemented yet"));
+  CHECK(contains(help.out, "onboardctl serve --provision-token-file"));
+  CHECK_FALSE(contains(help.out, "not implemented"));
 }

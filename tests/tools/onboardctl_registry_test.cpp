@@ -1880,7 +1880,7 @@ TEST_CASE("every command's --help exits 0 and lists its options") {
       {{"claim", "create"},
        {"NAME", "--quota", "--expires", "--type", "--id-pattern", "--out", "--password-out",
         "--password-env", "--password-file", "--key-alg", "--broker", "--force", "--passphrase-env",
-        "$provision/<its client id>/csr", "not implemented yet"}},
+        "$provision/<its client id>/csr", "serve --provision-token-file"}},
       {{"claim", "list"}, {"--json"}},
       {{"claim", "show"}, {"NAME", "--json"}},
       {{"claim", "revoke"}, {"NAME", "--reason", "CRL", "--passphrase-env"}},
