@@ -47,18 +47,21 @@
 // = device id, and a second connect takes the first one's session over).
 #include <fcntl.h>
 #include <mosquitto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -216,7 +219,12 @@ class TlsContexts {
         SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1 ||
         X509_VERIFY_PARAM_set1_ip_asc(SSL_CTX_get0_param(ctx.get()), "127.0.0.1") != 1) {
-      throw std::runtime_error("cannot make a TLS context for " + cert);
+      const int saved_errno = errno;
+      char detail[256] = "no OpenSSL error";
+      if (const unsigned long e = ERR_peek_last_error(); e != 0)
+        ERR_error_string_n(e, detail, sizeof detail);
+      throw std::runtime_error("cannot make a TLS context for " + cert + ": " + detail + " (" +
+                               std::strerror(saved_errno) + ")");
     }
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     slot = std::move(ctx);
@@ -290,13 +298,36 @@ void on_message(mosquitto*, void* self, const mosquitto_message* message) {
   }
 }
 
+// libmosquitto gives every client a socket pair whose only use is to wake its own threaded loop,
+// which this program does not run: three descriptors per connection instead of one, so a process
+// limited to 20,000 descriptors stops at about 6,600 connections. The pair is not made if no
+// descriptor is free while the client is created (libmosquitto goes on without it), so the soft
+// limit is lowered to the lowest free descriptor for that moment. This program has one thread:
+// nothing else opens a descriptor meanwhile.
+mosquitto* new_client(const std::string& id, void* userdata) {
+  rlimit limit{};
+  const int lowest_free = dup(STDERR_FILENO);
+  if (lowest_free < 0 || getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    if (lowest_free >= 0) close(lowest_free);
+    return mosquitto_new(id.c_str(), true, userdata);
+  }
+  close(lowest_free);
+  rlimit none_free = limit;
+  none_free.rlim_cur = static_cast<rlim_t>(lowest_free);
+  const bool lowered = setrlimit(RLIMIT_NOFILE, &none_free) == 0;
+  mosquitto* client = mosquitto_new(id.c_str(), true, userdata);
+  if (lowered && setrlimit(RLIMIT_NOFILE, &limit) != 0)
+    throw std::runtime_error("cannot restore the descriptor limit");
+  return client;
+}
+
 // `tls_id`: whose certificate it connects with (the device's own, or a claim's).
 std::unique_ptr<Connection> start_connect(const Endpoint& endpoint, const std::string& id,
                                           const std::string& tls_id = {}) {
   auto c = std::make_unique<Connection>();
   c->id = id;
   c->topic = "devices/" + id + "/load";
-  c->mosq.reset(mosquitto_new(id.c_str(), true, c.get()));
+  c->mosq.reset(new_client(id, c.get()));
   if (!c->mosq) throw std::runtime_error("mosquitto_new failed");
   auto* m = c->mosq.get();
   // With a context of our own (and no defaults added to it) libmosquitto still runs TLS but
@@ -928,6 +959,15 @@ class History {
       versions_.pop_front();
     }
   }
+  // For a wrong decision's report: how long before `at` the last state committed by then was
+  // committed (negative: none was).
+  double ms_since_last_commit(Clock::time_point at) const {
+    for (auto v = versions_.rbegin(); v != versions_.rend(); ++v) {
+      if (v->committed <= at)
+        return std::chrono::duration<double, std::milli>(at - v->committed).count();
+    }
+    return -1;
+  }
   // Which answers (bit 1: refused, bit 2: allowed) the states that may have been in effect
   // during [a, b] give.
   template <class Ask>
@@ -1120,7 +1160,7 @@ void SoakRun::connect(std::size_t device) {
   c->device = device;
   c->started = Clock::now();
   const std::string& id = devices_[device].id;
-  c->mosq.reset(mosquitto_new(id.c_str(), true, c.get()));
+  c->mosq.reset(new_client(id, c.get()));
   if (!c->mosq) throw std::runtime_error("mosquitto_new failed");
   auto* m = c->mosq.get();
   const Endpoint& endpoint = endpoints_[device % endpoints_.size()];
@@ -1197,7 +1237,12 @@ void SoakRun::on_subscribe(SoakConnection& c, int mid, int count, const int* cod
     return model_allows(m, id, acl::kSubscribe, filter);
   });
   if (!(bits & (granted ? 2 : 1))) {
-    wrong("subscribe", id + " " + filter + (granted ? " granted" : " refused"));
+    char timing[128];
+    std::snprintf(timing, sizeof timing,
+                  " (sent %.1f ms after the last change committed, answered %.1f ms later)",
+                  history_.ms_since_last_commit(sent),
+                  duration<double, std::milli>(Clock::now() - sent).count());
+    wrong("subscribe", id + " " + filter + (granted ? " granted" : " refused") + timing);
   }
   if (granted) c.granted.emplace(filter, Clock::now());
 }
