@@ -629,3 +629,105 @@ TEST_CASE("a renewal whose proof is not made with the device's own key is refuse
   CHECK(certificates_of(site, "meter-2").size() == 1);
 }
 
+// ---- a lost enrolment answer ----------------------------------------------------------------
+
+namespace {
+
+// Waits (at most `timeout`) until the registry has device `id`.
+bool wait_enrolled(SignerSite& site, const std::string& id,
+                   std::chrono::milliseconds timeout = 10s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (site.ctl({"device", "show", id, "--json"}).exit_code == 0) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a device that lost its enrolment answer asks again with its claim and gets it") {
+  SignerSite site;
+  // Quota 1: the enrolment whose answer is lost spends the last unit.
+  const auto claim = site.add_claim("line-l", {"--quota", "1", "--expires", "1h", "--type",
+                                               "sensor", "--id-pattern", "unit-[0-9]"});
+  const auto other_claim = site.add_claim("line-m", {"--quota", "5", "--expires", "1h", "--type",
+                                                     "meter", "--id-pattern", "unit-[0-9]"});
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  const std::string request = SignerSite::request(site.make_csr("unit-1", "unit-1"));
+  {
+    // The request is taken (PUBACK), then the connection drops before the answer comes.
+    MqttClient enrolling("unit-1", claim, kV5);
+    REQUIRE(enrolling.connect(broker->port(), 3s) == 0);
+    REQUIRE(enrolling.publish_reason("$provision/unit-1/csr", request) == kV5NoSubscribers);
+    enrolling.drop_connection();
+  }
+  REQUIRE(wait_enrolled(site, "unit-1"));
+  const json enrolled = certificates_of(site, "unit-1");
+  REQUIRE(enrolled.size() == 1);
+  CHECK(site.claim_json("line-l")["quota_used"] == 1);
+
+  // Asking again needs a clean start: the claim client must never take over the device's session.
+  {
+    MqttClient keeping("unit-1", claim, kV5, false);
+    CHECK(keeping.connect(broker->port(), 3s) == kV5NotAuthorized);
+  }
+  // Another claim (of another type) may not connect with the enrolled id.
+  {
+    MqttClient other("unit-1", other_claim, kV5);
+    CHECK(other.connect(broker->port(), 3s) == kV5NotAuthorized);
+    // ... though it may enrol a free id (the positive control for that claim).
+    MqttClient free_id("unit-2", other_claim, kV5);
+    CHECK(free_id.connect(broker->port(), 3s) == 0);
+  }
+  {
+    // The same claim, clean start, the same id: accepted although the claim is used up, and the
+    // same CSR gets the certificate issued then; no second unit is spent.
+    MqttClient again("unit-1", claim, kV5);
+    REQUIRE(again.connect(broker->port(), 3s) == 0);
+    CHECK(broker->wait_for_log("to ask again for the certificate of device 'unit-1'"));
+    Answer answer = ask(again, "unit-1", request);
+    for (int i = 0; i < 50 && answer.result == "rejected" && answer.body["code"] == "rate_limited";
+         ++i) {
+      std::this_thread::sleep_for(100ms);  // the lost answer still with the plugin
+      answer = ask(again, "unit-1", request);
+    }
+    INFO(answer.body.dump());
+    REQUIRE(answer.result == "accepted");
+    CHECK(answer.body["certificate"] == enrolled[0]["pem"]);
+    CHECK(site.claim_json("line-l")["quota_used"] == 1);
+    CHECK(certificates_of(site, "unit-1").size() == 1);
+    // Another key for the id: taken.
+    require_rejected(
+        ask(again, "unit-1", SignerSite::request(site.make_csr("unit-1-other", "unit-1"))),
+        "id_taken");
+    CHECK(certificates_of(site, "unit-1").size() == 1);
+    std::ofstream(site.cert("unit-1")) << answer.body["certificate"].get<std::string>();
+  }
+
+  // The device connects with its own certificate: a claim connect with its id is refused, and
+  // the device stays connected and keeps working.
+  MqttClient device("unit-1", site.credentials("unit-1"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  {
+    MqttClient intruder("unit-1", claim, kV5);
+    CHECK(intruder.connect(broker->port(), 3s) == kV5NotAuthorized);
+  }
+  CHECK(broker->wait_for_log("a client with it is connected"));
+  std::this_thread::sleep_for(200ms);
+  CHECK(device.connected());
+  REQUIRE(device.subscribe("devices/unit-1/#") == 1);
+  CHECK(device.publish_reason("devices/unit-1/telemetry", "ok") == 0);
+  auto message = device.next_message();
+  REQUIRE(message.has_value());
+  CHECK(message->payload == "ok");
+
+  // Gone again, it had its certificate: the claim may not take its id (nor its session) now.
+  device.drop_connection();
+  REQUIRE(device.wait_disconnected(3s));
+  std::this_thread::sleep_for(300ms);  // the broker sees the connection end
+  MqttClient late("unit-1", claim, kV5);
+  CHECK(late.connect(broker->port(), 3s) == kV5NotAuthorized);
+  CHECK(broker->wait_for_log("which connected with its own certificate"));
+}
