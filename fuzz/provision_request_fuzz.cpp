@@ -7,7 +7,10 @@
 // records nothing and spends no unit; an enrolment answers with a certificate for the client id
 // that the registry holds under that device, and spends exactly one unit unless it repeats an
 // earlier answer. The same payload then goes through ops::renew as the device's renewal
-// (check_renewal).
+// (check_renewal): a renewal is accepted only with a proof (a `proof` field), and the fuzzer holds
+// no device's key, so for the fixture's own device `fuzz-device` (whose key the target holds) a
+// payload without `proof` is also renewed with the proof the target makes for its CSR: accepted,
+// its retry must be the same certificate.
 #include <openssl/x509.h>
 
 #include <cstddef>
@@ -23,6 +26,8 @@
 
 #include "ca/authority.h"
 #include "ca/certificate.h"
+#include "ca/csr.h"
+#include "ca/keys.h"
 #include "core/ossl.h"
 #include "core/time.h"
 #include "core/x509.h"
@@ -37,6 +42,9 @@ using namespace onboard;
 using nlohmann::json;
 
 constexpr const char* kClaim = "fuzz-claim";
+// A device the fixture enrolls with a key it keeps, so that renewals with a valid proof are
+// reachable.
+constexpr const char* kDevice = "fuzz-device";
 
 using fuzz::fail;
 using fuzz::need;
@@ -45,6 +53,7 @@ struct Fixture {
   std::unique_ptr<registry::Store> store;
   std::unique_ptr<ca::Authority> ca;
   registry::Actor actor{"provision:broker", 0};
+  ossl::Ptr<EVP_PKEY> device_key;
 };
 
 Fixture& fixture() {
@@ -64,6 +73,12 @@ Fixture& fixture() {
     claim.lifetime = 365 * 86400;
     claim.out = dir / "claim.zip";
     (void)need(ops::create_claim(*f.store, *f.ca, claim, f.actor), "claim");
+    f.device_key = need(ca::generate_key(ca::KeyAlg::p256), "device key");
+    const std::string csr =
+        ca::csr_to_pem(need(ca::make_csr(f.device_key.get(), kDevice), "csr").get());
+    const auto enrolled =
+        ops::enroll(*f.store, *f.ca, {kClaim, kDevice, json{{"csr", csr}}.dump()}, f.actor);
+    if (enrolled.refused) fail("the fixture's device: " + enrolled.message);
     return f;
   }();
   return made;
@@ -115,9 +130,10 @@ void check(Fixture& f, const ops::EnrollRequest& request) {
 // oldest active certificate: no exception, never internal_error; a refusal records nothing; an
 // acceptance answers with a certificate for the id that the registry holds, active, under that
 // device, and records one certificate unless it repeats an earlier answer.
-void check_renewal(Fixture& f, const ops::EnrollRequest& enrolled) {
-  auto certificates = f.store->certificates_of(enrolled.client_id);
-  if (!certificates.ok()) return;  // no such device
+ops::ProvisionAnswer check_renewal(Fixture& f, const std::string& device_id,
+                                   const std::string& renewal_payload) {
+  auto certificates = f.store->certificates_of(device_id);
+  if (!certificates.ok()) return ops::refusal(ops::ProvisionCode::renewal_not_allowed, "");
   std::string presented;
   for (const auto& c : *certificates) {
     if (c.status == registry::CertificateStatus::active) {
@@ -125,8 +141,9 @@ void check_renewal(Fixture& f, const ops::EnrollRequest& enrolled) {
       break;
     }
   }
-  if (presented.empty()) return;
+  if (presented.empty()) return ops::refusal(ops::ProvisionCode::renewal_not_allowed, "");
   const std::size_t before = certificates->size();
+  const ops::EnrollRequest enrolled{kClaim, device_id, renewal_payload};
   ops::ProvisionAnswer answer;
   try {
     answer =
@@ -141,8 +158,11 @@ void check_renewal(Fixture& f, const ops::EnrollRequest& enrolled) {
     if (*answer.refused == ops::ProvisionCode::internal_error)
       fail("renewal internal_error: " + answer.message);
     if (after != before) fail("a refused renewal recorded something");
-    return;
+    return answer;
   }
+  const json request = json::parse(renewal_payload, nullptr, false);
+  if (!request.is_object() || !request.contains("proof") || !request["proof"].is_string())
+    fail("a renewal without a proof was accepted");
   if (ops::answer_topic_suffix(answer) != "accepted" || answer.device_id != enrolled.client_id ||
       payload.value("certificate", "") != answer.certificate_pem)
     fail("a renewal's payload or topic");
@@ -155,6 +175,63 @@ void check_renewal(Fixture& f, const ops::EnrollRequest& enrolled) {
       recorded->status != registry::CertificateStatus::active ||
       recorded->pem != answer.certificate_pem)
     fail("the renewed certificate is not the device's active one in the registry");
+  return answer;
+}
+
+// The payload with the proof by the fixture device's key added (empty when it is no object with a
+// CSR, or has a proof already).
+std::string with_device_proof(Fixture& f, const std::string& payload) {
+  json body = json::parse(payload, nullptr, false);
+  if (!body.is_object() || body.contains("proof") || !body.contains("csr") ||
+      !body["csr"].is_string())
+    return {};
+  auto req = ca::csr_from_pem(body["csr"].get<std::string>());
+  if (!req.ok()) return {};
+  unsigned char* der = nullptr;
+  const int length = i2d_X509_REQ(req->get(), &der);
+  if (length <= 0 || der == nullptr) {
+    ossl::clear_errors();
+    return {};
+  }
+  ossl::Ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
+  std::size_t size = 0;
+  std::string signature;
+  if (ctx &&
+      EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, f.device_key.get()) == 1 &&
+      EVP_DigestSign(ctx.get(), nullptr, &size, der, static_cast<std::size_t>(length)) == 1) {
+    signature.resize(size);
+    if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()), &size, der,
+                       static_cast<std::size_t>(length)) == 1)
+      signature.resize(size);
+    else
+      signature.clear();
+  }
+  OPENSSL_free(der);
+  ossl::clear_errors();
+  if (signature.empty()) fail("cannot sign the proof");
+  std::string encoded(4 * ((signature.size() + 2) / 3) + 1, '\0');
+  encoded.resize(static_cast<std::size_t>(
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(encoded.data()),
+                      reinterpret_cast<const unsigned char*>(signature.data()),
+                      static_cast<int>(signature.size()))));
+  body["proof"] = encoded;
+  return body.dump();
+}
+
+// The fixture's device renewing with a valid proof: whatever the CSR, never internal_error; an
+// acceptance's retry is the same certificate and records nothing; the new certificate is then
+// revoked, so that the device keeps one active certificate and never runs out of renewals.
+void check_device_renewal(Fixture& f, const std::string& payload) {
+  const std::string proven = with_device_proof(f, payload);
+  if (proven.empty()) return;
+  const auto answer = check_renewal(f, kDevice, proven);
+  if (answer.refused) return;
+  const auto retry = check_renewal(f, kDevice, proven);
+  if (retry.refused || !retry.repeated || retry.certificate_pem != answer.certificate_pem)
+    fail("a renewal's retry is not the same certificate");
+  (void)need(
+      f.store->revoke_certificate(answer.certificate_sha256, RevocationReason::superseded, f.actor),
+      "revoke the renewed certificate");
 }
 
 }  // namespace
@@ -168,6 +245,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   request.client_id = std::string(input.substr(0, newline));
   request.payload = std::string(input.substr(newline + 1));
   check(fixture(), request);
-  check_renewal(fixture(), request);
+  (void)check_renewal(fixture(), request.client_id, request.payload);
+  if (request.client_id == kDevice) check_device_renewal(fixture(), request.payload);
   return 0;
 }

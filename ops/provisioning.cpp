@@ -8,6 +8,7 @@
 #include "ca/certificate.h"
 #include "ca/csr.h"
 #include "ca/keys.h"
+#include "core/encoding.h"
 #include "core/ossl.h"
 #include "core/time.h"
 #include "ops/credentials.h"
@@ -24,11 +25,18 @@ using nlohmann::json;
 struct Checked {
   ossl::Ptr<EVP_PKEY> public_key;
   registry::NewDevice device;
+  // A renewal's: the CSR's DER and the proof as sent (nullopt: none), checked by renew_checked.
+  std::string csr_der{};
+  std::optional<std::string> proof{};
 };
 
+enum class Kind { enrolment, renewal };
+
 // A refusal, or the checked request. Order: size, JSON shape, CSR parse, key, signature, CN.
+// An enrolment may carry `metadata`, a renewal `proof`.
 std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& request,
-                                                     bool metadata_allowed = true) {
+                                                     Kind kind = Kind::enrolment) {
+  const bool metadata_allowed = kind == Kind::enrolment;
   if (request.payload.size() > kMaxProvisionRequestBytes) {
     return refusal(ProvisionCode::payload_too_large,
                    "the request is over " + std::to_string(kMaxProvisionRequestBytes) + " bytes");
@@ -37,7 +45,8 @@ std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& reques
   if (body.is_discarded() || !body.is_object())
     return refusal(ProvisionCode::malformed_request, "the request is not a JSON object");
   for (const auto& [key, value] : body.items()) {
-    if (key != "csr" && (key != "metadata" || !metadata_allowed))
+    if (key != "csr" && (key != "metadata" || !metadata_allowed) &&
+        (key != "proof" || kind != Kind::renewal))
       return refusal(ProvisionCode::malformed_request, "unknown field '" + key + "'");
   }
   auto csr = body.find("csr");
@@ -75,7 +84,37 @@ std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& reques
   if (auto problem = check_new_device(out.device); !problem.ok())
     return refusal(ProvisionCode::malformed_request, problem.error().message);
   out.public_key = std::move(checked->public_key);
+  if (kind == Kind::renewal) {
+    if (auto proof = body.find("proof"); proof != body.end() && !proof->is_null()) {
+      if (!proof->is_string())
+        return refusal(ProvisionCode::malformed_request, "proof must be a base64 string");
+      out.proof = proof->get<std::string>();
+    }
+    unsigned char* der = nullptr;
+    const int length = i2d_X509_REQ(req->get(), &der);
+    if (length <= 0 || der == nullptr) {
+      ossl::clear_errors();
+      return refusal(ProvisionCode::invalid_csr, "csr: cannot be encoded as DER");
+    }
+    out.csr_der.assign(reinterpret_cast<const char*>(der), static_cast<std::size_t>(length));
+    OPENSSL_free(der);
+  }
   return out;
+}
+
+// Standard base64 (RFC 4648 §4, padded), strictly: the alphabet, `=` padding to a multiple of 4,
+// nothing else (no line breaks).
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
+  std::size_t padding = 0;
+  while (padding < 2 && text.size() > padding && text[text.size() - 1 - padding] == '=') ++padding;
+  std::string url(text.substr(0, text.size() - padding));
+  for (char& c : url) {
+    if (c == '-' || c == '_') return std::nullopt;
+    if (c == '+') c = '-';
+    if (c == '/') c = '_';
+  }
+  return base64url_decode(url);
 }
 
 // The active device certificate of `device_id` whose key is `key`: what a retry of an enrolment
@@ -218,29 +257,51 @@ ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
     return not_allowed(registry::RenewRefusal::device_not_active);
   auto certificates = store.certificates_of(request.device_id);
   if (!certificates.ok()) return internal(certificates.error());
-  bool after_presented = false, presented_current = false;
-  UnixTime presented_issued = 0;
+  const registry::Certificate* presented = nullptr;
+  for (const auto& c : *certificates) {
+    if (c.sha256_fingerprint == request.presented_sha256) presented = &c;
+  }
+  if (presented == nullptr || presented->kind != registry::CertificateKind::device ||
+      presented->status != registry::CertificateStatus::active ||
+      actor.now < presented->not_before || actor.now >= presented->not_after)
+    return not_allowed(registry::RenewRefusal::certificate_not_current);
+  // The device proves it holds the presented certificate's key, as the registry has the
+  // certificate: the broker's word names the certificate, it does not stand for the device.
+  if (!checked.proof) {
+    return refusal(ProvisionCode::proof_invalid,
+                   "proof: a signature by the current certificate's key over the CSR's DER is "
+                   "required");
+  }
+  {
+    auto presented_cert = ca::certificate_from_pem(presented->pem);
+    if (!presented_cert.ok()) return internal(presented_cert.error());
+    auto signature = base64_decode(*checked.proof);
+    if (!signature) return refusal(ProvisionCode::proof_invalid, "proof: not standard base64");
+    if (!renewal_proof_valid(X509_get0_pubkey(presented_cert->get()), checked.csr_der,
+                             *signature)) {
+      return refusal(ProvisionCode::proof_invalid,
+                     "proof: not a signature over the CSR's DER by the key of the certificate "
+                     "connected with");
+    }
+  }
+  const UnixTime presented_issued = presented->not_before + kIssueBackdate;
+  bool after_presented = false;
   std::size_t others_active = 0;
   for (const auto& c : *certificates) {
-    if (c.sha256_fingerprint != request.presented_sha256 &&
-        c.kind == registry::CertificateKind::device &&
-        c.status == registry::CertificateStatus::active)
-      ++others_active;
-    if (c.sha256_fingerprint == request.presented_sha256) {
+    if (&c == presented) {
       after_presented = true;
-      presented_issued = c.not_before + kIssueBackdate;
-      presented_current = c.kind == registry::CertificateKind::device &&
-                          c.status == registry::CertificateStatus::active &&
-                          actor.now >= c.not_before && actor.now < c.not_after;
-    } else if (after_presented && presented_current &&
-               c.kind == registry::CertificateKind::device &&
-               c.status == registry::CertificateStatus::active && same_key(c)) {
+      continue;
+    }
+    if (c.kind != registry::CertificateKind::device ||
+        c.status != registry::CertificateStatus::active)
+      continue;
+    ++others_active;
+    if (after_presented && same_key(c)) {
       auto answer = enrolled(request.device_id, c.pem, ca, true);
       answer.certificate_sha256 = c.sha256_fingerprint;
       return answer;
     }
   }
-  if (!presented_current) return not_allowed(registry::RenewRefusal::certificate_not_current);
   // A certificate's not_before never changes: the transaction need not check this again.
   if (request.min_age > 0 && actor.now - presented_issued < request.min_age) {
     return refusal(ProvisionCode::renewal_too_soon,
@@ -298,8 +359,25 @@ std::string_view to_string(ProvisionCode code) noexcept {
       return "renewal_not_allowed";
     case ProvisionCode::renewal_too_soon:
       return "renewal_too_soon";
+    case ProvisionCode::proof_invalid:
+      return "proof_invalid";
   }
   return "internal_error";
+}
+
+bool renewal_proof_valid(const EVP_PKEY* key, std::string_view csr_der,
+                         std::string_view signature) {
+  if (key == nullptr || csr_der.empty() || signature.empty()) return false;
+  ossl::Ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
+  const EVP_MD* digest = EVP_PKEY_is_a(key, "ED25519") == 1 ? nullptr : EVP_sha256();
+  const bool valid =
+      ctx &&
+      EVP_DigestVerifyInit(ctx.get(), nullptr, digest, nullptr, const_cast<EVP_PKEY*>(key)) == 1 &&
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                       signature.size(), reinterpret_cast<const unsigned char*>(csr_der.data()),
+                       csr_der.size()) == 1;
+  ossl::clear_errors();
+  return valid;
 }
 
 bool retryable(ProvisionCode code) noexcept {
@@ -351,7 +429,8 @@ ProvisionAnswer renew(registry::Store& store, const ca::Authority& ca, const Ren
                       const registry::Actor& actor, const BeforeEnroll& before_record,
                       const std::function<void(const std::string&)>& log) {
   try {
-    auto checked = check_request(EnrollRequest{{}, request.device_id, request.payload}, false);
+    auto checked =
+        check_request(EnrollRequest{{}, request.device_id, request.payload}, Kind::renewal);
     if (checked.index() == 1) return std::get<1>(std::move(checked));
     return renew_checked(store, ca, request, std::get<0>(checked), actor, before_record, log);
   } catch (const std::exception& e) {

@@ -3,6 +3,8 @@
 // answer the plugin publishes back. Shared by the REST route the plugin calls and the tests.
 #pragma once
 
+#include <openssl/evp.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -40,6 +42,7 @@ enum class ProvisionCode {
   internal_error,
   renewal_not_allowed,
   renewal_too_soon,
+  proof_invalid,
 };
 std::string_view to_string(ProvisionCode code) noexcept;
 // Whether the same request may succeed later.
@@ -83,12 +86,13 @@ ProvisionAnswer enroll(registry::Store& store, const ca::Authority& ca,
                        const std::function<void(const std::string&)>& log = {});
 
 // A device renewing its own certificate: what it published on `$provision/<device id>/renew`,
-// with the fingerprint of the certificate it connected with (the plugin's word: the signer trusts
-// the broker, which checked that certificate at connect).
+// with the fingerprint of the certificate it connected with (the plugin's word, which the signer
+// does not take alone: the payload's proof must be a signature by that certificate's key, the key
+// read from the registry).
 struct RenewRequest {
   std::string device_id;         // the client id = its device id
   std::string presented_sha256;  // the certificate it connected with
-  std::string payload;           // `{"csr": PEM}`, as published
+  std::string payload;           // `{"csr": PEM, "proof": base64}`, as published
   // The presented certificate must be at least this old (seconds since it was issued: its
   // not_before + kIssueBackdate) or the renewal is renewal_too_soon (serve --renewal-min-age):
   // a device looping renew → connect → renew would otherwise have the CRL rewritten, and every
@@ -96,9 +100,20 @@ struct RenewRequest {
   UnixTime min_age = 0;
 };
 
+// The proof of possession a renewal carries: a signature by the presented certificate's key over
+// the CSR's DER encoding (i2d, what `openssl req -outform DER` writes): RSA PKCS#1 v1.5 with
+// SHA-256, ECDSA with SHA-256 (DER-encoded, any of the accepted curves), or Ed25519 over the DER
+// itself; `openssl dgst -sha256 -sign old.key csr.der` makes the first two. Sent as standard
+// base64 (RFC 4648 §4, padded, on one line). Whether `signature` is such a signature of `csr_der`
+// by `key`; never throws.
+bool renewal_proof_valid(const EVP_PKEY* key, std::string_view csr_der, std::string_view signature);
+
 // Checks the request as enroll does (size, JSON, CSR, key, signature, CN = device id; no
 // `metadata`), then the device (active) and the presented certificate (its active, in-date device
-// certificate): otherwise renewal_not_allowed; a presented certificate younger than
+// certificate): otherwise renewal_not_allowed; then the proof (`proof`, base64 of a signature by
+// the presented certificate's key, as the registry holds it, over the CSR's DER: see
+// renewal_proof_valid): missing, malformed or not verifying is proof_invalid, a retry included;
+// a presented certificate younger than
 // request.min_age is renewal_too_soon (checked after the retry below, whose answer costs no
 // signature and changes nothing). A retry with the same key is answered with the
 // certificate issued for it before; otherwise a new one is signed (kEnrolledCertificateDays) and

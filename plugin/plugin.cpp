@@ -45,7 +45,9 @@
 #include "plugin/crl_guard.h"
 #include "plugin/handover.h"
 #include "plugin/provisioner.h"
+#include "plugin/recovery_guard.h"
 #include "plugin/watcher.h"
+#include "registry/claim_recovery.h"
 #include "registry/snapshot_cache.h"
 
 // Mosquitto 2.0's broker does not export it (libmosquitto does); weak, so that the plugin still
@@ -73,6 +75,9 @@ constexpr std::chrono::seconds kRequestInFlightLimit{60};
 // Renewed connections remembered at most (a renewal window is short; beyond this a renewed
 // device may be disconnected once when its predecessor is revoked, and reconnects).
 constexpr std::size_t kMaxRenewedConnections = 100000;
+// Recently enrolled devices remembered as connected with their own certificate (RecoveryGuard);
+// beyond this every claim recovery is refused for a while.
+constexpr std::size_t kMaxRecoverySeen = 100000;
 
 void log(int level, const std::string& message) {
   mosquitto_log_printf(level, "%s%s", kPrefix, message.c_str());
@@ -224,9 +229,11 @@ class Plugin {
   //     topic checks are deferred too and never decided as a device's;
   //  3. the registry's connect verdict (no certificate included): refused → AUTH; accepted →
   //     username := device id, remembered as accepted, SUCCESS;
-  //  4. a claim's certificate that the verdict accepted (the claim table in snapshot.h) and
-  //     within the claim's connect rate → username := claim:<name>, remembered as a claim
-  //     client (it may only ask for its own certificate), SUCCESS; beyond the rate → AUTH.
+  //  4. a claim's certificate that the verdict accepted (the claim table in snapshot.h), or
+  //     refused only for a used-up claim or a registered id when the claim may ask again for a
+  //     lost answer (recovery_verdict), and within the claim's connect rate → username :=
+  //     claim:<name>, remembered as a claim client (it may only ask for its own certificate),
+  //     SUCCESS; beyond the rate → AUTH.
   int on_basic_auth(const mosquitto_evt_basic_auth& event) {
     ossl::Ptr<X509> cert(static_cast<X509*>(mosquitto_client_certificate(event.client)));
     std::string fingerprint, cn;
@@ -266,6 +273,13 @@ class Plugin {
     }
     auto verdict =
         *snapshot_.connect_verdict({fingerprint, cn, client_id}, std::time(nullptr), stale());
+    std::string refusal_detail;
+    bool recovering = false;
+    if (!verdict.claim.empty() &&
+        (verdict.reason == registry::ConnectReason::claim_used_up ||
+         verdict.reason == registry::ConnectReason::claim_id_registered)) {
+      recovering = recovery_verdict(event.client, verdict, client_id, refusal_detail);
+    }
     // The claim's name views into the snapshot, which stays put for this callback.
     if (verdict.accepted() && !verdict.claim.empty() &&
         !claim_rate_.allow(verdict.claim, Clock::now())) {
@@ -278,7 +292,9 @@ class Plugin {
       if (config_.log_connections && claim_log_.allow(Clock::now(), suppressed)) {
         log(MOSQ_LOG_WARNING,
             "refused client '" + printable(client_id) + "' (claim '" + std::string(verdict.claim) +
-                "'): " + std::string(registry::to_string(verdict.reason)) +
+                "'): " +
+                (refusal_detail.empty() ? std::string(registry::to_string(verdict.reason))
+                                        : refusal_detail) +
                 (suppressed > 0 ? " (" + std::to_string(suppressed) + " similar lines suppressed)"
                                 : std::string()));
       }
@@ -292,10 +308,13 @@ class Plugin {
         return MOSQ_ERR_AUTH;
       }
       clients_.accept_claim(event.client, client_id, username);
+      recovery_.connected(event.client, client_id);
       if (config_.log_connections)
-        log(MOSQ_LOG_INFO, "accepted client '" + client_id + "' with claim '" +
-                               std::string(verdict.claim) +
-                               "' (it may only ask for its certificate)");
+        log(MOSQ_LOG_INFO,
+            "accepted client '" + client_id + "' with claim '" + std::string(verdict.claim) +
+                (recovering ? "' to ask again for the certificate of device '" + client_id +
+                                  "' (a lost answer)"
+                            : std::string("' (it may only ask for its certificate)")));
       return MOSQ_ERR_SUCCESS;
     }
     if (!verdict.accepted()) {
@@ -317,9 +336,51 @@ class Plugin {
       return MOSQ_ERR_AUTH;
     }
     clients_.accept_device(event.client, client_id, verdict.device_id);
+    recovery_.connected(event.client, client_id);
+    if (const auto* device = snapshot_.get().find_device(verdict.device_id);
+        device != nullptr && registry::recently_enrolled(*device, std::time(nullptr))) {
+      recovery_.device_seen(client_id, Clock::now());
+    }
     if (config_.log_connections) log(MOSQ_LOG_INFO, "accepted device '" + client_id + "'");
     note_renewed_connect(client_id, fingerprint);
     return MOSQ_ERR_SUCCESS;
+  }
+
+  // A claim client refused only because its claim is used up or its client id is a registered
+  // device's: accepted (verdict.reason := accepted, true returned) when it may ask again for the
+  // certificate of a device that enrolled with the claim and lost the answer
+  // (docs/provisioning.md, "A lost answer"): the snapshot's part (registry::claim_recovery_allowed:
+  // a device of the claim's type and pattern whose only certificate was issued within the last
+  // hour), no client of that id connected here (this connect would disconnect it), the device not
+  // connected here with its own certificate since it enrolled (then it had its answer, and its
+  // session is not the claim's to take), and a clean start (the claim client never inherits a
+  // session of the device's: subscriptions, queued messages). Otherwise `detail` says why not
+  // when the id is a device's.
+  bool recovery_verdict(const mosquitto* client, registry::ConnectVerdict& verdict,
+                        const std::string& client_id, std::string& detail) {
+    const Snapshot& snapshot = snapshot_.get();
+    const registry::ClaimEntry* claim = snapshot.find_claim(verdict.claim);
+    if (claim == nullptr || snapshot.find_device(client_id) == nullptr) return false;
+    if (!registry::claim_recovery_allowed(snapshot, *claim, client_id, std::time(nullptr))) {
+      detail =
+          "client id is a registered device's (not one this claim enrolled within the last "
+          "hour)";
+      return false;
+    }
+    if (recovery_.live(client_id)) {
+      detail = "client id is a registered device's, and a client with it is connected";
+      return false;
+    }
+    if (!recovery_.may_recover(client_id, Clock::now())) {
+      detail = "client id is a registered device's, which connected with its own certificate";
+      return false;
+    }
+    if (!mosquitto_client_clean_session(client)) {
+      detail = "client id is a registered device's: asking again needs a clean start";
+      return false;
+    }
+    verdict.reason = registry::ConnectReason::accepted;
+    return true;
   }
 
   // An accepted device connected with `fingerprint`. When the device has an active certificate
@@ -424,7 +485,10 @@ class Plugin {
                    snapshot_.get().claim_standing(*claim, std::time(nullptr)) ==
                        registry::ConnectReason::accepted &&
                    registry::claim_topic_allowed(client_id, access, topic);
-    if (allowed && access == acl::kPublish && claim->access.quota_used >= claim->access.quota)
+    // Used up, it may still ask for the certificate of the id it enrolled: the signer answers a
+    // registered id with the certificate issued before (same key) or id_taken, and spends nothing.
+    if (allowed && access == acl::kPublish && claim->access.quota_used >= claim->access.quota &&
+        snapshot_.get().find_device(client_id) == nullptr)
       allowed = false;
     // A retained request would be kept by the broker (memory, its persistence file) for every id
     // a leaked claim connects with, and handed to any later reader of the topic.
@@ -459,10 +523,11 @@ class Plugin {
   }
 
   // A claim client's request on `$provision/<its client id>/csr` (the topic check let it through:
-  // its claim is usable and has quota left), and a device's renewal on `$provision/<its id>/renew`
-  // (with the fingerprint of the certificate it connected with), go to the signer off this thread;
-  // the answer is published to the client on a later tick (publish_answers). Messages on any other
-  // topic, and from any other client, are the broker's as usual.
+  // its claim is usable and has quota left, or the id is registered: a retry), and a device's
+  // renewal on `$provision/<its id>/renew` (with the fingerprint of the certificate it connected
+  // with), go to the signer off this thread; the answer is published to the client on a later tick
+  // (publish_answers). Messages on any other topic, and from any other client, are the broker's as
+  // usual.
   int on_message(const mosquitto_evt_message& event) {
     if (event.topic == nullptr || !std::string_view(event.topic).starts_with(kProvisionTopicPrefix))
       return MOSQ_ERR_SUCCESS;
@@ -559,6 +624,8 @@ class Plugin {
                               mosquitto_client_clean_session(event.client);
     clients_.disconnected(event.client, mosquitto_client_id(event.client), has_certificate,
                           session_ends);
+    if (const char* id = mosquitto_client_id(event.client); id != nullptr)
+      recovery_.disconnected(event.client, id);
     return MOSQ_ERR_SUCCESS;
   }
 
@@ -771,6 +838,9 @@ class Plugin {
   std::unordered_map<std::string, std::string> renewed_connections_;
   // Certificates whose predecessors the signer is being asked to supersede (broker thread only).
   std::unordered_set<std::string> superseding_;
+  // Who is connected, and which recently enrolled devices connected, for claim recovery.
+  plugin::RecoveryGuard recovery_{std::chrono::seconds(registry::kClaimRecoveryWindow),
+                                  kMaxRecoverySeen};
   std::unique_ptr<plugin::Provisioner> provisioner_;  // null: no signer configured
 };
 

@@ -266,6 +266,50 @@ ops::ProvisionAnswer renew(Site& site, const std::string& id, const std::string&
   return ops::renew(*site.store, *site.ca, {id, presented, payload}, site.actor);
 }
 
+// Standard base64, padded, as `openssl base64 -A` writes it.
+std::string base64(const std::string& bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()),
+                                static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+// The CSR's DER, as `openssl req -outform DER` writes it.
+std::string der_of(const std::string& csr_pem) {
+  const auto req = must(ca::csr_from_pem(csr_pem));
+  unsigned char* der = nullptr;
+  const int length = i2d_X509_REQ(req.get(), &der);
+  REQUIRE(length > 0);
+  std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(length));
+  OPENSSL_free(der);
+  return out;
+}
+
+// A signature of `data` by `key`, as `openssl dgst -sha256 -sign` makes it (Ed25519: over the
+// data itself).
+std::string signature_of(const EVP_PKEY* key, const std::string& data) {
+  ossl::Ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
+  const EVP_MD* digest = EVP_PKEY_is_a(key, "ED25519") == 1 ? nullptr : EVP_sha256();
+  REQUIRE(EVP_DigestSignInit(ctx.get(), nullptr, digest, nullptr, const_cast<EVP_PKEY*>(key)) == 1);
+  std::size_t size = 0;
+  const auto* in = reinterpret_cast<const unsigned char*>(data.data());
+  REQUIRE(EVP_DigestSign(ctx.get(), nullptr, &size, in, data.size()) == 1);
+  std::string out(size, '\0');
+  REQUIRE(EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &size, in,
+                         data.size()) == 1);
+  out.resize(size);
+  return out;
+}
+
+// A renewal request for a new key `key`, its proof made with `old_key` (the key of the
+// certificate the device connected with).
+std::string renewal_for(const EVP_PKEY* key, const std::string& cn, const EVP_PKEY* old_key) {
+  const std::string csr = csr_for(key, cn);
+  return json{{"csr", csr}, {"proof", base64(signature_of(old_key, der_of(csr)))}}.dump();
+}
+
 }  // namespace
 
 TEST_CASE("a renewal records a new certificate beside the presented one and a retry is the same") {
@@ -273,7 +317,7 @@ TEST_CASE("a renewal records a new certificate beside the presented one and a re
   site.add_claim("line-a", 5);
   const auto device = enroll_device(site, "line-a", "unit-1");
   const auto key = p256();
-  const std::string request = request_for(key.get(), "unit-1");
+  const std::string request = renewal_for(key.get(), "unit-1", device.key.get());
 
   const auto first = renew(site, "unit-1", device.certificate.sha256_fingerprint, request);
   INFO(first.message);
@@ -303,7 +347,7 @@ TEST_CASE("a renewal records a new certificate beside the presented one and a re
   CHECK(must(site.store->certificates_of("unit-1")).size() == 2);
   // Its old key again is a renewal too (a new certificate for the same key), not the old one.
   const auto same_key = renew(site, "unit-1", device.certificate.sha256_fingerprint,
-                              request_for(device.key.get(), "unit-1"));
+                              renewal_for(device.key.get(), "unit-1", device.key.get()));
   REQUIRE_FALSE(same_key.refused.has_value());
   CHECK_FALSE(same_key.repeated);
   CHECK(same_key.certificate_pem != device.certificate.pem);
@@ -317,7 +361,7 @@ TEST_CASE("the new certificate's connect supersedes the older ones and writes th
   const auto device = enroll_device(site, "line-a", "unit-1");
   const auto key = p256();
   const auto renewed = renew(site, "unit-1", device.certificate.sha256_fingerprint,
-                             request_for(key.get(), "unit-1"));
+                             renewal_for(key.get(), "unit-1", device.key.get()));
   REQUIRE_FALSE(renewed.refused.has_value());
   const auto crl = site.dir / "crl.pem";
   must(ops::rewrite_crl(*site.store, *site.ca, crl, "", site.actor));
@@ -353,7 +397,7 @@ TEST_CASE("the new certificate's connect supersedes the older ones and writes th
   CHECK(must(ops::crl_lists_revoked_of(*site.store, *site.ca, crl, "unit-1")));
   // The superseded certificate can no longer renew.
   require_refused(renew(site, "unit-1", device.certificate.sha256_fingerprint,
-                        request_for(p256().get(), "unit-1")),
+                        renewal_for(p256().get(), "unit-1", device.key.get())),
                   ProvisionCode::renewal_not_allowed);
   CHECK(must(site.store->verify_audit()).ok());
 }
@@ -363,7 +407,7 @@ TEST_CASE("a renewal is refused for a device not active or a certificate not its
   site.add_claim("line-a", 5);
   const auto one = enroll_device(site, "line-a", "unit-1");
   const auto two = enroll_device(site, "line-a", "unit-2");
-  const std::string request = request_for(p256().get(), "unit-1");
+  const std::string request = renewal_for(p256().get(), "unit-1", one.key.get());
 
   // Another device's certificate, an unknown one, a fingerprint that is none.
   require_refused(renew(site, "unit-1", two.certificate.sha256_fingerprint, request),
@@ -373,11 +417,11 @@ TEST_CASE("a renewal is refused for a device not active or a certificate not its
   require_refused(renew(site, "unit-1", "not-a-fingerprint", request),
                   ProvisionCode::renewal_not_allowed);
   require_refused(renew(site, "unit-9", one.certificate.sha256_fingerprint,
-                        request_for(p256().get(), "unit-9")),
+                        renewal_for(p256().get(), "unit-9", one.key.get())),
                   ProvisionCode::renewal_not_allowed);
   // The CSR's CN must be the device's id; the request carries the CSR alone.
   require_refused(renew(site, "unit-1", one.certificate.sha256_fingerprint,
-                        request_for(p256().get(), "unit-2")),
+                        renewal_for(p256().get(), "unit-2", one.key.get())),
                   ProvisionCode::cn_mismatch);
   require_refused(
       renew(site, "unit-1", one.certificate.sha256_fingerprint,
@@ -400,7 +444,8 @@ TEST_CASE("a certificate younger than the renewal minimum age is not renewed") {
   Site site;
   site.add_claim("line-a", 5);
   const auto device = enroll_device(site, "line-a", "unit-1");
-  const std::string request = request_for(p256().get(), "unit-1");
+  const auto next = p256();
+  const std::string request = renewal_for(next.get(), "unit-1", device.key.get());
   const std::string& presented = device.certificate.sha256_fingerprint;
   constexpr UnixTime kMinAge = 3600;
   auto renew_aged = [&](UnixTime min_age) {
@@ -421,7 +466,7 @@ TEST_CASE("a certificate younger than the renewal minimum age is not renewed") {
     const auto fresh = enroll_device(other, "line-a", "unit-1");
     CHECK_FALSE(ops::renew(*other.store, *other.ca,
                            {"unit-1", fresh.certificate.sha256_fingerprint,
-                            request_for(p256().get(), "unit-1"), 0},
+                            renewal_for(p256().get(), "unit-1", fresh.key.get()), 0},
                            other.actor)
                     .refused);
   }
@@ -438,7 +483,7 @@ TEST_CASE("a certificate younger than the renewal minimum age is not renewed") {
   site.actor.now -= kMinAge + 60;
   require_refused(ops::renew(*site.store, *site.ca,
                              {"unit-1", renewed.certificate_sha256,
-                              request_for(p256().get(), "unit-1"), kMinAge},
+                              renewal_for(p256().get(), "unit-1", next.get()), kMinAge},
                              site.actor),
                   ProvisionCode::renewal_too_soon);
   CHECK(must(site.store->certificates_of("unit-1")).size() == 2);
@@ -450,12 +495,12 @@ TEST_CASE("a device with renewals waiting for their first connect may not renew 
   const auto device = enroll_device(site, "line-a", "unit-1");
   std::vector<std::string> requests;
   for (std::size_t i = 0; i < registry::kMaxPendingRenewals; ++i) {
-    requests.push_back(request_for(p256().get(), "unit-1"));
+    requests.push_back(renewal_for(p256().get(), "unit-1", device.key.get()));
     REQUIRE_FALSE(
         renew(site, "unit-1", device.certificate.sha256_fingerprint, requests.back()).refused);
   }
   require_refused(renew(site, "unit-1", device.certificate.sha256_fingerprint,
-                        request_for(p256().get(), "unit-1")),
+                        renewal_for(p256().get(), "unit-1", device.key.get())),
                   ProvisionCode::renewal_not_allowed);
   CHECK(must(site.store->certificates_of("unit-1")).size() == 1 + registry::kMaxPendingRenewals);
   // The retry of a pending one is still its certificate (the positive control).
@@ -468,7 +513,7 @@ TEST_CASE("retries of one renewal racing each other record one certificate") {
   Site site;
   site.add_claim("line-a", 5);
   const auto device = enroll_device(site, "line-a", "unit-1");
-  const std::string request = request_for(p256().get(), "unit-1");
+  const std::string request = renewal_for(p256().get(), "unit-1", device.key.get());
   constexpr int kRetries = 8;
   std::vector<std::string> answers(kRetries);
   std::vector<std::thread> threads;
@@ -494,9 +539,9 @@ TEST_CASE("a renewal's old certificate is superseded once its grace period is ov
   site.add_claim("line-a", 5);
   const auto one = enroll_device(site, "line-a", "unit-1");
   const auto two = enroll_device(site, "line-a", "unit-2");
-  REQUIRE_FALSE(
-      renew(site, "unit-1", one.certificate.sha256_fingerprint, request_for(p256().get(), "unit-1"))
-          .refused);
+  REQUIRE_FALSE(renew(site, "unit-1", one.certificate.sha256_fingerprint,
+                      renewal_for(p256().get(), "unit-1", one.key.get()))
+                    .refused);
   const auto crl = site.dir / "crl.pem";
   constexpr UnixTime kGrace = 3600;
 
@@ -526,4 +571,91 @@ TEST_CASE("a renewal's old certificate is superseded once its grace period is ov
   CHECK(must(ops::supersede_expired(*site.store, *site.ca, crl, kGrace, later)).serials.empty());
   CHECK(must(site.store->verify_audit()).ok());
   (void)two;
+}
+
+TEST_CASE("a renewal needs a proof by the key of the certificate it presents") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto one = enroll_device(site, "line-a", "unit-1");
+  const auto two = enroll_device(site, "line-a", "unit-2");
+  const std::string& presented = one.certificate.sha256_fingerprint;
+  const auto next = p256();
+  const std::string csr = csr_for(next.get(), "unit-1");
+  const std::string right = base64(signature_of(one.key.get(), der_of(csr)));
+  auto with_proof = [&](const json& proof) { return json{{"csr", csr}, {"proof", proof}}.dump(); };
+
+  // No proof, a proof by another device's key, a proof by the new key, a proof over another CSR,
+  // a proof of the CSR's PEM instead of its DER, one bit off, not base64: all proof_invalid.
+  require_refused(renew(site, "unit-1", presented, json{{"csr", csr}}.dump()),
+                  ProvisionCode::proof_invalid);
+  require_refused(renew(site, "unit-1", presented, with_proof(nullptr)),
+                  ProvisionCode::proof_invalid);
+  require_refused(renew(site, "unit-1", presented,
+                        with_proof(base64(signature_of(two.key.get(), der_of(csr))))),
+                  ProvisionCode::proof_invalid);
+  require_refused(
+      renew(site, "unit-1", presented, with_proof(base64(signature_of(next.get(), der_of(csr))))),
+      ProvisionCode::proof_invalid);
+  const std::string other_csr = csr_for(p256().get(), "unit-1");
+  require_refused(renew(site, "unit-1", presented,
+                        with_proof(base64(signature_of(one.key.get(), der_of(other_csr))))),
+                  ProvisionCode::proof_invalid);
+  require_refused(
+      renew(site, "unit-1", presented, with_proof(base64(signature_of(one.key.get(), csr)))),
+      ProvisionCode::proof_invalid);
+  std::string flipped = signature_of(one.key.get(), der_of(csr));
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x01);
+  require_refused(renew(site, "unit-1", presented, with_proof(base64(flipped))),
+                  ProvisionCode::proof_invalid);
+  require_refused(renew(site, "unit-1", presented, with_proof("not base64!")),
+                  ProvisionCode::proof_invalid);
+  require_refused(renew(site, "unit-1", presented, with_proof(right.substr(0, right.size() - 4))),
+                  ProvisionCode::proof_invalid);
+  require_refused(renew(site, "unit-1", presented, with_proof(right + "\n")),
+                  ProvisionCode::proof_invalid);
+  CHECK_FALSE(ops::retryable(ProvisionCode::proof_invalid));
+  // A proof of the wrong JSON type is a malformed request.
+  require_refused(renew(site, "unit-1", presented, with_proof(42)),
+                  ProvisionCode::malformed_request);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 1);
+
+  // The same CSR with the right proof is renewed (the positive control) ...
+  const auto renewed = renew(site, "unit-1", presented, with_proof(right));
+  INFO(renewed.message);
+  REQUIRE_FALSE(renewed.refused.has_value());
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 2);
+  // ... its retry, which carries the same proof, is answered with the same certificate ...
+  const auto retry = renew(site, "unit-1", presented, with_proof(right));
+  REQUIRE_FALSE(retry.refused.has_value());
+  CHECK(retry.repeated);
+  CHECK(retry.certificate_pem == renewed.certificate_pem);
+  // ... and a retry without it, or with another device's, is not: the certificate is not sent.
+  require_refused(renew(site, "unit-1", presented, json{{"csr", csr}}.dump()),
+                  ProvisionCode::proof_invalid);
+  require_refused(renew(site, "unit-1", presented,
+                        with_proof(base64(signature_of(two.key.get(), der_of(csr))))),
+                  ProvisionCode::proof_invalid);
+  CHECK(must(site.store->certificates_of("unit-1")).size() == 2);
+  CHECK(must(site.store->certificates_of("unit-2")).size() == 1);
+}
+
+TEST_CASE("a renewal proof is checked for RSA P-384 and Ed25519 keys too") {
+  for (const auto alg : {ca::KeyAlg::rsa2048, ca::KeyAlg::p384, ca::KeyAlg::ed25519}) {
+    Site site;
+    site.add_claim("line-a", 5);
+    const auto old_key = must(ca::generate_key(alg));
+    INFO(ca::describe_key(old_key.get()));
+    REQUIRE_FALSE(site.enroll("line-a", "unit-1", request_for(old_key.get(), "unit-1")).refused);
+    const std::string presented = must(site.store->certificates_of("unit-1"))[0].sha256_fingerprint;
+    const auto next = p256();
+    // A proof by another key of the same kind is refused; by the certificate's key, renewed.
+    const auto stranger = must(ca::generate_key(alg));
+    require_refused(
+        renew(site, "unit-1", presented, renewal_for(next.get(), "unit-1", stranger.get())),
+        ProvisionCode::proof_invalid);
+    const auto renewed =
+        renew(site, "unit-1", presented, renewal_for(next.get(), "unit-1", old_key.get()));
+    INFO(renewed.message);
+    CHECK_FALSE(renewed.refused.has_value());
+  }
 }

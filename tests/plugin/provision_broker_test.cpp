@@ -93,6 +93,22 @@ class SignerSite : public Fleet {
     return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   static std::string request(const std::string& csr) { return json{{"csr", csr}}.dump(); }
+  // A renewal request: the CSR and its proof, made by the key of `old` (the credentials the
+  // device connects with) as docs/provisioning.md says a device makes it, with openssl.
+  std::string renewal(const std::string& csr, const std::string& old) {
+    return json{{"csr", csr}, {"proof", proof(csr, old)}}.dump();
+  }
+  std::string proof(const std::string& csr, const std::string& old) {
+    const auto pem = dir() / "renew.csr", der = dir() / "renew.der", sig = dir() / "renew.sig";
+    std::ofstream(pem) << csr;
+    must(run(
+        {"/usr/bin/openssl", "req", "-in", pem.string(), "-outform", "DER", "-out", der.string()}));
+    must(run({"/usr/bin/openssl", "dgst", "-sha256", "-sign", key(old).string(), "-out",
+              sig.string(), der.string()}));
+    auto encoded = run({"/usr/bin/openssl", "base64", "-A", "-in", sig.string()});
+    must(encoded);
+    return encoded.out;
+  }
 
   const std::string& signer_url() const { return signer_url_; }
 
@@ -430,7 +446,7 @@ TEST_CASE(
   {
     MqttClient old_device("meter-1", site.credentials("meter-1"), kV5);
     REQUIRE(old_device.connect(broker->port(), 3s) == 0);
-    const std::string request = SignerSite::request(site.make_csr("meter-1-next", "meter-1"));
+    const std::string request = site.renewal(site.make_csr("meter-1-next", "meter-1"), "meter-1");
     const Answer accepted = renew(old_device, "meter-1", request);
     INFO(accepted.body.dump());
     REQUIRE(accepted.result == "accepted");
@@ -492,7 +508,7 @@ TEST_CASE("a device may renew only itself and a claim client may not renew") {
   INFO(broker->log());
   MqttClient device("meter-1", site.credentials("meter-1"), kV5);
   REQUIRE(device.connect(broker->port(), 3s) == 0);
-  const std::string for_two = SignerSite::request(site.make_csr("two-next", "meter-2"));
+  const std::string for_two = site.renewal(site.make_csr("two-next", "meter-2"), "meter-1");
 
   // Another device's renewal topic is closed to it, whatever the CSR says.
   CHECK(device.publish_reason("$provision/meter-2/renew", for_two) == kV5NotAuthorized);
@@ -501,7 +517,7 @@ TEST_CASE("a device may renew only itself and a claim client may not renew") {
   require_rejected(renew(device, "meter-1", for_two), "cn_mismatch");
   // Nothing else under $provision/ either: no enrolment request, no retained renewal.
   CHECK(device.publish_reason("$provision/meter-1/csr", for_two) == kV5NotAuthorized);
-  const std::string own = SignerSite::request(site.make_csr("one-next", "meter-1"));
+  const std::string own = site.renewal(site.make_csr("one-next", "meter-1"), "meter-1");
   CHECK(device.publish_reason("$provision/meter-1/renew", own, true) == kV5NotAuthorized);
   CHECK(certificates_of(site, "meter-2").size() == 1);
   CHECK(certificates_of(site, "meter-1").size() == 1);
@@ -539,11 +555,13 @@ TEST_CASE("a bad renewal request is refused with its code and a good one then ta
   // metadata is the claim's business: a renewal carries the CSR alone.
   const std::string csr = site.make_csr("next", "meter-1");
   require_rejected(
-      renew(device, "meter-1", json{{"csr", csr}, {"metadata", json::object()}}.dump()),
+      renew(device, "meter-1",
+            json{{"csr", csr}, {"proof", site.proof(csr, "meter-1")}, {"metadata", json::object()}}
+                .dump()),
       "malformed_request");
   CHECK(certificates_of(site, "meter-1").size() == 1);
-  // The same CSR alone is taken (the positive control).
-  CHECK(renew(device, "meter-1", SignerSite::request(csr)).result == "accepted");
+  // The same CSR with its proof is taken (the positive control).
+  CHECK(renew(device, "meter-1", site.renewal(csr, "meter-1")).result == "accepted");
   CHECK(certificates_of(site, "meter-1").size() == 2);
 }
 
@@ -557,8 +575,9 @@ TEST_CASE(
   const std::string old_serial = certificates_of(site, "meter-1")[0]["serial"];
   MqttClient device("meter-1", site.credentials("meter-1"), kV5);
   REQUIRE(device.connect(broker->port(), 3s) == 0);
-  REQUIRE(renew(device, "meter-1", SignerSite::request(site.make_csr("next", "meter-1"))).result ==
-          "accepted");
+  REQUIRE(
+      renew(device, "meter-1", site.renewal(site.make_csr("next", "meter-1"), "meter-1")).result ==
+      "accepted");
   // Within the grace period the old certificate is still the device's (the positive control).
   CHECK(certificates_of(site, "meter-1")[0]["status"] == "active");
   CHECK(device.connected());
@@ -572,4 +591,143 @@ TEST_CASE(
   MqttClient again("meter-1", site.credentials("meter-1"), kV5);
   CHECK(again.connect(broker->port(), 3s) == kV5NotAuthorized);
   CHECK(certificates_of(site, "meter-1")[1]["status"] == "active");
+}
+
+TEST_CASE("a renewal whose proof is not made with the device's own key is refused") {
+  SignerSite site;
+  site.add_device("meter-1");
+  site.add_device("meter-2");
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  MqttClient device("meter-1", site.credentials("meter-1"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  const std::string csr = site.make_csr("meter-1-next", "meter-1");
+  const std::string other_csr = site.make_csr("meter-1-other", "meter-1");
+
+  // A proof made with ANOTHER device's key (meter-2's), over this very CSR: refused.
+  const Answer by_other = renew(device, "meter-1", site.renewal(csr, "meter-2"));
+  require_rejected(by_other, "proof_invalid");
+  // A proof by the device's own key, but over a different CSR: refused.
+  require_rejected(renew(device, "meter-1",
+                         json{{"csr", csr}, {"proof", site.proof(other_csr, "meter-1")}}.dump()),
+                   "proof_invalid");
+  // No proof at all: refused.
+  require_rejected(renew(device, "meter-1", SignerSite::request(csr)), "proof_invalid");
+  CHECK(certificates_of(site, "meter-1").size() == 1);
+  CHECK(device.connected());
+
+  // The same request with the proof made by its own key is renewed (the positive control), and
+  // its retry, with the same proof, is the same certificate.
+  const std::string request = site.renewal(csr, "meter-1");
+  const Answer accepted = renew(device, "meter-1", request);
+  INFO(accepted.body.dump());
+  REQUIRE(accepted.result == "accepted");
+  const Answer again = renew(device, "meter-1", request);
+  REQUIRE(again.result == "accepted");
+  CHECK(again.body["certificate"] == accepted.body["certificate"]);
+  CHECK(certificates_of(site, "meter-1").size() == 2);
+  CHECK(certificates_of(site, "meter-2").size() == 1);
+}
+
+// ---- a lost enrolment answer ----------------------------------------------------------------
+
+namespace {
+
+// Waits (at most `timeout`) until the registry has device `id`.
+bool wait_enrolled(SignerSite& site, const std::string& id,
+                   std::chrono::milliseconds timeout = 10s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (site.ctl({"device", "show", id, "--json"}).exit_code == 0) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a device that lost its enrolment answer asks again with its claim and gets it") {
+  SignerSite site;
+  // Quota 1: the enrolment whose answer is lost spends the last unit.
+  const auto claim = site.add_claim("line-l", {"--quota", "1", "--expires", "1h", "--type",
+                                               "sensor", "--id-pattern", "unit-[0-9]"});
+  const auto other_claim = site.add_claim("line-m", {"--quota", "5", "--expires", "1h", "--type",
+                                                     "meter", "--id-pattern", "unit-[0-9]"});
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  const std::string request = SignerSite::request(site.make_csr("unit-1", "unit-1"));
+  {
+    // The request is taken (PUBACK), then the connection drops before the answer comes.
+    MqttClient enrolling("unit-1", claim, kV5);
+    REQUIRE(enrolling.connect(broker->port(), 3s) == 0);
+    REQUIRE(enrolling.publish_reason("$provision/unit-1/csr", request) == kV5NoSubscribers);
+    enrolling.drop_connection();
+  }
+  REQUIRE(wait_enrolled(site, "unit-1"));
+  const json enrolled = certificates_of(site, "unit-1");
+  REQUIRE(enrolled.size() == 1);
+  CHECK(site.claim_json("line-l")["quota_used"] == 1);
+
+  // Asking again needs a clean start: the claim client must never take over the device's session.
+  {
+    MqttClient keeping("unit-1", claim, kV5, false);
+    CHECK(keeping.connect(broker->port(), 3s) == kV5NotAuthorized);
+  }
+  // Another claim (of another type) may not connect with the enrolled id.
+  {
+    MqttClient other("unit-1", other_claim, kV5);
+    CHECK(other.connect(broker->port(), 3s) == kV5NotAuthorized);
+    // ... though it may enrol a free id (the positive control for that claim).
+    MqttClient free_id("unit-2", other_claim, kV5);
+    CHECK(free_id.connect(broker->port(), 3s) == 0);
+  }
+  {
+    // The same claim, clean start, the same id: accepted although the claim is used up, and the
+    // same CSR gets the certificate issued then; no second unit is spent.
+    MqttClient again("unit-1", claim, kV5);
+    REQUIRE(again.connect(broker->port(), 3s) == 0);
+    CHECK(broker->wait_for_log("to ask again for the certificate of device 'unit-1'"));
+    Answer answer = ask(again, "unit-1", request);
+    for (int i = 0; i < 50 && answer.result == "rejected" && answer.body["code"] == "rate_limited";
+         ++i) {
+      std::this_thread::sleep_for(100ms);  // the lost answer still with the plugin
+      answer = ask(again, "unit-1", request);
+    }
+    INFO(answer.body.dump());
+    REQUIRE(answer.result == "accepted");
+    CHECK(answer.body["certificate"] == enrolled[0]["pem"]);
+    CHECK(site.claim_json("line-l")["quota_used"] == 1);
+    CHECK(certificates_of(site, "unit-1").size() == 1);
+    // Another key for the id: taken.
+    require_rejected(
+        ask(again, "unit-1", SignerSite::request(site.make_csr("unit-1-other", "unit-1"))),
+        "id_taken");
+    CHECK(certificates_of(site, "unit-1").size() == 1);
+    std::ofstream(site.cert("unit-1")) << answer.body["certificate"].get<std::string>();
+  }
+
+  // The device connects with its own certificate: a claim connect with its id is refused, and
+  // the device stays connected and keeps working.
+  MqttClient device("unit-1", site.credentials("unit-1"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  {
+    MqttClient intruder("unit-1", claim, kV5);
+    CHECK(intruder.connect(broker->port(), 3s) == kV5NotAuthorized);
+  }
+  CHECK(broker->wait_for_log("a client with it is connected"));
+  std::this_thread::sleep_for(200ms);
+  CHECK(device.connected());
+  REQUIRE(device.subscribe("devices/unit-1/#") == 1);
+  CHECK(device.publish_reason("devices/unit-1/telemetry", "ok") == 0);
+  auto message = device.next_message();
+  REQUIRE(message.has_value());
+  CHECK(message->payload == "ok");
+
+  // Gone again, it had its certificate: the claim may not take its id (nor its session) now.
+  device.drop_connection();
+  REQUIRE(device.wait_disconnected(3s));
+  std::this_thread::sleep_for(300ms);  // the broker sees the connection end
+  MqttClient late("unit-1", claim, kV5);
+  CHECK(late.connect(broker->port(), 3s) == kV5NotAuthorized);
+  CHECK(broker->wait_for_log("which connected with its own certificate"));
 }

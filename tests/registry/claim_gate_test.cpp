@@ -5,6 +5,7 @@
 #include <chrono>
 #include <string>
 
+#include "registry/claim_recovery.h"
 #include "registry/id_pattern.h"
 #include "registry/snapshot.h"
 #include "tests/support/result.h"
@@ -167,4 +168,74 @@ TEST_CASE("a device may renew only itself on its own provision topics") {
   CHECK_FALSE(renewal_topic_allowed("d-1", acl::kRead, "$provision/d-1/renew"));
   CHECK_FALSE(renewal_topic_allowed("d-1", acl::kRead, "$provision/d-2/accepted"));
   CHECK_FALSE(renewal_topic_allowed("", acl::kPublish, "$provision//renew"));
+}
+
+namespace {
+
+// A device the claim (type "sensor") enrolled `ago` seconds before kNow: its one certificate was
+// issued then (not_before backdated as the CA does).
+DeviceAccess enrolled_device(std::string id, UnixTime ago, std::string type = "sensor") {
+  DeviceAccess device;
+  device.id = std::move(id);
+  device.type = std::move(type);
+  const UnixTime issued = kNow - ago;
+  device.certificates.push_back({std::string(64, 'e'), "0e", CertificateStatus::active,
+                                 issued - kRecoveryIssueBackdate, issued + 365 * 86400});
+  return device;
+}
+
+// The claim of claim(), created two hours before kNow.
+ClaimAccess older_claim() {
+  ClaimAccess c = claim();
+  c.not_before = kNow - 7200;
+  return c;
+}
+
+bool may_recover(const DeviceAccess& device, ClaimAccess c = older_claim(), UnixTime now = kNow) {
+  if (c.device_type.empty()) c.device_type = "sensor";
+  auto s = Snapshot::build({device}, {}, 1)->with_claims({std::move(c)});
+  return claim_recovery_allowed(*s, *s->find_claim("factory-1"), device.id, now);
+}
+
+}  // namespace
+
+TEST_CASE("a claim may ask again only for a device of its kind enrolled within the last hour") {
+  // Enrolled ten minutes ago, of the claim's type and pattern: allowed (the positive control).
+  const auto fresh = enrolled_device("sensor-0007", 600);
+  CHECK(may_recover(fresh));
+  CHECK(recently_enrolled(fresh, kNow));
+  // Past the window; at its edge.
+  CHECK_FALSE(may_recover(enrolled_device("sensor-0007", kClaimRecoveryWindow + 1)));
+  CHECK(may_recover(enrolled_device("sensor-0007", kClaimRecoveryWindow)));
+  // Another type (so another claim's), an id outside the pattern.
+  CHECK_FALSE(may_recover(enrolled_device("sensor-0007", 600, "meter")));
+  CHECK_FALSE(may_recover(enrolled_device("meter-0007", 600)));
+  // Renewed (two certificates), its certificate revoked, the device disabled.
+  auto renewed = fresh;
+  renewed.certificates.push_back(renewed.certificates.front());
+  renewed.certificates.back().sha256_fingerprint = std::string(64, 'f');
+  CHECK_FALSE(may_recover(renewed));
+  auto revoked = fresh;
+  revoked.certificates.front().status = CertificateStatus::revoked;
+  CHECK_FALSE(may_recover(revoked));
+  auto disabled = fresh;
+  disabled.status = DeviceStatus::disabled;
+  CHECK_FALSE(may_recover(disabled));
+  // A device enrolled before the claim existed is none of its enrolments.
+  auto later_claim = older_claim();
+  later_claim.not_before = kNow - 60;
+  CHECK_FALSE(may_recover(fresh, later_claim));
+  // The claim revoked or expired: never; used up: still (the lost answer may be the last unit's).
+  auto revoked_claim = older_claim();
+  revoked_claim.status = ClaimStatus::revoked;
+  CHECK_FALSE(may_recover(fresh, revoked_claim));
+  auto expired_claim = older_claim();
+  expired_claim.not_after = kNow - 1;
+  CHECK_FALSE(may_recover(fresh, expired_claim));
+  auto used = older_claim();
+  used.quota_used = used.quota;
+  CHECK(may_recover(fresh, used));
+  // The gate itself still says registered (or used up): the plugin decides the recovery.
+  auto s = Snapshot::build({fresh}, {}, 1)->with_claims({claim()});
+  CHECK(verdict(*s, "sensor-0007") == ConnectReason::claim_id_registered);
 }

@@ -1,0 +1,52 @@
+#include "plugin/recovery_guard.h"
+
+namespace onboard::plugin {
+
+void RecoveryGuard::connected(Client client, std::string_view client_id) {
+  live_.insert_or_assign(std::string(client_id), client);
+}
+
+void RecoveryGuard::disconnected(Client client, std::string_view client_id) {
+  auto it = live_.find(std::string(client_id));
+  if (it != live_.end() && it->second == client) live_.erase(it);
+}
+
+bool RecoveryGuard::live(std::string_view client_id) const {
+  return live_.find(std::string(client_id)) != live_.end();
+}
+
+void RecoveryGuard::prune(Clock::time_point now) {
+  for (auto it = seen_.begin(); it != seen_.end();) {
+    if (now - it->second > window_) {
+      it = seen_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void RecoveryGuard::device_seen(std::string_view device_id, Clock::time_point now) {
+  auto it = seen_.find(std::string(device_id));
+  if (it != seen_.end()) {
+    it->second = now;
+    return;
+  }
+  // Pruning walks everything: at most once a minute while full.
+  if (seen_.size() >= capacity_ && now >= next_prune_) {
+    prune(now);
+    next_prune_ = now + std::chrono::minutes(1);
+  }
+  if (seen_.size() >= capacity_) {
+    refuse_until_ = now + window_;
+    return;
+  }
+  seen_.emplace(std::string(device_id), now);
+}
+
+bool RecoveryGuard::may_recover(std::string_view device_id, Clock::time_point now) {
+  if (live(device_id) || now < refuse_until_) return false;
+  auto it = seen_.find(std::string(device_id));
+  return it == seen_.end() || now - it->second > window_;
+}
+
+}  // namespace onboard::plugin

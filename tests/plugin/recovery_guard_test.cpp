@@ -1,0 +1,64 @@
+// The plugin's part of a claim asking again after a lost answer: who is connected and which
+// recently enrolled devices connected with their own certificate (plugin/recovery_guard.h).
+#include "plugin/recovery_guard.h"
+
+#include <catch2/catch.hpp>
+
+using namespace onboard::plugin;
+using namespace std::chrono_literals;
+
+namespace {
+
+const int kClients[4] = {};
+const void* client(int i) { return &kClients[i]; }
+
+}  // namespace
+
+TEST_CASE("a claim may not ask again for an id a connected client has") {
+  RecoveryGuard guard(1h, 10);
+  const auto t0 = RecoveryGuard::Clock::now();
+  CHECK(guard.may_recover("sensor-1", t0));  // the positive control
+  guard.connected(client(0), "sensor-1");
+  CHECK(guard.live("sensor-1"));
+  CHECK_FALSE(guard.may_recover("sensor-1", t0));
+  CHECK(guard.may_recover("sensor-2", t0));
+  // A takeover: the new connection is accepted before the old one's disconnect.
+  guard.connected(client(1), "sensor-1");
+  guard.disconnected(client(0), "sensor-1");
+  CHECK_FALSE(guard.may_recover("sensor-1", t0));
+  // A refused connect with the id, or an unknown client, leaves the live one.
+  guard.disconnected(client(2), "sensor-1");
+  CHECK(guard.live("sensor-1"));
+  // Accepted again (SIGHUP) is the same connection; it ends.
+  guard.connected(client(1), "sensor-1");
+  guard.disconnected(client(1), "sensor-1");
+  CHECK_FALSE(guard.live("sensor-1"));
+  CHECK(guard.may_recover("sensor-1", t0));
+  CHECK(guard.live_count() == 0);
+}
+
+TEST_CASE("a device that connected with its own certificate is not asked for again") {
+  RecoveryGuard guard(1h, 10);
+  const auto t0 = RecoveryGuard::Clock::now();
+  guard.device_seen("sensor-1", t0);
+  CHECK_FALSE(guard.may_recover("sensor-1", t0 + 10min));
+  CHECK(guard.may_recover("sensor-2", t0 + 10min));
+  CHECK(guard.may_recover("sensor-1", t0 + 61min));
+}
+
+TEST_CASE("a full memory of devices refuses every recovery for a window") {
+  RecoveryGuard guard(1h, 2);
+  const auto t0 = RecoveryGuard::Clock::now();
+  guard.device_seen("sensor-1", t0);
+  guard.device_seen("sensor-2", t0);
+  CHECK(guard.may_recover("sensor-3", t0));  // not full yet: the positive control
+  guard.device_seen("sensor-3", t0 + 1min);  // cannot be remembered
+  CHECK(guard.seen_count() == 2);
+  CHECK_FALSE(guard.may_recover("sensor-3", t0 + 2min));
+  CHECK_FALSE(guard.may_recover("sensor-4", t0 + 2min));
+  // Once the old ones age out there is room again.
+  guard.device_seen("sensor-5", t0 + 62min);
+  CHECK(guard.seen_count() == 1);
+  CHECK_FALSE(guard.may_recover("sensor-5", t0 + 63min));
+  CHECK(guard.may_recover("sensor-4", t0 + 62min));
+}
