@@ -11,6 +11,8 @@ void AcceptedClients::put(Client client, std::string_view client_id, std::string
   Entry e;
   e.client_id = client_id;
   e.device_id = device_id;
+  e.comparable = client_id.find('\0') == std::string_view::npos &&
+                 device_id.find('\0') == std::string_view::npos;
   e.deferred = deferred;
   e.claim = claim;
   e.online = true;
@@ -38,7 +40,13 @@ void AcceptedClients::forget(Client client) {
   if (it != entries_.end()) erase(it);
 }
 
-void AcceptedClients::erase(Entries::iterator it) { entries_.erase(it); }
+void AcceptedClients::erase(Entries::iterator it) {
+  if (it->first == last_client_) {
+    last_client_ = nullptr;
+    last_entry_ = nullptr;
+  }
+  entries_.erase(it);
+}
 
 std::optional<AcceptedClients::Standing> AcceptedClients::offline_session(
     Client client, std::string_view client_id) const {

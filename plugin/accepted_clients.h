@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,6 +34,11 @@ namespace onboard::plugin {
 class AcceptedClients {
  public:
   using Client = const void*;
+
+  AcceptedClients() = default;
+  // find()'s memo points into this table: a copy would point into the original's.
+  AcceptedClients(const AcceptedClients&) = delete;
+  AcceptedClients& operator=(const AcceptedClients&) = delete;
 
   // BASIC_AUTH accepted a device's certificate and set the username to `device_id`.
   void accept_device(Client client, std::string_view client_id, std::string_view device_id);
@@ -95,17 +101,16 @@ class AcceptedClients {
       if (!certificate) certificate = static_cast<bool>(has_certificate());
       return *certificate;
     };
-    auto it = entries_.find(client);
-    if (it != entries_.end()) {
-      const Entry& e = it->second;
-      const bool same_client = client_id != nullptr && e.client_id == client_id &&
-                               (e.deferred || (username != nullptr && e.device_id == username));
-      if (same_client && (e.online || !presents_certificate())) {
-        if (e.deferred) return Verdict{Standing::deferred, {}, {}, false, nullptr};
-        if (e.claim) return Verdict{Standing::claim, e.device_id, e.client_id, false, nullptr};
-        return Verdict{Standing::device, e.device_id, e.client_id, false, &it->second.rules};
+    if (Entry* e = find(client); e != nullptr) {
+      const bool same_client =
+          e->comparable && client_id != nullptr && same_text(e->client_id, client_id) &&
+          (e->deferred || (username != nullptr && same_text(e->device_id, username)));
+      if (same_client && (e->online || !presents_certificate())) {
+        if (e->deferred) return Verdict{Standing::deferred, {}, {}, false, nullptr};
+        if (e->claim) return Verdict{Standing::claim, e->device_id, e->client_id, false, nullptr};
+        return Verdict{Standing::device, e->device_id, e->client_id, false, &e->rules};
       }
-      erase(it);
+      erase(entries_.find(client));
     }
     return Verdict{Standing::not_accepted, {}, {}, presents_certificate(), nullptr};
   }
@@ -120,6 +125,8 @@ class AcceptedClients {
   std::vector<std::string> take_kicks();
   // Drops the entries of sessions that ended with their connection (see disconnected()).
   void sweep();
+  // Something for sweep() or take_kicks() to do: the broker's tick skips both otherwise.
+  bool has_work() const noexcept { return !ending_.empty() || !kicks_.empty(); }
 
   std::size_t size() const noexcept { return entries_.size(); }
 
@@ -127,6 +134,9 @@ class AcceptedClients {
   struct Entry {
     std::string client_id;
     std::string device_id;  // empty for a deferred client; the username for a claim's
+    // Neither id holds a NUL: only then can the broker's C strings be equal to them, and
+    // same_text() compare them without their lengths.
+    bool comparable = true;
     bool deferred = false;
     bool claim = false;
     bool online = true;
@@ -139,11 +149,32 @@ class AcceptedClients {
            bool claim = false);
   void erase(Entries::iterator it);
 
+  // The entry for `client`, or null. The broker asks about the same client several times in a
+  // row (its PUBLISH's write check, then the read check of each subscriber, often itself): the
+  // last entry found is remembered, so that such a run costs one pointer compare instead of a
+  // hash lookup. Forgotten whenever an entry is erased (erase()); a node's address in the table
+  // never changes while it is in there.
+  Entry* find(Client client) {
+    if (client == last_client_ && last_entry_ != nullptr) return last_entry_;
+    auto it = entries_.find(client);
+    if (it == entries_.end()) return nullptr;
+    last_client_ = client;
+    last_entry_ = &it->second;
+    return last_entry_;
+  }
+  // `text` (no NUL in it: Entry::comparable) equals the C string `c`: one strcmp instead of a
+  // strlen and a memcmp.
+  static bool same_text(const std::string& text, const char* c) noexcept {
+    return std::strcmp(text.c_str(), c) == 0;
+  }
+
   // Bounds the refusal bookkeeping under a flood of distinct clients; clearing it only means a
   // client may be logged and kicked twice.
   static constexpr std::size_t kMaxRefused = 65536;
 
   Entries entries_;
+  Client last_client_ = nullptr;  // find()'s memo
+  Entry* last_entry_ = nullptr;
   std::vector<std::pair<Client, std::uint64_t>> ending_;  // entries to drop at the next sweep
   std::unordered_map<Client, std::string> refused_;       // refused this connection: logged, kicked
   std::vector<std::string> kicks_;

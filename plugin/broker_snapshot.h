@@ -50,6 +50,13 @@ class BrokerSnapshot {
     return plugin::decide(rules, *current_, generation_, username, client_id, access,
                           topic_or_filter);
   }
+  // The same for a topic as the broker hands it over (NUL-terminated).
+  acl::Evaluation decide(ClientRules& rules, std::string_view username, std::string_view client_id,
+                         acl::Access access, const char* topic_or_filter) const {
+    if (!current_) return {acl::Decision::deny, nullptr};
+    return plugin::decide(rules, *current_, generation_, username, client_id, access,
+                          topic_or_filter);
+  }
 
  private:
   std::shared_ptr<const registry::Snapshot> current_;

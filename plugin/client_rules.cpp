@@ -141,7 +141,10 @@ acl::Evaluation ClientRules::check(acl::Access access, std::string_view topic_or
       acl::evaluate(std::span<const std::span<const acl::Rule>>(sets_.data(), set_count_), access,
                     topic_or_filter, subs);
   if (!same_topic) {
-    if (topic_or_filter.size() > kMaxCachedTopic) return answer;
+    // A topic with a NUL in it is not kept: kept() compares the kept topic as a C string.
+    if (topic_or_filter.size() > kMaxCachedTopic ||
+        topic_or_filter.find('\0') != std::string_view::npos)
+      return answer;
     topic_.assign(topic_or_filter);
     cached_ = 0;
   }

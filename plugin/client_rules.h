@@ -21,6 +21,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,6 +53,20 @@ class ClientRules {
   // access, topic_or_filter) with the values given to bind(). The rule pointer is valid while the
   // binding is.
   acl::Evaluation check(acl::Access access, std::string_view topic_or_filter);
+
+  // The kept answer when `topic_or_filter` (a C string, as the broker hands it over) is the last
+  // topic check() answered for `access`, or null: then check() decides. No strlen and no call
+  // into the rules on the broker's common case, a client publishing to and reading the same
+  // topic message after message. Only answers of the binding's own generation are kept (bind()
+  // drops them all).
+  const acl::Evaluation* kept(acl::Access access, const char* topic_or_filter) const noexcept {
+    if (access != acl::kPublish && access != acl::kSubscribe && access != acl::kRead)
+      return nullptr;
+    const std::size_t i = slot(access);
+    if ((cached_ & (1u << i)) == 0 || std::strcmp(topic_.c_str(), topic_or_filter) != 0)
+      return nullptr;
+    return &answers_[i];
+  }
 
   // Heap bytes this binding holds (compiled patterns, the kept topic), for the memory figure.
   std::size_t heap_bytes() const noexcept;
@@ -85,5 +100,18 @@ acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
                        std::uint64_t generation, std::string_view username,
                        std::string_view client_id, acl::Access access,
                        std::string_view topic_or_filter);
+
+// The same for a topic as the broker hands it over (NUL-terminated): the kept answer when the
+// binding is current and the topic is the last one asked, else the decision above.
+inline acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
+                              std::uint64_t generation, std::string_view username,
+                              std::string_view client_id, acl::Access access,
+                              const char* topic_or_filter) {
+  if (rules.bound_to(generation)) {
+    if (const acl::Evaluation* kept = rules.kept(access, topic_or_filter)) return *kept;
+  }
+  return decide(rules, snapshot, generation, username, client_id, access,
+                std::string_view(topic_or_filter));
+}
 
 }  // namespace onboard::plugin

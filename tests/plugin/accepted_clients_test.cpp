@@ -1,6 +1,9 @@
 #include "plugin/accepted_clients.h"
 
 #include <catch2/catch.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
 
 using onboard::plugin::AcceptedClients;
 using onboard::plugin::LogLimiter;
@@ -118,6 +121,81 @@ TEST_CASE("a deferred client is deferred and never decided as the device its nam
   // A certificate client reusing the memory is never deferred.
   CHECK(clients.check(a, "dashboard", "dev-a", with_certificate).standing ==
         Standing::not_accepted);
+}
+
+TEST_CASE("checks on the same client in a row follow every change to its entry") {
+  // The last client found is remembered (one pointer compare instead of a hash lookup): each
+  // change to that client's entry must show at its very next check, while the checks before the
+  // change (the positive controls) are answered from the remembered entry.
+  AcceptedClients clients;
+  clients.accept_device(a, "dev-a", "dev-a");
+  clients.accept_device(b, "dev-b", "dev-b");
+  REQUIRE(clients.check(a, "dev-a", "dev-a", with_certificate).standing == Standing::device);
+  REQUIRE(clients.check(a, "dev-a", "dev-a", with_certificate).standing == Standing::device);
+
+  SECTION("refused at a new connect on that memory") {
+    clients.forget(a);
+    CHECK(clients.check(a, "dev-a", "dev-a", with_certificate).standing == Standing::not_accepted);
+  }
+  SECTION("accepted again as another device") {
+    clients.accept_device(a, "dev-x", "dev-x");
+    auto v = clients.check(a, "dev-x", "dev-x", with_certificate);
+    CHECK(v.standing == Standing::device);
+    CHECK(v.device_id == "dev-x");
+    REQUIRE(v.rules != nullptr);
+    CHECK_FALSE(v.rules->bound_to(1));  // the new entry's rules, not the old client's binding
+    CHECK(clients.check(a, "dev-a", "dev-a", with_certificate).standing == Standing::not_accepted);
+  }
+  SECTION("deferred at a new connect") {
+    clients.defer(a, "dashboard");
+    CHECK(clients.check(a, "dashboard", nullptr, without_certificate).standing ==
+          Standing::deferred);
+  }
+  SECTION("its session ended and swept") {
+    clients.disconnected(a, "dev-a", true, /*session_ends=*/true);
+    CHECK(clients.check(a, "dev-a", "dev-a", without_certificate).standing == Standing::device);
+    clients.sweep();
+    CHECK(clients.check(a, "dev-a", "dev-a", without_certificate).standing ==
+          Standing::not_accepted);
+  }
+  SECTION("another client checked in between, then this one changed") {
+    CHECK(clients.check(b, "dev-b", "dev-b", with_certificate).standing == Standing::device);
+    clients.forget(a);
+    CHECK(clients.check(a, "dev-a", "dev-a", with_certificate).standing == Standing::not_accepted);
+    CHECK(clients.check(b, "dev-b", "dev-b", with_certificate).standing == Standing::device);
+  }
+  SECTION("the remembered client stale, then the other one asked") {
+    CHECK(clients.check(a, "ghost", "ghost", with_certificate).standing == Standing::not_accepted);
+    CHECK(clients.check(b, "dev-b", "dev-b", with_certificate).standing == Standing::device);
+    CHECK(clients.check(a, "dev-a", "dev-a", with_certificate).standing == Standing::not_accepted);
+  }
+}
+
+TEST_CASE("an id with a NUL in it never matches the broker's C strings") {
+  AcceptedClients clients;
+  clients.accept_device(a, std::string_view("dev\0a", 5), "dev");
+  CHECK(clients.check(a, "dev", "dev", with_certificate).standing == Standing::not_accepted);
+  clients.accept_device(a, "dev", std::string_view("dev\0a", 5));
+  CHECK(clients.check(a, "dev", "dev", with_certificate).standing == Standing::not_accepted);
+  // Control: the same ids without the NUL.
+  clients.accept_device(a, "dev", "dev");
+  CHECK(clients.check(a, "dev", "dev", with_certificate).standing == Standing::device);
+}
+
+TEST_CASE("the tick has work only while a sweep or a kick is due") {
+  AcceptedClients clients;
+  CHECK_FALSE(clients.has_work());
+  clients.accept_device(a, "dev-a", "dev-a");
+  CHECK_FALSE(clients.has_work());
+  CHECK(clients.refuse(b, "rogue", "CN-rogue"));
+  CHECK(clients.has_work());
+  CHECK(clients.take_kicks() == std::vector<std::string>{"CN-rogue"});
+  CHECK_FALSE(clients.has_work());
+  clients.disconnected(a, "dev-a", true, /*session_ends=*/true);
+  CHECK(clients.has_work());
+  clients.sweep();
+  CHECK_FALSE(clients.has_work());
+  CHECK(clients.size() == 0);
 }
 
 TEST_CASE("a refused client is reported once per connection and kicked by username") {

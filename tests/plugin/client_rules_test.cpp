@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "plugin/accepted_clients.h"
@@ -172,8 +173,13 @@ TEST_CASE("bound and cached decisions equal the plain evaluation through changes
       auto verdict = clients.check(client, slots[s].client_id.c_str(), slots[s].username.c_str(),
                                    [] { return false; });
       if (verdict.standing != AcceptedClients::Standing::device) continue;
-      const auto ours = decide(*verdict.rules, *snapshot, generation, verdict.device_id,
-                               verdict.client_id, check.second, check.first);
+      // Half the checks as the broker hands the topic over (a C string: the kept answer's fast
+      // path, plugin.cpp), half as a string_view.
+      const auto ours =
+          w.pick(2) == 0 ? decide(*verdict.rules, *snapshot, generation, verdict.device_id,
+                                  verdict.client_id, check.second, check.first.c_str())
+                         : decide(*verdict.rules, *snapshot, generation, verdict.device_id,
+                                  verdict.client_id, check.second, std::string_view(check.first));
       const auto plain =
           snapshot->check_access(verdict.device_id, verdict.client_id, check.second, check.first);
       ++compared;
@@ -253,6 +259,61 @@ TEST_CASE("the first check after a change is decided by the new snapshot") {
     auto next = first->with_changes(
         {moved}, {}, {GroupAccess{"tb", {rule(4, "devices/#", acl::Effect::deny)}}}, 2);
     CHECK(ask(*next, 2, "devices/dev1/t") == acl::Decision::deny);
+  }
+}
+
+TEST_CASE("a kept answer is given only for the same access and topic of the same binding") {
+  DeviceAccess dev{"dev1",
+                   DeviceStatus::active,
+                   "",
+                   {acl::Rule{1, "devices/%d/#", acl::kReadWrite, acl::Effect::allow, 0}},
+                   {}};
+  auto first = Snapshot::build({dev}, {}, 1);
+  ClientRules rules;
+  const std::string client_id = "dev1";
+  rules.bind(*first, 1, "dev1", client_id);
+  CHECK(rules.kept(acl::kPublish, "devices/dev1/t") == nullptr);  // nothing asked yet
+  REQUIRE(rules.check(acl::kPublish, "devices/dev1/t").decision == acl::Decision::allow);
+
+  // Positive control: the same access and topic is answered from what was kept.
+  const acl::Evaluation* kept = rules.kept(acl::kPublish, "devices/dev1/t");
+  REQUIRE(kept != nullptr);
+  CHECK(kept->decision == acl::Decision::allow);
+  REQUIRE(kept->rule != nullptr);
+  CHECK(kept->rule->id == 1);
+
+  CHECK(rules.kept(acl::kRead, "devices/dev1/t") == nullptr);      // another access
+  CHECK(rules.kept(acl::kPublish, "devices/dev1/tt") == nullptr);  // a longer topic
+  CHECK(rules.kept(acl::kPublish, "devices/dev1/") == nullptr);    // a prefix of it
+  CHECK(rules.kept(acl::kPublish, "devices/dev2/t") == nullptr);
+  CHECK(rules.kept(static_cast<acl::Access>(0), "devices/dev1/t") == nullptr);
+  CHECK(rules.kept(static_cast<acl::Access>(acl::kPublish | acl::kRead), "devices/dev1/t") ==
+        nullptr);
+
+  SECTION("another topic asked replaces the kept one") {
+    CHECK(rules.check(acl::kPublish, "devices/dev2/t").decision == acl::Decision::no_match);
+    CHECK(rules.kept(acl::kPublish, "devices/dev1/t") == nullptr);
+    REQUIRE(rules.kept(acl::kPublish, "devices/dev2/t") != nullptr);
+    CHECK(rules.kept(acl::kPublish, "devices/dev2/t")->decision == acl::Decision::no_match);
+  }
+  SECTION("a topic with a NUL in it is answered but not kept") {
+    const std::string with_nul("devices/dev1/t\0x", 16);
+    CHECK(rules.check(acl::kPublish, with_nul).decision ==
+          first->check_access("dev1", client_id, acl::kPublish, with_nul).decision);
+    // Not mistaken for the C string it starts with, and the earlier answer is still kept.
+    REQUIRE(rules.kept(acl::kPublish, "devices/dev1/t") != nullptr);
+    CHECK(rules.kept(acl::kPublish, "devices/dev1/t")->decision == acl::Decision::allow);
+  }
+  SECTION("bound again (a new snapshot): nothing kept until asked again") {
+    DeviceAccess revoked = dev;
+    revoked.status = DeviceStatus::revoked;
+    auto next = first->with_changes({revoked}, {}, {}, 2);
+    CHECK_FALSE(rules.bound_to(2));
+    // Through decide(), as the plugin asks: rebound for generation 2 and denied at once.
+    CHECK(decide(rules, *next, 2, "dev1", client_id, acl::kPublish, "devices/dev1/t").decision ==
+          acl::Decision::deny);
+    CHECK(rules.bound_to(2));
+    CHECK(rules.kept(acl::kPublish, "devices/dev1/t") == nullptr);  // deny-all keeps nothing
   }
 }
 
