@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The provisioning section: devices enrolling themselves over MQTT, beside raw issuance.
 
-    provision.py PROVISION.json REGISTER.json MODE MACHINE OUT.md
+    provision.py PROVISION.json REGISTER.json MODE MACHINE OUT.md [COMMITS]
 
 PROVISION.json: onboard_loadgen provision's JSON lines (its "summary"); REGISTER.json:
 onboard_rest_bench --mode register's result object against the same `onboardctl serve`.
+COMMITS: what serve logged at its stop about the group commit ("N recorded in M commit(s), the
+largest of K"), when it did.
 """
 import json
 import sys
@@ -22,7 +24,7 @@ def summary(path):
     raise SystemExit(f"provision.py: no summary in {path}")
 
 
-def render(enrol, raw, mode, machine):
+def render(enrol, raw, mode, machine, commits=""):
     p99 = enrol["claim_to_certificate_ms_p99"]
     verdict = "met" if p99 <= GOAL_P99_MS else f"missed by {p99 - GOAL_P99_MS:.0f} ms"
     ratio = enrol["enrolments_per_s"] / raw["per_second"] if raw["per_second"] else 0
@@ -53,6 +55,7 @@ def render(enrol, raw, mode, machine):
         f"| raw issuance through REST, registrations/s (p50 / p99 {raw['p50_us'] / 1000:.1f} / "
         f"{raw['p99_us'] / 1000:.1f} ms) | {raw['per_second']:.0f} |",
         f"| enrolments/s ÷ registrations/s | {ratio:.2f} |",
+        f"| enrolments per commit (serve's group commit) | {commits or 'not reported'} |",
         "",
         "With every device arriving in the same instant the p99 is the time to drain the whole "
         "burst: the signer's throughput sets it, not the hand-off. "
@@ -62,10 +65,11 @@ def render(enrol, raw, mode, machine):
 
 
 def main(argv):
-    provision, register, mode, machine, out = argv
+    provision, register, mode, machine, out = argv[:5]
+    commits = argv[5] if len(argv) > 5 else ""
     with open(register) as f:
         raw = json.load(f)
-    text = render(summary(provision), raw, mode, machine)
+    text = render(summary(provision), raw, mode, machine, commits)
     with open(out, "w") as f:
         f.write(text)
 
