@@ -165,7 +165,7 @@ ProvisionAnswer enrolled(std::string device_id, std::string pem, const ca::Autho
 
 ProvisionAnswer enroll_checked(registry::Store& store, const ca::Authority& ca,
                                const EnrollRequest& request, Checked& checked,
-                               const registry::Actor& actor, const BeforeEnroll& before_record,
+                               const registry::Actor& actor, const RecordEnrolment& record,
                                const std::function<void(const std::string&)>& log) {
   auto internal = [&](const Error& e) {
     if (log) log("enrolment of '" + request.client_id + "': " + e.message);
@@ -205,9 +205,10 @@ ProvisionAnswer enroll_checked(registry::Store& store, const ca::Authority& ca,
   auto issued = issue_device_certificate(ca, request.client_id, checked.public_key.get(),
                                          kEnrolledCertificateDays);
   if (!issued.ok()) return internal(issued.error());
-  if (before_record) before_record();
-  auto outcome = store.enroll_device(request.claim, checked.device,
-                                     new_certificate(issued->info, issued->pem), actor);
+  registry::EnrollItem item{request.claim, std::move(checked.device),
+                            new_certificate(issued->info, issued->pem), actor};
+  auto outcome =
+      record ? record(item) : store.enroll_device(item.claim, item.device, item.certificate, actor);
   if (!outcome.ok()) return internal(outcome.error());
   if (outcome->refusal == registry::EnrollRefusal::id_taken) {
     // Another request for this id got in first: the same key's retry is answered as one.
@@ -411,12 +412,12 @@ std::string answer_payload(const ProvisionAnswer& answer) {
 
 ProvisionAnswer enroll(registry::Store& store, const ca::Authority& ca,
                        const EnrollRequest& request, const registry::Actor& actor,
-                       const BeforeEnroll& before_record,
+                       const RecordEnrolment& record,
                        const std::function<void(const std::string&)>& log) {
   try {
     auto checked = check_request(request);
     if (checked.index() == 1) return std::get<1>(std::move(checked));
-    return enroll_checked(store, ca, request, std::get<0>(checked), actor, before_record, log);
+    return enroll_checked(store, ca, request, std::get<0>(checked), actor, record, log);
   } catch (const std::exception& e) {
     if (log) log("enrolment of '" + request.client_id + "': " + e.what());
   } catch (...) {

@@ -71,18 +71,24 @@ struct EnrollRequest {
   std::string payload;    // what it published, as published
 };
 
-// Runs after the certificate is signed and before the registry write (the REST server takes its
-// write turn here).
+// Runs after the certificate is signed and before the registry write of a renewal (the REST server
+// takes its write turn here).
 using BeforeEnroll = std::function<void()>;
+
+// Records a checked and signed enrolment: ClaimStore::enroll_device, or (the REST server) a share
+// of a group commit that records it with others waiting at the same time
+// (ClaimStore::enroll_devices, rest/enrol_batch.h), with the same outcome.
+using RecordEnrolment =
+    std::function<Result<registry::EnrollOutcome>(const registry::EnrollItem& item)>;
 
 // Checks the request (size, JSON, CSR, key, CN = client id, the claim's state and id pattern),
 // answers a retry with the same key for an id already enrolled with the certificate issued then
 // (no second quota unit), signs, and records the device, its certificate and the spent unit in one
-// transaction (ClaimStore::enroll_device). Never throws; a registry or CA failure is
-// internal_error, with the detail in `log` when given.
+// transaction (`record`; none given: ClaimStore::enroll_device on `store`). Never throws; a
+// registry or CA failure is internal_error, with the detail in `log` when given.
 ProvisionAnswer enroll(registry::Store& store, const ca::Authority& ca,
                        const EnrollRequest& request, const registry::Actor& actor,
-                       const BeforeEnroll& before_record = {},
+                       const RecordEnrolment& record = {},
                        const std::function<void(const std::string&)>& log = {});
 
 // A device renewing its own certificate: what it published on `$provision/<device id>/renew`,

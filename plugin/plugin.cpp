@@ -784,6 +784,9 @@ class Plugin {
       publish_answer(held.answer);
     }
     held_answers_.swap(waiting);
+    // While an acceptance waits for the snapshot, the watcher reads every refresh interval: the
+    // notice of a commit's writes may come before the commit can be read (Watcher::set_eager).
+    watcher_->set_eager(!held_answers_.empty());
   }
 
   // The signer's word on a connected notice: the predecessors are superseded (the change reaches

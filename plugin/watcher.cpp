@@ -304,7 +304,7 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
     if (!current_) poll();  // the first read, at once
     write_cache();          // the snapshot the broker starts with, before any change
     while (!stop.stop_requested()) {
-      if (source_->notifies()) {
+      if (source_->notifies() && !eager_.load(std::memory_order_acquire)) {
         wait_for_notification(stop, interval);
       } else {
         cv.wait_for(lock, stop, interval, [] { return false; });
@@ -324,11 +324,18 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
 // refresh interval.
 void Watcher::wait_for_notification(const std::stop_token& stop,
                                     std::chrono::milliseconds interval) {
-  const std::chrono::milliseconds slice = crl_ ? interval : std::chrono::milliseconds(200);
+  // Slices of at most the interval: a stop, and set_eager, are seen within one.
+  const std::chrono::milliseconds slice =
+      crl_ ? interval : std::min(interval, std::chrono::milliseconds(200));
   const auto until = Clock::now() + source_->idle_interval();
   while (!stop.stop_requested()) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
     if (left.count() <= 0) return;
+    // Asked to read every interval meanwhile (set_eager): this slice is the interval.
+    if (eager_.load(std::memory_order_acquire)) {
+      source_->wait_for_change(std::min(left, interval));
+      return;
+    }
     if (source_->wait_for_change(std::min(left, slice))) return;
     poll_crl();
   }

@@ -118,6 +118,14 @@ class Watcher {
 
   // The next poll reads the registry in full (SIGHUP). Any thread.
   void request_full_reload() noexcept { full_reload_.store(true, std::memory_order_release); }
+  // While set, the registry is read every refresh interval whether or not a change was announced
+  // (the broker thread, while it holds a provisioning answer until the snapshot knows the new
+  // device or certificate). A SQLite commit becomes readable only after its last write to the WAL
+  // has been synced and the WAL index (shared memory, which inotify does not see) updated: the
+  // notice of its writes can come, and the read it wakes find nothing new, before the change is
+  // there to read, and the next read would then wait for the idle interval. Any thread; never
+  // waits.
+  void set_eager(bool eager) noexcept { eager_.store(eager, std::memory_order_release); }
   CrlGuard* crl() noexcept { return crl_.get(); }
 
  private:
@@ -136,6 +144,7 @@ class Watcher {
   std::atomic<Clock::rep>& last_ok_;
   std::unique_ptr<CrlGuard> crl_;
   std::atomic<bool> full_reload_{false};
+  std::atomic<bool> eager_{false};
   bool failing_ = false;
   bool crl_failing_ = false;
   std::optional<std::string> cache_path_;

@@ -41,6 +41,16 @@ struct EnrollOutcome {
   Device device;  // the new device, when enrolled
 };
 
+// One enrolment of a group commit (ClaimStore::enroll_devices): enroll_device's arguments.
+struct EnrollItem {
+  std::string claim;
+  NewDevice device;
+  NewCertificate certificate;
+  Actor actor;
+};
+// The most enrolments one group commit records.
+inline constexpr std::size_t kMaxEnrollBatch = 256;
+
 // Why a renewal was refused; `none` when a certificate is the answer.
 enum class RenewRefusal {
   none,
@@ -89,6 +99,15 @@ class ClaimStore {
   virtual Result<EnrollOutcome> enroll_device(std::string_view claim, const NewDevice& device,
                                               const NewCertificate& certificate,
                                               const Actor& actor) = 0;
+  // A group commit: up to kMaxEnrollBatch enrolments recorded in one transaction (one sync to
+  // disk for them all), in order, each exactly as enroll_device records it alone (the same
+  // decision table, quota update, rows, change rows and audit row) and each in its own savepoint:
+  // the refusal or the error of one writes nothing of it and changes nothing for the others.
+  // One result per item, in order. An error of the whole (a failed commit, a failure the database
+  // cannot roll back to a savepoint, more than kMaxEnrollBatch items) is every item's: then
+  // nothing of any of them is recorded.
+  virtual std::vector<Result<EnrollOutcome>> enroll_devices(
+      const std::vector<EnrollItem>& items) = 0;
 
   // A device renewing its own certificate over MQTT, in one transaction (decision table in
   // store_devices.cpp): the device must be active and `presented_sha256` (the certificate it

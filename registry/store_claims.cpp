@@ -232,7 +232,63 @@ namespace onboard::registry::sql {
 //  1. no such claim;  2. claim revoked;  3. actor.now at or past its expiry;
 //  4. the id outside its id pattern;  5. a device of that id exists;
 //  6. no unit of quota left: the conditional update changed no row.
-// Otherwise the unit is spent and the device recorded, in this one transaction.
+// Otherwise the unit is spent and the device recorded, in the caller's transaction.
+Result<EnrollOutcome> SqlStore::enroll_in_transaction(std::string_view claim_name,
+                                                      const NewDevice& input,
+                                                      const std::string& metadata,
+                                                      const NewCertificate& cert,
+                                                      const Actor& actor) {
+  EnrollOutcome out;
+  auto claim = load_claim(claim_name);
+  if (!claim) {
+    out.refusal = EnrollRefusal::claim_unknown;
+    return out;
+  }
+  if (claim->status == ClaimStatus::revoked) {
+    out.refusal = EnrollRefusal::claim_revoked;
+    return out;
+  }
+  if (actor.now >= claim->expires_at) {
+    out.refusal = EnrollRefusal::claim_expired;
+    return out;
+  }
+  auto pattern = IdPattern::compile(claim->id_pattern);
+  if (!pattern.ok()) throw CorruptValue("a claim's id pattern does not compile");
+  if (!pattern->matches(input.id)) {
+    out.refusal = EnrollRefusal::id_not_allowed;
+    return out;
+  }
+  if (load_device(input.id)) {
+    out.refusal = EnrollRefusal::id_taken;
+    return out;
+  }
+  Touched touched;
+  touch(touched, Entity::claim, claim->name);
+  if (prepare(db_,
+              "UPDATE claims SET quota_used = quota_used + 1 WHERE name = ?1 AND "
+              "quota_used < quota",
+              claim->name)
+          .exec() != 1) {
+    out.refusal = EnrollRefusal::claim_used_up;
+    return out;
+  }
+  NewDevice device = input;
+  device.type = claim->device_type;
+  bool new_group = false;
+  ONBOARD_TRY(out.device, insert_device_rows(device, metadata, cert, actor, touched, new_group));
+  record_change(ChangeKind::device, out.device.id, actor.now);
+  record_change(ChangeKind::claim, claim->name, actor.now);
+  record_audit(actor, "device.enroll", out.device.id,
+               {{"claim", claim->name},
+                {"type", out.device.type},
+                {"serial", cert.serial_hex},
+                {"fingerprint", cert.sha256_fingerprint},
+                {"created_group", new_group},
+                {"quota_used", claim->quota_used + 1}},
+               touched);
+  return out;
+}
+
 Result<EnrollOutcome> SqlStore::enroll_device(std::string_view claim_name, const NewDevice& input,
                                               const NewCertificate& certificate,
                                               const Actor& actor) {
@@ -241,56 +297,86 @@ Result<EnrollOutcome> SqlStore::enroll_device(std::string_view claim_name, const
   ONBOARD_TRY(std::string metadata, compact_metadata(input.metadata));
   ONBOARD_TRY(NewCertificate cert, checked_certificate(certificate));
   return write("enroll device", actor, [&]() -> Result<EnrollOutcome> {
-    EnrollOutcome out;
-    auto claim = load_claim(claim_name);
-    if (!claim) {
-      out.refusal = EnrollRefusal::claim_unknown;
-      return out;
+    return enroll_in_transaction(claim_name, input, metadata, cert, actor);
+  });
+}
+
+// Each item in a savepoint of the one transaction. An item's refusal or error rolls back to its
+// savepoint; a failure the whole transaction must be run again for (a serialization failure) or
+// that leaves no savepoint to roll back to (SQLite rolls the whole transaction back on some I/O
+// errors) ends the batch, and write() reports it for all.
+std::vector<Result<EnrollOutcome>> SqlStore::enroll_devices(const std::vector<EnrollItem>& items) {
+  constexpr std::string_view kWhat = "enroll devices";
+  std::vector<Result<EnrollOutcome>> results;
+  results.reserve(items.size());
+  if (items.empty()) return results;
+  if (items.size() > kMaxEnrollBatch) {
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      results.emplace_back(make_error(
+          Errc::invalid_input,
+          "at most " + std::to_string(kMaxEnrollBatch) + " enrolments in one transaction"));
     }
-    if (claim->status == ClaimStatus::revoked) {
-      out.refusal = EnrollRefusal::claim_revoked;
-      return out;
+    return results;
+  }
+  // The checks enroll_device makes before its transaction; an item that fails one is not in it.
+  struct Prepared {
+    std::string metadata;
+    NewCertificate cert;
+  };
+  std::vector<std::optional<Prepared>> prepared(items.size());
+  std::vector<std::optional<Error>> refused(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const auto& item = items[i];
+    auto check = [&]() -> Result<Prepared> {
+      ONBOARD_CHECK(check_claim_name(item.claim));
+      ONBOARD_CHECK(check_device_id(item.device.id));
+      if (item.actor.name.empty())
+        return make_error(Errc::invalid_input, "enroll device: no actor named for the audit log");
+      ONBOARD_TRY(std::string metadata, compact_metadata(item.device.metadata));
+      ONBOARD_TRY(NewCertificate cert, checked_certificate(item.certificate));
+      return Prepared{std::move(metadata), std::move(cert)};
+    };
+    auto checked = check();
+    if (checked.ok()) {
+      prepared[i] = std::move(*checked);
+    } else {
+      refused[i] = std::move(checked).error();
     }
-    if (actor.now >= claim->expires_at) {
-      out.refusal = EnrollRefusal::claim_expired;
-      return out;
+  }
+  using Outcomes = std::vector<Result<EnrollOutcome>>;
+  auto batch = write(kWhat, items.front().actor, [&]() -> Result<Outcomes> {
+    Outcomes out;  // afresh on each attempt: write() may run this again
+    out.reserve(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (!prepared[i]) {
+        out.emplace_back(*refused[i]);
+        continue;
+      }
+      const auto& item = items[i];
+      db_.exec("SAVEPOINT enrol");
+      bool keep = false;
+      try {
+        auto one = enroll_in_transaction(item.claim, item.device, prepared[i]->metadata,
+                                         prepared[i]->cert, item.actor);
+        keep = one.ok() && one->refusal == EnrollRefusal::none;
+        out.push_back(std::move(one));
+      } catch (const Failure& failure) {
+        if (failure.retry) throw;
+        out.emplace_back(current_exception_error("enroll device"));
+      } catch (...) {
+        out.emplace_back(current_exception_error("enroll device"));
+      }
+      // Throws when there is no savepoint left: the whole is then an error.
+      if (!keep) db_.exec("ROLLBACK TO SAVEPOINT enrol");
+      db_.exec("RELEASE SAVEPOINT enrol");
     }
-    auto pattern = IdPattern::compile(claim->id_pattern);
-    if (!pattern.ok()) throw CorruptValue("a claim's id pattern does not compile");
-    if (!pattern->matches(input.id)) {
-      out.refusal = EnrollRefusal::id_not_allowed;
-      return out;
-    }
-    if (load_device(input.id)) {
-      out.refusal = EnrollRefusal::id_taken;
-      return out;
-    }
-    Touched touched;
-    touch(touched, Entity::claim, claim->name);
-    if (prepare(db_,
-                "UPDATE claims SET quota_used = quota_used + 1 WHERE name = ?1 AND "
-                "quota_used < quota",
-                claim->name)
-            .exec() != 1) {
-      out.refusal = EnrollRefusal::claim_used_up;
-      return out;
-    }
-    NewDevice device = input;
-    device.type = claim->device_type;
-    bool new_group = false;
-    ONBOARD_TRY(out.device, insert_device_rows(device, metadata, cert, actor, touched, new_group));
-    record_change(ChangeKind::device, out.device.id, actor.now);
-    record_change(ChangeKind::claim, claim->name, actor.now);
-    record_audit(actor, "device.enroll", out.device.id,
-                 {{"claim", claim->name},
-                  {"type", out.device.type},
-                  {"serial", cert.serial_hex},
-                  {"fingerprint", cert.sha256_fingerprint},
-                  {"created_group", new_group},
-                  {"quota_used", claim->quota_used + 1}},
-                 touched);
     return out;
   });
+  if (!batch.ok()) {
+    for (std::size_t i = 0; i < items.size(); ++i) results.emplace_back(batch.error());
+    return results;
+  }
+  return std::move(*batch);
 }
 
 }  // namespace onboard::registry::sql

@@ -136,6 +136,7 @@ class SqlStore final : public Store, private Connection {
   Result<EnrollOutcome> enroll_device(std::string_view claim, const NewDevice& device,
                                       const NewCertificate& certificate,
                                       const Actor& actor) override;
+  std::vector<Result<EnrollOutcome>> enroll_devices(const std::vector<EnrollItem>& items) override;
   Result<RenewOutcome> renew_device(std::string_view device_id, std::string_view presented_sha256,
                                     const NewCertificate& certificate, const SameKey& same_key,
                                     const Actor& actor) override;
@@ -204,6 +205,12 @@ class SqlStore final : public Store, private Connection {
 
   // Claims (store_claims.cpp).
   std::optional<Claim> load_claim(std::string_view name);
+  // enroll_device's writes inside the caller's write transaction, its arguments checked; a
+  // refusal has written nothing, an error or a throw may have written part (the caller rolls
+  // back).
+  Result<EnrollOutcome> enroll_in_transaction(std::string_view claim_name, const NewDevice& input,
+                                              const std::string& metadata,
+                                              const NewCertificate& cert, const Actor& actor);
   // Marks the claim of this certificate revoked (touching it), if there is an active one.
   void revoke_claim_of(std::string_view certificate_sha256, UnixTime now, Touched& touched);
 

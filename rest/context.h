@@ -12,6 +12,7 @@
 #include "ca/authority.h"
 #include "ca/ocsp.h"
 #include "core/secret.h"
+#include "ops/enrol_group.h"
 #include "ops/workspace.h"
 #include "registry/store.h"
 
@@ -76,6 +77,9 @@ struct Context {
   // also keeps two CRL rewrites from finishing out of order (an older CRL replacing a newer one).
   // Other processes (the CLI) still meet the server in SQLite's lock and busy timeout.
   std::mutex write_turn;
+  // Enrolments over MQTT waiting for the write turn together are recorded in one transaction
+  // (ops/enrol_group.h): a burst costs one commit per batch, not one per device.
+  ops::EnrolmentGroup enrolments{};
   // The delegated OCSP responders, one per issuing CA in ops::ocsp_issuers() order, each loaded
   // or made on the first request about its issuer and renewed when it nears its end
   // (rest/ocsp.cpp).

@@ -790,9 +790,12 @@ Reply register_batch(Context& ctx, Call& call) {
 // was handled, and the device is told why.
 Reply provision_enroll(Context& ctx, Call& call) {
   ops::EnrollRequest request{call.param(1), call.param(2), call.body};
-  std::unique_lock turn(ctx.write_turn, std::defer_lock);
+  // Recorded in a group commit with the enrolments that wait for the write turn meanwhile.
   const auto answer = ops::enroll(
-      call.store, ctx.ca, request, call.actor, [&turn] { turn.lock(); },
+      call.store, ctx.ca, request, call.actor,
+      [&ctx, &call](const registry::EnrollItem& item) {
+        return ctx.enrolments.record(call.store, ctx.write_turn, item);
+      },
       [](const std::string& line) { log_line(line); });
   Reply reply;
   reply.body = ops::answer_payload(answer);

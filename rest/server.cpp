@@ -431,6 +431,11 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
   serving_done.store(true);
   if (!signalled.load()) pthread_kill(watcher.native_handle(), SIGTERM);  // wake the watcher
   watcher.join();
+  if (const auto group = ctx.enrolments.stats(); group.batches > 0) {
+    log_line("enrolments over MQTT: " + std::to_string(group.enrolments) + " recorded in " +
+             std::to_string(group.batches) + " commit(s), the largest of " +
+             std::to_string(group.largest));
+  }
   if (!signalled.load()) return make_error(Errc::io, "the server stopped unexpectedly");
   return ok_status();
 }

@@ -3,6 +3,7 @@
 // and nothing the source does may escape the thread.
 #include "plugin/watcher.h"
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <condition_variable>
 #include <mutex>
@@ -247,5 +248,55 @@ TEST_CASE("a stalled registry read holds up neither the broker thread nor the ne
     delivered = rig.handover.pending() && rig.handover.take().snapshot != nullptr;
   }
   CHECK(delivered);
+  thread.request_stop();
+}
+
+namespace {
+
+// A source that says it announces changes but never does, as with a SQLite commit whose notice
+// came before it could be read: only the idle interval, an hour here, would read it again.
+class SilentSource final : public AccessSource {
+ public:
+  explicit SilentSource(std::atomic<int>& refreshes) : refreshes_(refreshes) {}
+  std::string name() const override { return "silent fake"; }
+  std::optional<std::string> outdated() override { return std::nullopt; }
+  Result<std::shared_ptr<const Snapshot>> reopen() override { return snapshot_of({"a"}, 1); }
+  Result<std::optional<registry::Refresh>> refresh(const Snapshot&) override {
+    ++refreshes_;
+    return std::optional<registry::Refresh>();
+  }
+  bool notifies() const noexcept override { return true; }
+  std::chrono::milliseconds idle_interval() const noexcept override { return 1h; }
+  bool wait_for_change(std::chrono::milliseconds max) noexcept override {
+    std::this_thread::sleep_for(max);
+    return false;
+  }
+
+ private:
+  std::atomic<int>& refreshes_;
+};
+
+}  // namespace
+
+TEST_CASE("while the broker holds an answer the watcher reads every interval without a notice") {
+  std::atomic<int> refreshes{0};
+  Handover handover;
+  std::atomic<Clock::rep> last_ok{0};
+  Watcher watcher{std::make_unique<SilentSource>(refreshes), snapshot_of({"a"}, 1), handover,
+                  last_ok};
+  std::jthread thread([&](std::stop_token stop) { watcher.run(stop, 10ms); });
+  // No notice and not eager: no read before the idle interval.
+  std::this_thread::sleep_for(300ms);
+  CHECK(refreshes.load() == 0);
+  // Eager: a read every interval (10 ms; a loaded machine still manages a few in half a second).
+  watcher.set_eager(true);
+  std::this_thread::sleep_for(500ms);
+  CHECK(refreshes.load() >= 3);
+  // Back to waiting for notices once the round under way ends.
+  watcher.set_eager(false);
+  std::this_thread::sleep_for(100ms);
+  const int settled = refreshes.load();
+  std::this_thread::sleep_for(300ms);
+  CHECK(refreshes.load() == settled);
   thread.request_stop();
 }

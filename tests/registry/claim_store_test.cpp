@@ -3,6 +3,7 @@
 // runs on SQLite and PostgreSQL.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -327,5 +328,41 @@ TEST_CASE("the successor's connect and the end of the grace period supersede the
   CHECK(status_of(*store, b2) == CertificateStatus::active);
   CHECK(status_of(*store, c1) == CertificateStatus::active);
   CHECK(must(store->supersede_renewed(kNow + 1000, kAlice)).empty());
+  CHECK(must(store->verify_audit()).ok());
+}
+
+TEST_CASE("a group commit of enrolments rolls back only the one that fails and keeps the quota") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  must(store->create_claim(new_claim("line", 2, "dev-[0-9]"), test_certificate("line"), kAlice));
+  auto item = [](std::string id, NewCertificate cert) {
+    NewDevice device;
+    device.id = std::move(id);
+    return EnrollItem{"line", device, std::move(cert), kAlice};
+  };
+  const auto first = test_certificate("dev-1");
+  // dev-2 brings dev-1's certificate again: refused by the registry after its quota unit was
+  // spent, which its savepoint must give back for dev-3 to get in.
+  const std::vector<EnrollItem> items{item("dev-1", first), item("dev-2", first),
+                                      item("dev-3", test_certificate("dev-3")),
+                                      item("dev-4", test_certificate("dev-4"))};
+  const auto results = store->enroll_devices(items);
+  REQUIRE(results.size() == 4);
+  REQUIRE(results[0].ok());
+  CHECK(results[0]->refusal == EnrollRefusal::none);
+  CHECK(results[0]->device.type == "sensors");
+  CHECK_FALSE(results[1].ok());
+  REQUIRE(results[2].ok());
+  CHECK(results[2]->refusal == EnrollRefusal::none);
+  REQUIRE(results[3].ok());
+  CHECK(results[3]->refusal == EnrollRefusal::claim_used_up);
+  CHECK(must(store->get_claim("line")).quota_used == 2);
+  CHECK(store->get_device("dev-1").ok());
+  CHECK_FALSE(store->get_device("dev-2").ok());
+  CHECK(store->get_device("dev-3").ok());
+  CHECK_FALSE(store->get_device("dev-4").ok());
+  const auto audit = must(store->audit_list(0));
+  CHECK(std::count_if(audit.begin(), audit.end(),
+                      [](const auto& e) { return e.action == "device.enroll"; }) == 2);
   CHECK(must(store->verify_audit()).ok());
 }
