@@ -14,6 +14,7 @@
 #include "bundle/link_token.h"
 #include "bundle/manifest.h"
 #include "bundle/zip.h"
+#include "core/encoding.h"
 
 #include "ca/certificate.h"
 #include "ca/csr.h"
@@ -140,11 +141,7 @@ void ocsp_requests(const fs::path& dir) {
   write(dir / "md5.der", request(EVP_md5(), 1, false));
   write(dir / "truncated.der", sha1.substr(0, sha1.size() - 3));
   write(dir / "trailing.der", sha1 + '\0');
-  std::string b64(4 * ((sha1.size() + 2) / 3) + 1, '\0');
-  b64.resize(static_cast<std::size_t>(EVP_EncodeBlock(
-      reinterpret_cast<unsigned char*>(b64.data()),
-      reinterpret_cast<const unsigned char*>(sha1.data()), static_cast<int>(sha1.size()))));
-  write(dir / "get-path.b64", b64);
+  write(dir / "get-path.b64", base64_encode(sha1));
 }
 
 void manifests(const fs::path& dir) {

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include "ca/authority.h"
+#include "core/encoding.h"
 #include "core/x509.h"
 #include "tests/ca/fixtures.h"
 #include "tests/support/temp_dir.h"
@@ -43,15 +44,6 @@ std::string request_der(const std::vector<std::pair<const X509*, const X509*>>& 
   REQUIRE(len > 0);
   std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
   OPENSSL_free(der);
-  return out;
-}
-
-std::string base64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()),
-                                static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
   return out;
 }
 
@@ -135,7 +127,7 @@ TEST_CASE("malformed OCSP requests are refused and a valid one beside them is no
 TEST_CASE("a GET path decodes from standard base64 with or without padding and from base64url") {
   // Bytes whose base64 has '+' and '/' (base64url '-' and '_') and needs padding.
   const std::string bytes("\xfb\xff\xfe\x01\x02", 5);
-  const std::string standard = base64(bytes);
+  const std::string standard = base64_encode(bytes);
   REQUIRE(standard == "+//+AQI=");
   CHECK(decode_ocsp_get_path(standard) == bytes);
   CHECK(decode_ocsp_get_path("+//+AQI") == bytes);

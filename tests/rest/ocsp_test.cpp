@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ca/ocsp.h"
+#include "core/encoding.h"
 #include "core/files.h"
 #include "core/ossl.h"
 #include "tests/support/process.h"
@@ -116,14 +117,6 @@ ossl::Ptr<OCSP_RESPONSE> parse_response(const std::string& der) {
   return ossl::Ptr<OCSP_RESPONSE>(raw);
 }
 
-std::string base64(const std::string& bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  out.resize(static_cast<std::size_t>(EVP_EncodeBlock(
-      reinterpret_cast<unsigned char*>(out.data()),
-      reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()))));
-  return out;
-}
-
 // Every character but letters and digits as %XX, so that '+', '/' and '=' travel escaped.
 std::string url_encode(const std::string& text) {
   std::string out;
@@ -205,7 +198,7 @@ TEST_CASE("the OCSP responder answers GET and malformed requests the way OCSP cl
 
   // GET /ocsp/{base64 of the DER}, URL-encoded ('+', '/' and '=' escaped) as RFC 6960 A.1 says.
   const std::string der = request_for(r, r.path("ocsp-get.crt"), /*nonce=*/true);
-  const std::string encoded = url_encode(base64(der));
+  const std::string encoded = url_encode(base64_encode(der));
   auto got = client.Get(("/ocsp/" + encoded).c_str());
   REQUIRE(got);
   CHECK(got->status == 200);
@@ -248,7 +241,7 @@ TEST_CASE("the OCSP responder answers GET and malformed requests the way OCSP cl
   CHECK(is_malformed(
       client.Post("/ocsp", der.substr(0, der.size() - 2), "application/ocsp-request")));
   CHECK(is_malformed(client.Get("/ocsp/not*base64")));
-  CHECK(is_malformed(client.Get("/ocsp/" + base64("not DER either"))));
+  CHECK(is_malformed(client.Get("/ocsp/" + base64_encode("not DER either"))));
   // Larger than any OCSP request: malformed, without being parsed.
   CHECK(is_malformed(
       client.Post("/ocsp", std::string(20 * 1024, '\x30'), "application/ocsp-request")));
