@@ -304,7 +304,8 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
     if (!current_) poll();  // the first read, at once
     write_cache();          // the snapshot the broker starts with, before any change
     while (!stop.stop_requested()) {
-      if (source_->notifies() && !eager_.load(std::memory_order_acquire)) {
+      if (source_->notifies() && !eager_.load(std::memory_order_acquire) &&
+          Clock::now() >= read_until_) {
         wait_for_notification(stop, interval);
       } else {
         cv.wait_for(lock, stop, interval, [] { return false; });
@@ -333,10 +334,14 @@ void Watcher::wait_for_notification(const std::stop_token& stop,
     if (left.count() <= 0) return;
     // Asked to read every interval meanwhile (set_eager): this slice is the interval.
     if (eager_.load(std::memory_order_acquire)) {
-      source_->wait_for_change(std::min(left, interval));
+      if (source_->wait_for_change(std::min(left, interval)))
+        read_until_ = Clock::now() + kReadAfterNotice;
       return;
     }
-    if (source_->wait_for_change(std::min(left, slice))) return;
+    if (source_->wait_for_change(std::min(left, slice))) {
+      read_until_ = Clock::now() + kReadAfterNotice;
+      return;
+    }
     poll_crl();
   }
 }

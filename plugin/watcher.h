@@ -63,6 +63,13 @@ class AccessSource {
 // registry's directory and notifies of changes; it is then also read every `idle` (a safety read,
 // for writes inotify cannot see), else every refresh interval.
 inline constexpr std::chrono::milliseconds kSqliteSafetyInterval{1000};
+// After a change notice the registry is read every refresh interval for this long, not only when
+// the next notice comes. A SQLite commit becomes readable only once its last WAL write has been
+// synced and the WAL index (shared memory, which inotify does not see) updated: the notice of its
+// writes can wake a read that finds nothing new, and with no later write to announce it (a
+// writer that stays open, like `onboardctl serve`) the change would wait for the safety read.
+// Measured in the soak: a group rule removed was still granted more than 1 s after its commit.
+inline constexpr std::chrono::milliseconds kReadAfterNotice{1000};
 std::unique_ptr<AccessSource> sqlite_access_source(
     std::string path, std::chrono::milliseconds idle = kSqliteSafetyInterval);
 
@@ -145,6 +152,8 @@ class Watcher {
   std::unique_ptr<CrlGuard> crl_;
   std::atomic<bool> full_reload_{false};
   std::atomic<bool> eager_{false};
+  // Until then the registry is read every refresh interval, notice or not: see kReadAfterNotice.
+  Clock::time_point read_until_{};
   bool failing_ = false;
   bool crl_failing_ = false;
   std::optional<std::string> cache_path_;
