@@ -290,17 +290,17 @@ TEST_CASE("build: counts each device once, finds devices, certificates and group
   CHECK(snapshot->device_count() == 6);
   CHECK(snapshot->change_seq() == 42);
   REQUIRE(snapshot->find_device("dev1") != nullptr);
-  CHECK(snapshot->find_device("dev1")->certificates.size() == 1);
+  CHECK(snapshot->find_device("dev1")->certificates().size() == 1);
   CHECK(snapshot->find_device("nobody") == nullptr);
   auto owner = snapshot->find_certificate(fingerprint(3));
   REQUIRE(owner);
-  CHECK(owner->device->id == "renewed");
-  CHECK(owner->certificate->serial_hex == "SERIAL3");
+  CHECK(owner->device->id() == "renewed");
+  CHECK(owner->certificate->serial_hex() == "SERIAL3");
   CHECK_FALSE(snapshot->find_certificate(fingerprint(99)));
   REQUIRE(snapshot->find_group("default") != nullptr);
   CHECK(snapshot->find_group("sensor") == nullptr);
   std::size_t visited = 0;
-  snapshot->for_each_device([&](const DeviceAccess&) { ++visited; });
+  snapshot->for_each_device([&](const SnapshotDevice&) { ++visited; });
   CHECK(visited == 6);
 }
 
@@ -308,7 +308,7 @@ TEST_CASE("build: a device listed twice is counted once, the last one wins") {
   auto snapshot = Snapshot::build(
       {device("d", {cert(1)}), device("d", {cert(2)}, DeviceStatus::disabled)}, {}, 1);
   CHECK(snapshot->device_count() == 1);
-  CHECK(snapshot->find_device("d")->status == DeviceStatus::disabled);
+  CHECK(snapshot->find_device("d")->status() == DeviceStatus::disabled);
   // Only the kept device's certificates are found: none names a device the snapshot dropped.
   auto kept = snapshot->find_certificate(fingerprint(2));
   REQUIRE(kept);
@@ -327,11 +327,11 @@ TEST_CASE("build: every device and certificate of a large fleet is found, and no
   std::size_t missing = 0, wrong_owner = 0, found_absent = 0;
   for (int i = 0; i < kDevices; ++i) {
     const std::string id = "d" + std::to_string(i);
-    const DeviceAccess* found = snapshot->find_device(id);
-    if (found == nullptr || found->id != id) ++missing;
+    const SnapshotDevice* found = snapshot->find_device(id);
+    if (found == nullptr || found->id() != id) ++missing;
     auto owner = snapshot->find_certificate(fingerprint(i + 1));
     if (!owner || owner->device != found ||
-        owner->certificate->sha256_fingerprint != fingerprint(i + 1))
+        owner->certificate->sha256_fingerprint() != fingerprint(i + 1))
       ++wrong_owner;
     if (snapshot->find_device("x" + std::to_string(i)) != nullptr) ++found_absent;
     if (snapshot->find_certificate(fingerprint(kDevices + i + 1))) ++found_absent;
@@ -340,7 +340,7 @@ TEST_CASE("build: every device and certificate of a large fleet is found, and no
   CHECK(wrong_owner == 0);
   CHECK(found_absent == 0);
   std::size_t visited = 0;
-  snapshot->for_each_device([&](const DeviceAccess&) { ++visited; });
+  snapshot->for_each_device([&](const SnapshotDevice&) { ++visited; });
   CHECK(visited == kDevices);
 }
 
@@ -352,13 +352,13 @@ TEST_CASE("with_changes: a changed device is replaced, the old snapshot is untou
   CHECK(after->change_seq() == 43);
   CHECK(after->device_count() == 6);
   REQUIRE(after->find_device("dev1") != nullptr);
-  CHECK(after->find_device("dev1")->type == "sensor");
+  CHECK(after->find_device("dev1")->type() == "sensor");
   CHECK(verdict(*after, 1, "dev1", "dev1") == ConnectReason::certificate_revoked);
   CHECK(verdict(*after, 50, "dev1", "dev1") == ConnectReason::accepted);
   // The old snapshot still says what it said.
   CHECK(before->change_seq() == 42);
   CHECK(before->device_count() == 6);
-  CHECK(before->find_device("dev1")->type.empty());
+  CHECK(before->find_device("dev1")->type().empty());
   CHECK(verdict(*before, 1, "dev1", "dev1") == ConnectReason::accepted);
   CHECK(verdict(*before, 50, "dev1", "dev1") == ConnectReason::unknown_certificate);
 }
@@ -427,8 +427,8 @@ TEST_CASE("with_changes: an unchanged device keeps its address, a changed one ge
   std::size_t moved = 0, kept = 0;
   for (int i = 2; i < 20'000; ++i) {
     const std::string id = "d" + std::to_string(i);
-    const DeviceAccess* was = before->find_device(id);
-    const DeviceAccess* is = after->find_device(id);
+    const SnapshotDevice* was = before->find_device(id);
+    const SnapshotDevice* is = after->find_device(id);
     REQUIRE(is != nullptr);
     if (i % 97 == 0) {
       if (is != was) ++moved;
@@ -495,16 +495,16 @@ TEST_CASE("with_changes: rounds of changes agree with a build from scratch") {
     INFO("round " << round);
     REQUIRE(snapshot->device_count() == fresh->device_count());
     std::size_t visited = 0;
-    snapshot->for_each_device([&](const DeviceAccess&) { ++visited; });
+    snapshot->for_each_device([&](const SnapshotDevice&) { ++visited; });
     CHECK(visited == model.size());
     std::size_t differences = 0;
     for (int i = 0; i < 4000; ++i) {
       const std::string id = "d" + std::to_string(i);
-      const DeviceAccess* a = snapshot->find_device(id);
-      const DeviceAccess* b = fresh->find_device(id);
+      const SnapshotDevice* a = snapshot->find_device(id);
+      const SnapshotDevice* b = fresh->find_device(id);
       if ((a == nullptr) != (b == nullptr)) ++differences;
       if (a != nullptr && b != nullptr &&
-          (a->status != b->status || a->certificates.size() != b->certificates.size()))
+          (a->status() != b->status() || a->certificates().size() != b->certificates().size()))
         ++differences;
     }
     for (int n = 1; n < next_cert; ++n) {
@@ -512,7 +512,8 @@ TEST_CASE("with_changes: rounds of changes agree with a build from scratch") {
       auto b = fresh->find_certificate(fingerprint(n));
       if (a.has_value() != b.has_value()) ++differences;
       if (a && b &&
-          (a->device->id != b->device->id || a->device != snapshot->find_device(a->device->id)))
+          (a->device->id() != b->device->id() ||
+           a->device != snapshot->find_device(a->device->id())))
         ++differences;
     }
     CHECK(differences == 0);
@@ -643,14 +644,14 @@ TEST_CASE("load_snapshot: every device with its certificates and rules, every gr
   CHECK(snapshot->change_seq() == must(r.reader->change_seq()));
   CHECK(connect(*snapshot, fp1, "a1") == ConnectReason::accepted);
   CHECK(connect(*snapshot, fp2, "a2") == ConnectReason::accepted);
-  const DeviceAccess* a1 = snapshot->find_device("a1");
+  const SnapshotDevice* a1 = snapshot->find_device("a1");
   REQUIRE(a1 != nullptr);
-  CHECK(a1->type == "sensor");
-  REQUIRE(a1->rules.size() == 2);
-  CHECK(a1->rules[0].priority == 5);  // highest priority first
-  CHECK(a1->rules[1].effect == acl::Effect::deny);
-  CHECK(a1->certificates.size() == 1);
-  CHECK(snapshot->find_device("a2")->rules.empty());
+  CHECK(a1->type() == "sensor");
+  REQUIRE(a1->rules().size() == 2);
+  CHECK(a1->rules()[0].priority == 5);  // highest priority first
+  CHECK(a1->rules()[1].effect == acl::Effect::deny);
+  CHECK(a1->certificates().size() == 1);
+  CHECK(snapshot->find_device("a2")->rules().empty());
   REQUIRE(snapshot->find_group("sensor") != nullptr);
   CHECK(snapshot->find_group("sensor")->rules.size() == 1);
   REQUIRE(snapshot->find_group("default") != nullptr);
@@ -848,11 +849,11 @@ TEST_CASE("refresh_snapshot: many changes at once land in one step, as a full lo
   auto full = must(load_snapshot(*r.reader));
   CHECK(refresh.snapshot->change_seq() == full->change_seq());
   CHECK(refresh.snapshot->device_count() == full->device_count());
-  full->for_each_device([&](const DeviceAccess& expected) {
-    const DeviceAccess* got = refresh.snapshot->find_device(expected.id);
+  full->for_each_device([&](const SnapshotDevice& expected) {
+    const SnapshotDevice* got = refresh.snapshot->find_device(expected.id());
     REQUIRE(got != nullptr);
-    CHECK(got->status == expected.status);
-    CHECK(got->certificates.size() == expected.certificates.size());
+    CHECK(got->status() == expected.status());
+    CHECK(got->certificates().size() == expected.certificates().size());
   });
   CHECK(connect(*refresh.snapshot, fp1, "a1") == ConnectReason::accepted);
 }
