@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -518,6 +519,168 @@ TEST_CASE("with_changes: rounds of changes agree with a build from scratch") {
     }
     CHECK(differences == 0);
   }
+}
+
+// --- the compact device records ----------------------------------------------------------------
+
+TEST_CASE("records: a device with no rules and no certificates keeps its id, type and status") {
+  auto snapshot = Snapshot::build(
+      {device("bare", {}, DeviceStatus::disabled, "sensor"), device("x", {cert(1)})}, {}, 1);
+  const SnapshotDevice* bare = snapshot->find_device("bare");
+  REQUIRE(bare != nullptr);
+  CHECK(bare->id() == "bare");
+  CHECK(bare->type() == "sensor");
+  CHECK(bare->status() == DeviceStatus::disabled);
+  CHECK(bare->rules().empty());
+  CHECK(bare->certificates().empty());
+  // Its neighbour with a certificate is found by it; the bare one by none.
+  REQUIRE(snapshot->find_certificate(fingerprint(1)));
+  CHECK(snapshot->find_certificate(fingerprint(1))->device == snapshot->find_device("x"));
+  CHECK(decide(*snapshot, "bare", acl::kRead, "devices/bare/x") == kDeny);
+}
+
+TEST_CASE("records: many rules and certificates, and texts past one length byte, round-trip") {
+  // 300 certificates and 1000 rules: counts and offsets past one byte; an id of 64 characters
+  // (the longest valid) and a type of 200 (a two-byte length).
+  const std::string id(64, 'a');
+  const std::string type(200, 't');
+  std::vector<CertificateAccess> certs;
+  for (int n = 1; n <= 300; ++n)
+    certs.push_back(cert(n, n % 3 == 0 ? CertificateStatus::revoked : CertificateStatus::active,
+                         kNow - n, kNow + n));
+  std::vector<acl::Rule> rules;
+  for (int i = 0; i < 1000; ++i)
+    rules.push_back(allow(i + 1, "r/" + std::to_string(i) + "/%d", acl::kPublish, 1000 - i));
+  DeviceAccess input = device(id, certs, DeviceStatus::active, type, rules);
+  auto snapshot = Snapshot::build({input, device("other", {cert(301)})}, {}, 1);
+  const SnapshotDevice* got = snapshot->find_device(id);
+  REQUIRE(got != nullptr);
+  const DeviceAccess back = got->to_access();
+  CHECK(back.id == id);
+  CHECK(back.type == type);
+  REQUIRE(back.rules.size() == 1000);
+  for (std::size_t i = 0; i < rules.size(); ++i) {
+    if (back.rules[i].id != rules[i].id ||
+        back.rules[i].pattern.text() != rules[i].pattern.text() ||
+        back.rules[i].priority != rules[i].priority)
+      FAIL("rule " << i);
+  }
+  REQUIRE(back.certificates.size() == 300);
+  for (int n = 1; n <= 300; ++n) {
+    const CertificateAccess& c = back.certificates[static_cast<std::size_t>(n - 1)];
+    if (c.sha256_fingerprint != fingerprint(n) || c.serial_hex != "SERIAL" + std::to_string(n) ||
+        c.status != certs[static_cast<std::size_t>(n - 1)].status || c.not_before != kNow - n ||
+        c.not_after != kNow + n)
+      FAIL("certificate " << n);
+    // Each is found by its fingerprint, as the device's own record.
+    auto owner = snapshot->find_certificate(fingerprint(n));
+    if (!owner || owner->device != got ||
+        owner->certificate != &got->certificates()[static_cast<std::size_t>(n - 1)])
+      FAIL("finding certificate " << n);
+  }
+  CHECK(decide(*snapshot, id, acl::kPublish, "r/999/" + id) == kAllow);
+  CHECK(decide(*snapshot, id, acl::kPublish, "r/1000/" + id) == kDeny);
+}
+
+TEST_CASE("records: serials come back exactly as given, packed or not") {
+  const std::vector<std::string> serials{"",
+                                         "0",
+                                         "A",
+                                         "0A1B",
+                                         "ABC",
+                                         "00F",
+                                         "abc",
+                                         "0a1B",
+                                         "xyz-1",
+                                         "SERIAL",
+                                         std::string(40, 'F'),
+                                         std::string(41, '7')};
+  std::vector<CertificateAccess> certs;
+  for (std::size_t i = 0; i < serials.size(); ++i) {
+    certs.push_back(cert(static_cast<int>(i) + 1));
+    certs.back().serial_hex = serials[i];
+  }
+  auto snapshot = Snapshot::build({device("d", certs)}, {}, 1);
+  const auto got = snapshot->find_device("d")->certificates();
+  REQUIRE(got.size() == serials.size());
+  for (std::size_t i = 0; i < serials.size(); ++i) {
+    INFO("serial '" << serials[i] << "'");
+    CHECK(got[i].serial_hex() == serials[i]);
+    CHECK(got[i].sha256_fingerprint() == fingerprint(static_cast<int>(i) + 1));
+  }
+}
+
+TEST_CASE("records: a fingerprint is found only by exactly its text") {
+  // Registered: a canonical fingerprint (kept as 32 bytes) and texts that are none (kept as text).
+  const std::string canonical = fingerprint(0xabcdef);
+  std::string upper = fingerprint(77);
+  std::transform(upper.begin(), upper.end(), upper.begin(), [](char c) {
+    return static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  });
+  upper[63] = 'D';  // at least one letter, so that it differs from its lower-case form
+  const std::string short_one = "abc123";
+  const std::string not_hex = std::string(63, 'a') + "g";
+  auto with = [](std::string text) {
+    CertificateAccess c = cert(1);
+    c.sha256_fingerprint = std::move(text);
+    return c;
+  };
+  auto snapshot =
+      Snapshot::build({device("canon", {with(canonical)}), device("upper", {with(upper)}),
+                       device("short", {with(short_one)}), device("nothex", {with(not_hex)})},
+                      {}, 1);
+  auto owner_of = [&](std::string_view text) -> std::string {
+    auto owner = snapshot->find_certificate(text);
+    return owner ? std::string(owner->device->id()) : std::string("-");
+  };
+  // Positive controls: each is found by its own text.
+  CHECK(owner_of(canonical) == "canon");
+  CHECK(owner_of(upper) == "upper");
+  CHECK(owner_of(short_one) == "short");
+  CHECK(owner_of(not_hex) == "nothex");
+  CHECK(snapshot->find_device("upper")->certificates()[0].sha256_fingerprint() == upper);
+  CHECK(snapshot->find_device("canon")->certificates()[0].sha256_fingerprint() == canonical);
+  // Any other text is no certificate: another case, a length off by one, a non-hex digit, empty.
+  std::string canonical_upper = canonical;
+  std::transform(
+      canonical_upper.begin(), canonical_upper.end(), canonical_upper.begin(),
+      [](char c) { return static_cast<char>(std::toupper(static_cast<unsigned char>(c))); });
+  std::string upper_lower = upper;
+  std::transform(upper_lower.begin(), upper_lower.end(), upper_lower.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
+  CHECK(owner_of(canonical_upper) == "-");
+  CHECK(owner_of(upper_lower) == "-");
+  CHECK(owner_of(canonical.substr(0, 63)) == "-");
+  CHECK(owner_of(canonical + "0") == "-");
+  CHECK(owner_of(std::string(canonical).replace(10, 1, "z")) == "-");
+  CHECK(owner_of("") == "-");
+  CHECK(owner_of(std::string_view(canonical.data(), 32)) == "-");
+  CHECK(owner_of(std::string("ab\0c123", 7)) == "-");
+  // The connect check refuses those as unknown and accepts the registered one.
+  CHECK(snapshot->connect_verdict({canonical_upper, "canon", "canon"}, kNow, false).reason ==
+        ConnectReason::unknown_certificate);
+  CHECK(snapshot->connect_verdict({canonical, "canon", "canon"}, kNow, false).reason ==
+        ConnectReason::accepted);
+}
+
+TEST_CASE("records: a fingerprint moved to another device names that device alone") {
+  auto before = Snapshot::build({device("a", {cert(1), cert(2)}), device("b", {cert(3)})}, {}, 1);
+  // b now holds a's certificate 2 (as a table would: the later registration names it).
+  auto after = before->with_changes({device("b", {cert(3), cert(2)})}, {}, {}, 2);
+  REQUIRE(after->find_certificate(fingerprint(2)));
+  CHECK(after->find_certificate(fingerprint(2))->device->id() == "b");
+  CHECK(before->find_certificate(fingerprint(2))->device->id() == "a");
+  // a is dropped: its other certificate goes, b's stay.
+  auto dropped = after->with_changes({}, std::vector<std::string>{"a"}, {}, 3);
+  CHECK_FALSE(dropped->find_certificate(fingerprint(1)));
+  REQUIRE(dropped->find_certificate(fingerprint(2)));
+  CHECK(dropped->find_certificate(fingerprint(2))->device->id() == "b");
+  CHECK(dropped->find_certificate(fingerprint(3))->device->id() == "b");
+  // The older snapshots are unchanged, and still read their own records.
+  CHECK(before->find_certificate(fingerprint(1))->device->id() == "a");
+  CHECK(after->find_device("a") == before->find_device("a"));
+  CHECK(after->find_device("b") != before->find_device("b"));
 }
 
 TEST_CASE("with_changes: groups given are replaced, others kept, and the old snapshot keeps its") {
