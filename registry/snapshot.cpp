@@ -114,15 +114,12 @@ void intern_rules(std::vector<acl::Rule>& rules, acl::PatternPool::Session& patt
 
 const SnapshotDevice* SnapshotDevice::make(const DeviceAccess& device,
                                            acl::PatternPool::Session& patterns) {
-  std::vector<bool> raw(device.certificates.size());
   std::size_t text = size_bytes(device.id.size()) + device.id.size() +
                      size_bytes(device.type.size()) + device.type.size();
-  for (std::size_t i = 0; i < device.certificates.size(); ++i) {
-    const CertificateAccess& cert = device.certificates[i];
+  for (const CertificateAccess& cert : device.certificates) {
     std::array<std::uint8_t, 32> ignored;
-    raw[i] = decode_fingerprint(cert.sha256_fingerprint, ignored);
     text += serial_bytes(cert.serial_hex);
-    if (!raw[i])
+    if (!decode_fingerprint(cert.sha256_fingerprint, ignored))
       text += size_bytes(cert.sha256_fingerprint.size()) + cert.sha256_fingerprint.size();
   }
   const std::size_t certificates_at =
@@ -164,12 +161,13 @@ const SnapshotDevice* SnapshotDevice::make(const DeviceAccess& device,
     cert->not_after_ = from.not_after;
     cert->back_ = static_cast<std::uint32_t>(at);
     cert->status_ = static_cast<std::uint8_t>(from.status);
-    if (raw[i]) {
-      decode_fingerprint(from.sha256_fingerprint, cert->fingerprint_);
+    const bool raw = decode_fingerprint(from.sha256_fingerprint, cert->fingerprint_);
+    if (raw)
       cert->flags_ = SnapshotCertificate::kRawFingerprint;
-    }
+    else
+      cert->fingerprint_ = {};
     p = write_serial(p, from.serial_hex);
-    if (!raw[i]) p = write_text(p, from.sha256_fingerprint);
+    if (!raw) p = write_text(p, from.sha256_fingerprint);
   }
   return record;
 }
@@ -398,7 +396,8 @@ class Made {
   }
   void reserve(std::size_t n) { devices_.reserve(n); }
   const SnapshotDevice* add(const DeviceAccess& device, acl::PatternPool::Session& patterns) {
-    devices_.reserve(devices_.size() + 1);
+    if (devices_.size() == devices_.capacity())  // before make: a record is never left unheld
+      devices_.reserve(std::max<std::size_t>(8, 2 * devices_.size()));
     devices_.push_back(SnapshotDevice::make(device, patterns));
     return devices_.back();
   }
