@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <stdexcept>
@@ -13,21 +15,32 @@ namespace {
 
 constexpr std::size_t kFingerprintBytes = 32;
 
-int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 // The 32 bytes of a fingerprint of exactly 64 lower-case hex digits; false for any other text.
+// On the connect path (once per connect), so eight digits at a time in a 64-bit word: a byte
+// table took twice the time of the rest of a connect verdict.
 bool decode_fingerprint(std::string_view text, std::array<std::uint8_t, 32>& out) noexcept {
   if (text.size() != 2 * kFingerprintBytes) return false;
-  for (std::size_t i = 0; i < kFingerprintBytes; ++i) {
-    const int high = hex_value(text[2 * i]), low = hex_value(text[2 * i + 1]);
-    if (high < 0 || low < 0) return false;
-    out[i] = static_cast<std::uint8_t>(high << 4 | low);
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+  constexpr std::uint64_t kLow7 = kOnes * 0x7f, kHigh = kOnes * 0x80;
+  // Each byte's high bit set when it is strictly between m and n (0 <= m < n <= 128), exactly,
+  // byte by byte: no byte's arithmetic carries into the next (Anderson's bit hacks, hasbetween).
+  auto between = [&](std::uint64_t x, std::uint64_t m, std::uint64_t n) {
+    const std::uint64_t low = x & kLow7;
+    return (kOnes * (127 + n) - low) & ~x & (low + kOnes * (127 - m)) & kHigh;
+  };
+  std::uint64_t valid = kHigh;
+  for (std::size_t w = 0; w < 8; ++w) {
+    std::uint64_t x;  // digit k of these eight in byte k, whatever the host's byte order
+    std::memcpy(&x, text.data() + 8 * w, 8);
+    if constexpr (std::endian::native == std::endian::big) x = __builtin_bswap64(x);
+    valid &= between(x, '0' - 1, '9' + 1) | between(x, 'a' - 1, 'f' + 1);
+    // '0'..'9' are 0x30..0x39, 'a'..'f' 0x61..0x66: the low nibble, plus 9 for a letter (bit 6).
+    const std::uint64_t v = (x & (kOnes * 0x0f)) + 9 * ((x >> 6) & kOnes);
+    const std::uint64_t pairs = (v << 4) | (v >> 8);  // byte 2j: digit 2j high, 2j+1 low
+    for (std::size_t j = 0; j < 4; ++j)
+      out[4 * w + j] = static_cast<std::uint8_t>(pairs >> (16 * j));
   }
-  return true;
+  return valid == kHigh;
 }
 
 // Upper-case hex digits only (as BN_bn2hex writes a serial): kept two to a byte.
@@ -317,15 +330,25 @@ Snapshot::FingerprintKey::FingerprintKey(const SnapshotCertificate& certificate)
   }
 }
 
-std::size_t Snapshot::FingerprintKey::hash() const noexcept {
+inline std::size_t Snapshot::FingerprintKey::hash() const noexcept {
   if (raw) return Hash{}(std::string_view(reinterpret_cast<const char*>(bytes.data()), 32));
   return Hash{}(text);
 }
 
-bool Snapshot::FingerprintKey::matches(const SnapshotCertificate& certificate) const noexcept {
+inline bool Snapshot::FingerprintKey::matches(
+    const SnapshotCertificate& certificate) const noexcept {
   const bool raw_certificate = (certificate.flags_ & SnapshotCertificate::kRawFingerprint) != 0;
   if (raw != raw_certificate) return false;
-  if (raw) return std::memcmp(bytes.data(), certificate.fingerprint_.data(), 32) == 0;
+  if (raw) {  // four words, not a call to memcmp: this is on every connect
+    std::uint64_t differ = 0;
+    for (std::size_t i = 0; i < 32; i += 8) {
+      std::uint64_t a, b;
+      std::memcpy(&a, bytes.data() + i, 8);
+      std::memcpy(&b, certificate.fingerprint_.data() + i, 8);
+      differ |= a ^ b;
+    }
+    return differ == 0;
+  }
   return certificate.has_fingerprint(text);
 }
 

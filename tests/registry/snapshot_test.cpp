@@ -657,6 +657,20 @@ TEST_CASE("records: a fingerprint is found only by exactly its text") {
   CHECK(owner_of("") == "-");
   CHECK(owner_of(std::string_view(canonical.data(), 32)) == "-");
   CHECK(owner_of(std::string("ab\0c123", 7)) == "-");
+  // Every byte value in every position: found only when it is the registered digit.
+  std::size_t found = 0, wrong = 0;
+  for (std::size_t i = 0; i < canonical.size(); ++i) {
+    for (int byte = 0; byte < 256; ++byte) {
+      std::string text = canonical;
+      text[i] = static_cast<char>(byte);
+      const bool is_it = text == canonical;
+      const bool hit = snapshot->find_certificate(text).has_value();
+      found += hit ? 1 : 0;
+      wrong += hit != is_it ? 1 : 0;
+    }
+  }
+  CHECK(found == canonical.size());
+  CHECK(wrong == 0);
   // The connect check refuses those as unknown and accepts the registered one.
   CHECK(snapshot->connect_verdict({canonical_upper, "canon", "canon"}, kNow, false).reason ==
         ConnectReason::unknown_certificate);
