@@ -127,20 +127,21 @@ void intern_rules(std::vector<acl::Rule>& rules, acl::PatternPool::Session& patt
 
 const SnapshotDevice* SnapshotDevice::make(const DeviceAccess& device,
                                            acl::PatternPool::Session& patterns) {
-  std::size_t text = size_bytes(device.id.size()) + device.id.size() +
-                     size_bytes(device.type.size()) + device.type.size();
+  auto align8 = [](std::size_t n) { return (n + 7) & ~std::size_t{7}; };
+  const std::size_t certificates_at =
+      align8(sizeof(SnapshotDevice) + 1 + size_bytes(device.id.size()) + device.id.size() +
+             size_bytes(device.type.size()) + device.type.size());
+  std::size_t text = 0;  // the certificates' texts
   for (const CertificateAccess& cert : device.certificates) {
     std::array<std::uint8_t, 32> ignored;
     text += serial_bytes(cert.serial_hex);
     if (!decode_fingerprint(cert.sha256_fingerprint, ignored))
       text += size_bytes(cert.sha256_fingerprint.size()) + cert.sha256_fingerprint.size();
   }
-  const std::size_t certificates_at =
-      sizeof(SnapshotDevice) + device.rules.size() * sizeof(acl::Rule);
-  const std::size_t texts_at =
-      certificates_at + device.certificates.size() * sizeof(SnapshotCertificate);
-  const std::size_t size = texts_at + text;
-  // Counts and offsets are 32-bit (SnapshotCertificate::back_).
+  const std::size_t rules_at =
+      align8(certificates_at + device.certificates.size() * sizeof(SnapshotCertificate) + text);
+  const std::size_t size = rules_at + device.rules.size() * sizeof(acl::Rule);
+  // Counts and offsets are 32-bit (SnapshotCertificate::back_, rules_at_).
   if (size > std::numeric_limits<std::uint32_t>::max())
     throw std::length_error("a device's snapshot record exceeds 4 GiB");
 
@@ -148,8 +149,8 @@ const SnapshotDevice* SnapshotDevice::make(const DeviceAccess& device,
   auto* record = new (base) SnapshotDevice();
   record->rule_count_ = static_cast<std::uint32_t>(device.rules.size());
   record->certificate_count_ = static_cast<std::uint32_t>(device.certificates.size());
-  record->status_ = static_cast<std::uint8_t>(device.status);
-  auto* rules = reinterpret_cast<acl::Rule*>(base + sizeof(SnapshotDevice));
+  record->rules_at_ = static_cast<std::uint32_t>(rules_at);
+  auto* rules = reinterpret_cast<acl::Rule*>(base + rules_at);
   std::size_t made = 0;
   try {
     for (const acl::Rule& r : device.rules) {
@@ -163,9 +164,12 @@ const SnapshotDevice* SnapshotDevice::make(const DeviceAccess& device,
     ::operator delete (static_cast<void*>(base), std::align_val_t{16});
     throw;
   }
-  unsigned char* p = base + texts_at;
+  unsigned char* p = base + sizeof(SnapshotDevice);
+  *p++ = static_cast<unsigned char>(device.status);
   p = write_text(p, device.id);
   p = write_text(p, device.type);
+  std::memset(p, 0, static_cast<std::size_t>(base + certificates_at - p));  // the padding
+  p = base + certificates_at + device.certificates.size() * sizeof(SnapshotCertificate);
   for (std::size_t i = 0; i < device.certificates.size(); ++i) {
     const CertificateAccess& from = device.certificates[i];
     const std::size_t at = certificates_at + i * sizeof(SnapshotCertificate);
@@ -209,11 +213,9 @@ DeviceAccess SnapshotDevice::to_access() const {
 }
 
 const unsigned char* SnapshotCertificate::text() const noexcept {
-  const SnapshotDevice& owner = device();
-  const unsigned char* p = owner.texts();
-  p += SnapshotDevice::read_size(p);  // the id
-  p += SnapshotDevice::read_size(p);  // the type
-  for (const SnapshotCertificate& cert : owner.certificates()) {
+  const auto certificates = device().certificates();
+  const auto* p = reinterpret_cast<const unsigned char*>(certificates.data() + certificates.size());
+  for (const SnapshotCertificate& cert : certificates) {
     if (&cert == this) break;
     p = read_serial(p, nullptr);
     if ((cert.flags_ & kRawFingerprint) == 0) p += SnapshotDevice::read_size(p);

@@ -130,9 +130,10 @@ class SnapshotCertificate {
   std::uint8_t flags_ = 0;
 };
 
-// One device as a snapshot holds it: ONE allocation holding a 16-byte header, the device's rules
-// (acl::Rule, patterns from the snapshot's pool), its certificates (SnapshotCertificate) and then
-// its texts (id, type, each certificate's serial), each a LEB128 length and its bytes. Where
+// One device as a snapshot holds it: ONE allocation holding a 16-byte header, its status byte, id
+// and type (each text a LEB128 length and its bytes), its certificates (SnapshotCertificate, from
+// the next 8-byte boundary), their texts (each serial, and a fingerprint kept as text), then its
+// rules (acl::Rule, patterns from the snapshot's pool) from the next 8-byte boundary. Where
 // DeviceAccess took a heap object, its shared_ptr block, a rule vector, a certificate vector and
 // three heap strings. Counted by the snapshots' shards that hold it (an intrusive count, no
 // shared_ptr block); immutable once made, so that every snapshot sharing it reads it without
@@ -150,25 +151,29 @@ class SnapshotDevice {
   void release() const noexcept;
 
   std::string_view id() const noexcept {
-    const unsigned char* p = texts();
+    const unsigned char* p = texts() + 1;
     const std::size_t size = read_size(p);
     return {reinterpret_cast<const char*>(p), size};
   }
-  DeviceStatus status() const noexcept { return static_cast<DeviceStatus>(status_); }
+  DeviceStatus status() const noexcept { return static_cast<DeviceStatus>(texts()[0]); }
   std::string_view type() const noexcept {
-    const unsigned char* p = texts();
+    const unsigned char* p = texts() + 1;
     p += read_size(p);
     const std::size_t size = read_size(p);
     return {reinterpret_cast<const char*>(p), size};
   }
   // Its own rules, sorted as DeviceAccess::rules.
   std::span<const acl::Rule> rules() const noexcept {
-    return {reinterpret_cast<const acl::Rule*>(this + 1), rule_count_};
+    return {reinterpret_cast<const acl::Rule*>(reinterpret_cast<const char*>(this) + rules_at_),
+            rule_count_};
   }
   // Its certificates, in the order they were added.
   std::span<const SnapshotCertificate> certificates() const noexcept {
-    return {reinterpret_cast<const SnapshotCertificate*>(reinterpret_cast<const char*>(this + 1) +
-                                                         rule_count_ * sizeof(acl::Rule)),
+    const unsigned char* p = texts() + 1;
+    p += read_size(p);  // the id
+    p += read_size(p);  // the type
+    const auto at = (static_cast<std::size_t>(p - texts()) + sizeof(SnapshotDevice) + 7) & ~7;
+    return {reinterpret_cast<const SnapshotCertificate*>(reinterpret_cast<const char*>(this) + at),
             certificate_count_};
   }
   // The values it was made from.
@@ -187,14 +192,16 @@ class SnapshotDevice {
   friend class SnapshotCertificate;
   SnapshotDevice() = default;
   ~SnapshotDevice() = default;
+  // The status byte, then the id and the type, right after the header: the connect check and a
+  // device lookup read the same cache line as the header.
   const unsigned char* texts() const noexcept {
-    return reinterpret_cast<const unsigned char*>(certificates().data() + certificate_count_);
+    return reinterpret_cast<const unsigned char*>(this + 1);
   }
 
   mutable std::atomic<std::uint32_t> holders_{1};
   std::uint32_t rule_count_ = 0;
   std::uint32_t certificate_count_ = 0;
-  std::uint8_t status_ = 0;
+  std::uint32_t rules_at_ = 0;  // bytes from the record's start to its rules
 };
 static_assert(sizeof(SnapshotDevice) == 16 && sizeof(SnapshotCertificate) == 56);
 
