@@ -145,7 +145,10 @@ const SnapshotDevice* SnapshotDevice::make(const DeviceAccess& device,
   if (size > std::numeric_limits<std::uint32_t>::max())
     throw std::length_error("a device's snapshot record exceeds 4 GiB");
 
-  auto* base = static_cast<unsigned char*>(::operator new (size, std::align_val_t{16}));
+  // Plain new: its 16-byte alignment is more than the 8 the records need (index tags use the low
+  // three bits), and an aligned new would round the size up to 16 before malloc adds its own.
+  static_assert(__STDCPP_DEFAULT_NEW_ALIGNMENT__ >= 8);
+  auto* base = static_cast<unsigned char*>(::operator new(size));
   auto* record = new (base) SnapshotDevice();
   record->rule_count_ = static_cast<std::uint32_t>(device.rules.size());
   record->certificate_count_ = static_cast<std::uint32_t>(device.certificates.size());
@@ -161,7 +164,7 @@ const SnapshotDevice* SnapshotDevice::make(const DeviceAccess& device,
   } catch (...) {  // the pool could not add a pattern: nothing of the record is kept
     for (std::size_t i = 0; i < made; ++i) rules[i].~Rule();
     record->~SnapshotDevice();
-    ::operator delete (static_cast<void*>(base), std::align_val_t{16});
+    ::operator delete(static_cast<void*>(base));
     throw;
   }
   unsigned char* p = base + sizeof(SnapshotDevice);
@@ -194,7 +197,7 @@ void SnapshotDevice::release() const noexcept {
   auto* self = const_cast<SnapshotDevice*>(this);
   for (const acl::Rule& rule : rules()) rule.~Rule();
   self->~SnapshotDevice();
-  ::operator delete (static_cast<void*>(self), std::align_val_t{16});
+  ::operator delete(static_cast<void*>(self));
 }
 
 DeviceAccess SnapshotDevice::to_access() const {
