@@ -43,21 +43,6 @@ bool decode_fingerprint(std::string_view text, std::array<std::uint8_t, 32>& out
   return valid == kHigh;
 }
 
-// Each byte's two lower-case hex digits.
-constexpr std::array<std::array<char, 2>, 256> kHexPairs = [] {
-  constexpr char kDigits[] = "0123456789abcdef";
-  std::array<std::array<char, 2>, 256> table{};
-  for (std::size_t i = 0; i < table.size(); ++i) table[i] = {kDigits[i >> 4], kDigits[i & 0xf]};
-  return table;
-}();
-
-// The 64 lower-case hex digits of 32 bytes: a table lookup and a two-byte copy per byte.
-void encode_fingerprint(const std::array<std::uint8_t, 32>& bytes,
-                        std::array<char, 64>& out) noexcept {
-  for (std::size_t i = 0; i < bytes.size(); ++i)
-    std::memcpy(&out[2 * i], kHexPairs[bytes[i]].data(), 2);
-}
-
 // Upper-case hex digits only (as BN_bn2hex writes a serial): kept two to a byte.
 bool packable_serial(std::string_view serial) noexcept {
   return std::all_of(serial.begin(), serial.end(),
@@ -249,9 +234,13 @@ std::string SnapshotCertificate::serial_hex() const {
 
 std::string SnapshotCertificate::sha256_fingerprint() const {
   if ((flags_ & kRawFingerprint) != 0) {
-    std::array<char, 64> hex;
-    encode_fingerprint(fingerprint_, hex);
-    return std::string(hex.data(), hex.size());
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string out(2 * kFingerprintBytes, '0');
+    for (std::size_t i = 0; i < kFingerprintBytes; ++i) {
+      out[2 * i] = kDigits[fingerprint_[i] >> 4];
+      out[2 * i + 1] = kDigits[fingerprint_[i] & 0xf];
+    }
+    return out;
   }
   const unsigned char* p = read_serial(text(), nullptr);
   const std::size_t size = SnapshotDevice::read_size(p);
@@ -331,27 +320,41 @@ Snapshot::DeviceShard::~DeviceShard() {
   }
 }
 
-Snapshot::FingerprintKey::FingerprintKey(const SnapshotCertificate& certificate) noexcept {
-  if ((certificate.flags_ & SnapshotCertificate::kRawFingerprint) != 0) {
-    encode_fingerprint(certificate.fingerprint_, digits);
-    text = std::string_view(digits.data(), digits.size());
-  } else {
+Snapshot::FingerprintKey::FingerprintKey(std::string_view fingerprint) noexcept
+    : text(fingerprint) {
+  raw = decode_fingerprint(fingerprint, bytes);
+}
+
+Snapshot::FingerprintKey::FingerprintKey(const SnapshotCertificate& certificate) noexcept
+    : raw((certificate.flags_ & SnapshotCertificate::kRawFingerprint) != 0),
+      bytes(certificate.fingerprint_) {
+  if (!raw) {
     const unsigned char* p = read_serial(certificate.text(), nullptr);
     const std::size_t size = SnapshotDevice::read_size(p);
     text = std::string_view(reinterpret_cast<const char*>(p), size);
   }
 }
 
-inline std::size_t Snapshot::FingerprintKey::hash() const noexcept { return Hash{}(text); }
+inline std::size_t Snapshot::FingerprintKey::hash() const noexcept {
+  if (raw) return Hash{}(std::string_view(reinterpret_cast<const char*>(bytes.data()), 32));
+  return Hash{}(text);
+}
 
 inline bool Snapshot::FingerprintKey::matches(
     const SnapshotCertificate& certificate) const noexcept {
-  if ((certificate.flags_ & SnapshotCertificate::kRawFingerprint) == 0)
-    return certificate.has_fingerprint(text);
-  if (text.size() != 2 * kFingerprintBytes) return false;
-  std::array<char, 64> hex;
-  encode_fingerprint(certificate.fingerprint_, hex);
-  return std::memcmp(hex.data(), text.data(), hex.size()) == 0;
+  const bool raw_certificate = (certificate.flags_ & SnapshotCertificate::kRawFingerprint) != 0;
+  if (raw != raw_certificate) return false;
+  if (raw) {  // four words, not a call to memcmp: this is on every connect
+    std::uint64_t differ = 0;
+    for (std::size_t i = 0; i < 32; i += 8) {
+      std::uint64_t a, b;
+      std::memcpy(&a, bytes.data() + i, 8);
+      std::memcpy(&b, certificate.fingerprint_.data() + i, 8);
+      differ |= a ^ b;
+    }
+    return differ == 0;
+  }
+  return certificate.has_fingerprint(text);
 }
 
 Snapshot::DeviceShard Snapshot::make_device_shard(std::span<const SnapshotDevice* const> list,

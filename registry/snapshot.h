@@ -390,15 +390,12 @@ class Snapshot {
 
   // A fingerprint as the tables hash and compare it: its 32 bytes when it is 64 lower-case hex
   // digits, else its text.
-  // Hashed and compared as its text: a presented fingerprint is never decoded; a certificate
-  // kept as 32 bytes is written out as hex to be compared (once a lookup, where the tag matched).
   struct FingerprintKey {
-    explicit FingerprintKey(std::string_view fingerprint) noexcept : text(fingerprint) {}
+    explicit FingerprintKey(std::string_view text) noexcept;
     explicit FingerprintKey(const SnapshotCertificate& certificate) noexcept;
-    FingerprintKey(const FingerprintKey&) = delete;  // `text` may view `digits`
-    FingerprintKey& operator=(const FingerprintKey&) = delete;
-    std::array<char, 64> digits{};  // a certificate's fingerprint kept as bytes, as text
-    std::string_view text;          // the caller's text, the certificate's, or `digits`
+    bool raw = false;
+    std::array<std::uint8_t, 32> bytes{};
+    std::string_view text;  // when not raw; views the caller's text or the certificate's
     std::size_t hash() const noexcept;
     bool matches(const SnapshotCertificate& certificate) const noexcept;
   };
