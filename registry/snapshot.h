@@ -2,10 +2,11 @@
 // thread, swapped in on its tick, read by every callback without locks or I/O.
 //
 // Devices and certificates are split into 4096 shards by hash, each an immutable flat table of
-// pointers. A change to a few devices rebuilds only the shards they live in (about 250 pointers
-// each at a million devices) and shares every other shard with the previous snapshot; every
-// device it did not change stays the same object at the same address. One change at a million
-// devices costs about 0.25 ms of CPU on the watcher thread (bench/registry_bench.cpp,
+// tagged pointers. A change to a few devices rebuilds only the shards they live in (about 250
+// slots each at a million devices) and shares every other shard with the previous snapshot; every
+// device it did not change stays the same record at the same address. Each device is one compact
+// record (SnapshotDevice, about 390 bytes with ten rules and a certificate). One change at a
+// million devices costs about 0.1 ms of CPU on the watcher thread (bench/registry_bench.cpp,
 // with_changes; docs/benchmarks.md).
 #pragma once
 
