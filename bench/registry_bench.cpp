@@ -473,7 +473,7 @@ void refresh_sqlite(benchmark::State& state, std::size_t n) {
   std::int64_t kicks = 0;
   for (auto _ : state) {
     const std::string id = device_id(random() % n);
-    const bool enable = current->find_device(id)->status != DeviceStatus::active;
+    const bool enable = current->find_device(id)->status() != DeviceStatus::active;
     must(writer->set_device_enabled(id, enable, Actor{"bench", kNow}));
     const auto start = Clock::now();
     auto refresh = must(refresh_snapshot(*reader, *current));

@@ -65,20 +65,20 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
   cached_ = 0;
   compiled_.clear();
   pattern_bytes_ = 0;
-  const registry::DeviceAccess* device = snapshot.find_device(username);
-  if (device != nullptr && device->status == registry::DeviceStatus::active) {
+  const registry::SnapshotDevice* device = snapshot.find_device(username);
+  if (device != nullptr && device->status() == registry::DeviceStatus::active) {
     const registry::GroupAccess* type_group =
-        device->type.empty() ? nullptr : snapshot.find_group(device->type);
+        device->type().empty() ? nullptr : snapshot.find_group(device->type());
     const registry::GroupAccess* default_group = snapshot.find_group(registry::kDefaultGroup);
     // The same sets in the same order as registry::check_device_access: ties between equally
     // placed rules go to the first, which is the one reported.
     std::array<std::span<const acl::Rule>, 3> sets{};
     std::size_t n = 0;
-    sets[n++] = device->rules;
+    sets[n++] = device->rules();
     if (type_group != nullptr) sets[n++] = type_group->rules;
     if (default_group != nullptr) sets[n++] = default_group->rules;
     // find_device matched the username exactly: it is the device id.
-    device_id_ = device->id;
+    device_id_ = device->id();
     client_id_ = client_id;
     const acl::Substitutions subs{device_id_, client_id_, device_id_};
     // Sets without a placeholder are used where the snapshot holds them; the others are copied
@@ -96,7 +96,7 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
         if (!has_placeholder(r.pattern)) continue;
         placeholders = true;
         cost += kAllocationOverhead + 24 + r.pattern.levels().size() * sizeof(acl::PatternLevel) +
-                r.pattern.text().size() + 2 * device->id.size() + client_id.size();
+                r.pattern.text().size() + 2 * device->id().size() + client_id.size();
       }
       copy[i] = placeholders && cost <= budget;
       if (copy[i]) {

@@ -394,9 +394,9 @@ class Plugin {
     auto owner = snapshot_.get().find_certificate(fingerprint);
     if (!owner) return;
     bool predecessor = false;
-    for (const auto& c : owner->device->certificates) {
-      if (c.sha256_fingerprint == fingerprint) break;
-      if (c.status == registry::CertificateStatus::active) predecessor = true;
+    for (const auto& c : owner->device->certificates()) {
+      if (c.same_fingerprint(*owner->certificate)) break;
+      if (c.status() == registry::CertificateStatus::active) predecessor = true;
     }
     if (!predecessor) return;
     if (renewed_connections_.size() < kMaxRenewedConnections)
@@ -509,9 +509,9 @@ class Plugin {
   // client id is its device id) and subscribe to and receive its answers.
   int renewal_access(std::string_view device_id, std::string_view client_id, acl::Access access,
                      const char* topic, bool retain) {
-    const registry::DeviceAccess* device =
+    const registry::SnapshotDevice* device =
         snapshot_.loaded() ? snapshot_.get().find_device(device_id) : nullptr;
-    bool allowed = device != nullptr && device->status == registry::DeviceStatus::active &&
+    bool allowed = device != nullptr && device->status() == registry::DeviceStatus::active &&
                    client_id == device_id &&
                    registry::renewal_topic_allowed(client_id, access, topic);
     if (allowed && access == acl::kPublish && retain) allowed = false;
@@ -694,9 +694,9 @@ class Plugin {
     auto it = renewed_connections_.find(device);
     if (it == renewed_connections_.end()) return false;
     auto owner = snapshot_.loaded() ? snapshot_.get().find_certificate(it->second) : std::nullopt;
-    const bool keep = owner && owner->device->id == device &&
-                      owner->device->status == registry::DeviceStatus::active &&
-                      owner->certificate->status == registry::CertificateStatus::active;
+    const bool keep = owner && owner->device->id() == device &&
+                      owner->device->status() == registry::DeviceStatus::active &&
+                      owner->certificate->status() == registry::CertificateStatus::active;
     renewed_connections_.erase(it);
     if (keep) {
       log(MOSQ_LOG_INFO, "device '" + device +

@@ -458,8 +458,9 @@ void Watcher::reload(const std::string& why) {
   if (!snapshot.ok()) return failed(why + "; reopening: " + snapshot.error().message);
   std::vector<std::string> kicks;
   const registry::Snapshot& next = *snapshot.value();
-  current_->for_each_device([&](const registry::DeviceAccess& before) {
-    if (registry::must_disconnect(before, next.find_device(before.id))) kicks.push_back(before.id);
+  current_->for_each_device([&](const registry::SnapshotDevice& before) {
+    if (registry::must_disconnect(before, next.find_device(before.id())))
+      kicks.emplace_back(before.id());
   });
   for (auto& claim : registry::claim_kicks(*current_, next)) kicks.push_back(std::move(claim));
   current_ = std::move(snapshot).value();

@@ -206,10 +206,13 @@ void Connection::read_listed_access(const std::set<std::string, std::less<>>& de
   auto rules = prepare(db_,
                        "SELECT id, access, pattern, effect, priority FROM acl_rules "
                        "WHERE device_id = ?1 ORDER BY priority DESC, id");
+  // A device id set means a device certificate (the CHECK on kind), so that is all it asks: with
+  // `kind = 'device'` beside it, SQLite (no ANALYZE statistics) chose the index on kind and read
+  // every device certificate of the fleet for each device, 0.6 s a refresh at 1M devices.
   auto certificates = prepare(db_,
                               "SELECT sha256_fingerprint, serial_hex, status, not_before, "
                               "not_after FROM certificates "
-                              "WHERE device_id = ?1 AND kind = 'device' ORDER BY rowid");
+                              "WHERE device_id = ?1 ORDER BY rowid");
   for (const auto& id : device_ids) {
     device_row.bind(id);
     if (!device_row.step()) {

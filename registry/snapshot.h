@@ -2,14 +2,16 @@
 // thread, swapped in on its tick, read by every callback without locks or I/O.
 //
 // Devices and certificates are split into 4096 shards by hash, each an immutable flat table of
-// pointers. A change to a few devices rebuilds only the shards they live in (about 250 pointers
-// each at a million devices) and shares every other shard with the previous snapshot; every
-// device it did not change stays the same object at the same address. One change at a million
-// devices costs about 0.25 ms of CPU on the watcher thread (bench/registry_bench.cpp,
+// tagged pointers. A change to a few devices rebuilds only the shards they live in (about 250
+// slots each at a million devices) and shares every other shard with the previous snapshot; every
+// device it did not change stays the same record at the same address. Each device is one compact
+// record (SnapshotDevice, about 390 bytes with ten rules and a certificate). One change at a
+// million devices costs about 0.1 ms of CPU on the watcher thread (bench/registry_bench.cpp,
 // with_changes; docs/benchmarks.md).
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -89,11 +91,135 @@ bool claim_topic_allowed(std::string_view client_id, acl::Access access,
 bool renewal_topic_allowed(std::string_view client_id, acl::Access access,
                            std::string_view topic_or_filter) noexcept;
 
+class SnapshotDevice;
+
+// One certificate as a snapshot holds it, inside its device's record (SnapshotDevice): 56 bytes
+// where a CertificateAccess and its two heap strings took about 220. A fingerprint of 64
+// lower-case hex digits (every one the CA records: core/x509.cpp) is kept as its 32 bytes; any
+// other text, and the serial, are kept in the record's text after the certificates, the serial as
+// packed hex digits when it is upper-case hex (as the CA writes it), else as it is.
+class SnapshotCertificate {
+ public:
+  SnapshotCertificate(const SnapshotCertificate&) = delete;
+  SnapshotCertificate& operator=(const SnapshotCertificate&) = delete;
+
+  CertificateStatus status() const noexcept { return static_cast<CertificateStatus>(status_); }
+  UnixTime not_before() const noexcept { return not_before_; }
+  UnixTime not_after() const noexcept { return not_after_; }
+  // Is its fingerprint exactly this text (as CertificateAccess::sha256_fingerprint == text)?
+  bool has_fingerprint(std::string_view sha256_fingerprint) const noexcept;
+  bool same_fingerprint(const SnapshotCertificate& other) const noexcept;
+  // The texts it was made from.
+  std::string sha256_fingerprint() const;
+  std::string serial_hex() const;
+  // The device it is registered to (the record holding it).
+  const SnapshotDevice& device() const noexcept;
+
+ private:
+  friend class SnapshotDevice;
+  friend class Snapshot;
+  static constexpr std::uint8_t kRawFingerprint = 1;  // fingerprint_ holds it; no text
+  SnapshotCertificate() = default;
+  // Where its serial's (and its fingerprint's, when not raw) text starts in the device's record.
+  const unsigned char* text() const noexcept;
+
+  UnixTime not_before_ = 0;
+  UnixTime not_after_ = 0;
+  std::array<std::uint8_t, 32> fingerprint_{};
+  std::uint32_t back_ = 0;  // bytes from its device's record to this
+  std::uint8_t status_ = 0;
+  std::uint8_t flags_ = 0;
+};
+
+// One device as a snapshot holds it: ONE allocation holding a 16-byte header, its status byte, id
+// and type (each text a LEB128 length and its bytes), its certificates (SnapshotCertificate, from
+// the next 8-byte boundary), their texts (each serial, and a fingerprint kept as text), then its
+// rules (acl::Rule, patterns from the snapshot's pool) from the next 8-byte boundary. Where
+// DeviceAccess took a heap object, its shared_ptr block, a rule vector, a certificate vector and
+// three heap strings. Counted by the snapshots' shards that hold it (an intrusive count, no
+// shared_ptr block); immutable once made, so that every snapshot sharing it reads it without
+// locks, and at the same address as long as it is not changed (with_changes keeps it).
+class SnapshotDevice {
+ public:
+  SnapshotDevice(const SnapshotDevice&) = delete;
+  SnapshotDevice& operator=(const SnapshotDevice&) = delete;
+
+  // A record of `device`, its rules' patterns interned in `patterns`, held once by the caller.
+  static const SnapshotDevice* make(const DeviceAccess& device,
+                                    acl::PatternPool::Session& patterns);
+  void hold() const noexcept { holders_.fetch_add(1, std::memory_order_relaxed); }
+  // Frees the record when this was its last holder.
+  void release() const noexcept;
+
+  std::string_view id() const noexcept {
+    const unsigned char* p = texts() + 1;
+    const std::size_t size = read_size(p);
+    return {reinterpret_cast<const char*>(p), size};
+  }
+  DeviceStatus status() const noexcept { return static_cast<DeviceStatus>(texts()[0]); }
+  std::string_view type() const noexcept {
+    const unsigned char* p = texts() + 1;
+    p += read_size(p);
+    const std::size_t size = read_size(p);
+    return {reinterpret_cast<const char*>(p), size};
+  }
+  // Its own rules, sorted as DeviceAccess::rules.
+  std::span<const acl::Rule> rules() const noexcept {
+    return {reinterpret_cast<const acl::Rule*>(reinterpret_cast<const char*>(this) + rules_at_),
+            rule_count_};
+  }
+  // Its certificates, in the order they were added.
+  std::span<const SnapshotCertificate> certificates() const noexcept {
+    const unsigned char* p = texts() + 1;
+    p += read_size(p);  // the id
+    p += read_size(p);  // the type
+    const auto at = (static_cast<std::size_t>(p - texts()) + sizeof(SnapshotDevice) + 7) & ~7;
+    return {reinterpret_cast<const SnapshotCertificate*>(reinterpret_cast<const char*>(this) + at),
+            certificate_count_};
+  }
+  // The values it was made from.
+  DeviceAccess to_access() const;
+  // LEB128: seven bits a byte, low first, the high bit set on every byte but the last.
+  static std::size_t read_size(const unsigned char*& p) noexcept {
+    std::size_t size = 0;
+    for (unsigned shift = 0;; shift += 7) {
+      const unsigned char byte = *p++;
+      size |= static_cast<std::size_t>(byte & 0x7f) << shift;
+      if ((byte & 0x80) == 0) return size;
+    }
+  }
+
+ private:
+  friend class SnapshotCertificate;
+  SnapshotDevice() = default;
+  ~SnapshotDevice() = default;
+  // The status byte, then the id and the type, right after the header: the connect check and a
+  // device lookup read the same cache line as the header.
+  const unsigned char* texts() const noexcept {
+    return reinterpret_cast<const unsigned char*>(this + 1);
+  }
+
+  mutable std::atomic<std::uint32_t> holders_{1};
+  std::uint32_t rule_count_ = 0;
+  std::uint32_t certificate_count_ = 0;
+  std::uint32_t rules_at_ = 0;  // bytes from the record's start to its rules
+};
+static_assert(sizeof(SnapshotDevice) == 16 && sizeof(SnapshotCertificate) == 56);
+
+inline const SnapshotDevice& SnapshotCertificate::device() const noexcept {
+  return *reinterpret_cast<const SnapshotDevice*>(reinterpret_cast<const char*>(this) - back_);
+}
+static_assert(alignof(acl::Rule) <= 8 && alignof(SnapshotCertificate) <= 8);
+
 // The topic decision for one device, given its groups' rules (nullptr: the group has none). A
 // device that is not active is denied everything; otherwise its own rules, its type group's and
 // "default"'s are evaluated together by acl::evaluate. Allocates nothing. Snapshot::check_access
 // and `onboardctl acl check` both decide through this.
 acl::Evaluation check_device_access(const DeviceAccess& device, const GroupAccess* type_group,
+                                    const GroupAccess* default_group, std::string_view username,
+                                    std::string_view client_id, acl::Access access,
+                                    std::string_view topic_or_filter) noexcept;
+acl::Evaluation check_device_access(const SnapshotDevice& device, const GroupAccess* type_group,
                                     const GroupAccess* default_group, std::string_view username,
                                     std::string_view client_id, acl::Access access,
                                     std::string_view topic_or_filter) noexcept;
@@ -114,11 +240,13 @@ class Snapshot {
                                                std::vector<GroupAccess> groups,
                                                std::int64_t change_seq) const;
 
-  const DeviceAccess* find_device(std::string_view id) const noexcept;
-  // The device a certificate is registered to, with the certificate's own record.
+  const SnapshotDevice* find_device(std::string_view id) const noexcept;
+  // The device a certificate is registered to, with the certificate's own record. Any text may be
+  // asked for: one that is no fingerprint (a wrong length, not hex) is found only when a device
+  // was registered with exactly that text.
   struct CertificateOwner {
-    const DeviceAccess* device;
-    const CertificateAccess* certificate;
+    const SnapshotDevice* device;
+    const SnapshotCertificate* certificate;
   };
   std::optional<CertificateOwner> find_certificate(
       std::string_view sha256_fingerprint) const noexcept;
@@ -137,12 +265,12 @@ class Snapshot {
   }
   std::size_t claim_count() const noexcept { return claims_ ? claims_->entries.size() : 0; }
 
-  // Calls f(const DeviceAccess&) for every device, in no particular order.
+  // Calls f(const SnapshotDevice&) for every device, in no particular order.
   template <class F>
   void for_each_device(F&& f) const {
     for (const auto& shard : devices_) {
-      for (const auto& device : shard->slots) {
-        if (device) f(*device);
+      for (const std::uintptr_t slot : shard->slots) {
+        if (slot != 0) f(*device_in(slot));
       }
     }
   }
@@ -220,37 +348,64 @@ class Snapshot {
   };
   // A shard: an open-addressing table (linear probing, at most 80% full) of what hashes to it.
   // Built whole and never changed afterwards: with_changes builds a new table for each shard it
-  // touches, holding the very same device objects for the devices that did not change, so their
-  // addresses stay what find_device returned before. A table of pointers costs 20 bytes a device
-  // at a million devices, where std::unordered_map's node per entry and bucket array took 56.
-  // The slot a key starts probing at comes from the hash's high half; the shard from its low bits.
+  // touches, holding the very same device records for the devices that did not change, so their
+  // addresses stay what find_device returned before. The slot a key starts probing at comes from
+  // the hash's high half; the shard from its low bits.
+  //
+  // A slot is one word: the record's address, whose low bits (always 0: records and certificates
+  // are 8-aligned) hold bits of the key's hash, so that most probes of other keys are passed
+  // without reading their record (a cache miss at a million devices). 0: an empty slot. Eight
+  // bytes a slot, ten a device at 80% full.
   static std::size_t home_slot(std::size_t hash, std::size_t capacity) noexcept {
     return static_cast<std::size_t>(((static_cast<std::uint64_t>(hash) >> 32) * capacity) >> 32);
   }
-  // Devices by id; nullptr: an empty slot.
+  static constexpr std::uintptr_t kTagMask = 7;
+  static std::uintptr_t tag_of(std::size_t hash) noexcept {
+    return static_cast<std::uintptr_t>(hash >> 29) & kTagMask;
+  }
+  static const SnapshotDevice* device_in(std::uintptr_t slot) noexcept {
+    return reinterpret_cast<const SnapshotDevice*>(slot & ~kTagMask);
+  }
+  static const SnapshotCertificate* certificate_in(std::uintptr_t slot) noexcept {
+    return reinterpret_cast<const SnapshotCertificate*>(slot & ~kTagMask);
+  }
+  // Devices by id. Holds each of its devices once (released when the shard goes).
   struct DeviceShard {
-    std::vector<std::shared_ptr<const DeviceAccess>> slots;
+    std::vector<std::uintptr_t> slots;
     std::size_t size = 0;
+    DeviceShard() = default;
+    DeviceShard(const DeviceShard&) = delete;
+    DeviceShard& operator=(const DeviceShard&) = delete;
+    DeviceShard(DeviceShard&&) = default;
+    ~DeviceShard();
   };
-  // A certificate by its fingerprint, with the device it is registered to. The device is held by
-  // the device shards of every snapshot that holds this shard (with_changes rebuilds the
-  // certificate shards of every device it drops or replaces).
-  struct CertificateSlot {
-    const DeviceAccess* device = nullptr;  // nullptr: an empty slot
-    const CertificateAccess* certificate = nullptr;
-  };
+  // Certificates by fingerprint (SnapshotCertificate::device() is the device). Holds nothing:
+  // the devices are held by the device shards of every snapshot that holds this shard
+  // (with_changes rebuilds the certificate shards of every device it drops or replaces).
   struct CertificateShard {
-    std::vector<CertificateSlot> slots;
+    std::vector<std::uintptr_t> slots;
     std::size_t size = 0;
   };
   using Groups =
       std::unordered_map<std::string, std::shared_ptr<const GroupAccess>, Hash, std::equal_to<>>;
 
+  // A fingerprint as the tables hash and compare it: its 32 bytes when it is 64 lower-case hex
+  // digits, else its text.
+  struct FingerprintKey {
+    explicit FingerprintKey(std::string_view text) noexcept;
+    explicit FingerprintKey(const SnapshotCertificate& certificate) noexcept;
+    bool raw = false;
+    std::array<std::uint8_t, 32> bytes{};
+    std::string_view text;  // when not raw; views the caller's text or the certificate's
+    std::size_t hash() const noexcept;
+    bool matches(const SnapshotCertificate& certificate) const noexcept;
+  };
+
   // The tables for lists of entries; a later entry replaces an earlier one of the same key.
   // `replaced` (when given) collects the devices so replaced.
-  static DeviceShard make_device_shard(std::span<const std::shared_ptr<const DeviceAccess>> list,
-                                       std::vector<const DeviceAccess*>* replaced);
-  static CertificateShard make_certificate_shard(std::span<const CertificateSlot> list);
+  static DeviceShard make_device_shard(std::span<const SnapshotDevice* const> list,
+                                       std::vector<const SnapshotDevice*>* replaced);
+  static CertificateShard make_certificate_shard(std::span<const SnapshotCertificate* const> list);
 
   static std::size_t shard_of(std::string_view key) noexcept { return Hash{}(key) % kShards; }
 

@@ -271,8 +271,9 @@ Result<std::string> encode_snapshot_cache(const Snapshot& snapshot) {
   w.i64(snapshot.change_seq());
   w.count(snapshot.device_count());
   std::size_t devices = 0;
-  snapshot.for_each_device([&](const DeviceAccess& device) {
+  snapshot.for_each_device([&](const SnapshotDevice& record) {
     ++devices;
+    const DeviceAccess device = record.to_access();
     ok = ok && fits_u32(device.id.size()) && fits_u32(device.type.size()) &&
          encodable(device.rules) && fits_u32(device.certificates.size());
     w.str(device.id);

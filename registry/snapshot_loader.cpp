@@ -4,17 +4,52 @@
 
 namespace onboard::registry {
 
-bool must_disconnect(const DeviceAccess& before, const DeviceAccess* after) noexcept {
-  if (after == nullptr || after->status != DeviceStatus::active) return true;
-  for (const auto& old_cert : before.certificates) {
-    if (old_cert.status != CertificateStatus::active) continue;
-    auto still = std::find_if(
-        after->certificates.begin(), after->certificates.end(),
-        [&](const auto& c) { return c.sha256_fingerprint == old_cert.sha256_fingerprint; });
-    if (still == after->certificates.end() || still->status != CertificateStatus::active)
-      return true;
+namespace {
+
+bool same_fingerprint(const SnapshotCertificate& a, const CertificateAccess& b) {
+  return a.has_fingerprint(b.sha256_fingerprint);
+}
+bool same_fingerprint(const SnapshotCertificate& a, const SnapshotCertificate& b) {
+  return a.same_fingerprint(b);
+}
+CertificateStatus status_of(const CertificateAccess& c) { return c.status; }
+CertificateStatus status_of(const SnapshotCertificate& c) { return c.status(); }
+DeviceStatus status_of(const DeviceAccess& d) { return d.status; }
+DeviceStatus status_of(const SnapshotDevice& d) { return d.status(); }
+std::span<const CertificateAccess> certificates_of(const DeviceAccess& d) { return d.certificates; }
+std::span<const SnapshotCertificate> certificates_of(const SnapshotDevice& d) {
+  return d.certificates();
+}
+
+bool same_fingerprint(const CertificateAccess& a, const CertificateAccess& b) {
+  return a.sha256_fingerprint == b.sha256_fingerprint;
+}
+
+template <class Before, class After>
+bool disconnects(const Before& before, const After* after) noexcept {
+  if (after == nullptr || status_of(*after) != DeviceStatus::active) return true;
+  const auto now = certificates_of(*after);
+  for (const auto& old_cert : certificates_of(before)) {
+    if (status_of(old_cert) != CertificateStatus::active) continue;
+    auto still = std::find_if(now.begin(), now.end(),
+                              [&](const auto& c) { return same_fingerprint(old_cert, c); });
+    if (still == now.end() || status_of(*still) != CertificateStatus::active) return true;
   }
   return false;
+}
+
+}  // namespace
+
+bool must_disconnect(const SnapshotDevice& before, const DeviceAccess* after) noexcept {
+  return disconnects(before, after);
+}
+
+bool must_disconnect(const SnapshotDevice& before, const SnapshotDevice* after) noexcept {
+  return disconnects(before, after);
+}
+
+bool must_disconnect(const DeviceAccess& before, const DeviceAccess* after) noexcept {
+  return disconnects(before, after);
 }
 
 std::vector<std::string> claim_kicks(const Snapshot& before, const Snapshot& after) {
@@ -68,7 +103,7 @@ Result<std::optional<Refresh>> refresh_snapshot(AccessStore& store, const Snapsh
 
   Refresh refresh;
   for (const auto& device : data.devices) {
-    const DeviceAccess* before = current.find_device(device.id);
+    const SnapshotDevice* before = current.find_device(device.id);
     if (before != nullptr && must_disconnect(*before, &device)) refresh.kicks.push_back(device.id);
   }
   for (const auto& id : data.missing_devices) {

@@ -45,6 +45,8 @@ Result<std::optional<Refresh>> refresh_snapshot(AccessStore& store, const Snapsh
 std::vector<std::string> claim_kicks(const Snapshot& before, const Snapshot& after);
 
 // Would a device that was `before` have to be disconnected now that it is `after` (nullptr: gone)?
+bool must_disconnect(const SnapshotDevice& before, const DeviceAccess* after) noexcept;
+bool must_disconnect(const SnapshotDevice& before, const SnapshotDevice* after) noexcept;
 bool must_disconnect(const DeviceAccess& before, const DeviceAccess* after) noexcept;
 
 }  // namespace onboard::registry

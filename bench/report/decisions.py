@@ -38,12 +38,12 @@ WHY_MISSED = [
     "into levels once and shared, and the topic validated and split once per decision), about",
     "150 to 250 ns on this VM, so the hot row sits at the target and varies with the machine's",
     "load; on a random device of a large fleet each decision also waits for the walk to the device",
-    "(shard, bucket, hash-map node, `DeviceAccess`, its rule vector) out of memory, which is the",
-    "difference between the two decision rows. Memory: about 740 bytes a device, because the",
-    "snapshot stores the `DeviceAccess` values its API hands out: 144 for the record and its",
-    "`shared_ptr` block, 256 for ten 24-byte rules (patterns shared, one node per distinct text),",
-    "224 for the certificate (its record, the 64-character fingerprint and the serial on the",
-    "heap), about 110 for the two index entries. Build and change times are wall time and move",
+    "(shard slot, then the device record with its rules) out of memory, which is the difference",
+    "between the two decision rows. Memory: about 390 bytes a device (`SnapshotDevice`: one",
+    "allocation per device, 360 bytes, 368 with malloc's; of it 240 for ten 24-byte `acl::Rule`s",
+    "whose patterns are shared, 56 for the certificate with its fingerprint as 32 bytes, 16 of",
+    "header and 48 for the status, id, type and packed serial with their padding), and about 20",
+    "for the two index slots. Build and change times are wall time and move",
     "with the load average given above.",
 ]
 

@@ -59,7 +59,7 @@ struct Broker {
   registry::DeviceStatus status_of(const std::string& id) const {
     const auto* device = snapshot->find_device(id);
     REQUIRE(device != nullptr);
-    return device->status;
+    return device->status();
   }
 };
 

@@ -31,7 +31,7 @@ void write(const std::string& path, Change change) {
 registry::DeviceStatus status_of(const registry::Snapshot& snapshot, const std::string& id) {
   const auto* device = snapshot.find_device(id);
   REQUIRE(device != nullptr);
-  return device->status;
+  return device->status();
 }
 
 struct Broker {

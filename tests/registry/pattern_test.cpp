@@ -154,15 +154,15 @@ TEST_CASE("a snapshot shares one node per distinct pattern, also with later snap
   std::vector<GroupAccess> groups{
       GroupAccess{"sensor", {Rule{3, Pattern("telemetry/%d"), kRead, Effect::allow, 0}}}};
   const auto before = Snapshot::build(std::move(devices), std::move(groups), 1);
-  const Pattern& a = before->find_device("a")->rules[0].pattern;
-  CHECK(before->find_device("b")->rules[0].pattern.shares_node_with(a));
+  const Pattern& a = before->find_device("a")->rules()[0].pattern;
+  CHECK(before->find_device("b")->rules()[0].pattern.shares_node_with(a));
   CHECK(before->find_group("sensor")->rules[0].pattern.shares_node_with(a));
   CHECK(before->distinct_patterns() == 1);
 
   std::vector<DeviceAccess> changed;
   changed.push_back(device("c", 4, "telemetry/%d"));
   const auto after = before->with_changes(std::move(changed), {}, {}, 2);
-  CHECK(after->find_device("c")->rules[0].pattern.shares_node_with(a));
+  CHECK(after->find_device("c")->rules()[0].pattern.shares_node_with(a));
   CHECK(after->check_access("c", "c", kPublish, "telemetry/c").decision == Decision::allow);
 }
 

@@ -183,28 +183,29 @@ TEST_CASE("snapshot cache: a round trip decides every connect and topic check as
   }
 
   // Every field came back, not only the ones the checks above happen to reach.
-  original->for_each_device([&](const DeviceAccess& device) {
-    const DeviceAccess* back = copy.find_device(device.id);
+  original->for_each_device([&](const SnapshotDevice& record) {
+    const DeviceAccess device = record.to_access();
+    const SnapshotDevice* back = copy.find_device(device.id);
     REQUIRE(back != nullptr);
-    CHECK(back->status == device.status);
-    CHECK(back->type == device.type);
-    REQUIRE(back->rules.size() == device.rules.size());
+    CHECK(back->status() == device.status);
+    CHECK(back->type() == device.type);
+    REQUIRE(back->rules().size() == device.rules.size());
     for (std::size_t i = 0; i < device.rules.size(); ++i) {
-      CHECK(back->rules[i].id == device.rules[i].id);
-      CHECK(back->rules[i].pattern.text() == device.rules[i].pattern.text());
-      CHECK(back->rules[i].access == device.rules[i].access);
-      CHECK(back->rules[i].effect == device.rules[i].effect);
-      CHECK(back->rules[i].priority == device.rules[i].priority);
+      CHECK(back->rules()[i].id == device.rules[i].id);
+      CHECK(back->rules()[i].pattern.text() == device.rules[i].pattern.text());
+      CHECK(back->rules()[i].access == device.rules[i].access);
+      CHECK(back->rules()[i].effect == device.rules[i].effect);
+      CHECK(back->rules()[i].priority == device.rules[i].priority);
     }
-    REQUIRE(back->certificates.size() == device.certificates.size());
+    REQUIRE(back->certificates().size() == device.certificates.size());
     for (std::size_t i = 0; i < device.certificates.size(); ++i) {
       const auto& a = device.certificates[i];
-      const auto& b = back->certificates[i];
-      CHECK(b.sha256_fingerprint == a.sha256_fingerprint);
-      CHECK(b.serial_hex == a.serial_hex);
-      CHECK(b.status == a.status);
-      CHECK(b.not_before == a.not_before);
-      CHECK(b.not_after == a.not_after);
+      const auto& b = back->certificates()[i];
+      CHECK(b.sha256_fingerprint() == a.sha256_fingerprint);
+      CHECK(b.serial_hex() == a.serial_hex);
+      CHECK(b.status() == a.status);
+      CHECK(b.not_before() == a.not_before);
+      CHECK(b.not_after() == a.not_after);
     }
   });
   std::size_t groups = 0;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <map>
 #include <random>
@@ -290,17 +291,17 @@ TEST_CASE("build: counts each device once, finds devices, certificates and group
   CHECK(snapshot->device_count() == 6);
   CHECK(snapshot->change_seq() == 42);
   REQUIRE(snapshot->find_device("dev1") != nullptr);
-  CHECK(snapshot->find_device("dev1")->certificates.size() == 1);
+  CHECK(snapshot->find_device("dev1")->certificates().size() == 1);
   CHECK(snapshot->find_device("nobody") == nullptr);
   auto owner = snapshot->find_certificate(fingerprint(3));
   REQUIRE(owner);
-  CHECK(owner->device->id == "renewed");
-  CHECK(owner->certificate->serial_hex == "SERIAL3");
+  CHECK(owner->device->id() == "renewed");
+  CHECK(owner->certificate->serial_hex() == "SERIAL3");
   CHECK_FALSE(snapshot->find_certificate(fingerprint(99)));
   REQUIRE(snapshot->find_group("default") != nullptr);
   CHECK(snapshot->find_group("sensor") == nullptr);
   std::size_t visited = 0;
-  snapshot->for_each_device([&](const DeviceAccess&) { ++visited; });
+  snapshot->for_each_device([&](const SnapshotDevice&) { ++visited; });
   CHECK(visited == 6);
 }
 
@@ -308,7 +309,7 @@ TEST_CASE("build: a device listed twice is counted once, the last one wins") {
   auto snapshot = Snapshot::build(
       {device("d", {cert(1)}), device("d", {cert(2)}, DeviceStatus::disabled)}, {}, 1);
   CHECK(snapshot->device_count() == 1);
-  CHECK(snapshot->find_device("d")->status == DeviceStatus::disabled);
+  CHECK(snapshot->find_device("d")->status() == DeviceStatus::disabled);
   // Only the kept device's certificates are found: none names a device the snapshot dropped.
   auto kept = snapshot->find_certificate(fingerprint(2));
   REQUIRE(kept);
@@ -327,11 +328,11 @@ TEST_CASE("build: every device and certificate of a large fleet is found, and no
   std::size_t missing = 0, wrong_owner = 0, found_absent = 0;
   for (int i = 0; i < kDevices; ++i) {
     const std::string id = "d" + std::to_string(i);
-    const DeviceAccess* found = snapshot->find_device(id);
-    if (found == nullptr || found->id != id) ++missing;
+    const SnapshotDevice* found = snapshot->find_device(id);
+    if (found == nullptr || found->id() != id) ++missing;
     auto owner = snapshot->find_certificate(fingerprint(i + 1));
     if (!owner || owner->device != found ||
-        owner->certificate->sha256_fingerprint != fingerprint(i + 1))
+        owner->certificate->sha256_fingerprint() != fingerprint(i + 1))
       ++wrong_owner;
     if (snapshot->find_device("x" + std::to_string(i)) != nullptr) ++found_absent;
     if (snapshot->find_certificate(fingerprint(kDevices + i + 1))) ++found_absent;
@@ -340,7 +341,7 @@ TEST_CASE("build: every device and certificate of a large fleet is found, and no
   CHECK(wrong_owner == 0);
   CHECK(found_absent == 0);
   std::size_t visited = 0;
-  snapshot->for_each_device([&](const DeviceAccess&) { ++visited; });
+  snapshot->for_each_device([&](const SnapshotDevice&) { ++visited; });
   CHECK(visited == kDevices);
 }
 
@@ -352,13 +353,13 @@ TEST_CASE("with_changes: a changed device is replaced, the old snapshot is untou
   CHECK(after->change_seq() == 43);
   CHECK(after->device_count() == 6);
   REQUIRE(after->find_device("dev1") != nullptr);
-  CHECK(after->find_device("dev1")->type == "sensor");
+  CHECK(after->find_device("dev1")->type() == "sensor");
   CHECK(verdict(*after, 1, "dev1", "dev1") == ConnectReason::certificate_revoked);
   CHECK(verdict(*after, 50, "dev1", "dev1") == ConnectReason::accepted);
   // The old snapshot still says what it said.
   CHECK(before->change_seq() == 42);
   CHECK(before->device_count() == 6);
-  CHECK(before->find_device("dev1")->type.empty());
+  CHECK(before->find_device("dev1")->type().empty());
   CHECK(verdict(*before, 1, "dev1", "dev1") == ConnectReason::accepted);
   CHECK(verdict(*before, 50, "dev1", "dev1") == ConnectReason::unknown_certificate);
 }
@@ -427,8 +428,8 @@ TEST_CASE("with_changes: an unchanged device keeps its address, a changed one ge
   std::size_t moved = 0, kept = 0;
   for (int i = 2; i < 20'000; ++i) {
     const std::string id = "d" + std::to_string(i);
-    const DeviceAccess* was = before->find_device(id);
-    const DeviceAccess* is = after->find_device(id);
+    const SnapshotDevice* was = before->find_device(id);
+    const SnapshotDevice* is = after->find_device(id);
     REQUIRE(is != nullptr);
     if (i % 97 == 0) {
       if (is != was) ++moved;
@@ -495,16 +496,16 @@ TEST_CASE("with_changes: rounds of changes agree with a build from scratch") {
     INFO("round " << round);
     REQUIRE(snapshot->device_count() == fresh->device_count());
     std::size_t visited = 0;
-    snapshot->for_each_device([&](const DeviceAccess&) { ++visited; });
+    snapshot->for_each_device([&](const SnapshotDevice&) { ++visited; });
     CHECK(visited == model.size());
     std::size_t differences = 0;
     for (int i = 0; i < 4000; ++i) {
       const std::string id = "d" + std::to_string(i);
-      const DeviceAccess* a = snapshot->find_device(id);
-      const DeviceAccess* b = fresh->find_device(id);
+      const SnapshotDevice* a = snapshot->find_device(id);
+      const SnapshotDevice* b = fresh->find_device(id);
       if ((a == nullptr) != (b == nullptr)) ++differences;
       if (a != nullptr && b != nullptr &&
-          (a->status != b->status || a->certificates.size() != b->certificates.size()))
+          (a->status() != b->status() || a->certificates().size() != b->certificates().size()))
         ++differences;
     }
     for (int n = 1; n < next_cert; ++n) {
@@ -512,11 +513,188 @@ TEST_CASE("with_changes: rounds of changes agree with a build from scratch") {
       auto b = fresh->find_certificate(fingerprint(n));
       if (a.has_value() != b.has_value()) ++differences;
       if (a && b &&
-          (a->device->id != b->device->id || a->device != snapshot->find_device(a->device->id)))
+          (a->device->id() != b->device->id() ||
+           a->device != snapshot->find_device(a->device->id())))
         ++differences;
     }
     CHECK(differences == 0);
   }
+}
+
+// --- the compact device records ----------------------------------------------------------------
+
+TEST_CASE("records: a device with no rules and no certificates keeps its id, type and status") {
+  auto snapshot = Snapshot::build(
+      {device("bare", {}, DeviceStatus::disabled, "sensor"), device("x", {cert(1)})}, {}, 1);
+  const SnapshotDevice* bare = snapshot->find_device("bare");
+  REQUIRE(bare != nullptr);
+  CHECK(bare->id() == "bare");
+  CHECK(bare->type() == "sensor");
+  CHECK(bare->status() == DeviceStatus::disabled);
+  CHECK(bare->rules().empty());
+  CHECK(bare->certificates().empty());
+  // Its neighbour with a certificate is found by it; the bare one by none.
+  REQUIRE(snapshot->find_certificate(fingerprint(1)));
+  CHECK(snapshot->find_certificate(fingerprint(1))->device == snapshot->find_device("x"));
+  CHECK(decide(*snapshot, "bare", acl::kRead, "devices/bare/x") == kDeny);
+}
+
+TEST_CASE("records: many rules and certificates, and texts past one length byte, round-trip") {
+  // 300 certificates and 1000 rules: counts and offsets past one byte; an id of 64 characters
+  // (the longest valid) and a type of 200 (a two-byte length).
+  const std::string id(64, 'a');
+  const std::string type(200, 't');
+  std::vector<CertificateAccess> certs;
+  for (int n = 1; n <= 300; ++n)
+    certs.push_back(cert(n, n % 3 == 0 ? CertificateStatus::revoked : CertificateStatus::active,
+                         kNow - n, kNow + n));
+  std::vector<acl::Rule> rules;
+  for (int i = 0; i < 1000; ++i)
+    rules.push_back(allow(i + 1, "r/" + std::to_string(i) + "/%d", acl::kPublish, 1000 - i));
+  DeviceAccess input = device(id, certs, DeviceStatus::active, type, rules);
+  auto snapshot = Snapshot::build({input, device("other", {cert(301)})}, {}, 1);
+  const SnapshotDevice* got = snapshot->find_device(id);
+  REQUIRE(got != nullptr);
+  const DeviceAccess back = got->to_access();
+  CHECK(back.id == id);
+  CHECK(back.type == type);
+  REQUIRE(back.rules.size() == 1000);
+  for (std::size_t i = 0; i < rules.size(); ++i) {
+    if (back.rules[i].id != rules[i].id ||
+        back.rules[i].pattern.text() != rules[i].pattern.text() ||
+        back.rules[i].priority != rules[i].priority)
+      FAIL("rule " << i);
+  }
+  REQUIRE(back.certificates.size() == 300);
+  for (int n = 1; n <= 300; ++n) {
+    const CertificateAccess& c = back.certificates[static_cast<std::size_t>(n - 1)];
+    if (c.sha256_fingerprint != fingerprint(n) || c.serial_hex != "SERIAL" + std::to_string(n) ||
+        c.status != certs[static_cast<std::size_t>(n - 1)].status || c.not_before != kNow - n ||
+        c.not_after != kNow + n)
+      FAIL("certificate " << n);
+    // Each is found by its fingerprint, as the device's own record.
+    auto owner = snapshot->find_certificate(fingerprint(n));
+    if (!owner || owner->device != got ||
+        owner->certificate != &got->certificates()[static_cast<std::size_t>(n - 1)])
+      FAIL("finding certificate " << n);
+  }
+  CHECK(decide(*snapshot, id, acl::kPublish, "r/999/" + id) == kAllow);
+  CHECK(decide(*snapshot, id, acl::kPublish, "r/1000/" + id) == kDeny);
+}
+
+TEST_CASE("records: serials come back exactly as given, packed or not") {
+  const std::vector<std::string> serials{"",
+                                         "0",
+                                         "A",
+                                         "0A1B",
+                                         "ABC",
+                                         "00F",
+                                         "abc",
+                                         "0a1B",
+                                         "xyz-1",
+                                         "SERIAL",
+                                         std::string(40, 'F'),
+                                         std::string(41, '7')};
+  std::vector<CertificateAccess> certs;
+  for (std::size_t i = 0; i < serials.size(); ++i) {
+    certs.push_back(cert(static_cast<int>(i) + 1));
+    certs.back().serial_hex = serials[i];
+  }
+  auto snapshot = Snapshot::build({device("d", certs)}, {}, 1);
+  const auto got = snapshot->find_device("d")->certificates();
+  REQUIRE(got.size() == serials.size());
+  for (std::size_t i = 0; i < serials.size(); ++i) {
+    INFO("serial '" << serials[i] << "'");
+    CHECK(got[i].serial_hex() == serials[i]);
+    CHECK(got[i].sha256_fingerprint() == fingerprint(static_cast<int>(i) + 1));
+  }
+}
+
+TEST_CASE("records: a fingerprint is found only by exactly its text") {
+  // Registered: a canonical fingerprint (kept as 32 bytes) and texts that are none (kept as text).
+  const std::string canonical = fingerprint(0xabcdef);
+  std::string upper = fingerprint(77);
+  std::transform(upper.begin(), upper.end(), upper.begin(), [](char c) {
+    return static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  });
+  upper[63] = 'D';  // at least one letter, so that it differs from its lower-case form
+  const std::string short_one = "abc123";
+  const std::string not_hex = std::string(63, 'a') + "g";
+  auto with = [](std::string text) {
+    CertificateAccess c = cert(1);
+    c.sha256_fingerprint = std::move(text);
+    return c;
+  };
+  auto snapshot =
+      Snapshot::build({device("canon", {with(canonical)}), device("upper", {with(upper)}),
+                       device("short", {with(short_one)}), device("nothex", {with(not_hex)})},
+                      {}, 1);
+  auto owner_of = [&](std::string_view text) -> std::string {
+    auto owner = snapshot->find_certificate(text);
+    return owner ? std::string(owner->device->id()) : std::string("-");
+  };
+  // Positive controls: each is found by its own text.
+  CHECK(owner_of(canonical) == "canon");
+  CHECK(owner_of(upper) == "upper");
+  CHECK(owner_of(short_one) == "short");
+  CHECK(owner_of(not_hex) == "nothex");
+  CHECK(snapshot->find_device("upper")->certificates()[0].sha256_fingerprint() == upper);
+  CHECK(snapshot->find_device("canon")->certificates()[0].sha256_fingerprint() == canonical);
+  // Any other text is no certificate: another case, a length off by one, a non-hex digit, empty.
+  std::string canonical_upper = canonical;
+  std::transform(
+      canonical_upper.begin(), canonical_upper.end(), canonical_upper.begin(),
+      [](char c) { return static_cast<char>(std::toupper(static_cast<unsigned char>(c))); });
+  std::string upper_lower = upper;
+  std::transform(upper_lower.begin(), upper_lower.end(), upper_lower.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
+  CHECK(owner_of(canonical_upper) == "-");
+  CHECK(owner_of(upper_lower) == "-");
+  CHECK(owner_of(canonical.substr(0, 63)) == "-");
+  CHECK(owner_of(canonical + "0") == "-");
+  CHECK(owner_of(std::string(canonical).replace(10, 1, "z")) == "-");
+  CHECK(owner_of("") == "-");
+  CHECK(owner_of(std::string_view(canonical.data(), 32)) == "-");
+  CHECK(owner_of(std::string("ab\0c123", 7)) == "-");
+  // Every byte value in every position: found only when it is the registered digit.
+  std::size_t found = 0, wrong = 0;
+  for (std::size_t i = 0; i < canonical.size(); ++i) {
+    for (int byte = 0; byte < 256; ++byte) {
+      std::string text = canonical;
+      text[i] = static_cast<char>(byte);
+      const bool is_it = text == canonical;
+      const bool hit = snapshot->find_certificate(text).has_value();
+      found += hit ? 1 : 0;
+      wrong += hit != is_it ? 1 : 0;
+    }
+  }
+  CHECK(found == canonical.size());
+  CHECK(wrong == 0);
+  // The connect check refuses those as unknown and accepts the registered one.
+  CHECK(snapshot->connect_verdict({canonical_upper, "canon", "canon"}, kNow, false).reason ==
+        ConnectReason::unknown_certificate);
+  CHECK(snapshot->connect_verdict({canonical, "canon", "canon"}, kNow, false).reason ==
+        ConnectReason::accepted);
+}
+
+TEST_CASE("records: a fingerprint moved to another device names that device alone") {
+  auto before = Snapshot::build({device("a", {cert(1), cert(2)}), device("b", {cert(3)})}, {}, 1);
+  // b now holds a's certificate 2 (as a table would: the later registration names it).
+  auto after = before->with_changes({device("b", {cert(3), cert(2)})}, {}, {}, 2);
+  REQUIRE(after->find_certificate(fingerprint(2)));
+  CHECK(after->find_certificate(fingerprint(2))->device->id() == "b");
+  CHECK(before->find_certificate(fingerprint(2))->device->id() == "a");
+  // a is dropped: its other certificate goes, b's stay.
+  auto dropped = after->with_changes({}, std::vector<std::string>{"a"}, {}, 3);
+  CHECK_FALSE(dropped->find_certificate(fingerprint(1)));
+  REQUIRE(dropped->find_certificate(fingerprint(2)));
+  CHECK(dropped->find_certificate(fingerprint(2))->device->id() == "b");
+  CHECK(dropped->find_certificate(fingerprint(3))->device->id() == "b");
+  // The older snapshots are unchanged, and still read their own records.
+  CHECK(before->find_certificate(fingerprint(1))->device->id() == "a");
+  CHECK(after->find_device("a") == before->find_device("a"));
+  CHECK(after->find_device("b") != before->find_device("b"));
 }
 
 TEST_CASE("with_changes: groups given are replaced, others kept, and the old snapshot keeps its") {
@@ -643,14 +821,14 @@ TEST_CASE("load_snapshot: every device with its certificates and rules, every gr
   CHECK(snapshot->change_seq() == must(r.reader->change_seq()));
   CHECK(connect(*snapshot, fp1, "a1") == ConnectReason::accepted);
   CHECK(connect(*snapshot, fp2, "a2") == ConnectReason::accepted);
-  const DeviceAccess* a1 = snapshot->find_device("a1");
+  const SnapshotDevice* a1 = snapshot->find_device("a1");
   REQUIRE(a1 != nullptr);
-  CHECK(a1->type == "sensor");
-  REQUIRE(a1->rules.size() == 2);
-  CHECK(a1->rules[0].priority == 5);  // highest priority first
-  CHECK(a1->rules[1].effect == acl::Effect::deny);
-  CHECK(a1->certificates.size() == 1);
-  CHECK(snapshot->find_device("a2")->rules.empty());
+  CHECK(a1->type() == "sensor");
+  REQUIRE(a1->rules().size() == 2);
+  CHECK(a1->rules()[0].priority == 5);  // highest priority first
+  CHECK(a1->rules()[1].effect == acl::Effect::deny);
+  CHECK(a1->certificates().size() == 1);
+  CHECK(snapshot->find_device("a2")->rules().empty());
   REQUIRE(snapshot->find_group("sensor") != nullptr);
   CHECK(snapshot->find_group("sensor")->rules.size() == 1);
   REQUIRE(snapshot->find_group("default") != nullptr);
@@ -848,11 +1026,11 @@ TEST_CASE("refresh_snapshot: many changes at once land in one step, as a full lo
   auto full = must(load_snapshot(*r.reader));
   CHECK(refresh.snapshot->change_seq() == full->change_seq());
   CHECK(refresh.snapshot->device_count() == full->device_count());
-  full->for_each_device([&](const DeviceAccess& expected) {
-    const DeviceAccess* got = refresh.snapshot->find_device(expected.id);
+  full->for_each_device([&](const SnapshotDevice& expected) {
+    const SnapshotDevice* got = refresh.snapshot->find_device(expected.id());
     REQUIRE(got != nullptr);
-    CHECK(got->status == expected.status);
-    CHECK(got->certificates.size() == expected.certificates.size());
+    CHECK(got->status() == expected.status());
+    CHECK(got->certificates().size() == expected.certificates().size());
   });
   CHECK(connect(*refresh.snapshot, fp1, "a1") == ConnectReason::accepted);
 }

@@ -151,7 +151,7 @@ TEST_CASE("a restore brings the backup's state back but never undoes a revocatio
   std::sort(refresh->kicks.begin(), refresh->kicks.end());
   CHECK(refresh->kicks == std::vector<std::string>{"dev-1", "dev-4", "dev-5"});
   CHECK(refresh->snapshot->find_device("dev-4") == nullptr);
-  CHECK(refresh->snapshot->find_device("dev-2")->status == DeviceStatus::active);
+  CHECK(refresh->snapshot->find_device("dev-2")->status() == DeviceStatus::active);
 }
 
 TEST_CASE("a restore refuses a backup that is not a sound registry and changes nothing") {
