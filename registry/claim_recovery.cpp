@@ -9,19 +9,20 @@ namespace onboard::registry {
 namespace {
 
 // When the device's only certificate was issued, if recently_enrolled holds.
-std::optional<UnixTime> enrolled_at(const DeviceAccess& device, UnixTime now) noexcept {
-  if (device.status != DeviceStatus::active || device.certificates.size() != 1) return std::nullopt;
-  const CertificateAccess& c = device.certificates.front();
-  if (c.status != CertificateStatus::active || now < c.not_before || now > c.not_after)
+std::optional<UnixTime> enrolled_at(const SnapshotDevice& device, UnixTime now) noexcept {
+  if (device.status() != DeviceStatus::active || device.certificates().size() != 1)
     return std::nullopt;
-  const UnixTime issued = c.not_before + kRecoveryIssueBackdate;
+  const SnapshotCertificate& c = device.certificates().front();
+  if (c.status() != CertificateStatus::active || now < c.not_before() || now > c.not_after())
+    return std::nullopt;
+  const UnixTime issued = c.not_before() + kRecoveryIssueBackdate;
   if (issued > now || now - issued > kClaimRecoveryWindow) return std::nullopt;
   return issued;
 }
 
 }  // namespace
 
-bool recently_enrolled(const DeviceAccess& device, UnixTime now) noexcept {
+bool recently_enrolled(const SnapshotDevice& device, UnixTime now) noexcept {
   return enrolled_at(device, now).has_value();
 }
 
@@ -30,8 +31,8 @@ bool claim_recovery_allowed(const Snapshot& snapshot, const ClaimEntry& claim,
   if (snapshot.claim_standing(claim, now) != ConnectReason::accepted) return false;
   if (!is_valid_device_id(client_id) || !claim.pattern || !claim.pattern->matches(client_id))
     return false;
-  const DeviceAccess* device = snapshot.find_device(client_id);
-  if (device == nullptr || device->type != claim.access.device_type) return false;
+  const SnapshotDevice* device = snapshot.find_device(client_id);
+  if (device == nullptr || device->type() != claim.access.device_type) return false;
   const auto issued = enrolled_at(*device, now);
   return issued && *issued >= claim.access.not_before;
 }

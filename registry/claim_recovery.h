@@ -32,7 +32,7 @@ inline constexpr UnixTime kRecoveryIssueBackdate = 300;
 // the device's, docs/provisioning.md).
 // The device part of the above: active, one certificate, a device certificate, active, in date,
 // issued no longer than kClaimRecoveryWindow ago (and not in the future).
-bool recently_enrolled(const DeviceAccess& device, UnixTime now) noexcept;
+bool recently_enrolled(const SnapshotDevice& device, UnixTime now) noexcept;
 
 bool claim_recovery_allowed(const Snapshot& snapshot, const ClaimEntry& claim,
                             std::string_view client_id, UnixTime now) noexcept;

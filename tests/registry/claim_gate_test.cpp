@@ -203,7 +203,9 @@ TEST_CASE("a claim may ask again only for a device of its kind enrolled within t
   // Enrolled ten minutes ago, of the claim's type and pattern: allowed (the positive control).
   const auto fresh = enrolled_device("sensor-0007", 600);
   CHECK(may_recover(fresh));
-  CHECK(recently_enrolled(fresh, kNow));
+  const auto held = Snapshot::build({fresh}, {}, 1);
+  REQUIRE(held->find_device(fresh.id) != nullptr);
+  CHECK(recently_enrolled(*held->find_device(fresh.id), kNow));
   // Past the window; at its edge.
   CHECK_FALSE(may_recover(enrolled_device("sensor-0007", kClaimRecoveryWindow + 1)));
   CHECK(may_recover(enrolled_device("sensor-0007", kClaimRecoveryWindow)));
