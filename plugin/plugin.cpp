@@ -351,7 +351,8 @@ class Plugin {
   // certificate of a device that enrolled with the claim and lost the answer
   // (docs/provisioning.md, "A lost answer"): the snapshot's part (registry::claim_recovery_allowed:
   // a device of the claim's type and pattern whose only certificate was issued within the last
-  // hour), no client of that id connected here (this connect would disconnect it), the device not
+  // hour), no other client of that id connected here (this connect would disconnect it; the same
+  // client, checked again on SIGHUP, passes), the device not
   // connected here with its own certificate since it enrolled (then it had its answer, and its
   // session is not the claim's to take), and a clean start (the claim client never inherits a
   // session of the device's: subscriptions, queued messages). Otherwise `detail` says why not
@@ -367,11 +368,13 @@ class Plugin {
           "hour)";
       return false;
     }
-    if (recovery_.live(client_id)) {
+    // Another client: this connect would take its id over. The same client is being checked
+    // again (SIGHUP) and stays.
+    if (recovery_.live_other(client, client_id)) {
       detail = "client id is a registered device's, and a client with it is connected";
       return false;
     }
-    if (!recovery_.may_recover(client_id, Clock::now())) {
+    if (!recovery_.may_recover(client, client_id, Clock::now())) {
       detail = "client id is a registered device's, which connected with its own certificate";
       return false;
     }

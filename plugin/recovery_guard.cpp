@@ -15,6 +15,11 @@ bool RecoveryGuard::live(std::string_view client_id) const {
   return live_.find(std::string(client_id)) != live_.end();
 }
 
+bool RecoveryGuard::live_other(Client client, std::string_view client_id) const {
+  auto it = live_.find(std::string(client_id));
+  return it != live_.end() && it->second != client;
+}
+
 void RecoveryGuard::prune(Clock::time_point now) {
   for (auto it = seen_.begin(); it != seen_.end();) {
     if (now - it->second > window_) {
@@ -43,8 +48,8 @@ void RecoveryGuard::device_seen(std::string_view device_id, Clock::time_point no
   seen_.emplace(std::string(device_id), now);
 }
 
-bool RecoveryGuard::may_recover(std::string_view device_id, Clock::time_point now) {
-  if (live(device_id) || now < refuse_until_) return false;
+bool RecoveryGuard::may_recover(Client client, std::string_view device_id, Clock::time_point now) {
+  if (live_other(client, device_id) || now < refuse_until_) return false;
   auto it = seen_.find(std::string(device_id));
   return it == seen_.end() || now - it->second > window_;
 }

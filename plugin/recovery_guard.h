@@ -36,13 +36,18 @@ class RecoveryGuard {
   void disconnected(Client client, std::string_view client_id);
   // Whether a client the plugin accepted with this id is connected.
   bool live(std::string_view client_id) const;
+  // Whether a client other than `client` that the plugin accepted with this id is connected.
+  // Mosquitto re-runs the connect check for every connected client on SIGHUP (and the plugin
+  // raises SIGHUP itself for a changed CRL): a client checked again is not in its own way.
+  bool live_other(Client client, std::string_view client_id) const;
 
   // Device `device_id`, recently enrolled, connected with its own certificate at `now`.
   void device_seen(std::string_view device_id, Clock::time_point now);
-  // Whether a claim client may ask again for device `device_id`'s certificate: no client of that
-  // id is connected and the device did not connect here with its certificate within the window
-  // (and the memory of that is not full).
-  bool may_recover(std::string_view device_id, Clock::time_point now);
+  // Whether claim client `client` may ask again for device `device_id`'s certificate: no other
+  // client of that id is connected (`client` itself may be, checked again on SIGHUP) and the
+  // device did not connect here with its certificate within the window (and the memory of that
+  // is not full).
+  bool may_recover(Client client, std::string_view device_id, Clock::time_point now);
 
   std::size_t live_count() const noexcept { return live_.size(); }
   std::size_t seen_count() const noexcept { return seen_.size(); }
