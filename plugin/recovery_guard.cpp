@@ -2,13 +2,13 @@
 
 namespace onboard::plugin {
 
-void RecoveryGuard::connected(Client client, std::string_view client_id) {
-  live_.insert_or_assign(std::string(client_id), client);
+void RecoveryGuard::connected(Client client, std::string_view client_id, bool claim) {
+  live_.insert_or_assign(std::string(client_id), Live{client, claim});
 }
 
 void RecoveryGuard::disconnected(Client client, std::string_view client_id) {
   auto it = live_.find(std::string(client_id));
-  if (it != live_.end() && it->second == client) live_.erase(it);
+  if (it != live_.end() && it->second.client == client) live_.erase(it);
 }
 
 bool RecoveryGuard::live(std::string_view client_id) const {
@@ -17,7 +17,13 @@ bool RecoveryGuard::live(std::string_view client_id) const {
 
 bool RecoveryGuard::live_other(Client client, std::string_view client_id) const {
   auto it = live_.find(std::string(client_id));
-  return it != live_.end() && it->second != client;
+  return it != live_.end() && it->second.client != client;
+}
+
+RecoveryGuard::Holder RecoveryGuard::holder(std::string_view client_id) const {
+  auto it = live_.find(std::string(client_id));
+  if (it == live_.end()) return Holder::none;
+  return it->second.claim ? Holder::claim : Holder::device;
 }
 
 void RecoveryGuard::prune(Clock::time_point now) {

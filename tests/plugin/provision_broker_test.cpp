@@ -812,3 +812,55 @@ TEST_CASE("claim clients stay connected across a SIGHUP and the one asking again
   CHECK(answer.body["certificate"] == certificates_of(site, "unit-1")[0]["pem"]);
   CHECK(site.claim_json("line-h")["quota_used"] == 2);
 }
+
+TEST_CASE(
+    "a device's renewal is not held back by a claim's request under its id and gets no answer of "
+    "the claim's") {
+  SignerSite site;
+  const auto claim = site.add_claim("line-d", {"--quota", "5", "--expires", "1h", "--type",
+                                               "sensor", "--id-pattern", "unit-[0-9]"});
+  // A device of the claim's type registered just now: a claim may ask again for its certificate.
+  site.add_device("unit-1", "sensor");
+  // A signer that never answers: each request stays with it until the plugin gives up on it.
+  SilentSigner signer;
+  auto broker = site.start_broker_with_signer_at(signer.port(), 1000);
+  INFO(broker->log());
+  const std::string request = SignerSite::request(site.make_csr("unit-1-claim", "unit-1"));
+
+  // A claim client under the device's id asks while the device is offline ...
+  MqttClient claim_client("unit-1", claim, kV5);
+  REQUIRE(claim_client.connect(broker->port(), 3s) == 0);
+  REQUIRE(broker->wait_for_log("to ask again for the certificate of device 'unit-1'"));
+  REQUIRE(claim_client.publish_reason("$provision/unit-1/csr", request) == kV5NoSubscribers);
+  // ... then the device connects (taking the id over) and renews while that request is at the
+  // signer.
+  MqttClient device("unit-1", site.credentials("unit-1"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  REQUIRE(claim_client.wait_disconnected(3s));
+  REQUIRE(device.publish_reason("$provision/unit-1/renew",
+                                site.renewal(site.make_csr("unit-1-next", "unit-1"), "unit-1")) ==
+          kV5NoSubscribers);
+
+  // The renewal went to the signer (not rate_limited by the claim's request): its answer is the
+  // signer's silence, and it is the device's only answer; the claim's answer is dropped.
+  auto answer = answer_of(device, "unit-1", 15s);
+  REQUIRE(answer.has_value());
+  require_rejected(*answer, "signer_unavailable", true);
+  CHECK(broker->wait_for_log(
+      "dropped the answer to the enrolment request of client 'unit-1' (rejected "
+      "signer_unavailable)"));
+  CHECK_FALSE(device.next_message(1500ms).has_value());
+  CHECK(device.connected());
+
+  // A renewal while its own renewal is with the signer is still rate_limited (the positive
+  // control for one request of a kind at a time), and answered to the device.
+  REQUIRE(device.publish_reason("$provision/unit-1/renew",
+                                site.renewal(site.make_csr("unit-1-next", "unit-1"), "unit-1")) ==
+          kV5NoSubscribers);
+  REQUIRE(device.publish_reason("$provision/unit-1/renew",
+                                site.renewal(site.make_csr("unit-1-next", "unit-1"), "unit-1")) ==
+          kV5NoSubscribers);
+  auto second = answer_of(device, "unit-1");
+  REQUIRE(second.has_value());
+  require_rejected(*second, "rate_limited", true);
+}

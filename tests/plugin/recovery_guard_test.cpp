@@ -18,19 +18,19 @@ TEST_CASE("a claim may not ask again for an id a connected client has") {
   RecoveryGuard guard(1h, 10);
   const auto t0 = RecoveryGuard::Clock::now();
   CHECK(guard.may_recover(client(3), "sensor-1", t0));  // the positive control
-  guard.connected(client(0), "sensor-1");
+  guard.connected(client(0), "sensor-1", true);
   CHECK(guard.live("sensor-1"));
   CHECK_FALSE(guard.may_recover(client(3), "sensor-1", t0));
   CHECK(guard.may_recover(client(3), "sensor-2", t0));
   // A takeover: the new connection is accepted before the old one's disconnect.
-  guard.connected(client(1), "sensor-1");
+  guard.connected(client(1), "sensor-1", true);
   guard.disconnected(client(0), "sensor-1");
   CHECK_FALSE(guard.may_recover(client(3), "sensor-1", t0));
   // A refused connect with the id, or an unknown client, leaves the live one.
   guard.disconnected(client(2), "sensor-1");
   CHECK(guard.live("sensor-1"));
   // Accepted again (SIGHUP) is the same connection; it ends.
-  guard.connected(client(1), "sensor-1");
+  guard.connected(client(1), "sensor-1", true);
   guard.disconnected(client(1), "sensor-1");
   CHECK_FALSE(guard.live("sensor-1"));
   CHECK(guard.may_recover(client(3), "sensor-1", t0));
@@ -40,7 +40,7 @@ TEST_CASE("a claim may not ask again for an id a connected client has") {
 TEST_CASE("a claim client checked again on SIGHUP is not in its own way") {
   RecoveryGuard guard(1h, 10);
   const auto t0 = RecoveryGuard::Clock::now();
-  guard.connected(client(0), "sensor-1");
+  guard.connected(client(0), "sensor-1", true);
   // The broker checks the connected client again: it may go on asking.
   CHECK_FALSE(guard.live_other(client(0), "sensor-1"));
   CHECK(guard.may_recover(client(0), "sensor-1", t0));
@@ -78,4 +78,18 @@ TEST_CASE("a full memory of devices refuses every recovery for a window") {
   CHECK(guard.seen_count() == 1);
   CHECK_FALSE(guard.may_recover(client(3), "sensor-5", t0 + 63min));
   CHECK(guard.may_recover(client(3), "sensor-4", t0 + 62min));
+}
+
+TEST_CASE("the holder of a client id is the claim client or the device the plugin accepted last") {
+  RecoveryGuard guard(1h, 10);
+  CHECK(guard.holder("sensor-1") == RecoveryGuard::Holder::none);
+  guard.connected(client(0), "sensor-1", true);
+  CHECK(guard.holder("sensor-1") == RecoveryGuard::Holder::claim);
+  // The device takes the id over; the claim client's disconnect follows and changes nothing.
+  guard.connected(client(1), "sensor-1", false);
+  guard.disconnected(client(0), "sensor-1");
+  CHECK(guard.holder("sensor-1") == RecoveryGuard::Holder::device);
+  CHECK(guard.holder("sensor-2") == RecoveryGuard::Holder::none);
+  guard.disconnected(client(1), "sensor-1");
+  CHECK(guard.holder("sensor-1") == RecoveryGuard::Holder::none);
 }
