@@ -207,6 +207,15 @@ TEST_CASE("a claim may ask again only for a device of its kind enrolled within t
   // Past the window; at its edge.
   CHECK_FALSE(may_recover(enrolled_device("sensor-0007", kClaimRecoveryWindow + 1)));
   CHECK(may_recover(enrolled_device("sensor-0007", kClaimRecoveryWindow)));
+  // The signer's clock ahead of the broker's: issued "in the future", within the backdate, is
+  // enrolled just now (the device connecting right after is remembered as seen); beyond it the
+  // certificate is not valid yet here.
+  const auto ahead = enrolled_device("sensor-0007", -120);
+  CHECK(recently_enrolled(ahead, kNow));
+  CHECK(may_recover(ahead));
+  CHECK(recently_enrolled(enrolled_device("sensor-0007", -kRecoveryIssueBackdate), kNow));
+  CHECK_FALSE(recently_enrolled(enrolled_device("sensor-0007", -kRecoveryIssueBackdate - 1), kNow));
+  CHECK_FALSE(may_recover(enrolled_device("sensor-0007", -kRecoveryIssueBackdate - 1)));
   // Another type (so another claim's), an id outside the pattern.
   CHECK_FALSE(may_recover(enrolled_device("sensor-0007", 600, "meter")));
   CHECK_FALSE(may_recover(enrolled_device("meter-0007", 600)));
