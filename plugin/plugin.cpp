@@ -281,8 +281,12 @@ class Plugin {
          verdict.reason == registry::ConnectReason::claim_id_registered)) {
       recovering = recovery_verdict(event.client, verdict, client_id, refusal_detail);
     }
-    // The claim's name views into the snapshot, which stays put for this callback.
+    // The claim's name views into the snapshot, which stays put for this callback. The rate is for
+    // new connects: a connected claim client checked again (SIGHUP) spends no token, or a SIGHUP
+    // (the plugin raises one for every changed CRL) would disconnect all of a claim's clients
+    // beyond its burst.
     if (verdict.accepted() && !verdict.claim.empty() &&
+        !recovery_.live_claim(event.client, client_id) &&
         !claim_rate_.allow(verdict.claim, Clock::now())) {
       verdict.reason = registry::ConnectReason::claim_rate_limited;
     }

@@ -85,11 +85,16 @@ TEST_CASE("the holder of a client id is the claim client or the device the plugi
   CHECK(guard.holder("sensor-1") == RecoveryGuard::Holder::none);
   guard.connected(client(0), "sensor-1", true);
   CHECK(guard.holder("sensor-1") == RecoveryGuard::Holder::claim);
+  CHECK(guard.live_claim(client(0), "sensor-1"));
+  CHECK_FALSE(guard.live_claim(client(2), "sensor-1"));  // another client with the id
   // The device takes the id over; the claim client's disconnect follows and changes nothing.
   guard.connected(client(1), "sensor-1", false);
   guard.disconnected(client(0), "sensor-1");
   CHECK(guard.holder("sensor-1") == RecoveryGuard::Holder::device);
   CHECK(guard.holder("sensor-2") == RecoveryGuard::Holder::none);
+  // The claim client is no longer the live one: a check of it now is no check again.
+  CHECK_FALSE(guard.live_claim(client(0), "sensor-1"));
+  CHECK_FALSE(guard.live_claim(client(1), "sensor-1"));  // a device, not a claim client
   guard.disconnected(client(1), "sensor-1");
   CHECK(guard.holder("sensor-1") == RecoveryGuard::Holder::none);
 }
