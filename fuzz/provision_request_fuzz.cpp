@@ -7,10 +7,12 @@
 // records nothing and spends no unit; an enrolment answers with a certificate for the client id
 // that the registry holds under that device, and spends exactly one unit unless it repeats an
 // earlier answer. The same payload then goes through ops::renew as the device's renewal
-// (check_renewal): a renewal is accepted only with a proof (a `proof` field), and the fuzzer holds
+// (check_renewal): a renewal is accepted only with a proof that verifies with the key of the
+// certificate presented (checked by the target itself, with OpenSSL), and the fuzzer holds
 // no device's key, so for the fixture's own device `fuzz-device` (whose key the target holds) a
 // payload without `proof` is also renewed with the proof the target makes for its CSR: accepted,
 // its retry must be the same certificate.
+#include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include <cstddef>
@@ -126,18 +128,55 @@ void check(Fixture& f, const ops::EnrollRequest& request) {
   if (spent != (answer.repeated ? 0 : 1)) fail("an enrolment spent " + std::to_string(spent));
 }
 
+// Whether `proof` (standard base64) is a signature over the DER of `csr_pem` by the key of
+// `certificate_pem`, as docs/provisioning.md says a device makes it: checked here with OpenSSL
+// directly, not with ops::renewal_proof_valid, so that a verifier that accepts a wrong signature
+// is caught.
+bool proof_verifies(const std::string& certificate_pem, const std::string& csr_pem,
+                    const std::string& proof) {
+  auto certificate = ca::certificate_from_pem(certificate_pem);
+  auto req = ca::csr_from_pem(csr_pem);
+  if (!certificate.ok() || !req.ok() || proof.empty() || proof.size() % 4 != 0) {
+    ossl::clear_errors();
+    return false;
+  }
+  std::string signature(proof.size() / 4 * 3, '\0');
+  int decoded = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(signature.data()),
+                                reinterpret_cast<const unsigned char*>(proof.data()),
+                                static_cast<int>(proof.size()));
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  for (std::size_t i = proof.size(); decoded > 0 && i > 0 && proof[i - 1] == '='; --i) --decoded;
+  unsigned char* der = nullptr;
+  const int der_length = i2d_X509_REQ(req->get(), &der);
+  EVP_PKEY* key = X509_get0_pubkey(certificate->get());
+  ossl::Ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
+  const bool valid =
+      decoded > 0 && der_length > 0 && der != nullptr && key != nullptr && ctx &&
+      EVP_DigestVerifyInit(ctx.get(), nullptr,
+                           EVP_PKEY_is_a(key, "ED25519") == 1 ? nullptr : EVP_sha256(), nullptr,
+                           key) == 1 &&
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                       static_cast<std::size_t>(decoded), der,
+                       static_cast<std::size_t>(der_length)) == 1;
+  OPENSSL_free(der);
+  ossl::clear_errors();
+  return valid;
+}
+
 // The same payload as a renewal by the device of that id (when there is one), presenting its
 // oldest active certificate: no exception, never internal_error; a refusal records nothing; an
-// acceptance answers with a certificate for the id that the registry holds, active, under that
-// device, and records one certificate unless it repeats an earlier answer.
+// acceptance had a proof that verifies (proof_verifies), answers with a certificate for the id
+// that the registry holds, active, under that device, and records one certificate unless it
+// repeats an earlier answer.
 ops::ProvisionAnswer check_renewal(Fixture& f, const std::string& device_id,
                                    const std::string& renewal_payload) {
   auto certificates = f.store->certificates_of(device_id);
   if (!certificates.ok()) return ops::refusal(ops::ProvisionCode::renewal_not_allowed, "");
-  std::string presented;
+  std::string presented, presented_pem;
   for (const auto& c : *certificates) {
     if (c.status == registry::CertificateStatus::active) {
       presented = c.sha256_fingerprint;
+      presented_pem = c.pem;
       break;
     }
   }
@@ -163,6 +202,10 @@ ops::ProvisionAnswer check_renewal(Fixture& f, const std::string& device_id,
   const json request = json::parse(renewal_payload, nullptr, false);
   if (!request.is_object() || !request.contains("proof") || !request["proof"].is_string())
     fail("a renewal without a proof was accepted");
+  if (!request.contains("csr") || !request["csr"].is_string() ||
+      !proof_verifies(presented_pem, request["csr"].get<std::string>(),
+                      request["proof"].get<std::string>()))
+    fail("a renewal was accepted with a proof the presented certificate's key does not verify");
   if (ops::answer_topic_suffix(answer) != "accepted" || answer.device_id != enrolled.client_id ||
       payload.value("certificate", "") != answer.certificate_pem)
     fail("a renewal's payload or topic");

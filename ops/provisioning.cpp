@@ -368,7 +368,11 @@ std::string_view to_string(ProvisionCode code) noexcept {
 
 bool renewal_proof_valid(const EVP_PKEY* key, std::string_view csr_der,
                          std::string_view signature) {
-  if (key == nullptr || csr_der.empty() || signature.empty()) return false;
+  if (key == nullptr || csr_der.empty() || signature.empty()) {
+    // No key: the caller's X509_get0_pubkey failed and left its reason on this thread's queue.
+    ossl::clear_errors();
+    return false;
+  }
   ossl::Ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
   const EVP_MD* digest = EVP_PKEY_is_a(key, "ED25519") == 1 ? nullptr : EVP_sha256();
   const bool valid =

@@ -111,7 +111,8 @@ struct RenewRequest {
 // SHA-256, ECDSA with SHA-256 (DER-encoded, any of the accepted curves), or Ed25519 over the DER
 // itself; `openssl dgst -sha256 -sign old.key csr.der` makes the first two. Sent as standard
 // base64 (RFC 4648 §4, padded, on one line). Whether `signature` is such a signature of `csr_der`
-// by `key`; never throws.
+// by `key` (false for a null `key`); never throws, and leaves this thread's OpenSSL error queue
+// empty on every path.
 bool renewal_proof_valid(const EVP_PKEY* key, std::string_view csr_der, std::string_view signature);
 
 // Checks the request as enroll does (size, JSON, CSR, key, signature, CN = device id; no

@@ -68,8 +68,9 @@ constexpr std::uint32_t kMaxProvisionRequestBytes = 16 * 1024;
 constexpr std::string_view kProvisionTopicPrefix = "$provision/";
 // How long an acceptance may wait for the snapshot to know the new device.
 constexpr std::chrono::seconds kHoldAcceptance{2};
-// One request per client at a time: another one while its first is with the signer is answered
-// rate_limited, so that one connection cannot fill the queue every claim shares. Past this age an
+// One request of each kind (enrolment, renewal) per client id at a time: another one while its
+// first is with the signer is answered rate_limited, so that one connection cannot fill the queue
+// every claim shares. Past this age an
 // unanswered request no longer blocks the client's next one (an answer lost to a failure).
 constexpr std::chrono::seconds kRequestInFlightLimit{60};
 // Renewed connections remembered at most (a renewal window is short; beyond this a renewed
@@ -280,8 +281,12 @@ class Plugin {
          verdict.reason == registry::ConnectReason::claim_id_registered)) {
       recovering = recovery_verdict(event.client, verdict, client_id, refusal_detail);
     }
-    // The claim's name views into the snapshot, which stays put for this callback.
+    // The claim's name views into the snapshot, which stays put for this callback. The rate is for
+    // new connects: a connected claim client checked again (SIGHUP) spends no token, or a SIGHUP
+    // (the plugin raises one for every changed CRL) would disconnect all of a claim's clients
+    // beyond its burst.
     if (verdict.accepted() && !verdict.claim.empty() &&
+        !recovery_.live_claim(event.client, client_id) &&
         !claim_rate_.allow(verdict.claim, Clock::now())) {
       verdict.reason = registry::ConnectReason::claim_rate_limited;
     }
@@ -308,7 +313,7 @@ class Plugin {
         return MOSQ_ERR_AUTH;
       }
       clients_.accept_claim(event.client, client_id, username);
-      recovery_.connected(event.client, client_id);
+      recovery_.connected(event.client, client_id, true);
       if (config_.log_connections)
         log(MOSQ_LOG_INFO,
             "accepted client '" + client_id + "' with claim '" + std::string(verdict.claim) +
@@ -336,7 +341,7 @@ class Plugin {
       return MOSQ_ERR_AUTH;
     }
     clients_.accept_device(event.client, client_id, verdict.device_id);
-    recovery_.connected(event.client, client_id);
+    recovery_.connected(event.client, client_id, false);
     if (const auto* device = snapshot_.get().find_device(verdict.device_id);
         device != nullptr && registry::recently_enrolled(*device, std::time(nullptr))) {
       recovery_.device_seen(client_id, Clock::now());
@@ -351,7 +356,8 @@ class Plugin {
   // certificate of a device that enrolled with the claim and lost the answer
   // (docs/provisioning.md, "A lost answer"): the snapshot's part (registry::claim_recovery_allowed:
   // a device of the claim's type and pattern whose only certificate was issued within the last
-  // hour), no client of that id connected here (this connect would disconnect it), the device not
+  // hour), no other client of that id connected here (this connect would disconnect it; the same
+  // client, checked again on SIGHUP, passes), the device not
   // connected here with its own certificate since it enrolled (then it had its answer, and its
   // session is not the claim's to take), and a clean start (the claim client never inherits a
   // session of the device's: subscriptions, queued messages). Otherwise `detail` says why not
@@ -367,11 +373,13 @@ class Plugin {
           "hour)";
       return false;
     }
-    if (recovery_.live(client_id)) {
+    // Another client: this connect would take its id over. The same client is being checked
+    // again (SIGHUP) and stays.
+    if (recovery_.live_other(client, client_id)) {
       detail = "client id is a registered device's, and a client with it is connected";
       return false;
     }
-    if (!recovery_.may_recover(client_id, Clock::now())) {
+    if (!recovery_.may_recover(client, client_id, Clock::now())) {
       detail = "client id is a registered device's, which connected with its own certificate";
       return false;
     }
@@ -564,22 +572,22 @@ class Plugin {
       return MOSQ_ERR_SUCCESS;
     }
     const auto now = Clock::now();
+    // The plugin's own answers go by the same rule as the signer's (deliverable).
+    auto own_rejection = [&](std::string_view code, std::string_view message, bool retryable) {
+      auto answer = plugin::rejection(client_id, code, message, retryable);
+      answer.kind = request.kind;
+      held_answers_.push_back({std::move(answer), now});
+    };
     if (event.payloadlen > kMaxProvisionRequestBytes) {
-      held_answers_.push_back({plugin::rejection(client_id, "payload_too_large",
-                                                 "the request is over 16384 bytes", false),
-                               now});
+      own_rejection("payload_too_large", "the request is over 16384 bytes", false);
     } else if (!provisioner_) {
-      held_answers_.push_back({plugin::rejection(client_id, "signer_unavailable",
-                                                 "this broker has no signer configured", true),
-                               now});
-    } else if (auto [it, first] = in_flight_.try_emplace(client_id, now);
+      own_rejection("signer_unavailable", "this broker has no signer configured", true);
+    } else if (auto [it, first] =
+                   in_flight_.try_emplace(in_flight_key(request.kind, client_id), now);
                !first && now - it->second < kRequestInFlightLimit) {
-      held_answers_.push_back(
-          {plugin::rejection(client_id, "rate_limited",
-                             "a request from this client is still with the signer; wait for its "
-                             "answer",
-                             true),
-           now});
+      own_rejection("rate_limited",
+                    "a request from this client is still with the signer; wait for its answer",
+                    true);
     } else {
       it->second = now;
       request.payload = std::string(static_cast<const char*>(event.payload),
@@ -720,6 +728,24 @@ class Plugin {
     }
   }
 
+  // The key of a request in in_flight_: its kind and the client id.
+  static std::string in_flight_key(plugin::RequestKind kind, std::string_view client_id) {
+    return (kind == plugin::RequestKind::renew ? "renew:" : "enroll:") + std::string(client_id);
+  }
+
+  // Whether `answer` may go to whoever holds its client id now: an enrolment's answer to a claim
+  // client only, a renewal's never to a claim client (to the device, connected, or to its
+  // session). Answers are addressed by client id alone: a claim client asking again under a
+  // device's id (docs/provisioning.md, "A lost answer") and the device itself may follow each
+  // other on it while a request is at the signer. Otherwise the answer is dropped; the one that
+  // asked is gone and asks again.
+  bool deliverable(const plugin::ProvisionAnswer& answer) const {
+    const auto holder = recovery_.holder(answer.client_id);
+    return answer.kind == plugin::RequestKind::renew
+               ? holder != plugin::RecoveryGuard::Holder::claim
+               : holder == plugin::RecoveryGuard::Holder::claim;
+  }
+
   // A value the client chose, fit for one log line: control characters replaced, at most 128 bytes.
   static std::string printable(std::string_view value) {
     std::string out(value.substr(0, 128));
@@ -752,7 +778,8 @@ class Plugin {
   }
 
   // Each answer to its client alone (a client id given: no subscription needed, no READ check),
-  // QoS 1. A client gone meanwhile misses it and asks again. An acceptance waits until the
+  // QoS 1, if the client id's holder is of the kind that asked (deliverable). A client gone
+  // meanwhile misses it and asks again. An acceptance waits until the
   // snapshot knows the new device (a refresh or two), so that the device may reconnect with its
   // certificate the moment it has it; at most kHoldAcceptance, then it goes anyway.
   void publish_answers() {
@@ -763,7 +790,7 @@ class Plugin {
           superseded(answer);
           continue;
         }
-        in_flight_.erase(answer.client_id);
+        in_flight_.erase(in_flight_key(answer.kind, answer.client_id));
         held_answers_.push_back({std::move(answer), until});
       }
     }
@@ -806,6 +833,18 @@ class Plugin {
   }
 
   void publish_answer(const plugin::ProvisionAnswer& answer) {
+    if (!deliverable(answer)) {
+      if (config_.log_connections) {
+        log(MOSQ_LOG_INFO,
+            "dropped the answer to the " +
+                std::string(answer.kind == plugin::RequestKind::renew ? "renewal" : "enrolment") +
+                " request of client '" + answer.client_id + "' (" + answer.result +
+                (answer.code.empty() ? std::string() : " " + answer.code) +
+                "): that client is gone, and its client id is not held by a " +
+                (answer.kind == plugin::RequestKind::renew ? "device" : "claim client") + " now");
+      }
+      return;
+    }
     const std::string topic =
         std::string(kProvisionTopicPrefix) + answer.client_id + "/" + answer.result;
     const int rc = mosquitto_broker_publish_copy(answer.client_id.c_str(), topic.c_str(),
@@ -847,7 +886,9 @@ class Plugin {
     Clock::time_point until;
   };
   std::vector<HeldAnswer> held_answers_;  // broker thread only
-  // Clients with a request at the signer, since when (broker thread only).
+  // Requests at the signer, by kind and client id (in_flight_key), since when (broker thread
+  // only). By kind: a claim client's enrolment under a device's id (asking again after a lost
+  // answer) must not hold back that device's renewal once it connects.
   std::unordered_map<std::string, Clock::time_point> in_flight_;
   // Devices connected with a renewed certificate while an older one was still active: client id
   // → that certificate's fingerprint (broker thread only; see note_renewed_connect).

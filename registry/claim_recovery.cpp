@@ -15,8 +15,10 @@ std::optional<UnixTime> enrolled_at(const SnapshotDevice& device, UnixTime now) 
   const SnapshotCertificate& c = device.certificates().front();
   if (c.status() != CertificateStatus::active || now < c.not_before() || now > c.not_after())
     return std::nullopt;
+  // `issued` may be up to the backdate ahead of `now` (the signer's clock ahead of the broker's;
+  // any further and not_before is still to come, refused above): enrolled just now.
   const UnixTime issued = c.not_before() + kRecoveryIssueBackdate;
-  if (issued > now || now - issued > kClaimRecoveryWindow) return std::nullopt;
+  if (now - issued > kClaimRecoveryWindow) return std::nullopt;
   return issued;
 }
 

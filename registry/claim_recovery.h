@@ -31,7 +31,10 @@ inline constexpr UnixTime kRecoveryIssueBackdate = 300;
 // pattern allows the id passes this too (the signer then answers id_taken unless the CSR's key is
 // the device's, docs/provisioning.md).
 // The device part of the above: active, one certificate, a device certificate, active, in date,
-// issued no longer than kClaimRecoveryWindow ago (and not in the future).
+// issued no longer than kClaimRecoveryWindow ago. "In date" (not_before passed) lets the issue
+// time be up to kRecoveryIssueBackdate in the future: a signer whose clock runs ahead of the
+// broker's, whose device connects right after its enrolment, is still recently enrolled (and so
+// remembered as connected with its own certificate).
 bool recently_enrolled(const SnapshotDevice& device, UnixTime now) noexcept;
 
 bool claim_recovery_allowed(const Snapshot& snapshot, const ClaimEntry& claim,

@@ -3,6 +3,7 @@
 // code, and the quota under concurrent enrolments.
 #include "ops/provisioning.h"
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -658,4 +659,23 @@ TEST_CASE("a renewal proof is checked for RSA P-384 and Ed25519 keys too") {
     INFO(renewed.message);
     CHECK_FALSE(renewed.refused.has_value());
   }
+}
+
+TEST_CASE("a proof check without a key leaves no OpenSSL error behind") {
+  // A certificate whose key OpenSSL cannot read: X509_get0_pubkey fails and queues its reason.
+  ossl::Ptr<X509> keyless(X509_new());
+  REQUIRE(keyless);
+  ossl::clear_errors();
+  const EVP_PKEY* key = X509_get0_pubkey(keyless.get());
+  CHECK(key == nullptr);
+  CHECK(ERR_peek_error() != 0);  // the positive control: there is something to clear
+  CHECK_FALSE(ops::renewal_proof_valid(key, "csr", "signature"));
+  CHECK(ERR_peek_error() == 0);
+  // A key and a wrong signature: refused, and cleared too.
+  const auto real = p256();
+  CHECK_FALSE(ops::renewal_proof_valid(real.get(), "csr", "not a signature"));
+  CHECK(ERR_peek_error() == 0);
+  // The right signature verifies (the positive control for the check itself).
+  CHECK(ops::renewal_proof_valid(real.get(), "csr", signature_of(real.get(), "csr")));
+  CHECK(ERR_peek_error() == 0);
 }

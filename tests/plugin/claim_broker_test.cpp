@@ -119,3 +119,41 @@ TEST_CASE("a revoked claim is disconnected and refused and a claim's connects ar
   std::this_thread::sleep_for(1500ms);  // a token comes back
   CHECK(connect_v5("unit-6", busy, *broker) == kV5Accepted);
 }
+
+TEST_CASE("a SIGHUP spends none of a claim's connect rate on its clients already connected") {
+  ClaimSite site;
+  const auto claim = site.add_claim("line-s", {"--quota", "100", "--expires", "2h"});
+  auto broker = site.start_broker({"claim_connect_rate 1", "claim_connect_burst 2"});
+  INFO(broker->log());
+  // The burst spent on two connects.
+  MqttClient one("unit-1", claim, kV5);
+  MqttClient two("unit-2", claim, kV5);
+  REQUIRE(one.connect(broker->port(), 3s) == kV5Accepted);
+  REQUIRE(two.connect(broker->port(), 3s) == kV5Accepted);
+
+  // Mosquitto checks both again on SIGHUP: they are no new connects and stay.
+  broker->hangup();
+  REQUIRE(broker->wait_for_log("Reloading config."));
+  const auto count = [&](const std::string& text) {
+    const std::string log = broker->log();
+    std::size_t found = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++found;
+    return found;
+  };
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while ((count("accepted client 'unit-1'") < 2 || count("accepted client 'unit-2'") < 2) &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  CHECK(count("accepted client 'unit-1'") == 2);
+  CHECK(count("accepted client 'unit-2'") == 2);
+  std::this_thread::sleep_for(300ms);
+  CHECK(one.connected());
+  CHECK(two.connected());
+  CHECK(broker->log().find("rate limit") == std::string::npos);
+  // The rate still holds for new connects (the negative control): with the burst spent and at
+  // most one token back since, one of two new connects is refused.
+  int refused = 0;
+  for (int i = 0; i < 2; ++i) refused += connect_v5("unit-3", claim, *broker) == kV5NotAuthorized;
+  CHECK(refused >= 1);
+  CHECK(broker->wait_for_log("rate limit"));
+}

@@ -731,3 +731,136 @@ TEST_CASE("a device that lost its enrolment answer asks again with its claim and
   CHECK(late.connect(broker->port(), 3s) == kV5NotAuthorized);
   CHECK(broker->wait_for_log("which connected with its own certificate"));
 }
+
+namespace {
+
+// Waits (at most `timeout`) until the broker's log holds `text` at least `times` times.
+bool wait_for_log_count(const Broker& broker, const std::string& text, std::size_t times,
+                        std::chrono::milliseconds timeout = 5s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    const std::string log = broker.log();
+    std::size_t found = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++found;
+    if (found >= times) return true;
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(50ms);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("claim clients stay connected across a SIGHUP and the one asking again gets its answer") {
+  SignerSite site;
+  // Quota 2: both enrolments below spend it; both clients are then checked again as recoveries.
+  const auto claim = site.add_claim("line-h", {"--quota", "2", "--expires", "1h", "--type",
+                                               "sensor", "--id-pattern", "unit-[0-9]"});
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  const std::string request = SignerSite::request(site.make_csr("unit-1", "unit-1"));
+  {
+    // unit-1's request is taken, then its connection drops before the answer comes.
+    MqttClient enrolling("unit-1", claim, kV5);
+    REQUIRE(enrolling.connect(broker->port(), 3s) == 0);
+    REQUIRE(enrolling.publish_reason("$provision/unit-1/csr", request) == kV5NoSubscribers);
+    enrolling.drop_connection();
+  }
+  REQUIRE(wait_enrolled(site, "unit-1"));
+  // unit-2 enrolls, has its answer, and stays connected: its id is now a registered device's.
+  MqttClient enrolled("unit-2", claim, kV5);
+  REQUIRE(enrolled.connect(broker->port(), 3s) == 0);
+  REQUIRE(ask(enrolled, "unit-2", SignerSite::request(site.make_csr("unit-2", "unit-2"))).result ==
+          "accepted");
+  CHECK(site.claim_json("line-h")["quota_used"] == 2);
+  // unit-1 asks again with its claim.
+  MqttClient again("unit-1", claim, kV5);
+  REQUIRE(again.connect(broker->port(), 3s) == 0);
+  const std::string recovering_1 = "to ask again for the certificate of device 'unit-1'";
+  const std::string recovering_2 = "to ask again for the certificate of device 'unit-2'";
+  REQUIRE(wait_for_log_count(*broker, recovering_1, 1));
+
+  // Mosquitto checks every connected client again on SIGHUP (as after the plugin's own SIGHUP
+  // for a changed CRL): each claim client passes as the client it is, not in its own way.
+  broker->hangup();
+  REQUIRE(broker->wait_for_log("Reloading config."));
+  CHECK(wait_for_log_count(*broker, recovering_1, 2));
+  CHECK(wait_for_log_count(*broker, recovering_2, 1));
+  std::this_thread::sleep_for(300ms);
+  CHECK(again.connected());
+  CHECK(enrolled.connected());
+  CHECK(broker->log().find("a client with it is connected") == std::string::npos);
+
+  // Another client with unit-1's id is still refused while the one asking is connected (the
+  // negative control), and the one asking stays.
+  {
+    MqttClient intruder("unit-1", claim, kV5);
+    CHECK(intruder.connect(broker->port(), 3s) == kV5NotAuthorized);
+  }
+  CHECK(broker->wait_for_log("a client with it is connected"));
+  std::this_thread::sleep_for(200ms);
+  CHECK(again.connected());
+
+  // The one asking again gets the certificate issued for its lost answer.
+  Answer answer = ask(again, "unit-1", request);
+  for (int i = 0; i < 50 && answer.result == "rejected" && answer.body["code"] == "rate_limited";
+       ++i) {
+    std::this_thread::sleep_for(100ms);  // the lost answer still with the plugin
+    answer = ask(again, "unit-1", request);
+  }
+  INFO(answer.body.dump());
+  REQUIRE(answer.result == "accepted");
+  CHECK(answer.body["certificate"] == certificates_of(site, "unit-1")[0]["pem"]);
+  CHECK(site.claim_json("line-h")["quota_used"] == 2);
+}
+
+TEST_CASE(
+    "a device's renewal is not held back by a claim's request under its id and gets no answer of "
+    "the claim's") {
+  SignerSite site;
+  const auto claim = site.add_claim("line-d", {"--quota", "5", "--expires", "1h", "--type",
+                                               "sensor", "--id-pattern", "unit-[0-9]"});
+  // A device of the claim's type registered just now: a claim may ask again for its certificate.
+  site.add_device("unit-1", "sensor");
+  // A signer that never answers: each request stays with it until the plugin gives up on it.
+  SilentSigner signer;
+  auto broker = site.start_broker_with_signer_at(signer.port(), 1000);
+  INFO(broker->log());
+  const std::string request = SignerSite::request(site.make_csr("unit-1-claim", "unit-1"));
+
+  // A claim client under the device's id asks while the device is offline ...
+  MqttClient claim_client("unit-1", claim, kV5);
+  REQUIRE(claim_client.connect(broker->port(), 3s) == 0);
+  REQUIRE(broker->wait_for_log("to ask again for the certificate of device 'unit-1'"));
+  REQUIRE(claim_client.publish_reason("$provision/unit-1/csr", request) == kV5NoSubscribers);
+  // ... then the device connects (taking the id over) and renews while that request is at the
+  // signer.
+  MqttClient device("unit-1", site.credentials("unit-1"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  REQUIRE(claim_client.wait_disconnected(3s));
+  REQUIRE(device.publish_reason("$provision/unit-1/renew",
+                                site.renewal(site.make_csr("unit-1-next", "unit-1"), "unit-1")) ==
+          kV5NoSubscribers);
+
+  // The renewal went to the signer (not rate_limited by the claim's request): its answer is the
+  // signer's silence, and it is the device's only answer; the claim's answer is dropped.
+  auto answer = answer_of(device, "unit-1", 15s);
+  REQUIRE(answer.has_value());
+  require_rejected(*answer, "signer_unavailable", true);
+  CHECK(broker->wait_for_log(
+      "dropped the answer to the enrolment request of client 'unit-1' (rejected "
+      "signer_unavailable)"));
+  CHECK_FALSE(device.next_message(1500ms).has_value());
+  CHECK(device.connected());
+
+  // A renewal while its own renewal is with the signer is still rate_limited (the positive
+  // control for one request of a kind at a time), and answered to the device.
+  REQUIRE(device.publish_reason("$provision/unit-1/renew",
+                                site.renewal(site.make_csr("unit-1-next", "unit-1"), "unit-1")) ==
+          kV5NoSubscribers);
+  REQUIRE(device.publish_reason("$provision/unit-1/renew",
+                                site.renewal(site.make_csr("unit-1-next", "unit-1"), "unit-1")) ==
+          kV5NoSubscribers);
+  auto second = answer_of(device, "unit-1");
+  REQUIRE(second.has_value());
+  require_rejected(*second, "rate_limited", true);
+}
