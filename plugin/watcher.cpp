@@ -304,11 +304,15 @@ void Watcher::run(std::stop_token stop, std::chrono::milliseconds interval) noex
     if (!current_) poll();  // the first read, at once
     write_cache();          // the snapshot the broker starts with, before any change
     while (!stop.stop_requested()) {
-      if (source_->notifies() && !eager_.load(std::memory_order_acquire) &&
-          Clock::now() >= read_until_) {
-        wait_for_notification(stop, interval);
-      } else {
+      const bool every_interval =
+          eager_.load(std::memory_order_acquire) || Clock::now() < read_until_;
+      if (!source_->notifies()) {
         cv.wait_for(lock, stop, interval, [] { return false; });
+      } else if (every_interval) {
+        // A read every interval, and at once on a further notice (which starts the period again).
+        if (source_->wait_for_change(interval)) read_until_ = Clock::now() + kReadAfterNotice;
+      } else {
+        wait_for_notification(stop, interval);
       }
       if (stop.stop_requested()) break;
       poll();

@@ -664,6 +664,9 @@ TEST_CASE("a device that lost its enrolment answer asks again with its claim and
     enrolling.drop_connection();
   }
   REQUIRE(wait_enrolled(site, "unit-1"));
+  // The broker knows the device too once it let the answer go (it holds an acceptance until its
+  // snapshot has the new device): before, the claim gate would still take the id for a free one.
+  REQUIRE(broker->wait_for_log("dropped the answer to the enrolment request of client 'unit-1'"));
   const json enrolled = certificates_of(site, "unit-1");
   REQUIRE(enrolled.size() == 1);
   CHECK(site.claim_json("line-l")["quota_used"] == 1);
