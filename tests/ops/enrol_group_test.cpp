@@ -25,6 +25,7 @@
 #include "ops/operations.h"
 #include "ops/provisioning.h"
 #include "registry/sqlite_store.h"
+#include "tests/ops/claim_site.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
@@ -36,26 +37,10 @@ using onboard::test::must;
 using onboard::test::TempDir;
 using ops::ProvisionCode;
 
-struct Site {
-  TempDir dir;
-  std::unique_ptr<registry::Store> store;
-  std::unique_ptr<ca::Authority> ca;
-  registry::Actor actor{"provision:broker", unix_now()};
-
-  Site() {
-    store = must(registry::open_sqlite_store(dir / "registry.db", registry::OpenMode::read_write));
-    ca::CaInitOptions options;
-    options.common_name = "Group Commit Test Root";
-    options.root_key_alg = ca::KeyAlg::p256;
-    ca = std::make_unique<ca::Authority>(
-        must(ca::Authority::create(dir / "data", options, unix_now())));
-  }
+struct Site : test::ClaimSite {
+  Site() : ClaimSite("Group Commit Test Root") {}
   void add_claim(const std::string& name, std::int64_t quota) {
-    ops::ClaimRequest request;
-    request.claim = registry::NewClaim{name, quota, "", "sensor"};
-    request.lifetime = 3600;
-    request.out = dir / (name + ".zip");
-    must(ops::create_claim(*store, *ca, request, actor));
+    ClaimSite::add_claim(name, quota, "", "sensor");
   }
   // An enrolment as ops::enroll hands it to the store: a new key, its certificate signed.
   registry::EnrollItem item(const std::string& claim, const std::string& id) {
@@ -65,10 +50,6 @@ struct Site {
     device.id = id;
     return {claim, device, ops::new_certificate(issued.info, issued.pem), actor};
   }
-  std::int64_t quota_used(const std::string& claim) {
-    return must(store->get_claim(claim)).quota_used;
-  }
-  std::int64_t devices() { return must(store->count_devices({})); }
   bool enrolled(const std::string& id) { return store->get_device(id).ok(); }
   std::size_t enroll_audit_rows() {
     const auto audit = must(store->audit_list(0, 0));

@@ -21,6 +21,7 @@
 #include "ops/claims.h"
 #include "ops/operations.h"
 #include "registry/sqlite_store.h"
+#include "tests/ops/claim_site.h"
 #include "tests/support/result.h"
 #include "tests/support/temp_dir.h"
 
@@ -32,37 +33,12 @@ using onboard::test::must;
 using onboard::test::TempDir;
 using ops::ProvisionCode;
 
-// A registry, a CA and claims made by the real `claim create` operation.
-struct Site {
-  TempDir dir;
-  std::unique_ptr<registry::Store> store;
-  std::unique_ptr<ca::Authority> ca;
-  registry::Actor actor{"provision:broker", unix_now()};
-
-  Site() {
-    store = must(registry::open_sqlite_store(dir / "registry.db", registry::OpenMode::read_write));
-    ca::CaInitOptions options;
-    options.common_name = "Provisioning Test Root";
-    options.root_key_alg = ca::KeyAlg::p256;
-    ca = std::make_unique<ca::Authority>(
-        must(ca::Authority::create(dir / "data", options, unix_now())));
-  }
-  void add_claim(const std::string& name, std::int64_t quota, const std::string& pattern = "",
-                 const std::string& type = "") {
-    ops::ClaimRequest request;
-    request.claim = registry::NewClaim{name, quota, pattern, type};
-    request.lifetime = 3600;
-    request.out = dir / (name + ".zip");
-    must(ops::create_claim(*store, *ca, request, actor));
-  }
+struct Site : test::ClaimSite {
+  Site() : ClaimSite("Provisioning Test Root") {}
   ops::ProvisionAnswer enroll(const std::string& claim, const std::string& id,
                               const std::string& payload) {
     return ops::enroll(*store, *ca, {claim, id, payload}, actor);
   }
-  std::int64_t quota_used(const std::string& claim) {
-    return must(store->get_claim(claim)).quota_used;
-  }
-  std::int64_t devices() { return must(store->count_devices({})); }
 };
 
 ossl::Ptr<EVP_PKEY> p256() { return must(ca::generate_key(ca::KeyAlg::p256)); }

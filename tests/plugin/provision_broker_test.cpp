@@ -644,6 +644,23 @@ bool wait_enrolled(SignerSite& site, const std::string& id,
   return false;
 }
 
+// Client `id` of `claim` sends `request`, which the broker takes (PUBACK), and drops its
+// connection before the answer comes. Returns once the registry has the device and the broker
+// let the answer go, which it does once its snapshot has the device (it holds an acceptance
+// until then): before that, its claim gate would still take the id for a free one.
+void enrol_and_lose_the_answer(SignerSite& site, Broker& broker, const Credentials& claim,
+                               const std::string& id, const std::string& request) {
+  {
+    MqttClient enrolling(id, claim, kV5);
+    REQUIRE(enrolling.connect(broker.port(), 3s) == 0);
+    REQUIRE(enrolling.publish_reason("$provision/" + id + "/csr", request) == kV5NoSubscribers);
+    enrolling.drop_connection();
+  }
+  REQUIRE(wait_enrolled(site, id));
+  REQUIRE(
+      broker.wait_for_log("dropped the answer to the enrolment request of client '" + id + "'"));
+}
+
 }  // namespace
 
 TEST_CASE("a device that lost its enrolment answer asks again with its claim and gets it") {
@@ -656,17 +673,7 @@ TEST_CASE("a device that lost its enrolment answer asks again with its claim and
   auto broker = site.start_broker();
   INFO(broker->log());
   const std::string request = SignerSite::request(site.make_csr("unit-1", "unit-1"));
-  {
-    // The request is taken (PUBACK), then the connection drops before the answer comes.
-    MqttClient enrolling("unit-1", claim, kV5);
-    REQUIRE(enrolling.connect(broker->port(), 3s) == 0);
-    REQUIRE(enrolling.publish_reason("$provision/unit-1/csr", request) == kV5NoSubscribers);
-    enrolling.drop_connection();
-  }
-  REQUIRE(wait_enrolled(site, "unit-1"));
-  // The broker knows the device too once it let the answer go (it holds an acceptance until its
-  // snapshot has the new device): before, the claim gate would still take the id for a free one.
-  REQUIRE(broker->wait_for_log("dropped the answer to the enrolment request of client 'unit-1'"));
+  enrol_and_lose_the_answer(site, *broker, claim, "unit-1", request);
   const json enrolled = certificates_of(site, "unit-1");
   REQUIRE(enrolled.size() == 1);
   CHECK(site.claim_json("line-l")["quota_used"] == 1);
@@ -761,14 +768,7 @@ TEST_CASE("claim clients stay connected across a SIGHUP and the one asking again
   auto broker = site.start_broker();
   INFO(broker->log());
   const std::string request = SignerSite::request(site.make_csr("unit-1", "unit-1"));
-  {
-    // unit-1's request is taken, then its connection drops before the answer comes.
-    MqttClient enrolling("unit-1", claim, kV5);
-    REQUIRE(enrolling.connect(broker->port(), 3s) == 0);
-    REQUIRE(enrolling.publish_reason("$provision/unit-1/csr", request) == kV5NoSubscribers);
-    enrolling.drop_connection();
-  }
-  REQUIRE(wait_enrolled(site, "unit-1"));
+  enrol_and_lose_the_answer(site, *broker, claim, "unit-1", request);
   // unit-2 enrolls, has its answer, and stays connected: its id is now a registered device's.
   MqttClient enrolled("unit-2", claim, kV5);
   REQUIRE(enrolled.connect(broker->port(), 3s) == 0);
