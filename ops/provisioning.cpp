@@ -102,21 +102,6 @@ std::variant<Checked, ProvisionAnswer> check_request(const EnrollRequest& reques
   return out;
 }
 
-// Standard base64 (RFC 4648 §4, padded), strictly: the alphabet, `=` padding to a multiple of 4,
-// nothing else (no line breaks).
-std::optional<std::string> base64_decode(std::string_view text) {
-  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
-  std::size_t padding = 0;
-  while (padding < 2 && text.size() > padding && text[text.size() - 1 - padding] == '=') ++padding;
-  std::string url(text.substr(0, text.size() - padding));
-  for (char& c : url) {
-    if (c == '-' || c == '_') return std::nullopt;
-    if (c == '+') c = '-';
-    if (c == '/') c = '_';
-  }
-  return base64url_decode(url);
-}
-
 // The active device certificate of `device_id` whose key is `key`: what a retry of an enrolment
 // that went through is answered with. nullopt when there is none (the id is someone else's).
 Result<std::optional<std::string>> issued_before(registry::Store& store, std::string_view device_id,
@@ -277,7 +262,8 @@ ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
     auto presented_cert = ca::certificate_from_pem(presented->pem);
     if (!presented_cert.ok()) return internal(presented_cert.error());
     auto signature = base64_decode(*checked.proof);
-    if (!signature) return refusal(ProvisionCode::proof_invalid, "proof: not standard base64");
+    if (!signature || signature->empty())
+      return refusal(ProvisionCode::proof_invalid, "proof: not standard base64");
     if (!renewal_proof_valid(X509_get0_pubkey(presented_cert->get()), checked.csr_der,
                              *signature)) {
       return refusal(ProvisionCode::proof_invalid,
