@@ -1,6 +1,8 @@
 #include "plugin/config.h"
 
+#include <algorithm>
 #include <charconv>
+#include <optional>
 #include <string_view>
 
 namespace onboard::plugin {
@@ -40,6 +42,7 @@ bool loopback_host(std::string_view authority) {
 Result<Config> parse_config(const std::vector<std::pair<std::string, std::string>>& options) {
   Config config;
   bool has_registry = false;
+  std::optional<long> claim_share;
   for (const auto& [key, raw] : options) {
     // Mosquitto keeps trailing spaces in option values; they are never meaningful here.
     std::string value = raw;
@@ -88,6 +91,8 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
       ONBOARD_TRY(config.provision_workers, parse_number(key, value, 1, 64));
     } else if (key == "provision_queue") {
       ONBOARD_TRY(config.provision_queue, parse_number(key, value, 1, 1000000));
+    } else if (key == "provision_claim_share") {
+      ONBOARD_TRY(claim_share, parse_number(key, value, 1, 1000000));
     } else if (key == "provision_timeout_ms") {
       ONBOARD_TRY(long ms, parse_number(key, value, 100, 60000));
       config.provision_timeout = std::chrono::milliseconds(ms);
@@ -145,6 +150,15 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
                       "plugin_opt_provision_token_file and plugin_opt_provision_cafile go with "
                       "plugin_opt_provision_url");
   }
+  // A claim's share of the queue: a quarter by default, so that at least four claims flooding at
+  // once are needed to fill it; a share larger than the queue would be no share at all.
+  if (claim_share && *claim_share > config.provision_queue) {
+    return make_error(Errc::invalid_input, "plugin_opt_provision_claim_share (" +
+                                               std::to_string(*claim_share) +
+                                               ") must not exceed plugin_opt_provision_queue (" +
+                                               std::to_string(config.provision_queue) + ")");
+  }
+  config.provision_claim_share = claim_share.value_or(std::max(1L, config.provision_queue / 4));
   if (config.staleness_limit <= config.refresh_interval) {
     return make_error(Errc::invalid_input,
                       "plugin_opt_staleness_limit_s must be longer than the refresh interval");

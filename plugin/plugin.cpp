@@ -147,6 +147,7 @@ class Plugin {
           [options = *signer] { return plugin::http_signer(options); },
           static_cast<std::size_t>(config.provision_workers),
           static_cast<std::size_t>(config.provision_queue),
+          static_cast<std::size_t>(config.provision_claim_share),
           [handover](LogLevel level, std::string line) {
             handover->post_log(level, std::move(line));
           });

@@ -115,9 +115,37 @@ std::unique_ptr<SignerClient> http_signer(const SignerOptions& options) {
   return std::make_unique<HttpSigner>(options);
 }
 
+RequestQueue::RequestQueue(std::size_t limit, std::size_t claim_share)
+    : limit_(limit), claim_share_(claim_share) {}
+
+RequestQueue::Admission RequestQueue::push(ProvisionRequest& request) {
+  const bool enroll = request.kind == RequestKind::enroll;
+  if (enroll && waiting(request.claim) >= claim_share_) return Admission::claim_share_full;
+  if (requests_.size() >= limit_) return Admission::full;
+  if (enroll) ++per_claim_[request.claim];
+  requests_.push_back(std::move(request));
+  return Admission::queued;
+}
+
+std::optional<ProvisionRequest> RequestQueue::pop() {
+  if (requests_.empty()) return std::nullopt;
+  ProvisionRequest request = std::move(requests_.front());
+  requests_.pop_front();
+  if (request.kind == RequestKind::enroll) {
+    auto it = per_claim_.find(request.claim);
+    if (it != per_claim_.end() && --it->second == 0) per_claim_.erase(it);
+  }
+  return request;
+}
+
+std::size_t RequestQueue::waiting(const std::string& claim) const {
+  auto it = per_claim_.find(claim);
+  return it == per_claim_.end() ? 0 : it->second;
+}
+
 Provisioner::Provisioner(MakeClient make_client, std::size_t workers, std::size_t queue_limit,
-                         std::function<void(LogLevel, std::string)> log)
-    : log_(std::move(log)), queue_limit_(queue_limit) {
+                         std::size_t claim_share, std::function<void(LogLevel, std::string)> log)
+    : log_(std::move(log)), requests_(queue_limit, claim_share) {
   for (std::size_t i = 0; i < workers; ++i) clients_.push_back(make_client());
   for (auto& client : clients_) {
     workers_.emplace_back([this, c = client.get()](std::stop_token stop) { run(stop, c); });
@@ -160,13 +188,22 @@ std::string_view what(RequestKind kind) {
 }  // namespace
 
 void Provisioner::submit(ProvisionRequest request) {
+  RequestQueue::Admission admission;
   {
     std::lock_guard lock(mutex_);
-    if (requests_.size() < queue_limit_) {
-      requests_.push_back(std::move(request));
+    admission = requests_.push(request);
+  }
+  switch (admission) {
+    case RequestQueue::Admission::queued:
       wake_.notify_one();
       return;
-    }
+    case RequestQueue::Admission::claim_share_full:
+      answer(failure(request, "claim_queue_full",
+                     "too many requests of this claim are waiting for the signer; retry later",
+                     true));
+      return;
+    case RequestQueue::Admission::full:
+      break;
   }
   answer(failure(request, "signer_unavailable",
                  "too many requests are waiting for the signer; retry later", true));
@@ -194,8 +231,7 @@ void Provisioner::run(std::stop_token stop, SignerClient* client) {
     {
       std::unique_lock lock(mutex_);
       if (!wake_.wait(lock, stop, [this] { return !requests_.empty(); })) return;
-      request = std::move(requests_.front());
-      requests_.pop_front();
+      request = std::move(*requests_.pop());
     }
     try {
       answer(client->send(request));

@@ -13,9 +13,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -73,17 +75,48 @@ struct SignerOptions {
 // result "connected" (nothing to publish) and, in `payload`, the signer's JSON.
 std::unique_ptr<SignerClient> http_signer(const SignerOptions& options);
 
+// The requests waiting for a worker: at most `limit` in all, and at most `claim_share` enrolments
+// of any one claim, so that a leaked claim flooding requests cannot fill the queue every claim
+// shares (its excess is answered claim_queue_full; other claims' requests still find room).
+// Renewals and connected notices are devices' own, already limited to one at a time per device
+// by the plugin: they count towards `limit` only. Requests leave in the order they came. Not
+// thread-safe: the Provisioner holds its lock around every call.
+class RequestQueue {
+ public:
+  enum class Admission {
+    queued,            // taken (and moved from)
+    full,              // `limit` requests wait: the request is left as it was
+    claim_share_full,  // `claim_share` enrolments of its claim wait: left as it was
+  };
+  RequestQueue(std::size_t limit, std::size_t claim_share);
+  Admission push(ProvisionRequest& request);
+  std::optional<ProvisionRequest> pop();
+  bool empty() const noexcept { return requests_.empty(); }
+  std::size_t size() const noexcept { return requests_.size(); }
+  // How many enrolments of `claim` wait.
+  std::size_t waiting(const std::string& claim) const;
+
+ private:
+  std::size_t limit_;
+  std::size_t claim_share_;
+  std::deque<ProvisionRequest> requests_;
+  // Enrolments waiting, by claim; a claim with none has no entry (at most `limit` entries).
+  std::unordered_map<std::string, std::size_t> per_claim_;
+};
+
 class Provisioner {
  public:
   using MakeClient = std::function<std::unique_ptr<SignerClient>()>;
+  // `queue_limit` and `claim_share`: RequestQueue's.
   Provisioner(MakeClient make_client, std::size_t workers, std::size_t queue_limit,
-              std::function<void(LogLevel, std::string)> log);
+              std::size_t claim_share, std::function<void(LogLevel, std::string)> log);
   Provisioner(const Provisioner&) = delete;
   Provisioner& operator=(const Provisioner&) = delete;
   ~Provisioner();  // stops the workers; a request in flight ends within the signer's timeout
 
-  // Broker thread: queues the request, or, with the queue full, queues a signer_unavailable
-  // rejection for it at once. Never waits for the signer.
+  // Broker thread: queues the request, or queues a rejection for it at once: claim_queue_full
+  // when its claim's share of the queue is taken, signer_unavailable when the whole queue is
+  // (both retryable). Never waits for the signer.
   void submit(ProvisionRequest request);
   // Broker thread: whether answers wait, without the lock.
   bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
@@ -94,10 +127,9 @@ class Provisioner {
   void answer(ProvisionAnswer answer);
 
   std::function<void(LogLevel, std::string)> log_;
-  std::size_t queue_limit_;
   std::mutex mutex_;
   std::condition_variable_any wake_;
-  std::deque<ProvisionRequest> requests_;
+  RequestQueue requests_;
   std::vector<ProvisionAnswer> answers_;
   std::atomic<bool> pending_{false};
   std::vector<std::unique_ptr<SignerClient>> clients_;

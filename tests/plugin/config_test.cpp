@@ -217,3 +217,40 @@ TEST_CASE("the signer's options go together and default to four workers and a 5 
                              {"provision_token_file", "/t"}})
             .ok());
 }
+
+TEST_CASE(
+    "a claim's share of the provisioning queue defaults to a quarter of it and never exceeds it") {
+  const std::pair<std::string, std::string> registry{"registry", "/var/lib/r.db"};
+  auto defaults = parse_config(Options{registry});
+  REQUIRE(defaults.ok());
+  CHECK(defaults->provision_queue == 1000);
+  CHECK(defaults->provision_claim_share == 250);
+  // The quarter of the queue given, in either order of the lines; at least 1.
+  auto quarter = parse_config(Options{registry, {"provision_queue", "50"}});
+  REQUIRE(quarter.ok());
+  CHECK(quarter->provision_claim_share == 12);
+  auto tiny = parse_config(Options{registry, {"provision_queue", "3"}});
+  REQUIRE(tiny.ok());
+  CHECK(tiny->provision_claim_share == 1);
+  auto given =
+      parse_config(Options{registry, {"provision_claim_share", "40"}, {"provision_queue", "40"}});
+  REQUIRE(given.ok());
+  CHECK(given->provision_claim_share == 40);
+
+  // Larger than the queue (the default 1000 or the one given), zero, not a number: refused.
+  auto refused = [&](Options options, const std::string& named) {
+    options.insert(options.begin(), registry);
+    auto parsed = parse_config(options);
+    REQUIRE_FALSE(parsed.ok());
+    INFO(parsed.error().message);
+    CHECK(parsed.error().message.find(named) != std::string::npos);
+  };
+  refused(
+      {{"provision_claim_share", "1001"}},
+      "plugin_opt_provision_claim_share (1001) must not exceed plugin_opt_provision_queue (1000)");
+  refused({{"provision_queue", "40"}, {"provision_claim_share", "41"}},
+          "must not exceed plugin_opt_provision_queue (40)");
+  refused({{"provision_claim_share", "0"}},
+          "plugin_opt_provision_claim_share must be a whole number");
+  refused({{"provision_claim_share", "a quarter"}}, "plugin_opt_provision_claim_share");
+}

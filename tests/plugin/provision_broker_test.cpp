@@ -9,9 +9,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <httplib.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -866,4 +870,140 @@ TEST_CASE(
   auto second = answer_of(device, "unit-1");
   REQUIRE(second.has_value());
   require_rejected(*second, "rate_limited", true);
+}
+
+namespace {
+
+// Between the plugin and the real signer: passes every request on, but holds one claim's
+// enrolments until released, so that a test knows which requests wait in the plugin's queue.
+class HoldingProxy {
+ public:
+  HoldingProxy(std::string signer_url, std::string held_claim)
+      : signer_url_(std::move(signer_url)), held_prefix_("/v1/provision/" + held_claim + "/") {
+    server_.Post(".*", [this](const httplib::Request& request, httplib::Response& response) {
+      if (request.path.starts_with(held_prefix_)) {
+        std::unique_lock lock(mutex_);
+        ++held_;
+        cv_.notify_all();
+        cv_.wait(lock, [this] { return released_; });
+      }
+      httplib::Client signer(signer_url_);
+      signer.set_read_timeout(10, 0);
+      httplib::Headers headers;
+      for (const auto& [name, value] : request.headers) {
+        if (name == "Authorization" || name == "X-Client-Certificate") headers.emplace(name, value);
+      }
+      auto answer = signer.Post(request.path, headers, request.body,
+                                request.get_header_value("Content-Type"));
+      if (!answer) {
+        response.status = 502;
+        return;
+      }
+      response.status = answer->status;
+      for (const auto& [name, value] : answer->headers) {
+        if (name.starts_with("X-Provision-")) response.set_header(name, value);
+      }
+      response.set_content(answer->body, answer->get_header_value("Content-Type"));
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    REQUIRE(port_ > 0);
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~HoldingProxy() {
+    release();
+    server_.stop();
+    thread_.join();
+  }
+  HoldingProxy(const HoldingProxy&) = delete;
+  HoldingProxy& operator=(const HoldingProxy&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // Whether `count` requests of the held claim reached the proxy within 5 s.
+  bool wait_held(int count) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, 5s, [&] { return held_ >= count; });
+  }
+  void release() {
+    std::lock_guard lock(mutex_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::string signer_url_;
+  std::string held_prefix_;
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int held_ = 0;
+  bool released_ = false;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "a claim flooding requests fills only its share of the queue and another claim's device is "
+    "served") {
+  SignerSite site;
+  const auto flood = site.add_claim("leaked", {"--quota", "10", "--expires", "1h"});
+  const auto other = site.add_claim("line-y", {"--quota", "5", "--expires", "1h"});
+  site.start_signer();
+  HoldingProxy proxy(site.signer_url(), "leaked");
+  // One worker, 4 requests may wait, 2 of them one claim's.
+  auto broker = site.start_with({"provision_url " + proxy.url(),
+                                 "provision_token_file " + site.token_file().string(),
+                                 "provision_workers 1", "provision_queue 4",
+                                 "provision_claim_share 2", "provision_timeout_ms 10000"});
+  INFO(broker->log());
+  std::vector<std::unique_ptr<MqttClient>> xs;
+  std::vector<std::string> requests;
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "x-" + std::to_string(i);
+    xs.push_back(std::make_unique<MqttClient>(id, flood, kV5));
+    REQUIRE(xs.back()->connect(broker->port(), 3s) == 0);
+    requests.push_back(SignerSite::request(site.make_csr(id, id)));
+  }
+  MqttClient y("y-0", other, kV5);
+  REQUIRE(y.connect(broker->port(), 3s) == 0);
+  const std::string y_request = SignerSite::request(site.make_csr("y-0", "y-0"));
+  auto publish = [&](MqttClient& client, const std::string& id, const std::string& request) {
+    REQUIRE(client.publish_reason("$provision/" + id + "/csr", request) == kV5NoSubscribers);
+  };
+
+  // x-0 is at the worker (held at the signer); x-1 and x-2 take the claim's share of the queue.
+  publish(*xs[0], "x-0", requests[0]);
+  REQUIRE(proxy.wait_held(1));
+  publish(*xs[1], "x-1", requests[1]);
+  publish(*xs[2], "x-2", requests[2]);
+  // The claim's excess is refused at once, retryable, though the queue has room for 2 more.
+  for (int i : {3, 4}) {
+    publish(*xs[i], "x-" + std::to_string(i), requests[i]);
+    auto answer = answer_of(*xs[i], "x-" + std::to_string(i), 5s);
+    REQUIRE(answer.has_value());
+    require_rejected(*answer, "claim_queue_full", true);
+  }
+  // Another claim's device still gets in (without the share, x-3 and x-4 would have filled the
+  // queue and it would be answered signer_unavailable).
+  publish(y, "y-0", y_request);
+  CHECK_FALSE(y.next_message(300ms).has_value());
+
+  proxy.release();
+  auto y_answer = answer_of(y, "y-0", 15s);
+  REQUIRE(y_answer.has_value());
+  INFO(y_answer->body.dump());
+  REQUIRE(y_answer->result == "accepted");
+  CHECK(y_answer->body["device_id"] == "y-0");
+  CHECK(y_answer->body["certificate"].get<std::string>().starts_with("-----BEGIN CERTIFICATE"));
+  // The claim's queued requests are served too, and its refused ones may ask again.
+  for (int i : {0, 1, 2}) {
+    auto answer = answer_of(*xs[i], "x-" + std::to_string(i), 15s);
+    REQUIRE(answer.has_value());
+    CHECK(answer->result == "accepted");
+  }
+  const Answer again = ask(*xs[3], "x-3", requests[3]);
+  CHECK(again.result == "accepted");
+  CHECK(site.claim_json("leaked")["quota_used"] == 4);
+  CHECK(site.claim_json("line-y")["quota_used"] == 1);
 }
