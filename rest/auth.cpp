@@ -71,6 +71,18 @@ std::optional<Reply> bound_certificate_refusal(Store& store, const std::string& 
 
 }  // namespace
 
+std::optional<std::string_view> bearer_token(std::string_view header) {
+  constexpr std::string_view kScheme = "Bearer ";
+  const bool is_bearer =
+      header.size() > kScheme.size() &&
+      std::equal(kScheme.begin(), kScheme.end(), header.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) ==
+               std::tolower(static_cast<unsigned char>(b));
+      });
+  if (!is_bearer) return std::nullopt;
+  return header.substr(kScheme.size());
+}
+
 std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Request& request) {
   const std::string header = request.get_header_value("Authorization");
   if (header.empty() && request.ssl != nullptr) {
@@ -88,15 +100,9 @@ std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Requ
     }
     return unauthorized(false);
   }
-  constexpr std::string_view kScheme = "Bearer ";  // case-insensitive (RFC 7235)
-  const bool is_bearer =
-      header.size() > kScheme.size() &&
-      std::equal(kScheme.begin(), kScheme.end(), header.begin(), [](char a, char b) {
-        return std::tolower(static_cast<unsigned char>(a)) ==
-               std::tolower(static_cast<unsigned char>(b));
-      });
-  if (!is_bearer) return unauthorized(!header.empty());
-  auto token = ops::authenticate_token(store, std::string_view(header).substr(kScheme.size()));
+  const auto sent = bearer_token(header);
+  if (!sent) return unauthorized(!header.empty());
+  auto token = ops::authenticate_token(store, *sent);
   if (token.ok()) return std::move(token).value();
   if (token.error().code == Errc::not_found) return unauthorized(true);
   return reply_for(token.error());

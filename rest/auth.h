@@ -3,12 +3,19 @@
 
 #include <httplib.h>
 
+#include <optional>
+#include <string_view>
 #include <variant>
 
 #include "registry/store.h"
 #include "rest/http.h"
 
 namespace onboard::rest {
+
+// The token of an `Authorization: Bearer <token>` header value (the scheme case-insensitive, RFC
+// 7235), viewing `header`; nullopt for an empty header, another scheme or no token. The one place
+// both the API tokens and the provisioning secret are read from.
+std::optional<std::string_view> bearer_token(std::string_view header);
 
 // Who is calling: a client certificate the TLS handshake verified against --client-ca, that is
 // bound to a credential and that the registry knows as active and in date (only when no

@@ -40,11 +40,10 @@ using registry::Store;
 bool provision_caller(const Context& ctx, const httplib::Request& request) {
   if (!ctx.provision_token) return false;
   const std::string header = request.get_header_value("Authorization");
-  constexpr std::string_view kBearer = "Bearer ";
-  if (!std::string_view(header).starts_with(kBearer)) return false;
-  const std::string_view sent = std::string_view(header).substr(kBearer.size());
+  const auto sent = bearer_token(header);
+  if (!sent) return false;
   const std::string_view want = ctx.provision_token->view();
-  return sent.size() == want.size() && CRYPTO_memcmp(sent.data(), want.data(), want.size()) == 0;
+  return sent->size() == want.size() && CRYPTO_memcmp(sent->data(), want.data(), want.size()) == 0;
 }
 
 std::variant<registry::Actor, Reply> authorize(const Context& ctx, Store& store,
