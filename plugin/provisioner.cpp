@@ -1,6 +1,8 @@
 #include "plugin/provisioner.h"
 
 #include <httplib.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -26,7 +28,11 @@ bool fingerprint_characters(std::string_view text) {
 
 class HttpSigner final : public SignerClient {
  public:
-  explicit HttpSigner(const SignerOptions& options) : client_(options.url), token_(options.token) {
+  explicit HttpSigner(const SignerOptions& options)
+      : client_(options.certfile.empty()
+                    ? httplib::Client(options.url)
+                    : httplib::Client(options.url, options.certfile, options.keyfile)),
+        token_(options.token) {
     const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
     const auto usec =
         std::chrono::duration_cast<std::chrono::microseconds>(options.timeout - seconds);
@@ -37,7 +43,7 @@ class HttpSigner final : public SignerClient {
     // Headers and body go out in two writes: without it Nagle's algorithm meets the server's
     // delayed ACK and every request waits 40 ms.
     client_.set_tcp_nodelay(true);
-    client_.set_bearer_token_auth(token_);
+    if (!token_.empty()) client_.set_bearer_token_auth(token_);
     if (!options.cafile.empty()) client_.set_ca_cert_path(options.cafile);
     client_.enable_server_certificate_verification(true);
   }
@@ -109,6 +115,23 @@ ProvisionAnswer rejection(std::string client_id, std::string_view code, std::str
                         std::string(message) +
                         "\",\"retryable\":" + (retryable ? "true" : "false") + "}";
   return ProvisionAnswer{std::move(client_id), "rejected", std::move(payload), std::string(code)};
+}
+
+Status check_client_credential(const std::string& certfile, const std::string& keyfile) {
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
+                                                        &SSL_CTX_free);
+  const bool usable =
+      ctx != nullptr && SSL_CTX_use_certificate_chain_file(ctx.get(), certfile.c_str()) == 1 &&
+      SSL_CTX_use_PrivateKey_file(ctx.get(), keyfile.c_str(), SSL_FILETYPE_PEM) == 1 &&
+      SSL_CTX_check_private_key(ctx.get()) == 1;
+  ERR_clear_error();
+  if (!usable) {
+    return make_error(Errc::invalid_input,
+                      "cannot use plugin_opt_provision_certfile/plugin_opt_provision_keyfile "
+                      "(unreadable by the broker's user, not PEM, an encrypted key, or a key of "
+                      "another certificate)");
+  }
+  return ok_status();
 }
 
 std::unique_ptr<SignerClient> http_signer(const SignerOptions& options) {

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "plugin/handover.h"
 
 namespace onboard::plugin {
@@ -64,11 +65,19 @@ class SignerClient {
 };
 
 struct SignerOptions {
-  std::string url;  // http://HOST:PORT or https://HOST:PORT
-  std::string token;
+  std::string url;     // http://HOST:PORT or https://HOST:PORT
+  std::string token;   // the bearer secret; empty: none sent (a client certificate instead)
   std::string cafile;  // https: the CA certificates the signer's certificate is checked against
   std::chrono::milliseconds timeout{5000};
+  // https: the plugin's client certificate (PEM chain) and its key; empty: none presented.
+  std::string certfile{};
+  std::string keyfile{};
 };
+
+// Whether `certfile` and `keyfile` make a usable TLS client credential (readable PEM, an
+// unencrypted key that matches the certificate): checked at init, so that a broker with a broken
+// credential refuses to start rather than answering every device signer_unavailable.
+Status check_client_credential(const std::string& certfile, const std::string& keyfile);
 // The signer over HTTP(S): POST /v1/provision/<claim>/<client id> with the payload as its body;
 // a renewal POST /v1/renew/<client id> with the presented certificate's fingerprint in
 // X-Client-Certificate; connected POST /v1/renew/<client id>/connected likewise, answered with

@@ -1,5 +1,6 @@
 #include "rest/auth.h"
 
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #include <algorithm>
@@ -69,6 +70,19 @@ std::optional<Reply> bound_certificate_refusal(Store& store, const std::string& 
   return std::nullopt;
 }
 
+// The SHA-256 fingerprint of the client certificate the TLS handshake verified against
+// --client-ca; nullopt without TLS, without a certificate or when it did not verify.
+std::optional<std::string> verified_peer_sha256(const httplib::Request& request) {
+  if (request.ssl == nullptr) return std::nullopt;
+  const X509* peer = SSL_get0_peer_certificate(request.ssl);
+  if (peer == nullptr || SSL_get_verify_result(request.ssl) != X509_V_OK) return std::nullopt;
+  return sha256_fingerprint(peer);
+}
+
+Reply provisioner_required() {
+  return error_reply(401, "unauthorized", "a provisioning credential is required");
+}
+
 }  // namespace
 
 std::optional<std::string_view> bearer_token(std::string_view header) {
@@ -86,16 +100,14 @@ std::optional<std::string_view> bearer_token(std::string_view header) {
 std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Request& request) {
   const std::string header = request.get_header_value("Authorization");
   if (header.empty() && request.ssl != nullptr) {
-    const X509* peer = SSL_get0_peer_certificate(request.ssl);
-    if (peer != nullptr && SSL_get_verify_result(request.ssl) == X509_V_OK) {
-      const std::string fingerprint = sha256_fingerprint(peer);
-      auto credential = ops::authenticate_certificate(store, fingerprint);
+    if (const auto fingerprint = verified_peer_sha256(request)) {
+      auto credential = ops::authenticate_certificate(store, *fingerprint);
       if (!credential.ok()) {
         if (credential.error().code != Errc::not_found)
           return certificate_check_unavailable(credential.error());
         return unauthorized(false);
       }
-      if (auto refusal = bound_certificate_refusal(store, fingerprint)) return std::move(*refusal);
+      if (auto refusal = bound_certificate_refusal(store, *fingerprint)) return std::move(*refusal);
       return std::move(credential).value();
     }
     return unauthorized(false);
@@ -106,6 +118,24 @@ std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Requ
   if (token.ok()) return std::move(token).value();
   if (token.error().code == Errc::not_found) return unauthorized(true);
   return reply_for(token.error());
+}
+
+std::optional<Reply> provisioner_refusal(Store& store, const httplib::Request& request,
+                                         const std::optional<Secret>& secret,
+                                         const std::optional<std::string>& certificate_sha256) {
+  const std::string header = request.get_header_value("Authorization");
+  if (!header.empty()) {
+    const auto sent = bearer_token(header);
+    if (!secret || !sent) return provisioner_required();
+    const std::string_view want = secret->view();
+    const bool same =
+        sent->size() == want.size() && CRYPTO_memcmp(sent->data(), want.data(), want.size()) == 0;
+    return same ? std::nullopt : std::optional<Reply>(provisioner_required());
+  }
+  const auto fingerprint = verified_peer_sha256(request);
+  if (!certificate_sha256 || !fingerprint || *fingerprint != *certificate_sha256)
+    return provisioner_required();
+  return bound_certificate_refusal(store, *fingerprint);
 }
 
 }  // namespace onboard::rest

@@ -4,9 +4,11 @@
 #include <httplib.h>
 
 #include <optional>
+#include <string>
 #include <string_view>
 #include <variant>
 
+#include "core/secret.h"
 #include "registry/store.h"
 #include "rest/http.h"
 
@@ -22,5 +24,14 @@ std::optional<std::string_view> bearer_token(std::string_view header);
 // Authorization header is sent), else a bearer token. The Reply is the refusal.
 std::variant<registry::ApiToken, Reply> caller(registry::Store& store,
                                                const httplib::Request& request);
+
+// The broker's plugin on the provisioning routes. With an Authorization header, its bearer token
+// must be `secret` (compared in constant time); without one, a client certificate the TLS
+// handshake verified against --client-ca whose SHA-256 fingerprint is `certificate_sha256` and
+// that the registry knows as active and in date. No API token and no other certificate: refused.
+// nullopt lets the request through; otherwise the refusal.
+std::optional<Reply> provisioner_refusal(registry::Store& store, const httplib::Request& request,
+                                         const std::optional<Secret>& secret,
+                                         const std::optional<std::string>& certificate_sha256);
 
 }  // namespace onboard::rest

@@ -16,10 +16,10 @@
 #include <stop_token>
 #include <thread>
 
-#include <openssl/crypto.h>
-
 #include "bundle/link_token.h"
+#include "ca/certificate.h"
 #include "core/files.h"
+#include "core/x509.h"
 #include "ops/crl_refresh.h"
 #include "ops/operations.h"
 #include "ops/provisioning.h"
@@ -36,23 +36,15 @@ using registry::Store;
 
 // Who may call the route, from the headers alone: the actor the audit names, or the refusal
 // (401 unknown caller, 403 a reader on an operator route).
-// The broker's plugin: the bearer token is the provisioning secret (compared in constant time).
-bool provision_caller(const Context& ctx, const httplib::Request& request) {
-  if (!ctx.provision_token) return false;
-  const std::string header = request.get_header_value("Authorization");
-  const auto sent = bearer_token(header);
-  if (!sent) return false;
-  const std::string_view want = ctx.provision_token->view();
-  return sent->size() == want.size() && CRYPTO_memcmp(sent->data(), want.data(), want.size()) == 0;
-}
-
 std::variant<registry::Actor, Reply> authorize(const Context& ctx, Store& store,
                                                const RouteSpec& route,
                                                const httplib::Request& request) {
   registry::Actor actor{"rest:anonymous", unix_now()};
   if (route.need == Need::provisioner) {
-    if (!provision_caller(ctx, request))
-      return error_reply(401, "unauthorized", "a provisioning credential is required");
+    // The broker's plugin (rest/auth.h): the provisioning secret or its client certificate.
+    if (auto refusal =
+            provisioner_refusal(store, request, ctx.provision_token, ctx.provision_client_sha256))
+      return std::move(*refusal);
     actor.name = "provision:broker";
   } else if (route.need != Need::nobody) {
     auto who = caller(store, request);
@@ -339,6 +331,19 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
                         "--provision-token-file: the secret must be at least 32 characters");
     }
   }
+  if (!options.provision_client_cert.empty()) {
+    if (options.client_ca.empty()) {
+      return make_error(Errc::invalid_input,
+                        "--provision-client-cert needs --client-ca (what the handshake verifies "
+                        "it against)");
+    }
+    ONBOARD_TRY(std::string pem, read_file(options.provision_client_cert, 1 << 20));
+    auto cert = ca::certificate_from_pem(pem);
+    if (!cert.ok()) {
+      return make_error(Errc::invalid_input, "--provision-client-cert: " + cert.error().message);
+    }
+    ctx.provision_client_sha256 = sha256_fingerprint(cert->get());
+  }
 
   // The TLS context the front's connections are made from. A client certificate is asked for,
   // not required: token clients connect without one. A certificate that is presented must
@@ -406,7 +411,7 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
   });
   // Renewals come only through the provisioning route.
   std::jthread renewal_sweeper;
-  if (ctx.provision_token) {
+  if (ctx.provision_token || ctx.provision_client_sha256) {
     renewal_sweeper = std::jthread([&ctx, &options](std::stop_token stop) {
       supersede_on_schedule(ctx, stop, options.renewal_grace);
     });

@@ -254,3 +254,47 @@ TEST_CASE(
           "plugin_opt_provision_claim_share must be a whole number");
   refused({{"provision_claim_share", "a quarter"}}, "plugin_opt_provision_claim_share");
 }
+
+TEST_CASE(
+    "the plugin's credential towards the signer is the secret or a client certificate over https") {
+  const std::pair<std::string, std::string> registry{"registry", "/var/lib/r.db"};
+  auto certificate = parse_config(Options{registry,
+                                          {"provision_url", "https://signer.example:8443"},
+                                          {"provision_cafile", "/etc/onboard/chain.pem"},
+                                          {"provision_certfile", "/etc/onboard/broker.crt"},
+                                          {"provision_keyfile", "/etc/onboard/broker.key"}});
+  REQUIRE(certificate.ok());
+  CHECK(certificate->provision_certfile == "/etc/onboard/broker.crt");
+  CHECK(certificate->provision_keyfile == "/etc/onboard/broker.key");
+  CHECK(certificate->provision_token_file.empty());
+
+  auto refused = [&](Options options, const std::string& named) {
+    options.insert(options.begin(), registry);
+    auto parsed = parse_config(options);
+    REQUIRE_FALSE(parsed.ok());
+    INFO(parsed.error().message);
+    CHECK(parsed.error().message.find(named) != std::string::npos);
+  };
+  const std::pair<std::string, std::string> https{"provision_url", "https://signer.example:8443"};
+  // The certificate without its key, or the key alone.
+  refused({https, {"provision_certfile", "/c.crt"}}, "go together");
+  refused({https, {"provision_keyfile", "/c.key"}}, "go together");
+  // Both credentials at once: the signer would look at the secret alone.
+  refused({https,
+           {"provision_token_file", "/t"},
+           {"provision_certfile", "/c.crt"},
+           {"provision_keyfile", "/c.key"}},
+          "not both");
+  // Neither: the URL names both ways.
+  refused({https}, "plugin_opt_provision_certfile and plugin_opt_provision_keyfile");
+  // Over http:// a client certificate means nothing: refused, even to this machine.
+  refused({{"provision_url", "http://127.0.0.1:8443"},
+           {"provision_certfile", "/c.crt"},
+           {"provision_keyfile", "/c.key"}},
+          "needs an https://");
+  // Without a URL, and relative paths.
+  refused({{"provision_certfile", "/c.crt"}, {"provision_keyfile", "/c.key"}},
+          "go with plugin_opt_provision_url");
+  refused({https, {"provision_certfile", "c.crt"}, {"provision_keyfile", "/c.key"}},
+          "plugin_opt_provision_certfile must be an absolute path");
+}

@@ -53,17 +53,34 @@ class SignerSite : public Fleet {
   std::filesystem::path token_file() const { return dir() / "provision.token"; }
 
   void start_signer(const std::vector<std::string>& options = {}) {
-    std::vector<std::string> args{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve",
-                                  "--listen", "127.0.0.1:0", "--provision-token-file",
-                                  token_file().string(),
-                                  // Renewal tests renew certificates just issued.
-                                  "--renewal-min-age", "0"};
+    std::vector<std::string> args{"--provision-token-file", token_file().string()};
     args.insert(args.end(), options.begin(), options.end());
-    signer_ = std::make_unique<ChildProcess>(args, dir() / "serve.log");
-    const std::string line = signer_->read_line();
-    INFO(line);
-    REQUIRE(line.starts_with("serving on http://127.0.0.1:"));
-    signer_url_ = line.substr(std::string("serving on ").size());
+    launch_signer(args, "http");
+  }
+  // The signer over HTTPS (the broker's certificate serves as its own), taking the plugin's
+  // client certificate `client` (client_credential) and no secret.
+  void start_tls_signer(const std::string& client) {
+    launch_signer(
+        {"--tls-cert", (data() / "server.crt").string(), "--tls-key",
+         (data() / "server.key").string(), "--client-ca", (data() / "ca" / "chain.pem").string(),
+         "--provision-client-cert", cert(client).string()},
+        "https");
+  }
+  // A client certificate for the plugin, as an operator makes one (`ca issue`: recorded, cannot
+  // connect to the broker), its key readable by the broker's user.
+  void client_credential(const std::string& name) {
+    unregistered(name);
+    if (as_root()) {
+      REQUIRE(::chown(key(name).c_str(), static_cast<uid_t>(-1), ::getgrnam("mosquitto")->gr_gid) ==
+              0);
+      REQUIRE(::chmod(key(name).c_str(), 0640) == 0);
+    }
+  }
+  std::unique_ptr<Broker> start_broker_with_certificate(const std::string& client) {
+    return start_with({"provision_url " + signer_url_,
+                       "provision_cafile " + (data() / "ca" / "chain.pem").string(),
+                       "provision_certfile " + cert(client).string(),
+                       "provision_keyfile " + key(client).string()});
   }
   std::unique_ptr<Broker> start_broker(std::vector<std::string> options = {}) {
     if (signer_url_.empty()) start_signer();
@@ -123,6 +140,19 @@ class SignerSite : public Fleet {
   }
 
  private:
+  void launch_signer(const std::vector<std::string>& options, const std::string& scheme) {
+    std::vector<std::string> args{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve",
+                                  "--listen", "127.0.0.1:0",
+                                  // Renewal tests renew certificates just issued.
+                                  "--renewal-min-age", "0"};
+    args.insert(args.end(), options.begin(), options.end());
+    signer_ = std::make_unique<ChildProcess>(args, dir() / "serve.log");
+    const std::string line = signer_->read_line();
+    INFO(line);
+    REQUIRE(line.starts_with("serving on " + scheme + "://127.0.0.1:"));
+    signer_url_ = line.substr(std::string("serving on ").size());
+  }
+
   std::unique_ptr<ChildProcess> signer_;
   std::string signer_url_;
 };
@@ -1006,4 +1036,85 @@ TEST_CASE(
   CHECK(again.result == "accepted");
   CHECK(site.claim_json("leaked")["quota_used"] == 4);
   CHECK(site.claim_json("line-y")["quota_used"] == 1);
+}
+
+// ---- the plugin's client certificate as its credential --------------------------------------
+
+TEST_CASE(
+    "the plugin enrols devices through the signer with its client certificate and no secret") {
+  SignerSite site;
+  const auto claim = site.add_claim("line-m", {"--quota", "5", "--expires", "1h"});
+  site.client_credential("broker-signer");
+  site.client_credential("imposter");  // the same CA's, but not the one the signer was given
+  site.start_tls_signer("broker-signer");
+  {
+    auto broker = site.start_broker_with_certificate("broker-signer");
+    INFO(broker->log());
+    MqttClient client("unit-1", claim, kV5);
+    REQUIRE(client.connect(broker->port(), 3s) == 0);
+    const Answer accepted =
+        ask(client, "unit-1", SignerSite::request(site.make_csr("unit-1", "unit-1")));
+    INFO(accepted.body.dump());
+    REQUIRE(accepted.result == "accepted");
+    CHECK(accepted.body["device_id"] == "unit-1");
+    CHECK(site.claim_json("line-m")["quota_used"] == 1);
+  }
+  {
+    // Another certificate of the same CA: the handshake verifies it, the signer refuses it (401),
+    // and the device is told signer_unavailable; nothing is spent.
+    auto broker = site.start_broker_with_certificate("imposter");
+    INFO(broker->log());
+    MqttClient client("unit-2", claim, kV5);
+    REQUIRE(client.connect(broker->port(), 3s) == 0);
+    require_rejected(ask(client, "unit-2", SignerSite::request(site.make_csr("unit-2", "unit-2"))),
+                     "signer_unavailable", true);
+    CHECK(broker->wait_for_log("the signer answered HTTP 401"));
+    CHECK(site.claim_json("line-m")["quota_used"] == 1);
+  }
+
+  // At the route itself: the right certificate is let through (a request that is no CSR is
+  // handled and rejected invalid_csr), no certificate, another one, or the right one beside an
+  // Authorization header (which then decides: the signer has no secret) are 401.
+  std::ofstream(site.dir() / "body") << R"({"csr":"x"})";
+  auto post = [&](const std::string& client, const std::string& header) {
+    std::vector<std::string> args{"/usr/bin/curl",
+                                  "-s",
+                                  "-o",
+                                  "/dev/null",
+                                  "-D",
+                                  "-",
+                                  "-w",
+                                  "status=%{http_code}",
+                                  "--cacert",
+                                  (site.data() / "ca" / "chain.pem").string(),
+                                  "-X",
+                                  "POST",
+                                  "-H",
+                                  "Content-Type: application/octet-stream",
+                                  "--data-binary",
+                                  "@" + (site.dir() / "body").string()};
+    if (!client.empty())
+      args.insert(args.end(),
+                  {"--cert", site.cert(client).string(), "--key", site.key(client).string()});
+    if (!header.empty()) args.insert(args.end(), {"-H", "Authorization: " + header});
+    args.push_back(site.signer_url() + "/v1/provision/line-m/unit-3");
+    return run(args).out;
+  };
+  const std::string handled = post("broker-signer", "");
+  CHECK(handled.find("status=200") != std::string::npos);
+  CHECK(handled.find("X-Provision-Code: invalid_csr") != std::string::npos);
+  CHECK(post("", "").find("status=401") != std::string::npos);
+  CHECK(post("imposter", "").find("status=401") != std::string::npos);
+  CHECK(post("broker-signer", "Bearer 3f9c2a7d51e84b06a1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6")
+            .find("status=401") != std::string::npos);
+
+  // Revoked in the registry (`ca revoke`), the certificate no longer passes, though the handshake
+  // (which knows no revocation) still verifies it.
+  auto fingerprint = run({"/usr/bin/openssl", "x509", "-in", site.cert("broker-signer").string(),
+                          "-noout", "-fingerprint", "-sha256"});
+  Fleet::must(fingerprint);
+  std::string sha256 = fingerprint.out.substr(fingerprint.out.find('=') + 1);
+  while (!sha256.empty() && sha256.back() == '\n') sha256.pop_back();
+  Fleet::must(site.ctl({"ca", "revoke", sha256}));
+  CHECK(post("broker-signer", "").find("status=401") != std::string::npos);
 }
