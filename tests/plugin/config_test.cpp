@@ -6,6 +6,19 @@ using namespace onboard;
 using onboard::plugin::parse_config;
 using Options = std::vector<std::pair<std::string, std::string>>;
 
+namespace {
+
+// `options` with a registry are refused, with a message that names `named`.
+void refused(Options options, const std::string& named) {
+  options.insert(options.begin(), {"registry", "/var/lib/r.db"});
+  auto parsed = parse_config(options);
+  REQUIRE_FALSE(parsed.ok());
+  INFO(parsed.error().message);
+  CHECK(parsed.error().message.find(named) != std::string::npos);
+}
+
+}  // namespace
+
 TEST_CASE("the registry path is required and must be absolute") {
   auto none = parse_config({});
   REQUIRE_FALSE(none.ok());
@@ -185,12 +198,6 @@ TEST_CASE("the signer's options go together and default to four workers and a 5 
 
   // A URL without the secret, the secret without a URL, another scheme, a relative path, a
   // worker count out of range: refused, naming the option.
-  auto refused = [&](Options options, const std::string& named) {
-    options.insert(options.begin(), registry);
-    auto parsed = parse_config(options);
-    REQUIRE_FALSE(parsed.ok());
-    CHECK(parsed.error().message.find(named) != std::string::npos);
-  };
   refused({{"provision_url", "http://127.0.0.1:8443"}}, "provision_token_file");
   refused({{"provision_token_file", "/etc/onboard/provision.token"}}, "provision_url");
   refused({{"provision_url", "ftp://x"}, {"provision_token_file", "/t"}}, "provision_url");
@@ -238,13 +245,6 @@ TEST_CASE(
   CHECK(given->provision_claim_share == 40);
 
   // Larger than the queue (the default 1000 or the one given), zero, not a number: refused.
-  auto refused = [&](Options options, const std::string& named) {
-    options.insert(options.begin(), registry);
-    auto parsed = parse_config(options);
-    REQUIRE_FALSE(parsed.ok());
-    INFO(parsed.error().message);
-    CHECK(parsed.error().message.find(named) != std::string::npos);
-  };
   refused(
       {{"provision_claim_share", "1001"}},
       "plugin_opt_provision_claim_share (1001) must not exceed plugin_opt_provision_queue (1000)");
@@ -268,13 +268,6 @@ TEST_CASE(
   CHECK(certificate->provision_keyfile == "/etc/onboard/broker.key");
   CHECK(certificate->provision_token_file.empty());
 
-  auto refused = [&](Options options, const std::string& named) {
-    options.insert(options.begin(), registry);
-    auto parsed = parse_config(options);
-    REQUIRE_FALSE(parsed.ok());
-    INFO(parsed.error().message);
-    CHECK(parsed.error().message.find(named) != std::string::npos);
-  };
   const std::pair<std::string, std::string> https{"provision_url", "https://signer.example:8443"};
   // The certificate without its key, or the key alone.
   refused({https, {"provision_certfile", "/c.crt"}}, "go together");

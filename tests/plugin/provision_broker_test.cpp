@@ -133,6 +133,31 @@ class SignerSite : public Fleet {
 
   const std::string& signer_url() const { return signer_url_; }
 
+  // A POST of {"csr":"x"} to the signer's `path` with curl and `options` (credentials): the reply's
+  // headers and "status=<HTTP status>".
+  std::string post_to_signer(const std::string& path, const std::vector<std::string>& options) {
+    std::ofstream(dir() / "body") << R"({"csr":"x"})";
+    std::vector<std::string> args{"/usr/bin/curl",
+                                  "-s",
+                                  "-o",
+                                  "/dev/null",
+                                  "-D",
+                                  "-",
+                                  "-w",
+                                  "status=%{http_code}",
+                                  "--cacert",
+                                  (data() / "ca" / "chain.pem").string(),
+                                  "-X",
+                                  "POST",
+                                  "-H",
+                                  "Content-Type: application/octet-stream",
+                                  "--data-binary",
+                                  "@" + (dir() / "body").string()};
+    args.insert(args.end(), options.begin(), options.end());
+    args.push_back(signer_url_ + path);
+    return run(args).out;
+  }
+
   json claim_json(const std::string& name) {
     auto r = ctl({"claim", "show", name, "--json"});
     must(r);
@@ -396,26 +421,10 @@ TEST_CASE(
   std::ifstream in(site.token_file());
   std::string secret;
   std::getline(in, secret);
-  std::ofstream(site.dir() / "body") << R"({"csr":"x"})";
   // The HTTP status, and the X-Provision-Result header when there is one.
   auto post = [&](const std::string& bearer, const std::string& path) {
-    std::vector<std::string> args{"/usr/bin/curl",
-                                  "-s",
-                                  "-o",
-                                  "/dev/null",
-                                  "-D",
-                                  "-",
-                                  "-w",
-                                  "status=%{http_code}",
-                                  "-X",
-                                  "POST",
-                                  "-H",
-                                  "Content-Type: application/octet-stream",
-                                  "--data-binary",
-                                  "@" + (site.dir() / "body").string()};
-    if (!bearer.empty()) args.insert(args.end(), {"-H", "Authorization: Bearer " + bearer});
-    args.push_back(site.signer_url() + path);
-    return run(args).out;
+    if (bearer.empty()) return site.post_to_signer(path, {});
+    return site.post_to_signer(path, {"-H", "Authorization: Bearer " + bearer});
   };
   const std::string route = "/v1/provision/line-a/unit-1";
   CHECK(post("", route).find("status=401") != std::string::npos);
@@ -1075,30 +1084,13 @@ TEST_CASE(
   // At the route itself: the right certificate is let through (a request that is no CSR is
   // handled and rejected invalid_csr), no certificate, another one, or the right one beside an
   // Authorization header (which then decides: the signer has no secret) are 401.
-  std::ofstream(site.dir() / "body") << R"({"csr":"x"})";
   auto post = [&](const std::string& client, const std::string& header) {
-    std::vector<std::string> args{"/usr/bin/curl",
-                                  "-s",
-                                  "-o",
-                                  "/dev/null",
-                                  "-D",
-                                  "-",
-                                  "-w",
-                                  "status=%{http_code}",
-                                  "--cacert",
-                                  (site.data() / "ca" / "chain.pem").string(),
-                                  "-X",
-                                  "POST",
-                                  "-H",
-                                  "Content-Type: application/octet-stream",
-                                  "--data-binary",
-                                  "@" + (site.dir() / "body").string()};
+    std::vector<std::string> options;
     if (!client.empty())
-      args.insert(args.end(),
-                  {"--cert", site.cert(client).string(), "--key", site.key(client).string()});
-    if (!header.empty()) args.insert(args.end(), {"-H", "Authorization: " + header});
-    args.push_back(site.signer_url() + "/v1/provision/line-m/unit-3");
-    return run(args).out;
+      options.insert(options.end(),
+                     {"--cert", site.cert(client).string(), "--key", site.key(client).string()});
+    if (!header.empty()) options.insert(options.end(), {"-H", "Authorization: " + header});
+    return site.post_to_signer("/v1/provision/line-m/unit-3", options);
   };
   const std::string handled = post("broker-signer", "");
   CHECK(handled.find("status=200") != std::string::npos);
