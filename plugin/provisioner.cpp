@@ -145,7 +145,7 @@ RequestQueue::Admission RequestQueue::push(ProvisionRequest& request) {
   const bool enroll = request.kind == RequestKind::enroll;
   if (enroll && waiting(request.claim) >= claim_share_) return Admission::claim_share_full;
   if (requests_.size() >= limit_) return Admission::full;
-  if (enroll) ++per_claim_[request.claim];
+  if (enroll) ++per_claim_[request.claim].count;
   requests_.push_back(std::move(request));
   return Admission::queued;
 }
@@ -156,14 +156,20 @@ std::optional<ProvisionRequest> RequestQueue::pop() {
   requests_.pop_front();
   if (request.kind == RequestKind::enroll) {
     auto it = per_claim_.find(request.claim);
-    if (it != per_claim_.end() && --it->second == 0) per_claim_.erase(it);
+    if (it != per_claim_.end() && --it->second.count == 0) per_claim_.erase(it);
   }
   return request;
 }
 
 std::size_t RequestQueue::waiting(const std::string& claim) const {
   auto it = per_claim_.find(claim);
-  return it == per_claim_.end() ? 0 : it->second;
+  return it == per_claim_.end() ? 0 : it->second.count;
+}
+
+bool RequestQueue::first_refusal(const std::string& claim) {
+  auto it = per_claim_.find(claim);
+  if (it == per_claim_.end()) return false;  // nothing waits: no share was taken
+  return !std::exchange(it->second.refused, true);
 }
 
 Provisioner::Provisioner(MakeClient make_client, std::size_t workers, std::size_t queue_limit,
@@ -212,15 +218,26 @@ std::string_view what(RequestKind kind) {
 
 void Provisioner::submit(ProvisionRequest request) {
   RequestQueue::Admission admission;
+  bool first_refusal = false;
   {
     std::lock_guard lock(mutex_);
     admission = requests_.push(request);
+    if (admission == RequestQueue::Admission::claim_share_full)
+      first_refusal = requests_.first_refusal(request.claim);
   }
   switch (admission) {
     case RequestQueue::Admission::queued:
       wake_.notify_one();
       return;
     case RequestQueue::Admission::claim_share_full:
+      // Names the claim (a leaked one, perhaps) once per flood: the answers' log lines do not.
+      if (first_refusal) {
+        log_(LogLevel::warning,
+             "claim '" + request.claim +
+                 "' has its share of the provisioning queue waiting (plugin_opt_provision_"
+                 "claim_share): its devices are answered claim_queue_full until its requests "
+                 "drain");
+      }
       answer(failure(request, "claim_queue_full",
                      "too many requests of this claim are waiting for the signer; retry later",
                      true));

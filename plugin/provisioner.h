@@ -104,13 +104,20 @@ class RequestQueue {
   std::size_t size() const noexcept { return requests_.size(); }
   // How many enrolments of `claim` wait.
   std::size_t waiting(const std::string& claim) const;
+  // After a claim_share_full: whether it is the claim's first since its share was last taken (its
+  // waiting enrolments then drained to none), so that a flood is logged once, not per request.
+  bool first_refusal(const std::string& claim);
 
  private:
   std::size_t limit_;
   std::size_t claim_share_;
   std::deque<ProvisionRequest> requests_;
+  struct Waiting {
+    std::size_t count = 0;
+    bool refused = false;  // a request of the claim was refused since count was last 0
+  };
   // Enrolments waiting, by claim; a claim with none has no entry (at most `limit` entries).
-  std::unordered_map<std::string, std::size_t> per_claim_;
+  std::unordered_map<std::string, Waiting> per_claim_;
 };
 
 class Provisioner {

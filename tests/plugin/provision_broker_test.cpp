@@ -1023,6 +1023,8 @@ TEST_CASE(
     REQUIRE(answer.has_value());
     require_rejected(*answer, "claim_queue_full", true);
   }
+  // The broker log names the flooding claim.
+  CHECK(broker->wait_for_log("claim 'leaked' has its share of the provisioning queue waiting"));
   // Another claim's device still gets in (without the share, x-3 and x-4 would have filled the
   // queue and it would be answered signer_unavailable).
   publish(y, "y-0", y_request);

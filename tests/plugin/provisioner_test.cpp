@@ -172,6 +172,10 @@ TEST_CASE("a claim's enrolments fill its share of the queue and leave room for o
   CHECK(queue.push(y3) == RequestQueue::Admission::claim_share_full);
   CHECK(queue.waiting("y") == 2);
   CHECK(queue.waiting("z") == 0);
+  // A flood is told once: the first refusal of a claim, not the next ones.
+  CHECK(queue.first_refusal("x"));
+  CHECK_FALSE(queue.first_refusal("x"));
+  CHECK(queue.first_refusal("y"));
 
   // Requests leave in the order they came, and a claim's share is free again as its own leave.
   auto first = queue.pop();
@@ -187,6 +191,15 @@ TEST_CASE("a claim's enrolments fill its share of the queue and leave room for o
   CHECK(queue.waiting("x") == 0);
   CHECK(queue.waiting("y") == 0);
   CHECK_FALSE(queue.pop().has_value());
+  // Drained, a claim's next flood is told again.
+  for (const char* id : {"x-4", "x-5"}) {
+    auto again = enrolment("x", id);
+    CHECK(queue.push(again) == RequestQueue::Admission::queued);
+  }
+  auto x6 = enrolment("x", "x-6");
+  CHECK(queue.push(x6) == RequestQueue::Admission::claim_share_full);
+  CHECK(queue.first_refusal("x"));
+  CHECK_FALSE(queue.first_refusal("x"));
 }
 
 TEST_CASE("renewals count against no claim's share and the whole queue still bounds everything") {
@@ -222,8 +235,13 @@ TEST_CASE("renewals count against no claim's share and the whole queue still bou
 TEST_CASE("a claim beyond its share is answered claim_queue_full at once and other claims served") {
   Gate gate;
   gate.hold = true;  // the one worker blocks in its first request
+  std::vector<std::string> logs;
+  std::mutex log_mutex;
   Provisioner provisioner([&] { return std::make_unique<FakeSigner>(gate); }, 1, 10, 2,
-                          [](LogLevel, std::string) {});
+                          [&](LogLevel, std::string line) {
+                            std::lock_guard lock(log_mutex);
+                            logs.push_back(std::move(line));
+                          });
   // Claim x floods: at most 2 wait (and 1 more at the worker) whatever the timing.
   for (int i = 0; i < 6; ++i) provisioner.submit(enrolment("x", "x-" + std::to_string(i)));
   std::vector<ProvisionAnswer> refused;
@@ -258,4 +276,9 @@ TEST_CASE("a claim beyond its share is answered claim_queue_full at once and oth
     if (a.client_id.starts_with("y-")) ++from_y;
   }
   CHECK(from_y == 2);
+  // The operator is told which claim floods, once.
+  std::lock_guard lock(log_mutex);
+  REQUIRE(logs.size() == 1);
+  CHECK(logs[0].find("claim 'x' has its share of the provisioning queue waiting") !=
+        std::string::npos);
 }
