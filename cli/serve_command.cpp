@@ -114,16 +114,14 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
   provision_cert_opt->check(CLI::ExistingFile);
   cmd->add_option("--renewal-grace", o->renewal_grace,
                   "With --provision-token-file or --provision-client-cert: how long a device's old "
-                  "certificate stays valid "
-                  "after it renewed over MQTT if the new one never connects; then it is revoked "
-                  "(superseded). 1s to 365d, default 24h")
+                  "certificate stays valid after it renewed over MQTT if the new one never "
+                  "connects; then it is revoked (superseded). 1s to 365d, default 24h")
       ->default_str("24h");
   cmd->add_option("--renewal-min-age", o->renewal_min_age,
                   "With --provision-token-file or --provision-client-cert: how old the certificate "
-                  "a device connected with "
-                  "must be before it may renew it over MQTT (younger: renewal_too_soon), so that "
-                  "no device can have the CRL rewritten, and every broker re-read it, over and "
-                  "over. 0 to 365d, default 1h")
+                  "a device connected with must be before it may renew it over MQTT (younger: "
+                  "renewal_too_soon), so that no device can have the CRL rewritten, and every "
+                  "broker re-read it, over and over. 0 to 365d, default 1h")
       ->default_str("1h");
   cert_opt->needs(key_opt);
   key_opt->needs(cert_opt);
