@@ -106,11 +106,12 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
                   "32 characters; the same file as the plugin's plugin_opt_provision_token_file)")
       ->check(CLI::ExistingFile);
   auto* provision_cert_opt = cmd->add_option(
-      "--provision-client-cert", o->server.provision_client_cert,
+      "--provision-client-cert", o->server.provision_client_certs,
       "Let the broker's plugin hand over devices' enrolment requests authenticated by this client "
       "certificate (PEM; e.g. from 'ca issue --device NAME'; the plugin's "
       "plugin_opt_provision_certfile) instead of, or beside, the secret; verified against "
-      "--client-ca, and refused once revoked or out of date in the registry");
+      "--client-ca, and refused once revoked or out of date in the registry. Repeat it for each "
+      "broker's certificate");
   provision_cert_opt->check(CLI::ExistingFile);
   cmd->add_option("--renewal-grace", o->renewal_grace,
                   "With --provision-token-file or --provision-client-cert: how long a device's old "

@@ -122,7 +122,7 @@ std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Requ
 
 std::optional<Reply> provisioner_refusal(Store& store, const httplib::Request& request,
                                          const std::optional<Secret>& secret,
-                                         const std::optional<std::string>& certificate_sha256) {
+                                         const std::vector<std::string>& certificates_sha256) {
   const std::string header = request.get_header_value("Authorization");
   if (!header.empty()) {
     const auto sent = bearer_token(header);
@@ -133,7 +133,8 @@ std::optional<Reply> provisioner_refusal(Store& store, const httplib::Request& r
     return same ? std::nullopt : std::optional<Reply>(provisioner_required());
   }
   const auto fingerprint = verified_peer_sha256(request);
-  if (!certificate_sha256 || !fingerprint || *fingerprint != *certificate_sha256)
+  if (!fingerprint || std::find(certificates_sha256.begin(), certificates_sha256.end(),
+                                *fingerprint) == certificates_sha256.end())
     return provisioner_required();
   return bound_certificate_refusal(store, *fingerprint);
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "core/secret.h"
 #include "registry/store.h"
@@ -27,11 +28,11 @@ std::variant<registry::ApiToken, Reply> caller(registry::Store& store,
 
 // The broker's plugin on the provisioning routes. With an Authorization header, its bearer token
 // must be `secret` (compared in constant time); without one, a client certificate the TLS
-// handshake verified against --client-ca whose SHA-256 fingerprint is `certificate_sha256` and
-// that the registry knows as active and in date. No API token and no other certificate: refused.
-// nullopt lets the request through; otherwise the refusal.
+// handshake verified against --client-ca whose SHA-256 fingerprint is one of
+// `certificates_sha256` and that the registry knows as active and in date. No API token and no
+// other certificate: refused. nullopt lets the request through; otherwise the refusal.
 std::optional<Reply> provisioner_refusal(registry::Store& store, const httplib::Request& request,
                                          const std::optional<Secret>& secret,
-                                         const std::optional<std::string>& certificate_sha256);
+                                         const std::vector<std::string>& certificates_sha256);
 
 }  // namespace onboard::rest

@@ -96,9 +96,10 @@ struct Context {
   // What the broker's plugin sends as its bearer token to hand over enrolment requests
   // (--provision-token-file); none: the provisioning route refuses every caller.
   std::optional<Secret> provision_token{};
-  // The SHA-256 fingerprint of the client certificate the broker's plugin may authenticate with
-  // instead (--provision-client-cert, verified against --client-ca); none: no certificate may.
-  std::optional<std::string> provision_client_sha256{};
+  // The SHA-256 fingerprints of the client certificates the brokers' plugins may authenticate
+  // with instead (--provision-client-cert, verified against --client-ca); none: no certificate
+  // may.
+  std::vector<std::string> provision_client_sha256{};
   // The least age, in seconds, of the certificate a device renews (--renewal-min-age).
   UnixTime renewal_min_age = 0;
   // Set when a revocation was committed but its CRL rewrite may have failed (a device's renewed

@@ -331,18 +331,19 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
                         "--provision-token-file: the secret must be at least 32 characters");
     }
   }
-  if (!options.provision_client_cert.empty()) {
-    if (options.client_ca.empty()) {
-      return make_error(Errc::invalid_input,
-                        "--provision-client-cert needs --client-ca (what the handshake verifies "
-                        "it against)");
-    }
-    ONBOARD_TRY(std::string pem, read_file(options.provision_client_cert, 1 << 20));
+  if (!options.provision_client_certs.empty() && options.client_ca.empty()) {
+    return make_error(Errc::invalid_input,
+                      "--provision-client-cert needs --client-ca (what the handshake verifies it "
+                      "against)");
+  }
+  for (const auto& file : options.provision_client_certs) {
+    ONBOARD_TRY(std::string pem, read_file(file, 1 << 20));
     auto cert = ca::certificate_from_pem(pem);
     if (!cert.ok()) {
-      return make_error(Errc::invalid_input, "--provision-client-cert: " + cert.error().message);
+      return make_error(Errc::invalid_input,
+                        "--provision-client-cert " + file + ": " + cert.error().message);
     }
-    ctx.provision_client_sha256 = sha256_fingerprint(cert->get());
+    ctx.provision_client_sha256.push_back(sha256_fingerprint(cert->get()));
   }
 
   // The TLS context the front's connections are made from. A client certificate is asked for,
@@ -411,7 +412,7 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
   });
   // Renewals come only through the provisioning route.
   std::jthread renewal_sweeper;
-  if (ctx.provision_token || ctx.provision_client_sha256) {
+  if (ctx.provision_token || !ctx.provision_client_sha256.empty()) {
     renewal_sweeper = std::jthread([&ctx, &options](std::stop_token stop) {
       supersede_on_schedule(ctx, stop, options.renewal_grace);
     });

@@ -57,14 +57,15 @@ class SignerSite : public Fleet {
     args.insert(args.end(), options.begin(), options.end());
     launch_signer(args, "http");
   }
-  // The signer over HTTPS (the broker's certificate serves as its own), taking the plugin's
-  // client certificate `client` (client_credential) and no secret.
-  void start_tls_signer(const std::string& client) {
-    launch_signer(
-        {"--tls-cert", (data() / "server.crt").string(), "--tls-key",
-         (data() / "server.key").string(), "--client-ca", (data() / "ca" / "chain.pem").string(),
-         "--provision-client-cert", cert(client).string()},
-        "https");
+  // The signer over HTTPS (the broker's certificate serves as its own), taking the plugins'
+  // client certificates `clients` (client_credential) and no secret.
+  void start_tls_signer(const std::vector<std::string>& clients) {
+    std::vector<std::string> args{"--tls-cert",  (data() / "server.crt").string(),
+                                  "--tls-key",   (data() / "server.key").string(),
+                                  "--client-ca", (data() / "ca" / "chain.pem").string()};
+    for (const auto& client : clients)
+      args.insert(args.end(), {"--provision-client-cert", cert(client).string()});
+    launch_signer(args, "https");
   }
   // A client certificate for the plugin, as an operator makes one (`ca issue`: recorded, cannot
   // connect to the broker), its key readable by the broker's user.
@@ -1056,31 +1057,35 @@ TEST_CASE(
   SignerSite site;
   const auto claim = site.add_claim("line-m", {"--quota", "5", "--expires", "1h"});
   site.client_credential("broker-signer");
-  site.client_credential("imposter");  // the same CA's, but not the one the signer was given
-  site.start_tls_signer("broker-signer");
-  {
-    auto broker = site.start_broker_with_certificate("broker-signer");
+  site.client_credential("broker-2-signer");
+  site.client_credential("imposter");  // the same CA's, but not one the signer was given
+  site.start_tls_signer({"broker-signer", "broker-2-signer"});
+  // Each broker with its own certificate: both enrol.
+  int enrolled = 0;
+  for (const std::string broker_name : {"broker-signer", "broker-2-signer"}) {
+    INFO(broker_name);
+    auto broker = site.start_broker_with_certificate(broker_name);
     INFO(broker->log());
-    MqttClient client("unit-1", claim, kV5);
+    const std::string id = "unit-" + std::to_string(++enrolled);
+    MqttClient client(id, claim, kV5);
     REQUIRE(client.connect(broker->port(), 3s) == 0);
-    const Answer accepted =
-        ask(client, "unit-1", SignerSite::request(site.make_csr("unit-1", "unit-1")));
+    const Answer accepted = ask(client, id, SignerSite::request(site.make_csr(id, id)));
     INFO(accepted.body.dump());
     REQUIRE(accepted.result == "accepted");
-    CHECK(accepted.body["device_id"] == "unit-1");
-    CHECK(site.claim_json("line-m")["quota_used"] == 1);
+    CHECK(accepted.body["device_id"] == id);
+    CHECK(site.claim_json("line-m")["quota_used"] == enrolled);
   }
   {
     // Another certificate of the same CA: the handshake verifies it, the signer refuses it (401),
     // and the device is told signer_unavailable; nothing is spent.
     auto broker = site.start_broker_with_certificate("imposter");
     INFO(broker->log());
-    MqttClient client("unit-2", claim, kV5);
+    MqttClient client("unit-9", claim, kV5);
     REQUIRE(client.connect(broker->port(), 3s) == 0);
-    require_rejected(ask(client, "unit-2", SignerSite::request(site.make_csr("unit-2", "unit-2"))),
+    require_rejected(ask(client, "unit-9", SignerSite::request(site.make_csr("unit-9", "unit-9"))),
                      "signer_unavailable", true);
     CHECK(broker->wait_for_log("the signer answered HTTP 401"));
-    CHECK(site.claim_json("line-m")["quota_used"] == 1);
+    CHECK(site.claim_json("line-m")["quota_used"] == 2);
   }
 
   // At the route itself: the right certificate is let through (a request that is no CSR is
@@ -1111,4 +1116,6 @@ TEST_CASE(
   while (!sha256.empty() && sha256.back() == '\n') sha256.pop_back();
   Fleet::must(site.ctl({"ca", "revoke", sha256}));
   CHECK(post("broker-signer", "").find("status=401") != std::string::npos);
+  // The other broker's certificate still passes (the positive control).
+  CHECK(post("broker-2-signer", "").find("status=200") != std::string::npos);
 }
