@@ -105,20 +105,29 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& exit_cod
                   "provisioning.md), authenticated by the secret in this file (one line, at least "
                   "32 characters; the same file as the plugin's plugin_opt_provision_token_file)")
       ->check(CLI::ExistingFile);
+  auto* provision_cert_opt = cmd->add_option(
+      "--provision-client-cert", o->server.provision_client_certs,
+      "Let the broker's plugin hand over devices' enrolment requests authenticated by this client "
+      "certificate (PEM; e.g. from 'ca issue --device NAME'; the plugin's "
+      "plugin_opt_provision_certfile) instead of, or beside, the secret; verified against "
+      "--client-ca, and refused once revoked or out of date in the registry. Repeat it for each "
+      "broker's certificate");
+  provision_cert_opt->check(CLI::ExistingFile);
   cmd->add_option("--renewal-grace", o->renewal_grace,
-                  "With --provision-token-file: how long a device's old certificate stays valid "
-                  "after it renewed over MQTT if the new one never connects; then it is revoked "
-                  "(superseded). 1s to 365d, default 24h")
+                  "With --provision-token-file or --provision-client-cert: how long a device's old "
+                  "certificate stays valid after it renewed over MQTT if the new one never "
+                  "connects; then it is revoked (superseded). 1s to 365d, default 24h")
       ->default_str("24h");
   cmd->add_option("--renewal-min-age", o->renewal_min_age,
-                  "With --provision-token-file: how old the certificate a device connected with "
-                  "must be before it may renew it over MQTT (younger: renewal_too_soon), so that "
-                  "no device can have the CRL rewritten, and every broker re-read it, over and "
-                  "over. 0 to 365d, default 1h")
+                  "With --provision-token-file or --provision-client-cert: how old the certificate "
+                  "a device connected with must be before it may renew it over MQTT (younger: "
+                  "renewal_too_soon), so that no device can have the CRL rewritten, and every "
+                  "broker re-read it, over and over. 0 to 365d, default 1h")
       ->default_str("1h");
   cert_opt->needs(key_opt);
   key_opt->needs(cert_opt);
   client_ca_opt->needs(cert_opt);
+  provision_cert_opt->needs(client_ca_opt);
   o->passphrase.add_to(*cmd, "the CA key (read once, at start)");
   o->hold_passphrase.add_to(
       *cmd,

@@ -1,7 +1,8 @@
 // plugin/config.h: parse_config reads the plugin_opt_ lines of mosquitto.conf. The input is one
 // option a line, "key value" (the key up to the first space; a line without one has an empty
-// value), as Mosquitto hands them over. Invariants: an accepted configuration names a registry and
-// has positive intervals.
+// value), as Mosquitto hands them over. Invariants: an accepted configuration names a registry, has
+// positive intervals, a claim's share of the provisioning queue from 1 to the queue's size, and at
+// most one credential towards the signer (a client certificate with its key, over https:// only).
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -30,5 +31,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!config) return 0;
   if (config->registry.target.empty()) std::abort();
   if (config->refresh_interval.count() <= 0 || config->staleness_limit.count() <= 0) std::abort();
+  if (config->provision_claim_share < 1 || config->provision_claim_share > config->provision_queue)
+    std::abort();
+  if (!config->provision_certfile.empty() &&
+      (config->provision_keyfile.empty() || !config->provision_token_file.empty() ||
+       !config->provision_url.starts_with("https://")))
+    std::abort();
   return 0;
 }

@@ -1,6 +1,8 @@
 #include "plugin/config.h"
 
+#include <algorithm>
 #include <charconv>
+#include <optional>
 #include <string_view>
 
 namespace onboard::plugin {
@@ -40,6 +42,7 @@ bool loopback_host(std::string_view authority) {
 Result<Config> parse_config(const std::vector<std::pair<std::string, std::string>>& options) {
   Config config;
   bool has_registry = false;
+  std::optional<long> claim_share;
   for (const auto& [key, raw] : options) {
     // Mosquitto keeps trailing spaces in option values; they are never meaningful here.
     std::string value = raw;
@@ -78,16 +81,21 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
             "use https:// to reach another machine");
       }
       config.provision_url = value;
-    } else if (key == "provision_token_file" || key == "provision_cafile") {
+    } else if (key == "provision_token_file" || key == "provision_cafile" ||
+               key == "provision_certfile" || key == "provision_keyfile") {
       if (value.empty() || value.front() != '/') {
         return make_error(Errc::invalid_input, "plugin_opt_" + key + " must be an absolute path");
       }
-      (key == "provision_token_file" ? config.provision_token_file : config.provision_cafile) =
-          value;
+      (key == "provision_token_file" ? config.provision_token_file
+       : key == "provision_cafile"   ? config.provision_cafile
+       : key == "provision_certfile" ? config.provision_certfile
+                                     : config.provision_keyfile) = value;
     } else if (key == "provision_workers") {
       ONBOARD_TRY(config.provision_workers, parse_number(key, value, 1, 64));
     } else if (key == "provision_queue") {
       ONBOARD_TRY(config.provision_queue, parse_number(key, value, 1, 1000000));
+    } else if (key == "provision_claim_share") {
+      ONBOARD_TRY(claim_share, parse_number(key, value, 1, 1000000));
     } else if (key == "provision_timeout_ms") {
       ONBOARD_TRY(long ms, parse_number(key, value, 100, 60000));
       config.provision_timeout = std::chrono::milliseconds(ms);
@@ -134,17 +142,44 @@ Result<Config> parse_config(const std::vector<std::pair<std::string, std::string
   if (!config.crl_cafile.empty() && config.crl_file.empty()) {
     return make_error(Errc::invalid_input, "plugin_opt_crl_cafile goes with plugin_opt_crl_file");
   }
-  if (!config.provision_url.empty() && config.provision_token_file.empty()) {
+  // The plugin's credential towards the signer: the secret, or a client certificate (over
+  // https:// only, the certificate and its key together); one, not both (the signer would decide
+  // by the secret alone).
+  const bool certificate = !config.provision_certfile.empty() || !config.provision_keyfile.empty();
+  if (certificate && (config.provision_certfile.empty() || config.provision_keyfile.empty())) {
+    return make_error(Errc::invalid_input,
+                      "plugin_opt_provision_certfile and plugin_opt_provision_keyfile go together");
+  }
+  if (certificate && !config.provision_token_file.empty()) {
+    return make_error(Errc::invalid_input,
+                      "plugin_opt_provision_token_file or plugin_opt_provision_certfile: one "
+                      "credential towards the signer, not both");
+  }
+  if (!config.provision_url.empty() && !certificate && config.provision_token_file.empty()) {
     return make_error(Errc::invalid_input,
                       "plugin_opt_provision_url needs plugin_opt_provision_token_file (the secret "
-                      "the signer accepts)");
+                      "the signer accepts) or plugin_opt_provision_certfile and "
+                      "plugin_opt_provision_keyfile (a client certificate it accepts)");
   }
   if (config.provision_url.empty() &&
-      (!config.provision_token_file.empty() || !config.provision_cafile.empty())) {
+      (!config.provision_token_file.empty() || !config.provision_cafile.empty() || certificate)) {
     return make_error(Errc::invalid_input,
-                      "plugin_opt_provision_token_file and plugin_opt_provision_cafile go with "
-                      "plugin_opt_provision_url");
+                      "plugin_opt_provision_token_file, plugin_opt_provision_cafile and "
+                      "plugin_opt_provision_certfile go with plugin_opt_provision_url");
   }
+  if (certificate && !config.provision_url.starts_with("https://")) {
+    return make_error(Errc::invalid_input,
+                      "plugin_opt_provision_certfile needs an https:// plugin_opt_provision_url");
+  }
+  // A claim's share of the queue: a quarter by default, so that at least four claims flooding at
+  // once are needed to fill it; a share larger than the queue would be no share at all.
+  if (claim_share && *claim_share > config.provision_queue) {
+    return make_error(Errc::invalid_input, "plugin_opt_provision_claim_share (" +
+                                               std::to_string(*claim_share) +
+                                               ") must not exceed plugin_opt_provision_queue (" +
+                                               std::to_string(config.provision_queue) + ")");
+  }
+  config.provision_claim_share = claim_share.value_or(std::max(1L, config.provision_queue / 4));
   if (config.staleness_limit <= config.refresh_interval) {
     return make_error(Errc::invalid_input,
                       "plugin_opt_staleness_limit_s must be longer than the refresh interval");

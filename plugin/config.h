@@ -43,16 +43,23 @@ struct Config {
   long claim_connect_burst = 50;
   // Enrolment over MQTT (docs/provisioning.md): where the signer (`onboardctl serve`) is,
   // plugin_opt_provision_url (http:// or https://; empty: requests are answered
-  // signer_unavailable), the file with the secret it accepts (plugin_opt_provision_token_file,
-  // required with a URL), the CA certificates its TLS certificate is checked against
+  // signer_unavailable), the plugin's credential towards it, either the file with the secret it
+  // accepts (plugin_opt_provision_token_file) or, over https://, a client certificate and its key
+  // (plugin_opt_provision_certfile, plugin_opt_provision_keyfile), one of them required with a
+  // URL, the CA certificates its TLS certificate is checked against
   // (plugin_opt_provision_cafile), how many requests go to it at once
-  // (plugin_opt_provision_workers), how many may wait (plugin_opt_provision_queue) and how long
-  // one may take (plugin_opt_provision_timeout_ms).
+  // (plugin_opt_provision_workers), how many may wait (plugin_opt_provision_queue), how many of
+  // them may be one claim's enrolments (plugin_opt_provision_claim_share; by default a quarter of
+  // the queue, at least 1; at most the queue) and how long one may take
+  // (plugin_opt_provision_timeout_ms).
   std::string provision_url;
   std::string provision_token_file;
   std::string provision_cafile;
+  std::string provision_certfile;
+  std::string provision_keyfile;
   long provision_workers = 4;
   long provision_queue = 1000;
+  long provision_claim_share = 250;
   std::chrono::milliseconds provision_timeout{5000};
 };
 

@@ -136,9 +136,17 @@ class Plugin {
     }
     std::optional<plugin::SignerOptions> signer;
     if (!config.provision_url.empty()) {
-      ONBOARD_TRY(Secret token, read_secret_file(config.provision_token_file));
-      signer = plugin::SignerOptions{config.provision_url, std::string(token.view()),
-                                     config.provision_cafile, config.provision_timeout};
+      signer = plugin::SignerOptions{
+          config.provision_url, {}, config.provision_cafile, config.provision_timeout};
+      if (!config.provision_token_file.empty()) {
+        ONBOARD_TRY(Secret token, read_secret_file(config.provision_token_file));
+        signer->token = std::string(token.view());
+      } else {
+        ONBOARD_CHECK(
+            plugin::check_client_credential(config.provision_certfile, config.provision_keyfile));
+        signer->certfile = config.provision_certfile;
+        signer->keyfile = config.provision_keyfile;
+      }
     }
     auto plugin = std::unique_ptr<Plugin>(new Plugin(config, identifier));
     if (signer) {
@@ -147,6 +155,7 @@ class Plugin {
           [options = *signer] { return plugin::http_signer(options); },
           static_cast<std::size_t>(config.provision_workers),
           static_cast<std::size_t>(config.provision_queue),
+          static_cast<std::size_t>(config.provision_claim_share),
           [handover](LogLevel level, std::string line) {
             handover->post_log(level, std::move(line));
           });

@@ -1,6 +1,8 @@
 #include "plugin/provisioner.h"
 
 #include <httplib.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -26,7 +28,11 @@ bool fingerprint_characters(std::string_view text) {
 
 class HttpSigner final : public SignerClient {
  public:
-  explicit HttpSigner(const SignerOptions& options) : client_(options.url), token_(options.token) {
+  explicit HttpSigner(const SignerOptions& options)
+      : client_(options.certfile.empty()
+                    ? httplib::Client(options.url)
+                    : httplib::Client(options.url, options.certfile, options.keyfile)),
+        token_(options.token) {
     const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
     const auto usec =
         std::chrono::duration_cast<std::chrono::microseconds>(options.timeout - seconds);
@@ -37,7 +43,7 @@ class HttpSigner final : public SignerClient {
     // Headers and body go out in two writes: without it Nagle's algorithm meets the server's
     // delayed ACK and every request waits 40 ms.
     client_.set_tcp_nodelay(true);
-    client_.set_bearer_token_auth(token_);
+    if (!token_.empty()) client_.set_bearer_token_auth(token_);
     if (!options.cafile.empty()) client_.set_ca_cert_path(options.cafile);
     client_.enable_server_certificate_verification(true);
   }
@@ -111,13 +117,64 @@ ProvisionAnswer rejection(std::string client_id, std::string_view code, std::str
   return ProvisionAnswer{std::move(client_id), "rejected", std::move(payload), std::string(code)};
 }
 
+Status check_client_credential(const std::string& certfile, const std::string& keyfile) {
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
+                                                        &SSL_CTX_free);
+  const bool usable =
+      ctx != nullptr && SSL_CTX_use_certificate_chain_file(ctx.get(), certfile.c_str()) == 1 &&
+      SSL_CTX_use_PrivateKey_file(ctx.get(), keyfile.c_str(), SSL_FILETYPE_PEM) == 1 &&
+      SSL_CTX_check_private_key(ctx.get()) == 1;
+  ERR_clear_error();
+  if (!usable) {
+    return make_error(Errc::invalid_input,
+                      "cannot use plugin_opt_provision_certfile/plugin_opt_provision_keyfile "
+                      "(unreadable by the broker's user, not PEM, an encrypted key, or a key of "
+                      "another certificate)");
+  }
+  return ok_status();
+}
+
 std::unique_ptr<SignerClient> http_signer(const SignerOptions& options) {
   return std::make_unique<HttpSigner>(options);
 }
 
+RequestQueue::RequestQueue(std::size_t limit, std::size_t claim_share)
+    : limit_(limit), claim_share_(claim_share) {}
+
+RequestQueue::Admission RequestQueue::push(ProvisionRequest& request) {
+  const bool enroll = request.kind == RequestKind::enroll;
+  if (enroll && waiting(request.claim) >= claim_share_) return Admission::claim_share_full;
+  if (requests_.size() >= limit_) return Admission::full;
+  if (enroll) ++per_claim_[request.claim].count;
+  requests_.push_back(std::move(request));
+  return Admission::queued;
+}
+
+std::optional<ProvisionRequest> RequestQueue::pop() {
+  if (requests_.empty()) return std::nullopt;
+  ProvisionRequest request = std::move(requests_.front());
+  requests_.pop_front();
+  if (request.kind == RequestKind::enroll) {
+    auto it = per_claim_.find(request.claim);
+    if (it != per_claim_.end() && --it->second.count == 0) per_claim_.erase(it);
+  }
+  return request;
+}
+
+std::size_t RequestQueue::waiting(const std::string& claim) const {
+  auto it = per_claim_.find(claim);
+  return it == per_claim_.end() ? 0 : it->second.count;
+}
+
+bool RequestQueue::first_refusal(const std::string& claim) {
+  auto it = per_claim_.find(claim);
+  if (it == per_claim_.end()) return false;  // nothing waits: no share was taken
+  return !std::exchange(it->second.refused, true);
+}
+
 Provisioner::Provisioner(MakeClient make_client, std::size_t workers, std::size_t queue_limit,
-                         std::function<void(LogLevel, std::string)> log)
-    : log_(std::move(log)), queue_limit_(queue_limit) {
+                         std::size_t claim_share, std::function<void(LogLevel, std::string)> log)
+    : log_(std::move(log)), requests_(queue_limit, claim_share) {
   for (std::size_t i = 0; i < workers; ++i) clients_.push_back(make_client());
   for (auto& client : clients_) {
     workers_.emplace_back([this, c = client.get()](std::stop_token stop) { run(stop, c); });
@@ -160,13 +217,33 @@ std::string_view what(RequestKind kind) {
 }  // namespace
 
 void Provisioner::submit(ProvisionRequest request) {
+  RequestQueue::Admission admission;
+  bool first_refusal = false;
   {
     std::lock_guard lock(mutex_);
-    if (requests_.size() < queue_limit_) {
-      requests_.push_back(std::move(request));
+    admission = requests_.push(request);
+    if (admission == RequestQueue::Admission::claim_share_full)
+      first_refusal = requests_.first_refusal(request.claim);
+  }
+  switch (admission) {
+    case RequestQueue::Admission::queued:
       wake_.notify_one();
       return;
-    }
+    case RequestQueue::Admission::claim_share_full:
+      // Names the claim (a leaked one, perhaps) once per flood: the answers' log lines do not.
+      if (first_refusal) {
+        log_(LogLevel::warning,
+             "claim '" + request.claim +
+                 "' has its share of the provisioning queue waiting (plugin_opt_provision_"
+                 "claim_share): its devices are answered claim_queue_full until its requests "
+                 "drain");
+      }
+      answer(failure(request, "claim_queue_full",
+                     "too many requests of this claim are waiting for the signer; retry later",
+                     true));
+      return;
+    case RequestQueue::Admission::full:
+      break;
   }
   answer(failure(request, "signer_unavailable",
                  "too many requests are waiting for the signer; retry later", true));
@@ -194,8 +271,7 @@ void Provisioner::run(std::stop_token stop, SignerClient* client) {
     {
       std::unique_lock lock(mutex_);
       if (!wake_.wait(lock, stop, [this] { return !requests_.empty(); })) return;
-      request = std::move(requests_.front());
-      requests_.pop_front();
+      request = std::move(*requests_.pop());
     }
     try {
       answer(client->send(request));

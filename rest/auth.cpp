@@ -1,5 +1,6 @@
 #include "rest/auth.h"
 
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #include <algorithm>
@@ -69,37 +70,73 @@ std::optional<Reply> bound_certificate_refusal(Store& store, const std::string& 
   return std::nullopt;
 }
 
+// The SHA-256 fingerprint of the client certificate the TLS handshake verified against
+// --client-ca; nullopt without TLS, without a certificate or when it did not verify.
+std::optional<std::string> verified_peer_sha256(const httplib::Request& request) {
+  if (request.ssl == nullptr) return std::nullopt;
+  const X509* peer = SSL_get0_peer_certificate(request.ssl);
+  if (peer == nullptr || SSL_get_verify_result(request.ssl) != X509_V_OK) return std::nullopt;
+  return sha256_fingerprint(peer);
+}
+
+Reply provisioner_required() {
+  return error_reply(401, "unauthorized", "a provisioning credential is required");
+}
+
 }  // namespace
 
-std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Request& request) {
-  const std::string header = request.get_header_value("Authorization");
-  if (header.empty() && request.ssl != nullptr) {
-    const X509* peer = SSL_get0_peer_certificate(request.ssl);
-    if (peer != nullptr && SSL_get_verify_result(request.ssl) == X509_V_OK) {
-      const std::string fingerprint = sha256_fingerprint(peer);
-      auto credential = ops::authenticate_certificate(store, fingerprint);
-      if (!credential.ok()) {
-        if (credential.error().code != Errc::not_found)
-          return certificate_check_unavailable(credential.error());
-        return unauthorized(false);
-      }
-      if (auto refusal = bound_certificate_refusal(store, fingerprint)) return std::move(*refusal);
-      return std::move(credential).value();
-    }
-    return unauthorized(false);
-  }
-  constexpr std::string_view kScheme = "Bearer ";  // case-insensitive (RFC 7235)
+std::optional<std::string_view> bearer_token(std::string_view header) {
+  constexpr std::string_view kScheme = "Bearer ";
   const bool is_bearer =
       header.size() > kScheme.size() &&
       std::equal(kScheme.begin(), kScheme.end(), header.begin(), [](char a, char b) {
         return std::tolower(static_cast<unsigned char>(a)) ==
                std::tolower(static_cast<unsigned char>(b));
       });
-  if (!is_bearer) return unauthorized(!header.empty());
-  auto token = ops::authenticate_token(store, std::string_view(header).substr(kScheme.size()));
+  if (!is_bearer) return std::nullopt;
+  return header.substr(kScheme.size());
+}
+
+std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Request& request) {
+  const std::string header = request.get_header_value("Authorization");
+  if (header.empty() && request.ssl != nullptr) {
+    if (const auto fingerprint = verified_peer_sha256(request)) {
+      auto credential = ops::authenticate_certificate(store, *fingerprint);
+      if (!credential.ok()) {
+        if (credential.error().code != Errc::not_found)
+          return certificate_check_unavailable(credential.error());
+        return unauthorized(false);
+      }
+      if (auto refusal = bound_certificate_refusal(store, *fingerprint)) return std::move(*refusal);
+      return std::move(credential).value();
+    }
+    return unauthorized(false);
+  }
+  const auto sent = bearer_token(header);
+  if (!sent) return unauthorized(!header.empty());
+  auto token = ops::authenticate_token(store, *sent);
   if (token.ok()) return std::move(token).value();
   if (token.error().code == Errc::not_found) return unauthorized(true);
   return reply_for(token.error());
+}
+
+std::optional<Reply> provisioner_refusal(Store& store, const httplib::Request& request,
+                                         const std::optional<Secret>& secret,
+                                         const std::vector<std::string>& certificates_sha256) {
+  const std::string header = request.get_header_value("Authorization");
+  if (!header.empty()) {
+    const auto sent = bearer_token(header);
+    if (!secret || !sent) return provisioner_required();
+    const std::string_view want = secret->view();
+    const bool same =
+        sent->size() == want.size() && CRYPTO_memcmp(sent->data(), want.data(), want.size()) == 0;
+    return same ? std::nullopt : std::optional<Reply>(provisioner_required());
+  }
+  const auto fingerprint = verified_peer_sha256(request);
+  if (!fingerprint || std::find(certificates_sha256.begin(), certificates_sha256.end(),
+                                *fingerprint) == certificates_sha256.end())
+    return provisioner_required();
+  return bound_certificate_refusal(store, *fingerprint);
 }
 
 }  // namespace onboard::rest

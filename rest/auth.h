@@ -3,17 +3,36 @@
 
 #include <httplib.h>
 
+#include <optional>
+#include <string>
+#include <string_view>
 #include <variant>
+#include <vector>
 
+#include "core/secret.h"
 #include "registry/store.h"
 #include "rest/http.h"
 
 namespace onboard::rest {
+
+// The token of an `Authorization: Bearer <token>` header value (the scheme case-insensitive, RFC
+// 7235), viewing `header`; nullopt for an empty header, another scheme or no token. The one place
+// both the API tokens and the provisioning secret are read from.
+std::optional<std::string_view> bearer_token(std::string_view header);
 
 // Who is calling: a client certificate the TLS handshake verified against --client-ca, that is
 // bound to a credential and that the registry knows as active and in date (only when no
 // Authorization header is sent), else a bearer token. The Reply is the refusal.
 std::variant<registry::ApiToken, Reply> caller(registry::Store& store,
                                                const httplib::Request& request);
+
+// The broker's plugin on the provisioning routes. With an Authorization header, its bearer token
+// must be `secret` (compared in constant time); without one, a client certificate the TLS
+// handshake verified against --client-ca whose SHA-256 fingerprint is one of
+// `certificates_sha256` and that the registry knows as active and in date. No API token and no
+// other certificate: refused. nullopt lets the request through; otherwise the refusal.
+std::optional<Reply> provisioner_refusal(registry::Store& store, const httplib::Request& request,
+                                         const std::optional<Secret>& secret,
+                                         const std::vector<std::string>& certificates_sha256);
 
 }  // namespace onboard::rest

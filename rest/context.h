@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -95,6 +96,10 @@ struct Context {
   // What the broker's plugin sends as its bearer token to hand over enrolment requests
   // (--provision-token-file); none: the provisioning route refuses every caller.
   std::optional<Secret> provision_token{};
+  // The SHA-256 fingerprints of the client certificates the brokers' plugins may authenticate
+  // with instead (--provision-client-cert, verified against --client-ca); none: no certificate
+  // may.
+  std::vector<std::string> provision_client_sha256{};
   // The least age, in seconds, of the certificate a device renews (--renewal-min-age).
   UnixTime renewal_min_age = 0;
   // Set when a revocation was committed but its CRL rewrite may have failed (a device's renewed

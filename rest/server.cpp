@@ -16,10 +16,10 @@
 #include <stop_token>
 #include <thread>
 
-#include <openssl/crypto.h>
-
 #include "bundle/link_token.h"
+#include "ca/certificate.h"
 #include "core/files.h"
+#include "core/x509.h"
 #include "ops/crl_refresh.h"
 #include "ops/operations.h"
 #include "ops/provisioning.h"
@@ -36,24 +36,15 @@ using registry::Store;
 
 // Who may call the route, from the headers alone: the actor the audit names, or the refusal
 // (401 unknown caller, 403 a reader on an operator route).
-// The broker's plugin: the bearer token is the provisioning secret (compared in constant time).
-bool provision_caller(const Context& ctx, const httplib::Request& request) {
-  if (!ctx.provision_token) return false;
-  const std::string header = request.get_header_value("Authorization");
-  constexpr std::string_view kBearer = "Bearer ";
-  if (!std::string_view(header).starts_with(kBearer)) return false;
-  const std::string_view sent = std::string_view(header).substr(kBearer.size());
-  const std::string_view want = ctx.provision_token->view();
-  return sent.size() == want.size() && CRYPTO_memcmp(sent.data(), want.data(), want.size()) == 0;
-}
-
 std::variant<registry::Actor, Reply> authorize(const Context& ctx, Store& store,
                                                const RouteSpec& route,
                                                const httplib::Request& request) {
   registry::Actor actor{"rest:anonymous", unix_now()};
   if (route.need == Need::provisioner) {
-    if (!provision_caller(ctx, request))
-      return error_reply(401, "unauthorized", "a provisioning credential is required");
+    // The broker's plugin (rest/auth.h): the provisioning secret or its client certificate.
+    if (auto refusal =
+            provisioner_refusal(store, request, ctx.provision_token, ctx.provision_client_sha256))
+      return std::move(*refusal);
     actor.name = "provision:broker";
   } else if (route.need != Need::nobody) {
     auto who = caller(store, request);
@@ -340,6 +331,20 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
                         "--provision-token-file: the secret must be at least 32 characters");
     }
   }
+  if (!options.provision_client_certs.empty() && options.client_ca.empty()) {
+    return make_error(Errc::invalid_input,
+                      "--provision-client-cert needs --client-ca (what the handshake verifies it "
+                      "against)");
+  }
+  for (const auto& file : options.provision_client_certs) {
+    ONBOARD_TRY(std::string pem, read_file(file, 1 << 20));
+    auto cert = ca::certificate_from_pem(pem);
+    if (!cert.ok()) {
+      return make_error(Errc::invalid_input,
+                        "--provision-client-cert " + file + ": " + cert.error().message);
+    }
+    ctx.provision_client_sha256.push_back(sha256_fingerprint(cert->get()));
+  }
 
   // The TLS context the front's connections are made from. A client certificate is asked for,
   // not required: token clients connect without one. A certificate that is presented must
@@ -407,7 +412,7 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
   });
   // Renewals come only through the provisioning route.
   std::jthread renewal_sweeper;
-  if (ctx.provision_token) {
+  if (ctx.provision_token || !ctx.provision_client_sha256.empty()) {
     renewal_sweeper = std::jthread([&ctx, &options](std::stop_token stop) {
       supersede_on_schedule(ctx, stop, options.renewal_grace);
     });

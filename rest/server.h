@@ -41,6 +41,11 @@ struct ServeOptions {
   // A file holding the secret the broker's plugin authenticates with to hand over enrolment
   // requests (POST /v1/provision/...); empty: enrolment over MQTT is off.
   std::string provision_token_file;
+  // The client certificates (PEM files, one a broker) the brokers' plugins may authenticate with
+  // instead of (or beside) the secret: needs client_ca, which the handshake verifies them against;
+  // the registry must know each as active and in date (`ca issue` records it). Either these or
+  // the secret turn enrolment over MQTT on.
+  std::vector<std::string> provision_client_certs;
   // How long a device's old certificate stays valid after it renewed over MQTT when the new one
   // never connects (docs/provisioning.md, "Renewal"); then this server revokes it as superseded.
   std::chrono::seconds renewal_grace{86400};

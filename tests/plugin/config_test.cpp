@@ -6,6 +6,19 @@ using namespace onboard;
 using onboard::plugin::parse_config;
 using Options = std::vector<std::pair<std::string, std::string>>;
 
+namespace {
+
+// `options` with a registry are refused, with a message that names `named`.
+void refused(Options options, const std::string& named) {
+  options.insert(options.begin(), {"registry", "/var/lib/r.db"});
+  auto parsed = parse_config(options);
+  REQUIRE_FALSE(parsed.ok());
+  INFO(parsed.error().message);
+  CHECK(parsed.error().message.find(named) != std::string::npos);
+}
+
+}  // namespace
+
 TEST_CASE("the registry path is required and must be absolute") {
   auto none = parse_config({});
   REQUIRE_FALSE(none.ok());
@@ -185,12 +198,6 @@ TEST_CASE("the signer's options go together and default to four workers and a 5 
 
   // A URL without the secret, the secret without a URL, another scheme, a relative path, a
   // worker count out of range: refused, naming the option.
-  auto refused = [&](Options options, const std::string& named) {
-    options.insert(options.begin(), registry);
-    auto parsed = parse_config(options);
-    REQUIRE_FALSE(parsed.ok());
-    CHECK(parsed.error().message.find(named) != std::string::npos);
-  };
   refused({{"provision_url", "http://127.0.0.1:8443"}}, "provision_token_file");
   refused({{"provision_token_file", "/etc/onboard/provision.token"}}, "provision_url");
   refused({{"provision_url", "ftp://x"}, {"provision_token_file", "/t"}}, "provision_url");
@@ -216,4 +223,71 @@ TEST_CASE("the signer's options go together and default to four workers and a 5 
                              {"provision_url", "http://[::1]:8443/"},
                              {"provision_token_file", "/t"}})
             .ok());
+}
+
+TEST_CASE(
+    "a claim's share of the provisioning queue defaults to a quarter of it and never exceeds it") {
+  const std::pair<std::string, std::string> registry{"registry", "/var/lib/r.db"};
+  auto defaults = parse_config(Options{registry});
+  REQUIRE(defaults.ok());
+  CHECK(defaults->provision_queue == 1000);
+  CHECK(defaults->provision_claim_share == 250);
+  // The quarter of the queue given, in either order of the lines; at least 1.
+  auto quarter = parse_config(Options{registry, {"provision_queue", "50"}});
+  REQUIRE(quarter.ok());
+  CHECK(quarter->provision_claim_share == 12);
+  auto tiny = parse_config(Options{registry, {"provision_queue", "3"}});
+  REQUIRE(tiny.ok());
+  CHECK(tiny->provision_claim_share == 1);
+  auto given =
+      parse_config(Options{registry, {"provision_claim_share", "40"}, {"provision_queue", "40"}});
+  REQUIRE(given.ok());
+  CHECK(given->provision_claim_share == 40);
+
+  // Larger than the queue (the default 1000 or the one given), zero, not a number: refused.
+  refused(
+      {{"provision_claim_share", "1001"}},
+      "plugin_opt_provision_claim_share (1001) must not exceed plugin_opt_provision_queue (1000)");
+  refused({{"provision_queue", "40"}, {"provision_claim_share", "41"}},
+          "must not exceed plugin_opt_provision_queue (40)");
+  refused({{"provision_claim_share", "0"}},
+          "plugin_opt_provision_claim_share must be a whole number");
+  refused({{"provision_claim_share", "a quarter"}}, "plugin_opt_provision_claim_share");
+}
+
+TEST_CASE(
+    "the plugin's credential towards the signer is the secret or a client certificate over https") {
+  const std::pair<std::string, std::string> registry{"registry", "/var/lib/r.db"};
+  auto certificate = parse_config(Options{registry,
+                                          {"provision_url", "https://signer.example:8443"},
+                                          {"provision_cafile", "/etc/onboard/chain.pem"},
+                                          {"provision_certfile", "/etc/onboard/broker.crt"},
+                                          {"provision_keyfile", "/etc/onboard/broker.key"}});
+  REQUIRE(certificate.ok());
+  CHECK(certificate->provision_certfile == "/etc/onboard/broker.crt");
+  CHECK(certificate->provision_keyfile == "/etc/onboard/broker.key");
+  CHECK(certificate->provision_token_file.empty());
+
+  const std::pair<std::string, std::string> https{"provision_url", "https://signer.example:8443"};
+  // The certificate without its key, or the key alone.
+  refused({https, {"provision_certfile", "/c.crt"}}, "go together");
+  refused({https, {"provision_keyfile", "/c.key"}}, "go together");
+  // Both credentials at once: the signer would look at the secret alone.
+  refused({https,
+           {"provision_token_file", "/t"},
+           {"provision_certfile", "/c.crt"},
+           {"provision_keyfile", "/c.key"}},
+          "not both");
+  // Neither: the URL names both ways.
+  refused({https}, "plugin_opt_provision_certfile and plugin_opt_provision_keyfile");
+  // Over http:// a client certificate means nothing: refused, even to this machine.
+  refused({{"provision_url", "http://127.0.0.1:8443"},
+           {"provision_certfile", "/c.crt"},
+           {"provision_keyfile", "/c.key"}},
+          "needs an https://");
+  // Without a URL, and relative paths.
+  refused({{"provision_certfile", "/c.crt"}, {"provision_keyfile", "/c.key"}},
+          "go with plugin_opt_provision_url");
+  refused({https, {"provision_certfile", "c.crt"}, {"provision_keyfile", "/c.key"}},
+          "plugin_opt_provision_certfile must be an absolute path");
 }

@@ -9,9 +9,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <httplib.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -49,17 +53,35 @@ class SignerSite : public Fleet {
   std::filesystem::path token_file() const { return dir() / "provision.token"; }
 
   void start_signer(const std::vector<std::string>& options = {}) {
-    std::vector<std::string> args{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve",
-                                  "--listen", "127.0.0.1:0", "--provision-token-file",
-                                  token_file().string(),
-                                  // Renewal tests renew certificates just issued.
-                                  "--renewal-min-age", "0"};
+    std::vector<std::string> args{"--provision-token-file", token_file().string()};
     args.insert(args.end(), options.begin(), options.end());
-    signer_ = std::make_unique<ChildProcess>(args, dir() / "serve.log");
-    const std::string line = signer_->read_line();
-    INFO(line);
-    REQUIRE(line.starts_with("serving on http://127.0.0.1:"));
-    signer_url_ = line.substr(std::string("serving on ").size());
+    launch_signer(args, "http");
+  }
+  // The signer over HTTPS (the broker's certificate serves as its own), taking the plugins'
+  // client certificates `clients` (client_credential) and no secret.
+  void start_tls_signer(const std::vector<std::string>& clients) {
+    std::vector<std::string> args{"--tls-cert",  (data() / "server.crt").string(),
+                                  "--tls-key",   (data() / "server.key").string(),
+                                  "--client-ca", (data() / "ca" / "chain.pem").string()};
+    for (const auto& client : clients)
+      args.insert(args.end(), {"--provision-client-cert", cert(client).string()});
+    launch_signer(args, "https");
+  }
+  // A client certificate for the plugin, as an operator makes one (`ca issue`: recorded, cannot
+  // connect to the broker), its key readable by the broker's user.
+  void client_credential(const std::string& name) {
+    unregistered(name);
+    if (as_root()) {
+      REQUIRE(::chown(key(name).c_str(), static_cast<uid_t>(-1), ::getgrnam("mosquitto")->gr_gid) ==
+              0);
+      REQUIRE(::chmod(key(name).c_str(), 0640) == 0);
+    }
+  }
+  std::unique_ptr<Broker> start_broker_with_certificate(const std::string& client) {
+    return start_with({"provision_url " + signer_url_,
+                       "provision_cafile " + (data() / "ca" / "chain.pem").string(),
+                       "provision_certfile " + cert(client).string(),
+                       "provision_keyfile " + key(client).string()});
   }
   std::unique_ptr<Broker> start_broker(std::vector<std::string> options = {}) {
     if (signer_url_.empty()) start_signer();
@@ -112,6 +134,31 @@ class SignerSite : public Fleet {
 
   const std::string& signer_url() const { return signer_url_; }
 
+  // A POST of {"csr":"x"} to the signer's `path` with curl and `options` (credentials): the reply's
+  // headers and "status=<HTTP status>".
+  std::string post_to_signer(const std::string& path, const std::vector<std::string>& options) {
+    std::ofstream(dir() / "body") << R"({"csr":"x"})";
+    std::vector<std::string> args{"/usr/bin/curl",
+                                  "-s",
+                                  "-o",
+                                  "/dev/null",
+                                  "-D",
+                                  "-",
+                                  "-w",
+                                  "status=%{http_code}",
+                                  "--cacert",
+                                  (data() / "ca" / "chain.pem").string(),
+                                  "-X",
+                                  "POST",
+                                  "-H",
+                                  "Content-Type: application/octet-stream",
+                                  "--data-binary",
+                                  "@" + (dir() / "body").string()};
+    args.insert(args.end(), options.begin(), options.end());
+    args.push_back(signer_url_ + path);
+    return run(args).out;
+  }
+
   json claim_json(const std::string& name) {
     auto r = ctl({"claim", "show", name, "--json"});
     must(r);
@@ -119,6 +166,19 @@ class SignerSite : public Fleet {
   }
 
  private:
+  void launch_signer(const std::vector<std::string>& options, const std::string& scheme) {
+    std::vector<std::string> args{ONBOARDCTL_PATH, "--data-dir", data().string(), "serve",
+                                  "--listen", "127.0.0.1:0",
+                                  // Renewal tests renew certificates just issued.
+                                  "--renewal-min-age", "0"};
+    args.insert(args.end(), options.begin(), options.end());
+    signer_ = std::make_unique<ChildProcess>(args, dir() / "serve.log");
+    const std::string line = signer_->read_line();
+    INFO(line);
+    REQUIRE(line.starts_with("serving on " + scheme + "://127.0.0.1:"));
+    signer_url_ = line.substr(std::string("serving on ").size());
+  }
+
   std::unique_ptr<ChildProcess> signer_;
   std::string signer_url_;
 };
@@ -362,26 +422,10 @@ TEST_CASE(
   std::ifstream in(site.token_file());
   std::string secret;
   std::getline(in, secret);
-  std::ofstream(site.dir() / "body") << R"({"csr":"x"})";
   // The HTTP status, and the X-Provision-Result header when there is one.
   auto post = [&](const std::string& bearer, const std::string& path) {
-    std::vector<std::string> args{"/usr/bin/curl",
-                                  "-s",
-                                  "-o",
-                                  "/dev/null",
-                                  "-D",
-                                  "-",
-                                  "-w",
-                                  "status=%{http_code}",
-                                  "-X",
-                                  "POST",
-                                  "-H",
-                                  "Content-Type: application/octet-stream",
-                                  "--data-binary",
-                                  "@" + (site.dir() / "body").string()};
-    if (!bearer.empty()) args.insert(args.end(), {"-H", "Authorization: Bearer " + bearer});
-    args.push_back(site.signer_url() + path);
-    return run(args).out;
+    if (bearer.empty()) return site.post_to_signer(path, {});
+    return site.post_to_signer(path, {"-H", "Authorization: Bearer " + bearer});
   };
   const std::string route = "/v1/provision/line-a/unit-1";
   CHECK(post("", route).find("status=401") != std::string::npos);
@@ -866,4 +910,212 @@ TEST_CASE(
   auto second = answer_of(device, "unit-1");
   REQUIRE(second.has_value());
   require_rejected(*second, "rate_limited", true);
+}
+
+namespace {
+
+// Between the plugin and the real signer: passes every request on, but holds one claim's
+// enrolments until released, so that a test knows which requests wait in the plugin's queue.
+class HoldingProxy {
+ public:
+  HoldingProxy(std::string signer_url, std::string held_claim)
+      : signer_url_(std::move(signer_url)), held_prefix_("/v1/provision/" + held_claim + "/") {
+    server_.Post(".*", [this](const httplib::Request& request, httplib::Response& response) {
+      if (request.path.starts_with(held_prefix_)) {
+        std::unique_lock lock(mutex_);
+        ++held_;
+        cv_.notify_all();
+        cv_.wait(lock, [this] { return released_; });
+      }
+      httplib::Client signer(signer_url_);
+      signer.set_read_timeout(10, 0);
+      httplib::Headers headers;
+      for (const auto& [name, value] : request.headers) {
+        if (name == "Authorization" || name == "X-Client-Certificate") headers.emplace(name, value);
+      }
+      auto answer = signer.Post(request.path, headers, request.body,
+                                request.get_header_value("Content-Type"));
+      if (!answer) {
+        response.status = 502;
+        return;
+      }
+      response.status = answer->status;
+      for (const auto& [name, value] : answer->headers) {
+        if (name.starts_with("X-Provision-")) response.set_header(name, value);
+      }
+      response.set_content(answer->body, answer->get_header_value("Content-Type"));
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    REQUIRE(port_ > 0);
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~HoldingProxy() {
+    release();
+    server_.stop();
+    thread_.join();
+  }
+  HoldingProxy(const HoldingProxy&) = delete;
+  HoldingProxy& operator=(const HoldingProxy&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // Whether `count` requests of the held claim reached the proxy within 5 s.
+  bool wait_held(int count) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, 5s, [&] { return held_ >= count; });
+  }
+  void release() {
+    std::lock_guard lock(mutex_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::string signer_url_;
+  std::string held_prefix_;
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int held_ = 0;
+  bool released_ = false;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "a claim flooding requests fills only its share of the queue and another claim's device is "
+    "served") {
+  SignerSite site;
+  const auto flood = site.add_claim("leaked", {"--quota", "10", "--expires", "1h"});
+  const auto other = site.add_claim("line-y", {"--quota", "5", "--expires", "1h"});
+  site.start_signer();
+  HoldingProxy proxy(site.signer_url(), "leaked");
+  // One worker, 4 requests may wait, 2 of them one claim's.
+  auto broker = site.start_with({"provision_url " + proxy.url(),
+                                 "provision_token_file " + site.token_file().string(),
+                                 "provision_workers 1", "provision_queue 4",
+                                 "provision_claim_share 2", "provision_timeout_ms 10000"});
+  INFO(broker->log());
+  std::vector<std::unique_ptr<MqttClient>> xs;
+  std::vector<std::string> requests;
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = "x-" + std::to_string(i);
+    xs.push_back(std::make_unique<MqttClient>(id, flood, kV5));
+    REQUIRE(xs.back()->connect(broker->port(), 3s) == 0);
+    requests.push_back(SignerSite::request(site.make_csr(id, id)));
+  }
+  MqttClient y("y-0", other, kV5);
+  REQUIRE(y.connect(broker->port(), 3s) == 0);
+  const std::string y_request = SignerSite::request(site.make_csr("y-0", "y-0"));
+  auto publish = [&](MqttClient& client, const std::string& id, const std::string& request) {
+    REQUIRE(client.publish_reason("$provision/" + id + "/csr", request) == kV5NoSubscribers);
+  };
+
+  // x-0 is at the worker (held at the signer); x-1 and x-2 take the claim's share of the queue.
+  publish(*xs[0], "x-0", requests[0]);
+  REQUIRE(proxy.wait_held(1));
+  publish(*xs[1], "x-1", requests[1]);
+  publish(*xs[2], "x-2", requests[2]);
+  // The claim's excess is refused at once, retryable, though the queue has room for 2 more.
+  for (int i : {3, 4}) {
+    publish(*xs[i], "x-" + std::to_string(i), requests[i]);
+    auto answer = answer_of(*xs[i], "x-" + std::to_string(i), 5s);
+    REQUIRE(answer.has_value());
+    require_rejected(*answer, "claim_queue_full", true);
+  }
+  // The broker log names the flooding claim.
+  CHECK(broker->wait_for_log("claim 'leaked' has its share of the provisioning queue waiting"));
+  // Another claim's device still gets in (without the share, x-3 and x-4 would have filled the
+  // queue and it would be answered signer_unavailable).
+  publish(y, "y-0", y_request);
+  CHECK_FALSE(y.next_message(300ms).has_value());
+
+  proxy.release();
+  auto y_answer = answer_of(y, "y-0", 15s);
+  REQUIRE(y_answer.has_value());
+  INFO(y_answer->body.dump());
+  REQUIRE(y_answer->result == "accepted");
+  CHECK(y_answer->body["device_id"] == "y-0");
+  CHECK(y_answer->body["certificate"].get<std::string>().starts_with("-----BEGIN CERTIFICATE"));
+  // The claim's queued requests are served too, and its refused ones may ask again.
+  for (int i : {0, 1, 2}) {
+    auto answer = answer_of(*xs[i], "x-" + std::to_string(i), 15s);
+    REQUIRE(answer.has_value());
+    CHECK(answer->result == "accepted");
+  }
+  const Answer again = ask(*xs[3], "x-3", requests[3]);
+  CHECK(again.result == "accepted");
+  CHECK(site.claim_json("leaked")["quota_used"] == 4);
+  CHECK(site.claim_json("line-y")["quota_used"] == 1);
+}
+
+// ---- the plugin's client certificate as its credential --------------------------------------
+
+TEST_CASE(
+    "the plugin enrols devices through the signer with its client certificate and no secret") {
+  SignerSite site;
+  const auto claim = site.add_claim("line-m", {"--quota", "5", "--expires", "1h"});
+  site.client_credential("broker-signer");
+  site.client_credential("broker-2-signer");
+  site.client_credential("imposter");  // the same CA's, but not one the signer was given
+  site.start_tls_signer({"broker-signer", "broker-2-signer"});
+  // Each broker with its own certificate: both enrol.
+  int enrolled = 0;
+  for (const std::string broker_name : {"broker-signer", "broker-2-signer"}) {
+    INFO(broker_name);
+    auto broker = site.start_broker_with_certificate(broker_name);
+    INFO(broker->log());
+    const std::string id = "unit-" + std::to_string(++enrolled);
+    MqttClient client(id, claim, kV5);
+    REQUIRE(client.connect(broker->port(), 3s) == 0);
+    const Answer accepted = ask(client, id, SignerSite::request(site.make_csr(id, id)));
+    INFO(accepted.body.dump());
+    REQUIRE(accepted.result == "accepted");
+    CHECK(accepted.body["device_id"] == id);
+    CHECK(site.claim_json("line-m")["quota_used"] == enrolled);
+  }
+  {
+    // Another certificate of the same CA: the handshake verifies it, the signer refuses it (401),
+    // and the device is told signer_unavailable; nothing is spent.
+    auto broker = site.start_broker_with_certificate("imposter");
+    INFO(broker->log());
+    MqttClient client("unit-9", claim, kV5);
+    REQUIRE(client.connect(broker->port(), 3s) == 0);
+    require_rejected(ask(client, "unit-9", SignerSite::request(site.make_csr("unit-9", "unit-9"))),
+                     "signer_unavailable", true);
+    CHECK(broker->wait_for_log("the signer answered HTTP 401"));
+    CHECK(site.claim_json("line-m")["quota_used"] == 2);
+  }
+
+  // At the route itself: the right certificate is let through (a request that is no CSR is
+  // handled and rejected invalid_csr), no certificate, another one, or the right one beside an
+  // Authorization header (which then decides: the signer has no secret) are 401.
+  auto post = [&](const std::string& client, const std::string& header) {
+    std::vector<std::string> options;
+    if (!client.empty())
+      options.insert(options.end(),
+                     {"--cert", site.cert(client).string(), "--key", site.key(client).string()});
+    if (!header.empty()) options.insert(options.end(), {"-H", "Authorization: " + header});
+    return site.post_to_signer("/v1/provision/line-m/unit-3", options);
+  };
+  const std::string handled = post("broker-signer", "");
+  CHECK(handled.find("status=200") != std::string::npos);
+  CHECK(handled.find("X-Provision-Code: invalid_csr") != std::string::npos);
+  CHECK(post("", "").find("status=401") != std::string::npos);
+  CHECK(post("imposter", "").find("status=401") != std::string::npos);
+  CHECK(post("broker-signer", "Bearer 3f9c2a7d51e84b06a1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6")
+            .find("status=401") != std::string::npos);
+
+  // Revoked in the registry (`ca revoke`), the certificate no longer passes, though the handshake
+  // (which knows no revocation) still verifies it.
+  auto fingerprint = run({"/usr/bin/openssl", "x509", "-in", site.cert("broker-signer").string(),
+                          "-noout", "-fingerprint", "-sha256"});
+  Fleet::must(fingerprint);
+  std::string sha256 = fingerprint.out.substr(fingerprint.out.find('=') + 1);
+  while (!sha256.empty() && sha256.back() == '\n') sha256.pop_back();
+  Fleet::must(site.ctl({"ca", "revoke", sha256}));
+  CHECK(post("broker-signer", "").find("status=401") != std::string::npos);
+  // The other broker's certificate still passes (the positive control).
+  CHECK(post("broker-2-signer", "").find("status=200") != std::string::npos);
 }
