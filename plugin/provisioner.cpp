@@ -145,8 +145,18 @@ RequestQueue::Admission RequestQueue::push(ProvisionRequest& request) {
   const bool enroll = request.kind == RequestKind::enroll;
   if (enroll && waiting(request.claim) >= claim_share_) return Admission::claim_share_full;
   if (requests_.size() >= limit_) return Admission::full;
-  if (enroll) ++per_claim_[request.claim].count;
-  requests_.push_back(std::move(request));
+  // Either both the request and its count, or neither: a throw (out of memory) leaves the queue
+  // and every claim's count as they were, and the request unmoved. The claim's entry is made (or
+  // found) first, the request queued next, and only then counted.
+  Waiting* share = nullptr;
+  if (enroll) share = &per_claim_[request.claim];
+  try {
+    requests_.push_back(std::move(request));  // strong guarantee: unmoved if it throws
+  } catch (...) {
+    if (share != nullptr && share->count == 0) per_claim_.erase(request.claim);
+    throw;
+  }
+  if (share != nullptr) ++share->count;
   return Admission::queued;
 }
 

@@ -89,7 +89,8 @@ std::unique_ptr<SignerClient> http_signer(const SignerOptions& options);
 // shares (its excess is answered claim_queue_full; other claims' requests still find room).
 // Renewals and connected notices are devices' own, already limited to one at a time per device
 // by the plugin: they count towards `limit` only. Requests leave in the order they came. Not
-// thread-safe: the Provisioner holds its lock around every call.
+// thread-safe: the Provisioner holds its lock around every call. push throws only std::bad_alloc,
+// and then leaves the queue, every claim's count and the request as they were.
 class RequestQueue {
  public:
   enum class Admission {
