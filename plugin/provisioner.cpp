@@ -28,11 +28,20 @@ bool fingerprint_characters(std::string_view text) {
 
 class HttpSigner final : public SignerClient {
  public:
-  explicit HttpSigner(const SignerOptions& options)
-      : client_(options.certfile.empty()
-                    ? httplib::Client(options.url)
-                    : httplib::Client(options.url, options.certfile, options.keyfile)),
-        token_(options.token) {
+  explicit HttpSigner(const SignerOptions& options) : client_(options.url), token_(options.token) {
+    // The client certificate goes into httplib's TLS context by the loading init checked
+    // (use_client_credential): its whole chain is sent (httplib's own loading sends the first
+    // certificate alone) and an encrypted key is refused, never asked for on a terminal. A key
+    // that became unusable since init fails every request, as an unreachable signer does.
+    if (!options.certfile.empty()) {
+      SSL_CTX* ctx = client_.ssl_context();
+      if (ctx == nullptr) {
+        credential_problem_ = "a client certificate needs an https:// signer";
+      } else if (auto used = use_client_credential(*ctx, options.certfile, options.keyfile);
+                 !used.ok()) {
+        credential_problem_ = used.error().message;
+      }
+    }
     const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
     const auto usec =
         std::chrono::duration_cast<std::chrono::microseconds>(options.timeout - seconds);
@@ -49,6 +58,7 @@ class HttpSigner final : public SignerClient {
   }
 
   ProvisionAnswer send(const ProvisionRequest& request) override {
+    if (!credential_problem_.empty()) throw std::runtime_error(credential_problem_);
     const bool enroll = request.kind == RequestKind::enroll;
     if ((enroll && !id_characters(request.claim)) || !id_characters(request.client_id) ||
         (!enroll && !fingerprint_characters(request.certificate_sha256))) {
@@ -105,6 +115,7 @@ class HttpSigner final : public SignerClient {
  private:
   httplib::Client client_;
   std::string token_;
+  std::string credential_problem_;  // why the client certificate cannot be used, or empty
 };
 
 }  // namespace
@@ -117,21 +128,50 @@ ProvisionAnswer rejection(std::string client_id, std::string_view code, std::str
   return ProvisionAnswer{std::move(client_id), "rejected", std::move(payload), std::string(code)};
 }
 
+Status use_client_credential(SSL_CTX& ctx, const std::string& certfile,
+                             const std::string& keyfile) {
+  // OpenSSL asks for the passphrase of an encrypted key on the terminal unless a callback
+  // answers: this one refuses (no passphrase at all, not even an empty one) and notes it was
+  // asked, so that the error can say the key is encrypted.
+  bool asked = false;
+  SSL_CTX_set_default_passwd_cb(&ctx, [](char*, int, int, void* asked_flag) {
+    *static_cast<bool*>(asked_flag) = true;
+    return -1;
+  });
+  SSL_CTX_set_default_passwd_cb_userdata(&ctx, &asked);
+  const bool certificate = SSL_CTX_use_certificate_chain_file(&ctx, certfile.c_str()) == 1;
+  const bool key =
+      certificate && SSL_CTX_use_PrivateKey_file(&ctx, keyfile.c_str(), SSL_FILETYPE_PEM) == 1;
+  const bool usable = key && SSL_CTX_check_private_key(&ctx) == 1;
+  SSL_CTX_set_default_passwd_cb(&ctx, nullptr);
+  SSL_CTX_set_default_passwd_cb_userdata(&ctx, nullptr);
+  ERR_clear_error();
+  if (usable) return ok_status();
+  if (!certificate) {
+    return make_error(Errc::invalid_input,
+                      "cannot use plugin_opt_provision_certfile " + certfile +
+                          " (unreadable by the broker's user, or not a PEM certificate chain)");
+  }
+  if (asked) {
+    return make_error(Errc::invalid_input,
+                      "plugin_opt_provision_keyfile " + keyfile +
+                          " is an encrypted key: the broker cannot ask for its passphrase; give it "
+                          "the key unencrypted, readable by the broker's user alone");
+  }
+  return make_error(Errc::invalid_input,
+                    "cannot use plugin_opt_provision_keyfile " + keyfile +
+                        " (unreadable by the broker's user, not a PEM private key, or not the key "
+                        "of plugin_opt_provision_certfile's certificate)");
+}
+
 Status check_client_credential(const std::string& certfile, const std::string& keyfile) {
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()),
                                                         &SSL_CTX_free);
-  const bool usable =
-      ctx != nullptr && SSL_CTX_use_certificate_chain_file(ctx.get(), certfile.c_str()) == 1 &&
-      SSL_CTX_use_PrivateKey_file(ctx.get(), keyfile.c_str(), SSL_FILETYPE_PEM) == 1 &&
-      SSL_CTX_check_private_key(ctx.get()) == 1;
-  ERR_clear_error();
-  if (!usable) {
-    return make_error(Errc::invalid_input,
-                      "cannot use plugin_opt_provision_certfile/plugin_opt_provision_keyfile "
-                      "(unreadable by the broker's user, not PEM, an encrypted key, or a key of "
-                      "another certificate)");
+  if (ctx == nullptr) {
+    ERR_clear_error();
+    return make_error(Errc::internal, "cannot make a TLS context");
   }
-  return ok_status();
+  return use_client_credential(*ctx, certfile, keyfile);
 }
 
 std::unique_ptr<SignerClient> http_signer(const SignerOptions& options) {

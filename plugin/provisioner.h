@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include <openssl/types.h>
+
 #include "core/error.h"
 #include "plugin/handover.h"
 
@@ -69,14 +71,20 @@ struct SignerOptions {
   std::string token;   // the bearer secret; empty: none sent (a client certificate instead)
   std::string cafile;  // https: the CA certificates the signer's certificate is checked against
   std::chrono::milliseconds timeout{5000};
-  // https: the plugin's client certificate (PEM chain) and its key; empty: none presented.
+  // https: the plugin's client certificate (PEM: the certificate, then any intermediates; all are
+  // sent) and its unencrypted key; empty: none presented.
   std::string certfile{};
   std::string keyfile{};
 };
 
-// Whether `certfile` and `keyfile` make a usable TLS client credential (readable PEM, an
-// unencrypted key that matches the certificate): checked at init, so that a broker with a broken
-// credential refuses to start rather than answering every device signer_unavailable.
+// Loads `certfile` (PEM: the client certificate first, then any intermediate CA certificates, all
+// of which the handshake sends) and `keyfile` (an unencrypted PEM key of that certificate) into
+// `ctx`. An encrypted key is refused with an error that says so: its passphrase is never asked
+// for (OpenSSL would otherwise prompt on the broker's terminal).
+Status use_client_credential(SSL_CTX& ctx, const std::string& certfile, const std::string& keyfile);
+// Whether `certfile` and `keyfile` make a usable TLS client credential, by the same loading the
+// signer's connections use (use_client_credential): checked at init, so that a broker with a
+// broken credential refuses to start rather than answering every device signer_unavailable.
 Status check_client_credential(const std::string& certfile, const std::string& keyfile);
 // The signer over HTTP(S): POST /v1/provision/<claim>/<client id> with the payload as its body;
 // a renewal POST /v1/renew/<client id> with the presented certificate's fingerprint in

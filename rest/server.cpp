@@ -354,17 +354,36 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
   if (tls) {
     tls_ctx.reset(SSL_CTX_new(TLS_server_method()));
     SSL_CTX* c = tls_ctx.get();
+    // An encrypted --tls-key is refused, never asked for: without a callback OpenSSL prompts for
+    // its passphrase on the terminal. This one answers none and notes it was asked.
+    bool passphrase_asked = false;
+    if (c != nullptr) {
+      SSL_CTX_set_default_passwd_cb(c, [](char*, int, int, void* asked) {
+        *static_cast<bool*>(asked) = true;
+        return -1;
+      });
+      SSL_CTX_set_default_passwd_cb_userdata(c, &passphrase_asked);
+    }
     const bool usable =
         c != nullptr && SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION) == 1 &&
         (SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION), true) &&
         SSL_CTX_use_certificate_chain_file(c, options.tls_cert.c_str()) == 1 &&
         SSL_CTX_use_PrivateKey_file(c, options.tls_key.c_str(), SSL_FILETYPE_PEM) == 1 &&
         SSL_CTX_check_private_key(c) == 1 && use_client_ca(*c, options.client_ca);
+    if (c != nullptr) {
+      SSL_CTX_set_default_passwd_cb(c, nullptr);
+      SSL_CTX_set_default_passwd_cb_userdata(c, nullptr);
+    }
     ERR_clear_error();  // what a failed setup left; the message below says what to check
+    if (!usable && passphrase_asked)
+      return make_error(Errc::invalid_input,
+                        "--tls-key " + options.tls_key +
+                            " is an encrypted key: serve cannot ask for its passphrase; give it "
+                            "the key unencrypted, readable by serve's user alone");
     if (!usable)
       return make_error(Errc::invalid_input,
-                        "cannot use --tls-cert/--tls-key/--client-ca (unreadable, mismatched, not "
-                        "PEM, or an encrypted key)");
+                        "cannot use --tls-cert/--tls-key/--client-ca (unreadable, mismatched, or "
+                        "not PEM)");
   }
   // httplib parses, routes and answers one request at a time on a connection the front hands
   // over with its head complete; the front owns sockets, timeouts and connection caps.

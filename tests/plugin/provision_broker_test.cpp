@@ -1052,6 +1052,35 @@ TEST_CASE(
 
 // ---- the plugin's client certificate as its credential --------------------------------------
 
+TEST_CASE("a broker whose provisioning key is encrypted refuses to start and says so") {
+  SignerSite site;
+  site.client_credential("broker-signer");
+  const auto encrypted = site.dir() / "broker-signer-encrypted.key";
+  Fleet::must(run({"/usr/bin/openssl", "pkey", "-in", site.key("broker-signer").string(), "-aes256",
+                   "-passout", "pass:a passphrase", "-out", encrypted.string()}));
+  if (Fleet::as_root()) {
+    REQUIRE(::chown(encrypted.c_str(), static_cast<uid_t>(-1), ::getgrnam("mosquitto")->gr_gid) ==
+            0);
+    REQUIRE(::chmod(encrypted.c_str(), 0640) == 0);
+  }
+  auto with_key = [&](const std::filesystem::path& key) {
+    return site.broker_options({"provision_url https://127.0.0.1:1",
+                                "provision_cafile " + (site.data() / "ca" / "chain.pem").string(),
+                                "provision_certfile " + site.cert("broker-signer").string(),
+                                "provision_keyfile " + key.string()});
+  };
+  {
+    Broker refused(site.dir().path(), with_key(encrypted));
+    INFO(refused.log());
+    CHECK_FALSE(refused.started());
+    CHECK(refused.log().find(encrypted.string() + " is an encrypted key") != std::string::npos);
+    CHECK(refused.log().find("cannot ask for its passphrase") != std::string::npos);
+  }
+  // Positive control: the same certificate with its key unencrypted starts.
+  auto started = site.start(with_key(site.key("broker-signer")));
+  CHECK(started->started());
+}
+
 TEST_CASE(
     "the plugin enrols devices through the signer with its client certificate and no secret") {
   SignerSite site;

@@ -1544,6 +1544,35 @@ TEST_CASE(
   CHECK(server.stop(SIGTERM) == 0);
 }
 
+TEST_CASE("serve refuses an encrypted --tls-key at start and says so without asking for it") {
+  TempDir dir;
+  const auto data = dir / "data";
+  REQUIRE(onboardctl_in(data, {"init", "--no-group", "--key-alg", "p256"}).exit_code == 0);
+  REQUIRE(onboardctl_in(
+              data, {"ca", "issue-server", "--ip", "127.0.0.1", "--key-alg", "p256", "--cert-out",
+                     (dir / "server.crt").string(), "--key-out", (dir / "server.key").string()})
+              .exit_code == 0);
+  const auto encrypted = dir / "server-encrypted.key";
+  auto made = test::run({"/usr/bin/openssl", "pkey", "-in", (dir / "server.key").string(),
+                         "-aes256", "-passout", "pass:a passphrase", "-out", encrypted.string()});
+  INFO(made.err);
+  REQUIRE(made.exit_code == 0);
+  auto refused =
+      onboardctl_in(data, {"serve", "--listen", "127.0.0.1:0", "--tls-cert",
+                           (dir / "server.crt").string(), "--tls-key", encrypted.string()});
+  INFO(refused.err);
+  CHECK(refused.exit_code != 0);
+  CHECK(contains(refused.err, "--tls-key " + encrypted.string() + " is an encrypted key"));
+  CHECK_FALSE(contains(refused.out, "serving on"));
+  // Positive control: the same key unencrypted serves.
+  test::ChildProcess server(
+      {ONBOARDCTL_PATH, "--data-dir", data.string(), "serve", "--listen", "127.0.0.1:0",
+       "--tls-cert", (dir / "server.crt").string(), "--tls-key", (dir / "server.key").string()},
+      dir / "serve.log");
+  CHECK(server.read_line().starts_with("serving on https://127.0.0.1:"));
+  CHECK(server.stop(SIGTERM) == 0);
+}
+
 // A client certificate the test's own CA signs, with the given validity, written as NAME.crt and
 // NAME.key under `dir`; recorded in the registry (kind other, as `ca issue` does) when `record`.
 CertificateInfo own_client_certificate(const std::filesystem::path& data,
