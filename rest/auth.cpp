@@ -71,12 +71,15 @@ std::optional<Reply> bound_certificate_refusal(Store& store, const std::string& 
 }
 
 // The SHA-256 fingerprint of the client certificate the TLS handshake verified against
-// --client-ca; nullopt without TLS, without a certificate or when it did not verify.
+// --client-ca; nullopt without TLS, without a certificate, when it did not verify, or when it
+// cannot be fingerprinted (no certificate, then: an empty fingerprint is nobody's).
 std::optional<std::string> verified_peer_sha256(const httplib::Request& request) {
   if (request.ssl == nullptr) return std::nullopt;
   const X509* peer = SSL_get0_peer_certificate(request.ssl);
   if (peer == nullptr || SSL_get_verify_result(request.ssl) != X509_V_OK) return std::nullopt;
-  return sha256_fingerprint(peer);
+  std::string fingerprint = sha256_fingerprint(peer);
+  if (fingerprint.empty()) return std::nullopt;
+  return fingerprint;
 }
 
 Reply provisioner_required() {

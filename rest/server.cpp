@@ -343,7 +343,12 @@ Status serve(const ops::Workspace& workspace, ca::Authority ca,
       return make_error(Errc::invalid_input,
                         "--provision-client-cert " + file + ": " + cert.error().message);
     }
-    ctx.provision_client_sha256.push_back(sha256_fingerprint(cert->get()));
+    std::string fingerprint = sha256_fingerprint(cert->get());
+    if (fingerprint.empty()) {
+      return make_error(Errc::invalid_input,
+                        "--provision-client-cert " + file + ": cannot fingerprint the certificate");
+    }
+    ctx.provision_client_sha256.push_back(std::move(fingerprint));
   }
 
   // The TLS context the front's connections are made from. A client certificate is asked for,
