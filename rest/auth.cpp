@@ -123,9 +123,9 @@ std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Requ
   return reply_for(token.error());
 }
 
-std::optional<Reply> provisioner_refusal(Store& store, const httplib::Request& request,
-                                         const std::optional<Secret>& secret,
-                                         const std::vector<std::string>& certificates_sha256) {
+std::variant<std::string, Reply> provisioning_caller(
+    Store& store, const httplib::Request& request, const std::optional<Secret>& secret,
+    const std::vector<std::string>& certificates_sha256) {
   const std::string header = request.get_header_value("Authorization");
   if (!header.empty()) {
     const auto sent = bearer_token(header);
@@ -133,13 +133,15 @@ std::optional<Reply> provisioner_refusal(Store& store, const httplib::Request& r
     const std::string_view want = secret->view();
     const bool same =
         sent->size() == want.size() && CRYPTO_memcmp(sent->data(), want.data(), want.size()) == 0;
-    return same ? std::nullopt : std::optional<Reply>(provisioner_required());
+    if (!same) return provisioner_required();
+    return std::string("provision:secret");
   }
   const auto fingerprint = verified_peer_sha256(request);
   if (!fingerprint || std::find(certificates_sha256.begin(), certificates_sha256.end(),
                                 *fingerprint) == certificates_sha256.end())
     return provisioner_required();
-  return bound_certificate_refusal(store, *fingerprint);
+  if (auto refusal = bound_certificate_refusal(store, *fingerprint)) return std::move(*refusal);
+  return "provision:broker:" + fingerprint->substr(0, 16);
 }
 
 }  // namespace onboard::rest

@@ -26,13 +26,16 @@ std::optional<std::string_view> bearer_token(std::string_view header);
 std::variant<registry::ApiToken, Reply> caller(registry::Store& store,
                                                const httplib::Request& request);
 
-// The broker's plugin on the provisioning routes. With an Authorization header, its bearer token
-// must be `secret` (compared in constant time); without one, a client certificate the TLS
-// handshake verified against --client-ca whose SHA-256 fingerprint is one of
-// `certificates_sha256` and that the registry knows as active and in date. No API token and no
-// other certificate: refused. nullopt lets the request through; otherwise the refusal.
-std::optional<Reply> provisioner_refusal(registry::Store& store, const httplib::Request& request,
-                                         const std::optional<Secret>& secret,
-                                         const std::vector<std::string>& certificates_sha256);
+// The broker's plugin on the provisioning routes: the audit actor it records as, or the refusal
+// (401). A request with an Authorization header is decided by that header alone: its bearer token
+// must be `secret` (compared in constant time), and is then `provision:secret`; any other header
+// value (another scheme, no token, another token) is refused, whatever certificate comes with it.
+// Without one, a client certificate the TLS handshake verified against --client-ca whose SHA-256
+// fingerprint is one of `certificates_sha256` and that the registry knows as active and in date,
+// named `provision:broker:<the first 16 hex digits of its SHA-256>`. No API token and no other
+// certificate: refused.
+std::variant<std::string, Reply> provisioning_caller(
+    registry::Store& store, const httplib::Request& request, const std::optional<Secret>& secret,
+    const std::vector<std::string>& certificates_sha256);
 
 }  // namespace onboard::rest

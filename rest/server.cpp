@@ -41,11 +41,12 @@ std::variant<registry::Actor, Reply> authorize(const Context& ctx, Store& store,
                                                const httplib::Request& request) {
   registry::Actor actor{"rest:anonymous", unix_now()};
   if (route.need == Need::provisioner) {
-    // The broker's plugin (rest/auth.h): the provisioning secret or its client certificate.
-    if (auto refusal =
-            provisioner_refusal(store, request, ctx.provision_token, ctx.provision_client_sha256))
-      return std::move(*refusal);
-    actor.name = "provision:broker";
+    // The broker's plugin (rest/auth.h): the provisioning secret or its client certificate,
+    // named in the audit by which of them (and which certificate) it was.
+    auto who =
+        provisioning_caller(store, request, ctx.provision_token, ctx.provision_client_sha256);
+    if (who.index() == 1) return std::get<1>(std::move(who));
+    actor.name = std::get<0>(std::move(who));
   } else if (route.need != Need::nobody) {
     auto who = caller(store, request);
     if (who.index() == 1) return std::get<1>(std::move(who));

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
@@ -159,6 +160,27 @@ class SignerSite : public Fleet {
     return run(args).out;
   }
 
+  // The actors of the audit events of `action`, oldest first.
+  std::vector<std::string> actors_of(const std::string& action) {
+    auto r = ctl({"audit", "list", "--json"});
+    must(r);
+    std::vector<std::string> out;
+    for (const auto& event : json::parse(r.out))
+      if (event["action"] == action) out.push_back(event["actor"]);
+    return out;
+  }
+  // The SHA-256 fingerprint of the certificate in `file`, lower-case hex, as openssl computes it.
+  static std::string sha256_of(const std::filesystem::path& file) {
+    auto r = run(
+        {"/usr/bin/openssl", "x509", "-in", file.string(), "-noout", "-fingerprint", "-sha256"});
+    must(r);
+    std::string hex;
+    for (char c : r.out.substr(r.out.find('=') + 1))
+      if (std::isxdigit(static_cast<unsigned char>(c))) hex += static_cast<char>(std::tolower(c));
+    REQUIRE(hex.size() == 64);
+    return hex;
+  }
+
   json claim_json(const std::string& name) {
     auto r = ctl({"claim", "show", name, "--json"});
     must(r);
@@ -233,6 +255,8 @@ TEST_CASE("a device enrolls itself over MQTT and reconnects as an ordinary devic
   CHECK(accepted.body["ca_chain"].get<std::string>().find("BEGIN CERTIFICATE") !=
         std::string::npos);
   CHECK(site.claim_json("factory-1")["quota_used"] == 1);
+  // Audited under the credential the plugin used: the provisioning secret.
+  CHECK(site.actors_of("device.enroll") == std::vector<std::string>{"provision:secret"});
 
   // The answer was lost: the same CSR again is the same certificate, and no second unit.
   const Answer again = ask(enrolling, "sensor-0001", request);
@@ -1104,6 +1128,12 @@ TEST_CASE(
     CHECK(accepted.body["device_id"] == id);
     CHECK(site.claim_json("line-m")["quota_used"] == enrolled);
   }
+  // Each enrolment is audited under the certificate its broker used, named by its fingerprint.
+  CHECK(
+      site.actors_of("device.enroll") ==
+      std::vector<std::string>{
+          "provision:broker:" + SignerSite::sha256_of(site.cert("broker-signer")).substr(0, 16),
+          "provision:broker:" + SignerSite::sha256_of(site.cert("broker-2-signer")).substr(0, 16)});
   {
     // Another certificate of the same CA: the handshake verifies it, the signer refuses it (401),
     // and the device is told signer_unavailable; nothing is spent.
