@@ -82,6 +82,13 @@ std::optional<std::string> verified_peer_sha256(const httplib::Request& request)
   return fingerprint;
 }
 
+// Whether the request has an Authorization header: then it alone decides, whatever it holds.
+// (cpp-httplib drops a header line whose value is empty or blanks, before any handler: such a
+// line is no header.)
+bool authorization_sent(const httplib::Request& request) {
+  return request.has_header("Authorization");
+}
+
 Reply provisioner_required() {
   return error_reply(401, "unauthorized", "a provisioning credential is required");
 }
@@ -102,7 +109,7 @@ std::optional<std::string_view> bearer_token(std::string_view header) {
 
 std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Request& request) {
   const std::string header = request.get_header_value("Authorization");
-  if (header.empty() && request.ssl != nullptr) {
+  if (!authorization_sent(request) && request.ssl != nullptr) {
     if (const auto fingerprint = verified_peer_sha256(request)) {
       auto credential = ops::authenticate_certificate(store, *fingerprint);
       if (!credential.ok()) {
@@ -126,8 +133,8 @@ std::variant<registry::ApiToken, Reply> caller(Store& store, const httplib::Requ
 std::variant<std::string, Reply> provisioning_caller(
     Store& store, const httplib::Request& request, const std::optional<Secret>& secret,
     const std::vector<std::string>& certificates_sha256) {
-  const std::string header = request.get_header_value("Authorization");
-  if (!header.empty()) {
+  if (authorization_sent(request)) {
+    const std::string header = request.get_header_value("Authorization");  // `sent` views it
     const auto sent = bearer_token(header);
     if (!secret || !sent) return provisioner_required();
     const std::string_view want = secret->view();

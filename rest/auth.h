@@ -22,7 +22,8 @@ std::optional<std::string_view> bearer_token(std::string_view header);
 
 // Who is calling: a client certificate the TLS handshake verified against --client-ca, that is
 // bound to a credential and that the registry knows as active and in date (only when no
-// Authorization header is sent), else a bearer token. The Reply is the refusal.
+// Authorization header is sent: one that is sent alone decides, and one that holds no known
+// bearer token is refused), else a bearer token. The Reply is the refusal.
 std::variant<registry::ApiToken, Reply> caller(registry::Store& store,
                                                const httplib::Request& request);
 

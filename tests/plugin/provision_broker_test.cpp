@@ -1165,6 +1165,18 @@ TEST_CASE(
   CHECK(post("imposter", "").find("status=401") != std::string::npos);
   CHECK(post("broker-signer", "Bearer 3f9c2a7d51e84b06a1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6")
             .find("status=401") != std::string::npos);
+  // Any Authorization header decides alone, a malformed one too: refused beside the right
+  // certificate rather than passed over.
+  for (const std::string header : {"Basic YnJva2VyOnNpZ25lcg==", "Bearer", "Bearer  ", "Token x"}) {
+    INFO(header);
+    CHECK(post("broker-signer", header).find("status=401") != std::string::npos);
+  }
+  // A header line with no value at all is dropped by the HTTP parser: it is no header, and the
+  // certificate decides (docs/provisioning.md).
+  const std::string empty_header = site.post_to_signer(
+      "/v1/provision/line-m/unit-3", {"--cert", site.cert("broker-signer").string(), "--key",
+                                      site.key("broker-signer").string(), "-H", "Authorization;"});
+  CHECK(empty_header.find("status=200") != std::string::npos);
 
   // Revoked in the registry (`ca revoke`), the certificate no longer passes, though the handshake
   // (which knows no revocation) still verifies it.

@@ -1521,6 +1521,13 @@ TEST_CASE(
   REQUIRE(events.ok());
   CHECK(events->back().actor == "rest:alice");
 
+  // An Authorization header decides alone, beside a bound certificate too: a malformed one is
+  // refused, not passed over for the certificate.
+  for (const std::string header : {"Basic YWxpY2U6eA==", "Bearer", "Token x"}) {
+    INFO(header);
+    check_error(tls_client("op-alice")->Get("/v1/devices", {{"Authorization", header}}), 401,
+                "unauthorized");
+  }
   // A certificate of the same CA that no credential names (a device's) is no operator.
   check_error(tls_client("dev-x")->Get("/v1/devices"), 401, "unauthorized");
   check_error(tls_client("")->Get("/v1/devices"), 401, "unauthorized");
