@@ -256,10 +256,12 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
 }
 
 // Ends renewals' grace periods (docs/provisioning.md, "Renewal"): a device that renewed over MQTT
-// and whose new certificate has not connected within `grace` has its old one revoked as
-// superseded, and the CRL rewritten, in the write turn. Looked at every quarter of the grace
-// period, at least every second and at most every 10 minutes. Never throws: a failure is logged
-// once and retried.
+// and whose new certificate has not connected within `grace` has the certificate it renewed
+// revoked as superseded, and the CRL rewritten. The scan for what is due is a read outside the
+// write turn (enrolments, renewals and revocations do not wait for it); the write turn is taken
+// only when something is due, and the store looks at each certificate again under its write lock.
+// Looked at every quarter of the grace period, at least every second and at most every 10 minutes.
+// Never throws: a failure is logged once and retried.
 void supersede_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds grace) {
   const auto check = std::clamp<std::chrono::seconds>(grace / 4, std::chrono::seconds(1),
                                                       std::chrono::minutes(10));
@@ -270,20 +272,25 @@ void supersede_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seco
   do {
     std::string problem;
     try {
-      std::lock_guard turn(ctx.write_turn);
       auto store = ctx.stores.borrow();
-      auto superseded =
-          store.ok() ? ops::supersede_expired(**store, ctx.ca, ctx.workspace.crl, grace.count(),
-                                              registry::Actor{"serve:renewal", unix_now()})
-                     : Result<ops::Superseded>(store.error());
-      if (!superseded.ok()) {
-        // The revocations may be committed with the CRL not rewritten: the next sweep finds
-        // nothing due, so the CRL refresher retries the rewrite.
-        ctx.crl_stale = true;
-        problem = superseded.error().message;
-      } else if (!superseded->serials.empty()) {
-        log_line("superseded " + std::to_string(superseded->serials.size()) +
-                 " certificate(s) whose renewal's grace period is over");
+      auto due = store.ok() ? ops::renewals_due(**store, grace.count(), unix_now())
+                            : Result<std::vector<registry::DueRenewal>>(store.error());
+      if (!due.ok()) {
+        problem = due.error().message;  // the scan writes nothing
+      } else if (!due->empty()) {
+        std::lock_guard turn(ctx.write_turn);
+        auto superseded =
+            ops::supersede_expired(**store, ctx.ca, ctx.workspace.crl, *due, grace.count(),
+                                   registry::Actor{"serve:renewal", unix_now()});
+        if (!superseded.ok()) {
+          // The revocations may be committed with the CRL not rewritten: the next sweep finds
+          // nothing due, so the CRL refresher retries the rewrite.
+          ctx.crl_stale = true;
+          problem = superseded.error().message;
+        } else if (!superseded->serials.empty()) {
+          log_line("superseded " + std::to_string(superseded->serials.size()) +
+                   " certificate(s) whose renewal's grace period is over");
+        }
       }
     } catch (const std::exception& e) {
       ctx.crl_stale = true;
