@@ -691,26 +691,36 @@ Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_vi
 
 namespace {
 
-// The grace period's rule (ClaimStore::renewals_due): an active device certificate of an active
-// device, renewed by an active certificate, none of whose active renewals was issued after ?1.
-// ?2: one certificate's fingerprint (the check again under the write lock), or NULL for all.
+// The grace period's rule (ClaimStore::renewals_due), on `prev` joined with its device `d`: an
+// active device certificate of an active device, renewed by an active certificate, none of whose
+// active renewals was issued after ?1.
+#define ONBOARD_RENEWAL_DUE                                                                      \
+  "prev.kind = 'device' AND prev.status = 'active' AND d.status = 'active' "                     \
+  "AND EXISTS (SELECT 1 FROM certificates succ WHERE succ.renews = prev.sha256_fingerprint "     \
+  "AND succ.status = 'active') "                                                                 \
+  "AND NOT EXISTS (SELECT 1 FROM certificates succ WHERE succ.renews = prev.sha256_fingerprint " \
+  "AND succ.status = 'active' AND succ.not_before > ?1)"
+
+// The scan: led by the renewals (certificates_by_renews), since most certificates renew none.
 constexpr const char* kRenewalsDue =
     "SELECT prev.device_id, prev.serial_hex, prev.sha256_fingerprint "
     "FROM certificates prev JOIN devices d ON d.id = prev.device_id "
-    "WHERE prev.kind = 'device' AND prev.status = 'active' AND d.status = 'active' "
-    "AND (?2 IS NULL OR prev.sha256_fingerprint = ?2) "
-    "AND prev.sha256_fingerprint IN (SELECT renews FROM certificates "
-    "WHERE renews IS NOT NULL AND status = 'active') "
-    "AND NOT EXISTS (SELECT 1 FROM certificates succ WHERE succ.renews = prev.sha256_fingerprint "
-    "AND succ.status = 'active' AND succ.not_before > ?1) "
-    "ORDER BY prev.device_id, prev.rowid";
+    "WHERE prev.sha256_fingerprint IN (SELECT renews FROM certificates "
+    "WHERE renews IS NOT NULL AND status = 'active') AND " ONBOARD_RENEWAL_DUE
+    " ORDER BY prev.device_id, prev.rowid";
+// The check again of one candidate (?2 its fingerprint, ?3 its device), under the write lock: a
+// lookup by key, whatever the registry's size.
+constexpr const char* kRenewalStillDue =
+    "SELECT prev.device_id, prev.serial_hex, prev.sha256_fingerprint "
+    "FROM certificates prev JOIN devices d ON d.id = prev.device_id "
+    "WHERE prev.sha256_fingerprint = ?2 AND prev.device_id = ?3 AND " ONBOARD_RENEWAL_DUE;
 
 }  // namespace
 
 Result<std::vector<DueRenewal>> SqlStore::renewals_due(UnixTime renewed_by) {
   return read("find renewed certificates", [&]() -> Result<std::vector<DueRenewal>> {
     std::vector<DueRenewal> due;
-    auto query = prepare(db_, kRenewalsDue, renewed_by, std::optional<std::string_view>());
+    auto query = prepare(db_, kRenewalsDue, renewed_by);
     while (query.step()) due.push_back({query.text(0), query.text(2)});
     return due;
   });
@@ -728,16 +738,12 @@ Result<std::vector<std::string>> SqlStore::supersede_renewed(const std::vector<D
     };
     std::vector<Still> still;
     std::unordered_set<std::string> seen;
-    auto query = prepare(db_, kRenewalsDue, renewed_by, std::optional<std::string_view>());
     for (const auto& candidate : due) {
       if (!seen.insert(candidate.sha256_fingerprint).second) continue;
-      query.reset();
-      query.bind(renewed_by, std::optional<std::string_view>(candidate.sha256_fingerprint));
-      if (query.step() && query.text(0) == candidate.device_id) {
-        still.push_back({query.text(0), query.text(1), query.text(2)});
-      }
+      auto query = prepare(db_, kRenewalStillDue, renewed_by, candidate.sha256_fingerprint,
+                           candidate.device_id);
+      if (query.step()) still.push_back({query.text(0), query.text(1), query.text(2)});
     }
-    query.reset();
     std::stable_sort(still.begin(), still.end(),
                      [](const Still& a, const Still& b) { return a.device < b.device; });
     std::vector<std::string> serials;
