@@ -141,12 +141,13 @@ class ClaimStore {
   // The end of renewals' grace periods, in two steps so that the scan holds no write lock:
   // renewals_due reads, without writing, the active device certificates of active devices that
   // are renewed (an active certificate renews them) and whose every active renewal has its
-  // not_before at or before `renewed_by`: the grace period is counted from the device's latest
-  // renewal, and only what was renewed is ever due, never a renewal (a sibling the device may
-  // hold). supersede_renewed then revokes (reason superseded) those of `due` that are still due
-  // by the same rule when its write transaction looks again (a connect, a new renewal, a
-  // disable or a revocation since the scan leaves a certificate as it is), audited per device as
-  // certificate.supersede. Returns the serials revoked (none: nothing written).
+  // not_before at or before `renewed_by`: the grace period is counted from the latest renewal of
+  // the certificate, and only a certificate that was renewed is ever due, never one because a
+  // renewal was issued beside it (a sibling the device may hold). supersede_renewed then revokes
+  // (reason superseded) those of `due` that are still due by the same rule when its write
+  // transaction looks again (a connect, a new renewal, a disable or a revocation since the scan
+  // leaves a certificate as it is), audited per device as certificate.supersede. Returns the
+  // serials revoked (none: nothing written).
   virtual Result<std::vector<DueRenewal>> renewals_due(UnixTime renewed_by) = 0;
   virtual Result<std::vector<std::string>> supersede_renewed(const std::vector<DueRenewal>& due,
                                                              UnixTime renewed_by,
