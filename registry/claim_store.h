@@ -134,7 +134,8 @@ class ClaimStore {
   // ancestor (a renewal waiting beside it, and renewals of that); never a descendant of the
   // current one (a renewal of it, still waiting) nor a certificate no renewal links to it.
   // Nothing is written (and nothing returned) unless the device is active and `current_sha256`
-  // is an active certificate of it. Returns the serials revoked, in the order they were recorded.
+  // is an active certificate of it; when there is nothing to revoke, the write lock is not taken
+  // (a read finds that first). Returns the serials revoked, in the order they were recorded.
   virtual Result<std::vector<std::string>> supersede_predecessors(std::string_view device_id,
                                                                   std::string_view current_sha256,
                                                                   const Actor& actor) = 0;

@@ -632,10 +632,14 @@ Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_vi
     return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
   }
   const std::string id(device_id);
-  return write("supersede certificates", actor, [&]() -> Result<std::vector<std::string>> {
-    std::vector<std::string> serials, fingerprints;
+  struct Found {
+    std::string current_serial;
+    std::vector<std::string> serials, fingerprints;  // what the current certificate replaces
+  };
+  auto find = [&]() -> Found {
+    Found found;
     auto device = load_device(id);
-    if (!device || device->status != DeviceStatus::active) return serials;
+    if (!device || device->status != DeviceStatus::active) return found;
     struct Row {
       std::string serial, fingerprint, renews;
       bool active = false;
@@ -654,7 +658,8 @@ Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_vi
     }
     query.reset();
     const auto it = by_fingerprint.find(*current);
-    if (it == by_fingerprint.end() || !rows[it->second].active) return serials;
+    if (it == by_fingerprint.end() || !rows[it->second].active) return found;
+    found.current_serial = rows[it->second].serial;
     // A certificate's line: itself, then what it renews, and so on (a renewal is always recorded
     // after what it renews, so the line is finite; the bound guards against a damaged table).
     auto line_of = [&](std::size_t at) {
@@ -676,16 +681,26 @@ Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_vi
       const bool in_family = std::any_of(line.begin(), line.end(),
                                          [&](std::size_t at) { return ancestors.contains(at); });
       if (in_family && !descends_from_current) {
-        serials.push_back(rows[i].serial);
-        fingerprints.push_back(rows[i].fingerprint);
+        found.serials.push_back(rows[i].serial);
+        found.fingerprints.push_back(rows[i].fingerprint);
       }
     }
-    if (fingerprints.empty()) return serials;
+    return found;
+  };
+  // Most connects that send a notice replace nothing (the old certificate's while its renewal
+  // waits, a notice repeated): looked for without the write lock first, and again under it only
+  // when something is due.
+  ONBOARD_TRY(const Found due,
+              read("find superseded certificates", [&]() -> Result<Found> { return find(); }));
+  if (due.fingerprints.empty()) return std::vector<std::string>();
+  return write("supersede certificates", actor, [&]() -> Result<std::vector<std::string>> {
+    const Found found = find();
+    if (found.fingerprints.empty()) return std::vector<std::string>();
     supersede_certificates(
-        id, fingerprints,
-        {{"serial", rows[it->second].serial}, {"superseded", serials}, {"why", "connected"}},
+        id, found.fingerprints,
+        {{"serial", found.current_serial}, {"superseded", found.serials}, {"why", "connected"}},
         actor);
-    return serials;
+    return found.serials;
   });
 }
 

@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -487,6 +489,29 @@ TEST_CASE("a connect never supersedes a renewal of the certificate it connected 
   CHECK(connect_with(*store, "dev-1", a).empty());
   CHECK(status_of(*store, b) == CertificateStatus::active);
   CHECK(connect_with(*store, "dev-1", d) == std::vector<std::string>{b.serial_hex});
+}
+
+TEST_CASE("a connect that replaces nothing does not wait for the write lock", "[sqlite]") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  auto second = open_test_store(dir);  // opened (which may write) before the lock is taken
+  // Another writer holds the registry's write lock.
+  SQLite::Database other(onboard::test::registry_path(dir), SQLite::OPEN_READWRITE);
+  other.exec("BEGIN IMMEDIATE");
+  // The old certificate's connect while its renewal waits: answered at once, nothing written.
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(connect_with(*store, "dev-1", a).empty());
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(1));
+  // The renewal's connect has something to revoke: it waits for the lock (the positive control),
+  // and revokes A once the other writer is done.
+  auto pending = std::async(std::launch::async, [&] {
+    return second->supersede_predecessors("dev-1", b.sha256_fingerprint, kAlice);
+  });
+  CHECK(pending.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
+  other.exec("COMMIT");
+  CHECK(must(pending.get()) == std::vector<std::string>{a.serial_hex});
 }
 
 TEST_CASE("the sweep's write looks again at what its scan found") {
