@@ -218,16 +218,16 @@ CREATE TABLE claims (
 inline constexpr const char* kMigrateTo6 = R"sql(
 ALTER TABLE certificates ADD COLUMN IF NOT EXISTS renews TEXT COLLATE "C"
   REFERENCES certificates (sha256_fingerprint);
-UPDATE certificates SET renews = (
-  SELECT prev.sha256_fingerprint
-  FROM audit_events a JOIN certificates prev
-    ON prev.device_id = a.subject AND prev.kind = 'device'
-   AND prev.serial_hex = a.details::jsonb ->> 'renews'
-  WHERE a.action = 'certificate.renew'
-    AND a.details::jsonb ->> 'fingerprint' = certificates.sha256_fingerprint
-    AND prev.sha256_fingerprint <> certificates.sha256_fingerprint
-  ORDER BY prev.rowid DESC LIMIT 1)
-WHERE kind = 'device';
+UPDATE certificates c SET renews = link.renews
+FROM (SELECT DISTINCT ON (r.fingerprint) r.fingerprint, prev.sha256_fingerprint AS renews
+      FROM (SELECT details::jsonb ->> 'fingerprint' AS fingerprint,
+                   details::jsonb ->> 'renews' AS serial, subject AS device
+            FROM audit_events WHERE action = 'certificate.renew') r
+      JOIN certificates prev
+        ON prev.device_id = r.device AND prev.kind = 'device' AND prev.serial_hex = r.serial
+      WHERE prev.sha256_fingerprint <> r.fingerprint
+      ORDER BY r.fingerprint, prev.rowid DESC) link
+WHERE c.kind = 'device' AND c.sha256_fingerprint = link.fingerprint;
 CREATE INDEX IF NOT EXISTS certificates_by_renews ON certificates (renews, status, not_before)
   WHERE renews IS NOT NULL;
 )sql";

@@ -324,20 +324,26 @@ CREATE TABLE claims (
 //   does.
 // - Renewals recorded before this version are linked from their certificate.renew audit rows
 //   (details: the new certificate's fingerprint, the renewed one's serial, the device as
-//   subject), so that renewals waiting while the registry is upgraded keep their deadline.
+//   subject), so that renewals waiting while the registry is upgraded keep their deadline. The
+//   audit log is read once, into a temporary table: a lookup per certificate into the log would
+//   take as long as the log times the certificates.
 // - The index serves the per-device lookups and the grace period's sweep.
 constexpr const char* kVersion6 = R"sql(
 ALTER TABLE certificates ADD COLUMN renews TEXT REFERENCES certificates (sha256_fingerprint);
+CREATE TEMP TABLE renewals_v5 AS
+  SELECT json_extract(details, '$.fingerprint') AS fingerprint,
+         json_extract(details, '$.renews') AS serial, subject AS device
+  FROM audit_events WHERE action = 'certificate.renew';
+CREATE INDEX temp.renewals_v5_by_fingerprint ON renewals_v5 (fingerprint);
 UPDATE certificates SET renews = (
   SELECT prev.sha256_fingerprint
-  FROM audit_events a JOIN certificates prev
-    ON prev.device_id = a.subject AND prev.kind = 'device'
-   AND prev.serial_hex = json_extract(a.details, '$.renews')
-  WHERE a.action = 'certificate.renew'
-    AND json_extract(a.details, '$.fingerprint') = certificates.sha256_fingerprint
+  FROM temp.renewals_v5 r JOIN certificates prev
+    ON prev.device_id = r.device AND prev.kind = 'device' AND prev.serial_hex = r.serial
+  WHERE r.fingerprint = certificates.sha256_fingerprint
     AND prev.sha256_fingerprint <> certificates.sha256_fingerprint
   ORDER BY prev.rowid DESC LIMIT 1)
-WHERE kind = 'device';
+WHERE kind = 'device' AND sha256_fingerprint IN (SELECT fingerprint FROM temp.renewals_v5);
+DROP TABLE temp.renewals_v5;
 CREATE INDEX certificates_by_renews ON certificates (renews, status, not_before)
   WHERE renews IS NOT NULL;
 )sql";
