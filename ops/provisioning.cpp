@@ -449,11 +449,18 @@ Result<Superseded> supersede(registry::Store& store, const ca::Authority& ca,
   return out;
 }
 
+Result<std::vector<registry::DueRenewal>> renewals_due(registry::Store& store, UnixTime grace,
+                                                       UnixTime now) {
+  return store.renewals_due(now - grace - kIssueBackdate);
+}
+
 Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority& ca,
-                                     const std::filesystem::path& crl_path, UnixTime grace,
+                                     const std::filesystem::path& crl_path,
+                                     const std::vector<registry::DueRenewal>& due, UnixTime grace,
                                      const registry::Actor& actor) {
   Superseded out;
-  ONBOARD_TRY(out.serials, store.supersede_renewed(actor.now - grace - kIssueBackdate, actor));
+  if (due.empty()) return out;
+  ONBOARD_TRY(out.serials, store.supersede_renewed(due, actor.now - grace - kIssueBackdate, actor));
   if (out.serials.empty()) return out;
   ONBOARD_TRY(out.crl_number,
               rewrite_crl(store, ca, crl_path,

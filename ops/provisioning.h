@@ -148,11 +148,17 @@ inline constexpr UnixTime kDefaultRenewalGrace = 86400;
 // renewal was recorded at its certificate's not_before + this.
 inline constexpr UnixTime kIssueBackdate = 300;
 
-// The grace periods that ran out by actor.now: the old certificates of renewals recorded more
-// than `grace` seconds ago are revoked as superseded (ClaimStore::supersede_renewed) and, when
-// there were any, the CRL is rewritten.
+// The grace periods that ran out by `now`: the renewed certificates whose latest waiting renewal
+// was recorded more than `grace` seconds ago (ClaimStore::renewals_due). A read: no write lock,
+// nothing written; serve runs it outside its write turn.
+Result<std::vector<registry::DueRenewal>> renewals_due(registry::Store& store, UnixTime grace,
+                                                       UnixTime now);
+// Those of `due` (renewals_due's answer) still due at actor.now are revoked as superseded
+// (ClaimStore::supersede_renewed, which looks at each again under the write lock) and, when any
+// were, the CRL is rewritten.
 Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority& ca,
-                                     const std::filesystem::path& crl_path, UnixTime grace,
+                                     const std::filesystem::path& crl_path,
+                                     const std::vector<registry::DueRenewal>& due, UnixTime grace,
                                      const registry::Actor& actor);
 
 }  // namespace onboard::ops

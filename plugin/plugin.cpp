@@ -400,28 +400,32 @@ class Plugin {
     return true;
   }
 
-  // An accepted device connected with `fingerprint`. When the device has an active certificate
-  // recorded before this one (it renewed, and this is the new certificate), the signer is asked,
-  // off this thread, to revoke those as superseded; and this connection is remembered, so that
-  // the disconnect their revocation brings (the watcher kicks a device whose active certificate
-  // went) spares it.
+  // An accepted device connected with `fingerprint`. When the device has another active
+  // certificate (a renewal is under way: this is the new certificate, or one of two renewals,
+  // or the old one while its renewal waits), the signer is asked, off this thread, to revoke
+  // what this one replaces as superseded (it knows which certificate each renewal renews; the
+  // snapshot does not, and the old one's connect revokes nothing); and this connection is
+  // remembered, so that the disconnect their revocation brings (the watcher kicks a device whose
+  // active certificate went) spares it.
   void note_renewed_connect(const std::string& client_id, const std::string& fingerprint) {
     if (!renewed_connections_.empty()) renewed_connections_.erase(client_id);
     if (!snapshot_.loaded()) return;
     auto owner = snapshot_.get().find_certificate(fingerprint);
     if (!owner) return;
-    bool predecessor = false;
+    bool another = false;
     for (const auto& c : owner->device->certificates()) {
-      if (c.same_fingerprint(*owner->certificate)) break;
-      if (c.status() == registry::CertificateStatus::active) predecessor = true;
+      if (!c.same_fingerprint(*owner->certificate) &&
+          c.status() == registry::CertificateStatus::active) {
+        another = true;
+      }
     }
-    if (!predecessor) return;
+    if (!another) return;
     if (renewed_connections_.size() < kMaxRenewedConnections)
       renewed_connections_[client_id] = fingerprint;
     if (!provisioner_ || !superseding_.insert(fingerprint).second) return;
-    log(MOSQ_LOG_NOTICE,
-        "device '" + client_id +
-            "' connected with its renewed certificate: superseding the older ones");
+    log(MOSQ_LOG_NOTICE, "device '" + client_id +
+                             "' connected while another certificate of it is active: asking to "
+                             "supersede what this one replaces");
     plugin::ProvisionRequest request;
     request.client_id = client_id;
     request.kind = plugin::RequestKind::connected;

@@ -70,6 +70,12 @@ struct RenewOutcome {
   bool repeated = false;    // a retry: the certificate recorded before, nothing written
 };
 
+// A renewed certificate whose grace period is over (ClaimStore::renewals_due).
+struct DueRenewal {
+  std::string device_id;
+  std::string sha256_fingerprint;
+};
+
 // Whether a recorded certificate holds the key a renewal request asks for (the caller compares
 // keys; the store does not parse certificates).
 using SameKey = std::function<bool(const Certificate&)>;
@@ -112,27 +118,40 @@ class ClaimStore {
   // A device renewing its own certificate over MQTT, in one transaction (decision table in
   // store_devices.cpp): the device must be active and `presented_sha256` (the certificate it
   // connected with) one of its device certificates, active and in date at actor.now. A retry is
-  // an active certificate of the device recorded after the presented one whose key `same_key`
-  // says is the request's: it is the answer (repeated) and nothing is written. Otherwise the new
-  // certificate is recorded beside the presented one, which stays active until
-  // supersede_predecessors (its successor connected) or supersede_renewed (the grace period),
+  // an active certificate renewing the presented one whose key `same_key` says is the request's:
+  // it is the answer (repeated) and nothing is written. Otherwise the new certificate is recorded
+  // as renewing the presented one (certificates.renews), which stays active until
+  // supersede_predecessors (a renewal of it connected) or supersede_renewed (the grace period),
   // audited as certificate.renew. A refusal is an outcome and writes nothing.
   virtual Result<RenewOutcome> renew_device(std::string_view device_id,
                                             std::string_view presented_sha256,
                                             const NewCertificate& certificate,
                                             const SameKey& same_key, const Actor& actor) = 0;
-  // The device connected with `current_sha256`: every active device certificate of the device
-  // recorded before it is revoked (reason superseded), audited as certificate.supersede. Nothing
-  // is written (and nothing returned) unless the device is active and `current_sha256` is an
-  // active certificate of it. Returns the serials revoked.
+  // The device connected with `current_sha256`: that is the certificate it holds. With
+  // "renews" read as "is a child of", revoked (reason superseded), audited as
+  // certificate.supersede: every active device certificate of the device that is an ancestor of
+  // the current one (what it renews, what that renewed, ...) or another descendant of such an
+  // ancestor (a renewal waiting beside it, and renewals of that); never a descendant of the
+  // current one (a renewal of it, still waiting) nor a certificate no renewal links to it.
+  // Nothing is written (and nothing returned) unless the device is active and `current_sha256`
+  // is an active certificate of it; when there is nothing to revoke, the write lock is not taken
+  // (a read finds that first). Returns the serials revoked, in the order they were recorded.
   virtual Result<std::vector<std::string>> supersede_predecessors(std::string_view device_id,
                                                                   std::string_view current_sha256,
                                                                   const Actor& actor) = 0;
-  // The end of renewals' grace periods: every active device certificate of an active device that
-  // has an active device certificate recorded after it whose not_before is at or before
-  // `successor_not_before_by` is revoked (reason superseded), audited per device as
-  // certificate.supersede. Returns the serials revoked (none: nothing written).
-  virtual Result<std::vector<std::string>> supersede_renewed(UnixTime successor_not_before_by,
+  // The end of renewals' grace periods, in two steps so that the scan holds no write lock:
+  // renewals_due reads, without writing, the active device certificates of active devices that
+  // are renewed (an active certificate renews them) and whose every active renewal has its
+  // not_before at or before `renewed_by`: the grace period is counted from the latest renewal of
+  // the certificate, and only a certificate that was renewed is ever due, never one because a
+  // renewal was issued beside it (a sibling the device may hold). supersede_renewed then revokes
+  // (reason superseded) those of `due` that are still due by the same rule when its write
+  // transaction looks again (a connect, a new renewal, a disable or a revocation since the scan
+  // leaves a certificate as it is), audited per device as certificate.supersede. Returns the
+  // serials revoked (none: nothing written).
+  virtual Result<std::vector<DueRenewal>> renewals_due(UnixTime renewed_by) = 0;
+  virtual Result<std::vector<std::string>> supersede_renewed(const std::vector<DueRenewal>& due,
+                                                             UnixTime renewed_by,
                                                              const Actor& actor) = 0;
 };
 

@@ -116,8 +116,8 @@ const std::vector<EntityTable>& entity_tables() {
        "certificates",
        "sha256_fingerprint",
        "sha256_fingerprint, serial_hex, issuer, kind, device_id, subject, not_before, not_after, "
-       "status, revoked_at, revocation_reason, pem",
-       {false, false, false, false, false, false, true, true, false, true, false, false},
+       "status, revoked_at, revocation_reason, pem, renews",
+       {false, false, false, false, false, false, true, true, false, true, false, false, false},
        "rowid"},
       {Entity::rule,
        "rule",

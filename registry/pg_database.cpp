@@ -486,6 +486,8 @@ void PgDatabase::migrate(int from, UnixTime now) {
     // Version 4 changes no table (schema.cpp); the store records the state it starts from.
     // Version 5 adds the claims.
     if (from < 5) exec(kMigrateTo5);
+    // Version 6 links renewals to what they renew.
+    if (from < 6) exec(kMigrateTo6);
     sql::Statement bump(prepare("UPDATE meta SET schema_version = ?1 WHERE id = 1"));
     bump.bind(sql::kSchemaVersion);
     bump.exec();

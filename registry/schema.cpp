@@ -314,6 +314,40 @@ CREATE TABLE claims (
 );
 )sql";
 
+// Version 6: which certificate a renewal over MQTT renews (docs/provisioning.md, "Renewal").
+// Notes on choices:
+// - certificates.renews names, by fingerprint, the certificate the device presented when it
+//   asked for this one; NULL for every other certificate. The connect of a renewed certificate
+//   supersedes what it renews and its waiting siblings, and the grace period ends only what was
+//   renewed, never a sibling the device may hold (ClaimStore::supersede_predecessors,
+//   supersede_renewed). A column added with a REFERENCES clause must default to NULL, as this one
+//   does.
+// - Renewals recorded before this version are linked from their certificate.renew audit rows
+//   (details: the new certificate's fingerprint, the renewed one's serial, the device as
+//   subject), so that renewals waiting while the registry is upgraded keep their deadline. The
+//   audit log is read once, into a temporary table: a lookup per certificate into the log would
+//   take as long as the log times the certificates.
+// - The index serves the per-device lookups and the grace period's sweep.
+constexpr const char* kVersion6 = R"sql(
+ALTER TABLE certificates ADD COLUMN renews TEXT REFERENCES certificates (sha256_fingerprint);
+CREATE TEMP TABLE renewals_v5 AS
+  SELECT json_extract(details, '$.fingerprint') AS fingerprint,
+         json_extract(details, '$.renews') AS serial, subject AS device
+  FROM audit_events WHERE action = 'certificate.renew';
+CREATE INDEX temp.renewals_v5_by_fingerprint ON renewals_v5 (fingerprint);
+UPDATE certificates SET renews = (
+  SELECT prev.sha256_fingerprint
+  FROM temp.renewals_v5 r JOIN certificates prev
+    ON prev.device_id = r.device AND prev.kind = 'device' AND prev.serial_hex = r.serial
+  WHERE r.fingerprint = certificates.sha256_fingerprint
+    AND prev.sha256_fingerprint <> certificates.sha256_fingerprint
+  ORDER BY prev.rowid DESC LIMIT 1)
+WHERE kind = 'device' AND sha256_fingerprint IN (SELECT fingerprint FROM temp.renewals_v5);
+DROP TABLE temp.renewals_v5;
+CREATE INDEX certificates_by_renews ON certificates (renews, status, not_before)
+  WHERE renews IS NOT NULL;
+)sql";
+
 void migrate_to_1(SQLite::Database& db, UnixTime now) {
   db.exec(kVersion1);
   db.exec("PRAGMA application_id = " + std::to_string(kApplicationId));  // a constant, not input
@@ -374,6 +408,7 @@ void migrate(SQLite::Database& db, int from_version, UnixTime now, int to_versio
   if (from_version < 3 && to_version >= 3) db.exec(kVersion3);
   // Version 4 changes no table (see above): the version bump below is all of it.
   if (from_version < 5 && to_version >= 5) db.exec(kVersion5);
+  if (from_version < 6 && to_version >= 6) db.exec(kVersion6);
   if (from_version < to_version) {
     SQLite::Statement bump(db, "UPDATE meta SET schema_version = ?");
     bump.bind(1, to_version);

@@ -27,7 +27,7 @@
 namespace onboard::registry::sql {
 
 // The registry's schema version, the same tables on every backend (each backend's DDL says how).
-inline constexpr int kSchemaVersion = 5;
+inline constexpr int kSchemaVersion = 6;
 // The oldest version a PostgreSQL registry can have (the first that backend had): it is migrated
 // from there like an SQLite file.
 inline constexpr int kOldestPostgresVersion = 3;

@@ -1,6 +1,9 @@
 // DeviceStore: devices and their certificates, and the certificates of other kinds.
 #include "registry/store_internal.h"
 
+#include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "core/identity.h"
@@ -299,7 +302,8 @@ void SqlStore::set_device_status(std::string_view id, DeviceStatus status, UnixT
 // The duplicate checks come first so the operator reads which certificate clashes; the UNIQUE
 // constraints stay as the backstop.
 Status SqlStore::insert_certificate(CertificateKind kind, std::string_view device_id,
-                                    const NewCertificate& c) {
+                                    const NewCertificate& c,
+                                    std::optional<std::string_view> renews) {
   auto same_fingerprint = prepare(db_, "SELECT 1 FROM certificates WHERE sha256_fingerprint = ?1",
                                   c.sha256_fingerprint);
   if (same_fingerprint.step()) {
@@ -317,10 +321,10 @@ Status SqlStore::insert_certificate(CertificateKind kind, std::string_view devic
   if (kind == CertificateKind::device) device = device_id;
   prepare(db_,
           "INSERT INTO certificates (serial_hex, issuer, sha256_fingerprint, kind, device_id, "
-          "subject, not_before, not_after, status, pem) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9)",
+          "subject, not_before, not_after, status, pem, renews) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?10)",
           c.serial_hex, c.issuer, c.sha256_fingerprint, to_string(kind), device, c.subject,
-          c.not_before, c.not_after, c.pem)
+          c.not_before, c.not_after, c.pem, renews)
       .exec();
   return ok_status();
 }
@@ -540,10 +544,10 @@ Result<CertificateRevokeOutcome> SqlStore::revoke_certificate(std::string_view s
 //  1. no such device → device_unknown;  2. the device not active → device_not_active;
 //  3. the presented certificate not a device certificate of this device, not active, or not in
 //     date at actor.now → certificate_not_current;
-//  4. an active certificate of the device recorded after the presented one with the request's key
-//     → that certificate, repeated (a retry);
+//  4. an active certificate renewing the presented one with the request's key → that
+//     certificate, repeated (a retry);
 //  5. kMaxPendingRenewals active device certificates besides the presented one → too_many_pending;
-// otherwise the new certificate is recorded, the presented one left active.
+// otherwise the new certificate is recorded as renewing the presented one, which is left active.
 Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
                                             std::string_view presented_sha256,
                                             const NewCertificate& certificate,
@@ -567,34 +571,34 @@ Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
       return out;
     }
     auto query = prepare(db_,
-                         "SELECT rowid, " ONBOARD_CERTIFICATE_COLUMNS
+                         "SELECT renews, " ONBOARD_CERTIFICATE_COLUMNS
                          " FROM certificates WHERE device_id = ?1 ORDER BY rowid",
                          id);
-    std::optional<std::int64_t> presented_row;
+    bool found = false;
     Certificate presented_cert;
-    std::vector<Certificate> later;
+    std::vector<Certificate> renewals;  // active renewals of the presented certificate
     std::size_t others_active = 0;
     while (query.step()) {
-      const std::int64_t row = query.int64(0);
+      const bool renews_presented = !query.is_null(0) && query.view(0) == *presented;
       Certificate c = certificate_from_at(query, 1);
       const bool active =
           c.kind == CertificateKind::device && c.status == CertificateStatus::active;
       if (c.sha256_fingerprint == *presented) {
-        presented_row = row;
+        found = true;
         presented_cert = std::move(c);
         continue;
       }
       if (active) ++others_active;
-      if (presented_row && active) later.push_back(std::move(c));
+      if (renews_presented && active) renewals.push_back(std::move(c));
     }
     query.reset();
-    if (!presented_row || presented_cert.kind != CertificateKind::device ||
+    if (!found || presented_cert.kind != CertificateKind::device ||
         presented_cert.status != CertificateStatus::active ||
         actor.now < presented_cert.not_before || actor.now >= presented_cert.not_after) {
       out.refusal = RenewRefusal::certificate_not_current;
       return out;
     }
-    for (auto& c : later) {
+    for (auto& c : renewals) {
       if (same_key && same_key(c)) {
         out.certificate = std::move(c);
         out.repeated = true;
@@ -607,7 +611,7 @@ Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
     }
     Touched touched;
     touch(touched, Entity::certificate, cert.sha256_fingerprint);
-    ONBOARD_CHECK(insert_certificate(CertificateKind::device, id, cert));
+    ONBOARD_CHECK(insert_certificate(CertificateKind::device, id, cert, *presented));
     record_change(ChangeKind::device, id, actor.now);
     record_audit(actor, "certificate.renew", id,
                  {{"serial", cert.serial_hex},
@@ -628,75 +632,145 @@ Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_vi
     return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
   }
   const std::string id(device_id);
-  return write("supersede certificates", actor, [&]() -> Result<std::vector<std::string>> {
-    std::vector<std::string> serials, fingerprints;
+  struct Found {
+    std::string current_serial;
+    std::vector<std::string> serials, fingerprints;  // what the current certificate replaces
+  };
+  auto find = [&]() -> Found {
+    Found found;
     auto device = load_device(id);
-    if (!device || device->status != DeviceStatus::active) return serials;
+    if (!device || device->status != DeviceStatus::active) return found;
+    struct Row {
+      std::string serial, fingerprint, renews;
+      bool active = false;
+    };
+    std::vector<Row> rows;
+    std::unordered_map<std::string, std::size_t> by_fingerprint;
     auto query = prepare(db_,
-                         "SELECT rowid, serial_hex, sha256_fingerprint, status, kind FROM "
+                         "SELECT serial_hex, sha256_fingerprint, status, kind, renews FROM "
                          "certificates WHERE device_id = ?1 ORDER BY rowid",
                          id);
-    bool found = false;
-    std::string current_serial;
     while (query.step()) {
-      const bool active = query.text(3) == "active" && query.text(4) == "device";
-      if (query.text(2) == *current) {
-        found = active;
-        current_serial = query.text(1);
-        break;
-      }
-      if (active) {
-        serials.push_back(query.text(1));
-        fingerprints.push_back(query.text(2));
-      }
+      Row row{query.text(0), query.text(1), query.is_null(4) ? std::string() : query.text(4),
+              query.text(2) == "active" && query.text(3) == "device"};
+      by_fingerprint.emplace(row.fingerprint, rows.size());
+      rows.push_back(std::move(row));
     }
     query.reset();
-    if (!found || fingerprints.empty()) return std::vector<std::string>();
+    const auto it = by_fingerprint.find(*current);
+    if (it == by_fingerprint.end() || !rows[it->second].active) return found;
+    found.current_serial = rows[it->second].serial;
+    // A certificate's line: itself, then what it renews, and so on (a renewal is always recorded
+    // after what it renews, so the line is finite; the bound guards against a damaged table).
+    auto line_of = [&](std::size_t at) {
+      std::vector<std::size_t> line{at};
+      while (line.size() <= rows.size() && !rows[line.back()].renews.empty()) {
+        const auto parent = by_fingerprint.find(rows[line.back()].renews);
+        if (parent == by_fingerprint.end()) break;
+        line.push_back(parent->second);
+      }
+      return line;
+    };
+    const auto current_line = line_of(it->second);
+    const std::unordered_set<std::size_t> ancestors(current_line.begin() + 1, current_line.end());
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (!rows[i].active || i == it->second) continue;
+      const auto line = line_of(i);
+      const bool descends_from_current =
+          std::find(line.begin(), line.end(), it->second) != line.end();
+      const bool in_family = std::any_of(line.begin(), line.end(),
+                                         [&](std::size_t at) { return ancestors.contains(at); });
+      if (in_family && !descends_from_current) {
+        found.serials.push_back(rows[i].serial);
+        found.fingerprints.push_back(rows[i].fingerprint);
+      }
+    }
+    return found;
+  };
+  // Most connects that send a notice replace nothing (the old certificate's while its renewal
+  // waits, a notice repeated): looked for without the write lock first, and again under it only
+  // when something is due.
+  ONBOARD_TRY(const Found due,
+              read("find superseded certificates", [&]() -> Result<Found> { return find(); }));
+  if (due.fingerprints.empty()) return std::vector<std::string>();
+  return write("supersede certificates", actor, [&]() -> Result<std::vector<std::string>> {
+    const Found found = find();
+    if (found.fingerprints.empty()) return std::vector<std::string>();
     supersede_certificates(
-        id, fingerprints,
-        {{"serial", current_serial}, {"superseded", serials}, {"why", "connected"}}, actor);
-    return serials;
+        id, found.fingerprints,
+        {{"serial", found.current_serial}, {"superseded", found.serials}, {"why", "connected"}},
+        actor);
+    return found.serials;
   });
 }
 
-// Candidates: active device certificates with a later active sibling old enough; only devices
-// that are active (a disabled device keeps its certificates as they are until it is enabled).
-Result<std::vector<std::string>> SqlStore::supersede_renewed(UnixTime successor_not_before_by,
+namespace {
+
+// The grace period's rule (ClaimStore::renewals_due), on `prev` joined with its device `d`: an
+// active device certificate of an active device, renewed by an active certificate, none of whose
+// active renewals was issued after ?1.
+#define ONBOARD_RENEWAL_DUE                                                                      \
+  "prev.kind = 'device' AND prev.status = 'active' AND d.status = 'active' "                     \
+  "AND EXISTS (SELECT 1 FROM certificates succ WHERE succ.renews = prev.sha256_fingerprint "     \
+  "AND succ.status = 'active') "                                                                 \
+  "AND NOT EXISTS (SELECT 1 FROM certificates succ WHERE succ.renews = prev.sha256_fingerprint " \
+  "AND succ.status = 'active' AND succ.not_before > ?1)"
+
+// The scan: led by the renewals (certificates_by_renews), since most certificates renew none.
+constexpr const char* kRenewalsDue =
+    "SELECT prev.device_id, prev.serial_hex, prev.sha256_fingerprint "
+    "FROM certificates prev JOIN devices d ON d.id = prev.device_id "
+    "WHERE prev.sha256_fingerprint IN (SELECT renews FROM certificates "
+    "WHERE renews IS NOT NULL AND status = 'active') AND " ONBOARD_RENEWAL_DUE
+    " ORDER BY prev.device_id, prev.rowid";
+// The check again of one candidate (?2 its fingerprint, ?3 its device), under the write lock: a
+// lookup by key, whatever the registry's size.
+constexpr const char* kRenewalStillDue =
+    "SELECT prev.device_id, prev.serial_hex, prev.sha256_fingerprint "
+    "FROM certificates prev JOIN devices d ON d.id = prev.device_id "
+    "WHERE prev.sha256_fingerprint = ?2 AND prev.device_id = ?3 AND " ONBOARD_RENEWAL_DUE;
+
+}  // namespace
+
+Result<std::vector<DueRenewal>> SqlStore::renewals_due(UnixTime renewed_by) {
+  return read("find renewed certificates", [&]() -> Result<std::vector<DueRenewal>> {
+    std::vector<DueRenewal> due;
+    auto query = prepare(db_, kRenewalsDue, renewed_by);
+    while (query.step()) due.push_back({query.text(0), query.text(2)});
+    return due;
+  });
+}
+
+// Each candidate is looked at again in the write transaction: what changed since the scan (a
+// renewal of it connected and revoked it, a new renewal of it, the device disabled) leaves it.
+Result<std::vector<std::string>> SqlStore::supersede_renewed(const std::vector<DueRenewal>& due,
+                                                             UnixTime renewed_by,
                                                              const Actor& actor) {
-  struct Old {
-    std::string device, serial, fingerprint;
-  };
-  auto find = [&] {
-    std::vector<Old> found;
-    auto query = prepare(db_,
-                         "SELECT prev.device_id, prev.serial_hex, prev.sha256_fingerprint "
-                         "FROM certificates prev JOIN devices d ON d.id = prev.device_id "
-                         "WHERE prev.kind = 'device' AND prev.status = 'active' "
-                         "AND d.status = 'active' AND EXISTS (SELECT 1 FROM certificates succ "
-                         "WHERE succ.device_id = prev.device_id AND succ.kind = 'device' "
-                         "AND succ.status = 'active' AND succ.rowid > prev.rowid "
-                         "AND succ.not_before <= ?1) ORDER BY prev.device_id, prev.rowid",
-                         successor_not_before_by);
-    while (query.step()) found.push_back({query.text(0), query.text(1), query.text(2)});
-    return found;
-  };
-  // Usually there is nothing: the scan runs without taking the write lock, and the write
-  // transaction (which looks again) only when something is due.
-  ONBOARD_TRY(auto due, read("find renewed certificates",
-                             [&]() -> Result<std::vector<Old>> { return find(); }));
   if (due.empty()) return std::vector<std::string>();
   return write("supersede renewed certificates", actor, [&]() -> Result<std::vector<std::string>> {
-    const std::vector<Old> found = find();
+    struct Still {
+      std::string device, serial, fingerprint;
+    };
+    std::vector<Still> still;
+    std::unordered_set<std::string> seen;
+    for (const auto& candidate : due) {
+      if (!seen.insert(candidate.sha256_fingerprint).second) continue;
+      auto query = prepare(db_, kRenewalStillDue, renewed_by, candidate.sha256_fingerprint,
+                           candidate.device_id);
+      if (query.step()) still.push_back({query.text(0), query.text(1), query.text(2)});
+    }
+    std::stable_sort(still.begin(), still.end(),
+                     [](const Still& a, const Still& b) { return a.device < b.device; });
     std::vector<std::string> serials;
-    for (std::size_t i = 0; i < found.size();) {
+    for (std::size_t i = 0; i < still.size();) {
       std::size_t end = i;
       std::vector<std::string> fingerprints, device_serials;
-      while (end < found.size() && found[end].device == found[i].device) {
-        fingerprints.push_back(found[end].fingerprint);
-        device_serials.push_back(found[end].serial);
+      while (end < still.size() && still[end].device == still[i].device) {
+        fingerprints.push_back(still[end].fingerprint);
+        device_serials.push_back(still[end].serial);
         ++end;
       }
-      supersede_certificates(found[i].device, fingerprints,
+      supersede_certificates(still[i].device, fingerprints,
                              {{"superseded", device_serials}, {"why", "grace period over"}}, actor);
       serials.insert(serials.end(), device_serials.begin(), device_serials.end());
       i = end;

@@ -143,7 +143,9 @@ class SqlStore final : public Store, private Connection {
   Result<std::vector<std::string>> supersede_predecessors(std::string_view device_id,
                                                           std::string_view current_sha256,
                                                           const Actor& actor) override;
-  Result<std::vector<std::string>> supersede_renewed(UnixTime successor_not_before_by,
+  Result<std::vector<DueRenewal>> renewals_due(UnixTime renewed_by) override;
+  Result<std::vector<std::string>> supersede_renewed(const std::vector<DueRenewal>& due,
+                                                     UnixTime renewed_by,
                                                      const Actor& actor) override;
 
  private:
@@ -168,9 +170,11 @@ class SqlStore final : public Store, private Connection {
   // The device a change is about, for a change its revocation forbids (a revoked device's record
   // is final): Errc::not_found when unknown, Errc::conflict "device ID is revoked; <refusal>".
   Result<Device> load_unrevoked_device(std::string_view id, std::string_view refusal);
-  // kind device needs the device's id; any other kind records no device.
+  // kind device needs the device's id; any other kind records no device. `renews`: the
+  // fingerprint of the certificate a renewal over MQTT renews (renew_device only).
   Status insert_certificate(CertificateKind kind, std::string_view device_id,
-                            const NewCertificate& c);
+                            const NewCertificate& c,
+                            std::optional<std::string_view> renews = std::nullopt);
   // Touches each certificate it revokes.
   std::vector<std::string> revoke_active_certificates(std::string_view device_id,
                                                       RevocationReason reason, UnixTime now,

@@ -828,7 +828,8 @@ Reply provision_renew(Context& ctx, Call& call) {
 }
 
 // The broker's plugin: device {device_id} connected with the certificate in
-// X-Client-Certificate, so its older active certificates are superseded.
+// X-Client-Certificate, so the active certificates it replaces are superseded (what it renews and
+// the renewals waiting beside it: ClaimStore::supersede_predecessors).
 Reply provision_connected(Context& ctx, Call& call) {
   const std::string id = call.param(1);
   const std::string fingerprint = call.request.get_header_value("X-Client-Certificate");
@@ -839,8 +840,8 @@ Reply provision_connected(Context& ctx, Call& call) {
   if (!result.ok()) ctx.crl_stale = true;
   auto superseded = take(std::move(result));
   if (!superseded.serials.empty()) {
-    log_line("device '" + id + "' connected with its renewed certificate: superseded " +
-             std::to_string(superseded.serials.size()) + " older one(s)");
+    log_line("device '" + id + "' connected with a renewed certificate: superseded " +
+             std::to_string(superseded.serials.size()) + " certificate(s) it replaces");
   }
   return json_reply(200, json{{"superseded", superseded.serials},
                               {"crl_number", superseded.crl_number ? json(*superseded.crl_number)

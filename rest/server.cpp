@@ -10,10 +10,12 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
 #include <stop_token>
+#include <string_view>
 #include <thread>
 
 #include "bundle/link_token.h"
@@ -205,86 +207,104 @@ std::vector<Route> routes() {
   return out;
 }
 
+namespace {
+
+// The shape of serve's scheduled work: `once` at start and then every `every` until `stop`. `once`
+// returns a problem ("" for none); what it throws is a problem too. A problem is logged once, as
+// `failing` followed by it, and not again until `once` has succeeded.
+void on_schedule(std::stop_token stop, std::chrono::seconds every, std::string_view failing,
+                 const std::function<std::string()>& once) {
+  std::mutex m;
+  std::condition_variable_any cv;
+  std::unique_lock lock(m);
+  bool was_failing = false;
+  do {
+    std::string problem;
+    try {
+      problem = once();
+    } catch (const std::exception& e) {
+      problem = e.what();
+    } catch (...) {
+      problem = "unknown exception";
+    }
+    if (!problem.empty() && !was_failing) log_line(std::string(failing) + problem);
+    was_failing = !problem.empty();
+  } while (!cv.wait_for(lock, stop, every, [] { return false; }) && !stop.stop_requested());
+}
+
+}  // namespace
+
 // Re-issues the CRL before it expires: a broker that loads it (`crlfile`) refuses every device
 // once it is past its next update, and this process holds the CA key. Checked at start and every
 // `check` after; rewritten when less than half of its default lifetime is left, in the write turn
 // like every other CRL rewrite, and also when a committed revocation's own rewrite failed
 // (Context::crl_stale). Never throws: a failure is logged once and retried.
 void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds check) {
-  std::mutex m;
-  std::condition_variable_any cv;
-  std::unique_lock lock(m);
-  bool failing = false;
-  do {
-    std::string problem;
-    bool stale = false;
-    try {
-      auto standing =
-          ops::crl_standing(ctx.workspace.crl, unix_now(), ops::kDefaultCrlValidity / 2);
-      // A revocation whose rewrite failed (Context::crl_stale) is written now; the flag is set
-      // again below if this rewrite fails too.
-      stale = ctx.crl_stale.exchange(false);
-      if (stale && !standing.due) standing.why = "a revocation's earlier rewrite failed";
-      if (standing.due || stale) {
-        std::lock_guard turn(ctx.write_turn);
-        auto store = ctx.stores.borrow();
-        auto number = store.ok() ? ops::rewrite_crl(**store, ctx.ca, ctx.workspace.crl, "",
-                                                    registry::Actor{"serve:crl", unix_now()})
-                                 : Result<std::uint64_t>(store.error());
-        if (number.ok()) {
-          log_line("CRL " + std::to_string(*number) + " written to " + ctx.workspace.crl.string() +
-                   " (" + standing.why + ")");
-        } else {
-          problem = number.error().message;
-        }
-      }
-    } catch (const std::exception& e) {
-      problem = e.what();
-    }
-    if (!problem.empty() && stale) ctx.crl_stale = true;
-    if (!problem.empty() && !failing) log_line("cannot refresh the CRL (will retry): " + problem);
-    failing = !problem.empty();
-  } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
-}
-
-// Ends renewals' grace periods (docs/provisioning.md, "Renewal"): a device that renewed over MQTT
-// and whose new certificate has not connected within `grace` has its old one revoked as
-// superseded, and the CRL rewritten, in the write turn. Looked at every quarter of the grace
-// period, at least every second and at most every 10 minutes. Never throws: a failure is logged
-// once and retried.
-void supersede_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds grace) {
-  const auto check = std::clamp<std::chrono::seconds>(grace / 4, std::chrono::seconds(1),
-                                                      std::chrono::minutes(10));
-  std::mutex m;
-  std::condition_variable_any cv;
-  std::unique_lock lock(m);
-  bool failing = false;
-  do {
-    std::string problem;
+  on_schedule(stop, check, "cannot refresh the CRL (will retry): ", [&]() -> std::string {
+    auto standing = ops::crl_standing(ctx.workspace.crl, unix_now(), ops::kDefaultCrlValidity / 2);
+    // A revocation whose rewrite failed (Context::crl_stale) is written now; the flag is set again
+    // if this rewrite fails too.
+    const bool stale = ctx.crl_stale.exchange(false);
+    if (stale && !standing.due) standing.why = "a revocation's earlier rewrite failed";
+    if (!standing.due && !stale) return {};
     try {
       std::lock_guard turn(ctx.write_turn);
       auto store = ctx.stores.borrow();
-      auto superseded =
-          store.ok() ? ops::supersede_expired(**store, ctx.ca, ctx.workspace.crl, grace.count(),
-                                              registry::Actor{"serve:renewal", unix_now()})
-                     : Result<ops::Superseded>(store.error());
-      if (!superseded.ok()) {
-        // The revocations may be committed with the CRL not rewritten: the next sweep finds
-        // nothing due, so the CRL refresher retries the rewrite.
-        ctx.crl_stale = true;
-        problem = superseded.error().message;
-      } else if (!superseded->serials.empty()) {
-        log_line("superseded " + std::to_string(superseded->serials.size()) +
-                 " certificate(s) whose renewal's grace period is over");
+      auto number = store.ok() ? ops::rewrite_crl(**store, ctx.ca, ctx.workspace.crl, "",
+                                                  registry::Actor{"serve:crl", unix_now()})
+                               : Result<std::uint64_t>(store.error());
+      if (number.ok()) {
+        log_line("CRL " + std::to_string(*number) + " written to " + ctx.workspace.crl.string() +
+                 " (" + standing.why + ")");
+        return {};
       }
-    } catch (const std::exception& e) {
-      ctx.crl_stale = true;
-      problem = e.what();
+      if (stale) ctx.crl_stale = true;
+      return number.error().message;
+    } catch (...) {
+      if (stale) ctx.crl_stale = true;
+      throw;
     }
-    if (!problem.empty() && !failing)
-      log_line("cannot end renewals' grace periods (will retry): " + problem);
-    failing = !problem.empty();
-  } while (!cv.wait_for(lock, stop, check, [] { return false; }) && !stop.stop_requested());
+  });
+}
+
+// Ends renewals' grace periods (docs/provisioning.md, "Renewal"): a device that renewed over MQTT
+// and whose new certificate has not connected within `grace` has the certificate it renewed
+// revoked as superseded, and the CRL rewritten. The scan for what is due is a read outside the
+// write turn (enrolments, renewals and revocations do not wait for it); the write turn is taken
+// only when something is due, and the store looks at each certificate again under its write lock.
+// Looked at every quarter of the grace period, at least every second and at most every 10 minutes.
+// Never throws: a failure is logged once and retried.
+void supersede_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds grace) {
+  const auto check = std::clamp<std::chrono::seconds>(grace / 4, std::chrono::seconds(1),
+                                                      std::chrono::minutes(10));
+  on_schedule(
+      stop, check, "cannot end renewals' grace periods (will retry): ", [&]() -> std::string {
+        auto store = ctx.stores.borrow();
+        if (!store.ok()) return store.error().message;
+        auto due = ops::renewals_due(**store, grace.count(), unix_now());
+        if (!due.ok()) return due.error().message;  // the scan writes nothing
+        if (due->empty()) return {};
+        std::lock_guard turn(ctx.write_turn);
+        try {
+          auto superseded =
+              ops::supersede_expired(**store, ctx.ca, ctx.workspace.crl, *due, grace.count(),
+                                     registry::Actor{"serve:renewal", unix_now()});
+          if (superseded.ok()) {
+            if (!superseded->serials.empty()) {
+              log_line("superseded " + std::to_string(superseded->serials.size()) +
+                       " certificate(s) whose renewal's grace period is over");
+            }
+            return {};
+          }
+          // The revocations may be committed with the CRL not rewritten: the next sweep
+          // finds nothing due, so the CRL refresher retries the rewrite.
+          ctx.crl_stale = true;
+          return superseded.error().message;
+        } catch (...) {
+          ctx.crl_stale = true;
+          throw;
+        }
+      });
 }
 
 namespace {

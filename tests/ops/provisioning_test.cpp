@@ -523,7 +523,8 @@ TEST_CASE("a renewal's old certificate is superseded once its grace period is ov
   constexpr UnixTime kGrace = 3600;
 
   // Within the grace period nothing goes (the negative), nor a device that never renewed.
-  auto early = must(ops::supersede_expired(*site.store, *site.ca, crl, kGrace, site.actor));
+  CHECK(must(ops::renewals_due(*site.store, kGrace, site.actor.now)).empty());
+  auto early = must(ops::supersede_expired(*site.store, *site.ca, crl, {}, kGrace, site.actor));
   CHECK(early.serials.empty());
   CHECK_FALSE(std::filesystem::exists(crl));
   CHECK(must(site.store->certificates_of("unit-1"))[0].status ==
@@ -534,7 +535,11 @@ TEST_CASE("a renewal's old certificate is superseded once its grace period is ov
   registry::Actor later = site.actor;
   // The certificate was issued by the clock, a moment after site.actor.now.
   later.now += kGrace + 60;
-  auto late = must(ops::supersede_expired(*site.store, *site.ca, crl, kGrace, later));
+  const auto due = must(ops::renewals_due(*site.store, kGrace, later.now));
+  REQUIRE(due.size() == 1);
+  CHECK(due[0].device_id == "unit-1");
+  CHECK(due[0].sha256_fingerprint == one.certificate.sha256_fingerprint);
+  auto late = must(ops::supersede_expired(*site.store, *site.ca, crl, due, kGrace, later));
   CHECK(late.serials == std::vector<std::string>{one.certificate.serial_hex});
   CHECK(late.crl_number.has_value());
   CHECK(std::filesystem::exists(crl));
@@ -544,10 +549,64 @@ TEST_CASE("a renewal's old certificate is superseded once its grace period is ov
   CHECK(certificates[1].status == registry::CertificateStatus::active);
   CHECK(must(site.store->certificates_of("unit-2"))[0].status ==
         registry::CertificateStatus::active);
-  // Once is enough.
-  CHECK(must(ops::supersede_expired(*site.store, *site.ca, crl, kGrace, later)).serials.empty());
+  // Once is enough: a second scan finds nothing, and the first scan's answer handed in again
+  // revokes nothing twice and writes no CRL.
+  CHECK(must(ops::renewals_due(*site.store, kGrace, later.now)).empty());
+  const auto seq = must(site.store->change_seq());
+  const auto again = must(ops::supersede_expired(*site.store, *site.ca, crl, due, kGrace, later));
+  CHECK(again.serials.empty());
+  CHECK_FALSE(again.crl_number.has_value());
+  CHECK(must(site.store->change_seq()) == seq);
   CHECK(must(site.store->verify_audit()).ok());
   (void)two;
+}
+
+TEST_CASE("a certificate found due and changed before the sweep's write is left as it is") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto one = enroll_device(site, "line-a", "unit-1");
+  const auto two = enroll_device(site, "line-a", "unit-2");
+  const auto three = enroll_device(site, "line-a", "unit-3");
+  std::vector<std::string> renewed;
+  for (const auto& [id, device] :
+       {std::pair{"unit-1", &one}, std::pair{"unit-2", &two}, std::pair{"unit-3", &three}}) {
+    const auto answer = renew(site, id, device->certificate.sha256_fingerprint,
+                              renewal_for(p256().get(), id, device->key.get()));
+    REQUIRE_FALSE(answer.refused);
+    renewed.push_back(answer.certificate_sha256);
+  }
+  const auto crl = site.dir / "crl.pem";
+  constexpr UnixTime kGrace = 3600;
+  registry::Actor later = site.actor;
+  later.now += kGrace + 60;
+  // The scan, outside the write turn: all three old certificates are due.
+  const auto due = must(ops::renewals_due(*site.store, kGrace, later.now));
+  REQUIRE(due.size() == 3);
+  // Meanwhile unit-1's renewal connects (its old certificate revoked by that) and unit-2 is
+  // disabled.
+  CHECK(must(site.store->supersede_predecessors("unit-1", renewed[0], site.actor)) ==
+        std::vector<std::string>{one.certificate.serial_hex});
+  must(site.store->set_device_enabled("unit-2", false, site.actor));
+  auto supersessions = [&] {
+    const auto rows = must(site.store->audit_list(0));
+    return std::count_if(rows.begin(), rows.end(), [](const registry::AuditEvent& row) {
+      return row.action == "certificate.supersede";
+    });
+  };
+  const auto supersessions_before = supersessions();
+
+  // Only unit-3's (still due: the positive control) is revoked; unit-1's is not revoked twice and
+  // unit-2's stays active.
+  const auto swept = must(ops::supersede_expired(*site.store, *site.ca, crl, due, kGrace, later));
+  CHECK(swept.serials == std::vector<std::string>{three.certificate.serial_hex});
+  CHECK(swept.crl_number.has_value());
+  CHECK(must(site.store->certificates_of("unit-2"))[0].status ==
+        registry::CertificateStatus::active);
+  const auto unit1 = must(site.store->certificates_of("unit-1"));
+  CHECK(unit1[0].revoked_at == site.actor.now);  // revoked by the connect, not again
+  CHECK(unit1[1].status == registry::CertificateStatus::active);
+  CHECK(supersessions() == supersessions_before + 1);
+  CHECK(must(site.store->verify_audit()).ok());
 }
 
 TEST_CASE("a renewal needs a proof by the key of the certificate it presents") {

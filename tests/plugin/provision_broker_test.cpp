@@ -661,6 +661,55 @@ TEST_CASE(
   CHECK(certificates_of(site, "meter-1")[1]["status"] == "active");
 }
 
+TEST_CASE(
+    "a device that renewed twice with different keys keeps the first certificate it installs") {
+  SignerSite site;
+  site.add_device("meter-1");
+  site.start_signer({"--renewal-grace", "3s"});
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  const std::string a_serial = certificates_of(site, "meter-1")[0]["serial"];
+  std::string b_pem;
+  {
+    MqttClient old_device("meter-1", site.credentials("meter-1"), kV5);
+    REQUIRE(old_device.connect(broker->port(), 3s) == 0);
+    const Answer b = renew(old_device, "meter-1",
+                           site.renewal(site.make_csr("meter-1-b", "meter-1"), "meter-1"));
+    REQUIRE(b.result == "accepted");
+    b_pem = b.body["certificate"];
+    // B's answer is "lost": the device renews again with another key.
+    const Answer c = renew(old_device, "meter-1",
+                           site.renewal(site.make_csr("meter-1-c", "meter-1"), "meter-1"));
+    REQUIRE(c.result == "accepted");
+    CHECK(c.body["certificate"] != b_pem);
+  }
+  const auto certificates = certificates_of(site, "meter-1");
+  REQUIRE(certificates.size() == 3);
+  const std::string b_serial = certificates[1]["serial"];
+  const std::string c_serial = certificates[2]["serial"];
+  // No connect within the grace period: A goes, B and C stay (the device may hold either).
+  REQUIRE(wait_revoked(site, "meter-1", a_serial).is_object());
+
+  // The device installs B after all (a late answer) and connects: C goes, B stays connected.
+  std::ofstream(site.cert("meter-1-b")) << b_pem;
+  MqttClient device("meter-1", site.credentials("meter-1-b"), kV5);
+  REQUIRE(device.connect(broker->port(), 3s) == 0);
+  const json revoked = wait_revoked(site, "meter-1", c_serial);
+  INFO(certificates_of(site, "meter-1").dump());
+  REQUIRE(revoked.is_object());
+  CHECK(revoked["revocation_reason"] == "superseded");
+  REQUIRE(broker->wait_for_log("stays connected"));
+  // More than a grace period later (the sweep looks every second) B is still the device's.
+  std::this_thread::sleep_for(4s);
+  CHECK(device.connected());
+  const auto after = certificates_of(site, "meter-1");
+  REQUIRE(after.size() == 3);
+  CHECK(after[1]["serial"] == b_serial);
+  CHECK(after[1]["status"] == "active");
+  MqttClient again("meter-1", site.credentials("meter-1-b"), kV5);
+  CHECK(again.connect(broker->port(), 3s) == 0);
+}
+
 TEST_CASE("a renewal whose proof is not made with the device's own key is refused") {
   SignerSite site;
   site.add_device("meter-1");

@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -187,6 +189,30 @@ CertificateStatus status_of(Store& store, const NewCertificate& certificate) {
   return must(store.find_certificate_by_fingerprint(certificate.sha256_fingerprint)).status;
 }
 
+// The grace period's sweep as serve runs it: the scan, then the revocation of what it found.
+std::vector<std::string> sweep(Store& store, UnixTime renewed_by, const Actor& actor = kAlice) {
+  return must(store.supersede_renewed(must(store.renewals_due(renewed_by)), renewed_by, actor));
+}
+
+// A renewal of `presented` recorded as a new certificate (its not_before `issued`), at `issued`
+// or once `presented` is in date.
+NewCertificate renew_from(Store& store, const std::string& id, const NewCertificate& presented,
+                          UnixTime issued = kNow) {
+  auto next = test_certificate(id);
+  next.not_before = issued;
+  const Actor at{"alice", std::max(issued, presented.not_before)};
+  const auto outcome =
+      must(store.renew_device(id, presented.sha256_fingerprint, next, no_key(), at));
+  REQUIRE(outcome.refusal == RenewRefusal::none);
+  REQUIRE_FALSE(outcome.repeated);
+  return next;
+}
+
+std::vector<std::string> connect_with(Store& store, const std::string& id,
+                                      const NewCertificate& with) {
+  return must(store.supersede_predecessors(id, with.sha256_fingerprint, kAlice));
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -317,18 +343,250 @@ TEST_CASE("the successor's connect and the end of the grace period supersede the
   // The grace period: successors issued at or before the cut-off end their predecessors'. dev-b's
   // was issued after it; dev-c is disabled and left as it is.
   must(store->set_device_enabled("dev-c", false, kAlice));
-  CHECK(must(store->supersede_renewed(kNow - 1, kAlice)).empty());
-  CHECK(must(store->supersede_renewed(kNow + 50, kAlice)).empty());
+  CHECK(sweep(*store, kNow - 1).empty());
+  CHECK(sweep(*store, kNow + 50).empty());
   CHECK(status_of(*store, b1) == CertificateStatus::active);
   CHECK(status_of(*store, c1) == CertificateStatus::active);
-  CHECK(must(store->supersede_renewed(kNow + 100, kAlice)) ==
-        std::vector<std::string>{b1.serial_hex});
+  CHECK(sweep(*store, kNow + 100) == std::vector<std::string>{b1.serial_hex});
   CHECK(must(store->find_certificate_by_fingerprint(b1.sha256_fingerprint)).revocation_reason ==
         RevocationReason::superseded);
   CHECK(status_of(*store, b2) == CertificateStatus::active);
   CHECK(status_of(*store, c1) == CertificateStatus::active);
-  CHECK(must(store->supersede_renewed(kNow + 1000, kAlice)).empty());
+  CHECK(sweep(*store, kNow + 1000).empty());
   CHECK(must(store->verify_audit()).ok());
+}
+
+TEST_CASE("two renewals with different keys: the first installed wins and is never swept") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  const auto c = renew_from(*store, "dev-1", a, kNow + 10);  // B's answer lost, another key
+
+  // No connect within the grace period: only what was renewed goes, never a renewal, since the
+  // device may hold either.
+  CHECK(sweep(*store, kNow + 1000) == std::vector<std::string>{a.serial_hex});
+  CHECK(status_of(*store, b) == CertificateStatus::active);
+  CHECK(status_of(*store, c) == CertificateStatus::active);
+  CHECK(sweep(*store, kNow + 100'000).empty());
+
+  // The device installs B (a late answer): its connect supersedes its waiting sibling C.
+  CHECK(connect_with(*store, "dev-1", b) == std::vector<std::string>{c.serial_hex});
+  CHECK(status_of(*store, b) == CertificateStatus::active);
+  CHECK(must(store->find_certificate_by_fingerprint(c.sha256_fingerprint)).revocation_reason ==
+        RevocationReason::superseded);
+  CHECK(sweep(*store, kNow + 100'000).empty());
+  CHECK(status_of(*store, b) == CertificateStatus::active);
+  CHECK(must(store->verify_audit()).ok());
+}
+
+TEST_CASE("a connect with either of two renewals supersedes the renewed one and the other") {
+  for (const bool first : {true, false}) {
+    TempDir dir;
+    auto store = open_test_store(dir);
+    const auto a = register_test_device(*store, "dev-1");
+    const auto b = renew_from(*store, "dev-1", a, kNow);
+    const auto c = renew_from(*store, "dev-1", a, kNow + 10);
+    const auto& kept = first ? b : c;
+    const auto& other = first ? c : b;
+    // Within the grace period: the old certificate connecting supersedes nothing.
+    CHECK(connect_with(*store, "dev-1", a).empty());
+    std::vector<std::string> expected{a.serial_hex, other.serial_hex};
+    std::sort(expected.begin(), expected.end());
+    auto got = connect_with(*store, "dev-1", kept);
+    std::sort(got.begin(), got.end());
+    CHECK(got == expected);
+    CHECK(status_of(*store, kept) == CertificateStatus::active);
+    CHECK(status_of(*store, a) == CertificateStatus::revoked);
+    CHECK(status_of(*store, other) == CertificateStatus::revoked);
+    // The device renews again from the one it holds: the way is clear.
+    const auto d = renew_from(*store, "dev-1", kept, kNow + 20);
+    CHECK(connect_with(*store, "dev-1", d) == std::vector<std::string>{kept.serial_hex});
+  }
+}
+
+TEST_CASE("the grace period is counted from the latest waiting renewal") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  const auto c = renew_from(*store, "dev-1", a, kNow + 100);
+  // B's grace is over, C's is not: the device renewed A again and may still be waiting for C.
+  CHECK(sweep(*store, kNow + 50).empty());
+  CHECK(status_of(*store, a) == CertificateStatus::active);
+  CHECK(sweep(*store, kNow + 100) == std::vector<std::string>{a.serial_hex});
+  // A renewal an operator revoked holds nothing back, and one left active still counts.
+  const auto x = register_test_device(*store, "dev-2");
+  const auto y = renew_from(*store, "dev-2", x, kNow + 500);
+  const auto z = renew_from(*store, "dev-2", x, kNow);
+  must(store->revoke_certificate(y.sha256_fingerprint, RevocationReason::unspecified, kAlice));
+  CHECK(sweep(*store, kNow + 100) == std::vector<std::string>{x.serial_hex});
+  CHECK(status_of(*store, z) == CertificateStatus::active);
+  // A certificate whose only renewal was revoked is not renewed: nothing to end.
+  const auto p = register_test_device(*store, "dev-3");
+  const auto q = renew_from(*store, "dev-3", p, kNow);
+  must(store->revoke_certificate(q.sha256_fingerprint, RevocationReason::unspecified, kAlice));
+  CHECK(sweep(*store, kNow + 100'000).empty());
+  CHECK(status_of(*store, p) == CertificateStatus::active);
+}
+
+TEST_CASE("a renewal of a renewed certificate: the sweep ends each step and a connect the rest") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  const auto c = renew_from(*store, "dev-1", a, kNow + 10);
+  // The grace period ends A; the device, holding B, renews it (C still waits: one pending).
+  CHECK(sweep(*store, kNow + 50) == std::vector<std::string>{a.serial_hex});
+  const auto d = renew_from(*store, "dev-1", b, kNow + 100);
+  // Three certificates besides one: a renewal of B beyond kMaxPendingRenewals is refused.
+  CHECK(must(store->renew_device("dev-1", b.sha256_fingerprint, test_certificate("dev-1"), no_key(),
+                                 kAlice))
+            .refusal == RenewRefusal::too_many_pending);
+
+  // D connects: B (what it renews) and C (a renewal of B's parent, beside D's line) go.
+  std::vector<std::string> expected{b.serial_hex, c.serial_hex};
+  std::sort(expected.begin(), expected.end());
+  auto got = connect_with(*store, "dev-1", d);
+  std::sort(got.begin(), got.end());
+  CHECK(got == expected);
+  CHECK(status_of(*store, d) == CertificateStatus::active);
+  CHECK(sweep(*store, kNow + 100'000).empty());
+  CHECK(must(store->verify_audit()).ok());
+}
+
+TEST_CASE("a connect with C instead supersedes B and B's own renewal") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  const auto c = renew_from(*store, "dev-1", a, kNow + 10);
+  CHECK(sweep(*store, kNow + 50) == std::vector<std::string>{a.serial_hex});
+  const auto d = renew_from(*store, "dev-1", b, kNow + 100);
+  // The grace period of D ends B, never D nor C (renewals the device may hold).
+  CHECK(sweep(*store, kNow + 200) == std::vector<std::string>{b.serial_hex});
+  CHECK(status_of(*store, c) == CertificateStatus::active);
+  CHECK(status_of(*store, d) == CertificateStatus::active);
+  // C connects after all: D, a descendant of C's parent A but not of C, goes.
+  CHECK(connect_with(*store, "dev-1", c) == std::vector<std::string>{d.serial_hex});
+  CHECK(status_of(*store, c) == CertificateStatus::active);
+}
+
+TEST_CASE("a connect never supersedes a renewal of the certificate it connected with") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  CHECK(connect_with(*store, "dev-1", b) == std::vector<std::string>{a.serial_hex});
+  // B renews to D, whose answer is lost; the device connects with B again.
+  const auto d = renew_from(*store, "dev-1", b, kNow + 10);
+  CHECK(connect_with(*store, "dev-1", b).empty());
+  CHECK(status_of(*store, d) == CertificateStatus::active);
+  // A certificate of another device, or not active, supersedes nothing (the positive control is
+  // D's own connect below).
+  const auto other = register_test_device(*store, "dev-2");
+  CHECK(connect_with(*store, "dev-1", other).empty());
+  CHECK(connect_with(*store, "dev-1", a).empty());
+  CHECK(status_of(*store, b) == CertificateStatus::active);
+  CHECK(connect_with(*store, "dev-1", d) == std::vector<std::string>{b.serial_hex});
+}
+
+TEST_CASE("a connect that replaces nothing does not wait for the write lock", "[sqlite]") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  auto second = open_test_store(dir);  // opened (which may write) before the lock is taken
+  // Another writer holds the registry's write lock.
+  SQLite::Database other(onboard::test::registry_path(dir), SQLite::OPEN_READWRITE);
+  other.exec("BEGIN IMMEDIATE");
+  // The old certificate's connect while its renewal waits: answered at once, nothing written.
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(connect_with(*store, "dev-1", a).empty());
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(1));
+  // The renewal's connect has something to revoke: it waits for the lock (the positive control),
+  // and revokes A once the other writer is done.
+  auto pending = std::async(std::launch::async, [&] {
+    return second->supersede_predecessors("dev-1", b.sha256_fingerprint, kAlice);
+  });
+  CHECK(pending.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
+  other.exec("COMMIT");
+  CHECK(must(pending.get()) == std::vector<std::string>{a.serial_hex});
+}
+
+TEST_CASE("the sweep's write looks again at what its scan found") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  const auto p = register_test_device(*store, "dev-2");
+  renew_from(*store, "dev-2", p, kNow);
+  const auto x = register_test_device(*store, "dev-3");
+  renew_from(*store, "dev-3", x, kNow);
+  const auto m = register_test_device(*store, "dev-4");
+  renew_from(*store, "dev-4", m, kNow);
+  const auto due = must(store->renewals_due(kNow + 50));
+  REQUIRE(due.size() == 4);
+  // Between the scan and the write: dev-1's renewal connects, dev-2 is disabled, dev-3 renews
+  // again (a new deadline for its old certificate).
+  CHECK(connect_with(*store, "dev-1", b) == std::vector<std::string>{a.serial_hex});
+  must(store->set_device_enabled("dev-2", false, kAlice));
+  renew_from(*store, "dev-3", x, kNow + 100);
+  const auto revoked_at = must(store->find_certificate_by_fingerprint(a.sha256_fingerprint));
+  const auto seq = must(store->change_seq());
+
+  const Actor later{"alice", kNow + 5000};
+  // Only dev-4's is still due (the positive control).
+  CHECK(must(store->supersede_renewed(due, kNow + 50, later)) ==
+        std::vector<std::string>{m.serial_hex});
+  CHECK(must(store->change_seq()) == seq + 1);
+  // dev-1's is not revoked twice: its record is the connect's.
+  const auto a_now = must(store->find_certificate_by_fingerprint(a.sha256_fingerprint));
+  CHECK(a_now.revoked_at == revoked_at.revoked_at);
+  CHECK(status_of(*store, p) == CertificateStatus::active);
+  CHECK(status_of(*store, x) == CertificateStatus::active);
+  // A candidate named with another device, or unknown, is never revoked.
+  CHECK(must(store->supersede_renewed(
+                 {{"dev-9", x.sha256_fingerprint}, {"dev-3", std::string(64, 'f')}}, kNow + 200,
+                 later))
+            .empty());
+  CHECK(status_of(*store, x) == CertificateStatus::active);
+  CHECK(must(store->change_seq()) == seq + 1);
+  CHECK(must(store->verify_audit()).ok());
+}
+
+TEST_CASE("an upgraded registry links the renewals already waiting to what they renew") {
+  TempDir dir;
+  NewCertificate a, b, c;
+  {
+    auto store = open_test_store(dir);
+    a = register_test_device(*store, "dev-1");
+    b = renew_from(*store, "dev-1", a, kNow);
+    c = renew_from(*store, "dev-1", a, kNow + 10);
+  }
+  // As version 5 left it: no column for the link (the renewals' audit rows name it). SQLite's
+  // version 5 step rebuilds the certificates table without it.
+  if (onboard::test::kTestBackend == Backend::sqlite) {
+    raw_exec(dir, "DROP TABLE claims; UPDATE meta SET schema_version = 4");
+  } else {
+    raw_exec(dir,
+             "ALTER TABLE certificates DROP COLUMN renews; UPDATE meta SET schema_version = 5");
+  }
+  auto store = open_test_store(dir);
+  CHECK(onboard::test::raw_int64(dir, "SELECT schema_version FROM meta") == sql::kSchemaVersion);
+  CHECK(onboard::test::raw_int64(dir, "SELECT count(*) FROM certificates WHERE renews = '" +
+                                          a.sha256_fingerprint + "'") == 2);
+  CHECK(onboard::test::raw_int64(dir, "SELECT count(*) FROM certificates WHERE renews IS NULL") ==
+        1);
+  // The rules hold for them: B's connect supersedes A and C.
+  std::vector<std::string> expected{a.serial_hex, c.serial_hex};
+  std::sort(expected.begin(), expected.end());
+  auto got = connect_with(*store, "dev-1", b);
+  std::sort(got.begin(), got.end());
+  CHECK(got == expected);
+  const auto check = must(store->verify_audit());
+  INFO(check.problem);
+  CHECK(check.ok());
 }
 
 TEST_CASE("a group commit of enrolments rolls back only the one that fails and keeps the quota") {

@@ -84,7 +84,7 @@ TEST_CASE("a version 2 registry is migrated in place to version 3 and keeps what
 
   auto store = must(open_sqlite_store(path, OpenMode::read_write));
   CHECK(scalar(path, "SELECT schema_version FROM meta") == schema::kCurrentVersion);
-  CHECK(schema::kCurrentVersion == 5);
+  CHECK(schema::kCurrentVersion == 6);
 
   // Every certificate is now a device certificate of its device, in its old order.
   const auto all = must(store->list_certificates({}));
@@ -184,7 +184,7 @@ TEST_CASE("a version 4 registry is migrated in place to version 5 and keeps what
   REQUIRE(scalar(path, "SELECT schema_version FROM meta") == 4);
 
   auto store = must(open_sqlite_store(path, OpenMode::read_write));
-  CHECK(scalar(path, "SELECT schema_version FROM meta") == 5);
+  CHECK(scalar(path, "SELECT schema_version FROM meta") == schema::kCurrentVersion);
   const auto all = must(store->list_certificates({}));
   REQUIRE(all.size() == 3);
   CHECK(all[0].sha256_fingerprint == kFp1);
