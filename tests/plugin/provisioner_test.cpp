@@ -31,15 +31,29 @@ struct FailingAllocations {
 
 }  // namespace
 
-// The test binary's allocation functions: malloc's, unless allocations_fail.
+// The test binary's allocation functions: malloc's, unless allocations_fail. Every plain form is
+// replaced, the nothrow and array ones too: a sanitizer's runtime supplies those it finds missing,
+// and its new paired with this file's delete is an alloc-dealloc mismatch (aligned forms come in
+// pairs from one side, so they may stay the runtime's).
 void* operator new(std::size_t size) {
   if (!allocations_fail) {
     if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   }
   throw std::bad_alloc();
 }
+void* operator new[](std::size_t size) { return ::operator new(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return allocations_fail ? nullptr : std::malloc(size == 0 ? 1 : size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t& tag) noexcept {
+  return ::operator new(size, tag);
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
