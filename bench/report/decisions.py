@@ -22,6 +22,16 @@ ROWS = [
     ("connect_verdict", "one connect verdict", "cpu_time", 1.0, "ns"),
     ("with_changes", "next snapshot with one device changed (`with_changes`)", "real_time", 1e3, "µs"),
     ("refresh_sqlite", "one registry change picked up end to end (`refresh_snapshot`)", "real_time", 1e3, "µs"),
+    ("client_decide_10k", "plugin's decision for a connected device, random of 10k connected, no kept answer",
+     "cpu_time", 1.0, "ns"),
+    ("client_decide_100k", "plugin's decision for a connected device, random of 100k connected, no kept answer",
+     "cpu_time", 1.0, "ns"),
+    ("client_decide_kept_10k", "the same, random of 10k connected, the kept answer", "cpu_time", 1.0, "ns"),
+    ("client_decide_kept_100k", "the same, random of 100k connected, the kept answer", "cpu_time", 1.0, "ns"),
+    ("client_rebind_100k", "a connected device's first decision after a swap (rules bound again), of 100k",
+     "cpu_time", 1.0, "ns"),
+    ("snapshot_swap_100k", "snapshot swap on the broker's thread (take + replace), 100k connected",
+     "real_time", 1e3, "µs"),
 ]
 # name, counter, title, unit
 COUNTERS = [
@@ -29,6 +39,12 @@ COUNTERS = [
     ("build_pure", "bytes_per_device", "memory added per device", "bytes"),
     ("load_sqlite", "rss_added_MiB", "memory added by `load_snapshot`", "MiB"),
     ("with_changes", "release_us", "freeing the replaced snapshot", "µs"),
+    ("client_decide_10k", "rss_per_client", "plugin memory per connected client, 10k connected (resident)",
+     "bytes"),
+    ("client_decide_100k", "rss_per_client", "plugin memory per connected client, 100k connected (resident)",
+     "bytes"),
+    ("client_decide_100k", "heap_per_client",
+     "the same as `AcceptedClients::heap_bytes` counts it, 100k connected", "bytes"),
 ]
 
 WHY_MISSED = [
@@ -103,6 +119,19 @@ def target_checks(runs):
     target("snapshot memory", runs.counter(f"build_pure/{top}", "rss_added_MiB"), 400 * 1e6 / 2**20, "MiB",
            "400 MB = 381.5 MiB")
     target("one change applied", runs.value(f"with_changes/{top}", "real_time", 1e6), 1, "ms")
+    for c in ("10k", "100k"):
+        target(f"plugin's decision for a connected device (random of {c} connected, no kept answer)",
+               runs.value(f"client_decide_{c}/{top}", "cpu_time", 1.0), 150, "ns")
+        target(f"plugin's decision for a connected device (random of {c} connected, kept answer)",
+               runs.value(f"client_decide_kept_{c}/{top}", "cpu_time", 1.0), 150, "ns")
+    target("plugin memory per connected client (100k connected, resident)",
+           runs.counter(f"client_decide_100k/{top}", "rss_per_client"), 512, "bytes")
+    swap = runs.value(f"snapshot_swap_100k/{top}", "real_time", 1e3)
+    target("one registry change applied on the broker's thread: the swap (100k connected)", swap, 50, "µs")
+    rebind = runs.value(f"client_rebind_100k/{top}", "cpu_time", 1.0)
+    if swap is not None and rebind is not None:
+        target("the same with every one of the 100k connected clients' rules bound again (at its next "
+               "decision)", swap + rebind * 100_000 / 1e3, 50, "µs")
     return checks
 
 
