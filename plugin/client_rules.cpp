@@ -1,6 +1,7 @@
 #include "plugin/client_rules.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace onboard::plugin {
 namespace {
@@ -57,15 +58,69 @@ acl::Rule compile(const acl::Rule& rule, const acl::Substitutions& subs) {
 
 }  // namespace
 
+ClientRules::ClientRules(ClientRules&& other) noexcept
+    : generation_(std::exchange(other.generation_, 0)),
+      device_(std::exchange(other.device_, nullptr)),
+      groups_serial_(other.groups_serial_),
+      deny_all_(std::exchange(other.deny_all_, true)),
+      set_count_(std::exchange(other.set_count_, 0)),
+      cached_(std::exchange(other.cached_, 0)),
+      pattern_bytes_(std::exchange(other.pattern_bytes_, 0)),
+      sets_(other.sets_),
+      client_id_(other.client_id_),
+      compiled_(std::move(other.compiled_)),
+      topic_(std::move(other.topic_)),
+      answers_(other.answers_) {
+  other.compiled_.clear();
+}
+
+ClientRules& ClientRules::operator=(ClientRules&& other) noexcept {
+  if (this != &other) {
+    release_device();
+    generation_ = std::exchange(other.generation_, 0);
+    device_ = std::exchange(other.device_, nullptr);
+    groups_serial_ = other.groups_serial_;
+    deny_all_ = std::exchange(other.deny_all_, true);
+    set_count_ = std::exchange(other.set_count_, 0);
+    cached_ = std::exchange(other.cached_, 0);
+    pattern_bytes_ = std::exchange(other.pattern_bytes_, 0);
+    sets_ = other.sets_;
+    client_id_ = other.client_id_;
+    compiled_ = std::move(other.compiled_);
+    other.compiled_.clear();
+    topic_ = std::move(other.topic_);
+    answers_ = other.answers_;
+  }
+  return *this;
+}
+
+ClientRules::~ClientRules() { release_device(); }
+
+void ClientRules::release_device() noexcept {
+  if (device_ != nullptr) std::exchange(device_, nullptr)->release();
+}
+
 void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generation,
                        std::string_view username, std::string_view client_id) {
+  const registry::SnapshotDevice* device = snapshot.find_device(username);
+  // The same record (held, so not another one at a freed address), the same groups and the same
+  // client id: the same rules, compiled the same way, with the same answers.
+  if (generation_ != 0 && device == device_ && snapshot.groups_serial() == groups_serial_ &&
+      client_id == client_id_) {
+    generation_ = generation;
+    return;
+  }
   generation_ = 0;
   deny_all_ = true;
   set_count_ = 0;
   cached_ = 0;
   compiled_.clear();
   pattern_bytes_ = 0;
-  const registry::SnapshotDevice* device = snapshot.find_device(username);
+  release_device();
+  if (device != nullptr) device->hold();
+  device_ = device;
+  groups_serial_ = snapshot.groups_serial();
+  client_id_ = client_id;
   if (device != nullptr && device->status() == registry::DeviceStatus::active) {
     const registry::GroupAccess* type_group =
         device->type().empty() ? nullptr : snapshot.find_group(device->type());
@@ -78,9 +133,8 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
     if (type_group != nullptr) sets[n++] = type_group->rules;
     if (default_group != nullptr) sets[n++] = default_group->rules;
     // find_device matched the username exactly: it is the device id.
-    device_id_ = device->id();
-    client_id_ = client_id;
-    const acl::Substitutions subs{device_id_, client_id_, device_id_};
+    const std::string_view device_id = device->id();
+    const acl::Substitutions subs{device_id, client_id_, device_id};
     // Sets without a placeholder are used where the snapshot holds them; the others are copied
     // with their placeholders written in. Reserved first, so that the spans stay put.
     // Within a memory budget per client: the groups' sets first (the fleet-wide rules such as
@@ -136,7 +190,8 @@ acl::Evaluation ClientRules::check(acl::Access access, std::string_view topic_or
   const std::size_t i = slot(access);
   const bool same_topic = topic_or_filter == topic_;
   if (same_topic && (cached_ & (1u << i)) != 0) return answers_[i];
-  const acl::Substitutions subs{device_id_, client_id_, device_id_};
+  const std::string_view device_id = device_->id();
+  const acl::Substitutions subs{device_id, client_id_, device_id};
   const acl::Evaluation answer =
       acl::evaluate(std::span<const std::span<const acl::Rule>>(sets_.data(), set_count_), access,
                     topic_or_filter, subs);

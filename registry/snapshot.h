@@ -282,6 +282,11 @@ class Snapshot {
   }
 
   std::int64_t change_seq() const noexcept { return change_seq_; }
+  // Names this snapshot's set of groups: equal for two snapshots only when they share the very
+  // same group objects (find_group returns the same pointers), as with_changes without group
+  // changes and with_claims leave them. Never reused within a process, so, unlike an address, an
+  // equal value cannot be a later set of groups made where an earlier one was freed.
+  std::uint64_t groups_serial() const noexcept { return groups_serial_; }
   std::size_t device_count() const noexcept { return device_count_; }
   // Distinct rule patterns held by this snapshot's pool (some may be only in older snapshots).
   std::size_t distinct_patterns() const { return patterns_->size(); }
@@ -419,6 +424,8 @@ class Snapshot {
   std::shared_ptr<const Claims> claims_;
   // groups_'s "default", looked up once per snapshot instead of once per decision (nullptr: none).
   const GroupAccess* default_group_ = nullptr;
+  std::uint64_t groups_serial_ = 0;  // groups_serial(); from next_groups_serial()
+  static std::uint64_t next_groups_serial() noexcept;
   // Every rule's pattern comes from here, so equal patterns share one node; passed on by
   // with_changes.
   std::shared_ptr<acl::PatternPool> patterns_;
