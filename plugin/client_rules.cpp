@@ -62,9 +62,11 @@ ClientRules::ClientRules(ClientRules&& other) noexcept
     : generation_(std::exchange(other.generation_, 0)),
       device_(std::exchange(other.device_, nullptr)),
       groups_serial_(other.groups_serial_),
+      shard_serial_(other.shard_serial_),
       deny_all_(std::exchange(other.deny_all_, true)),
       set_count_(std::exchange(other.set_count_, 0)),
       cached_(std::exchange(other.cached_, 0)),
+      shard_(other.shard_),
       pattern_bytes_(std::exchange(other.pattern_bytes_, 0)),
       sets_(other.sets_),
       client_id_(other.client_id_),
@@ -80,6 +82,8 @@ ClientRules& ClientRules::operator=(ClientRules&& other) noexcept {
     generation_ = std::exchange(other.generation_, 0);
     device_ = std::exchange(other.device_, nullptr);
     groups_serial_ = other.groups_serial_;
+    shard_serial_ = other.shard_serial_;
+    shard_ = other.shard_;
     deny_all_ = std::exchange(other.deny_all_, true);
     set_count_ = std::exchange(other.set_count_, 0);
     cached_ = std::exchange(other.cached_, 0);
@@ -102,11 +106,20 @@ void ClientRules::release_device() noexcept {
 
 void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generation,
                        std::string_view username, std::string_view client_id) {
-  const registry::SnapshotDevice* device = snapshot.find_device(username);
   // The same record (held, so not another one at a freed address), the same groups and the same
   // client id: the same rules, compiled the same way, with the same answers.
-  if (generation_ != 0 && device == device_ && snapshot.groups_serial() == groups_serial_ &&
-      client_id == client_id_) {
+  const bool same_groups =
+      generation_ != 0 && snapshot.groups_serial() == groups_serial_ && client_id == client_id_;
+  // The very shard the record was found in, for the same username: find_device(username) would
+  // find that record again. (A decision reads the record's first bytes, the id, anyway.)
+  if (same_groups && device_ != nullptr && snapshot.device_lookup_serial(shard_) == shard_serial_ &&
+      username == device_->id()) {
+    generation_ = generation;
+    return;
+  }
+  const registry::SnapshotDevice* device = snapshot.find_device(username);
+  if (same_groups && device == device_) {
+    shard_serial_ = snapshot.device_lookup_serial(shard_);
     generation_ = generation;
     return;
   }
@@ -120,6 +133,8 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
   if (device != nullptr) device->hold();
   device_ = device;
   groups_serial_ = snapshot.groups_serial();
+  shard_ = static_cast<std::uint16_t>(registry::Snapshot::device_shard(username));
+  shard_serial_ = snapshot.device_lookup_serial(shard_);
   client_id_ = client_id;
   if (device != nullptr && device->status() == registry::DeviceStatus::active) {
     const registry::GroupAccess* type_group =
@@ -170,9 +185,10 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
         const acl::Pattern& pattern = compiled_.back().pattern;
         if (!pattern.shares_node_with(rule.pattern)) {
           // Its own node: a header, the levels and the text (registry/pattern.h).
-          pattern_bytes_ += static_cast<std::uint32_t>(
-              kAllocationOverhead + 24 + pattern.levels().size() * sizeof(acl::PatternLevel) +
-              pattern.text().size());
+          // Within kCompiledBudget (bytes the budget counted for it at least), so in 16 bits.
+          pattern_bytes_ = static_cast<std::uint16_t>(
+              pattern_bytes_ + kAllocationOverhead + 24 +
+              pattern.levels().size() * sizeof(acl::PatternLevel) + pattern.text().size());
         }
       }
       sets_[i] = std::span<const acl::Rule>(compiled_.data() + first, sets[i].size());

@@ -17,9 +17,11 @@
 // Binding again is cheap when the change was elsewhere (most changes are to other devices): the
 // new snapshot holds the very same device record (with_changes keeps a device it did not change
 // at its address) and the same groups (Snapshot::groups_serial), so the binding's rules and kept
-// answers are still exactly right and only its generation moves on: one device lookup instead of
-// compiling the rules again. The binding holds its device's record (SnapshotDevice::hold), so
-// that an equal address always means the same record, never a later one made where it was freed.
+// answers are still exactly right and only its generation moves on. Usually the device's shard is
+// the very same too (Snapshot::device_lookup_serial: a change rebuilds only its devices' shards),
+// which settles it without a device lookup; else one lookup, instead of compiling the rules
+// again. The binding holds its device's record (SnapshotDevice::hold), so that an equal address
+// always means the same record, never a later one made where it was freed.
 //
 // Broker thread only. The rule spans point into the bound device record (held) and the bound
 // snapshot's groups, which the plugin holds as long as the generation is current.
@@ -98,10 +100,12 @@ class ClientRules {
   // (Snapshot::groups_serial): when a new snapshot has both, the binding stays as it is.
   const registry::SnapshotDevice* device_ = nullptr;
   std::uint64_t groups_serial_ = 0;
+  std::uint64_t shard_serial_ = 0;  // Snapshot::device_lookup_serial(shard_) when bound
   bool deny_all_ = true;
   std::uint8_t set_count_ = 0;
   std::uint8_t cached_ = 0;          // which slots of answers_ hold the answer for topic_
-  std::uint32_t pattern_bytes_ = 0;  // of the compiled patterns' own nodes
+  std::uint16_t shard_ = 0;          // Snapshot::device_shard of the username
+  std::uint16_t pattern_bytes_ = 0;  // of the compiled patterns' own nodes (within the budget)
   std::array<std::span<const acl::Rule>, 3> sets_{};
   // Substitutions for the rules that could not be compiled (a malformed pattern, a value that
   // cannot be written into one): the device's id (also the username), from its record, and the

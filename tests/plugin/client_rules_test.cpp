@@ -285,6 +285,12 @@ TEST_CASE("a swap that changed neither the device nor the groups keeps the bindi
     auto next = first->with_changes({changed}, {}, {}, 2);
     CHECK(next->groups_serial() == first->groups_serial());
     CHECK(next->find_device("dev1") == first->find_device("dev1"));
+    // Only the changed device's shard was rebuilt (the two ids live in different shards).
+    const std::size_t shard1 = Snapshot::device_shard("dev1"),
+                      shard2 = Snapshot::device_shard("dev2");
+    REQUIRE(shard1 != shard2);
+    CHECK(next->device_lookup_serial(shard1) == first->device_lookup_serial(shard1));
+    CHECK(next->device_lookup_serial(shard2) != first->device_lookup_serial(shard2));
     first.reset();  // the binding holds what it needs of the replaced snapshot
     rules.bind(*next, 2, "dev1", client_id);
     CHECK(rules.bound_to(2));
@@ -294,6 +300,23 @@ TEST_CASE("a swap that changed neither the device nor the groups keeps the bindi
     CHECK(kept->rule->id == 1);
     CHECK(ask(*next, 2, "devices/dev1/u").decision == acl::Decision::allow);
     CHECK(ask(*next, 2, "devices/dev2/t").decision == acl::Decision::no_match);
+  }
+  SECTION("another device of the same shard changed: found again, the binding stays") {
+    std::string neighbour;
+    for (int i = 0; neighbour.empty(); ++i) {
+      const std::string id = "n" + std::to_string(i);
+      if (Snapshot::device_shard(id) == Snapshot::device_shard("dev1")) neighbour = id;
+    }
+    DeviceAccess added{
+        neighbour, DeviceStatus::active, "ta", {rule(9, "devices/%d/#", acl::Effect::deny)}, {}};
+    auto next = first->with_changes({added}, {}, {}, 2);
+    const std::size_t shard = Snapshot::device_shard("dev1");
+    CHECK(next->device_lookup_serial(shard) != first->device_lookup_serial(shard));
+    CHECK(next->find_device("dev1") == first->find_device("dev1"));
+    first.reset();
+    rules.bind(*next, 2, "dev1", client_id);
+    REQUIRE(rules.kept(acl::kPublish, "devices/dev1/t") != nullptr);
+    CHECK(ask(*next, 2, "devices/dev1/u").decision == acl::Decision::allow);
   }
   SECTION("a group changed: bound again, nothing kept, the new group rule applies") {
     auto next = first->with_changes(
