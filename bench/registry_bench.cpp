@@ -17,10 +17,10 @@
 //                            plugin's memory per connected client (resident, and as
 //                            AcceptedClients::heap_bytes counts it)
 //   client_decide_kept_Ck/N  the same, every answer the client's kept one
-//   client_rebind_Ck/N       a client's first decision after a snapshot swap (its rules bound
-//   again) snapshot_swap_Ck/N       the broker thread's part of a swap (Handover::take,
-//   BrokerSnapshot::
-//                            replace), µs
+//   client_rebind_Ck/N       a client's first decision after a snapshot swap: its rules bound
+//                            again (the change was to another device), never the kept answer
+//   snapshot_swap_Ck/N       the broker thread's part of a swap: Handover::take and
+//                            BrokerSnapshot::replace, µs
 // Every answer of the plugin's path is checked against Snapshot::check_access before timing.
 //
 // Every device has ten rules of its own and one certificate; ten type groups have two rules each
@@ -694,9 +694,28 @@ void client_decide(benchmark::State& state, std::size_t n, std::size_t clients, 
       static_cast<double>(connected.clients->heap_bytes()) / static_cast<double>(clients);
 }
 
+// The fleet's snapshot, and the next one with one device changed: a device none of the first
+// `clients` is connected as (Connected::device_of), its rules changed.
+std::array<std::shared_ptr<const Snapshot>, 2> fleet_and_one_change(std::size_t n,
+                                                                    std::size_t clients) {
+  std::array<std::shared_ptr<const Snapshot>, 2> snapshots;
+  snapshots[0] = fixtures.snapshot_ptr(n);
+  std::size_t changed_device = Connected::device_of(clients, n);  // the next client's, not one's
+  if (clients >= n) changed_device = 0;  // every device is connected: one of them then
+  DeviceAccess changed = make_device(changed_device);
+  changed.rules.push_back(rule(1, "extra/%d", acl::kPublish, acl::Effect::allow));
+  std::vector<DeviceAccess> devices;
+  devices.push_back(std::move(changed));
+  snapshots[1] =
+      snapshots[0]->with_changes(std::move(devices), {}, {}, snapshots[0]->change_seq() + 1);
+  return snapshots;
+}
+
 // The first decision of a client after a swap: its rules bound again (for a snapshot in which its
-// device did not change, as after most changes), then the decision. Every client of `clients` in
-// random order, the generation moved on before each round, so that every decision rebinds.
+// device did not change, as after most changes), then the decision (never the kept answer). Every
+// client of `clients` in random order, the generation moved on before each round, so that every
+// decision rebinds; the cost of the rebind is the difference to client_decide. The swaps alternate
+// between the fleet and the fleet with one other device changed, as a registry change does.
 void client_rebind(benchmark::State& state, std::size_t n, std::size_t clients) {
   fixtures.pure(n);
   Connected connected(clients, n);
@@ -704,29 +723,32 @@ void client_rebind(benchmark::State& state, std::size_t n, std::size_t clients) 
   connected.accept_all();
   plugin::Handover handover;
   plugin::BrokerSnapshot broker;
-  const auto current = fixtures.snapshot_ptr(n);
-  broker.replace(current, handover);
+  // Swapped in turn: the fleet, and the fleet with one device changed (not a connected one's).
+  const auto snapshots = fleet_and_one_change(n, clients);
+  broker.replace(snapshots[0], handover);
   plugin_verify(connected, broker, set);
-  // Each client once per round (its first query of the set).
-  std::vector<PluginQuery> round;
+  // Each client once per round, in the set's order: its first query in even rounds, its second
+  // in odd ones, so that no answer is the kept one (the two differ) and every decision evaluates.
+  std::array<std::vector<PluginQuery>, 2> rounds;
   std::vector<bool> seen(clients);
   for (const PluginQuery& q : set.queries) {
-    if (!seen[q.client]) {
-      seen[q.client] = true;
-      round.push_back(q);
-    }
+    rounds[seen[q.client] ? 1 : 0].push_back(q);
+    seen[q.client] = true;
   }
-  std::size_t q = 0;
+  std::size_t q = 0, r = 0;
   for (auto _ : state) {
     if (q == 0) {
       state.PauseTiming();
-      broker.replace(current, handover);  // the same snapshot again, as a new generation
+      broker.replace(snapshots[r], handover);  // the other one: a swap
       handover.release_retired();
       state.ResumeTiming();
     }
-    auto e = timed_plugin_decide(connected, broker, set, round[q]);
+    auto e = timed_plugin_decide(connected, broker, set, rounds[r][q]);
     benchmark::DoNotOptimize(e);
-    if (++q == round.size()) q = 0;
+    if (++q == rounds[r].size()) {
+      q = 0;
+      r = 1 - r;
+    }
   }
 }
 
@@ -738,16 +760,7 @@ void client_rebind(benchmark::State& state, std::size_t n, std::size_t clients) 
 // mosquitto_kick_client_by_username (a broker function), for a change that disconnects one.
 void snapshot_swap(benchmark::State& state, std::size_t n, std::size_t clients) {
   fixtures.pure(n);
-  std::array<std::shared_ptr<const Snapshot>, 2> snapshots;
-  snapshots[0] = fixtures.snapshot_ptr(n);
-  {
-    DeviceAccess changed = make_device(Connected::device_of(0, n));
-    changed.rules.push_back(rule(1, "extra/%d", acl::kPublish, acl::Effect::allow));
-    std::vector<DeviceAccess> devices;
-    devices.push_back(std::move(changed));
-    snapshots[1] =
-        snapshots[0]->with_changes(std::move(devices), {}, {}, snapshots[0]->change_seq() + 1);
-  }
+  const auto snapshots = fleet_and_one_change(n, clients);
   Connected connected(clients, n);
   auto set = plugin_queries(connected, n, false, 37);
   connected.accept_all();

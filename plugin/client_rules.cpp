@@ -58,23 +58,7 @@ acl::Rule compile(const acl::Rule& rule, const acl::Substitutions& subs) {
 
 }  // namespace
 
-ClientRules::ClientRules(ClientRules&& other) noexcept
-    : generation_(std::exchange(other.generation_, 0)),
-      device_(std::exchange(other.device_, nullptr)),
-      groups_serial_(other.groups_serial_),
-      shard_serial_(other.shard_serial_),
-      deny_all_(std::exchange(other.deny_all_, true)),
-      set_count_(std::exchange(other.set_count_, 0)),
-      cached_(std::exchange(other.cached_, 0)),
-      shard_(other.shard_),
-      pattern_bytes_(std::exchange(other.pattern_bytes_, 0)),
-      sets_(other.sets_),
-      client_id_(other.client_id_),
-      compiled_(std::move(other.compiled_)),
-      topic_(std::move(other.topic_)),
-      answers_(other.answers_) {
-  other.compiled_.clear();
-}
+ClientRules::ClientRules(ClientRules&& other) noexcept { *this = std::move(other); }
 
 ClientRules& ClientRules::operator=(ClientRules&& other) noexcept {
   if (this != &other) {

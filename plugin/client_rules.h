@@ -95,25 +95,28 @@ class ClientRules {
   // Drops the held device record.
   void release_device() noexcept;
 
+  // In the order a decision reads them: the generation, the kept topic and its answers first, so
+  // that a kept answer (AcceptedClients' entry around it included) touches as few cache lines as
+  // may be; then what an evaluation reads.
   std::uint64_t generation_ = 0;  // 0: not bound
-  // The record bound to (held while bound; null for an unknown device) and the snapshot's groups
-  // (Snapshot::groups_serial): when a new snapshot has both, the binding stays as it is.
-  const registry::SnapshotDevice* device_ = nullptr;
-  std::uint64_t groups_serial_ = 0;
-  std::uint64_t shard_serial_ = 0;  // Snapshot::device_lookup_serial(shard_) when bound
   bool deny_all_ = true;
   std::uint8_t set_count_ = 0;
   std::uint8_t cached_ = 0;          // which slots of answers_ hold the answer for topic_
   std::uint16_t shard_ = 0;          // Snapshot::device_shard of the username
   std::uint16_t pattern_bytes_ = 0;  // of the compiled patterns' own nodes (within the budget)
+  std::string topic_;
+  std::array<acl::Evaluation, 3> answers_{};
   std::array<std::span<const acl::Rule>, 3> sets_{};
+  // The record bound to (held while bound; null for an unknown device) and the snapshot's groups
+  // (Snapshot::groups_serial): when a new snapshot has both, the binding stays as it is.
+  const registry::SnapshotDevice* device_ = nullptr;
   // Substitutions for the rules that could not be compiled (a malformed pattern, a value that
   // cannot be written into one): the device's id (also the username), from its record, and the
   // client id given to bind().
   std::string_view client_id_;
+  std::uint64_t groups_serial_ = 0;
+  std::uint64_t shard_serial_ = 0;   // Snapshot::device_lookup_serial(shard_) when bound
   std::vector<acl::Rule> compiled_;  // the sets that had placeholders, substituted, in set order
-  std::string topic_;
-  std::array<acl::Evaluation, 3> answers_{};
 };
 
 // The decision for a device client the connect check accepted: rebinds `rules` when the snapshot's
