@@ -68,12 +68,12 @@ ClientRules& ClientRules::operator=(ClientRules&& other) noexcept {
     groups_serial_ = other.groups_serial_;
     shard_serial_ = other.shard_serial_;
     shard_ = other.shard_;
-    deny_all_ = std::exchange(other.deny_all_, true);
     set_count_ = std::exchange(other.set_count_, 0);
     cached_ = std::exchange(other.cached_, 0);
     pattern_bytes_ = std::exchange(other.pattern_bytes_, 0);
     sets_ = other.sets_;
-    client_id_ = other.client_id_;
+    client_id_data_ = other.client_id_data_;
+    client_id_size_ = other.client_id_size_;
     compiled_ = std::move(other.compiled_);
     other.compiled_.clear();
     topic_ = std::move(other.topic_);
@@ -92,8 +92,9 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
                        std::string_view username, std::string_view client_id) {
   // The same record (held, so not another one at a freed address), the same groups and the same
   // client id: the same rules, compiled the same way, with the same answers.
-  const bool same_groups =
-      generation_ != 0 && snapshot.groups_serial() == groups_serial_ && client_id == client_id_;
+  const bool same_groups = generation_ != 0 && client_id_data_ != nullptr &&
+                           snapshot.groups_serial() == groups_serial_ &&
+                           client_id == this->client_id();
   // The very shard the record was found in, for the same username: find_device(username) would
   // find that record again. (A decision reads the record's first bytes, the id, anyway.)
   if (same_groups && device_ != nullptr && snapshot.device_lookup_serial(shard_) == shard_serial_ &&
@@ -108,7 +109,6 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
     return;
   }
   generation_ = 0;
-  deny_all_ = true;
   set_count_ = 0;
   cached_ = 0;
   compiled_.clear();
@@ -119,8 +119,12 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
   groups_serial_ = snapshot.groups_serial();
   shard_ = static_cast<std::uint16_t>(registry::Snapshot::device_shard(username));
   shard_serial_ = snapshot.device_lookup_serial(shard_);
-  client_id_ = client_id;
-  if (device != nullptr && device->status() == registry::DeviceStatus::active) {
+  // Longer than MQTT allows: not kept in 16 bits, so denied everything (fail closed), and kept
+  // empty so that no later binding mistakes it for another.
+  const bool storable = client_id.size() <= 0xffff;
+  client_id_data_ = storable ? client_id.data() : nullptr;
+  client_id_size_ = storable ? static_cast<std::uint16_t>(client_id.size()) : 0;
+  if (storable && device != nullptr && device->status() == registry::DeviceStatus::active) {
     const registry::GroupAccess* type_group =
         device->type().empty() ? nullptr : snapshot.find_group(device->type());
     const registry::GroupAccess* default_group = snapshot.find_group(registry::kDefaultGroup);
@@ -133,7 +137,7 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
     if (default_group != nullptr) sets[n++] = default_group->rules;
     // find_device matched the username exactly: it is the device id.
     const std::string_view device_id = device->id();
-    const acl::Substitutions subs{device_id, client_id_, device_id};
+    const acl::Substitutions subs{device_id, client_id, device_id};
     // Sets without a placeholder are used where the snapshot holds them; the others are copied
     // with their placeholders written in. Reserved first, so that the spans stay put.
     // Within a memory budget per client: the groups' sets first (the fleet-wide rules such as
@@ -177,21 +181,20 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
       }
       sets_[i] = std::span<const acl::Rule>(compiled_.data() + first, sets[i].size());
     }
-    set_count_ = static_cast<std::uint8_t>(n);
-    deny_all_ = false;
+    set_count_ = static_cast<std::uint8_t>(n);  // 1 to 3: the device's own set at least
   }
   generation_ = generation;
 }
 
 acl::Evaluation ClientRules::check(acl::Access access, std::string_view topic_or_filter) {
-  if (deny_all_) return acl::Evaluation{acl::Decision::deny, nullptr};
+  if (set_count_ == 0) return acl::Evaluation{acl::Decision::deny, nullptr};
   if (access != acl::kPublish && access != acl::kSubscribe && access != acl::kRead)
     return acl::Evaluation{acl::Decision::deny, nullptr};
   const std::size_t i = slot(access);
   const bool same_topic = topic_or_filter == topic_;
   if (same_topic && (cached_ & (1u << i)) != 0) return answers_[i];
   const std::string_view device_id = device_->id();
-  const acl::Substitutions subs{device_id, client_id_, device_id};
+  const acl::Substitutions subs{device_id, client_id(), device_id};
   const acl::Evaluation answer =
       acl::evaluate(std::span<const std::span<const acl::Rule>>(sets_.data(), set_count_), access,
                     topic_or_filter, subs);

@@ -54,7 +54,9 @@ class ClientRules {
 
   // Binds to the rules `snapshot` (of `generation`, never 0) holds for device `username` and a
   // client with this client id. An unknown or inactive device is bound to deny everything.
-  // `client_id` must outlive the binding (AcceptedClients' own copy does). When the snapshot holds
+  // `client_id` must outlive the binding (AcceptedClients' own copy does); one longer than MQTT
+  // allows (65,535 bytes, which no broker hands over) is bound to deny everything. When the
+  // snapshot holds
   // the same device record and groups as the current binding, for the same client id, the binding
   // is kept (kept answers included) and only moves to `generation`.
   void bind(const registry::Snapshot& snapshot, std::uint64_t generation, std::string_view username,
@@ -98,12 +100,12 @@ class ClientRules {
   // In the order a decision reads them: the generation, the kept topic and its answers first, so
   // that a kept answer (AcceptedClients' entry around it included) touches as few cache lines as
   // may be; then what an evaluation reads.
-  std::uint64_t generation_ = 0;  // 0: not bound
-  bool deny_all_ = true;
-  std::uint8_t set_count_ = 0;
-  std::uint8_t cached_ = 0;          // which slots of answers_ hold the answer for topic_
-  std::uint16_t shard_ = 0;          // Snapshot::device_shard of the username
-  std::uint16_t pattern_bytes_ = 0;  // of the compiled patterns' own nodes (within the budget)
+  std::uint64_t generation_ = 0;      // 0: not bound
+  std::uint8_t set_count_ = 0;        // 0: every check denied (an unknown or inactive device)
+  std::uint8_t cached_ = 0;           // which slots of answers_ hold the answer for topic_
+  std::uint16_t client_id_size_ = 0;  // of client_id_data_ (MQTT's limit: 65,535 bytes)
+  std::uint16_t shard_ = 0;           // Snapshot::device_shard of the username
+  std::uint16_t pattern_bytes_ = 0;   // of the compiled patterns' own nodes (within the budget)
   std::string topic_;
   std::array<acl::Evaluation, 3> answers_{};
   std::array<std::span<const acl::Rule>, 3> sets_{};
@@ -112,8 +114,9 @@ class ClientRules {
   const registry::SnapshotDevice* device_ = nullptr;
   // Substitutions for the rules that could not be compiled (a malformed pattern, a value that
   // cannot be written into one): the device's id (also the username), from its record, and the
-  // client id given to bind().
-  std::string_view client_id_;
+  // client id given to bind(), kept as its address and a 16-bit size (eight bytes a client less).
+  const char* client_id_data_ = nullptr;
+  std::string_view client_id() const noexcept { return {client_id_data_, client_id_size_}; }
   std::uint64_t groups_serial_ = 0;
   std::uint64_t shard_serial_ = 0;   // Snapshot::device_lookup_serial(shard_) when bound
   std::vector<acl::Rule> compiled_;  // the sets that had placeholders, substituted, in set order

@@ -344,6 +344,14 @@ TEST_CASE("a swap that changed neither the device nor the groups keeps the bindi
     REQUIRE(v.rule != nullptr);
     CHECK(v.rule->id == 5);
   }
+  SECTION("a client id longer than MQTT allows: denied everything, then bound again") {
+    const std::string long_id(70000, 'c');
+    rules.bind(*first, 2, "dev1", long_id);
+    CHECK(rules.bound_to(2));
+    CHECK(rules.check(acl::kPublish, "devices/dev1/t").decision == acl::Decision::deny);
+    // Positive control: the same device with its own client id is allowed again.
+    CHECK(ask(*first, 3, "devices/dev1/t").decision == acl::Decision::allow);
+  }
   SECTION("another client id: bound again") {
     const std::string other_client = "dev1-b";
     rules.bind(*first, 2, "dev1", other_client);
