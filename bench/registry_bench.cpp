@@ -10,6 +10,21 @@
 //   refresh_sqlite/N  one registry change (a device disabled or enabled) picked up end to end:
 //                     refresh_snapshot reading the change feed and the device, then with_changes
 //
+// The plugin's own path for a connected device (plugin/accepted_clients.h, client_rules.h), with
+// C = 10k or 100k devices of the N connected (as many as N allows):
+//   client_decide_Ck/N       one topic decision for a random connected client, ns: AcceptedClients'
+//                            lookup, then its bound ClientRules; never the kept answer. Also the
+//                            plugin's memory per connected client (resident, and as
+//                            AcceptedClients::heap_bytes counts it)
+//   client_decide_kept_Ck/N  the same, every answer the client's kept one
+//   client_rebind_Ck/N       a client's first decision after a snapshot swap: its rules bound
+//                            again (the change was to another device), never the kept answer
+//   clients_rebind_Ck/N      every connected client's rules bound again after a swap, all C in
+//                            one round, ms (and per client, ns)
+//   snapshot_swap_Ck/N       the broker thread's part of a swap: Handover::take and
+//                            BrokerSnapshot::replace, µs
+// Every answer of the plugin's path is checked against Snapshot::check_access before timing.
+//
 // Every device has ten rules of its own and one certificate; ten type groups have two rules each
 // and "default" has its usual one, so a decision weighs thirteen rules. The build and load
 // benchmarks report the resident memory the snapshot added (from /proc/self/statm, after
@@ -44,6 +59,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -59,6 +75,9 @@
 #include <vector>
 
 #include "benchmark_main.h"
+#include "plugin/accepted_clients.h"
+#include "plugin/broker_snapshot.h"
+#include "plugin/client_rules.h"
 #include "registry/audit.h"
 #include "registry/snapshot.h"
 #include "registry/snapshot_loader.h"
@@ -297,10 +316,11 @@ struct Fixtures {
     sqlite.reset();
     size = n;
   }
-  const Snapshot& pure(std::size_t n) {
+  const Snapshot& pure(std::size_t n) { return *snapshot_ptr(n); }
+  std::shared_ptr<const Snapshot> snapshot_ptr(std::size_t n) {
     use(n);
     if (!snapshot) snapshot = Snapshot::build(make_devices(n), make_groups(), 1);
-    return *snapshot;
+    return snapshot;
   }
   const SqliteFleet& registry(std::size_t n) {
     use(n);
@@ -483,6 +503,330 @@ void refresh_sqlite(benchmark::State& state, std::size_t n) {
     current = refresh->snapshot;
   }
   state.counters["kicks"] = static_cast<double>(kicks);
+}
+
+// --- the plugin's path for a connected device --------------------------------------------------
+
+// What the plugin does on a connected device's topic check (plugin.cpp, on_acl_check): find the
+// client in AcceptedClients (a hash lookup by the broker's client pointer, its client id and
+// username compared with the broker's C strings), then decide with the client's ClientRules,
+// bound to the snapshot at its first check after the connect or a swap (placeholders written in,
+// the last topic's answers kept). `clients` devices of the fleet are connected, each a distinct
+// device with its device id as client id and username, as the connect check accepts them.
+struct Connected {
+  std::size_t count = 0;
+  std::vector<std::size_t> device;  // the fleet's index of each client's device
+  // The broker's own copies of each client's id and username (mosquitto_client_id and
+  // mosquitto_client_username hand these over), apart from AcceptedClients' copies.
+  std::vector<std::string> broker_client_id, broker_username;
+  std::unique_ptr<plugin::AcceptedClients> clients;
+
+  // The broker's `struct mosquitto*` of client c: only a key, never dereferenced.
+  static plugin::AcceptedClients::Client handle(std::size_t c) {
+    return reinterpret_cast<plugin::AcceptedClients::Client>(0x10000000 + c * 1024);
+  }
+  // Client c's device: distinct for distinct clients (1000003 is prime, so coprime with n).
+  static std::size_t device_of(std::size_t c, std::size_t n) {
+    return (c * 1'000'003 + 12'345) % n;
+  }
+
+  Connected(std::size_t clients_count, std::size_t n) : count(clients_count) {
+    device.reserve(count);
+    broker_client_id.reserve(count);
+    broker_username.reserve(count);
+    for (std::size_t c = 0; c < count; ++c) {
+      device.push_back(device_of(c, n));
+      broker_client_id.push_back(device_id(device.back()));
+      broker_username.push_back(device_id(device.back()));
+    }
+  }
+  void accept_all() {
+    clients = std::make_unique<plugin::AcceptedClients>();
+    for (std::size_t c = 0; c < count; ++c)
+      clients->accept_device(handle(c), broker_client_id[c], broker_username[c]);
+  }
+};
+
+// One decision as the plugin makes it for client c; false when the client was not found.
+struct PluginQuery {
+  std::uint32_t client;
+  acl::Access access;
+  std::uint32_t topic_at;  // into the query set's text: the topic, NUL-terminated
+};
+struct PluginQueries {
+  std::vector<PluginQuery> queries;
+  std::string text;
+  const char* topic(const PluginQuery& q) const { return text.data() + q.topic_at; }
+};
+
+// The ten kinds of decision check_access_on mixes (allowed, denied and unmatched topics).
+std::pair<acl::Access, std::string> query_of_kind(int kind, std::size_t device, std::size_t n) {
+  const std::string id = device_id(device);
+  const std::string other = device_id((device + 1) % n);
+  switch (kind) {
+    case 0:
+      return {acl::kPublish, "telemetry/" + id + "/temp"};
+    case 1:
+      return {acl::kPublish, "telemetry/" + id + "/debug"};
+    case 2:
+      return {acl::kPublish, "telemetry/" + other + "/temp"};
+    case 3:
+      return {acl::kRead, "commands/" + id + "/reboot"};
+    case 4:
+      return {acl::kPublish, "commands/" + id + "/factory-reset"};
+    case 5:
+      return {acl::kSubscribe, "config/" + id + "/+"};
+    case 6:
+      return {acl::kRead, "fleet/broadcast/all"};
+    case 7:
+      return {acl::kPublish, "fleet/x"};
+    case 8:
+      return {acl::kPublish, "devices/" + id + "/status"};
+    default:
+      return {acl::kPublish, "logs/" + id + "/app/error"};
+  }
+}
+
+// Every client twice per cycle through the set, in random order. `kept`: each client always asks
+// the same (its kind fixed), so that after the first cycle every answer is the kept one. Else its
+// two questions are of different kinds, so that no answer is ever the kept one (each question
+// differs from the client's one before it, across the cycle's end too).
+PluginQueries plugin_queries(const Connected& connected, std::size_t n, bool kept,
+                             std::uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::vector<std::uint32_t> order;
+  order.reserve(2 * connected.count);
+  for (std::size_t c = 0; c < connected.count; ++c) {
+    order.push_back(static_cast<std::uint32_t>(c));
+    order.push_back(static_cast<std::uint32_t>(c));
+  }
+  std::shuffle(order.begin(), order.end(), random);
+  std::vector<int> first_kind(connected.count, -1);
+  PluginQueries set;
+  set.queries.reserve(order.size());
+  for (const std::uint32_t c : order) {
+    int kind = static_cast<int>(c % 10);
+    if (!kept) {
+      if (first_kind[c] < 0) {
+        kind = static_cast<int>(random() % 10);
+        first_kind[c] = kind;
+      } else {
+        kind = (first_kind[c] + 1 + static_cast<int>(random() % 9)) % 10;
+      }
+    }
+    auto [access, topic] = query_of_kind(kind, connected.device[c], n);
+    set.queries.push_back({c, access, static_cast<std::uint32_t>(set.text.size())});
+    set.text += topic;
+    set.text += '\0';
+  }
+  return set;
+}
+
+// The plugin's decision for query q (on_acl_check's device path): AcceptedClients, then
+// BrokerSnapshot::decide with the topic as the broker's C string.
+acl::Evaluation plugin_decide(Connected& connected, const plugin::BrokerSnapshot& broker,
+                              const PluginQueries& set, const PluginQuery& q) {
+  auto verdict = connected.clients->check(
+      Connected::handle(q.client), connected.broker_client_id[q.client].c_str(),
+      connected.broker_username[q.client].c_str(), [] { return true; });
+  if (verdict.standing != plugin::AcceptedClients::Standing::device)
+    die("plugin decision: a connected client was not found");
+  return broker.decide(*verdict.rules, verdict.device_id, verdict.client_id, q.access,
+                       set.topic(q));
+}
+
+// plugin_decide inside a timed loop: a function of its own, so that a profile can count the
+// timed decisions alone (valgrind --tool=callgrind --toggle-collect='*timed_plugin_decide*').
+[[gnu::noinline]] acl::Evaluation timed_plugin_decide(Connected& connected,
+                                                      const plugin::BrokerSnapshot& broker,
+                                                      const PluginQueries& set,
+                                                      const PluginQuery& q) {
+  return plugin_decide(connected, broker, set, q);
+}
+
+// Every query once, each answer checked against Snapshot::check_access (the plugin must give
+// the same answers). Binds every client and leaves each one's last topic kept.
+void plugin_verify(Connected& connected, const plugin::BrokerSnapshot& broker,
+                   const PluginQueries& set) {
+  for (const PluginQuery& q : set.queries) {
+    const auto e = plugin_decide(connected, broker, set, q);
+    const std::string& id = connected.broker_username[q.client];
+    const auto expected = broker.get().check_access(id, id, q.access, set.topic(q));
+    if (e.decision != expected.decision || e.rule == nullptr) {
+      if (e.decision != expected.decision || expected.rule != nullptr)
+        die("plugin decision: differs from Snapshot::check_access");
+    } else if (expected.rule == nullptr || e.rule->id != expected.rule->id) {
+      die("plugin decision: another rule than Snapshot::check_access's");
+    }
+  }
+}
+
+// The plugin's snapshot, holding the fixture's (the bench's own reference keeps it alive).
+plugin::BrokerSnapshot broker_snapshot(std::size_t n) {
+  plugin::BrokerSnapshot broker;
+  plugin::Handover handover;
+  broker.replace(std::shared_ptr<const Snapshot>(fixtures.snapshot_ptr(n)), handover);
+  return broker;
+}
+
+// One decision for a random connected client (of `clients`), through the plugin's path.
+// kept=false: no answer is the kept one (every decision evaluates the rules); kept=true: every
+// answer is. Also reports the plugin's memory per connected client, after each client was bound
+// and asked once: the resident set the clients added (rss_per_client) and the table's own count
+// (AcceptedClients::heap_bytes, heap_per_client).
+void client_decide(benchmark::State& state, std::size_t n, std::size_t clients, bool kept) {
+  auto broker = broker_snapshot(n);
+  Connected connected(clients, n);
+  auto set = plugin_queries(connected, n, kept, kept ? 23 : 29);
+  const double before = resident_bytes();
+  connected.accept_all();
+  plugin_verify(connected, broker, set);
+  const double added = resident_bytes() - before;
+  std::size_t q = 0, allowed = 0, decisions = 0;
+  for (auto _ : state) {
+    auto e = timed_plugin_decide(connected, broker, set, set.queries[q]);
+    benchmark::DoNotOptimize(e);
+    allowed += e.decision == acl::Decision::allow;
+    ++decisions;
+    if (++q == set.queries.size()) q = 0;
+  }
+  state.counters["allowed_share"] = static_cast<double>(allowed) / static_cast<double>(decisions);
+  state.counters["rss_per_client"] = added / static_cast<double>(clients);
+  state.counters["heap_per_client"] =
+      static_cast<double>(connected.clients->heap_bytes()) / static_cast<double>(clients);
+}
+
+// The fleet's snapshot, and the next one with one device changed: a device none of the first
+// `clients` is connected as (Connected::device_of), its rules changed.
+std::array<std::shared_ptr<const Snapshot>, 2> fleet_and_one_change(std::size_t n,
+                                                                    std::size_t clients) {
+  std::array<std::shared_ptr<const Snapshot>, 2> snapshots;
+  snapshots[0] = fixtures.snapshot_ptr(n);
+  std::size_t changed_device = Connected::device_of(clients, n);  // the next client's, not one's
+  if (clients >= n) changed_device = 0;  // every device is connected: one of them then
+  DeviceAccess changed = make_device(changed_device);
+  changed.rules.push_back(rule(1, "extra/%d", acl::kPublish, acl::Effect::allow));
+  std::vector<DeviceAccess> devices;
+  devices.push_back(std::move(changed));
+  snapshots[1] =
+      snapshots[0]->with_changes(std::move(devices), {}, {}, snapshots[0]->change_seq() + 1);
+  return snapshots;
+}
+
+// The first decision of a client after a swap: its rules bound again (for a snapshot in which its
+// device did not change, as after most changes), then the decision (never the kept answer). Every
+// client of `clients` in random order, the generation moved on before each round, so that every
+// decision rebinds; the cost of the rebind is the difference to client_decide. The swaps alternate
+// between the fleet and the fleet with one other device changed, as a registry change does.
+void client_rebind(benchmark::State& state, std::size_t n, std::size_t clients) {
+  fixtures.pure(n);
+  Connected connected(clients, n);
+  auto set = plugin_queries(connected, n, false, 31);
+  connected.accept_all();
+  plugin::Handover handover;
+  plugin::BrokerSnapshot broker;
+  // Swapped in turn: the fleet, and the fleet with one device changed (not a connected one's).
+  const auto snapshots = fleet_and_one_change(n, clients);
+  broker.replace(snapshots[0], handover);
+  plugin_verify(connected, broker, set);
+  // Each client once per round, in the set's order: its first query in even rounds, its second
+  // in odd ones, so that no answer is the kept one (the two differ) and every decision evaluates.
+  std::array<std::vector<PluginQuery>, 2> rounds;
+  std::vector<bool> seen(clients);
+  for (const PluginQuery& q : set.queries) {
+    rounds[seen[q.client] ? 1 : 0].push_back(q);
+    seen[q.client] = true;
+  }
+  std::size_t q = 0, r = 0;
+  for (auto _ : state) {
+    if (q == 0) {
+      state.PauseTiming();
+      broker.replace(snapshots[r], handover);  // the other one: a swap
+      handover.release_retired();
+      state.ResumeTiming();
+    }
+    auto e = timed_plugin_decide(connected, broker, set, rounds[r][q]);
+    benchmark::DoNotOptimize(e);
+    if (++q == rounds[r].size()) {
+      q = 0;
+      r = 1 - r;
+    }
+  }
+}
+
+// Every connected client's rules bound again after a swap (the change to another device), in
+// random order, timed as one round: what the broker thread does for one registry change beyond
+// the swap itself, once every client has decided after it (each binds at its next decision, not
+// all at once). Reported per round (ms) and per client (ns). An upper bound for the work folded
+// into those decisions: here each bind also waits for its client's entry, which a decision has
+// read already.
+void clients_rebind(benchmark::State& state, std::size_t n, std::size_t clients) {
+  fixtures.pure(n);
+  Connected connected(clients, n);
+  auto set = plugin_queries(connected, n, false, 41);
+  connected.accept_all();
+  plugin::Handover handover;
+  plugin::BrokerSnapshot broker;
+  const auto snapshots = fleet_and_one_change(n, clients);
+  broker.replace(snapshots[0], handover);
+  plugin_verify(connected, broker, set);
+  struct Bound {
+    plugin::ClientRules* rules;
+    std::string_view device_id, client_id;
+  };
+  std::vector<Bound> bound;
+  bound.reserve(clients);
+  for (std::size_t c = 0; c < clients; ++c) {
+    auto verdict =
+        connected.clients->check(Connected::handle(c), connected.broker_client_id[c].c_str(),
+                                 connected.broker_username[c].c_str(), [] { return true; });
+    if (verdict.rules == nullptr) die("clients_rebind: a connected client was not found");
+    bound.push_back({verdict.rules, verdict.device_id, verdict.client_id});
+  }
+  std::shuffle(bound.begin(), bound.end(), std::mt19937_64(43));
+  std::size_t next = 1;
+  double total = 0;
+  for (auto _ : state) {
+    broker.replace(snapshots[next], handover);
+    handover.release_retired();
+    const auto start = Clock::now();
+    for (const Bound& b : bound)
+      b.rules->bind(broker.get(), broker.generation(), b.device_id, b.client_id);
+    const double took = seconds_since(start);
+    state.SetIterationTime(took);
+    total += took;
+    next = 1 - next;
+  }
+  state.counters["per_client_ns"] =
+      total * 1e9 / static_cast<double>(state.iterations()) / static_cast<double>(clients);
+}
+
+// What the broker thread does when the watcher hands over the next snapshot (plugin.cpp,
+// take_handover): Handover::take, then BrokerSnapshot::replace (the old snapshot retired to the
+// watcher thread, which frees it; the generation moved on, so that each client's rules are bound
+// again at its next decision: client_rebind). With `clients` connected and bound. The next
+// snapshot has one device changed. Not included: a kicked device's log line and
+// mosquitto_kick_client_by_username (a broker function), for a change that disconnects one.
+void snapshot_swap(benchmark::State& state, std::size_t n, std::size_t clients) {
+  fixtures.pure(n);
+  const auto snapshots = fleet_and_one_change(n, clients);
+  Connected connected(clients, n);
+  auto set = plugin_queries(connected, n, false, 37);
+  connected.accept_all();
+  plugin::Handover handover;
+  plugin::BrokerSnapshot broker;
+  broker.replace(snapshots[0], handover);
+  plugin_verify(connected, broker, set);
+  std::size_t next = 1;
+  for (auto _ : state) {
+    handover.post(snapshots[next], {});  // the watcher thread's part
+    const auto start = Clock::now();
+    auto taken = handover.take();
+    if (taken.snapshot) broker.replace(std::move(taken.snapshot), handover);
+    state.SetIterationTime(seconds_since(start));
+    handover.release_retired();  // the watcher thread's part
+    next = 1 - next;
+  }
 }
 
 // --- load mode: one timed load_snapshot of a kept registry
@@ -745,6 +1089,23 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("with_changes" + suffix).c_str(), with_changes, n)
         ->UseManualTime()
         ->Unit(benchmark::kMicrosecond);
+    // The plugin's path for connected devices: 10k and 100k of them (as many as the fleet has).
+    for (const std::size_t clients : {std::size_t{10'000}, std::size_t{100'000}}) {
+      if (clients > n) continue;
+      const std::string c = "_" + std::to_string(clients / 1000) + "k" + suffix;
+      benchmark::RegisterBenchmark(("client_decide" + c).c_str(), client_decide, n, clients, false);
+      benchmark::RegisterBenchmark(("client_decide_kept" + c).c_str(), client_decide, n, clients,
+                                   true);
+      benchmark::RegisterBenchmark(("client_rebind" + c).c_str(), client_rebind, n, clients);
+      benchmark::RegisterBenchmark(("clients_rebind" + c).c_str(), clients_rebind, n, clients)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond)
+          ->Iterations(20);
+      benchmark::RegisterBenchmark(("snapshot_swap" + c).c_str(), snapshot_swap, n, clients)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond)
+          ->Iterations(2000);
+    }
   }
   const int rc = bench_cli::run_benchmarks(app, argv[0]);
   fixtures = {};

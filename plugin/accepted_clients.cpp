@@ -109,6 +109,23 @@ void AcceptedClients::sweep() {
   ending_.clear();
 }
 
+std::size_t AcceptedClients::heap_bytes() const noexcept {
+  constexpr std::size_t kAllocationOverhead = 16;  // glibc malloc's per allocation
+  constexpr std::size_t kInline = 15;              // what std::string keeps without the heap
+  auto string_bytes = [&](const std::string& s) {
+    return s.capacity() > kInline ? kAllocationOverhead + s.capacity() + 1 : 0;
+  };
+  // A node of std::unordered_map<const void*, Entry>: the next pointer, then the key and the
+  // entry (no cached hash for a pointer key).
+  constexpr std::size_t kNode = sizeof(void*) + sizeof(Entries::value_type);
+  std::size_t bytes = entries_.bucket_count() * sizeof(void*) + kAllocationOverhead;
+  for (const auto& [client, e] : entries_) {
+    bytes += kAllocationOverhead + kNode + string_bytes(e.client_id) + string_bytes(e.device_id) +
+             e.rules.heap_bytes();
+  }
+  return bytes;
+}
+
 bool LogLimiter::allow(Clock::time_point now, std::size_t& suppressed) {
   if (!started_ || now - window_start_ >= period_) {
     started_ = true;

@@ -129,6 +129,11 @@ class AcceptedClients {
   bool has_work() const noexcept { return !ending_.empty() || !kicks_.empty(); }
 
   std::size_t size() const noexcept { return entries_.size(); }
+  // Heap bytes the table holds for its clients: each entry's node (with malloc's overhead), the
+  // ids' heap when longer than std::string keeps inline, the bound rules' (ClientRules::heap_bytes)
+  // and the bucket array. The refusal bookkeeping is not counted (bounded, and no connected
+  // device's). For the memory figure per connected client (bench/registry_bench.cpp).
+  std::size_t heap_bytes() const noexcept;
 
  private:
   struct Entry {

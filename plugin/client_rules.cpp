@@ -1,6 +1,7 @@
 #include "plugin/client_rules.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace onboard::plugin {
 namespace {
@@ -57,16 +58,73 @@ acl::Rule compile(const acl::Rule& rule, const acl::Substitutions& subs) {
 
 }  // namespace
 
+ClientRules::ClientRules(ClientRules&& other) noexcept { *this = std::move(other); }
+
+ClientRules& ClientRules::operator=(ClientRules&& other) noexcept {
+  if (this != &other) {
+    release_device();
+    generation_ = std::exchange(other.generation_, 0);
+    device_ = std::exchange(other.device_, nullptr);
+    groups_serial_ = other.groups_serial_;
+    shard_serial_ = other.shard_serial_;
+    shard_ = other.shard_;
+    set_count_ = std::exchange(other.set_count_, 0);
+    cached_ = std::exchange(other.cached_, 0);
+    pattern_bytes_ = std::exchange(other.pattern_bytes_, 0);
+    sets_ = other.sets_;
+    client_id_data_ = other.client_id_data_;
+    client_id_size_ = other.client_id_size_;
+    compiled_ = std::move(other.compiled_);
+    other.compiled_.clear();
+    topic_ = std::move(other.topic_);
+    answers_ = other.answers_;
+  }
+  return *this;
+}
+
+ClientRules::~ClientRules() { release_device(); }
+
+void ClientRules::release_device() noexcept {
+  if (device_ != nullptr) std::exchange(device_, nullptr)->release();
+}
+
 void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generation,
                        std::string_view username, std::string_view client_id) {
+  // The same record (held, so not another one at a freed address), the same groups and the same
+  // client id: the same rules, compiled the same way, with the same answers.
+  const bool same_groups = generation_ != 0 && client_id_data_ != nullptr &&
+                           snapshot.groups_serial() == groups_serial_ &&
+                           client_id == this->client_id();
+  // The very shard the record was found in, for the same username: find_device(username) would
+  // find that record again. (A decision reads the record's first bytes, the id, anyway.)
+  if (same_groups && device_ != nullptr && snapshot.device_lookup_serial(shard_) == shard_serial_ &&
+      username == device_->id()) {
+    generation_ = generation;
+    return;
+  }
+  const registry::SnapshotDevice* device = snapshot.find_device(username);
+  if (same_groups && device == device_) {
+    shard_serial_ = snapshot.device_lookup_serial(shard_);
+    generation_ = generation;
+    return;
+  }
   generation_ = 0;
-  deny_all_ = true;
   set_count_ = 0;
   cached_ = 0;
   compiled_.clear();
   pattern_bytes_ = 0;
-  const registry::SnapshotDevice* device = snapshot.find_device(username);
-  if (device != nullptr && device->status() == registry::DeviceStatus::active) {
+  release_device();
+  if (device != nullptr) device->hold();
+  device_ = device;
+  groups_serial_ = snapshot.groups_serial();
+  shard_ = static_cast<std::uint16_t>(registry::Snapshot::device_shard(username));
+  shard_serial_ = snapshot.device_lookup_serial(shard_);
+  // Longer than MQTT allows: not kept in 16 bits, so denied everything (fail closed), and kept
+  // empty so that no later binding mistakes it for another.
+  const bool storable = client_id.size() <= 0xffff;
+  client_id_data_ = storable ? client_id.data() : nullptr;
+  client_id_size_ = storable ? static_cast<std::uint16_t>(client_id.size()) : 0;
+  if (storable && device != nullptr && device->status() == registry::DeviceStatus::active) {
     const registry::GroupAccess* type_group =
         device->type().empty() ? nullptr : snapshot.find_group(device->type());
     const registry::GroupAccess* default_group = snapshot.find_group(registry::kDefaultGroup);
@@ -78,9 +136,8 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
     if (type_group != nullptr) sets[n++] = type_group->rules;
     if (default_group != nullptr) sets[n++] = default_group->rules;
     // find_device matched the username exactly: it is the device id.
-    device_id_ = device->id();
-    client_id_ = client_id;
-    const acl::Substitutions subs{device_id_, client_id_, device_id_};
+    const std::string_view device_id = device->id();
+    const acl::Substitutions subs{device_id, client_id, device_id};
     // Sets without a placeholder are used where the snapshot holds them; the others are copied
     // with their placeholders written in. Reserved first, so that the spans stay put.
     // Within a memory budget per client: the groups' sets first (the fleet-wide rules such as
@@ -116,27 +173,28 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
         const acl::Pattern& pattern = compiled_.back().pattern;
         if (!pattern.shares_node_with(rule.pattern)) {
           // Its own node: a header, the levels and the text (registry/pattern.h).
-          pattern_bytes_ += static_cast<std::uint32_t>(
-              kAllocationOverhead + 24 + pattern.levels().size() * sizeof(acl::PatternLevel) +
-              pattern.text().size());
+          // Within kCompiledBudget (bytes the budget counted for it at least), so in 16 bits.
+          pattern_bytes_ = static_cast<std::uint16_t>(
+              pattern_bytes_ + kAllocationOverhead + 24 +
+              pattern.levels().size() * sizeof(acl::PatternLevel) + pattern.text().size());
         }
       }
       sets_[i] = std::span<const acl::Rule>(compiled_.data() + first, sets[i].size());
     }
-    set_count_ = static_cast<std::uint8_t>(n);
-    deny_all_ = false;
+    set_count_ = static_cast<std::uint8_t>(n);  // 1 to 3: the device's own set at least
   }
   generation_ = generation;
 }
 
 acl::Evaluation ClientRules::check(acl::Access access, std::string_view topic_or_filter) {
-  if (deny_all_) return acl::Evaluation{acl::Decision::deny, nullptr};
+  if (set_count_ == 0) return acl::Evaluation{acl::Decision::deny, nullptr};
   if (access != acl::kPublish && access != acl::kSubscribe && access != acl::kRead)
     return acl::Evaluation{acl::Decision::deny, nullptr};
   const std::size_t i = slot(access);
   const bool same_topic = topic_or_filter == topic_;
   if (same_topic && (cached_ & (1u << i)) != 0) return answers_[i];
-  const acl::Substitutions subs{device_id_, client_id_, device_id_};
+  const std::string_view device_id = device_->id();
+  const acl::Substitutions subs{device_id, client_id(), device_id};
   const acl::Evaluation answer =
       acl::evaluate(std::span<const std::span<const acl::Rule>>(sets_.data(), set_count_), access,
                     topic_or_filter, subs);

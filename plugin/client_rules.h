@@ -9,13 +9,22 @@
 // `devices/dev1/#`), and the last topic's answers kept.
 //
 // Correctness: a binding belongs to one snapshot generation. The plugin bumps the generation on
-// every swap, and a binding of an older one is rebuilt before it answers, so the first check after
-// a change (revoke, disable, rule added or removed, group change) is decided by the new snapshot.
-// Every answer equals Snapshot::check_access's for the current snapshot (the differential test in
-// tests/plugin/client_rules_test.cpp).
+// every swap, and a binding of an older one is bound again before it answers, so the first check
+// after a change (revoke, disable, rule added or removed, group change) is decided by the new
+// snapshot. Every answer equals Snapshot::check_access's for the current snapshot (the
+// differential test in tests/plugin/client_rules_test.cpp).
 //
-// Broker thread only. The rule spans point into the bound snapshot, which the plugin holds as long
-// as the generation is current.
+// Binding again is cheap when the change was elsewhere (most changes are to other devices): the
+// new snapshot holds the very same device record (with_changes keeps a device it did not change
+// at its address) and the same groups (Snapshot::groups_serial), so the binding's rules and kept
+// answers are still exactly right and only its generation moves on. Usually the device's shard is
+// the very same too (Snapshot::device_lookup_serial: a change rebuilds only its devices' shards),
+// which settles it without a device lookup; else one lookup, instead of compiling the rules
+// again. The binding holds its device's record (SnapshotDevice::hold), so that an equal address
+// always means the same record, never a later one made where it was freed.
+//
+// Broker thread only. The rule spans point into the bound device record (held) and the bound
+// snapshot's groups, which the plugin holds as long as the generation is current.
 #pragma once
 
 #include <array>
@@ -39,12 +48,17 @@ class ClientRules {
   // copy could outlive either unnoticed. Moved only unbound, into AcceptedClients' table.
   ClientRules(const ClientRules&) = delete;
   ClientRules& operator=(const ClientRules&) = delete;
-  ClientRules(ClientRules&&) = default;
-  ClientRules& operator=(ClientRules&&) = default;
+  ClientRules(ClientRules&& other) noexcept;
+  ClientRules& operator=(ClientRules&& other) noexcept;
+  ~ClientRules();
 
   // Binds to the rules `snapshot` (of `generation`, never 0) holds for device `username` and a
   // client with this client id. An unknown or inactive device is bound to deny everything.
-  // `client_id` must outlive the binding (AcceptedClients' own copy does).
+  // `client_id` must outlive the binding (AcceptedClients' own copy does); one longer than MQTT
+  // allows (65,535 bytes, which no broker hands over) is bound to deny everything. When the
+  // snapshot holds
+  // the same device record and groups as the current binding, for the same client id, the binding
+  // is kept (kept answers included) and only moves to `generation`.
   void bind(const registry::Snapshot& snapshot, std::uint64_t generation, std::string_view username,
             std::string_view client_id);
   bool bound_to(std::uint64_t generation) const noexcept { return generation_ == generation; }
@@ -57,8 +71,8 @@ class ClientRules {
   // The kept answer when `topic_or_filter` (a C string, as the broker hands it over) is the last
   // topic check() answered for `access`, or null: then check() decides. No strlen and no call
   // into the rules on the broker's common case, a client publishing to and reading the same
-  // topic message after message. Only answers of the binding's own generation are kept (bind()
-  // drops them all).
+  // topic message after message. Only answers of the binding's rules are kept (a bind() that
+  // changes them drops them all).
   const acl::Evaluation* kept(acl::Access access, const char* topic_or_filter) const noexcept {
     if (access != acl::kPublish && access != acl::kSubscribe && access != acl::kRead)
       return nullptr;
@@ -80,18 +94,32 @@ class ClientRules {
     return access == acl::kPublish ? 0 : access == acl::kSubscribe ? 1 : 2;
   }
 
-  std::uint64_t generation_ = 0;  // 0: not bound
-  bool deny_all_ = true;
-  std::uint8_t set_count_ = 0;
-  std::uint8_t cached_ = 0;          // which slots of answers_ hold the answer for topic_
-  std::uint32_t pattern_bytes_ = 0;  // of the compiled patterns' own nodes
-  std::array<std::span<const acl::Rule>, 3> sets_{};
-  // Substitutions for the rules that could not be compiled (a malformed pattern, a value that
-  // cannot be written into one): the snapshot's device id and the strings given to bind().
-  std::string_view device_id_, client_id_;  // the device's id is also the username
-  std::vector<acl::Rule> compiled_;  // the sets that had placeholders, substituted, in set order
+  // Drops the held device record.
+  void release_device() noexcept;
+
+  // In the order a decision reads them: the generation, the kept topic and its answers first, so
+  // that a kept answer (AcceptedClients' entry around it included) touches as few cache lines as
+  // may be; then what an evaluation reads.
+  std::uint64_t generation_ = 0;      // 0: not bound
+  std::uint8_t set_count_ = 0;        // 0: every check denied (an unknown or inactive device)
+  std::uint8_t cached_ = 0;           // which slots of answers_ hold the answer for topic_
+  std::uint16_t client_id_size_ = 0;  // of client_id_data_ (MQTT's limit: 65,535 bytes)
+  std::uint16_t shard_ = 0;           // Snapshot::device_shard of the username
+  std::uint16_t pattern_bytes_ = 0;   // of the compiled patterns' own nodes (within the budget)
   std::string topic_;
   std::array<acl::Evaluation, 3> answers_{};
+  std::array<std::span<const acl::Rule>, 3> sets_{};
+  // The record bound to (held while bound; null for an unknown device) and the snapshot's groups
+  // (Snapshot::groups_serial): when a new snapshot has both, the binding stays as it is.
+  const registry::SnapshotDevice* device_ = nullptr;
+  // Substitutions for the rules that could not be compiled (a malformed pattern, a value that
+  // cannot be written into one): the device's id (also the username), from its record, and the
+  // client id given to bind(), kept as its address and a 16-bit size (eight bytes a client less).
+  const char* client_id_data_ = nullptr;
+  std::string_view client_id() const noexcept { return {client_id_data_, client_id_size_}; }
+  std::uint64_t groups_serial_ = 0;
+  std::uint64_t shard_serial_ = 0;   // Snapshot::device_lookup_serial(shard_) when bound
+  std::vector<acl::Rule> compiled_;  // the sets that had placeholders, substituted, in set order
 };
 
 // The decision for a device client the connect check accepted: rebinds `rules` when the snapshot's

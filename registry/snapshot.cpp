@@ -360,6 +360,7 @@ inline bool Snapshot::FingerprintKey::matches(
 Snapshot::DeviceShard Snapshot::make_device_shard(std::span<const SnapshotDevice* const> list,
                                                   std::vector<const SnapshotDevice*>* replaced) {
   DeviceShard shard;
+  shard.serial = next_serial();
   shard.slots.resize(capacity_for(list.size()));
   const std::size_t capacity = shard.slots.size();
   for (const SnapshotDevice* device : list) {
@@ -488,8 +489,14 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::vector<DeviceAccess> device
   }
   snapshot->groups_ = std::move(group_map);
   snapshot->default_group_ = snapshot->find_group(kDefaultGroup);
+  snapshot->groups_serial_ = next_serial();
   snapshot->change_seq_ = change_seq;
   return snapshot;
+}
+
+std::uint64_t Snapshot::next_serial() noexcept {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::shared_ptr<const Snapshot> Snapshot::with_changes(std::vector<DeviceAccess> devices,
@@ -569,6 +576,7 @@ std::shared_ptr<const Snapshot> Snapshot::with_changes(std::vector<DeviceAccess>
     }
     next->groups_ = std::move(group_map);
     next->default_group_ = next->find_group(kDefaultGroup);
+    next->groups_serial_ = next_serial();
   }
   next->change_seq_ = change_seq;
   return next;

@@ -282,6 +282,19 @@ class Snapshot {
   }
 
   std::int64_t change_seq() const noexcept { return change_seq_; }
+  // Names this snapshot's set of groups: equal for two snapshots only when they share the very
+  // same group objects (find_group returns the same pointers), as with_changes without group
+  // changes and with_claims leave them. Never reused within a process, so, unlike an address, an
+  // equal value cannot be a later set of groups made where an earlier one was freed.
+  std::uint64_t groups_serial() const noexcept { return groups_serial_; }
+  // Where find_device(id) looks (one of kShards device shards), and a name for what it finds
+  // there: equal for two snapshots only when they hold the very same shard, so that find_device(id)
+  // returns the same record (or null) in both. A change rebuilds only the shards of the devices it
+  // changes; the others keep their serial. Never reused within a process, like groups_serial().
+  static std::size_t device_shard(std::string_view id) noexcept { return shard_of(id); }
+  std::uint64_t device_lookup_serial(std::size_t shard) const noexcept {
+    return devices_[shard]->serial;
+  }
   std::size_t device_count() const noexcept { return device_count_; }
   // Distinct rule patterns held by this snapshot's pool (some may be only in older snapshots).
   std::size_t distinct_patterns() const { return patterns_->size(); }
@@ -373,6 +386,7 @@ class Snapshot {
   struct DeviceShard {
     std::vector<std::uintptr_t> slots;
     std::size_t size = 0;
+    std::uint64_t serial = 0;  // device_lookup_serial(); from next_serial()
     DeviceShard() = default;
     DeviceShard(const DeviceShard&) = delete;
     DeviceShard& operator=(const DeviceShard&) = delete;
@@ -419,6 +433,9 @@ class Snapshot {
   std::shared_ptr<const Claims> claims_;
   // groups_'s "default", looked up once per snapshot instead of once per decision (nullptr: none).
   const GroupAccess* default_group_ = nullptr;
+  std::uint64_t groups_serial_ = 0;  // groups_serial(); from next_serial()
+  // The serials of groups and shards: counted up from 1, once per process.
+  static std::uint64_t next_serial() noexcept;
   // Every rule's pattern comes from here, so equal patterns share one node; passed on by
   // with_changes.
   std::shared_ptr<acl::PatternPool> patterns_;

@@ -174,6 +174,32 @@ class DecisionsTest(unittest.TestCase):
         self.assertIn("- one change applied at 100k: 2.50 ms (target ≤ 1 ms) **missed by 1.5 ms**", lines)
         self.assertIn("- snapshot memory at 100k: 70.0 MiB (target ≤ 400 MB = 381.5 MiB) met", lines)
 
+    def test_plugin_path_rows_and_targets(self):
+        data = self.data()
+        data["benchmarks"] += [
+            self.run_of("client_decide_100k", 100000, "ns", 300.0, 140.0, rss_per_client=480.0,
+                        heap_per_client=500.0),
+            self.run_of("client_decide_kept_100k", 100000, "ns", 100.0, 60.0),
+            self.run_of("client_rebind_100k", 100000, "ns", 900.0, 400.0),
+            self.run_of("clients_rebind_100k", 100000, "ms", 40.0, 39.0, per_client_ns=400.0),
+            self.run_of("snapshot_swap_100k", 100000, "us", 0.5, 0.4),
+        ]
+        lines = decisions.render(data, "full", MACHINE, "--sizes=1000,100000")
+        self.assertIn("| plugin memory per connected client, 100k connected (resident) | bytes | – | 480 |",
+                      lines)
+        self.assertIn("- plugin's decision for a connected device (random of 100k connected, no kept answer) "
+                      "at 100k: 140 ns (target ≤ 150 ns) met", lines)
+        self.assertIn("- plugin memory per connected client (100k connected, resident) at 100k: 480 bytes "
+                      "(target ≤ 512 bytes) met", lines)
+        self.assertIn("- one registry change applied on the broker's thread: the swap (100k connected) at "
+                      "100k: 0.50 µs (target ≤ 50 µs) met", lines)
+        # 0.5 µs + 40 ms for the 100,000 rebinds
+        self.assertIn("- the same with every one of the 100k connected clients' rules bound again (each at "
+                      "its next decision) at 100k: 40,000 µs (target ≤ 50 µs) **missed by 39,950.5 µs**", lines)
+        self.assertIn("| every one of 100k connected clients' rules bound again, per client | ns | – | 400 |", lines)
+        # No 10k-client rows were run: no target line for them.
+        self.assertFalse([line for line in lines if "random of 10k connected" in line and line.startswith("- ")])
+
     def test_smoke_reads_no_targets(self):
         lines = decisions.render(self.data(), "smoke", MACHINE, "--sizes=1000")
         self.assertFalse([line for line in lines if "target" in line and line.startswith("- ")])

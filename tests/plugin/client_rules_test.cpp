@@ -262,6 +262,103 @@ TEST_CASE("the first check after a change is decided by the new snapshot") {
   }
 }
 
+TEST_CASE("a swap that changed neither the device nor the groups keeps the binding") {
+  auto rule = [](std::int64_t id, const char* pattern, acl::Effect effect) {
+    return acl::Rule{id, pattern, acl::kReadWrite, effect, 0};
+  };
+  DeviceAccess dev1{
+      "dev1", DeviceStatus::active, "ta", {rule(1, "devices/%d/#", acl::Effect::allow)}, {}};
+  DeviceAccess dev2{
+      "dev2", DeviceStatus::active, "ta", {rule(2, "devices/%d/#", acl::Effect::allow)}, {}};
+  auto first = Snapshot::build({dev1, dev2}, {GroupAccess{"ta", {}}}, 1);
+  ClientRules rules;
+  const std::string client_id = "dev1";
+  auto ask = [&](const Snapshot& snapshot, std::uint64_t generation, const char* topic) {
+    return decide(rules, snapshot, generation, "dev1", client_id, acl::kPublish, topic);
+  };
+  REQUIRE(ask(*first, 1, "devices/dev1/t").decision == acl::Decision::allow);
+  REQUIRE(rules.kept(acl::kPublish, "devices/dev1/t") != nullptr);
+
+  SECTION("another device changed: bound to the new generation, the kept answer still given") {
+    DeviceAccess changed = dev2;
+    changed.status = DeviceStatus::disabled;
+    auto next = first->with_changes({changed}, {}, {}, 2);
+    CHECK(next->groups_serial() == first->groups_serial());
+    CHECK(next->find_device("dev1") == first->find_device("dev1"));
+    // Only the changed device's shard was rebuilt (the two ids live in different shards).
+    const std::size_t shard1 = Snapshot::device_shard("dev1"),
+                      shard2 = Snapshot::device_shard("dev2");
+    REQUIRE(shard1 != shard2);
+    CHECK(next->device_lookup_serial(shard1) == first->device_lookup_serial(shard1));
+    CHECK(next->device_lookup_serial(shard2) != first->device_lookup_serial(shard2));
+    first.reset();  // the binding holds what it needs of the replaced snapshot
+    rules.bind(*next, 2, "dev1", client_id);
+    CHECK(rules.bound_to(2));
+    const acl::Evaluation* kept = rules.kept(acl::kPublish, "devices/dev1/t");
+    REQUIRE(kept != nullptr);
+    REQUIRE(kept->rule != nullptr);
+    CHECK(kept->rule->id == 1);
+    CHECK(ask(*next, 2, "devices/dev1/u").decision == acl::Decision::allow);
+    CHECK(ask(*next, 2, "devices/dev2/t").decision == acl::Decision::no_match);
+  }
+  SECTION("another device of the same shard changed: found again, the binding stays") {
+    std::string neighbour;
+    for (int i = 0; neighbour.empty(); ++i) {
+      const std::string id = "n" + std::to_string(i);
+      if (Snapshot::device_shard(id) == Snapshot::device_shard("dev1")) neighbour = id;
+    }
+    DeviceAccess added{
+        neighbour, DeviceStatus::active, "ta", {rule(9, "devices/%d/#", acl::Effect::deny)}, {}};
+    auto next = first->with_changes({added}, {}, {}, 2);
+    const std::size_t shard = Snapshot::device_shard("dev1");
+    CHECK(next->device_lookup_serial(shard) != first->device_lookup_serial(shard));
+    CHECK(next->find_device("dev1") == first->find_device("dev1"));
+    first.reset();
+    rules.bind(*next, 2, "dev1", client_id);
+    REQUIRE(rules.kept(acl::kPublish, "devices/dev1/t") != nullptr);
+    CHECK(ask(*next, 2, "devices/dev1/u").decision == acl::Decision::allow);
+  }
+  SECTION("a group changed: bound again, nothing kept, the new group rule applies") {
+    auto next = first->with_changes(
+        {}, {}, {GroupAccess{"ta", {rule(3, "devices/+/t", acl::Effect::deny)}}}, 2);
+    CHECK(next->groups_serial() != first->groups_serial());
+    first.reset();
+    rules.bind(*next, 2, "dev1", client_id);
+    CHECK(rules.kept(acl::kPublish, "devices/dev1/t") == nullptr);
+    CHECK(ask(*next, 2, "devices/dev1/t").decision == acl::Decision::deny);
+  }
+  SECTION("its own device changed, the old snapshot freed: bound again to the new record") {
+    DeviceAccess changed = dev1;
+    changed.rules = {rule(4, "devices/%d/u", acl::Effect::allow)};
+    auto next = first->with_changes({changed}, {}, {}, 2);
+    first.reset();
+    // And changed once more, in a snapshot derived after the first one was freed.
+    changed.rules = {rule(5, "devices/%d/v", acl::Effect::allow)};
+    auto later = next->with_changes({changed}, {}, {}, 3);
+    next.reset();
+    rules.bind(*later, 3, "dev1", client_id);
+    CHECK(rules.kept(acl::kPublish, "devices/dev1/t") == nullptr);
+    CHECK(ask(*later, 3, "devices/dev1/t").decision == acl::Decision::no_match);
+    const auto v = ask(*later, 3, "devices/dev1/v");
+    CHECK(v.decision == acl::Decision::allow);
+    REQUIRE(v.rule != nullptr);
+    CHECK(v.rule->id == 5);
+  }
+  SECTION("a client id longer than MQTT allows: denied everything, then bound again") {
+    const std::string long_id(70000, 'c');
+    rules.bind(*first, 2, "dev1", long_id);
+    CHECK(rules.bound_to(2));
+    CHECK(rules.check(acl::kPublish, "devices/dev1/t").decision == acl::Decision::deny);
+    // Positive control: the same device with its own client id is allowed again.
+    CHECK(ask(*first, 3, "devices/dev1/t").decision == acl::Decision::allow);
+  }
+  SECTION("another client id: bound again") {
+    const std::string other_client = "dev1-b";
+    rules.bind(*first, 2, "dev1", other_client);
+    CHECK(rules.kept(acl::kPublish, "devices/dev1/t") == nullptr);
+  }
+}
+
 TEST_CASE("a kept answer is given only for the same access and topic of the same binding") {
   DeviceAccess dev{"dev1",
                    DeviceStatus::active,

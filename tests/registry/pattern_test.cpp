@@ -254,3 +254,53 @@ TEST_CASE("a topic too deep to split on the stack is decided by the interpreted 
   CHECK(evaluate(sets, kPublish, deep + "/b", Substitutions{"d", "d", "d"}).decision ==
         Decision::allow);
 }
+
+TEST_CASE("a split topic has the levels and the validity of the topic, byte for byte",
+          "[pattern]") {
+  // Every byte the split looks for, next to bytes one away from them (a word-at-a-time search
+  // must not mistake '.' after '/' or '*' before '+' for a match), at every offset within a word.
+  const std::string alphabet{'a', '/', '.', '0', '+', '*', '#', '"', '\0', '\x01', '$', '\xff'};
+  std::mt19937 rng(8883);
+  std::uniform_int_distribution<std::size_t> byte(0, alphabet.size() - 1);
+  std::uniform_int_distribution<int> length(0, 40);
+  std::uniform_int_distribution<int> rare(0, 5);
+  int compared = 0, valid = 0, deep = 0;
+  for (int i = 0; i < 200000; ++i) {
+    std::string topic;
+    const int n = length(rng);
+    for (int k = 0; k < n; ++k) {
+      // Mostly plain bytes and slashes, so that many topics are valid and some are deeper than a
+      // split holds.
+      const char c = rare(rng) < 2 ? '/' : alphabet[byte(rng)];
+      topic += (c == '+' || c == '#' || c == '\0') && rare(rng) != 0 ? 'a' : c;
+    }
+    const detail::SplitTopic split(topic);
+    ++compared;
+    REQUIRE(split.valid() == is_valid_topic(topic));
+    if (!split.valid()) continue;
+    ++valid;
+    std::vector<std::string_view> expected;
+    std::size_t start = 0;
+    for (std::size_t slash = topic.find('/'); slash != topic.npos; slash = topic.find('/', start)) {
+      expected.push_back(std::string_view(topic).substr(start, slash - start));
+      start = slash + 1;
+    }
+    expected.push_back(std::string_view(topic).substr(start));
+    if (expected.size() > detail::SplitTopic::kMaxLevels) {
+      CHECK_FALSE(split.fits());
+      ++deep;
+      continue;
+    }
+    REQUIRE(split.fits());
+    REQUIRE(split.size() == expected.size());
+    for (std::size_t l = 0; l < expected.size(); ++l) {
+      CAPTURE(topic, l);
+      CHECK(split[l] == expected[l]);
+      CHECK(split[l].data() == expected[l].data());
+    }
+    CHECK(split.dollar() == (topic.front() == '$'));
+  }
+  CHECK(valid > 50000);
+  CHECK(compared - valid > 50000);
+  CHECK(deep > 100);
+}
