@@ -359,8 +359,7 @@ inline bool Snapshot::FingerprintKey::matches(
 
 Snapshot::DeviceShard Snapshot::make_device_shard(std::span<const SnapshotDevice* const> list,
                                                   std::vector<const SnapshotDevice*>* replaced) {
-  DeviceShard shard;
-  shard.serial = next_serial();
+  DeviceShard shard;  // with a fresh serial
   shard.slots.resize(capacity_for(list.size()));
   const std::size_t capacity = shard.slots.size();
   for (const SnapshotDevice* device : list) {
@@ -487,9 +486,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::vector<DeviceAccess> device
     std::string name = group.name;
     (*group_map)[name] = std::make_shared<const GroupAccess>(std::move(group));
   }
-  snapshot->groups_ = std::move(group_map);
-  snapshot->default_group_ = snapshot->find_group(kDefaultGroup);
-  snapshot->groups_serial_ = next_serial();
+  snapshot->set_groups(std::move(group_map));
   snapshot->change_seq_ = change_seq;
   return snapshot;
 }
@@ -497,6 +494,12 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::vector<DeviceAccess> device
 std::uint64_t Snapshot::next_serial() noexcept {
   static std::atomic<std::uint64_t> next{1};
   return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Snapshot::set_groups(std::shared_ptr<const Groups> groups) {
+  groups_ = std::move(groups);
+  default_group_ = find_group(kDefaultGroup);
+  groups_serial_ = next_serial();
 }
 
 std::shared_ptr<const Snapshot> Snapshot::with_changes(std::vector<DeviceAccess> devices,
@@ -574,9 +577,7 @@ std::shared_ptr<const Snapshot> Snapshot::with_changes(std::vector<DeviceAccess>
       std::string name = group.name;
       (*group_map)[name] = std::make_shared<const GroupAccess>(std::move(group));
     }
-    next->groups_ = std::move(group_map);
-    next->default_group_ = next->find_group(kDefaultGroup);
-    next->groups_serial_ = next_serial();
+    next->set_groups(std::move(group_map));
   }
   next->change_seq_ = change_seq;
   return next;

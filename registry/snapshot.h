@@ -386,7 +386,9 @@ class Snapshot {
   struct DeviceShard {
     std::vector<std::uintptr_t> slots;
     std::size_t size = 0;
-    std::uint64_t serial = 0;  // device_lookup_serial(); from next_serial()
+    // device_lookup_serial(): every shard made gets a fresh one (a move keeps it), so that no two
+    // shards, whoever made them, ever share one.
+    std::uint64_t serial = next_serial();
     DeviceShard() = default;
     DeviceShard(const DeviceShard&) = delete;
     DeviceShard& operator=(const DeviceShard&) = delete;
@@ -433,9 +435,12 @@ class Snapshot {
   std::shared_ptr<const Claims> claims_;
   // groups_'s "default", looked up once per snapshot instead of once per decision (nullptr: none).
   const GroupAccess* default_group_ = nullptr;
-  std::uint64_t groups_serial_ = 0;  // groups_serial(); from next_serial()
+  std::uint64_t groups_serial_ = 0;  // groups_serial(); set with groups_ by set_groups()
   // The serials of groups and shards: counted up from 1, once per process.
   static std::uint64_t next_serial() noexcept;
+  // Makes `groups` this snapshot's set of groups, under a fresh groups_serial() (and its
+  // "default" looked up again): the one place groups_ is set.
+  void set_groups(std::shared_ptr<const Groups> groups);
   // Every rule's pattern comes from here, so equal patterns share one node; passed on by
   // with_changes.
   std::shared_ptr<acl::PatternPool> patterns_;
