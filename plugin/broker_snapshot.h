@@ -26,7 +26,9 @@ class BrokerSnapshot {
   bool loaded() const noexcept { return current_ != nullptr; }
   // Only while loaded().
   const registry::Snapshot& get() const noexcept { return *current_; }
-  // Moves on with every snapshot put in force: bound client rules of an older one are rebuilt.
+  // Moves on with every snapshot put in force: client rules bound for an older one are bound
+  // again before their next answer (kept as they are when the new snapshot has the same device
+  // record and groups: plugin/client_rules.h).
   std::uint64_t generation() const noexcept { return generation_; }
 
   // Puts `next` in force. The one it replaces goes back to the watcher thread to be freed there.

@@ -172,11 +172,14 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
         compiled_.push_back(compile(rule, subs));
         const acl::Pattern& pattern = compiled_.back().pattern;
         if (!pattern.shares_node_with(rule.pattern)) {
-          // Its own node: a header, the levels and the text (registry/pattern.h).
-          // Within kCompiledBudget (bytes the budget counted for it at least), so in 16 bits.
-          pattern_bytes_ = static_cast<std::uint16_t>(
-              pattern_bytes_ + kAllocationOverhead + 24 +
-              pattern.levels().size() * sizeof(acl::PatternLevel) + pattern.text().size());
+          // Its own node: a header, the levels and the text (registry/pattern.h). Near what the
+          // budget counted, not within it: the estimate counts the device id twice and the client
+          // id once, and a pattern with more placeholders writes them in more often. Still far
+          // below 16 bits (the budget admits a few short patterns), and capped there anyway.
+          pattern_bytes_ = static_cast<std::uint16_t>(std::min<std::size_t>(
+              0xffff, pattern_bytes_ + kAllocationOverhead + 24 +
+                          pattern.levels().size() * sizeof(acl::PatternLevel) +
+                          pattern.text().size()));
         }
       }
       sets_[i] = std::span<const acl::Rule>(compiled_.data() + first, sets[i].size());

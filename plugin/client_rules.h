@@ -23,8 +23,11 @@
 // again. The binding holds its device's record (SnapshotDevice::hold), so that an equal address
 // always means the same record, never a later one made where it was freed.
 //
-// Broker thread only. The rule spans point into the bound device record (held) and the bound
-// snapshot's groups, which the plugin holds as long as the generation is current.
+// Broker thread only. The rule spans point into the bound device record (held by the binding, so
+// alive however many snapshots are swapped) and into group objects, which every snapshot with the
+// same groups_serial() shares: the current snapshot's own whenever the binding answers, since a
+// binding answers only for the current generation and bind() keeps groups only when the serial is
+// the same. A binding of an older generation reads nothing of them before it is bound again.
 #pragma once
 
 #include <array>
@@ -105,7 +108,7 @@ class ClientRules {
   std::uint8_t cached_ = 0;           // which slots of answers_ hold the answer for topic_
   std::uint16_t client_id_size_ = 0;  // of client_id_data_ (MQTT's limit: 65,535 bytes)
   std::uint16_t shard_ = 0;           // Snapshot::device_shard of the username
-  std::uint16_t pattern_bytes_ = 0;   // of the compiled patterns' own nodes (within the budget)
+  std::uint16_t pattern_bytes_ = 0;   // of the compiled patterns' own nodes (capped at 0xffff)
   std::string topic_;
   std::array<acl::Evaluation, 3> answers_{};
   std::array<std::span<const acl::Rule>, 3> sets_{};

@@ -690,8 +690,10 @@ class Plugin {
     auto taken = handover_.take();
     for (const auto& [level, line] : taken.logs) log(mosquitto_level(level), line);
     if (taken.snapshot) {
-      // The watcher thread frees the old one; no bound rules read it after the generation moved:
-      // every client's bound rules are rebuilt before their next answer.
+      // The watcher thread frees the old one. A client's rules bound to an older generation
+      // answer nothing until bound again, and binding again reads only what the binding holds
+      // (its device record) or what the new snapshot shares (its groups when the groups serial
+      // is the same): nothing of the old snapshot alone (plugin/client_rules.h).
       snapshot_.replace(std::move(taken.snapshot), handover_);
     }
     for (const auto& device : taken.kicks) {
