@@ -359,6 +359,47 @@ TEST_CASE("a swap that changed neither the device nor the groups keeps the bindi
   }
 }
 
+TEST_CASE("a record made where the bound one was freed is never taken for the bound one") {
+  // The binding holds its device's record, so that no later record can be made at its address:
+  // a rebind that finds the same address would keep the old rules and answers. Here every later
+  // record is one of the same size (a like for the allocator to put where the bound one was),
+  // and the snapshots it was in are freed; a disabled device must be denied.
+  DeviceAccess dev{"dev1",
+                   DeviceStatus::active,
+                   "ta",
+                   {acl::Rule{1, "devices/%d/#", acl::kReadWrite, acl::Effect::allow, 0}},
+                   {}};
+  auto snapshot = Snapshot::build({dev}, {GroupAccess{"ta", {}}}, 1);
+  std::uint64_t generation = 1;
+  ClientRules rules;
+  const std::string client_id = "dev1";
+  auto ask = [&] {
+    return decide(rules, *snapshot, generation, "dev1", client_id, acl::kPublish, "devices/dev1/t")
+        .decision;
+  };
+  REQUIRE(ask() == acl::Decision::allow);  // positive control: bound, and allowed
+  REQUIRE(snapshot->find_device("dev1") != nullptr);
+  // Kept as a number: were the record freed, its pointer would be no value to compare.
+  const auto bound = reinterpret_cast<std::uintptr_t>(snapshot->find_device("dev1"));
+
+  DeviceAccess disabled = dev;
+  disabled.status = DeviceStatus::disabled;  // the same record size; every later version denies
+  int swaps = 0;
+  bool reused = false;
+  // Swapped again and again without asking in between, so that only the held record stands
+  // between the binding and an address the allocator hands out again.
+  while (swaps < 1000 && !reused) {
+    snapshot = snapshot->with_changes({disabled}, {}, {}, 2 + swaps);  // the older one freed
+    ++generation;
+    ++swaps;
+    reused = reinterpret_cast<std::uintptr_t>(snapshot->find_device("dev1")) == bound;
+  }
+  INFO(swaps << " swaps");
+  CHECK_FALSE(reused);  // held: its address cannot come back while bound
+  CHECK(snapshot->find_device("dev1")->status() == DeviceStatus::disabled);
+  CHECK(ask() == acl::Decision::deny);
+}
+
 TEST_CASE("a kept answer is given only for the same access and topic of the same binding") {
   DeviceAccess dev{"dev1",
                    DeviceStatus::active,
