@@ -4,6 +4,8 @@
 #include <array>
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <deque>
+#include <memory>
 #include <random>
 #include <string>
 #include <string_view>
@@ -22,6 +24,7 @@ using onboard::registry::DeviceAccess;
 using onboard::registry::DeviceStatus;
 using onboard::registry::GroupAccess;
 using onboard::registry::Snapshot;
+using onboard::registry::SnapshotDevice;
 namespace acl = onboard::acl;
 
 // Ids with the characters a placeholder cannot be written with ('%', '+', '/'), so that the
@@ -39,6 +42,7 @@ struct World {
   std::mt19937 rng{20261207};
   std::int64_t next_rule = 1;
   std::int64_t seq = 1;
+  std::vector<std::string> ids = kDeviceIds;  // the devices and the topic levels named after them
 
   int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); }
   template <class T>
@@ -73,11 +77,11 @@ struct World {
   std::string level(const std::vector<std::string>& extra) {
     switch (pick(6)) {
       case 0:
-        return pick(kDeviceIds);
+        return pick(ids);
       case 1:
-        return "b" + pick(kDeviceIds) + "c";
+        return "b" + pick(ids) + "c";
       case 2:
-        return pick(kDeviceIds) + pick(kDeviceIds);
+        return pick(ids) + pick(ids);
       default: {
         static const std::vector<std::string> words{"devices", "a",    "x", "fleet", "status",
                                                     "t",       "$SYS", "",  "b",     "dev1"};
@@ -208,6 +212,148 @@ TEST_CASE("bound and cached decisions equal the plain evaluation through changes
   CHECK(denied > 1000);
   CHECK(changes > 1000);
   CHECK(repeats > 10000);
+}
+
+TEST_CASE("bound decisions equal the plain evaluation through mixed swaps and full reloads") {
+  // As above, with what the plugin's swaps also do: devices that share a shard with a bound one
+  // (a shard rebuilt around a record kept at its address), several changes in one swap (a device
+  // removed and added again, groups, "default"), a full reload (every record and group new, some
+  // the same as before), a claims-only swap, and older snapshots freed late (the watcher thread
+  // frees them when it gets round to it, so their records stay alive a while).
+  World w;
+  for (int i = 0; w.ids.size() < kDeviceIds.size() + 4; ++i) {
+    const std::string id = "n" + std::to_string(i);
+    if (Snapshot::device_shard(id) == Snapshot::device_shard("dev1")) w.ids.push_back(id);
+  }
+  std::vector<DeviceAccess> devices;
+  for (const auto& id : w.ids) devices.push_back(w.device(id));
+  auto snapshot = Snapshot::build(devices, {w.group("default"), w.group("ta"), w.group("tb")}, 1);
+  std::uint64_t generation = 1;
+  std::deque<std::shared_ptr<const Snapshot>> retired;
+  AcceptedClients clients;
+  struct Slot {
+    std::string client_id, username;
+  };
+  std::array<int, 8> addresses{};
+  std::array<Slot, 8> slots;
+  std::vector<std::pair<std::string, acl::Access>> recent;
+  const std::vector<std::string> group_names{"default", "ta", "tb", "tc"};
+
+  int compared = 0, allowed = 0, denied = 0, swaps = 0, reloads = 0, mismatches = 0;
+  std::vector<std::string> examples;
+  for (int step = 0; step < 30000; ++step) {
+    const int op = w.pick(100);
+    const std::size_t s = static_cast<std::size_t>(w.pick(8));
+    const void* client = &addresses[s];
+    if (op < 5) {
+      ++swaps;
+      std::shared_ptr<const Snapshot> next;
+      const int kind = w.pick(8);
+      if (kind == 0) {
+        // A full reload: the same data read again, some devices changed meanwhile.
+        ++reloads;
+        std::vector<DeviceAccess> all;
+        std::vector<GroupAccess> groups;
+        snapshot->for_each_device([&](const SnapshotDevice& d) {
+          all.push_back(w.pick(4) == 0 ? w.device(std::string(d.id())) : d.to_access());
+        });
+        snapshot->for_each_group([&](const GroupAccess& g) { groups.push_back(g); });
+        next = Snapshot::build(std::move(all), std::move(groups), ++w.seq);
+      } else if (kind == 1) {
+        next = snapshot->with_claims({});
+      } else {
+        std::vector<DeviceAccess> changed;
+        std::vector<std::string> removed;
+        std::vector<GroupAccess> groups;
+        const int n = 1 + w.pick(3);
+        for (int i = 0; i < n; ++i) {
+          const std::string& id = w.pick(w.ids);
+          switch (w.pick(5)) {
+            case 0:
+              removed.push_back(id);
+              break;
+            case 1:  // removed and added again, in one swap
+              removed.push_back(id);
+              changed.push_back(w.device(id));
+              break;
+            case 2:
+              groups.push_back(w.group(w.pick(group_names)));
+              break;
+            case 3:
+              groups.push_back(w.group("default"));
+              break;
+            default:
+              changed.push_back(w.device(id));
+          }
+        }
+        next = snapshot->with_changes(std::move(changed), removed, std::move(groups), ++w.seq);
+      }
+      // The replaced snapshot sometimes freed at once, sometimes a few swaps later.
+      if (w.pick(2) == 0) {
+        retired.push_back(std::move(snapshot));
+        if (retired.size() > 3) retired.pop_front();
+      } else if (w.pick(4) == 0) {
+        retired.clear();
+      }
+      snapshot = std::move(next);
+      ++generation;
+    } else if (op < 12) {
+      const std::string& device = w.pick(w.ids);
+      slots[s] = Slot{w.pick(4) == 0 ? w.pick(w.ids) : device, device};
+      clients.accept_device(client, slots[s].client_id, device);
+    } else if (op < 15) {
+      clients.disconnected(client, slots[s].client_id.c_str(), w.pick(2) == 0, w.pick(2) == 0);
+      if (w.pick(3) == 0) clients.sweep();
+    } else if (op < 16) {
+      clients.forget(client);
+    } else {
+      std::pair<std::string, acl::Access> check;
+      if (!recent.empty() && w.pick(2) == 0) {
+        check = w.pick(recent);
+      } else {
+        const acl::Access access = random_access(w);
+        check = {w.topic(access == acl::kSubscribe), access};
+        if (recent.size() < 16) {
+          recent.push_back(check);
+        } else {
+          recent[static_cast<std::size_t>(w.pick(16))] = check;
+        }
+      }
+      auto verdict = clients.check(client, slots[s].client_id.c_str(), slots[s].username.c_str(),
+                                   [] { return false; });
+      if (verdict.standing != AcceptedClients::Standing::device) continue;
+      const auto ours =
+          w.pick(2) == 0 ? decide(*verdict.rules, *snapshot, generation, verdict.device_id,
+                                  verdict.client_id, check.second, check.first.c_str())
+                         : decide(*verdict.rules, *snapshot, generation, verdict.device_id,
+                                  verdict.client_id, check.second, std::string_view(check.first));
+      const auto plain =
+          snapshot->check_access(verdict.device_id, verdict.client_id, check.second, check.first);
+      ++compared;
+      (plain.decision == acl::Decision::allow ? allowed : denied)++;
+      const std::int64_t our_rule = ours.rule != nullptr ? ours.rule->id : 0;
+      const std::int64_t plain_rule = plain.rule != nullptr ? plain.rule->id : 0;
+      if (ours.decision != plain.decision || our_rule != plain_rule) {
+        ++mismatches;
+        if (examples.size() < 5) {
+          examples.push_back(std::string(acl::access_name(check.second)) + " '" + check.first +
+                             "' by '" + std::string(verdict.device_id) + "': bound " +
+                             std::string(acl::to_string(ours.decision)) + " rule " +
+                             std::to_string(our_rule) + ", plain " +
+                             std::string(acl::to_string(plain.decision)) + " rule " +
+                             std::to_string(plain_rule));
+        }
+      }
+    }
+  }
+  INFO(compared << " compared, " << allowed << " allowed, " << denied << " denied, " << swaps
+                << " swaps, " << reloads << " reloads");
+  for (const auto& e : examples) UNSCOPED_INFO(e);
+  CHECK(mismatches == 0);
+  CHECK(allowed > 500);
+  CHECK(denied > 500);
+  CHECK(swaps > 1000);
+  CHECK(reloads > 100);
 }
 
 TEST_CASE("the first check after a change is decided by the new snapshot") {
