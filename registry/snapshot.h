@@ -386,8 +386,8 @@ class Snapshot {
   struct DeviceShard {
     std::vector<std::uintptr_t> slots;
     std::size_t size = 0;
-    // device_lookup_serial(): every shard made gets a fresh one (a move keeps it), so that no two
-    // shards, whoever made them, ever share one.
+    // device_lookup_serial(): every shard constructed gets a fresh one, whoever makes it (a move
+    // passes it on to the shard moved to), so that no two shards in use ever share one.
     std::uint64_t serial = next_serial();
     DeviceShard() = default;
     DeviceShard(const DeviceShard&) = delete;
