@@ -7,6 +7,7 @@
 #include <deque>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -503,6 +504,30 @@ TEST_CASE("a swap that changed neither the device nor the groups keeps the bindi
     rules.bind(*first, 2, "dev1", other_client);
     CHECK(rules.kept(acl::kPublish, "devices/dev1/t") == nullptr);
   }
+}
+
+TEST_CASE("no two device shards a binding could compare share a serial") {
+  // A binding skips the device lookup when the shard's serial is the one it saw: two shards with
+  // one serial (a shard made without one, or one reused) would let it keep a stale record.
+  DeviceAccess dev{"dev1", DeviceStatus::active, "", {}, {}};
+  auto first = Snapshot::build({dev}, {}, 1);
+  DeviceAccess disabled = dev;
+  disabled.status = DeviceStatus::disabled;
+  auto changed = first->with_changes({disabled}, {}, {}, 2);
+  auto reloaded = Snapshot::build({dev}, {}, 3);
+  std::set<std::uint64_t> seen;
+  for (const auto* snapshot : {first.get(), reloaded.get()}) {
+    for (std::size_t i = 0; i < Snapshot::kShards; ++i)
+      seen.insert(snapshot->device_lookup_serial(i));
+  }
+  CHECK(seen.size() == 2 * Snapshot::kShards);  // empty shards included
+  CHECK_FALSE(seen.contains(0));
+  // A change makes its device's shard anew and keeps the others (positive control: shared).
+  const std::size_t shard = Snapshot::device_shard("dev1");
+  CHECK_FALSE(seen.contains(changed->device_lookup_serial(shard)));
+  CHECK(changed->device_lookup_serial(shard) != 0);
+  CHECK(changed->device_lookup_serial((shard + 1) % Snapshot::kShards) ==
+        first->device_lookup_serial((shard + 1) % Snapshot::kShards));
 }
 
 TEST_CASE("a record made where the bound one was freed is never taken for the bound one") {
