@@ -349,6 +349,11 @@ class Plugin {
       clients_.forget(event.client);
       return MOSQ_ERR_AUTH;
     }
+    // The same client already connected with this id: Mosquitto checks it again (SIGHUP, which
+    // the plugin raises for every changed CRL). Its connection, and so its certificate, is the
+    // one already noted; a notice for each such client at each CRL change would queue one
+    // request per connected device with the signer while a fleet renews.
+    const bool checked_again = recovery_.live_device(event.client, client_id);
     clients_.accept_device(event.client, client_id, verdict.device_id);
     recovery_.connected(event.client, client_id, false);
     if (const auto* device = snapshot_.get().find_device(verdict.device_id);
@@ -356,7 +361,7 @@ class Plugin {
       recovery_.device_seen(client_id, Clock::now());
     }
     if (config_.log_connections) log(MOSQ_LOG_INFO, "accepted device '" + client_id + "'");
-    note_renewed_connect(client_id, fingerprint);
+    if (!checked_again) note_renewed_connect(client_id, fingerprint);
     return MOSQ_ERR_SUCCESS;
   }
 

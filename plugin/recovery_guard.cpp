@@ -25,6 +25,11 @@ bool RecoveryGuard::live_claim(Client client, std::string_view client_id) const 
   return it != live_.end() && it->second.client == client && it->second.claim;
 }
 
+bool RecoveryGuard::live_device(Client client, std::string_view client_id) const {
+  auto it = live_.find(std::string(client_id));
+  return it != live_.end() && it->second.client == client && !it->second.claim;
+}
+
 RecoveryGuard::Holder RecoveryGuard::holder(std::string_view client_id) const {
   auto it = live_.find(std::string(client_id));
   if (it == live_.end()) return Holder::none;

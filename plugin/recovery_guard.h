@@ -44,6 +44,9 @@ class RecoveryGuard {
   // Whether `client` is the claim client the plugin accepted with this id and still connected:
   // Mosquitto checking it again (SIGHUP), not a new connect.
   bool live_claim(Client client, std::string_view client_id) const;
+  // Whether `client` is the device client the plugin accepted with this id and still connected:
+  // Mosquitto checking it again (SIGHUP), not a new connect.
+  bool live_device(Client client, std::string_view client_id) const;
   // Who holds this client id now, as far as the plugin accepted it: an answer to a claim's
   // request goes to a claim client only, an answer to a device's renewal never to a claim client.
   enum class Holder { none, claim, device };

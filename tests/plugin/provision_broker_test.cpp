@@ -877,6 +877,41 @@ bool wait_for_log_count(const Broker& broker, const std::string& text, std::size
 
 }  // namespace
 
+TEST_CASE("a device checked again on SIGHUP while its renewal waits sends no second notice") {
+  SignerSite site;
+  site.add_device("meter-1");
+  site.start_signer();
+  auto broker = site.start_broker();
+  INFO(broker->log());
+  {
+    MqttClient device("meter-1", site.credentials("meter-1"), kV5);
+    REQUIRE(device.connect(broker->port(), 3s) == 0);
+    REQUIRE(renew(device, "meter-1", site.renewal(site.make_csr("meter-1-b", "meter-1"), "meter-1"))
+                .result == "accepted");
+  }
+  // The renewal waits for its first connect; the device connects again with its old certificate:
+  // one notice to the signer (the positive control).
+  const std::string notice = "device 'meter-1' connected while another certificate of it is active";
+  {
+    MqttClient device("meter-1", site.credentials("meter-1"), kV5);
+    REQUIRE(device.connect(broker->port(), 3s) == 0);
+    REQUIRE(wait_for_log_count(*broker, notice, 1));
+
+    // Mosquitto checks every connected client again on SIGHUP (as for every changed CRL): the
+    // same connection is not a new connect and sends nothing.
+    broker->hangup();
+    REQUIRE(broker->wait_for_log("Reloading config."));
+    std::this_thread::sleep_for(500ms);
+    CHECK(device.connected());
+    CHECK_FALSE(wait_for_log_count(*broker, notice, 2, 0ms));
+  }
+
+  // A new connection with the same certificate is a connect again, and is noted again.
+  MqttClient again("meter-1", site.credentials("meter-1"), kV5);
+  REQUIRE(again.connect(broker->port(), 3s) == 0);
+  CHECK(wait_for_log_count(*broker, notice, 2));
+}
+
 TEST_CASE("claim clients stay connected across a SIGHUP and the one asking again gets its answer") {
   SignerSite site;
   // Quota 2: both enrolments below spend it; both clients are then checked again as recoveries.
