@@ -3,6 +3,9 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
+#include <mutex>
+
 #include <nlohmann/json.hpp>
 
 #include "ca/certificate.h"
@@ -272,18 +275,23 @@ ProvisionAnswer renew_checked(registry::Store& store, const ca::Authority& ca,
     }
   }
   const UnixTime presented_issued = presented->not_before + kIssueBackdate;
-  bool after_presented = false;
   std::size_t others_active = 0;
   for (const auto& c : *certificates) {
-    if (&c == presented) {
-      after_presented = true;
-      continue;
-    }
+    if (&c == presented) continue;
     if (c.kind != registry::CertificateKind::device ||
         c.status != registry::CertificateStatus::active)
       continue;
     ++others_active;
-    if (after_presented && same_key(c)) {
+    // A retry is the same renewal asked again: an active certificate recorded as renewing the
+    // presented one (certificates.renews) with the CSR's key, the rule renew_device applies in
+    // its transaction. Any later certificate with that key would not do: a renewal of another
+    // certificate of the device (a sibling the device asked for from the one before) or one an
+    // operator issued for the key is not what this request asked for; answering with it would
+    // hand the device a certificate whose connect supersedes what the registry links it to, not
+    // the presented one, and mark as a retry (nothing recorded) what was a new request. The
+    // store would answer such a request otherwise (a new certificate, or a refusal), so the
+    // check that saves the signature must agree with it.
+    if (c.renews == presented->sha256_fingerprint && same_key(c)) {
       auto answer = enrolled(request.device_id, c.pem, ca, true);
       answer.certificate_sha256 = c.sha256_fingerprint;
       return answer;
@@ -432,6 +440,36 @@ ProvisionAnswer renew(registry::Store& store, const ca::Authority& ca, const Ren
   return refusal(ProvisionCode::internal_error, "the signer failed; try again later");
 }
 
+namespace {
+
+// Whether the CRL file lists every revoked certificate of the device it should (none, or no such
+// device: true, without reading the file).
+Result<bool> crl_lists_device(registry::Store& store, const ca::Authority& ca,
+                              const std::filesystem::path& crl_path, std::string_view device_id) {
+  auto certificates = store.certificates_of(device_id);
+  if (!certificates.ok()) {
+    if (certificates.error().code == Errc::not_found) return true;  // no such device
+    return certificates.error();
+  }
+  const bool any_revoked =
+      std::any_of(certificates->begin(), certificates->end(), [](const registry::Certificate& c) {
+        return c.status == registry::CertificateStatus::revoked;
+      });
+  if (!any_revoked) return true;
+  return crl_lists_revoked_of(store, ca, crl_path, device_id);
+}
+
+}  // namespace
+
+Result<bool> supersede_due(registry::Store& store, const ca::Authority& ca,
+                           const std::filesystem::path& crl_path, std::string_view device_id,
+                           std::string_view current_sha256) {
+  ONBOARD_TRY(const auto replaced, store.predecessors_of(device_id, current_sha256));
+  if (!replaced.empty()) return true;
+  ONBOARD_TRY(const bool listed, crl_lists_device(store, ca, crl_path, device_id));
+  return !listed;
+}
+
 Result<Superseded> supersede(registry::Store& store, const ca::Authority& ca,
                              const std::filesystem::path& crl_path, std::string_view device_id,
                              std::string_view current_sha256, const registry::Actor& actor) {
@@ -440,7 +478,7 @@ Result<Superseded> supersede(registry::Store& store, const ca::Authority& ca,
   if (out.serials.empty()) {
     // Asked again after a supersession whose CRL rewrite failed (the plugin asks again at the
     // next connect): the rerun finishes it.
-    auto listed = crl_lists_revoked_of(store, ca, crl_path, device_id);
+    auto listed = crl_lists_device(store, ca, crl_path, device_id);
     if (!listed.ok() || *listed) return out;
   }
   ONBOARD_TRY(out.crl_number,
@@ -457,11 +495,37 @@ Result<std::vector<registry::DueRenewal>> renewals_due(registry::Store& store, U
 Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority& ca,
                                      const std::filesystem::path& crl_path,
                                      const std::vector<registry::DueRenewal>& due, UnixTime grace,
-                                     const registry::Actor& actor) {
+                                     const registry::Actor& actor, const WriteTurn& turn,
+                                     std::size_t batch) {
   Superseded out;
   if (due.empty()) return out;
-  ONBOARD_TRY(out.serials, store.supersede_renewed(due, actor.now - grace - kIssueBackdate, actor));
+  batch = std::clamp<std::size_t>(batch, 1, registry::kSupersedeBatch);
+  auto take_turn = [&turn] { return turn ? turn() : std::unique_lock<std::mutex>(); };
+  std::vector<registry::DueRenewal> sorted = due;
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const auto& a, const auto& b) { return a.device_id < b.device_id; });
+  for (std::size_t at = 0; at < sorted.size();) {
+    // Whole devices while they fit (a device's candidates audited together), at least one.
+    std::size_t end = at;
+    while (end < sorted.size()) {
+      std::size_t next = end;
+      while (next < sorted.size() && sorted[next].device_id == sorted[end].device_id) ++next;
+      if (end > at && next - at > batch) break;
+      end = next;
+    }
+    end = std::min(end, at + batch);
+    const std::vector<registry::DueRenewal> part(sorted.begin() + static_cast<std::ptrdiff_t>(at),
+                                                 sorted.begin() + static_cast<std::ptrdiff_t>(end));
+    {
+      const auto held = take_turn();
+      ONBOARD_TRY(auto serials,
+                  store.supersede_renewed(part, actor.now - grace - kIssueBackdate, actor));
+      out.serials.insert(out.serials.end(), serials.begin(), serials.end());
+    }
+    at = end;
+  }
   if (out.serials.empty()) return out;
+  const auto held = take_turn();
   ONBOARD_TRY(out.crl_number,
               rewrite_crl(store, ca, crl_path,
                           "superseded " + std::to_string(out.serials.size()) +

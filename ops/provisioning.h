@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -137,10 +138,18 @@ struct Superseded {
 // The device connected with the certificate `current_sha256`: its active certificates recorded
 // before it are revoked as superseded (ClaimStore::supersede_predecessors) and, when there were
 // any (or the CRL file does not list the device's revoked certificates yet: a rerun after a failed
-// rewrite), the CRL is rewritten.
+// rewrite), the CRL is rewritten. A device with no revoked certificate has nothing to finish: a
+// missing CRL file is then the CRL refresher's to write, not this notice's.
 Result<Superseded> supersede(registry::Store& store, const ca::Authority& ca,
                              const std::filesystem::path& crl_path, std::string_view device_id,
                              std::string_view current_sha256, const registry::Actor& actor);
+// Whether supersede would write anything for this notice (the same two reasons), found by reads
+// alone: serve answers a notice for which it is false without taking its write turn. The CRL file
+// is read only when the device has revoked certificates. Errc::invalid_input for a bad id or
+// fingerprint, as supersede.
+Result<bool> supersede_due(registry::Store& store, const ca::Authority& ca,
+                           const std::filesystem::path& crl_path, std::string_view device_id,
+                           std::string_view current_sha256);
 
 // How long a renewed device's old certificate stays valid when its new one never connects.
 inline constexpr UnixTime kDefaultRenewalGrace = 86400;
@@ -153,12 +162,19 @@ inline constexpr UnixTime kIssueBackdate = 300;
 // nothing written; serve runs it outside its write turn.
 Result<std::vector<registry::DueRenewal>> renewals_due(registry::Store& store, UnixTime grace,
                                                        UnixTime now);
+// The caller's write turn (serve's): taken for one write, released when the lock returned goes.
+using WriteTurn = std::function<std::unique_lock<std::mutex>()>;
 // Those of `due` (renewals_due's answer) still due at actor.now are revoked as superseded
 // (ClaimStore::supersede_renewed, which looks at each again under the write lock) and, when any
-// were, the CRL is rewritten.
+// were, the CRL is rewritten once. The candidates go in batches of at most `batch` (a device's
+// never split), each its own transaction under its own `turn`, so that the sweep after a
+// fleet-wide renewal lets other writes in between batches; the CRL is rewritten under one more.
+// A batch that fails ends the sweep with its error: the batches before it stay committed (their
+// CRL rewrite is the caller's to retry), the next sweep finds the rest due again.
 Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority& ca,
                                      const std::filesystem::path& crl_path,
                                      const std::vector<registry::DueRenewal>& due, UnixTime grace,
-                                     const registry::Actor& actor);
+                                     const registry::Actor& actor, const WriteTurn& turn = {},
+                                     std::size_t batch = registry::kSupersedeBatch);
 
 }  // namespace onboard::ops

@@ -70,6 +70,10 @@ struct RenewOutcome {
   bool repeated = false;    // a retry: the certificate recorded before, nothing written
 };
 
+// The most candidates one supersede_renewed call takes: one transaction each, so that the sweep
+// after a fleet-wide renewal holds the write lock for one batch at a time, never for the fleet.
+inline constexpr std::size_t kSupersedeBatch = 500;
+
 // A renewed certificate whose grace period is over (ClaimStore::renewals_due).
 struct DueRenewal {
   std::string device_id;
@@ -139,6 +143,11 @@ class ClaimStore {
   virtual Result<std::vector<std::string>> supersede_predecessors(std::string_view device_id,
                                                                   std::string_view current_sha256,
                                                                   const Actor& actor) = 0;
+  // What supersede_predecessors would revoke now, read without writing (the serials, in the order
+  // recorded; none when the device is not active or `current_sha256` not an active certificate of
+  // it). Errc::invalid_input for a bad id or fingerprint, as there.
+  virtual Result<std::vector<std::string>> predecessors_of(std::string_view device_id,
+                                                           std::string_view current_sha256) = 0;
   // The end of renewals' grace periods, in two steps so that the scan holds no write lock:
   // renewals_due reads, without writing, the active device certificates of active devices that
   // are renewed (an active certificate renews them) and whose every active renewal has its
@@ -147,8 +156,10 @@ class ClaimStore {
   // renewal was issued beside it (a sibling the device may hold). supersede_renewed then revokes
   // (reason superseded) those of `due` that are still due by the same rule when its write
   // transaction looks again (a connect, a new renewal, a disable or a revocation since the scan
-  // leaves a certificate as it is), audited per device as certificate.supersede. Returns the
-  // serials revoked (none: nothing written).
+  // leaves a certificate as it is), audited per device as certificate.supersede, in one
+  // transaction; at most kSupersedeBatch candidates (Errc::invalid_input otherwise, nothing
+  // written: ops::supersede_expired hands them over in batches). Returns the serials revoked
+  // (none: nothing written).
   virtual Result<std::vector<DueRenewal>> renewals_due(UnixTime renewed_by) = 0;
   virtual Result<std::vector<std::string>> supersede_renewed(const std::vector<DueRenewal>& due,
                                                              UnixTime renewed_by,

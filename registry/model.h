@@ -71,6 +71,9 @@ struct Certificate {
   std::optional<RevocationReason> revocation_reason;  // likewise
   std::string pem;
   CertificateKind kind = CertificateKind::device;
+  // A renewal over MQTT: the fingerprint of the certificate it renews (certificates.renews,
+  // always one of the same device's); empty for every other certificate.
+  std::string renews;
 };
 
 // A freshly issued certificate to record; it always starts active.

@@ -213,7 +213,8 @@ CREATE TABLE claims (
 )sql";
 
 // From version 5 to 6: which certificate a renewal renews (schema.cpp, version 6), linked for the
-// renewals recorded before from their certificate.renew audit rows. IF NOT EXISTS: a registry
+// renewals recorded before from their certificate.renew audit rows, only between two certificates
+// of the device the row names. IF NOT EXISTS: a registry
 // whose version was set back by hand (the upgrade tests) may have the column already.
 inline constexpr const char* kMigrateTo6 = R"sql(
 ALTER TABLE certificates ADD COLUMN IF NOT EXISTS renews TEXT COLLATE "C"
@@ -223,6 +224,7 @@ FROM (SELECT DISTINCT ON (r.fingerprint) r.fingerprint, prev.sha256_fingerprint 
       FROM (SELECT details::jsonb ->> 'fingerprint' AS fingerprint,
                    details::jsonb ->> 'renews' AS serial, subject AS device
             FROM audit_events WHERE action = 'certificate.renew') r
+      JOIN certificates cur ON cur.sha256_fingerprint = r.fingerprint AND cur.device_id = r.device
       JOIN certificates prev
         ON prev.device_id = r.device AND prev.kind = 'device' AND prev.serial_hex = r.serial
       WHERE prev.sha256_fingerprint <> r.fingerprint

@@ -326,7 +326,9 @@ CREATE TABLE claims (
 //   (details: the new certificate's fingerprint, the renewed one's serial, the device as
 //   subject), so that renewals waiting while the registry is upgraded keep their deadline. The
 //   audit log is read once, into a temporary table: a lookup per certificate into the log would
-//   take as long as the log times the certificates.
+//   take as long as the log times the certificates. A link is made only between two
+//   certificates of the device the row names: a damaged or forged row can never make one
+//   device's certificate renew another's (whose grace period would then revoke it).
 // - The index serves the per-device lookups and the grace period's sweep.
 constexpr const char* kVersion6 = R"sql(
 ALTER TABLE certificates ADD COLUMN renews TEXT REFERENCES certificates (sha256_fingerprint);
@@ -340,6 +342,7 @@ UPDATE certificates SET renews = (
   FROM temp.renewals_v5 r JOIN certificates prev
     ON prev.device_id = r.device AND prev.kind = 'device' AND prev.serial_hex = r.serial
   WHERE r.fingerprint = certificates.sha256_fingerprint
+    AND r.device = certificates.device_id
     AND prev.sha256_fingerprint <> certificates.sha256_fingerprint
   ORDER BY prev.rowid DESC LIMIT 1)
 WHERE kind = 'device' AND sha256_fingerprint IN (SELECT fingerprint FROM temp.renewals_v5);

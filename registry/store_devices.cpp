@@ -14,10 +14,19 @@ namespace {
 
 // The record of a certificate this transaction has just inserted: active, not revoked.
 Certificate just_recorded(const NewCertificate& c, std::string device_id, CertificateKind kind) {
-  return Certificate{
-      c.serial_hex, c.issuer,    c.sha256_fingerprint,      std::move(device_id), c.subject,
-      c.not_before, c.not_after, CertificateStatus::active, std::nullopt,         std::nullopt,
-      c.pem,        kind};
+  return Certificate{c.serial_hex,
+                     c.issuer,
+                     c.sha256_fingerprint,
+                     std::move(device_id),
+                     c.subject,
+                     c.not_before,
+                     c.not_after,
+                     CertificateStatus::active,
+                     std::nullopt,
+                     std::nullopt,
+                     c.pem,
+                     kind,
+                     {}};
 }
 
 // Columns in the order of `SELECT id, name, type, location, firmware, status, created_at,
@@ -36,7 +45,7 @@ CertificateKind certificate_kind_from(const std::string& text) {
 // The columns certificate_from reads, in its order.
 #define ONBOARD_CERTIFICATE_COLUMNS                                                     \
   "serial_hex, issuer, sha256_fingerprint, device_id, subject, not_before, not_after, " \
-  "status, revoked_at, revocation_reason, pem, kind"
+  "status, revoked_at, revocation_reason, pem, kind, renews"
 
 // Columns: ONBOARD_CERTIFICATE_COLUMNS, from column `at` on.
 Certificate certificate_from_at(const Statement& s, int at) {
@@ -53,6 +62,7 @@ Certificate certificate_from_at(const Statement& s, int at) {
   if (auto reason = s.text_or_null(at + 9)) c.revocation_reason = reason_from(*reason);
   c.pem = s.text(at + 10);
   c.kind = certificate_kind_from(s.text(at + 11));
+  c.renews = s.text_or_null(at + 12).value_or("");
   return c;
 }
 Certificate certificate_from(const Statement& s) { return certificate_from_at(s, 0); }
@@ -571,7 +581,7 @@ Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
       return out;
     }
     auto query = prepare(db_,
-                         "SELECT renews, " ONBOARD_CERTIFICATE_COLUMNS
+                         "SELECT " ONBOARD_CERTIFICATE_COLUMNS
                          " FROM certificates WHERE device_id = ?1 ORDER BY rowid",
                          id);
     bool found = false;
@@ -579,8 +589,8 @@ Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
     std::vector<Certificate> renewals;  // active renewals of the presented certificate
     std::size_t others_active = 0;
     while (query.step()) {
-      const bool renews_presented = !query.is_null(0) && query.view(0) == *presented;
-      Certificate c = certificate_from_at(query, 1);
+      Certificate c = certificate_from(query);
+      const bool renews_presented = c.renews == *presented;
       const bool active =
           c.kind == CertificateKind::device && c.status == CertificateStatus::active;
       if (c.sha256_fingerprint == *presented) {
@@ -619,82 +629,92 @@ Result<RenewOutcome> SqlStore::renew_device(std::string_view device_id,
                   {"renews", presented_cert.serial_hex}},
                  touched);
     out.certificate = just_recorded(cert, id, CertificateKind::device);
+    out.certificate.renews = *presented;
     return out;
   });
 }
 
-Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_view device_id,
-                                                                  std::string_view current_sha256,
-                                                                  const Actor& actor) {
+// What the current certificate replaces (ClaimStore::supersede_predecessors); read inside read()
+// or write().
+SqlStore::Predecessors SqlStore::find_predecessors(const std::string& id,
+                                                   const std::string& current) {
+  Predecessors found;
+  auto device = load_device(id);
+  if (!device || device->status != DeviceStatus::active) return found;
+  struct Row {
+    std::string serial, fingerprint, renews;
+    bool active = false;
+  };
+  std::vector<Row> rows;
+  std::unordered_map<std::string, std::size_t> by_fingerprint;
+  auto query = prepare(db_,
+                       "SELECT serial_hex, sha256_fingerprint, status, kind, renews FROM "
+                       "certificates WHERE device_id = ?1 ORDER BY rowid",
+                       id);
+  while (query.step()) {
+    Row row{query.text(0), query.text(1), query.is_null(4) ? std::string() : query.text(4),
+            query.text(2) == "active" && query.text(3) == "device"};
+    by_fingerprint.emplace(row.fingerprint, rows.size());
+    rows.push_back(std::move(row));
+  }
+  query.reset();
+  const auto it = by_fingerprint.find(current);
+  if (it == by_fingerprint.end() || !rows[it->second].active) return found;
+  found.current_serial = rows[it->second].serial;
+  // A certificate's line: itself, then what it renews, and so on (a renewal is always recorded
+  // after what it renews, so the line is finite; the bound guards against a damaged table). Only
+  // the device's own certificates are in `rows`: a link to another device's ends the line.
+  auto line_of = [&](std::size_t at) {
+    std::vector<std::size_t> line{at};
+    while (line.size() <= rows.size() && !rows[line.back()].renews.empty()) {
+      const auto parent = by_fingerprint.find(rows[line.back()].renews);
+      if (parent == by_fingerprint.end()) break;
+      line.push_back(parent->second);
+    }
+    return line;
+  };
+  const auto current_line = line_of(it->second);
+  const std::unordered_set<std::size_t> ancestors(current_line.begin() + 1, current_line.end());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (!rows[i].active || i == it->second) continue;
+    const auto line = line_of(i);
+    const bool descends_from_current =
+        std::find(line.begin(), line.end(), it->second) != line.end();
+    const bool in_family = std::any_of(line.begin(), line.end(),
+                                       [&](std::size_t at) { return ancestors.contains(at); });
+    if (in_family && !descends_from_current) {
+      found.serials.push_back(rows[i].serial);
+      found.fingerprints.push_back(rows[i].fingerprint);
+    }
+  }
+  return found;
+}
+
+Result<std::vector<std::string>> SqlStore::predecessors_of(std::string_view device_id,
+                                                           std::string_view current_sha256) {
   ONBOARD_CHECK(check_device_id(device_id));
   auto current = normalize_fingerprint(current_sha256);
   if (!current) {
     return make_error(Errc::invalid_input, "a fingerprint must be 64 hex digits (SHA-256)");
   }
   const std::string id(device_id);
-  struct Found {
-    std::string current_serial;
-    std::vector<std::string> serials, fingerprints;  // what the current certificate replaces
-  };
-  auto find = [&]() -> Found {
-    Found found;
-    auto device = load_device(id);
-    if (!device || device->status != DeviceStatus::active) return found;
-    struct Row {
-      std::string serial, fingerprint, renews;
-      bool active = false;
-    };
-    std::vector<Row> rows;
-    std::unordered_map<std::string, std::size_t> by_fingerprint;
-    auto query = prepare(db_,
-                         "SELECT serial_hex, sha256_fingerprint, status, kind, renews FROM "
-                         "certificates WHERE device_id = ?1 ORDER BY rowid",
-                         id);
-    while (query.step()) {
-      Row row{query.text(0), query.text(1), query.is_null(4) ? std::string() : query.text(4),
-              query.text(2) == "active" && query.text(3) == "device"};
-      by_fingerprint.emplace(row.fingerprint, rows.size());
-      rows.push_back(std::move(row));
-    }
-    query.reset();
-    const auto it = by_fingerprint.find(*current);
-    if (it == by_fingerprint.end() || !rows[it->second].active) return found;
-    found.current_serial = rows[it->second].serial;
-    // A certificate's line: itself, then what it renews, and so on (a renewal is always recorded
-    // after what it renews, so the line is finite; the bound guards against a damaged table).
-    auto line_of = [&](std::size_t at) {
-      std::vector<std::size_t> line{at};
-      while (line.size() <= rows.size() && !rows[line.back()].renews.empty()) {
-        const auto parent = by_fingerprint.find(rows[line.back()].renews);
-        if (parent == by_fingerprint.end()) break;
-        line.push_back(parent->second);
-      }
-      return line;
-    };
-    const auto current_line = line_of(it->second);
-    const std::unordered_set<std::size_t> ancestors(current_line.begin() + 1, current_line.end());
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      if (!rows[i].active || i == it->second) continue;
-      const auto line = line_of(i);
-      const bool descends_from_current =
-          std::find(line.begin(), line.end(), it->second) != line.end();
-      const bool in_family = std::any_of(line.begin(), line.end(),
-                                         [&](std::size_t at) { return ancestors.contains(at); });
-      if (in_family && !descends_from_current) {
-        found.serials.push_back(rows[i].serial);
-        found.fingerprints.push_back(rows[i].fingerprint);
-      }
-    }
-    return found;
-  };
+  return read("find superseded certificates", [&]() -> Result<std::vector<std::string>> {
+    return find_predecessors(id, *current).serials;
+  });
+}
+
+Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_view device_id,
+                                                                  std::string_view current_sha256,
+                                                                  const Actor& actor) {
   // Most connects that send a notice replace nothing (the old certificate's while its renewal
   // waits, a notice repeated): looked for without the write lock first, and again under it only
   // when something is due.
-  ONBOARD_TRY(const Found due,
-              read("find superseded certificates", [&]() -> Result<Found> { return find(); }));
-  if (due.fingerprints.empty()) return std::vector<std::string>();
+  ONBOARD_TRY(const auto due, predecessors_of(device_id, current_sha256));
+  if (due.empty()) return std::vector<std::string>();
+  const std::string id(device_id);
+  const std::string current = *normalize_fingerprint(current_sha256);
   return write("supersede certificates", actor, [&]() -> Result<std::vector<std::string>> {
-    const Found found = find();
+    const Predecessors found = find_predecessors(id, current);
     if (found.fingerprints.empty()) return std::vector<std::string>();
     supersede_certificates(
         id, found.fingerprints,
@@ -707,14 +727,16 @@ Result<std::vector<std::string>> SqlStore::supersede_predecessors(std::string_vi
 namespace {
 
 // The grace period's rule (ClaimStore::renewals_due), on `prev` joined with its device `d`: an
-// active device certificate of an active device, renewed by an active certificate, none of whose
-// active renewals was issued after ?1.
+// active device certificate of an active device, renewed by an active certificate of the same
+// device, none of whose active renewals of that device was issued after ?1. Only a renewal of the
+// same device counts: renew_device never links across devices, and a link that does (a damaged
+// or forged row) must not revoke another device's certificate, nor hold one back.
 #define ONBOARD_RENEWAL_DUE                                                                      \
   "prev.kind = 'device' AND prev.status = 'active' AND d.status = 'active' "                     \
   "AND EXISTS (SELECT 1 FROM certificates succ WHERE succ.renews = prev.sha256_fingerprint "     \
-  "AND succ.status = 'active') "                                                                 \
+  "AND succ.device_id = prev.device_id AND succ.status = 'active') "                             \
   "AND NOT EXISTS (SELECT 1 FROM certificates succ WHERE succ.renews = prev.sha256_fingerprint " \
-  "AND succ.status = 'active' AND succ.not_before > ?1)"
+  "AND succ.device_id = prev.device_id AND succ.status = 'active' AND succ.not_before > ?1)"
 
 // The scan: led by the renewals (certificates_by_renews), since most certificates renew none.
 constexpr const char* kRenewalsDue =
@@ -747,6 +769,10 @@ Result<std::vector<std::string>> SqlStore::supersede_renewed(const std::vector<D
                                                              UnixTime renewed_by,
                                                              const Actor& actor) {
   if (due.empty()) return std::vector<std::string>();
+  if (due.size() > kSupersedeBatch) {
+    return make_error(Errc::invalid_input, "at most " + std::to_string(kSupersedeBatch) +
+                                               " renewed certificates are superseded at once");
+  }
   return write("supersede renewed certificates", actor, [&]() -> Result<std::vector<std::string>> {
     struct Still {
       std::string device, serial, fingerprint;

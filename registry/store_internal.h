@@ -143,6 +143,8 @@ class SqlStore final : public Store, private Connection {
   Result<std::vector<std::string>> supersede_predecessors(std::string_view device_id,
                                                           std::string_view current_sha256,
                                                           const Actor& actor) override;
+  Result<std::vector<std::string>> predecessors_of(std::string_view device_id,
+                                                   std::string_view current_sha256) override;
   Result<std::vector<DueRenewal>> renewals_due(UnixTime renewed_by) override;
   Result<std::vector<std::string>> supersede_renewed(const std::vector<DueRenewal>& due,
                                                      UnixTime renewed_by,
@@ -180,6 +182,13 @@ class SqlStore final : public Store, private Connection {
                                                       RevocationReason reason, UnixTime now,
                                                       Touched& touched);
   void set_device_status(std::string_view id, DeviceStatus status, UnixTime now);
+  // What `current` (a normalized fingerprint) replaces among the device's certificates
+  // (ClaimStore::supersede_predecessors): the serials and fingerprints in the order recorded.
+  struct Predecessors {
+    std::string current_serial;
+    std::vector<std::string> serials, fingerprints;
+  };
+  Predecessors find_predecessors(const std::string& id, const std::string& current);
   // Revokes these certificates of the device as superseded (touching each, erasing a key held
   // for one), with the device's change row and a certificate.supersede audit row.
   void supersede_certificates(const std::string& device_id,

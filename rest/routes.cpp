@@ -833,12 +833,20 @@ Reply provision_renew(Context& ctx, Call& call) {
 Reply provision_connected(Context& ctx, Call& call) {
   const std::string id = call.param(1);
   const std::string fingerprint = call.request.get_header_value("X-Client-Certificate");
-  std::lock_guard turn(ctx.write_turn);
-  auto result = ops::supersede(call.store, ctx.ca, ctx.workspace.crl, id, fingerprint, call.actor);
-  // The supersession may be committed with the CRL not rewritten: the CRL refresher retries it
-  // (the plugin asks again only at the device's next connect).
-  if (!result.ok()) ctx.crl_stale = true;
-  auto superseded = take(std::move(result));
+  // Most notices revoke nothing (the old certificate's connect while its renewal waits, a
+  // notice repeated): found by reads, answered without the write turn and without the CRL. A bad
+  // id or fingerprint is refused here too (400), before anything could be written.
+  const bool due = take(ops::supersede_due(call.store, ctx.ca, ctx.workspace.crl, id, fingerprint));
+  ops::Superseded superseded;
+  if (due) {
+    std::lock_guard turn(ctx.write_turn);
+    auto result =
+        ops::supersede(call.store, ctx.ca, ctx.workspace.crl, id, fingerprint, call.actor);
+    // The supersession may be committed with the CRL not rewritten: the CRL refresher retries
+    // it (the plugin asks again only at the device's next connect).
+    if (!result.ok()) ctx.crl_stale = true;
+    superseded = take(std::move(result));
+  }
   if (!superseded.serials.empty()) {
     log_line("device '" + id + "' connected with a renewed certificate: superseded " +
              std::to_string(superseded.serials.size()) + " certificate(s) it replaces");

@@ -277,34 +277,36 @@ void refresh_crl_on_schedule(Context& ctx, std::stop_token stop, std::chrono::se
 void supersede_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seconds grace) {
   const auto check = std::clamp<std::chrono::seconds>(grace / 4, std::chrono::seconds(1),
                                                       std::chrono::minutes(10));
-  on_schedule(
-      stop, check, "cannot end renewals' grace periods (will retry): ", [&]() -> std::string {
-        auto store = ctx.stores.borrow();
-        if (!store.ok()) return store.error().message;
-        auto due = ops::renewals_due(**store, grace.count(), unix_now());
-        if (!due.ok()) return due.error().message;  // the scan writes nothing
-        if (due->empty()) return {};
-        std::lock_guard turn(ctx.write_turn);
-        try {
-          auto superseded =
-              ops::supersede_expired(**store, ctx.ca, ctx.workspace.crl, *due, grace.count(),
-                                     registry::Actor{"serve:renewal", unix_now()});
-          if (superseded.ok()) {
-            if (!superseded->serials.empty()) {
-              log_line("superseded " + std::to_string(superseded->serials.size()) +
-                       " certificate(s) whose renewal's grace period is over");
-            }
-            return {};
-          }
-          // The revocations may be committed with the CRL not rewritten: the next sweep
-          // finds nothing due, so the CRL refresher retries the rewrite.
-          ctx.crl_stale = true;
-          return superseded.error().message;
-        } catch (...) {
-          ctx.crl_stale = true;
-          throw;
-        }
-      });
+  on_schedule(stop, check,
+              "cannot end renewals' grace periods (will retry): ", [&]() -> std::string {
+                auto store = ctx.stores.borrow();
+                if (!store.ok()) return store.error().message;
+                auto due = ops::renewals_due(**store, grace.count(), unix_now());
+                if (!due.ok()) return due.error().message;  // the scan writes nothing
+                if (due->empty()) return {};
+                try {
+                  // The write turn for each batch (ClaimStore::kSupersedeBatch) and for the CRL
+                  // apart: enrolments and renewals get in between the batches of a fleet's sweep.
+                  auto superseded = ops::supersede_expired(
+                      **store, ctx.ca, ctx.workspace.crl, *due, grace.count(),
+                      registry::Actor{"serve:renewal", unix_now()},
+                      [&ctx] { return std::unique_lock<std::mutex>(ctx.write_turn); });
+                  if (superseded.ok()) {
+                    if (!superseded->serials.empty()) {
+                      log_line("superseded " + std::to_string(superseded->serials.size()) +
+                               " certificate(s) whose renewal's grace period is over");
+                    }
+                    return {};
+                  }
+                  // The revocations may be committed with the CRL not rewritten: the next sweep
+                  // finds nothing due, so the CRL refresher retries the rewrite.
+                  ctx.crl_stale = true;
+                  return superseded.error().message;
+                } catch (...) {
+                  ctx.crl_stale = true;
+                  throw;
+                }
+              });
 }
 
 namespace {

@@ -9,7 +9,10 @@
 #include <openssl/x509.h>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -19,6 +22,7 @@
 #include "ca/csr.h"
 #include "ca/keys.h"
 #include "ops/claims.h"
+#include "ops/credentials.h"
 #include "ops/operations.h"
 #include "registry/sqlite_store.h"
 #include "tests/ops/claim_site.h"
@@ -607,6 +611,206 @@ TEST_CASE("a certificate found due and changed before the sweep's write is left 
   CHECK(unit1[1].status == registry::CertificateStatus::active);
   CHECK(supersessions() == supersessions_before + 1);
   CHECK(must(site.store->verify_audit()).ok());
+}
+
+TEST_CASE("a later certificate with the CSR's key that renews another one is no retry") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto device = enroll_device(site, "line-a", "unit-1");
+  // A renewed to B and, B's answer lost, to C with another key.
+  const auto b_key = p256();
+  const auto c_key = p256();
+  const auto b = renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                       renewal_for(b_key.get(), "unit-1", device.key.get()));
+  REQUIRE_FALSE(b.refused);
+  const auto c = renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                       renewal_for(c_key.get(), "unit-1", device.key.get()));
+  REQUIRE_FALSE(c.refused);
+  const auto seq = must(site.store->change_seq());
+
+  // Presenting B with C's key: C renews A, not B, so it is not the answer; what the registry
+  // decides for a new renewal of B applies (two others active: refused), and nothing is written.
+  const auto from_b =
+      renew(site, "unit-1", b.certificate_sha256, renewal_for(c_key.get(), "unit-1", b_key.get()));
+  CHECK(from_b.certificate_pem != c.certificate_pem);
+  CHECK_FALSE(from_b.repeated);
+  require_refused(from_b, ProvisionCode::renewal_not_allowed);
+  CHECK(must(site.store->change_seq()) == seq);
+  // The same key asked from A, which C renews, is C's retry (the positive control).
+  const auto from_a = renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                            renewal_for(c_key.get(), "unit-1", device.key.get()));
+  REQUIRE_FALSE(from_a.refused);
+  CHECK(from_a.repeated);
+  CHECK(from_a.certificate_pem == c.certificate_pem);
+  CHECK(from_a.certificate_sha256 == c.certificate_sha256);
+  CHECK(must(site.store->change_seq()) == seq);
+}
+
+TEST_CASE("a certificate an operator issued for the CSR's key is no retry of a renewal") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto device = enroll_device(site, "line-a", "unit-1");
+  // An operator issued the device a second certificate for a key (not a renewal of anything).
+  const auto key = p256();
+  auto issued = must(ops::issue_device_certificate(*site.ca, "unit-1", key.get(), 30));
+  const auto other = must(site.store->add_certificate(
+      "unit-1", ops::new_certificate(issued.info, issued.pem), false, site.actor));
+  CHECK(other.certificate.renews.empty());
+
+  // The device renews A with that key: a new certificate renewing A, not the operator's one.
+  const auto renewed = renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                             renewal_for(key.get(), "unit-1", device.key.get()));
+  INFO(renewed.message);
+  REQUIRE_FALSE(renewed.refused);
+  CHECK_FALSE(renewed.repeated);
+  CHECK(renewed.certificate_pem != issued.pem);
+  const auto recorded =
+      must(site.store->find_certificate_by_fingerprint(renewed.certificate_sha256));
+  CHECK(recorded.renews == device.certificate.sha256_fingerprint);
+  // Asked again, that renewal is the retry's answer (the positive control).
+  const auto again = renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                           renewal_for(key.get(), "unit-1", device.key.get()));
+  REQUIRE_FALSE(again.refused);
+  CHECK(again.repeated);
+  CHECK(again.certificate_pem == renewed.certificate_pem);
+}
+
+TEST_CASE("the grace sweep revokes in batches each under its own write turn") {
+  Site site;
+  site.add_claim("line-a", 10);
+  constexpr int kDevices = 7;
+  std::vector<std::string> old_serials;
+  for (int i = 1; i <= kDevices; ++i) {
+    const std::string id = "unit-" + std::to_string(i);
+    const auto device = enroll_device(site, "line-a", id);
+    REQUIRE_FALSE(renew(site, id, device.certificate.sha256_fingerprint,
+                        renewal_for(p256().get(), id, device.key.get()))
+                      .refused);
+    old_serials.push_back(device.certificate.serial_hex);
+  }
+  const auto crl = site.dir / "crl.pem";
+  constexpr UnixTime kGrace = 3600;
+  registry::Actor later = site.actor;
+  later.now += kGrace + 60;
+  const auto due = must(ops::renewals_due(*site.store, kGrace, later.now));
+  REQUIRE(due.size() == kDevices);
+
+  // Each time the turn is taken, what another connection reads: the batches before committed.
+  auto reader =
+      must(registry::open_sqlite_store(site.dir / "registry.db", registry::OpenMode::read_only));
+  auto revoked_now = [&] {
+    std::size_t n = 0;
+    for (int i = 1; i <= kDevices; ++i) {
+      const auto certificates = must(reader->certificates_of("unit-" + std::to_string(i)));
+      n += static_cast<std::size_t>(std::count_if(
+          certificates.begin(), certificates.end(),
+          [](const auto& c) { return c.status == registry::CertificateStatus::revoked; }));
+    }
+    return n;
+  };
+  std::mutex turn;
+  std::vector<std::size_t> seen;
+  const ops::WriteTurn take = [&] {
+    seen.push_back(revoked_now());
+    return std::unique_lock<std::mutex>(turn);
+  };
+  const auto swept =
+      must(ops::supersede_expired(*site.store, *site.ca, crl, due, kGrace, later, take, 3));
+  // Three batches (3, 3, 1), then the CRL once, under a fourth turn.
+  CHECK(seen == std::vector<std::size_t>{0, 3, 6, 7});
+  auto sorted = swept.serials;
+  std::sort(sorted.begin(), sorted.end());
+  std::sort(old_serials.begin(), old_serials.end());
+  CHECK(sorted == old_serials);
+  CHECK(swept.crl_number.has_value());
+  CHECK(must(ops::crl_lists_revoked_of(*site.store, *site.ca, crl, "unit-7")));
+  CHECK(must(site.store->verify_audit()).ok());
+}
+
+TEST_CASE("a sweep of more renewed certificates than one batch takes more than one write") {
+  Site site;
+  constexpr std::size_t kDevices = registry::kSupersedeBatch + 1;
+  const registry::Actor at{"alice", 1'700'000'000};
+  for (std::size_t i = 0; i < kDevices; ++i) {
+    const std::string id = "dev-" + std::to_string(i);
+    auto fake = [&](std::size_t n) {
+      char serial[33], fingerprint[65];
+      std::snprintf(serial, sizeof serial, "%032zX", n);
+      std::snprintf(fingerprint, sizeof fingerprint, "%064zx", n);
+      return registry::NewCertificate{
+          serial,
+          "CN=Other Issuer",
+          fingerprint,
+          "CN=" + id,
+          at.now - 600,
+          at.now + 86400,
+          "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+          ""};
+    };
+    registry::NewDevice device;
+    device.id = id;
+    const auto first = fake(2 * i + 1);
+    must(site.store->register_device(device, first, at));
+    REQUIRE(must(site.store->renew_device(
+                     id, first.sha256_fingerprint, fake(2 * i + 2),
+                     [](const registry::Certificate&) { return false; }, at))
+                .refusal == registry::RenewRefusal::none);
+  }
+  registry::Actor later = at;
+  later.now += 7200;
+  const auto due = must(ops::renewals_due(*site.store, 3600, later.now));
+  REQUIRE(due.size() == kDevices);
+  std::mutex turn;
+  int turns = 0;
+  const ops::WriteTurn take = [&] {
+    ++turns;
+    return std::unique_lock<std::mutex>(turn);
+  };
+  const auto swept = must(
+      ops::supersede_expired(*site.store, *site.ca, site.dir / "crl.pem", due, 3600, later, take));
+  CHECK(swept.serials.size() == kDevices);
+  CHECK(turns == 3);  // a full batch, the one left, the CRL
+  CHECK(must(ops::renewals_due(*site.store, 3600, later.now)).empty());
+}
+
+TEST_CASE("a connected notice that revokes nothing is found by reads and writes no CRL") {
+  Site site;
+  site.add_claim("line-a", 5);
+  const auto device = enroll_device(site, "line-a", "unit-1");
+  const auto renewed = renew(site, "unit-1", device.certificate.sha256_fingerprint,
+                             renewal_for(p256().get(), "unit-1", device.key.get()));
+  REQUIRE_FALSE(renewed.refused);
+  // No CRL file yet (the refresher's to write): a notice with nothing to finish leaves it so.
+  const auto crl = site.dir / "crl.pem";
+  const auto seq = must(site.store->change_seq());
+  CHECK_FALSE(must(ops::supersede_due(*site.store, *site.ca, crl, "unit-1",
+                                      device.certificate.sha256_fingerprint)));
+  CHECK_FALSE(must(ops::supersede_due(*site.store, *site.ca, crl, "unit-9",
+                                      device.certificate.sha256_fingerprint)));
+  const auto none = must(ops::supersede(*site.store, *site.ca, crl, "unit-1",
+                                        device.certificate.sha256_fingerprint, site.actor));
+  CHECK(none.serials.empty());
+  CHECK_FALSE(none.crl_number.has_value());
+  CHECK_FALSE(std::filesystem::exists(crl));
+  CHECK(must(site.store->change_seq()) == seq);
+  // A bad fingerprint or id is refused before anything.
+  CHECK(ops::supersede_due(*site.store, *site.ca, crl, "unit-1", "not hex").error().code ==
+        Errc::invalid_input);
+  CHECK(ops::supersede_due(*site.store, *site.ca, crl, "bad id!", renewed.certificate_sha256)
+            .error()
+            .code == Errc::invalid_input);
+
+  // The renewal's connect is due (the positive control), and writes the CRL.
+  CHECK(must(ops::supersede_due(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256)));
+  const auto done = must(
+      ops::supersede(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256, site.actor));
+  CHECK(done.serials == std::vector<std::string>{device.certificate.serial_hex});
+  CHECK(done.crl_number.has_value());
+  CHECK_FALSE(
+      must(ops::supersede_due(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256)));
+  // The CRL lost after the supersession: the notice again is due, to finish it.
+  std::filesystem::remove(crl);
+  CHECK(must(ops::supersede_due(*site.store, *site.ca, crl, "unit-1", renewed.certificate_sha256)));
 }
 
 TEST_CASE("a renewal needs a proof by the key of the certificate it presents") {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -587,6 +588,113 @@ TEST_CASE("an upgraded registry links the renewals already waiting to what they 
   const auto check = must(store->verify_audit());
   INFO(check.problem);
   CHECK(check.ok());
+}
+
+TEST_CASE("a renewal link to another device's certificate never revokes it") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto x = register_test_device(*store, "dev-2");
+  // A damaged or forged row: dev-2's certificate recorded as renewing dev-1's.
+  raw_exec(dir, "UPDATE certificates SET renews = '" + a.sha256_fingerprint +
+                    "' WHERE sha256_fingerprint = '" + x.sha256_fingerprint + "'");
+  CHECK(must(store->renewals_due(kNow + 100'000)).empty());
+  CHECK(sweep(*store, kNow + 100'000).empty());
+  CHECK(status_of(*store, a) == CertificateStatus::active);
+  // Handed in by name anyway, it is not due under the write lock either.
+  CHECK(must(store->supersede_renewed({{"dev-1", a.sha256_fingerprint}}, kNow + 100'000, kAlice))
+            .empty());
+  CHECK(status_of(*store, a) == CertificateStatus::active);
+  // dev-2 connecting with it supersedes nothing of dev-1's.
+  CHECK(connect_with(*store, "dev-2", x).empty());
+  CHECK(must(store->predecessors_of("dev-2", x.sha256_fingerprint)).empty());
+  CHECK(status_of(*store, a) == CertificateStatus::active);
+
+  // dev-1's own renewal is what makes A due (the positive control), and the foreign link, issued
+  // later than any cut-off here, does not hold it back.
+  raw_exec(dir, "UPDATE certificates SET not_before = " + std::to_string(kNow + 1'000'000) +
+                    " WHERE sha256_fingerprint = '" + x.sha256_fingerprint + "'");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  CHECK(sweep(*store, kNow + 100) == std::vector<std::string>{a.serial_hex});
+  CHECK(status_of(*store, b) == CertificateStatus::active);
+  CHECK(status_of(*store, x) == CertificateStatus::active);
+}
+
+TEST_CASE("the sweep's write takes one bounded batch of candidates") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  renew_from(*store, "dev-1", a, kNow);
+  // A batch of candidates: dev-1's, the rest unknown (left as they are).
+  std::vector<DueRenewal> due{{"dev-1", a.sha256_fingerprint}};
+  for (std::size_t i = 1; i < kSupersedeBatch; ++i) {
+    char fingerprint[65];
+    std::snprintf(fingerprint, sizeof fingerprint, "%064zx", i);
+    due.push_back({"dev-" + std::to_string(i + 1), fingerprint});
+  }
+  const auto seq = must(store->change_seq());
+  // One more than a batch is refused whole, nothing written.
+  auto too_many = due;
+  too_many.push_back({"dev-1", a.sha256_fingerprint});
+  require_error(store->supersede_renewed(too_many, kNow + 100, kAlice), Errc::invalid_input);
+  CHECK(must(store->change_seq()) == seq);
+  CHECK(status_of(*store, a) == CertificateStatus::active);
+  // A full batch is taken (the positive control).
+  CHECK(must(store->supersede_renewed(due, kNow + 100, kAlice)) ==
+        std::vector<std::string>{a.serial_hex});
+  CHECK(status_of(*store, a) == CertificateStatus::revoked);
+}
+
+TEST_CASE("what a connect would supersede is read without writing") {
+  TempDir dir;
+  auto store = open_test_store(dir);
+  const auto a = register_test_device(*store, "dev-1");
+  const auto b = renew_from(*store, "dev-1", a, kNow);
+  const auto seq = must(store->change_seq());
+  CHECK(must(store->predecessors_of("dev-1", a.sha256_fingerprint)).empty());
+  CHECK(must(store->predecessors_of("dev-9", b.sha256_fingerprint)).empty());
+  CHECK(must(store->predecessors_of("dev-1", b.sha256_fingerprint)) ==
+        std::vector<std::string>{a.serial_hex});
+  CHECK(must(store->change_seq()) == seq);
+  CHECK(status_of(*store, a) == CertificateStatus::active);
+  require_error(store->predecessors_of("dev-1", "not hex"), Errc::invalid_input);
+  require_error(store->predecessors_of("not an id!", b.sha256_fingerprint), Errc::invalid_input);
+  // What the connect then revokes is what was read.
+  CHECK(connect_with(*store, "dev-1", b) == std::vector<std::string>{a.serial_hex});
+  CHECK(must(store->predecessors_of("dev-1", b.sha256_fingerprint)).empty());
+}
+
+TEST_CASE("an upgrade links a renewal only to a certificate of the same device") {
+  TempDir dir;
+  NewCertificate a, b, c, x;
+  {
+    auto store = open_test_store(dir);
+    a = register_test_device(*store, "dev-1");
+    x = register_test_device(*store, "dev-2");
+    b = renew_from(*store, "dev-1", a, kNow);
+    c = renew_from(*store, "dev-1", a, kNow + 10);
+  }
+  // B's audit row made to name dev-2's certificate as the renewal of dev-1's A.
+  raw_exec(dir, "UPDATE audit_events SET details = replace(details, '" + b.sha256_fingerprint +
+                    "', '" + x.sha256_fingerprint + "') WHERE action = 'certificate.renew'");
+  if (onboard::test::kTestBackend == Backend::sqlite) {
+    raw_exec(dir, "DROP TABLE claims; UPDATE meta SET schema_version = 4");
+  } else {
+    raw_exec(dir,
+             "ALTER TABLE certificates DROP COLUMN renews; UPDATE meta SET schema_version = 5");
+  }
+  auto store = open_test_store(dir);
+  CHECK(onboard::test::raw_int64(dir, "SELECT schema_version FROM meta") == sql::kSchemaVersion);
+  // dev-2's certificate is linked to nothing; C, whose row is intact, to A (the positive control).
+  CHECK(onboard::test::raw_int64(dir,
+                                 "SELECT count(*) FROM certificates WHERE renews IS NOT NULL "
+                                 "AND sha256_fingerprint = '" +
+                                     x.sha256_fingerprint + "'") == 0);
+  CHECK(onboard::test::raw_int64(dir, "SELECT count(*) FROM certificates WHERE renews = '" +
+                                          a.sha256_fingerprint + "'") == 1);
+  CHECK(must(store->find_certificate_by_fingerprint(c.sha256_fingerprint)).renews ==
+        a.sha256_fingerprint);
+  CHECK(must(store->find_certificate_by_fingerprint(x.sha256_fingerprint)).renews.empty());
 }
 
 TEST_CASE("a group commit of enrolments rolls back only the one that fails and keeps the quota") {
