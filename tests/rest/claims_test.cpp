@@ -434,6 +434,62 @@ TEST_CASE("a claim revoked over REST shows as revoked, again is a no-op, and enr
   CHECK(s.store()->get_claim("line-c")->quota_used == 1);
 }
 
+TEST_CASE("a connected notice that replaces nothing writes nothing and a renewal's connect does") {
+  Served s;
+  (void)create(s, json{{"name", "line-r"}, {"quota", 5}, {"expires", "1d"}});
+  REQUIRE(enroll(s, "line-r", "unit-1").result == "accepted");
+  const auto old_cert = s.store()->certificates_of("unit-1")->at(0);
+  // A renewal waiting for its first connect (recorded as the signer records one).
+  registry::NewCertificate next{"00AB12",
+                                "CN=Renewal Test",
+                                std::string(63, '0') + "9",
+                                "CN=unit-1",
+                                old_cert.not_before,
+                                old_cert.not_after,
+                                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                                ""};
+  const registry::Actor at{"provision:secret", old_cert.not_before + 600};
+  REQUIRE(s.store()
+              ->renew_device(
+                  "unit-1", old_cert.sha256_fingerprint, next,
+                  [](const registry::Certificate&) { return false; }, at)
+              ->refusal == registry::RenewRefusal::none);
+  auto audit_size = [&] { return s.store()->audit_list(0)->size(); };
+  auto crl_pem = [&] {
+    auto r = s.client("").Get("/crl.pem");
+    REQUIRE(r);
+    return r->body;
+  };
+  auto notice = [&](const std::string& fingerprint) {
+    httplib::Headers headers{{"X-Client-Certificate", fingerprint}};
+    auto c = s.client(kProvisionSecret);
+    return c.Post("/v1/renew/unit-1/connected", headers, "", "application/json");
+  };
+  const auto rows = audit_size();
+  const auto crl = crl_pem();
+
+  // The old certificate's connect while its renewal waits: nothing to revoke, nothing written.
+  json none = body_of(notice(old_cert.sha256_fingerprint));
+  CHECK(none == json{{"superseded", json::array()}, {"crl_number", nullptr}});
+  // A malformed fingerprint: refused, nothing written.
+  check_error(notice("not-a-fingerprint"), 400, "invalid_input");
+  CHECK(audit_size() == rows);
+  CHECK(crl_pem() == crl);
+  CHECK(s.store()->find_certificate_by_fingerprint(old_cert.sha256_fingerprint)->status ==
+        registry::CertificateStatus::active);
+
+  // The renewal's connect (the positive control): the old certificate revoked, the CRL written.
+  json done = body_of(notice(next.sha256_fingerprint));
+  CHECK(done["superseded"] == json::array({old_cert.serial_hex}));
+  CHECK(done["crl_number"].is_number_integer());
+  CHECK(audit_rows(s, "certificate.supersede", "unit-1") == 1);
+  CHECK(crl_serials(s).contains(old_cert.serial_hex));
+  // Told again: nothing left to do.
+  json again = body_of(notice(next.sha256_fingerprint));
+  CHECK(again == json{{"superseded", json::array()}, {"crl_number", nullptr}});
+  CHECK(audit_rows(s, "certificate.supersede", "unit-1") == 1);
+}
+
 TEST_CASE(
     "a claim whose bundle cannot be recorded is revoked, its zip removed, no password given") {
   Served s;
