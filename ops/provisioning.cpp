@@ -4,7 +4,9 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -23,6 +25,9 @@ namespace onboard::ops {
 namespace {
 
 using nlohmann::json;
+
+// Between two batches of the grace sweep: long enough for a waiting writer to take the turn.
+constexpr std::chrono::milliseconds kBatchPause{2};
 
 // The request's fields once read: the CSR, checked, and the device to record.
 struct Checked {
@@ -523,6 +528,10 @@ Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority
       out.serials.insert(out.serials.end(), serials.begin(), serials.end());
     }
     at = end;
+    // The write turn is a plain mutex, not a fair one: without a pause this thread could take it
+    // again before a woken enrolment or renewal runs, and another process's writer (whose SQLite
+    // busy handler sleeps in milliseconds) would hardly ever get in between the batches.
+    if (at < sorted.size()) std::this_thread::sleep_for(kBatchPause);
   }
   if (out.serials.empty()) return out;
   const auto held = take_turn();

@@ -167,8 +167,9 @@ using WriteTurn = std::function<std::unique_lock<std::mutex>()>;
 // Those of `due` (renewals_due's answer) still due at actor.now are revoked as superseded
 // (ClaimStore::supersede_renewed, which looks at each again under the write lock) and, when any
 // were, the CRL is rewritten once. The candidates go in batches of at most `batch` (a device's
-// never split), each its own transaction under its own `turn`, so that the sweep after a
-// fleet-wide renewal lets other writes in between batches; the CRL is rewritten under one more.
+// kept in one batch when they fit), each its own transaction under its own `turn` with a pause of
+// 2 ms between, so that the sweep after a fleet-wide renewal lets other writes in between
+// batches; the CRL is rewritten under one more.
 // A batch that fails ends the sweep with its error: the batches before it stay committed (their
 // CRL rewrite is the caller's to retry), the next sweep finds the rest due again.
 Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority& ca,
