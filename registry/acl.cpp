@@ -25,19 +25,38 @@ bool could_overrule(const Rule& rule, const Rule* best) noexcept {
 struct Target {
   explicit Target(std::string_view topic_or_filter, bool subscribe) noexcept
       : text(topic_or_filter), split(subscribe ? std::string_view() : topic_or_filter) {
-    if (subscribe) filter_first_level = text.substr(0, text.find('/'));
+    if (subscribe) {
+      filter_first_level = text.substr(0, text.find('/'));
+      // A wildcard first level can be covered or met by any rule: no tag then.
+      if (filter_first_level != "+" && filter_first_level != "#")
+        first_level_tag = Pattern::level_tag(filter_first_level);
+    } else if (split.valid() && split.fits()) {
+      first_level_tag = Pattern::level_tag(split[0]);
+    }
   }
   std::string_view text;
   detail::SplitTopic split;             // publish and read: the topic's levels, and its validity
   std::string_view filter_first_level;  // subscribe
+  // Pattern::level_tag of the topic's or the filter's first level, when that is a plain literal
+  // level; 0 when there is none to compare rules with.
+  std::uint8_t first_level_tag = 0;
 };
+
+// Certain not to apply from the tags alone? Both first levels are plain literals (a tag each) and
+// the tags differ, so the levels differ: every matcher compares the first levels first and stops
+// there (see first_level_differs and first_level_excludes).
+bool tags_differ(const Rule& rule, const Target& target) noexcept {
+  const std::uint8_t tag = rule.pattern.first_level_tag();
+  return tag != 0 && target.first_level_tag != 0 && tag != target.first_level_tag;
+}
 
 // Publish and read, for a well-formed pattern: is its first level a plain literal that differs
 // from the topic's? Then the match fails at once (the first step of match_topic_split), checked
 // here without the call.
 bool first_level_differs(const Pattern& pattern, std::string_view topic_first_level) noexcept {
   const PatternLevel& first = pattern.levels().front();
-  return first.kind == LevelKind::literal && first.in(pattern.text()) != topic_first_level;
+  return first.kind == LevelKind::literal &&
+         !detail::same_level(first.in(pattern.text()), topic_first_level);
 }
 
 // Subscribe: can the pattern's first level alone rule the filter out? When it is a plain literal
@@ -133,6 +152,12 @@ std::string_view to_string(Decision decision) noexcept {
 
 Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access access,
                     std::string_view topic_or_filter, const Substitutions& subs) noexcept {
+  return evaluate(rule_sets, access, topic_or_filter, detail::PreparedSubstitutions(subs));
+}
+
+Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access access,
+                    std::string_view topic_or_filter,
+                    const detail::PreparedSubstitutions& prepared) noexcept {
   // Decision table. Every step fails closed.
   //  1. `access` must be exactly one of publish, subscribe or read, and the topic (publish, read)
   //     or the filter (subscribe) must be valid; otherwise deny, with no rule.
@@ -152,11 +177,12 @@ Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access acc
     return {Decision::deny, nullptr};
   }
 
-  const detail::PreparedSubstitutions prepared(subs);
+  const Substitutions subs = prepared.values();
   const Rule* best = nullptr;
   for (const std::span<const Rule> rules : rule_sets) {
     for (const Rule& rule : rules) {
-      if ((rule.access & access) == 0 || !could_overrule(rule, best)) continue;
+      if ((rule.access & access) == 0 || tags_differ(rule, target) || !could_overrule(rule, best))
+        continue;
       if (applies(rule, subscribe, target, subs, prepared)) best = &rule;
     }
   }
