@@ -27,27 +27,30 @@ struct Target {
       : text(topic_or_filter), split(subscribe ? std::string_view() : topic_or_filter) {
     if (subscribe) {
       filter_first_level = text.substr(0, text.find('/'));
-      // A wildcard first level can be covered or met by any rule: no tag then.
+      // A wildcard first level can be covered or met by any rule: every tag is kept then.
       if (filter_first_level != "+" && filter_first_level != "#")
-        first_level_tag = Pattern::level_tag(filter_first_level);
+        keep_tags(Pattern::level_tag(filter_first_level));
     } else if (split.valid() && split.fits()) {
-      first_level_tag = Pattern::level_tag(split[0]);
+      keep_tags(Pattern::level_tag(split[0]));
     }
+  }
+  // Rules whose first-level tag is 0 (no literal first level) or `tag` may apply.
+  void keep_tags(std::uint8_t tag) noexcept {
+    kept_tags = static_cast<std::uint16_t>(1u | 1u << tag);
   }
   std::string_view text;
   detail::SplitTopic split;             // publish and read: the topic's levels, and its validity
   std::string_view filter_first_level;  // subscribe
-  // Pattern::level_tag of the topic's or the filter's first level, when that is a plain literal
-  // level; 0 when there is none to compare rules with.
-  std::uint8_t first_level_tag = 0;
+  // Bit t set: a rule whose Pattern::first_level_tag is t may apply. All set when the topic's or
+  // filter's first level is no plain literal to compare with (or a topic too deep to split).
+  std::uint16_t kept_tags = 0xffff;
 };
 
 // Certain not to apply from the tags alone? Both first levels are plain literals (a tag each) and
 // the tags differ, so the levels differ: every matcher compares the first levels first and stops
 // there (see first_level_differs and first_level_excludes).
 bool tags_differ(const Rule& rule, const Target& target) noexcept {
-  const std::uint8_t tag = rule.pattern.first_level_tag();
-  return tag != 0 && target.first_level_tag != 0 && tag != target.first_level_tag;
+  return (target.kept_tags >> rule.pattern.first_level_tag() & 1u) == 0;
 }
 
 // Publish and read, for a well-formed pattern: is its first level a plain literal that differs

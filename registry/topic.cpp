@@ -38,7 +38,12 @@ bool starts_with_dollar(std::string_view text) noexcept {
 // A value that could widen or blur a match is unusable: '/' would span levels, '+' and '#' would
 // look like wildcards in a filter, and an empty value would turn "devices/%d" into "devices/".
 bool usable(std::string_view value) noexcept {
-  return !value.empty() && value.find_first_of(std::string_view("/+#\0", 4)) == value.npos;
+  // One pass with four comparisons per byte: find_first_of searches the four bytes with a memchr
+  // call per byte of the value (callgrind: most of a subscribe decision's placeholder levels).
+  for (const char c : value) {
+    if (c == '/' || c == '+' || c == '#' || c == '\0') return false;
+  }
+  return !value.empty();
 }
 
 // The value a placeholder letter stands for; nullptr for a letter that is not a placeholder.

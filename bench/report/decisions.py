@@ -2,13 +2,17 @@
 """The decision-cost and snapshot-scale section (issue 7) from onboard_registry_bench's Google
 Benchmark JSON.
 
-    decisions.py BENCHMARK.json MODE OUT.md MACHINE ARGS
+    decisions.py BENCHMARK.json MODE OUT.md MACHINE ARGS [IMG_DIR]
 
-ARGS is the benchmark's command line as bench/run ran it, quoted in the section.
+ARGS is the benchmark's command line as bench/run ran it, quoted in the section. The plot of ns per
+decision by fleet size goes to IMG_DIR (default: the repository's docs/img, beside
+docs/benchmarks.md); a smoke run plots beside OUT.md and shows no plot.
 """
+import os
 import statistics
 import sys
 
+import broker
 import common
 
 SCALE = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -50,6 +54,30 @@ COUNTERS = [
     ("clients_rebind_100k", "per_client_ns", "every one of 100k connected clients' rules bound again, per client",
      "ns"),
 ]
+
+# The plot's series: benchmark, title (ns per decision, CPU time).
+PLOT_SERIES = [
+    ("check_access", "Snapshot::check_access, random device of all"),
+    ("check_access_hot", "Snapshot::check_access, 256 active devices"),
+    ("client_decide_10k", "plugin, random of 10k connected"),
+    ("client_decide_100k", "plugin, random of 100k connected"),
+    ("client_decide_kept_10k", "plugin, 10k connected, kept answer"),
+    ("client_decide_kept_100k", "plugin, 100k connected, kept answer"),
+]
+TARGET_NS = 150
+PLOT_NAME = "decisions-ns"
+PLOT_SCRIPT = """
+set logscale x
+set logscale y
+set xrange [{xmin}:{xmax}]
+set xtics ({xtics})
+set xlabel 'devices in the registry'
+set ylabel 'ns per decision (CPU time, median)'
+set grid
+set key outside right noenhanced
+set title 'One ACL decision by fleet size (target: {target} ns at any size)' noenhanced
+plot {series}, {target} with lines dt 2 lc rgb 'red' title 'target {target} ns'
+"""
 
 WHY_MISSED = [
     "",
@@ -169,7 +197,29 @@ def target_checks(runs):
     return checks
 
 
-def render(data, mode, machine, args):
+def plot_rows(runs):
+    """One row per fleet size: the size, then each series' ns ("NaN" where it was not run, which
+    gnuplot leaves out)."""
+    rows = []
+    for n in runs.sizes:
+        values = [runs.value(f"{key}/{n}", "cpu_time", 1.0) for key, _ in PLOT_SERIES]
+        rows.append([n, *("NaN" if v is None else f"{v:.1f}" for v in values)])
+    return rows
+
+
+def decision_plot(runs, img_dir, notes):
+    """The plot's Markdown line, or None (see broker.plot)."""
+    series = ", ".join(f"datafile using 1:{2 + i} with linespoints lw 2 title '{title}'"
+                       for i, (_, title) in enumerate(PLOT_SERIES))
+    xtics = ", ".join(f"'{common.count_label(n)}' {n}" for n in runs.sizes)
+    script = PLOT_SCRIPT.format(xmin=runs.sizes[0] / 2, xmax=runs.sizes[-1] * 2, xtics=xtics,
+                                target=TARGET_NS, series=series)
+    return broker.plot(img_dir, PLOT_NAME, plot_rows(runs), script, notes)
+
+
+def render(data, mode, machine, args, img_dir=None):
+    """The section's lines; with img_dir, the plot is written there and shown (not in smoke mode,
+    whose plot is only made)."""
     runs = Runs(data)
     sizes = runs.sizes
     lines = common.header("Decision cost and snapshot scale (issue 7)", machine, [
@@ -190,6 +240,11 @@ def render(data, mode, machine, args):
     rows += [[title, unit, *(fmt(runs.counter(f"{key}/{n}", c)) for n in sizes)]
              for key, c, title, unit in COUNTERS]
     lines += [*common.table(columns, rows), ""]
+    if img_dir is not None and sizes:
+        notes = []
+        img = decision_plot(runs, img_dir, notes)
+        if mode != "smoke":
+            lines += [img, ""] if img else [*notes, ""]
 
     checks = [] if mode == "smoke" else target_checks(runs)
     if mode != "smoke" and sizes[-1] < 1_000_000:
@@ -204,8 +259,12 @@ def render(data, mode, machine, args):
 
 
 def main(argv):
-    path, mode, out, machine, args = argv
-    lines = render(common.read_json(path), mode, machine, args)
+    path, mode, out, machine, args, *rest = argv
+    docs_img = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "img")
+    img_dir = rest[0] if rest else docs_img
+    if mode == "smoke":
+        img_dir = os.path.dirname(os.path.abspath(out))
+    lines = render(common.read_json(path), mode, machine, args, img_dir)
     common.write_lines(out, lines)
     common.echo_tables(lines)
 
