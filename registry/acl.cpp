@@ -48,18 +48,20 @@ struct Target {
 
 // Certain not to apply from the tags alone? Both first levels are plain literals (a tag each) and
 // the tags differ, so the levels differ: every matcher compares the first levels first and stops
-// there (see first_level_differs and first_level_excludes).
+// there (see first_level and first_level_excludes).
 bool tags_differ(const Rule& rule, const Target& target) noexcept {
   return (target.kept_tags >> rule.pattern.first_level_tag() & 1u) == 0;
 }
 
-// Publish and read, for a well-formed pattern: is its first level a plain literal that differs
-// from the topic's? Then the match fails at once (the first step of match_topic_split), checked
-// here without the call.
-bool first_level_differs(const Pattern& pattern, std::string_view topic_first_level) noexcept {
+// Publish and read, for a well-formed pattern: how does its first level compare with the topic's?
+// A plain literal is compared here, without a call: most rules a decision gets this far with
+// (their first-level tag the topic's) and match_topic_split then need not compare it again.
+enum class FirstLevel : std::uint8_t { differs, equal, not_literal };
+FirstLevel first_level(const Pattern& pattern, std::string_view topic_first_level) noexcept {
   const PatternLevel& first = pattern.levels().front();
-  return first.kind == LevelKind::literal &&
-         !detail::same_level(first.in(pattern.text()), topic_first_level);
+  if (first.kind != LevelKind::literal) return FirstLevel::not_literal;
+  return detail::same_level(first.in(pattern.text()), topic_first_level) ? FirstLevel::equal
+                                                                         : FirstLevel::differs;
 }
 
 // Subscribe: can the pattern's first level alone rule the filter out? When it is a plain literal
@@ -83,10 +85,18 @@ bool applies(const Rule& rule, bool subscribe, const Target& target, const Subst
     // stack) take the interpreted walk, which gives the same answers.
     if (!rule.pattern.well_formed() || !target.split.fits()) {
       match = detail::match_topic(rule.pattern.text(), target.text, subs);
-    } else if (first_level_differs(rule.pattern, target.split[0])) {
-      match = Match::no;  // most rules of a device differ from the topic right there
     } else {
-      match = detail::match_topic_split(rule.pattern, target.split, prepared);
+      switch (first_level(rule.pattern, target.split[0])) {
+        case FirstLevel::differs:
+          match = Match::no;
+          break;
+        case FirstLevel::equal:
+          match = detail::match_topic_split(rule.pattern, target.split, prepared, 1);
+          break;
+        case FirstLevel::not_literal:
+          match = detail::match_topic_split(rule.pattern, target.split, prepared);
+          break;
+      }
     }
   } else if (first_level_excludes(rule.pattern, target.filter_first_level)) {
     match = Match::no;

@@ -158,14 +158,6 @@ void PatternPool::sweep_if_grown() {
 
 namespace detail {
 
-void SplitTopic::slash(std::size_t at) noexcept {
-  if (count_ + 1 == kMaxLevels) {
-    fits_ = false;  // too deep: only the validity is still looked for
-    return;
-  }
-  start_[++count_] = static_cast<std::uint32_t>(at + 1);
-}
-
 SplitTopic::SplitTopic(std::string_view topic) noexcept : data_(topic.data()) {
   const std::size_t n = topic.size();
   if (n == 0 || n > kMaxTopicLength) return;
@@ -270,11 +262,11 @@ Match compare_template(std::string_view level, std::string_view target,
 }  // namespace
 
 Match match_topic_split(const Pattern& pattern, const SplitTopic& topic,
-                        const PreparedSubstitutions& subs) noexcept {
+                        const PreparedSubstitutions& subs, std::size_t from) noexcept {
   // The walk of match_topic in topic.cpp, over levels found once instead of searched for.
   const std::string_view text = pattern.text();
   const std::span<const PatternLevel> levels = pattern.levels();
-  for (std::size_t i = 0; i < levels.size(); ++i) {
+  for (std::size_t i = from; i < levels.size(); ++i) {
     const PatternLevel& level = levels[i];
     if (level.kind == LevelKind::hash) {
       // '#' also matches the parent level, so whatever is left of the topic (even nothing) is fine.

@@ -234,7 +234,13 @@ class SplitTopic {
 
  private:
   // Marks the '/' at `at` as the end of a level.
-  void slash(std::size_t at) noexcept;
+  void slash(std::size_t at) noexcept {
+    if (count_ + 1 == kMaxLevels) {
+      fits_ = false;  // too deep: only the validity is still looked for
+      return;
+    }
+    start_[++count_] = static_cast<std::uint32_t>(at + 1);
+  }
 
   const char* data_;
   // Level i is the bytes from start_[i] to just before start_[i + 1] (one past its '/'); written
@@ -285,9 +291,10 @@ class PreparedSubstitutions {
 
 // Same answers as match_topic(pattern.text(), topic, subs) for a well-formed pattern and a valid
 // topic that fits; compares the pre-split levels and never re-reads the pattern's text for
-// structure.
+// structure. `from`: the pattern's levels before it are literal levels the caller has found
+// equal to the topic's (acl::evaluate compares the first one itself), so the walk starts there.
 Match match_topic_split(const Pattern& pattern, const SplitTopic& topic,
-                        const PreparedSubstitutions& subs) noexcept;
+                        const PreparedSubstitutions& subs, std::size_t from = 0) noexcept;
 
 }  // namespace detail
 }  // namespace onboard::acl
