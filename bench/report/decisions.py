@@ -74,7 +74,7 @@ set xtics ({xtics})
 set xlabel 'devices in the registry'
 set ylabel 'ns per decision (CPU time, median)'
 set grid
-set key outside right noenhanced
+set key below horizontal maxrows 3 noenhanced
 set title 'One ACL decision by fleet size (target: {target} ns at any size)' noenhanced
 plot {series}, {target} with lines dt 2 lc rgb 'red' title 'target {target} ns'
 """
@@ -85,8 +85,8 @@ WHY_MISSED = [
     "about 1,280 instructions at any size (callgrind at 1k; 1,684 before each rule's first level got",
     "a tag in its pattern pointer, so that rules that start otherwise than the topic are passed",
     "over unread, and the topic was split in one pass; 3,565 before rule patterns were split into",
-    "levels once and shared), about 120 to 200 ns on this VM, so the hot row sits near the target",
-    "and varies with the machine's load; on a random device of a large fleet each decision also",
+    "levels once and shared), about 120 to 200 ns on this VM, so the hot row sits at or near the",
+    "target and varies with the machine's load; on a random device of a large fleet each decision also",
     "waits for the walk to the device (shard slot, then the device record with its rules) out of",
     "memory, which is the difference between the two decision rows. Memory: about 390 bytes a",
     "device (`SnapshotDevice`: one allocation per device, 360 bytes, 368 with malloc's; of it 240",
@@ -99,10 +99,11 @@ WHY_MISSED = [
     "client by the broker's pointer and compares its client id and username with the broker's",
     "strings, then its `ClientRules`, bound at its first check after the connect or a swap, decide)",
     "costs about 1,120 instructions when the answer is not the kept one (callgrind, 10k of 100k",
-    "connected; 1,600 before the tags: `ClientRules::check` 840, of it `acl::evaluate` 700 with the",
-    "levels of the two or three rules that can apply compared, about 155, the topic split and",
-    "validated once, about 110, and a subscribe filter's interpreted walk, about 1,000 for the one",
-    "decision in ten that is a subscribe; the client's lookup and the id compares about 190). The",
+    "connected; 1,600 before the tags and the one-pass split). Of them `ClientRules::check` 840, of",
+    "it `acl::evaluate` 700 with the levels of the two or three rules that can apply compared,",
+    "about 155, the topic split and validated once, about 110, and a subscribe filter's interpreted",
+    "walk, about 1,000 for the one decision in ten that is a subscribe; the client's lookup and the",
+    "id compares about 190. The",
     "device's own ten rules stay with their `%d` (compiled, they would take about 1,100 bytes a",
     "client against the 512-byte budget; only the default group's rule is compiled). With 10k or",
     "100k clients at random the entry, the broker's two strings, the kept topic and the device",
