@@ -184,13 +184,15 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
       }
       sets_[i] = std::span<const acl::Rule>(compiled_.data() + first, sets[i].size());
     }
-    set_count_ = static_cast<std::uint8_t>(n);  // 1 to 3: the device's own set at least
+    // 1 to 3 sets: the device's own set at least.
+    set_count_ =
+        static_cast<std::uint8_t>(n | acl::detail::PreparedSubstitutions(subs).usable_mask() << 2);
   }
   generation_ = generation;
 }
 
 acl::Evaluation ClientRules::check(acl::Access access, std::string_view topic_or_filter) {
-  if (set_count_ == 0) return acl::Evaluation{acl::Decision::deny, nullptr};
+  if (set_count() == 0) return acl::Evaluation{acl::Decision::deny, nullptr};
   if (access != acl::kPublish && access != acl::kSubscribe && access != acl::kRead)
     return acl::Evaluation{acl::Decision::deny, nullptr};
   const std::size_t i = slot(access);
@@ -199,13 +201,14 @@ acl::Evaluation ClientRules::check(acl::Access access, std::string_view topic_or
   const std::string_view device_id = device_->id();
   const acl::Substitutions subs{device_id, client_id(), device_id};
   const acl::Evaluation answer =
-      acl::evaluate(std::span<const std::span<const acl::Rule>>(sets_.data(), set_count_), access,
-                    topic_or_filter, subs);
+      acl::evaluate(std::span<const std::span<const acl::Rule>>(sets_.data(), set_count()), access,
+                    topic_or_filter, acl::detail::PreparedSubstitutions(subs, usable_mask()));
   if (!same_topic) {
-    // A topic with a NUL in it is not kept: kept() compares the kept topic as a C string.
-    if (topic_or_filter.size() > kMaxCachedTopic ||
-        topic_or_filter.find('\0') != std::string_view::npos)
-      return answer;
+    // A topic with a NUL in it is not kept: kept() compares the kept topic as a C string. Every
+    // such topic or filter is invalid, which evaluate() answers with a deny and no rule (and only
+    // such input), so that answer is not kept instead of searching every topic for a NUL.
+    const bool refused = answer.decision == acl::Decision::deny && answer.rule == nullptr;
+    if (topic_or_filter.size() > kMaxCachedTopic || refused) return answer;
     topic_.assign(topic_or_filter);
     cached_ = 0;
   }

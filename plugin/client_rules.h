@@ -103,8 +103,13 @@ class ClientRules {
   // In the order a decision reads them: the generation, the kept topic and its answers first, so
   // that a kept answer (AcceptedClients' entry around it included) touches as few cache lines as
   // may be; then what an evaluation reads.
-  std::uint64_t generation_ = 0;      // 0: not bound
-  std::uint8_t set_count_ = 0;        // 0: every check denied (an unknown or inactive device)
+  std::uint64_t generation_ = 0;  // 0: not bound
+  // Low two bits: how many rule sets (0: every check denied, an unknown or inactive device); bits
+  // 2 to 4: PreparedSubstitutions::usable_mask of the binding's substitutions, found once when
+  // bound instead of once per decision. One byte for both, so that a client stays within budget.
+  std::uint8_t set_count_ = 0;
+  std::size_t set_count() const noexcept { return set_count_ & 3u; }
+  std::uint8_t usable_mask() const noexcept { return static_cast<std::uint8_t>(set_count_ >> 2); }
   std::uint8_t cached_ = 0;           // which slots of answers_ hold the answer for topic_
   std::uint16_t client_id_size_ = 0;  // of client_id_data_ (MQTT's limit: 65,535 bytes)
   std::uint16_t shard_ = 0;           // Snapshot::device_shard of the username

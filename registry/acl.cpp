@@ -25,19 +25,43 @@ bool could_overrule(const Rule& rule, const Rule* best) noexcept {
 struct Target {
   explicit Target(std::string_view topic_or_filter, bool subscribe) noexcept
       : text(topic_or_filter), split(subscribe ? std::string_view() : topic_or_filter) {
-    if (subscribe) filter_first_level = text.substr(0, text.find('/'));
+    if (subscribe) {
+      filter_first_level = text.substr(0, text.find('/'));
+      // A wildcard first level can be covered or met by any rule: every tag is kept then.
+      if (filter_first_level != "+" && filter_first_level != "#")
+        keep_tags(Pattern::level_tag(filter_first_level));
+    } else if (split.valid() && split.fits()) {
+      keep_tags(Pattern::level_tag(split[0]));
+    }
+  }
+  // Rules whose first-level tag is 0 (no literal first level) or `tag` may apply.
+  void keep_tags(std::uint8_t tag) noexcept {
+    kept_tags = static_cast<std::uint16_t>(1u | 1u << tag);
   }
   std::string_view text;
   detail::SplitTopic split;             // publish and read: the topic's levels, and its validity
   std::string_view filter_first_level;  // subscribe
+  // Bit t set: a rule whose Pattern::first_level_tag is t may apply. All set when the topic's or
+  // filter's first level is no plain literal to compare with (or a topic too deep to split).
+  std::uint16_t kept_tags = 0xffff;
 };
 
-// Publish and read, for a well-formed pattern: is its first level a plain literal that differs
-// from the topic's? Then the match fails at once (the first step of match_topic_split), checked
-// here without the call.
-bool first_level_differs(const Pattern& pattern, std::string_view topic_first_level) noexcept {
+// Certain not to apply from the tags alone? Both first levels are plain literals (a tag each) and
+// the tags differ, so the levels differ: every matcher compares the first levels first and stops
+// there (see first_level and first_level_excludes).
+bool tags_differ(const Rule& rule, const Target& target) noexcept {
+  return (target.kept_tags >> rule.pattern.first_level_tag() & 1u) == 0;
+}
+
+// Publish and read, for a well-formed pattern: how does its first level compare with the topic's?
+// A plain literal is compared here, without a call: most rules a decision gets this far with
+// (their first-level tag the topic's) and match_topic_split then need not compare it again.
+enum class FirstLevel : std::uint8_t { differs, equal, not_literal };
+FirstLevel first_level(const Pattern& pattern, std::string_view topic_first_level) noexcept {
   const PatternLevel& first = pattern.levels().front();
-  return first.kind == LevelKind::literal && first.in(pattern.text()) != topic_first_level;
+  if (first.kind != LevelKind::literal) return FirstLevel::not_literal;
+  return detail::same_level(first.in(pattern.text()), topic_first_level) ? FirstLevel::equal
+                                                                         : FirstLevel::differs;
 }
 
 // Subscribe: can the pattern's first level alone rule the filter out? When it is a plain literal
@@ -61,10 +85,18 @@ bool applies(const Rule& rule, bool subscribe, const Target& target, const Subst
     // stack) take the interpreted walk, which gives the same answers.
     if (!rule.pattern.well_formed() || !target.split.fits()) {
       match = detail::match_topic(rule.pattern.text(), target.text, subs);
-    } else if (first_level_differs(rule.pattern, target.split[0])) {
-      match = Match::no;  // most rules of a device differ from the topic right there
     } else {
-      match = detail::match_topic_split(rule.pattern, target.split, prepared);
+      switch (first_level(rule.pattern, target.split[0])) {
+        case FirstLevel::differs:
+          match = Match::no;
+          break;
+        case FirstLevel::equal:
+          match = detail::match_topic_split(rule.pattern, target.split, prepared, 1);
+          break;
+        case FirstLevel::not_literal:
+          match = detail::match_topic_split(rule.pattern, target.split, prepared);
+          break;
+      }
     }
   } else if (first_level_excludes(rule.pattern, target.filter_first_level)) {
     match = Match::no;
@@ -133,6 +165,12 @@ std::string_view to_string(Decision decision) noexcept {
 
 Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access access,
                     std::string_view topic_or_filter, const Substitutions& subs) noexcept {
+  return evaluate(rule_sets, access, topic_or_filter, detail::PreparedSubstitutions(subs));
+}
+
+Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access access,
+                    std::string_view topic_or_filter,
+                    const detail::PreparedSubstitutions& prepared) noexcept {
   // Decision table. Every step fails closed.
   //  1. `access` must be exactly one of publish, subscribe or read, and the topic (publish, read)
   //     or the filter (subscribe) must be valid; otherwise deny, with no rule.
@@ -152,11 +190,12 @@ Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access acc
     return {Decision::deny, nullptr};
   }
 
-  const detail::PreparedSubstitutions prepared(subs);
+  const Substitutions subs = prepared.values();
   const Rule* best = nullptr;
   for (const std::span<const Rule> rules : rule_sets) {
     for (const Rule& rule : rules) {
-      if ((rule.access & access) == 0 || !could_overrule(rule, best)) continue;
+      if ((rule.access & access) == 0 || tags_differ(rule, target) || !could_overrule(rule, best))
+        continue;
       if (applies(rule, subscribe, target, subs, prepared)) best = &rule;
     }
   }

@@ -49,5 +49,10 @@ struct Evaluation {
 // The returned pointer points into `rule_sets`. Allocates nothing.
 Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access access,
                     std::string_view topic_or_filter, const Substitutions& subs) noexcept;
+// The same, for a caller that decides many times with the same substitutions and knows their
+// usability already (plugin/client_rules.h: checked once per binding).
+Evaluation evaluate(std::span<const std::span<const Rule>> rule_sets, Access access,
+                    std::string_view topic_or_filter,
+                    const detail::PreparedSubstitutions& prepared) noexcept;
 
 }  // namespace onboard::acl

@@ -38,7 +38,12 @@ bool starts_with_dollar(std::string_view text) noexcept {
 // A value that could widen or blur a match is unusable: '/' would span levels, '+' and '#' would
 // look like wildcards in a filter, and an empty value would turn "devices/%d" into "devices/".
 bool usable(std::string_view value) noexcept {
-  return !value.empty() && value.find_first_of(std::string_view("/+#\0", 4)) == value.npos;
+  // One pass with four comparisons per byte: find_first_of searches the four bytes with a memchr
+  // call per byte of the value (callgrind: most of a subscribe decision's placeholder levels).
+  for (const char c : value) {
+    if (c == '/' || c == '+' || c == '#' || c == '\0') return false;
+  }
+  return !value.empty();
 }
 
 // The value a placeholder letter stands for; nullptr for a letter that is not a placeholder.
@@ -162,12 +167,16 @@ bool is_valid_topic(std::string_view topic) noexcept {
 
 bool is_valid_filter(std::string_view filter) noexcept {
   if (filter.empty() || filter.size() > kMaxTopicLength) return false;
-  if (filter.find('\0') != filter.npos) return false;
-  Levels levels(filter);
-  while (!levels.done()) {
-    const std::string_view level = levels.next();
-    if (is_hash(level)) return levels.done();
-    if (!is_plus(level) && level.find_first_of("+#") != level.npos) return false;
+  // One pass: a wildcard must be a whole level (a '/' or the filter's edge on both sides), '#' the
+  // last one. Walking level by level with find and find_first_of cost about 600 instructions for
+  // a 20-byte filter (callgrind), most of a subscribe decision.
+  const std::size_t n = filter.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = filter[i];
+    if (c == '\0') return false;
+    if (c != '+' && c != '#') continue;
+    if (i > 0 && filter[i - 1] != '/') return false;
+    if (c == '#' ? i + 1 != n : i + 1 < n && filter[i + 1] != '/') return false;
   }
   return true;
 }

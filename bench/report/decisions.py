@@ -2,13 +2,17 @@
 """The decision-cost and snapshot-scale section (issue 7) from onboard_registry_bench's Google
 Benchmark JSON.
 
-    decisions.py BENCHMARK.json MODE OUT.md MACHINE ARGS
+    decisions.py BENCHMARK.json MODE OUT.md MACHINE ARGS [IMG_DIR]
 
-ARGS is the benchmark's command line as bench/run ran it, quoted in the section.
+ARGS is the benchmark's command line as bench/run ran it, quoted in the section. The plot of ns per
+decision by fleet size goes to IMG_DIR (default: the repository's docs/img, beside
+docs/benchmarks.md); a smoke run plots beside OUT.md and shows no plot.
 """
+import os
 import statistics
 import sys
 
+import broker
 import common
 
 SCALE = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -51,42 +55,68 @@ COUNTERS = [
      "ns"),
 ]
 
+# The plot's series: benchmark, title (ns per decision, CPU time).
+PLOT_SERIES = [
+    ("check_access", "Snapshot::check_access, random device of all"),
+    ("check_access_hot", "Snapshot::check_access, 256 active devices"),
+    ("client_decide_10k", "plugin, random of 10k connected"),
+    ("client_decide_100k", "plugin, random of 100k connected"),
+    ("client_decide_kept_10k", "plugin, 10k connected, kept answer"),
+    ("client_decide_kept_100k", "plugin, 100k connected, kept answer"),
+]
+TARGET_NS = 150
+PLOT_NAME = "decisions-ns"
+PLOT_SCRIPT = """
+set logscale x
+set logscale y
+set xrange [{xmin}:{xmax}]
+set xtics ({xtics})
+set xlabel 'devices in the registry'
+set ylabel 'ns per decision (CPU time, median)'
+set grid
+set key below horizontal maxrows 3 noenhanced
+set title 'One ACL decision by fleet size (target: {target} ns at any size)' noenhanced
+plot {series}, {target} with lines dt 2 lc rgb 'red' title 'target {target} ns'
+"""
+
 WHY_MISSED = [
     "",
     "Why the missed targets are missed (see `bench/README.md`): a decision on cached data costs",
-    "about 1,730 instructions at any size (callgrind at 1k; 3,565 before rule patterns were split",
-    "into levels once and shared, and the topic validated and split once per decision), about",
-    "150 to 250 ns on this VM, so the hot row sits at the target and varies with the machine's",
-    "load; on a random device of a large fleet each decision also waits for the walk to the device",
-    "(shard slot, then the device record with its rules) out of memory, which is the difference",
-    "between the two decision rows. Memory: about 390 bytes a device (`SnapshotDevice`: one",
-    "allocation per device, 360 bytes, 368 with malloc's; of it 240 for ten 24-byte `acl::Rule`s",
-    "whose patterns are shared, 56 for the certificate with its fingerprint as 32 bytes, 16 of",
-    "header and 48 for the status, id, type and packed serial with their padding), and about 20",
-    "for the two index slots. Build and change times are wall time and move",
-    "with the load average given above.",
+    "about 1,280 instructions at any size (callgrind at 1k; 1,684 before each rule's first level got",
+    "a tag in its pattern pointer, so that rules that start otherwise than the topic are passed",
+    "over unread, and the topic was split in one pass; 3,565 before rule patterns were split into",
+    "levels once and shared), about 120 to 200 ns on this VM, so the hot row sits at or near the",
+    "target and varies with the machine's load; on a random device of a large fleet each decision also",
+    "waits for the walk to the device (shard slot, then the device record with its rules) out of",
+    "memory, which is the difference between the two decision rows. Memory: about 390 bytes a",
+    "device (`SnapshotDevice`: one allocation per device, 360 bytes, 368 with malloc's; of it 240",
+    "for ten 24-byte `acl::Rule`s whose patterns are shared, 56 for the certificate with its",
+    "fingerprint as 32 bytes, 16 of header and 48 for the status, id, type and packed serial with",
+    "their padding), and about 20 for the two index slots; the tags took no byte of it. Build and",
+    "change times are wall time and move with the load average given above.",
     "",
     "The plugin's own path for a connected device (`client_decide_*`: `AcceptedClients` finds the",
     "client by the broker's pointer and compares its client id and username with the broker's",
     "strings, then its `ClientRules`, bound at its first check after the connect or a swap, decide)",
-    "costs about 1,560 instructions when the answer is not the kept one (callgrind, 10k of 100k",
-    "connected: `ClientRules::check` 1,320, of it `acl::evaluate` 1,180 with the topic split and",
-    "validated once, about 260, and the levels compared, about 370; the client's lookup and the",
-    "id compares about 220): about as many as `Snapshot::check_access`, the lookups saved though,",
-    "because the",
+    "costs about 1,120 instructions when the answer is not the kept one (callgrind, 10k of 100k",
+    "connected; 1,600 before the tags and the one-pass split). Of them `ClientRules::check` 840, of",
+    "it `acl::evaluate` 700 with the levels of the two or three rules that can apply compared,",
+    "about 155, the topic split and validated once, about 110, and a subscribe filter's interpreted",
+    "walk, about 1,000 for the one decision in ten that is a subscribe; the client's lookup and the",
+    "id compares about 190. The",
     "device's own ten rules stay with their `%d` (compiled, they would take about 1,100 bytes a",
-    "client against the 512-byte budget; only the default group's rule is compiled). With 10k or 100k",
-    "clients at random the entry, the broker's two strings, the kept topic and the device record",
-    "with its rules are out of the caches on every call (a broker has the client's strings and the",
-    "topic in cache: it has just read its packet), which is the difference between the 10k and the",
-    "100k rows. The kept answer skips the evaluation: one lookup and three `strcmp`. So 150 ns for",
-    "any connected device is not reached: it needs roughly a third of the instructions (each",
-    "client's rules grouped by access and first level when bound, so that a decision compares the",
-    "two or three that can apply instead of thirteen; a word-at-a-time topic split was tried and",
-    "saved nothing over libc's `memchr`) and fewer dependent loads. Memory per connected client is",
-    "the resident set that accepting and binding the clients added (each asked once, so its kept",
-    "topic is held), over the clients;",
-    "`AcceptedClients::heap_bytes` counts the same with 16 bytes of malloc overhead per allocation.",
+    "client against the 512-byte budget; only the default group's rule is compiled). With 10k or",
+    "100k clients at random the entry, the broker's two strings, the kept topic and the device",
+    "record with its rules are out of the caches on every call (a broker has the client's strings",
+    "and the topic in cache: it has just read its packet), which is the difference between the",
+    "10k and the 100k rows. The kept answer skips the evaluation: one lookup and three `strcmp`.",
+    "So 150 ns for any connected device is not reached: it needs fewer instructions still (the",
+    "subscribe path on split levels, the group rules in the device's list) and, above all, fewer",
+    "dependent loads per client (the entry, its strings and the rules in fewer cache lines).",
+    "Memory per connected client is the resident set that accepting and binding the clients added",
+    "(each asked once, so its kept topic is held), over the clients; `AcceptedClients::heap_bytes`",
+    "counts the same with 16 bytes of malloc overhead per allocation; the tags and the binding's",
+    "usability bits took no byte of it.",
     "A swap on the broker's thread is `Handover::take` and a pointer store; each connected client",
     "then binds again at its next decision (`client_rebind_*`, the change being to another device):",
     "when its device's shard is the very same one (`Snapshot::device_lookup_serial`) and the groups",
@@ -169,7 +199,29 @@ def target_checks(runs):
     return checks
 
 
-def render(data, mode, machine, args):
+def plot_rows(runs):
+    """One row per fleet size: the size, then each series' ns ("NaN" where it was not run, which
+    gnuplot leaves out)."""
+    rows = []
+    for n in runs.sizes:
+        values = [runs.value(f"{key}/{n}", "cpu_time", 1.0) for key, _ in PLOT_SERIES]
+        rows.append([n, *("NaN" if v is None else f"{v:.1f}" for v in values)])
+    return rows
+
+
+def decision_plot(runs, img_dir, notes):
+    """The plot's Markdown line, or None (see broker.plot)."""
+    series = ", ".join(f"datafile using 1:{2 + i} with linespoints lw 2 title '{title}'"
+                       for i, (_, title) in enumerate(PLOT_SERIES))
+    xtics = ", ".join(f"'{common.count_label(n)}' {n}" for n in runs.sizes)
+    script = PLOT_SCRIPT.format(xmin=runs.sizes[0] / 2, xmax=runs.sizes[-1] * 2, xtics=xtics,
+                                target=TARGET_NS, series=series)
+    return broker.plot(img_dir, PLOT_NAME, plot_rows(runs), script, notes)
+
+
+def render(data, mode, machine, args, img_dir=None):
+    """The section's lines; with img_dir, the plot is written there and shown (not in smoke mode,
+    whose plot is only made)."""
     runs = Runs(data)
     sizes = runs.sizes
     lines = common.header("Decision cost and snapshot scale (issue 7)", machine, [
@@ -190,6 +242,11 @@ def render(data, mode, machine, args):
     rows += [[title, unit, *(fmt(runs.counter(f"{key}/{n}", c)) for n in sizes)]
              for key, c, title, unit in COUNTERS]
     lines += [*common.table(columns, rows), ""]
+    if img_dir is not None and sizes:
+        notes = []
+        img = decision_plot(runs, img_dir, notes)
+        if mode != "smoke":
+            lines += [img, ""] if img else [*notes, ""]
 
     checks = [] if mode == "smoke" else target_checks(runs)
     if mode != "smoke" and sizes[-1] < 1_000_000:
@@ -204,8 +261,12 @@ def render(data, mode, machine, args):
 
 
 def main(argv):
-    path, mode, out, machine, args = argv
-    lines = render(common.read_json(path), mode, machine, args)
+    path, mode, out, machine, args, *rest = argv
+    docs_img = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "img")
+    img_dir = rest[0] if rest else docs_img
+    if mode == "smoke":
+        img_dir = os.path.dirname(os.path.abspath(out))
+    lines = render(common.read_json(path), mode, machine, args, img_dir)
     common.write_lines(out, lines)
     common.echo_tables(lines)
 

@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import py_compile
+import shutil
 import tempfile
 import unittest
 
@@ -199,6 +200,32 @@ class DecisionsTest(unittest.TestCase):
         self.assertIn("| every one of 100k connected clients' rules bound again, per client | ns | – | 400 |", lines)
         # No 10k-client rows were run: no target line for them.
         self.assertFalse([line for line in lines if "random of 10k connected" in line and line.startswith("- ")])
+
+    def test_plot_rows_per_fleet_size_with_gaps_where_not_run(self):
+        data = self.data()
+        data["benchmarks"].append(self.run_of("client_decide_100k", 100000, "ns", 300.0, 140.0))
+        rows = decisions.plot_rows(decisions.Runs(data))
+        # size, check_access, check_access_hot, client_decide_10k, client_decide_100k, kept 10k, 100k
+        self.assertEqual([[1000, "150.0", "NaN", "NaN", "NaN", "NaN", "NaN"],
+                          [100000, "300.0", "NaN", "NaN", "140.0", "NaN", "NaN"]], rows)
+
+    def test_the_plot_is_shown_below_the_table_and_not_in_smoke_mode(self):
+        with tempfile.TemporaryDirectory() as img_dir:
+            lines = decisions.render(self.data(), "full", MACHINE, "--sizes=1000,100000", img_dir)
+            row = lines.index("| memory added per device | bytes | – | 740 |")
+            table_end = lines.index("", row) - 1
+            if shutil.which("gnuplot"):
+                self.assertEqual("![decisions-ns](img/decisions-ns.png)", lines[table_end + 2])
+                self.assertTrue(os.path.getsize(os.path.join(img_dir, "decisions-ns.png")) > 0)
+                # The data file is removed once plotted.
+                self.assertEqual(["decisions-ns.png"], os.listdir(img_dir))
+            else:
+                self.assertIn("gnuplot is not installed", lines[table_end + 2])
+            smoke = decisions.render(self.data(), "smoke", MACHINE, "--sizes=1000", img_dir)
+            self.assertFalse([line for line in smoke if line.startswith("![")])
+        # Without an image directory (as the tests above render): no plot line.
+        self.assertFalse([line for line in decisions.render(self.data(), "full", MACHINE, "--sizes=1000")
+                          if line.startswith("![")])
 
     def test_smoke_reads_no_targets(self):
         lines = decisions.render(self.data(), "smoke", MACHINE, "--sizes=1000")

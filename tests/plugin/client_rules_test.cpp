@@ -34,10 +34,12 @@ const std::vector<std::string> kDeviceIds{"dev1", "dev2", "dev3", "sensor-7", "a
                                           "x%dy", "p+q",  "s/t",  "dev10",    "d"};
 const std::vector<std::string> kTypes{"", "ta", "tb", "tc"};  // tc has no group
 const std::vector<std::string> kPatterns{
-    "devices/%d/#", "devices/%c/+",   "devices/%u/x", "devices/+/x",   "#",
-    "a/%d",         "a/b%dc/#",       "devices/%d",   "$SYS/#",        "+/%d/#",
-    "fleet/#",      "fleet/+/status", "a/#/b",        "a/x%zy",        "devices/%d%c/#",
-    "%d/#",         "devices/%d/+/t", "+/+",          "devices/dev1/#"};
+    "devices/%d/#", "devices/%c/+", "devices/%u/x", "devices/+/x", "#", "a/%d", "a/b%dc/#",
+    "devices/%d", "$SYS/#", "+/%d/#", "fleet/#", "fleet/+/status", "a/#/b", "a/x%zy",
+    "devices/%d%c/#", "%d/#", "devices/%d/+/t", "+/+", "devices/dev1/#",
+    // First levels a rule's first-level tag must not pass over wrongly: empty, '$', wildcards, a
+    // placeholder, a literal that is also a device id.
+    "/devices/#", "/%d", "$SYS/+", "+/#", "x/#", "dev1/+", "%c/+"};
 
 struct World {
   std::mt19937 rng{20261207};
@@ -108,6 +110,40 @@ acl::Access random_access(World& w) {
   return a == 0 ? acl::kPublish : a == 1 ? acl::kSubscribe : acl::kRead;
 }
 
+// The random tests' comparison: a device client's check through the plugin's path against the
+// plain evaluation (Snapshot::check_access) of the snapshot in force, decision and rule alike.
+struct Comparison {
+  int compared = 0, allowed = 0, denied = 0, mismatches = 0;
+  std::vector<std::string> examples;  // the first few mismatches, in words
+
+  void compare(World& w, const AcceptedClients::Verdict& verdict, const Snapshot& snapshot,
+               std::uint64_t generation, const std::pair<std::string, acl::Access>& check) {
+    // Half the checks as the broker hands the topic over (a C string: the kept answer's fast
+    // path, plugin.cpp), half as a string_view.
+    const auto ours = w.pick(2) == 0
+                          ? decide(*verdict.rules, snapshot, generation, verdict.device_id,
+                                   verdict.client_id, check.second, check.first.c_str())
+                          : decide(*verdict.rules, snapshot, generation, verdict.device_id,
+                                   verdict.client_id, check.second, std::string_view(check.first));
+    const auto plain =
+        snapshot.check_access(verdict.device_id, verdict.client_id, check.second, check.first);
+    ++compared;
+    (plain.decision == acl::Decision::allow ? allowed : denied)++;
+    const std::int64_t our_rule = ours.rule != nullptr ? ours.rule->id : 0;
+    const std::int64_t plain_rule = plain.rule != nullptr ? plain.rule->id : 0;
+    if (ours.decision == plain.decision && our_rule == plain_rule) return;
+    ++mismatches;
+    if (examples.size() < 5) {
+      examples.push_back(
+          std::string(acl::access_name(check.second)) + " '" + check.first + "' by '" +
+          std::string(verdict.device_id) + "' client '" + std::string(verdict.client_id) +
+          "': bound " + std::string(acl::to_string(ours.decision)) + " rule " +
+          std::to_string(our_rule) + ", plain " + std::string(acl::to_string(plain.decision)) +
+          " rule " + std::to_string(plain_rule));
+    }
+  }
+};
+
 }  // namespace
 
 TEST_CASE("bound and cached decisions equal the plain evaluation through changes and reconnects") {
@@ -127,8 +163,8 @@ TEST_CASE("bound and cached decisions equal the plain evaluation through changes
   std::array<Slot, 8> slots;
   std::vector<std::pair<std::string, acl::Access>> recent;
 
-  int compared = 0, allowed = 0, denied = 0, changes = 0, repeats = 0, mismatches = 0;
-  std::vector<std::string> examples;
+  Comparison result;
+  int changes = 0, repeats = 0;
   for (int step = 0; step < 60000; ++step) {
     const int op = w.pick(100);
     const std::size_t s = static_cast<std::size_t>(w.pick(8));
@@ -178,39 +214,16 @@ TEST_CASE("bound and cached decisions equal the plain evaluation through changes
       auto verdict = clients.check(client, slots[s].client_id.c_str(), slots[s].username.c_str(),
                                    [] { return false; });
       if (verdict.standing != AcceptedClients::Standing::device) continue;
-      // Half the checks as the broker hands the topic over (a C string: the kept answer's fast
-      // path, plugin.cpp), half as a string_view.
-      const auto ours =
-          w.pick(2) == 0 ? decide(*verdict.rules, *snapshot, generation, verdict.device_id,
-                                  verdict.client_id, check.second, check.first.c_str())
-                         : decide(*verdict.rules, *snapshot, generation, verdict.device_id,
-                                  verdict.client_id, check.second, std::string_view(check.first));
-      const auto plain =
-          snapshot->check_access(verdict.device_id, verdict.client_id, check.second, check.first);
-      ++compared;
-      (plain.decision == acl::Decision::allow ? allowed : denied)++;
-      const std::int64_t our_rule = ours.rule != nullptr ? ours.rule->id : 0;
-      const std::int64_t plain_rule = plain.rule != nullptr ? plain.rule->id : 0;
-      if (ours.decision != plain.decision || our_rule != plain_rule) {
-        ++mismatches;
-        if (examples.size() < 5) {
-          examples.push_back(
-              std::string(acl::access_name(check.second)) + " '" + check.first + "' by '" +
-              std::string(verdict.device_id) + "' client '" + std::string(verdict.client_id) +
-              "': bound " + std::string(acl::to_string(ours.decision)) + " rule " +
-              std::to_string(our_rule) + ", plain " + std::string(acl::to_string(plain.decision)) +
-              " rule " + std::to_string(plain_rule));
-        }
-      }
+      result.compare(w, verdict, *snapshot, generation, check);
     }
   }
-  INFO(compared << " compared, " << allowed << " allowed, " << denied << " denied, " << changes
-                << " changes, " << repeats << " repeated topics");
-  for (const auto& e : examples) UNSCOPED_INFO(e);
-  CHECK(mismatches == 0);
+  INFO(result.compared << " compared, " << result.allowed << " allowed, " << result.denied
+                       << " denied, " << changes << " changes, " << repeats << " repeated topics");
+  for (const auto& e : result.examples) UNSCOPED_INFO(e);
+  CHECK(result.mismatches == 0);
   // The comparison covered both answers, many swaps and many repeated topics.
-  CHECK(allowed > 1000);
-  CHECK(denied > 1000);
+  CHECK(result.allowed > 1000);
+  CHECK(result.denied > 1000);
   CHECK(changes > 1000);
   CHECK(repeats > 10000);
 }
@@ -240,8 +253,8 @@ TEST_CASE("bound decisions equal the plain evaluation through mixed swaps and fu
   std::vector<std::pair<std::string, acl::Access>> recent;
   const std::vector<std::string> group_names{"default", "ta", "tb", "tc"};
 
-  int compared = 0, allowed = 0, denied = 0, swaps = 0, reloads = 0, mismatches = 0;
-  std::vector<std::string> examples;
+  Comparison result;
+  int swaps = 0, reloads = 0;
   for (int step = 0; step < 30000; ++step) {
     const int op = w.pick(100);
     const std::size_t s = static_cast<std::size_t>(w.pick(8));
@@ -323,36 +336,15 @@ TEST_CASE("bound decisions equal the plain evaluation through mixed swaps and fu
       auto verdict = clients.check(client, slots[s].client_id.c_str(), slots[s].username.c_str(),
                                    [] { return false; });
       if (verdict.standing != AcceptedClients::Standing::device) continue;
-      const auto ours =
-          w.pick(2) == 0 ? decide(*verdict.rules, *snapshot, generation, verdict.device_id,
-                                  verdict.client_id, check.second, check.first.c_str())
-                         : decide(*verdict.rules, *snapshot, generation, verdict.device_id,
-                                  verdict.client_id, check.second, std::string_view(check.first));
-      const auto plain =
-          snapshot->check_access(verdict.device_id, verdict.client_id, check.second, check.first);
-      ++compared;
-      (plain.decision == acl::Decision::allow ? allowed : denied)++;
-      const std::int64_t our_rule = ours.rule != nullptr ? ours.rule->id : 0;
-      const std::int64_t plain_rule = plain.rule != nullptr ? plain.rule->id : 0;
-      if (ours.decision != plain.decision || our_rule != plain_rule) {
-        ++mismatches;
-        if (examples.size() < 5) {
-          examples.push_back(std::string(acl::access_name(check.second)) + " '" + check.first +
-                             "' by '" + std::string(verdict.device_id) + "': bound " +
-                             std::string(acl::to_string(ours.decision)) + " rule " +
-                             std::to_string(our_rule) + ", plain " +
-                             std::string(acl::to_string(plain.decision)) + " rule " +
-                             std::to_string(plain_rule));
-        }
-      }
+      result.compare(w, verdict, *snapshot, generation, check);
     }
   }
-  INFO(compared << " compared, " << allowed << " allowed, " << denied << " denied, " << swaps
-                << " swaps, " << reloads << " reloads");
-  for (const auto& e : examples) UNSCOPED_INFO(e);
-  CHECK(mismatches == 0);
-  CHECK(allowed > 500);
-  CHECK(denied > 500);
+  INFO(result.compared << " compared, " << result.allowed << " allowed, " << result.denied
+                       << " denied, " << swaps << " swaps, " << reloads << " reloads");
+  for (const auto& e : result.examples) UNSCOPED_INFO(e);
+  CHECK(result.mismatches == 0);
+  CHECK(result.allowed > 500);
+  CHECK(result.denied > 500);
   CHECK(swaps > 1000);
   CHECK(reloads > 100);
 }

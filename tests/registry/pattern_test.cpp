@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -262,7 +263,9 @@ TEST_CASE("a split topic has the levels and the validity of the topic, byte for 
   const std::string alphabet{'a', '/', '.', '0', '+', '*', '#', '"', '\0', '\x01', '$', '\xff'};
   std::mt19937 rng(8883);
   std::uniform_int_distribution<std::size_t> byte(0, alphabet.size() - 1);
-  std::uniform_int_distribution<int> length(0, 40);
+  // Up to 72 bytes: shorter than one 16-byte step of the split, several steps, and a last step
+  // that overlaps the one before.
+  std::uniform_int_distribution<int> length(0, 72);
   std::uniform_int_distribution<int> rare(0, 5);
   int compared = 0, valid = 0, deep = 0;
   for (int i = 0; i < 200000; ++i) {
@@ -303,4 +306,143 @@ TEST_CASE("a split topic has the levels and the validity of the topic, byte for 
   CHECK(valid > 50000);
   CHECK(compared - valid > 50000);
   CHECK(deep > 100);
+}
+
+TEST_CASE("a pattern's first-level tag is set only for a plain literal first level", "[pattern]") {
+  // Positive: a literal first level (also an empty one, and one starting with '$') has its tag.
+  const std::vector<std::pair<std::string, std::string>> literal{
+      {"telemetry/%d/+", "telemetry"}, {"/a", ""}, {"$SYS/#", "$SYS"}, {"a", "a"}, {"a/b/c", "a"}};
+  for (const auto& [text, first] : literal) {
+    CAPTURE(text);
+    const Pattern pattern(text);
+    CHECK(pattern.first_level_tag() != 0);
+    CHECK(pattern.first_level_tag() == Pattern::level_tag(first));
+    CHECK(pattern.text() == text);  // the tag takes nothing from the node it points to
+  }
+  // Negative: a wildcard, a placeholder or a malformed pattern has none, so it is never passed
+  // over by tags.
+  for (const std::string text : {"+/x", "#", "%d/x", "x%cy/z", "a+/b", "a/#/b", "x/%q", ""}) {
+    CAPTURE(text);
+    CHECK(Pattern(text).first_level_tag() == 0);
+  }
+  // Copies, moves and pooled patterns carry the tag of their node.
+  const Pattern a("commands/%d/#");
+  Pattern b = a;
+  Pattern moved = std::move(b);
+  PatternPool pool;
+  const Pattern pooled = pool.intern(a);
+  for (const Pattern* p : {static_cast<const Pattern*>(&moved), &pooled}) {
+    CHECK(p->shares_node_with(a));
+    CHECK(p->first_level_tag() == a.first_level_tag());
+    CHECK(p->node_address() == a.node_address());
+  }
+  // Every tag is one of 1 to 15.
+  std::set<int> seen;
+  for (int i = 0; i < 2000; ++i) {
+    const int tag = Pattern::level_tag("w" + std::to_string(i));
+    CHECK(tag >= 1);
+    CHECK(tag <= 15);
+    seen.insert(tag);
+  }
+  CHECK(seen.size() == 15);
+}
+
+TEST_CASE("a rule is passed over by its first-level tag only when the first levels differ",
+          "[pattern][acl]") {
+  // Two different words with the same tag, and one with another tag.
+  std::string word = "w0", same_tag, other_tag;
+  for (int i = 1; same_tag.empty() || other_tag.empty(); ++i) {
+    const std::string candidate = "w" + std::to_string(i);
+    if (Pattern::level_tag(candidate) == Pattern::level_tag(word)) {
+      if (same_tag.empty()) same_tag = candidate;
+    } else if (other_tag.empty()) {
+      other_tag = candidate;
+    }
+  }
+  const Substitutions subs{"dev1", "dev1", "dev1"};
+  const std::vector<Rule> rules{Rule{1, Pattern(word + "/#"), kReadWrite, Effect::allow, 0}};
+  const std::span<const Rule> sets[] = {rules};
+  // Positive control: the rule's own first level.
+  CHECK(evaluate(sets, kPublish, word + "/t", subs).decision == Decision::allow);
+  CHECK(evaluate(sets, kSubscribe, word + "/+", subs).decision == Decision::allow);
+  // Equal tags, different levels: compared, and not matched.
+  CHECK(evaluate(sets, kPublish, same_tag + "/t", subs).decision == Decision::no_match);
+  CHECK(evaluate(sets, kSubscribe, same_tag + "/+", subs).decision == Decision::no_match);
+  // Different tags: passed over.
+  CHECK(evaluate(sets, kPublish, other_tag + "/t", subs).decision == Decision::no_match);
+
+  // First levels a tag must not pass over: empty, '$', wildcards, placeholders, against topics
+  // and filters of the same kinds; every decision as the decision table over the interpreted
+  // matchers gives it.
+  const std::vector<std::string> patterns{"/a",  "/%d",    "$SYS/#", "$SYS/+", "+/x",
+                                          "+/#", "#",      "%d/x",   "%c/#",   "dev1/+",
+                                          "a/x", "x%dy/#", "/#",     "a+/b",   "a/#/b"};
+  const std::vector<std::string> targets{"/a",  "/dev1",    "$SYS/x", "$SYS", "dev1/x", "a/x",
+                                         "x/a", "+/x",      "#",      "/+",   "$SYS/#", "+",
+                                         "/",   "xdev1y/z", "dev1",   "a/+"};
+  int compared = 0, decided = 0;
+  for (std::size_t i = 0; i < patterns.size(); ++i) {
+    for (const Effect effect : {Effect::allow, Effect::deny}) {
+      // One rule alone, and behind a rule of another first level (so that a wrong skip of the
+      // second cannot hide behind the first).
+      const std::vector<Rule> one{Rule{1, Pattern(patterns[i]), kReadWrite, effect, 0}};
+      const std::vector<Rule> two{Rule{1, Pattern("zz/#"), kReadWrite, Effect::allow, 0},
+                                  Rule{2, Pattern(patterns[i]), kReadWrite, effect, 1}};
+      for (const auto* rule_set : {&one, &two}) {
+        const std::span<const Rule> these[] = {*rule_set};
+        for (const std::string& target : targets) {
+          for (const Access access : {kPublish, kSubscribe, kRead}) {
+            const Evaluation expected = reference_evaluate(these, access, target, subs);
+            const Evaluation got = evaluate(these, access, target, subs);
+            CAPTURE(patterns[i], target, static_cast<int>(access), to_string(effect));
+            CHECK(to_string(got.decision) == to_string(expected.decision));
+            CHECK(got.rule == expected.rule);
+            ++compared;
+            decided += expected.rule != nullptr;
+          }
+        }
+      }
+    }
+  }
+  CHECK(compared > 2000);
+  CHECK(decided > 300);
+  // A few by hand: an empty first level, a '$' topic, a filter starting with '+'.
+  const std::vector<Rule> empty_first{Rule{7, Pattern("/a"), kReadWrite, Effect::allow, 0}};
+  const std::span<const Rule> e[] = {empty_first};
+  CHECK(evaluate(e, kPublish, "/a", subs).decision == Decision::allow);
+  CHECK(evaluate(e, kPublish, "a", subs).decision == Decision::no_match);
+  const std::vector<Rule> sys{Rule{8, Pattern("$SYS/#"), kReadWrite, Effect::deny, 0},
+                              Rule{9, Pattern("#"), kReadWrite, Effect::allow, 0}};
+  const std::span<const Rule> y[] = {sys};
+  CHECK(evaluate(y, kPublish, "$SYS/x", subs).rule == &sys[0]);
+  CHECK(evaluate(y, kPublish, "a/x", subs).rule == &sys[1]);
+  const std::vector<Rule> deny_a{Rule{10, Pattern("a/x"), kSubscribe, Effect::deny, 0}};
+  const std::span<const Rule> d[] = {deny_a};
+  CHECK(evaluate(d, kSubscribe, "+/x", subs).decision == Decision::deny);  // "+/x" meets "a/x"
+  CHECK(evaluate(d, kSubscribe, "#", subs).decision == Decision::deny);
+  CHECK(evaluate(d, kSubscribe, "b/x", subs).decision == Decision::no_match);
+}
+
+TEST_CASE("same_level compares short strings byte for byte", "[pattern]") {
+  std::mt19937 rng(515);
+  std::uniform_int_distribution<int> length(0, 40);
+  std::uniform_int_distribution<int> byte(0, 3);
+  int equal = 0;
+  for (int i = 0; i < 50000; ++i) {
+    std::string a;
+    for (int n = length(rng); n > 0; --n) a += static_cast<char>('a' + byte(rng));
+    // Mostly the same string, or one byte changed at any offset, or another length.
+    std::string b = a;
+    const int how = byte(rng);
+    if (how == 1 && !b.empty()) b[static_cast<std::size_t>(rng() % b.size())] ^= 1;
+    if (how == 2) b += 'a';
+    // Views into longer buffers whose next bytes differ: only the viewed bytes may count.
+    const std::string bufa = a + "zz", bufb = b + "yy";
+    const std::string_view va(bufa.data(), a.size()), vb(bufb.data(), b.size());
+    CAPTURE(a, b);
+    CHECK(detail::same_level(va, vb) == (a == b));
+    equal += a == b;
+  }
+  CHECK(equal > 10000);
+  CHECK(equal < 40000);
 }

@@ -78,6 +78,29 @@ TEST_CASE("a subscription filter allows '+' as a whole level and '#' only as the
   CHECK_FALSE(is_valid_filter(std::string(kMaxTopicLength + 1, 'x')));
 }
 
+TEST_CASE("a subscription filter is valid exactly when libmosquitto's check accepts it",
+          "[topic]") {
+  // Random filters of the bytes that matter ('/', '+', '#') and a plain one, up to 12 bytes: every
+  // placement of wildcards next to separators and edges.
+  std::mt19937 rng(1884);
+  std::uniform_int_distribution<int> length(1, 12);
+  std::uniform_int_distribution<int> byte(0, 3);
+  const char bytes[] = {'a', '/', '+', '#'};
+  int valid = 0, compared = 0;
+  for (int i = 0; i < 100000; ++i) {
+    std::string filter;
+    for (int n = length(rng); n > 0; --n) filter += bytes[byte(rng)];
+    const bool expected =
+        mosquitto_sub_topic_check2(filter.c_str(), filter.size()) == MOSQ_ERR_SUCCESS;
+    CAPTURE(filter);
+    CHECK(is_valid_filter(filter) == expected);
+    valid += expected;
+    ++compared;
+  }
+  CHECK(valid > 10000);
+  CHECK(compared - valid > 10000);
+}
+
 TEST_CASE("patterns without placeholders match topics as the MQTT specification says", "[topic]") {
   const Case cases[] = {
       // MQTT 3.1.1 §4.7.1.2, multi-level wildcard.
