@@ -703,9 +703,9 @@ def broker_cost(mode, out, img_dir, machine, directory, connections, seconds, lo
         "so the low and high runs are repeated in rounds (full mode: 2; each round runs every",
         "set-up's pair) and pooled: summed instructions over summed deliveries; *each round* gives",
         "the rounds alone. A registry above 100,000 devices runs one round: its broker spends most",
-        "of its life under callgrind reading the registry before the first client is let in (bench/run",
-        "waits up to an hour for that, on the plugin's own thread, which the main thread's difference",
-        "does not see; the other threads' column does, start-up included).",
+        "of its life under callgrind reading the registry before the first client is let in (about",
+        "11 minutes at a million devices; bench/run waits up to an hour), on the plugin's own thread,",
+        "which the main thread's difference does not see and the other threads' column does.",
     ])
     idle_per_s = float("nan")
     try:
