@@ -370,6 +370,62 @@ class BrokerTest(unittest.TestCase):
                             for line in lines))
         self.assertTrue(any("1.5 s for 15 devices on PostgreSQL (100 ms per device)" in line for line in lines))
 
+    @staticmethod
+    def cost_run(directory, setup, name, main, others, delivered):
+        """One callgrind run of broker_cost: the main thread's and one other thread's totals, the
+        files of threads that never existed empty, and the load generator's result."""
+        with open(os.path.join(directory, f"{name}.callgrind-01"), "w") as f:
+            f.write(f"events: Ir\ntotals: {main}\n")
+        with open(os.path.join(directory, f"{name}.callgrind-02"), "w") as f:
+            f.write(f"events: Ir\ntotals: {others}\n")
+        for thread in (3, 4):
+            open(os.path.join(directory, f"{name}.callgrind-0{thread}"), "w").close()
+        with open(os.path.join(directory, f"{name}.jsonl"), "w") as f:
+            f.write(json.dumps({"type": "result", "round": 1, "target": setup, "delivered": delivered}) + "\n")
+        with open(os.path.join(directory, f"{name}.lifetime_us"), "w") as f:
+            f.write("10000000\n")
+
+    def test_broker_cost_pools_rounds_and_reads_each_size_against_the_baseline(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            # Baseline: 20,000 per message in both rounds. The plugin at 1k: 20,400 (1.02, met);
+            # at 1M one round only, 21,000 (1.05, missed).
+            for suffix, extra in (("", 0), (".r2", 1000)):
+                self.cost_run(tmp, "baseline", f"baseline-low{suffix}", 1_000_000 + extra, 0, 500)
+                self.cost_run(tmp, "baseline", f"baseline-high{suffix}", 21_000_000 + extra, 0, 1500)
+                self.cost_run(tmp, "onboard@1000", f"onboard@1000-low{suffix}", 2_000_000, 5_000, 500)
+                self.cost_run(tmp, "onboard@1000", f"onboard@1000-high{suffix}", 22_400_000, 5_000, 1500)
+            self.cost_run(tmp, "onboard@1000000", "onboard@1000000-low", 3_000_000, 900_000_000, 500)
+            self.cost_run(tmp, "onboard@1000000", "onboard@1000000-high", 24_000_000, 900_000_000, 1500)
+            # Idle: 10,000 instructions per second on the other threads.
+            for length, others, us in (("short", 20_000, 2_000_000), ("long", 100_000, 10_000_000)):
+                self.cost_run(tmp, "onboard", f"idle-{length}", 1_000, others, 0)
+                with open(os.path.join(tmp, f"idle-{length}.idle_us"), "w") as f:
+                    f.write(f"{us}\n")
+            lines = broker.broker_cost("full", os.path.join(tmp, "broker_cost.md"), tmp, MACHINE, tmp, "20", "5",
+                                       "100", "300", "baseline onboard@1000 onboard@1000000", "3725")
+        rows = [line for line in lines if line.startswith("| ")]
+        self.assertTrue(rows[1].startswith("| baseline (no authorization) | 20,000 | 20,000, 20,000 | 1.000 |"))
+        self.assertTrue(rows[2].startswith("| **mosquitto_onboard**, 1,000 devices | 20,400 | 20,400, 20,400 "
+                                           "| 1.020 |"), rows[2])
+        self.assertTrue(rows[3].startswith("| **mosquitto_onboard**, 1,000,000 devices | 21,000 | 21,000 | 1.050 |"),
+                        rows[3])
+        self.assertIn("- The plugin's other threads idle (registry watcher): 10,000 instructions per second "
+                      "(target ≤ 50,000): met", lines)
+        self.assertIn("- **mosquitto_onboard**, 1,000 devices: main-thread instructions per message / baseline = "
+                      "1.020 (target ≤ 1.03): met", lines)
+        self.assertIn("- **mosquitto_onboard**, 1,000,000 devices: main-thread instructions per message / "
+                      "baseline = 1.050 (target ≤ 1.03): **missed by 0.020**", lines)
+        self.assertTrue(any("took 62 min 5 s" in line for line in lines))
+
+    def test_broker_cost_plot_rows_per_setup_with_the_rounds_range(self):
+        rows = broker.cost_plot_rows({"baseline": 20000.0, "onboard": 20600.0, "onboard@1000": 20700.0,
+                                      "onboard@1000000": 21000.0},
+                                     {"baseline": [19900.0, 20100.0], "onboard": [20500.0, 20700.0]})
+        self.assertEqual(rows, [['"baseline"', "20000.0", "19900.0", "20100.0"],
+                                ['"onboard, fixture"', "20600.0", "20500.0", "20700.0"],
+                                ['"onboard, 1k"', "20700.0", "20700.0", "20700.0"],
+                                ['"onboard, 1M"', "21000.0", "21000.0", "21000.0"]])
+
     def test_throughput_ratios_per_round(self):
         with tempfile.TemporaryDirectory() as tmp:
             for load in ("qos0", "qos1", "latency"):
