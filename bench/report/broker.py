@@ -830,8 +830,14 @@ COST_PROFILE = [
     "`acl_file` and dynsec (no thread of their own) do not pay. Against it, `_int_malloc`,",
     "`_int_free` and `malloc_consolidate` differ by up to several hundred instructions per message",
     "between runs and set-ups with the heap's state, in either direction; that is the scatter of",
-    "*each round*, and why the total's ratio to the baseline can land a little either side of 1.03",
-    "while the mechanisms' own share stays put.",
+    "*each round*, and why the total's ratio to the baseline moves by a hundredth or so from run to",
+    "run (1.021 to 1.046 in the runs of 2026-12-07) while the mechanisms' own share stays put. So",
+    "1.03 is missed on the whole, if narrowly: the mechanisms' 710 or so (2.7 %) and the thread's",
+    "toll of about 280 (1.1 %) put the expected ratio near 1.037, and reaching 1.03 needs about 200",
+    "instructions a message fewer. The registry's read and change detection must stay off the",
+    "broker's thread (a million devices take seconds to read), so the toll stays; the message event",
+    "(80) answers `$provision/` requests, signer or not; what is left is the two checks' straight",
+    "code beside the broker's own dispatch to the plugin.",
     "",
 ]
 
