@@ -17,6 +17,7 @@
 #include <cstring>
 #include <iosfwd>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -122,6 +123,8 @@ class Pattern {
   std::uint32_t holders() const noexcept;
 
   static constexpr std::uintptr_t kTagMask = 15;
+  // Nodes are allocated at this alignment, so that an address never uses the tag's bits.
+  static constexpr std::align_val_t kNodeAlignment{kTagMask + 1};
   Node* node() const noexcept { return reinterpret_cast<Node*>(bits_ & ~kTagMask); }
 
   std::uintptr_t bits_;  // the node's address, with first_level_tag() in its low four bits
