@@ -103,7 +103,7 @@ CrlFileCheck check_crl_file(const std::string& path, UnixTime now, const std::st
 }
 
 CrlGuard::CrlGuard(std::string path, std::string issuers_pem)
-    : path_(std::move(path)), issuers_pem_(std::move(issuers_pem)) {}
+    : path_(std::move(path)), issuers_pem_(std::move(issuers_pem)), at_init_(file_stamp(path_)) {}
 
 void CrlGuard::hold(const CrlFileCheck& check) {
   held_this_update_ = check.this_update;
@@ -114,6 +114,15 @@ void CrlGuard::hold(const CrlFileCheck& check) {
 void CrlGuard::poll(Handover& handover, UnixTime now) {
   const auto stamp = file_stamp(path_);
   const bool reloaded = reloaded_.exchange(false, std::memory_order_acq_rel);
+  // The first poll comes from the watcher thread, after the broker has loaded the file it found
+  // at its start. If the file was replaced since the plugin started, that was the one from before:
+  // the replacement is checked as a change below, never taken for what the broker holds.
+  const bool replaced_since_init =
+      !started_ && !reloaded && at_init_ && stamp && !(*stamp == *at_init_);
+  if (replaced_since_init) {
+    started_ = true;
+    seen_ = at_init_;
+  }
   if (!started_ || reloaded) {
     // The broker has just (re)read the file: whatever is there is what it holds now.
     started_ = true;

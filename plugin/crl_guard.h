@@ -39,6 +39,8 @@ CrlFileCheck check_crl_file(const std::string& path, UnixTime now,
 class CrlGuard {
  public:
   // `issuers_pem`: the CA certificates (PEM) a CRL must be signed by; empty: not checked.
+  // Made at plugin init, which Mosquitto runs before its listeners load the CRL: the file as it is
+  // now is what the broker is about to load, and a later replacement is a change to check.
   explicit CrlGuard(std::string path, std::string issuers_pem = {});
 
   // On every watcher poll, with the wall clock: looks at the file, posts a reload or log lines.
@@ -58,6 +60,7 @@ class CrlGuard {
   std::string issuers_pem_;
   std::atomic<bool> reloaded_{false};
   bool started_ = false;
+  std::optional<FileStamp> at_init_;   // the file when the plugin started (see the constructor)
   std::optional<FileStamp> seen_;      // the file as last checked for good
   std::optional<FileStamp> reported_;  // the file whose problem was last logged
   bool missing_reported_ = false;

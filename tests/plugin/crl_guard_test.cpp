@@ -157,6 +157,38 @@ TEST_CASE("the guard hands over a changed CRL only when it is usable and says wh
   }
 }
 
+TEST_CASE("a CRL replaced after the plugin started and before its first look is a change") {
+  // Mosquitto starts the plugin, then loads the CRL into its listeners; the watcher's first look
+  // comes later. A file replaced in between is not what the broker loaded at start.
+  TempDir dir;
+  const auto path = (dir / "crl.pem").string();
+  auto ca = make_root();
+  replace(path, crl_pem(ca, kNow - 60, kNow + 7 * kDay, 1));
+  Handover handover;
+  SECTION("unchanged: taken as the broker's, nothing to do (the control)") {
+    CrlGuard guard(path, cert_pem(ca));
+    guard.poll(handover, kNow);
+    CHECK_FALSE(handover.pending());
+  }
+  SECTION("a usable replacement is handed over") {
+    CrlGuard guard(path, cert_pem(ca));
+    replace(path, crl_pem(ca, kNow, kNow + 7 * kDay, 2));
+    guard.poll(handover, kNow);
+    auto taken = handover.take();
+    REQUIRE(taken.crl_reload);
+    CHECK(*taken.crl_reload == *file_stamp(path));
+  }
+  SECTION("a corrupt replacement is not handed over and is not called the broker's") {
+    CrlGuard guard(path, cert_pem(ca));
+    replace(path, "-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n");
+    guard.poll(handover, kNow);
+    auto taken = handover.take();
+    CHECK_FALSE(taken.crl_reload);
+    CHECK(logged(taken, LogLevel::error, "not handed to the broker"));
+    CHECK_FALSE(logged(taken, LogLevel::error, "the broker has loaded CRL"));
+  }
+}
+
 TEST_CASE("the guard warns before the CRL the broker holds expires and reports its expiry once") {
   TempDir dir;
   const auto path = (dir / "crl.pem").string();
