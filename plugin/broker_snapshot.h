@@ -26,16 +26,20 @@ class BrokerSnapshot {
   bool loaded() const noexcept { return current_ != nullptr; }
   // Only while loaded().
   const registry::Snapshot& get() const noexcept { return *current_; }
-  // Moves on with every snapshot put in force: client rules bound for an older one are bound
-  // again before their next answer (kept as they are when the new snapshot has the same device
-  // record and groups: plugin/client_rules.h).
+  // Moves on with every snapshot put in force: client rules bound for an older one are brought up
+  // to date before their next answer (carried over as they are when their device's shard and the
+  // groups did not change: plugin/client_rules.h).
   std::uint64_t generation() const noexcept { return generation_; }
+  // What each swap changed, for those client rules.
+  const SnapshotChanges& changes() const noexcept { return changes_; }
 
-  // Puts `next` in force. The one it replaces goes back to the watcher thread to be freed there.
+  // Puts `next` in force. The one it replaces goes back to the watcher thread to be freed there,
+  // after its shards were compared with the new one's.
   void replace(std::shared_ptr<const registry::Snapshot> next, Handover& handover) {
     auto old = std::exchange(current_, std::move(next));
-    if (old) handover.retire(std::move(old));
     ++generation_;
+    changes_.record(old.get(), *current_, generation_);
+    if (old) handover.retire(std::move(old));
   }
 
   // The registry's verdict on a connect, or nullopt before the first snapshot: refuse it then.
@@ -49,20 +53,21 @@ class BrokerSnapshot {
   acl::Evaluation decide(ClientRules& rules, std::string_view username, std::string_view client_id,
                          acl::Access access, std::string_view topic_or_filter) const {
     if (!current_) return {acl::Decision::deny, nullptr};
-    return plugin::decide(rules, *current_, generation_, username, client_id, access,
+    return plugin::decide(rules, *current_, generation_, changes_, username, client_id, access,
                           topic_or_filter);
   }
   // The same for a topic as the broker hands it over (NUL-terminated).
   acl::Evaluation decide(ClientRules& rules, std::string_view username, std::string_view client_id,
                          acl::Access access, const char* topic_or_filter) const {
     if (!current_) return {acl::Decision::deny, nullptr};
-    return plugin::decide(rules, *current_, generation_, username, client_id, access,
+    return plugin::decide(rules, *current_, generation_, changes_, username, client_id, access,
                           topic_or_filter);
   }
 
  private:
   std::shared_ptr<const registry::Snapshot> current_;
   std::uint64_t generation_ = 1;  // never 0 (ClientRules' "not bound")
+  SnapshotChanges changes_;
 };
 
 }  // namespace onboard::plugin

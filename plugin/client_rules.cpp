@@ -1,6 +1,7 @@
 #include "plugin/client_rules.h"
 
 #include <algorithm>
+#include <cassert>
 #include <utility>
 
 namespace onboard::plugin {
@@ -66,7 +67,6 @@ ClientRules& ClientRules::operator=(ClientRules&& other) noexcept {
     generation_ = std::exchange(other.generation_, 0);
     device_ = std::exchange(other.device_, nullptr);
     groups_serial_ = other.groups_serial_;
-    shard_serial_ = other.shard_serial_;
     shard_ = other.shard_;
     set_count_ = std::exchange(other.set_count_, 0);
     cached_ = std::exchange(other.cached_, 0);
@@ -95,16 +95,8 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
   const bool same_groups = generation_ != 0 && client_id_data_ != nullptr &&
                            snapshot.groups_serial() == groups_serial_ &&
                            client_id == this->client_id();
-  // The very shard the record was found in, for the same username: find_device(username) would
-  // find that record again. (A decision reads the record's first bytes, the id, anyway.)
-  if (same_groups && device_ != nullptr && snapshot.device_lookup_serial(shard_) == shard_serial_ &&
-      username == device_->id()) {
-    generation_ = generation;
-    return;
-  }
   const registry::SnapshotDevice* device = snapshot.find_device(username);
   if (same_groups && device == device_) {
-    shard_serial_ = snapshot.device_lookup_serial(shard_);
     generation_ = generation;
     return;
   }
@@ -118,7 +110,6 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
   device_ = device;
   groups_serial_ = snapshot.groups_serial();
   shard_ = static_cast<std::uint16_t>(registry::Snapshot::device_shard(username));
-  shard_serial_ = snapshot.device_lookup_serial(shard_);
   // Longer than MQTT allows: not kept in 16 bits, so denied everything (fail closed), and kept
   // empty so that no later binding mistakes it for another.
   const bool storable = client_id.size() <= 0xffff;
@@ -225,11 +216,39 @@ std::size_t ClientRules::heap_bytes() const noexcept {
   return bytes;
 }
 
+void SnapshotChanges::record(const registry::Snapshot* previous, const registry::Snapshot& next,
+                             std::uint64_t generation) noexcept {
+  if (previous == nullptr) {
+    shards_.fill(generation);
+    groups_ = generation;
+    return;
+  }
+  if (previous->groups_serial() != next.groups_serial()) groups_ = generation;
+  for (std::size_t shard = 0; shard < shards_.size(); ++shard) {
+    if (!next.shares_device_shard(*previous, shard)) shards_[shard] = generation;
+  }
+}
+
+void ClientRules::refresh(const registry::Snapshot& snapshot, std::uint64_t generation,
+                          const SnapshotChanges& changes, std::string_view username,
+                          std::string_view client_id) {
+  // Debug builds check it. Release builds read no record here: that would be a cache miss per
+  // client per swap.
+  assert(device_ == nullptr || generation_ == 0 || username == device_->id());
+  if (generation_ != 0 && client_id_data_ == client_id.data() &&
+      client_id_size_ == client_id.size() && changes.unchanged_since(generation_, shard_)) {
+    generation_ = generation;
+    return;
+  }
+  bind(snapshot, generation, username, client_id);
+}
+
 acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
-                       std::uint64_t generation, std::string_view username,
-                       std::string_view client_id, acl::Access access,
+                       std::uint64_t generation, const SnapshotChanges& changes,
+                       std::string_view username, std::string_view client_id, acl::Access access,
                        std::string_view topic_or_filter) {
-  if (!rules.bound_to(generation)) rules.bind(snapshot, generation, username, client_id);
+  if (!rules.bound_to(generation))
+    rules.refresh(snapshot, generation, changes, username, client_id);
   return rules.check(access, topic_or_filter);
 }
 

@@ -9,19 +9,24 @@
 // `devices/dev1/#`), and the last topic's answers kept.
 //
 // Correctness: a binding belongs to one snapshot generation. The plugin bumps the generation on
-// every swap, and a binding of an older one is bound again before it answers, so the first check
-// after a change (revoke, disable, rule added or removed, group change) is decided by the new
+// every swap, and a binding of an older one is brought up to date before it answers, so the first
+// check after a change (revoke, disable, rule added or removed, group change) is decided by the new
 // snapshot. Every answer equals Snapshot::check_access's for the current snapshot (the
-// differential test in tests/plugin/client_rules_test.cpp).
+// differential tests in tests/plugin/client_rules_test.cpp).
 //
-// Binding again is cheap when the change was elsewhere (most changes are to other devices): the
-// new snapshot holds the very same device record (with_changes keeps a device it did not change
-// at its address) and the same groups (Snapshot::groups_serial), so the binding's rules and kept
-// answers are still exactly right and only its generation moves on. Usually the device's shard is
-// the very same too (Snapshot::device_lookup_serial: a change rebuilds only its devices' shards),
-// which settles it without a device lookup; else one lookup, instead of compiling the rules
-// again. The binding holds its device's record (SnapshotDevice::hold), so that an equal address
-// always means the same record, never a later one made where it was freed.
+// Most changes are to other devices, and after one every connected client asks again. So that a
+// change costs the broker thread next to nothing per client, the swap notes which of the
+// snapshot's 4096 device shards, and whether its groups, changed (SnapshotChanges, a few
+// microseconds per swap); a binding whose shard and groups did not change since its generation is
+// carried over with a few instructions on memory all clients share, the device record unread.
+// Only the clients of the changed shards (1 in 4096 of them per changed device) look further.
+//
+// In a rebuilt shard, binding again is one device lookup when the change was to another device of
+// it: the new snapshot holds the very same device record (with_changes keeps a device it did not
+// change at its address) and the same groups (Snapshot::groups_serial), so the binding's rules and
+// kept answers are still exactly right and only its generation moves on. The binding holds its
+// device's record (SnapshotDevice::hold), so that an equal address always means the same record,
+// never a later one made where it was freed.
 //
 // Broker thread only. The rule spans point into the bound device record (held by the binding, so
 // alive however many snapshots are swapped) and into group objects, which every snapshot with the
@@ -44,6 +49,31 @@
 
 namespace onboard::plugin {
 
+// What the swaps changed: for each device shard (Snapshot::device_shard) and for the groups, the
+// generation of the last swap that put another one in force. A binding of generation g is still
+// exactly right when neither its shard nor the groups changed after g: find_device(username)
+// returns the same record (or none) and find_group the same groups as when it was bound.
+// Broker thread only, like the generation it counts with.
+class SnapshotChanges {
+ public:
+  // Until record() is called, nothing is known to be unchanged: every binding is bound again.
+  SnapshotChanges() noexcept { shards_.fill(kUnknown); }
+
+  // `next` was put in force as `generation` in place of `previous` (null: the first snapshot,
+  // which changes everything). Both must be alive: shards are compared by address.
+  void record(const registry::Snapshot* previous, const registry::Snapshot& next,
+              std::uint64_t generation) noexcept;
+
+  bool unchanged_since(std::uint64_t generation, std::size_t shard) const noexcept {
+    return groups_ <= generation && shards_[shard] <= generation;
+  }
+
+ private:
+  static constexpr std::uint64_t kUnknown = ~std::uint64_t{0};
+  std::array<std::uint64_t, registry::Snapshot::kShards> shards_;
+  std::uint64_t groups_ = kUnknown;
+};
+
 class ClientRules {
  public:
   ClientRules() = default;
@@ -65,6 +95,13 @@ class ClientRules {
   void bind(const registry::Snapshot& snapshot, std::uint64_t generation, std::string_view username,
             std::string_view client_id);
   bool bound_to(std::uint64_t generation) const noexcept { return generation_ == generation; }
+  // Brings a binding of an older generation to `generation`: carried over, kept answers and all,
+  // when `changes` says neither its device's shard nor the groups changed since (and the client
+  // id is the one it was bound with), else bind(). A binding is always asked with the username it
+  // was bound with (AcceptedClients keeps one per accepted connection, whose ids never change).
+  void refresh(const registry::Snapshot& snapshot, std::uint64_t generation,
+               const SnapshotChanges& changes, std::string_view username,
+               std::string_view client_id);
 
   // The decision for the bound snapshot, the same as snapshot.check_access(username, client_id,
   // access, topic_or_filter) with the values given to bind(). The rule pointer is valid while the
@@ -126,28 +163,26 @@ class ClientRules {
   const char* client_id_data_ = nullptr;
   std::string_view client_id() const noexcept { return {client_id_data_, client_id_size_}; }
   std::uint64_t groups_serial_ = 0;
-  std::uint64_t shard_serial_ = 0;   // Snapshot::device_lookup_serial(shard_) when bound
   std::vector<acl::Rule> compiled_;  // the sets that had placeholders, substituted, in set order
 };
 
-// The decision for a device client the connect check accepted: rebinds `rules` when the snapshot's
-// generation moved on, then checks.
+// The decision for a device client the connect check accepted: brings `rules` up to date when the
+// snapshot's generation moved on (ClientRules::refresh), then checks.
 acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
-                       std::uint64_t generation, std::string_view username,
-                       std::string_view client_id, acl::Access access,
+                       std::uint64_t generation, const SnapshotChanges& changes,
+                       std::string_view username, std::string_view client_id, acl::Access access,
                        std::string_view topic_or_filter);
 
 // The same for a topic as the broker hands it over (NUL-terminated): the kept answer when the
-// binding is current and the topic is the last one asked, else the decision above.
+// topic is the last one asked, else the decision above.
 inline acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
-                              std::uint64_t generation, std::string_view username,
-                              std::string_view client_id, acl::Access access,
-                              const char* topic_or_filter) {
-  if (rules.bound_to(generation)) {
-    if (const acl::Evaluation* kept = rules.kept(access, topic_or_filter)) return *kept;
-  }
-  return decide(rules, snapshot, generation, username, client_id, access,
-                std::string_view(topic_or_filter));
+                              std::uint64_t generation, const SnapshotChanges& changes,
+                              std::string_view username, std::string_view client_id,
+                              acl::Access access, const char* topic_or_filter) {
+  if (!rules.bound_to(generation))
+    rules.refresh(snapshot, generation, changes, username, client_id);
+  if (const acl::Evaluation* kept = rules.kept(access, topic_or_filter)) return *kept;
+  return rules.check(access, std::string_view(topic_or_filter));
 }
 
 }  // namespace onboard::plugin

@@ -287,13 +287,15 @@ class Snapshot {
   // changes and with_claims leave them. Never reused within a process, so, unlike an address, an
   // equal value cannot be a later set of groups made where an earlier one was freed.
   std::uint64_t groups_serial() const noexcept { return groups_serial_; }
-  // Where find_device(id) looks (one of kShards device shards), and a name for what it finds
-  // there: equal for two snapshots only when they hold the very same shard, so that find_device(id)
-  // returns the same record (or null) in both. A change rebuilds only the shards of the devices it
-  // changes; the others keep their serial. Never reused within a process, like groups_serial().
+  // Where find_device(id) looks: one of kShards device shards.
   static std::size_t device_shard(std::string_view id) noexcept { return shard_of(id); }
-  std::uint64_t device_lookup_serial(std::size_t shard) const noexcept {
-    return devices_[shard]->serial;
+  // Both snapshots hold the very same device shard, so that find_device(id) returns the same record
+  // (or null) in both for every id of it. A change rebuilds only the shards of the devices it
+  // changes and shares the others. Compared by address, without reading either shard (the broker
+  // thread asks it of every shard at a swap): valid while both snapshots are alive, as a shard one
+  // of them holds cannot be freed and another made in its place.
+  bool shares_device_shard(const Snapshot& other, std::size_t shard) const noexcept {
+    return devices_[shard] == other.devices_[shard];
   }
   std::size_t device_count() const noexcept { return device_count_; }
   // Distinct rule patterns held by this snapshot's pool (some may be only in older snapshots).
@@ -386,9 +388,6 @@ class Snapshot {
   struct DeviceShard {
     std::vector<std::uintptr_t> slots;
     std::size_t size = 0;
-    // device_lookup_serial(): every shard constructed gets a fresh one, whoever makes it (a move
-    // passes it on to the shard moved to), so that no two shards in use ever share one.
-    std::uint64_t serial = next_serial();
     DeviceShard() = default;
     DeviceShard(const DeviceShard&) = delete;
     DeviceShard& operator=(const DeviceShard&) = delete;
@@ -436,7 +435,7 @@ class Snapshot {
   // groups_'s "default", looked up once per snapshot instead of once per decision (nullptr: none).
   const GroupAccess* default_group_ = nullptr;
   std::uint64_t groups_serial_ = 0;  // groups_serial(); set with groups_ by set_groups()
-  // The serials of groups and shards: counted up from 1, once per process.
+  // The serials of sets of groups: counted up from 1, once per process.
   static std::uint64_t next_serial() noexcept;
   // Makes `groups` this snapshot's set of groups, under a fresh groups_serial() (and its
   // "default" looked up again): the one place groups_ is set.
