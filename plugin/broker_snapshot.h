@@ -38,7 +38,11 @@ class BrokerSnapshot {
   void replace(std::shared_ptr<const registry::Snapshot> next, Handover& handover) {
     auto old = std::exchange(current_, std::move(next));
     ++generation_;
-    changes_.record(old.get(), *current_, generation_);
+    if (current_) {
+      changes_.record(old.get(), *current_, generation_);
+    } else {
+      changes_ = SnapshotChanges();  // none in force: the next one is a first one
+    }
     if (old) handover.retire(std::move(old));
   }
 

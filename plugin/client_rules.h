@@ -4,9 +4,9 @@
 // device and its type group up in the snapshot, and substituting %d, %c and %u into every rule's
 // pattern, on every call, cost most of a decision (callgrind, bench/run broker_cost). A client's
 // device, client id and username do not change while it is connected, so its rules are bound
-// the first time it asks after the connect or after a snapshot swap: the device and its groups
-// found once, each placeholder written into the pattern (`devices/%d/#` becomes the literal
-// `devices/dev1/#`), and the last topic's answers kept.
+// the first time it asks after the connect (and again after a swap that changed them): the
+// device and its groups found once, each placeholder written into the pattern (`devices/%d/#`
+// becomes the literal `devices/dev1/#`), and the last topic's answers kept.
 //
 // Correctness: a binding belongs to one snapshot generation. The plugin bumps the generation on
 // every swap, and a binding of an older one is brought up to date before it answers, so the first
@@ -16,10 +16,11 @@
 //
 // Most changes are to other devices, and after one every connected client asks again. So that a
 // change costs the broker thread next to nothing per client, the swap notes which of the
-// snapshot's 4096 device shards, and whether its groups, changed (SnapshotChanges, a few
-// microseconds per swap); a binding whose shard and groups did not change since its generation is
-// carried over with a few instructions on memory all clients share, the device record unread.
-// Only the clients of the changed shards (1 in 4096 of them per changed device) look further.
+// snapshot's 4096 device shards (compared by address) and whether its groups (by serial) changed
+// (SnapshotChanges, a few microseconds per swap); a binding whose shard and groups did not change
+// since its generation is carried over with a few instructions on memory all clients share, the
+// device record unread. Only the clients of the changed shards (1 in 4096 of them per changed
+// device) look further.
 //
 // In a rebuilt shard, binding again is one device lookup when the change was to another device of
 // it: the new snapshot holds the very same device record (with_changes keeps a device it did not
@@ -31,8 +32,10 @@
 // Broker thread only. The rule spans point into the bound device record (held by the binding, so
 // alive however many snapshots are swapped) and into group objects, which every snapshot with the
 // same groups_serial() shares: the current snapshot's own whenever the binding answers, since a
-// binding answers only for the current generation and bind() keeps groups only when the serial is
-// the same. A binding of an older generation reads nothing of them before it is bound again.
+// binding answers only for the current generation, and it keeps its groups only when the serial
+// is the same (bind() compares it; refresh() carries a binding over only when no swap since its
+// generation changed the groups). A binding of an older generation reads nothing of them before
+// it is brought up to date.
 #pragma once
 
 #include <array>
