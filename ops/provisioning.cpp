@@ -523,9 +523,12 @@ Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority
                                                  sorted.begin() + static_cast<std::ptrdiff_t>(end));
     {
       const auto held = take_turn();
-      ONBOARD_TRY(auto serials,
-                  store.supersede_renewed(part, actor.now - grace - kIssueBackdate, actor));
-      out.serials.insert(out.serials.end(), serials.begin(), serials.end());
+      auto serials = store.supersede_renewed(part, actor.now - grace - kIssueBackdate, actor);
+      if (serials.ok()) {
+        out.serials.insert(out.serials.end(), serials->begin(), serials->end());
+      } else {
+        if (out.failed_batches++ == 0) out.first_failure = serials.error();
+      }
     }
     at = end;
     // The write turn is a plain mutex, not a fair one: without a pause this thread could take it

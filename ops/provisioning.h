@@ -134,6 +134,11 @@ ProvisionAnswer renew(registry::Store& store, const ca::Authority& ca, const Ren
 struct Superseded {
   std::vector<std::string> serials;         // revoked as superseded by this call
   std::optional<std::uint64_t> crl_number;  // the CRL written for them
+  // Batches that failed: their candidates stay due, for the next sweep to try again. The batches
+  // after one go on without it, so that one that keeps failing never holds up the rest of the
+  // fleet.
+  std::size_t failed_batches = 0;
+  std::optional<Error> first_failure;  // the first failed batch's error
 };
 // The device connected with the certificate `current_sha256`: its active certificates recorded
 // before it are revoked as superseded (ClaimStore::supersede_predecessors) and, when there were
@@ -170,8 +175,9 @@ using WriteTurn = std::function<std::unique_lock<std::mutex>()>;
 // kept in one batch when they fit), each its own transaction under its own `turn` with a pause of
 // 2 ms between, so that the sweep after a fleet-wide renewal lets other writes in between
 // batches; the CRL is rewritten under one more.
-// A batch that fails ends the sweep with its error: the batches before it stay committed (their
-// CRL rewrite is the caller's to retry), the next sweep finds the rest due again.
+// A batch that fails is rolled back alone and counted in the answer (failed_batches,
+// first_failure); the sweep goes on with the next. The error returned is the CRL rewrite's, with
+// the revocations committed (the caller's to retry).
 Result<Superseded> supersede_expired(registry::Store& store, const ca::Authority& ca,
                                      const std::filesystem::path& crl_path,
                                      const std::vector<registry::DueRenewal>& due, UnixTime grace,

@@ -296,6 +296,11 @@ void supersede_on_schedule(Context& ctx, std::stop_token stop, std::chrono::seco
                       log_line("superseded " + std::to_string(superseded->serials.size()) +
                                " certificate(s) whose renewal's grace period is over");
                     }
+                    if (superseded->first_failure) {
+                      return std::to_string(superseded->failed_batches) +
+                             " batch(es) failed, their certificates stay due: " +
+                             superseded->first_failure->message;
+                    }
                     return {};
                   }
                   // The revocations may be committed with the CRL not rewritten: the next sweep

@@ -3,6 +3,7 @@
 // code, and the quota under concurrent enrolments.
 #include "ops/provisioning.h"
 
+#include <SQLiteCpp/Database.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
@@ -724,6 +725,67 @@ TEST_CASE("the grace sweep revokes in batches each under its own write turn") {
   CHECK(sorted == old_serials);
   CHECK(swept.crl_number.has_value());
   CHECK(must(ops::crl_lists_revoked_of(*site.store, *site.ca, crl, "unit-7")));
+  CHECK(must(site.store->verify_audit()).ok());
+}
+
+TEST_CASE("a batch the registry keeps refusing does not hold up the sweep's other batches") {
+  Site site;
+  site.add_claim("line-a", 10);
+  constexpr int kDevices = 7;
+  std::vector<std::string> old_serials;
+  for (int i = 1; i <= kDevices; ++i) {
+    const std::string id = "unit-" + std::to_string(i);
+    const auto device = enroll_device(site, "line-a", id);
+    REQUIRE_FALSE(renew(site, id, device.certificate.sha256_fingerprint,
+                        renewal_for(p256().get(), id, device.key.get()))
+                      .refused);
+    old_serials.push_back(device.certificate.serial_hex);
+  }
+  {
+    // unit-2's certificates cannot be written any more: its batch (unit-1 to unit-3) fails whole.
+    SQLite::Database raw((site.dir / "registry.db").string(), SQLite::OPEN_READWRITE);
+    raw.exec(
+        "CREATE TRIGGER stuck BEFORE UPDATE ON certificates WHEN OLD.device_id = 'unit-2' "
+        "BEGIN SELECT RAISE(ABORT, 'unit-2 cannot be written'); END");
+  }
+  const auto crl = site.dir / "crl.pem";
+  constexpr UnixTime kGrace = 3600;
+  registry::Actor later = site.actor;
+  later.now += kGrace + 60;
+  const auto due = must(ops::renewals_due(*site.store, kGrace, later.now));
+  REQUIRE(due.size() == kDevices);
+  std::mutex turn;
+  const ops::WriteTurn take = [&] { return std::unique_lock<std::mutex>(turn); };
+
+  const auto swept =
+      must(ops::supersede_expired(*site.store, *site.ca, crl, due, kGrace, later, take, 3));
+  CHECK(swept.failed_batches == 1);
+  REQUIRE(swept.first_failure.has_value());
+  INFO(swept.first_failure->message);
+  CHECK(swept.first_failure->message.starts_with("supersede renewed certificates"));
+  // The two batches after it were revoked, and the CRL lists them.
+  auto sorted = swept.serials;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::string> later_batches(old_serials.begin() + 3, old_serials.end());
+  std::sort(later_batches.begin(), later_batches.end());
+  CHECK(sorted == later_batches);
+  CHECK(swept.crl_number.has_value());
+  CHECK(must(ops::crl_lists_revoked_of(*site.store, *site.ca, crl, "unit-7")));
+  // The failed batch was rolled back whole: its three devices are still due.
+  const auto left = must(ops::renewals_due(*site.store, kGrace, later.now));
+  CHECK(left.size() == 3);
+
+  {
+    SQLite::Database raw((site.dir / "registry.db").string(), SQLite::OPEN_READWRITE);
+    raw.exec("DROP TRIGGER stuck");
+  }
+  const auto again =
+      must(ops::supersede_expired(*site.store, *site.ca, crl, left, kGrace, later, take, 3));
+  CHECK(again.failed_batches == 0);
+  CHECK_FALSE(again.first_failure.has_value());
+  CHECK(again.serials.size() == 3);
+  CHECK(must(ops::renewals_due(*site.store, kGrace, later.now)).empty());
+  CHECK(must(ops::crl_lists_revoked_of(*site.store, *site.ca, crl, "unit-2")));
   CHECK(must(site.store->verify_audit()).ok());
 }
 
