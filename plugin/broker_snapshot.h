@@ -26,11 +26,9 @@ class BrokerSnapshot {
   bool loaded() const noexcept { return current_ != nullptr; }
   // Only while loaded().
   const registry::Snapshot& get() const noexcept { return *current_; }
-  // Moves on with every snapshot put in force: client rules bound for an older one are brought up
-  // to date before their next answer (carried over as they are when their device's shard and the
-  // groups did not change: plugin/client_rules.h).
-  std::uint64_t generation() const noexcept { return generation_; }
-  // What each swap changed, for those client rules.
+  // What each swap changed: a client's rules bound before a swap that changed its device's shard
+  // or the groups are bound again before their next answer; every other binding stays as it is
+  // (plugin/client_rules.h).
   const SnapshotChanges& changes() const noexcept { return changes_; }
 
   // Puts `next` in force. The one it replaces goes back to the watcher thread to be freed there,
@@ -57,20 +55,18 @@ class BrokerSnapshot {
   acl::Evaluation decide(ClientRules& rules, std::string_view username, std::string_view client_id,
                          acl::Access access, std::string_view topic_or_filter) const {
     if (!current_) return {acl::Decision::deny, nullptr};
-    return plugin::decide(rules, *current_, generation_, changes_, username, client_id, access,
-                          topic_or_filter);
+    return plugin::decide(rules, *current_, changes_, username, client_id, access, topic_or_filter);
   }
   // The same for a topic as the broker hands it over (NUL-terminated).
   acl::Evaluation decide(ClientRules& rules, std::string_view username, std::string_view client_id,
                          acl::Access access, const char* topic_or_filter) const {
     if (!current_) return {acl::Decision::deny, nullptr};
-    return plugin::decide(rules, *current_, generation_, changes_, username, client_id, access,
-                          topic_or_filter);
+    return plugin::decide(rules, *current_, changes_, username, client_id, access, topic_or_filter);
   }
 
  private:
   std::shared_ptr<const registry::Snapshot> current_;
-  std::uint64_t generation_ = 1;  // never 0 (ClientRules' "not bound")
+  std::uint64_t generation_ = 0;  // of the snapshot in force: counts the swaps, from 1
   SnapshotChanges changes_;
 };
 

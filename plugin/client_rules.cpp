@@ -1,7 +1,6 @@
 #include "plugin/client_rules.h"
 
 #include <algorithm>
-#include <cassert>
 #include <utility>
 
 namespace onboard::plugin {
@@ -64,7 +63,7 @@ ClientRules::ClientRules(ClientRules&& other) noexcept { *this = std::move(other
 ClientRules& ClientRules::operator=(ClientRules&& other) noexcept {
   if (this != &other) {
     release_device();
-    generation_ = std::exchange(other.generation_, 0);
+    verified_ = std::exchange(other.verified_, 0);
     device_ = std::exchange(other.device_, nullptr);
     groups_serial_ = other.groups_serial_;
     shard_ = other.shard_;
@@ -88,19 +87,21 @@ void ClientRules::release_device() noexcept {
   if (device_ != nullptr) std::exchange(device_, nullptr)->release();
 }
 
-void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generation,
+void ClientRules::bind(const registry::Snapshot& snapshot, const SnapshotChanges& changes,
                        std::string_view username, std::string_view client_id) {
+  const auto shard = static_cast<std::uint16_t>(registry::Snapshot::device_shard(username));
+  const std::uint64_t verified = changes.last_change(shard);
   // The same record (held, so not another one at a freed address), the same groups and the same
   // client id: the same rules, compiled the same way, with the same answers.
-  const bool same_groups = generation_ != 0 && client_id_data_ != nullptr &&
+  const bool same_groups = verified_ != 0 && client_id_data_ != nullptr &&
                            snapshot.groups_serial() == groups_serial_ &&
                            client_id == this->client_id();
   const registry::SnapshotDevice* device = snapshot.find_device(username);
-  if (same_groups && device == device_) {
-    generation_ = generation;
+  if (same_groups && device == device_ && shard == shard_) {
+    verified_ = verified;
     return;
   }
-  generation_ = 0;
+  verified_ = 0;
   set_count_ = 0;
   cached_ = 0;
   compiled_.clear();
@@ -109,7 +110,7 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
   if (device != nullptr) device->hold();
   device_ = device;
   groups_serial_ = snapshot.groups_serial();
-  shard_ = static_cast<std::uint16_t>(registry::Snapshot::device_shard(username));
+  shard_ = shard;
   // Longer than MQTT allows: not kept in 16 bits, so denied everything (fail closed), and kept
   // empty so that no later binding mistakes it for another.
   const bool storable = client_id.size() <= 0xffff;
@@ -179,7 +180,7 @@ void ClientRules::bind(const registry::Snapshot& snapshot, std::uint64_t generat
     set_count_ =
         static_cast<std::uint8_t>(n | acl::detail::PreparedSubstitutions(subs).usable_mask() << 2);
   }
-  generation_ = generation;
+  verified_ = verified;
 }
 
 acl::Evaluation ClientRules::check(acl::Access access, std::string_view topic_or_filter) {
@@ -218,37 +219,20 @@ std::size_t ClientRules::heap_bytes() const noexcept {
 
 void SnapshotChanges::record(const registry::Snapshot* previous, const registry::Snapshot& next,
                              std::uint64_t generation) noexcept {
-  if (previous == nullptr) {
+  if (previous == nullptr || previous->groups_serial() != next.groups_serial()) {
     shards_.fill(generation);
-    groups_ = generation;
     return;
   }
-  if (previous->groups_serial() != next.groups_serial()) groups_ = generation;
   for (std::size_t shard = 0; shard < shards_.size(); ++shard) {
     if (!next.shares_device_shard(*previous, shard)) shards_[shard] = generation;
   }
 }
 
-void ClientRules::refresh(const registry::Snapshot& snapshot, std::uint64_t generation,
-                          const SnapshotChanges& changes, std::string_view username,
-                          std::string_view client_id) {
-  // Debug builds check it. Release builds read no record here: that would be a cache miss per
-  // client per swap.
-  assert(device_ == nullptr || generation_ == 0 || username == device_->id());
-  if (generation_ != 0 && client_id_data_ == client_id.data() &&
-      client_id_size_ == client_id.size() && changes.unchanged_since(generation_, shard_)) {
-    generation_ = generation;
-    return;
-  }
-  bind(snapshot, generation, username, client_id);
-}
-
 acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
-                       std::uint64_t generation, const SnapshotChanges& changes,
-                       std::string_view username, std::string_view client_id, acl::Access access,
+                       const SnapshotChanges& changes, std::string_view username,
+                       std::string_view client_id, acl::Access access,
                        std::string_view topic_or_filter) {
-  if (!rules.bound_to(generation))
-    rules.refresh(snapshot, generation, changes, username, client_id);
+  if (!rules.current(changes)) rules.bind(snapshot, changes, username, client_id);
   return rules.check(access, topic_or_filter);
 }
 

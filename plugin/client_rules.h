@@ -8,34 +8,31 @@
 // device and its groups found once, each placeholder written into the pattern (`devices/%d/#`
 // becomes the literal `devices/dev1/#`), and the last topic's answers kept.
 //
-// Correctness: a binding belongs to one snapshot generation. The plugin bumps the generation on
-// every swap, and a binding of an older one is brought up to date before it answers, so the first
-// check after a change (revoke, disable, rule added or removed, group change) is decided by the new
-// snapshot. Every answer equals Snapshot::check_access's for the current snapshot (the
+// Correctness: the plugin notes, at every swap, which of the snapshot's 4096 device shards
+// (compared by address) and whether its groups (by serial) changed: SnapshotChanges keeps, per
+// shard, the generation of the last swap that changed the shard or the groups. A binding remembers
+// that generation for its device's shard when bound, and answers only while it is still the same:
+// then find_device(username) in the current snapshot returns the very record it was bound to (or
+// none) and find_group the same groups. Else it is bound again before it answers, so the first
+// check after a change (revoke, disable, rule added or removed, group change) is decided by the
+// new snapshot. Every answer equals Snapshot::check_access's for the current snapshot (the
 // differential tests in tests/plugin/client_rules_test.cpp).
 //
-// Most changes are to other devices, and after one every connected client asks again. So that a
-// change costs the broker thread next to nothing per client, the swap notes which of the
-// snapshot's 4096 device shards (compared by address) and whether its groups (by serial) changed
-// (SnapshotChanges, a few microseconds per swap); a binding whose shard and groups did not change
-// since its generation is carried over with a few instructions on memory all clients share, the
-// device record unread. Only the clients of the changed shards (1 in 4096 of them per changed
-// device) look further.
-//
-// In a rebuilt shard, binding again is one device lookup when the change was to another device of
-// it: the new snapshot holds the very same device record (with_changes keeps a device it did not
-// change at its address) and the same groups (Snapshot::groups_serial), so the binding's rules and
-// kept answers are still exactly right and only its generation moves on. The binding holds its
-// device's record (SnapshotDevice::hold), so that an equal address always means the same record,
-// never a later one made where it was freed.
+// So a change to one device costs the broker thread the swap's shard comparison (a few
+// microseconds) and a new binding for the clients of that device's shard (1 in 4096 of them);
+// every other client's binding stays current with no work at all, however many are connected.
+// In the rebuilt shard, binding again is one device lookup when the change was to another device
+// of it: the new snapshot holds the very same device record (with_changes keeps a device it did
+// not change at its address) and the same groups (Snapshot::groups_serial), so the binding's rules
+// and kept answers are still exactly right and stay. The binding holds its device's record
+// (SnapshotDevice::hold), so that an equal address always means the same record, never a later
+// one made where it was freed.
 //
 // Broker thread only. The rule spans point into the bound device record (held by the binding, so
 // alive however many snapshots are swapped) and into group objects, which every snapshot with the
-// same groups_serial() shares: the current snapshot's own whenever the binding answers, since a
-// binding answers only for the current generation, and it keeps its groups only when the serial
-// is the same (bind() compares it; refresh() carries a binding over only when no swap since its
-// generation changed the groups). A binding of an older generation reads nothing of them before
-// it is brought up to date.
+// same groups_serial() shares: the current snapshot's own whenever the binding answers, since it
+// answers only while current, and a groups change makes every binding stale. A stale binding
+// reads nothing of them before it is bound again.
 #pragma once
 
 #include <array>
@@ -52,29 +49,30 @@
 
 namespace onboard::plugin {
 
-// What the swaps changed: for each device shard (Snapshot::device_shard) and for the groups, the
-// generation of the last swap that put another one in force. A binding of generation g is still
-// exactly right when neither its shard nor the groups changed after g: find_device(username)
-// returns the same record (or none) and find_group the same groups as when it was bound.
-// Broker thread only, like the generation it counts with.
+// What the swaps changed: for each device shard (Snapshot::device_shard), the generation of the
+// last swap that put another shard, or another set of groups, in force. While it is the same as
+// when a binding was made, the binding is exactly right: find_device(username) returns the same
+// record (or none) and find_group the same groups. Broker thread only.
 class SnapshotChanges {
  public:
-  // Until record() is called, nothing is known to be unchanged: every binding is bound again.
+  // Until record() is called, no binding is current: every decision binds again.
   SnapshotChanges() noexcept { shards_.fill(kUnknown); }
 
-  // `next` was put in force as `generation` in place of `previous` (null: the first snapshot,
-  // which changes everything). Both must be alive: shards are compared by address.
+  // `next` was put in force as `generation` (never 0, and more than any before) in place of
+  // `previous` (null: the first snapshot, which changes everything). Both must be alive: shards
+  // are compared by address.
   void record(const registry::Snapshot* previous, const registry::Snapshot& next,
               std::uint64_t generation) noexcept;
 
-  bool unchanged_since(std::uint64_t generation, std::size_t shard) const noexcept {
-    return groups_ <= generation && shards_[shard] <= generation;
+  // The generation of the last swap that changed this shard or the groups; 0 before record().
+  std::uint64_t last_change(std::size_t shard) const noexcept {
+    const std::uint64_t g = shards_[shard];
+    return g == kUnknown ? 0 : g;
   }
 
  private:
   static constexpr std::uint64_t kUnknown = ~std::uint64_t{0};
   std::array<std::uint64_t, registry::Snapshot::kShards> shards_;
-  std::uint64_t groups_ = kUnknown;
 };
 
 class ClientRules {
@@ -88,23 +86,20 @@ class ClientRules {
   ClientRules& operator=(ClientRules&& other) noexcept;
   ~ClientRules();
 
-  // Binds to the rules `snapshot` (of `generation`, never 0) holds for device `username` and a
-  // client with this client id. An unknown or inactive device is bound to deny everything.
-  // `client_id` must outlive the binding (AcceptedClients' own copy does); one longer than MQTT
-  // allows (65,535 bytes, which no broker hands over) is bound to deny everything. When the
-  // snapshot holds
-  // the same device record and groups as the current binding, for the same client id, the binding
-  // is kept (kept answers included) and only moves to `generation`.
-  void bind(const registry::Snapshot& snapshot, std::uint64_t generation, std::string_view username,
-            std::string_view client_id);
-  bool bound_to(std::uint64_t generation) const noexcept { return generation_ == generation; }
-  // Brings a binding of an older generation to `generation`: carried over, kept answers and all,
-  // when `changes` says neither its device's shard nor the groups changed since (and the client
-  // id is the one it was bound with), else bind(). A binding is always asked with the username it
-  // was bound with (AcceptedClients keeps one per accepted connection, whose ids never change).
-  void refresh(const registry::Snapshot& snapshot, std::uint64_t generation,
-               const SnapshotChanges& changes, std::string_view username,
-               std::string_view client_id);
+  // Binds to the rules `snapshot` (put in force as `changes` last recorded) holds for device
+  // `username` and a client with this client id. An unknown or inactive device is bound to deny
+  // everything. `client_id` must outlive the binding (AcceptedClients' own copy does); one longer
+  // than MQTT allows (65,535 bytes, which no broker hands over) is bound to deny everything. When
+  // the snapshot holds the same device record and groups as the current binding, for the same
+  // client id, the binding is kept (kept answers included) and only made current. A binding is
+  // always asked with the username it was bound with (AcceptedClients keeps one per accepted
+  // connection, whose ids never change).
+  void bind(const registry::Snapshot& snapshot, const SnapshotChanges& changes,
+            std::string_view username, std::string_view client_id);
+  // Nothing it was bound from changed since (SnapshotChanges): it may answer.
+  bool current(const SnapshotChanges& changes) const noexcept {
+    return verified_ != 0 && changes.last_change(shard_) == verified_;
+  }
 
   // The decision for the bound snapshot, the same as snapshot.check_access(username, client_id,
   // access, topic_or_filter) with the values given to bind(). The rule pointer is valid while the
@@ -140,10 +135,10 @@ class ClientRules {
   // Drops the held device record.
   void release_device() noexcept;
 
-  // In the order a decision reads them: the generation, the kept topic and its answers first, so
+  // In the order a decision reads them: its currency, the kept topic and its answers first, so
   // that a kept answer (AcceptedClients' entry around it included) touches as few cache lines as
   // may be; then what an evaluation reads.
-  std::uint64_t generation_ = 0;  // 0: not bound
+  std::uint64_t verified_ = 0;  // SnapshotChanges::last_change(shard_) when bound; 0: not bound
   // Low two bits: how many rule sets (0: every check denied, an unknown or inactive device); bits
   // 2 to 4: PreparedSubstitutions::usable_mask of the binding's substitutions, found once when
   // bound instead of once per decision. One byte for both, so that a client stays within budget.
@@ -169,21 +164,20 @@ class ClientRules {
   std::vector<acl::Rule> compiled_;  // the sets that had placeholders, substituted, in set order
 };
 
-// The decision for a device client the connect check accepted: brings `rules` up to date when the
-// snapshot's generation moved on (ClientRules::refresh), then checks.
+// The decision for a device client the connect check accepted: binds `rules` again when something
+// it was bound from changed (ClientRules::current), then checks.
 acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
-                       std::uint64_t generation, const SnapshotChanges& changes,
-                       std::string_view username, std::string_view client_id, acl::Access access,
+                       const SnapshotChanges& changes, std::string_view username,
+                       std::string_view client_id, acl::Access access,
                        std::string_view topic_or_filter);
 
 // The same for a topic as the broker hands it over (NUL-terminated): the kept answer when the
 // topic is the last one asked, else the decision above.
 inline acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
-                              std::uint64_t generation, const SnapshotChanges& changes,
-                              std::string_view username, std::string_view client_id,
-                              acl::Access access, const char* topic_or_filter) {
-  if (!rules.bound_to(generation))
-    rules.refresh(snapshot, generation, changes, username, client_id);
+                              const SnapshotChanges& changes, std::string_view username,
+                              std::string_view client_id, acl::Access access,
+                              const char* topic_or_filter) {
+  if (!rules.current(changes)) rules.bind(snapshot, changes, username, client_id);
   if (const acl::Evaluation* kept = rules.kept(access, topic_or_filter)) return *kept;
   return rules.check(access, std::string_view(topic_or_filter));
 }

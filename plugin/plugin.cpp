@@ -482,10 +482,10 @@ class Plugin {
       return renewal_access(standing.device_id, client_id != nullptr ? client_id : "", access,
                             event.topic, event.retain);
     }
-    // The client's rules, bound at its first check after the connect and brought up to date at
-    // its first after a snapshot swap: no device lookup and no placeholder substitution per
-    // message, and the last topic's answer kept (client_rules.h). The topic goes as the C string it
-    // is: no strlen when the answer is kept.
+    // The client's rules, bound at its first check after the connect and again after a swap that
+    // changed its device's shard or the groups: no device lookup and no placeholder substitution
+    // per message, and the last topic's answer kept (client_rules.h). The topic goes as the C
+    // string it is: no strlen when the answer is kept.
     const char* const topic = event.topic;
     auto evaluation =
         snapshot_.decide(*standing.rules, standing.device_id, standing.client_id, access, topic);
@@ -697,10 +697,10 @@ class Plugin {
     for (const auto& [level, line] : taken.logs) log(mosquitto_level(level), line);
     if (taken.snapshot) {
       // The watcher thread frees the old one, once replace() has compared their shards. A
-      // client's rules bound to an older generation answer nothing until brought up to date, which
-      // reads only what the binding holds (its device record), what the swaps recorded, or what
-      // the new snapshot shares (its groups when the groups serial is the same): nothing of the
-      // old snapshot alone (plugin/client_rules.h).
+      // client's rules made stale by the swap answer nothing until bound again, which reads only
+      // what the binding holds (its device record) or what the new snapshot shares (its groups
+      // when the groups serial is the same): nothing of the old snapshot alone
+      // (plugin/client_rules.h).
       snapshot_.replace(std::move(taken.snapshot), handover_);
     }
     for (const auto& device : taken.kicks) {

@@ -138,12 +138,20 @@ TEST_CASE("checks on the same client in a row follow every change to its entry")
     CHECK(clients.check(a, "dev-a", "dev-a", with_certificate).standing == Standing::not_accepted);
   }
   SECTION("accepted again as another device") {
+    // The old client's rules bound, and current (the positive control).
+    const auto snapshot = onboard::registry::Snapshot::build({}, {}, 1);
+    onboard::plugin::SnapshotChanges changes;
+    changes.record(nullptr, *snapshot, 1);
+    auto old = clients.check(a, "dev-a", "dev-a", with_certificate);
+    REQUIRE(old.rules != nullptr);
+    old.rules->bind(*snapshot, changes, old.device_id, old.client_id);
+    REQUIRE(old.rules->current(changes));
     clients.accept_device(a, "dev-x", "dev-x");
     auto v = clients.check(a, "dev-x", "dev-x", with_certificate);
     CHECK(v.standing == Standing::device);
     CHECK(v.device_id == "dev-x");
     REQUIRE(v.rules != nullptr);
-    CHECK_FALSE(v.rules->bound_to(1));  // the new entry's rules, not the old client's binding
+    CHECK_FALSE(v.rules->current(changes));  // the new entry's rules, not the old client's binding
     CHECK(clients.check(a, "dev-a", "dev-a", with_certificate).standing == Standing::not_accepted);
   }
   SECTION("deferred at a new connect") {
