@@ -676,25 +676,40 @@ TEST_CASE("a certificate an operator issued for the CSR's key is no retry of a r
   CHECK(again.certificate_pem == renewed.certificate_pem);
 }
 
-TEST_CASE("the grace sweep revokes in batches each under its own write turn") {
-  Site site;
-  site.add_claim("line-a", 10);
-  constexpr int kDevices = 7;
-  std::vector<std::string> old_serials;
-  for (int i = 1; i <= kDevices; ++i) {
-    const std::string id = "unit-" + std::to_string(i);
-    const auto device = enroll_device(site, "line-a", id);
-    REQUIRE_FALSE(renew(site, id, device.certificate.sha256_fingerprint,
-                        renewal_for(p256().get(), id, device.key.get()))
-                      .refused);
-    old_serials.push_back(device.certificate.serial_hex);
+namespace {
+
+// `devices` devices unit-1, unit-2, ... enrolled through one claim and each renewed once, the
+// renewals never connected, and the grace period since over: what the sweep finds due at `later`.
+struct Overdue {
+  static constexpr UnixTime kGrace = 3600;
+  explicit Overdue(int devices) {
+    site.add_claim("line-a", devices + 3);
+    for (int i = 1; i <= devices; ++i) {
+      const std::string id = "unit-" + std::to_string(i);
+      const auto device = enroll_device(site, "line-a", id);
+      REQUIRE_FALSE(renew(site, id, device.certificate.sha256_fingerprint,
+                          renewal_for(p256().get(), id, device.key.get()))
+                        .refused);
+      old_serials.push_back(device.certificate.serial_hex);
+    }
+    later.now += kGrace + 60;
+    due = must(ops::renewals_due(*site.store, kGrace, later.now));
+    REQUIRE(due.size() == static_cast<std::size_t>(devices));
   }
-  const auto crl = site.dir / "crl.pem";
-  constexpr UnixTime kGrace = 3600;
+  Site site;
+  std::vector<std::string> old_serials;  // the renewed certificates', in the devices' order
+  std::filesystem::path crl = site.dir / "crl.pem";
   registry::Actor later = site.actor;
-  later.now += kGrace + 60;
-  const auto due = must(ops::renewals_due(*site.store, kGrace, later.now));
-  REQUIRE(due.size() == kDevices);
+  std::vector<registry::DueRenewal> due;
+};
+
+}  // namespace
+
+TEST_CASE("the grace sweep revokes in batches each under its own write turn") {
+  constexpr int kDevices = 7;
+  Overdue fleet(kDevices);
+  auto& [site, old_serials, crl, later, due] = fleet;
+  constexpr UnixTime kGrace = Overdue::kGrace;
 
   // Each time the turn is taken, what another connection reads: the batches before committed.
   auto reader =
@@ -729,18 +744,10 @@ TEST_CASE("the grace sweep revokes in batches each under its own write turn") {
 }
 
 TEST_CASE("a batch the registry keeps refusing does not hold up the sweep's other batches") {
-  Site site;
-  site.add_claim("line-a", 10);
   constexpr int kDevices = 7;
-  std::vector<std::string> old_serials;
-  for (int i = 1; i <= kDevices; ++i) {
-    const std::string id = "unit-" + std::to_string(i);
-    const auto device = enroll_device(site, "line-a", id);
-    REQUIRE_FALSE(renew(site, id, device.certificate.sha256_fingerprint,
-                        renewal_for(p256().get(), id, device.key.get()))
-                      .refused);
-    old_serials.push_back(device.certificate.serial_hex);
-  }
+  Overdue fleet(kDevices);
+  auto& [site, old_serials, crl, later, due] = fleet;
+  constexpr UnixTime kGrace = Overdue::kGrace;
   {
     // unit-2's certificates cannot be written any more: its batch (unit-1 to unit-3) fails whole.
     SQLite::Database raw((site.dir / "registry.db").string(), SQLite::OPEN_READWRITE);
@@ -748,12 +755,6 @@ TEST_CASE("a batch the registry keeps refusing does not hold up the sweep's othe
         "CREATE TRIGGER stuck BEFORE UPDATE ON certificates WHEN OLD.device_id = 'unit-2' "
         "BEGIN SELECT RAISE(ABORT, 'unit-2 cannot be written'); END");
   }
-  const auto crl = site.dir / "crl.pem";
-  constexpr UnixTime kGrace = 3600;
-  registry::Actor later = site.actor;
-  later.now += kGrace + 60;
-  const auto due = must(ops::renewals_due(*site.store, kGrace, later.now));
-  REQUIRE(due.size() == kDevices);
   std::mutex turn;
   const ops::WriteTurn take = [&] { return std::unique_lock<std::mutex>(turn); };
 
