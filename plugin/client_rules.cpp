@@ -1,6 +1,7 @@
 #include "plugin/client_rules.h"
 
 #include <algorithm>
+#include <cassert>
 #include <utility>
 
 namespace onboard::plugin {
@@ -98,6 +99,7 @@ void ClientRules::bind(const registry::Snapshot& snapshot, const SnapshotChanges
                            client_id == this->client_id();
   const registry::SnapshotDevice* device = snapshot.find_device(username);
   if (same_groups && device == device_ && shard == shard_) {
+    client_id_data_ = client_id.data();  // the same text; the storage given now is the one to view
     verified_ = verified;
     return;
   }
@@ -233,6 +235,7 @@ acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snapshot,
                        std::string_view client_id, acl::Access access,
                        std::string_view topic_or_filter) {
   if (!rules.current(changes)) rules.bind(snapshot, changes, username, client_id);
+  assert(rules.bound_for(username, client_id));
   return rules.check(access, topic_or_filter);
 }
 

@@ -36,6 +36,7 @@
 #pragma once
 
 #include <array>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -99,6 +100,14 @@ class ClientRules {
   // Nothing it was bound from changed since (SnapshotChanges): it may answer.
   bool current(const SnapshotChanges& changes) const noexcept {
     return verified_ != 0 && changes.last_change(shard_) == verified_;
+  }
+  // Bound for this username's shard and this client id, as given to bind() (its storage, not
+  // only its text): a current binding is asked with no other. Debug builds check it in decide();
+  // a client id longer than MQTT allows is not kept, so it is not compared.
+  bool bound_for(std::string_view username, std::string_view client_id) const noexcept {
+    return registry::Snapshot::device_shard(username) == shard_ &&
+           (client_id.size() > 0xffff ||
+            (client_id.data() == client_id_data_ && client_id.size() == client_id_size_));
   }
 
   // The decision for the bound snapshot, the same as snapshot.check_access(username, client_id,
@@ -178,6 +187,7 @@ inline acl::Evaluation decide(ClientRules& rules, const registry::Snapshot& snap
                               std::string_view client_id, acl::Access access,
                               const char* topic_or_filter) {
   if (!rules.current(changes)) rules.bind(snapshot, changes, username, client_id);
+  assert(rules.bound_for(username, client_id));
   if (const acl::Evaluation* kept = rules.kept(access, topic_or_filter)) return *kept;
   return rules.check(access, std::string_view(topic_or_filter));
 }

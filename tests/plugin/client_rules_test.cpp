@@ -12,12 +12,14 @@
 #include <vector>
 
 #include "plugin/accepted_clients.h"
+#include "plugin/broker_snapshot.h"
 #include "plugin/client_rules.h"
 #include "registry/snapshot.h"
 
 namespace {
 
 using onboard::plugin::AcceptedClients;
+using onboard::plugin::BrokerSnapshot;
 using onboard::plugin::ClientRules;
 using onboard::plugin::decide;
 using onboard::plugin::SnapshotChanges;
@@ -430,6 +432,51 @@ TEST_CASE("the first check after a change is decided by the new snapshot") {
     swaps.put(first.get(), *reloaded);
     CHECK(ask(*reloaded, "devices/dev1/t") == acl::Decision::deny);
   }
+}
+
+TEST_CASE(
+    "through the plugin's own swaps a binding stays current only while nothing of it changed") {
+  auto rule = [](std::int64_t id, const char* pattern) {
+    return acl::Rule{id, pattern, acl::kReadWrite, acl::Effect::allow, 0};
+  };
+  DeviceAccess dev1{"dev1", DeviceStatus::active, "ta", {rule(1, "devices/%d/#")}, {}};
+  DeviceAccess dev2{"dev2", DeviceStatus::active, "ta", {rule(2, "devices/%d/#")}, {}};
+  REQUIRE(Snapshot::device_shard("dev1") != Snapshot::device_shard("dev2"));
+  onboard::plugin::Handover handover;
+  BrokerSnapshot broker;
+  ClientRules rules;
+  const std::string client_id = "dev1";
+  auto ask = [&] {
+    return broker.decide(rules, "dev1", client_id, acl::kPublish, "devices/dev1/t").decision;
+  };
+  auto first = Snapshot::build({dev1, dev2}, {GroupAccess{"ta", {}}}, 1);
+  broker.replace(first, handover);
+  REQUIRE(ask() == acl::Decision::allow);
+  REQUIRE(rules.current(broker.changes()));
+
+  // Another device changed: still current, with nothing done.
+  DeviceAccess other = dev2;
+  other.status = DeviceStatus::disabled;
+  broker.replace(first->with_changes({other}, {}, {}, 2), handover);
+  CHECK(rules.current(broker.changes()));
+  CHECK(ask() == acl::Decision::allow);
+
+  // No snapshot in force: denied, and the binding is no longer current.
+  broker.replace(nullptr, handover);
+  CHECK(ask() == acl::Decision::deny);
+  CHECK_FALSE(rules.current(broker.changes()));
+
+  // A snapshot read anew with the device disabled: the binding made before is not taken for one
+  // of it (the generations go on counting), and the new record decides.
+  DeviceAccess disabled = dev1;
+  disabled.status = DeviceStatus::disabled;
+  auto reread = Snapshot::build({disabled, other}, {GroupAccess{"ta", {}}}, 3);
+  broker.replace(reread, handover);
+  CHECK(ask() == acl::Decision::deny);
+  // Positive control: enabled again, allowed again.
+  broker.replace(reread->with_changes({dev1}, {}, {}, 4), handover);
+  CHECK(ask() == acl::Decision::allow);
+  handover.release_retired();
 }
 
 TEST_CASE("a swap records which device shards and whether the groups changed") {
