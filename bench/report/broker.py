@@ -111,10 +111,14 @@ def verdict(ok, value, limit, fmt="{:.3f}", higher_is_better=True):
     return f"**missed by {fmt.format(gap)}**"
 
 
-BAR_PLOT = """
+# The style both bar plots start with: one bar per set-up with its min-max error bar.
+HISTOGRAM = """
 set style data histogram
 set style histogram errorbars gap 2 lw 1
 set style fill solid 0.6 border -1
+"""
+
+BAR_PLOT = HISTOGRAM + """\
 set ylabel 'ratio to baseline (median of rounds; bars: min-max)'
 set yrange [{ymin}:{ymax}]
 set grid ytics
@@ -628,10 +632,7 @@ def setup_name(setup):
     return SETUP_NAMES[setup]
 
 
-COST_PLOT = """
-set style data histogram
-set style histogram errorbars gap 2 lw 1
-set style fill solid 0.6 border -1
+COST_PLOT = HISTOGRAM + """\
 set ylabel 'main-thread instructions per delivered message'
 set yrange [{ymin}:{ymax}]
 set grid ytics

@@ -36,6 +36,18 @@ void replace(const std::filesystem::path& path, const std::string& text) {
   std::filesystem::rename(temp, path);
 }
 
+// The CRL file a guard watches, written first by `ca` for this_update..next_update (number 1), and
+// the handover the guard posts to.
+struct CrlFile {
+  CrlFile(UnixTime this_update, UnixTime next_update) {
+    replace(path, crl_pem(ca, this_update, next_update));
+  }
+  TempDir dir;
+  std::string path = (dir / "crl.pem").string();
+  test::TestCa ca = make_root();
+  Handover handover;
+};
+
 bool logged(const Handover::Taken& taken, LogLevel level, const std::string& text) {
   for (const auto& [l, line] : taken.logs)
     if (l == level && line.find(text) != std::string::npos) return true;
@@ -95,11 +107,8 @@ TEST_CASE("a CRL file is usable only when the broker can load it and it is in fo
 }
 
 TEST_CASE("the guard hands over a changed CRL only when it is usable and says why not") {
-  TempDir dir;
-  const auto path = (dir / "crl.pem").string();
-  auto ca = make_root();
-  replace(path, crl_pem(ca, kNow - 60, kNow + 7 * kDay, 1));
-  Handover handover;
+  CrlFile file(kNow - 60, kNow + 7 * kDay);
+  auto& [dir, path, ca, handover] = file;
   CrlGuard guard(path, cert_pem(ca));
 
   guard.poll(handover, kNow);  // the broker loaded this one at start: nothing to do
@@ -160,11 +169,8 @@ TEST_CASE("the guard hands over a changed CRL only when it is usable and says wh
 TEST_CASE("a CRL replaced after the plugin started and before its first look is a change") {
   // Mosquitto starts the plugin, then loads the CRL into its listeners; the watcher's first look
   // comes later. A file replaced in between is not what the broker loaded at start.
-  TempDir dir;
-  const auto path = (dir / "crl.pem").string();
-  auto ca = make_root();
-  replace(path, crl_pem(ca, kNow - 60, kNow + 7 * kDay, 1));
-  Handover handover;
+  CrlFile file(kNow - 60, kNow + 7 * kDay);
+  auto& [dir, path, ca, handover] = file;
   SECTION("unchanged: taken as the broker's, nothing to do (the control)") {
     CrlGuard guard(path, cert_pem(ca));
     guard.poll(handover, kNow);
@@ -190,11 +196,8 @@ TEST_CASE("a CRL replaced after the plugin started and before its first look is 
 }
 
 TEST_CASE("the guard warns before the CRL the broker holds expires and reports its expiry once") {
-  TempDir dir;
-  const auto path = (dir / "crl.pem").string();
-  auto ca = make_root();
-  replace(path, crl_pem(ca, kNow, kNow + 8 * kDay));
-  Handover handover;
+  CrlFile file(kNow, kNow + 8 * kDay);
+  auto& [dir, path, ca, handover] = file;
   CrlGuard guard(path);
   guard.poll(handover, kNow);
   guard.poll(handover, kNow + 5 * kDay);  // 3 days of 8 left: fine
@@ -222,11 +225,8 @@ TEST_CASE("the guard warns before the CRL the broker holds expires and reports i
 }
 
 TEST_CASE("a CRL written by a clock slightly ahead is handed over once it is in force") {
-  TempDir dir;
-  const auto path = (dir / "crl.pem").string();
-  auto ca = make_root();
-  replace(path, crl_pem(ca, kNow - 60, kNow + 7 * kDay, 1));
-  Handover handover;
+  CrlFile file(kNow - 60, kNow + 7 * kDay);
+  auto& [dir, path, ca, handover] = file;
   CrlGuard guard(path);
   guard.poll(handover, kNow);
 

@@ -209,6 +209,14 @@ NewCertificate renew_from(Store& store, const std::string& id, const NewCertific
   return next;
 }
 
+// A new store with dev-1 registered (A) and renewed once (B, issued at kNow), B not connected yet.
+struct RenewedOnce {
+  TempDir dir;
+  std::unique_ptr<Store> store = open_test_store(dir);
+  NewCertificate a = register_test_device(*store, "dev-1");
+  NewCertificate b = renew_from(*store, "dev-1", a, kNow);
+};
+
 std::vector<std::string> connect_with(Store& store, const std::string& id,
                                       const NewCertificate& with) {
   return must(store.supersede_predecessors(id, with.sha256_fingerprint, kAlice));
@@ -358,10 +366,8 @@ TEST_CASE("the successor's connect and the end of the grace period supersede the
 }
 
 TEST_CASE("two renewals with different keys: the first installed wins and is never swept") {
-  TempDir dir;
-  auto store = open_test_store(dir);
-  const auto a = register_test_device(*store, "dev-1");
-  const auto b = renew_from(*store, "dev-1", a, kNow);
+  RenewedOnce renewed;
+  auto& [dir, store, a, b] = renewed;
   const auto c = renew_from(*store, "dev-1", a, kNow + 10);  // B's answer lost, another key
 
   // No connect within the grace period: only what was renewed goes, never a renewal, since the
@@ -383,10 +389,8 @@ TEST_CASE("two renewals with different keys: the first installed wins and is nev
 
 TEST_CASE("a connect with either of two renewals supersedes the renewed one and the other") {
   for (const bool first : {true, false}) {
-    TempDir dir;
-    auto store = open_test_store(dir);
-    const auto a = register_test_device(*store, "dev-1");
-    const auto b = renew_from(*store, "dev-1", a, kNow);
+    RenewedOnce renewed;
+    auto& [dir, store, a, b] = renewed;
     const auto c = renew_from(*store, "dev-1", a, kNow + 10);
     const auto& kept = first ? b : c;
     const auto& other = first ? c : b;
@@ -407,10 +411,8 @@ TEST_CASE("a connect with either of two renewals supersedes the renewed one and 
 }
 
 TEST_CASE("the grace period is counted from the latest waiting renewal") {
-  TempDir dir;
-  auto store = open_test_store(dir);
-  const auto a = register_test_device(*store, "dev-1");
-  const auto b = renew_from(*store, "dev-1", a, kNow);
+  RenewedOnce renewed;
+  auto& [dir, store, a, b] = renewed;
   const auto c = renew_from(*store, "dev-1", a, kNow + 100);
   // B's grace is over, C's is not: the device renewed A again and may still be waiting for C.
   CHECK(sweep(*store, kNow + 50).empty());
@@ -432,10 +434,8 @@ TEST_CASE("the grace period is counted from the latest waiting renewal") {
 }
 
 TEST_CASE("a renewal of a renewed certificate: the sweep ends each step and a connect the rest") {
-  TempDir dir;
-  auto store = open_test_store(dir);
-  const auto a = register_test_device(*store, "dev-1");
-  const auto b = renew_from(*store, "dev-1", a, kNow);
+  RenewedOnce renewed;
+  auto& [dir, store, a, b] = renewed;
   const auto c = renew_from(*store, "dev-1", a, kNow + 10);
   // The grace period ends A; the device, holding B, renews it (C still waits: one pending).
   CHECK(sweep(*store, kNow + 50) == std::vector<std::string>{a.serial_hex});
@@ -457,10 +457,8 @@ TEST_CASE("a renewal of a renewed certificate: the sweep ends each step and a co
 }
 
 TEST_CASE("a connect with C instead supersedes B and B's own renewal") {
-  TempDir dir;
-  auto store = open_test_store(dir);
-  const auto a = register_test_device(*store, "dev-1");
-  const auto b = renew_from(*store, "dev-1", a, kNow);
+  RenewedOnce renewed;
+  auto& [dir, store, a, b] = renewed;
   const auto c = renew_from(*store, "dev-1", a, kNow + 10);
   CHECK(sweep(*store, kNow + 50) == std::vector<std::string>{a.serial_hex});
   const auto d = renew_from(*store, "dev-1", b, kNow + 100);
@@ -474,10 +472,8 @@ TEST_CASE("a connect with C instead supersedes B and B's own renewal") {
 }
 
 TEST_CASE("a connect never supersedes a renewal of the certificate it connected with") {
-  TempDir dir;
-  auto store = open_test_store(dir);
-  const auto a = register_test_device(*store, "dev-1");
-  const auto b = renew_from(*store, "dev-1", a, kNow);
+  RenewedOnce renewed;
+  auto& [dir, store, a, b] = renewed;
   CHECK(connect_with(*store, "dev-1", b) == std::vector<std::string>{a.serial_hex});
   // B renews to D, whose answer is lost; the device connects with B again.
   const auto d = renew_from(*store, "dev-1", b, kNow + 10);
@@ -493,10 +489,8 @@ TEST_CASE("a connect never supersedes a renewal of the certificate it connected 
 }
 
 TEST_CASE("a connect that replaces nothing does not wait for the write lock", "[sqlite]") {
-  TempDir dir;
-  auto store = open_test_store(dir);
-  const auto a = register_test_device(*store, "dev-1");
-  const auto b = renew_from(*store, "dev-1", a, kNow);
+  RenewedOnce renewed;
+  auto& [dir, store, a, b] = renewed;
   auto second = open_test_store(dir);  // opened (which may write) before the lock is taken
   // Another writer holds the registry's write lock.
   SQLite::Database other(onboard::test::registry_path(dir), SQLite::OPEN_READWRITE);
@@ -516,10 +510,8 @@ TEST_CASE("a connect that replaces nothing does not wait for the write lock", "[
 }
 
 TEST_CASE("the sweep's write looks again at what its scan found") {
-  TempDir dir;
-  auto store = open_test_store(dir);
-  const auto a = register_test_device(*store, "dev-1");
-  const auto b = renew_from(*store, "dev-1", a, kNow);
+  RenewedOnce renewed;
+  auto& [dir, store, a, b] = renewed;
   const auto p = register_test_device(*store, "dev-2");
   renew_from(*store, "dev-2", p, kNow);
   const auto x = register_test_device(*store, "dev-3");
@@ -646,10 +638,8 @@ TEST_CASE("the sweep's write takes one bounded batch of candidates") {
 }
 
 TEST_CASE("what a connect would supersede is read without writing") {
-  TempDir dir;
-  auto store = open_test_store(dir);
-  const auto a = register_test_device(*store, "dev-1");
-  const auto b = renew_from(*store, "dev-1", a, kNow);
+  RenewedOnce renewed;
+  auto& [dir, store, a, b] = renewed;
   const auto seq = must(store->change_seq());
   CHECK(must(store->predecessors_of("dev-1", a.sha256_fingerprint)).empty());
   CHECK(must(store->predecessors_of("dev-9", b.sha256_fingerprint)).empty());
