@@ -217,6 +217,18 @@ struct RenewedOnce {
   NewCertificate b = renew_from(*store, "dev-1", a, kNow);
 };
 
+// The registry in `dir` (its store closed) as version 5 left it: no column for a certificate's
+// renewal link (the renewals' audit rows name it). SQLite goes back to version 4, whose version 5
+// step rebuilds the certificates table without the column.
+void back_to_before_renewal_links(const TempDir& dir) {
+  if (onboard::test::kTestBackend == Backend::sqlite) {
+    raw_exec(dir, "DROP TABLE claims; UPDATE meta SET schema_version = 4");
+  } else {
+    raw_exec(dir,
+             "ALTER TABLE certificates DROP COLUMN renews; UPDATE meta SET schema_version = 5");
+  }
+}
+
 std::vector<std::string> connect_with(Store& store, const std::string& id,
                                       const NewCertificate& with) {
   return must(store.supersede_predecessors(id, with.sha256_fingerprint, kAlice));
@@ -557,14 +569,7 @@ TEST_CASE("an upgraded registry links the renewals already waiting to what they 
     b = renew_from(*store, "dev-1", a, kNow);
     c = renew_from(*store, "dev-1", a, kNow + 10);
   }
-  // As version 5 left it: no column for the link (the renewals' audit rows name it). SQLite's
-  // version 5 step rebuilds the certificates table without it.
-  if (onboard::test::kTestBackend == Backend::sqlite) {
-    raw_exec(dir, "DROP TABLE claims; UPDATE meta SET schema_version = 4");
-  } else {
-    raw_exec(dir,
-             "ALTER TABLE certificates DROP COLUMN renews; UPDATE meta SET schema_version = 5");
-  }
+  back_to_before_renewal_links(dir);
   auto store = open_test_store(dir);
   CHECK(onboard::test::raw_int64(dir, "SELECT schema_version FROM meta") == sql::kSchemaVersion);
   CHECK(onboard::test::raw_int64(dir, "SELECT count(*) FROM certificates WHERE renews = '" +
@@ -667,12 +672,7 @@ TEST_CASE("an upgrade links a renewal only to a certificate of the same device")
   // B's audit row made to name dev-2's certificate as the renewal of dev-1's A.
   raw_exec(dir, "UPDATE audit_events SET details = replace(details, '" + b.sha256_fingerprint +
                     "', '" + x.sha256_fingerprint + "') WHERE action = 'certificate.renew'");
-  if (onboard::test::kTestBackend == Backend::sqlite) {
-    raw_exec(dir, "DROP TABLE claims; UPDATE meta SET schema_version = 4");
-  } else {
-    raw_exec(dir,
-             "ALTER TABLE certificates DROP COLUMN renews; UPDATE meta SET schema_version = 5");
-  }
+  back_to_before_renewal_links(dir);
   auto store = open_test_store(dir);
   CHECK(onboard::test::raw_int64(dir, "SELECT schema_version FROM meta") == sql::kSchemaVersion);
   // dev-2's certificate is linked to nothing; C, whose row is intact, to A (the positive control).
